@@ -1,0 +1,45 @@
+# Lockbox — the targets a newcomer guesses.
+GO          ?= go
+LOCKBOX_TOOLS ?= /opt/lockbox/tools
+BIN         := bin
+export PATH := $(LOCKBOX_TOOLS)/bin:$(PATH)
+export LOCKBOX_TOOLS
+
+.PHONY: all deps build test unit integration bench proto lint demo clean
+
+all: build
+
+deps:
+	./hack/deps.sh
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/lockbox ./cmd/lockbox-runtime
+
+# test is what CI runs: lint, unit tests (with the race detector), then the
+# root integration tests against real containerd, runc, crun and etcd.
+test: deps lint unit integration
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+integration: build
+	LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 40m -tags integration ./integration/...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+proto:
+	./api/gen.sh
+
+lint:
+	gofmt -l . | tee /dev/stderr | (! read -r _)
+	$(GO) vet ./...
+	GOOS=windows $(GO) vet ./...
+	GOOS=windows $(GO) build ./...
+	staticcheck ./...
+
+demo: deps build
+	./hack/demo.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything Lockbox's build, tests and demo need on a fresh Debian
+# machine: Debian packages with apt-get, and Go tools built from the module
+# proxy into $LOCKBOX_TOOLS/bin. Idempotent: a second run installs nothing.
+set -euo pipefail
+
+LOCKBOX_TOOLS=${LOCKBOX_TOOLS:-/opt/lockbox/tools}
+CONTAINERD_VERSION=v2.4.2
+STATICCHECK_VERSION=v0.8.2
+PROTOC_GEN_GO_VERSION=v1.36.11
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.0
+
+packages=(runc crun busybox-static protobuf-compiler containerd iproute2 util-linux)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "deps: apt-get install ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's containerd package starts a system containerd; tests run their own.
+if command -v systemctl >/dev/null 2>&1; then
+	systemctl disable --now containerd >/dev/null 2>&1 || true
+fi
+
+bin=$LOCKBOX_TOOLS/bin
+mkdir -p "$bin"
+install_go() { # name module@version
+	local name=$1 mod=$2
+	if [ -x "$bin/$name" ] && [ -f "$bin/.$name.version" ] && [ "$(cat "$bin/.$name.version")" = "$mod" ]; then
+		return
+	fi
+	echo "deps: go install $mod"
+	GOBIN=$bin GOFLAGS=-buildvcs=false go install "$mod"
+	echo "$mod" >"$bin/.$name.version"
+}
+install_go containerd github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION
+install_go ctr github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION
+install_go containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION
+install_go staticcheck honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION
+install_go protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION
+install_go protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION
+echo "deps: ready ($bin)"

@@ -1,0 +1,47 @@
+package mounter
+
+import "context"
+
+// SecretSource hands a mounter the bytes of a secret while it writes them.
+// The slice is only valid during the call to fn and must not be retained:
+// it is backed by the agent's locked memory.
+type SecretSource interface {
+	WithSecret(secretID string, fn func(data []byte) error) error
+}
+
+// Container says where a plan is attached.
+type Container struct {
+	ID string
+	// Pid is a process in the container's mount namespace. Zero means the
+	// caller is already in that namespace.
+	Pid int
+	// Rootfs is the container's root as seen from the mount namespace the
+	// attach happens in.
+	Rootfs         string
+	ReadonlyRootfs bool
+	UIDMappings    []IDMapping
+	GIDMappings    []IDMapping
+}
+
+// IDMapping is one line of a user-namespace uid or gid map.
+type IDMapping struct {
+	ContainerID uint32
+	HostID      uint32
+	Size        uint32
+}
+
+// Mounter materialises plans on one platform.
+type Mounter interface {
+	// Build writes the plan's files into private storage that no container
+	// sees yet (a detached tmpfs on Linux, an ACL'd directory on Windows).
+	Build(ctx context.Context, plan *Plan, src SecretSource) (Mount, error)
+}
+
+// Mount is one built plan, held by the agent until the container stops.
+type Mount interface {
+	// Attach makes the files appear at their targets inside c.
+	Attach(ctx context.Context, c Container) error
+	// Wipe overwrites every file, removes it and frees the storage. It is
+	// safe to call more than once.
+	Wipe() error
+}

@@ -1,0 +1,47 @@
+package mounter
+
+import "io/fs"
+
+// OS is the platform of the container a plan is for.
+type OS string
+
+const (
+	Linux   OS = "linux"
+	Windows OS = "windows"
+)
+
+// Grant is one secret reference as the agent holds it: what the operator
+// asked for, not yet validated against a platform.
+type Grant struct {
+	SecretID   string
+	SecretName string
+	// Target is the operator's target: empty (the secret's name), relative
+	// (under the platform's secrets directory) or absolute.
+	Target string
+	// UID and GID are decimal strings; empty means the platform default.
+	UID  string
+	GID  string
+	Mode uint32 // 0 means the platform default
+	Size int64  // length of the secret's data
+}
+
+// File is one validated secret file of a plan.
+type File struct {
+	SecretID   string
+	SecretName string
+	// Target is absolute and clean, in the container's path syntax.
+	Target string
+	UID    uint32
+	GID    uint32
+	Mode   fs.FileMode
+	Size   int64
+}
+
+// Plan is what one container gets. It is the only input a Mounter needs
+// besides the secret bytes.
+type Plan struct {
+	OS    OS
+	Files []File
+	// Size is the sum of the files' sizes.
+	Size int64
+}
