@@ -1,0 +1,322 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lockbox-project/lockbox/api/agent"
+)
+
+// Agent is the part of the agent's local API client the wrapper uses.
+type Agent interface {
+	Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error)
+	Release(ctx context.Context, containerID string) error
+	Close() error
+}
+
+// Dialer connects to the agent socket.
+type Dialer func(socket string) (Agent, error)
+
+// Mode is how a claiming container gets its secrets on "create".
+type Mode int
+
+const (
+	// AttachAfterCreate runs the real "runc create", then has the agent
+	// attach into the new container's mount namespace by its pid, before
+	// "runc start" lets the container's process run. It is the default: see
+	// docs/containerd.md for the measurements behind the choice.
+	AttachAfterCreate Mode = iota
+	// AttachInHook adds a createContainer hook (this binary, "hook
+	// createContainer") to config.json; runc runs it in the container's
+	// mount namespace before pivot_root and the hook attaches the mount fd
+	// the agent sends. "runc run" always uses it: there is no moment between
+	// create and start to attach in.
+	AttachInHook
+)
+
+// Wrapper is lockbox-runtime's logic. Its zero value is not usable: set
+// Runc, Socket and Dial.
+type Wrapper struct {
+	// Runc is the real runc (or crun) binary.
+	Runc string
+	// Socket is the agent's local API socket.
+	Socket string
+	Dial   Dialer
+	Mode   Mode
+	// HookPath is the executable run as the OCI hook in AttachInHook mode
+	// (normally this binary).
+	HookPath string
+	// Timeout bounds each agent call; zero means 30 s.
+	Timeout time.Duration
+	// Stderr receives error messages; nil means os.Stderr.
+	Stderr io.Writer
+	// Exec replaces the process with runc; nil means syscall.Exec. Tests
+	// set it to observe passthrough without leaving the test binary.
+	Exec func(argv0 string, argv, env []string) error
+}
+
+// Main runs one invocation and returns the process exit code. For every
+// call the wrapper does not act on, it does not return: the process becomes
+// runc.
+func (w *Wrapper) Main(args []string) int {
+	inv, err := Parse(args)
+	if err != nil {
+		// The wrapper only understands part of runc's CLI; whatever it
+		// cannot parse, runc judges. Commands that matter (create, run,
+		// delete) with broken arguments fail in runc as well.
+		return w.passthrough(args)
+	}
+	switch inv.Command {
+	case "create", "run":
+		return w.create(inv)
+	case "delete":
+		w.release(inv)
+		return w.passthrough(args)
+	default:
+		return w.passthrough(args)
+	}
+}
+
+func (w *Wrapper) passthrough(args []string) int {
+	exec := w.Exec
+	if exec == nil {
+		exec = syscall.Exec
+	}
+	argv := append([]string{w.Runc}, args...)
+	err := exec(w.Runc, argv, os.Environ())
+	// Exec only returns on failure (or in tests).
+	if err != nil {
+		w.report(nil, fmt.Sprintf("lockbox-runtime: exec %s: %v", w.Runc, err))
+		return 127
+	}
+	return 0
+}
+
+func (w *Wrapper) create(inv *Invocation) int {
+	bundle := inv.Bundle
+	if bundle == "" {
+		bundle = "."
+	}
+	claim, err := ReadClaim(bundle)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			// No readable config.json: runc reports that better than we can.
+			return w.passthrough(inv.Args)
+		}
+		w.report(inv, fmt.Sprintf("lockbox: container %s: %v", inv.ID, err))
+		return 1
+	}
+	if claim == nil {
+		return w.passthrough(inv.Args)
+	}
+	if inv.Command == "run" || w.Mode == AttachInHook {
+		claim.AddHooks(w.HookPath, []string{"LOCKBOX_AGENT_SOCKET=" + w.Socket})
+		if claim.NeedsPlaceholder() {
+			claim.AddPlaceholder()
+		}
+		if err := claim.WriteSpec(); err != nil {
+			w.report(inv, fmt.Sprintf("lockbox: container %s claims service %q: %v", inv.ID, claim.Service, err))
+			return 1
+		}
+		return w.passthrough(inv.Args)
+	}
+	if claim.NeedsPlaceholder() {
+		claim.AddPlaceholder()
+		if err := claim.WriteSpec(); err != nil {
+			w.report(inv, fmt.Sprintf("lockbox: container %s claims service %q: %v", inv.ID, claim.Service, err))
+			return 1
+		}
+	}
+	if code := w.runRunc(inv, inv.Args); code != 0 {
+		// runc has reported why, in its log and on stderr.
+		return code
+	}
+	if err := w.attach(inv, claim); err != nil {
+		w.report(inv, fmt.Sprintf("lockbox: container %s claims service %q: %v", inv.ID, claim.Service, err))
+		// Fail closed: a container that was promised secrets must not run
+		// without them. Take back what runc created.
+		del := append(append([]string{}, inv.Globals...), "delete", "--force", inv.ID)
+		w.runRunc(inv, del)
+		return 1
+	}
+	return 0
+}
+
+func (w *Wrapper) attach(inv *Invocation, claim *Claim) error {
+	pid, err := w.containerPid(inv)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.timeout())
+	defer cancel()
+	a, err := w.Dial(w.Socket)
+	if err != nil {
+		return fmt.Errorf("lockbox agent not reachable: %w", err)
+	}
+	defer a.Close()
+	resp, files, err := a.Prepare(ctx, &agent.PrepareRequest{
+		Container: claim.Container(inv.ID, pid, "/"),
+		Attach:    true,
+	})
+	for _, f := range files {
+		// The agent attached itself; an fd here is unexpected and not ours
+		// to keep.
+		f.Close()
+	}
+	if err != nil {
+		return err
+	}
+	for _, m := range resp.GetMounts() {
+		if m.GetFdIndex() != -1 {
+			return fmt.Errorf("agent left mount %s for the caller to attach", m.GetTarget())
+		}
+	}
+	return nil
+}
+
+// containerPid reads the container's init pid from --pid-file, or asks
+// runc when the caller passed none.
+func (w *Wrapper) containerPid(inv *Invocation) (int, error) {
+	if inv.PidFile != "" {
+		b, err := os.ReadFile(inv.PidFile)
+		if err != nil {
+			return 0, fmt.Errorf("container pid: %w", err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			return 0, fmt.Errorf("container pid file %s: bad content", inv.PidFile)
+		}
+		return pid, nil
+	}
+	args := append(append([]string{}, inv.Globals...), "state", inv.ID)
+	out, err := exec.Command(w.Runc, args...).Output()
+	if err != nil {
+		return 0, fmt.Errorf("runc state %s: %w", inv.ID, err)
+	}
+	return parseStatePid(out)
+}
+
+// release has the agent wipe the container's secrets. A delete must never
+// be blocked by Lockbox: failures are logged and runc proceeds.
+func (w *Wrapper) release(inv *Invocation) {
+	// No socket: no agent on this node, or not started yet; there is nothing
+	// it could hold for this container.
+	if _, err := os.Stat(w.Socket); err != nil {
+		return
+	}
+	a, err := w.Dial(w.Socket)
+	if err != nil {
+		w.log(inv, "warning", fmt.Sprintf("lockbox: release %s: %v", inv.ID, err))
+		return
+	}
+	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), w.timeout())
+	defer cancel()
+	if err := a.Release(ctx, inv.ID); err != nil {
+		w.log(inv, "warning", fmt.Sprintf("lockbox: release %s: %v", inv.ID, err))
+	}
+}
+
+// runRunc runs runc with args as a child, sharing stdio and the fds runc is
+// told to pass on, and returns its exit code.
+func (w *Wrapper) runRunc(inv *Invocation, args []string) int {
+	nfds := 3 + inv.PreserveFDs
+	if n, err := strconv.Atoi(os.Getenv("LISTEN_FDS")); err == nil && n > 0 {
+		nfds += n
+	}
+	files := make([]uintptr, nfds)
+	for i := range files {
+		files[i] = uintptr(i)
+	}
+	argv := append([]string{w.Runc}, args...)
+	pid, err := syscall.ForkExec(w.Runc, argv, &syscall.ProcAttr{Env: os.Environ(), Files: files})
+	if err != nil {
+		w.report(inv, fmt.Sprintf("lockbox-runtime: run %s: %v", w.Runc, err))
+		return 127
+	}
+	var ws syscall.WaitStatus
+	for {
+		_, err = syscall.Wait4(pid, &ws, 0, nil)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		w.report(inv, fmt.Sprintf("lockbox-runtime: wait for %s: %v", w.Runc, err))
+		return 1
+	}
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus()
+	case ws.Signaled():
+		return 128 + int(ws.Signal())
+	}
+	return 1
+}
+
+func (w *Wrapper) timeout() time.Duration {
+	if w.Timeout > 0 {
+		return w.Timeout
+	}
+	return 30 * time.Second
+}
+
+// report writes an error where runc's callers look for it: stderr, and the
+// --log file in runc's format (containerd's shim reads the last error line
+// of that file into the error it returns to the client).
+func (w *Wrapper) report(inv *Invocation, msg string) {
+	stderr := w.Stderr
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	fmt.Fprintln(stderr, msg)
+	w.log(inv, "error", msg)
+}
+
+func (w *Wrapper) log(inv *Invocation, level, msg string) {
+	if inv == nil || inv.Log == "" {
+		return
+	}
+	f, err := os.OpenFile(inv.Log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.Write(formatLog(inv.LogFormat, level, msg, time.Now()))
+}
+
+// LookRunc finds the real runc: LOCKBOX_RUNC, else "runc" on PATH. It
+// refuses to return self, which would loop when lockbox-runtime is
+// installed under the name runc.
+func LookRunc(getenv func(string) string, self string) (string, error) {
+	name := getenv("LOCKBOX_RUNC")
+	if name == "" {
+		name = "runc"
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("real runc not found (set LOCKBOX_RUNC): %w", err)
+	}
+	if self != "" {
+		a, err1 := os.Stat(p)
+		b, err2 := os.Stat(self)
+		if err1 == nil && err2 == nil && os.SameFile(a, b) {
+			return "", fmt.Errorf("%s is lockbox-runtime itself; set LOCKBOX_RUNC to the real runc", p)
+		}
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	return abs, nil
+}

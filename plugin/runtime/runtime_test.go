@@ -1,0 +1,350 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/lockbox-project/lockbox/api/agent"
+)
+
+// fakeRunc is a shell script standing in for runc: it records each call's
+// arguments in a file and, for create, writes a pid file like runc does.
+const fakeRunc = `#!/bin/sh
+echo "$*" >> "$CALLS"
+prev=
+for a in "$@"; do
+	if [ "$prev" = "--pid-file" ]; then echo 4242 > "$a"; fi
+	prev=$a
+done
+exit ${FAKE_RUNC_EXIT:-0}
+`
+
+type fakeAgent struct {
+	mu       sync.Mutex
+	prepared []*agent.PrepareRequest
+	released []string
+	err      error
+}
+
+func (a *fakeAgent) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.prepared = append(a.prepared, req)
+	if a.err != nil {
+		return nil, nil, a.err
+	}
+	return &agent.PrepareResponse{Mounts: []*agent.MountPoint{{Target: "/run/secrets", FdIndex: -1}}}, nil, nil
+}
+
+func (a *fakeAgent) Release(ctx context.Context, id string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.released = append(a.released, id)
+	return nil
+}
+
+func (a *fakeAgent) Close() error { return nil }
+
+type rig struct {
+	dir, bundle, calls, socket string
+	agent                      *fakeAgent
+	execs                      [][]string
+	stderr                     bytes.Buffer
+	w                          *Wrapper
+}
+
+func newRig(t *testing.T, spec *specs.Spec) *rig {
+	t.Helper()
+	r := &rig{dir: t.TempDir(), agent: &fakeAgent{}}
+	r.bundle = filepath.Join(r.dir, "bundle")
+	r.calls = filepath.Join(r.dir, "calls")
+	r.socket = filepath.Join(r.dir, "agent.sock")
+	if err := os.MkdirAll(r.bundle, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(r.bundle, "config.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runc := filepath.Join(r.dir, "runc")
+	if err := os.WriteFile(runc, []byte(fakeRunc), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// The socket only has to exist for delete to try the agent.
+	if err := os.WriteFile(r.socket, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CALLS", r.calls)
+	r.w = &Wrapper{
+		Runc:     runc,
+		Socket:   r.socket,
+		Dial:     func(string) (Agent, error) { return r.agent, nil },
+		HookPath: "/usr/local/bin/lockbox-runtime",
+		Stderr:   &r.stderr,
+		Exec: func(argv0 string, argv, env []string) error {
+			r.execs = append(r.execs, argv)
+			return nil
+		},
+	}
+	return r
+}
+
+func (r *rig) runcCalls(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(r.calls)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
+func (r *rig) readSpec(t *testing.T) *specs.Spec {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(r.bundle, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	return &s
+}
+
+func claiming(service string) *specs.Spec {
+	return &specs.Spec{
+		Version:     specs.Version,
+		Root:        &specs.Root{Path: "rootfs"},
+		Annotations: map[string]string{ServiceAnnotation: service},
+		Mounts:      []specs.Mount{{Destination: "/run", Type: "tmpfs", Source: "tmpfs"}},
+	}
+}
+
+func (r *rig) createArgs() []string {
+	return []string{"--root", filepath.Join(r.dir, "state"), "--log", filepath.Join(r.dir, "log.json"), "--log-format", "json",
+		"create", "--bundle", r.bundle, "--pid-file", filepath.Join(r.dir, "init.pid"), "c1"}
+}
+
+func TestNonClaimingCreateExecsRuncUntouched(t *testing.T) {
+	r := newRig(t, &specs.Spec{Version: specs.Version, Annotations: map[string]string{"other": "lockbox.service"}})
+	args := r.createArgs()
+	if code := r.w.Main(args); code != 0 {
+		t.Fatalf("exit %d: %s", code, r.stderr.String())
+	}
+	want := append([]string{r.w.Runc}, args...)
+	if len(r.execs) != 1 || !reflect.DeepEqual(r.execs[0], want) {
+		t.Fatalf("execs = %q, want one exec of %q", r.execs, want)
+	}
+	if len(r.agent.prepared) != 0 || r.runcCalls(t) != nil {
+		t.Fatalf("non-claiming container reached the agent or a runc child")
+	}
+}
+
+func TestOtherCommandsPassThrough(t *testing.T) {
+	for _, args := range [][]string{
+		{"--root", "/r", "start", "c1"},
+		{"--root", "/r", "kill", "c1", "9"},
+		{"state", "c1"},
+		{"--version"},
+		{"create", "--bundle"}, // unparseable: runc judges
+	} {
+		r := newRig(t, claiming("web"))
+		r.w.Main(args)
+		if len(r.execs) != 1 || !reflect.DeepEqual(r.execs[0][1:], args) {
+			t.Errorf("%q: execs = %q", args, r.execs)
+		}
+	}
+}
+
+func TestClaimingCreateAttachesAfterCreate(t *testing.T) {
+	spec := claiming("web")
+	spec.Linux = &specs.Linux{
+		UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}},
+		GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}},
+	}
+	r := newRig(t, spec)
+	args := r.createArgs()
+	if code := r.w.Main(args); code != 0 {
+		t.Fatalf("exit %d: %s", code, r.stderr.String())
+	}
+	if len(r.execs) != 0 {
+		t.Fatalf("claiming create exec'd runc instead of waiting for it: %q", r.execs)
+	}
+	if calls := r.runcCalls(t); len(calls) != 1 || calls[0] != strings.Join(args, " ") {
+		t.Fatalf("runc calls = %q, want the original create", calls)
+	}
+	if len(r.agent.prepared) != 1 {
+		t.Fatalf("prepared %d times", len(r.agent.prepared))
+	}
+	got := r.agent.prepared[0]
+	want := &agent.Container{
+		Id: "c1", Service: "web", Pid: 4242, Rootfs: "/", Os: "linux",
+		UidMappings: []*agent.IDMapping{{ContainerId: 0, HostId: 100000, Size: 65536}},
+		GidMappings: []*agent.IDMapping{{ContainerId: 0, HostId: 200000, Size: 65536}},
+	}
+	if !got.GetAttach() || got.GetContainer().String() != want.String() {
+		t.Fatalf("prepare = %v, want attach of %v", got, want)
+	}
+}
+
+func TestNotGrantedFailsAndDeletes(t *testing.T) {
+	r := newRig(t, claiming("web"))
+	r.agent.err = errString("agent: NOT_GRANTED: service web has no grant on node n1")
+	args := r.createArgs()
+	if code := r.w.Main(args); code == 0 {
+		t.Fatal("create of a container claiming an ungranted service succeeded")
+	}
+	calls := r.runcCalls(t)
+	wantDelete := "--root " + filepath.Join(r.dir, "state") + " --log " + filepath.Join(r.dir, "log.json") + " --log-format json delete --force c1"
+	if len(calls) != 2 || calls[1] != wantDelete {
+		t.Fatalf("runc calls = %q, want create then %q", calls, wantDelete)
+	}
+	if !strings.Contains(r.stderr.String(), `claims service "web"`) {
+		t.Errorf("stderr %q does not name the service", r.stderr.String())
+	}
+	log, err := os.ReadFile(filepath.Join(r.dir, "log.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line struct{ Level, Msg string }
+	if err := json.Unmarshal(bytes.TrimSpace(log), &line); err != nil {
+		t.Fatalf("log line %q: %v", log, err)
+	}
+	if line.Level != "error" || !strings.Contains(line.Msg, "no grant") {
+		t.Errorf("log line = %+v", line)
+	}
+}
+
+func TestRuncCreateFailureIsReturned(t *testing.T) {
+	r := newRig(t, claiming("web"))
+	t.Setenv("FAKE_RUNC_EXIT", "3")
+	if code := r.w.Main(r.createArgs()); code != 3 {
+		t.Fatalf("exit %d, want runc's 3", code)
+	}
+	if len(r.agent.prepared) != 0 {
+		t.Fatal("prepared after runc create failed")
+	}
+}
+
+func TestEmptyServiceFailsClosed(t *testing.T) {
+	r := newRig(t, claiming(""))
+	if code := r.w.Main(r.createArgs()); code == 0 {
+		t.Fatal("empty lockbox.service accepted")
+	}
+	if len(r.execs) != 0 || r.runcCalls(t) != nil {
+		t.Fatal("runc ran for a container with an empty claim")
+	}
+}
+
+func TestReadonlyRootfsGetsPlaceholder(t *testing.T) {
+	spec := claiming("web")
+	spec.Root.Readonly = true
+	spec.Mounts = nil
+	r := newRig(t, spec)
+	// A key this binary's runtime-spec may not know must survive the rewrite.
+	p := filepath.Join(r.bundle, "config.json")
+	b, _ := os.ReadFile(p)
+	b = append(b[:len(b)-1], []byte(`,"x-future":{"a":1}}`)...)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.w.Main(r.createArgs()); code != 0 {
+		t.Fatalf("exit %d: %s", code, r.stderr.String())
+	}
+	s := r.readSpec(t)
+	if len(s.Mounts) != 1 || s.Mounts[0].Destination != SecretsDir || s.Mounts[0].Type != "tmpfs" {
+		t.Fatalf("mounts = %+v, want a placeholder tmpfs at %s", s.Mounts, SecretsDir)
+	}
+	b, _ = os.ReadFile(p)
+	if !bytes.Contains(b, []byte(`"x-future":{"a":1}`)) {
+		t.Fatalf("unknown key lost: %s", b)
+	}
+	if !r.agent.prepared[0].GetContainer().GetReadonlyRootfs() {
+		t.Error("readonly_rootfs not passed to the agent")
+	}
+}
+
+func TestRunInjectsHooks(t *testing.T) {
+	r := newRig(t, claiming("web"))
+	args := []string{"run", "--bundle", r.bundle, "c1"}
+	if code := r.w.Main(args); code != 0 {
+		t.Fatalf("exit %d: %s", code, r.stderr.String())
+	}
+	if len(r.execs) != 1 {
+		t.Fatalf("run was not exec'd: %q", r.execs)
+	}
+	s := r.readSpec(t)
+	if s.Hooks == nil || len(s.Hooks.CreateContainer) != 1 || len(s.Hooks.Poststop) != 1 {
+		t.Fatalf("hooks = %+v", s.Hooks)
+	}
+	h := s.Hooks.CreateContainer[0]
+	if h.Path != r.w.HookPath || !reflect.DeepEqual(h.Args, []string{"lockbox-runtime", "hook", "createContainer"}) ||
+		!reflect.DeepEqual(h.Env, []string{"LOCKBOX_AGENT_SOCKET=" + r.socket}) {
+		t.Fatalf("createContainer hook = %+v", h)
+	}
+	if len(r.agent.prepared) != 0 {
+		t.Fatal("hook mode called the agent from the wrapper")
+	}
+}
+
+func TestDeleteReleasesThenExecs(t *testing.T) {
+	r := newRig(t, claiming("web"))
+	args := []string{"--root", "/r", "delete", "--force", "c9"}
+	r.w.Main(args)
+	if !reflect.DeepEqual(r.agent.released, []string{"c9"}) {
+		t.Fatalf("released = %q", r.agent.released)
+	}
+	if len(r.execs) != 1 || !reflect.DeepEqual(r.execs[0][1:], args) {
+		t.Fatalf("execs = %q", r.execs)
+	}
+}
+
+func TestDeleteWithoutAgentSocket(t *testing.T) {
+	r := newRig(t, claiming("web"))
+	os.Remove(r.socket)
+	r.w.Dial = func(string) (Agent, error) { t.Fatal("dialed a missing socket"); return nil, nil }
+	r.w.Main([]string{"delete", "c9"})
+	if len(r.execs) != 1 {
+		t.Fatalf("execs = %q", r.execs)
+	}
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+func FuzzReadClaim(f *testing.F) {
+	f.Add([]byte(`{"annotations":{"lockbox.service":"web"}}`))
+	f.Add([]byte(`{"process":{"env":["lockbox.service"]}}`))
+	f.Add([]byte(`{"annotations":{"lockbox.service":""}, "root":{"readonly":true}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := ReadClaim(dir)
+		if err != nil || c == nil {
+			return
+		}
+		if c.Service == "" {
+			t.Fatal("claim with an empty service")
+		}
+		c.NeedsPlaceholder()
+		_ = c.Container("x", 1, "/")
+	})
+}
