@@ -10,6 +10,10 @@ const (
 	Windows OS = "windows"
 )
 
+// LinuxSecretsDir is where a Linux container finds its secrets by default;
+// relative targets are under it.
+const LinuxSecretsDir = "/run/secrets"
+
 // Grant is one secret reference as the agent holds it: what the operator
 // asked for, not yet validated against a platform.
 type Grant struct {
@@ -29,6 +33,11 @@ type Grant struct {
 type File struct {
 	SecretID   string
 	SecretName string
+	// Name is the file's name in the mounter's private storage: the secret
+	// ID, so that two targets with the same base name cannot collide, with
+	// "~N" appended to the N-th (N >= 2) grant of the same secret in one
+	// plan. It is a single path element, unique within the plan.
+	Name string
 	// Target is absolute and clean, in the container's path syntax.
 	Target string
 	UID    uint32
