@@ -1,0 +1,192 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/lockbox-project/lockbox/api/types"
+)
+
+func decodeNode(kv *mvccpb.KeyValue) (*types.Node, error) {
+	n := &types.Node{}
+	if err := proto.Unmarshal(kv.Value, n); err != nil {
+		return nil, fmt.Errorf("decode node at %s: %w", kv.Key, err)
+	}
+	if n.Meta == nil {
+		n.Meta = &types.Meta{}
+	}
+	if n.Spec == nil {
+		n.Spec = &types.NodeSpec{}
+	}
+	n.Meta.Version = uint64(kv.ModRevision)
+	return n, nil
+}
+
+// CreateNode stores a new node. The CA chooses node.Id (it is in the
+// node's certificate); an empty Id gets a new random one. It fails with
+// ErrNameConflict when a node with that ID exists.
+func (s *Store) CreateNode(ctx context.Context, node *types.Node) (*types.Node, error) {
+	n := proto.Clone(node).(*types.Node)
+	if n.Id == "" {
+		n.Id = NewID()
+	}
+	if !validRef(n.Id) {
+		return nil, errorf(ErrInvalid, "node ID %q is not valid", n.Id)
+	}
+	now := s.timestamp()
+	n.Meta = &types.Meta{CreatedAt: now, UpdatedAt: now}
+	if n.Spec == nil {
+		n.Spec = &types.NodeSpec{}
+	}
+	val, err := marshal(n, n.Meta)
+	if err != nil {
+		return nil, err
+	}
+	key := s.nodeKey(n.Id)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(val))).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("create node %s: %w", n.Id, err)
+	}
+	if !resp.Succeeded {
+		return nil, errorf(ErrNameConflict, "node '%s' already exists", n.Id)
+	}
+	n.Meta.Version = uint64(resp.Header.Revision)
+	return n, nil
+}
+
+// GetNode returns the node named by a full ID, a unique ID prefix or a
+// hostname that only one node has.
+func (s *Store) GetNode(ctx context.Context, ref string) (*types.Node, error) {
+	kv, err := s.lookup(ctx, s.nodeKind(), ref)
+	if err == nil {
+		return decodeNode(kv)
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	// Nodes have no name index (hostnames need not be unique): scan.
+	nodes, lerr := s.ListNodes(ctx)
+	if lerr != nil {
+		return nil, lerr
+	}
+	var found *types.Node
+	for _, n := range nodes {
+		if n.GetDescription().GetHostname() == ref {
+			if found != nil {
+				return nil, errorf(ErrAmbiguous, "several nodes have hostname '%s'; use the node ID", ref)
+			}
+			found = n
+		}
+	}
+	if found == nil {
+		return nil, err
+	}
+	return found, nil
+}
+
+// ListNodes returns every node, ordered by ID.
+func (s *Store) ListNodes(ctx context.Context) ([]*types.Node, error) {
+	resp, err := s.cli.Get(ctx, s.prefix+"nodes/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return decodeAll(resp.Kvs, decodeNode)
+}
+
+// UpdateNodeSpec replaces the operator-set spec (labels) of node ref if its
+// version is still version.
+func (s *Store) UpdateNodeSpec(ctx context.Context, ref string, version uint64, spec *types.NodeSpec) (*types.Node, error) {
+	n, err := s.GetNode(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if n.Meta.Version != version {
+		return nil, versionConflict("node", n.Id, version)
+	}
+	n.Spec = proto.Clone(spec).(*types.NodeSpec)
+	return s.putNode(ctx, n, version)
+}
+
+// UpdateNode applies fn to the current node id and writes the result,
+// retrying when someone else wrote in between. It is for the manager's own
+// writes (status, last seen, description, certificate), which have no
+// version from a user. fn must not change the ID.
+func (s *Store) UpdateNode(ctx context.Context, id string, fn func(*types.Node) error) (*types.Node, error) {
+	if !validRef(id) {
+		return nil, errorf(ErrNotFound, "node '%s' not found", id)
+	}
+	for {
+		resp, err := s.cli.Get(ctx, s.nodeKey(id))
+		if err != nil {
+			return nil, fmt.Errorf("read node %s: %w", id, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return nil, errorf(ErrNotFound, "node '%s' not found", id)
+		}
+		n, err := decodeNode(resp.Kvs[0])
+		if err != nil {
+			return nil, err
+		}
+		version := n.Meta.Version
+		if err := fn(n); err != nil {
+			return nil, err
+		}
+		n.Id = id
+		out, err := s.putNode(ctx, n, version)
+		if errors.Is(err, ErrVersionConflict) {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		return out, err
+	}
+}
+
+func (s *Store) putNode(ctx context.Context, n *types.Node, version uint64) (*types.Node, error) {
+	if n.Meta == nil {
+		n.Meta = &types.Meta{}
+	}
+	n.Meta.UpdatedAt = s.timestamp()
+	val, err := marshal(n, n.Meta)
+	if err != nil {
+		return nil, err
+	}
+	key := s.nodeKey(n.Id)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", int64(version))).
+		Then(clientv3.OpPut(key, string(val))).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("update node %s: %w", n.Id, err)
+	}
+	if !resp.Succeeded {
+		return nil, s.notFoundOr(ctx, key, "node", n.Id, version)
+	}
+	n.Meta.Version = uint64(resp.Header.Revision)
+	return n, nil
+}
+
+// RemoveNode removes node ref from the store. Revoking its certificate and
+// ending its session is the caller's job.
+func (s *Store) RemoveNode(ctx context.Context, ref string) (*types.Node, error) {
+	n, err := s.GetNode(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.cli.Delete(ctx, s.nodeKey(n.Id))
+	if err != nil {
+		return nil, fmt.Errorf("remove node %s: %w", n.Id, err)
+	}
+	if resp.Deleted == 0 {
+		return nil, errorf(ErrNotFound, "node '%s' not found", ref)
+	}
+	return n, nil
+}
+

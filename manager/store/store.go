@@ -1,0 +1,129 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/lockbox-project/lockbox/api/types"
+)
+
+// Sealer seals secret data before it is written and opens it after it is
+// read. manager/keys implements it; the store never sees a key.
+type Sealer interface {
+	// Seal returns a sealed copy of plaintext. It must not keep plaintext.
+	Seal(plaintext []byte) ([]byte, error)
+	// Open returns the plaintext of sealed; the caller zeroes it when done.
+	Open(sealed []byte) ([]byte, error)
+	// Digest is a keyed hash of plaintext ("sha256:<hex>"): it detects
+	// changes without letting anyone test guesses of the data.
+	Digest(plaintext []byte) string
+}
+
+// DefaultPrefix is where the store keeps its keys unless told otherwise.
+const DefaultPrefix = "/lockbox/"
+
+// Store is typed access to secrets, services and nodes in etcd. It is safe
+// for concurrent use by many goroutines and by many managers at once.
+type Store struct {
+	cli    *clientv3.Client
+	sealer Sealer
+	prefix string
+	now    func() time.Time
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithPrefix keeps every key under prefix (which must end in "/") instead
+// of DefaultPrefix; tests use it to share one etcd.
+func WithPrefix(prefix string) Option { return func(s *Store) { s.prefix = prefix } }
+
+// WithClock sets the clock used for created/updated times.
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// New returns a Store on cli that seals secret data with sealer.
+func New(cli *clientv3.Client, sealer Sealer, opts ...Option) *Store {
+	s := &Store{cli: cli, sealer: sealer, prefix: DefaultPrefix, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	if !strings.HasSuffix(s.prefix, "/") {
+		s.prefix += "/"
+	}
+	return s
+}
+
+// Prefix is the key prefix every object lives under; see the package doc
+// for the layout beneath it.
+func (s *Store) Prefix() string { return s.prefix }
+
+// Client is the etcd client the store uses, for callers that watch raw keys.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Revision returns etcd's current revision.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	resp, err := s.cli.Get(ctx, s.prefix+"\x00", clientv3.WithCountOnly())
+	if err != nil {
+		return 0, fmt.Errorf("read revision: %w", err)
+	}
+	return resp.Header.Revision, nil
+}
+
+// Key layout, see doc.go.
+func (s *Store) secretKey(id string) string     { return s.prefix + "secrets/" + id }
+func (s *Store) secretDataKey(id string) string { return s.prefix + "secretdata/" + id }
+func (s *Store) serviceKey(id string) string    { return s.prefix + "services/" + id }
+func (s *Store) nodeKey(id string) string       { return s.prefix + "nodes/" + id }
+func (s *Store) nameKey(kind, name string) string {
+	return s.prefix + "names/" + kind + "/" + name
+}
+func (s *Store) refKey(secretID, serviceID string) string {
+	return s.prefix + "refs/" + secretID + "/" + serviceID
+}
+func (s *Store) refPrefix(secretID string) string { return s.prefix + "refs/" + secretID + "/" }
+
+// IDLength is the length of every object ID.
+const IDLength = 25
+
+// NewID returns a random object ID: 128 random bits in base 36, 25
+// lowercase characters, like swarm's. The randomness makes IDs safe to
+// show and impossible to guess or collide.
+func NewID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on Linux
+	}
+	s := new(big.Int).SetBytes(b[:]).Text(36)
+	return strings.Repeat("0", IDLength-len(s)) + s
+}
+
+// validRef reports whether ref can be an ID or ID prefix: it must not be
+// able to reach outside the object's key range.
+func validRef(ref string) bool {
+	return ref != "" && !strings.ContainsAny(ref, "/\x00")
+}
+
+func (s *Store) timestamp() *timestamppb.Timestamp { return timestamppb.New(s.now()) }
+
+// marshal encodes an object with its version cleared: the version is the
+// key's mod revision and is filled in on read.
+func marshal(m proto.Message, meta *types.Meta) ([]byte, error) {
+	var v uint64
+	if meta != nil {
+		v, meta.Version = meta.Version, 0
+		defer func() { meta.Version = v }()
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode object: %w", err)
+	}
+	return b, nil
+}
