@@ -189,4 +189,3 @@ func (s *Store) RemoveNode(ctx context.Context, ref string) (*types.Node, error)
 	}
 	return n, nil
 }
-
