@@ -1,6 +1,9 @@
 package mounter
 
-import "context"
+import (
+	"context"
+	"os"
+)
 
 // SecretSource hands a mounter the bytes of a secret while it writes them.
 // The slice is only valid during the call to fn and must not be retained:
@@ -44,4 +47,14 @@ type Mount interface {
 	// Wipe overwrites every file, removes it and frees the storage. It is
 	// safe to call more than once.
 	Wipe() error
+}
+
+// Handover is one mount a process already in the container's mount namespace
+// (an OCI createContainer hook) attaches itself: File is a detached mount
+// (on Linux, a read-only clone made by open_tree) to be moved onto Target, an
+// absolute path inside the container's root. The receiver owns File and
+// closes it once it is attached; each Handover can be attached once.
+type Handover struct {
+	Target string
+	File   *os.File
 }

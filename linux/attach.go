@@ -1,0 +1,221 @@
+//go:build linux
+
+package linux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lockbox-project/lockbox/mounter"
+)
+
+// Handover returns fresh read-only clones of the tmpfs to attach in c: the
+// secrets/ subtree for /run/secrets (when any target lies there) and one
+// single-file clone per target outside it. Ownership is first translated
+// through c's user-namespace mappings. The caller closes every File (after
+// sending it, or after AttachHandovers).
+func (m *Mount) Handover(c mounter.Container) ([]mounter.Handover, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.wiped {
+		return nil, errors.New("handover: the mount has been wiped")
+	}
+	if len(m.files) == 0 {
+		return nil, nil
+	}
+	if err := m.chownFor(c); err != nil {
+		return nil, err
+	}
+	var hs []mounter.Handover
+	fail := func(err error) ([]mounter.Handover, error) {
+		for _, h := range hs {
+			h.File.Close()
+		}
+		return nil, err
+	}
+	clone := func(name, target string) error {
+		fd, err := unix.OpenTree(m.ro, name, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("handover: clone the mount for %s: %w", target, err)
+		}
+		hs = append(hs, mounter.Handover{Target: target, File: os.NewFile(uintptr(fd), "lockbox-secrets:"+target)})
+		return nil
+	}
+	if len(secretDirs(m.files)) > 0 {
+		if err := clone(secretsSubdir, mounter.LinuxSecretsDir); err != nil {
+			return fail(err)
+		}
+	}
+	for _, f := range m.files {
+		if linkName(f) == "" {
+			if err := clone(f.Name, f.Target); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	return hs, nil
+}
+
+// chownFor gives the files the host ids that c's user namespace shows as
+// the grants' ids, and the secrets/ directories to c's root.
+func (m *Mount) chownFor(c mounter.Container) error {
+	if len(c.UIDMappings) == 0 && len(c.GIDMappings) == 0 {
+		return nil // Build already set the grants' ids
+	}
+	for _, f := range m.files {
+		uid, ok := mapID(f.UID, c.UIDMappings)
+		if !ok {
+			return &UnmappedError{Secret: f.SecretName, Kind: "uid", ID: f.UID}
+		}
+		gid, ok := mapID(f.GID, c.GIDMappings)
+		if !ok {
+			return &UnmappedError{Secret: f.SecretName, Kind: "gid", ID: f.GID}
+		}
+		if err := unix.Fchownat(m.rw, f.Name, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("chown secret %q to %d:%d: %w", f.SecretName, uid, gid, err)
+		}
+		// chown clears no permission bit we use, but re-apply the mode so
+		// that it never depends on that.
+		if err := unix.Fchmodat(m.rw, f.Name, uint32(f.Mode.Perm()), 0); err != nil {
+			return fmt.Errorf("chmod secret %q: %w", f.SecretName, err)
+		}
+	}
+	// Directories belong to the container's root when it is mapped; if not,
+	// they stay the host's root (shown as nobody), still traversable.
+	rootUID, uok := mapID(0, c.UIDMappings)
+	rootGID, gok := mapID(0, c.GIDMappings)
+	if !uok || !gok {
+		return nil
+	}
+	for _, d := range secretDirs(m.files) {
+		if err := unix.Fchownat(m.rw, d, int(rootUID), int(rootGID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("chown %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// Attach makes the secrets appear in c. With c.Pid set, it enters the mount
+// namespace of that process from a dedicated OS thread; c.Rootfs, if set, is
+// opened inside that namespace, else the process's own root is used
+// (/proc/<pid>/root). With c.Pid zero the caller is already in the
+// container's mount namespace and c.Rootfs is required.
+func (m *Mount) Attach(ctx context.Context, c mounter.Container) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	hs, err := m.Handover(c)
+	if err != nil {
+		return err
+	}
+	defer closeHandovers(hs)
+	if len(hs) == 0 {
+		return nil
+	}
+	if c.Pid == 0 {
+		return AttachHandovers(c.Rootfs, hs)
+	}
+	return attachInNamespace(c.Pid, c.Rootfs, hs)
+}
+
+func closeHandovers(hs []mounter.Handover) {
+	for _, h := range hs {
+		h.File.Close()
+	}
+}
+
+// AttachHandovers attaches hs under rootfs from the caller's own mount
+// namespace; it is what an OCI createContainer hook calls with the fds it
+// received (cwd = the bundle's rootfs, before pivot_root). Each target is
+// resolved inside rootfs without ever leaving it. The caller still closes
+// the Files.
+func AttachHandovers(rootfs string, hs []mounter.Handover) error {
+	if rootfs == "" {
+		return errors.New("attach: no container rootfs given")
+	}
+	root, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("attach: open container rootfs %s: %w", rootfs, err)
+	}
+	defer unix.Close(root)
+	return attachAll(root, hs)
+}
+
+// attachInNamespace runs the attach in pid's mount namespace. The goroutine
+// locks its OS thread and never unlocks it: a thread whose fs struct and
+// mount namespace changed must not run other goroutines, so the runtime
+// kills it when the goroutine returns.
+func attachInNamespace(pid int, rootfs string, hs []mounter.Handover) error {
+	proc := "/proc/" + strconv.Itoa(pid)
+	ns, err := unix.Open(proc+"/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("attach: open mount namespace of pid %d: %w", pid, err)
+	}
+	defer unix.Close(ns)
+	root := -1
+	if rootfs == "" {
+		// Open the root from here: it is the process's root, whatever its
+		// namespace's root is.
+		if root, err = unix.Open(proc+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			return fmt.Errorf("attach: open root of pid %d: %w", pid, err)
+		}
+		defer unix.Close(root)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- func() error {
+			// setns(CLONE_NEWNS) refuses a thread sharing its fs struct.
+			if err := unix.Unshare(unix.CLONE_FS); err != nil {
+				return fmt.Errorf("attach: unshare fs: %w", err)
+			}
+			if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("attach: enter mount namespace of pid %d: %w", pid, err)
+			}
+			r := root
+			if r < 0 {
+				fd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+				if err != nil {
+					return fmt.Errorf("attach: open container rootfs %s: %w", rootfs, err)
+				}
+				defer unix.Close(fd)
+				r = fd
+			}
+			return attachAll(r, hs)
+		}()
+	}()
+	return <-errc
+}
+
+func attachAll(root int, hs []mounter.Handover) error {
+	for _, h := range hs {
+		if err := attachOne(root, h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// attachOne moves the detached mount h.File onto h.Target inside root.
+func attachOne(root int, h mounter.Handover) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(h.File.Fd()), &st); err != nil {
+		return fmt.Errorf("attach %s: stat the mount: %w", h.Target, err)
+	}
+	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	mp, err := mountpoint(root, h.Target, dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(mp)
+	if err := unix.MoveMount(int(h.File.Fd()), "", mp, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach %s: move mount: %w", h.Target, err)
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+//go:build linux
+
+package linux
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoMountpoint is returned when a target's mountpoint is missing and the
+// container's root is read-only, so it cannot be created: the runtime must
+// add it (a placeholder) to the container's spec at create time.
+var ErrNoMountpoint = errors.New("mountpoint missing on a read-only container root; add it to the container's spec at create time")
+
+// resolveFlags keep every lookup inside the container's root: ".." and
+// absolute symlinks stop at root, and /proc magic links are refused.
+const resolveFlags = unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS
+
+// openInRoot opens rel inside root. openat2 returns EAGAIN when a rename
+// raced the lookup; retry a few times.
+func openInRoot(root int, rel string, flags int) (int, error) {
+	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: resolveFlags}
+	var err error
+	for range 8 {
+		var fd int
+		fd, err = unix.Openat2(root, rel, how)
+		if err == nil {
+			return fd, nil
+		}
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	return -1, err
+}
+
+// mountpoint returns an O_PATH fd on target inside root, creating it (an
+// empty directory or file, and any missing parents) if it is missing.
+// Creation happens by name in a parent resolved inside root and never
+// follows a symlink, so nothing is ever created outside root.
+func mountpoint(root int, target string, dir bool) (int, error) {
+	if !path.IsAbs(target) || path.Clean(target) != target || target == "/" {
+		return -1, fmt.Errorf("attach %q: a target is an absolute, clean path below /", target)
+	}
+	rel := strings.TrimPrefix(target, "/")
+	parent, err := mkdirAll(root, target, path.Dir(rel))
+	if err != nil {
+		return -1, err
+	}
+	if parent != root {
+		defer unix.Close(parent)
+	}
+	base := path.Base(rel)
+	for range 2 {
+		fd, err := openInRoot(root, rel, unix.O_PATH)
+		if err == nil {
+			if err := checkMountpoint(root, fd, target, dir); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+			return fd, nil
+		}
+		if !errors.Is(err, unix.ENOENT) {
+			return -1, fmt.Errorf("attach %s: resolve mountpoint: %w", target, err)
+		}
+		if dir {
+			err = unix.Mkdirat(parent, base, 0o755)
+		} else {
+			var fd int
+			fd, err = unix.Openat(parent, base, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+			if err == nil {
+				unix.Close(fd)
+			}
+		}
+		switch {
+		case err == nil, errors.Is(err, unix.EEXIST):
+			// EEXIST: created meanwhile, or a dangling symlink; look again.
+		case errors.Is(err, unix.EROFS):
+			return -1, fmt.Errorf("attach %s: %w", target, ErrNoMountpoint)
+		default:
+			return -1, fmt.Errorf("attach %s: create mountpoint: %w", target, err)
+		}
+	}
+	return -1, fmt.Errorf("attach %s: the mountpoint is a symlink to nothing inside the container", target)
+}
+
+// mkdirAll resolves relDir inside root, creating missing directories, and
+// returns an fd on it (root itself for ".").
+func mkdirAll(root int, target, relDir string) (int, error) {
+	if relDir == "." {
+		return root, nil
+	}
+	cur := root
+	prefix := ""
+	for _, elem := range strings.Split(relDir, "/") {
+		prefix = path.Join(prefix, elem)
+		fd, err := openInRoot(root, prefix, unix.O_PATH|unix.O_DIRECTORY)
+		if errors.Is(err, unix.ENOENT) {
+			err = unix.Mkdirat(cur, elem, 0o755)
+			switch {
+			case err == nil, errors.Is(err, unix.EEXIST):
+				fd, err = openInRoot(root, prefix, unix.O_PATH|unix.O_DIRECTORY)
+			case errors.Is(err, unix.EROFS):
+				err = ErrNoMountpoint
+			}
+		}
+		if cur != root {
+			unix.Close(cur)
+		}
+		if err != nil {
+			return -1, fmt.Errorf("attach %s: directory /%s: %w", target, prefix, err)
+		}
+		cur = fd
+	}
+	return cur, nil
+}
+
+// checkMountpoint refuses a mountpoint of the wrong type, the container's
+// root itself (a /run/secrets symlinked to / would hide the whole root), and
+// kernel file systems a symlink may lead to.
+func checkMountpoint(root, fd int, target string, dir bool) error {
+	var st, rst unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("attach %s: stat mountpoint: %w", target, err)
+	}
+	if err := unix.Fstat(root, &rst); err != nil {
+		return fmt.Errorf("attach %s: stat container root: %w", target, err)
+	}
+	if st.Dev == rst.Dev && st.Ino == rst.Ino {
+		return fmt.Errorf("attach %s: the target resolves to the container's root", target)
+	}
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	switch {
+	case dir && !isDir:
+		return fmt.Errorf("attach %s: the target exists in the container and is not a directory", target)
+	case !dir && st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("attach %s: the target exists in the container and is not a regular file", target)
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &sfs); err != nil {
+		return fmt.Errorf("attach %s: statfs mountpoint: %w", target, err)
+	}
+	if sfs.Type == unix.PROC_SUPER_MAGIC || sfs.Type == unix.SYSFS_MAGIC {
+		return fmt.Errorf("attach %s: the target resolves into /proc or /sys", target)
+	}
+	return nil
+}

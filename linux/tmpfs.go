@@ -1,0 +1,318 @@
+//go:build linux
+
+package linux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lockbox-project/lockbox/mounter"
+)
+
+// secretsSubdir is the subtree of the tmpfs attached at /run/secrets.
+const secretsSubdir = "secrets"
+
+// Mounter builds detached tmpfs mounts. The zero value is ready to use.
+type Mounter struct {
+	// noSwapUnsupported records that the kernel refused "noswap" (it has it
+	// since 6.4), so later builds do not try again.
+	noSwapUnsupported atomic.Bool
+}
+
+// New returns a Mounter.
+func New() *Mounter { return &Mounter{} }
+
+var _ mounter.Mounter = (*Mounter)(nil)
+
+// Build writes plan's files into a new detached tmpfs that no mount table
+// shows. The returned Mount is a *Mount.
+func (m *Mounter) Build(ctx context.Context, plan *mounter.Plan, src mounter.SecretSource) (mounter.Mount, error) {
+	return m.BuildTmpfs(ctx, plan, src)
+}
+
+// BuildTmpfs is Build returning the concrete type.
+func (m *Mounter) BuildTmpfs(ctx context.Context, plan *mounter.Plan, src mounter.SecretSource) (*Mount, error) {
+	if plan == nil || plan.OS != mounter.Linux {
+		return nil, errors.New("build tmpfs: not a linux plan")
+	}
+	mnt := &Mount{files: plan.Files, ro: -1, rw: -1}
+	if len(plan.Files) == 0 {
+		return mnt, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dirs := secretDirs(plan.Files)
+	// tmpfs charges an inode for every file, directory and hard link.
+	links := 0
+	for _, f := range plan.Files {
+		if linkName(f) != "" {
+			links++
+		}
+	}
+	fd, err := m.newTmpfs(tmpfsSize(plan.Files), len(plan.Files)+links+len(dirs)+1)
+	if err != nil {
+		return nil, err
+	}
+	mnt.rw = fd
+	if err := mnt.populate(ctx, dirs, src); err != nil {
+		mnt.wipeLocked()
+		return nil, err
+	}
+	// The writable view: a clone taken before the flip keeps its own,
+	// writable mount flags. It is never attached.
+	view, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if err != nil {
+		mnt.wipeLocked()
+		return nil, fmt.Errorf("build tmpfs: clone a writable view: %w", err)
+	}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+		unix.Close(view)
+		mnt.wipeLocked()
+		return nil, fmt.Errorf("build tmpfs: make read-only: %w", err)
+	}
+	mnt.ro, mnt.rw = fd, view
+	return mnt, nil
+}
+
+// newTmpfs creates a detached tmpfs mount and returns its fd.
+func (m *Mounter) newTmpfs(size int64, inodes int) (int, error) {
+	fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("fsopen tmpfs: %w", err)
+	}
+	defer unix.Close(fsfd)
+	opts := [][2]string{
+		{"size", strconv.FormatInt(size, 10)},
+		{"nr_inodes", strconv.Itoa(inodes + inodeSlack)},
+		// Only the mounter walks the root; attached views start below it.
+		{"mode", "0700"},
+		{"uid", "0"},
+		{"gid", "0"},
+		// Never back secrets with huge pages, whatever the system default.
+		{"huge", "never"},
+	}
+	for _, o := range opts {
+		if err := unix.FsconfigSetString(fsfd, o[0], o[1]); err != nil {
+			return -1, fmt.Errorf("fsconfig tmpfs %s=%s: %w", o[0], o[1], err)
+		}
+	}
+	if !m.noSwapUnsupported.Load() {
+		// A secret must not reach a swap device. Kernels before 6.4 refuse
+		// the flag; they keep the tmpfs swappable, like Docker's.
+		if err := unix.FsconfigSetFlag(fsfd, "noswap"); err != nil {
+			m.noSwapUnsupported.Store(true)
+		}
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return -1, fmt.Errorf("fsconfig tmpfs create: %w", err)
+	}
+	fd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("fsmount tmpfs: %w", err)
+	}
+	return fd, nil
+}
+
+const inodeSlack = 2
+
+// tmpfsSize is just above the payload: tmpfs counts whole pages per file;
+// one spare page absorbs rounding. Directories and hard links cost inodes,
+// not pages.
+func tmpfsSize(files []mounter.File) int64 {
+	page := int64(os.Getpagesize())
+	size := page
+	for _, f := range files {
+		size += (f.Size + page - 1) / page * page
+	}
+	return size
+}
+
+// secretDirs lists the directories of the secrets/ subtree, parents first;
+// it is empty when no target lies under /run/secrets.
+func secretDirs(files []mounter.File) []string {
+	var dirs []string
+	seen := map[string]bool{}
+	for _, f := range files {
+		if !mounter.UnderSecretsDir(f.Target) {
+			continue
+		}
+		rel := path.Join(secretsSubdir, strings.TrimPrefix(f.Target, mounter.LinuxSecretsDir+"/"))
+		var chain []string
+		for d := path.Dir(rel); d != "."; d = path.Dir(d) {
+			if seen[d] {
+				break
+			}
+			seen[d] = true
+			chain = append(chain, d)
+		}
+		for i := len(chain) - 1; i >= 0; i-- {
+			dirs = append(dirs, chain[i])
+		}
+	}
+	return dirs
+}
+
+// linkName is where f appears in the secrets/ subtree, or "" when its target
+// is outside /run/secrets.
+func linkName(f mounter.File) string {
+	if !mounter.UnderSecretsDir(f.Target) {
+		return ""
+	}
+	return path.Join(secretsSubdir, strings.TrimPrefix(f.Target, mounter.LinuxSecretsDir+"/"))
+}
+
+// populate writes the files and links through m.rw, still writable.
+func (m *Mount) populate(ctx context.Context, dirs []string, src mounter.SecretSource) error {
+	for _, f := range m.files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := writeFile(m.rw, f, src); err != nil {
+			return err
+		}
+	}
+	for _, d := range dirs {
+		if err := unix.Mkdirat(m.rw, d, 0o755); err != nil {
+			return fmt.Errorf("build tmpfs: mkdir %s: %w", d, err)
+		}
+		// mkdir applies the umask; the mode must not depend on it.
+		if err := unix.Fchmodat(m.rw, d, 0o755, 0); err != nil {
+			return fmt.Errorf("build tmpfs: chmod %s: %w", d, err)
+		}
+	}
+	for _, f := range m.files {
+		if l := linkName(f); l != "" {
+			if err := unix.Linkat(m.rw, f.Name, m.rw, l, 0); err != nil {
+				return fmt.Errorf("build tmpfs: link %s for %s: %w", f.Name, f.Target, err)
+			}
+		}
+	}
+	return nil
+}
+
+// writeFile creates f by name, writes the secret, then sets owner and mode.
+// The file is created with mode 0 so that nothing can open it before it is
+// complete.
+func writeFile(dirfd int, f mounter.File, src mounter.SecretSource) error {
+	fd, err := unix.Openat(dirfd, f.Name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("build tmpfs: create file for secret %q: %w", f.SecretName, err)
+	}
+	defer unix.Close(fd)
+	err = src.WithSecret(f.SecretID, func(data []byte) error {
+		if int64(len(data)) != f.Size {
+			// Lengths only: never the data.
+			return fmt.Errorf("holds %d bytes, the plan says %d", len(data), f.Size)
+		}
+		for len(data) > 0 {
+			n, err := unix.Write(fd, data)
+			if err != nil {
+				return err
+			}
+			data = data[n:]
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("build tmpfs: write secret %q: %w", f.SecretName, err)
+	}
+	if err := unix.Fchown(fd, int(f.UID), int(f.GID)); err != nil {
+		return fmt.Errorf("build tmpfs: chown secret %q to %d:%d: %w", f.SecretName, f.UID, f.GID, err)
+	}
+	if err := unix.Fchmod(fd, uint32(f.Mode.Perm())); err != nil {
+		return fmt.Errorf("build tmpfs: chmod secret %q: %w", f.SecretName, err)
+	}
+	return nil
+}
+
+// Mount is one container's tmpfs, held by the agent until the container
+// stops.
+type Mount struct {
+	mu    sync.Mutex
+	files []mounter.File
+	// ro is the read-only mount every attached clone derives from; rw is
+	// the private writable view. Both are -1 when the plan is empty or the
+	// mount has been wiped.
+	ro, rw int
+	wiped  bool
+}
+
+var _ mounter.Mount = (*Mount)(nil)
+
+// zeros is what Wipe writes over the secrets.
+var zeros [64 << 10]byte
+
+// Wipe overwrites every file with zeros through the writable view, truncates
+// and unlinks it, and closes the mount fds. Once no container holds an
+// attached clone the kernel frees the tmpfs; while one does, it sees empty
+// files. Overwriting first matters: truncation alone returns the pages with
+// the secret still in them. Wipe is idempotent.
+func (m *Mount) Wipe() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.wipeLocked()
+}
+
+func (m *Mount) wipeLocked() error {
+	if m.wiped {
+		return nil
+	}
+	var errs []error
+	if m.rw >= 0 {
+		for _, f := range m.files {
+			if err := wipeFile(m.rw, f); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, fd := range []int{m.rw, m.ro} {
+		if fd >= 0 {
+			if err := unix.Close(fd); err != nil {
+				errs = append(errs, fmt.Errorf("wipe: close mount: %w", err))
+			}
+		}
+	}
+	m.ro, m.rw, m.wiped = -1, -1, true
+	return errors.Join(errs...)
+}
+
+func wipeFile(dirfd int, f mounter.File) error {
+	fd, err := unix.Openat(dirfd, f.Name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil // a failed build never created it
+	}
+	if err != nil {
+		return fmt.Errorf("wipe secret %q: open: %w", f.SecretName, err)
+	}
+	defer unix.Close(fd)
+	for off := int64(0); off < f.Size; {
+		n := min(int64(len(zeros)), f.Size-off)
+		w, err := unix.Pwrite(fd, zeros[:n], off)
+		if err != nil {
+			return fmt.Errorf("wipe secret %q: overwrite: %w", f.SecretName, err)
+		}
+		off += int64(w)
+	}
+	if err := unix.Ftruncate(fd, 0); err != nil {
+		return fmt.Errorf("wipe secret %q: truncate: %w", f.SecretName, err)
+	}
+	if l := linkName(f); l != "" {
+		if err := unix.Unlinkat(dirfd, l, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("wipe secret %q: unlink: %w", f.SecretName, err)
+		}
+	}
+	if err := unix.Unlinkat(dirfd, f.Name, 0); err != nil {
+		return fmt.Errorf("wipe secret %q: unlink: %w", f.SecretName, err)
+	}
+	return nil
+}

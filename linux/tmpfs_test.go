@@ -1,0 +1,232 @@
+//go:build linux
+
+package linux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lockbox-project/lockbox/mounter"
+)
+
+func TestBuild(t *testing.T) {
+	src := memSource{
+		"id-a": secretData("a", 100),
+		"id-b": secretData("b", 4096),
+		"id-c": secretData("c", 4097),
+		"id-d": secretData("d", mounter.MaxSecretSize-1),
+	}
+	grants := []mounter.Grant{
+		{SecretID: "id-a", SecretName: "a"},
+		{SecretID: "id-b", SecretName: "b", Target: "conf/b.pem", UID: "1000", GID: "1001", Mode: 0o400},
+		{SecretID: "id-c", SecretName: "c", Target: "/etc/app/c", UID: "0", GID: "1000", Mode: 0o440},
+		{SecretID: "id-d", SecretName: "d", Target: "other/b.pem", Mode: 0o600},
+		{SecretID: "id-a", SecretName: "a", Target: "/etc/a-again", Mode: 0o400},
+	}
+	plan, m := build(t, grants, src)
+
+	// Content, owner and mode of every file by name, through the mount fd.
+	for _, f := range plan.Files {
+		fd, err := unix.Openat(m.ro, f.Name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatalf("open %s: %v", f.Name, err)
+		}
+		got, err := io.ReadAll(os.NewFile(uintptr(fd), f.Name))
+		unix.Close(fd)
+		if err != nil || string(got) != string(src[f.SecretID]) {
+			t.Errorf("%s: content differs (%d bytes, err %v)", f.Name, len(got), err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(m.ro, f.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != f.UID || st.Gid != f.GID || st.Mode != unix.S_IFREG|uint32(f.Mode) {
+			t.Errorf("%s: %d:%d %o, want %d:%d %o", f.Name, st.Uid, st.Gid, st.Mode, f.UID, f.GID, unix.S_IFREG|uint32(f.Mode))
+		}
+		// Targets under /run/secrets are hard links in secrets/.
+		if l := linkName(f); l != "" {
+			var lst unix.Stat_t
+			if err := unix.Fstatat(m.ro, l, &lst, unix.AT_SYMLINK_NOFOLLOW); err != nil || lst.Ino != st.Ino {
+				t.Errorf("%s: link %s: %v (ino %d vs %d)", f.Target, l, err, lst.Ino, st.Ino)
+			}
+		}
+	}
+	names, err := readDirAt(m.ro, secretsSubdir)
+	slices.Sort(names)
+	if err != nil || strings.Join(names, ",") != "a,conf,other" {
+		t.Errorf("secrets/ holds %v (%v), want a,conf,other", names, err)
+	}
+
+	// Read-only: nothing can be created or written through the mount.
+	if _, err := unix.Openat(m.ro, "new", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o600); !errors.Is(err, unix.EROFS) {
+		t.Errorf("create on the mount: %v, want EROFS", err)
+	}
+	if _, err := unix.Openat(m.ro, plan.Files[0].Name, unix.O_WRONLY|unix.O_CLOEXEC, 0); !errors.Is(err, unix.EROFS) {
+		t.Errorf("write on the mount: %v, want EROFS", err)
+	}
+
+	// Detached: the host's mount table never lists it, neither mount.
+	for _, fd := range []int{m.ro, m.rw} {
+		if id := mountID(t, fd); mountinfoHas(t, "/proc/self/mountinfo", id, "") {
+			t.Errorf("mount %d is in the host's mountinfo", id)
+		}
+	}
+
+	// Mount flags and tmpfs options.
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(m.ro, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	want := int64(unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC)
+	if sfs.Flags&want != want {
+		t.Errorf("flags %#x, want %#x set", sfs.Flags, want)
+	}
+	if sfs.Type != unix.TMPFS_MAGIC {
+		t.Errorf("fs type %#x, want tmpfs", sfs.Type)
+	}
+	// The size cap is just above the payload: the sum of page-rounded files
+	// plus one page.
+	if got, wantSize := int64(sfs.Blocks)*sfs.Bsize, tmpfsSize(plan.Files); got != wantSize {
+		t.Errorf("tmpfs size %d, want %d", got, wantSize)
+	}
+}
+
+func readDirAt(dirfd int, name string) ([]string, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+func TestBuildRefuses(t *testing.T) {
+	ctx := context.Background()
+	plan := &mounter.Plan{OS: mounter.Linux, Files: []mounter.File{
+		{SecretID: "x", SecretName: "x", Name: "x", Target: "/run/secrets/x", Mode: 0o444, Size: 5},
+	}, Size: 5}
+	before := openFDs(t)
+	tests := []struct {
+		name string
+		plan *mounter.Plan
+		src  memSource
+		want string
+	}{
+		{"windows plan", &mounter.Plan{OS: mounter.Windows}, nil, "not a linux plan"},
+		{"nil plan", nil, nil, "not a linux plan"},
+		{"length differs from plan", plan, memSource{"x": []byte("toolong")}, "holds 7 bytes, the plan says 5"},
+		{"missing secret", plan, memSource{}, "no secret x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := New().Build(ctx, tt.plan, tt.src)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Build = %v, %v; want error containing %q", m, err, tt.want)
+			}
+		})
+	}
+	if after := openFDs(t); len(after) != len(before) {
+		t.Errorf("fds leaked by failed builds: before %v, after %v", before, after)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := New().Build(cancelled, plan, memSource{"x": []byte("12345")}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Build with a cancelled context: %v", err)
+	}
+}
+
+func TestBuildEmptyPlan(t *testing.T) {
+	plan, err := mounter.NewPlan(mounter.Linux, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New().BuildTmpfs(context.Background(), plan, memSource{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := m.Handover(mounter.Container{})
+	if err != nil || len(hs) != 0 {
+		t.Errorf("Handover of an empty plan: %v, %v", hs, err)
+	}
+	if err := m.Attach(context.Background(), mounter.Container{Rootfs: t.TempDir()}); err != nil {
+		t.Errorf("Attach of an empty plan: %v", err)
+	}
+	if err := m.Wipe(); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestWipe checks that wiping returns the memory (Shmem in /proc/meminfo
+// drops by about the payload), leaves no fd behind, is idempotent, and that
+// the pages were overwritten before they were freed.
+func TestWipe(t *testing.T) {
+	const n, size = 100, mounter.MaxSecretSize - 1 // about 49 MiB
+	src := memSource{}
+	var grants []mounter.Grant
+	for i := range n {
+		id := fmt.Sprintf("wipe%03d", i)
+		src[id] = secretData(id, size)
+		grants = append(grants, mounter.Grant{SecretID: id, SecretName: id})
+	}
+	for i := range grants {
+		grants[i].Size = size
+	}
+	plan, err := mounter.NewPlan(mounter.Linux, grants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdsBefore := openFDs(t)
+	base := shmemKiB(t)
+	m, err := New().BuildTmpfs(context.Background(), plan, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payloadKiB := int64(n * size / 1024)
+	built := shmemKiB(t)
+	if rise := built - base; rise < payloadKiB*8/10 {
+		t.Fatalf("Shmem rose by %d KiB for a %d KiB payload", rise, payloadKiB)
+	}
+	// Keep a handle on one file through an attached-style clone, as a
+	// still-running container would, to see what it sees after the wipe.
+	hs, err := m.Handover(mounter.Container{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := unix.Openat(int(hs[0].File.Fd()), "wipe000", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeHandovers(hs)
+
+	if err := m.Wipe(); err != nil {
+		t.Fatalf("Wipe: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(held, &st); err != nil || st.Size != 0 {
+		t.Errorf("a held file after the wipe: size %d, %v; want 0", st.Size, err)
+	}
+	unix.Close(held)
+	after := shmemKiB(t)
+	if drop := built - after; drop < payloadKiB*8/10 {
+		t.Errorf("Shmem dropped by %d KiB after the wipe of %d KiB (base %d, built %d, after %d)", drop, payloadKiB, base, built, after)
+	}
+	t.Logf("Shmem: base %d KiB, built %d KiB, wiped %d KiB (payload %d KiB)", base, built, after, payloadKiB)
+	if fds := openFDs(t); len(fds) != len(fdsBefore) {
+		t.Errorf("fds after the wipe: %v, before the build: %v", fds, fdsBefore)
+	}
+	if err := m.Wipe(); err != nil {
+		t.Errorf("second Wipe: %v", err)
+	}
+	if _, err := m.Handover(mounter.Container{}); err == nil {
+		t.Error("Handover after Wipe succeeded")
+	}
+}
