@@ -167,28 +167,43 @@ func attachInNamespace(pid int, rootfs string, hs []mounter.Handover) error {
 		}
 		defer unix.Close(root)
 	}
+	enter := func() error {
+		// setns(CLONE_NEWNS) refuses a thread sharing its fs struct.
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			return fmt.Errorf("attach: unshare fs: %w", err)
+		}
+		if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
+			return fmt.Errorf("attach: enter mount namespace of pid %d: %w", pid, err)
+		}
+		r := root
+		if r < 0 {
+			fd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("attach: open container rootfs %s: %w", rootfs, err)
+			}
+			defer unix.Close(fd)
+			r = fd
+		}
+		return attachAll(r, hs)
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		errc <- func() error {
-			// setns(CLONE_NEWNS) refuses a thread sharing its fs struct.
-			if err := unix.Unshare(unix.CLONE_FS); err != nil {
-				return fmt.Errorf("attach: unshare fs: %w", err)
-			}
-			if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
-				return fmt.Errorf("attach: enter mount namespace of pid %d: %w", pid, err)
-			}
-			r := root
-			if r < 0 {
-				fd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-				if err != nil {
-					return fmt.Errorf("attach: open container rootfs %s: %w", rootfs, err)
-				}
-				defer unix.Close(fd)
-				r = fd
-			}
-			return attachAll(r, hs)
+		if unix.Gettid() != unix.Getpid() {
+			errc <- enter()
+			return // the thread dies with its foreign namespace
+		}
+		// This is the main thread: the runtime never ends it, and
+		// /proc/self shows its namespace to the whole process. Hand the
+		// work to a goroutine that cannot run here (this thread is locked
+		// to us), and leave this thread untouched.
+		go func() {
+			runtime.LockOSThread()
+			errc <- enter()
 		}()
+		err := <-errc
+		runtime.UnlockOSThread()
+		errc <- err
 	}()
 	return <-errc
 }

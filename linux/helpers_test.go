@@ -6,10 +6,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/md5"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -118,4 +120,13 @@ func openFDs(t testing.TB) map[string]string {
 		fds[e.Name()] = target
 	}
 	return fds
+}
+
+func md5sum(b []byte) string { return fmt.Sprintf("%x", md5.Sum(b)) }
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func ownerOf(fi os.FileInfo) (uint32, uint32) {
+	st := fi.Sys().(*syscall.Stat_t)
+	return st.Uid, st.Gid
 }

@@ -274,6 +274,14 @@ func (m *Mount) wipeLocked() error {
 				errs = append(errs, err)
 			}
 		}
+		// Empty directories hold no secret, but a running container should
+		// not see their names linger either. Children first.
+		dirs := secretDirs(m.files)
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if err := unix.Unlinkat(m.rw, dirs[i], unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("wipe: remove %s: %w", dirs[i], err))
+			}
+		}
 	}
 	for _, fd := range []int{m.rw, m.ro} {
 		if fd >= 0 {

@@ -64,7 +64,8 @@ type Options struct {
 	ReadonlyRootfs bool
 	// UIDMappings and GIDMappings, when set, put the container in a new user
 	// namespace; the rootfs is then chowned so that the container's root
-	// owns it.
+	// owns it, and the bundle dir and its parent are made 0755 so that the
+	// container's root can reach them.
 	UIDMappings []specs.LinuxIDMapping
 	GIDMappings []specs.LinuxIDMapping
 	// Mounts are appended to the default ones.
@@ -99,9 +100,12 @@ func NewBundle(dir string, o Options) (*Bundle, error) {
 		if err != nil {
 			return nil, fmt.Errorf("busybox bundle: chown rootfs: %w", err)
 		}
-		// The container's root must reach the bundle.
-		if err := os.Chmod(dir, 0o755); err != nil {
-			return nil, err
+		// The container's root must reach the bundle: open dir and its
+		// parent to others (t.TempDir makes both 0700).
+		for _, d := range []string{dir, filepath.Dir(dir)} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return b, b.WriteSpec()

@@ -1,0 +1,223 @@
+//go:build linux
+
+package linux
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
+	"github.com/lockbox-project/lockbox/mounter"
+)
+
+// runContainer starts a busybox container running sleep and returns the
+// runc driver and the container's pid.
+func runContainer(t *testing.T, o busybox.Options) (*busybox.Runc, *busybox.Bundle, string, int) {
+	t.Helper()
+	b, err := busybox.NewBundle(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := busybox.NewRunc(t)
+	id := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	ctx := busybox.Context(t)
+	if err := r.Run(ctx, id, b); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := r.Pid(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, b, id, pid
+}
+
+// execOK runs a shell command in the container and returns its stdout.
+func execOK(t *testing.T, r *busybox.Runc, id, script string) string {
+	t.Helper()
+	out, errOut, err := r.Exec(busybox.Context(t), id, "sh", "-c", script)
+	if err != nil {
+		t.Fatalf("exec %q: %v: %s", script, err, errOut)
+	}
+	return out
+}
+
+func TestAttachByPid(t *testing.T) {
+	src := memSource{
+		"id-pw":  secretData("pw", 32),
+		"id-pem": secretData("pem", 5000),
+		"id-key": secretData("key", 700),
+		"id-k2":  secretData("k2", 9),
+	}
+	grants := []mounter.Grant{
+		{SecretID: "id-pw", SecretName: "db_pw", UID: "1000", GID: "1000", Mode: 0o400},
+		{SecretID: "id-pem", SecretName: "pem", Target: "conf/app.pem"},
+		{SecretID: "id-key", SecretName: "key", Target: "/etc/app/key", UID: "0", GID: "1000", Mode: 0o440},
+		// Same base name as the previous target, elsewhere: no collision.
+		{SecretID: "id-k2", SecretName: "k2", Target: "/opt/key", Mode: 0o404},
+	}
+	_, m := build(t, grants, src)
+	r, b, id, pid := runContainer(t, busybox.Options{User: specs.User{UID: 1000, GID: 1000}})
+
+	if err := m.Attach(context.Background(), mounter.Container{ID: id, Pid: pid}); err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+
+	got := execOK(t, r, id, `cd /run/secrets && for f in db_pw conf/app.pem /etc/app/key /opt/key; do echo "$f $(stat -c '%u:%g %a %s' $f) $(md5sum < $f)"; done; ls -a /run/secrets | tr '\n' ' '`)
+	md5 := func(b []byte) string { return md5sum(b) + "  -" }
+	want := strings.Join([]string{
+		"db_pw 1000:1000 400 32 " + md5(src["id-pw"]),
+		"conf/app.pem 0:0 444 5000 " + md5(src["id-pem"]),
+		"/etc/app/key 0:1000 440 700 " + md5(src["id-key"]),
+		"/opt/key 0:0 404 9 " + md5(src["id-k2"]),
+		". .. conf db_pw ",
+	}, "\n")
+	if got != want {
+		t.Errorf("container sees:\n%s\nwant:\n%s", got, want)
+	}
+
+	// Read-only, and nosuid,nodev,noexec.
+	for _, script := range []string{
+		"echo x > /run/secrets/db_pw", "touch /run/secrets/new", "rm /run/secrets/db_pw",
+		"echo x > /opt/key", "mkdir /run/secrets/d",
+	} {
+		if _, _, err := r.Exec(busybox.Context(t), id, "sh", "-c", script); err == nil {
+			t.Errorf("%q succeeded in the container", script)
+		}
+	}
+	mi := execOK(t, r, id, "grep -E ' (/run/secrets|/etc/app/key|/opt/key) ' /proc/self/mountinfo")
+	if lines := strings.Split(strings.TrimSpace(mi), "\n"); len(lines) != 3 {
+		t.Errorf("container mountinfo:\n%s", mi)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(mi), "\n") {
+		if !strings.Contains(l, " ro,nosuid,nodev,noexec") || !strings.Contains(l, "- tmpfs ") {
+			t.Errorf("mount %q is not a ro,nosuid,nodev,noexec tmpfs", l)
+		}
+	}
+
+	// The host sees no trace: no mount, and nothing but empty mountpoints
+	// in the container's rootfs (a commit of it holds no secret).
+	if mountinfoHas(t, "/proc/self/mountinfo", 0, b.Rootfs) {
+		mi, _ := os.ReadFile("/proc/self/mountinfo")
+		t.Errorf("the host's mountinfo shows a mount in the container's rootfs:\n%s", mi)
+	}
+	for _, p := range []string{"run/secrets", "etc/app/key", "opt/key"} {
+		st, err := os.Stat(filepath.Join(b.Rootfs, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.IsDir() {
+			if ents, _ := os.ReadDir(filepath.Join(b.Rootfs, p)); len(ents) != 0 {
+				t.Errorf("rootfs %s holds %v", p, ents)
+			}
+		} else if st.Size() != 0 {
+			t.Errorf("rootfs %s holds %d bytes", p, st.Size())
+		}
+	}
+
+	// Wipe while the container runs: it sees empty files, then nothing.
+	if err := m.Wipe(); err != nil {
+		t.Fatal(err)
+	}
+	if got := execOK(t, r, id, "ls /run/secrets | wc -l; stat -c %s /opt/key"); got != "0\n0\n" {
+		t.Errorf("after the wipe the container sees %q", got)
+	}
+}
+
+func TestAttachReadonlyRootfs(t *testing.T) {
+	src := memSource{"id-a": secretData("a", 10), "id-b": secretData("b", 20)}
+	t.Run("no mountpoint", func(t *testing.T) {
+		_, m := build(t, []mounter.Grant{{SecretID: "id-a", SecretName: "a"}}, src)
+		_, _, id, pid := runContainer(t, busybox.Options{ReadonlyRootfs: true})
+		err := m.Attach(context.Background(), mounter.Container{ID: id, Pid: pid, ReadonlyRootfs: true})
+		if !errors.Is(err, ErrNoMountpoint) {
+			t.Fatalf("Attach = %v, want ErrNoMountpoint", err)
+		}
+		t.Log(err)
+	})
+	t.Run("placeholders", func(t *testing.T) {
+		_, m := build(t, []mounter.Grant{
+			{SecretID: "id-a", SecretName: "a"},
+			{SecretID: "id-b", SecretName: "b", Target: "/etc/b"},
+		}, src)
+		// The runtime adds a tmpfs at /run/secrets at create; a target
+		// outside it needs its file in the image.
+		r, b, id, pid := func() (*busybox.Runc, *busybox.Bundle, string, int) {
+			o := busybox.Options{ReadonlyRootfs: true, Mounts: []specs.Mount{
+				{Destination: "/run/secrets", Type: "tmpfs", Source: "tmpfs", Options: []string{"ro", "size=4k", "mode=0755"}},
+			}}
+			dir := t.TempDir()
+			if err := busybox.Rootfs(filepath.Join(dir, "rootfs")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "rootfs/etc/b"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			bd := &busybox.Bundle{Dir: dir, Rootfs: filepath.Join(dir, "rootfs"), Spec: busybox.Spec(o)}
+			if err := bd.WriteSpec(); err != nil {
+				t.Fatal(err)
+			}
+			r := busybox.NewRunc(t)
+			ctx := busybox.Context(t)
+			if err := r.Run(ctx, "ro-placeholder", bd); err != nil {
+				t.Fatal(err)
+			}
+			pid, err := r.Pid(ctx, "ro-placeholder")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r, bd, "ro-placeholder", pid
+		}()
+		_ = b
+		if err := m.Attach(context.Background(), mounter.Container{ID: id, Pid: pid, ReadonlyRootfs: true}); err != nil {
+			t.Fatalf("Attach: %v", err)
+		}
+		if got := execOK(t, r, id, "cat /run/secrets/a /etc/b"); got != string(src["id-a"])+string(src["id-b"]) {
+			t.Errorf("container reads %q", got)
+		}
+	})
+}
+
+func TestAttachUserNamespace(t *testing.T) {
+	const hostBase = 100000
+	maps := []specs.LinuxIDMapping{{ContainerID: 0, HostID: hostBase, Size: 65536}}
+	src := memSource{"id-a": secretData("a", 10), "id-b": secretData("b", 20)}
+	grants := []mounter.Grant{
+		{SecretID: "id-a", SecretName: "a", UID: "1000", GID: "1000", Mode: 0o400},
+		{SecretID: "id-b", SecretName: "b", Target: "/etc/b", GID: "1000", Mode: 0o440},
+	}
+	_, m := build(t, grants, src)
+	r, _, id, pid := runContainer(t, busybox.Options{User: specs.User{UID: 1000, GID: 1000}, UIDMappings: maps, GIDMappings: maps})
+	c := mounter.Container{ID: id, Pid: pid,
+		UIDMappings: []mounter.IDMapping{{ContainerID: 0, HostID: hostBase, Size: 65536}},
+		GIDMappings: []mounter.IDMapping{{ContainerID: 0, HostID: hostBase, Size: 65536}},
+	}
+	if err := m.Attach(context.Background(), c); err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	got := execOK(t, r, id, "id -u; stat -c '%u:%g %a' /run/secrets /run/secrets/a /etc/b; cat /run/secrets/a /etc/b")
+	want := "1000\n0:0 755\n1000:1000 400\n0:1000 440\n" + string(src["id-a"]) + string(src["id-b"])
+	if got != want {
+		t.Errorf("container sees:\n%s\nwant:\n%s", got, want)
+	}
+	// From the host, the files belong to the mapped ids.
+	st, err := os.Stat(filepath.Join("/proc", itoa(pid), "root/run/secrets/a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid, gid := ownerOf(st); uid != hostBase+1000 || gid != hostBase+1000 {
+		t.Errorf("host sees %d:%d, want %d:%d", uid, gid, hostBase+1000, hostBase+1000)
+	}
+
+	// An id outside the mappings is refused before anything is attached.
+	_, m2 := build(t, []mounter.Grant{{SecretID: "id-a", SecretName: "a", UID: "70000"}}, src)
+	var ue *UnmappedError
+	if err := m2.Attach(context.Background(), c); !errors.As(err, &ue) || ue.Kind != "uid" || ue.ID != 70000 {
+		t.Fatalf("Attach with an unmapped uid = %v", err)
+	}
+}
