@@ -39,8 +39,9 @@ func TestBuild(t *testing.T) {
 		if err != nil {
 			t.Fatalf("open %s: %v", f.Name, err)
 		}
-		got, err := io.ReadAll(os.NewFile(uintptr(fd), f.Name))
-		unix.Close(fd)
+		file := os.NewFile(uintptr(fd), f.Name)
+		got, err := io.ReadAll(file)
+		file.Close()
 		if err != nil || string(got) != string(src[f.SecretID]) {
 			t.Errorf("%s: content differs (%d bytes, err %v)", f.Name, len(got), err)
 		}
