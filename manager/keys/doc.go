@@ -1,0 +1,55 @@
+// Package keys is the managers' envelope encryption: the data keys (DEKs)
+// that seal every secret's data, and the key-encryption key (KEK) that
+// wraps them.
+//
+// It holds the sealed-data format, the keyring (every DEK still needed, the
+// current one, the key for keyed digests, and the autolock unlock key), its
+// wrapping under a KEK, unlock keys, key files, and the rotations. It does
+// not know the store's key layout beyond the one etcd key it owns, never
+// logs or returns key material in errors, and zeroes keys it drops.
+//
+// # Formats
+//
+// Sealed data:  0x01 | key ID (uint32, big endian) | nonce (24) | secretbox
+// Wrapped ring: 0x01 | KEK ID (8)                  | nonce (24) | secretbox(keyring)
+//
+// Every seal draws a fresh random 24-byte nonce: XSalsa20's nonce is long
+// enough that random nonces never collide in practice, so no counter has to
+// be kept consistent between managers.
+//
+// # Where the keyring lives (the decision)
+//
+// The keyring lives in etcd, wrapped, at <prefix>keys/keyring, and only
+// there. Managers of one cluster share their etcd data, so they must share
+// the DEKs; keeping the one wrapped copy beside the data means a DEK
+// rotation made by any manager is seen by all (WatchKeyring reloads it),
+// and nothing has to be copied between data directories when keys change.
+// What a manager needs locally is only the KEK:
+//
+//   - without autolock, a random 256-bit KEK in a 0600 key file in the
+//     manager's data dir (CreateKeyFile / LoadKeyFile). A joining manager
+//     receives that KEK (KEK.Bytes) over the mutually authenticated join
+//     flow and writes it with WriteKeyFile; it then Unlocks from etcd.
+//   - with autolock, no file: the KEK is derived from the operator's unlock
+//     key (LBXKEY-1-...), which every manager of the cluster shares. A
+//     joining or restarted manager stays locked until `lockbox unlock`.
+//
+// The unlock key is kept inside the wrapped keyring, so any unlocked
+// manager can show it again (`lockbox unlock-key`), as swarm does.
+//
+// # KDF
+//
+// The unlock key is 256 bits from crypto/rand, not a password: a slow
+// password KDF (scrypt, argon2) would add no security against guessing and
+// only delay unlocks. HKDF-SHA256 (crypto/hkdf) is the right tool for
+// turning a high-entropy secret into a key: it separates this use of the
+// bytes from any other by its info string.
+//
+// # Rotations
+//
+// RotateUnlockKey / RotateKEK re-wrap the keyring under a new KEK (one
+// compare-and-swap write). RotateDEK adds a new current DEK (written
+// first), re-seals every secret under it through a Resealer, and only then
+// drops the old DEKs: a crash at any point leaves a keyring that opens
+// every secret, and FinishRotation completes the job.
+package keys

@@ -1,0 +1,378 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Resealer re-seals stored secret data for which needs is true with the
+// Sealer's current key (manager/store.Store implements it).
+type Resealer interface {
+	Reseal(ctx context.Context, needs func(sealed []byte) bool) (int, error)
+}
+
+// ErrNoKeyring: the cluster has no keyring yet (Bootstrap was never run).
+var ErrNoKeyring = errors.New("the cluster has no keyring yet")
+
+// ErrConcurrentChange: another manager changed the keyring meanwhile; the
+// caller reloads and retries.
+var ErrConcurrentChange = errors.New("the keyring was changed by another manager; retry")
+
+// Manager holds a manager's unlocked keyring and keeps the wrapped copy in
+// etcd current. It implements store.Sealer; while locked every seal and
+// open fails with ErrLocked. Safe for concurrent use.
+type Manager struct {
+	cli *clientv3.Client
+	key string
+
+	mu   sync.RWMutex
+	kek  *KEK
+	ring *Keyring
+	rev  int64 // mod revision of the wrapped ring we hold
+}
+
+// NewManager returns a locked Manager keeping the wrapped keyring at
+// prefix+"keys/keyring" (prefix as the store's, ending in "/").
+func NewManager(cli *clientv3.Client, prefix string) *Manager {
+	return &Manager{cli: cli, key: prefix + "keys/keyring"}
+}
+
+// Key is the etcd key of the wrapped keyring.
+func (m *Manager) Key() string { return m.key }
+
+// Bootstrap creates the cluster's keyring, wrapped under kek, unless one
+// exists. unlockKey is the autolock unlock key kek was derived from, or ""
+// without autolock. When a keyring exists it unlocks with kek instead, so
+// two managers racing to initialise end up with the same keys. created
+// says whether this call made the keyring.
+func (m *Manager) Bootstrap(ctx context.Context, kek *KEK, unlockKey string) (created bool, err error) {
+	ring, err := NewKeyring()
+	if err != nil {
+		return false, err
+	}
+	ring.unlockKey = unlockKey
+	wrapped, err := Wrap(ring, kek)
+	if err != nil {
+		ring.Close()
+		return false, err
+	}
+	resp, err := m.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(m.key), "=", 0)).
+		Then(clientv3.OpPut(m.key, string(wrapped))).
+		Commit()
+	if err != nil {
+		ring.Close()
+		return false, fmt.Errorf("store keyring: %w", err)
+	}
+	if !resp.Succeeded {
+		ring.Close()
+		return false, m.Unlock(ctx, kek)
+	}
+	m.install(ring, cloneKEK(kek), resp.Header.Revision)
+	return true, nil
+}
+
+func cloneKEK(k *KEK) *KEK { c := *k; return &c }
+
+// install swaps in a new ring and KEK, zeroing what they replace.
+func (m *Manager) install(ring *Keyring, kek *KEK, rev int64) {
+	m.mu.Lock()
+	oldRing, oldKEK := m.ring, m.kek
+	m.ring, m.kek, m.rev = ring, kek, rev
+	m.mu.Unlock()
+	if oldRing != nil && oldRing != ring {
+		oldRing.Close()
+	}
+	if oldKEK != nil && oldKEK != kek {
+		oldKEK.Zero()
+	}
+}
+
+// Unlock reads the wrapped keyring from etcd and opens it with kek (a
+// copy is kept; the caller zeroes its own). ErrWrongKey when kek is not
+// the cluster's current KEK.
+func (m *Manager) Unlock(ctx context.Context, kek *KEK) error {
+	resp, err := m.cli.Get(ctx, m.key)
+	if err != nil {
+		return fmt.Errorf("read keyring: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return ErrNoKeyring
+	}
+	ring, err := Unwrap(resp.Kvs[0].Value, kek)
+	if err != nil {
+		return fmt.Errorf("unlock: %w", err)
+	}
+	m.install(ring, cloneKEK(kek), resp.Kvs[0].ModRevision)
+	return nil
+}
+
+// UnlockWithKey derives the KEK from an autolock unlock key and unlocks.
+func (m *Manager) UnlockWithKey(ctx context.Context, unlockKey string) error {
+	kek, err := KEKFromUnlockKey(unlockKey)
+	if err != nil {
+		return err
+	}
+	defer kek.Zero()
+	return m.Unlock(ctx, kek)
+}
+
+// Locked reports whether the manager has no keyring to seal with.
+func (m *Manager) Locked() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.ring == nil
+}
+
+// Reload re-reads the wrapped keyring (after another manager rotated a
+// key) and opens it with the KEK this manager holds. A locked manager stays
+// locked. If the KEK changed elsewhere too (the unlock key was rotated on
+// another manager), the ring in use is kept and ErrWrongKey returned.
+func (m *Manager) Reload(ctx context.Context) error {
+	m.mu.RLock()
+	kek, rev := m.kek, m.rev
+	m.mu.RUnlock()
+	if kek == nil {
+		return ErrLocked
+	}
+	resp, err := m.cli.Get(ctx, m.key)
+	if err != nil {
+		return fmt.Errorf("reload keyring: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return ErrNoKeyring
+	}
+	if resp.Kvs[0].ModRevision == rev {
+		return nil
+	}
+	m.mu.RLock()
+	kekCopy := cloneKEK(m.kek)
+	m.mu.RUnlock()
+	ring, err := Unwrap(resp.Kvs[0].Value, kekCopy)
+	if err != nil {
+		kekCopy.Zero()
+		return fmt.Errorf("reload keyring: %w", err)
+	}
+	m.install(ring, kekCopy, resp.Kvs[0].ModRevision)
+	return nil
+}
+
+// WatchKeyring reloads the keyring whenever another manager writes it,
+// until ctx ends. Run it on every manager so all seal under the current
+// DEK. It watches from the revision of the ring it holds, so a change made
+// before the call is not missed. notify, if not nil, hears the outcome of
+// every reload (nil on success; errors never hold key material).
+func (m *Manager) WatchKeyring(ctx context.Context, notify func(error)) {
+	m.mu.RLock()
+	rev := m.rev
+	m.mu.RUnlock()
+	opts := []clientv3.OpOption{}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev+1))
+	}
+	for wr := range m.cli.Watch(clientv3.WithRequireLeader(ctx), m.key, opts...) {
+		err := wr.Err()
+		if err == nil {
+			err = m.Reload(ctx)
+		}
+		if notify != nil && !errors.Is(err, ErrLocked) {
+			notify(err)
+		}
+	}
+}
+
+// current returns copies of the ring and KEK in use and the ring's
+// revision; the caller owns (and zeroes) the copies.
+func (m *Manager) current() (*Keyring, *KEK, int64, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.ring == nil {
+		return nil, nil, 0, ErrLocked
+	}
+	return m.ring.clone(), cloneKEK(m.kek), m.rev, nil
+}
+
+// Seal, Open and Digest hold the read lock for the whole operation, so a
+// rotation that swaps (and zeroes) the ring waits for them instead of
+// pulling keys out from under them.
+
+// Seal implements store.Sealer.
+func (m *Manager) Seal(plaintext []byte) ([]byte, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.ring == nil {
+		return nil, ErrLocked
+	}
+	return m.ring.Seal(plaintext)
+}
+
+// Open implements store.Sealer.
+func (m *Manager) Open(sealed []byte) ([]byte, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.ring == nil {
+		return nil, ErrLocked
+	}
+	return m.ring.Open(sealed)
+}
+
+// Digest implements store.Sealer.
+func (m *Manager) Digest(plaintext []byte) string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.ring == nil {
+		return ""
+	}
+	return m.ring.Digest(plaintext)
+}
+
+// NeedsReseal reports whether sealed is not under the current DEK.
+func (m *Manager) NeedsReseal(sealed []byte) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.ring != nil && m.ring.NeedsReseal(sealed)
+}
+
+// UnlockKey returns the cluster's autolock unlock key, or "" and false
+// when autolock is off.
+func (m *Manager) UnlockKey() (string, bool, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.ring == nil {
+		return "", false, ErrLocked
+	}
+	m.ring.mu.RLock()
+	defer m.ring.mu.RUnlock()
+	return m.ring.unlockKey, m.ring.unlockKey != "", nil
+}
+
+// write stores next wrapped under kek if the keyring is still at rev, and
+// installs it. It takes ownership of next and kek: on failure both are zeroed.
+func (m *Manager) write(ctx context.Context, next *Keyring, kek *KEK, rev int64) (err error) {
+	defer func() {
+		if err != nil {
+			next.Close()
+			kek.Zero()
+		}
+	}()
+	wrapped, err := Wrap(next, kek)
+	if err != nil {
+		return err
+	}
+	resp, err := m.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(m.key), "=", rev)).
+		Then(clientv3.OpPut(m.key, string(wrapped))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("store keyring: %w", err)
+	}
+	if !resp.Succeeded {
+		return ErrConcurrentChange
+	}
+	m.install(next, kek, resp.Header.Revision)
+	return nil
+}
+
+// RotateKEK re-wraps the keyring under kek. unlockKey is the new autolock
+// unlock key kek was derived from, or "" to turn autolock off (kek then
+// comes from a key file every manager must receive). The DEKs do not
+// change, so no secret is re-sealed.
+func (m *Manager) RotateKEK(ctx context.Context, kek *KEK, unlockKey string) error {
+	next, old, rev, err := m.current()
+	if err != nil {
+		return err
+	}
+	old.Zero()
+	next.unlockKey = unlockKey
+	if err := m.write(ctx, next, cloneKEK(kek), rev); err != nil {
+		next.Close()
+		return fmt.Errorf("rotate key-encryption key: %w", err)
+	}
+	return nil
+}
+
+// RotateUnlockKey makes a new autolock unlock key, re-wraps the keyring
+// under it and returns it, to print once to the operator.
+func (m *Manager) RotateUnlockKey(ctx context.Context) (string, error) {
+	key, err := NewUnlockKey()
+	if err != nil {
+		return "", err
+	}
+	kek, err := KEKFromUnlockKey(key)
+	if err != nil {
+		return "", err
+	}
+	defer kek.Zero()
+	if err := m.RotateKEK(ctx, kek, key); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// RotateDEK makes a new current data key, re-seals every secret under it
+// and drops the old keys. It returns how many secrets it re-sealed.
+func (m *Manager) RotateDEK(ctx context.Context, r Resealer) (int, error) {
+	ring, kek, rev, err := m.current()
+	if err != nil {
+		return 0, err
+	}
+	next, err := ring.withNewDEK()
+	ring.Close()
+	if err != nil {
+		kek.Zero()
+		return 0, err
+	}
+	// Step 1: the new key becomes current everywhere before anything is
+	// sealed with it, while the old keys stay to open what is not yet
+	// re-sealed.
+	if err := m.write(ctx, next, kek, rev); err != nil {
+		next.Close()
+		kek.Zero()
+		return 0, fmt.Errorf("rotate data key: %w", err)
+	}
+	return m.FinishRotation(ctx, r)
+}
+
+// FinishRotation re-seals every secret not under the current DEK, then
+// drops every other DEK. Run it after a crash left a keyring with several
+// DEKs; it is a no-op on a ring with one.
+func (m *Manager) FinishRotation(ctx context.Context, r Resealer) (int, error) {
+	total := 0
+	// Repeat until a pass finds nothing: a manager that had not reloaded
+	// the ring yet may have sealed under the old key during a pass.
+	for {
+		n, err := r.Reseal(ctx, m.NeedsReseal)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("re-seal secrets: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	ring, kek, rev, err := m.current()
+	if err != nil {
+		return total, err
+	}
+	defer ring.Close()
+	if len(ring.KeyIDs()) == 1 {
+		kek.Zero()
+		return total, nil
+	}
+	next := ring.withoutOldDEKs()
+	if err := m.write(ctx, next, kek, rev); err != nil {
+		next.Close()
+		kek.Zero()
+		return total, fmt.Errorf("drop old data keys: %w", err)
+	}
+	return total, nil
+}
+
+// Close zeroes the keyring and KEK; the manager is locked afterwards.
+func (m *Manager) Close() {
+	m.install(nil, nil, 0)
+}

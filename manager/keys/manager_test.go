@@ -1,0 +1,213 @@
+package keys_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/etcdtest"
+	"github.com/lockbox-project/lockbox/manager/keys"
+	"github.com/lockbox-project/lockbox/manager/store"
+)
+
+// cluster is one etcd shared by two managers, as in an HA control plane.
+type cluster struct {
+	cli  *clientv3.Client
+	a, b *keys.Manager
+	sa   *store.Store
+	sb   *store.Store
+}
+
+func newCluster(t *testing.T) *cluster {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	c := &cluster{cli: cli, a: keys.NewManager(cli, store.DefaultPrefix), b: keys.NewManager(cli, store.DefaultPrefix)}
+	c.sa = store.New(cli, c.a)
+	c.sb = store.New(cli, c.b)
+	t.Cleanup(c.a.Close)
+	t.Cleanup(c.b.Close)
+	return c
+}
+
+func TestBootstrapUnlockAndShare(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	if _, err := c.sa.CreateSecret(ctx, &types.SecretSpec{Name: "early"}, []byte("x")); !errors.Is(err, keys.ErrLocked) {
+		t.Fatalf("create while locked: %v", err)
+	}
+	kek, _ := keys.NewKEK()
+	created, err := c.a.Bootstrap(ctx, kek, "")
+	if err != nil || !created {
+		t.Fatalf("bootstrap: %v %v", created, err)
+	}
+	// A second bootstrap (another manager starting at once) unlocks.
+	if created, err := c.b.Bootstrap(ctx, kek, ""); err != nil || created {
+		t.Fatalf("second bootstrap: %v %v", created, err)
+	}
+	sec, err := c.sa.CreateSecret(ctx, &types.SecretSpec{Name: "db"}, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := c.sb.SecretData(ctx, sec.Id)
+	if err != nil || string(data) != "pw" {
+		t.Fatalf("other manager reads %q, %v", data, err)
+	}
+	other, _ := keys.NewKEK()
+	m := keys.NewManager(c.cli, store.DefaultPrefix)
+	if err := m.Unlock(ctx, other); !errors.Is(err, keys.ErrWrongKey) || !m.Locked() {
+		t.Fatalf("unlock with wrong KEK: %v", err)
+	}
+	if _, ok, _ := c.a.UnlockKey(); ok {
+		t.Fatal("autolock reported on")
+	}
+}
+
+func TestAutolockRotateUnlockKey(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	key, _ := keys.NewUnlockKey()
+	kek, _ := keys.KEKFromUnlockKey(key)
+	if _, err := c.a.Bootstrap(ctx, kek, key); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := c.a.UnlockKey(); err != nil || !ok || got != key {
+		t.Fatalf("unlock key %v %v", ok, err)
+	}
+	sec, err := c.sa.CreateSecret(ctx, &types.SecretSpec{Name: "db"}, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey, err := c.a.RotateUnlockKey(ctx)
+	if err != nil || newKey == key {
+		t.Fatalf("rotate: %v", err)
+	}
+	// A restarted manager: the old key no longer unlocks, the new one does.
+	if err := c.b.UnlockWithKey(ctx, key); !errors.Is(err, keys.ErrWrongKey) {
+		t.Fatalf("old unlock key: %v", err)
+	}
+	if err := c.b.UnlockWithKey(ctx, newKey); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := c.b.UnlockKey(); got != newKey {
+		t.Fatal("unlock key not carried in the keyring")
+	}
+	data, err := c.sb.SecretData(ctx, sec.Id)
+	if err != nil || string(data) != "pw" {
+		t.Fatalf("after unlock-key rotation: %q, %v", data, err)
+	}
+}
+
+func TestRotateDEK(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	kek, _ := keys.NewKEK()
+	if _, err := c.a.Bootstrap(ctx, kek, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.b.Unlock(ctx, kek); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 30 {
+		sec, err := c.sa.CreateSecret(ctx, &types.SecretSpec{Name: fmt.Sprintf("s%d", i)}, fmt.Appendf(nil, "data-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, sec.Id)
+	}
+	before := rawData(t, c.cli, ids[0])
+	n, err := c.a.RotateDEK(ctx, c.sa)
+	if err != nil || n != 30 {
+		t.Fatalf("rotate: %d, %v", n, err)
+	}
+	after := rawData(t, c.cli, ids[0])
+	if bytes.Equal(before[:5], after[:5]) {
+		t.Fatal("key ID unchanged after rotation")
+	}
+	// Manager b still has the old ring; it must reload to read.
+	if _, err := c.sb.SecretData(ctx, ids[0]); !errors.Is(err, keys.ErrUnknownKey) {
+		t.Fatalf("stale manager: %v", err)
+	}
+	if err := c.b.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		data, err := c.sb.SecretData(ctx, id)
+		if err != nil || string(data) != fmt.Sprintf("data-%d", i) {
+			t.Fatalf("secret %d after rotation: %q, %v", i, data, err)
+		}
+	}
+	// Crash-safety: a rotation interrupted after step 1 (new key written,
+	// nothing re-sealed) leaves every secret readable, and FinishRotation
+	// completes it on a freshly unlocked manager.
+	if _, err := c.a.RotateDEK(ctx, failingResealer{}); err == nil {
+		t.Fatal("rotation with failing resealer succeeded")
+	}
+	fresh := keys.NewManager(c.cli, store.DefaultPrefix)
+	defer fresh.Close()
+	if err := fresh.Unlock(ctx, kek); err != nil {
+		t.Fatal(err)
+	}
+	fs := store.New(c.cli, fresh)
+	if data, err := fs.SecretData(ctx, ids[3]); err != nil || string(data) != "data-3" {
+		t.Fatalf("mid-rotation read: %q %v", data, err)
+	}
+	n, err = fresh.FinishRotation(ctx, fs)
+	if err != nil || n != 30 {
+		t.Fatalf("finish rotation: %d, %v", n, err)
+	}
+	if data, err := fs.SecretData(ctx, ids[29]); err != nil || string(data) != "data-29" {
+		t.Fatalf("after finish: %q %v", data, err)
+	}
+}
+
+type failingResealer struct{}
+
+func (failingResealer) Reseal(context.Context, func([]byte) bool) (int, error) {
+	return 0, errors.New("simulated crash")
+}
+
+func rawData(t *testing.T, cli *clientv3.Client, id string) []byte {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), store.DefaultPrefix+"secretdata/"+id)
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("raw data of %s: %v", id, err)
+	}
+	return resp.Kvs[0].Value
+}
+
+func TestWatchKeyringReloads(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := newCluster(t)
+	kek, _ := keys.NewKEK()
+	if _, err := c.a.Bootstrap(ctx, kek, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.b.Unlock(ctx, kek); err != nil {
+		t.Fatal(err)
+	}
+	sec, _ := c.sa.CreateSecret(ctx, &types.SecretSpec{Name: "w"}, []byte("v"))
+	// Rotate before the watch starts: it must still catch up.
+	if _, err := c.a.RotateDEK(ctx, c.sa); err != nil {
+		t.Fatal(err)
+	}
+	reloads := make(chan error, 8)
+	done := make(chan struct{})
+	go func() { c.b.WatchKeyring(ctx, func(err error) { reloads <- err }); close(done) }()
+	for err := range reloads {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data, err := c.sb.SecretData(ctx, sec.Id); err == nil && string(data) == "v" {
+			break
+		}
+	}
+	cancel()
+	<-done
+}
