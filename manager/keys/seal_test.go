@@ -127,7 +127,7 @@ func TestUnlockKey(t *testing.T) {
 	if _, err := KEKFromUnlockKey(strings.ToLower(key[:9]) + key[9:]); err == nil {
 		t.Fatal("lower-case prefix accepted")
 	}
-	b, err = KEKFromUnlockKey(key + "\n")
+	b, err := KEKFromUnlockKey(key + "\n")
 	if err != nil || a.k != b.k {
 		t.Fatalf("same key, different KEK: %v", err)
 	}
