@@ -1,0 +1,59 @@
+// Package ocispec holds containerd Go-client spec options for Lockbox:
+// claim a service, and (for setups without lockbox-runtime as the runc
+// binary) add Lockbox's OCI hooks.
+//
+// It only edits the OCI spec; it never talks to the agent.
+package ocispec
+
+import (
+	"context"
+	"errors"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// ServiceAnnotation is the OCI annotation by which a container claims a
+// service. It equals plugin/runtime.ServiceAnnotation; it is repeated here so
+// that Go-client users do not link the runtime wrapper.
+const ServiceAnnotation = "lockbox.service"
+
+// WithService makes the container claim service: with lockbox-runtime as
+// the runc binary (or the NRI plugin, or the hooks), it starts with the
+// service's secrets, or not at all.
+func WithService(service string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if service == "" {
+			return errors.New("lockbox: empty service name")
+		}
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[ServiceAnnotation] = service
+		return nil
+	}
+}
+
+// WithHooks adds "path hook createContainer" and "path hook poststop" (path
+// is the lockbox-runtime binary) to the spec, for runtimes that are plain
+// runc or crun. env is passed to the hooks (for instance
+// LOCKBOX_AGENT_SOCKET=...). The hooks do nothing for a container that
+// claims no service.
+func WithHooks(path string, env ...string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if path == "" {
+			return errors.New("lockbox: empty hook path")
+		}
+		if s.Hooks == nil {
+			s.Hooks = &specs.Hooks{}
+		}
+		s.Hooks.CreateContainer = append(s.Hooks.CreateContainer, specs.Hook{
+			Path: path, Args: []string{"lockbox-runtime", "hook", "createContainer"}, Env: env,
+		})
+		s.Hooks.Poststop = append(s.Hooks.Poststop, specs.Hook{
+			Path: path, Args: []string{"lockbox-runtime", "hook", "poststop"}, Env: env,
+		})
+		return nil
+	}
+}
