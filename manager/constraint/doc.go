@@ -1,0 +1,12 @@
+// Package constraint parses placement constraints and matches them
+// against nodes.
+//
+// A constraint is "KEY==VALUE" or "KEY!=VALUE" with KEY one of node.id,
+// node.hostname, node.role (worker or manager), node.platform.os,
+// node.platform.arch and node.labels.<label>. As in swarm, values compare
+// without regard to case, and a service's constraints must all hold. A
+// node without the label is unequal to any value.
+//
+// The package is pure: no I/O, no store, no gRPC. The admin API uses
+// Parse to validate; the dispatcher uses Match to place.
+package constraint
