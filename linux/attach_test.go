@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -17,15 +18,23 @@ import (
 )
 
 // runContainer starts a busybox container running sleep and returns the
-// runc driver and the container's pid.
+// runc driver, its bundle, the container's ID and its pid.
 func runContainer(t *testing.T, o busybox.Options) (*busybox.Runc, *busybox.Bundle, string, int) {
+	return runContainerWith(t, o, nil)
+}
+
+// runContainerWith is runContainer with a hook to shape the rootfs first.
+func runContainerWith(t *testing.T, o busybox.Options, prepare func(rootfs string)) (*busybox.Runc, *busybox.Bundle, string, int) {
 	t.Helper()
 	b, err := busybox.NewBundle(t.TempDir(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if prepare != nil {
+		prepare(b.Rootfs)
+	}
 	r := busybox.NewRunc(t)
-	id := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	id := regexp.MustCompile(`[^a-zA-Z0-9_.-]+`).ReplaceAllString(t.Name(), "-")
 	ctx := busybox.Context(t)
 	if err := r.Run(ctx, id, b); err != nil {
 		t.Fatal(err)
@@ -147,33 +156,14 @@ func TestAttachReadonlyRootfs(t *testing.T) {
 		}, src)
 		// The runtime adds a tmpfs at /run/secrets at create; a target
 		// outside it needs its file in the image.
-		r, b, id, pid := func() (*busybox.Runc, *busybox.Bundle, string, int) {
-			o := busybox.Options{ReadonlyRootfs: true, Mounts: []specs.Mount{
-				{Destination: "/run/secrets", Type: "tmpfs", Source: "tmpfs", Options: []string{"ro", "size=4k", "mode=0755"}},
-			}}
-			dir := t.TempDir()
-			if err := busybox.Rootfs(filepath.Join(dir, "rootfs")); err != nil {
+		o := busybox.Options{ReadonlyRootfs: true, Mounts: []specs.Mount{
+			{Destination: "/run/secrets", Type: "tmpfs", Source: "tmpfs", Options: []string{"ro", "size=4k", "mode=0755"}},
+		}}
+		r, _, id, pid := runContainerWith(t, o, func(rootfs string) {
+			if err := os.WriteFile(filepath.Join(rootfs, "etc/b"), nil, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(filepath.Join(dir, "rootfs/etc/b"), nil, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			bd := &busybox.Bundle{Dir: dir, Rootfs: filepath.Join(dir, "rootfs"), Spec: busybox.Spec(o)}
-			if err := bd.WriteSpec(); err != nil {
-				t.Fatal(err)
-			}
-			r := busybox.NewRunc(t)
-			ctx := busybox.Context(t)
-			if err := r.Run(ctx, "ro-placeholder", bd); err != nil {
-				t.Fatal(err)
-			}
-			pid, err := r.Pid(ctx, "ro-placeholder")
-			if err != nil {
-				t.Fatal(err)
-			}
-			return r, bd, "ro-placeholder", pid
-		}()
-		_ = b
+		})
 		if err := m.Attach(context.Background(), mounter.Container{ID: id, Pid: pid, ReadonlyRootfs: true}); err != nil {
 			t.Fatalf("Attach: %v", err)
 		}

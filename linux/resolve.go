@@ -16,6 +16,8 @@ import (
 // add it (a placeholder) to the container's spec at create time.
 var ErrNoMountpoint = errors.New("mountpoint missing on a read-only container root; add it to the container's spec at create time")
 
+var errDangling = errors.New("a symlink to nothing inside the container (the mounter does not create symlink targets)")
+
 // resolveFlags keep every lookup inside the container's root: ".." and
 // absolute symlinks stop at root, and /proc magic links are refused.
 const resolveFlags = unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS
@@ -40,8 +42,11 @@ func openInRoot(root int, rel string, flags int) (int, error) {
 
 // mountpoint returns an O_PATH fd on target inside root, creating it (an
 // empty directory or file, and any missing parents) if it is missing.
-// Creation happens by name in a parent resolved inside root and never
-// follows a symlink, so nothing is ever created outside root.
+// Every lookup is an openat2 RESOLVE_IN_ROOT from root, so symlinks in the
+// image resolve as they would inside the container; creation is by a single
+// name in a parent resolved that way and never follows a symlink, so nothing
+// is ever created outside root. A symlink that leads nowhere is refused, not
+// completed.
 func mountpoint(root int, target string, dir bool) (int, error) {
 	if !path.IsAbs(target) || path.Clean(target) != target || target == "/" {
 		return -1, fmt.Errorf("attach %q: a target is an absolute, clean path below /", target)
@@ -85,7 +90,7 @@ func mountpoint(root int, target string, dir bool) (int, error) {
 			return -1, fmt.Errorf("attach %s: create mountpoint: %w", target, err)
 		}
 	}
-	return -1, fmt.Errorf("attach %s: the mountpoint is a symlink to nothing inside the container", target)
+	return -1, fmt.Errorf("attach %s: %w", target, errDangling)
 }
 
 // mkdirAll resolves relDir inside root, creating missing directories, and
@@ -104,6 +109,12 @@ func mkdirAll(root int, target, relDir string) (int, error) {
 			switch {
 			case err == nil, errors.Is(err, unix.EEXIST):
 				fd, err = openInRoot(root, prefix, unix.O_PATH|unix.O_DIRECTORY)
+				if errors.Is(err, unix.ENOENT) {
+					// mkdir found a name that does not resolve: a
+					// dangling symlink. Creating its target would let the
+					// image choose where the mounter writes; refuse.
+					err = errDangling
+				}
 			case errors.Is(err, unix.EROFS):
 				err = ErrNoMountpoint
 			}
