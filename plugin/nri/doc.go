@@ -1,0 +1,20 @@
+// Package nri is Lockbox's NRI plugin, for containers created through CRI
+// (Kubernetes, crictl), which the runc wrapper may never see.
+//
+//   - CreateContainer: a claiming container gets an empty placeholder tmpfs
+//     at /run/secrets, so the attach later never has to create a directory
+//     in a (possibly read-only) rootfs or its snapshot.
+//   - StartContainer (after runc create, before the process runs): the agent
+//     attaches the secrets by the container's pid; an error fails the start.
+//   - StopContainer / RemoveContainer: the agent wipes them.
+//   - Synchronize (on connect): rebuilds the set of claiming containers and
+//     wipes what stopped containers still hold.
+//
+// A container claims a service with the container or pod annotation
+// lockbox.service (NRI shows CRI annotations as they were given).
+//
+// The plugin runs inside "lockbox agent --nri" (New with the agent's own
+// request handler) or standalone against the agent socket (cmd/lockbox-nri).
+// It translates NRI events into agent calls and nothing more: it never
+// touches mounts or secret bytes itself.
+package nri

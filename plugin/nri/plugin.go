@@ -1,0 +1,295 @@
+package nri
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/containerd/nri/pkg/api"
+	"github.com/containerd/nri/pkg/stub"
+
+	"github.com/lockbox-project/lockbox/api/agent"
+)
+
+// ServiceAnnotation is the container or pod annotation that claims a
+// service.
+const ServiceAnnotation = "lockbox.service"
+
+// SecretsDir is where the placeholder goes.
+const SecretsDir = "/run/secrets"
+
+// Agent is what the plugin needs of the agent. The agent's local API
+// handler and its client both have these methods, so the plugin runs the
+// same in-process and standalone.
+type Agent interface {
+	Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error)
+	Release(ctx context.Context, containerID string) error
+	List(ctx context.Context) (*agent.ListResponse, error)
+}
+
+// Plugin is the NRI plugin. Create it with New.
+type Plugin struct {
+	agent Agent
+	// procRoot is /proc; tests point it elsewhere.
+	procRoot string
+
+	mu sync.Mutex
+	// claims maps the IDs of claiming containers to their service.
+	claims map[string]string
+}
+
+// New returns a plugin that serves NRI events with a.
+func New(a Agent) *Plugin {
+	return &Plugin{agent: a, procRoot: "/proc", claims: map[string]string{}}
+}
+
+// Options say where and under which name the plugin registers.
+type Options struct {
+	// Socket is containerd's NRI socket; empty means NRI's default
+	// (/var/run/nri/nri.sock).
+	Socket string
+	// Name and Index register the plugin; defaults "lockbox" and "10".
+	Name, Index string
+}
+
+// Run connects to the runtime and serves events until ctx ends or the
+// runtime goes away.
+func (p *Plugin) Run(ctx context.Context, o Options) error {
+	if o.Name == "" {
+		o.Name = "lockbox"
+	}
+	if o.Index == "" {
+		o.Index = "10"
+	}
+	opts := []stub.Option{stub.WithPluginName(o.Name), stub.WithPluginIdx(o.Index)}
+	if o.Socket != "" {
+		opts = append(opts, stub.WithSocketPath(o.Socket))
+	}
+	s, err := stub.New(p, opts...)
+	if err != nil {
+		return fmt.Errorf("nri plugin: %w", err)
+	}
+	if err := s.Run(ctx); err != nil {
+		return fmt.Errorf("nri plugin: %w", err)
+	}
+	return nil
+}
+
+// service returns the claimed service: the container's annotation, else
+// the pod's.
+func service(pod *api.PodSandbox, ctr *api.Container) (string, bool) {
+	if s, ok := ctr.GetAnnotations()[ServiceAnnotation]; ok {
+		return s, true
+	}
+	s, ok := pod.GetAnnotations()[ServiceAnnotation]
+	return s, ok
+}
+
+// CreateContainer adds the placeholder mount for a claiming container.
+func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	svc, ok := service(pod, ctr)
+	if !ok {
+		return nil, nil, nil
+	}
+	if svc == "" {
+		return nil, nil, fmt.Errorf("container %s: annotation %s is empty", ctr.GetName(), ServiceAnnotation)
+	}
+	adj := &api.ContainerAdjustment{}
+	if !covered(ctr.GetMounts()) {
+		adj.AddMount(&api.Mount{
+			Destination: SecretsDir,
+			Type:        "tmpfs",
+			Source:      "tmpfs",
+			Options:     []string{"nosuid", "nodev", "noexec", "mode=0755", "size=64k"},
+		})
+	}
+	return adj, nil, nil
+}
+
+// covered reports whether a mount already sits at or above SecretsDir
+// (other than /): then the attach has a writable place of its own.
+func covered(mounts []*api.Mount) bool {
+	for _, m := range mounts {
+		d := path.Clean(m.GetDestination())
+		if d == "/" {
+			continue
+		}
+		if d == SecretsDir || strings.HasPrefix(SecretsDir, d+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// StartContainer has the agent attach the secrets by the container's pid.
+// An error here fails the start: fail closed.
+func (p *Plugin) StartContainer(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) error {
+	svc, ok := service(pod, ctr)
+	if !ok {
+		return nil
+	}
+	pid := int(ctr.GetPid())
+	if pid <= 0 {
+		return fmt.Errorf("container %s claims service %q: runtime gave no pid", ctr.GetName(), svc)
+	}
+	c := &agent.Container{Id: ctr.GetId(), Service: svc, Pid: int32(pid), Rootfs: "/", Os: "linux"}
+	uid, gid, err := p.idMappings(pid)
+	if err != nil {
+		return fmt.Errorf("container %s claims service %q: %w", ctr.GetName(), svc, err)
+	}
+	c.UidMappings, c.GidMappings = uid, gid
+	resp, files, err := p.agent.Prepare(ctx, &agent.PrepareRequest{Container: c, Attach: true})
+	for _, f := range files {
+		f.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("container %s claims service %q: %w", ctr.GetName(), svc, err)
+	}
+	for _, m := range resp.GetMounts() {
+		if m.GetFdIndex() != -1 {
+			p.agent.Release(ctx, ctr.GetId())
+			return fmt.Errorf("container %s: agent left mount %s unattached", ctr.GetName(), m.GetTarget())
+		}
+	}
+	p.mu.Lock()
+	p.claims[ctr.GetId()] = svc
+	p.mu.Unlock()
+	return nil
+}
+
+// StopContainer wipes the secrets of a claiming container. NRI calls it
+// also when the container exited by itself.
+func (p *Plugin) StopContainer(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) ([]*api.ContainerUpdate, error) {
+	return nil, p.release(ctx, pod, ctr)
+}
+
+// RemoveContainer wipes whatever StopContainer could not.
+func (p *Plugin) RemoveContainer(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) error {
+	return p.release(ctx, pod, ctr)
+}
+
+func (p *Plugin) release(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) error {
+	if _, ok := service(pod, ctr); !ok {
+		return nil
+	}
+	p.mu.Lock()
+	delete(p.claims, ctr.GetId())
+	p.mu.Unlock()
+	if err := p.agent.Release(ctx, ctr.GetId()); err != nil {
+		return fmt.Errorf("release container %s: %w", ctr.GetName(), err)
+	}
+	return nil
+}
+
+// Synchronize rebuilds the claim set from the runtime's containers and has
+// the agent wipe what it still holds for claiming containers that are no
+// longer running. Containers the runtime does not list are left alone: the
+// runc wrapper may have claimed them outside CRI.
+func (p *Plugin) Synchronize(ctx context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
+	podByID := make(map[string]*api.PodSandbox, len(pods))
+	for _, pod := range pods {
+		podByID[pod.GetId()] = pod
+	}
+	claims := map[string]string{}
+	stopped := map[string]bool{}
+	for _, c := range ctrs {
+		svc, ok := service(podByID[c.GetPodSandboxId()], c)
+		if !ok {
+			continue
+		}
+		switch c.GetState() {
+		case api.ContainerState_CONTAINER_RUNNING, api.ContainerState_CONTAINER_PAUSED, api.ContainerState_CONTAINER_CREATED:
+			claims[c.GetId()] = svc
+		default:
+			stopped[c.GetId()] = true
+		}
+	}
+	p.mu.Lock()
+	p.claims = claims
+	p.mu.Unlock()
+	held, err := p.agent.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("synchronize: list agent mounts: %w", err)
+	}
+	for _, m := range held.GetContainers() {
+		if stopped[m.GetId()] {
+			if err := p.agent.Release(ctx, m.GetId()); err != nil {
+				return nil, fmt.Errorf("synchronize: release %s: %w", m.GetId(), err)
+			}
+		}
+	}
+	return nil, nil
+}
+
+// Claims returns a copy of the claiming containers the plugin knows, by ID.
+func (p *Plugin) Claims() map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]string, len(p.claims))
+	for k, v := range p.claims {
+		out[k] = v
+	}
+	return out
+}
+
+// idMappings reads pid's uid and gid maps when it lives in a user
+// namespace other than ours. NRI does not carry the spec's mappings, but
+// the kernel's view is the one that counts anyway.
+func (p *Plugin) idMappings(pid int) (uid, gid []*agent.IDMapping, err error) {
+	proc := p.procRoot + "/" + strconv.Itoa(pid)
+	theirs, err := os.Readlink(proc + "/ns/user")
+	if err != nil {
+		return nil, nil, fmt.Errorf("user namespace of pid %d: %w", pid, err)
+	}
+	ours, err := os.Readlink(p.procRoot + "/self/ns/user")
+	if err != nil {
+		return nil, nil, fmt.Errorf("own user namespace: %w", err)
+	}
+	if theirs == ours {
+		return nil, nil, nil
+	}
+	if uid, err = readIDMap(proc + "/uid_map"); err != nil {
+		return nil, nil, err
+	}
+	if gid, err = readIDMap(proc + "/gid_map"); err != nil {
+		return nil, nil, err
+	}
+	return uid, gid, nil
+}
+
+// readIDMap parses a /proc/<pid>/[ug]id_map: "inside outside count" lines.
+func readIDMap(p string) ([]*agent.IDMapping, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	return ParseIDMap(string(b))
+}
+
+// ParseIDMap parses the text of a uid_map or gid_map file.
+func ParseIDMap(s string) ([]*agent.IDMapping, error) {
+	var out []*agent.IDMapping
+	for _, line := range strings.Split(s, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) != 3 {
+			return nil, fmt.Errorf("id map line %q: want 3 fields", line)
+		}
+		var n [3]uint32
+		for i, x := range f {
+			v, err := strconv.ParseUint(x, 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("id map line %q: %w", line, err)
+			}
+			n[i] = uint32(v)
+		}
+		out = append(out, &agent.IDMapping{ContainerId: n[0], HostId: n[1], Size: n[2]})
+	}
+	return out, nil
+}

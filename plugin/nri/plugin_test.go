@@ -1,0 +1,186 @@
+package nri
+
+import (
+	"context"
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/containerd/nri/pkg/api"
+
+	"github.com/lockbox-project/lockbox/api/agent"
+)
+
+type fakeAgent struct {
+	prepared []*agent.PrepareRequest
+	released []string
+	held     []string
+	err      error
+}
+
+func (a *fakeAgent) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
+	a.prepared = append(a.prepared, req)
+	if a.err != nil {
+		return nil, nil, a.err
+	}
+	return &agent.PrepareResponse{Mounts: []*agent.MountPoint{{Target: SecretsDir, FdIndex: -1}}}, nil, nil
+}
+
+func (a *fakeAgent) Release(ctx context.Context, id string) error {
+	a.released = append(a.released, id)
+	return nil
+}
+
+func (a *fakeAgent) List(ctx context.Context) (*agent.ListResponse, error) {
+	resp := &agent.ListResponse{}
+	for _, id := range a.held {
+		resp.Containers = append(resp.Containers, &agent.MountedContainer{Id: id})
+	}
+	return resp, nil
+}
+
+func TestService(t *testing.T) {
+	pod := &api.PodSandbox{Annotations: map[string]string{ServiceAnnotation: "pod-svc"}}
+	tests := []struct {
+		name   string
+		pod    *api.PodSandbox
+		ctr    *api.Container
+		want   string
+		claims bool
+	}{
+		{"none", &api.PodSandbox{}, &api.Container{}, "", false},
+		{"nil pod", nil, &api.Container{}, "", false},
+		{"pod", pod, &api.Container{}, "pod-svc", true},
+		{"container wins", pod, &api.Container{Annotations: map[string]string{ServiceAnnotation: "ctr-svc"}}, "ctr-svc", true},
+	}
+	for _, tt := range tests {
+		got, ok := service(tt.pod, tt.ctr)
+		if got != tt.want || ok != tt.claims {
+			t.Errorf("%s: service = %q, %v; want %q, %v", tt.name, got, ok, tt.want, tt.claims)
+		}
+	}
+}
+
+func TestCreateContainerPlaceholder(t *testing.T) {
+	p := New(&fakeAgent{})
+	claim := map[string]string{ServiceAnnotation: "web"}
+	tests := []struct {
+		name   string
+		ctr    *api.Container
+		mounts int
+	}{
+		{"no claim", &api.Container{}, -1},
+		{"claim", &api.Container{Annotations: claim}, 1},
+		{"claim, /run is a mount", &api.Container{Annotations: claim, Mounts: []*api.Mount{{Destination: "/run"}}}, 0},
+		{"claim, /runx is not /run", &api.Container{Annotations: claim, Mounts: []*api.Mount{{Destination: "/runx"}}}, 1},
+	}
+	for _, tt := range tests {
+		adj, _, err := p.CreateContainer(context.Background(), &api.PodSandbox{}, tt.ctr)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if tt.mounts < 0 {
+			if adj != nil {
+				t.Errorf("%s: adjusted a container that claims nothing", tt.name)
+			}
+			continue
+		}
+		if len(adj.GetMounts()) != tt.mounts {
+			t.Errorf("%s: %d mounts added, want %d", tt.name, len(adj.GetMounts()), tt.mounts)
+		}
+		if tt.mounts == 1 && (adj.Mounts[0].Destination != SecretsDir || adj.Mounts[0].Type != "tmpfs") {
+			t.Errorf("%s: mount %+v", tt.name, adj.Mounts[0])
+		}
+	}
+	if _, _, err := p.CreateContainer(context.Background(), &api.PodSandbox{}, &api.Container{Annotations: map[string]string{ServiceAnnotation: ""}}); err == nil {
+		t.Error("empty claim accepted")
+	}
+}
+
+func TestStartStopContainer(t *testing.T) {
+	fa := &fakeAgent{}
+	p := New(fa)
+	ctr := &api.Container{Id: "c1", Name: "app", Pid: uint32(os.Getpid()), Annotations: map[string]string{ServiceAnnotation: "web"}}
+	if err := p.StartContainer(context.Background(), &api.PodSandbox{}, ctr); err != nil {
+		t.Fatal(err)
+	}
+	want := &agent.Container{Id: "c1", Service: "web", Pid: int32(os.Getpid()), Rootfs: "/", Os: "linux"}
+	if len(fa.prepared) != 1 || !fa.prepared[0].GetAttach() || fa.prepared[0].GetContainer().String() != want.String() {
+		t.Fatalf("prepared %v, want attach of %v", fa.prepared, want)
+	}
+	if !reflect.DeepEqual(p.Claims(), map[string]string{"c1": "web"}) {
+		t.Fatalf("claims = %v", p.Claims())
+	}
+	if _, err := p.StopContainer(context.Background(), &api.PodSandbox{}, ctr); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fa.released, []string{"c1"}) || len(p.Claims()) != 0 {
+		t.Fatalf("released %v, claims %v", fa.released, p.Claims())
+	}
+	// Non-claiming containers never reach the agent.
+	plain := &api.Container{Id: "c2", Pid: 1}
+	p.StartContainer(context.Background(), &api.PodSandbox{}, plain)
+	p.RemoveContainer(context.Background(), &api.PodSandbox{}, plain)
+	if len(fa.prepared) != 1 || len(fa.released) != 1 {
+		t.Fatal("agent called for a container that claims nothing")
+	}
+}
+
+func TestStartContainerNotGranted(t *testing.T) {
+	fa := &fakeAgent{err: errors.New("agent: NOT_GRANTED: no grant")}
+	p := New(fa)
+	ctr := &api.Container{Id: "c1", Name: "app", Pid: uint32(os.Getpid()), Annotations: map[string]string{ServiceAnnotation: "web"}}
+	err := p.StartContainer(context.Background(), &api.PodSandbox{}, ctr)
+	if err == nil || !strings.Contains(err.Error(), `service "web"`) {
+		t.Fatalf("err = %v, want one naming the service", err)
+	}
+}
+
+func TestSynchronizeReleasesStopped(t *testing.T) {
+	fa := &fakeAgent{held: []string{"running", "stopped", "ctr-outside-cri"}}
+	p := New(fa)
+	claim := map[string]string{ServiceAnnotation: "web"}
+	_, err := p.Synchronize(context.Background(), nil, []*api.Container{
+		{Id: "running", State: api.ContainerState_CONTAINER_RUNNING, Annotations: claim},
+		{Id: "stopped", State: api.ContainerState_CONTAINER_STOPPED, Annotations: claim},
+		{Id: "plain", State: api.ContainerState_CONTAINER_STOPPED},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fa.released, []string{"stopped"}) {
+		t.Fatalf("released %v, want only the stopped claiming container", fa.released)
+	}
+	if !reflect.DeepEqual(p.Claims(), map[string]string{"running": "web"}) {
+		t.Fatalf("claims = %v", p.Claims())
+	}
+}
+
+func TestParseIDMap(t *testing.T) {
+	got, err := ParseIDMap("         0     100000      65536\n      65536    1000   1\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*agent.IDMapping{{ContainerId: 0, HostId: 100000, Size: 65536}, {ContainerId: 65536, HostId: 1000, Size: 1}}
+	if len(got) != 2 || got[0].String() != want[0].String() || got[1].String() != want[1].String() {
+		t.Fatalf("got %v", got)
+	}
+	for _, bad := range []string{"0 1", "0 1 x", "0 1 99999999999"} {
+		if _, err := ParseIDMap(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func FuzzParseIDMap(f *testing.F) {
+	f.Add("0 100000 65536\n")
+	f.Add("0 0 4294967295")
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseIDMap(s)
+		if err == nil && len(m) > strings.Count(s, "\n")+1 {
+			t.Fatal("more mappings than lines")
+		}
+	})
+}
