@@ -222,6 +222,16 @@ func parseWindowsPath(s string) (windowsPath, error) {
 
 func isASCIILetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
 
+// CheckWindowsName reports whether name is a plain file name that Win32
+// neither alters (a trailing dot or space is dropped) nor reads as a device,
+// a stream or a pattern. "." and ".." are not names.
+func CheckWindowsName(name string) error {
+	if name == "" || name == "." || name == ".." {
+		return fmt.Errorf("%q is not a file name", name)
+	}
+	return checkWindowsElem(name)
+}
+
 // checkWindowsElem refuses a non-empty path component that Windows would
 // read as something other than a plain name.
 func checkWindowsElem(e string) error {
@@ -230,6 +240,14 @@ func checkWindowsElem(e string) error {
 	}
 	if len(e) > windowsMaxElem {
 		return fmt.Errorf("a component is longer than %d bytes", windowsMaxElem)
+	}
+	for _, r := range e {
+		if r < 0x20 || r == 0x7f {
+			return errors.New("it contains a control character")
+		}
+	}
+	if strings.ContainsAny(e, `\/`) {
+		return fmt.Errorf("%q holds a path separator", e)
 	}
 	if strings.ContainsRune(e, ':') {
 		return fmt.Errorf("%q names an alternate data stream: ':' is allowed only after the drive letter", e)

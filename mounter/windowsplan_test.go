@@ -248,6 +248,19 @@ func TestNewPlanWindows(t *testing.T) {
 	}
 }
 
+func TestCheckWindowsName(t *testing.T) {
+	for _, name := range []string{"a", "a.b", "a b", "0abcdef~2", "café", ".profile"} {
+		if err := CheckWindowsName(name); err != nil {
+			t.Errorf("CheckWindowsName(%q): %v", name, err)
+		}
+	}
+	for _, name := range []string{"", ".", "..", "a.", "a ", "NUL", "a:b", "a*", "a\x00", `a\b`, "a/b"} {
+		if CheckWindowsName(name) == nil {
+			t.Errorf("CheckWindowsName(%q) accepted it", name)
+		}
+	}
+}
+
 func TestIsWindowsReserved(t *testing.T) {
 	for _, name := range []string{"con", "CON", "Con.txt", "con .x.y", "PRN", "aux", "NUL", "COM1", "com9.a", "LPT0", "lpt³", "CONOUT$", "clock$"} {
 		if !isWindowsReserved(name) {

@@ -1,0 +1,19 @@
+// Package windows is the Windows Mounter: it carries out a mounter.Plan for
+// a Windows container, where there is no RAM disk to hold secrets.
+//
+// Build writes one file per grant into a fresh directory under the agent's
+// state directory whose ACL grants only Administrators and SYSTEM. The
+// container gets that directory as one read-only mount at
+// mounter.WindowsInternalSecretsDir (WithSecretsMount), and Attach makes
+// each target a symbolic link into it, created inside the container's root
+// filesystem and resolved so that it cannot land outside it. Wipe
+// overwrites every file and removes the directory; Recover removes what
+// containers that no longer exist left behind. BitLockerProtected tells
+// the agent whether the state volume is encrypted at rest.
+//
+// The package touches only its own directory under the state dir and the
+// targets inside a container's root filesystem. It knows nothing of the
+// agent's API, gRPC or the control plane. The path rules (targets, reserved
+// names) live in package mounter; the files named *_windows.go do the
+// system calls, the rest is pure and tested on every platform.
+package windows
