@@ -1,0 +1,76 @@
+package admin
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	"github.com/lockbox-project/lockbox/api/types"
+)
+
+func (s *Server) GetJoinToken(ctx context.Context, req *adminapi.GetJoinTokenRequest) (*adminapi.GetJoinTokenResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if s.cfg.Tokens == nil {
+		return nil, unimplemented("join tokens")
+	}
+	switch req.GetRole() {
+	case types.NodeRole_NODE_ROLE_WORKER, types.NodeRole_NODE_ROLE_MANAGER:
+	default:
+		return nil, invalid("role must be worker or manager")
+	}
+	tok, err := s.cfg.Tokens.JoinToken(ctx, req.Role, req.Rotate)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &adminapi.GetJoinTokenResponse{Token: tok}, nil
+}
+
+func (s *Server) GetUnlockKey(ctx context.Context, req *adminapi.GetUnlockKeyRequest) (*adminapi.GetUnlockKeyResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if s.cfg.Unlocker == nil {
+		return nil, unimplemented("autolock")
+	}
+	key, on, err := s.cfg.Unlocker.UnlockKey(ctx, req.Rotate)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &adminapi.GetUnlockKeyResponse{UnlockKey: key, Autolock: on}, nil
+}
+
+// Unlock is the one call a locked manager serves.
+func (s *Server) Unlock(ctx context.Context, req *adminapi.UnlockRequest) (*adminapi.UnlockResponse, error) {
+	if s.cfg.Unlocker == nil {
+		return nil, unimplemented("autolock")
+	}
+	if !s.cfg.Unlocker.Locked() {
+		return nil, status.Error(codes.FailedPrecondition, "this manager is not locked")
+	}
+	if req.GetUnlockKey() == "" {
+		return nil, invalid("the unlock key is empty")
+	}
+	if err := s.cfg.Unlocker.Unlock(ctx, req.UnlockKey); err != nil {
+		// Never echo the key back.
+		return nil, status.Errorf(codes.InvalidArgument, "unlock failed: %v", err)
+	}
+	return &adminapi.UnlockResponse{}, nil
+}
+
+func (s *Server) RotateDataKey(ctx context.Context, _ *adminapi.RotateDataKeyRequest) (*adminapi.RotateDataKeyResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if s.cfg.DataKeys == nil {
+		return nil, unimplemented("data key rotation")
+	}
+	n, err := s.cfg.DataKeys.RotateDataKey(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &adminapi.RotateDataKeyResponse{Resealed: uint64(n)}, nil
+}

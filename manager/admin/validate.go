@@ -1,0 +1,136 @@
+package admin
+
+import (
+	"regexp"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/constraint"
+	"github.com/lockbox-project/lockbox/mounter"
+)
+
+// nameRE is swarm's rule for secret names; services follow it too, since a
+// container names its service in an annotation.
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$`)
+
+const (
+	maxNameLen = 64
+	// MaxSecretSize is the exclusive bound on a secret's size: 512000
+	// bytes (500 KiB) is refused, as in swarm.
+	MaxSecretSize = mounter.MaxSecretSize
+
+	maxLabels        = 64
+	maxLabelKeyLen   = 128
+	maxLabelValueLen = 4096
+	maxReferences    = 256
+	maxConstraints   = 64
+)
+
+func validateName(noun, name string) error {
+	if name == "" {
+		return invalid("%s name is empty", noun)
+	}
+	if len(name) > maxNameLen {
+		return invalid("%s name '%.20s...' is %d characters long; the limit is %d", noun, name, len(name), maxNameLen)
+	}
+	if !nameRE.MatchString(name) {
+		return invalid("invalid %s name %q: use letters, digits, '-', '_' and '.', starting and ending with a letter or digit", noun, name)
+	}
+	return nil
+}
+
+func validateData(size int) error {
+	if size == 0 {
+		return invalid("secret data is empty: a secret holds 1 to %d bytes", MaxSecretSize-1)
+	}
+	if size >= MaxSecretSize {
+		return invalid("secret data is %d bytes: a secret must be smaller than %d bytes (500 KiB)", size, MaxSecretSize)
+	}
+	return nil
+}
+
+func validateLabels(labels map[string]string) error {
+	if len(labels) > maxLabels {
+		return invalid("%d labels: at most %d", len(labels), maxLabels)
+	}
+	for k, v := range labels {
+		switch {
+		case k == "":
+			return invalid("label with an empty key")
+		case len(k) > maxLabelKeyLen:
+			return invalid("label key %.20q... is longer than %d bytes", k, maxLabelKeyLen)
+		case len(v) > maxLabelValueLen:
+			return invalid("value of label %q is longer than %d bytes", k, maxLabelValueLen)
+		case !utf8.ValidString(k) || !utf8.ValidString(v):
+			return invalid("label %q is not valid UTF-8", k)
+		}
+		if strings.ContainsFunc(k, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '=' }) {
+			return invalid("label key %q holds a space, control character or '='", k)
+		}
+		if strings.ContainsFunc(v, unicode.IsControl) {
+			return invalid("value of label %q holds a control character", k)
+		}
+	}
+	return nil
+}
+
+// validateServiceSpec checks everything in a service spec that does not
+// need the store. References must already name their secrets (SecretName
+// set from the store) so target rules can use the default target.
+func validateServiceSpec(spec *types.ServiceSpec) error {
+	if spec == nil {
+		return invalid("service spec is missing")
+	}
+	if err := validateName("service", spec.Name); err != nil {
+		return err
+	}
+	if err := validateLabels(spec.Labels); err != nil {
+		return err
+	}
+	cons := spec.GetPlacement().GetConstraints()
+	if len(cons) > maxConstraints {
+		return invalid("%d constraints: at most %d", len(cons), maxConstraints)
+	}
+	parsed, err := constraint.ParseAll(cons)
+	if err != nil {
+		return invalid("%v", err)
+	}
+	if len(spec.Secrets) > maxReferences {
+		return invalid("%d secret references: at most %d", len(spec.Secrets), maxReferences)
+	}
+	grants := make([]mounter.Grant, 0, len(spec.Secrets))
+	for _, ref := range spec.Secrets {
+		t := ref.GetTarget()
+		grants = append(grants, mounter.Grant{
+			SecretID:   ref.SecretId,
+			SecretName: ref.SecretName,
+			Target:     t.GetName(),
+			UID:        t.GetUid(),
+			GID:        t.GetGid(),
+			Mode:       t.GetMode(),
+			Size:       1, // sizes are the agent's business
+		})
+	}
+	// The platform's target rules: Windows ones when the placement pins
+	// Windows nodes, Linux ones otherwise.
+	if placedOnWindows(parsed) {
+		err = mounter.ValidateWindowsGrants(grants)
+	} else {
+		_, err = mounter.NewPlan(mounter.Linux, grants)
+	}
+	if err != nil {
+		return invalid("%v", err)
+	}
+	return nil
+}
+
+func placedOnWindows(cs []constraint.Constraint) bool {
+	for _, c := range cs {
+		if c.Key == constraint.KeyOS && c.Op == constraint.Eq && strings.EqualFold(c.Value, "windows") {
+			return true
+		}
+	}
+	return false
+}
