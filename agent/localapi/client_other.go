@@ -1,0 +1,36 @@
+//go:build !linux
+
+package localapi
+
+import (
+	"context"
+	"errors"
+	"os"
+
+	"github.com/lockbox-project/lockbox/api/agent"
+)
+
+// DefaultSocket is where the agent listens unless told otherwise.
+const DefaultSocket = "/run/lockbox/agent.sock"
+
+var errUnsupported = errors.New("agent local API: SOCK_SEQPACKET sockets are Linux-only")
+
+// Client is unavailable off Linux; Dial always fails.
+type Client struct{}
+
+// Dial fails off Linux.
+func Dial(socketPath string) (*Client, error) { return nil, errUnsupported }
+
+// Prepare fails off Linux.
+func (c *Client) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
+	return nil, nil, errUnsupported
+}
+
+// Release fails off Linux.
+func (c *Client) Release(ctx context.Context, containerID string) error { return errUnsupported }
+
+// List fails off Linux.
+func (c *Client) List(ctx context.Context) (*agent.ListResponse, error) { return nil, errUnsupported }
+
+// Close does nothing off Linux.
+func (c *Client) Close() error { return nil }

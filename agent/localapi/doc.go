@@ -1,0 +1,11 @@
+// Package localapi carries the agent's node-local protocol (api/agent): one
+// protobuf message per datagram on a SOCK_SEQPACKET unix socket, with mount
+// fds riding along in SCM_RIGHTS.
+//
+// The client half is linked into lockbox-runtime, the binary on the
+// container-start hot path, so this package imports only the standard
+// library, golang.org/x/sys/unix, protobuf and api/agent: no gRPC, no etcd,
+// nothing of the agent's internals. The server half checks every peer with
+// SO_PEERCRED and serves root only; it hands requests to a Handler and knows
+// nothing of grants or mounts.
+package localapi

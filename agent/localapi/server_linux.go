@@ -1,0 +1,239 @@
+package localapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lockbox-project/lockbox/api/agent"
+)
+
+// Handler serves the requests of the local API. Errors of type *Error reach
+// the caller with their code; any other error is reported as UNKNOWN.
+type Handler interface {
+	// Prepare builds a container's mount. The files it returns are sent to
+	// the caller and then closed by the server: return duplicates of any fd
+	// the handler keeps.
+	Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error)
+	Release(ctx context.Context, containerID string) error
+	List(ctx context.Context) (*agent.ListResponse, error)
+}
+
+// Server accepts connections on the agent socket and serves root callers.
+type Server struct {
+	handler Handler
+	log     *slog.Logger
+	// allowUID is the only peer uid served. It is 0 outside tests.
+	allowUID uint32
+
+	mu     sync.Mutex
+	ln     *net.UnixListener
+	conns  map[*net.UnixConn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewServer returns a server for h that logs to log.
+func NewServer(h Handler, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{handler: h, log: log, conns: map[*net.UnixConn]struct{}{}}
+}
+
+// Listen creates the socket at path: its directory is made (or tightened
+// to) 0700 and the socket itself 0600, and a stale socket left by an
+// earlier run is removed.
+func Listen(path string) (*net.UnixListener, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent socket directory %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent socket directory %s: %w", dir, err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("agent socket %s: exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale agent socket %s: %w", path, err)
+		}
+	}
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on agent socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("agent socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// Serve accepts connections on ln until Close. It returns nil after Close.
+func (s *Server) Serve(ln *net.UnixListener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	for {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("accept on agent socket: %w", err)
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			conn.Close()
+			return nil
+		}
+		s.conns[conn] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(conn)
+			s.mu.Lock()
+			delete(s.conns, conn)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Close stops accepting, closes every connection and waits for the
+// requests in flight.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	var err error
+	if s.ln != nil {
+		err = s.ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, credErr
+}
+
+func (s *Server) serveConn(conn *net.UnixConn) {
+	defer conn.Close()
+	cred, err := peerCred(conn)
+	if err != nil {
+		s.log.Warn("agent socket: cannot read peer credentials", "err", err)
+		return
+	}
+	if cred.Uid != s.allowUID {
+		// Read the request first so the refusal is the answer the caller
+		// waits for, not a broken pipe on its send.
+		var req agent.Request
+		if files, err := recv(conn, &req); err == nil {
+			closeAll(files)
+		}
+		s.log.Warn("agent socket: refused caller", "uid", cred.Uid, "pid", cred.Pid)
+		send(conn, &agent.Response{Error: &agent.Error{
+			Code:    agent.Error_PERMISSION_DENIED,
+			Message: fmt.Sprintf("caller uid %d is not root", cred.Uid),
+		}}, nil)
+		return
+	}
+	ctx := context.Background()
+	for {
+		var req agent.Request
+		files, err := recv(conn, &req)
+		// Callers send no fds; drop any that came.
+		closeAll(files)
+		if err != nil {
+			if !errors.Is(err, errEOF) && !errors.Is(err, net.ErrClosed) {
+				s.log.Warn("agent socket: bad request", "pid", cred.Pid, "err", err)
+			}
+			return
+		}
+		resp, out := s.dispatch(ctx, &req)
+		err = send(conn, resp, out)
+		closeAll(out)
+		if err != nil {
+			s.log.Warn("agent socket: reply failed", "pid", cred.Pid, "err", err)
+			return
+		}
+	}
+}
+
+func (s *Server) dispatch(ctx context.Context, req *agent.Request) (*agent.Response, []*os.File) {
+	fail := func(err error) (*agent.Response, []*os.File) {
+		return &agent.Response{Error: toProto(err)}, nil
+	}
+	switch op := req.GetOp().(type) {
+	case *agent.Request_Prepare:
+		if op.Prepare.GetContainer().GetId() == "" {
+			return fail(Errorf(agent.Error_INVALID, "prepare: container id is empty"))
+		}
+		resp, files, err := s.handler.Prepare(ctx, op.Prepare)
+		if err != nil {
+			closeAll(files)
+			return fail(err)
+		}
+		if resp == nil {
+			resp = &agent.PrepareResponse{}
+		}
+		return &agent.Response{Result: &agent.Response_Prepare{Prepare: resp}}, files
+	case *agent.Request_Release:
+		if op.Release.GetContainerId() == "" {
+			return fail(Errorf(agent.Error_INVALID, "release: container id is empty"))
+		}
+		if err := s.handler.Release(ctx, op.Release.GetContainerId()); err != nil {
+			return fail(err)
+		}
+		return &agent.Response{Result: &agent.Response_Release{Release: &agent.ReleaseResponse{}}}, nil
+	case *agent.Request_List:
+		resp, err := s.handler.List(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		if resp == nil {
+			resp = &agent.ListResponse{}
+		}
+		return &agent.Response{Result: &agent.Response_List{List: resp}}, nil
+	default:
+		return fail(Errorf(agent.Error_INVALID, "request names no operation"))
+	}
+}

@@ -1,0 +1,124 @@
+package localapi
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+const (
+	// MaxMessageSize bounds one datagram. A SOCK_SEQPACKET message must fit
+	// in the socket send buffer (about 208 KiB by default), so responses are
+	// kept well below that.
+	MaxMessageSize = 128 << 10
+	// maxFDs is the kernel's limit on fds in one SCM_RIGHTS message
+	// (SCM_MAX_FD).
+	maxFDs = 253
+)
+
+// DefaultSocket is where the agent listens unless told otherwise.
+const DefaultSocket = "/run/lockbox/agent.sock"
+
+var errTruncated = errors.New("message larger than the datagram limit")
+
+// errEOF is a zero-length read: on SOCK_SEQPACKET, the peer has closed.
+var errEOF = io.EOF
+
+// send marshals m into one datagram with files in SCM_RIGHTS.
+func send(c *net.UnixConn, m proto.Message, files []*os.File) error {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("marshal: %w", err)
+	}
+	if len(b) > MaxMessageSize {
+		return fmt.Errorf("send %d bytes: %w", len(b), errTruncated)
+	}
+	if len(files) > maxFDs {
+		return fmt.Errorf("send %d fds: more than %d", len(files), maxFDs)
+	}
+	var oob []byte
+	if len(files) > 0 {
+		fds := make([]int, len(files))
+		for i, f := range files {
+			fds[i] = int(f.Fd())
+		}
+		oob = unix.UnixRights(fds...)
+	}
+	// Requests and responses always set a oneof or the error, so they never
+	// marshal to zero bytes: a zero-length datagram would read as EOF.
+	n, oobn, err := c.WriteMsgUnix(b, oob, nil)
+	if err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	if n != len(b) || oobn != len(oob) {
+		return fmt.Errorf("send: short write %d/%d", n, len(b))
+	}
+	return nil
+}
+
+// recv reads one datagram into m and returns the files that came with it.
+// The caller owns the files.
+func recv(c *net.UnixConn, m proto.Message) ([]*os.File, error) {
+	buf := make([]byte, MaxMessageSize+1)
+	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
+	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, err
+	}
+	files, ferr := parseRights(oob[:oobn])
+	if ferr != nil {
+		closeAll(files)
+		return nil, ferr
+	}
+	if n == 0 && oobn == 0 {
+		// A zero-length read on SOCK_SEQPACKET is the peer closing.
+		return nil, errEOF
+	}
+	if n > MaxMessageSize || flags&unix.MSG_TRUNC != 0 {
+		closeAll(files)
+		return nil, errTruncated
+	}
+	if flags&unix.MSG_CTRUNC != 0 {
+		closeAll(files)
+		return nil, errors.New("control message truncated: fds lost")
+	}
+	if err := proto.Unmarshal(buf[:n], m); err != nil {
+		closeAll(files)
+		return nil, fmt.Errorf("unmarshal: %w", err)
+	}
+	return files, nil
+}
+
+func parseRights(oob []byte) ([]*os.File, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("parse control message: %w", err)
+	}
+	var files []*os.File
+	for i := range msgs {
+		fds, err := unix.ParseUnixRights(&msgs[i])
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			files = append(files, os.NewFile(uintptr(fd), "lockbox-mount"))
+		}
+	}
+	return files, nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
