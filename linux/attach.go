@@ -40,9 +40,15 @@ func (m *Mount) Handover(c mounter.Container) ([]mounter.Handover, error) {
 		return nil, err
 	}
 	clone := func(name, target string) error {
-		fd, err := unix.OpenTree(m.ro, name, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		fd, err := unix.OpenTree(m.fd, name, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 		if err != nil {
 			return fmt.Errorf("handover: clone the mount for %s: %w", target, err)
+		}
+		// The clone inherits the read-only flag; set it on the clone
+		// itself all the same, so that no path hands out a writable one.
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("handover: make the mount for %s read-only: %w", target, err)
 		}
 		hs = append(hs, mounter.Handover{Target: target, File: os.NewFile(uintptr(fd), "lockbox-secrets:"+target)})
 		return nil
@@ -68,6 +74,18 @@ func (m *Mount) chownFor(c mounter.Container) error {
 	if len(c.UIDMappings) == 0 && len(c.GIDMappings) == 0 {
 		return nil // Build already set the grants' ids
 	}
+	if err := m.setWritable(true); err != nil {
+		return err
+	}
+	err := m.chownMapped(c)
+	if rerr := m.setWritable(false); rerr != nil {
+		// Never clone a writable mount for a container.
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+func (m *Mount) chownMapped(c mounter.Container) error {
 	for _, f := range m.files {
 		uid, ok := mapID(f.UID, c.UIDMappings)
 		if !ok {
@@ -77,12 +95,12 @@ func (m *Mount) chownFor(c mounter.Container) error {
 		if !ok {
 			return &UnmappedError{Secret: f.SecretName, Kind: "gid", ID: f.GID}
 		}
-		if err := unix.Fchownat(m.rw, f.Name, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fchownat(m.fd, f.Name, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("chown secret %q to %d:%d: %w", f.SecretName, uid, gid, err)
 		}
 		// chown clears no permission bit we use, but re-apply the mode so
 		// that it never depends on that.
-		if err := unix.Fchmodat(m.rw, f.Name, uint32(f.Mode.Perm()), 0); err != nil {
+		if err := unix.Fchmodat(m.fd, f.Name, uint32(f.Mode.Perm()), 0); err != nil {
 			return fmt.Errorf("chmod secret %q: %w", f.SecretName, err)
 		}
 	}
@@ -94,7 +112,7 @@ func (m *Mount) chownFor(c mounter.Container) error {
 		return nil
 	}
 	for _, d := range secretDirs(m.files) {
-		if err := unix.Fchownat(m.rw, d, int(rootUID), int(rootGID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fchownat(m.fd, d, int(rootUID), int(rootGID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("chown %s: %w", d, err)
 		}
 	}

@@ -19,12 +19,20 @@
 // single-file bind mount cloned from the file by ID. Hard links share the
 // inode, so ownership, mode and the wipe apply to both names at once.
 //
-// The mounter keeps two mounts of the tmpfs: the read-only one that every
-// attached clone derives from, and a private writable view (never attached)
-// through which Wipe overwrites and truncates the files, and through which
-// ownership is translated for user-namespaced containers. Holding open file
-// descriptors for writing instead would keep the mount busy and make the
-// read-only flip fail with EBUSY.
+// The mounter holds one fd per container: the detached tmpfs mount itself.
+// It is read-only except while the mounter writes through it (build, the
+// ownership translation for a user-namespaced container, wipe), which it
+// does by flipping the mount's own read-only flag with mount_setattr. Every
+// clone handed to a container is taken while it is read-only and is made
+// read-only itself; mount flags are per mount, so a later flip of the
+// mounter's mount never makes a container's view writable. Holding per-file
+// fds open for writing instead would keep the mount busy (the read-only
+// flip fails with EBUSY while a writer exists) and cost an fd per secret.
+//
+// Attaching by pid enters the container's mount namespace from a locked OS
+// thread that is never unlocked, so the runtime discards it; never the
+// process's main thread, whose namespace /proc/self shows to the whole
+// process and which the runtime never discards.
 //
 // The package is linked into lockbox-runtime, the container-start hot path:
 // it imports only the standard library, golang.org/x/sys/unix and mounter.

@@ -44,7 +44,7 @@ func (m *Mounter) BuildTmpfs(ctx context.Context, plan *mounter.Plan, src mounte
 	if plan == nil || plan.OS != mounter.Linux {
 		return nil, errors.New("build tmpfs: not a linux plan")
 	}
-	mnt := &Mount{files: plan.Files, ro: -1, rw: -1}
+	mnt := &Mount{files: plan.Files, fd: -1}
 	if len(plan.Files) == 0 {
 		return mnt, nil
 	}
@@ -63,25 +63,30 @@ func (m *Mounter) BuildTmpfs(ctx context.Context, plan *mounter.Plan, src mounte
 	if err != nil {
 		return nil, err
 	}
-	mnt.rw = fd
+	mnt.fd = fd
 	if err := mnt.populate(ctx, dirs, src); err != nil {
 		mnt.wipeLocked()
 		return nil, err
 	}
-	// The writable view: a clone taken before the flip keeps its own,
-	// writable mount flags. It is never attached.
-	view, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
-	if err != nil {
+	if err := mnt.setWritable(false); err != nil {
 		mnt.wipeLocked()
-		return nil, fmt.Errorf("build tmpfs: clone a writable view: %w", err)
+		return nil, fmt.Errorf("build tmpfs: %w", err)
 	}
-	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
-		unix.Close(view)
-		mnt.wipeLocked()
-		return nil, fmt.Errorf("build tmpfs: make read-only: %w", err)
-	}
-	mnt.ro, mnt.rw = fd, view
 	return mnt, nil
+}
+
+// setWritable flips the read-only flag of the mounter's own detached mount.
+// Clones already attached in containers keep their own (read-only) flags:
+// mount flags are per mount, not per file system.
+func (m *Mount) setWritable(w bool) error {
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	if w {
+		attr = &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}
+	}
+	if err := unix.MountSetattr(m.fd, "", unix.AT_EMPTY_PATH, attr); err != nil {
+		return fmt.Errorf("set mount writable=%v: %w", w, err)
+	}
+	return nil
 }
 
 // newTmpfs creates a detached tmpfs mount and returns its fd.
@@ -171,28 +176,28 @@ func linkName(f mounter.File) string {
 	return path.Join(secretsSubdir, strings.TrimPrefix(f.Target, mounter.LinuxSecretsDir+"/"))
 }
 
-// populate writes the files and links through m.rw, still writable.
+// populate writes the files and links through m.fd, still writable.
 func (m *Mount) populate(ctx context.Context, dirs []string, src mounter.SecretSource) error {
 	for _, f := range m.files {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := writeFile(m.rw, f, src); err != nil {
+		if err := writeFile(m.fd, f, src); err != nil {
 			return err
 		}
 	}
 	for _, d := range dirs {
-		if err := unix.Mkdirat(m.rw, d, 0o755); err != nil {
+		if err := unix.Mkdirat(m.fd, d, 0o755); err != nil {
 			return fmt.Errorf("build tmpfs: mkdir %s: %w", d, err)
 		}
 		// mkdir applies the umask; the mode must not depend on it.
-		if err := unix.Fchmodat(m.rw, d, 0o755, 0); err != nil {
+		if err := unix.Fchmodat(m.fd, d, 0o755, 0); err != nil {
 			return fmt.Errorf("build tmpfs: chmod %s: %w", d, err)
 		}
 	}
 	for _, f := range m.files {
 		if l := linkName(f); l != "" {
-			if err := unix.Linkat(m.rw, f.Name, m.rw, l, 0); err != nil {
+			if err := unix.Linkat(m.fd, f.Name, m.fd, l, 0); err != nil {
 				return fmt.Errorf("build tmpfs: link %s for %s: %w", f.Name, f.Target, err)
 			}
 		}
@@ -240,11 +245,12 @@ func writeFile(dirfd int, f mounter.File, src mounter.SecretSource) error {
 type Mount struct {
 	mu    sync.Mutex
 	files []mounter.File
-	// ro is the read-only mount every attached clone derives from; rw is
-	// the private writable view. Both are -1 when the plan is empty or the
-	// mount has been wiped.
-	ro, rw int
-	wiped  bool
+	// fd is the detached tmpfs mount: read-only except while the mounter
+	// itself writes (build, ownership translation, wipe). Every attached
+	// clone derives from it while it is read-only. -1 when the plan is
+	// empty or the mount has been wiped.
+	fd    int
+	wiped bool
 }
 
 var _ mounter.Mount = (*Mount)(nil)
@@ -252,7 +258,7 @@ var _ mounter.Mount = (*Mount)(nil)
 // zeros is what Wipe writes over the secrets.
 var zeros [64 << 10]byte
 
-// Wipe overwrites every file with zeros through the writable view, truncates
+// Wipe overwrites every file with zeros through the mount, truncates
 // and unlinks it, and closes the mount fds. Once no container holds an
 // attached clone the kernel frees the tmpfs; while one does, it sees empty
 // files. Overwriting first matters: truncation alone returns the pages with
@@ -268,9 +274,15 @@ func (m *Mount) wipeLocked() error {
 		return nil
 	}
 	var errs []error
-	if m.rw >= 0 {
+	if m.fd >= 0 {
+		// A mount made read-only by a failed build's last step is already
+		// writable; otherwise flip it. Without it nothing can be
+		// overwritten, so report that.
+		if err := m.setWritable(true); err != nil {
+			errs = append(errs, fmt.Errorf("wipe: %w", err))
+		}
 		for _, f := range m.files {
-			if err := wipeFile(m.rw, f); err != nil {
+			if err := wipeFile(m.fd, f); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -278,19 +290,17 @@ func (m *Mount) wipeLocked() error {
 		// not see their names linger either. Children first.
 		dirs := secretDirs(m.files)
 		for i := len(dirs) - 1; i >= 0; i-- {
-			if err := unix.Unlinkat(m.rw, dirs[i], unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+			if err := unix.Unlinkat(m.fd, dirs[i], unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
 				errs = append(errs, fmt.Errorf("wipe: remove %s: %w", dirs[i], err))
 			}
 		}
-	}
-	for _, fd := range []int{m.rw, m.ro} {
-		if fd >= 0 {
-			if err := unix.Close(fd); err != nil {
-				errs = append(errs, fmt.Errorf("wipe: close mount: %w", err))
-			}
+		// The last reference to the detached mount: the kernel frees the
+		// tmpfs once no container holds a clone.
+		if err := unix.Close(m.fd); err != nil {
+			errs = append(errs, fmt.Errorf("wipe: close mount: %w", err))
 		}
 	}
-	m.ro, m.rw, m.wiped = -1, -1, true
+	m.fd, m.wiped = -1, true
 	return errors.Join(errs...)
 }
 
