@@ -170,27 +170,32 @@ func AttachHandovers(rootfs string, hs []mounter.Handover) error {
 // mount namespace changed must not run other goroutines, so the runtime
 // kills it when the goroutine returns.
 func attachInNamespace(pid int, rootfs string, hs []mounter.Handover) error {
-	proc := "/proc/" + strconv.Itoa(pid)
-	ns, err := unix.Open(proc+"/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	// A pidfd pins the process: setns through it cannot land in a process
+	// that reused the pid, and a liveness check after opening its root
+	// proves /proc/<pid> still named it.
+	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return fmt.Errorf("attach: open mount namespace of pid %d: %w", pid, err)
+		return fmt.Errorf("attach: open pid %d: %w", pid, err)
 	}
-	defer unix.Close(ns)
+	defer unix.Close(pidfd)
 	root := -1
 	if rootfs == "" {
 		// Open the root from here: it is the process's root, whatever its
 		// namespace's root is.
-		if root, err = unix.Open(proc+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+		if root, err = unix.Open("/proc/"+strconv.Itoa(pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
 			return fmt.Errorf("attach: open root of pid %d: %w", pid, err)
 		}
 		defer unix.Close(root)
+		if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
+			return fmt.Errorf("attach: pid %d: %w", pid, err)
+		}
 	}
 	enter := func() error {
 		// setns(CLONE_NEWNS) refuses a thread sharing its fs struct.
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
 			return fmt.Errorf("attach: unshare fs: %w", err)
 		}
-		if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
+		if err := unix.Setns(pidfd, unix.CLONE_NEWNS); err != nil {
 			return fmt.Errorf("attach: enter mount namespace of pid %d: %w", pid, err)
 		}
 		r := root

@@ -211,3 +211,46 @@ func TestAttachUserNamespace(t *testing.T) {
 		t.Fatalf("Attach with an unmapped uid = %v", err)
 	}
 }
+
+func TestAttachErrors(t *testing.T) {
+	src := memSource{"id-a": secretData("a", 10)}
+	// A pid that cannot exist: above the kernel's pid_max limit.
+	const deadPid = 1 << 30
+	tests := []struct {
+		name string
+		c    mounter.Container
+		want string
+	}{
+		{"no such pid", mounter.Container{Pid: deadPid}, "attach: open pid"},
+		{"no rootfs and no pid", mounter.Container{}, "no container rootfs"},
+		{"rootfs missing", mounter.Container{Rootfs: "/nonexistent/rootfs"}, "open container rootfs"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, m := build(t, []mounter.Grant{{SecretID: "id-a", SecretName: "a"}}, src)
+			err := m.Attach(context.Background(), tt.c)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Attach = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+	_, m := build(t, []mounter.Grant{{SecretID: "id-a", SecretName: "a"}}, src)
+	m.Wipe()
+	if err := m.Attach(context.Background(), mounter.Container{Rootfs: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "wiped") {
+		t.Errorf("Attach after Wipe = %v", err)
+	}
+}
+
+// TestAttachByPidWithRootfs names the root as the container sees it ("/"),
+// as the agent does for a container that has already pivoted.
+func TestAttachByPidWithRootfs(t *testing.T) {
+	src := memSource{"id-a": secretData("a", 10)}
+	_, m := build(t, []mounter.Grant{{SecretID: "id-a", SecretName: "a"}}, src)
+	r, _, id, pid := runContainer(t, busybox.Options{})
+	if err := m.Attach(context.Background(), mounter.Container{ID: id, Pid: pid, Rootfs: "/"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := execOK(t, r, id, "cat /run/secrets/a"); got != string(src["id-a"]) {
+		t.Errorf("container reads %q", got)
+	}
+}
