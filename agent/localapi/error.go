@@ -23,20 +23,6 @@ func Errorf(code agent.Error_Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// toProto turns any error into the wire form; errors that are not *Error are
-// reported as UNKNOWN with their text.
-func toProto(err error) *agent.Error {
-	var e *Error
-	if errors.As(err, &e) {
-		return &agent.Error{Code: e.Code, Message: e.Message}
-	}
-	return &agent.Error{Code: agent.Error_UNKNOWN, Message: err.Error()}
-}
-
-func fromProto(pe *agent.Error) *Error {
-	return &Error{Code: pe.GetCode(), Message: pe.GetMessage()}
-}
-
 // IsCode reports whether err is an *Error with the given code.
 func IsCode(err error, code agent.Error_Code) bool {
 	var e *Error

@@ -9,6 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/lockbox-project/lockbox/api/agent"
 )
 
 const (
@@ -121,4 +123,18 @@ func closeAll(files []*os.File) {
 			f.Close()
 		}
 	}
+}
+
+// toProto turns any error into the wire form; errors that are not *Error are
+// reported as UNKNOWN with their text.
+func toProto(err error) *agent.Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return &agent.Error{Code: e.Code, Message: e.Message}
+	}
+	return &agent.Error{Code: agent.Error_UNKNOWN, Message: err.Error()}
+}
+
+func fromProto(pe *agent.Error) *Error {
+	return &Error{Code: pe.GetCode(), Message: pe.GetMessage()}
 }
