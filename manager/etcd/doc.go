@@ -1,0 +1,13 @@
+// Package etcd runs the etcd member a Lockbox manager keeps its state in, or
+// connects to an external etcd cluster.
+//
+// A manager's embedded member lives in <data-dir>/etcd. Its client endpoint
+// is a unix socket inside that directory (0700, so root only), never a TCP
+// port; its peer endpoint is on the manager's advertised address and, when
+// TLS files are given, requires mutual TLS with certificates from the
+// cluster CA that name the "lockbox-manager" host, so a worker certificate
+// from the same CA cannot speak raft.
+//
+// The package knows nothing of Lockbox objects, keys or the CA: it starts,
+// joins and stops members, and hands out a *clientv3.Client.
+package etcd
