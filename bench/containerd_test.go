@@ -1,0 +1,149 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/oci"
+
+	"github.com/lockbox-project/lockbox/integration/harness"
+	"github.com/lockbox-project/lockbox/mounter"
+	"github.com/lockbox-project/lockbox/plugin/ocispec"
+)
+
+const image = "docker.io/library/busybox:bench"
+
+// runtimeBinary returns bin/lockbox-runtime from LOCKBOX_BIN, or builds it.
+func runtimeBinary(b *testing.B) string {
+	if dir := os.Getenv("LOCKBOX_BIN"); dir != "" {
+		return filepath.Join(dir, "lockbox-runtime")
+	}
+	out := filepath.Join(b.TempDir(), "lockbox-runtime")
+	_, file, _, _ := runtime.Caller(0)
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/lockbox-runtime")
+	cmd.Dir = filepath.Join(filepath.Dir(file), "..")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build lockbox-runtime: %v\n%s", err, o)
+	}
+	return out
+}
+
+// tenSecrets is the service the claiming variant uses: 10 secrets of 4 KiB.
+func tenSecrets() (map[string][]mounter.Grant, map[string][]byte) {
+	grants := map[string][]mounter.Grant{}
+	secrets := map[string][]byte{}
+	for i := 0; i < 10; i++ {
+		id := fmt.Sprintf("s%d", i)
+		secrets[id] = make([]byte, 4096)
+		for j := range secrets[id] {
+			secrets[id][j] = byte('a' + (i+j)%26)
+		}
+		grants["bench"] = append(grants["bench"], mounter.Grant{SecretID: id, SecretName: "secret" + id, Size: 4096})
+	}
+	return grants, secrets
+}
+
+type variant struct {
+	name    string
+	c       *harness.Containerd
+	runtime string
+	claim   bool
+	times   []time.Duration
+}
+
+// BenchmarkContainerLifecycle measures create→start→exit→delete with the Go
+// client for: runc itself (baseline), lockbox-runtime with a container that
+// claims nothing, lockbox-runtime claiming a service of 10 x 4 KiB secrets
+// (attach after create, the default), and the same with the createContainer
+// hook. Variants alternate in each iteration, in rotating order. Run with
+// -benchtime=Nx (N iterations of every variant).
+func BenchmarkContainerLifecycle(b *testing.B) {
+	bin := runtimeBinary(b)
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		b.Fatalf("runc not found: run make deps: %v", err)
+	}
+	grants, secrets := tenSecrets()
+	a := harness.StartTestAgent(b, grants, secrets)
+	env := func(mode string) []string {
+		return []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket, "LOCKBOX_RUNTIME_MODE=" + mode, "LOCKBOX_HOOK_LOG=/dev/null"}
+	}
+	ca := harness.StartContainerd(b, harness.Options{Env: env("attach")})
+	ch := harness.StartContainerd(b, harness.Options{Env: env("hook")})
+	for _, c := range []*harness.Containerd{ca, ch} {
+		c.Import("default", harness.ImageConfig{Name: image})
+	}
+	cla, ctx := ca.Client("default")
+	clh, _ := ch.Client("default")
+	variants := []*variant{
+		{name: "runc", c: ca, runtime: runc},
+		{name: "wrapper-plain", c: ca, runtime: bin},
+		{name: "wrapper-claim-attach", c: ca, runtime: bin, claim: true},
+		{name: "wrapper-claim-hook", c: ch, runtime: bin, claim: true},
+	}
+	run := func(v *variant, i int) time.Duration {
+		cl := cla
+		if v.c == ch {
+			cl = clh
+		}
+		opts := []oci.SpecOpts{oci.WithProcessArgs("/bin/true")}
+		if v.claim {
+			opts = append(opts, ocispec.WithService("bench"))
+		}
+		id := fmt.Sprintf("%s-%d", v.name, i)
+		start := time.Now()
+		out, code, err := v.c.GoRun(ctx, cl, image, id, v.runtime, opts...)
+		d := time.Since(start)
+		if err != nil || code != 0 {
+			b.Fatalf("%s: exit %d, %v: %s", id, code, err, out)
+		}
+		return d
+	}
+	// Warm up caches and the shim binaries' page cache.
+	for _, v := range variants {
+		run(v, 1000000)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k := range variants {
+			v := variants[(i+k)%len(variants)]
+			v.times = append(v.times, run(v, i))
+		}
+	}
+	b.StopTimer()
+	base := median(variants[0].times)
+	var lines []string
+	for _, v := range variants {
+		m := median(v.times)
+		lines = append(lines, fmt.Sprintf("%-22s median %8.2fms  p90 %8.2fms  ratio %.4f  added %+.2fms",
+			v.name, ms(m), ms(pct(v.times, 0.9)), float64(m)/float64(base), ms(m-base)))
+	}
+	b.Logf("n=%d per variant\n%s", b.N, strings.Join(lines, "\n"))
+	b.ReportMetric(float64(median(variants[1].times))/float64(base), "plain/runc")
+	b.ReportMetric(float64(median(variants[2].times))/float64(base), "claim/runc")
+	b.ReportMetric(ms(median(variants[2].times)-base), "claim-added-ms")
+	b.ReportMetric(float64(median(variants[3].times))/float64(median(variants[2].times)), "hook/attach")
+	if held := a.Held(); len(held) != 0 {
+		b.Errorf("agent still holds %d mounts after all containers were deleted", len(held))
+	}
+}
+
+func median(d []time.Duration) time.Duration { return pct(d, 0.5) }
+
+func pct(d []time.Duration, p float64) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) == 0 {
+		return 0
+	}
+	return s[int(p*float64(len(s)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

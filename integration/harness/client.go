@@ -1,0 +1,75 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"syscall"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+)
+
+// Client connects the containerd Go client to c, in namespace ns. The
+// connection is closed when the test ends.
+func (c *Containerd) Client(ns string) (*containerd.Client, context.Context) {
+	c.t.Helper()
+	cl, err := containerd.New(c.Address, containerd.WithDefaultNamespace(ns))
+	if err != nil {
+		c.t.Fatalf("containerd client: %v", err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl, namespaces.WithNamespace(context.Background(), ns)
+}
+
+// GoRun creates, starts and waits for a container with the Go client, then
+// deletes it and its snapshot, like "ctr run --rm". runtimeBinary is the
+// runc shim's BinaryName. It returns the container's stdout and stderr and
+// its exit status.
+func (c *Containerd) GoRun(ctx context.Context, cl *containerd.Client, image, id, runtimeBinary string, opts ...oci.SpecOpts) (string, uint32, error) {
+	img, err := cl.GetImage(ctx, image)
+	if err != nil {
+		return "", 0, fmt.Errorf("image %s: %w", image, err)
+	}
+	ctr, err := cl.NewContainer(ctx, id,
+		containerd.WithNewSnapshot(id, img),
+		containerd.WithRuntime("io.containerd.runc.v2", &options.Options{BinaryName: runtimeBinary, Root: c.RuncRoot}),
+		containerd.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(img)}, opts...)...),
+	)
+	if err != nil {
+		return "", 0, fmt.Errorf("new container %s: %w", id, err)
+	}
+	defer ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
+	var out bytes.Buffer
+	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &out, &out), cio.WithFIFODir(c.FifoDir)))
+	if err != nil {
+		return "", 0, fmt.Errorf("new task %s: %w", id, err)
+	}
+	defer task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
+	exitc, err := task.Wait(ctx)
+	if err != nil {
+		return "", 0, fmt.Errorf("wait %s: %w", id, err)
+	}
+	if err := task.Start(ctx); err != nil {
+		return "", 0, fmt.Errorf("start %s: %w", id, err)
+	}
+	var st containerd.ExitStatus
+	select {
+	case st = <-exitc:
+	case <-ctx.Done():
+		task.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
+		return out.String(), 0, ctx.Err()
+	}
+	code, _, err := st.Result()
+	if err != nil {
+		return out.String(), 0, err
+	}
+	// Delete before reading the output: it closes the IO and flushes it.
+	if _, err := task.Delete(ctx); err != nil {
+		return out.String(), code, fmt.Errorf("delete task %s: %w", id, err)
+	}
+	return out.String(), code, nil
+}

@@ -1,0 +1,159 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/lockbox-project/lockbox/agent/localapi"
+	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/linux"
+	"github.com/lockbox-project/lockbox/mounter"
+)
+
+// TestAgent serves the agent's local API from the test process with fixed
+// grants, the real Linux tmpfs mounter and the real socket protocol. It
+// stands in for "lockbox agent" where a test or benchmark is about the
+// containerd side alone (the runtime wrapper's cost, hook mechanics) and
+// the manager would only add noise; end-to-end tests use the real agent.
+type TestAgent struct {
+	Socket string
+
+	mu       sync.Mutex
+	services map[string][]mounter.Grant
+	secrets  map[string][]byte
+	mounts   map[string]*linux.Mount
+	m        *linux.Mounter
+}
+
+// StartTestAgent listens on a socket in a temp dir; services maps a
+// service name to its grants, secrets a secret ID to its bytes.
+func StartTestAgent(t testing.TB, services map[string][]mounter.Grant, secrets map[string][]byte) *TestAgent {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "lbx-agent-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &TestAgent{
+		Socket:   filepath.Join(dir, "agent.sock"),
+		services: services,
+		secrets:  secrets,
+		mounts:   map[string]*linux.Mount{},
+		m:        linux.New(),
+	}
+	ln, err := localapi.Listen(a.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := localapi.NewServer(a, nil)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+		a.mu.Lock()
+		for id, m := range a.mounts {
+			m.Wipe()
+			delete(a.mounts, id)
+		}
+		a.mu.Unlock()
+		os.RemoveAll(dir)
+	})
+	return a
+}
+
+// Held returns the IDs of the containers whose mounts the agent holds.
+func (a *TestAgent) Held() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var ids []string
+	for id := range a.mounts {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// WithSecret implements mounter.SecretSource.
+func (a *TestAgent) WithSecret(id string, fn func([]byte) error) error {
+	b, ok := a.secrets[id]
+	if !ok {
+		return fmt.Errorf("no secret %s", id)
+	}
+	return fn(b)
+}
+
+// Prepare implements localapi.Handler.
+func (a *TestAgent) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
+	c := req.GetContainer()
+	grants, ok := a.services[c.GetService()]
+	if !ok {
+		return nil, nil, localapi.Errorf(agent.Error_NOT_GRANTED, "service %q is not granted to this node", c.GetService())
+	}
+	plan, err := mounter.NewPlan(mounter.Linux, grants)
+	if err != nil {
+		return nil, nil, localapi.Errorf(agent.Error_INVALID, "%v", err)
+	}
+	m, err := a.m.BuildTmpfs(ctx, plan, a)
+	if err != nil {
+		return nil, nil, err
+	}
+	mc := mounter.Container{ID: c.GetId(), Pid: int(c.GetPid()), Rootfs: c.GetRootfs(), ReadonlyRootfs: c.GetReadonlyRootfs()}
+	for _, x := range c.GetUidMappings() {
+		mc.UIDMappings = append(mc.UIDMappings, mounter.IDMapping{ContainerID: x.GetContainerId(), HostID: x.GetHostId(), Size: x.GetSize()})
+	}
+	for _, x := range c.GetGidMappings() {
+		mc.GIDMappings = append(mc.GIDMappings, mounter.IDMapping{ContainerID: x.GetContainerId(), HostID: x.GetHostId(), Size: x.GetSize()})
+	}
+	resp := &agent.PrepareResponse{}
+	var files []*os.File
+	if req.GetAttach() {
+		if err := m.Attach(ctx, mc); err != nil {
+			m.Wipe()
+			return nil, nil, err
+		}
+		for _, f := range plan.Files {
+			resp.Mounts = append(resp.Mounts, &agent.MountPoint{Target: f.Target, FdIndex: -1})
+		}
+	} else {
+		hs, err := m.Handover(mc)
+		if err != nil {
+			m.Wipe()
+			return nil, nil, err
+		}
+		for i, h := range hs {
+			resp.Mounts = append(resp.Mounts, &agent.MountPoint{Target: h.Target, FdIndex: int32(i)})
+			files = append(files, h.File)
+		}
+	}
+	a.mu.Lock()
+	if old := a.mounts[c.GetId()]; old != nil {
+		old.Wipe()
+	}
+	a.mounts[c.GetId()] = m
+	a.mu.Unlock()
+	return resp, files, nil
+}
+
+// Release implements localapi.Handler.
+func (a *TestAgent) Release(ctx context.Context, id string) error {
+	a.mu.Lock()
+	m := a.mounts[id]
+	delete(a.mounts, id)
+	a.mu.Unlock()
+	if m == nil {
+		return nil
+	}
+	return m.Wipe()
+}
+
+// List implements localapi.Handler.
+func (a *TestAgent) List(ctx context.Context) (*agent.ListResponse, error) {
+	resp := &agent.ListResponse{}
+	for _, id := range a.Held() {
+		resp.Containers = append(resp.Containers, &agent.MountedContainer{Id: id})
+	}
+	return resp, nil
+}
