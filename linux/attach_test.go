@@ -107,6 +107,9 @@ func TestAttachByPid(t *testing.T) {
 		if !strings.Contains(l, " ro,nosuid,nodev,noexec") || !strings.Contains(l, "- tmpfs ") {
 			t.Errorf("mount %q is not a ro,nosuid,nodev,noexec tmpfs", l)
 		}
+		if kernelAtLeast(t, 6, 4) && !strings.HasSuffix(l, ",noswap") {
+			t.Errorf("mount %q is swappable", l)
+		}
 	}
 
 	// The host sees no trace: no mount, and nothing but empty mountpoints

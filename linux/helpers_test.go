@@ -130,3 +130,17 @@ func ownerOf(fi os.FileInfo) (uint32, uint32) {
 	st := fi.Sys().(*syscall.Stat_t)
 	return st.Uid, st.Gid
 }
+
+// kernelAtLeast reports whether the running kernel is at least major.minor.
+func kernelAtLeast(t testing.TB, major, minor int) bool {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var maj, mnr int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &maj, &mnr); err != nil {
+		t.Fatal(err)
+	}
+	return maj > major || maj == major && mnr >= minor
+}
