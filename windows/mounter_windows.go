@@ -43,13 +43,19 @@ var tokenRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 type Mounter struct {
 	root string // <state>\secrets
 	sa   *winapi.SecurityAttributes
+
+	mu sync.Mutex
+	// live holds the tokens this Mounter built and has not wiped, so that
+	// Recover never takes a directory from under a Build or an Attach in
+	// progress.
+	live map[string]bool
 }
 
 var _ mounter.Mounter = (*Mounter)(nil)
 
 // New prepares stateDir\secrets, with an ACL that lets only Administrators
 // and SYSTEM in, and returns a Mounter that builds plans there. Call
-// Recover once after New, before the first Build.
+// Recover after New; it leaves alone what this Mounter builds.
 func New(stateDir string) (*Mounter, error) {
 	if !filepath.IsAbs(stateDir) {
 		return nil, fmt.Errorf("windows mounter: state dir %q is not an absolute path", stateDir)
@@ -65,7 +71,7 @@ func New(stateDir string) (*Mounter, error) {
 	if err := ensurePrivateDir(root, sa); err != nil {
 		return nil, fmt.Errorf("windows mounter: %w", err)
 	}
-	return &Mounter{root: root, sa: sa}, nil
+	return &Mounter{root: root, sa: sa, live: make(map[string]bool)}, nil
 }
 
 // Build writes the plan's files into a new private directory. Nothing of
@@ -80,6 +86,14 @@ func (m *Mounter) Build(ctx context.Context, plan *mounter.Plan, src mounter.Sec
 		return nil, fmt.Errorf("windows mounter: %w", err)
 	}
 	mt := &Mount{dir: filepath.Join(m.root, token), files: append([]mounter.File(nil), plan.Files...)}
+	m.mu.Lock()
+	m.live[token] = true
+	m.mu.Unlock()
+	mt.forget = func() {
+		m.mu.Lock()
+		delete(m.live, token)
+		m.mu.Unlock()
+	}
 	if err := m.build(ctx, mt, src); err != nil {
 		if werr := mt.Wipe(); werr != nil {
 			err = errors.Join(err, fmt.Errorf("clean up %s: %w", mt.dir, werr))
@@ -142,6 +156,12 @@ func (m *Mounter) Recover(exists func(containerID string) (bool, error)) (map[st
 		if !e.IsDir() || !tokenRE.MatchString(e.Name()) {
 			continue // not ours; an operator's file is left alone
 		}
+		m.mu.Lock()
+		live := m.live[e.Name()]
+		m.mu.Unlock()
+		if live {
+			continue
+		}
 		mt := &Mount{dir: filepath.Join(m.root, e.Name()), recovered: true}
 		id, err := mt.owner()
 		if err != nil {
@@ -177,6 +197,8 @@ type Mount struct {
 	// recovered mounts were found on disk by Recover: they can be wiped
 	// but not attached, since their plan is gone.
 	recovered bool
+	// forget tells the Mounter that built this mount that it is gone.
+	forget func()
 
 	mu    sync.Mutex
 	wiped bool
@@ -238,6 +260,9 @@ func (mt *Mount) Wipe() error {
 		return fmt.Errorf("windows mounter: wipe %s: %w", mt.dir, err)
 	}
 	mt.wiped = true
+	if mt.forget != nil {
+		mt.forget()
+	}
 	return nil
 }
 

@@ -439,6 +439,24 @@ func TestRecover(t *testing.T) {
 	unsure.Wipe()
 }
 
+func TestRecoverLeavesItsOwnBuildsAlone(t *testing.T) {
+	m, _ := newMounter(t)
+	mt := build(t, m) // built, not yet attached: no owner
+	kept, err := m.Recover(func(string) (bool, error) { return false, nil })
+	if err != nil || len(kept) != 0 {
+		t.Fatalf("Recover = %v, %v", kept, err)
+	}
+	if _, err := os.Lstat(mt.Source()); err != nil {
+		t.Fatalf("Recover took a build in progress: %v", err)
+	}
+	if err := mt.Wipe(); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.live) != 0 {
+		t.Fatalf("live after Wipe: %v", m.live)
+	}
+}
+
 func TestVolumeID(t *testing.T) {
 	id, err := volumeID(tempDir(t))
 	if err != nil {

@@ -147,3 +147,34 @@ func FuzzParseLinkTarget(f *testing.F) {
 		}
 	})
 }
+
+// FuzzResolveInRoot builds a root from the fuzzer's links and checks that
+// whatever it holds, a resolved path has no empty, "." or ".." component
+// and crosses no link: joined to the root on the host it cannot leave it.
+func FuzzResolveInRoot(f *testing.F) {
+	f.Add(`a\b\c`, `a=>C:\x;x=>..\..\y;y\b=>b2`)
+	f.Add(`a\b`, `a=>a`)
+	f.Add(`p\q\r`, `p=>\;q=>..`)
+	f.Add(`x\..\y`, `y=>x\y`)
+	f.Fuzz(func(t *testing.T, path, links string) {
+		root := fakeRoot{}
+		for _, l := range strings.Split(links, ";") {
+			from, to, ok := strings.Cut(l, "=>")
+			if ok && from != "" {
+				root[strings.ToUpper(from)] = "->" + to
+			}
+		}
+		got, err := resolveInRoot(root, strings.Split(path, `\`))
+		if err != nil {
+			return
+		}
+		for i, e := range got {
+			if e == "" || e == "." || e == ".." {
+				t.Fatalf("resolveInRoot(%q) with %q = %q: component %q", path, links, got, e)
+			}
+			if k, _, _ := root.lstat(got[:i+1]); k == kindLink {
+				t.Fatalf("resolveInRoot(%q) with %q = %q: %q is a link", path, links, got, strings.Join(got[:i+1], `\`))
+			}
+		}
+	})
+}
