@@ -1,0 +1,12 @@
+// Package grants holds what a node has been granted: the services placed on
+// it with their secret references, and the secrets' bytes in locked memory.
+//
+// Reconcile is a pure function from the current State and one dispatcher
+// message (COMPLETE: reset; INCREMENTAL: patch) to the next State and the
+// secret buffers to load and free. Cache applies it under a mutex and owns
+// the buffers. Restrict hands a caller one service's grants and nothing
+// else: least privilege as a type.
+//
+// It knows nothing of the stream, the local API or mounts beyond the
+// mounter's Grant and SecretSource types.
+package grants
