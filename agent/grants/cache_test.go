@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"testing"
-
 )
 
 func read(t *testing.T, r *Restricted, id string) (string, error) {
