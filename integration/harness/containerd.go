@@ -88,6 +88,10 @@ func StartContainerd(t testing.TB, opts Options) *Containerd {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A user-namespaced container's root must be able to reach its rootfs.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	c := &Containerd{
 		Flavor:    opts.Flavor,
 		Dir:       dir,

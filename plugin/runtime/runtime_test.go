@@ -348,3 +348,33 @@ func FuzzReadClaim(f *testing.F) {
 		_ = c.Container("x", 1, "/")
 	})
 }
+
+func TestNeedsPlaceholder(t *testing.T) {
+	userns := &specs.Linux{UIDMappings: []specs.LinuxIDMapping{{HostID: 100000, Size: 65536}}}
+	tests := []struct {
+		name     string
+		readonly bool
+		linux    *specs.Linux
+		mounts   []string
+		want     bool
+	}{
+		{"read-write", false, nil, nil, false},
+		{"read-only, no mounts", true, nil, nil, true},
+		{"read-only, /run tmpfs", true, nil, []string{"/run"}, false},
+		{"read-only, /run/secrets mount", true, nil, []string{"/run/secrets"}, false},
+		{"read-only, /runx is not /run", true, nil, []string{"/runx"}, true},
+		{"read-only, / mount does not count", true, nil, []string{"/"}, true},
+		{"userns, /run tmpfs is not enough", false, userns, []string{"/run"}, true},
+		{"userns, /run/secrets mount", false, userns, []string{"/run/secrets/"}, false},
+	}
+	for _, tt := range tests {
+		spec := &specs.Spec{Root: &specs.Root{Path: "rootfs", Readonly: tt.readonly}, Linux: tt.linux}
+		for _, m := range tt.mounts {
+			spec.Mounts = append(spec.Mounts, specs.Mount{Destination: m})
+		}
+		c := &Claim{Spec: spec}
+		if got := c.NeedsPlaceholder(); got != tt.want {
+			t.Errorf("%s: NeedsPlaceholder = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

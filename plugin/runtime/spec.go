@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -108,20 +109,27 @@ func (c *Claim) RootfsPath() string {
 	return filepath.Join(filepath.Dir(c.Path), c.Spec.Root.Path)
 }
 
-// NeedsPlaceholder reports whether the secrets directory would have no
-// writable place to be created in: a read-only rootfs with no mount at or
-// above SecretsDir other than the root itself. The attach happens after runc
-// has made the root read-only, so the mountpoint must exist by then.
+// NeedsPlaceholder reports whether SecretsDir must be given its own empty
+// tmpfs in the spec so that the attach has a mountpoint to move onto:
+//
+//   - a read-only rootfs with no mount at or above SecretsDir: after runc
+//     create the root is read-only and no directory can be made in it;
+//   - a user-namespaced container with no mount exactly at SecretsDir: the
+//     tmpfs runc mounts at /run inside the user namespace belongs to that
+//     namespace, and the agent (host root, unmapped there) cannot create a
+//     directory in it (EOVERFLOW). The placeholder is the mountpoint itself.
 func (c *Claim) NeedsPlaceholder() bool {
-	if c.Spec.Root == nil || !c.Spec.Root.Readonly {
+	readonly := c.Spec.Root != nil && c.Spec.Root.Readonly
+	userns := c.Spec.Linux != nil && len(c.Spec.Linux.UIDMappings) > 0
+	if !readonly && !userns {
 		return false
 	}
 	for _, m := range c.Spec.Mounts {
 		d := path.Clean(m.Destination)
-		if d == "/" {
-			continue
+		if d == SecretsDir {
+			return false
 		}
-		if d == SecretsDir || (len(SecretsDir) > len(d) && SecretsDir[:len(d)] == d && SecretsDir[len(d)] == '/') {
+		if readonly && !userns && d != "/" && strings.HasPrefix(SecretsDir, d+"/") {
 			return false
 		}
 	}
