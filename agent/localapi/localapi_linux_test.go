@@ -29,6 +29,9 @@ func (h *fakeHandler) Prepare(ctx context.Context, req *agent.PrepareRequest) (*
 	h.mu.Lock()
 	h.prepared = append(h.prepared, req)
 	h.mu.Unlock()
+	if p, ok := PeerFromContext(ctx); !ok || int(p.Pid) != os.Getpid() || p.UID != 0 {
+		return nil, nil, Errorf(agent.Error_INVALID, "peer %+v %v", p, ok)
+	}
 	switch req.GetContainer().GetService() {
 	case "nope":
 		return nil, nil, Errorf(agent.Error_NOT_GRANTED, "service %q has no grant on node %s", "nope", "n1")

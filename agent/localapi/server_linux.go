@@ -27,6 +27,22 @@ type Handler interface {
 	List(ctx context.Context) (*agent.ListResponse, error)
 }
 
+// Peer is the process at the other end of a connection, as SO_PEERCRED
+// reported it when the connection was accepted.
+type Peer struct {
+	Pid int32
+	UID uint32
+	GID uint32
+}
+
+type peerKey struct{}
+
+// PeerFromContext returns the caller of the request a Handler serves.
+func PeerFromContext(ctx context.Context) (Peer, bool) {
+	p, ok := ctx.Value(peerKey{}).(Peer)
+	return p, ok
+}
+
 // Server accepts connections on the agent socket and serves root callers.
 type Server struct {
 	handler Handler
@@ -176,7 +192,7 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		}}, nil)
 		return
 	}
-	ctx := context.Background()
+	ctx := context.WithValue(context.Background(), peerKey{}, Peer{Pid: cred.Pid, UID: cred.Uid, GID: cred.Gid})
 	for {
 		var req agent.Request
 		files, err := recv(conn, &req)
