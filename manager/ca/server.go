@@ -1,0 +1,98 @@
+package ca
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	caapi "github.com/lockbox-project/lockbox/api/ca"
+	"github.com/lockbox-project/lockbox/api/types"
+)
+
+// Registrar records a node that just joined (the store's node object).
+type Registrar interface {
+	RegisterNode(ctx context.Context, id Identity, desc *types.NodeDescription, certPEM []byte) error
+}
+
+// Server implements the NodeCA service.
+type Server struct {
+	caapi.UnimplementedNodeCAServer
+	ca       *CA
+	reg      Registrar
+	managers func() []string
+	log      *slog.Logger
+}
+
+// NewServer returns the NodeCA service of ca. reg may be nil (nothing is
+// recorded); managers lists the manager addresses handed to joiners.
+func NewServer(ca *CA, reg Registrar, managers func() []string, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{ca: ca, reg: reg, managers: managers, log: log}
+}
+
+// GetRootCACertificate needs no credentials: the caller pins the answer by
+// the digest in its token.
+func (s *Server) GetRootCACertificate(context.Context, *caapi.GetRootCACertificateRequest) (*caapi.GetRootCACertificateResponse, error) {
+	return &caapi.GetRootCACertificateResponse{CertificatePem: s.ca.CertPEM}, nil
+}
+
+// IssueNodeCertificate trades a current join token and a CSR for a
+// certificate naming a new node.
+func (s *Server) IssueNodeCertificate(ctx context.Context, req *caapi.IssueNodeCertificateRequest) (*caapi.IssueNodeCertificateResponse, error) {
+	id, certPEM, err := s.ca.IssueWithToken(ctx, req.GetToken(), req.GetCsrPem())
+	if err != nil {
+		return nil, caError(err)
+	}
+	if s.reg != nil {
+		if err := s.reg.RegisterNode(ctx, id, req.GetDescription(), certPEM); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "register node %s: %v", id.NodeID, err)
+		}
+	}
+	s.log.Info("node joined", "node", id.NodeID, "role", id.Role.String(), "hostname", req.GetDescription().GetHostname())
+	return s.response(id, certPEM), nil
+}
+
+// RenewNodeCertificate signs a new certificate for the caller's identity.
+func (s *Server) RenewNodeCertificate(ctx context.Context, req *caapi.RenewNodeCertificateRequest) (*caapi.IssueNodeCertificateResponse, error) {
+	who, err := PeerIdentity(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, "renew needs the node's current certificate")
+	}
+	id, certPEM, err := s.ca.Renew(who, req.GetCsrPem())
+	if err != nil {
+		return nil, caError(err)
+	}
+	s.log.Info("node certificate renewed", "node", id.NodeID)
+	return s.response(id, certPEM), nil
+}
+
+func (s *Server) response(id Identity, certPEM []byte) *caapi.IssueNodeCertificateResponse {
+	var managers []string
+	if s.managers != nil {
+		managers = s.managers()
+	}
+	return &caapi.IssueNodeCertificateResponse{
+		NodeId:         id.NodeID,
+		Role:           id.Role.NodeRole(),
+		CertificatePem: certPEM,
+		RootCaPem:      s.ca.CertPEM,
+		Managers:       managers,
+	}
+}
+
+func caError(err error) error {
+	switch {
+	case errors.Is(err, ErrInvalidToken), errors.Is(err, ErrTokenOtherCA):
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, ErrRevoked):
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, ErrBadCSR):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
