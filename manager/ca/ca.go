@@ -389,11 +389,11 @@ func Open(ctx context.Context, cli *clientv3.Client, sealer Sealer) (*CA, error)
 	c := &CA{
 		Root:      &Root{ClusterID: string(ids.Kvs[0].Value), Cert: cert, CertPEM: sr.CertPEM},
 		sealedKey: sr.SealedKey,
-		cli:      cli,
-		sealer:   sealer,
-		Validity: DefaultValidity,
-		now:      time.Now,
-		revoked:  map[string]struct{}{},
+		cli:       cli,
+		sealer:    sealer,
+		Validity:  DefaultValidity,
+		now:       time.Now,
+		revoked:   map[string]struct{}{},
 	}
 	for _, kv := range revs.Kvs {
 		c.revoked[strings.TrimPrefix(string(kv.Key), RevokedPrefix)] = struct{}{}
