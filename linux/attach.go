@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -25,6 +23,9 @@ func (m *Mount) Handover(c mounter.Container) ([]mounter.Handover, error) {
 	defer m.mu.Unlock()
 	if m.wiped {
 		return nil, errors.New("handover: the mount has been wiped")
+	}
+	if m.recovered {
+		return nil, errors.New("handover: a recovered mount can only be wiped")
 	}
 	if len(m.files) == 0 {
 		return nil, nil
@@ -139,7 +140,7 @@ func (m *Mount) Attach(ctx context.Context, c mounter.Container) error {
 	if c.Pid == 0 {
 		return AttachHandovers(c.Rootfs, hs)
 	}
-	return attachInNamespace(c.Pid, c.Rootfs, hs)
+	return inMountNamespace(c.Pid, c.Rootfs, func(root int) error { return attachAll(root, hs) })
 }
 
 func closeHandovers(hs []mounter.Handover) {
@@ -163,72 +164,6 @@ func AttachHandovers(rootfs string, hs []mounter.Handover) error {
 	}
 	defer unix.Close(root)
 	return attachAll(root, hs)
-}
-
-// attachInNamespace runs the attach in pid's mount namespace. The goroutine
-// locks its OS thread and never unlocks it: a thread whose fs struct and
-// mount namespace changed must not run other goroutines, so the runtime
-// kills it when the goroutine returns.
-func attachInNamespace(pid int, rootfs string, hs []mounter.Handover) error {
-	// A pidfd pins the process: setns through it cannot land in a process
-	// that reused the pid, and a liveness check after opening its root
-	// proves /proc/<pid> still named it.
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return fmt.Errorf("attach: open pid %d: %w", pid, err)
-	}
-	defer unix.Close(pidfd)
-	root := -1
-	if rootfs == "" {
-		// Open the root from here: it is the process's root, whatever its
-		// namespace's root is.
-		if root, err = unix.Open("/proc/"+strconv.Itoa(pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-			return fmt.Errorf("attach: open root of pid %d: %w", pid, err)
-		}
-		defer unix.Close(root)
-		if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
-			return fmt.Errorf("attach: pid %d: %w", pid, err)
-		}
-	}
-	enter := func() error {
-		// setns(CLONE_NEWNS) refuses a thread sharing its fs struct.
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			return fmt.Errorf("attach: unshare fs: %w", err)
-		}
-		if err := unix.Setns(pidfd, unix.CLONE_NEWNS); err != nil {
-			return fmt.Errorf("attach: enter mount namespace of pid %d: %w", pid, err)
-		}
-		r := root
-		if r < 0 {
-			fd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("attach: open container rootfs %s: %w", rootfs, err)
-			}
-			defer unix.Close(fd)
-			r = fd
-		}
-		return attachAll(r, hs)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if unix.Gettid() != unix.Getpid() {
-			errc <- enter()
-			return // the thread dies with its foreign namespace
-		}
-		// This is the main thread: the runtime never ends it, and
-		// /proc/self shows its namespace to the whole process. Hand the
-		// work to a goroutine that cannot run here (this thread is locked
-		// to us), and leave this thread untouched.
-		go func() {
-			runtime.LockOSThread()
-			errc <- enter()
-		}()
-		err := <-errc
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
 }
 
 func attachAll(root int, hs []mounter.Handover) error {

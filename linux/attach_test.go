@@ -224,7 +224,7 @@ func TestAttachErrors(t *testing.T) {
 		c    mounter.Container
 		want string
 	}{
-		{"no such pid", mounter.Container{Pid: deadPid}, "attach: open pid"},
+		{"no such pid", mounter.Container{Pid: deadPid}, "open pid"},
 		{"no rootfs and no pid", mounter.Container{}, "no container rootfs"},
 		{"rootfs missing", mounter.Container{Rootfs: "/nonexistent/rootfs"}, "open container rootfs"},
 	}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/lockbox-project/lockbox/mounter"
@@ -143,4 +144,9 @@ func kernelAtLeast(t testing.TB, major, minor int) bool {
 		t.Fatal(err)
 	}
 	return maj > major || maj == major && mnr >= minor
+}
+
+// busyboxTmpfs is a writable tmpfs mount for a container's spec.
+func busyboxTmpfs(dest string) specs.Mount {
+	return specs.Mount{Destination: dest, Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "noexec", "size=64k"}}
 }

@@ -195,6 +195,17 @@ func (m *Mount) populate(ctx context.Context, dirs []string, src mounter.SecretS
 			return fmt.Errorf("build tmpfs: chmod %s: %w", d, err)
 		}
 	}
+	if len(dirs) > 0 {
+		d, err := unix.Openat(m.fd, secretsSubdir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("build tmpfs: open %s: %w", secretsSubdir, err)
+		}
+		err = unix.Fsetxattr(d, markXattr, markValue, 0)
+		unix.Close(d)
+		if err != nil {
+			return fmt.Errorf("build tmpfs: mark %s: %w", secretsSubdir, err)
+		}
+	}
 	for _, f := range m.files {
 		if l := linkName(f); l != "" {
 			if err := unix.Linkat(m.fd, f.Name, m.fd, l, 0); err != nil {
@@ -237,7 +248,25 @@ func writeFile(dirfd int, f mounter.File, src mounter.SecretSource) error {
 	if err := unix.Fchmod(fd, uint32(f.Mode.Perm())); err != nil {
 		return fmt.Errorf("build tmpfs: chmod secret %q: %w", f.SecretName, err)
 	}
+	if err := unix.Fsetxattr(fd, markXattr, markValue, 0); err != nil {
+		return fmt.Errorf("build tmpfs: mark secret %q: %w", f.SecretName, err)
+	}
 	return nil
+}
+
+// markXattr marks what the mounter creates, so that Recover can tell its
+// mounts from a container's own. Only a process with CAP_SYS_ADMIN in the
+// initial user namespace can set a trusted.* attribute, which no container
+// has.
+const markXattr = "trusted.lockbox"
+
+var markValue = []byte("1")
+
+// hasMark reports whether the file open at fd carries markXattr.
+func hasMark(fd int) bool {
+	buf := make([]byte, len(markValue)+1)
+	n, err := unix.Fgetxattr(fd, markXattr, buf)
+	return err == nil && string(buf[:n]) == string(markValue)
 }
 
 // Mount is one container's tmpfs, held by the agent until the container
@@ -249,8 +278,12 @@ type Mount struct {
 	// itself writes (build, ownership translation, wipe). Every attached
 	// clone derives from it while it is read-only. -1 when the plan is
 	// empty or the mount has been wiped.
-	fd    int
-	wiped bool
+	fd int
+	// recovered mounts were taken back from a running container by
+	// Recover: clones of its mounts, which can be wiped, not attached.
+	recovered bool
+	clones    []int
+	wiped     bool
 }
 
 var _ mounter.Mount = (*Mount)(nil)
@@ -300,8 +333,34 @@ func (m *Mount) wipeLocked() error {
 			errs = append(errs, fmt.Errorf("wipe: close mount: %w", err))
 		}
 	}
-	m.fd, m.wiped = -1, true
+	for _, fd := range m.clones {
+		if err := wipeClone(fd); err != nil {
+			errs = append(errs, err)
+		}
+		if err := unix.Close(fd); err != nil {
+			errs = append(errs, fmt.Errorf("wipe: close recovered mount: %w", err))
+		}
+	}
+	m.fd, m.clones, m.wiped = -1, nil, true
 	return errors.Join(errs...)
+}
+
+// overwrite writes size zero bytes over the file open for writing at fd,
+// then truncates it: tmpfs overwrites in place, so the pages that held the
+// secret hold zeros before truncation gives them back.
+func overwrite(fd int, size int64) error {
+	for off := int64(0); off < size; {
+		n := min(int64(len(zeros)), size-off)
+		w, err := unix.Pwrite(fd, zeros[:n], off)
+		if err != nil {
+			return fmt.Errorf("overwrite: %w", err)
+		}
+		off += int64(w)
+	}
+	if err := unix.Ftruncate(fd, 0); err != nil {
+		return fmt.Errorf("truncate: %w", err)
+	}
+	return nil
 }
 
 func wipeFile(dirfd int, f mounter.File) error {
@@ -313,16 +372,8 @@ func wipeFile(dirfd int, f mounter.File) error {
 		return fmt.Errorf("wipe secret %q: open: %w", f.SecretName, err)
 	}
 	defer unix.Close(fd)
-	for off := int64(0); off < f.Size; {
-		n := min(int64(len(zeros)), f.Size-off)
-		w, err := unix.Pwrite(fd, zeros[:n], off)
-		if err != nil {
-			return fmt.Errorf("wipe secret %q: overwrite: %w", f.SecretName, err)
-		}
-		off += int64(w)
-	}
-	if err := unix.Ftruncate(fd, 0); err != nil {
-		return fmt.Errorf("wipe secret %q: truncate: %w", f.SecretName, err)
+	if err := overwrite(fd, f.Size); err != nil {
+		return fmt.Errorf("wipe secret %q: %w", f.SecretName, err)
 	}
 	if l := linkName(f); l != "" {
 		if err := unix.Unlinkat(dirfd, l, 0); err != nil && !errors.Is(err, unix.ENOENT) {

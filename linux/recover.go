@@ -1,0 +1,194 @@
+//go:build linux
+
+package linux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lockbox-project/lockbox/mounter"
+)
+
+// Recover takes back, after an agent restart, the secrets attached in a
+// container that still runs, so that they can be wiped when it stops. The
+// agent lost its mount fd with its process; the container's mounts kept the
+// tmpfs alive. Recover enters c's mount namespace (c.Pid is required),
+// looks at plan's targets (/run/secrets for the targets under it, the
+// target itself for the others), and keeps a private clone of each mount
+// found there that is ours: a read-only, nosuid, nodev, noexec tmpfs whose
+// root is the target and carries the mounter's trusted.* mark, which no
+// container can forge. Targets where no such mount is found are skipped;
+// finding none is not an error.
+//
+// The returned Mount can only be wiped: Wipe overwrites, truncates and
+// removes every file it reaches through the clones.
+func (m *Mounter) Recover(ctx context.Context, c mounter.Container, plan *mounter.Plan) (*Mount, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if plan == nil || plan.OS != mounter.Linux {
+		return nil, errors.New("recover: not a linux plan")
+	}
+	if c.Pid <= 0 {
+		return nil, errors.New("recover: a running container's pid is required")
+	}
+	var targets []string
+	if len(secretDirs(plan.Files)) > 0 {
+		targets = append(targets, mounter.LinuxSecretsDir)
+	}
+	for _, f := range plan.Files {
+		if linkName(f) == "" {
+			targets = append(targets, f.Target)
+		}
+	}
+	mnt := &Mount{fd: -1, recovered: true}
+	err := inMountNamespace(c.Pid, c.Rootfs, func(root int) error {
+		for _, t := range targets {
+			fd, err := cloneOurs(root, t)
+			if err != nil {
+				return err
+			}
+			if fd >= 0 {
+				mnt.clones = append(mnt.clones, fd)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for _, fd := range mnt.clones {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("recover container %s: %w", c.ID, err)
+	}
+	return mnt, nil
+}
+
+// cloneOurs returns a private clone of the mount at target if it is one of
+// ours, or -1 if there is none: a read-only, nosuid, nodev, noexec tmpfs
+// whose root is the target and carries the mounter's mark.
+func cloneOurs(root int, target string) (int, error) {
+	// O_NONBLOCK: the image may have put a FIFO there.
+	fd, err := openInRoot(root, strings.TrimPrefix(target, "/"), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ENXIO) {
+		return -1, nil
+	}
+	if err != nil {
+		return -1, fmt.Errorf("%s: %w", target, err)
+	}
+	defer unix.Close(fd)
+	var stx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_TYPE, &stx); err != nil {
+		return -1, fmt.Errorf("%s: statx: %w", target, err)
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &sfs); err != nil {
+		return -1, fmt.Errorf("%s: statfs: %w", target, err)
+	}
+	want := int64(unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC)
+	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 || stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 ||
+		sfs.Type != unix.TMPFS_MAGIC || sfs.Flags&want != want || !hasMark(fd) {
+		return -1, nil
+	}
+	clone, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if err != nil {
+		return -1, fmt.Errorf("%s: clone: %w", target, err)
+	}
+	return clone, nil
+}
+
+// wipeClone overwrites and removes everything reachable through a
+// recovered clone: a directory tree (the /run/secrets subtree) or a single
+// file (a single-file bind).
+func wipeClone(fd int) error {
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}); err != nil {
+		return fmt.Errorf("wipe: make the recovered mount writable: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("wipe: stat the recovered mount: %w", err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		// The mount's root is the file itself: reopen it for writing
+		// through /proc, the only way from an O_PATH fd. It cannot be
+		// unlinked: its name lives in the part of the tmpfs no clone
+		// reaches.
+		w, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("wipe: reopen the recovered file: %w", err)
+		}
+		defer unix.Close(w)
+		return overwrite(w, st.Size)
+	}
+	d, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("wipe: open the recovered directory: %w", err)
+	}
+	defer unix.Close(d)
+	return wipeDir(d, 0)
+}
+
+// wipeDir overwrites and unlinks every regular file under the directory d,
+// then removes the emptied subdirectories. The tree is ours, shallow and
+// small; depth is bounded all the same.
+func wipeDir(d, depth int) error {
+	if depth > 64 {
+		return errors.New("wipe: directory tree too deep")
+	}
+	names, err := readDirNames(d)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range names {
+		var st unix.Stat_t
+		if err := unix.Fstatat(d, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			errs = append(errs, fmt.Errorf("wipe: stat %s: %w", name, err))
+			continue
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			sub, err := unix.Openat(d, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("wipe: open %s: %w", name, err))
+				continue
+			}
+			errs = append(errs, wipeDir(sub, depth+1))
+			unix.Close(sub)
+			if err := unix.Unlinkat(d, name, unix.AT_REMOVEDIR); err != nil {
+				errs = append(errs, fmt.Errorf("wipe: remove %s: %w", name, err))
+			}
+		case unix.S_IFREG:
+			w, err := unix.Openat(d, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("wipe: open %s: %w", name, err))
+				continue
+			}
+			errs = append(errs, overwrite(w, st.Size))
+			unix.Close(w)
+			if err := unix.Unlinkat(d, name, 0); err != nil {
+				errs = append(errs, fmt.Errorf("wipe: unlink %s: %w", name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func readDirNames(d int) ([]string, error) {
+	var names []string
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Getdents(d, buf)
+		if err != nil {
+			return nil, fmt.Errorf("wipe: read directory: %w", err)
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+}
