@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/etcdtest"
+	"github.com/lockbox-project/lockbox/manager/admin"
+	"github.com/lockbox-project/lockbox/manager/keys"
+	"github.com/lockbox-project/lockbox/manager/store"
+)
+
+// cliEnv is a real Admin service (etcd, keys, store) on a unix socket, and
+// a way to run the CLI against it.
+type cliEnv struct {
+	host  string
+	store *store.Store
+}
+
+func newCLIEnv(t *testing.T, unlockKey string) *cliEnv {
+	t.Helper()
+	ctx := context.Background()
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	km := keys.NewManager(cli, store.DefaultPrefix)
+	t.Cleanup(km.Close)
+	var kek *keys.KEK
+	var err error
+	if unlockKey != "" {
+		kek, err = keys.KEKFromUnlockKey(unlockKey)
+	} else {
+		kek, err = keys.NewKEK()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := km.Bootstrap(ctx, kek, unlockKey); err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(cli, km)
+	km2 := admin.KeyManager{Keys: km, Store: st}
+	a, err := admin.New(admin.Config{Store: st, Unlocker: km2, DataKeys: km2, Tokens: fixedTokens{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "m.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	adminapi.RegisterAdminServer(gs, a)
+	go gs.Serve(l)
+	t.Cleanup(gs.Stop)
+	return &cliEnv{host: "unix://" + sock, store: st}
+}
+
+type fixedTokens struct{}
+
+func (fixedTokens) JoinToken(_ context.Context, role types.NodeRole, rotate bool) (string, error) {
+	if rotate {
+		return "LBXTKN-1-rotated-" + role.String(), nil
+	}
+	return "LBXTKN-1-" + role.String(), nil
+}
+
+// run runs the CLI with args (and stdin) and returns stdout and the error.
+func (e *cliEnv) run(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCommand()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetIn(strings.NewReader(stdin))
+	root.SetArgs(append([]string{"-H", e.host}, args...))
+	err := root.Execute()
+	return out.String(), err
+}
+
+func (e *cliEnv) mustRun(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	out, err := e.run(t, stdin, args...)
+	if err != nil {
+		t.Fatalf("lockbox %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func TestCLISecretsAndServices(t *testing.T) {
+	e := newCLIEnv(t, "")
+	id := strings.TrimSpace(e.mustRun(t, "hunter2\n", "secret", "create", "--label", "env=prod", "db_pw", "-"))
+	if len(id) != store.IDLength {
+		t.Fatalf("create printed %q, want an ID", id)
+	}
+	file := filepath.Join(t.TempDir(), "cert")
+	writeFile(t, file, "CERTDATA")
+	e.mustRun(t, "", "secret", "create", "tls_cert", file)
+
+	out := e.mustRun(t, "", "secret", "ls")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[0], "NAME") ||
+		!strings.Contains(lines[0], "CREATED") || !strings.Contains(lines[0], "UPDATED") ||
+		!strings.Contains(lines[1], "db_pw") || !strings.Contains(lines[1], "Less than a second ago") {
+		t.Fatalf("secret ls:\n%s", out)
+	}
+	if out := e.mustRun(t, "", "secret", "ls", "-q"); strings.Count(out, "\n") != 2 || !strings.Contains(out, id) {
+		t.Fatalf("secret ls -q:\n%s", out)
+	}
+	if out := e.mustRun(t, "", "secret", "ls", "--format", "{{.Name}}={{.Size}}"); out != "db_pw=8\ntls_cert=8\n" {
+		t.Fatalf("secret ls --format:\n%q", out)
+	}
+	out = e.mustRun(t, "", "secret", "ls", "--format", "json")
+	var row map[string]any
+	if err := json.Unmarshal([]byte(strings.Split(out, "\n")[0]), &row); err != nil || row["Name"] != "db_pw" {
+		t.Fatalf("secret ls --format json: %v\n%s", err, out)
+	}
+
+	out = e.mustRun(t, "", "secret", "inspect", "db_pw")
+	var insp []map[string]any
+	if err := json.Unmarshal([]byte(out), &insp); err != nil || len(insp) != 1 || insp[0]["ID"] != id {
+		t.Fatalf("inspect: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "hunter2") {
+		t.Fatal("inspect shows data")
+	}
+	if _, err := e.run(t, "", "secret", "inspect", "db_pw", "nope"); err == nil || !strings.Contains(err.Error(), "secret 'nope' not found") {
+		t.Fatalf("inspect missing: %v", err)
+	}
+
+	e.mustRun(t, "", "service", "create", "web", "--secret", "db_pw",
+		"--secret", "source=tls_cert,target=/etc/web/cert.pem,uid=33,gid=33,mode=0400",
+		"--constraint", "node.labels.zone==east")
+	_, err := e.run(t, "", "secret", "rm", "db_pw")
+	if err == nil || err.Error() != "secret 'db_pw' is in use by the following service: web" {
+		t.Fatalf("rm in-use: %v", err)
+	}
+	out = e.mustRun(t, "", "service", "inspect", "web")
+	if !strings.Contains(out, `"Mode": "0400"`) || !strings.Contains(out, `"/etc/web/cert.pem"`) || !strings.Contains(out, `"Mode": "0444"`) {
+		t.Fatalf("service inspect:\n%s", out)
+	}
+
+	e.mustRun(t, "", "service", "update", "web", "--secret-rm", "db_pw", "--constraint-rm", "node.labels.zone == east",
+		"--constraint-add", "node.role==worker")
+	svc, err := e.store.GetService(context.Background(), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svc.Spec.Secrets) != 1 || svc.Spec.Secrets[0].SecretName != "tls_cert" ||
+		len(svc.Spec.Placement.Constraints) != 1 || svc.Spec.Placement.Constraints[0] != "node.role==worker" {
+		t.Fatalf("after update: %v", svc.Spec)
+	}
+	if out := e.mustRun(t, "", "secret", "rm", "db_pw"); out != "db_pw\n" {
+		t.Fatalf("rm: %q", out)
+	}
+	if _, err := e.run(t, "", "service", "update", "web", "--secret-add", "source=nope"); err == nil || !strings.Contains(err.Error(), "secret 'nope' not found") {
+		t.Fatalf("update with unknown secret: %v", err)
+	}
+	if out := e.mustRun(t, "", "service", "ls"); !strings.Contains(out, "web") || !strings.Contains(out, "tls_cert") {
+		t.Fatalf("service ls:\n%s", out)
+	}
+	e.mustRun(t, "", "service", "rm", "web")
+	e.mustRun(t, "", "secret", "rm", "tls_cert")
+}
+
+func TestCLIErrors(t *testing.T) {
+	e := newCLIEnv(t, "")
+	tests := []struct {
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"", []string{"secret", "create", "x", "-"}, "secret data is empty"},
+		{strings.Repeat("a", 512000), []string{"secret", "create", "x", "-"}, "smaller than 512000"},
+		{strings.Repeat("a", 600000), []string{"secret", "create", "x", "-"}, "holds more than 512000 bytes"},
+		{"x", []string{"secret", "create", "bad/name", "-"}, "invalid secret name"},
+		{"x", []string{"secret", "create", "x", "/does/not/exist"}, "no such file"},
+		{"", []string{"service", "create", "s", "--secret", "source=a,bogus=1"}, "unknown field"},
+		{"", []string{"service", "create", "s", "--secret", "source=a,mode=999"}, "octal"},
+		{"", []string{"service", "create", "s", "--secret", "nope"}, "secret 'nope' not found"},
+		{"", []string{"service", "create", "s", "--constraint", "node.zone==a"}, "unknown key"},
+		{"", []string{"node", "rm", "n1"}, "not available"},
+		{"", []string{"join-token", "boss"}, "want worker or manager"},
+		{"", []string{"unlock-key"}, "autolock is off"},
+		{"", []string{"-H", "http://x", "secret", "ls"}, "unknown scheme"},
+		{"", []string{"-H", "tcp://127.0.0.1:1", "secret", "ls"}, "needs --tlscacert"},
+	}
+	for _, tt := range tests {
+		out, err := e.run(t, tt.stdin, tt.args...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("lockbox %s: %v (out %q), want error containing %q", strings.Join(tt.args, " "), err, out, tt.want)
+		}
+	}
+	// Unreachable manager: a clear message, quickly.
+	root := newRootCommand()
+	root.SetArgs([]string{"-H", "unix://" + filepath.Join(t.TempDir(), "none.sock"), "--timeout", "5s", "secret", "ls"})
+	start := time.Now()
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "cannot reach the manager") {
+		t.Fatalf("unreachable: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("unreachable manager took the whole timeout")
+	}
+}
+
+func TestCLIJoinTokenAndUnlock(t *testing.T) {
+	key, _ := keys.NewUnlockKey()
+	e := newCLIEnv(t, key)
+	if out := e.mustRun(t, "", "join-token", "-q", "worker"); out != "LBXTKN-1-NODE_ROLE_WORKER\n" {
+		t.Fatalf("join-token -q: %q", out)
+	}
+	if out := e.mustRun(t, "", "join-token", "--rotate", "manager"); !strings.Contains(out, "rotated") || !strings.Contains(out, "--join") {
+		t.Fatalf("join-token --rotate:\n%s", out)
+	}
+	if out := e.mustRun(t, "", "unlock-key", "-q"); out != key+"\n" {
+		t.Fatalf("unlock-key -q: %q", out)
+	}
+	out := e.mustRun(t, "", "unlock-key", "--rotate")
+	if !strings.Contains(out, "LBXKEY-1-") || strings.Contains(out, key) {
+		t.Fatalf("unlock-key --rotate:\n%s", out)
+	}
+	if _, err := e.run(t, key+"\n", "unlock"); err == nil || !strings.Contains(err.Error(), "not locked") {
+		t.Fatalf("unlock an unlocked manager: %v", err)
+	}
+	if _, err := e.run(t, "", "unlock"); err == nil || !strings.Contains(err.Error(), "no unlock key") {
+		t.Fatalf("unlock with empty stdin: %v", err)
+	}
+}
+
+func TestParseSecretRef(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string // source,target,uid,gid,mode or "" for an error
+	}{
+		{"db", "db,,,,0"},
+		{"source=db", "db,,,,0"},
+		{"source=db,target=x,uid=1,gid=2,mode=0400", "db,x,1,2,256"},
+		{"src=db,mode=644", "db,,,,420"},
+		{"target=x", ""},
+		{"source=db,mode=9", ""},
+		{"source=db,x", ""},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		r, err := parseSecretRef(tt.in)
+		if tt.want == "" {
+			if err == nil {
+				t.Errorf("%q: no error", tt.in)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tt.in, err)
+			continue
+		}
+		got := strings.Join([]string{r.SecretName, r.Target.Name, r.Target.Uid, r.Target.Gid, itoa(r.Target.Mode)}, ",")
+		if got != tt.want {
+			t.Errorf("%q = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestParseSecretRefQuoting(t *testing.T) {
+	r, err := parseSecretRef(`source=db,"target=a,b"`)
+	if err != nil || r.Target.Name != "a,b" {
+		t.Fatalf("csv quoting: %v %v", r, err)
+	}
+}
+
+func TestHumanDuration(t *testing.T) {
+	tests := map[time.Duration]string{
+		0:                    "Less than a second",
+		time.Second:          "1 second",
+		30 * time.Second:     "30 seconds",
+		90 * time.Second:     "About a minute",
+		2 * time.Minute:      "2 minutes",
+		time.Hour:            "About an hour",
+		5 * time.Hour:        "5 hours",
+		3 * 24 * time.Hour:   "3 days",
+		20 * 24 * time.Hour:  "2 weeks",
+		90 * 24 * time.Hour:  "3 months",
+		800 * 24 * time.Hour: "2 years",
+	}
+	for d, want := range tests {
+		if got := humanDuration(d); got != want {
+			t.Errorf("%v = %q, want %q", d, got, want)
+		}
+	}
+}
+
+func itoa(m uint32) string { return strconv.FormatUint(uint64(m), 10) }
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

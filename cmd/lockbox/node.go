@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+
+	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	"github.com/lockbox-project/lockbox/api/types"
+)
+
+func newNodeCommand(c *connFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "node", Short: "Manage nodes"}
+	cmd.AddCommand(newNodeLsCommand(c), newNodeInspectCommand(c), newNodeUpdateCommand(c), newNodeRmCommand(c))
+	return cmd
+}
+
+func roleName(r types.NodeRole) string {
+	if r == types.NodeRole_NODE_ROLE_MANAGER {
+		return "manager"
+	}
+	return "worker"
+}
+
+func stateName(s types.NodeState) string {
+	switch s {
+	case types.NodeState_NODE_STATE_READY:
+		return "Ready"
+	case types.NodeState_NODE_STATE_DOWN:
+		return "Down"
+	}
+	return "Unknown"
+}
+
+// nodeRow is a node as ls shows it.
+type nodeRow struct {
+	ID       string
+	Hostname string
+	Status   string
+	Role     string
+	OS       string
+	Arch     string
+	LastSeen time.Time
+	Labels   map[string]string
+}
+
+func newNodeLsCommand(c *connFlags) *cobra.Command {
+	var f listFlags
+	cmd := &cobra.Command{
+		Use:     "ls [OPTIONS]",
+		Aliases: []string{"list"},
+		Short:   "List nodes",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
+				resp, err := cl.ListNodes(ctx, &adminapi.ListNodesRequest{})
+				if err != nil {
+					return err
+				}
+				sortByName(resp.Nodes, func(n *types.Node) string { return n.GetDescription().GetHostname() })
+				now := time.Now()
+				t := &table{header: []string{"ID", "HOSTNAME", "STATUS", "ROLE", "PLATFORM", "LAST SEEN"}}
+				for _, n := range resp.Nodes {
+					p := n.GetDescription().GetPlatform()
+					row := nodeRow{ID: n.Id, Hostname: n.GetDescription().GetHostname(), Status: stateName(n.State), Role: roleName(n.Role),
+						OS: p.GetOs(), Arch: p.GetArchitecture(), LastSeen: timeOf(n.LastSeen), Labels: n.GetSpec().GetLabels()}
+					platform := ""
+					if row.OS != "" {
+						platform = row.OS + "/" + row.Arch
+					}
+					t.add(n.Id, row, n.Id, row.Hostname, row.Status, row.Role, platform, ago(row.LastSeen, now))
+				}
+				return t.print(cmd.OutOrStdout(), f)
+			})
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+// nodeInspect is a node as inspect shows it.
+type nodeInspect struct {
+	ID      string
+	Version struct{ Index uint64 }
+	CreatedAt,
+	UpdatedAt time.Time
+	Spec struct {
+		Role   string
+		Labels map[string]string
+	}
+	Description struct {
+		Hostname     string
+		Platform     struct{ OS, Architecture string }
+		AgentVersion string
+		Warnings     []string `json:",omitempty"`
+	}
+	Status struct {
+		State    string
+		Addr     string
+		LastSeen time.Time
+	}
+	Certificate struct {
+		Serial   string
+		NotAfter time.Time
+	}
+}
+
+func inspectNode(n *types.Node) nodeInspect {
+	v := nodeInspect{ID: n.Id, CreatedAt: timeOf(n.GetMeta().GetCreatedAt()), UpdatedAt: timeOf(n.GetMeta().GetUpdatedAt())}
+	v.Version.Index = n.GetMeta().GetVersion()
+	v.Spec.Role = roleName(n.Role)
+	v.Spec.Labels = n.GetSpec().GetLabels()
+	d := n.GetDescription()
+	v.Description.Hostname = d.GetHostname()
+	v.Description.Platform.OS = d.GetPlatform().GetOs()
+	v.Description.Platform.Architecture = d.GetPlatform().GetArchitecture()
+	v.Description.AgentVersion = d.GetAgentVersion()
+	v.Description.Warnings = d.GetWarnings()
+	v.Status.State = stateName(n.State)
+	v.Status.Addr = n.Addr
+	v.Status.LastSeen = timeOf(n.LastSeen)
+	v.Certificate.Serial = n.GetCertificate().GetSerial()
+	v.Certificate.NotAfter = timeOf(n.GetCertificate().GetNotAfter())
+	return v
+}
+
+func newNodeInspectCommand(c *connFlags) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "inspect [OPTIONS] NODE...",
+		Short: "Show nodes in detail",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
+				var out []any
+				var failed errs
+				for _, a := range args {
+					resp, err := cl.GetNode(ctx, &adminapi.GetNodeRequest{NameOrId: a})
+					if err != nil {
+						failed = append(failed, c.explain(err))
+						continue
+					}
+					out = append(out, inspectNode(resp.Node))
+				}
+				if err := printInspect(cmd.OutOrStdout(), format, out); err != nil {
+					return err
+				}
+				return failed.err()
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "", "Go template applied to each node")
+	return cmd
+}
+
+func newNodeUpdateCommand(c *connFlags) *cobra.Command {
+	var labelAdd, labelRm []string
+	cmd := &cobra.Command{
+		Use:   "update [OPTIONS] NODE",
+		Short: "Add or remove node labels (placement constraints match them)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			add, err := parseKeyValues("label-add", labelAdd)
+			if err != nil {
+				return err
+			}
+			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
+				for attempt := 1; ; attempt++ {
+					cur, err := cl.GetNode(ctx, &adminapi.GetNodeRequest{NameOrId: args[0]})
+					if err != nil {
+						return err
+					}
+					spec := cur.Node.GetSpec()
+					if spec == nil {
+						spec = &types.NodeSpec{}
+					}
+					if spec.Labels == nil {
+						spec.Labels = map[string]string{}
+					}
+					for _, k := range labelRm {
+						if _, ok := spec.Labels[k]; !ok {
+							return fmt.Errorf("--label-rm %s: node %s has no such label", k, cur.Node.Id)
+						}
+						delete(spec.Labels, k)
+					}
+					for k, v := range add {
+						spec.Labels[k] = v
+					}
+					resp, err := cl.UpdateNode(ctx, &adminapi.UpdateNodeRequest{NameOrId: cur.Node.Id, Version: cur.Node.GetMeta().GetVersion(), Spec: spec})
+					if codeOf(err) == codes.Aborted && attempt < maxUpdateAttempts {
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(cmd.OutOrStdout(), resp.Node.Id)
+					return nil
+				}
+			})
+		},
+	}
+	cmd.Flags().StringArrayVar(&labelAdd, "label-add", nil, "add or change a label KEY=VALUE")
+	cmd.Flags().StringArrayVar(&labelRm, "label-rm", nil, "remove a label")
+	return cmd
+}
+
+func newNodeRmCommand(c *connFlags) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm [OPTIONS] NODE...",
+		Aliases: []string{"remove"},
+		Short:   "Remove nodes and revoke their certificates",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
+				var failed errs
+				for _, a := range args {
+					if _, err := cl.RemoveNode(ctx, &adminapi.RemoveNodeRequest{NameOrId: a, Force: force}); err != nil {
+						failed = append(failed, c.explain(err))
+						continue
+					}
+					fmt.Fprintln(cmd.OutOrStdout(), a)
+				}
+				return failed.err()
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove a node that is still ready")
+	return cmd
+}
