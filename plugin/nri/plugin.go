@@ -40,12 +40,20 @@ type Plugin struct {
 	mu sync.Mutex
 	// claims maps the IDs of claiming containers to their service.
 	claims map[string]string
+	// synced is closed after the first Synchronize: the plugin is
+	// registered and sees every container created from then on.
+	synced     chan struct{}
+	syncedOnce sync.Once
 }
 
 // New returns a plugin that serves NRI events with a.
 func New(a Agent) *Plugin {
-	return &Plugin{agent: a, procRoot: "/proc", claims: map[string]string{}}
+	return &Plugin{agent: a, procRoot: "/proc", claims: map[string]string{}, synced: make(chan struct{})}
 }
+
+// Synced is closed once the runtime has synchronized with the plugin:
+// from then on no CRI container starts without the plugin seeing it.
+func (p *Plugin) Synced() <-chan struct{} { return p.synced }
 
 // Options say where and under which name the plugin registers.
 type Options struct {
@@ -211,6 +219,7 @@ func (p *Plugin) Synchronize(ctx context.Context, pods []*api.PodSandbox, ctrs [
 	p.mu.Lock()
 	p.claims = claims
 	p.mu.Unlock()
+	defer p.syncedOnce.Do(func() { close(p.synced) })
 	held, err := p.agent.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("synchronize: list agent mounts: %w", err)

@@ -378,3 +378,15 @@ func TestNeedsPlaceholder(t *testing.T) {
 		}
 	}
 }
+
+func TestSandboxContainerIsLeftAlone(t *testing.T) {
+	spec := claiming("web")
+	spec.Annotations["io.kubernetes.cri.container-type"] = "sandbox"
+	r := newRig(t, spec)
+	if code := r.w.Main(r.createArgs()); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if len(r.execs) != 1 || len(r.agent.prepared) != 0 {
+		t.Fatalf("pause container was not passed through: execs %q, prepared %d", r.execs, len(r.agent.prepared))
+	}
+}

@@ -37,6 +37,10 @@ type Claim struct {
 	Path string
 }
 
+// criContainerType is the annotation by which containerd's CRI marks a pod's
+// sandbox (pause) container.
+const criContainerType = "io.kubernetes.cri.container-type"
+
 // annotationKey is what the fast path looks for before decoding anything.
 var annotationKey = []byte(`"` + ServiceAnnotation + `"`)
 
@@ -59,6 +63,11 @@ func ReadClaim(bundle string) (*Claim, error) {
 	service, ok := spec.Annotations[ServiceAnnotation]
 	if !ok {
 		// The key appeared elsewhere (an env value, a label): no claim.
+		return nil, nil
+	}
+	if spec.Annotations[criContainerType] == "sandbox" {
+		// A CRI runtime handler passes pod annotations to the pod's pause
+		// container as well: it runs no workload and gets nothing.
 		return nil, nil
 	}
 	if service == "" {
