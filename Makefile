@@ -5,7 +5,7 @@ BIN         := bin
 export PATH := $(LOCKBOX_TOOLS)/bin:$(PATH)
 export LOCKBOX_TOOLS
 
-.PHONY: all deps build test unit integration bench proto lint demo clean
+.PHONY: all deps build test unit windows integration bench proto lint demo clean
 
 all: build
 
@@ -17,10 +17,14 @@ build:
 
 # test is what CI runs: lint, unit tests (with the race detector), then the
 # root integration tests against real containerd, runc, crun and etcd.
-test: deps lint unit integration
+test: deps lint unit windows integration
 
 unit:
 	$(GO) test -race -count=1 ./...
+
+# windows runs the Windows tests of mounter/ and windows/ under wine64.
+windows:
+	./hack/test-windows.sh
 
 integration: build
 	LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 40m -tags integration ./integration/...
