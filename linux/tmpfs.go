@@ -52,14 +52,19 @@ func (m *Mounter) BuildTmpfs(ctx context.Context, plan *mounter.Plan, src mounte
 		return nil, err
 	}
 	dirs := secretDirs(plan.Files)
-	// tmpfs charges an inode for every file, directory and hard link.
-	links := 0
+	// tmpfs charges an inode's worth of space (1 KiB) for every file,
+	// directory and hard link, and takes extended attributes from the same
+	// budget: count one more for every mark (far more than one needs).
+	inodes := 1 + 2*len(plan.Files) + len(dirs)
 	for _, f := range plan.Files {
 		if linkName(f) != "" {
-			links++
+			inodes++
 		}
 	}
-	fd, err := m.newTmpfs(tmpfsSize(plan.Files), len(plan.Files)+links+len(dirs)+1)
+	if len(dirs) > 0 {
+		inodes++
+	}
+	fd, err := m.newTmpfs(tmpfsSize(plan.Files), inodes)
 	if err != nil {
 		return nil, err
 	}

@@ -229,3 +229,33 @@ func TestWipe(t *testing.T) {
 		t.Error("Handover after Wipe succeeded")
 	}
 }
+
+// TestBuildShapes checks that the tmpfs's size and inode budget fit plans of
+// every shape: tmpfs charges links, directories and the marks against the
+// inode budget, and whole pages against the size.
+func TestBuildShapes(t *testing.T) {
+	shapes := []struct {
+		name   string
+		n      int
+		size   int
+		target func(i int) string
+	}{
+		{"flat under /run/secrets", 300, 1, func(i int) string { return "" }},
+		{"deep under /run/secrets", 100, 10, func(i int) string { return fmt.Sprintf("a%d/b/c/d/e/f", i) }},
+		{"outside", 100, 4097, func(i int) string { return fmt.Sprintf("/etc/x%d", i) }},
+		{"page sized", 50, 4096, func(i int) string { return "" }},
+		{"largest", 131, mounter.MaxSecretSize - 1, func(i int) string { return "" }},
+	}
+	for _, sh := range shapes {
+		t.Run(sh.name, func(t *testing.T) {
+			src := memSource{}
+			var grants []mounter.Grant
+			for i := range sh.n {
+				id := fmt.Sprintf("s%03d", i)
+				src[id] = secretData(id, sh.size)
+				grants = append(grants, mounter.Grant{SecretID: id, SecretName: id, Target: sh.target(i)})
+			}
+			build(t, grants, src)
+		})
+	}
+}
