@@ -15,6 +15,10 @@ import (
 type KeyManager struct {
 	Keys  *keys.Manager
 	Store *store.Store
+	// Extra re-seal every other value sealed with Keys (the CA's key and
+	// join tokens): without them those values become unreadable when a
+	// data-key rotation drops the old key.
+	Extra []keys.Resealer
 }
 
 var (
@@ -41,5 +45,5 @@ func (k KeyManager) UnlockKey(ctx context.Context, rotate bool) (string, bool, e
 }
 
 func (k KeyManager) RotateDataKey(ctx context.Context) (int, error) {
-	return k.Keys.RotateDEK(ctx, k.Store)
+	return k.Keys.RotateDEK(ctx, append([]keys.Resealer{k.Store}, k.Extra...)...)
 }

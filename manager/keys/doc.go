@@ -49,7 +49,12 @@
 //
 // RotateUnlockKey / RotateKEK re-wrap the keyring under a new KEK (one
 // compare-and-swap write). RotateDEK adds a new current DEK (written
-// first), re-seals every secret under it through a Resealer, and only then
-// drops the old DEKs: a crash at any point leaves a keyring that opens
-// every secret, and FinishRotation completes the job.
+// first), re-seals every sealed value under it through Resealers, and only
+// then drops the old DEKs: a crash at any point leaves a keyring that opens
+// everything, and FinishRotation completes the job.
+//
+// Every package that seals with the Manager must hand RotateDEK a Resealer
+// for its values (the store for secrets; RawValues for etcd keys holding
+// one sealed blob; manager/ca's CA key needs its own), or those values are
+// lost when the old DEK is dropped.
 package keys

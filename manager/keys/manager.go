@@ -313,9 +313,15 @@ func (m *Manager) RotateUnlockKey(ctx context.Context) (string, error) {
 	return key, nil
 }
 
-// RotateDEK makes a new current data key, re-seals every secret under it
-// and drops the old keys. It returns how many secrets it re-sealed.
-func (m *Manager) RotateDEK(ctx context.Context, r Resealer) (int, error) {
+// RotateDEK makes a new current data key, re-seals everything sealed
+// under the old ones through rs, and drops the old keys. It returns how
+// many values it re-sealed.
+//
+// rs must cover every value sealed with this Manager: the store's secrets
+// and anything else (the CA key and join tokens of manager/ca, for
+// example; RawValues covers values that are one sealed blob). A value no
+// Resealer covers is unreadable once the old keys are dropped.
+func (m *Manager) RotateDEK(ctx context.Context, rs ...Resealer) (int, error) {
 	ring, kek, rev, err := m.current()
 	if err != nil {
 		return 0, err
@@ -334,23 +340,28 @@ func (m *Manager) RotateDEK(ctx context.Context, r Resealer) (int, error) {
 		kek.Zero()
 		return 0, fmt.Errorf("rotate data key: %w", err)
 	}
-	return m.FinishRotation(ctx, r)
+	return m.FinishRotation(ctx, rs...)
 }
 
-// FinishRotation re-seals every secret not under the current DEK, then
-// drops every other DEK. Run it after a crash left a keyring with several
-// DEKs; it is a no-op on a ring with one.
-func (m *Manager) FinishRotation(ctx context.Context, r Resealer) (int, error) {
+// FinishRotation re-seals, through rs, every value not under the current
+// DEK, then drops every other DEK. Run it after a crash left a keyring with
+// several DEKs (RotateDEK's doc says what rs must cover); with one DEK it
+// only re-seals what needs it.
+func (m *Manager) FinishRotation(ctx context.Context, rs ...Resealer) (int, error) {
 	total := 0
 	// Repeat until a pass finds nothing: a manager that had not reloaded
 	// the ring yet may have sealed under the old key during a pass.
 	for {
-		n, err := r.Reseal(ctx, m.NeedsReseal)
-		total += n
-		if err != nil {
-			return total, fmt.Errorf("re-seal secrets: %w", err)
+		pass := 0
+		for _, r := range rs {
+			n, err := r.Reseal(ctx, m.NeedsReseal)
+			pass += n
+			if err != nil {
+				return total + pass, fmt.Errorf("re-seal: %w", err)
+			}
 		}
-		if n == 0 {
+		total += pass
+		if pass == 0 {
 			break
 		}
 	}
@@ -375,4 +386,51 @@ func (m *Manager) FinishRotation(ctx context.Context, r Resealer) (int, error) {
 // Close zeroes the keyring and KEK; the manager is locked afterwards.
 func (m *Manager) Close() {
 	m.install(nil, nil, 0)
+}
+
+// RawValues is a Resealer for etcd keys whose whole value is one sealed
+// blob (manager/ca's join tokens, for example). Each rewrite compares the
+// key's revision, so a concurrent writer wins and the next pass looks
+// again.
+func (m *Manager) RawValues(cli *clientv3.Client, keys ...string) Resealer {
+	return rawResealer{m: m, cli: cli, keys: keys}
+}
+
+type rawResealer struct {
+	m    *Manager
+	cli  *clientv3.Client
+	keys []string
+}
+
+func (r rawResealer) Reseal(ctx context.Context, needs func([]byte) bool) (int, error) {
+	n := 0
+	for _, key := range r.keys {
+		resp, err := r.cli.Get(ctx, key)
+		if err != nil {
+			return n, fmt.Errorf("read %s: %w", key, err)
+		}
+		if len(resp.Kvs) == 0 || !needs(resp.Kvs[0].Value) {
+			continue
+		}
+		kv := resp.Kvs[0]
+		plain, err := r.m.Open(kv.Value)
+		if err != nil {
+			return n, fmt.Errorf("open %s: %w", key, err)
+		}
+		sealed, err := r.m.Seal(plain)
+		clear(plain)
+		if err != nil {
+			return n, fmt.Errorf("seal %s: %w", key, err)
+		}
+		tr, err := r.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
+			Then(clientv3.OpPut(key, string(sealed))).Commit()
+		if err != nil {
+			return n, fmt.Errorf("write %s: %w", key, err)
+		}
+		if tr.Succeeded {
+			n++
+		}
+	}
+	return n, nil
 }

@@ -120,12 +120,25 @@ func TestRotateDEK(t *testing.T) {
 		}
 		ids = append(ids, sec.Id)
 	}
+	// A value another package sealed (like manager/ca's join tokens).
+	other, err := c.a.Seal([]byte("token-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.cli.Put(ctx, "/lockbox/cluster/test-sealed", string(other)); err != nil {
+		t.Fatal(err)
+	}
 	before := rawData(t, c.cli, ids[0])
-	n, err := c.a.RotateDEK(ctx, c.sa)
-	if err != nil || n != 30 {
+	n, err := c.a.RotateDEK(ctx, c.sa, c.a.RawValues(c.cli, "/lockbox/cluster/test-sealed", "/lockbox/cluster/absent"))
+	if err != nil || n != 31 {
 		t.Fatalf("rotate: %d, %v", n, err)
 	}
 	after := rawData(t, c.cli, ids[0])
+	if resp, err := c.cli.Get(ctx, "/lockbox/cluster/test-sealed"); err != nil || len(resp.Kvs) != 1 {
+		t.Fatal(err)
+	} else if p, err := c.a.Open(resp.Kvs[0].Value); err != nil || string(p) != "token-secret" {
+		t.Fatalf("other sealed value after rotation: %q %v", p, err)
+	}
 	if bytes.Equal(before[:5], after[:5]) {
 		t.Fatal("key ID unchanged after rotation")
 	}
