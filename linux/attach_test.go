@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
 	"github.com/lockbox-project/lockbox/mounter"
@@ -255,5 +256,21 @@ func TestAttachByPidWithRootfs(t *testing.T) {
 	}
 	if got := execOK(t, r, id, "cat /run/secrets/a"); got != string(src["id-a"]) {
 		t.Errorf("container reads %q", got)
+	}
+}
+
+// TestAttachUmask checks that the directories made in the container's root
+// are traversable by its users whatever the mounter's umask.
+func TestAttachUmask(t *testing.T) {
+	src := memSource{"id-a": secretData("a", 10)}
+	_, m := build(t, []mounter.Grant{{SecretID: "id-a", SecretName: "a", Target: "/opt/app/conf/a", UID: "1000"}}, src)
+	r, _, id, pid := runContainer(t, busybox.Options{User: specs.User{UID: 1000, GID: 1000}})
+	old := unix.Umask(0o077)
+	defer unix.Umask(old)
+	if err := m.Attach(context.Background(), mounter.Container{ID: id, Pid: pid}); err != nil {
+		t.Fatal(err)
+	}
+	if got := execOK(t, r, id, "stat -c %a /opt /opt/app /opt/app/conf; cat /opt/app/conf/a"); got != "755\n755\n755\n"+string(src["id-a"]) {
+		t.Errorf("container sees %q", got)
 	}
 }

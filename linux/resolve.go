@@ -107,7 +107,18 @@ func mkdirAll(root int, target, relDir string) (int, error) {
 		if errors.Is(err, unix.ENOENT) {
 			err = unix.Mkdirat(cur, elem, 0o755)
 			switch {
-			case err == nil, errors.Is(err, unix.EEXIST):
+			case err == nil:
+				// mkdir applied the umask; the container's users must be
+				// able to traverse. Chmod through an fd resolved inside the
+				// root, never by name.
+				fd, err = openInRoot(root, prefix, unix.O_RDONLY|unix.O_DIRECTORY)
+				if err == nil {
+					if cerr := unix.Fchmod(fd, 0o755); cerr != nil {
+						unix.Close(fd)
+						fd, err = -1, cerr
+					}
+				}
+			case errors.Is(err, unix.EEXIST):
 				fd, err = openInRoot(root, prefix, unix.O_PATH|unix.O_DIRECTORY)
 				if errors.Is(err, unix.ENOENT) {
 					// mkdir found a name that does not resolve: a
