@@ -1,0 +1,357 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/lockbox-project/lockbox/agent/grants"
+	"github.com/lockbox-project/lockbox/agent/localapi"
+	api "github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/mounter"
+)
+
+// Handoverer is a Mount that can give out its mounts as fds for a caller
+// already in the container's mount namespace to attach (the Linux tmpfs).
+type Handoverer interface {
+	Handover(c mounter.Container) ([]mounter.Handover, error)
+}
+
+// Config is what an Agent is made of.
+type Config struct {
+	// StateDir holds the container records (IDs only).
+	StateDir string
+	Grants   *grants.Cache
+	// Mounter builds mounts; nil selects the platform's (NewPlatformMounter).
+	Mounter mounter.Mounter
+	Log     *slog.Logger
+}
+
+// held is one container the agent has mounted. mount is nil for containers
+// recovered from the records after a restart: their files live on in the
+// container, but the agent lost the fds with its previous process.
+type held struct {
+	rec   record
+	mount mounter.Mount
+}
+
+// Agent serves the local API. It implements localapi.Handler.
+type Agent struct {
+	grants  *grants.Cache
+	mounter mounter.Mounter
+	records *recordStore
+	log     *slog.Logger
+	selfNS  uint64
+
+	locks keyedMutex
+	mu    sync.Mutex
+	held  map[string]*held
+}
+
+var _ localapi.Handler = (*Agent)(nil)
+
+// New returns an Agent and recovers its records: containers that no longer
+// exist are forgotten, running ones are listed again.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Grants == nil {
+		return nil, errors.New("agent: no grant cache")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Mounter == nil {
+		m, err := NewPlatformMounter(cfg.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Mounter = m
+	}
+	rs, err := newRecordStore(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{grants: cfg.Grants, mounter: cfg.Mounter, records: rs, log: cfg.Log, held: map[string]*held{}}
+	a.selfNS, _ = mntNS("self")
+	a.recover()
+	return a, nil
+}
+
+func (a *Agent) recover() {
+	recs, errs := a.records.list()
+	for _, err := range errs {
+		a.log.Warn("container record unreadable; left in place", "err", err)
+	}
+	if len(recs) == 0 {
+		return
+	}
+	live := liveNamespaces()
+	for _, r := range recs {
+		if r.alive(live) {
+			a.held[r.ID] = &held{rec: r}
+			a.log.Info("container still running after restart; its secrets stay until it stops", "container", r.ID, "service", r.Service)
+			continue
+		}
+		// The container is gone, and with its mount namespace the kernel
+		// freed the tmpfs: the agent held the only other reference, in the
+		// process that died.
+		if err := a.records.remove(r.ID); err != nil {
+			a.log.Warn("forget finished container", "container", r.ID, "err", err)
+			continue
+		}
+		a.log.Info("forgot container that finished while the agent was down", "container", r.ID)
+	}
+}
+
+func toMounterContainer(c *api.Container) mounter.Container {
+	mc := mounter.Container{ID: c.GetId(), Pid: int(c.GetPid()), Rootfs: c.GetRootfs(), ReadonlyRootfs: c.GetReadonlyRootfs()}
+	for _, m := range c.GetUidMappings() {
+		mc.UIDMappings = append(mc.UIDMappings, mounter.IDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetSize()})
+	}
+	for _, m := range c.GetGidMappings() {
+		mc.GIDMappings = append(mc.GIDMappings, mounter.IDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetSize()})
+	}
+	return mc
+}
+
+func containerOS(s string) (mounter.OS, error) {
+	switch s {
+	case "", "linux":
+		return mounter.Linux, nil
+	case "windows":
+		return mounter.Windows, nil
+	}
+	return "", localapi.Errorf(api.Error_INVALID, "container os %q: must be linux or windows", s)
+}
+
+// Prepare builds the secrets mount of the claimed service for a container
+// and attaches it (req.Attach) or returns its fds. Preparing a container
+// that is already prepared does not build again.
+func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.PrepareResponse, []*os.File, error) {
+	c := req.GetContainer()
+	id := c.GetId()
+	if !validContainerID(id) {
+		return nil, nil, localapi.Errorf(api.Error_INVALID, "container id %q: not a container ID", id)
+	}
+	if c.GetService() == "" {
+		return nil, nil, localapi.Errorf(api.Error_INVALID, "container %s claims no service", id)
+	}
+	osys, err := containerOS(c.GetOs())
+	if err != nil {
+		return nil, nil, err
+	}
+	if !req.GetAttach() && c.GetPid() != 0 {
+		return nil, nil, localapi.Errorf(api.Error_INVALID, "container %s: a pid is only used with attach", id)
+	}
+	unlock := a.locks.lock(id)
+	defer unlock()
+
+	mc := toMounterContainer(c)
+	a.mu.Lock()
+	h := a.held[id]
+	a.mu.Unlock()
+	if h != nil {
+		return a.again(ctx, h, req, mc)
+	}
+
+	view, err := a.grants.Restrict(c.GetService())
+	if err != nil {
+		var ng *grants.NotGrantedError
+		if errors.As(err, &ng) {
+			return nil, nil, localapi.Errorf(api.Error_NOT_GRANTED, "%v", err)
+		}
+		return nil, nil, err
+	}
+	plan, err := mounter.NewPlan(osys, view.Grants())
+	if err != nil {
+		return nil, nil, localapi.Errorf(api.Error_INVALID, "service %q: %v", c.GetService(), err)
+	}
+	m, err := a.mounter.Build(ctx, plan, view)
+	if err != nil {
+		return nil, nil, fmt.Errorf("container %s, service %q: build secrets mount: %w", id, c.GetService(), err)
+	}
+	rec := record{ID: id, Service: c.GetService(), Pid: int(c.GetPid())}
+	for _, f := range plan.Files {
+		rec.Targets = append(rec.Targets, f.Target)
+	}
+	if rec.Pid > 0 {
+		rec.PidStart, _ = pidStart(rec.Pid)
+	}
+	if p, ok := localapi.PeerFromContext(ctx); ok && rec.Pid == 0 {
+		// An OCI hook runs in the container's mount namespace.
+		if ns, err := mntNS(strconv.Itoa(int(p.Pid))); err == nil && ns != a.selfNS {
+			rec.MntNS = ns
+		}
+	}
+	// Record before the files can appear in the container, so that a
+	// crash right after leaves a trace to clean up.
+	if err := a.records.put(rec); err != nil {
+		m.Wipe()
+		return nil, nil, err
+	}
+	resp, files, err := a.deliver(ctx, m, req, mc, plan)
+	if err != nil {
+		m.Wipe()
+		a.records.remove(id)
+		return nil, nil, err
+	}
+	a.mu.Lock()
+	a.held[id] = &held{rec: rec, mount: m}
+	a.mu.Unlock()
+	a.log.Info("secrets mounted", "container", id, "service", rec.Service, "files", len(plan.Files), "attach", req.GetAttach())
+	return resp, files, nil
+}
+
+// deliver attaches m in the container or hands its mounts over as fds.
+func (a *Agent) deliver(ctx context.Context, m mounter.Mount, req *api.PrepareRequest, mc mounter.Container, plan *mounter.Plan) (*api.PrepareResponse, []*os.File, error) {
+	resp := &api.PrepareResponse{}
+	if req.GetAttach() {
+		if err := m.Attach(ctx, mc); err != nil {
+			return nil, nil, fmt.Errorf("container %s: attach secrets: %w", mc.ID, err)
+		}
+		for _, t := range targets(plan) {
+			resp.Mounts = append(resp.Mounts, &api.MountPoint{Target: t, FdIndex: -1})
+		}
+		return resp, nil, nil
+	}
+	ho, ok := m.(Handoverer)
+	if !ok {
+		return nil, nil, localapi.Errorf(api.Error_INVALID, "container %s: this platform's mounts cannot be handed over as fds; ask the agent to attach", mc.ID)
+	}
+	hs, err := ho.Handover(mc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("container %s: hand over secrets: %w", mc.ID, err)
+	}
+	files := make([]*os.File, len(hs))
+	for i, h := range hs {
+		resp.Mounts = append(resp.Mounts, &api.MountPoint{Target: h.Target, FdIndex: int32(i)})
+		files[i] = h.File
+	}
+	return resp, files, nil
+}
+
+// again answers a second Prepare of a container the agent already holds:
+// fresh fds for a caller that attaches itself, the targets otherwise.
+func (a *Agent) again(ctx context.Context, h *held, req *api.PrepareRequest, mc mounter.Container) (*api.PrepareResponse, []*os.File, error) {
+	if h.rec.Service != req.GetContainer().GetService() {
+		return nil, nil, localapi.Errorf(api.Error_INVALID, "container %s already holds the secrets of service %q", mc.ID, h.rec.Service)
+	}
+	if req.GetAttach() || h.mount == nil {
+		if !req.GetAttach() {
+			return nil, nil, localapi.Errorf(api.Error_NOT_FOUND, "container %s was mounted before the agent restarted; its fds are gone", mc.ID)
+		}
+		resp := &api.PrepareResponse{}
+		for _, t := range h.rec.Targets {
+			resp.Mounts = append(resp.Mounts, &api.MountPoint{Target: t, FdIndex: -1})
+		}
+		return resp, nil, nil
+	}
+	return a.deliver(ctx, h.mount, req, mc, nil)
+}
+
+func targets(p *mounter.Plan) []string {
+	if p == nil {
+		return nil
+	}
+	ts := make([]string, len(p.Files))
+	for i, f := range p.Files {
+		ts[i] = f.Target
+	}
+	return ts
+}
+
+// Release wipes a container's mount and forgets it. Releasing an unknown
+// container succeeds: a poststop hook and a runtime delete may both ask.
+func (a *Agent) Release(ctx context.Context, id string) error {
+	if !validContainerID(id) {
+		return localapi.Errorf(api.Error_INVALID, "container id %q: not a container ID", id)
+	}
+	unlock := a.locks.lock(id)
+	defer unlock()
+	a.mu.Lock()
+	h := a.held[id]
+	a.mu.Unlock()
+	var wipeErr error
+	if h != nil && h.mount != nil {
+		wipeErr = h.mount.Wipe()
+		if wipeErr != nil {
+			// Keep the record and the mount: a later Release retries.
+			return fmt.Errorf("container %s: wipe secrets: %w", id, wipeErr)
+		}
+	}
+	if err := a.records.remove(id); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	delete(a.held, id)
+	a.mu.Unlock()
+	if h != nil {
+		a.log.Info("secrets released", "container", id, "service", h.rec.Service, "recovered", h.mount == nil)
+	}
+	return nil
+}
+
+// List returns the containers the agent holds mounts for, sorted by ID.
+func (a *Agent) List(ctx context.Context) (*api.ListResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	resp := &api.ListResponse{}
+	for _, h := range a.held {
+		resp.Containers = append(resp.Containers, &api.MountedContainer{Id: h.rec.ID, Service: h.rec.Service, Targets: append([]string(nil), h.rec.Targets...)})
+	}
+	sort.Slice(resp.Containers, func(i, j int) bool { return resp.Containers[i].Id < resp.Containers[j].Id })
+	return resp, nil
+}
+
+// Close drops the agent's fds without wiping: running containers keep
+// their files, and their records let the next agent tell when they end.
+// The kernel frees each tmpfs when its container's mount namespace goes.
+func (a *Agent) Close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, h := range a.held {
+		if c, ok := h.mount.(interface{ Close() error }); ok {
+			c.Close()
+		}
+		a.held[id] = &held{rec: h.rec}
+	}
+}
+
+// keyedMutex serialises work per container ID.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyedEntry{}
+	}
+	e := k.locks[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.locks[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}

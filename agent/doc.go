@@ -1,0 +1,12 @@
+// Package agent is the node agent's core: it serves the local API
+// (agent/localapi) from the grant cache (agent/grants) by building each
+// container's secrets mount with the platform mounter, attaching it or
+// handing its fds over, and wiping it when the container is released.
+//
+// It records which containers it has mounted (IDs and liveness hints, never
+// secret data) in the state directory so that a restarted agent can tell
+// finished containers from running ones.
+//
+// It knows nothing of etcd or of the manager's side; the stream to the
+// managers lives in agent/session.
+package agent

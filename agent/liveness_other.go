@@ -1,0 +1,15 @@
+//go:build !linux
+
+package agent
+
+import "errors"
+
+var errNoProc = errors.New("no /proc on this platform")
+
+func pidStart(pid int) (uint64, error) { return 0, errNoProc }
+
+func mntNS(pid string) (uint64, error) { return 0, errNoProc }
+
+// liveNamespaces is empty where there is no /proc: records without a pid
+// hint are then taken for finished containers.
+func liveNamespaces() map[uint64]bool { return map[uint64]bool{} }

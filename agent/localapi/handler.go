@@ -1,0 +1,35 @@
+package localapi
+
+import (
+	"context"
+	"os"
+
+	"github.com/lockbox-project/lockbox/api/agent"
+)
+
+// Handler serves the requests of the local API. Errors of type *Error reach
+// the caller with their code; any other error is reported as UNKNOWN.
+type Handler interface {
+	// Prepare builds a container's mount. The files it returns are sent to
+	// the caller and then closed by the server: return duplicates of any fd
+	// the handler keeps.
+	Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error)
+	Release(ctx context.Context, containerID string) error
+	List(ctx context.Context) (*agent.ListResponse, error)
+}
+
+// Peer is the process at the other end of a connection, as SO_PEERCRED
+// reported it when the connection was accepted.
+type Peer struct {
+	Pid int32
+	UID uint32
+	GID uint32
+}
+
+type peerKey struct{}
+
+// PeerFromContext returns the caller of the request a Handler serves.
+func PeerFromContext(ctx context.Context) (Peer, bool) {
+	p, ok := ctx.Value(peerKey{}).(Peer)
+	return p, ok
+}
