@@ -27,8 +27,8 @@ func (c *Containerd) Client(ns string) (*containerd.Client, context.Context) {
 
 // GoRun creates, starts and waits for a container with the Go client, then
 // deletes it and its snapshot, like "ctr run --rm". runtimeBinary is the
-// runc shim's BinaryName. It returns the container's stdout and stderr and
-// its exit status.
+// runc shim's BinaryName. It returns the container's stdout followed by its
+// stderr, and its exit status.
 func (c *Containerd) GoRun(ctx context.Context, cl *containerd.Client, image, id, runtimeBinary string, opts ...oci.SpecOpts) (string, uint32, error) {
 	img, err := cl.GetImage(ctx, image)
 	if err != nil {
@@ -43,8 +43,10 @@ func (c *Containerd) GoRun(ctx context.Context, cl *containerd.Client, image, id
 		return "", 0, fmt.Errorf("new container %s: %w", id, err)
 	}
 	defer ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
-	var out bytes.Buffer
-	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &out, &out), cio.WithFIFODir(c.FifoDir)))
+	// Separate buffers: the two streams are copied by separate goroutines.
+	var stdout, stderr bytes.Buffer
+	output := func() string { return stdout.String() + stderr.String() }
+	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &stdout, &stderr), cio.WithFIFODir(c.FifoDir)))
 	if err != nil {
 		return "", 0, fmt.Errorf("new task %s: %w", id, err)
 	}
@@ -61,15 +63,15 @@ func (c *Containerd) GoRun(ctx context.Context, cl *containerd.Client, image, id
 	case st = <-exitc:
 	case <-ctx.Done():
 		task.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
-		return out.String(), 0, ctx.Err()
+		return "", 0, ctx.Err()
 	}
 	code, _, err := st.Result()
 	if err != nil {
-		return out.String(), 0, err
+		return "", 0, err
 	}
 	// Delete before reading the output: it closes the IO and flushes it.
 	if _, err := task.Delete(ctx); err != nil {
-		return out.String(), code, fmt.Errorf("delete task %s: %w", id, err)
+		return "", code, fmt.Errorf("delete task %s: %w", id, err)
 	}
-	return out.String(), code, nil
+	return output(), code, nil
 }
