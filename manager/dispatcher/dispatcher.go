@@ -1,0 +1,399 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/store"
+)
+
+// Store is what the dispatcher reads and writes in the store.
+type Store interface {
+	Snapshot(ctx context.Context) (*store.Snapshot, error)
+	Watch(ctx context.Context, after int64) <-chan store.Batch
+	SecretData(ctx context.Context, id string) ([]byte, error)
+	UpdateNode(ctx context.Context, id string, fn func(*types.Node) error) (*types.Node, error)
+}
+
+// HistoryReader reads services and a node as they were at a past
+// revision, to resume a session; ok is false when that revision is gone.
+type HistoryReader interface {
+	ViewInputsAt(ctx context.Context, rev int64, nodeID string) (services []*types.Service, node *types.Node, ok bool, err error)
+}
+
+// Config configures a Dispatcher.
+type Config struct {
+	Store   Store
+	History HistoryReader // nil: every session starts COMPLETE
+	// Managers lists the manager addresses sent in every message.
+	Managers func() []string
+	// HeartbeatPeriod is the period agents are told; a node silent for
+	// three periods is marked down. Default 5s.
+	HeartbeatPeriod time.Duration
+	// BatchWindow is how long watch batches are gathered before fan-out.
+	// Default 2ms.
+	BatchWindow time.Duration
+	Logger      *slog.Logger
+}
+
+// Dispatcher fans store changes out to node sessions.
+type Dispatcher struct {
+	cfg Config
+	log *slog.Logger
+
+	// mu guards ix and sessions; the run loop holds it while it computes
+	// views, attach holds it to take a consistent first view.
+	mu       sync.Mutex
+	ix       *index
+	sessions map[string]*session // by node ID
+	ready    chan struct{}
+	// advanced is closed and replaced whenever ix.rev moves.
+	advanced chan struct{}
+
+	hb heartbeats
+}
+
+// New returns a Dispatcher; Run must be running for sessions to be served.
+func New(cfg Config) *Dispatcher {
+	if cfg.HeartbeatPeriod == 0 {
+		cfg.HeartbeatPeriod = 5 * time.Second
+	}
+	if cfg.BatchWindow == 0 {
+		cfg.BatchWindow = 2 * time.Millisecond
+	}
+	if cfg.Managers == nil {
+		cfg.Managers = func() []string { return nil }
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Dispatcher{cfg: cfg, log: log, sessions: map[string]*session{}, ready: make(chan struct{}), advanced: make(chan struct{}), hb: heartbeats{seen: map[string]*nodeBeat{}}}
+}
+
+// ErrNodeRemoved ends the session of a node that left the store.
+var ErrNodeRemoved = status.Error(codes.PermissionDenied, "this node was removed from the cluster")
+
+// ErrRevoked ends the session of a node whose certificate was revoked.
+var ErrRevoked = status.Error(codes.PermissionDenied, "this node's certificate was revoked")
+
+// Run follows the store until ctx ends.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	go d.reapLoop(ctx)
+	first := true
+	for {
+		snap, err := d.cfg.Store.Snapshot(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			d.log.Warn("dispatcher: snapshot failed; retrying", "err", err)
+			if !sleepCtx(ctx, time.Second) {
+				return ctx.Err()
+			}
+			continue
+		}
+		d.resync(ctx, newIndex(snap))
+		if first {
+			close(d.ready)
+			first = false
+		}
+		err = d.follow(ctx, snap.Revision)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		d.log.Warn("dispatcher: watch ended; taking a new snapshot", "err", err)
+	}
+}
+
+// WaitIndexed waits until the index includes revision rev (of an object
+// key: revisions of other keys are never seen by the dispatcher).
+func (d *Dispatcher) WaitIndexed(ctx context.Context, rev int64) error {
+	select {
+	case <-d.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	for {
+		d.mu.Lock()
+		cur, ch := d.ix.rev, d.advanced
+		d.mu.Unlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// advance signals WaitIndexed callers; d.mu must be held.
+func (d *Dispatcher) advance() {
+	close(d.advanced)
+	d.advanced = make(chan struct{})
+}
+
+// Ready is closed once the first snapshot is loaded.
+func (d *Dispatcher) Ready() <-chan struct{} { return d.ready }
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// follow applies watch batches until the watch fails.
+func (d *Dispatcher) follow(ctx context.Context, rev int64) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := d.cfg.Store.Watch(wctx, rev)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		var b store.Batch
+		var ok bool
+		select {
+		case b, ok = <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !ok {
+			return errors.New("watch closed")
+		}
+		if b.Err != nil {
+			return b.Err
+		}
+		d.mu.Lock()
+		dl := &delta{services: map[string]bool{}, nodes: map[string]bool{}}
+		d.ix.apply(b, dl)
+		d.advance()
+		d.mu.Unlock()
+		// Gather what else arrives in the window: one fan-out for a burst.
+		timer.Reset(d.cfg.BatchWindow)
+	gather:
+		for {
+			select {
+			case b, ok = <-ch:
+				if !ok {
+					break gather
+				}
+				if b.Err != nil {
+					d.fanOut(ctx, dl)
+					return b.Err
+				}
+				d.mu.Lock()
+				d.ix.apply(b, dl)
+				d.advance()
+				d.mu.Unlock()
+			case <-timer.C:
+				break gather
+			}
+		}
+		timer.Stop()
+		d.fanOut(ctx, dl)
+		if !ok {
+			return errors.New("watch closed")
+		}
+	}
+}
+
+// pendingUpdate is the changes of one session from one fan-out.
+type pendingUpdate struct {
+	s       *session
+	changes []change
+}
+
+// fanOut turns a delta into queued changes on every affected session.
+func (d *Dispatcher) fanOut(ctx context.Context, dl *delta) {
+	if dl.empty() {
+		return
+	}
+	d.mu.Lock()
+	rev := d.ix.rev
+	var work []pendingUpdate
+	need := map[string]bool{}
+	for nodeID, s := range d.sessions {
+		n := d.ix.nodes[nodeID]
+		if n == nil {
+			s.end(ErrNodeRemoved)
+			delete(d.sessions, nodeID)
+			continue
+		}
+		var nv view
+		if dl.nodes[nodeID] {
+			nv = viewOf(d.ix.services, n)
+		} else {
+			nv = nil
+			for id := range dl.services {
+				svc := d.ix.services[id]
+				inNew := svc != nil && svc.matches(n)
+				old, inOld := s.view[id]
+				if !inNew && !inOld || inNew && old == svc.svc {
+					continue
+				}
+				if nv == nil {
+					nv = make(view, len(s.view)+1)
+					for k, v := range s.view {
+						nv[k] = v
+					}
+				}
+				if inNew {
+					nv[id] = svc.svc
+				} else {
+					delete(nv, id)
+				}
+			}
+			if nv == nil {
+				continue
+			}
+		}
+		ch := diff(s.view, nv)
+		s.view = nv
+		if len(ch) == 0 {
+			continue
+		}
+		for _, c := range ch {
+			if !c.remove && c.secretID != "" {
+				need[c.secretID] = true
+			}
+		}
+		work = append(work, pendingUpdate{s: s, changes: ch})
+	}
+	d.mu.Unlock()
+	if len(work) == 0 {
+		return
+	}
+
+	// One store read per secret, shared by every session that needs it.
+	data := make(map[string]*sharedData, len(need))
+	for id := range need {
+		b, err := d.cfg.Store.SecretData(ctx, id)
+		if err != nil {
+			d.log.Warn("dispatcher: cannot read secret data", "secret", id, "err", err)
+			continue
+		}
+		data[id] = &sharedData{b: b}
+	}
+	for _, w := range work {
+		items, err := buildChanges(w.changes, data)
+		if err != nil {
+			// The node must not miss a change: make it reconnect, and
+			// resume or start over from a fresh read.
+			w.s.end(status.Error(codes.Unavailable, err.Error()))
+			continue
+		}
+		w.s.push(rev, items)
+	}
+	// Drop the fan-out's own reference; sessions hold theirs until sent.
+	for _, sd := range data {
+		sd.release()
+	}
+}
+
+// sharedData is one secret's plaintext shared by the messages of many
+// sessions; it is zeroed when the last one has been sent.
+type sharedData struct {
+	b    []byte
+	refs atomic.Int64 // references beyond the fan-out's own
+	done atomic.Bool
+}
+
+func (s *sharedData) acquire() { s.refs.Add(1) }
+
+func (s *sharedData) release() {
+	if s.refs.Add(-1) < 0 && s.done.CompareAndSwap(false, true) {
+		clear(s.b)
+	}
+}
+
+// item is a queued change with the data it references.
+type item struct {
+	change *dapi.AssignmentChange
+	data   *sharedData
+}
+
+func buildChanges(cs []change, data map[string]*sharedData) ([]item, error) {
+	out := make([]item, 0, len(cs))
+	for _, c := range cs {
+		action := dapi.AssignmentChange_UPDATE
+		if c.remove {
+			action = dapi.AssignmentChange_REMOVE
+		}
+		ac := &dapi.AssignmentChange{Action: action}
+		var sd *sharedData
+		switch {
+		case c.service != nil && c.remove:
+			ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Service{Service: &dapi.ServiceGrants{ServiceId: c.service.Id, ServiceName: c.service.GetSpec().GetName()}}}
+		case c.service != nil:
+			ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Service{Service: serviceGrants(c.service)}}
+		case c.remove:
+			ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Secret{Secret: &dapi.SecretData{Id: c.secretID, Name: c.name}}}
+		default:
+			sd = data[c.secretID]
+			if sd == nil {
+				return nil, fmt.Errorf("data of secret %s is not readable now; reconnect", c.secretID)
+			}
+			sd.acquire()
+			ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Secret{Secret: &dapi.SecretData{Id: c.secretID, Name: c.name, Data: sd.b}}}
+		}
+		out = append(out, item{change: ac, data: sd})
+	}
+	return out, nil
+}
+
+func serviceGrants(s *types.Service) *dapi.ServiceGrants {
+	g := &dapi.ServiceGrants{ServiceId: s.Id, ServiceName: s.GetSpec().GetName()}
+	for _, ref := range s.GetSpec().GetSecrets() {
+		g.Grants = append(g.Grants, &dapi.Grant{SecretId: ref.GetSecretId(), SecretName: ref.GetSecretName(), Target: ref.GetTarget()})
+	}
+	return g
+}
+
+// resync replaces the index (first start, or after a compacted watch) and
+// moves every session to its view in the new index.
+func (d *Dispatcher) resync(ctx context.Context, ix *index) {
+	d.mu.Lock()
+	d.ix = ix
+	d.advance()
+	dl := &delta{services: map[string]bool{}, nodes: map[string]bool{}}
+	for id := range d.sessions {
+		dl.nodes[id] = true
+	}
+	d.mu.Unlock()
+	d.fanOut(ctx, dl)
+}
+
+// EndSession ends the session of nodeID (revocation).
+func (d *Dispatcher) EndSession(nodeID string, err error) {
+	d.mu.Lock()
+	s := d.sessions[nodeID]
+	delete(d.sessions, nodeID)
+	d.mu.Unlock()
+	if s != nil {
+		s.end(err)
+	}
+}
+
+// Sessions is the number of connected nodes.
+func (d *Dispatcher) Sessions() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.sessions)
+}

@@ -1,0 +1,22 @@
+// Package dispatcher implements the Dispatcher service: one stream per node
+// carrying the grants placed on that node.
+//
+// A single goroutine follows the store's watch and keeps one in-memory index
+// of services and nodes. For every batch of changes (watch events gathered
+// for a couple of milliseconds) it re-evaluates only what changed: the
+// changed services against every connected node, and every service against
+// a node whose labels changed. Each connected node has a "view" (the
+// services placed on it); the difference between its old and new view is
+// queued on its session as INCREMENTAL changes. Secret data is read from the
+// store once per batch and shared by every session that needs it, and zeroed
+// when the last of them has sent it.
+//
+// A session starts with a COMPLETE message, or, when the node resumes from a
+// revision etcd still holds, with the INCREMENTAL difference between its view
+// at that revision and its view now.
+//
+// The node's identity comes only from its verified client certificate. The
+// package does not issue certificates, check tokens or authorise admin
+// calls; it relies on the server's TLS configuration and interceptor for
+// that, and on Revoker to end the sessions of revoked nodes.
+package dispatcher

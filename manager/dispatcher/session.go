@@ -1,0 +1,305 @@
+package dispatcher
+
+import (
+	"context"
+	"net"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/ca"
+)
+
+// session is one connected node. Its view is owned by the dispatcher
+// (under Dispatcher.mu); pending is filled by fan-out and drained by the
+// stream's goroutine.
+type session struct {
+	nodeID string
+	view   view
+
+	mu      sync.Mutex
+	pending []item
+	rev     int64
+	err     error
+	wake    chan struct{} // capacity 1
+	done    chan struct{}
+	ended   bool
+}
+
+func newSession(nodeID string) *session {
+	return &session{nodeID: nodeID, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func (s *session) push(rev int64, items []item) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		for _, it := range items {
+			if it.data != nil {
+				it.data.release()
+			}
+		}
+		return
+	}
+	s.pending = append(s.pending, items...)
+	s.rev = rev
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *session) end(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	s.ended, s.err = true, err
+	close(s.done)
+}
+
+// take returns what is queued.
+func (s *session) take() ([]item, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	items := s.pending
+	s.pending = nil
+	return items, s.rev
+}
+
+// drop releases queued data of a session that is gone.
+func (s *session) drop() {
+	s.mu.Lock()
+	s.ended = true
+	items := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	for _, it := range items {
+		if it.data != nil {
+			it.data.release()
+		}
+	}
+}
+
+// Sender is the stream a session writes to (the gRPC server stream).
+type Sender interface {
+	Context() context.Context
+	Send(*dapi.SessionMessage) error
+}
+
+// Session implements the Dispatcher RPC.
+func (d *Dispatcher) Session(req *dapi.SessionRequest, stream dapi.Dispatcher_SessionServer) error {
+	who, err := ca.PeerIdentity(stream.Context())
+	if err != nil || (who.Role != ca.RoleWorker && who.Role != ca.RoleManager) {
+		return status.Error(codes.PermissionDenied, "a session needs a node certificate")
+	}
+	addr := ""
+	if p, ok := peer.FromContext(stream.Context()); ok {
+		if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+			addr = host
+		}
+	}
+	if err := d.markReady(stream.Context(), who.NodeID, req.GetDescription(), addr); err != nil {
+		return err
+	}
+	return d.Serve(stream, who.NodeID, req.GetResumeRevision())
+}
+
+// markReady records the node as ready, with what it says about itself.
+func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.NodeDescription, addr string) error {
+	now := timestamppb.Now()
+	_, err := d.cfg.Store.UpdateNode(ctx, nodeID, func(n *types.Node) error {
+		if desc != nil {
+			n.Description = desc
+		}
+		n.State = types.NodeState_NODE_STATE_READY
+		n.LastSeen = now
+		if addr != "" {
+			n.Addr = addr
+		}
+		return nil
+	})
+	if err != nil {
+		if isNotFound(err) {
+			return status.Errorf(codes.PermissionDenied, "node %s is not part of the cluster (removed?)", nodeID)
+		}
+		return status.Errorf(codes.Unavailable, "record node %s: %v", nodeID, err)
+	}
+	d.hb.beat(nodeID, now.AsTime())
+	return nil
+}
+
+// Serve runs the session of nodeID on stream: the first message, then
+// every change, until the stream or the session ends. The node must have
+// been authenticated by the caller.
+func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) error {
+	ctx := stream.Context()
+	select {
+	case <-d.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s, first, err := d.attach(ctx, nodeID, int64(resume))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		d.mu.Lock()
+		if d.sessions[nodeID] == s {
+			delete(d.sessions, nodeID)
+		}
+		d.mu.Unlock()
+		s.drop()
+	}()
+	base := d.base(nodeID)
+	err = sendMessage(stream, base, first.typ, first.rev, first.items)
+	if err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return s.err
+		case <-s.wake:
+		}
+		items, rev := s.take()
+		if len(items) == 0 {
+			continue
+		}
+		if err := sendMessage(stream, base, dapi.SessionMessage_INCREMENTAL, rev, items); err != nil {
+			return err
+		}
+	}
+}
+
+func (d *Dispatcher) base(nodeID string) *dapi.SessionMessage {
+	return &dapi.SessionMessage{
+		NodeId:            nodeID,
+		HeartbeatPeriodMs: uint32(d.cfg.HeartbeatPeriod.Milliseconds()),
+		Managers:          d.cfg.Managers(),
+	}
+}
+
+// sendMessage sends items and releases (zeroes) their data afterwards.
+func sendMessage(stream Sender, base *dapi.SessionMessage, typ dapi.SessionMessage_Type, rev int64, items []item) error {
+	msg := &dapi.SessionMessage{
+		Type:              typ,
+		Revision:          uint64(rev),
+		NodeId:            base.NodeId,
+		HeartbeatPeriodMs: base.HeartbeatPeriodMs,
+		Managers:          base.Managers,
+		Changes:           make([]*dapi.AssignmentChange, len(items)),
+	}
+	for i, it := range items {
+		msg.Changes[i] = it.change
+	}
+	err := stream.Send(msg)
+	for _, it := range items {
+		if it.data != nil {
+			it.data.release()
+		}
+	}
+	return err
+}
+
+type firstMessage struct {
+	typ   dapi.SessionMessage_Type
+	rev   int64
+	items []item
+}
+
+// attach registers a session for nodeID, replacing an older one, and
+// computes its first message.
+func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*session, firstMessage, error) {
+	// Read the past outside the lock; it is checked against the index
+	// revision below.
+	var past view
+	pastOK := false
+	if resume > 0 && d.cfg.History != nil {
+		svcs, n, ok, err := d.cfg.History.ViewInputsAt(ctx, resume, nodeID)
+		if err == nil && ok && n != nil {
+			ss := make(map[string]*service, len(svcs))
+			for _, s := range svcs {
+				ss[s.Id] = newService(s)
+			}
+			past, pastOK = viewOf(ss, n), true
+		}
+	}
+
+	d.mu.Lock()
+	n := d.ix.nodes[nodeID]
+	if n == nil {
+		d.mu.Unlock()
+		return nil, firstMessage{}, status.Errorf(codes.PermissionDenied, "node %s is not part of the cluster (removed?)", nodeID)
+	}
+	s := newSession(nodeID)
+	s.view = viewOf(d.ix.services, n)
+	rev := d.ix.rev
+	old := d.sessions[nodeID]
+	d.sessions[nodeID] = s
+	d.mu.Unlock()
+	if old != nil {
+		old.end(status.Error(codes.Aborted, "a newer session of this node replaced this one"))
+	}
+
+	fm := firstMessage{typ: dapi.SessionMessage_COMPLETE, rev: rev}
+	var cs []change
+	if pastOK && resume <= rev {
+		fm.typ = dapi.SessionMessage_INCREMENTAL
+		cs = diff(past, s.view)
+	} else {
+		cs = diff(view{}, s.view)
+	}
+	data := map[string]*sharedData{}
+	for _, c := range cs {
+		if c.remove || c.secretID == "" {
+			continue
+		}
+		b, err := d.cfg.Store.SecretData(ctx, c.secretID)
+		if err != nil {
+			d.EndSession(nodeID, nil)
+			for _, sd := range data {
+				sd.release()
+			}
+			return nil, firstMessage{}, status.Errorf(codes.Unavailable, "read secret %s: %v", c.secretID, err)
+		}
+		data[c.secretID] = &sharedData{b: b}
+	}
+	items, err := buildChanges(cs, data)
+	for _, sd := range data {
+		sd.release()
+	}
+	if err != nil {
+		d.EndSession(nodeID, nil)
+		return nil, firstMessage{}, status.Error(codes.Unavailable, err.Error())
+	}
+	fm.items = items
+	return s, fm, nil
+}
+
+// Heartbeat implements the Dispatcher RPC.
+func (d *Dispatcher) Heartbeat(ctx context.Context, _ *dapi.HeartbeatRequest) (*dapi.HeartbeatResponse, error) {
+	who, err := ca.PeerIdentity(ctx)
+	if err != nil || (who.Role != ca.RoleWorker && who.Role != ca.RoleManager) {
+		return nil, status.Error(codes.PermissionDenied, "a heartbeat needs a node certificate")
+	}
+	if err := d.heartbeat(ctx, who.NodeID); err != nil {
+		return nil, err
+	}
+	return &dapi.HeartbeatResponse{PeriodMs: uint32(d.cfg.HeartbeatPeriod.Milliseconds())}, nil
+}
+
+func (d *Dispatcher) nodeKnown(nodeID string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ix != nil && d.ix.nodes[nodeID] != nil
+}
