@@ -5,6 +5,7 @@ package linux
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -272,5 +273,39 @@ func TestAttachUmask(t *testing.T) {
 	}
 	if got := execOK(t, r, id, "stat -c %a /opt /opt/app /opt/app/conf; cat /opt/app/conf/a"); got != "755\n755\n755\n"+string(src["id-a"]) {
 		t.Errorf("container sees %q", got)
+	}
+}
+
+// TestWipeAfterContainerStops is the normal end of a container: it stops,
+// the agent wipes; the memory returns and no fd is left.
+func TestWipeAfterContainerStops(t *testing.T) {
+	const n, size = 20, mounter.MaxSecretSize - 1
+	src := memSource{}
+	var grants []mounter.Grant
+	for i := range n {
+		id := fmt.Sprintf("stop%02d", i)
+		src[id] = secretData(id, size)
+		grants = append(grants, mounter.Grant{SecretID: id, SecretName: id})
+	}
+	grants[0].Target = "/etc/outside"
+	fds := openFDs(t)
+	_, m := build(t, grants, src)
+	r, _, id, pid := runContainer(t, busybox.Options{})
+	if err := m.Attach(context.Background(), mounter.Container{ID: id, Pid: pid}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Delete(busybox.Context(t), id); err != nil {
+		t.Fatal(err)
+	}
+	before := shmemKiB(t)
+	if err := m.Wipe(); err != nil {
+		t.Fatal(err)
+	}
+	after := shmemKiB(t)
+	if drop, payload := before-after, int64(n*size/1024); drop < payload*8/10 {
+		t.Errorf("Shmem dropped by %d KiB after wiping %d KiB", drop, payload)
+	}
+	if got := openFDs(t); len(got) != len(fds) {
+		t.Errorf("fds after the wipe: %v, before the build: %v", got, fds)
 	}
 }
