@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -257,5 +258,61 @@ func TestBuildShapes(t *testing.T) {
 			}
 			build(t, grants, src)
 		})
+	}
+}
+
+// TestConcurrent builds, hands over and wipes from many goroutines at once,
+// with Handover and Wipe racing on the same mounts, for the race detector
+// and for fd leaks.
+func TestConcurrent(t *testing.T) {
+	src := memSource{"a": secretData("a", 100), "b": secretData("b", 5000)}
+	plan, err := mounter.NewPlan(mounter.Linux, []mounter.Grant{
+		{SecretID: "a", SecretName: "a", Size: 100},
+		{SecretID: "b", SecretName: "b", Target: "/etc/b", Size: 5000},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := openFDs(t)
+	mnt := New()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for range 16 {
+		wg.Go(func() {
+			for range 20 {
+				m, err := mnt.BuildTmpfs(context.Background(), plan, src)
+				if err != nil {
+					errs <- err
+					return
+				}
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					// Either a full handover or the wiped error; never
+					// anything in between.
+					hs, err := m.Handover(mounter.Container{})
+					if err == nil {
+						if len(hs) != 2 {
+							errs <- fmt.Errorf("handover of %d mounts", len(hs))
+						}
+						closeHandovers(hs)
+					} else if !strings.Contains(err.Error(), "wiped") {
+						errs <- err
+					}
+				}()
+				if err := m.Wipe(); err != nil {
+					errs <- err
+				}
+				<-done
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := openFDs(t); len(got) != len(fds) {
+		t.Errorf("%d fds open after, %d before", len(got), len(fds))
 	}
 }
