@@ -1,0 +1,141 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lockbox-project/lockbox/integration/harness"
+)
+
+// e2eSetup starts a real manager with the test's secrets and services, and
+// a real agent joined to it.
+func e2eSetup(t *testing.T, bin string) (*harness.Manager, *harness.Agent) {
+	m := harness.StartManager(t, bin)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for name, data := range map[string]string{"db_pw": "hunter2-db", "api_key": "api-key-bytes", "tls": "PEM-BYTES"} {
+		if _, err := m.CLIStdin(ctx, []byte(data), "secret", "create", name, "-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.CLI(ctx, "service", "create", "web",
+		"--secret", "source=db_pw",
+		"--secret", "source=api_key,target=app/key,uid=1000,gid=1000,mode=0400",
+		"--secret", "source=tls,target=/etc/app/tls.pem,mode=0440"); err != nil {
+		t.Fatal(err)
+	}
+	a := harness.StartAgent(t, bin, m)
+	return m, a
+}
+
+// ctrRun runs a container through lockbox-runtime with ctr, claiming
+// service (none when empty).
+func ctrRun(ctx context.Context, c *harness.Containerd, bin, id, service string, cmd ...string) (string, error) {
+	args := c.RunArgs(filepath.Join(bin, "lockbox-runtime"))
+	if service != "" {
+		args = append(args, "--annotation", "lockbox.service="+service)
+	}
+	args = append(append(args, busybox, id), cmd...)
+	return c.Ctr(ctx, "default", args...)
+}
+
+// End to end: lockbox secret/service on a real manager, a real agent, the
+// wrapper under ctr on containerd 2.4.2 and 1.6.
+func TestEndToEnd(t *testing.T) {
+	bin := harness.LockboxBin(t)
+	m, a := e2eSetup(t, bin)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	for _, flavor := range []harness.Flavor{harness.V2, harness.V16} {
+		t.Run("ctr "+string(flavor), func(t *testing.T) {
+			c := harness.StartContainerd(t, harness.Options{Flavor: flavor, Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
+			c.Import("default", harness.ImageConfig{Name: busybox})
+			var out string
+			n := 0
+			a.WaitUntil(t, "the web service's grants", func() error {
+				n++
+				var err error
+				out, err = ctrRun(ctx, c, bin, fmt.Sprintf("claim%d", n), "web", "sh", "-c", inspectScript)
+				return err
+			})
+			checkInspect(t, out)
+
+			out, err := ctrRun(ctx, c, bin, "plain", "", "sh", "-c", "ls /run/secrets 2>&1; true")
+			if err != nil || !strings.Contains(out, "No such file") {
+				t.Fatalf("non-claiming container: %v: %s", err, out)
+			}
+
+			_, err = ctrRun(ctx, c, bin, "denied", "payments", "true")
+			var ce *harness.CtrError
+			if !errors.As(err, &ce) || !strings.Contains(ce.Stderr, `"payments"`) {
+				t.Fatalf("claiming a service with no grant: %v, want a failure naming it", err)
+			}
+			if held, err := a.List(ctx); err != nil || len(held) != 0 {
+				t.Errorf("agent holds %v (%v) after every container was removed", held, err)
+			}
+		})
+	}
+
+	t.Run("service update affects new containers only", func(t *testing.T) {
+		c := harness.StartContainerd(t, harness.Options{Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
+		c.Import("default", harness.ImageConfig{Name: busybox})
+		a.WaitUntil(t, "the web service's grants", func() error {
+			_, err := ctrRun(ctx, c, bin, fmt.Sprintf("warm%d", time.Now().UnixNano()), "web", "true")
+			return err
+		})
+		// A running container started before the update.
+		if _, err := c.Ctr(ctx, "default", "run", "-d", "--runc-binary", filepath.Join(bin, "lockbox-runtime"), "--runc-root", c.RuncRoot,
+			"--fifo-dir", c.FifoDir, "--annotation", "lockbox.service=web", busybox, "old", "sleep", "1000"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.CLI(ctx, "service", "update", "web", "--secret-rm", "tls"); err != nil {
+			t.Fatal(err)
+		}
+		a.WaitUntil(t, "the update to reach new containers", func() error {
+			out, err := ctrRun(ctx, c, bin, fmt.Sprintf("new%d", time.Now().UnixNano()), "web", "sh", "-c", "ls /etc/app/tls.pem 2>&1; true")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(out, "No such file") {
+				return fmt.Errorf("new container still has tls: %q", out)
+			}
+			return nil
+		})
+		out, err := c.Ctr(ctx, "default", "tasks", "exec", "--exec-id", "x", "--fifo-dir", c.FifoDir, "old", "cat", "/etc/app/tls.pem")
+		if err != nil || out != "PEM-BYTES" {
+			t.Errorf("running container lost its secret on update: %q, %v", out, err)
+		}
+		if _, err := m.CLI(ctx, "service", "update", "web", "--secret-add", "source=tls,target=/etc/app/tls.pem,mode=0440"); err != nil {
+			t.Fatal(err)
+		}
+		a.WaitUntil(t, "the secret to come back", func() error {
+			out, err := ctrRun(ctx, c, bin, fmt.Sprintf("back%d", time.Now().UnixNano()), "web", "cat", "/etc/app/tls.pem")
+			if err != nil {
+				return err
+			}
+			if out != "PEM-BYTES" {
+				return fmt.Errorf("got %q", out)
+			}
+			return nil
+		})
+		c.Ctr(ctx, "default", "tasks", "kill", "-s", "SIGKILL", "old")
+	})
+
+	t.Run("managers down", func(t *testing.T) {
+		c := harness.StartContainerd(t, harness.Options{Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
+		c.Import("default", harness.ImageConfig{Name: busybox})
+		m.Stop()
+		out, err := ctrRun(ctx, c, bin, "nomgr", "web", "cat", "/run/secrets/db_pw")
+		if err != nil || out != "hunter2-db" {
+			t.Fatalf("claiming container with every manager down: %q, %v", out, err)
+		}
+	})
+}
