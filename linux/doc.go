@@ -29,10 +29,17 @@
 // fds open for writing instead would keep the mount busy (the read-only
 // flip fails with EBUSY while a writer exists) and cost an fd per secret.
 //
-// Attaching by pid enters the container's mount namespace from a locked OS
-// thread that is never unlocked, so the runtime discards it; never the
-// process's main thread, whose namespace /proc/self shows to the whole
-// process and which the runtime never discards.
+// Every file and the secrets/ directory carry a trusted.lockbox extended
+// attribute, which only the initial user namespace's CAP_SYS_ADMIN can set:
+// after an agent restart, Recover uses it to tell the mounts it made in a
+// running container from the container's own, and takes them back to wipe.
+//
+// Attaching by pid enters the container's mount namespace through a pidfd
+// from a locked OS thread that is never unlocked, so the runtime discards
+// it; never the process's main thread, whose namespace /proc/self shows to
+// the whole process and which the runtime never discards. A failed attach
+// may leave the mounts it already made in the container; the caller fails
+// the container's start, which tears them down with its namespace.
 //
 // The package is linked into lockbox-runtime, the container-start hot path:
 // it imports only the standard library, golang.org/x/sys/unix and mounter.
