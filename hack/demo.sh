@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Lockbox demo: an embedded manager, an agent and containerd, all in a temp
+# dir; a secret and a service; a busybox container that reads its secret
+# through lockbox-runtime; then the container stops and its tmpfs is gone.
+# Run by `make demo` (after hack/deps.sh and the build). Cleans up on exit.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=$root/bin
+tools=${LOCKBOX_TOOLS:-/opt/lockbox/tools}/bin
+for b in "$bin/lockbox" "$bin/lockbox-runtime" "$tools/containerd" "$tools/ctr" "$tools/containerd-shim-runc-v2" /bin/busybox; do
+	[ -x "$b" ] || { echo "demo: $b is missing: run 'make deps build'" >&2; exit 1; }
+done
+
+work=$(mktemp -d /tmp/lockbox-demo.XXXXXX)
+chmod 0711 "$work"
+pids=()
+ctr_() { "$tools/ctr" --address "$work/containerd.sock" "$@"; }
+lockbox() { "$bin/lockbox" -H "unix://$work/manager.sock" "$@"; }
+
+cleanup() {
+	set +e
+	if [ -S "$work/containerd.sock" ]; then
+		ctr_ tasks kill -s SIGKILL demo >/dev/null 2>&1
+		ctr_ tasks delete demo >/dev/null 2>&1
+		ctr_ containers delete demo >/dev/null 2>&1
+	fi
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		kill "${pids[i]}" 2>/dev/null && wait "${pids[i]}" 2>/dev/null
+	done
+	# Shims outlive containerd; end the ones serving this demo.
+	for p in $(pgrep -f "containerd-shim-runc-v2 .*-address $work/containerd.sock" || true); do
+		kill -9 "$p" 2>/dev/null
+	done
+	findmnt -rn -o TARGET | grep "^$work" | sort -r | xargs -r -n1 umount -l 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+show() { printf '\033[2m$ %s\033[0m\n' "$*"; }
+wait_for() { # description command...
+	local what=$1; shift
+	for _ in $(seq 1 400); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.05
+	done
+	echo "demo: timed out waiting for $what" >&2
+	tail -n 20 "$work"/*.log >&2
+	return 1
+}
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 17946)
+
+step "Start a manager (embedded etcd) in $work"
+"$bin/lockbox" manager --data-dir "$work/manager" --listen "127.0.0.1:$port" --admin-socket "$work/manager.sock" >"$work/manager.log" 2>&1 &
+pids+=($!)
+wait_for "the manager" lockbox secret ls -q
+
+step "Create a secret and a service that uses it"
+show "printf 'correct horse battery staple' | lockbox secret create db_password -"
+printf 'correct horse battery staple' | lockbox secret create db_password -
+show "printf 'tok-12345' | lockbox secret create api_token -"
+printf 'tok-12345' | lockbox secret create api_token -
+show "lockbox service create web --secret source=db_password --secret source=api_token,target=api/token,uid=1000,gid=1000,mode=0400"
+lockbox service create web --secret source=db_password --secret source=api_token,target=api/token,uid=1000,gid=1000,mode=0400
+lockbox secret ls
+lockbox service ls
+
+step "Start an agent on this node, joined with a worker token"
+token=$(lockbox join-token worker -q)
+"$bin/lockbox" agent --manager "127.0.0.1:$port" --token "$token" --state-dir "$work/agent" --socket "$work/agent/agent.sock" >"$work/agent.log" 2>&1 &
+pids+=($!)
+wait_for "the agent socket" test -S "$work/agent/agent.sock"
+
+step "Start containerd with its own root, state and socket"
+cat >"$work/containerd.toml" <<TOML
+version = 3
+root = "$work/containerd/root"
+state = "$work/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.sandbox.controller.v1.shim"]
+[grpc]
+  address = "$work/containerd.sock"
+[ttrpc]
+  address = "$work/containerd.sock.ttrpc"
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+TOML
+PATH=$tools:$PATH LOCKBOX_AGENT_SOCKET=$work/agent/agent.sock \
+	"$tools/containerd" --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
+pids+=($!)
+wait_for "containerd" ctr_ version
+
+step "Build a busybox root filesystem (no registry needed)"
+mkdir -p "$work/rootfs/bin" "$work/rootfs/proc" "$work/rootfs/sys" "$work/rootfs/dev" "$work/rootfs/run" "$work/rootfs/tmp" "$work/rootfs/etc"
+cp /bin/busybox "$work/rootfs/bin/"
+chroot "$work/rootfs" /bin/busybox --install -s /bin
+echo "root:x:0:0:root:/root:/bin/sh" >"$work/rootfs/etc/passwd"
+
+step "Run a container that claims the service web (lockbox-runtime in place of runc)"
+run=(--runc-binary "$bin/lockbox-runtime" --runc-root "$work/runc" --fifo-dir "$work/fifo" --annotation lockbox.service=web)
+show "ctr run -d --runc-binary lockbox-runtime --annotation lockbox.service=web --rootfs ROOTFS demo sleep 600"
+# The agent receives its grants from the manager just after it joins.
+wait_for "the agent's grants" bash -c "$(declare -f ctr_); work=$work; ctr_ run -d ${run[*]} --rootfs $work/rootfs demo sleep 600 || { ctr_ tasks delete demo; ctr_ containers delete demo; false; } "
+show "ctr tasks exec demo ls -l /run/secrets /run/secrets/api"
+ctr_ tasks exec --exec-id ls --fifo-dir "$work/fifo" demo ls -l /run/secrets /run/secrets/api
+show "ctr tasks exec demo cat /run/secrets/db_password"
+ctr_ tasks exec --exec-id cat --fifo-dir "$work/fifo" demo cat /run/secrets/db_password
+echo
+pid=$(ctr_ tasks ls | awk '$1 == "demo" {print $2}')
+show "findmnt -N $pid /run/secrets   # inside the container's mount namespace"
+findmnt -N "$pid" -o TARGET,FSTYPE,OPTIONS /run/secrets
+show "findmnt /run/secrets   # the host never sees it"
+findmnt -rn -o TARGET | grep secrets || echo "(no secrets mount on the host)"
+
+step "A container that claims nothing sees nothing"
+show "ctr run --rm ... plain ls /run/secrets"
+ctr_ run --rm --runc-binary "$bin/lockbox-runtime" --runc-root "$work/runc" --fifo-dir "$work/fifo" --rootfs "$work/rootfs" plain sh -c 'ls /run/secrets 2>&1; true'
+
+step "Stop and delete the container: the agent wipes and frees the tmpfs"
+ctr_ tasks kill -s SIGKILL demo
+wait_for "the container to stop" bash -c "$(declare -f ctr_); work=$work; ctr_ tasks delete demo"
+ctr_ containers delete demo
+show "findmnt -N $pid /run/secrets"
+findmnt -N "$pid" /run/secrets 2>&1 || echo "(the container's mount namespace is gone)"
+if grep -q "correct horse\|tok-12345" "$work"/*.log; then
+	echo "demo: FAIL: a secret appears in a log" >&2
+	exit 1
+fi
+echo "no secret bytes in any daemon log; the agent released container demo:"
+grep -i "release\|wipe" "$work/agent.log" | tail -n 2 || true
+
+step "Done; cleaning up $work"
