@@ -31,8 +31,10 @@ func main() {
 	idx := flag.String("idx", "", "plugin index (default 10)")
 	flag.Parse()
 
-	c, err := localapi.Dial(*agentSocket)
-	if err != nil {
+	// Fail early with a clear message if the agent is not there at all;
+	// later failures redial.
+	c := &redialer{socket: *agentSocket}
+	if _, err := c.client(); err != nil {
 		fmt.Fprintln(os.Stderr, "lockbox-nri:", err)
 		os.Exit(1)
 	}
