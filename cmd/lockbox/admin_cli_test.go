@@ -307,3 +307,18 @@ func writeFile(t *testing.T, path, data string) {
 		t.Fatal(err)
 	}
 }
+
+func FuzzParseSecretRef(f *testing.F) {
+	for _, s := range []string{"db", "source=db,target=x,uid=1,gid=2,mode=0400", `source=db,"target=a,b"`, "mode=", ",,"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := parseSecretRef(s)
+		if err != nil {
+			return
+		}
+		if r.SecretName == "" || r.Target == nil || r.Target.Mode > 1<<32-1 {
+			t.Fatalf("%q parsed to %v", s, r)
+		}
+	})
+}

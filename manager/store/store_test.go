@@ -382,3 +382,67 @@ func TestReseal(t *testing.T) {
 		t.Fatalf("reseal nothing = %d, %v", n, err)
 	}
 }
+
+func TestWatchCompacted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	s := store.New(cli, &xorSealer{})
+	start, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := s.CreateSecret(ctx, secretSpec(fmt.Sprintf("c%d", i)), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now, _ := s.Revision(ctx)
+	if _, err := cli.Compact(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	b, ok := <-s.Watch(ctx, start)
+	if !ok || !errors.Is(b.Err, store.ErrCompacted) {
+		t.Fatalf("watch from a compacted revision: %+v", b)
+	}
+}
+
+func TestWatchNodesAndSecrets(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := newStore(t)
+	rev, _ := s.Revision(ctx)
+	ch := s.Watch(ctx, rev)
+	sec, err := s.CreateSecret(ctx, secretSpec("w"), []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.CreateNode(ctx, &types.Node{Description: &types.NodeDescription{Hostname: "h"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveSecret(ctx, "w"); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		kind    store.Kind
+		id      string
+		deleted bool
+	}{{store.KindSecret, sec.Id, false}, {store.KindNode, n.Id, false}, {store.KindSecret, sec.Id, true}}
+	for i, w := range want {
+		b := <-ch
+		// Index and data keys change in the same revisions but are not
+		// objects: one event per batch here.
+		if b.Err != nil || len(b.Events) != 1 {
+			t.Fatalf("batch %d: %+v", i, b)
+		}
+		e := b.Events[0]
+		if e.Kind != w.kind || e.ID != w.id || e.Deleted != w.deleted {
+			t.Fatalf("batch %d: %v %s deleted=%v, want %v %s %v", i, e.Kind, e.ID, e.Deleted, w.kind, w.id, w.deleted)
+		}
+		if e.Kind == store.KindSecret && e.Secret.GetSpec().GetName() != "w" {
+			t.Fatalf("batch %d: secret not decoded: %+v", i, e)
+		}
+	}
+}
