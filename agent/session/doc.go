@@ -1,0 +1,15 @@
+// Package session is the agent's side of the control plane: it joins the
+// cluster with a worker token (pinning the root CA by the token's digest),
+// keeps the node's key and certificate in the state directory and renews the
+// certificate before it expires, and holds one Dispatcher.Session stream to
+// some manager, feeding every message to the grant cache.
+//
+// When every manager is gone it keeps retrying, with jittered exponential
+// backoff, across every manager it has heard of (the flag, the join answer
+// and the stream's managers field, persisted as addresses only); the cache
+// goes on serving what it holds. On reconnect it resumes from the last
+// revision it applied.
+//
+// It never writes secret data: the state directory holds credentials (key,
+// certificate, root CA) and manager addresses, nothing else.
+package session

@@ -1,0 +1,376 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/api/types"
+)
+
+// Applier takes the stream's messages: the grant cache.
+type Applier interface {
+	Apply(msg *dapi.SessionMessage) error
+	Revision() uint64
+	SetNodeID(id string)
+}
+
+// Config is what a Session needs.
+type Config struct {
+	// StateDir holds the node's credentials and the known managers.
+	StateDir string
+	// Managers are the addresses given on the command line (host:port,
+	// optionally tcp://host:port).
+	Managers []string
+	// Token is the worker join token; needed only until the node has joined.
+	Token       string
+	Description *types.NodeDescription
+	Cache       Applier
+	Log         *slog.Logger
+	// MinBackoff and MaxBackoff bound the wait between attempts; defaults
+	// 100ms and 10s.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Session keeps the node connected to some manager.
+type Session struct {
+	cfg Config
+	id  *Identity
+	log *slog.Logger
+
+	mu       sync.Mutex
+	managers []string
+	current  string // the manager of the live session, if any
+
+	// full asks the next session for a COMPLETE message: set after a
+	// message could not be applied.
+	full      atomic.Bool
+	connected atomic.Bool
+	period    atomic.Int64 // heartbeat period in ns
+
+	// stateCh is told of every connect and disconnect (tests wait on it).
+	stateCh chan bool
+}
+
+func normalize(addr string) string {
+	return strings.TrimPrefix(strings.TrimSpace(addr), "tcp://")
+}
+
+func mergeAddrs(lists ...[]string) []string {
+	var out []string
+	for _, l := range lists {
+		for _, a := range l {
+			if a = normalize(a); a != "" && !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// New loads the node's credentials from the state directory, or, on a
+// first start, joins the cluster with cfg.Token through the first manager
+// that answers.
+func New(ctx context.Context, cfg Config) (*Session, error) {
+	if cfg.Cache == nil {
+		return nil, errors.New("session: no grant cache")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(10*time.Second, cfg.MinBackoff)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", cfg.StateDir, err)
+	}
+	s := &Session{cfg: cfg, log: cfg.Log, stateCh: make(chan bool, 16)}
+	s.managers = mergeAddrs(cfg.Managers, loadManagers(cfg.StateDir))
+
+	id, err := loadIdentity(cfg.StateDir)
+	switch {
+	case err == nil:
+		s.id = id
+		s.log.Info("node credentials loaded", "node", id.NodeID, "expires", id.Leaf().NotAfter)
+	case errors.Is(err, os.ErrNotExist):
+		if cfg.Token == "" {
+			return nil, ErrNeedToken
+		}
+		if len(s.managers) == 0 {
+			return nil, errors.New("join: no manager address given (--manager)")
+		}
+		var errs []error
+		for _, addr := range s.managers {
+			jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			id, more, err := join(jctx, cfg.StateDir, addr, cfg.Token, cfg.Description)
+			cancel()
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			s.id = id
+			s.addManagers(more)
+			s.log.Info("joined the cluster", "node", id.NodeID, "manager", addr)
+			break
+		}
+		if s.id == nil {
+			return nil, fmt.Errorf("join: %w", errors.Join(errs...))
+		}
+	default:
+		return nil, err
+	}
+	cfg.Cache.SetNodeID(s.id.NodeID)
+	if err := saveManagers(cfg.StateDir, s.Managers()); err != nil {
+		s.log.Warn("save manager list", "err", err)
+	}
+	return s, nil
+}
+
+// NodeID is the node's identity in the cluster.
+func (s *Session) NodeID() string { return s.id.NodeID }
+
+// Identity returns the node's credentials.
+func (s *Session) Identity() *Identity { return s.id }
+
+// Managers is every manager address the node knows.
+func (s *Session) Managers() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.managers)
+}
+
+// Connected reports whether a session stream is up.
+func (s *Session) Connected() bool { return s.connected.Load() }
+
+func (s *Session) addManagers(addrs []string) {
+	if len(addrs) == 0 {
+		return
+	}
+	s.mu.Lock()
+	merged := mergeAddrs(s.managers, addrs)
+	changed := len(merged) != len(s.managers)
+	s.managers = merged
+	s.mu.Unlock()
+	if changed {
+		if err := saveManagers(s.cfg.StateDir, merged); err != nil {
+			s.log.Warn("save manager list", "err", err)
+		}
+	}
+}
+
+func (s *Session) setConnected(addr string, up bool) {
+	s.mu.Lock()
+	if up {
+		s.current = addr
+	} else {
+		s.current = ""
+	}
+	s.mu.Unlock()
+	s.connected.Store(up)
+	select {
+	case s.stateCh <- up:
+	default:
+	}
+}
+
+// Run keeps a session stream up until ctx ends, trying the known managers
+// in turn with jittered exponential backoff, and renews the certificate
+// when due. It returns ctx's error.
+func (s *Session) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.renewLoop(ctx)
+	}()
+	defer wg.Wait()
+
+	backoff := s.cfg.MinBackoff
+	next := 0
+	for {
+		managers := s.Managers()
+		if len(managers) == 0 {
+			return errors.New("session: no manager address known")
+		}
+		addr := managers[next%len(managers)]
+		next++
+		delivered, err := s.runOnce(ctx, addr)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if delivered {
+			backoff = s.cfg.MinBackoff
+		}
+		s.log.Warn("session with manager ended; grants held stay served", "manager", addr, "err", err)
+		// Full jitter: a fleet of nodes that lost the same manager does
+		// not come back in step.
+		wait := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, s.cfg.MaxBackoff)
+	}
+}
+
+func (s *Session) dial(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(s.id.TLSConfig())),
+		// A manager that vanishes without closing the connection is noticed
+		// within about 15 s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+	)
+}
+
+// runOnce holds one session with addr until it fails. delivered says
+// whether at least one message was applied.
+func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err error) {
+	conn, err := s.dial(addr)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	resume := s.cfg.Cache.Revision()
+	if s.full.Load() {
+		resume = 0
+	}
+	client := dapi.NewDispatcherClient(conn)
+	stream, err := client.Session(ctx, &dapi.SessionRequest{Description: s.cfg.Description, ResumeRevision: resume})
+	if err != nil {
+		return false, err
+	}
+	hbDone := make(chan struct{})
+	defer func() {
+		cancel()
+		if delivered {
+			<-hbDone
+		}
+		if delivered {
+			s.setConnected(addr, false)
+		}
+	}()
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return delivered, err
+		}
+		if id := msg.GetNodeId(); id != "" && id != s.id.NodeID {
+			return delivered, fmt.Errorf("manager %s speaks to node %s, this node is %s", addr, id, s.id.NodeID)
+		}
+		if p := msg.GetHeartbeatPeriodMs(); p > 0 {
+			s.period.Store(int64(time.Duration(p) * time.Millisecond))
+		}
+		s.addManagers(msg.GetManagers())
+		if err := s.cfg.Cache.Apply(msg); err != nil {
+			// Start over from a complete snapshot.
+			s.full.Store(true)
+			return delivered, fmt.Errorf("apply message from %s: %w", addr, err)
+		}
+		s.full.Store(false)
+		if !delivered {
+			delivered = true
+			s.setConnected(addr, true)
+			s.log.Info("session with manager up", "manager", addr, "revision", msg.GetRevision(), "type", msg.GetType().String())
+			go func() {
+				defer close(hbDone)
+				s.heartbeat(ctx, client)
+			}()
+		}
+	}
+}
+
+// heartbeat beats at the period the manager asks for until ctx ends.
+func (s *Session) heartbeat(ctx context.Context, client dapi.DispatcherClient) {
+	for {
+		period := time.Duration(s.period.Load())
+		if period <= 0 {
+			period = 5 * time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(period):
+		}
+		hctx, cancel := context.WithTimeout(ctx, period)
+		resp, err := client.Heartbeat(hctx, &dapi.HeartbeatRequest{})
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("heartbeat failed", "err", err)
+			}
+			continue
+		}
+		if p := resp.GetPeriodMs(); p > 0 {
+			s.period.Store(int64(time.Duration(p) * time.Millisecond))
+		}
+	}
+}
+
+// renewLoop renews the certificate at two thirds of its lifetime, retrying
+// across managers until it succeeds or the certificate expires.
+func (s *Session) renewLoop(ctx context.Context) {
+	retry := time.Minute
+	for {
+		due := time.Until(renewAt(s.id.Leaf()))
+		if due > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(due):
+			}
+		}
+		if err := s.Renew(ctx); err != nil {
+			s.log.Warn("certificate renewal failed; will retry", "err", err, "expires", s.id.Leaf().NotAfter)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retry):
+			}
+			continue
+		}
+		s.log.Info("node certificate renewed", "node", s.id.NodeID, "expires", s.id.Leaf().NotAfter)
+	}
+}
+
+// Renew gets a fresh certificate from the first manager that answers.
+func (s *Session) Renew(ctx context.Context) error {
+	var errs []error
+	for _, addr := range s.Managers() {
+		conn, err := s.dial(addr)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err = s.id.renew(rctx, s.cfg.StateDir, conn)
+		cancel()
+		conn.Close()
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+	}
+	return errors.Join(errs...)
+}

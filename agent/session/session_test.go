@@ -1,0 +1,267 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lockbox-project/lockbox/agent/grants"
+	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/manager/ca/jointoken"
+)
+
+// applied is one message the cache took.
+type applied struct {
+	typ dapi.SessionMessage_Type
+	rev uint64
+}
+
+// recorder is the grant cache, telling the test of every message applied.
+type recorder struct {
+	*grants.Cache
+	ch chan applied
+}
+
+func (r *recorder) Apply(m *dapi.SessionMessage) error {
+	typ, rev := m.GetType(), m.GetRevision()
+	if err := r.Cache.Apply(m); err != nil {
+		return err
+	}
+	r.ch <- applied{typ, rev}
+	return nil
+}
+
+func newRecorder(t *testing.T) *recorder {
+	c := grants.NewCache()
+	t.Cleanup(c.Close)
+	return &recorder{Cache: c, ch: make(chan applied, 256)}
+}
+
+// waitFor takes applied messages until cond holds.
+func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) []applied {
+	t.Helper()
+	var seen []applied
+	timeout := time.After(20 * time.Second)
+	for !cond() {
+		select {
+		case a := <-r.ch:
+			seen = append(seen, a)
+		case <-timeout:
+			t.Fatalf("timed out waiting for %s; messages seen: %v", what, seen)
+		}
+	}
+	return seen
+}
+
+func readSecret(t *testing.T, c *grants.Cache, service, secretID string) (string, error) {
+	t.Helper()
+	v, err := c.Restrict(service)
+	if err != nil {
+		return "", err
+	}
+	var out string
+	err = v.WithSecret(secretID, func(b []byte) error { out = string(b); return nil })
+	return out, err
+}
+
+func hasGrant(c *grants.Cache, service, secretID string) bool {
+	v, err := c.Restrict(service)
+	if err != nil {
+		return false
+	}
+	for _, g := range v.Grants() {
+		if g.SecretID == secretID {
+			return true
+		}
+	}
+	return false
+}
+
+func waitState(t *testing.T, s *Session, up bool) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for s.Connected() != up {
+		select {
+		case <-s.stateCh:
+		case <-timeout:
+			t.Fatalf("session never became connected=%v", up)
+		}
+	}
+}
+
+func TestJoinStreamSurviveManagerLossResume(t *testing.T) {
+	tm := newTestManager(t)
+	dbpw := tm.secret("db_pw", "hunter2-marker")
+	web := tm.service("web", dbpw)
+
+	rec := newRecorder(t)
+	state := filepath.Join(t.TempDir(), "state")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sess, err := New(ctx, Config{StateDir: state, Managers: []string{"tcp://" + tm.addr}, Token: tm.token(), Cache: rec, Log: quietLog(),
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.NodeID() == "" || rec.NodeID() != sess.NodeID() {
+		t.Fatalf("node id %q, cache has %q", sess.NodeID(), rec.NodeID())
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- sess.Run(ctx) }()
+
+	// The COMPLETE snapshot brings web and its secret.
+	seen := rec.waitFor(t, "web's grant", func() bool { return hasGrant(rec.Cache, "web", dbpw.Id) })
+	if seen[0].typ != dapi.SessionMessage_COMPLETE {
+		t.Errorf("first message %v, want COMPLETE", seen[0])
+	}
+	if got, err := readSecret(t, rec.Cache, "web", dbpw.Id); err != nil || got != "hunter2-marker" {
+		t.Fatalf("web's db_pw: %q %v", got, err)
+	}
+
+	// A delta: web gains api_key.
+	apiKey := tm.secret("api_key", "k-1")
+	web = tm.updateService(web, dbpw, apiKey)
+	seen = rec.waitFor(t, "api_key", func() bool { return hasGrant(rec.Cache, "web", apiKey.Id) })
+	if seen[len(seen)-1].typ != dapi.SessionMessage_INCREMENTAL {
+		t.Errorf("delta came as %v", seen)
+	}
+	viewBefore, err := rec.Restrict("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Every manager goes: the node keeps serving what it holds.
+	waitState(t, sess, true)
+	tm.stop()
+	waitState(t, sess, false)
+	if got, err := readSecret(t, rec.Cache, "web", apiKey.Id); err != nil || got != "k-1" {
+		t.Fatalf("with the manager gone, web's api_key: %q %v", got, err)
+	}
+
+	// Changes while the node is cut off...
+	cache := tm.secret("cache_pw", "c-2")
+	tm.service("cache", cache)
+	tm.updateService(web, dbpw)
+	revBefore := rec.Revision()
+
+	// ...arrive as deltas once a manager is back.
+	tm.start()
+	seen = rec.waitFor(t, "the missed deltas", func() bool {
+		return hasGrant(rec.Cache, "cache", cache.Id) && !hasGrant(rec.Cache, "web", apiKey.Id)
+	})
+	for _, a := range seen {
+		if a.typ != dapi.SessionMessage_INCREMENTAL {
+			t.Errorf("after resume from %d got %v, want only INCREMENTAL", revBefore, seen)
+		}
+	}
+	if got, err := readSecret(t, rec.Cache, "cache", cache.Id); err != nil || got != "c-2" {
+		t.Errorf("cache's secret: %q %v", got, err)
+	}
+	// The removed grant's bytes are gone, even for a view taken before.
+	if err := viewBefore.WithSecret(apiKey.Id, func([]byte) error { return nil }); !errors.Is(err, grants.ErrNotDelivered) {
+		t.Errorf("removed secret still readable: %v", err)
+	}
+
+	// The state dir holds credentials and addresses, 0600, and no secret.
+	ents, err := os.ReadDir(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, e := range ents {
+		names[e.Name()] = true
+		fi, _ := e.Info()
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s mode %o", e.Name(), fi.Mode().Perm())
+		}
+		b, _ := os.ReadFile(filepath.Join(state, e.Name()))
+		for _, marker := range []string{"hunter2-marker", "k-1", "c-2"} {
+			if strings.Contains(string(b), marker) {
+				t.Errorf("%s holds secret data", e.Name())
+			}
+		}
+	}
+	for _, want := range []string{keyFile, certFile, caFile, managersFile} {
+		if !names[want] {
+			t.Errorf("state dir lacks %s (has %v)", want, names)
+		}
+	}
+
+	cancel()
+	if err := <-runErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run returned %v", err)
+	}
+
+	// A restart needs no token: same node, and a COMPLETE snapshot.
+	rec2 := newRecorder(t)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	sess2, err := New(ctx2, Config{StateDir: state, Cache: rec2, Log: quietLog(), MinBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess2.NodeID() != sess.NodeID() {
+		t.Errorf("node id after restart %q, want %q", sess2.NodeID(), sess.NodeID())
+	}
+	if got := sess2.Managers(); len(got) != 1 || got[0] != tm.addr {
+		t.Errorf("managers after restart %v (from the state dir)", got)
+	}
+	go sess2.Run(ctx2)
+	rec2.waitFor(t, "snapshot after restart", func() bool { return hasGrant(rec2.Cache, "cache", cache.Id) })
+}
+
+func TestJoinRefusesWrongCA(t *testing.T) {
+	tm := newTestManager(t)
+	tok, err := jointoken.Parse(tm.token())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok.CADigest = strings.Repeat("0", 64)
+	_, err = New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{tm.addr}, Token: tok.String(), Cache: newRecorder(t), Log: quietLog()})
+	if err == nil || !strings.Contains(err.Error(), "does not match the join token") {
+		t.Fatalf("join with a token for another CA: %v", err)
+	}
+}
+
+func TestFirstStartNeedsToken(t *testing.T) {
+	_, err := New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{"127.0.0.1:1"}, Cache: newRecorder(t)})
+	if !errors.Is(err, ErrNeedToken) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestRenew(t *testing.T) {
+	tm := newTestManager(t)
+	tm.ca.Validity = time.Hour
+	state := t.TempDir()
+	sess, err := New(context.Background(), Config{StateDir: state, Managers: []string{tm.addr}, Token: tm.token(), Cache: newRecorder(t), Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := sess.Identity().Leaf()
+	life := old.NotAfter.Sub(old.NotBefore)
+	if got := renewAt(old).Sub(old.NotBefore); got != life*2/3 || life < time.Hour {
+		t.Errorf("renewal due %v into a %v certificate, want two thirds", got, life)
+	}
+	oldPEM, _ := os.ReadFile(filepath.Join(state, certFile))
+	if err := sess.Renew(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cur := sess.Identity().Leaf()
+	if cur.SerialNumber.Cmp(old.SerialNumber) == 0 || cur.Subject.CommonName != old.Subject.CommonName {
+		t.Errorf("renewed cert serial %v (old %v), node %q (old %q)", cur.SerialNumber, old.SerialNumber, cur.Subject.CommonName, old.Subject.CommonName)
+	}
+	newPEM, _ := os.ReadFile(filepath.Join(state, certFile))
+	if string(newPEM) == string(oldPEM) {
+		t.Error("renewed certificate not saved")
+	}
+	// The saved credentials load and match.
+	id, err := loadIdentity(state)
+	if err != nil || id.Leaf().SerialNumber.Cmp(cur.SerialNumber) != 0 {
+		t.Errorf("reload after renew: %v", err)
+	}
+}
