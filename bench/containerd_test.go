@@ -147,3 +147,40 @@ func pct(d []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BenchmarkWrapperExec is the wrapper's own cost on a call it passes
+// through: "lockbox-runtime state <id>" (parse, find runc, execve runc) vs
+// "runc state <id>", alternating. The claim check on create adds one
+// config.json read (BenchmarkReadClaim in plugin/runtime).
+func BenchmarkWrapperExec(b *testing.B) {
+	bin := runtimeBinary(b)
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		b.Fatalf("runc not found: run make deps: %v", err)
+	}
+	root := b.TempDir()
+	var direct, wrapped []time.Duration
+	run := func(path string) time.Duration {
+		start := time.Now()
+		// A missing container: runc answers fast and exits 1.
+		exec.Command(path, "--root", root, "state", "nonexistent").Run()
+		return time.Since(start)
+	}
+	run(runc)
+	run(bin)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%2 == 0 {
+			direct = append(direct, run(runc))
+			wrapped = append(wrapped, run(bin))
+		} else {
+			wrapped = append(wrapped, run(bin))
+			direct = append(direct, run(runc))
+		}
+	}
+	b.StopTimer()
+	d, w := median(direct), median(wrapped)
+	b.Logf("n=%d: runc median %.3fms, lockbox-runtime median %.3fms, added %+.3fms", b.N, ms(d), ms(w), ms(w-d))
+	b.ReportMetric(ms(w-d), "added-ms")
+	b.ReportMetric(float64(w)/float64(d), "wrapped/runc")
+}
