@@ -1,5 +1,86 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 
-func addManagerCommand(root *cobra.Command) {}
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/lockbox-project/lockbox/manager"
+	"github.com/lockbox-project/lockbox/manager/etcd"
+)
+
+func addManagerCommand(root *cobra.Command) {
+	var (
+		cfg       manager.Config
+		endpoints string
+		etcdTLS   etcd.TLSFiles
+		debug     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "manager --data-dir DIR",
+		Short: "Run a manager (the first start initialises a cluster, or joins one with --join)",
+		Long: `Run a Lockbox manager.
+
+The first start with an empty --data-dir creates a cluster: root CA, data keys,
+join tokens and admin credentials (under DIR/admin). With --join ADDR --token
+MANAGER_TOKEN it joins an existing cluster instead. Later starts need only
+--data-dir.
+
+Ports: --listen (default ` + manager.DefaultListenAddr + `) serves nodes, managers and
+admin certificates over mutual TLS; the embedded etcd member's peers use the
+next port on the advertised address. The admin socket (default
+` + manager.DefaultAdminSocket + `) is for root only.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if endpoints != "" {
+				cfg.EtcdEndpoints = strings.Split(endpoints, ",")
+				if etcdTLS.CertFile != "" {
+					cfg.EtcdTLS = &etcdTLS
+				}
+			}
+			if zl, err := zap.NewProduction(zap.IncreaseLevel(zap.ErrorLevel)); err == nil {
+				cfg.EtcdLogger = zl
+			}
+			cfg.Out = cmd.OutOrStdout()
+			m, err := manager.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := m.Run(ctx); err != nil {
+				return fmt.Errorf("%w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the manager's state (required; 0700)")
+	f.StringVar(&cfg.ListenAddr, "listen", manager.DefaultListenAddr, "TCP address for nodes, managers and admin certificates (mutual TLS)")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "host:port others dial (default: --listen, or the first non-loopback address)")
+	f.StringVar(&cfg.AdminSocket, "admin-socket", manager.DefaultAdminSocket, "root-only unix socket for the admin API ('' to disable)")
+	f.BoolVar(&cfg.Autolock, "autolock", false, "wrap the data keys with an unlock key printed once; a restarted manager waits for 'lockbox unlock'")
+	f.StringVar(&cfg.JoinAddr, "join", "", "address of a manager of the cluster to join (first start only)")
+	f.StringVar(&cfg.JoinToken, "token", "", "manager join token for --join")
+	f.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated client URLs of an external etcd cluster (default: embedded member)")
+	f.StringVar(&etcdTLS.CAFile, "etcd-cafile", "", "CA of the external etcd cluster")
+	f.StringVar(&etcdTLS.CertFile, "etcd-certfile", "", "client certificate for the external etcd cluster")
+	f.StringVar(&etcdTLS.KeyFile, "etcd-keyfile", "", "client key for the external etcd cluster")
+	f.IntVar(&cfg.EtcdPeerPort, "etcd-peer-port", 0, "embedded etcd peer port (default: the --listen port plus one)")
+	f.DurationVar(&cfg.HeartbeatPeriod, "heartbeat-period", 0, "heartbeat period told to agents (default 5s)")
+	f.BoolVar(&debug, "debug", false, "debug logging")
+	cmd.MarkFlagRequired("data-dir")
+	root.AddCommand(cmd)
+}

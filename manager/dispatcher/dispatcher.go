@@ -48,6 +48,8 @@ type Config struct {
 
 // Dispatcher fans store changes out to node sessions.
 type Dispatcher struct {
+	dapi.UnimplementedDispatcherServer
+
 	cfg Config
 	log *slog.Logger
 

@@ -1,0 +1,202 @@
+package manager
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	caapi "github.com/lockbox-project/lockbox/api/ca"
+	clusterapi "github.com/lockbox-project/lockbox/api/cluster"
+	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/ca"
+	"github.com/lockbox-project/lockbox/manager/ca/jointoken"
+	"github.com/lockbox-project/lockbox/manager/etcd"
+	"github.com/lockbox-project/lockbox/manager/keys"
+	"github.com/lockbox-project/lockbox/manager/store"
+)
+
+// clusterServer serves Cluster.Join to managers (the interceptor checked
+// the manager certificate).
+type clusterServer struct {
+	clusterapi.UnimplementedClusterServer
+	m *Manager
+}
+
+func (s *clusterServer) Join(ctx context.Context, req *clusterapi.JoinRequest) (*clusterapi.JoinResponse, error) {
+	who, err := ca.PeerIdentity(ctx)
+	if err != nil || who.Role != ca.RoleManager {
+		return nil, status.Error(codes.PermissionDenied, "joining needs a manager certificate")
+	}
+	resp := &clusterapi.JoinResponse{Autolock: s.m.st.Autolock, Managers: s.m.managerList()}
+	switch {
+	case s.m.member != nil && req.GetPeerUrl() == "":
+		return nil, status.Error(codes.InvalidArgument, "this cluster runs embedded etcd: the joiner must give its peer URL")
+	case s.m.member == nil && req.GetPeerUrl() != "":
+		return nil, status.Error(codes.InvalidArgument, "this cluster uses external etcd: start the joiner with --etcd-endpoints")
+	case s.m.member != nil:
+		initial, err := etcd.AddMember(ctx, s.m.cli, who.NodeID, req.PeerUrl)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "%v", err)
+		}
+		resp.InitialCluster = initial
+	}
+	if !s.m.st.Autolock {
+		kek, err := keys.LoadKeyFile(s.m.path("kek"))
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "load key file: %v", err)
+		}
+		resp.KeyEncryptionKey = kek.Bytes()
+		kek.Zero()
+	}
+	s.m.log.Info("manager joining", "node", who.NodeID, "peer_url", req.GetPeerUrl())
+	return resp, nil
+}
+
+// join is the first start of a manager joining a cluster: get a manager
+// certificate with the token, become an etcd member, receive the KEK.
+func (m *Manager) join(ctx context.Context) error {
+	tok, err := jointoken.Parse(m.cfg.JoinToken)
+	if err != nil {
+		return fmt.Errorf("manager: --token: %w", err)
+	}
+	rootPEM, err := fetchPinnedRoot(ctx, m.cfg.JoinAddr, tok)
+	if err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	// The CSR's subject is ignored by the CA; the addresses are what other
+	// managers and etcd peers will dial.
+	req, err := m.ownCertRequest("joining")
+	if err != nil {
+		return err
+	}
+	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "joining-manager"}, IPAddresses: req.IPs, DNSNames: req.DNSNames,
+	}, key)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(rootPEM)
+	conn, err := grpc.NewClient(m.cfg.JoinAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: ca.ManagerDNSName,
+	})))
+	if err != nil {
+		return fmt.Errorf("manager: dial %s: %w", m.cfg.JoinAddr, err)
+	}
+	issued, err := caapi.NewNodeCAClient(conn).IssueNodeCertificate(ctx, &caapi.IssueNodeCertificateRequest{
+		Token:       m.cfg.JoinToken,
+		CsrPem:      pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}),
+		Description: describeSelf(),
+	})
+	conn.Close()
+	if err != nil {
+		return fmt.Errorf("manager: join %s: %w", m.cfg.JoinAddr, err)
+	}
+	if issued.Role != types.NodeRole_NODE_ROLE_MANAGER {
+		return errors.New("manager: the token is a worker token: join managers with 'lockbox join-token manager'")
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	clear(keyDER)
+	if err := m.writeCerts(issued.CertificatePem, keyPEM, rootPEM); err != nil {
+		return err
+	}
+	clear(keyPEM)
+	m.st = &state{NodeID: issued.NodeId}
+	if len(m.cfg.EtcdEndpoints) == 0 {
+		if m.st.PeerURL, err = m.peerURL(); err != nil {
+			return err
+		}
+	}
+
+	own, err := tlsPair(m.path("certs", "node.crt"), m.path("certs", "node.key"))
+	if err != nil {
+		return err
+	}
+	cfg, err := ca.ClientTLS(rootPEM, own)
+	if err != nil {
+		return err
+	}
+	conn, err = grpc.NewClient(m.cfg.JoinAddr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		return fmt.Errorf("manager: dial %s: %w", m.cfg.JoinAddr, err)
+	}
+	defer conn.Close()
+	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	joined, err := clusterapi.NewClusterClient(conn).Join(jctx, &clusterapi.JoinRequest{PeerUrl: m.st.PeerURL})
+	if err != nil {
+		return fmt.Errorf("manager: join %s: %w", m.cfg.JoinAddr, err)
+	}
+	m.st.Autolock = joined.Autolock
+	if err := m.startEtcd(ctx, joined.InitialCluster); err != nil {
+		return err
+	}
+	m.keys = keys.NewManager(m.cli, store.DefaultPrefix)
+	if !joined.Autolock {
+		kek, err := keys.KEKFromBytes(joined.KeyEncryptionKey)
+		clear(joined.KeyEncryptionKey)
+		if err != nil {
+			return fmt.Errorf("manager: key-encryption key from %s: %w", m.cfg.JoinAddr, err)
+		}
+		defer kek.Zero()
+		if err := keys.WriteKeyFile(m.path("kek"), kek); err != nil {
+			return err
+		}
+		if err := m.keys.Unlock(ctx, kek); err != nil {
+			return fmt.Errorf("manager: unlock data keys: %w", err)
+		}
+	}
+	cresp, err := m.cli.Get(ctx, ca.ClusterIDKey)
+	if err != nil || len(cresp.Kvs) == 0 {
+		return fmt.Errorf("manager: read cluster ID: %v", err)
+	}
+	m.st.ClusterID = string(cresp.Kvs[0].Value)
+	if err := m.saveState(m.st); err != nil {
+		return err
+	}
+	m.log.Info("joined cluster", "cluster", m.st.ClusterID, "node", m.st.NodeID, "via", m.cfg.JoinAddr)
+	return nil
+}
+
+// fetchPinnedRoot gets the root CA without trusting the server, and
+// accepts it only if its digest is the one in the token.
+func fetchPinnedRoot(ctx context.Context, addr string, tok jointoken.Token) ([]byte, error) {
+	// Nothing is trusted from this connection until the digest matches.
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, //nolint:gosec // pinned below
+	})))
+	if err != nil {
+		return nil, fmt.Errorf("manager: dial %s: %w", addr, err)
+	}
+	defer conn.Close()
+	resp, err := caapi.NewNodeCAClient(conn).GetRootCACertificate(ctx, &caapi.GetRootCACertificateRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("manager: fetch root CA from %s: %w", addr, err)
+	}
+	b, _ := pem.Decode(resp.CertificatePem)
+	if b == nil || !tok.PinsCA(b.Bytes) {
+		return nil, fmt.Errorf("manager: the root CA of %s does not match the token's digest: wrong cluster or an impostor", addr)
+	}
+	return resp.CertificatePem, nil
+}

@@ -1,0 +1,103 @@
+package manager
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+)
+
+// state is what a manager remembers about itself between starts. It holds
+// no secret.
+type state struct {
+	NodeID    string `json:"node_id"`
+	ClusterID string `json:"cluster_id"`
+	Autolock  bool   `json:"autolock"`
+	// PeerURL is the embedded etcd member's peer URL; empty with external etcd.
+	PeerURL string `json:"peer_url,omitempty"`
+}
+
+func (m *Manager) path(parts ...string) string {
+	return filepath.Join(append([]string{m.cfg.DataDir}, parts...)...)
+}
+
+func (m *Manager) loadState() (*state, error) {
+	b, err := os.ReadFile(m.path("state.json"))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	var s state
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("read state %s: %w", m.path("state.json"), err)
+	}
+	return &s, nil
+}
+
+func (m *Manager) saveState(s *state) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(m.path("state.json"), append(b, '\n'), 0o600)
+}
+
+// writeFileAtomic writes through a temp file and a rename, so a crash
+// leaves the old file or the new one, never half of one.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// listenUnix listens on path in a directory only root can enter (0700),
+// with the socket itself 0600.
+func listenUnix(path string) (*net.UnixListener, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("admin socket: create %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("admin socket: chmod %s: %w", dir, err)
+	}
+	// A socket left by a crashed manager would make the listen fail.
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("admin socket: chmod %s: %w", path, err)
+	}
+	return l, nil
+}

@@ -1,0 +1,582 @@
+package manager
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	caapi "github.com/lockbox-project/lockbox/api/ca"
+	clusterapi "github.com/lockbox-project/lockbox/api/cluster"
+	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/admin"
+	"github.com/lockbox-project/lockbox/manager/ca"
+	"github.com/lockbox-project/lockbox/manager/dispatcher"
+	"github.com/lockbox-project/lockbox/manager/etcd"
+	"github.com/lockbox-project/lockbox/manager/keys"
+	"github.com/lockbox-project/lockbox/manager/store"
+)
+
+// DefaultListenAddr is where a manager listens unless told otherwise: the
+// port is Lockbox's own (swarm uses 2377); etcd peers use the next one.
+const DefaultListenAddr = "0.0.0.0:4242"
+
+// DefaultAdminSocket is the root-only admin socket, like dockerd's.
+const DefaultAdminSocket = "/run/lockbox/manager.sock"
+
+// Config is what a manager is started with (the flags of `lockbox manager`).
+type Config struct {
+	DataDir string
+	// ListenAddr is the TCP address of the gRPC listener.
+	ListenAddr string
+	// AdvertiseAddr is the host:port other managers and agents dial;
+	// default: ListenAddr, or the first non-loopback address when
+	// ListenAddr is a wildcard.
+	AdvertiseAddr string
+	// AdminSocket is the unix admin socket; "" serves admin over TCP only.
+	AdminSocket string
+	// Autolock keeps the data key wrapped by an unlock key printed once at
+	// init; a restarted manager waits for `lockbox unlock`.
+	Autolock bool
+	// JoinAddr and JoinToken join an existing cluster (first start only).
+	JoinAddr, JoinToken string
+	// EtcdEndpoints uses an external etcd cluster instead of an embedded
+	// member; EtcdTLS are its client credentials, if it wants them.
+	EtcdEndpoints []string
+	EtcdTLS       *etcd.TLSFiles
+	// EtcdPeerPort is the embedded member's peer port; 0 means the listen
+	// port plus one.
+	EtcdPeerPort int
+	// HeartbeatPeriod is told to agents (default 5s).
+	HeartbeatPeriod time.Duration
+	Logger          *slog.Logger
+	// EtcdLogger receives etcd's own logs (nil: discarded).
+	EtcdLogger *zap.Logger
+	// Out is where the unlock key is printed, once, at init (os.Stdout).
+	Out io.Writer
+}
+
+// Manager is one running manager.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+
+	st     *state
+	member *etcd.Member // nil with external etcd
+	cli    *clientv3.Client
+	keys   *keys.Manager
+	caPtr  atomic.Pointer[ca.CA]
+	store  *store.Store
+	disp   *dispatcher.Dispatcher
+
+	listener  net.Listener
+	advertise string
+	managers  atomic.Pointer[[]string]
+
+	ready   chan struct{}
+	stopped chan struct{}
+	mu      sync.Mutex
+}
+
+// New checks cfg and returns a manager; Run starts it.
+func New(cfg Config) (*Manager, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("manager: --data-dir is required")
+	}
+	if cfg.ListenAddr == "" {
+		cfg.ListenAddr = DefaultListenAddr
+	}
+	if (cfg.JoinAddr == "") != (cfg.JoinToken == "") {
+		return nil, errors.New("manager: --join and --token go together")
+	}
+	if cfg.HeartbeatPeriod == 0 {
+		cfg.HeartbeatPeriod = 5 * time.Second
+	}
+	if cfg.Out == nil {
+		cfg.Out = os.Stdout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Manager{cfg: cfg, log: log, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
+}
+
+// Ready is closed when the manager serves (locked or not).
+func (m *Manager) Ready() <-chan struct{} { return m.ready }
+
+// Addr is the address the TCP listener is bound to (after Ready).
+func (m *Manager) Addr() string { return m.listener.Addr().String() }
+
+// NodeID is this manager's node ID (after Ready).
+func (m *Manager) NodeID() string { return m.st.NodeID }
+
+// IsEtcdLeader reports whether this manager's embedded member leads etcd.
+func (m *Manager) IsEtcdLeader() bool { return m.member != nil && m.member.IsLeader() }
+
+// Store is the manager's store (after Ready), for tests and tools.
+func (m *Manager) Store() *store.Store { return m.store }
+
+func (m *Manager) ca() *ca.CA { return m.caPtr.Load() }
+
+// Run starts the manager — initialising the cluster or joining one on the
+// first start — and serves until ctx ends or etcd fails.
+func (m *Manager) Run(ctx context.Context) (err error) {
+	defer close(m.stopped)
+	if err := os.MkdirAll(m.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("manager: data dir: %w", err)
+	}
+	if err := os.Chmod(m.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("manager: data dir: %w", err)
+	}
+	m.listener, err = net.Listen("tcp", m.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("manager: listen on %s: %w", m.cfg.ListenAddr, err)
+	}
+	defer m.listener.Close()
+	if m.advertise, err = advertiseAddr(m.cfg.AdvertiseAddr, m.listener.Addr().String()); err != nil {
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := m.start(runCtx); err != nil {
+		return err
+	}
+	defer m.closeEtcd()
+
+	c, err := ca.Open(runCtx, m.cli, m.keys)
+	if err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	m.caPtr.Store(c)
+	m.store = store.New(m.cli, m.keys)
+	go m.keys.WatchKeyring(runCtx, func(err error) {
+		if err != nil {
+			m.log.Warn("keyring reload failed", "err", err)
+		}
+	})
+
+	m.disp = dispatcher.New(dispatcher.Config{
+		Store:           m.store,
+		History:         dispatcher.EtcdHistory{Client: m.cli, Prefix: m.store.Prefix()},
+		Managers:        m.managerList,
+		HeartbeatPeriod: m.cfg.HeartbeatPeriod,
+		Logger:          m.log,
+	})
+	go func() {
+		if err := m.disp.Run(runCtx); err != nil && runCtx.Err() == nil {
+			m.log.Error("dispatcher stopped", "err", err)
+		}
+	}()
+	revoked := make(chan string, 256)
+	c.SubscribeRevocations(revoked)
+	go func() {
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case id := <-revoked:
+				m.disp.EndSession(id, dispatcher.ErrRevoked)
+			}
+		}
+	}()
+	if err := m.registerSelf(runCtx); err != nil {
+		return err
+	}
+
+	adminSrv, err := admin.New(admin.Config{
+		Store:    m.store,
+		Tokens:   tokenIssuer{m},
+		Unlocker: unlocker{m},
+		Nodes:    revoker{m},
+		DataKeys: rotator{m},
+	})
+	if err != nil {
+		return err
+	}
+	tcp, err := m.tcpServer(adminSrv)
+	if err != nil {
+		return err
+	}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- tcp.Serve(m.listener) }()
+	defer tcp.Stop()
+	if m.cfg.AdminSocket != "" {
+		l, err := listenAdminSocket(m.cfg.AdminSocket, m.log)
+		if err != nil {
+			return fmt.Errorf("manager: %w", err)
+		}
+		u, s := socketOnly(m.keys.Locked)
+		sock := grpc.NewServer(grpc.ChainUnaryInterceptor(u), grpc.ChainStreamInterceptor(s))
+		adminapi.RegisterAdminServer(sock, adminSrv)
+		go func() { serveErr <- sock.Serve(l) }()
+		defer func() {
+			sock.Stop()
+			os.Remove(m.cfg.AdminSocket)
+		}()
+	}
+	m.log.Info("manager ready", "node", m.st.NodeID, "cluster", m.st.ClusterID, "listen", m.listener.Addr().String(),
+		"advertise", m.advertise, "admin_socket", m.cfg.AdminSocket, "locked", m.keys.Locked())
+	close(m.ready)
+
+	var etcdErr <-chan error
+	if m.member != nil {
+		etcdErr = m.member.Err()
+	}
+	select {
+	case <-ctx.Done():
+		m.log.Info("manager stopping")
+		return nil
+	case err := <-etcdErr:
+		return fmt.Errorf("manager: etcd member failed: %w", err)
+	case err := <-serveErr:
+		return fmt.Errorf("manager: server stopped: %w", err)
+	}
+}
+
+func (m *Manager) closeEtcd() {
+	if m.member != nil {
+		m.member.Close()
+	} else if m.cli != nil {
+		m.cli.Close()
+	}
+}
+
+func (m *Manager) tcpServer(adminSrv *admin.Server) (*grpc.Server, error) {
+	own, err := tlsPair(m.path("certs", "node.crt"), m.path("certs", "node.key"))
+	if err != nil {
+		return nil, err
+	}
+	c := m.ca()
+	az := &authorizer{ca: m.ca, locked: m.keys.Locked}
+	s := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(c.ServerTLS(own))),
+		grpc.ChainUnaryInterceptor(az.unary),
+		grpc.ChainStreamInterceptor(az.stream),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	caapi.RegisterNodeCAServer(s, ca.NewServer(c, registrar{m}, m.managerList, m.log))
+	dapi.RegisterDispatcherServer(s, m.disp)
+	adminapi.RegisterAdminServer(s, adminSrv)
+	clusterapi.RegisterClusterServer(s, &clusterServer{m: m})
+	return s, nil
+}
+
+// start brings up etcd and the keys: first start (init or join) or restart.
+func (m *Manager) start(ctx context.Context) error {
+	st, err := m.loadState()
+	if err != nil {
+		return err
+	}
+	switch {
+	case st != nil:
+		if m.cfg.JoinAddr != "" {
+			m.log.Warn("--join is ignored: this data dir already belongs to a cluster", "cluster", st.ClusterID)
+		}
+		m.st = st
+		return m.restart(ctx)
+	case m.cfg.JoinAddr != "":
+		return m.join(ctx)
+	default:
+		return m.initialize(ctx)
+	}
+}
+
+func (m *Manager) peerURL() (string, error) {
+	host, port, err := net.SplitHostPort(m.advertise)
+	if err != nil {
+		return "", err
+	}
+	p := m.cfg.EtcdPeerPort
+	if p == 0 {
+		n, err := strconv.Atoi(port)
+		if err != nil {
+			return "", err
+		}
+		p = n + 1
+	}
+	return "https://" + net.JoinHostPort(host, strconv.Itoa(p)), nil
+}
+
+func (m *Manager) startEtcd(ctx context.Context, initialCluster string) error {
+	if len(m.cfg.EtcdEndpoints) > 0 {
+		cli, err := etcd.Connect(ctx, m.cfg.EtcdEndpoints, m.cfg.EtcdTLS)
+		if err != nil {
+			return fmt.Errorf("manager: %w", err)
+		}
+		m.cli = cli
+		return nil
+	}
+	member, err := etcd.Start(ctx, etcd.Config{
+		Dir:            m.path("etcd"),
+		Name:           m.st.NodeID,
+		PeerURL:        m.st.PeerURL,
+		PeerTLS:        &etcd.TLSFiles{CertFile: m.path("certs", "node.crt"), KeyFile: m.path("certs", "node.key"), CAFile: m.path("certs", "ca.crt")},
+		InitialCluster: initialCluster,
+		Logger:         m.cfg.EtcdLogger,
+	})
+	if err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	m.member, m.cli = member, member.Client()
+	return nil
+}
+
+// initialize creates a new cluster: CA, data keys, tokens, the manager's
+// own node and admin credentials.
+func (m *Manager) initialize(ctx context.Context) error {
+	root, err := ca.NewRoot()
+	if err != nil {
+		return err
+	}
+	nodeID, err := ca.NewID()
+	if err != nil {
+		return err
+	}
+	m.st = &state{NodeID: nodeID, ClusterID: root.ClusterID, Autolock: m.cfg.Autolock}
+	if len(m.cfg.EtcdEndpoints) == 0 {
+		if m.st.PeerURL, err = m.peerURL(); err != nil {
+			return err
+		}
+	}
+	req, err := m.ownCertRequest(nodeID)
+	if err != nil {
+		return err
+	}
+	own, err := root.NewKeyPair(req)
+	if err != nil {
+		return err
+	}
+	if err := m.writeCerts(own.CertPEM, own.KeyPEM, root.CertPEM); err != nil {
+		return err
+	}
+	if err := m.startEtcd(ctx, ""); err != nil {
+		return err
+	}
+	m.keys = keys.NewManager(m.cli, store.DefaultPrefix)
+	var kek *keys.KEK
+	unlockKey := ""
+	if m.cfg.Autolock {
+		if unlockKey, err = keys.NewUnlockKey(); err != nil {
+			return err
+		}
+		kek, err = keys.KEKFromUnlockKey(unlockKey)
+	} else {
+		kek, err = keys.CreateKeyFile(m.path("kek"))
+	}
+	if err != nil {
+		return err
+	}
+	defer kek.Zero()
+	created, err := m.keys.Bootstrap(ctx, kek, unlockKey)
+	if err != nil {
+		return fmt.Errorf("manager: create data keys: %w", err)
+	}
+	if !created {
+		return errors.New("manager: etcd already holds a Lockbox cluster: join it with --join and a manager token")
+	}
+	if err := ca.Save(ctx, m.cli, m.keys, root); err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	st := store.New(m.cli, m.keys)
+	ownCert, _ := parsePEMCert(own.CertPEM)
+	if _, err := st.CreateNode(ctx, &types.Node{
+		Id:          nodeID,
+		Role:        types.NodeRole_NODE_ROLE_MANAGER,
+		Description: describeSelf(),
+		State:       types.NodeState_NODE_STATE_READY,
+		LastSeen:    timestamppb.Now(),
+		Certificate: certInfo(ownCert),
+		Addr:        m.advertise,
+	}); err != nil {
+		return fmt.Errorf("manager: record own node: %w", err)
+	}
+	adminID, err := ca.NewID()
+	if err != nil {
+		return err
+	}
+	creds, err := root.NewKeyPair(ca.CertRequest{NodeID: "admin-" + adminID[:12], Role: ca.RoleAdmin})
+	if err != nil {
+		return err
+	}
+	for name, data := range map[string][]byte{"ca.pem": root.CertPEM, "cert.pem": creds.CertPEM, "key.pem": creds.KeyPEM} {
+		if err := writeFileAtomic(m.path("admin", name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	clear(creds.KeyPEM)
+	clear(own.KeyPEM)
+	if err := m.saveState(m.st); err != nil {
+		return err
+	}
+	if m.cfg.Autolock {
+		fmt.Fprintf(m.cfg.Out, "Autolock is on. Keep this unlock key safe; it is shown only now:\n\n    %s\n\nA restarted manager serves nothing until 'lockbox unlock' is given this key.\n", unlockKey)
+	}
+	m.log.Info("cluster initialised", "cluster", root.ClusterID, "node", nodeID, "admin_credentials", m.path("admin"))
+	return nil
+}
+
+// restart brings back a manager that has run before.
+func (m *Manager) restart(ctx context.Context) error {
+	if err := m.startEtcd(ctx, ""); err != nil {
+		return err
+	}
+	m.keys = keys.NewManager(m.cli, store.DefaultPrefix)
+	if m.st.Autolock {
+		m.log.Warn("autolock: this manager is locked until 'lockbox unlock'")
+		return nil
+	}
+	kek, err := keys.LoadKeyFile(m.path("kek"))
+	if err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	defer kek.Zero()
+	if err := m.keys.Unlock(ctx, kek); err != nil {
+		return fmt.Errorf("manager: unlock data keys with %s: %w", m.path("kek"), err)
+	}
+	return nil
+}
+
+func (m *Manager) ownCertRequest(nodeID string) (ca.CertRequest, error) {
+	host, _, err := net.SplitHostPort(m.advertise)
+	if err != nil {
+		return ca.CertRequest{}, err
+	}
+	req := ca.CertRequest{NodeID: nodeID, Role: ca.RoleManager}
+	if ip := net.ParseIP(host); ip != nil {
+		req.IPs = append(req.IPs, ip)
+	} else {
+		req.DNSNames = append(req.DNSNames, host)
+	}
+	return req, nil
+}
+
+func (m *Manager) writeCerts(certPEM, keyPEM, rootPEM []byte) error {
+	for name, data := range map[string][]byte{"node.crt": certPEM, "node.key": keyPEM, "ca.crt": rootPEM} {
+		if err := writeFileAtomic(m.path("certs", name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// registerSelf publishes this manager's address under a lease, so the
+// list agents receive drops a manager that is gone.
+func (m *Manager) registerSelf(ctx context.Context) error {
+	lease, err := m.cli.Grant(ctx, 15)
+	if err != nil {
+		return fmt.Errorf("manager: register address: %w", err)
+	}
+	if _, err := m.cli.Put(ctx, managersPrefix+m.st.NodeID, m.advertise, clientv3.WithLease(lease.ID)); err != nil {
+		return fmt.Errorf("manager: register address: %w", err)
+	}
+	ka, err := m.cli.KeepAlive(ctx, lease.ID)
+	if err != nil {
+		return fmt.Errorf("manager: register address: %w", err)
+	}
+	go func() {
+		for range ka {
+		}
+	}()
+	m.refreshManagers(ctx)
+	go func() {
+		t := time.NewTicker(3 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				m.refreshManagers(ctx)
+			}
+		}
+	}()
+	return nil
+}
+
+const managersPrefix = "/lockbox/cluster/managers/"
+
+func (m *Manager) refreshManagers(ctx context.Context) {
+	resp, err := m.cli.Get(ctx, managersPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return
+	}
+	list := []string{}
+	for _, kv := range resp.Kvs {
+		list = append(list, string(kv.Value))
+	}
+	m.managers.Store(&list)
+}
+
+func (m *Manager) managerList() []string {
+	if p := m.managers.Load(); p != nil {
+		return *p
+	}
+	return []string{m.advertise}
+}
+
+func advertiseAddr(flag, bound string) (string, error) {
+	if flag != "" {
+		if _, _, err := net.SplitHostPort(flag); err != nil {
+			return "", fmt.Errorf("manager: --advertise-addr %q: want host:port", flag)
+		}
+		return flag, nil
+	}
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		return bound, nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+				return net.JoinHostPort(n.IP.String(), port), nil
+			}
+		}
+	}
+	return net.JoinHostPort("127.0.0.1", port), nil
+}
+
+func describeSelf() *types.NodeDescription {
+	host, _ := os.Hostname()
+	return &types.NodeDescription{Hostname: host, Platform: &types.Platform{Os: runtime.GOOS, Architecture: runtime.GOARCH}}
+}
+
+func parsePEMCert(p []byte) (*x509.Certificate, error) {
+	b, _ := pem.Decode(p)
+	if b == nil {
+		return nil, errors.New("not a PEM certificate")
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
+
+func certInfo(c *x509.Certificate) *types.NodeCertificate {
+	if c == nil {
+		return nil
+	}
+	return &types.NodeCertificate{Serial: c.SerialNumber.Text(16), NotAfter: timestamppb.New(c.NotAfter)}
+}
