@@ -15,10 +15,10 @@ import (
 type access int
 
 const (
-	anyone access = iota + 1 // no certificate (root CA, join with token)
-	nodes                    // worker or manager certificate
-	managers                 // manager certificate
-	admins                   // admin certificate
+	anyone   access = iota + 1 // no certificate (root CA, join with token)
+	nodes                      // worker or manager certificate
+	managers                   // manager certificate
+	admins                     // admin certificate
 )
 
 // tcpPolicy lists every method reachable over TCP; anything else is

@@ -12,7 +12,6 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -94,7 +93,6 @@ type Manager struct {
 
 	ready   chan struct{}
 	stopped chan struct{}
-	mu      sync.Mutex
 }
 
 // New checks cfg and returns a manager; Run starts it.
