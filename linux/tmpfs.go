@@ -106,8 +106,6 @@ func (m *Mounter) newTmpfs(size int64, inodes int) (int, error) {
 		{"nr_inodes", strconv.Itoa(inodes + inodeSlack)},
 		// Only the mounter walks the root; attached views start below it.
 		{"mode", "0700"},
-		{"uid", "0"},
-		{"gid", "0"},
 		// Never back secrets with huge pages, whatever the system default.
 		{"huge", "never"},
 	}
@@ -253,8 +251,12 @@ func writeFile(dirfd int, f mounter.File, src mounter.SecretSource) error {
 	if err := unix.Fchmod(fd, uint32(f.Mode.Perm())); err != nil {
 		return fmt.Errorf("build tmpfs: chmod secret %q: %w", f.SecretName, err)
 	}
-	if err := unix.Fsetxattr(fd, markXattr, markValue, 0); err != nil {
-		return fmt.Errorf("build tmpfs: mark secret %q: %w", f.SecretName, err)
+	// A file under /run/secrets is found through the marked secrets/
+	// directory; only a single-file mount's root needs its own mark.
+	if linkName(f) == "" {
+		if err := unix.Fsetxattr(fd, markXattr, markValue, 0); err != nil {
+			return fmt.Errorf("build tmpfs: mark secret %q: %w", f.SecretName, err)
+		}
 	}
 	return nil
 }
