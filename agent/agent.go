@@ -91,9 +91,22 @@ func (a *Agent) recover() {
 	}
 	live := liveNamespaces()
 	for _, r := range recs {
-		if r.alive(live) {
-			a.held[r.ID] = &held{rec: r}
-			a.log.Info("container still running after restart; its secrets stay until it stops", "container", r.ID, "service", r.Service)
+		if pid, ok := r.alive(live); ok {
+			h := &held{rec: r}
+			// Take the mounts back so that Release can wipe them; the
+			// container keeps its files either way.
+			c := mounter.Container{ID: r.ID, Pid: pid}
+			if pid == r.Pid {
+				c.Rootfs = r.Rootfs
+			}
+			m, err := recoverMount(context.Background(), a.mounter, c, r.Targets)
+			if err != nil {
+				a.log.Warn("container still running after restart; cannot take its secrets mount back, it goes with the container", "container", r.ID, "err", err)
+			} else {
+				h.mount = m
+			}
+			a.held[r.ID] = h
+			a.log.Info("container still running after restart; its secrets stay until it stops", "container", r.ID, "service", r.Service, "recovered", h.mount != nil)
 			continue
 		}
 		// The container is gone, and with its mount namespace the kernel
@@ -180,6 +193,7 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	}
 	if rec.Pid > 0 {
 		rec.PidStart, _ = pidStart(rec.Pid)
+		rec.Rootfs = c.GetRootfs()
 	}
 	if p, ok := localapi.PeerFromContext(ctx); ok && rec.Pid == 0 {
 		// An OCI hook runs in the container's mount namespace.

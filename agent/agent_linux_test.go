@@ -267,6 +267,10 @@ func TestRecoverAfterCrash(t *testing.T) {
 	if err := second.Release(ctx, "live"); err != nil {
 		t.Fatal(err)
 	}
+	// The restarted agent took the mount back, so the release wiped it.
+	if got, err := catIn(t, r, "live", "/run/secrets/db_pw"); err == nil && got == "hunter2" {
+		t.Error("secret of a recovered container still readable after release")
+	}
 	if list, _ := second.List(ctx); len(list.GetContainers()) != 0 {
 		t.Errorf("after release: %v", list)
 	}

@@ -45,19 +45,23 @@ func mntNS(pid string) (uint64, error) {
 	return st.Ino, nil
 }
 
-// liveNamespaces returns the mount namespaces that hold a process now.
-func liveNamespaces() map[uint64]bool {
-	live := map[uint64]bool{}
+// liveNamespaces returns the mount namespaces that hold a process now, each
+// with one of its processes.
+func liveNamespaces() map[uint64]int {
+	live := map[uint64]int{}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return live
 	}
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		if ns, err := mntNS(e.Name()); err == nil {
-			live[ns] = true
+			if _, seen := live[ns]; !seen {
+				live[ns] = pid
+			}
 		}
 	}
 	return live

@@ -12,4 +12,4 @@ func mntNS(pid string) (uint64, error) { return 0, errNoProc }
 
 // liveNamespaces is empty where there is no /proc: records without a pid
 // hint are then taken for finished containers.
-func liveNamespaces() map[uint64]bool { return map[uint64]bool{} }
+func liveNamespaces() map[uint64]int { return map[uint64]int{} }

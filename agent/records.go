@@ -22,6 +22,9 @@ type record struct {
 	// together they survive pid reuse.
 	Pid      int    `json:"pid,omitempty"`
 	PidStart uint64 `json:"pid_start,omitempty"`
+	// Rootfs is the container's root as seen in its mount namespace, when
+	// the agent attached through Pid.
+	Rootfs string `json:"rootfs,omitempty"`
 	// MntNS is the inode of the container's mount namespace, when the
 	// caller was in it (an OCI hook). Any process still in it means the
 	// container lives.
@@ -116,12 +119,18 @@ func (s *recordStore) list() ([]record, []error) {
 	return out, errs
 }
 
-// alive reports whether r's container still has a process.
-func (r record) alive(live map[uint64]bool) bool {
+// alive reports whether r's container still has a process, and returns
+// one (0 if none).
+func (r record) alive(live map[uint64]int) (int, bool) {
 	if r.Pid > 0 {
 		if start, err := pidStart(r.Pid); err == nil && start == r.PidStart {
-			return true
+			return r.Pid, true
 		}
 	}
-	return r.MntNS != 0 && live[r.MntNS]
+	if r.MntNS != 0 {
+		if pid, ok := live[r.MntNS]; ok {
+			return pid, true
+		}
+	}
+	return 0, false
 }
