@@ -75,9 +75,24 @@ func criScenarios(t *testing.T, r *harness.CRI, a *harness.TestAgent, handler st
 
 func TestCRIWithNRIPlugin(t *testing.T) {
 	a := harness.StartTestAgent(t, testGrants, testSecrets)
-	c := harness.StartContainerd(t, harness.Options{CRI: true, NRI: true})
+	c := harness.StartContainerd(t, harness.Options{CRI: true, NRI: true, NRIRequired: []string{"lockbox"}})
 	c.Import("k8s.io", harness.ImageConfig{Name: busybox})
 	r := c.CRI()
+
+	// Fail closed: with the plugin required and not connected, no container
+	// is created at all.
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		pod, err := r.RunPod(ctx, "early", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = r.RunContainer(ctx, pod, "early", busybox, harness.ContainerOptions{Annotations: map[string]string{"lockbox.service": "web"}}, "true")
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "lockbox") {
+			t.Fatalf("container created without the required lockbox NRI plugin: %v", err)
+		}
+	}
 
 	p := nri.New(a)
 	ctx, cancel := context.WithCancel(context.Background())

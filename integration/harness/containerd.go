@@ -40,6 +40,9 @@ type Options struct {
 	RuntimeBinary string
 	// NRI enables containerd's NRI with its socket in the temp dir (v2 only).
 	NRI bool
+	// NRIRequired lists NRI plugins without which no CRI container is
+	// created (NRI's default validator, containerd >= 2.2).
+	NRIRequired []string
 	// Env is added to containerd's environment (and so to its shims').
 	Env []string
 }
@@ -176,6 +179,13 @@ func (c *Containerd) config(o Options) string {
 	fmt.Fprintf(&b, "[plugins.'io.containerd.internal.v1.opt']\n  path = %s\n", q(c.Dir+"/opt"))
 	fmt.Fprintf(&b, "[plugins.'io.containerd.nri.v1.nri']\n  disable = %t\n  socket_path = %s\n  plugin_path = %s\n  plugin_config_path = %s\n",
 		!o.NRI, q(c.NRISocket), q(c.Dir+"/nri/plugins"), q(c.Dir+"/nri/conf.d"))
+	if len(o.NRIRequired) > 0 {
+		var names []string
+		for _, n := range o.NRIRequired {
+			names = append(names, q(n))
+		}
+		fmt.Fprintf(&b, "[plugins.'io.containerd.nri.v1.nri'.default_validator]\n  enable = true\n  required_plugins = [%s]\n", strings.Join(names, ", "))
+	}
 	if o.CRI {
 		fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.runtime']\n  restrict_oom_score_adj = true\n")
 		fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.runtime'.containerd]\n  default_runtime_name = 'runc'\n")
