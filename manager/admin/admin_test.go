@@ -303,7 +303,7 @@ func TestLockedManagerRefuses(t *testing.T) {
 		t.Fatalf("bad key: %v", err)
 	}
 	other, _ := keys.NewUnlockKey()
-	if _, err := e.client.Unlock(ctx, &adminapi.UnlockRequest{UnlockKey: other}); status.Code(err) != codes.InvalidArgument {
+	if _, err := e.client.Unlock(ctx, &adminapi.UnlockRequest{UnlockKey: other}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "wrong unlock key") {
 		t.Fatalf("wrong key: %v", err)
 	}
 	if _, err := e.client.Unlock(ctx, &adminapi.UnlockRequest{UnlockKey: key}); err != nil {

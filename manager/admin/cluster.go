@@ -2,12 +2,14 @@ package admin
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/keys"
 )
 
 func (s *Server) GetJoinToken(ctx context.Context, req *adminapi.GetJoinTokenRequest) (*adminapi.GetJoinTokenResponse, error) {
@@ -54,9 +56,15 @@ func (s *Server) Unlock(ctx context.Context, req *adminapi.UnlockRequest) (*admi
 	if req.GetUnlockKey() == "" {
 		return nil, invalid("the unlock key is empty")
 	}
-	if err := s.cfg.Unlocker.Unlock(ctx, req.UnlockKey); err != nil {
-		// Never echo the key back.
-		return nil, status.Errorf(codes.InvalidArgument, "unlock failed: %v", err)
+	// Never echo the key back: the messages below name no key.
+	switch err := s.cfg.Unlocker.Unlock(ctx, req.UnlockKey); {
+	case err == nil:
+	case errors.Is(err, keys.ErrBadUnlockKey):
+		return nil, status.Error(codes.InvalidArgument, keys.ErrBadUnlockKey.Error())
+	case errors.Is(err, keys.ErrWrongKey):
+		return nil, status.Error(codes.InvalidArgument, "wrong unlock key: it does not unlock this cluster (was it rotated? 'lockbox unlock-key' on an unlocked manager shows the current one)")
+	default:
+		return nil, toStatus(err)
 	}
 	return &adminapi.UnlockResponse{}, nil
 }
