@@ -356,6 +356,17 @@ func (m *Mount) wipeLocked() error {
 // then truncates it: tmpfs overwrites in place, so the pages that held the
 // secret hold zeros before truncation gives them back.
 func overwrite(fd int, size int64) error {
+	if err := zeroFill(fd, size); err != nil {
+		return err
+	}
+	if err := unix.Ftruncate(fd, 0); err != nil {
+		return fmt.Errorf("truncate: %w", err)
+	}
+	return nil
+}
+
+// zeroFill writes size zero bytes from the start of the file open at fd.
+func zeroFill(fd int, size int64) error {
 	for off := int64(0); off < size; {
 		n := min(int64(len(zeros)), size-off)
 		w, err := unix.Pwrite(fd, zeros[:n], off)
@@ -363,9 +374,6 @@ func overwrite(fd int, size int64) error {
 			return fmt.Errorf("overwrite: %w", err)
 		}
 		off += int64(w)
-	}
-	if err := unix.Ftruncate(fd, 0); err != nil {
-		return fmt.Errorf("truncate: %w", err)
 	}
 	return nil
 }
