@@ -5,6 +5,8 @@ package localapi
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"net"
 	"os"
 
 	"github.com/lockbox-project/lockbox/api/agent"
@@ -34,3 +36,18 @@ func (c *Client) List(ctx context.Context) (*agent.ListResponse, error) { return
 
 // Close does nothing off Linux.
 func (c *Client) Close() error { return nil }
+
+// Listen fails off Linux.
+func Listen(path string) (*net.UnixListener, error) { return nil, errUnsupported }
+
+// Server is unavailable off Linux.
+type Server struct{}
+
+// NewServer returns a server that cannot serve off Linux.
+func NewServer(h Handler, log *slog.Logger) *Server { return &Server{} }
+
+// Serve fails off Linux.
+func (s *Server) Serve(ln *net.UnixListener) error { return errUnsupported }
+
+// Close does nothing off Linux.
+func (s *Server) Close() error { return nil }

@@ -1,5 +1,117 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
 
-func addAgentCommand(root *cobra.Command) {}
+	"github.com/spf13/cobra"
+
+	"github.com/lockbox-project/lockbox/agent/daemon"
+	"github.com/lockbox-project/lockbox/agent/localapi"
+)
+
+func addAgentCommand(root *cobra.Command) {
+	var (
+		o        daemon.Options
+		managers string
+		debug    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent --manager ADDR[,ADDR...] --token TOKEN --state-dir DIR [--socket PATH] [--nri]",
+		Short: "Run the node agent (joins with --token on its first start)",
+		Long: `Run the Lockbox node agent.
+
+The first start joins the cluster with a worker join token; the node's key and
+certificate are kept in --state-dir (0600) and later starts need no token.
+The agent holds the grants of the services placed on this node in locked
+memory only, keeps serving them when every manager is gone, and answers the
+runtime adapters on a root-only unix socket.
+
+The token may also come from the environment (LOCKBOX_JOIN_TOKEN), which keeps
+it out of the process list.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			for _, m := range strings.Split(managers, ",") {
+				if m = strings.TrimSpace(m); m != "" {
+					o.Managers = append(o.Managers, m)
+				}
+			}
+			if o.Token == "" {
+				o.Token = os.Getenv("LOCKBOX_JOIN_TOKEN")
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return daemon.Run(ctx, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&managers, "manager", "", "manager addresses, comma-separated (host:port)")
+	f.StringVar(&o.Token, "token", "", "worker join token (first start only)")
+	f.StringVar(&o.StateDir, "state-dir", "/var/lib/lockbox/agent", "directory for the node's credentials and container records")
+	f.StringVar(&o.Socket, "socket", localapi.DefaultSocket, "local API socket (its directory is made 0700)")
+	f.BoolVar(&o.NRI, "nri", false, "serve CRI containers as an NRI plugin of containerd")
+	f.StringVar(&o.NRISocket, "nri-socket", "", "containerd's NRI socket (default: NRI's own default)")
+	f.BoolVar(&debug, "debug", false, "log at debug level")
+
+	cmd.AddCommand(newAgentLsCommand())
+	root.AddCommand(cmd)
+}
+
+// newAgentLsCommand lists what the local agent has mounted, through its
+// local API (root only).
+func newAgentLsCommand() *cobra.Command {
+	var socket string
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "ls [--socket PATH] [-q]",
+		Short: "List the containers the local agent holds secrets mounts for",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if socket == "" {
+				socket = os.Getenv("LOCKBOX_AGENT_SOCKET")
+			}
+			if socket == "" {
+				socket = localapi.DefaultSocket
+			}
+			c, err := localapi.Dial(socket)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			resp, err := c.List(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if quiet {
+				for _, ct := range resp.GetContainers() {
+					fmt.Fprintln(out, ct.GetId())
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "CONTAINER\tSERVICE\tTARGETS")
+			for _, ct := range resp.GetContainers() {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", ct.GetId(), ct.GetService(), strings.Join(ct.GetTargets(), ","))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&socket, "socket", "", "agent socket (default $LOCKBOX_AGENT_SOCKET or "+localapi.DefaultSocket+")")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only container IDs")
+	return cmd
+}

@@ -1,0 +1,132 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+
+	"github.com/lockbox-project/lockbox/agent"
+	"github.com/lockbox-project/lockbox/agent/grants"
+	"github.com/lockbox-project/lockbox/agent/localapi"
+	"github.com/lockbox-project/lockbox/agent/secretmem"
+	"github.com/lockbox-project/lockbox/agent/session"
+	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/plugin/nri"
+)
+
+// Version is reported to the managers as the agent's version.
+var Version = "dev"
+
+// Options are the agent's command-line settings.
+type Options struct {
+	Managers []string
+	Token    string
+	StateDir string
+	Socket   string
+	// NRI runs the NRI plugin in the agent's process.
+	NRI       bool
+	NRISocket string
+	Log       *slog.Logger
+	// Ready, if set, is closed once the local API serves.
+	Ready chan<- struct{}
+}
+
+// Run runs the agent until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	// First of all: no core dumps, no ptrace by other users. Secrets
+	// arrive only after this.
+	if err := secretmem.Harden(); err != nil {
+		return fmt.Errorf("harden process: %w", err)
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.StateDir == "" {
+		return errors.New("--state-dir is required")
+	}
+	if o.Socket == "" {
+		o.Socket = localapi.DefaultSocket
+	}
+	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if err := os.Chmod(o.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+
+	cache := grants.NewCache()
+	defer cache.Close()
+
+	hostname, _ := os.Hostname()
+	sess, err := session.New(ctx, session.Config{
+		StateDir: o.StateDir,
+		Managers: o.Managers,
+		Token:    o.Token,
+		Description: &types.NodeDescription{
+			Hostname:     hostname,
+			Platform:     &types.Platform{Os: runtime.GOOS, Architecture: runtime.GOARCH},
+			AgentVersion: Version,
+		},
+		Cache: cache,
+		Log:   o.Log.With("part", "session"),
+	})
+	if err != nil {
+		return err
+	}
+
+	core, err := agent.New(agent.Config{StateDir: o.StateDir, Grants: cache, Log: o.Log.With("part", "agent")})
+	if err != nil {
+		return err
+	}
+	defer core.Close()
+
+	ln, err := localapi.Listen(o.Socket)
+	if err != nil {
+		return err
+	}
+	srv := localapi.NewServer(core, o.Log.With("part", "localapi"))
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ln); err != nil {
+			errc <- err
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		sess.Run(ctx)
+	}()
+	if o.NRI {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := nri.New(core).Run(ctx, nri.Options{Socket: o.NRISocket}); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("nri plugin: %w", err)
+			}
+		}()
+	}
+	o.Log.Info("agent serving", "node", sess.NodeID(), "socket", o.Socket, "state_dir", o.StateDir, "nri", o.NRI)
+	if o.Ready != nil {
+		close(o.Ready)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	cancel()
+	srv.Close()
+	wg.Wait()
+	o.Log.Info("agent stopped; running containers keep their secrets")
+	return runErr
+}
