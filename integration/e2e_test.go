@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"os/exec"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -11,8 +12,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/oci"
+
 	"github.com/lockbox-project/lockbox/integration/harness"
+	"github.com/lockbox-project/lockbox/plugin/ocispec"
 )
+
+// buildNRIPlugin builds plugin/nri/cmd/lockbox-nri into a temp dir.
+func buildNRIPlugin(t *testing.T) string {
+	out := filepath.Join(t.TempDir(), "lockbox-nri")
+	cmd := exec.Command("go", "build", "-o", out, "github.com/lockbox-project/lockbox/plugin/nri/cmd/lockbox-nri")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build lockbox-nri: %v\n%s", err, o)
+	}
+	return out
+}
 
 // e2eSetup starts a real manager with the test's secrets and services, and
 // a real agent joined to it.
@@ -83,6 +97,44 @@ func TestEndToEnd(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("Go client", func(t *testing.T) {
+		c := harness.StartContainerd(t, harness.Options{Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
+		c.Import("default", harness.ImageConfig{Name: busybox})
+		cl, nsctx := c.Client("default")
+		out, code, err := c.GoRun(nsctx, cl, busybox, "goclient", filepath.Join(bin, "lockbox-runtime"),
+			oci.WithProcessArgs("sh", "-c", inspectScript), ocispec.WithService("web"))
+		if err != nil || code != 0 {
+			t.Fatalf("exit %d, %v: %s", code, err, out)
+		}
+		checkInspect(t, out)
+	})
+
+	t.Run("CRI with the standalone NRI plugin", func(t *testing.T) {
+		nriBin := buildNRIPlugin(t)
+		c := harness.StartContainerd(t, harness.Options{CRI: true, NRI: true, NRIRequired: []string{"lockbox"}})
+		c.Import("k8s.io", harness.ImageConfig{Name: busybox})
+		r := c.CRI()
+		harness.StartProc(t, "lockbox-nri", filepath.Join(t.TempDir(), "nri.log"), nriBin,
+			"--agent-socket", a.Socket, "--nri-socket", c.NRISocket)
+		pod, err := r.RunPod(ctx, "e2e", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		var out string
+		a.WaitUntil(t, "the NRI plugin to register", func() error {
+			n++
+			var code int32
+			out, code, err = r.RunContainer(ctx, pod, fmt.Sprintf("app%d", n), busybox,
+				harness.ContainerOptions{Annotations: map[string]string{"lockbox.service": "web"}}, "sh", "-c", inspectScript)
+			if err == nil && code != 0 {
+				err = fmt.Errorf("exit %d: %s", code, out)
+			}
+			return err
+		})
+		checkInspect(t, out)
+	})
 
 	t.Run("service update affects new containers only", func(t *testing.T) {
 		c := harness.StartContainerd(t, harness.Options{Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})

@@ -24,7 +24,9 @@ type Proc struct {
 	done    chan error
 }
 
-func startProc(t testing.TB, name, logPath, bin string, args ...string) *Proc {
+// StartProc starts bin with args as a daemon whose output goes to logPath;
+// it is stopped when the test ends.
+func StartProc(t testing.TB, name, logPath, bin string, args ...string) *Proc {
 	t.Helper()
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -117,7 +119,7 @@ func StartManager(t testing.TB, binDir string) *Manager {
 		AdminSocket: filepath.Join(dir, "manager.sock"),
 		Addr:        freeAddr(t),
 	}
-	m.Proc = startProc(t, "lockbox manager", filepath.Join(dir, "manager.log"), m.Bin,
+	m.Proc = StartProc(t, "lockbox manager", filepath.Join(dir, "manager.log"), m.Bin,
 		"manager", "--data-dir", m.DataDir, "--listen", m.Addr, "--admin-socket", m.AdminSocket)
 	m.waitFor(t, "admin API", time.Minute, func() error {
 		_, err := m.CLI(context.Background(), "secret", "ls", "-q")
@@ -168,7 +170,7 @@ func StartAgent(t testing.TB, binDir string, m *Manager, extra ...string) *Agent
 	a := &Agent{Socket: filepath.Join(dir, "run", "agent.sock"), StateDir: filepath.Join(dir, "state")}
 	args := append([]string{"agent", "--manager", m.Addr, "--token", strings.TrimSpace(token),
 		"--state-dir", a.StateDir, "--socket", a.Socket}, extra...)
-	a.Proc = startProc(t, "lockbox agent", filepath.Join(dir, "agent.log"), filepath.Join(binDir, "lockbox"), args...)
+	a.Proc = StartProc(t, "lockbox agent", filepath.Join(dir, "agent.log"), filepath.Join(binDir, "lockbox"), args...)
 	a.waitFor(t, "local API", time.Minute, func() error {
 		_, err := a.List(context.Background())
 		return err
