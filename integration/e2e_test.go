@@ -4,9 +4,9 @@ package integration
 
 import (
 	"context"
-	"os/exec"
 	"errors"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
