@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	"github.com/lockbox-project/lockbox/manager/ca"
 )
 
 // defaultHost is the manager's root-only admin socket, like dockerd's.
@@ -102,15 +103,16 @@ func (c *connFlags) tlsCredentials(addr string) (credentials.TransportCredential
 	if err != nil {
 		return nil, fmt.Errorf("--tlscert/--tlskey: %w", err)
 	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("-H %s: %w", c.host, err)
 	}
 	return credentials.NewTLS(&tls.Config{
 		RootCAs:      pool,
 		Certificates: []tls.Certificate{pair},
-		ServerName:   host,
-		MinVersion:   tls.VersionTLS13,
+		// Trust comes from the cluster CA, which gives this name to manager
+		// certificates only; the address dialled may be any of a manager's.
+		ServerName: ca.ManagerDNSName,
+		MinVersion: tls.VersionTLS13,
 	}), nil
 }
 
