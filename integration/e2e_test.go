@@ -136,6 +136,32 @@ func TestEndToEnd(t *testing.T) {
 		checkInspect(t, out)
 	})
 
+	t.Run("CRI with lockbox agent --nri", func(t *testing.T) {
+		c := harness.StartContainerd(t, harness.Options{CRI: true, NRI: true, NRIRequired: []string{"lockbox"}})
+		c.Import("k8s.io", harness.ImageConfig{Name: busybox})
+		r := c.CRI()
+		a2 := harness.StartAgent(t, bin, m, "--nri", "--nri-socket", c.NRISocket)
+		pod, err := r.RunPod(ctx, "agentnri", "", map[string]string{"lockbox.service": "web"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		var out string
+		a2.WaitUntil(t, "the agent's NRI plugin and grants", func() error {
+			n++
+			var code int32
+			out, code, err = r.RunContainer(ctx, pod, fmt.Sprintf("app%d", n), busybox, harness.ContainerOptions{}, "sh", "-c", inspectScript)
+			if err == nil && code != 0 {
+				err = fmt.Errorf("exit %d: %s", code, out)
+			}
+			return err
+		})
+		checkInspect(t, out)
+		if held, err := a2.List(ctx); err != nil || len(held) != 0 {
+			t.Errorf("agent holds %v (%v) after the container was removed", held, err)
+		}
+	})
+
 	t.Run("service update affects new containers only", func(t *testing.T) {
 		c := harness.StartContainerd(t, harness.Options{Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
 		c.Import("default", harness.ImageConfig{Name: busybox})
