@@ -171,3 +171,11 @@ func parseKeyValues(flag string, kvs []string) (map[string]string, error) {
 func sortByName[T any](objs []T, name func(T) string) {
 	sort.SliceStable(objs, func(i, j int) bool { return name(objs[i]) < name(objs[j]) })
 }
+
+// nonNil makes labels print as {} rather than null, as docker's do.
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}

@@ -112,7 +112,7 @@ func inspectNode(n *types.Node) nodeInspect {
 	v := nodeInspect{ID: n.Id, CreatedAt: timeOf(n.GetMeta().GetCreatedAt()), UpdatedAt: timeOf(n.GetMeta().GetUpdatedAt())}
 	v.Version.Index = n.GetMeta().GetVersion()
 	v.Spec.Role = roleName(n.Role)
-	v.Spec.Labels = n.GetSpec().GetLabels()
+	v.Spec.Labels = nonNil(n.GetSpec().GetLabels())
 	d := n.GetDescription()
 	v.Description.Hostname = d.GetHostname()
 	v.Description.Platform.OS = d.GetPlatform().GetOs()

@@ -109,7 +109,7 @@ func inspectSecret(s *types.Secret) secretInspect {
 	v := secretInspect{ID: s.Id, CreatedAt: timeOf(s.GetMeta().GetCreatedAt()), UpdatedAt: timeOf(s.GetMeta().GetUpdatedAt()), Size: s.Size, Digest: s.Digest}
 	v.Version.Index = s.GetMeta().GetVersion()
 	v.Spec.Name = s.GetSpec().GetName()
-	v.Spec.Labels = s.GetSpec().GetLabels()
+	v.Spec.Labels = nonNil(s.GetSpec().GetLabels())
 	return v
 }
 
