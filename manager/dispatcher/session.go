@@ -243,6 +243,9 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 	}
 	s := newSession(nodeID)
 	s.view = viewOf(d.ix.services, n)
+	// Views are replaced by fan-out, never changed in place: this one
+	// stays valid after the lock is released.
+	cur := s.view
 	rev := d.ix.rev
 	old := d.sessions[nodeID]
 	d.sessions[nodeID] = s
@@ -255,9 +258,9 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 	var cs []change
 	if pastOK && resume <= rev {
 		fm.typ = dapi.SessionMessage_INCREMENTAL
-		cs = diff(past, s.view)
+		cs = diff(past, cur)
 	} else {
-		cs = diff(view{}, s.view)
+		cs = diff(view{}, cur)
 	}
 	data := map[string]*sharedData{}
 	for _, c := range cs {

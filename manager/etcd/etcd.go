@@ -113,6 +113,10 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			TrustedCAFile:    cfg.PeerTLS.CAFile,
 			ClientCertAuth:   true,
 			AllowedHostnames: []string{PeerHostname},
+			// A peer is authenticated by the CA and the manager name,
+			// not by the source address, which differs from the
+			// advertised one on multi-homed hosts (and on 127.0.0.x).
+			SkipClientSANVerify: true,
 		}
 	}
 	if cfg.InitialCluster != "" && !HasData(cfg.Dir) {

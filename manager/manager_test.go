@@ -1,0 +1,310 @@
+package manager
+
+import (
+	"context"
+	"crypto/tls"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	clusterapi "github.com/lockbox-project/lockbox/api/cluster"
+	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/api/types"
+)
+
+func TestMain(m *testing.M) {
+	// Child mode: a non-root process dialling the admin socket.
+	if sock := os.Getenv("LOCKBOX_TEST_DIAL_AS_NOBODY"); sock != "" {
+		os.Exit(dialAdminSocket(sock))
+	}
+	if os.Getenv("LOCKBOX_TEST_RUN_MANAGER") != "" {
+		os.Exit(runManagerChild())
+	}
+	os.Exit(m.Run())
+}
+
+func dialAdminSocket(sock string) int {
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return 3
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := adminapi.NewAdminClient(conn).ListSecrets(ctx, &adminapi.ListSecretsRequest{}); err != nil {
+		return 1 // refused, as it must be
+	}
+	return 0
+}
+
+func createSecret(t *testing.T, a adminapi.AdminClient, name, data string) *types.Secret {
+	t.Helper()
+	r, err := a.CreateSecret(context.Background(), &adminapi.CreateSecretRequest{Spec: &types.SecretSpec{Name: name}, Data: []byte(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Secret
+}
+
+func createService(t *testing.T, a adminapi.AdminClient, name string, constraints []string, secrets ...*types.Secret) *types.Service {
+	t.Helper()
+	spec := &types.ServiceSpec{Name: name, Placement: &types.Placement{Constraints: constraints}}
+	for _, s := range secrets {
+		spec.Secrets = append(spec.Secrets, &types.SecretReference{SecretId: s.Id, SecretName: s.Spec.Name, Target: &types.FileTarget{Name: s.Spec.Name}})
+	}
+	r, err := a.CreateService(context.Background(), &adminapi.CreateServiceRequest{Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Service
+}
+
+func token(t *testing.T, a adminapi.AdminClient, role types.NodeRole, rotate bool) string {
+	t.Helper()
+	r, err := a.GetJoinToken(context.Background(), &adminapi.GetJoinTokenRequest{Role: role, Rotate: rotate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Token
+}
+
+func TestAuthorization(t *testing.T) {
+	ctx := context.Background()
+	m := startManager(t, testConfig(t, "127.0.0.1"))
+	adm := m.admin()
+	addr := m.Addr()
+	root := m.rootPEM()
+
+	// Files written at init are root-only.
+	for _, p := range []string{"state.json", "kek", "certs/node.key", "admin/key.pem", "admin/cert.pem", "admin/ca.pem"} {
+		fi, err := os.Stat(filepath.Join(m.dir, p))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, %v", p, fi.Mode(), err)
+		}
+	}
+	for _, p := range []string{m.dir, filepath.Dir(m.sock)} {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: mode %v, %v", p, fi.Mode(), err)
+		}
+	}
+
+	wtok := token(t, adm, types.NodeRole_NODE_ROLE_WORKER, false)
+	a := joinNode(t, addr, wtok, "a")
+	b := joinNode(t, addr, wtok, "b")
+	s1 := createSecret(t, adm, "only-a", "secret-of-a")
+	s2 := createSecret(t, adm, "everyone", "shared")
+	createService(t, adm, "svc-a", []string{"node.id==" + a.id}, s1)
+	createService(t, adm, "svc-all", nil, s2)
+
+	// Admin over TCP: admin certificate yes; node certificate, no
+	// certificate: no.
+	tcpAdmin := func(cert tls.Certificate) error {
+		_, err := adminapi.NewAdminClient(dialTLS(t, addr, root, cert)).ListSecrets(ctx, &adminapi.ListSecretsRequest{})
+		return err
+	}
+	if err := tcpAdmin(m.adminCert()); err != nil {
+		t.Fatalf("admin certificate refused: %v", err)
+	}
+	if err := tcpAdmin(a.cert); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("node certificate on Admin: %v", err)
+	}
+	if err := tcpAdmin(tls.Certificate{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("no certificate on Admin: %v", err)
+	}
+	// Cluster API: managers only.
+	if _, err := clusterapi.NewClusterClient(dialTLS(t, addr, root, a.cert)).Join(ctx, &clusterapi.JoinRequest{PeerUrl: "https://127.0.0.1:1"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("worker on Cluster.Join: %v", err)
+	}
+	// Dispatcher: an admin certificate is not a node.
+	if _, err := dapi.NewDispatcherClient(dialTLS(t, addr, root, m.adminCert())).Heartbeat(ctx, &dapi.HeartbeatRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("admin on Dispatcher: %v", err)
+	}
+
+	// Each node's stream carries its own grants only.
+	sa, sb := a.session(t, addr, 0), b.session(t, addr, 0)
+	ma := sa.until(func(m *dapi.SessionMessage) bool { return names(m)["+service:svc-a"] && names(m)["+service:svc-all"] })
+	if ma.NodeId != a.id {
+		t.Fatalf("a's stream names node %s", ma.NodeId)
+	}
+	mb := sb.until(func(m *dapi.SessionMessage) bool { return names(m)["+service:svc-all"] })
+	if mb.NodeId != b.id || names(mb)["+service:svc-a"] || names(mb)["+secret:only-a"] {
+		t.Fatalf("b's stream carries %v for node %s", names(mb), mb.NodeId)
+	}
+	if _, err := dapi.NewDispatcherClient(dialTLS(t, addr, b.root, b.cert)).Heartbeat(ctx, &dapi.HeartbeatRequest{}); err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
+
+	// Revocation: b's open stream ends, and b is refused from then on.
+	if _, err := adm.RemoveNode(ctx, &adminapi.RemoveNodeRequest{NameOrId: b.id, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.ended(); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("revoked node's stream ended with %v", err)
+	}
+	if _, err := dapi.NewDispatcherClient(dialTLS(t, addr, b.root, b.cert)).Heartbeat(ctx, &dapi.HeartbeatRequest{}); err == nil {
+		t.Fatal("revoked node's heartbeat accepted")
+	}
+	// a is unaffected.
+	if _, err := dapi.NewDispatcherClient(dialTLS(t, addr, a.root, a.cert)).Heartbeat(ctx, &dapi.HeartbeatRequest{}); err != nil {
+		t.Fatalf("a refused after b's revocation: %v", err)
+	}
+
+	// A rotated token is refused.
+	newTok := token(t, adm, types.NodeRole_NODE_ROLE_WORKER, true)
+	if newTok == wtok {
+		t.Fatal("rotation kept the token")
+	}
+	if _, err := fetchPinnedRoot(ctx, addr, mustParse(t, wtok)); err != nil {
+		t.Fatal(err) // same CA: pinning still works
+	}
+	joinNode(t, addr, newTok, "c")
+
+	// The admin socket refuses a non-root caller (SO_PEERCRED), even when
+	// file permissions would let it in.
+	if err := os.Chmod(filepath.Dir(m.sock), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(m.sock, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	// The test binary sits in a directory only root can enter: run a copy.
+	bin := copyExecutable(t)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "LOCKBOX_TEST_DIAL_AS_NOBODY="+m.sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("nobody on the admin socket: %v", err)
+	}
+}
+
+func TestAutolock(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "127.0.0.1")
+	cfg.Autolock = true
+	m := startManager(t, cfg)
+	key := regexp.MustCompile(`LBXKEY-1-\S+`).FindString(m.out.String())
+	if key == "" {
+		t.Fatalf("no unlock key printed: %q", m.out.String())
+	}
+	createSecret(t, m.admin(), "s", "data")
+	m.stop()
+
+	// Restarted: locked until unlocked; nothing but Unlock is served.
+	cfg.ListenAddr = m.Addr()
+	m = startManager(t, cfg)
+	adm := m.admin()
+	if _, err := adm.ListSecrets(ctx, &adminapi.ListSecretsRequest{}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("locked manager served ListSecrets: %v", err)
+	}
+	if _, err := adminapi.NewAdminClient(dialTLS(t, m.Addr(), m.rootPEM(), m.adminCert())).ListSecrets(ctx, &adminapi.ListSecretsRequest{}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("locked manager served ListSecrets over TCP: %v", err)
+	}
+	if _, err := adm.Unlock(ctx, &adminapi.UnlockRequest{UnlockKey: strings.Replace(key, "LBXKEY-1-", "LBXKEY-1-x", 1)}); err == nil {
+		t.Fatal("wrong unlock key accepted")
+	}
+	if _, err := adm.Unlock(ctx, &adminapi.UnlockRequest{UnlockKey: key}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := adm.ListSecrets(ctx, &adminapi.ListSecretsRequest{})
+	if err != nil || len(r.Secrets) != 1 {
+		t.Fatalf("after unlock: %v %v", r, err)
+	}
+	// Issuing needs the CA key, sealed by the data key: works once unlocked.
+	joinNode(t, m.Addr(), token(t, adm, types.NodeRole_NODE_ROLE_WORKER, false), "n")
+}
+
+func TestJoinAndFanOutAcrossManagers(t *testing.T) {
+	ctx := context.Background()
+	m1 := startManager(t, testConfig(t, "127.0.0.1"))
+	adm := m1.admin()
+	cfg2 := testConfig(t, "127.0.0.2")
+	cfg2.JoinAddr = m1.Addr()
+	cfg2.JoinToken = token(t, adm, types.NodeRole_NODE_ROLE_WORKER, false)
+	if _, err := New(cfg2); err != nil {
+		t.Fatal(err)
+	}
+	// A worker token does not make a manager.
+	bad, _ := New(cfg2)
+	bctx, bcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer bcancel()
+	if err := bad.Run(bctx); err == nil || !strings.Contains(err.Error(), "worker token") {
+		t.Fatalf("joined as manager with a worker token: %v", err)
+	}
+
+	cfg2 = testConfig(t, "127.0.0.2")
+	cfg2.JoinAddr = m1.Addr()
+	cfg2.JoinToken = token(t, adm, types.NodeRole_NODE_ROLE_MANAGER, false)
+	m2 := startManager(t, cfg2)
+
+	// The node talks to manager 2; the change is written through manager 1.
+	n := joinNode(t, m2.Addr(), token(t, m2.admin(), types.NodeRole_NODE_ROLE_WORKER, false), "n")
+	s := n.session(t, m2.Addr(), 0)
+	first := s.next()
+	if first.Type != dapi.SessionMessage_COMPLETE || len(first.Managers) != 2 {
+		t.Fatalf("first message %v with managers %v", first.Type, first.Managers)
+	}
+	sec := createSecret(t, adm, "via-m1", "payload")
+	createService(t, adm, "svc", nil, sec)
+	m := s.until(func(m *dapi.SessionMessage) bool { return names(m)["+service:svc"] })
+	if m.Type != dapi.SessionMessage_INCREMENTAL {
+		t.Fatalf("change arrived as %v", m.Type)
+	}
+	found := false
+	for _, c := range m.Changes {
+		if sd := c.Assignment.GetSecret(); sd != nil && sd.Name == "via-m1" && string(sd.Data) == "payload" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("secret data missing from %v", names(m))
+	}
+	// Manager 2 sees every node: two managers, the worker, and the worker
+	// the refused manager join registered before it found its role.
+	r, err := m2.admin().ListNodes(ctx, &adminapi.ListNodesRequest{})
+	if err != nil || len(r.Nodes) != 4 {
+		t.Fatalf("nodes on m2: %v %v", r, err)
+	}
+}
+
+func mustParse(t *testing.T, s string) jointokenToken {
+	t.Helper()
+	tok, err := parseToken(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func copyExecutable(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "lockbox-test-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "manager.test")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
