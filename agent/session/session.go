@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
@@ -238,6 +239,11 @@ func (s *Session) dial(addr string) (*grpc.ClientConn, error) {
 		// A manager that vanishes without closing the connection is noticed
 		// within about 15 s.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		experimental.WithBufferPool(newZeroingPool()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(zeroingCodec{})),
+		// No bufio buffer between TLS and the HTTP/2 framer: it would keep
+		// a plaintext copy of the last frames read.
+		grpc.WithReadBufferSize(0),
 	)
 }
 
