@@ -49,7 +49,8 @@ func benchPlan(b *testing.B, n, size int) (*mounter.Plan, memSource) {
 // privateMountNS moves the calling goroutine's thread into a new mount
 // namespace with private propagation, so that the Docker baseline's mounts
 // never show on the host. The thread stays locked; it ends with the
-// benchmark's goroutine.
+// benchmark's goroutine. (It is never the main thread: init locks that one
+// to the main goroutine.)
 func privateMountNS(b *testing.B) {
 	runtime.LockOSThread()
 	if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {

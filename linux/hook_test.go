@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -22,6 +23,22 @@ import (
 // createContainer hook, fetches its mounts from.
 const hookEnv = "LOCKBOX_LINUX_TEST_HOOK_SOCKET"
 
+// The main goroutine keeps the main thread for the whole run: no test
+// goroutine that changes its thread's namespaces can land there, where the
+// change would show in /proc/self and never be undone.
+func init() { runtime.LockOSThread() }
+
+// mainThreadCheck is what runLocked did when called on the main thread,
+// recorded by TestMain for TestRunLockedOnMainThread.
+var mainThreadCheck struct {
+	ranOn        int
+	nsBefore     string
+	nsAfter      string
+	innerNS      string
+	err          error
+	mainThreadID int
+}
+
 func TestMain(m *testing.M) {
 	if sock := os.Getenv(hookEnv); sock != "" {
 		if err := hookMain(sock); err != nil {
@@ -30,6 +47,21 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	// The one place a test runs on the main thread: check that runLocked
+	// moves fn elsewhere and leaves this thread's namespace alone.
+	c := &mainThreadCheck
+	c.mainThreadID = unix.Gettid()
+	c.nsBefore, _ = os.Readlink("/proc/thread-self/ns/mnt")
+	c.err = runLocked(func() error {
+		c.ranOn = unix.Gettid()
+		if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
+			return err
+		}
+		c.innerNS, _ = os.Readlink("/proc/thread-self/ns/mnt")
+		return nil
+	})
+	c.nsAfter, _ = os.Readlink("/proc/thread-self/ns/mnt")
+
 	os.Exit(m.Run())
 }
 
@@ -75,6 +107,25 @@ func hookMain(sock string) error {
 	}
 	_, _ = conn.Write([]byte(reply))
 	return err
+}
+
+func TestRunLockedOnMainThread(t *testing.T) {
+	c := mainThreadCheck
+	if c.err != nil {
+		t.Fatal(c.err)
+	}
+	if c.mainThreadID != os.Getpid() {
+		t.Fatalf("TestMain ran on thread %d, not the main thread %d", c.mainThreadID, os.Getpid())
+	}
+	if c.ranOn == c.mainThreadID {
+		t.Error("fn ran on the main thread")
+	}
+	if c.nsBefore == "" || c.nsBefore != c.nsAfter {
+		t.Errorf("main thread's mount namespace %q became %q", c.nsBefore, c.nsAfter)
+	}
+	if c.innerNS == c.nsBefore {
+		t.Errorf("fn did not get its own namespace: %q", c.innerNS)
+	}
 }
 
 // serveHandover sends m's handovers to one hook connection and returns the

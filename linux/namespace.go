@@ -56,24 +56,35 @@ func inMountNamespace(pid int, rootfs string, fn func(root int) error) error {
 		}
 		return fn(r)
 	}
+	return onThrowawayThread(enter)
+}
+
+// onThrowawayThread runs fn on an OS thread that the runtime discards
+// afterwards, so that fn may change what the thread shares (its fs struct,
+// its mount namespace) without any other goroutine ever running there.
+func onThrowawayThread(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() { errc <- runLocked(fn) }()
+	return <-errc
+}
+
+// runLocked locks the calling goroutine's thread and runs fn there, unless
+// it is the process's main thread: the runtime never discards that one, and
+// /proc/self shows its namespaces to the whole process. Then fn runs on a
+// new goroutine, which cannot be scheduled here while this one holds the
+// thread, and this thread is left untouched and unlocked again. The caller
+// must return right after, so that the thread, if fn ran on it, dies locked.
+func runLocked(fn func() error) error {
+	runtime.LockOSThread()
+	if unix.Gettid() != unix.Getpid() {
+		return fn()
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if unix.Gettid() != unix.Getpid() {
-			errc <- enter()
-			return // the thread dies with its foreign namespace
-		}
-		// This is the main thread: the runtime never ends it, and
-		// /proc/self shows its namespace to the whole process. Hand the
-		// work to a goroutine that cannot run here (this thread is locked
-		// to us), and leave this thread untouched.
-		go func() {
-			runtime.LockOSThread()
-			errc <- enter()
-		}()
-		err := <-errc
-		runtime.UnlockOSThread()
-		errc <- err
+		errc <- fn()
 	}()
-	return <-errc
+	err := <-errc
+	runtime.UnlockOSThread()
+	return err
 }

@@ -343,3 +343,80 @@ func TestZeroFill(t *testing.T) {
 		})
 	}
 }
+
+// mountOptionsIn attaches m's handovers under a fresh rootfs in a private
+// mount namespace (a throwaway locked thread) and returns the mountinfo
+// lines of the mounts made there.
+func mountOptionsIn(t *testing.T, m *Mount) []string {
+	t.Helper()
+	root := t.TempDir()
+	type result struct {
+		lines []string
+		err   error
+	}
+	var r result
+	_ = onThrowawayThread(func() error {
+		r.err = func() error {
+			if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
+				return err
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return err
+			}
+			hs, err := m.Handover(mounter.Container{})
+			if err != nil {
+				return err
+			}
+			defer closeHandovers(hs)
+			return AttachHandovers(root, hs)
+		}()
+		if r.err != nil {
+			return nil
+		}
+		var data []byte
+		data, r.err = os.ReadFile("/proc/thread-self/mountinfo")
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.Contains(l, root) {
+				r.lines = append(r.lines, l)
+			}
+		}
+		return nil
+	})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.lines
+}
+
+func TestNoSwap(t *testing.T) {
+	src := memSource{"a": secretData("a", 10)}
+	plan, err := mounter.NewPlan(mounter.Linux, []mounter.Grant{{SecretID: "a", SecretName: "a", Size: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, unsupported := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unsupported=%v", unsupported), func(t *testing.T) {
+			mnt := New()
+			mnt.noSwapUnsupported.Store(unsupported)
+			m, err := mnt.BuildTmpfs(context.Background(), plan, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Wipe()
+			lines := mountOptionsIn(t, m)
+			if len(lines) != 1 {
+				t.Fatalf("mounts: %q", lines)
+			}
+			want := !unsupported && kernelAtLeast(t, 6, 4)
+			if got := strings.HasSuffix(lines[0], ",noswap"); got != want {
+				t.Errorf("noswap = %v, want %v: %s", got, want, lines[0])
+			}
+			if !strings.Contains(lines[0], " ro,nosuid,nodev,noexec") {
+				t.Errorf("mount options: %s", lines[0])
+			}
+		})
+	}
+	if mountinfoHas(t, "/proc/self/mountinfo", 0, "/secrets ") {
+		t.Error("the test's mounts leaked into the host's mount table")
+	}
+}
