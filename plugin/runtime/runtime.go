@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -214,6 +215,9 @@ func (w *Wrapper) release(inv *Invocation) {
 	if _, err := os.Stat(w.Socket); err != nil {
 		return
 	}
+	if !mayClaim(inv) {
+		return
+	}
 	a, err := w.Dial(w.Socket)
 	if err != nil {
 		w.log(inv, "warning", fmt.Sprintf("lockbox: release %s: %v", inv.ID, err))
@@ -226,6 +230,25 @@ func (w *Wrapper) release(inv *Invocation) {
 		w.log(inv, "warning", fmt.Sprintf("lockbox: release %s: %v", inv.ID, err))
 	}
 }
+
+// mayClaim reports whether the container being deleted may hold secrets.
+// runc keeps the spec's annotations as "key=value" labels in
+// <root>/<id>/state.json; when that file says the container claimed
+// nothing, the agent round trip is skipped. Anything else (another runtime's
+// state layout, no --root, an unreadable file) answers yes: a needless
+// Release costs little, a missed one leaves secrets held.
+func mayClaim(inv *Invocation) bool {
+	if inv.Root == "" || strings.ContainsRune(inv.ID, '/') {
+		return true
+	}
+	b, err := os.ReadFile(filepath.Join(inv.Root, inv.ID, "state.json"))
+	if err != nil {
+		return true
+	}
+	return bytes.Contains(b, runcLabel)
+}
+
+var runcLabel = []byte(`"` + ServiceAnnotation + `=`)
 
 // runRunc runs runc with args as a child, sharing stdio and the fds runc is
 // told to pass on, and returns its exit code.

@@ -314,6 +314,37 @@ func TestDeleteReleasesThenExecs(t *testing.T) {
 	}
 }
 
+func TestDeleteSkipsAgentForRuncStateWithoutClaim(t *testing.T) {
+	for _, tc := range []struct {
+		name, state string
+		release     bool
+	}{
+		{"claimed", `{"config":{"labels":["lockbox.service=web","bundle=/b"]}}`, true},
+		{"not claimed", `{"config":{"labels":["bundle=/b"]}}`, false},
+		{"no state file", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, claiming("web"))
+			root := filepath.Join(r.dir, "runc-root")
+			if tc.state != "" {
+				if err := os.MkdirAll(filepath.Join(root, "c9"), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(root, "c9", "state.json"), []byte(tc.state), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.w.Main([]string{"--root", root, "delete", "c9"})
+			if got := len(r.agent.released) == 1; got != tc.release {
+				t.Fatalf("released = %v, want release %v", r.agent.released, tc.release)
+			}
+			if len(r.execs) != 1 {
+				t.Fatalf("execs = %q", r.execs)
+			}
+		})
+	}
+}
+
 func TestDeleteWithoutAgentSocket(t *testing.T) {
 	r := newRig(t, claiming("web"))
 	os.Remove(r.socket)
