@@ -3,6 +3,8 @@ package session
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lockbox-project/lockbox/agent/grants"
+	"github.com/lockbox-project/lockbox/agent/internal/managertest"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/manager/ca/jointoken"
 )
@@ -94,15 +97,15 @@ func waitState(t *testing.T, s *Session, up bool) {
 }
 
 func TestJoinStreamSurviveManagerLossResume(t *testing.T) {
-	tm := newTestManager(t)
-	dbpw := tm.secret("db_pw", "hunter2-marker")
-	web := tm.service("web", dbpw)
+	tm := managertest.Start(t)
+	dbpw := tm.Secret("db_pw", []byte("hunter2-marker"))
+	web := tm.Service("web", dbpw)
 
 	rec := newRecorder(t)
 	state := filepath.Join(t.TempDir(), "state")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sess, err := New(ctx, Config{StateDir: state, Managers: []string{"tcp://" + tm.addr}, Token: tm.token(), Cache: rec, Log: quietLog(),
+	sess, err := New(ctx, Config{StateDir: state, Managers: []string{"tcp://" + tm.Addr}, Token: tm.WorkerToken(), Cache: rec, Log: quietLog(),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -123,8 +126,8 @@ func TestJoinStreamSurviveManagerLossResume(t *testing.T) {
 	}
 
 	// A delta: web gains api_key.
-	apiKey := tm.secret("api_key", "k-1")
-	web = tm.updateService(web, dbpw, apiKey)
+	apiKey := tm.Secret("api_key", []byte("k-1"))
+	web = tm.UpdateService(web, dbpw, apiKey)
 	seen = rec.waitFor(t, "api_key", func() bool { return hasGrant(rec.Cache, "web", apiKey.Id) })
 	if seen[len(seen)-1].typ != dapi.SessionMessage_INCREMENTAL {
 		t.Errorf("delta came as %v", seen)
@@ -136,26 +139,36 @@ func TestJoinStreamSurviveManagerLossResume(t *testing.T) {
 
 	// Every manager goes: the node keeps serving what it holds.
 	waitState(t, sess, true)
-	tm.stop()
+	tm.Stop()
 	waitState(t, sess, false)
 	if got, err := readSecret(t, rec.Cache, "web", apiKey.Id); err != nil || got != "k-1" {
 		t.Fatalf("with the manager gone, web's api_key: %q %v", got, err)
 	}
 
-	// Changes while the node is cut off...
-	cache := tm.secret("cache_pw", "c-2")
-	tm.service("cache", cache)
-	tm.updateService(web, dbpw)
+	// The manager comes back: the session resumes by itself.
+	tm.Restart()
+	waitState(t, sess, true)
+
+	// The node is cut off (its session stopped) while the cluster changes...
+	cancel()
+	if err := <-runErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v", err)
+	}
+	cache := tm.Secret("cache_pw", []byte("c-2"))
+	tm.Service("cache", cache)
+	tm.UpdateService(web, dbpw)
 	revBefore := rec.Revision()
 
-	// ...arrive as deltas once a manager is back.
-	tm.start()
+	// ...and gets exactly the missed deltas when it resumes.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go func() { runErr <- sess.Run(ctx) }()
 	seen = rec.waitFor(t, "the missed deltas", func() bool {
 		return hasGrant(rec.Cache, "cache", cache.Id) && !hasGrant(rec.Cache, "web", apiKey.Id)
 	})
 	for _, a := range seen {
-		if a.typ != dapi.SessionMessage_INCREMENTAL {
-			t.Errorf("after resume from %d got %v, want only INCREMENTAL", revBefore, seen)
+		if a.typ != dapi.SessionMessage_INCREMENTAL || a.rev < revBefore {
+			t.Errorf("resume from revision %d brought %v, want only INCREMENTAL messages from it on", revBefore, seen)
 		}
 	}
 	if got, err := readSecret(t, rec.Cache, "cache", cache.Id); err != nil || got != "c-2" {
@@ -207,7 +220,7 @@ func TestJoinStreamSurviveManagerLossResume(t *testing.T) {
 	if sess2.NodeID() != sess.NodeID() {
 		t.Errorf("node id after restart %q, want %q", sess2.NodeID(), sess.NodeID())
 	}
-	if got := sess2.Managers(); len(got) != 1 || got[0] != tm.addr {
+	if got := sess2.Managers(); len(got) != 1 || got[0] != tm.Addr {
 		t.Errorf("managers after restart %v (from the state dir)", got)
 	}
 	go sess2.Run(ctx2)
@@ -215,13 +228,13 @@ func TestJoinStreamSurviveManagerLossResume(t *testing.T) {
 }
 
 func TestJoinRefusesWrongCA(t *testing.T) {
-	tm := newTestManager(t)
-	tok, err := jointoken.Parse(tm.token())
+	tm := managertest.Start(t)
+	tok, err := jointoken.Parse(tm.WorkerToken())
 	if err != nil {
 		t.Fatal(err)
 	}
 	tok.CADigest = strings.Repeat("0", 64)
-	_, err = New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{tm.addr}, Token: tok.String(), Cache: newRecorder(t), Log: quietLog()})
+	_, err = New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: tok.String(), Cache: newRecorder(t), Log: quietLog()})
 	if err == nil || !strings.Contains(err.Error(), "does not match the join token") {
 		t.Fatalf("join with a token for another CA: %v", err)
 	}
@@ -235,10 +248,9 @@ func TestFirstStartNeedsToken(t *testing.T) {
 }
 
 func TestRenew(t *testing.T) {
-	tm := newTestManager(t)
-	tm.ca.Validity = time.Hour
+	tm := managertest.Start(t)
 	state := t.TempDir()
-	sess, err := New(context.Background(), Config{StateDir: state, Managers: []string{tm.addr}, Token: tm.token(), Cache: newRecorder(t), Log: quietLog()})
+	sess, err := New(context.Background(), Config{StateDir: state, Managers: []string{tm.Addr}, Token: tm.WorkerToken(), Cache: newRecorder(t), Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,3 +277,5 @@ func TestRenew(t *testing.T) {
 		t.Errorf("reload after renew: %v", err)
 	}
 }
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
