@@ -84,6 +84,27 @@ func (m *Manager) install(ring *Keyring, kek *KEK, rev int64) {
 	oldRing, oldKEK := m.ring, m.kek
 	m.ring, m.kek, m.rev = ring, kek, rev
 	m.mu.Unlock()
+	m.zeroReplaced(oldRing, oldKEK, ring, kek)
+}
+
+// installNewer installs ring only if it is newer than the one in use and
+// the manager is still unlocked: a slow reload must not undo a rotation
+// that landed meanwhile, nor unlock a manager that was closed.
+func (m *Manager) installNewer(ring *Keyring, kek *KEK, rev int64) {
+	m.mu.Lock()
+	if m.ring == nil || rev <= m.rev {
+		m.mu.Unlock()
+		ring.Close()
+		kek.Zero()
+		return
+	}
+	oldRing, oldKEK := m.ring, m.kek
+	m.ring, m.kek, m.rev = ring, kek, rev
+	m.mu.Unlock()
+	m.zeroReplaced(oldRing, oldKEK, ring, kek)
+}
+
+func (m *Manager) zeroReplaced(oldRing *Keyring, oldKEK *KEK, ring *Keyring, kek *KEK) {
 	if oldRing != nil && oldRing != ring {
 		oldRing.Close()
 	}
@@ -134,30 +155,31 @@ func (m *Manager) Locked() bool {
 // another manager), the ring in use is kept and ErrWrongKey returned.
 func (m *Manager) Reload(ctx context.Context) error {
 	m.mu.RLock()
-	kek, rev := m.kek, m.rev
-	m.mu.RUnlock()
-	if kek == nil {
+	if m.kek == nil {
+		m.mu.RUnlock()
 		return ErrLocked
 	}
+	kek, rev := cloneKEK(m.kek), m.rev
+	m.mu.RUnlock()
 	resp, err := m.cli.Get(ctx, m.key)
 	if err != nil {
+		kek.Zero()
 		return fmt.Errorf("reload keyring: %w", err)
 	}
 	if len(resp.Kvs) == 0 {
+		kek.Zero()
 		return ErrNoKeyring
 	}
 	if resp.Kvs[0].ModRevision == rev {
+		kek.Zero()
 		return nil
 	}
-	m.mu.RLock()
-	kekCopy := cloneKEK(m.kek)
-	m.mu.RUnlock()
-	ring, err := Unwrap(resp.Kvs[0].Value, kekCopy)
+	ring, err := Unwrap(resp.Kvs[0].Value, kek)
 	if err != nil {
-		kekCopy.Zero()
+		kek.Zero()
 		return fmt.Errorf("reload keyring: %w", err)
 	}
-	m.install(ring, kekCopy, resp.Kvs[0].ModRevision)
+	m.installNewer(ring, kek, resp.Kvs[0].ModRevision)
 	return nil
 }
 
@@ -209,6 +231,23 @@ func (m *Manager) Seal(plaintext []byte) ([]byte, error) {
 	}
 	return m.ring.Seal(plaintext)
 }
+
+// SealFenced implements store.KeyFence: Seal, plus the keyring's etcd key
+// and the mod revision of the ring sealed with. A write that compares that
+// revision commits only while no rotation has replaced the ring, so a
+// value sealed under a key a rotation is about to drop is never stored.
+func (m *Manager) SealFenced(plaintext []byte) ([]byte, string, int64, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.ring == nil {
+		return nil, "", 0, ErrLocked
+	}
+	sealed, err := m.ring.Seal(plaintext)
+	return sealed, m.key, m.rev, err
+}
+
+// Refresh implements store.KeyFence: it reloads the keyring.
+func (m *Manager) Refresh(ctx context.Context) error { return m.Reload(ctx) }
 
 // Open implements store.Sealer.
 func (m *Manager) Open(sealed []byte) ([]byte, error) {
@@ -273,7 +312,7 @@ func (m *Manager) write(ctx context.Context, next *Keyring, kek *KEK, rev int64)
 	if !resp.Succeeded {
 		return ErrConcurrentChange
 	}
-	m.install(next, kek, resp.Header.Revision)
+	m.installNewer(next, kek, resp.Header.Revision)
 	return nil
 }
 

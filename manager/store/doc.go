@@ -36,6 +36,10 @@
 //     secret.
 //   - Updates compare the object's mod revision with the version the caller
 //     read (optimistic concurrency).
+//   - With a KeyFence sealer (manager/keys), every write of sealed data also
+//     compares the keyring's mod revision with the one it sealed under, so
+//     data sealed under a key that a concurrent rotation drops is never
+//     stored: the write reloads the keys and seals again.
 //
 // # Watching
 //

@@ -29,10 +29,6 @@ func decodeSecret(kv *mvccpb.KeyValue) (*types.Secret, error) {
 // caller has validated spec and data; the caller still owns data (and
 // zeroes it). It fails with ErrNameConflict when the name is taken.
 func (s *Store) CreateSecret(ctx context.Context, spec *types.SecretSpec, data []byte) (*types.Secret, error) {
-	sealed, err := s.sealer.Seal(data)
-	if err != nil {
-		return nil, fmt.Errorf("seal secret '%s': %w", spec.GetName(), err)
-	}
 	now := s.timestamp()
 	sec := &types.Secret{
 		Id:     NewID(),
@@ -46,21 +42,38 @@ func (s *Store) CreateSecret(ctx context.Context, spec *types.SecretSpec, data [
 		return nil, err
 	}
 	nameKey := s.nameKey("secrets", spec.Name)
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(nameKey), "=", 0)).
-		Then(
-			clientv3.OpPut(nameKey, sec.Id),
-			clientv3.OpPut(s.secretKey(sec.Id), string(val)),
-			clientv3.OpPut(s.secretDataKey(sec.Id), string(sealed)),
-		).Commit()
-	if err != nil {
-		return nil, fmt.Errorf("create secret '%s': %w", spec.Name, err)
+	for attempt := 1; ; attempt++ {
+		sealed, fence, err := s.seal(data)
+		if err != nil {
+			return nil, fmt.Errorf("seal secret '%s': %w", spec.GetName(), err)
+		}
+		resp, err := s.cli.Txn(ctx).
+			If(append(fence, clientv3.Compare(clientv3.CreateRevision(nameKey), "=", 0))...).
+			Then(
+				clientv3.OpPut(nameKey, sec.Id),
+				clientv3.OpPut(s.secretKey(sec.Id), string(val)),
+				clientv3.OpPut(s.secretDataKey(sec.Id), string(sealed)),
+			).
+			Else(clientv3.OpGet(nameKey, clientv3.WithKeysOnly())).
+			Commit()
+		if err != nil {
+			return nil, fmt.Errorf("create secret '%s': %w", spec.Name, err)
+		}
+		if resp.Succeeded {
+			sec.Meta.Version = uint64(resp.Header.Revision)
+			return sec, nil
+		}
+		if len(resp.Responses[0].GetResponseRange().Kvs) > 0 {
+			return nil, errorf(ErrNameConflict, "secret '%s' already exists", spec.Name)
+		}
+		// The data keys changed while we sealed: seal again under the new ones.
+		if attempt == maxFenceRetries {
+			return nil, fmt.Errorf("create secret '%s': the data keys kept changing; retry", spec.Name)
+		}
+		if err := s.refresh(ctx); err != nil {
+			return nil, err
+		}
 	}
-	if !resp.Succeeded {
-		return nil, errorf(ErrNameConflict, "secret '%s' already exists", spec.Name)
-	}
-	sec.Meta.Version = uint64(resp.Header.Revision)
-	return sec, nil
 }
 
 // GetSecret returns the secret named by a full ID, a name or a unique ID
@@ -219,23 +232,11 @@ func (s *Store) Reseal(ctx context.Context, needs func(sealed []byte) bool) (int
 			if !needs(kv.Value) {
 				continue
 			}
-			plain, err := s.sealer.Open(kv.Value)
+			ok, err := s.resealOne(ctx, kv)
 			if err != nil {
-				return n, fmt.Errorf("reseal: open %s: %w", kv.Key, err)
+				return n, err
 			}
-			sealed, err := s.sealer.Seal(plain)
-			clear(plain)
-			if err != nil {
-				return n, fmt.Errorf("reseal: seal %s: %w", kv.Key, err)
-			}
-			tr, err := s.cli.Txn(ctx).
-				If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
-				Then(clientv3.OpPut(string(kv.Key), string(sealed))).
-				Commit()
-			if err != nil {
-				return n, fmt.Errorf("reseal: write %s: %w", kv.Key, err)
-			}
-			if tr.Succeeded {
+			if ok {
 				n++
 			}
 		}
@@ -243,6 +244,44 @@ func (s *Store) Reseal(ctx context.Context, needs func(sealed []byte) bool) (int
 			return n, nil
 		}
 		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// resealOne rewrites one data key under the current keys, unless it
+// changed or went meanwhile (then ok is false).
+func (s *Store) resealOne(ctx context.Context, kv *mvccpb.KeyValue) (ok bool, err error) {
+	for attempt := 1; ; attempt++ {
+		plain, err := s.sealer.Open(kv.Value)
+		if err != nil {
+			return false, fmt.Errorf("reseal: open %s: %w", kv.Key, err)
+		}
+		sealed, fence, err := s.seal(plain)
+		clear(plain)
+		if err != nil {
+			return false, fmt.Errorf("reseal: seal %s: %w", kv.Key, err)
+		}
+		key := string(kv.Key)
+		tr, err := s.cli.Txn(ctx).
+			If(append(fence, clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision))...).
+			Then(clientv3.OpPut(key, string(sealed))).
+			Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).
+			Commit()
+		if err != nil {
+			return false, fmt.Errorf("reseal: write %s: %w", key, err)
+		}
+		if tr.Succeeded {
+			return true, nil
+		}
+		kvs := tr.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 || kvs[0].ModRevision != kv.ModRevision {
+			return false, nil // removed or rewritten meanwhile
+		}
+		if attempt == maxFenceRetries {
+			return false, fmt.Errorf("reseal %s: the data keys kept changing", key)
+		}
+		if err := s.refresh(ctx); err != nil {
+			return false, err
+		}
 	}
 }
 

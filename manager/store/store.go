@@ -27,6 +27,48 @@ type Sealer interface {
 	Digest(plaintext []byte) string
 }
 
+// KeyFence is implemented by a Sealer whose keys live in the same etcd
+// (manager/keys). The store then commits sealed data only while the key
+// set it was sealed under is still current, so a data-key rotation that
+// drops an old key can never strand data sealed under it by a write that
+// was in flight (on this manager or on one that had not seen the rotation
+// yet).
+type KeyFence interface {
+	// SealFenced is Seal plus the etcd key and mod revision of the key set
+	// used.
+	SealFenced(plaintext []byte) (sealed []byte, fenceKey string, fenceRev int64, err error)
+	// Refresh re-reads the key set after a fence compare failed.
+	Refresh(ctx context.Context) error
+}
+
+// maxFenceRetries bounds the re-seals of one write while rotations race it.
+const maxFenceRetries = 5
+
+// seal seals plaintext and returns the compares that must hold when the
+// sealed bytes are written (none for an unfenced Sealer).
+func (s *Store) seal(plaintext []byte) ([]byte, []clientv3.Cmp, error) {
+	f, ok := s.sealer.(KeyFence)
+	if !ok {
+		sealed, err := s.sealer.Seal(plaintext)
+		return sealed, nil, err
+	}
+	sealed, key, rev, err := f.SealFenced(plaintext)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sealed, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}, nil
+}
+
+// refresh is called when a fenced write failed on its fence.
+func (s *Store) refresh(ctx context.Context) error {
+	if f, ok := s.sealer.(KeyFence); ok {
+		if err := f.Refresh(ctx); err != nil {
+			return fmt.Errorf("reload data keys: %w", err)
+		}
+	}
+	return nil
+}
+
 // DefaultPrefix is where the store keeps its keys unless told otherwise.
 const DefaultPrefix = "/lockbox/"
 
