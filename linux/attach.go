@@ -187,6 +187,9 @@ func attachOne(root int, h mounter.Handover) error {
 		return err
 	}
 	defer unix.Close(mp)
+	if err := refuseShared(mp, h.Target); err != nil {
+		return err
+	}
 	if err := unix.MoveMount(int(h.File.Fd()), "", mp, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
 		return fmt.Errorf("attach %s: move mount: %w", h.Target, err)
 	}
