@@ -29,7 +29,11 @@
 // fds open for writing instead would keep the mount busy (the read-only
 // flip fails with EBUSY while a writer exists) and cost an fd per secret.
 //
-// Every file and the secrets/ directory carry a trusted.lockbox extended
+// A target on a shared mount (a volume with rshared or Bidirectional
+// propagation) is refused: whatever is mounted there is copied to the
+// mount's peers, which may be in the host's namespace.
+//
+// The secrets/ directory and every single-file mount's root carry a trusted.lockbox extended
 // attribute, which only the initial user namespace's CAP_SYS_ADMIN can set:
 // after an agent restart, Recover uses it to tell the mounts it made in a
 // running container from the container's own, and takes them back to wipe.
