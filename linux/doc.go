@@ -33,10 +33,11 @@
 // propagation) is refused: whatever is mounted there is copied to the
 // mount's peers, which may be in the host's namespace.
 //
-// The secrets/ directory and every single-file mount's root carry a trusted.lockbox extended
-// attribute, which only the initial user namespace's CAP_SYS_ADMIN can set:
-// after an agent restart, Recover uses it to tell the mounts it made in a
-// running container from the container's own, and takes them back to wipe.
+// The secrets/ directory and every single-file mount's root carry a
+// trusted.lockbox extended attribute, which only the initial user
+// namespace's CAP_SYS_ADMIN can set: after an agent restart, Recover uses it
+// to tell the mounts it made in a running container from the container's
+// own, and takes them back to wipe.
 //
 // Attaching by pid enters the container's mount namespace through a pidfd
 // from a locked OS thread that is never unlocked, so the runtime discards
