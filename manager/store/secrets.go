@@ -29,6 +29,11 @@ func decodeSecret(kv *mvccpb.KeyValue) (*types.Secret, error) {
 // caller has validated spec and data; the caller still owns data (and
 // zeroes it). It fails with ErrNameConflict when the name is taken.
 func (s *Store) CreateSecret(ctx context.Context, spec *types.SecretSpec, data []byte) (*types.Secret, error) {
+	// The name becomes part of a key: keep it from reaching other keys
+	// even if a caller skipped validation.
+	if !validRef(spec.GetName()) {
+		return nil, errorf(ErrInvalid, "secret name %q is not valid", spec.GetName())
+	}
 	now := s.timestamp()
 	sec := &types.Secret{
 		Id:     NewID(),

@@ -107,6 +107,9 @@ func missingSecret(resps []*etcdserverpb.ResponseOp, ids map[string]string, orde
 // exist (ErrUnknownSecret otherwise, checked in the write itself) and the
 // name must be free (ErrNameConflict).
 func (s *Store) CreateService(ctx context.Context, spec *types.ServiceSpec) (*types.Service, error) {
+	if !validRef(spec.GetName()) {
+		return nil, errorf(ErrInvalid, "service name %q is not valid", spec.GetName())
+	}
 	spec = proto.Clone(spec).(*types.ServiceSpec)
 	if err := s.resolveRefs(ctx, spec); err != nil {
 		return nil, err

@@ -92,6 +92,14 @@ func TestSecretCRUD(t *testing.T) {
 	if err != nil || string(data) != "hunter2" {
 		t.Fatalf("data = %q, %v", data, err)
 	}
+	for _, bad := range []string{"", "a/b", "x\x00"} {
+		if _, err := s.CreateSecret(ctx, secretSpec(bad), []byte("x")); !errors.Is(err, store.ErrInvalid) {
+			t.Fatalf("name %q: %v", bad, err)
+		}
+		if _, err := s.CreateService(ctx, serviceSpec(bad)); !errors.Is(err, store.ErrInvalid) {
+			t.Fatalf("service name %q: %v", bad, err)
+		}
+	}
 	if _, err := s.CreateSecret(ctx, secretSpec("db_pw"), []byte("x")); !errors.Is(err, store.ErrNameConflict) {
 		t.Fatalf("duplicate create: %v", err)
 	}
