@@ -1,7 +1,9 @@
 package session
 
 import (
+	"context"
 	"fmt"
+	"net"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
@@ -57,4 +59,26 @@ func (zeroingCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		clear(b.ReadOnlyData())
 	}
 	return err
+}
+
+// scrubConn is the TCP connection under TLS. crypto/tls decrypts each
+// record in place in its input buffer and keeps the buffer, so the
+// plaintext of a record outlives it until later records happen to cover
+// it. That buffer reads from this conn into its free space: clearing the
+// space before every read wipes all consumed plaintext as soon as TLS needs
+// more bytes, which is right after a message has been read in full.
+type scrubConn struct{ net.Conn }
+
+func (c scrubConn) Read(p []byte) (int, error) {
+	clear(p)
+	return c.Conn.Read(p)
+}
+
+func dialScrubbed(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return scrubConn{conn}, nil
 }

@@ -244,6 +244,7 @@ func (s *Session) dial(addr string) (*grpc.ClientConn, error) {
 		// No bufio buffer between TLS and the HTTP/2 framer: it would keep
 		// a plaintext copy of the last frames read.
 		grpc.WithReadBufferSize(0),
+		grpc.WithContextDialer(dialScrubbed),
 	)
 }
 
