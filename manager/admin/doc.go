@@ -7,7 +7,8 @@
 // things the cluster layer owns — join tokens, unlocking, certificate
 // revocation, data-key rotation — reach it through the small interfaces
 // declared here (TokenIssuer, Unlocker, NodeRevoker, DataKeyRotator),
-// implemented and wired by the manager daemon. It does not listen on
+// implemented and wired by the manager daemon (KeyManager adapts a
+// keys.Manager to Unlocker and DataKeyRotator). It does not listen on
 // sockets, check peer credentials or authorise callers: the server that
 // registers it does.
 package admin
