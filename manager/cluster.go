@@ -11,8 +11,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -47,7 +50,7 @@ func (s *clusterServer) Join(ctx context.Context, req *clusterapi.JoinRequest) (
 	case s.m.member == nil && req.GetPeerUrl() != "":
 		return nil, status.Error(codes.InvalidArgument, "this cluster uses external etcd: start the joiner with --etcd-endpoints")
 	case s.m.member != nil:
-		initial, err := etcd.AddMember(ctx, s.m.cli, who.NodeID, req.PeerUrl)
+		initial, err := addMember(ctx, s.m.cli, who.NodeID, req.PeerUrl)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "%v", err)
 		}
@@ -142,7 +145,7 @@ func (m *Manager) join(ctx context.Context) error {
 		return fmt.Errorf("manager: dial %s: %w", m.cfg.JoinAddr, err)
 	}
 	defer conn.Close()
-	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	joined, err := clusterapi.NewClusterClient(conn).Join(jctx, &clusterapi.JoinRequest{PeerUrl: m.st.PeerURL})
 	if err != nil {
@@ -199,4 +202,23 @@ func fetchPinnedRoot(ctx context.Context, addr string, tok jointoken.Token) ([]b
 		return nil, fmt.Errorf("manager: the root CA of %s does not match the token's digest: wrong cluster or an impostor", addr)
 	}
 	return resp.CertificatePem, nil
+}
+
+// addMember retries while etcd calls the cluster unhealthy: it refuses a
+// new member until the last one to join has been up for a few seconds,
+// which is what happens when managers join one right after the other.
+func addMember(ctx context.Context, cli *clientv3.Client, name, peerURL string) (string, error) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		initial, err := etcd.AddMember(ctx, cli, name, peerURL)
+		if !errors.Is(err, rpctypes.ErrUnhealthy) && (err == nil || !strings.Contains(err.Error(), rpctypes.ErrUnhealthy.Error())) {
+			return initial, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
+		case <-t.C:
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -497,34 +498,51 @@ func (m *Manager) registerSelf(ctx context.Context) error {
 		for range ka {
 		}
 	}()
-	m.refreshManagers(ctx)
-	go func() {
-		t := time.NewTicker(3 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				m.refreshManagers(ctx)
+	rev := m.refreshManagers(ctx)
+	go m.followManagers(ctx, rev)
+	return nil
+}
+
+// followManagers keeps the manager list current and tells connected
+// agents when it changes.
+func (m *Manager) followManagers(ctx context.Context, rev int64) {
+	for ctx.Err() == nil {
+		for wr := range m.cli.Watch(clientv3.WithRequireLeader(ctx), managersPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+			if wr.Err() != nil {
+				break
+			}
+			if r := m.refreshManagers(ctx); r > rev {
+				rev = r
 			}
 		}
-	}()
-	return nil
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if r := m.refreshManagers(ctx); r > rev {
+			rev = r
+		}
+	}
 }
 
 const managersPrefix = "/lockbox/cluster/managers/"
 
-func (m *Manager) refreshManagers(ctx context.Context) {
+func (m *Manager) refreshManagers(ctx context.Context) int64 {
 	resp, err := m.cli.Get(ctx, managersPrefix, clientv3.WithPrefix())
 	if err != nil {
-		return
+		return 0
 	}
 	list := []string{}
 	for _, kv := range resp.Kvs {
 		list = append(list, string(kv.Value))
 	}
-	m.managers.Store(&list)
+	if old := m.managers.Swap(&list); old != nil && !slices.Equal(*old, list) && m.disp != nil {
+		m.disp.ManagersChanged()
+	}
+	return resp.Header.Revision
 }
 
 func (m *Manager) managerList() []string {

@@ -393,6 +393,16 @@ func (d *Dispatcher) EndSession(nodeID string, err error) {
 	}
 }
 
+// ManagersChanged sends every session a message carrying the new manager
+// list, so agents learn of managers that joined or left.
+func (d *Dispatcher) ManagersChanged() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.sessions {
+		s.poke()
+	}
+}
+
 // Sessions is the number of connected nodes.
 func (d *Dispatcher) Sessions() int {
 	d.mu.Lock()

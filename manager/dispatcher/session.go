@@ -29,6 +29,9 @@ type session struct {
 	wake    chan struct{} // capacity 1
 	done    chan struct{}
 	ended   bool
+	// announce asks for a message even without changes: the manager list
+	// changed.
+	announce bool
 }
 
 func newSession(nodeID string) *session {
@@ -65,13 +68,25 @@ func (s *session) end(err error) {
 	close(s.done)
 }
 
-// take returns what is queued.
-func (s *session) take() ([]item, int64) {
+// poke asks for a message with no changes (new manager list).
+func (s *session) poke() {
+	s.mu.Lock()
+	s.announce = true
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns what is queued, and whether a message is due even if
+// nothing is.
+func (s *session) take() ([]item, int64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	items := s.pending
-	s.pending = nil
-	return items, s.rev
+	items, announce := s.pending, s.announce
+	s.pending, s.announce = nil, false
+	return items, s.rev, announce
 }
 
 // drop releases queued data of a session that is gone.
@@ -158,11 +173,15 @@ func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) error {
 		d.mu.Unlock()
 		s.drop()
 	}()
-	base := d.base(nodeID)
-	err = sendMessage(stream, base, first.typ, first.rev, first.items)
+	err = sendMessage(stream, d.base(nodeID), first.typ, first.rev, first.items)
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	if s.rev == 0 {
+		s.rev = first.rev
+	}
+	s.mu.Unlock()
 	for {
 		select {
 		case <-ctx.Done():
@@ -171,11 +190,11 @@ func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) error {
 			return s.err
 		case <-s.wake:
 		}
-		items, rev := s.take()
-		if len(items) == 0 {
+		items, rev, announce := s.take()
+		if len(items) == 0 && !announce {
 			continue
 		}
-		if err := sendMessage(stream, base, dapi.SessionMessage_INCREMENTAL, rev, items); err != nil {
+		if err := sendMessage(stream, d.base(nodeID), dapi.SessionMessage_INCREMENTAL, rev, items); err != nil {
 			return err
 		}
 	}
