@@ -139,14 +139,6 @@ func (c *childManager) admin() adminapi.AdminClient {
 	return adminapi.NewAdminClient(conn)
 }
 
-func (c *childManager) rootPEM() []byte {
-	b, err := os.ReadFile(filepath.Join(c.cc.DataDir, "certs", "ca.crt"))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return b
-}
-
 // etcdLeader asks a member which member leads, and maps it to a node ID.
 func etcdLeader(t *testing.T, via *childManager) string {
 	t.Helper()
