@@ -14,7 +14,9 @@ var ErrFreed = errors.New("secretmem: buffer already freed")
 // concurrent use: Free waits for readers in Use.
 type Buffer struct {
 	mu     sync.RWMutex
-	region []byte // the whole mapping, page-rounded
+	region []byte // the whole mapping (page-rounded), or a slab chunk
+	slab   *slab  // the slab region belongs to, if any
+	chunk  int    // region's chunk index in slab
 	n      int    // length of the secret within region
 	locked bool   // whether the region could be locked into RAM
 }
@@ -23,6 +25,13 @@ type Buffer struct {
 func New(n int) (*Buffer, error) {
 	if n < 0 {
 		return nil, errors.New("secretmem: negative size")
+	}
+	if ci := classFor(n); ci >= 0 {
+		chunk, s, i, err := small.get(ci)
+		if err != nil {
+			return nil, err
+		}
+		return &Buffer{region: chunk, slab: s, chunk: i, n: n, locked: s.locked}, nil
 	}
 	region, locked, err := alloc(n)
 	if err != nil {
@@ -70,9 +79,14 @@ func (b *Buffer) Free() error {
 	if b.region == nil {
 		return nil
 	}
-	Zero(b.region)
-	err := releaseFn(b.region)
-	b.region = nil
+	var err error
+	if b.slab != nil {
+		err = small.put(b.slab, b.chunk, b.region)
+	} else {
+		Zero(b.region)
+		err = releaseFn(b.region)
+	}
+	b.region, b.slab = nil, nil
 	return err
 }
 
