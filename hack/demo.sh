@@ -15,7 +15,8 @@ done
 work=$(mktemp -d /tmp/lockbox-demo.XXXXXX)
 chmod 0711 "$work"
 pids=()
-ctr_() { "$tools/ctr" --address "$work/containerd.sock" "$@"; }
+# containerd 2.x's ctr warns about cgroup v1 on every call; keep the demo readable.
+ctr_() { "$tools/ctr" --address "$work/containerd.sock" "$@" 2> >(grep -v 'DEPRECATION: The support for cgroup v1' >&2); }
 lockbox() { "$bin/lockbox" -H "unix://$work/manager.sock" "$@"; }
 
 cleanup() {
@@ -40,12 +41,12 @@ trap cleanup EXIT
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*"; }
 wait_for() { # description command...
-	local what=$1; shift
-	for _ in $(seq 1 400); do
-		"$@" >/dev/null 2>&1 && return 0
+	local what=$1 out; shift
+	for _ in $(seq 1 ${DEMO_TRIES:-400}); do
+		out=$("$@" 2>&1) && return 0
 		sleep 0.05
 	done
-	echo "demo: timed out waiting for $what" >&2
+	echo "demo: timed out waiting for $what: $out" >&2
 	tail -n 20 "$work"/*.log >&2
 	return 1
 }
@@ -96,12 +97,18 @@ mkdir -p "$work/rootfs/bin" "$work/rootfs/proc" "$work/rootfs/sys" "$work/rootfs
 cp /bin/busybox "$work/rootfs/bin/"
 chroot "$work/rootfs" /bin/busybox --install -s /bin
 echo "root:x:0:0:root:/root:/bin/sh" >"$work/rootfs/etc/passwd"
+printf 'root:x:0:\nuser:x:1000:\n' >"$work/rootfs/etc/group"
 
 step "Run a container that claims the service web (lockbox-runtime in place of runc)"
-run=(--runc-binary "$bin/lockbox-runtime" --runc-root "$work/runc" --fifo-dir "$work/fifo" --annotation lockbox.service=web)
+run=(--runc-binary "$bin/lockbox-runtime" --runc-root "$work/runc" --fifo-dir "$work/fifo" --env PATH=/bin --annotation lockbox.service=web)
 show "ctr run -d --runc-binary lockbox-runtime --annotation lockbox.service=web --rootfs ROOTFS demo sleep 600"
 # The agent receives its grants from the manager just after it joins.
-wait_for "the agent's grants" bash -c "$(declare -f ctr_); work=$work; ctr_ run -d ${run[*]} --rootfs $work/rootfs demo sleep 600 || { ctr_ tasks delete demo; ctr_ containers delete demo; false; } "
+start_demo() {
+	ctr_ run -d "${run[@]}" --rootfs "$work/rootfs" demo sleep 600 && return 0
+	ctr_ containers delete demo
+	return 1
+}
+wait_for "the agent's grants" start_demo
 show "ctr tasks exec demo ls -l /run/secrets /run/secrets/api"
 ctr_ tasks exec --exec-id ls --fifo-dir "$work/fifo" demo ls -l /run/secrets /run/secrets/api
 show "ctr tasks exec demo cat /run/secrets/db_password"
@@ -117,11 +124,11 @@ findmnt -rn -o TARGET | grep secrets || echo "(no secrets mount on the host)"
 
 step "A container that claims nothing sees nothing"
 show "ctr run --rm ... plain ls /run/secrets"
-ctr_ run --rm --runc-binary "$bin/lockbox-runtime" --runc-root "$work/runc" --fifo-dir "$work/fifo" --rootfs "$work/rootfs" plain sh -c 'ls /run/secrets 2>&1; true'
+ctr_ run --rm --runc-binary "$bin/lockbox-runtime" --runc-root "$work/runc" --fifo-dir "$work/fifo" --env PATH=/bin --rootfs "$work/rootfs" plain sh -c 'ls /run/secrets 2>&1; true'
 
 step "Stop and delete the container: the agent wipes and frees the tmpfs"
 ctr_ tasks kill -s SIGKILL demo
-wait_for "the container to stop" bash -c "$(declare -f ctr_); work=$work; ctr_ tasks delete demo"
+wait_for "the container to stop" ctr_ tasks delete demo
 ctr_ containers delete demo
 show "findmnt -N $pid /run/secrets"
 findmnt -N "$pid" /run/secrets 2>&1 || echo "(the container's mount namespace is gone)"
