@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
@@ -217,6 +219,11 @@ func (s *Session) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if status.Code(err) == codes.PermissionDenied {
+			// Not an outage: the cluster has removed this node or revoked
+			// its certificate. What it holds is no longer its to serve.
+			s.dropAll(err)
+		}
 		if delivered {
 			backoff = s.cfg.MinBackoff
 		}
@@ -306,6 +313,18 @@ func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err
 			}()
 		}
 	}
+}
+
+// dropAll forgets every grant, zeroing the secrets' memory.
+func (s *Session) dropAll(cause error) {
+	if s.cfg.Cache.Revision() == 0 {
+		return
+	}
+	if err := s.cfg.Cache.Apply(&dapi.SessionMessage{Type: dapi.SessionMessage_COMPLETE}); err != nil {
+		s.log.Error("drop grants", "err", err)
+		return
+	}
+	s.log.Error("the cluster refused this node; every grant it held is dropped", "node", s.id.NodeID, "cause", cause)
 }
 
 // heartbeat beats at the period the manager asks for until ctx ends.

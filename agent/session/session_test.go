@@ -14,6 +14,7 @@ import (
 	"github.com/lockbox-project/lockbox/agent/grants"
 	"github.com/lockbox-project/lockbox/agent/internal/managertest"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/ca/jointoken"
 )
 
@@ -279,3 +280,62 @@ func TestRenew(t *testing.T) {
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func startSession(t *testing.T, tm *managertest.Manager) (*Session, *recorder) {
+	t.Helper()
+	rec := newRecorder(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	sess, err := New(ctx, Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: tm.WorkerToken(), Cache: rec, Log: quietLog(),
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sess.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return sess, rec
+}
+
+// TestHeartbeats: the manager (heartbeat period 500ms) marks a node down
+// after three silent periods; a node whose session is up stays ready well
+// past that, which only its heartbeats achieve.
+func TestHeartbeats(t *testing.T) {
+	tm := managertest.Start(t)
+	sec := tm.Secret("a", []byte("x"))
+	tm.Service("web", sec)
+	sess, rec := startSession(t, tm)
+	rec.waitFor(t, "the snapshot", func() bool { return hasGrant(rec.Cache, "web", sec.Id) })
+	if got := time.Duration(sess.period.Load()); got != 500*time.Millisecond {
+		t.Errorf("heartbeat period %v, want the manager's 500ms", got)
+	}
+	// Absence of an event over time: a timer is the only way to wait.
+	<-time.After(6 * 500 * time.Millisecond)
+	if st := tm.Node(sess.NodeID()).GetState(); st != types.NodeState_NODE_STATE_READY {
+		t.Errorf("node state %v after six periods with heartbeats", st)
+	}
+}
+
+// TestRemovedNodeDropsGrants: a node the cluster removes stops serving
+// what it held (unlike a node that merely lost every manager).
+func TestRemovedNodeDropsGrants(t *testing.T) {
+	tm := managertest.Start(t)
+	sec := tm.Secret("a", []byte("x"))
+	tm.Service("web", sec)
+	sess, rec := startSession(t, tm)
+	rec.waitFor(t, "the snapshot", func() bool { return hasGrant(rec.Cache, "web", sec.Id) })
+	view, err := rec.Restrict("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.RemoveNode(sess.NodeID())
+	rec.waitFor(t, "the grants to be dropped", func() bool { _, err := rec.Restrict("web"); return err != nil })
+	if err := view.WithSecret(sec.Id, func([]byte) error { return nil }); !errors.Is(err, grants.ErrNotDelivered) {
+		t.Errorf("secret of a removed node still readable: %v", err)
+	}
+}

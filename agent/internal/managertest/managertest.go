@@ -173,3 +173,21 @@ func (m *Manager) UpdateService(svc *types.Service, secrets ...*types.Secret) *t
 	}
 	return resp.GetService()
 }
+
+// Node returns a node as the manager knows it.
+func (m *Manager) Node(id string) *types.Node {
+	m.t.Helper()
+	resp, err := m.admin.GetNode(m.ctx(), &adminapi.GetNodeRequest{NameOrId: id})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return resp.GetNode()
+}
+
+// RemoveNode removes a node from the cluster (force: even while it is up).
+func (m *Manager) RemoveNode(id string) {
+	m.t.Helper()
+	if _, err := m.admin.RemoveNode(m.ctx(), &adminapi.RemoveNodeRequest{NameOrId: id, Force: true}); err != nil {
+		m.t.Fatal(err)
+	}
+}
