@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -90,6 +91,7 @@ type Manager struct {
 
 	listener  net.Listener
 	advertise string
+	own       atomic.Pointer[tls.Certificate]
 	managers  atomic.Pointer[[]string]
 
 	ready   chan struct{}
@@ -217,6 +219,7 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	go m.renewLoop(runCtx)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- tcp.Serve(m.listener) }()
 	defer tcp.Stop()
@@ -266,10 +269,11 @@ func (m *Manager) tcpServer(adminSrv *admin.Server) (*grpc.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.own.Store(&own)
 	c := m.ca()
 	az := &authorizer{ca: m.ca, locked: m.keys.Locked}
 	s := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(c.ServerTLS(own))),
+		grpc.Creds(credentials.NewTLS(c.ServerTLS(m.own.Load))),
 		grpc.ChainUnaryInterceptor(az.unary),
 		grpc.ChainStreamInterceptor(az.stream),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -469,6 +473,65 @@ func (m *Manager) ownCertRequest(nodeID string) (ca.CertRequest, error) {
 		req.DNSNames = append(req.DNSNames, host)
 	}
 	return req, nil
+}
+
+// renewLoop renews the manager's own certificate when a third of its life
+// is left (checked at start and then hourly; skipped while locked, since
+// signing needs the CA key).
+func (m *Manager) renewLoop(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if err := m.renewOwnCert(ctx, time.Now()); err != nil {
+			m.log.Warn("cannot renew the manager's certificate", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Manager) renewOwnCert(ctx context.Context, now time.Time) error {
+	cur := m.own.Load()
+	if cur == nil || m.keys.Locked() {
+		return nil
+	}
+	leaf, err := x509.ParseCertificate(cur.Certificate[0])
+	if err != nil {
+		return err
+	}
+	if !ca.NeedsRenewal(leaf, now) {
+		return nil
+	}
+	req, err := m.ownCertRequest(m.st.NodeID)
+	if err != nil {
+		return err
+	}
+	kp, err := m.ca().IssueKeyPair(req)
+	if err != nil {
+		return err
+	}
+	defer clear(kp.KeyPEM)
+	pair, err := kp.TLSCertificate()
+	if err != nil {
+		return err
+	}
+	// etcd reads the files at each peer handshake; gRPC takes the pair.
+	if err := m.writeCerts(kp.CertPEM, kp.KeyPEM, m.ca().CertPEM); err != nil {
+		return err
+	}
+	m.own.Store(&pair)
+	newLeaf, _ := parsePEMCert(kp.CertPEM)
+	if _, err := m.store.UpdateNode(ctx, m.st.NodeID, func(n *types.Node) error {
+		n.Certificate = certInfo(newLeaf)
+		return nil
+	}); err != nil {
+		m.log.Warn("renewed certificate not recorded on the node", "err", err)
+	}
+	m.log.Info("manager certificate renewed", "not_after", newLeaf.NotAfter)
+	return nil
 }
 
 func (m *Manager) writeCerts(certPEM, keyPEM, rootPEM []byte) error {

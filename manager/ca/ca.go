@@ -740,16 +740,26 @@ func (c *CA) VerifyPeer(cs tls.ConnectionState) error {
 }
 
 // ServerTLS returns the TLS configuration of a manager's listener: its own
-// certificate, client certificates optional (joining nodes have none yet)
-// but verified against the root and checked for revocation when present.
-func (c *CA) ServerTLS(own tls.Certificate) *tls.Config {
+// certificate (asked for at every handshake, so a renewed one is used at
+// once), client certificates optional (joining nodes have none yet) but
+// verified against the root and checked for revocation when present.
+func (c *CA) ServerTLS(own func() *tls.Certificate) *tls.Config {
 	return &tls.Config{
-		MinVersion:       tls.VersionTLS13,
-		Certificates:     []tls.Certificate{own},
+		MinVersion: tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return own(), nil
+		},
 		ClientAuth:       tls.VerifyClientCertIfGiven,
 		ClientCAs:        c.Pool(),
 		VerifyConnection: c.VerifyPeer,
 	}
+}
+
+// NeedsRenewal reports whether a certificate has less than a third of its
+// lifetime left, the point where nodes and managers renew.
+func NeedsRenewal(cert *x509.Certificate, now time.Time) bool {
+	life := cert.NotAfter.Sub(cert.NotBefore)
+	return cert.NotAfter.Sub(now) < life/3
 }
 
 // ClientTLS returns a configuration to dial a manager with a certificate of

@@ -230,7 +230,7 @@ func serveNodeCA(t *testing.T, c *CA) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(c.ServerTLS(cert))))
+	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(c.ServerTLS(func() *tls.Certificate { return &cert }))))
 	caapi.RegisterNodeCAServer(s, NewServer(c, nil, func() []string { return []string{l.Addr().String()} }, nil))
 	go s.Serve(l)
 	t.Cleanup(s.Stop)
@@ -362,5 +362,23 @@ func TestResealFollowsDataKey(t *testing.T) {
 	}
 	if _, err := fresh.IssueKeyPair(CertRequest{NodeID: "x", Role: RoleWorker}); err != nil {
 		t.Fatalf("CA key does not open after reseal: %v", err)
+	}
+}
+
+func TestNeedsRenewal(t *testing.T) {
+	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	cert := &x509.Certificate{NotBefore: start, NotAfter: start.Add(90 * 24 * time.Hour)}
+	for _, tc := range []struct {
+		at   time.Duration
+		want bool
+	}{
+		{0, false},
+		{59 * 24 * time.Hour, false},
+		{61 * 24 * time.Hour, true},
+		{100 * 24 * time.Hour, true},
+	} {
+		if got := NeedsRenewal(cert, start.Add(tc.at)); got != tc.want {
+			t.Errorf("after %s: NeedsRenewal = %v", tc.at, got)
+		}
 	}
 }
