@@ -108,7 +108,10 @@ func Run(ctx context.Context, o Options) error {
 	}()
 	go func() {
 		defer wg.Done()
-		sess.Run(ctx)
+		if err := sess.Run(ctx); err != nil && ctx.Err() == nil {
+			// The local API goes on serving what the cache holds.
+			o.Log.Error("session to the managers stopped", "err", err)
+		}
 	}()
 	if o.NRI {
 		wg.Add(1)
