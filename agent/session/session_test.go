@@ -339,3 +339,33 @@ func TestRemovedNodeDropsGrants(t *testing.T) {
 		t.Errorf("secret of a removed node still readable: %v", err)
 	}
 }
+
+// TestFailoverToManagersLearnedFromTheStream: the agent is told of one
+// manager only; it learns the others from the stream, and when the one it
+// knew goes, it keeps getting changes through another.
+func TestFailoverToManagersLearnedFromTheStream(t *testing.T) {
+	m1 := managertest.Start(t)
+	m2 := m1.Join(t)
+	m3 := m1.Join(t)
+	sec := m1.Secret("a", []byte("x"))
+	web := m1.Service("web", sec)
+	sess, rec := startSession(t, m1)
+	rec.waitFor(t, "the snapshot", func() bool { return hasGrant(rec.Cache, "web", sec.Id) })
+	waitState(t, sess, true)
+	rec.waitFor(t, "all three managers to be known", func() bool { return len(sess.Managers()) == 3 })
+	got := map[string]bool{}
+	for _, a := range sess.Managers() {
+		got[a] = true
+	}
+	if !got[m1.Addr] || !got[m2.Addr] || !got[m3.Addr] {
+		t.Fatalf("known managers %v, want %s %s %s", sess.Managers(), m1.Addr, m2.Addr, m3.Addr)
+	}
+
+	m1.Stop()
+	sec2 := m2.Secret("b", []byte("y"))
+	m2.UpdateService(web, sec, sec2)
+	rec.waitFor(t, "the change made through another manager", func() bool { return hasGrant(rec.Cache, "web", sec2.Id) })
+	if got, err := readSecret(t, rec.Cache, "web", sec2.Id); err != nil || got != "y" {
+		t.Errorf("b after failover: %q %v", got, err)
+	}
+}

@@ -48,7 +48,19 @@ func freePort(t testing.TB) int {
 
 // Start initialises a cluster and runs its first manager until the test
 // ends.
-func Start(t testing.TB) *Manager {
+func Start(t testing.TB) *Manager { return start(t, "", "") }
+
+// Join runs another manager that joins first's cluster.
+func (first *Manager) Join(t testing.TB) *Manager {
+	t.Helper()
+	resp, err := first.admin.GetJoinToken(first.ctx(), &adminapi.GetJoinTokenRequest{Role: types.NodeRole_NODE_ROLE_MANAGER})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return start(t, first.Addr, resp.GetToken())
+}
+
+func start(t testing.TB, joinAddr, joinToken string) *Manager {
 	t.Helper()
 	dir := t.TempDir()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
@@ -65,6 +77,8 @@ func Start(t testing.TB) *Manager {
 		HeartbeatPeriod: 500 * time.Millisecond,
 		Logger:          log,
 		Out:             io.Discard,
+		JoinAddr:        joinAddr,
+		JoinToken:       joinToken,
 	}}
 	m.start()
 	t.Cleanup(func() {
