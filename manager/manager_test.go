@@ -1,8 +1,10 @@
 package manager
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -277,6 +279,18 @@ func TestJoinAndFanOutAcrossManagers(t *testing.T) {
 	if err != nil || len(r.Nodes) != 4 {
 		t.Fatalf("nodes on m2: %v %v", r, err)
 	}
+
+	// Revoked through manager 1: the stream on manager 2 ends, and
+	// manager 2 refuses the node from then on.
+	if _, err := adm.RemoveNode(ctx, &adminapi.RemoveNodeRequest{NameOrId: n.id, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ended(); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("stream on manager 2 ended with %v", err)
+	}
+	if _, err := dapi.NewDispatcherClient(dialTLS(t, m2.Addr(), n.root, n.cert)).Heartbeat(ctx, &dapi.HeartbeatRequest{}); err == nil {
+		t.Fatal("manager 2 accepted a node revoked through manager 1")
+	}
 }
 
 func mustParse(t *testing.T, s string) jointokenToken {
@@ -352,5 +366,55 @@ func TestOwnCertificateRenewal(t *testing.T) {
 	// The admin still reaches it over TCP with the renewed certificate.
 	if _, err := adminapi.NewAdminClient(dialTLS(t, m.Addr(), m.rootPEM(), m.adminCert())).ListSecrets(ctx, &adminapi.ListSecretsRequest{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestDataDirHoldsNoPlaintext(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "127.0.0.1")
+	m := startManager(t, cfg)
+	adm := m.admin()
+	marker := "PLAINTEXT-MARKER-7f3a9c"
+	var markers []string
+	for i := 0; i < 20; i++ {
+		markers = append(markers, fmt.Sprintf("%s-%02d", marker, i))
+		createSecret(t, adm, fmt.Sprintf("s%02d", i), markers[i]+strings.Repeat("x", i*100))
+	}
+	wtok, _ := parseToken(token(t, adm, types.NodeRole_NODE_ROLE_WORKER, false))
+	mtok, _ := parseToken(token(t, adm, types.NodeRole_NODE_ROLE_MANAGER, false))
+	// The data travels to a node too, so it is surely in every etcd path.
+	n := joinNode(t, m.Addr(), token(t, adm, types.NodeRole_NODE_ROLE_WORKER, false), "n")
+	sec, err := adm.ListSecrets(ctx, &adminapi.ListSecretsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	createService(t, adm, "svc", nil, sec.Secrets...)
+	s := n.session(t, m.Addr(), 0)
+	s.until(func(m *dapi.SessionMessage) bool { return names(m)["+service:svc"] })
+	m.stop()
+
+	needles := map[string][]byte{"secret marker": []byte(marker), "worker token secret": []byte(wtok.Secret), "manager token secret": []byte(mtok.Secret)}
+	files := 0
+	err = filepath.Walk(cfg.DataDir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() {
+			return err
+		}
+		files++
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for what, needle := range needles {
+			if bytes.Contains(b, needle) {
+				t.Errorf("%s found in %s", what, p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 5 {
+		t.Fatalf("scanned only %d files", files)
 	}
 }

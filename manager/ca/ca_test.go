@@ -382,3 +382,21 @@ func TestNeedsRenewal(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseCSR(f *testing.F) {
+	csr, _ := newCSR(f)
+	f.Add(csr)
+	f.Add([]byte("-----BEGIN CERTIFICATE REQUEST-----\nMAA=\n-----END CERTIFICATE REQUEST-----\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req, err := ParseCSR(b)
+		if err != nil {
+			if !errors.Is(err, ErrBadCSR) {
+				t.Fatalf("error %v is not ErrBadCSR", err)
+			}
+			return
+		}
+		if checkPublicKey(req.PublicKey) != nil || req.CheckSignature() != nil {
+			t.Fatal("accepted a CSR with a bad key or signature")
+		}
+	})
+}

@@ -335,3 +335,56 @@ func TestNewerSessionReplacesOlder(t *testing.T) {
 		t.Fatalf("%d sessions", h.d.Sessions())
 	}
 }
+
+func TestHeartbeatsMarkNodesDownAndReady(t *testing.T) {
+	h := newHarness(t)
+	a := h.node("a", nil)
+	state := func() types.NodeState {
+		n, err := h.st.GetNode(h.ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.State
+	}
+	h.sync()
+	if err := h.d.markReady(h.ctx, a, &types.NodeDescription{Hostname: "a2"}, "10.0.0.9"); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := h.st.GetNode(h.ctx, a)
+	if n.State != types.NodeState_NODE_STATE_READY || n.Addr != "10.0.0.9" || n.Description.Hostname != "a2" {
+		t.Fatalf("after session start: %v", n)
+	}
+	period := h.d.cfg.HeartbeatPeriod
+	// Two silent periods: still ready. More than three: down.
+	h.d.reap(h.ctx, time.Now().Add(2*period))
+	if s := state(); s != types.NodeState_NODE_STATE_READY {
+		t.Fatalf("after 2 periods: %v", s)
+	}
+	h.d.reap(h.ctx, time.Now().Add(4*period))
+	if s := state(); s != types.NodeState_NODE_STATE_DOWN {
+		t.Fatalf("after 4 periods: %v", s)
+	}
+	// A heartbeat brings it back.
+	if err := h.d.heartbeat(h.ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if s := state(); s != types.NodeState_NODE_STATE_READY {
+		t.Fatalf("after a heartbeat: %v", s)
+	}
+	// An unknown node's heartbeat is refused.
+	if err := h.d.heartbeat(h.ctx, "nosuchnode"); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("unknown node's heartbeat: %v", err)
+	}
+}
+
+func TestManagersChangedReachesSessions(t *testing.T) {
+	h := newHarness(t)
+	a := h.node("a", nil)
+	c := h.connect(a, 0)
+	first := c.next()
+	h.d.ManagersChanged()
+	m := c.next()
+	if m.Type != dapi.SessionMessage_INCREMENTAL || len(m.Changes) != 0 || m.Revision != first.Revision || len(m.Managers) != 1 {
+		t.Fatalf("announcement: %v rev %d (first %d) managers %v changes %d", m.Type, m.Revision, first.Revision, m.Managers, len(m.Changes))
+	}
+}
