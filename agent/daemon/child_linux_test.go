@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 }
 
 type childSpec struct {
+	// Binary, if set, is a lockbox binary run as "lockbox agent"; else the
+	// test binary runs the agent.
+	Binary   string `json:"-"`
 	Managers []string
 	Token    string
 	StateDir string
@@ -86,6 +89,19 @@ func startChild(t testing.TB, spec childSpec) *child {
 	b, _ := json.Marshal(spec)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(b))
+	if spec.Binary != "" {
+		args := []string{"agent", "--manager", strings.Join(spec.Managers, ","), "--state-dir", spec.StateDir, "--socket", spec.Socket}
+		if spec.Token != "" {
+			args = append(args, "--token", spec.Token)
+		}
+		cmd = exec.Command(spec.Binary, args...)
+		logf, err := os.Create(spec.LogFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		cmd.Stderr = logf
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +122,20 @@ func startChild(t testing.TB, spec childSpec) *child {
 		c.exited <- cmd.Wait()
 	}()
 	t.Cleanup(func() { c.stop() })
+	if spec.Binary != "" {
+		waitUntil(t, "the agent socket", func() bool {
+			select {
+			case err := <-c.exited:
+				c.exited <- err
+				logs, _ := os.ReadFile(spec.LogFile)
+				t.Fatalf("lockbox agent exited: %v\n%s", err, logs)
+			default:
+			}
+			_, err := os.Stat(spec.Socket)
+			return err == nil
+		})
+		return c
+	}
 	select {
 	case l := <-line:
 		if l != "ready" {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -149,18 +150,35 @@ func TestKill9WithContainersRunning(t *testing.T) {
 	}
 }
 
-// BenchmarkAgentRSS measures the agent process's resident memory with
-// 1,000 grants (100 services of 10 secrets of 1 KiB) against the same
-// process with none, in the same run.
+// lockboxBinary returns $LOCKBOX_BIN/lockbox, or builds cmd/lockbox.
+func lockboxBinary(b *testing.B) string {
+	if dir := os.Getenv("LOCKBOX_BIN"); dir != "" {
+		return filepath.Join(dir, "lockbox")
+	}
+	bin := filepath.Join(b.TempDir(), "lockbox")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/lockbox-project/lockbox/cmd/lockbox").CombinedOutput()
+	if err != nil {
+		b.Fatalf("build lockbox: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// BenchmarkAgentRSS measures the resident memory of a "lockbox agent"
+// process with 1,000 grants (100 services of 10 secrets of 1 KiB) against
+// the same process with none, in the same run.
 func BenchmarkAgentRSS(b *testing.B) {
+	bin := lockboxBinary(b)
 	for range b.N {
 		tm := managertest.Start(b)
 		dir := b.TempDir()
-		c := startChild(b, childSpecIn(b, dir, []string{tm.Addr}, tm.WorkerToken()))
+		spec := childSpecIn(b, dir, []string{tm.Addr}, tm.WorkerToken())
+		spec.Binary = bin
+		c := startChild(b, spec)
 		cl := c.client(b)
 		tm.Service("probe")
 		waitUntil(b, "the first snapshot", func() bool { return granted(b, cl, "probe") })
 		base := procStatusKiB(b, c.pid(), "VmRSS")
+		baseAnon := procStatusKiB(b, c.pid(), "RssAnon")
 
 		data := make([]byte, 1024)
 		for s := range 100 {
@@ -180,6 +198,7 @@ func BenchmarkAgentRSS(b *testing.B) {
 		b.ReportMetric(float64(base)/1024, "MiB-rss-0-grants")
 		b.ReportMetric(float64(full)/1024, "MiB-rss-1000-grants")
 		b.ReportMetric(float64(full)/float64(base), "ratio")
+		b.ReportMetric(float64(baseAnon)/1024, "MiB-anon-0-grants")
 		b.ReportMetric(float64(procStatusKiB(b, c.pid(), "RssAnon"))/1024, "MiB-anon-1000-grants")
 		b.ReportMetric(float64(procStatusKiB(b, c.pid(), "VmLck"))/1024, "MiB-locked-1000-grants")
 		c.stop()
