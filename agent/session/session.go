@@ -46,6 +46,10 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the wait between attempts; defaults
 	// 100ms and 10s.
 	MinBackoff, MaxBackoff time.Duration
+	// FirstMessageTimeout bounds the wait for a session's first message,
+	// so that a manager that accepts the stream but never answers does
+	// not hold the node; default 30s.
+	FirstMessageTimeout time.Duration
 }
 
 // Session keeps the node connected to some manager.
@@ -96,6 +100,9 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.FirstMessageTimeout <= 0 {
+		cfg.FirstMessageTimeout = 30 * time.Second
 	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(10*time.Second, cfg.MinBackoff)
@@ -266,6 +273,11 @@ func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	// Give up on a manager that does not connect and send the first
+	// message in time: it may accept TCP and never answer.
+	firstTimer := time.AfterFunc(s.cfg.FirstMessageTimeout, cancel)
+	defer firstTimer.Stop()
+
 	resume := s.cfg.Cache.Revision()
 	if s.full.Load() {
 		resume = 0
@@ -304,6 +316,7 @@ func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err
 		}
 		s.full.Store(false)
 		if !delivered {
+			firstTimer.Stop()
 			delivered = true
 			s.setConnected(addr, true)
 			s.log.Info("session with manager up", "manager", addr, "revision", msg.GetRevision(), "type", msg.GetType().String())

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -368,4 +370,63 @@ func TestFailoverToManagersLearnedFromTheStream(t *testing.T) {
 	if got, err := readSecret(t, rec.Cache, "web", sec2.Id); err != nil || got != "y" {
 		t.Errorf("b after failover: %q %v", got, err)
 	}
+}
+
+// TestSkipsManagerThatNeverAnswers: a "manager" that accepts connections
+// and says nothing does not hold the node; it moves on to one that works.
+func TestSkipsManagerThatNeverAnswers(t *testing.T) {
+	tm := managertest.Start(t)
+	sec := tm.Secret("a", []byte("x"))
+	tm.Service("web", sec)
+	state := t.TempDir()
+	// Join through the real manager first.
+	if _, err := New(context.Background(), Config{StateDir: state, Managers: []string{tm.Addr}, Token: tm.WorkerToken(), Cache: newRecorder(t), Log: quietLog()}); err != nil {
+		t.Fatal(err)
+	}
+
+	mute, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	var mu sync.Mutex
+	var held []net.Conn
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	go func() {
+		for {
+			c, err := mute.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // never read, never answered
+			mu.Unlock()
+		}
+	}()
+
+	rec := newRecorder(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sess, err := New(ctx, Config{StateDir: state, Managers: []string{mute.Addr().String(), tm.Addr}, Cache: rec, Log: quietLog(),
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, FirstMessageTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sess.Managers()[0]; got != mute.Addr().String() {
+		t.Fatalf("first manager tried is %s, want the mute one", got)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sess.Run(ctx)
+	}()
+	rec.waitFor(t, "the snapshot through the working manager", func() bool { return hasGrant(rec.Cache, "web", sec.Id) })
+	cancel()
+	<-done
 }
