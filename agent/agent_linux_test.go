@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -295,4 +296,60 @@ func FuzzContainerID(f *testing.F) {
 			t.Errorf("%q accepted", id)
 		}
 	})
+}
+
+// TestConcurrentPrepareRelease races prepares and releases of distinct and
+// shared container IDs while grants change underneath.
+func TestConcurrentPrepareRelease(t *testing.T) {
+	c := newCache(t)
+	a := newAgent(t, t.TempDir(), c)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 25 {
+				id := fmt.Sprintf("g%d-%d", g, i)
+				if i%5 == 0 {
+					id = "shared"
+				}
+				_, files, err := a.Prepare(ctx, &api.PrepareRequest{Container: &api.Container{Id: id, Service: "web", Rootfs: "/nonexistent"}})
+				for _, f := range files {
+					f.Close()
+				}
+				// A grant may leave while its mount is being built: that
+				// build fails rather than serve zeroed bytes.
+				if err != nil && !errors.Is(err, grants.ErrNotDelivered) {
+					t.Errorf("prepare %s: %v", id, err)
+				}
+				if err := a.Release(ctx, id); err != nil {
+					t.Errorf("release %s: %v", id, err)
+				}
+			}
+		}()
+	}
+	// Meanwhile api_key leaves web and comes back, again and again.
+	for rev := uint64(2); rev < 40; rev++ {
+		gs := []*dispatcher.Grant{{SecretId: "s1", SecretName: "db_pw"}}
+		changes := []*dispatcher.AssignmentChange{}
+		if rev%2 == 0 {
+			gs = append(gs, &dispatcher.Grant{SecretId: "s2", SecretName: "api_key", Target: &types.FileTarget{Name: "cfg/key"}})
+			changes = append(changes, &dispatcher.AssignmentChange{Assignment: &dispatcher.Assignment{Item: &dispatcher.Assignment_Secret{
+				Secret: &dispatcher.SecretData{Id: "s2", Name: "api_key", Data: []byte("k-123")}}}})
+		}
+		changes = append(changes, &dispatcher.AssignmentChange{Assignment: &dispatcher.Assignment{Item: &dispatcher.Assignment_Service{
+			Service: &dispatcher.ServiceGrants{ServiceId: "svc1", ServiceName: "web", Grants: gs}}}})
+		if err := c.Apply(&dispatcher.SessionMessage{Type: dispatcher.SessionMessage_INCREMENTAL, Revision: rev, Changes: changes}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if list, _ := a.List(ctx); len(list.GetContainers()) != 0 {
+		t.Errorf("left after all releases: %v", list)
+	}
+	ents, _ := os.ReadDir(filepath.Join(a.records.dir))
+	if len(ents) != 0 {
+		t.Errorf("records left: %d", len(ents))
+	}
 }
