@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,6 +58,18 @@ func runManagerChild() int {
 		<-m.Ready()
 		fmt.Printf("READY %s %s\n", m.Addr(), m.NodeID())
 	}()
+	// SIGUSR1: report live memory (after a GC) for the benchmarks.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for range usr1 {
+			runtime.GC()
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			fmt.Printf("MEM %d %d %d\n", ms.HeapAlloc, ms.StackInuse, runtime.NumGoroutine())
+		}
+	}()
 	if err := m.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -65,15 +78,16 @@ func runManagerChild() int {
 }
 
 type childManager struct {
-	t      *testing.T
+	t      testing.TB
 	cc     childConfig
 	cmd    *exec.Cmd
 	addr   string
 	nodeID string
 	exited chan struct{}
+	mem    chan string
 }
 
-func newChildConfig(t *testing.T, ip string) childConfig {
+func newChildConfig(t testing.TB, ip string) childConfig {
 	dir := t.TempDir()
 	port := freePort(t, ip)
 	return childConfig{
@@ -84,7 +98,7 @@ func newChildConfig(t *testing.T, ip string) childConfig {
 	}
 }
 
-func startChild(t *testing.T, cc childConfig) *childManager {
+func startChild(t testing.TB, cc childConfig) *childManager {
 	t.Helper()
 	b, _ := json.Marshal(cc)
 	cmd := exec.Command(os.Args[0])
@@ -97,13 +111,16 @@ func startChild(t *testing.T, cc childConfig) *childManager {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &childManager{t: t, cc: cc, cmd: cmd, exited: make(chan struct{})}
+	c := &childManager{t: t, cc: cc, cmd: cmd, exited: make(chan struct{}), mem: make(chan string, 1)}
 	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			if strings.HasPrefix(sc.Text(), "READY ") {
 				ready <- sc.Text()
+			}
+			if strings.HasPrefix(sc.Text(), "MEM ") {
+				c.mem <- sc.Text()
 			}
 		}
 		cmd.Wait()
@@ -120,6 +137,21 @@ func startChild(t *testing.T, cc childConfig) *childManager {
 		t.Fatalf("manager %s not ready in 90s", cc.ListenAddr)
 	}
 	return c
+}
+
+// liveMemory is the child's live heap plus goroutine stacks after a GC.
+func (c *childManager) liveMemory() (int64, int) {
+	c.cmd.Process.Signal(syscall.SIGUSR1)
+	select {
+	case line := <-c.mem:
+		var heap, stack int64
+		var goroutines int
+		fmt.Sscanf(line, "MEM %d %d %d", &heap, &stack, &goroutines)
+		return heap + stack, goroutines
+	case <-time.After(30 * time.Second):
+		c.t.Fatal("no memory report from the manager")
+		return 0, 0
+	}
 }
 
 // kill sends SIGKILL: no shutdown code runs, as in a crash.
@@ -140,7 +172,7 @@ func (c *childManager) admin() adminapi.AdminClient {
 }
 
 // etcdLeader asks a member which member leads, and maps it to a node ID.
-func etcdLeader(t *testing.T, via *childManager) string {
+func etcdLeader(t testing.TB, via *childManager) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -169,7 +201,7 @@ func etcdLeader(t *testing.T, via *childManager) string {
 
 // retry repeats f until it succeeds: right after a leader dies, etcd
 // refuses writes until a new one is elected.
-func retry(t *testing.T, what string, f func() error) {
+func retry(t testing.TB, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

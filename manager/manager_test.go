@@ -50,7 +50,7 @@ func dialAdminSocket(sock string) int {
 	return 0
 }
 
-func createSecret(t *testing.T, a adminapi.AdminClient, name, data string) *types.Secret {
+func createSecret(t testing.TB, a adminapi.AdminClient, name, data string) *types.Secret {
 	t.Helper()
 	r, err := a.CreateSecret(context.Background(), &adminapi.CreateSecretRequest{Spec: &types.SecretSpec{Name: name}, Data: []byte(data)})
 	if err != nil {
@@ -59,7 +59,7 @@ func createSecret(t *testing.T, a adminapi.AdminClient, name, data string) *type
 	return r.Secret
 }
 
-func createService(t *testing.T, a adminapi.AdminClient, name string, constraints []string, secrets ...*types.Secret) *types.Service {
+func createService(t testing.TB, a adminapi.AdminClient, name string, constraints []string, secrets ...*types.Secret) *types.Service {
 	t.Helper()
 	spec := &types.ServiceSpec{Name: name, Placement: &types.Placement{Constraints: constraints}}
 	for _, s := range secrets {
@@ -72,7 +72,7 @@ func createService(t *testing.T, a adminapi.AdminClient, name string, constraint
 	return r.Service
 }
 
-func token(t *testing.T, a adminapi.AdminClient, role types.NodeRole, rotate bool) string {
+func token(t testing.TB, a adminapi.AdminClient, role types.NodeRole, rotate bool) string {
 	t.Helper()
 	r, err := a.GetJoinToken(context.Background(), &adminapi.GetJoinTokenRequest{Role: role, Rotate: rotate})
 	if err != nil {
@@ -293,7 +293,7 @@ func TestJoinAndFanOutAcrossManagers(t *testing.T) {
 	}
 }
 
-func mustParse(t *testing.T, s string) jointokenToken {
+func mustParse(t testing.TB, s string) jointokenToken {
 	t.Helper()
 	tok, err := parseToken(s)
 	if err != nil {
@@ -302,7 +302,7 @@ func mustParse(t *testing.T, s string) jointokenToken {
 	return tok
 }
 
-func copyExecutable(t *testing.T) string {
+func copyExecutable(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "lockbox-test-bin-")
 	if err != nil {

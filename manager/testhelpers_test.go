@@ -45,7 +45,7 @@ func freePort(t testing.TB, ip string) int {
 
 type testManager struct {
 	*Manager
-	t      *testing.T
+	t      testing.TB
 	cancel context.CancelFunc
 	done   chan error
 	out    *syncBuffer
@@ -72,7 +72,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func testConfig(t *testing.T, ip string) Config {
+func testConfig(t testing.TB, ip string) Config {
 	dir := t.TempDir()
 	cfg := Config{
 		DataDir:         filepath.Join(dir, "data"),
@@ -90,7 +90,7 @@ func testConfig(t *testing.T, ip string) Config {
 }
 
 // startManager runs a manager in this process until the test ends.
-func startManager(t *testing.T, cfg Config) *testManager {
+func startManager(t testing.TB, cfg Config) *testManager {
 	t.Helper()
 	out := &syncBuffer{}
 	cfg.Out = out
@@ -152,7 +152,7 @@ func (tm *testManager) adminCert() tls.Certificate {
 
 // dialTLS connects to addr verifying the manager by the root; cert may be
 // empty (no client certificate).
-func dialTLS(t *testing.T, addr string, rootPEM []byte, cert tls.Certificate) *grpc.ClientConn {
+func dialTLS(t testing.TB, addr string, rootPEM []byte, cert tls.Certificate) *grpc.ClientConn {
 	t.Helper()
 	cfg, err := ca.ClientTLS(rootPEM, cert)
 	if err != nil {
@@ -176,7 +176,7 @@ type node struct {
 	root []byte
 }
 
-func joinNode(t *testing.T, addr, token, hostname string) node {
+func joinNode(t testing.TB, addr, token, hostname string) node {
 	t.Helper()
 	ctx := context.Background()
 	tok, err := jointoken.Parse(token)
@@ -207,13 +207,13 @@ func joinNode(t *testing.T, addr, token, hostname string) node {
 
 // stream is an open dispatcher session of a test node.
 type stream struct {
-	t      *testing.T
+	t      testing.TB
 	msgs   chan *dapi.SessionMessage
 	errc   chan error
 	cancel context.CancelFunc
 }
 
-func (n node) session(t *testing.T, addr string, resume uint64) *stream {
+func (n node) session(t testing.TB, addr string, resume uint64) *stream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

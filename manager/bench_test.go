@@ -1,0 +1,157 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/api/types"
+)
+
+// BenchmarkGRPCStreams runs a real manager in a child process and N
+// simulated agents in this one, each with its own node certificate, TLS
+// connection and Session stream. It reports the manager process's memory
+// per connected stream (VmRSS growth, so TLS and HTTP/2 buffers count) and
+// the fan-out latency of a service update to every stream (from the admin
+// call to each agent's Recv), against one stream measured in the same run.
+func BenchmarkGRPCStreams(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("streams=%d", n), func(b *testing.B) {
+			if n == 10000 && os.Getenv("LOCKBOX_BENCH_10K") == "" {
+				b.Skip("set LOCKBOX_BENCH_10K=1: 10,000 TLS agents take minutes on 2 cores")
+			}
+			benchGRPC(b, n)
+		})
+	}
+}
+
+func vmRSS(b *testing.B, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+type benchAgent struct {
+	msgs chan *dapi.SessionMessage
+}
+
+func benchGRPC(b *testing.B, n int) {
+	ctx := context.Background()
+	tb := testing.TB(b)
+	m := startChild(tb, newChildConfig(tb, "127.0.0.1"))
+	adm := m.admin()
+	tok := token(tb, adm, types.NodeRole_NODE_ROLE_WORKER, false)
+	sec := createSecret(tb, adm, "s", "data")
+	svc := createService(tb, adm, "svc", nil, sec)
+
+	nodes := make([]node, n+1)
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				nodes[i] = joinNode(tb, m.addr, tok, fmt.Sprintf("n%d", i))
+			}
+		}()
+	}
+	for i := 0; i <= n; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+
+	connect := func(nd node) *benchAgent {
+		s := nd.session(tb, m.addr, 0)
+		a := &benchAgent{msgs: s.msgs}
+		select {
+		case <-s.msgs: // COMPLETE
+		case err := <-s.errc:
+			b.Fatalf("session: %v", err)
+		}
+		return a
+	}
+	update := func(agents []*benchAgent) []time.Duration {
+		r, err := adm.GetService(ctx, &adminapi.GetServiceRequest{NameOrId: svc.Id})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sp := r.Service.Spec
+		sp.Labels = map[string]string{"t": time.Now().String()}
+		t0 := time.Now()
+		u, err := adm.UpdateService(ctx, &adminapi.UpdateServiceRequest{NameOrId: svc.Id, Version: r.Service.Meta.Version, Spec: sp})
+		if err != nil {
+			b.Fatal(err)
+		}
+		want := u.Service.Meta.Version
+		out := make([]time.Duration, len(agents))
+		var wg sync.WaitGroup
+		for i, a := range agents {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for msg := range a.msgs {
+					if msg.Revision >= want && len(msg.Changes) > 0 {
+						out[i] = time.Since(t0)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return out
+	}
+
+	// Baseline: one stream alone.
+	one := []*benchAgent{connect(nodes[n])}
+	var base []time.Duration
+	for i := 0; i < 10; i++ {
+		base = append(base, update(one)...)
+	}
+	rssBefore := vmRSS(b, m.cmd.Process.Pid)
+	liveBefore, gBefore := m.liveMemory()
+	agents := make([]*benchAgent, n)
+	for i := 0; i < n; i++ {
+		agents[i] = connect(nodes[i])
+	}
+	rssAfter := vmRSS(b, m.cmd.Process.Pid)
+	liveAfter, gAfter := m.liveMemory()
+
+	var all []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		all = append(all, update(agents)...)
+	}
+	b.StopTimer()
+	sortD := func(d []time.Duration) { sort.Slice(d, func(i, j int) bool { return d[i] < d[j] }) }
+	sortD(all)
+	sortD(base)
+	p := func(d []time.Duration, q float64) float64 {
+		return float64(d[int(float64(len(d)-1)*q)].Microseconds()) / 1000
+	}
+	b.ReportMetric(p(all, 0.5), "p50-ms")
+	b.ReportMetric(p(all, 0.99), "p99-ms")
+	b.ReportMetric(p(base, 0.5), "one-stream-p50-ms")
+	b.ReportMetric(float64(rssAfter-rssBefore)/float64(n), "manager-rss-bytes/stream")
+	b.ReportMetric(float64(liveAfter-liveBefore)/float64(n), "manager-live-bytes/stream")
+	b.ReportMetric(float64(gAfter-gBefore)/float64(n), "goroutines/stream")
+}
