@@ -88,13 +88,15 @@ func startChild(t testing.TB, spec childSpec) *child {
 	t.Helper()
 	b, _ := json.Marshal(spec)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(b))
+	// As "lockbox agent" does by re-executing itself.
+	cmd.Env = append(os.Environ(), childEnv+"="+string(b), "GODEBUG=clobberfree=1")
 	if spec.Binary != "" {
 		args := []string{"agent", "--manager", strings.Join(spec.Managers, ","), "--state-dir", spec.StateDir, "--socket", spec.Socket}
 		if spec.Token != "" {
 			args = append(args, "--token", spec.Token)
 		}
 		cmd = exec.Command(spec.Binary, args...)
+		cmd.Env = os.Environ()
 		logf, err := os.Create(spec.LogFile)
 		if err != nil {
 			t.Fatal(err)

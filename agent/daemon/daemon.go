@@ -76,7 +76,7 @@ func Run(ctx context.Context, o Options) error {
 			Platform:     &types.Platform{Os: runtime.GOOS, Architecture: runtime.GOARCH},
 			AgentVersion: Version,
 		},
-		Cache: cache,
+		Cache: collectingCache{cache},
 		Log:   o.Log.With("part", "session"),
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -29,12 +30,13 @@ func marker(t testing.TB, tag string) []byte {
 // the grant, and scans every writable mapping of the agent for the
 // markers. Sizes cover one small frame and many frames and TLS records.
 func TestNoSecretInMemoryAfterRemoval(t *testing.T) {
+	bin := lockboxBinary(t)
 	for _, size := range []int{160, 2 << 10, 300 << 10} {
-		t.Run(fmt.Sprint(size), func(t *testing.T) { testNoSecretInMemory(t, size) })
+		t.Run(fmt.Sprint(size), func(t *testing.T) { testNoSecretInMemory(t, bin, size) })
 	}
 }
 
-func testNoSecretInMemory(t *testing.T, size int) {
+func testNoSecretInMemory(t *testing.T, binary string, size int) {
 	tm := managertest.Start(t)
 	markers := [][]byte{marker(t, "head"), marker(t, "mid"), marker(t, "tail")}
 	data := make([]byte, size)
@@ -45,14 +47,21 @@ func testNoSecretInMemory(t *testing.T, size int) {
 	sec := tm.Secret("marker", data)
 	svc := tm.Service("web", sec)
 
-	dir := t.TempDir()
-	c := startChild(t, childSpecIn(t, dir, []string{tm.Addr}, tm.WorkerToken()))
+	// The real binary: what is scanned is what runs on nodes, including
+	// its re-exec with GODEBUG=clobberfree=1.
+	spec := childSpecIn(t, t.TempDir(), []string{tm.Addr}, tm.WorkerToken())
+	spec.Binary = binary
+	c := startChild(t, spec)
+	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", c.pid())); err != nil || !bytes.Contains(env, []byte("GODEBUG=clobberfree=1")) {
+		t.Fatalf("lockbox agent did not re-exec with GODEBUG=clobberfree=1 (%v)", err)
+	}
 	cl := c.client(t)
 	waitUntil(t, "the grant to reach the agent", func() bool { return granted(t, cl, "web") })
 
 	// Positive control: the scan finds the secret while it is granted (in
 	// its locked pages, at least).
-	for i, n := range scanMemory(t, c.pid(), markers...) {
+	whileGranted := scanMemory(t, c.pid(), markers...)
+	for i, n := range whileGranted {
 		if n == 0 {
 			t.Fatalf("marker %d not found while granted: the scan does not work", i)
 		}
@@ -71,7 +80,7 @@ func testNoSecretInMemory(t *testing.T, size int) {
 			t.Errorf("after removal the agent's memory still holds marker %d (%d hits)", i, hits)
 		}
 	}
-	t.Logf("%d-byte secret: hits after removal %v; VmLck %d -> %d KiB", size, n, vmlck, procStatusKiB(t, c.pid(), "VmLck"))
+	t.Logf("%d-byte secret: hits while granted %v, after removal %v; VmLck %d -> %d KiB", size, whileGranted, n, vmlck, procStatusKiB(t, c.pid(), "VmLck"))
 }
 
 // TestKill9WithContainersRunning kills the agent with SIGKILL while two
@@ -151,7 +160,7 @@ func TestKill9WithContainersRunning(t *testing.T) {
 }
 
 // lockboxBinary returns $LOCKBOX_BIN/lockbox, or builds cmd/lockbox.
-func lockboxBinary(b *testing.B) string {
+func lockboxBinary(b testing.TB) string {
 	if dir := os.Getenv("LOCKBOX_BIN"); dir != "" {
 		return filepath.Join(dir, "lockbox")
 	}

@@ -37,6 +37,8 @@ type Cache struct {
 	byName map[string]string // service name -> ID
 	data   map[string]*secretmem.Buffer
 	closed bool
+	// dropped counts the secret buffers freed so far.
+	dropped uint64
 }
 
 // NewCache returns an empty cache.
@@ -75,6 +77,7 @@ func (c *Cache) Apply(msg *dispatcher.SessionMessage) error {
 		if b := c.data[id]; b != nil {
 			b.Free()
 			delete(c.data, id)
+			c.dropped++
 		}
 	}
 	for id, b := range loaded {
@@ -111,6 +114,14 @@ func (c *Cache) NodeID() string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.nodeID
+}
+
+// Dropped is how many secret buffers the cache has zeroed and freed since
+// it was made: a caller can tell that a message removed secrets.
+func (c *Cache) Dropped() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.dropped
 }
 
 // Revision is the revision of the last message applied.

@@ -71,8 +71,8 @@ func TestCache(t *testing.T) {
 	if _, err := read(t, web, "s2"); !errors.Is(err, ErrNotDelivered) {
 		t.Errorf("read of a removed grant: %v", err)
 	}
-	if _, secs := c.Counts(); secs != 2 {
-		t.Errorf("%d secrets held, want 2", secs)
+	if _, secs := c.Counts(); secs != 2 || c.Dropped() != 1 {
+		t.Errorf("%d secrets held, %d dropped; want 2 and 1", secs, c.Dropped())
 	}
 
 	// A bad message changes nothing and still zeroes its data.

@@ -38,6 +38,9 @@ The token may also come from the environment (LOCKBOX_JOIN_TOKEN), which keeps
 it out of the process list.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := daemon.Reexec(); err != nil {
+				return err
+			}
 			level := slog.LevelInfo
 			if debug {
 				level = slog.LevelDebug
