@@ -70,6 +70,8 @@ type Session struct {
 
 	// stateCh is told of every connect and disconnect (tests wait on it).
 	stateCh chan bool
+	// after is time.After, replaced in tests of the renewal schedule.
+	after func(time.Duration) <-chan time.Time
 }
 
 func normalize(addr string) string {
@@ -110,7 +112,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir %s: %w", cfg.StateDir, err)
 	}
-	s := &Session{cfg: cfg, log: cfg.Log, stateCh: make(chan bool, 16)}
+	s := &Session{cfg: cfg, log: cfg.Log, stateCh: make(chan bool, 16), after: time.After}
 	s.managers = mergeAddrs(cfg.Managers, loadManagers(cfg.StateDir))
 
 	id, err := loadIdentity(cfg.StateDir)
@@ -370,14 +372,14 @@ func (s *Session) heartbeat(ctx context.Context, client dapi.DispatcherClient) {
 // renewLoop renews the certificate at two thirds of its lifetime, retrying
 // across managers until it succeeds or the certificate expires.
 func (s *Session) renewLoop(ctx context.Context) {
-	retry := time.Minute
+	const retry = time.Minute
 	for {
-		due := time.Until(renewAt(s.id.Leaf()))
-		if due > 0 {
+		wait := time.Until(renewAt(s.id.Leaf()))
+		if wait > 0 {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(due):
+			case <-s.after(wait):
 			}
 		}
 		if err := s.Renew(ctx); err != nil {
@@ -385,7 +387,7 @@ func (s *Session) renewLoop(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(retry):
+			case <-s.after(retry):
 			}
 			continue
 		}

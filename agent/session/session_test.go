@@ -430,3 +430,52 @@ func TestSkipsManagerThatNeverAnswers(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestRenewalSchedule drives the renewal loop with a fake timer: it waits
+// until two thirds of the certificate's life, renews, then waits for two
+// thirds of the new certificate's life.
+func TestRenewalSchedule(t *testing.T) {
+	tm := managertest.Start(t)
+	sess, err := New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: tm.WorkerToken(), Cache: newRecorder(t), Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type timer struct {
+		d  time.Duration
+		ch chan time.Time
+	}
+	timers := make(chan timer)
+	sess.after = func(d time.Duration) <-chan time.Time {
+		ch := make(chan time.Time, 1)
+		timers <- timer{d, ch}
+		return ch
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sess.renewLoop(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	check := func(what string, d time.Duration) {
+		t.Helper()
+		leaf := sess.Identity().Leaf()
+		want := time.Until(renewAt(leaf))
+		if d > want+time.Second || d < want-time.Minute || d < 24*time.Hour {
+			t.Errorf("%s: waits %v, want about %v (2/3 of %v)", what, d, want, leaf.NotAfter.Sub(leaf.NotBefore))
+		}
+	}
+	first := <-timers
+	check("first wait", first.d)
+	serial := sess.Identity().Leaf().SerialNumber
+	first.ch <- time.Now()
+	second := <-timers // armed only after the renewal finished
+	if sess.Identity().Leaf().SerialNumber.Cmp(serial) == 0 {
+		t.Fatal("timer fired but the certificate was not renewed")
+	}
+	check("after renewal", second.d)
+}
