@@ -569,6 +569,18 @@ func (m *Manager) registerSelf(ctx context.Context) error {
 	}()
 	rev := m.refreshManagers(ctx)
 	go m.followManagers(ctx, rev)
+	// The manager's own node shows where it is and that it runs.
+	if _, err := m.store.UpdateNode(ctx, m.st.NodeID, func(n *types.Node) error {
+		n.State = types.NodeState_NODE_STATE_READY
+		n.LastSeen = timestamppb.Now()
+		n.Addr = m.advertise
+		if n.Description == nil {
+			n.Description = describeSelf()
+		}
+		return nil
+	}); err != nil {
+		m.log.Warn("cannot record this manager's node", "err", err)
+	}
 	return nil
 }
 

@@ -1,3 +1,5 @@
+//go:build linux
+
 package manager
 
 import (
@@ -23,6 +25,7 @@ import (
 	clusterapi "github.com/lockbox-project/lockbox/api/cluster"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 )
 
 func TestMain(m *testing.M) {
@@ -416,5 +419,38 @@ func TestDataDirHoldsNoPlaintext(t *testing.T) {
 	}
 	if files < 5 {
 		t.Fatalf("scanned only %d files", files)
+	}
+}
+
+func TestExternalEtcd(t *testing.T) {
+	ctx := context.Background()
+	ext := etcdtest.Start(t)
+	cfg1 := testConfig(t, "127.0.0.1")
+	cfg1.EtcdEndpoints = []string{ext.Endpoint}
+	m1 := startManager(t, cfg1)
+	if _, err := os.Stat(filepath.Join(m1.dir, "etcd")); !os.IsNotExist(err) {
+		t.Fatalf("an embedded member was started: %v", err)
+	}
+	createSecret(t, m1.admin(), "shared", "x")
+
+	cfg2 := testConfig(t, "127.0.0.2")
+	cfg2.EtcdEndpoints = []string{ext.Endpoint}
+	cfg2.JoinAddr = m1.Addr()
+	cfg2.JoinToken = token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false)
+	m2 := startManager(t, cfg2)
+	r, err := m2.admin().ListSecrets(ctx, &adminapi.ListSecretsRequest{})
+	if err != nil || len(r.Secrets) != 1 || r.Secrets[0].Spec.Name != "shared" {
+		t.Fatalf("second manager on the same external etcd sees %v, %v", r, err)
+	}
+	// Both are unlocked with the same key-encryption key.
+	createSecret(t, m2.admin(), "from-m2", "y")
+	nodes, err := m1.admin().ListNodes(ctx, &adminapi.ListNodesRequest{})
+	if err != nil || len(nodes.Nodes) != 2 {
+		t.Fatalf("nodes: %v %v", nodes, err)
+	}
+	for _, n := range nodes.Nodes {
+		if n.State != types.NodeState_NODE_STATE_READY || n.Addr == "" {
+			t.Errorf("manager node %s: state %v addr %q", n.Id, n.State, n.Addr)
+		}
 	}
 }

@@ -388,3 +388,25 @@ func TestManagersChangedReachesSessions(t *testing.T) {
 		t.Fatalf("announcement: %v rev %d (first %d) managers %v changes %d", m.Type, m.Revision, first.Revision, m.Managers, len(m.Changes))
 	}
 }
+
+func TestSlowSessionIsCutOff(t *testing.T) {
+	s := newSession("n")
+	sd := &sharedData{b: []byte("secret")}
+	sd.acquire()
+	s.push(1, []item{{change: &dapi.AssignmentChange{}, data: sd}})
+	s.push(2, make([]item, maxPending))
+	select {
+	case <-s.done:
+	default:
+		t.Fatal("a session over the queue limit was not ended")
+	}
+	if status.Code(s.err) != codes.ResourceExhausted {
+		t.Fatalf("ended with %v", s.err)
+	}
+	s.drop()
+	// The fan-out's own reference goes last: then the data is zeroed.
+	sd.release()
+	if string(sd.b) != "\x00\x00\x00\x00\x00\x00" {
+		t.Fatalf("shared data not zeroed: %q", sd.b)
+	}
+}

@@ -38,8 +38,17 @@ func newSession(nodeID string) *session {
 	return &session{nodeID: nodeID, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
+// maxPending bounds what a session may have queued: a node that reads
+// slower than changes arrive is cut off and resumes (or starts over) when
+// it reconnects, rather than growing the manager's memory without end.
+const maxPending = 4096
+
 func (s *session) push(rev int64, items []item) {
 	s.mu.Lock()
+	if !s.ended && len(s.pending)+len(items) > maxPending {
+		s.ended, s.err = true, status.Error(codes.ResourceExhausted, "this node fell too far behind; reconnect to resume")
+		close(s.done)
+	}
 	if s.ended {
 		s.mu.Unlock()
 		for _, it := range items {
