@@ -23,7 +23,7 @@ import (
 	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
 )
 
-func testLog(t *testing.T) *slog.Logger {
+func testLog(testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 

@@ -64,10 +64,12 @@ func (s *recordStore) put(r record) error {
 	if err != nil {
 		return fmt.Errorf("record container %s: %w", r.ID, err)
 	}
+	// No fsync: a record must outlive the agent's process, not the
+	// machine (after a reboot its container is gone too), and the page
+	// cache does that. A sync would cost milliseconds per container start.
 	_, werr := f.Write(b)
-	serr := f.Sync()
 	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
+	if err := errors.Join(werr, cerr); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("record container %s: %w", r.ID, err)
 	}

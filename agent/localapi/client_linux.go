@@ -17,6 +17,7 @@ import (
 type Client struct {
 	mu   sync.Mutex
 	conn *net.UnixConn
+	buf  *recvBuf
 	// broken is set once a request failed mid-way: a late response could
 	// otherwise be read as the answer to the next request.
 	broken error
@@ -28,7 +29,7 @@ func Dial(socketPath string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial agent at %s: %w", socketPath, err)
 	}
-	return &Client{conn: conn}, nil
+	return &Client{conn: conn, buf: newRecvBuf()}, nil
 }
 
 // Close closes the connection. Files returned by Prepare stay open.
@@ -107,7 +108,7 @@ func (c *Client) roundTrip(ctx context.Context, req *agent.Request) (*agent.Resp
 		return nil, nil, c.broken
 	}
 	resp := &agent.Response{}
-	files, err := recv(c.conn, resp)
+	files, err := recv(c.conn, resp, c.buf)
 	if err != nil {
 		c.broken = c.wrap(ctx, err)
 		return nil, nil, c.broken

@@ -58,7 +58,7 @@ func FuzzServeDatagram(f *testing.F) {
 			t.Fatal(err)
 		}
 		var resp agent.Response
-		files, err := recv(cli, &resp)
+		files, err := recv(cli, &resp, nil)
 		closeAll(files)
 		if err == nil {
 			var req agent.Request

@@ -227,7 +227,7 @@ func TestCanceledContext(t *testing.T) {
 	defer sc.Close()
 	// Cancel only once the request is in flight.
 	var req agent.Request
-	if _, err := recv(sc, &req); err != nil {
+	if _, err := recv(sc, &req, nil); err != nil {
 		t.Fatal(err)
 	}
 	cancel()

@@ -155,7 +155,7 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		// Read the request first so the refusal is the answer the caller
 		// waits for, not a broken pipe on its send.
 		var req agent.Request
-		if files, err := recv(conn, &req); err == nil {
+		if files, err := recv(conn, &req, nil); err == nil {
 			closeAll(files)
 		}
 		s.log.Warn("agent socket: refused caller", "uid", cred.Uid, "pid", cred.Pid)
@@ -166,9 +166,10 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		return
 	}
 	ctx := context.WithValue(context.Background(), peerKey{}, Peer{Pid: cred.Pid, UID: cred.Uid, GID: cred.Gid})
+	rb := newRecvBuf()
 	for {
 		var req agent.Request
-		files, err := recv(conn, &req)
+		files, err := recv(conn, &req, rb)
 		// Callers send no fds; drop any that came.
 		closeAll(files)
 		if err != nil {

@@ -63,11 +63,24 @@ func send(c *net.UnixConn, m proto.Message, files []*os.File) error {
 	return nil
 }
 
+// recvBuf is one connection's receive buffers, reused for every datagram
+// (the protocol is one request at a time per connection).
+type recvBuf struct {
+	data []byte
+	oob  []byte
+}
+
+func newRecvBuf() *recvBuf {
+	return &recvBuf{data: make([]byte, MaxMessageSize+1), oob: make([]byte, unix.CmsgSpace(maxFDs*4))}
+}
+
 // recv reads one datagram into m and returns the files that came with it.
-// The caller owns the files.
-func recv(c *net.UnixConn, m proto.Message) ([]*os.File, error) {
-	buf := make([]byte, MaxMessageSize+1)
-	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
+// The caller owns the files. rb may be nil for a one-off read.
+func recv(c *net.UnixConn, m proto.Message, rb *recvBuf) ([]*os.File, error) {
+	if rb == nil {
+		rb = newRecvBuf()
+	}
+	buf, oob := rb.data, rb.oob
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return nil, err
