@@ -294,8 +294,6 @@ func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err
 		cancel()
 		if delivered {
 			<-hbDone
-		}
-		if delivered {
 			s.setConnected(addr, false)
 		}
 	}()
@@ -305,6 +303,7 @@ func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err
 			return delivered, err
 		}
 		if id := msg.GetNodeId(); id != "" && id != s.id.NodeID {
+			zeroSecrets(msg)
 			return delivered, fmt.Errorf("manager %s speaks to node %s, this node is %s", addr, id, s.id.NodeID)
 		}
 		if p := msg.GetHeartbeatPeriodMs(); p > 0 {
@@ -326,6 +325,16 @@ func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err
 				defer close(hbDone)
 				s.heartbeat(ctx, client)
 			}()
+		}
+	}
+}
+
+// zeroSecrets clears the secret data of a message that is not applied (the
+// cache zeroes the ones it applies).
+func zeroSecrets(msg *dapi.SessionMessage) {
+	for _, ch := range msg.GetChanges() {
+		if sd := ch.GetAssignment().GetSecret(); sd != nil {
+			clear(sd.Data)
 		}
 	}
 }
