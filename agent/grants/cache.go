@@ -15,6 +15,9 @@ import (
 type NotGrantedError struct {
 	Service string
 	NodeID  string
+	// NoSnapshot says the node has not received its grants from any
+	// manager since the agent started.
+	NoSnapshot bool
 }
 
 func (e *NotGrantedError) Error() string {
@@ -22,7 +25,11 @@ func (e *NotGrantedError) Error() string {
 	if node == "" {
 		node = "(not yet joined)"
 	}
-	return fmt.Sprintf("service %q has no grant on node %s", e.Service, node)
+	msg := fmt.Sprintf("service %q has no grant on node %s", e.Service, node)
+	if e.NoSnapshot {
+		msg += " (the agent has not received its grants from a manager yet)"
+	}
+	return msg
 }
 
 // ErrNotDelivered is a grant whose secret bytes the node does not hold.
@@ -39,6 +46,8 @@ type Cache struct {
 	closed bool
 	// dropped counts the secret buffers freed so far.
 	dropped uint64
+	// synced is set by the first message applied.
+	synced bool
 }
 
 // NewCache returns an empty cache.
@@ -84,6 +93,7 @@ func (c *Cache) Apply(msg *dispatcher.SessionMessage) error {
 		c.data[id] = b
 	}
 	c.state = next
+	c.synced = true
 	if id := msg.GetNodeId(); id != "" {
 		c.nodeID = id
 	}
@@ -158,7 +168,7 @@ func (c *Cache) Restrict(service string) (*Restricted, error) {
 	defer c.mu.RUnlock()
 	id, ok := c.byName[service]
 	if !ok {
-		return nil, &NotGrantedError{Service: service, NodeID: c.nodeID}
+		return nil, &NotGrantedError{Service: service, NodeID: c.nodeID, NoSnapshot: !c.synced}
 	}
 	svc := c.state.Services[id]
 	r := &Restricted{service: svc.Name, grants: make([]mounter.Grant, len(svc.Grants)), data: map[string]*secretmem.Buffer{}}

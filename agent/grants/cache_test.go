@@ -3,6 +3,7 @@ package grants
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -91,6 +92,23 @@ func TestCache(t *testing.T) {
 	}
 	if err := c.Apply(complete(7)); err == nil {
 		t.Error("closed cache accepted a message")
+	}
+}
+
+func TestNotGrantedBeforeFirstMessage(t *testing.T) {
+	c := NewCache()
+	defer c.Close()
+	c.SetNodeID("n1")
+	_, err := c.Restrict("web")
+	var ng *NotGrantedError
+	if !errors.As(err, &ng) || !ng.NoSnapshot || !strings.Contains(err.Error(), "not received its grants") {
+		t.Fatalf("before any message: %v", err)
+	}
+	if err := c.Apply(complete(1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Restrict("web"); !errors.As(err, &ng) || ng.NoSnapshot {
+		t.Fatalf("after a snapshot: %v", err)
 	}
 }
 
