@@ -31,7 +31,10 @@ type Options struct {
 	// NRI runs the NRI plugin in the agent's process.
 	NRI       bool
 	NRISocket string
-	Log       *slog.Logger
+	// RequireBitLocker refuses to start on Windows when the state
+	// directory's volume is not BitLocker-protected.
+	RequireBitLocker bool
+	Log              *slog.Logger
 	// Ready, if set, is closed once the local API serves.
 	Ready chan<- struct{}
 }
@@ -67,17 +70,21 @@ func Run(ctx context.Context, o Options) error {
 	defer cache.Close()
 
 	hostname, _ := os.Hostname()
+	desc := &types.NodeDescription{
+		Hostname:     hostname,
+		Platform:     &types.Platform{Os: runtime.GOOS, Architecture: runtime.GOARCH},
+		AgentVersion: Version,
+	}
+	if err := platformChecks(ctx, o, desc); err != nil {
+		return err
+	}
 	sess, err := session.New(ctx, session.Config{
-		StateDir: o.StateDir,
-		Managers: o.Managers,
-		Token:    o.Token,
-		Description: &types.NodeDescription{
-			Hostname:     hostname,
-			Platform:     &types.Platform{Os: runtime.GOOS, Architecture: runtime.GOARCH},
-			AgentVersion: Version,
-		},
-		Cache: collectingCache{cache},
-		Log:   o.Log.With("part", "session"),
+		StateDir:    o.StateDir,
+		Managers:    o.Managers,
+		Token:       o.Token,
+		Description: desc,
+		Cache:       collectingCache{cache},
+		Log:         o.Log.With("part", "session"),
 	})
 	if err != nil {
 		return err

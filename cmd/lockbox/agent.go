@@ -66,6 +66,7 @@ it out of the process list.`,
 	f.StringVar(&o.Socket, "socket", localapi.DefaultSocket, "local API socket (its directory is made 0700)")
 	f.BoolVar(&o.NRI, "nri", false, "serve CRI containers as an NRI plugin of containerd")
 	f.StringVar(&o.NRISocket, "nri-socket", "", "containerd's NRI socket (default: NRI's own default)")
+	f.BoolVar(&o.RequireBitLocker, "require-bitlocker", false, "Windows: refuse to start unless the state directory's volume is BitLocker-protected")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 
 	cmd.AddCommand(newAgentLsCommand())
