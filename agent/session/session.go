@@ -176,11 +176,20 @@ func (s *Session) addManagers(addrs []string) {
 	}
 	s.mu.Lock()
 	merged := mergeAddrs(s.managers, addrs)
-	changed := len(merged) != len(s.managers)
-	s.managers = merged
+	s.mu.Unlock()
+	s.setManagers(merged)
+}
+
+// setManagers replaces the known managers by what the cluster says (a
+// session message lists every manager), keeping the command line's.
+// A manager that left the cluster is thus forgotten.
+func (s *Session) setManagers(addrs []string) {
+	s.mu.Lock()
+	changed := !slices.Equal(addrs, s.managers)
+	s.managers = addrs
 	s.mu.Unlock()
 	if changed {
-		if err := saveManagers(s.cfg.StateDir, merged); err != nil {
+		if err := saveManagers(s.cfg.StateDir, addrs); err != nil {
 			s.log.Warn("save manager list", "err", err)
 		}
 	}
@@ -309,7 +318,9 @@ func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err
 		if p := msg.GetHeartbeatPeriodMs(); p > 0 {
 			s.period.Store(int64(time.Duration(p) * time.Millisecond))
 		}
-		s.addManagers(msg.GetManagers())
+		if ms := msg.GetManagers(); len(ms) > 0 {
+			s.setManagers(mergeAddrs(ms, s.cfg.Managers))
+		}
 		if err := s.cfg.Cache.Apply(msg); err != nil {
 			// Start over from a complete snapshot.
 			s.full.Store(true)
