@@ -44,6 +44,8 @@ type childSpec struct {
 	StateDir string
 	Socket   string
 	LogFile  string
+	NRI      bool
+	NRISock  string
 }
 
 func runChild(spec string) int {
@@ -64,7 +66,7 @@ func runChild(spec string) int {
 		<-ready
 		fmt.Println("ready")
 	}()
-	err = Run(ctx, Options{Managers: s.Managers, Token: s.Token, StateDir: s.StateDir, Socket: s.Socket,
+	err = Run(ctx, Options{Managers: s.Managers, Token: s.Token, StateDir: s.StateDir, Socket: s.Socket, NRI: s.NRI, NRISocket: s.NRISock,
 		Log: slog.New(slog.NewTextHandler(logf, nil)), Ready: ready})
 	if err != nil {
 		fmt.Fprintln(logf, "agent:", err)

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/lockbox-project/lockbox/agent"
 	"github.com/lockbox-project/lockbox/agent/grants"
@@ -124,9 +125,7 @@ func Run(ctx context.Context, o Options) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := nri.New(core).Run(ctx, nri.Options{Socket: o.NRISocket}); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("nri plugin: %w", err)
-			}
+			runNRI(ctx, core, o)
 		}()
 	}
 	o.Log.Info("agent serving", "node", sess.NodeID(), "socket", o.Socket, "state_dir", o.StateDir, "nri", o.NRI)
@@ -144,4 +143,29 @@ func Run(ctx context.Context, o Options) error {
 	wg.Wait()
 	o.Log.Info("agent stopped; running containers keep their secrets")
 	return runErr
+}
+
+// runNRI keeps the NRI plugin registered with containerd until ctx ends:
+// containerd restarts, and the agent must not go with it (the hooks and
+// the runtime wrapper still need it, and so do running containers).
+func runNRI(ctx context.Context, core *agent.Agent, o Options) {
+	const minWait, maxWait = 500 * time.Millisecond, 30 * time.Second
+	wait := minWait
+	for {
+		start := time.Now()
+		err := nri.New(core).Run(ctx, nri.Options{Socket: o.NRISocket})
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > maxWait {
+			wait = minWait // it ran for a while: not a crash loop
+		}
+		o.Log.Warn("NRI plugin disconnected from containerd; reconnecting", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, maxWait)
+	}
 }

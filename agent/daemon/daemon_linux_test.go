@@ -214,3 +214,26 @@ func BenchmarkAgentRSS(b *testing.B) {
 		tm.Stop()
 	}
 }
+
+// TestNRIReconnects: with --nri and no containerd to talk to, the agent
+// stays up, serves its socket, and keeps trying to register.
+func TestNRIReconnects(t *testing.T) {
+	tm := managertest.Start(t)
+	dir := t.TempDir()
+	spec := childSpecIn(t, dir, []string{tm.Addr}, tm.WorkerToken())
+	spec.NRI, spec.NRISock = true, filepath.Join(dir, "no-containerd", "nri.sock")
+	c := startChild(t, spec)
+	waitUntil(t, "two NRI reconnection attempts", func() bool {
+		logs, _ := os.ReadFile(spec.LogFile)
+		return bytes.Count(logs, []byte("NRI plugin disconnected")) >= 2
+	})
+	if _, err := c.client(t).List(context.Background()); err != nil {
+		t.Fatalf("agent socket after NRI failures: %v", err)
+	}
+	select {
+	case err := <-c.exited:
+		c.exited <- err
+		t.Fatalf("agent exited: %v", err)
+	default:
+	}
+}
