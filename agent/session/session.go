@@ -327,6 +327,7 @@ func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err
 			return delivered, fmt.Errorf("apply message from %s: %w", addr, err)
 		}
 		s.full.Store(false)
+		s.log.Debug("applied", "manager", addr, "type", msg.GetType().String(), "revision", msg.GetRevision(), "changes", len(msg.GetChanges()))
 		if !delivered {
 			firstTimer.Stop()
 			delivered = true
