@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -236,15 +237,23 @@ func (w *Wrapper) release(inv *Invocation) {
 // mayClaim reports whether the container being deleted may hold secrets.
 // runc keeps the spec's annotations as "key=value" labels in
 // <root>/<id>/state.json; when that file says the container claimed
-// nothing, the agent round trip is skipped. Anything else (another runtime's
-// state layout, no --root, an unreadable file) answers yes: a needless
-// Release costs little, a missed one leaves secrets held.
+// nothing, the agent round trip is skipped. So it is when runc has no state
+// for the ID at all: the shim deletes each container twice (the second time
+// from its cleanup), and the first delete of a claiming container has
+// already released it. Anything else (another runtime's state layout, no
+// --root, an unreadable file) answers yes: a needless Release costs little,
+// a missed one leaves secrets held.
 func mayClaim(inv *Invocation) bool {
 	if inv.Root == "" || strings.ContainsRune(inv.ID, '/') {
 		return true
 	}
 	b, err := os.ReadFile(filepath.Join(inv.Root, inv.ID, "state.json"))
 	if err != nil {
+		if _, derr := os.Stat(filepath.Join(inv.Root, inv.ID)); errors.Is(derr, fs.ErrNotExist) {
+			if _, rerr := os.Stat(inv.Root); rerr == nil {
+				return false
+			}
+		}
 		return true
 	}
 	return bytes.Contains(b, runcLabel)

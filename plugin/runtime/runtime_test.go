@@ -324,11 +324,20 @@ func TestDeleteSkipsAgentForRuncStateWithoutClaim(t *testing.T) {
 		{"claimed", `{"config":{"labels":["lockbox.service=web","bundle=/b"]}}`, true},
 		{"not claimed", `{"config":{"labels":["bundle=/b"]}}`, false},
 		{"no state file", "", true},
+		{"no container dir", "-", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, claiming("web"))
 			root := filepath.Join(r.dir, "runc-root")
-			if tc.state != "" {
+			if err := os.MkdirAll(root, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if tc.state == "" {
+				if err := os.MkdirAll(filepath.Join(root, "c9"), 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.state != "" && tc.state != "-" {
 				if err := os.MkdirAll(filepath.Join(root, "c9"), 0o700); err != nil {
 					t.Fatal(err)
 				}
