@@ -89,6 +89,15 @@ func (a *Agent) recover() {
 	if len(recs) == 0 {
 		return
 	}
+	if !livenessKnown {
+		// No /proc to tell: every recorded container is taken to run, and
+		// the platform mounter sorts out what it left on disk.
+		for _, r := range recs {
+			a.held[r.ID] = &held{rec: r}
+		}
+		a.recoverPlatform()
+		return
+	}
 	live := liveNamespaces()
 	for _, r := range recs {
 		if pid, ok := r.alive(live); ok {

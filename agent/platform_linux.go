@@ -26,3 +26,7 @@ func recoverMount(ctx context.Context, m mounter.Mounter, c mounter.Container, t
 	}
 	return lm.Recover(ctx, c, plan)
 }
+
+// recoverPlatform has nothing to add on Linux: each record is recovered
+// by itself (recoverMount).
+func (a *Agent) recoverPlatform() {}

@@ -19,3 +19,25 @@ func NewPlatformMounter(stateDir string) (mounter.Mounter, error) {
 func recoverMount(ctx context.Context, m mounter.Mounter, c mounter.Container, targets []string) (mounter.Mount, error) {
 	return nil, errors.New("recover: not on windows")
 }
+
+// recoverPlatform lets the Windows mounter wipe the directories of
+// containers the agent has no record of, and adopts the others so that
+// Release wipes them.
+func (a *Agent) recoverPlatform() {
+	wm, ok := a.mounter.(*windows.Mounter)
+	if !ok {
+		return
+	}
+	kept, err := wm.Recover(func(id string) (bool, error) {
+		_, ok := a.held[id]
+		return ok, nil
+	})
+	if err != nil {
+		a.log.Warn("recover secrets directories", "err", err)
+	}
+	for id, m := range kept {
+		if h := a.held[id]; h != nil {
+			h.mount = m
+		}
+	}
+}
