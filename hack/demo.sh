@@ -51,7 +51,11 @@ wait_for() { # description command...
 	return 1
 }
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 17946)
+# A free loopback port for the manager, and the next one for its etcd peer.
+while :; do
+	port=$((20000 + RANDOM % 20000))
+	ss -Hltn "( sport = :$port or sport = :$((port + 1)) )" | grep -q . || break
+done
 
 step "Start a manager (embedded etcd) in $work"
 "$bin/lockbox" manager --data-dir "$work/manager" --listen "127.0.0.1:$port" --admin-socket "$work/manager.sock" >"$work/manager.log" 2>&1 &
