@@ -107,17 +107,6 @@ func idMappings(in []specs.LinuxIDMapping) []*agent.IDMapping {
 	return out
 }
 
-// RootfsPath is the host path of the container's root filesystem.
-func (c *Claim) RootfsPath() string {
-	if c.Spec.Root == nil {
-		return filepath.Join(filepath.Dir(c.Path), "rootfs")
-	}
-	if filepath.IsAbs(c.Spec.Root.Path) {
-		return c.Spec.Root.Path
-	}
-	return filepath.Join(filepath.Dir(c.Path), c.Spec.Root.Path)
-}
-
 // NeedsPlaceholder reports whether SecretsDir must be given its own empty
 // tmpfs in the spec so that the attach has a mountpoint to move onto:
 //
