@@ -22,6 +22,7 @@ import (
 // arguments in a file and, for create, writes a pid file like runc does.
 const fakeRunc = `#!/bin/sh
 echo "$*" >> "$CALLS"
+case " $* " in *" state "*) echo '{"id":"c1","pid":4343,"status":"created"}'; exit 0;; esac
 prev=
 for a in "$@"; do
 	if [ "$prev" = "--pid-file" ]; then echo 4242 > "$a"; fi
@@ -201,6 +202,20 @@ func TestClaimingCreateAttachesAfterCreate(t *testing.T) {
 	}
 	if !got.GetAttach() || got.GetContainer().String() != want.String() {
 		t.Fatalf("prepare = %v, want attach of %v", got, want)
+	}
+}
+
+func TestClaimingCreateWithoutPidFileAsksRuncState(t *testing.T) {
+	r := newRig(t, claiming("web"))
+	root := filepath.Join(r.dir, "state")
+	if code := r.w.Main([]string{"--root", root, "create", "--bundle", r.bundle, "c1"}); code != 0 {
+		t.Fatalf("exit %d: %s", code, r.stderr.String())
+	}
+	if len(r.agent.prepared) != 1 || r.agent.prepared[0].GetContainer().GetPid() != 4343 {
+		t.Fatalf("prepared %v, want pid 4343 from runc state", r.agent.prepared)
+	}
+	if calls := r.runcCalls(t); len(calls) != 2 || calls[1] != "--root "+root+" state c1" {
+		t.Fatalf("runc calls = %q", calls)
 	}
 }
 
