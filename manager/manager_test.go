@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	caapi "github.com/lockbox-project/lockbox/api/ca"
 	clusterapi "github.com/lockbox-project/lockbox/api/cluster"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
@@ -151,6 +152,18 @@ func TestAuthorization(t *testing.T) {
 		t.Fatalf("heartbeat: %v", err)
 	}
 
+	// Renewal: same node, new certificate, recorded on the node.
+	csr, _ := newTestCSR(t)
+	renewed, err := caapi.NewNodeCAClient(dialTLS(t, addr, a.root, a.cert)).RenewNodeCertificate(ctx, &caapi.RenewNodeCertificateRequest{CsrPem: csr})
+	if err != nil || renewed.NodeId != a.id {
+		t.Fatalf("renew: %v %v", renewed, err)
+	}
+	newLeaf, _ := parsePEMCert(renewed.CertificatePem)
+	got, err := adm.GetNode(ctx, &adminapi.GetNodeRequest{NameOrId: a.id})
+	if err != nil || got.Node.Certificate.GetSerial() != newLeaf.SerialNumber.Text(16) {
+		t.Fatalf("node record after renewal: %v %v", got, err)
+	}
+
 	// Revocation: b's open stream ends, and b is refused from then on.
 	if _, err := adm.RemoveNode(ctx, &adminapi.RemoveNodeRequest{NameOrId: b.id, Force: true}); err != nil {
 		t.Fatal(err)
@@ -189,7 +202,7 @@ func TestAuthorization(t *testing.T) {
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "LOCKBOX_TEST_DIAL_AS_NOBODY="+m.sock)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	err := cmd.Run()
+	err = cmd.Run()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("nobody on the admin socket: %v", err)
 	}

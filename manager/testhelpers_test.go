@@ -189,14 +189,13 @@ func joinNode(t testing.TB, addr, token, hostname string) node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "x"}}, key)
+	csrPEM, key := newTestCSR(t)
 	// Closed at once: benchmarks join thousands of nodes.
 	conn := dialTLS(t, addr, root, tls.Certificate{})
 	defer conn.Close()
 	resp, err := caapi.NewNodeCAClient(conn).IssueNodeCertificate(ctx, &caapi.IssueNodeCertificateRequest{
 		Token:       token,
-		CsrPem:      pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+		CsrPem:      csrPEM,
 		Description: &types.NodeDescription{Hostname: hostname, Platform: &types.Platform{Os: "linux"}},
 	})
 	if err != nil {
@@ -300,3 +299,16 @@ func names(m *dapi.SessionMessage) map[string]bool {
 type jointokenToken = jointoken.Token
 
 func parseToken(s string) (jointoken.Token, error) { return jointoken.Parse(s) }
+
+func newTestCSR(t testing.TB) ([]byte, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "x"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), key
+}

@@ -100,6 +100,19 @@ func (r registrar) RegisterNode(ctx context.Context, id ca.Identity, desc *types
 	return err
 }
 
+// RecordCertificate notes a renewed certificate on the node.
+func (r registrar) RecordCertificate(ctx context.Context, id ca.Identity, certPEM []byte) error {
+	cert, err := parsePEMCert(certPEM)
+	if err != nil {
+		return err
+	}
+	_, err = r.m.store.UpdateNode(ctx, id.NodeID, func(n *types.Node) error {
+		n.Certificate = certInfo(cert)
+		return nil
+	})
+	return err
+}
+
 func tlsPair(certFile, keyFile string) (tls.Certificate, error) {
 	c, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {

@@ -17,6 +17,12 @@ type Registrar interface {
 	RegisterNode(ctx context.Context, id Identity, desc *types.NodeDescription, certPEM []byte) error
 }
 
+// CertRecorder is what a Registrar may also do: note a renewed
+// certificate on the node, so operators see when it expires.
+type CertRecorder interface {
+	RecordCertificate(ctx context.Context, id Identity, certPEM []byte) error
+}
+
 // Server implements the NodeCA service.
 type Server struct {
 	caapi.UnimplementedNodeCAServer
@@ -66,6 +72,12 @@ func (s *Server) RenewNodeCertificate(ctx context.Context, req *caapi.RenewNodeC
 	id, certPEM, err := s.ca.Renew(who, req.GetCsrPem())
 	if err != nil {
 		return nil, caError(err)
+	}
+	if rec, ok := s.reg.(CertRecorder); ok {
+		if err := rec.RecordCertificate(ctx, id, certPEM); err != nil {
+			// The node has its certificate; only the display is stale.
+			s.log.Warn("renewed certificate not recorded on the node", "node", id.NodeID, "err", err)
+		}
 	}
 	s.log.Info("node certificate renewed", "node", id.NodeID)
 	return s.response(id, certPEM), nil
