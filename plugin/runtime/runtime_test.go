@@ -247,6 +247,21 @@ func TestNotGrantedFailsAndDeletes(t *testing.T) {
 	}
 }
 
+func TestAgentDownFailsClosed(t *testing.T) {
+	r := newRig(t, claiming("web"))
+	r.w.Dial = func(s string) (Agent, error) { return nil, errString("dial agent at " + s + ": connection refused") }
+	if code := r.w.Main(r.createArgs()); code == 0 {
+		t.Fatal("claiming container created with the agent down")
+	}
+	calls := r.runcCalls(t)
+	if len(calls) != 2 || !strings.HasSuffix(calls[1], "delete --force c1") {
+		t.Fatalf("runc calls = %q, want create then delete --force", calls)
+	}
+	if !strings.Contains(r.stderr.String(), "agent not reachable") || !strings.Contains(r.stderr.String(), `"web"`) {
+		t.Errorf("stderr = %q", r.stderr.String())
+	}
+}
+
 func TestRuncCreateFailureIsReturned(t *testing.T) {
 	r := newRig(t, claiming("web"))
 	t.Setenv("FAKE_RUNC_EXIT", "3")
