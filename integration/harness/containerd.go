@@ -128,7 +128,9 @@ func StartContainerd(t testing.TB, opts Options) *Containerd {
 	// The shim is found on PATH: put the matching one first.
 	cmd.Env = append(os.Environ(), "PATH="+shimDir+":"+ToolsDir()+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	cmd.Env = append(cmd.Env, opts.Env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: it fires when the forking OS thread exits, and the
+	// attach code in this process deliberately ends locked threads.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pr, pw := io.Pipe()
 	cmd.Stdout = logf
 	cmd.Stderr = io.MultiWriter(logf, pw)
