@@ -30,6 +30,7 @@ var tcpPolicy = map[string]access{
 	"/lockbox.dispatcher.Dispatcher/Session":   nodes,
 	"/lockbox.dispatcher.Dispatcher/Heartbeat": nodes,
 	"/lockbox.cluster.Cluster/Join":            managers,
+	"/lockbox.cluster.Cluster/Promote":         managers,
 }
 
 const adminService = "/lockbox.admin.Admin/"

@@ -451,6 +451,11 @@ func (m *Manager) restart(ctx context.Context) error {
 	if err := m.startEtcd(ctx, ""); err != nil {
 		return err
 	}
+	if m.member != nil && m.member.IsLearner() {
+		if err := m.promoteSelf(ctx); err != nil {
+			return err
+		}
+	}
 	m.keys = keys.NewManager(m.cli, store.DefaultPrefix)
 	if m.st.Autolock {
 		m.log.Warn("autolock: this manager is locked until 'lockbox unlock'")

@@ -144,6 +144,78 @@ func (x *JoinResponse) GetManagers() []string {
 	return nil
 }
 
+type PromoteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteRequest) Reset() {
+	*x = PromoteRequest{}
+	mi := &file_cluster_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteRequest) ProtoMessage() {}
+
+func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
+func (*PromoteRequest) Descriptor() ([]byte, []int) {
+	return file_cluster_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+type PromoteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteResponse) Reset() {
+	*x = PromoteResponse{}
+	mi := &file_cluster_cluster_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteResponse) ProtoMessage() {}
+
+func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_cluster_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
+func (*PromoteResponse) Descriptor() ([]byte, []int) {
+	return file_cluster_cluster_proto_rawDescGZIP(), []int{3}
+}
+
 var File_cluster_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_cluster_proto_rawDesc = "" +
@@ -155,9 +227,12 @@ const file_cluster_cluster_proto_rawDesc = "" +
 	"\x0finitial_cluster\x18\x01 \x01(\tR\x0einitialCluster\x12,\n" +
 	"\x12key_encryption_key\x18\x02 \x01(\fR\x10keyEncryptionKey\x12\x1a\n" +
 	"\bautolock\x18\x03 \x01(\bR\bautolock\x12\x1a\n" +
-	"\bmanagers\x18\x04 \x03(\tR\bmanagers2N\n" +
+	"\bmanagers\x18\x04 \x03(\tR\bmanagers\"\x10\n" +
+	"\x0ePromoteRequest\"\x11\n" +
+	"\x0fPromoteResponse2\x9c\x01\n" +
 	"\aCluster\x12C\n" +
-	"\x04Join\x12\x1c.lockbox.cluster.JoinRequest\x1a\x1d.lockbox.cluster.JoinResponseB0Z.github.com/lockbox-project/lockbox/api/clusterb\x06proto3"
+	"\x04Join\x12\x1c.lockbox.cluster.JoinRequest\x1a\x1d.lockbox.cluster.JoinResponse\x12L\n" +
+	"\aPromote\x12\x1f.lockbox.cluster.PromoteRequest\x1a .lockbox.cluster.PromoteResponseB0Z.github.com/lockbox-project/lockbox/api/clusterb\x06proto3"
 
 var (
 	file_cluster_cluster_proto_rawDescOnce sync.Once
@@ -171,16 +246,20 @@ func file_cluster_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_cluster_proto_rawDescData
 }
 
-var file_cluster_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_cluster_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_cluster_cluster_proto_goTypes = []any{
-	(*JoinRequest)(nil),  // 0: lockbox.cluster.JoinRequest
-	(*JoinResponse)(nil), // 1: lockbox.cluster.JoinResponse
+	(*JoinRequest)(nil),     // 0: lockbox.cluster.JoinRequest
+	(*JoinResponse)(nil),    // 1: lockbox.cluster.JoinResponse
+	(*PromoteRequest)(nil),  // 2: lockbox.cluster.PromoteRequest
+	(*PromoteResponse)(nil), // 3: lockbox.cluster.PromoteResponse
 }
 var file_cluster_cluster_proto_depIdxs = []int32{
 	0, // 0: lockbox.cluster.Cluster.Join:input_type -> lockbox.cluster.JoinRequest
-	1, // 1: lockbox.cluster.Cluster.Join:output_type -> lockbox.cluster.JoinResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
+	2, // 1: lockbox.cluster.Cluster.Promote:input_type -> lockbox.cluster.PromoteRequest
+	1, // 2: lockbox.cluster.Cluster.Join:output_type -> lockbox.cluster.JoinResponse
+	3, // 3: lockbox.cluster.Cluster.Promote:output_type -> lockbox.cluster.PromoteResponse
+	2, // [2:4] is the sub-list for method output_type
+	0, // [0:2] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -197,7 +276,7 @@ func file_cluster_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_cluster_proto_rawDesc), len(file_cluster_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,7 +22,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Cluster_Join_FullMethodName = "/lockbox.cluster.Cluster/Join"
+	Cluster_Join_FullMethodName    = "/lockbox.cluster.Cluster/Join"
+	Cluster_Promote_FullMethodName = "/lockbox.cluster.Cluster/Promote"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -33,6 +34,10 @@ type ClusterClient interface {
 	// cluster: as an etcd member when peer_url is set (embedded etcd), and
 	// hands it what it needs to read the cluster's data.
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
+	// Promote makes the calling manager's etcd member, added by Join as a
+	// learner (it does not count toward quorum while it catches up), a
+	// voting member. It waits until the learner is in sync.
+	Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error)
 }
 
 type clusterClient struct {
@@ -53,6 +58,16 @@ func (c *clusterClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *clusterClient) Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PromoteResponse)
+	err := c.cc.Invoke(ctx, Cluster_Promote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -61,6 +76,10 @@ type ClusterServer interface {
 	// cluster: as an etcd member when peer_url is set (embedded etcd), and
 	// hands it what it needs to read the cluster's data.
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
+	// Promote makes the calling manager's etcd member, added by Join as a
+	// learner (it does not count toward quorum while it catches up), a
+	// voting member. It waits until the learner is in sync.
+	Promote(context.Context, *PromoteRequest) (*PromoteResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -73,6 +92,9 @@ type UnimplementedClusterServer struct{}
 
 func (UnimplementedClusterServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedClusterServer) Promote(context.Context, *PromoteRequest) (*PromoteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Promote not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -113,6 +135,24 @@ func _Cluster_Join_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Promote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Promote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Promote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Promote(ctx, req.(*PromoteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -123,6 +163,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Join",
 			Handler:    _Cluster_Join_Handler,
+		},
+		{
+			MethodName: "Promote",
+			Handler:    _Cluster_Promote_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -147,7 +148,9 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		return nil, fmt.Errorf("etcd: start member %s: %w", cfg.Name, ctx.Err())
 	}
 	m := &Member{etcd: e, Endpoint: client.String()}
-	m.client, err = Connect(ctx, []string{m.Endpoint}, nil)
+	// A serializable probe: a member that joined as a learner serves
+	// nothing else until it is promoted.
+	m.client, err = connect(ctx, []string{m.Endpoint}, nil, true)
 	if err != nil {
 		e.Close()
 		return nil, err
@@ -177,6 +180,10 @@ func (m *Member) Close() error {
 // Connect returns a client for endpoints, with mutual TLS when tlsFiles is
 // set (external clusters), and checks that the cluster answers.
 func Connect(ctx context.Context, endpoints []string, tlsFiles *TLSFiles) (*clientv3.Client, error) {
+	return connect(ctx, endpoints, tlsFiles, false)
+}
+
+func connect(ctx context.Context, endpoints []string, tlsFiles *TLSFiles, serializable bool) (*clientv3.Client, error) {
 	cfg := clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 10 * time.Second,
@@ -205,17 +212,26 @@ func Connect(ctx context.Context, endpoints []string, tlsFiles *TLSFiles) (*clie
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	// A linearizable read proves a quorum answers, not just a socket.
-	if _, err := cli.Get(sctx, "health-probe"); err != nil {
+	var opts []clientv3.OpOption
+	if serializable {
+		opts = append(opts, clientv3.WithSerializable())
+	}
+	if _, err := cli.Get(sctx, "health-probe", opts...); err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("etcd: cluster at %s does not answer: %w", strings.Join(endpoints, ","), err)
 	}
 	return cli, nil
 }
 
-// AddMember adds a member with peerURL to the cluster cli talks to and
-// returns the InitialCluster string the new member must start with. If a
-// member with that peer URL exists already but never started (a join that
-// failed half-way), it is reused.
+// IsLearner reports whether this member is a learner (not yet promoted).
+func (m *Member) IsLearner() bool { return m.etcd.Server.IsLearner() }
+
+// AddMember adds a member with peerURL to the cluster cli talks to, as a
+// learner, and returns the InitialCluster string the new member must start
+// with. A learner does not count toward quorum, so a joiner that never
+// starts costs the cluster nothing; PromoteMember makes it a voter once it
+// has caught up. If a member with that peer URL exists already but never
+// started (a join that failed half-way), it is reused.
 func AddMember(ctx context.Context, cli *clientv3.Client, name, peerURL string) (string, error) {
 	list, err := cli.MemberList(ctx)
 	if err != nil {
@@ -234,7 +250,7 @@ func AddMember(ctx context.Context, cli *clientv3.Client, name, peerURL string) 
 	}
 	members := list.Members
 	if !found {
-		resp, err := cli.MemberAdd(ctx, []string{peerURL})
+		resp, err := cli.MemberAddAsLearner(ctx, []string{peerURL})
 		if err != nil {
 			return "", fmt.Errorf("etcd: add member %s: %w", peerURL, err)
 		}
@@ -263,6 +279,40 @@ func AddMember(ctx context.Context, cli *clientv3.Client, name, peerURL string) 
 		}
 	}
 	return strings.Join(parts, ","), nil
+}
+
+// ErrLearnerNotReady is returned by PromoteMember while the learner is still
+// catching up with the leader.
+var ErrLearnerNotReady = errors.New("etcd: the learner is not in sync with the leader yet")
+
+// PromoteMember makes the learner named name (or with peer URL peerURL, for
+// a learner that has not published its name yet) a voting member. It is a
+// no-op for a member that votes already.
+func PromoteMember(ctx context.Context, cli *clientv3.Client, name, peerURL string) error {
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return fmt.Errorf("etcd: list members: %w", err)
+	}
+	for _, m := range list.Members {
+		match := m.Name == name
+		for _, u := range m.PeerURLs {
+			match = match || u == peerURL
+		}
+		if !match {
+			continue
+		}
+		if !m.IsLearner {
+			return nil
+		}
+		if _, err := cli.MemberPromote(ctx, m.ID); err != nil {
+			if errors.Is(err, rpctypes.ErrMemberLearnerNotReady) || strings.Contains(err.Error(), rpctypes.ErrMemberLearnerNotReady.Error()) {
+				return fmt.Errorf("%w: %v", ErrLearnerNotReady, err)
+			}
+			return fmt.Errorf("etcd: promote member %s: %w", name, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("etcd: no member %s (%s)", name, peerURL)
 }
 
 // RemoveMember removes the member named name from the cluster.

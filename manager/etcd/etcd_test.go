@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -47,6 +48,24 @@ func TestStartRestartAndJoin(t *testing.T) {
 	if err != nil {
 		t.Fatalf("join with %q: %v", initial, err)
 	}
+	// It joined as a learner: no vote, linearizable reads refused.
+	if !m2.IsLearner() {
+		t.Fatal("joined member is not a learner")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := PromoteMember(ctx, m1.Client(), "m2", peer2)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrLearnerNotReady) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := PromoteMember(ctx, m1.Client(), "m2", peer2); err != nil {
+		t.Fatalf("promoting a voter: %v", err)
+	}
 	got, err := m2.Client().Get(ctx, "k")
 	if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "v1" {
 		t.Fatalf("joined member reads %v, %v", got, err)
@@ -57,7 +76,7 @@ func TestStartRestartAndJoin(t *testing.T) {
 	}
 	// etcd refuses to remove a member until it has been connected for a
 	// health interval (5s); until then the cluster reports "unhealthy".
-	deadline := time.Now().Add(30 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for {
 		err := RemoveMember(ctx, m1.Client(), "m2")
 		if err == nil {
@@ -97,5 +116,29 @@ func TestConnectFailsClearly(t *testing.T) {
 	_, err := Connect(ctx, []string{fmt.Sprintf("unix://%s/none.sock", t.TempDir())}, nil)
 	if err == nil {
 		t.Fatal("Connect to nothing succeeded")
+	}
+}
+
+// A member added for a joiner that never starts must not cost the
+// cluster its quorum: it is a learner until promoted.
+func TestAbandonedJoinKeepsQuorum(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m1, err := Start(ctx, Config{Dir: t.TempDir() + "/etcd", Name: "m1", PeerURL: freePeerURL(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m1.Close()
+	ghost := freePeerURL(t)
+	if _, err := AddMember(ctx, m1.Client(), "ghost", ghost); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if _, err := m1.Client().Put(wctx, "still", "writable"); err != nil {
+		t.Fatalf("write after an abandoned join: %v", err)
+	}
+	if err := PromoteMember(ctx, m1.Client(), "ghost", ghost); !errors.Is(err, ErrLearnerNotReady) {
+		t.Fatalf("promoting a learner that never started: %v", err)
 	}
 }
