@@ -293,8 +293,9 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta) {
 		}
 		data[id] = &sharedData{b: b}
 	}
+	cc := changeCache{}
 	for _, w := range work {
-		items, err := buildChanges(w.changes, data)
+		items, err := cc.build(w.changes, data)
 		if err != nil {
 			// The node must not miss a change: make it reconnect, and
 			// resume or start over from a fresh read.
@@ -331,33 +332,55 @@ type item struct {
 	data   *sharedData
 }
 
+// changeCache builds each distinct change message once per fan-out: ten
+// thousand nodes receiving one service update share one message (protobuf
+// messages are safe to marshal concurrently when nobody writes to them).
+type changeCache map[change]*dapi.AssignmentChange
+
 func buildChanges(cs []change, data map[string]*sharedData) ([]item, error) {
+	return changeCache{}.build(cs, data)
+}
+
+func (cc changeCache) build(cs []change, data map[string]*sharedData) ([]item, error) {
 	out := make([]item, 0, len(cs))
 	for _, c := range cs {
-		action := dapi.AssignmentChange_UPDATE
-		if c.remove {
-			action = dapi.AssignmentChange_REMOVE
-		}
-		ac := &dapi.AssignmentChange{Action: action}
 		var sd *sharedData
-		switch {
-		case c.service != nil && c.remove:
-			ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Service{Service: &dapi.ServiceGrants{ServiceId: c.service.Id, ServiceName: c.service.GetSpec().GetName()}}}
-		case c.service != nil:
-			ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Service{Service: serviceGrants(c.service)}}
-		case c.remove:
-			ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Secret{Secret: &dapi.SecretData{Id: c.secretID, Name: c.name}}}
-		default:
+		if !c.remove && c.service == nil {
 			sd = data[c.secretID]
 			if sd == nil {
 				return nil, fmt.Errorf("data of secret %s is not readable now; reconnect", c.secretID)
 			}
+		}
+		ac := cc[c]
+		if ac == nil {
+			ac = newChange(c, sd)
+			cc[c] = ac
+		}
+		if sd != nil {
 			sd.acquire()
-			ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Secret{Secret: &dapi.SecretData{Id: c.secretID, Name: c.name, Data: sd.b}}}
 		}
 		out = append(out, item{change: ac, data: sd})
 	}
 	return out, nil
+}
+
+func newChange(c change, sd *sharedData) *dapi.AssignmentChange {
+	action := dapi.AssignmentChange_UPDATE
+	if c.remove {
+		action = dapi.AssignmentChange_REMOVE
+	}
+	ac := &dapi.AssignmentChange{Action: action}
+	switch {
+	case c.service != nil && c.remove:
+		ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Service{Service: &dapi.ServiceGrants{ServiceId: c.service.Id, ServiceName: c.service.GetSpec().GetName()}}}
+	case c.service != nil:
+		ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Service{Service: serviceGrants(c.service)}}
+	case c.remove:
+		ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Secret{Secret: &dapi.SecretData{Id: c.secretID, Name: c.name}}}
+	default:
+		ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Secret{Secret: &dapi.SecretData{Id: c.secretID, Name: c.name, Data: sd.b}}}
+	}
+	return ac
 }
 
 func serviceGrants(s *types.Service) *dapi.ServiceGrants {
