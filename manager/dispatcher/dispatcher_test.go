@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"testing"
 	"time"
@@ -408,5 +409,44 @@ func TestSlowSessionIsCutOff(t *testing.T) {
 	sd.release()
 	if string(sd.b) != "\x00\x00\x00\x00\x00\x00" {
 		t.Fatalf("shared data not zeroed: %q", sd.b)
+	}
+}
+
+// marshalStream encodes like gRPC does, so that -race sees concurrent
+// marshals of the change messages sessions share.
+type marshalStream struct {
+	ctx  context.Context
+	msgs chan []byte
+}
+
+func (m *marshalStream) Context() context.Context { return m.ctx }
+func (m *marshalStream) Send(msg *dapi.SessionMessage) error {
+	b, err := proto.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	m.msgs <- b
+	return nil
+}
+
+func TestSharedChangesMarshalConcurrently(t *testing.T) {
+	h := newHarness(t)
+	var streams []*marshalStream
+	for i := 0; i < 20; i++ {
+		id := h.node(fmt.Sprintf("n%d", i), nil)
+		h.sync()
+		s := &marshalStream{ctx: h.ctx, msgs: make(chan []byte, 8)}
+		go h.d.Serve(s, id, 0)
+		<-s.msgs
+		streams = append(streams, s)
+	}
+	sec := h.secret("s", "shared-data")
+	h.service("svc", nil, sec)
+	for _, s := range streams {
+		var m dapi.SessionMessage
+		if err := proto.Unmarshal(<-s.msgs, &m); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, &m, dapi.SessionMessage_INCREMENTAL, "+secret:s=shared-data", "+service:svc[s]")
 	}
 }
