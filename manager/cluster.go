@@ -29,7 +29,6 @@ import (
 	"github.com/lockbox-project/lockbox/manager/ca/jointoken"
 	"github.com/lockbox-project/lockbox/manager/etcd"
 	"github.com/lockbox-project/lockbox/manager/keys"
-	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 // clusterServer serves Cluster.Join to managers (the interceptor checked
@@ -143,12 +142,20 @@ func (m *Manager) promoteSelf(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("manager: read managers: %w", err)
 	}
-	var last error = errors.New("no other manager is registered")
+	// The manager joined through comes first: a fresh learner may not
+	// have caught up with the registry yet.
+	var addrs []string
+	if m.cfg.JoinAddr != "" {
+		addrs = append(addrs, m.cfg.JoinAddr)
+	}
 	for _, kv := range resp.Kvs {
-		if strings.TrimPrefix(string(kv.Key), managersPrefix) == m.st.NodeID {
-			continue
+		if strings.TrimPrefix(string(kv.Key), managersPrefix) != m.st.NodeID {
+			addrs = append(addrs, string(kv.Value))
 		}
-		if last = m.promote(ctx, string(kv.Value)); last == nil {
+	}
+	var last error = errors.New("no other manager is registered")
+	for _, addr := range addrs {
+		if last = m.promote(ctx, addr); last == nil {
 			return nil
 		}
 	}
@@ -238,36 +245,29 @@ func (m *Manager) join(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("manager: join %s: %w", m.cfg.JoinAddr, err)
 	}
-	m.st.Autolock = joined.Autolock
-	if err := m.startEtcd(ctx, joined.InitialCluster); err != nil {
+	id, err := ca.IdentityFromCert(own.Leaf)
+	if err != nil {
 		return err
 	}
-	if m.member != nil {
-		if err := m.promote(ctx, m.cfg.JoinAddr); err != nil {
-			return err
-		}
-	}
-	m.keys = keys.NewManager(m.cli, store.DefaultPrefix)
+	m.st.Autolock, m.st.ClusterID, m.st.InitialCluster = joined.Autolock, id.ClusterID, joined.InitialCluster
 	if !joined.Autolock {
 		kek, err := keys.KEKFromBytes(joined.KeyEncryptionKey)
 		clear(joined.KeyEncryptionKey)
 		if err != nil {
 			return fmt.Errorf("manager: key-encryption key from %s: %w", m.cfg.JoinAddr, err)
 		}
-		defer kek.Zero()
-		if err := keys.WriteKeyFile(m.path("kek"), kek); err != nil {
+		err = keys.WriteKeyFile(m.path("kek"), kek)
+		kek.Zero()
+		if err != nil {
 			return err
 		}
-		if err := m.keys.Unlock(ctx, kek); err != nil {
-			return fmt.Errorf("manager: unlock data keys: %w", err)
-		}
 	}
-	cresp, err := m.cli.Get(ctx, ca.ClusterIDKey)
-	if err != nil || len(cresp.Kvs) == 0 {
-		return fmt.Errorf("manager: read cluster ID: %v", err)
-	}
-	m.st.ClusterID = string(cresp.Kvs[0].Value)
+	// From here on the join is this data dir's: a crash below is finished
+	// by the next start (restart), never redone with a new identity.
 	if err := m.saveState(m.st); err != nil {
+		return err
+	}
+	if err := m.restart(ctx); err != nil {
 		return err
 	}
 	m.log.Info("joined cluster", "cluster", m.st.ClusterID, "node", m.st.NodeID, "via", m.cfg.JoinAddr)

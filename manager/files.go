@@ -16,6 +16,10 @@ type state struct {
 	Autolock  bool   `json:"autolock"`
 	// PeerURL is the embedded etcd member's peer URL; empty with external etcd.
 	PeerURL string `json:"peer_url,omitempty"`
+	// InitialCluster is what a joining member starts with; etcd ignores
+	// it once the member has data. Kept so that a join interrupted before
+	// etcd wrote anything restarts as a join, not as a new cluster.
+	InitialCluster string `json:"initial_cluster,omitempty"`
 }
 
 func (m *Manager) path(parts ...string) string {

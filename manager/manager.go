@@ -96,6 +96,10 @@ type Manager struct {
 
 	ready   chan struct{}
 	stopped chan struct{}
+
+	// testHookLearner runs when this member starts as a learner, before
+	// it asks for promotion (tests interrupt joins with it).
+	testHookLearner func() error
 }
 
 // New checks cfg and returns a manager; Run starts it.
@@ -160,10 +164,10 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer m.closeEtcd()
 	if err := m.start(runCtx); err != nil {
 		return err
 	}
-	defer m.closeEtcd()
 
 	c, err := ca.Open(runCtx, m.cli, m.keys)
 	if err != nil {
@@ -448,10 +452,15 @@ func (m *Manager) initialize(ctx context.Context) error {
 
 // restart brings back a manager that has run before.
 func (m *Manager) restart(ctx context.Context) error {
-	if err := m.startEtcd(ctx, ""); err != nil {
+	if err := m.startEtcd(ctx, m.st.InitialCluster); err != nil {
 		return err
 	}
 	if m.member != nil && m.member.IsLearner() {
+		if m.testHookLearner != nil {
+			if err := m.testHookLearner(); err != nil {
+				return err
+			}
+		}
 		if err := m.promoteSelf(ctx); err != nil {
 			return err
 		}

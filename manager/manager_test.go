@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -465,5 +466,42 @@ func TestExternalEtcd(t *testing.T) {
 		if n.State != types.NodeState_NODE_STATE_READY || n.Addr == "" {
 			t.Errorf("manager node %s: state %v addr %q", n.Id, n.State, n.Addr)
 		}
+	}
+}
+
+// A manager killed after its etcd member started as a learner, before its
+// promotion, finishes the join on its next start: same identity, promoted,
+// serving.
+func TestInterruptedJoinFinishesOnRestart(t *testing.T) {
+	ctx := context.Background()
+	m1 := startManager(t, testConfig(t, "127.0.0.1"))
+	cfg2 := testConfig(t, "127.0.0.2")
+	cfg2.JoinAddr = m1.Addr()
+	cfg2.JoinToken = token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false)
+	m2, err := New(cfg2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errCrash := errors.New("simulated crash")
+	m2.testHookLearner = func() error { return errCrash }
+	if err := m2.Run(ctx); !errors.Is(err, errCrash) {
+		t.Fatalf("interrupted join: %v", err)
+	}
+	// The cluster keeps its quorum with the learner down.
+	createSecret(t, m1.admin(), "during", "x")
+
+	// Without --join now (a restart), the same identity comes back.
+	st, _ := (&Manager{cfg: cfg2}).loadState()
+	if st == nil || st.NodeID == "" {
+		t.Fatal("no state saved by the interrupted join")
+	}
+	cfg2.ListenAddr = "127.0.0.2:0"
+	again := startManager(t, cfg2)
+	if again.NodeID() != st.NodeID || again.member.IsLearner() {
+		t.Fatalf("restarted as %s (learner %v), joined as %s", again.NodeID(), again.member.IsLearner(), st.NodeID)
+	}
+	r, err := again.admin().ListSecrets(ctx, &adminapi.ListSecretsRequest{})
+	if err != nil || len(r.Secrets) != 1 {
+		t.Fatalf("secrets on the finished joiner: %v %v", r, err)
 	}
 }
