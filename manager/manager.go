@@ -209,12 +209,15 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		return err
 	}
 
+	// Data-key rotation re-seals the store's secrets and the CA's key and
+	// join tokens.
+	km := admin.KeyManager{Keys: m.keys, Store: m.store, Extra: []keys.Resealer{c}}
 	adminSrv, err := admin.New(admin.Config{
 		Store:    m.store,
 		Tokens:   tokenIssuer{m},
-		Unlocker: unlocker{m},
+		Unlocker: unlocker{KeyManager: km, m: m},
 		Nodes:    revoker{m},
-		DataKeys: rotator{m},
+		DataKeys: km,
 	})
 	if err != nil {
 		return err

@@ -505,3 +505,20 @@ func TestInterruptedJoinFinishesOnRestart(t *testing.T) {
 		t.Fatalf("secrets on the finished joiner: %v %v", r, err)
 	}
 }
+
+// Rotating the data key re-seals the CA's key and join tokens too: a
+// manager started after the rotation still issues certificates.
+func TestDataKeyRotationKeepsCAUsable(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "127.0.0.1")
+	m := startManager(t, cfg)
+	createSecret(t, m.admin(), "s", "x")
+	r, err := m.admin().RotateDataKey(ctx, &adminapi.RotateDataKeyRequest{})
+	if err != nil || r.Resealed < 3 { // the secret, the CA key, the tokens
+		t.Fatalf("rotate: %v %v", r, err)
+	}
+	m.stop()
+	cfg.ListenAddr = m.Addr()
+	m = startManager(t, cfg)
+	joinNode(t, m.Addr(), token(t, m.admin(), types.NodeRole_NODE_ROLE_WORKER, false), "after-rotation")
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/ca"
 	"github.com/lockbox-project/lockbox/manager/dispatcher"
 	"github.com/lockbox-project/lockbox/manager/etcd"
@@ -29,30 +30,18 @@ func (t tokenIssuer) JoinToken(ctx context.Context, role types.NodeRole, rotate 
 	return tok, err
 }
 
-type unlocker struct{ m *Manager }
-
-func (u unlocker) Locked() bool { return u.m.keys.Locked() }
+// unlocker is manager/admin's KeyManager, logging unlocks.
+type unlocker struct {
+	admin.KeyManager
+	m *Manager
+}
 
 func (u unlocker) Unlock(ctx context.Context, key string) error {
-	if err := u.m.keys.UnlockWithKey(ctx, key); err != nil {
+	if err := u.KeyManager.Unlock(ctx, key); err != nil {
 		return err
 	}
 	u.m.log.Info("manager unlocked")
 	return nil
-}
-
-func (u unlocker) UnlockKey(ctx context.Context, rotate bool) (string, bool, error) {
-	if !u.m.st.Autolock {
-		return "", false, nil
-	}
-	if rotate {
-		key, err := u.m.keys.RotateUnlockKey(ctx)
-		if err == nil {
-			u.m.log.Info("unlock key rotated")
-		}
-		return key, true, err
-	}
-	return u.m.keys.UnlockKey()
 }
 
 type revoker struct{ m *Manager }
@@ -75,12 +64,6 @@ func (r revoker) RevokeNode(ctx context.Context, n *types.Node) error {
 	}
 	r.m.log.Info("node revoked", "node", n.Id)
 	return nil
-}
-
-type rotator struct{ m *Manager }
-
-func (r rotator) RotateDataKey(ctx context.Context) (int, error) {
-	return r.m.keys.RotateDEK(ctx, r.m.store, r.m.ca())
 }
 
 // registrar records joining nodes in the store.
