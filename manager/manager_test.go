@@ -6,8 +6,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"strconv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -521,4 +525,44 @@ func TestDataKeyRotationKeepsCAUsable(t *testing.T) {
 	cfg.ListenAddr = m.Addr()
 	m = startManager(t, cfg)
 	joinNode(t, m.Addr(), token(t, m.admin(), types.NodeRole_NODE_ROLE_WORKER, false), "after-rotation")
+}
+
+// etcd's peer port takes manager certificates only: a worker holding a
+// certificate of the same CA cannot speak raft or read the member list.
+func TestEtcdPeersNeedManagerCertificate(t *testing.T) {
+	m := startManager(t, testConfig(t, "127.0.0.1"))
+	peer := "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(m.cfg.EtcdPeerPort)) + "/members"
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(m.rootPEM())
+	get := func(cert tls.Certificate) error {
+		cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+		}}}
+		resp, err := cl.Get(peer)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %s", resp.Status)
+		}
+		return nil
+	}
+	own, err := tls.LoadX509KeyPair(filepath.Join(m.dir, "certs", "node.crt"), filepath.Join(m.dir, "certs", "node.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := get(own); err != nil {
+		t.Fatalf("manager certificate refused by the peer port: %v", err)
+	}
+	w := joinNode(t, m.Addr(), token(t, m.admin(), types.NodeRole_NODE_ROLE_WORKER, false), "w")
+	if err := get(w.cert); err == nil {
+		t.Fatal("worker certificate accepted by the etcd peer port")
+	}
+	if err := get(m.adminCert()); err == nil {
+		t.Fatal("admin certificate accepted by the etcd peer port")
+	}
+	if err := get(tls.Certificate{}); err == nil {
+		t.Fatal("no certificate accepted by the etcd peer port")
+	}
 }
