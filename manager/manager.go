@@ -147,6 +147,7 @@ func (m *Manager) ca() *ca.CA { return m.caPtr.Load() }
 // first start — and serves until ctx ends or etcd fails.
 func (m *Manager) Run(ctx context.Context) (err error) {
 	defer close(m.stopped)
+	warnOpenFiles(m.log)
 	if err := os.MkdirAll(m.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("manager: data dir: %w", err)
 	}

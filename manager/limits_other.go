@@ -1,0 +1,7 @@
+//go:build !linux
+
+package manager
+
+import "log/slog"
+
+func warnOpenFiles(*slog.Logger) {}
