@@ -295,6 +295,11 @@ func (a *Agent) Release(ctx context.Context, id string) error {
 	}
 	unlock := a.locks.lock(id)
 	defer unlock()
+	return a.release(id)
+}
+
+// release is Release with the container's lock held.
+func (a *Agent) release(id string) error {
 	a.mu.Lock()
 	h := a.held[id]
 	a.mu.Unlock()
@@ -316,6 +321,60 @@ func (a *Agent) Release(ctx context.Context, id string) error {
 		a.log.Info("secrets released", "container", id, "service", h.rec.Service, "recovered", h.mount == nil)
 	}
 	return nil
+}
+
+// Reap releases every held container whose processes are all gone. A
+// container normally leaves through Release (runtime delete, poststop hook,
+// NRI stop), but that call can be lost: containerd or the shim killed, a
+// hook that could not reach a restarting agent, a container still dying
+// when the agent restarted. Without Reap its tmpfs would stay in the
+// agent's hands until the agent exits. It returns how many it released.
+func (a *Agent) Reap(ctx context.Context) int {
+	if !livenessKnown {
+		return 0
+	}
+	a.mu.Lock()
+	ids := make([]string, 0, len(a.held))
+	for id := range a.held {
+		ids = append(ids, id)
+	}
+	a.mu.Unlock()
+	if len(ids) == 0 {
+		return 0
+	}
+	live := liveNamespaces()
+	n := 0
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			break
+		}
+		if a.reapOne(id, live) {
+			n++
+		}
+	}
+	return n
+}
+
+func (a *Agent) reapOne(id string, live map[uint64]int) bool {
+	unlock := a.locks.lock(id)
+	defer unlock()
+	a.mu.Lock()
+	h := a.held[id]
+	a.mu.Unlock()
+	// A record that names neither a process nor a namespace cannot be
+	// judged: leave it to an explicit Release.
+	if h == nil || (h.rec.Pid == 0 && h.rec.MntNS == 0) {
+		return false
+	}
+	if _, ok := h.rec.alive(live); ok {
+		return false
+	}
+	if err := a.release(id); err != nil {
+		a.log.Warn("reap finished container", "container", id, "err", err)
+		return false
+	}
+	a.log.Info("reaped container that ended without a release", "container", id)
+	return true
 }
 
 // List returns the containers the agent holds mounts for, sorted by ID.

@@ -353,3 +353,37 @@ func TestConcurrentPrepareRelease(t *testing.T) {
 		t.Errorf("records left: %d", len(ents))
 	}
 }
+
+// TestReap: a container that ends without a Release (its runtime's delete
+// lost) is wiped and forgotten by Reap; a running one is left alone.
+func TestReap(t *testing.T) {
+	state := t.TempDir()
+	a := newAgent(t, state, newCache(t))
+	r := busybox.NewRunc(t)
+	ctx := context.Background()
+	for _, id := range []string{"running", "ended"} {
+		pid := runContainer(t, r, id)
+		if _, _, err := a.Prepare(ctx, &api.PrepareRequest{Attach: true, Container: &api.Container{Id: id, Service: "web", Pid: int32(pid)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := a.Reap(ctx); n != 0 {
+		t.Fatalf("reaped %d while both containers run", n)
+	}
+	if err := r.Delete(busybox.Context(t), "ended"); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.Reap(ctx); n != 1 {
+		t.Fatalf("reaped %d, want 1", n)
+	}
+	list, _ := a.List(ctx)
+	if len(list.GetContainers()) != 1 || list.GetContainers()[0].GetId() != "running" {
+		t.Fatalf("after reap: %v", list)
+	}
+	if _, err := os.Stat(filepath.Join(state, "containers", "ended.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("record of the reaped container kept: %v", err)
+	}
+	if got, err := catIn(t, r, "running", "/run/secrets/db_pw"); err != nil || got != "hunter2" {
+		t.Errorf("running container lost its secret: %q %v", got, err)
+	}
+}

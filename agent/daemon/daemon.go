@@ -36,6 +36,9 @@ type Options struct {
 	// directory's volume is not BitLocker-protected.
 	RequireBitLocker bool
 	Log              *slog.Logger
+	// ReapInterval is how often the agent looks for containers that ended
+	// without a release (default 30s).
+	ReapInterval time.Duration
 	// Ready, if set, is closed once the local API serves.
 	Ready chan<- struct{}
 }
@@ -121,6 +124,11 @@ func Run(ctx context.Context, o Options) error {
 			o.Log.Error("session to the managers stopped", "err", err)
 		}
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		reap(ctx, core, o.ReapInterval)
+	}()
 	if o.NRI {
 		wg.Add(1)
 		go func() {
@@ -143,6 +151,24 @@ func Run(ctx context.Context, o Options) error {
 	wg.Wait()
 	o.Log.Info("agent stopped; running containers keep their secrets")
 	return runErr
+}
+
+// reap releases, every interval, the containers that ended without a
+// release reaching the agent.
+func reap(ctx context.Context, core *agent.Agent, interval time.Duration) {
+	if interval <= 0 {
+		interval = 30 * time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			core.Reap(ctx)
+		}
+	}
 }
 
 // runNRI keeps the NRI plugin registered with containerd until ctx ends:

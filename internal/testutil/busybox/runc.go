@@ -109,12 +109,34 @@ func (r *Runc) Pid(ctx context.Context, id string) (int, error) {
 	return st.Pid, nil
 }
 
-// Delete force-deletes the container (kills it first if running).
+// Delete force-deletes the container (kills it first if running) and
+// waits until its init process has left its namespaces: runc delete
+// --force sends SIGKILL to a process that is not its child and returns
+// before the kernel has torn it down, and tests that look at /proc right
+// after (is the container gone?) must not see it dying.
 func (r *Runc) Delete(ctx context.Context, id string) error {
+	pid, _ := r.Pid(ctx, id)
 	if out, err := r.cmd(ctx, "delete", "--force", id).CombinedOutput(); err != nil {
 		return fmt.Errorf("runc delete %s: %v: %s", id, err, out)
 	}
-	return nil
+	if pid <= 0 {
+		return nil
+	}
+	ns := fmt.Sprintf("/proc/%d/ns/mnt", pid)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// A zombie has no namespaces left: the stat fails as for a
+		// process that is gone.
+		if _, err := os.Stat(ns); err != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("runc delete %s: process %d still running: %w", id, pid, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // Context returns a context for one container operation in a test: bounded,
