@@ -163,9 +163,11 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		return err
 	}
 
+	// Deferred in this order so that everything using etcd is cancelled
+	// before etcd closes.
+	defer m.closeEtcd()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	defer m.closeEtcd()
 	if err := m.start(runCtx); err != nil {
 		return err
 	}
