@@ -134,7 +134,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("handler saw %v", got)
 	}
 
-	resp, files, err = c.Prepare(ctx, &agent.PrepareRequest{Container: &agent.Container{Id: "c2", Service: "web"}, Attach: true})
+	resp, files, err = c.Prepare(ctx, &agent.PrepareRequest{Container: &agent.Container{Id: "c2", Service: "web", Pid: 42}, Attach: true})
 	if err != nil || len(files) != 0 || resp.GetMounts()[0].GetFdIndex() != -1 {
 		t.Fatalf("attach prepare: %v %d %v", resp, len(files), err)
 	}

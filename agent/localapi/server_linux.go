@@ -197,6 +197,12 @@ func (s *Server) dispatch(ctx context.Context, req *agent.Request) (*agent.Respo
 		if op.Prepare.GetContainer().GetId() == "" {
 			return fail(Errorf(agent.Error_INVALID, "prepare: container id is empty"))
 		}
+		// The agent attaches by entering the mount namespace of the
+		// container's process. Without one it would attach in its own
+		// namespace, the host's: the secrets would appear on the host.
+		if op.Prepare.GetAttach() && op.Prepare.GetContainer().GetPid() <= 0 {
+			return fail(Errorf(agent.Error_INVALID, "prepare: container %q: attach needs the pid of a process in the container", op.Prepare.GetContainer().GetId()))
+		}
 		resp, files, err := s.handler.Prepare(ctx, op.Prepare)
 		if err != nil {
 			closeAll(files)
