@@ -29,6 +29,18 @@ func Dial(socketPath string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial agent at %s: %w", socketPath, err)
 	}
+	// The agent is root: a process of another user answering here (one
+	// that could write the socket's directory) would be handed every
+	// container's claim and could hand back mounts of its choosing.
+	cred, err := peerCred(conn)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("dial agent at %s: peer credentials: %w", socketPath, err)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		conn.Close()
+		return nil, Errorf(agent.Error_PERMISSION_DENIED, "the process listening on %s (pid %d) runs as uid %d, not root: it is not the agent", socketPath, cred.Pid, cred.Uid)
+	}
 	return &Client{conn: conn, buf: newRecvBuf()}, nil
 }
 

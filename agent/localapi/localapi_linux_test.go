@@ -246,6 +246,9 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv(childEnv); sock != "" {
 		os.Exit(runChildClient(sock))
 	}
+	if sock := os.Getenv(fakeAgentEnv); sock != "" {
+		os.Exit(runFakeAgent(sock))
+	}
 	os.Exit(m.Run())
 }
 

@@ -1,8 +1,13 @@
 package localapi
 
 import (
+	"bufio"
 	"context"
+	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,5 +51,92 @@ func TestPrepareRequestValidation(t *testing.T) {
 	defer h.mu.Unlock()
 	if len(h.prepared) != 0 {
 		t.Errorf("handler reached with %v", h.prepared)
+	}
+}
+
+// fakeAgentEnv makes the test binary listen on a socket as a stand-in
+// agent that answers one request (see TestMain).
+const fakeAgentEnv = "LOCKBOX_LOCALAPI_TEST_FAKE_AGENT"
+
+// runFakeAgent listens on sock, says "ready" on stdout and answers every
+// request of one connection with an empty List: what a process that took
+// the agent's socket path could do.
+func runFakeAgent(sock string) int {
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		os.Stderr.WriteString("listen: " + err.Error() + "\n")
+		return 1
+	}
+	defer ln.Close()
+	os.Stdout.WriteString("ready\n")
+	conn, err := ln.AcceptUnix()
+	if err != nil {
+		return 1
+	}
+	defer conn.Close()
+	for {
+		var req agent.Request
+		if _, err := recv(conn, &req, nil); err != nil {
+			return 0
+		}
+		if err := send(conn, &agent.Response{Result: &agent.Response_List{List: &agent.ListResponse{}}}, nil); err != nil {
+			return 0
+		}
+	}
+}
+
+// TestDialRefusesNonRootAgent: whoever answers on the agent's socket must
+// be root. A process of another user that got to listen there (a socket
+// directory it can write, a stale path) would otherwise be asked for, and
+// trusted with, every container's mounts.
+func TestDialRefusesNonRootAgent(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root: it runs a listener as uid 65534")
+	}
+	dir, err := os.MkdirTemp("", "lockbox-fakeagent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "fakeagent")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), fakeAgentEnv+"="+sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("fake agent: %q %v", line, err)
+	}
+
+	c, err := Dial(sock)
+	if err == nil {
+		defer c.Close()
+		_, lerr := c.List(context.Background())
+		t.Fatalf("dial of an agent running as uid 65534 succeeded (list: %v)", lerr)
+	}
+	if !IsCode(err, agent.Error_PERMISSION_DENIED) {
+		t.Errorf("dial: %v, want PERMISSION_DENIED", err)
 	}
 }
