@@ -203,9 +203,16 @@ func (m *Manager) join(ctx context.Context) error {
 		Description: describeSelf(),
 	})
 	conn.Close()
+	if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition {
+		// The CA refused before recording anything (a worker token):
+		// its message says what to do.
+		return fmt.Errorf("manager: join %s: %s", m.cfg.JoinAddr, st.Message())
+	}
 	if err != nil {
 		return fmt.Errorf("manager: join %s: %w", m.cfg.JoinAddr, err)
 	}
+	// A CA that signs without checking the request's addresses (older
+	// managers) is caught here, with a worker node already recorded.
 	if issued.Role != types.NodeRole_NODE_ROLE_MANAGER {
 		return errors.New("manager: the token is a worker token: join managers with 'lockbox join-token manager'")
 	}

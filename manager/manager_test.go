@@ -266,6 +266,10 @@ func TestJoinAndFanOutAcrossManagers(t *testing.T) {
 	if err := bad.Run(bctx); err == nil || !strings.Contains(err.Error(), "worker token") {
 		t.Fatalf("joined as manager with a worker token: %v", err)
 	}
+	// ... and the refused join left no node behind.
+	if r, err := adm.ListNodes(ctx, &adminapi.ListNodesRequest{}); err != nil || len(r.Nodes) != 1 {
+		t.Fatalf("nodes after a refused manager join: %v (%v)", r.GetNodes(), err)
+	}
 
 	cfg2 = testConfig(t, "127.0.0.2")
 	cfg2.JoinAddr = m1.Addr()
@@ -294,10 +298,10 @@ func TestJoinAndFanOutAcrossManagers(t *testing.T) {
 	if !found {
 		t.Fatalf("secret data missing from %v", names(m))
 	}
-	// Manager 2 sees every node: two managers, the worker, and the worker
-	// the refused manager join registered before it found its role.
+	// Manager 2 sees every node: two managers and the worker (the
+	// refused manager join registered none).
 	r, err := m2.admin().ListNodes(ctx, &adminapi.ListNodesRequest{})
-	if err != nil || len(r.Nodes) != 4 {
+	if err != nil || len(r.Nodes) != 3 {
 		t.Fatalf("nodes on m2: %v %v", r, err)
 	}
 

@@ -59,6 +59,11 @@ var (
 	ErrTokenOtherCA   = errors.New("join token is for another cluster (CA digest differs)")
 	ErrRevoked        = errors.New("node certificate is revoked")
 	ErrBadCSR         = errors.New("invalid certificate signing request")
+	// ErrWrongRoleToken is a CSR that names addresses (only a manager's
+	// does: only manager certificates carry them) with a worker token: a
+	// manager joining with the wrong token. It is refused before a node
+	// is recorded, so the failed join leaves no stray worker behind.
+	ErrWrongRoleToken = errors.New("the certificate request names manager addresses but the token is a worker token: join managers with the token from 'lockbox join-token manager'")
 )
 
 // Root is the CA certificate and its key, in memory only.
@@ -577,6 +582,9 @@ func (c *CA) IssueWithToken(ctx context.Context, token string, csrPEM []byte) (I
 	csr, err := ParseCSR(csrPEM)
 	if err != nil {
 		return Identity{}, nil, err
+	}
+	if role != RoleManager && (len(csr.DNSNames) > 0 || len(csr.IPAddresses) > 0) {
+		return Identity{}, nil, ErrWrongRoleToken
 	}
 	id, err := NewID()
 	if err != nil {

@@ -157,6 +157,22 @@ func TestIssueRenewAndTokens(t *testing.T) {
 		t.Fatalf("manager token after worker rotation: %v", err)
 	}
 
+	// A CSR naming addresses is a manager's: with a worker token it is
+	// refused (a manager joining with the wrong token), with a manager
+	// token the addresses are signed.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{IPAddresses: []net.IP{net.ParseIP("127.0.0.9")}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrCSR := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	if _, _, err := c.IssueWithToken(ctx, manager, addrCSR); err != nil {
+		t.Fatalf("manager token, CSR with addresses: %v", err)
+	}
+
 	// Bad tokens and CSRs.
 	other, _ := NewRoot()
 	otherTok := jointoken.Token{CADigest: other.Digest(), Secret: tok.Secret}.String()
@@ -165,11 +181,12 @@ func TestIssueRenewAndTokens(t *testing.T) {
 		csr   []byte
 		want  error
 	}{
-		"garbage token":  {"hello", csr, ErrInvalidToken},
-		"other cluster":  {otherTok, csr, ErrTokenOtherCA},
-		"guessed secret": {jointoken.Token{CADigest: c.Digest(), Secret: mustSecret(t)}.String(), csr, ErrInvalidToken},
-		"no CSR":         {rotated, nil, ErrBadCSR},
-		"not a CSR":      {rotated, []byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"), ErrBadCSR},
+		"garbage token":             {"hello", csr, ErrInvalidToken},
+		"other cluster":             {otherTok, csr, ErrTokenOtherCA},
+		"guessed secret":            {jointoken.Token{CADigest: c.Digest(), Secret: mustSecret(t)}.String(), csr, ErrInvalidToken},
+		"no CSR":                    {rotated, nil, ErrBadCSR},
+		"not a CSR":                 {rotated, []byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"), ErrBadCSR},
+		"worker token, manager CSR": {rotated, addrCSR, ErrWrongRoleToken},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, _, err := c.IssueWithToken(ctx, tc.token, tc.csr); !errors.Is(err, tc.want) {

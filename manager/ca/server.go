@@ -103,6 +103,8 @@ func caError(err error) error {
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, ErrRevoked):
 		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, ErrWrongRoleToken):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrBadCSR):
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
