@@ -6,10 +6,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,6 +60,12 @@ type benchAgent struct {
 func benchGRPC(b *testing.B, n int) {
 	ctx := context.Background()
 	tb := testing.TB(b)
+	// LOCKBOX_BENCH_CPUPROFILE=dir: the manager writes a CPU profile of
+	// the timed fan-outs to dir/fanout-<streams>.pprof.
+	profDir := os.Getenv("LOCKBOX_BENCH_CPUPROFILE")
+	if profDir != "" {
+		b.Setenv("LOCKBOX_TEST_CPUPROFILE", filepath.Join(profDir, fmt.Sprintf("fanout-%d.pprof", n)))
+	}
 	m := startChild(tb, newChildConfig(tb, "127.0.0.1"))
 	adm := m.admin()
 	tok := token(tb, adm, types.NodeRole_NODE_ROLE_WORKER, false)
@@ -169,11 +177,20 @@ func benchGRPC(b *testing.B, n int) {
 	liveAfter, gAfter := m.liveMemory()
 
 	var all []time.Duration
+	_, _, mallocsBefore := m.memStats()
+	if profDir != "" {
+		m.cmd.Process.Signal(syscall.SIGUSR2)
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		all = append(all, update(agents)...)
 	}
 	b.StopTimer()
+	if profDir != "" {
+		m.cmd.Process.Signal(syscall.SIGUSR2)
+		<-m.profiled
+	}
+	_, _, mallocsAfter := m.memStats()
 	sortD := func(d []time.Duration) { sort.Slice(d, func(i, j int) bool { return d[i] < d[j] }) }
 	sortD(all)
 	sortD(base)
@@ -186,4 +203,7 @@ func benchGRPC(b *testing.B, n int) {
 	b.ReportMetric(float64(rssAfter-rssBefore)/float64(n), "manager-rss-bytes/stream")
 	b.ReportMetric(float64(liveAfter-liveBefore)/float64(n), "manager-live-bytes/stream")
 	b.ReportMetric(float64(gAfter-gBefore)/float64(n), "goroutines/stream")
+	// Everything the manager allocated per delivered message, the admin
+	// update and the store write included.
+	b.ReportMetric(float64(mallocsAfter-mallocsBefore)/float64(b.N*n), "manager-allocs/send")
 }

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,7 +61,8 @@ func runManagerChild() int {
 		<-m.Ready()
 		fmt.Printf("READY %s %s\n", m.Addr(), m.NodeID())
 	}()
-	// SIGUSR1: report live memory (after a GC) for the benchmarks.
+	// SIGUSR1: report live memory (after a GC) and the allocations so far
+	// for the benchmarks.
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	go func() {
@@ -69,14 +71,40 @@ func runManagerChild() int {
 			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
-			fmt.Printf("MEM %d %d %d\n", ms.HeapAlloc, ms.StackInuse, runtime.NumGoroutine())
+			fmt.Printf("MEM %d %d %d %d\n", ms.HeapAlloc, ms.StackInuse, runtime.NumGoroutine(), ms.Mallocs)
 		}
 	}()
+	// SIGUSR2 starts, and the next one stops, a CPU profile written to
+	// LOCKBOX_TEST_CPUPROFILE: the benchmarks profile the fan-out alone.
+	if path := os.Getenv("LOCKBOX_TEST_CPUPROFILE"); path != "" {
+		usr2 := make(chan os.Signal, 1)
+		signal.Notify(usr2, syscall.SIGUSR2)
+		go toggleCPUProfile(path, usr2)
+	}
 	if err := m.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return 0
+}
+
+func toggleCPUProfile(path string, sig <-chan os.Signal) {
+	for range sig {
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			f.Close()
+			return
+		}
+		<-sig
+		pprof.StopCPUProfile()
+		f.Close()
+		fmt.Println("PROFILED")
+	}
 }
 
 type childManager struct {
@@ -87,6 +115,8 @@ type childManager struct {
 	nodeID string
 	exited chan struct{}
 	mem    chan string
+	// profiled receives when a CPU profile is written (SIGUSR2).
+	profiled chan struct{}
 }
 
 func newChildConfig(t testing.TB, ip string) childConfig {
@@ -113,7 +143,7 @@ func startChild(t testing.TB, cc childConfig) *childManager {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &childManager{t: t, cc: cc, cmd: cmd, exited: make(chan struct{}), mem: make(chan string, 1)}
+	c := &childManager{t: t, cc: cc, cmd: cmd, exited: make(chan struct{}), mem: make(chan string, 1), profiled: make(chan struct{}, 1)}
 	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -123,6 +153,9 @@ func startChild(t testing.TB, cc childConfig) *childManager {
 			}
 			if strings.HasPrefix(sc.Text(), "MEM ") {
 				c.mem <- sc.Text()
+			}
+			if sc.Text() == "PROFILED" {
+				c.profiled <- struct{}{}
 			}
 		}
 		cmd.Wait()
@@ -143,16 +176,21 @@ func startChild(t testing.TB, cc childConfig) *childManager {
 
 // liveMemory is the child's live heap plus goroutine stacks after a GC.
 func (c *childManager) liveMemory() (int64, int) {
+	live, goroutines, _ := c.memStats()
+	return live, goroutines
+}
+
+// memStats is liveMemory plus the number of heap allocations so far.
+func (c *childManager) memStats() (live int64, goroutines int, mallocs uint64) {
 	c.cmd.Process.Signal(syscall.SIGUSR1)
 	select {
 	case line := <-c.mem:
 		var heap, stack int64
-		var goroutines int
-		fmt.Sscanf(line, "MEM %d %d %d", &heap, &stack, &goroutines)
-		return heap + stack, goroutines
+		fmt.Sscanf(line, "MEM %d %d %d %d", &heap, &stack, &goroutines, &mallocs)
+		return heap + stack, goroutines, mallocs
 	case <-time.After(30 * time.Second):
 		c.t.Fatal("no memory report from the manager")
-		return 0, 0
+		return 0, 0, 0
 	}
 }
 
