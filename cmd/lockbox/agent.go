@@ -63,7 +63,7 @@ it out of the process list.`,
 	f.StringVar(&managers, "manager", "", "manager addresses, comma-separated (host:port)")
 	f.StringVar(&o.Token, "token", "", "worker join token (first start only)")
 	f.StringVar(&o.StateDir, "state-dir", "/var/lib/lockbox/agent", "directory for the node's credentials and container records")
-	f.StringVar(&o.Socket, "socket", localapi.DefaultSocket, "local API socket (its directory is made 0700)")
+	f.StringVar(&o.Socket, "socket", localapi.DefaultSocket, "local API socket (a missing directory is made 0700; an existing one must be root's alone to write)")
 	f.BoolVar(&o.NRI, "nri", false, "serve CRI containers as an NRI plugin of containerd")
 	f.StringVar(&o.NRISocket, "nri-socket", "", "containerd's NRI socket (default: NRI's own default)")
 	f.BoolVar(&o.RequireBitLocker, "require-bitlocker", false, "Windows: refuse to start unless the state directory's volume is BitLocker-protected")
