@@ -3,6 +3,7 @@ package localapi
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -189,5 +190,49 @@ func TestListenSocketDirectory(t *testing.T) {
 				t.Errorf("directory mode %v, want %v", got, tt.wantMode)
 			}
 		})
+	}
+}
+
+// TestRefusedCallerCannotHoldConnection: a caller the server refuses gets
+// its answer, or the connection closed, even if it never sends a request;
+// it cannot park a goroutine and a receive buffer in the agent for good.
+func TestRefusedCallerCannotHoldConnection(t *testing.T) {
+	old := refusedReadTimeout
+	refusedReadTimeout = 50 * time.Millisecond
+	t.Cleanup(func() { refusedReadTimeout = old })
+
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(&fakeHandler{dir: dir}, nil)
+	// This test runs as root: make root the refused caller.
+	s.allowUID = 65534
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+
+	conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Generous: the server must act well before this, on its own.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var resp agent.Response
+	_, err = recv(conn, &resp, nil)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the server kept a silent refused connection open")
+	}
+	if err == nil && resp.GetError().GetCode() != agent.Error_PERMISSION_DENIED {
+		t.Errorf("answer %v, want PERMISSION_DENIED", &resp)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -162,6 +163,10 @@ func (s *Server) Close() error {
 	return err
 }
 
+// refusedReadTimeout bounds the wait for the request of a caller that is
+// refused anyway.
+var refusedReadTimeout = time.Second
+
 func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
 	raw, err := conn.SyscallConn()
 	if err != nil {
@@ -187,6 +192,9 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 	if cred.Uid != s.allowUID {
 		// Read the request first so the refusal is the answer the caller
 		// waits for, not a broken pipe on its send.
+		// Bounded: a refused caller must not hold a goroutine and a
+		// receive buffer by never sending.
+		conn.SetReadDeadline(time.Now().Add(refusedReadTimeout))
 		var req agent.Request
 		if files, err := recv(conn, &req, nil); err == nil {
 			closeAll(files)
