@@ -221,6 +221,7 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		Unlocker: unlocker{KeyManager: km, m: m},
 		Nodes:    revoker{m},
 		DataKeys: km,
+		Managers: m.managerList,
 	})
 	if err != nil {
 		return err

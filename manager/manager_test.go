@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -282,6 +283,11 @@ func TestJoinAndFanOutAcrossManagers(t *testing.T) {
 	first := s.next()
 	if first.Type != dapi.SessionMessage_COMPLETE || len(first.Managers) != 2 {
 		t.Fatalf("first message %v with managers %v", first.Type, first.Managers)
+	}
+	// Join tokens come with the managers to join, as agents are told them.
+	jt, err := m2.admin().GetJoinToken(ctx, &adminapi.GetJoinTokenRequest{Role: types.NodeRole_NODE_ROLE_WORKER})
+	if err != nil || !slices.Equal(jt.Managers, first.Managers) {
+		t.Fatalf("join token managers %v (%v), session managers %v", jt.GetManagers(), err, first.Managers)
 	}
 	sec := createSecret(t, adm, "via-m1", "payload")
 	createService(t, adm, "svc", nil, sec)

@@ -1327,8 +1327,10 @@ func (x *GetJoinTokenRequest) GetRotate() bool {
 }
 
 type GetJoinTokenResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// managers lists the addresses (host:port) nodes join and connect to.
+	Managers      []string `protobuf:"bytes,2,rep,name=managers,proto3" json:"managers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1368,6 +1370,13 @@ func (x *GetJoinTokenResponse) GetToken() string {
 		return x.Token
 	}
 	return ""
+}
+
+func (x *GetJoinTokenResponse) GetManagers() []string {
+	if x != nil {
+		return x.Managers
+	}
+	return nil
 }
 
 type GetUnlockKeyRequest struct {
@@ -1700,9 +1709,10 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\x12RemoveNodeResponse\"Z\n" +
 	"\x13GetJoinTokenRequest\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.lockbox.types.NodeRoleR\x04role\x12\x16\n" +
-	"\x06rotate\x18\x02 \x01(\bR\x06rotate\",\n" +
+	"\x06rotate\x18\x02 \x01(\bR\x06rotate\"H\n" +
 	"\x14GetJoinTokenResponse\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\"-\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1a\n" +
+	"\bmanagers\x18\x02 \x03(\tR\bmanagers\"-\n" +
 	"\x13GetUnlockKeyRequest\x12\x16\n" +
 	"\x06rotate\x18\x01 \x01(\bR\x06rotate\"Q\n" +
 	"\x14GetUnlockKeyResponse\x12\x1d\n" +

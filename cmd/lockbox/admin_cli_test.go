@@ -51,7 +51,8 @@ func newCLIEnv(t *testing.T, unlockKey string) *cliEnv {
 	}
 	st := store.New(cli, km)
 	km2 := admin.KeyManager{Keys: km, Store: st}
-	a, err := admin.New(admin.Config{Store: st, Unlocker: km2, DataKeys: km2, Tokens: fixedTokens{}})
+	a, err := admin.New(admin.Config{Store: st, Unlocker: km2, DataKeys: km2, Tokens: fixedTokens{},
+		Managers: func() []string { return []string{"10.0.0.1:4243", "10.0.0.2:4243"} }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,8 +221,15 @@ func TestCLIJoinTokenAndUnlock(t *testing.T) {
 	if out := e.mustRun(t, "", "join-token", "-q", "worker"); out != "LBXTKN-1-NODE_ROLE_WORKER\n" {
 		t.Fatalf("join-token -q: %q", out)
 	}
-	if out := e.mustRun(t, "", "join-token", "--rotate", "manager"); !strings.Contains(out, "rotated") || !strings.Contains(out, "--join") {
+	if out := e.mustRun(t, "", "join-token", "--rotate", "manager"); !strings.Contains(out, "rotated") ||
+		!strings.Contains(out, "--join 10.0.0.1:4243 --token LBXTKN-1-rotated-NODE_ROLE_MANAGER") {
 		t.Fatalf("join-token --rotate:\n%s", out)
+	}
+	// Over the unix socket too, the join command names the cluster's
+	// managers (no placeholder), as docker swarm join-token does.
+	want := "lockbox agent --manager 10.0.0.1:4243,10.0.0.2:4243 --token LBXTKN-1-NODE_ROLE_WORKER --state-dir /var/lib/lockbox/agent\n"
+	if out := e.mustRun(t, "", "join-token", "worker"); !strings.Contains(out, want) || strings.Contains(out, "MANAGER_ADDR") {
+		t.Fatalf("join-token worker:\n%s", out)
 	}
 	if out := e.mustRun(t, "", "unlock-key", "-q"); out != key+"\n" {
 		t.Fatalf("unlock-key -q: %q", out)

@@ -41,14 +41,13 @@ func newJoinTokenCommand(c *connFlags) *cobra.Command {
 				if rotate {
 					fmt.Fprintf(w, "Successfully rotated %s join token.\n\n", args[0])
 				}
-				addr := "MANAGER_ADDR"
-				if a, ok := strings.CutPrefix(c.host, "tcp://"); ok {
-					addr = a
-				}
+				addrs := joinAddrs(resp.Managers, c.host)
 				if role == types.NodeRole_NODE_ROLE_WORKER {
-					fmt.Fprintf(w, "To add a node to this cluster, run the following command on it:\n\n    lockbox agent --manager %s --token %s --state-dir /var/lib/lockbox\n\n", addr, resp.Token)
+					// An agent takes every manager: it fails over between them.
+					fmt.Fprintf(w, "To add a node to this cluster, run the following command on it:\n\n    lockbox agent --manager %s --token %s --state-dir /var/lib/lockbox/agent\n\n", strings.Join(addrs, ","), resp.Token)
 				} else {
-					fmt.Fprintf(w, "To add a manager to this cluster, run the following command on it:\n\n    lockbox manager --data-dir /var/lib/lockbox-manager --join %s --token %s\n\n", addr, resp.Token)
+					// A joining manager needs one manager to join through.
+					fmt.Fprintf(w, "To add a manager to this cluster, run the following command on it:\n\n    lockbox manager --data-dir /var/lib/lockbox-manager --join %s --token %s\n\n", addrs[0], resp.Token)
 				}
 				return nil
 			})
@@ -57,4 +56,17 @@ func newJoinTokenCommand(c *connFlags) *cobra.Command {
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only display the token")
 	cmd.Flags().BoolVar(&rotate, "rotate", false, "replace the token; the old one stops working")
 	return cmd
+}
+
+// joinAddrs is the manager addresses to print in a join command: those the
+// manager reported, else the one the CLI reached over TCP, else a
+// placeholder the operator must fill in (an older manager over the socket).
+func joinAddrs(managers []string, host string) []string {
+	if len(managers) > 0 {
+		return managers
+	}
+	if a, ok := strings.CutPrefix(host, "tcp://"); ok {
+		return []string{a}
+	}
+	return []string{"MANAGER_ADDR"}
 }

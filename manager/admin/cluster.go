@@ -28,7 +28,11 @@ func (s *Server) GetJoinToken(ctx context.Context, req *adminapi.GetJoinTokenReq
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &adminapi.GetJoinTokenResponse{Token: tok}, nil
+	resp := &adminapi.GetJoinTokenResponse{Token: tok}
+	if s.cfg.Managers != nil {
+		resp.Managers = s.cfg.Managers()
+	}
+	return resp, nil
 }
 
 func (s *Server) GetUnlockKey(ctx context.Context, req *adminapi.GetUnlockKeyRequest) (*adminapi.GetUnlockKeyResponse, error) {

@@ -51,6 +51,9 @@ type Config struct {
 	Unlocker Unlocker
 	Nodes    NodeRevoker
 	DataKeys DataKeyRotator
+	// Managers lists the manager addresses handed out with join tokens;
+	// nil hands out none.
+	Managers func() []string
 }
 
 // Server implements adminapi.AdminServer.
