@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -234,5 +235,54 @@ func TestRefusedCallerCannotHoldConnection(t *testing.T) {
 	}
 	if err == nil && resp.GetError().GetCode() != agent.Error_PERMISSION_DENIED {
 		t.Errorf("answer %v, want PERMISSION_DENIED", &resp)
+	}
+}
+
+func TestPrepareServiceNameValidation(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
+	h := &fakeHandler{dir: dir, payload: "x"}
+	startServer(t, h, sock)
+	c, err := Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tests := []struct {
+		service string
+		ok      bool
+	}{
+		{"web", true},
+		{"db-1.prod_x", true},
+		{strings.Repeat("a", 64), true},
+		{"", false},
+		{strings.Repeat("a", 65), false},
+		{strings.Repeat("a", 100 << 10), false},
+		{"-web", false},
+		{"web\nlevel=ERROR msg=forged", false},
+		{"../../etc", false},
+		{"web\x00", false},
+	}
+	for _, tt := range tests {
+		_, files, err := c.Prepare(ctx, &agent.PrepareRequest{Container: &agent.Container{Id: "c1", Service: tt.service}})
+		closeAll(files)
+		if tt.ok && err != nil {
+			t.Errorf("service %.20q: %v", tt.service, err)
+		}
+		if !tt.ok && !IsCode(err, agent.Error_INVALID) {
+			t.Errorf("service %.20q: %v, want INVALID", tt.service, err)
+		}
+		if !tt.ok && err != nil && len(err.Error()) > 300 {
+			t.Errorf("service %.20q: error of %d bytes echoes the name", tt.service, len(err.Error()))
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.prepared {
+		if s := p.GetContainer().GetService(); s != "web" && s != "db-1.prod_x" && s != strings.Repeat("a", 64) {
+			t.Errorf("handler reached with service %.20q", s)
+		}
 	}
 }

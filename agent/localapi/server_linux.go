@@ -238,6 +238,10 @@ func (s *Server) dispatch(ctx context.Context, req *agent.Request) (*agent.Respo
 		if op.Prepare.GetContainer().GetId() == "" {
 			return fail(Errorf(agent.Error_INVALID, "prepare: container id is empty"))
 		}
+		if svc := op.Prepare.GetContainer().GetService(); !ValidServiceName(svc) {
+			// Quoted and cut short: the name is the caller's, unchecked.
+			return fail(Errorf(agent.Error_INVALID, "prepare: service name %.70q is not a service name (letters, digits, '-', '_', '.', at most %d)", svc, maxServiceName))
+		}
 		// The agent attaches by entering the mount namespace of the
 		// container's process. Without one it would attach in its own
 		// namespace, the host's: the secrets would appear on the host.
