@@ -259,7 +259,7 @@ func TestPrepareServiceNameValidation(t *testing.T) {
 		{strings.Repeat("a", 64), true},
 		{"", false},
 		{strings.Repeat("a", 65), false},
-		{strings.Repeat("a", 100 << 10), false},
+		{strings.Repeat("a", 100<<10), false},
 		{"-web", false},
 		{"web\nlevel=ERROR msg=forged", false},
 		{"../../etc", false},
