@@ -36,6 +36,9 @@ func main() {
 		Dial:     dial,
 		HookPath: self,
 	}
+	if v := os.Getenv("LOCKBOX_HOOK_LOG"); v != "" {
+		w.HookEnv = append(w.HookEnv, "LOCKBOX_HOOK_LOG="+v)
+	}
 	if os.Getenv("LOCKBOX_RUNTIME_MODE") == "hook" {
 		w.Mode = runtime.AttachInHook
 	}

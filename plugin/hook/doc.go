@@ -4,7 +4,9 @@
 // base_runtime_spec, or oci.SpecOpts from plugin/ocispec).
 //
 // createContainer runs in the container's mount namespace before
-// pivot_root, with the bundle's rootfs as its working directory. It asks the
+// pivot_root, where the spec's root.path is the container's root (the
+// working directory differs between runtimes: the rootfs under runc, the
+// bundle under crun). It asks the
 // agent for the container's mounts as fds (attach=false) and attaches them
 // itself. poststop asks the agent to wipe them.
 //

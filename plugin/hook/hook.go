@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -30,9 +31,6 @@ type Hook struct {
 	// Attach moves the received mounts into place under rootfs from the
 	// current mount namespace (linux.AttachHandovers).
 	Attach func(rootfs string, hs []mounter.Handover) error
-	// Getwd returns the hook's working directory, the container's rootfs;
-	// nil means os.Getwd.
-	Getwd func() (string, error)
 	// Timeout bounds the agent call; zero means 30 s.
 	Timeout time.Duration
 }
@@ -85,13 +83,9 @@ func (h *Hook) create(st *specs.State) error {
 	if claim == nil {
 		return fmt.Errorf("container %s: state claims a service but %s/config.json does not", st.ID, st.Bundle)
 	}
-	getwd := h.Getwd
-	if getwd == nil {
-		getwd = os.Getwd
-	}
-	rootfs, err := getwd()
+	rootfs, err := Rootfs(st.Bundle, claim.Spec)
 	if err != nil {
-		return fmt.Errorf("container %s: rootfs (working directory): %w", st.ID, err)
+		return fmt.Errorf("container %s: %w", st.ID, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.timeout())
 	defer cancel()
@@ -141,4 +135,25 @@ func (h *Hook) release(st *specs.State) error {
 		return fmt.Errorf("release %s: %w", st.ID, err)
 	}
 	return nil
+}
+
+// Rootfs is where the container's root is mounted while its
+// createContainer hooks run: the spec's root.path, relative to the bundle
+// unless absolute. The hook runs in the container's mount namespace before
+// pivot_root, so that path names the container's root there. It is not the
+// hook's working directory: runc runs hooks in the rootfs, but crun runs
+// them in the bundle, and a hook that attached under its working directory
+// would mount the secrets where the container never looks.
+func Rootfs(bundle string, spec *specs.Spec) (string, error) {
+	if spec.Root == nil || spec.Root.Path == "" {
+		return "", errors.New("bundle config has no root.path")
+	}
+	p := spec.Root.Path
+	if !filepath.IsAbs(p) {
+		if !filepath.IsAbs(bundle) {
+			return "", fmt.Errorf("relative root.path %q with a relative bundle %q", p, bundle)
+		}
+		p = filepath.Join(bundle, p)
+	}
+	return filepath.Clean(p), nil
 }

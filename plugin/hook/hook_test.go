@@ -67,7 +67,6 @@ func setup(t *testing.T, annotations map[string]string) (string, *fakeAgent, *[]
 			got = append(got, hs...)
 			return nil
 		},
-		Getwd: func() (string, error) { return filepath.Join(bundle, "rootfs"), nil },
 	}
 	return bundle, fa, &got, h
 }
@@ -144,5 +143,29 @@ func TestBadInput(t *testing.T) {
 		if err := h.Run(tc.event, strings.NewReader(tc.stdin)); err == nil {
 			t.Errorf("%s %q: no error", tc.event, tc.stdin)
 		}
+	}
+}
+
+func TestRootfs(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		bundle string
+		root   *specs.Root
+		want   string
+		err    bool
+	}{
+		{"relative to the bundle", "/run/b/c1", &specs.Root{Path: "rootfs"}, "/run/b/c1/rootfs", false},
+		{"absolute", "/run/b/c1", &specs.Root{Path: "/var/lib/c1/merged/"}, "/var/lib/c1/merged", false},
+		{"dot-dot cleaned", "/run/b/c1", &specs.Root{Path: "../c1/rootfs"}, "/run/b/c1/rootfs", false},
+		{"no root", "/run/b/c1", nil, "", true},
+		{"empty path", "/run/b/c1", &specs.Root{}, "", true},
+		{"relative bundle", "b/c1", &specs.Root{Path: "rootfs"}, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Rootfs(tc.bundle, &specs.Spec{Root: tc.root})
+			if (err != nil) != tc.err || got != tc.want {
+				t.Fatalf("Rootfs = %q, %v; want %q, error %v", got, err, tc.want, tc.err)
+			}
+		})
 	}
 }

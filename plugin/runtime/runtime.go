@@ -59,6 +59,9 @@ type Wrapper struct {
 	// HookPath is the executable run as the OCI hook in AttachInHook mode
 	// (normally this binary).
 	HookPath string
+	// HookEnv is added to the hooks' environment, which the runtime builds
+	// from the spec alone (LOCKBOX_AGENT_SOCKET is always there).
+	HookEnv []string
 	// Timeout bounds each agent call; zero means 30 s.
 	Timeout time.Duration
 	// Stderr receives error messages; nil means os.Stderr.
@@ -124,7 +127,7 @@ func (w *Wrapper) create(inv *Invocation) int {
 		return w.passthrough(inv.Args)
 	}
 	if inv.Command == "run" || w.Mode == AttachInHook {
-		claim.AddHooks(w.HookPath, []string{"LOCKBOX_AGENT_SOCKET=" + w.Socket})
+		claim.AddHooks(w.HookPath, append([]string{"LOCKBOX_AGENT_SOCKET=" + w.Socket}, w.HookEnv...))
 		if claim.NeedsPlaceholder() {
 			claim.AddPlaceholder()
 		}
