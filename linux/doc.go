@@ -29,6 +29,14 @@
 // fds open for writing instead would keep the mount busy (the read-only
 // flip fails with EBUSY while a writer exists) and cost an fd per secret.
 //
+// Read-only holds against the container's processes with one exception
+// the mounter cannot close: the kernel locks mount flags only on mounts
+// copied into a less privileged namespace, not on a mount moved in, so a
+// container whose user namespace owns its mount namespace and holds
+// CAP_SYS_ADMIN can remount its own secrets writable (or suid, exec). It
+// can change only its own secrets; Wipe therefore overwrites and removes
+// whatever it finds in the tmpfs, not just what the plan put there.
+//
 // A target on a shared mount (a volume with rshared or Bidirectional
 // propagation) is refused: whatever is mounted there is copied to the
 // mount's peers, which may be in the host's namespace.

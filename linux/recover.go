@@ -133,8 +133,9 @@ func wipeClone(fd int) error {
 }
 
 // wipeDir overwrites and unlinks every regular file under the directory d,
-// then removes the emptied subdirectories. The tree is ours, shallow and
-// small; depth is bounded all the same.
+// unlinks every other non-directory, then removes the emptied
+// subdirectories. The tree is ours, shallow and small; depth is bounded
+// all the same.
 func wipeDir(d, depth int) error {
 	if depth > 64 {
 		return errors.New("wipe: directory tree too deep")
@@ -170,6 +171,12 @@ func wipeDir(d, depth int) error {
 			}
 			errs = append(errs, overwrite(w, st.Size))
 			unix.Close(w)
+			if err := unix.Unlinkat(d, name, 0); err != nil {
+				errs = append(errs, fmt.Errorf("wipe: unlink %s: %w", name, err))
+			}
+		default:
+			// A symlink, FIFO or socket holds no data, but its name
+			// would keep the directory from going.
 			if err := unix.Unlinkat(d, name, 0); err != nil {
 				errs = append(errs, fmt.Errorf("wipe: unlink %s: %w", name, err))
 			}

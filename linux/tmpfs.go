@@ -326,12 +326,15 @@ func (m *Mount) wipeLocked() error {
 				errs = append(errs, err)
 			}
 		}
-		// Empty directories hold no secret, but a running container should
-		// not see their names linger either. Children first.
-		dirs := secretDirs(m.files)
-		for i := len(dirs) - 1; i >= 0; i-- {
-			if err := unix.Unlinkat(m.fd, dirs[i], unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("wipe: remove %s: %w", dirs[i], err))
+		// What is left under secrets/ is directories, and whatever a
+		// container that could remount its view writable put there (a
+		// container whose user namespace owns its mount namespace can:
+		// the kernel locks the flags of copied mounts, not moved ones).
+		// Overwrite and remove all of it, so that nothing outlives the
+		// wipe and a running container sees no names linger.
+		if len(secretDirs(m.files)) > 0 {
+			if err := wipeSubtree(m.fd, secretsSubdir); err != nil {
+				errs = append(errs, err)
 			}
 		}
 		// The last reference to the detached mount: the kernel frees the
@@ -387,7 +390,14 @@ func wipeFile(dirfd int, f mounter.File) error {
 		return fmt.Errorf("wipe secret %q: open: %w", f.SecretName, err)
 	}
 	defer unix.Close(fd)
-	if err := overwrite(fd, f.Size); err != nil {
+	// A container that remounted its view writable may have grown the
+	// file: overwrite all of it, not just the secret's size.
+	size := f.Size
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err == nil && st.Size > size {
+		size = st.Size
+	}
+	if err := overwrite(fd, size); err != nil {
 		return fmt.Errorf("wipe secret %q: %w", f.SecretName, err)
 	}
 	if l := linkName(f); l != "" {
@@ -397,6 +407,27 @@ func wipeFile(dirfd int, f mounter.File) error {
 	}
 	if err := unix.Unlinkat(dirfd, f.Name, 0); err != nil {
 		return fmt.Errorf("wipe secret %q: unlink: %w", f.SecretName, err)
+	}
+	return nil
+}
+
+// wipeSubtree overwrites and removes the directory name under dirfd and
+// everything in it. A missing directory (a failed build) is not an error.
+func wipeSubtree(dirfd int, name string) error {
+	d, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("wipe: open %s: %w", name, err)
+	}
+	err = wipeDir(d, 0)
+	unix.Close(d)
+	if err != nil {
+		return err
+	}
+	if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil {
+		return fmt.Errorf("wipe: remove %s: %w", name, err)
 	}
 	return nil
 }
