@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
 		os.Exit(runChild(spec))
 	}
+	if os.Getenv(reexecChildEnv) != "" {
+		os.Exit(runReexecChild())
+	}
 	os.Exit(m.Run())
 }
 

@@ -26,7 +26,16 @@ func Reexec() error {
 	if godebug != "" {
 		godebug += ","
 	}
-	env := append(os.Environ(), "GODEBUG="+godebug+clobberFree)
+	// Replace GODEBUG rather than add a second one: the runtime reads the
+	// first, so an operator's GODEBUG would hide the setting and the
+	// process would re-execute itself for ever.
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GODEBUG=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "GODEBUG="+godebug+clobberFree)
 	// /proc/self/exe works even if the binary was replaced on disk.
 	if err := syscall.Exec("/proc/self/exe", os.Args, env); err != nil {
 		return fmt.Errorf("re-exec with %s: %w", clobberFree, err)
