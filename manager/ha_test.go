@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"sync"
 	"syscall"
@@ -79,7 +80,7 @@ func runManagerChild() int {
 	if path := os.Getenv("LOCKBOX_TEST_CPUPROFILE"); path != "" {
 		usr2 := make(chan os.Signal, 1)
 		signal.Notify(usr2, syscall.SIGUSR2)
-		go toggleCPUProfile(path, usr2)
+		go toggleCPUProfile(path, os.Getenv("LOCKBOX_TEST_TRACE") != "", usr2)
 	}
 	if err := m.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -88,7 +89,7 @@ func runManagerChild() int {
 	return 0
 }
 
-func toggleCPUProfile(path string, sig <-chan os.Signal) {
+func toggleCPUProfile(path string, withTrace bool, sig <-chan os.Signal) {
 	for range sig {
 		f, err := os.Create(path)
 		if err != nil {
@@ -100,9 +101,24 @@ func toggleCPUProfile(path string, sig <-chan os.Signal) {
 			f.Close()
 			return
 		}
+		// LOCKBOX_TEST_TRACE: an execution trace beside the profile, to
+		// see where the fan-out waits rather than where it computes.
+		var tf *os.File
+		if withTrace {
+			if tf, err = os.Create(path + ".trace"); err == nil {
+				err = trace.Start(tf)
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
+		}
 		<-sig
 		pprof.StopCPUProfile()
 		f.Close()
+		if tf != nil {
+			trace.Stop()
+			tf.Close()
+		}
 		fmt.Println("PROFILED")
 	}
 }

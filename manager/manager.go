@@ -295,6 +295,9 @@ func (m *Manager) tcpServer(adminSrv *admin.Server) (*grpc.Server, error) {
 		// writes). Measured: 77 -> 47 KB live per connected stream.
 		grpc.WriteBufferSize(16<<10),
 		grpc.ReadBufferSize(4<<10),
+		// The dispatcher sends session messages pre-encoded, each change
+		// marshalled once per fan-out for every node.
+		grpc.ForceServerCodecV2(dispatcher.Codec{}),
 	)
 	caapi.RegisterNodeCAServer(s, ca.NewServer(c, registrar{m}, m.managerList, m.log))
 	dapi.RegisterDispatcherServer(s, m.disp)

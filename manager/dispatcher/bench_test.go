@@ -11,7 +11,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
@@ -36,8 +35,14 @@ type benchStream struct {
 }
 
 func (s *benchStream) Context() context.Context { return s.ctx }
-func (s *benchStream) Send(m *dapi.SessionMessage) error {
-	s.arrivals <- arrival{rev: int64(m.Revision), at: time.Now()}
+func (s *benchStream) SendMsg(v any) error {
+	// What gRPC would do with the message short of writing it.
+	data, err := Codec{}.Marshal(v)
+	if err != nil {
+		return err
+	}
+	data.Free()
+	s.arrivals <- arrival{rev: v.(*encodedMessage).rev, at: time.Now()}
 	return nil
 }
 

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
@@ -283,15 +283,16 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta) {
 		return
 	}
 
-	// One store read per secret, shared by every session that needs it.
-	data := make(map[string]*sharedData, len(need))
+	// One store read per secret; each change is encoded once and its bytes
+	// shared by every session that sends it.
+	data := make(map[string][]byte, len(need))
 	for id := range need {
 		b, err := d.cfg.Store.SecretData(ctx, id)
 		if err != nil {
 			d.log.Warn("dispatcher: cannot read secret data", "secret", id, "err", err)
 			continue
 		}
-		data[id] = &sharedData{b: b}
+		data[id] = b
 	}
 	cc := changeCache{}
 	for _, w := range work {
@@ -304,67 +305,74 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta) {
 		}
 		w.s.push(rev, items)
 	}
-	// Drop the fan-out's own reference; sessions hold theirs until sent.
-	for _, sd := range data {
-		sd.release()
+	// The encodings hold the only copies of the data now; sessions hold
+	// their references until sent.
+	cc.release()
+	for _, b := range data {
+		clear(b)
 	}
 }
 
-// sharedData is one secret's plaintext shared by the messages of many
-// sessions; it is zeroed when the last one has been sent.
-type sharedData struct {
-	b    []byte
-	refs atomic.Int64 // references beyond the fan-out's own
-	done atomic.Bool
-}
-
-func (s *sharedData) acquire() { s.refs.Add(1) }
-
-func (s *sharedData) release() {
-	if s.refs.Add(-1) < 0 && s.done.CompareAndSwap(false, true) {
-		clear(s.b)
-	}
-}
-
-// item is a queued change with the data it references.
+// item is a queued change: its shared encoding, one reference held.
 type item struct {
-	change *dapi.AssignmentChange
-	data   *sharedData
+	change mem.Buffer
 }
 
-// changeCache builds each distinct change message once per fan-out: ten
-// thousand nodes receiving one service update share one message (protobuf
-// messages are safe to marshal concurrently when nobody writes to them).
-type changeCache map[change]*dapi.AssignmentChange
-
-func buildChanges(cs []change, data map[string]*sharedData) ([]item, error) {
-	return changeCache{}.build(cs, data)
+func (it item) release() {
+	if it.change != nil {
+		it.change.Free()
+	}
 }
 
-func (cc changeCache) build(cs []change, data map[string]*sharedData) ([]item, error) {
+// changeCache encodes each distinct change once per fan-out (or first
+// message); it holds one reference on each encoding until released.
+type changeCache map[change]mem.Buffer
+
+func buildChanges(cs []change, data map[string][]byte) ([]item, error) {
+	cc := changeCache{}
+	defer cc.release()
+	return cc.build(cs, data)
+}
+
+func (cc changeCache) release() {
+	for _, b := range cc {
+		b.Free()
+	}
+	clear(cc)
+}
+
+func (cc changeCache) build(cs []change, data map[string][]byte) ([]item, error) {
 	out := make([]item, 0, len(cs))
+	fail := func(err error) ([]item, error) {
+		for _, it := range out {
+			it.release()
+		}
+		return nil, err
+	}
 	for _, c := range cs {
-		var sd *sharedData
-		if !c.remove && c.service == nil {
-			sd = data[c.secretID]
-			if sd == nil {
-				return nil, fmt.Errorf("data of secret %s is not readable now; reconnect", c.secretID)
+		enc := cc[c]
+		if enc == nil {
+			var plain []byte
+			withData := !c.remove && c.service == nil
+			if withData {
+				var ok bool
+				if plain, ok = data[c.secretID]; !ok {
+					return fail(fmt.Errorf("data of secret %s is not readable now; reconnect", c.secretID))
+				}
 			}
+			var err error
+			if enc, err = encodeChange(newChange(c, plain), withData); err != nil {
+				return fail(fmt.Errorf("secret %s: %w", c.secretID, err))
+			}
+			cc[c] = enc
 		}
-		ac := cc[c]
-		if ac == nil {
-			ac = newChange(c, sd)
-			cc[c] = ac
-		}
-		if sd != nil {
-			sd.acquire()
-		}
-		out = append(out, item{change: ac, data: sd})
+		enc.Ref()
+		out = append(out, item{change: enc})
 	}
 	return out, nil
 }
 
-func newChange(c change, sd *sharedData) *dapi.AssignmentChange {
+func newChange(c change, data []byte) *dapi.AssignmentChange {
 	action := dapi.AssignmentChange_UPDATE
 	if c.remove {
 		action = dapi.AssignmentChange_REMOVE
@@ -378,7 +386,7 @@ func newChange(c change, sd *sharedData) *dapi.AssignmentChange {
 	case c.remove:
 		ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Secret{Secret: &dapi.SecretData{Id: c.secretID, Name: c.name}}}
 	default:
-		ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Secret{Secret: &dapi.SecretData{Id: c.secretID, Name: c.name, Data: sd.b}}}
+		ac.Assignment = &dapi.Assignment{Item: &dapi.Assignment_Secret{Secret: &dapi.SecretData{Id: c.secretID, Name: c.name, Data: data}}}
 	}
 	return ac
 }

@@ -19,17 +19,21 @@ import (
 	"github.com/lockbox-project/lockbox/manager/store"
 )
 
-// fakeStream collects what a session sends. Messages are cloned on Send,
-// before the dispatcher zeroes the secret data it shared.
+// fakeStream collects what a session sends, decoded from the bytes Codec
+// would hand gRPC.
 type fakeStream struct {
 	ctx context.Context
 	ch  chan *dapi.SessionMessage
 }
 
 func (f *fakeStream) Context() context.Context { return f.ctx }
-func (f *fakeStream) Send(m *dapi.SessionMessage) error {
+func (f *fakeStream) SendMsg(v any) error {
+	m, err := decode(v)
+	if err != nil {
+		return err
+	}
 	select {
-	case f.ch <- proto.Clone(m).(*dapi.SessionMessage):
+	case f.ch <- m:
 		return nil
 	case <-f.ctx.Done():
 		return f.ctx.Err()
@@ -348,7 +352,7 @@ func TestHeartbeatsMarkNodesDownAndReady(t *testing.T) {
 		return n.State
 	}
 	h.sync()
-	if err := h.d.markReady(h.ctx, a, &types.NodeDescription{Hostname: "a2"}, "10.0.0.9"); err != nil {
+	if _, err := h.d.markReady(h.ctx, a, &types.NodeDescription{Hostname: "a2"}, "10.0.0.9"); err != nil {
 		t.Fatal(err)
 	}
 	n, _ := h.st.GetNode(h.ctx, a)
@@ -392,9 +396,13 @@ func TestManagersChangedReachesSessions(t *testing.T) {
 
 func TestSlowSessionIsCutOff(t *testing.T) {
 	s := newSession("n")
-	sd := &sharedData{b: []byte("secret")}
-	sd.acquire()
-	s.push(1, []item{{change: &dapi.AssignmentChange{}, data: sd}})
+	enc, err := encodeChange(&dapi.AssignmentChange{Assignment: &dapi.Assignment{Item: &dapi.Assignment_Secret{Secret: &dapi.SecretData{Data: []byte("secret")}}}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := enc.ReadOnlyData()
+	enc.Ref() // the session's reference; the fan-out keeps its own
+	s.push(1, []item{{change: enc}})
 	s.push(2, make([]item, maxPending))
 	select {
 	case <-s.done:
@@ -405,27 +413,31 @@ func TestSlowSessionIsCutOff(t *testing.T) {
 		t.Fatalf("ended with %v", s.err)
 	}
 	s.drop()
+	if !contains(raw, "secret") {
+		t.Fatal("zeroed while the fan-out still holds it")
+	}
 	// The fan-out's own reference goes last: then the data is zeroed.
-	sd.release()
-	if string(sd.b) != "\x00\x00\x00\x00\x00\x00" {
-		t.Fatalf("shared data not zeroed: %q", sd.b)
+	enc.Free()
+	if contains(raw, "secret") {
+		t.Fatalf("shared data not zeroed: %q", raw)
 	}
 }
 
 // marshalStream encodes like gRPC does, so that -race sees concurrent
-// marshals of the change messages sessions share.
+// sends of the encoded changes sessions share.
 type marshalStream struct {
 	ctx  context.Context
 	msgs chan []byte
 }
 
 func (m *marshalStream) Context() context.Context { return m.ctx }
-func (m *marshalStream) Send(msg *dapi.SessionMessage) error {
-	b, err := proto.Marshal(msg)
+func (m *marshalStream) SendMsg(v any) error {
+	data, err := Codec{}.Marshal(v)
 	if err != nil {
 		return err
 	}
-	m.msgs <- b
+	m.msgs <- data.Materialize()
+	data.Free()
 	return nil
 }
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"net"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -52,9 +54,7 @@ func (s *session) push(rev int64, items []item) {
 	if s.ended {
 		s.mu.Unlock()
 		for _, it := range items {
-			if it.data != nil {
-				it.data.release()
-			}
+			it.release()
 		}
 		return
 	}
@@ -106,16 +106,15 @@ func (s *session) drop() {
 	s.pending = nil
 	s.mu.Unlock()
 	for _, it := range items {
-		if it.data != nil {
-			it.data.release()
-		}
+		it.release()
 	}
 }
 
-// Sender is the stream a session writes to (the gRPC server stream).
+// Sender is the stream a session writes to: the gRPC server stream, whose
+// server must use Codec, since messages are sent pre-encoded.
 type Sender interface {
 	Context() context.Context
-	Send(*dapi.SessionMessage) error
+	SendMsg(m any) error
 }
 
 // Session implements the Dispatcher RPC.
@@ -130,16 +129,33 @@ func (d *Dispatcher) Session(req *dapi.SessionRequest, stream dapi.Dispatcher_Se
 			addr = host
 		}
 	}
-	if err := d.markReady(stream.Context(), who.NodeID, req.GetDescription(), addr); err != nil {
+	rev, err := d.markReady(stream.Context(), who.NodeID, req.GetDescription(), addr)
+	if err != nil {
 		return err
+	}
+	// A node that just joined can connect before the watch has brought
+	// its registration into the index; it must not be told it was
+	// removed. The node exists in the store at rev: wait for the index.
+	if !d.nodeKnown(who.NodeID) {
+		wctx, cancel := context.WithTimeout(stream.Context(), indexWait)
+		err := d.WaitIndexed(wctx, rev)
+		cancel()
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "node %s is not indexed yet; retry: %v", who.NodeID, err)
+		}
 	}
 	return d.Serve(stream, who.NodeID, req.GetResumeRevision())
 }
 
-// markReady records the node as ready, with what it says about itself.
-func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.NodeDescription, addr string) error {
+// indexWait bounds how long a session waits for the index to catch up
+// with its own node's registration.
+const indexWait = 10 * time.Second
+
+// markReady records the node as ready, with what it says about itself,
+// and returns the store revision of that write.
+func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.NodeDescription, addr string) (int64, error) {
 	now := timestamppb.Now()
-	_, err := d.cfg.Store.UpdateNode(ctx, nodeID, func(n *types.Node) error {
+	n, err := d.cfg.Store.UpdateNode(ctx, nodeID, func(n *types.Node) error {
 		if desc != nil {
 			n.Description = desc
 		}
@@ -152,12 +168,12 @@ func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.N
 	})
 	if err != nil {
 		if isNotFound(err) {
-			return status.Errorf(codes.PermissionDenied, "node %s is not part of the cluster (removed?)", nodeID)
+			return 0, status.Errorf(codes.PermissionDenied, "node %s is not part of the cluster (removed?)", nodeID)
 		}
-		return status.Errorf(codes.Unavailable, "record node %s: %v", nodeID, err)
+		return 0, status.Errorf(codes.Unavailable, "record node %s: %v", nodeID, err)
 	}
 	d.hb.beat(nodeID, now.AsTime())
-	return nil
+	return int64(n.GetMeta().GetVersion()), nil
 }
 
 // Serve runs the session of nodeID on stream: the first message, then
@@ -182,7 +198,7 @@ func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) error {
 		d.mu.Unlock()
 		s.drop()
 	}()
-	err = sendMessage(stream, d.base(nodeID), first.typ, first.rev, first.items)
+	err = d.send(stream, nodeID, first.typ, first.rev, first.items)
 	if err != nil {
 		return err
 	}
@@ -203,38 +219,26 @@ func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) error {
 		if len(items) == 0 && !announce {
 			continue
 		}
-		if err := sendMessage(stream, d.base(nodeID), dapi.SessionMessage_INCREMENTAL, rev, items); err != nil {
+		if err := d.send(stream, nodeID, dapi.SessionMessage_INCREMENTAL, rev, items); err != nil {
 			return err
 		}
 	}
 }
 
-func (d *Dispatcher) base(nodeID string) *dapi.SessionMessage {
-	return &dapi.SessionMessage{
-		NodeId:            nodeID,
-		HeartbeatPeriodMs: uint32(d.cfg.HeartbeatPeriod.Milliseconds()),
-		Managers:          d.cfg.Managers(),
-	}
-}
-
-// sendMessage sends items and releases (zeroes) their data afterwards.
-func sendMessage(stream Sender, base *dapi.SessionMessage, typ dapi.SessionMessage_Type, rev int64, items []item) error {
-	msg := &dapi.SessionMessage{
-		Type:              typ,
-		Revision:          uint64(rev),
-		NodeId:            base.NodeId,
-		HeartbeatPeriodMs: base.HeartbeatPeriodMs,
-		Managers:          base.Managers,
-		Changes:           make([]*dapi.AssignmentChange, len(items)),
+// send sends items as one message and drops their references (gRPC holds
+// its own until the bytes are written).
+func (d *Dispatcher) send(stream Sender, nodeID string, typ dapi.SessionMessage_Type, rev int64, items []item) error {
+	m := &encodedMessage{
+		rev:     rev,
+		head:    header(typ, rev, nodeID, uint32(d.cfg.HeartbeatPeriod.Milliseconds()), d.cfg.Managers()),
+		changes: make([]mem.Buffer, len(items)),
 	}
 	for i, it := range items {
-		msg.Changes[i] = it.change
+		m.changes[i] = it.change
 	}
-	err := stream.Send(msg)
+	err := stream.SendMsg(m)
 	for _, it := range items {
-		if it.data != nil {
-			it.data.release()
-		}
+		it.release()
 	}
 	return err
 }
@@ -290,7 +294,12 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 	} else {
 		cs = diff(view{}, cur)
 	}
-	data := map[string]*sharedData{}
+	data := map[string][]byte{}
+	defer func() {
+		for _, b := range data {
+			clear(b)
+		}
+	}()
 	for _, c := range cs {
 		if c.remove || c.secretID == "" {
 			continue
@@ -298,17 +307,11 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 		b, err := d.cfg.Store.SecretData(ctx, c.secretID)
 		if err != nil {
 			d.EndSession(nodeID, nil)
-			for _, sd := range data {
-				sd.release()
-			}
 			return nil, firstMessage{}, status.Errorf(codes.Unavailable, "read secret %s: %v", c.secretID, err)
 		}
-		data[c.secretID] = &sharedData{b: b}
+		data[c.secretID] = b
 	}
 	items, err := buildChanges(cs, data)
-	for _, sd := range data {
-		sd.release()
-	}
 	if err != nil {
 		d.EndSession(nodeID, nil)
 		return nil, firstMessage{}, status.Error(codes.Unavailable, err.Error())

@@ -1,0 +1,146 @@
+package dispatcher
+
+import (
+	"fmt"
+
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	gproto "google.golang.org/protobuf/proto"
+
+	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
+)
+
+// Session messages leave the dispatcher already encoded. A fan-out
+// marshals each distinct AssignmentChange once, as a complete "changes"
+// field of a SessionMessage; every session that sends it writes those same
+// bytes after its own few header fields (protobuf fields may come in any
+// order, and a message is the concatenation of its fields). Ten thousand
+// nodes receiving one secret cost one marshal and one copy of its data,
+// not ten thousand.
+
+// SessionMessage field numbers (api/dispatcher/dispatcher.proto).
+const (
+	fieldType      protowire.Number = 1
+	fieldRevision  protowire.Number = 2
+	fieldChanges   protowire.Number = 3
+	fieldManagers  protowire.Number = 4
+	fieldNodeID    protowire.Number = 5
+	fieldHeartbeat protowire.Number = 6
+)
+
+// encodedMessage is a SessionMessage as wire bytes: head holds the
+// session's own fields, changes the shared, reference-counted encodings of
+// its changes. Only Codec knows how to send it.
+type encodedMessage struct {
+	rev     int64 // for tests and benchmarks; also in head
+	head    []byte
+	changes []mem.Buffer
+}
+
+// header encodes the fields of a SessionMessage other than its changes.
+func header(typ dapi.SessionMessage_Type, rev int64, nodeID string, heartbeatMS uint32, managers []string) []byte {
+	n := 3*(1+protowire.SizeVarint(uint64(rev))) + protowire.SizeBytes(len(nodeID)) + 1
+	for _, m := range managers {
+		n += 1 + protowire.SizeBytes(len(m))
+	}
+	b := make([]byte, 0, n)
+	if typ != 0 {
+		b = protowire.AppendTag(b, fieldType, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(typ))
+	}
+	if rev != 0 {
+		b = protowire.AppendTag(b, fieldRevision, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(rev))
+	}
+	for _, m := range managers {
+		b = protowire.AppendTag(b, fieldManagers, protowire.BytesType)
+		b = protowire.AppendString(b, m)
+	}
+	if nodeID != "" {
+		b = protowire.AppendTag(b, fieldNodeID, protowire.BytesType)
+		b = protowire.AppendString(b, nodeID)
+	}
+	if heartbeatMS != 0 {
+		b = protowire.AppendTag(b, fieldHeartbeat, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(heartbeatMS))
+	}
+	return b
+}
+
+// encodeChange marshals c as one "changes" field of a SessionMessage. The
+// result holds one reference. When secret is true its bytes are zeroed once
+// the last reference is freed, by the dispatcher or by gRPC's writer
+// (whichever finishes last), so secret data does not outlive its sending.
+func encodeChange(c *dapi.AssignmentChange, secret bool) (mem.Buffer, error) {
+	size := gproto.Size(c)
+	n := protowire.SizeTag(fieldChanges) + protowire.SizeBytes(size)
+	capacity := n
+	if secret {
+		// gRPC reference-counts (and returns to their pool) only buffers
+		// above its pooling threshold; smaller ones are plain slices
+		// nobody would zero.
+		for mem.IsBelowBufferPoolingThreshold(capacity) {
+			capacity *= 2
+		}
+	}
+	b := make([]byte, 0, capacity)
+	b = protowire.AppendTag(b, fieldChanges, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(size))
+	b, err := gproto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, c)
+	if err != nil {
+		clear(b[:cap(b)])
+		return nil, fmt.Errorf("encode change: %w", err)
+	}
+	if len(b) != n {
+		clear(b[:cap(b)])
+		return nil, fmt.Errorf("encode change: %d bytes, sized %d", len(b), n)
+	}
+	if !secret {
+		return mem.SliceBuffer(b), nil
+	}
+	return mem.NewBuffer(&b, zeroOnFree{}), nil
+}
+
+// zeroOnFree is the "pool" of buffers holding secret data: it never hands
+// one out again, it only zeroes what it is given back.
+type zeroOnFree struct{}
+
+func (zeroOnFree) Get(length int) *[]byte {
+	b := make([]byte, length)
+	return &b
+}
+
+func (zeroOnFree) Put(b *[]byte) { clear((*b)[:cap(*b)]) }
+
+// Codec is the gRPC codec the server carrying the Dispatcher service must
+// use (grpc.ForceServerCodecV2): it sends the dispatcher's pre-encoded
+// session messages as they are, and marshals everything else as protobuf.
+type Codec struct{}
+
+var protoCodec = encoding.GetCodecV2(proto.Name)
+
+// Name is "proto": on the wire these are ordinary protobuf messages.
+func (Codec) Name() string { return proto.Name }
+
+// Marshal returns the bytes of v. For a pre-encoded message it takes a
+// reference on each shared change for gRPC, which frees it once written.
+func (Codec) Marshal(v any) (mem.BufferSlice, error) {
+	m, ok := v.(*encodedMessage)
+	if !ok {
+		return protoCodec.Marshal(v)
+	}
+	out := make(mem.BufferSlice, 0, 1+len(m.changes))
+	out = append(out, mem.SliceBuffer(m.head))
+	for _, c := range m.changes {
+		c.Ref()
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Unmarshal decodes protobuf.
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	return protoCodec.Unmarshal(data, v)
+}
