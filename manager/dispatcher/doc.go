@@ -8,8 +8,10 @@
 // a node whose labels changed. Each connected node has a "view" (the
 // services placed on it); the difference between its old and new view is
 // queued on its session as INCREMENTAL changes. Secret data is read from the
-// store once per batch and shared by every session that needs it, and zeroed
-// when the last of them has sent it.
+// store once per batch; each distinct change is encoded once, and its bytes
+// are shared by every session that sends it and zeroed when the last of them
+// (and gRPC's writer) is done with them. Sessions send these pre-encoded
+// messages, so the gRPC server must use Codec.
 //
 // A session starts with a COMPLETE message, or, when the node resumes from a
 // revision etcd still holds, with the INCREMENTAL difference between its view
