@@ -163,7 +163,14 @@ func dialTLS(t testing.TB, addr string, rootPEM []byte, cert tls.Certificate) *g
 	if cert.Certificate == nil {
 		cfg.Certificates = nil
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+	if os.Getenv("LOCKBOX_BENCH_STATIC_WINDOW") != "" {
+		// A fixed flow-control window turns off gRPC's BDP estimation,
+		// which answers the first data of every burst with a ping the
+		// manager must read and acknowledge.
+		opts = append(opts, grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
