@@ -59,11 +59,8 @@ func Run(ctx context.Context, o Options) error {
 	if o.Socket == "" {
 		o.Socket = localapi.DefaultSocket
 	}
-	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	if err := os.Chmod(o.StateDir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w", err)
+	if err := stateDir(o.StateDir); err != nil {
+		return err
 	}
 
 	// The agent's heap is small and steady; a tighter GC target keeps its
