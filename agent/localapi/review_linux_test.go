@@ -286,3 +286,61 @@ func TestPrepareServiceNameValidation(t *testing.T) {
 		}
 	}
 }
+
+// bigHandler answers Prepare with more fds, or a bigger response, than
+// one datagram carries.
+type bigHandler struct {
+	fakeHandler
+	files int
+	big   bool
+}
+
+func (h *bigHandler) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
+	resp := &agent.PrepareResponse{}
+	var files []*os.File
+	for i := range h.files {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			return nil, nil, err
+		}
+		files = append(files, f)
+		resp.Mounts = append(resp.Mounts, &agent.MountPoint{Target: "/x", FdIndex: int32(i)})
+	}
+	if h.big {
+		for range 64 {
+			resp.Mounts = append(resp.Mounts, &agent.MountPoint{Target: "/" + strings.Repeat("t", 4000), FdIndex: -1})
+		}
+	}
+	return resp, files, nil
+}
+
+// TestReplyTooBig: a reply that cannot be sent (a service with more
+// single-file targets than SCM_RIGHTS carries, or targets longer than a
+// datagram) reaches the caller as an error, not as a connection dropped
+// without a word, and the connection stays usable.
+func TestReplyTooBig(t *testing.T) {
+	for _, h := range []*bigHandler{{files: maxFDs + 1}, {big: true}} {
+		dir := t.TempDir()
+		h.dir = dir
+		sock := filepath.Join(dir, "agent.sock")
+		startServer(t, h, sock)
+		c, err := Dial(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, files, err := c.Prepare(ctx, &agent.PrepareRequest{Container: &agent.Container{Id: "c1", Service: "web"}})
+		closeAll(files)
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Errorf("files %d, big %v: prepare: %v, want the agent's error", h.files, h.big, err)
+		} else {
+			t.Log(e)
+		}
+		if _, err := c.List(ctx); err != nil {
+			t.Errorf("files %d, big %v: list after it: %v", h.files, h.big, err)
+		}
+		cancel()
+		c.Close()
+	}
+}

@@ -222,6 +222,13 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		resp, out := s.dispatch(ctx, &req)
 		err = send(conn, resp, out)
 		closeAll(out)
+		if errors.Is(err, errTruncated) || errors.Is(err, errTooManyFDs) {
+			// Nothing was sent: say why instead of leaving the caller
+			// with a closed connection. A Prepare's mount stays held
+			// until the caller, failing the container, releases it.
+			err = send(conn, &agent.Response{Error: &agent.Error{Code: agent.Error_UNKNOWN,
+				Message: fmt.Sprintf("the agent's answer does not fit in one message: %v", err)}}, nil)
+		}
 		if err != nil {
 			s.log.Warn("agent socket: reply failed", "pid", cred.Pid, "err", err)
 			return

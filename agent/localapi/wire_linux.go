@@ -28,6 +28,9 @@ const DefaultSocket = "/run/lockbox/agent.sock"
 
 var errTruncated = errors.New("message larger than the datagram limit")
 
+// errTooManyFDs is a message with more fds than one datagram carries.
+var errTooManyFDs = fmt.Errorf("more than %d fds", maxFDs)
+
 // errEOF is a zero-length read: on SOCK_SEQPACKET, the peer has closed.
 var errEOF = io.EOF
 
@@ -41,7 +44,7 @@ func send(c *net.UnixConn, m proto.Message, files []*os.File) error {
 		return fmt.Errorf("send %d bytes: %w", len(b), errTruncated)
 	}
 	if len(files) > maxFDs {
-		return fmt.Errorf("send %d fds: more than %d", len(files), maxFDs)
+		return fmt.Errorf("send %d fds: %w", len(files), errTooManyFDs)
 	}
 	var oob []byte
 	if len(files) > 0 {
