@@ -2,6 +2,8 @@ package secretmem
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"runtime"
 	"sync"
 )
@@ -51,6 +53,19 @@ func Take(src []byte) (*Buffer, error) {
 	copy(b.region, src)
 	Zero(src)
 	return b, nil
+}
+
+// Format prints a Buffer as its length, whatever the verb: a Buffer that
+// reaches a log line, an error or a panic by mistake must not show its
+// bytes, which fmt would print for a pointer to a struct.
+func (b *Buffer) Format(f fmt.State, verb rune) { io.WriteString(f, b.String()) }
+
+// String is Format's text, for printers that look for a Stringer.
+func (b *Buffer) String() string {
+	if b == nil {
+		return "secretmem.Buffer(nil)"
+	}
+	return fmt.Sprintf("secretmem.Buffer(%d bytes)", b.n)
 }
 
 // Len is the length of the secret.
