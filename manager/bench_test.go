@@ -3,6 +3,7 @@
 package manager
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -122,6 +123,10 @@ func benchGRPC(b *testing.B, n int) {
 		}
 		return nil, err
 	}
+	// LOCKBOX_BENCH_SECRET_BYTES=n: each update rotates an n-byte secret
+	// instead of changing a label, so every message carries secret data.
+	secretBytes, _ := strconv.Atoi(os.Getenv("LOCKBOX_BENCH_SECRET_BYTES"))
+	rotations := 0
 	update := func(agents []*benchAgent) []time.Duration {
 		r, err := adm.GetService(ctx, &adminapi.GetServiceRequest{NameOrId: svc.Id})
 		if err != nil {
@@ -129,6 +134,17 @@ func benchGRPC(b *testing.B, n int) {
 		}
 		sp := r.Service.Spec
 		sp.Labels = map[string]string{"t": time.Now().String()}
+		if secretBytes > 0 {
+			// Rotate the service's secret: every node receives the new
+			// secret's data, the service and the old secret's removal.
+			rotations++
+			name := fmt.Sprintf("rot-%d", rotations)
+			cr, err := adm.CreateSecret(ctx, &adminapi.CreateSecretRequest{Spec: &types.SecretSpec{Name: name}, Data: bytes.Repeat([]byte{'a' + byte(rotations%26)}, secretBytes)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			sp.Secrets = []*types.SecretReference{{SecretId: cr.Secret.Id, SecretName: name, Target: &types.FileTarget{Name: "rotated"}}}
+		}
 		t0 := time.Now()
 		u, err := adm.UpdateService(ctx, &adminapi.UpdateServiceRequest{NameOrId: svc.Id, Version: r.Service.Meta.Version, Spec: sp})
 		if err != nil {

@@ -126,6 +126,9 @@ func (Codec) Name() string { return proto.Name }
 
 // Marshal returns the bytes of v. For a pre-encoded message it takes a
 // reference on each shared change for gRPC, which frees it once written.
+// The same buffer object goes to many streams at once: gRPC's writer only
+// reads a message's buffers (ReadOnlyData) and frees them (atomic), which
+// the -race tests over real connections check on every gRPC upgrade.
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(*encodedMessage)
 	if !ok {
