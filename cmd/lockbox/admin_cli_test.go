@@ -16,7 +16,7 @@ import (
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/types"
-	"github.com/lockbox-project/lockbox/internal/etcdtest"
+	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/keys"
 	"github.com/lockbox-project/lockbox/manager/store"
@@ -33,7 +33,7 @@ func newCLIEnv(t *testing.T, unlockKey string) *cliEnv {
 	t.Helper()
 	ctx := context.Background()
 	srv := etcdtest.Start(t)
-	cli := srv.Client(t)
+	cli := srv.Client()
 	km := keys.NewManager(cli, store.DefaultPrefix)
 	t.Cleanup(km.Close)
 	var kek *keys.KEK

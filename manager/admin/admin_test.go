@@ -20,17 +20,19 @@ import (
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/types"
-	"github.com/lockbox-project/lockbox/internal/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/admin"
+	"github.com/lockbox-project/lockbox/manager/etcd"
+	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
 	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 type env struct {
-	etcd   *etcdtest.Server
-	store  *store.Store
-	keys   *keys.Manager
-	client adminapi.AdminClient
+	etcd    *etcd.Member
+	etcdDir string
+	store   *store.Store
+	keys    *keys.Manager
+	client  adminapi.AdminClient
 }
 
 type fakeRevoker struct {
@@ -50,8 +52,9 @@ func (f *fakeRevoker) RevokeNode(_ context.Context, n *types.Node) error {
 func newEnv(tb testing.TB, cfg admin.Config, unlockKey string) *env {
 	tb.Helper()
 	ctx := context.Background()
-	srv := etcdtest.Start(tb)
-	cli := srv.Client(tb)
+	etcdDir := tb.TempDir()
+	srv := etcdtest.StartIn(tb, etcdDir)
+	cli := srv.Client()
 	km := keys.NewManager(cli, store.DefaultPrefix)
 	tb.Cleanup(km.Close)
 	var kek *keys.KEK
@@ -92,7 +95,7 @@ func newEnv(tb testing.TB, cfg admin.Config, unlockKey string) *env {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return &env{etcd: srv, store: st, keys: km, client: adminapi.NewAdminClient(conn)}
+	return &env{etcd: srv, etcdDir: etcdDir, store: st, keys: km, client: adminapi.NewAdminClient(conn)}
 }
 
 func (e *env) createSecret(t testing.TB, name string, data []byte) *types.Secret {
@@ -337,7 +340,7 @@ func TestPlaintextScan(t *testing.T) {
 	// see a plaintext write: the name must be found.
 	e.etcd.Close()
 	var files, hits, nameHits int
-	err := filepath.WalkDir(e.etcd.DataDir, func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(e.etcdDir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -358,7 +361,7 @@ func TestPlaintextScan(t *testing.T) {
 		t.Fatalf("scan saw %d files and %d name hits: it would not see plaintext either", files, nameHits)
 	}
 	if hits != 0 {
-		t.Fatalf("%d plaintext hits in %s", hits, e.etcd.DataDir)
+		t.Fatalf("%d plaintext hits in %s", hits, e.etcdDir)
 	}
 	t.Logf("scanned %d files: 0 hits of the marker, %d of a secret name", files, nameHits)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -57,6 +58,9 @@ type Member struct {
 	client *clientv3.Client
 	// Endpoint is the member's client endpoint (a unix socket URL).
 	Endpoint string
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // ClientSocket returns the client socket path of a member kept in dir.
@@ -170,11 +174,14 @@ func (m *Member) IsLeader() bool { return m.etcd.Server.Leader() == m.etcd.Serve
 // Err reports a fatal error of the running member.
 func (m *Member) Err() <-chan error { return m.etcd.Err() }
 
-// Close stops the client and the member; the member's data stays.
+// Close stops the client and the member; the member's data stays. Closing
+// again does nothing.
 func (m *Member) Close() error {
-	err := m.client.Close()
-	m.etcd.Close()
-	return err
+	m.closeOnce.Do(func() {
+		m.closeErr = m.client.Close()
+		m.etcd.Close()
+	})
+	return m.closeErr
 }
 
 // Connect returns a client for endpoints, with mutual TLS when tlsFiles is

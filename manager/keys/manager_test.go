@@ -10,7 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockbox-project/lockbox/api/types"
-	"github.com/lockbox-project/lockbox/internal/etcdtest"
+	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
 	"github.com/lockbox-project/lockbox/manager/store"
 )
@@ -25,7 +25,7 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	srv := etcdtest.Start(t)
-	cli := srv.Client(t)
+	cli := srv.Client()
 	c := &cluster{cli: cli, a: keys.NewManager(cli, store.DefaultPrefix), b: keys.NewManager(cli, store.DefaultPrefix)}
 	c.sa = store.New(cli, c.a)
 	c.sb = store.New(cli, c.b)

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/lockbox-project/lockbox/internal/etcdtest"
+	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 )
 
 // TestNoKeyInClearOnDisk bootstraps an autolock keyring on a real etcd,
@@ -16,8 +16,9 @@ import (
 // key, digest key, KEK or unlock key may appear in clear.
 func TestNoKeyInClearOnDisk(t *testing.T) {
 	ctx := context.Background()
-	srv := etcdtest.Start(t)
-	cli := srv.Client(t)
+	dir := t.TempDir()
+	srv := etcdtest.StartIn(t, dir)
+	cli := srv.Client()
 	m := NewManager(cli, "/lockbox/")
 	defer m.Close()
 	unlockKey, err := NewUnlockKey()
@@ -47,7 +48,7 @@ func TestNoKeyInClearOnDisk(t *testing.T) {
 	srv.Close()
 
 	files := 0
-	err = filepath.WalkDir(srv.DataDir, func(path string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}

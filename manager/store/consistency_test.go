@@ -11,7 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockbox-project/lockbox/api/types"
-	"github.com/lockbox-project/lockbox/internal/etcdtest"
+	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 )
 
 type plainSealer struct{}
@@ -110,7 +110,7 @@ func references(svc *types.Service, secretID string) bool {
 func TestRaceInvariants(t *testing.T) {
 	ctx := context.Background()
 	srv := etcdtest.Start(t)
-	s := New(srv.Client(t), plainSealer{})
+	s := New(srv.Client(), plainSealer{})
 	if _, err := s.CreateSecret(ctx, &types.SecretSpec{Name: "keep"}, []byte("k")); err != nil {
 		t.Fatal(err)
 	}

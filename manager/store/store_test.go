@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/lockbox-project/lockbox/api/types"
-	"github.com/lockbox-project/lockbox/internal/etcdtest"
+	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/store"
 )
 
@@ -49,7 +49,7 @@ func (x *xorSealer) Digest(p []byte) string {
 func newStore(t testing.TB) *store.Store {
 	t.Helper()
 	srv := etcdtest.Start(t)
-	return store.New(srv.Client(t), &xorSealer{})
+	return store.New(srv.Client(), &xorSealer{})
 }
 
 func secretSpec(name string) *types.SecretSpec { return &types.SecretSpec{Name: name} }
@@ -375,7 +375,7 @@ func TestReseal(t *testing.T) {
 	ctx := context.Background()
 	srv := etcdtest.Start(t)
 	x := &xorSealer{}
-	s := store.New(srv.Client(t), x)
+	s := store.New(srv.Client(), x)
 	for i := range 5 {
 		if _, err := s.CreateSecret(ctx, secretSpec(fmt.Sprintf("s%d", i)), []byte("data")); err != nil {
 			t.Fatal(err)
@@ -395,7 +395,7 @@ func TestWatchCompacted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	srv := etcdtest.Start(t)
-	cli := srv.Client(t)
+	cli := srv.Client()
 	s := store.New(cli, &xorSealer{})
 	start, err := s.Revision(ctx)
 	if err != nil {

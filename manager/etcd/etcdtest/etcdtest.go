@@ -25,9 +25,16 @@ func FreeURL(t testing.TB, scheme string) string {
 // Start runs a single-member cluster for the test and stops it at cleanup.
 func Start(t testing.TB) *etcd.Member {
 	t.Helper()
+	return StartIn(t, t.TempDir()+"/etcd")
+}
+
+// StartIn is Start with the member's data in dir, for tests that read it
+// after closing the member early.
+func StartIn(t testing.TB, dir string) *etcd.Member {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, err := etcd.Start(ctx, etcd.Config{Dir: t.TempDir() + "/etcd", Name: "test", PeerURL: FreeURL(t, "http")})
+	m, err := etcd.Start(ctx, etcd.Config{Dir: dir, Name: "test", PeerURL: FreeURL(t, "http")})
 	if err != nil {
 		t.Fatal(err)
 	}
