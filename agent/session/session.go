@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/experimental"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
@@ -259,11 +258,10 @@ func (s *Session) Run(ctx context.Context) error {
 }
 
 func (s *Session) dial(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr,
+	// Keepalive and fixed flow-control windows come from the API package,
+	// which the manager's benchmarks dial with too.
+	opts := append(dapi.Transport{}.DialOptions(),
 		grpc.WithTransportCredentials(credentials.NewTLS(s.id.TLSConfig())),
-		// A manager that vanishes without closing the connection is noticed
-		// within about 15 s.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		experimental.WithBufferPool(newZeroingPool()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(zeroingCodec{})),
 		// No bufio buffer between TLS and the HTTP/2 framer: it would keep
@@ -271,6 +269,7 @@ func (s *Session) dial(addr string) (*grpc.ClientConn, error) {
 		grpc.WithReadBufferSize(0),
 		grpc.WithContextDialer(dialScrubbed),
 	)
+	return grpc.NewClient(addr, opts...)
 }
 
 // runOnce holds one session with addr until it fails. delivered says
