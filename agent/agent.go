@@ -192,6 +192,9 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	if err != nil {
 		return nil, nil, localapi.Errorf(api.Error_INVALID, "service %q: %v", c.GetService(), err)
 	}
+	// The mount is marked for this container: after a restart the agent
+	// takes back this container's mounts and no other's.
+	plan.Owner = id
 	m, err := a.mounter.Build(ctx, plan, view)
 	if err != nil {
 		return nil, nil, fmt.Errorf("container %s, service %q: build secrets mount: %w", id, c.GetService(), err)

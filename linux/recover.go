@@ -20,10 +20,17 @@ import (
 // tmpfs alive. Recover enters c's mount namespace (c.Pid is required),
 // looks at plan's targets (/run/secrets for the targets under it, the
 // target itself for the others), and keeps a private clone of each mount
-// found there that is ours: a read-only, nosuid, nodev, noexec tmpfs whose
-// root is the target and carries the mounter's trusted.* mark, which no
-// container can forge. Targets where no such mount is found are skipped;
-// finding none is not an error.
+// found there that is ours and c's: a read-only, nosuid, nodev, noexec
+// tmpfs whose root is the target and carries the mounter's trusted.* mark
+// naming c.ID (which no container can forge). Targets where no such mount
+// is found are skipped; finding none is not an error.
+//
+// The mark must name c.ID because the namespace Recover enters is only as
+// good as the agent's record of it: a namespace known by its inode alone
+// may, after the container ended, be another container's, and wiping what
+// is found there would take a running stranger's secrets. Mounts marked by
+// agents that wrote no container ID ("1") are therefore never taken: such a
+// container keeps its files until it ends, when the kernel frees them.
 //
 // The returned Mount can only be wiped: Wipe overwrites, truncates and
 // removes every file it reaches through the clones.
@@ -37,6 +44,10 @@ func (m *Mounter) Recover(ctx context.Context, c mounter.Container, plan *mounte
 	if c.Pid <= 0 {
 		return nil, errors.New("recover: a running container's pid is required")
 	}
+	if c.ID == "" || len(c.ID) > maxOwner {
+		return nil, errors.New("recover: the container's ID is required")
+	}
+	mark := markFor(c.ID)
 	var targets []string
 	if len(secretDirs(plan.Files)) > 0 {
 		targets = append(targets, mounter.LinuxSecretsDir)
@@ -49,7 +60,7 @@ func (m *Mounter) Recover(ctx context.Context, c mounter.Container, plan *mounte
 	mnt := &Mount{fd: -1, recovered: true}
 	err := inMountNamespace(c.Pid, c.Rootfs, func(root int) error {
 		for _, t := range targets {
-			fd, err := cloneOurs(root, t)
+			fd, err := cloneOurs(root, t, mark)
 			if err != nil {
 				return err
 			}
@@ -70,8 +81,9 @@ func (m *Mounter) Recover(ctx context.Context, c mounter.Container, plan *mounte
 
 // cloneOurs returns a private clone of the mount at target if it is one of
 // ours, or -1 if there is none: a read-only, nosuid, nodev, noexec tmpfs
-// whose root is the target and carries the mounter's mark.
-func cloneOurs(root int, target string) (int, error) {
+// whose root is the target and carries the mounter's mark with the value
+// mark.
+func cloneOurs(root int, target string, mark []byte) (int, error) {
 	// O_NONBLOCK: the image may have put a FIFO there.
 	fd, err := openInRoot(root, strings.TrimPrefix(target, "/"), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ENXIO) {
@@ -91,7 +103,7 @@ func cloneOurs(root int, target string) (int, error) {
 	}
 	want := int64(unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC)
 	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 || stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 ||
-		sfs.Type != unix.TMPFS_MAGIC || sfs.Flags&want != want || !hasMark(fd) {
+		sfs.Type != unix.TMPFS_MAGIC || sfs.Flags&want != want || !hasMark(fd, mark) {
 		return -1, nil
 	}
 	clone, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)

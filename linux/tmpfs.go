@@ -44,7 +44,10 @@ func (m *Mounter) BuildTmpfs(ctx context.Context, plan *mounter.Plan, src mounte
 	if plan == nil || plan.OS != mounter.Linux {
 		return nil, errors.New("build tmpfs: not a linux plan")
 	}
-	mnt := &Mount{files: plan.Files, fd: -1}
+	if len(plan.Owner) > maxOwner {
+		return nil, fmt.Errorf("build tmpfs: owner is %d bytes long, at most %d", len(plan.Owner), maxOwner)
+	}
+	mnt := &Mount{files: plan.Files, fd: -1, mark: markFor(plan.Owner)}
 	if len(plan.Files) == 0 {
 		return mnt, nil
 	}
@@ -185,7 +188,7 @@ func (m *Mount) populate(ctx context.Context, dirs []string, src mounter.SecretS
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := writeFile(m.fd, f, src); err != nil {
+		if err := writeFile(m.fd, f, src, m.mark); err != nil {
 			return err
 		}
 	}
@@ -203,7 +206,7 @@ func (m *Mount) populate(ctx context.Context, dirs []string, src mounter.SecretS
 		if err != nil {
 			return fmt.Errorf("build tmpfs: open %s: %w", secretsSubdir, err)
 		}
-		err = unix.Fsetxattr(d, markXattr, markValue, 0)
+		err = unix.Fsetxattr(d, markXattr, m.mark, 0)
 		unix.Close(d)
 		if err != nil {
 			return fmt.Errorf("build tmpfs: mark %s: %w", secretsSubdir, err)
@@ -222,7 +225,7 @@ func (m *Mount) populate(ctx context.Context, dirs []string, src mounter.SecretS
 // writeFile creates f by name, writes the secret, then sets owner and mode.
 // The file is created with mode 0 so that nothing can open it before it is
 // complete.
-func writeFile(dirfd int, f mounter.File, src mounter.SecretSource) error {
+func writeFile(dirfd int, f mounter.File, src mounter.SecretSource, mark []byte) error {
 	fd, err := unix.Openat(dirfd, f.Name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("build tmpfs: create file for secret %q: %w", f.SecretName, err)
@@ -254,7 +257,7 @@ func writeFile(dirfd int, f mounter.File, src mounter.SecretSource) error {
 	// A file under /run/secrets is found through the marked secrets/
 	// directory; only a single-file mount's root needs its own mark.
 	if linkName(f) == "" {
-		if err := unix.Fsetxattr(fd, markXattr, markValue, 0); err != nil {
+		if err := unix.Fsetxattr(fd, markXattr, mark, 0); err != nil {
 			return fmt.Errorf("build tmpfs: mark secret %q: %w", f.SecretName, err)
 		}
 	}
@@ -264,16 +267,28 @@ func writeFile(dirfd int, f mounter.File, src mounter.SecretSource) error {
 // markXattr marks what the mounter creates, so that Recover can tell its
 // mounts from a container's own. Only a process with CAP_SYS_ADMIN in the
 // initial user namespace can set a trusted.* attribute, which no container
-// has.
+// has. Its value names the container the mount was built for (markFor), so
+// that Recover, sent into a mount namespace that may not be the container's
+// any more (the kernel reuses namespace inodes), takes nothing that belongs
+// to another container.
 const markXattr = "trusted.lockbox"
 
-var markValue = []byte("1")
+// maxOwner bounds a plan's Owner: container IDs are far shorter, and the
+// mark is charged to the tmpfs's small inode budget.
+const maxOwner = 255
 
-// hasMark reports whether the file open at fd carries markXattr.
-func hasMark(fd int) bool {
-	buf := make([]byte, len(markValue)+1)
+// markFor is the mark of a mount built for the container owner. The prefix
+// keeps it apart from the "1" that agents before the container ID was
+// written there set: a mount marked "1" names no container, and Recover
+// leaves it alone (see Recover).
+func markFor(owner string) []byte { return []byte("container=" + owner) }
+
+// hasMark reports whether the file open at fd carries markXattr with
+// exactly the value want.
+func hasMark(fd int, want []byte) bool {
+	buf := make([]byte, len(want)+1)
 	n, err := unix.Fgetxattr(fd, markXattr, buf)
-	return err == nil && string(buf[:n]) == string(markValue)
+	return err == nil && n == len(want) && string(buf[:n]) == string(want)
 }
 
 // Mount is one container's tmpfs, held by the agent until the container
@@ -281,6 +296,9 @@ func hasMark(fd int) bool {
 type Mount struct {
 	mu    sync.Mutex
 	files []mounter.File
+	// mark is the value of markXattr on the secrets/ directory and on
+	// every single-file mount's root.
+	mark []byte
 	// fd is the detached tmpfs mount: read-only except while the mounter
 	// itself writes (build, ownership translation, wipe). Every attached
 	// clone derives from it while it is read-only. -1 when the plan is

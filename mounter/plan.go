@@ -53,4 +53,10 @@ type Plan struct {
 	Files []File
 	// Size is the sum of the files' sizes.
 	Size int64
+	// Owner is the ID of the container the plan is built for, set by the
+	// agent. The Linux mounter writes it into the mark it leaves on its
+	// mounts, so that an agent restarted while the container runs takes
+	// back that container's mounts and no other's (linux Recover). Empty
+	// builds a mount no Recover takes back.
+	Owner string
 }
