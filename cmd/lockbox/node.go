@@ -128,32 +128,13 @@ func inspectNode(n *types.Node) nodeInspect {
 }
 
 func newNodeInspectCommand(c *connFlags) *cobra.Command {
-	var format string
-	cmd := &cobra.Command{
-		Use:   "inspect [OPTIONS] NODE...",
-		Short: "Show nodes in detail",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
-				var out []any
-				var failed errs
-				for _, a := range args {
-					resp, err := cl.GetNode(ctx, &adminapi.GetNodeRequest{NameOrId: a})
-					if err != nil {
-						failed = append(failed, c.explain(err))
-						continue
-					}
-					out = append(out, inspectNode(resp.Node))
-				}
-				if err := printInspect(cmd.OutOrStdout(), format, out); err != nil {
-					return err
-				}
-				return failed.err()
-			})
-		},
-	}
-	cmd.Flags().StringVarP(&format, "format", "f", "", "Go template applied to each node")
-	return cmd
+	return newInspectCommand(c, "node", "Show nodes in detail", func(ctx context.Context, cl adminapi.AdminClient, a string) (any, error) {
+		resp, err := cl.GetNode(ctx, &adminapi.GetNodeRequest{NameOrId: a})
+		if err != nil {
+			return nil, err
+		}
+		return inspectNode(resp.Node), nil
+	})
 }
 
 func newNodeUpdateCommand(c *connFlags) *cobra.Command {
@@ -209,25 +190,10 @@ func newNodeUpdateCommand(c *connFlags) *cobra.Command {
 
 func newNodeRmCommand(c *connFlags) *cobra.Command {
 	var force bool
-	cmd := &cobra.Command{
-		Use:     "rm [OPTIONS] NODE...",
-		Aliases: []string{"remove"},
-		Short:   "Remove nodes and revoke their certificates",
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
-				var failed errs
-				for _, a := range args {
-					if _, err := cl.RemoveNode(ctx, &adminapi.RemoveNodeRequest{NameOrId: a, Force: force}); err != nil {
-						failed = append(failed, c.explain(err))
-						continue
-					}
-					fmt.Fprintln(cmd.OutOrStdout(), a)
-				}
-				return failed.err()
-			})
-		},
-	}
+	cmd := newRmCommand(c, "node", "Remove nodes and revoke their certificates", func(ctx context.Context, cl adminapi.AdminClient, a string) error {
+		_, err := cl.RemoveNode(ctx, &adminapi.RemoveNodeRequest{NameOrId: a, Force: force})
+		return err
+	})
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove a node that is still ready")
 	return cmd
 }

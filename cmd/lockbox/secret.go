@@ -143,52 +143,18 @@ func newSecretLsCommand(c *connFlags) *cobra.Command {
 }
 
 func newSecretInspectCommand(c *connFlags) *cobra.Command {
-	var format string
-	cmd := &cobra.Command{
-		Use:   "inspect [OPTIONS] SECRET...",
-		Short: "Show secrets in detail (never their data)",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
-				var out []any
-				var failed errs
-				for _, a := range args {
-					resp, err := cl.GetSecret(ctx, &adminapi.GetSecretRequest{NameOrId: a})
-					if err != nil {
-						failed = append(failed, c.explain(err))
-						continue
-					}
-					out = append(out, inspectSecret(resp.Secret))
-				}
-				if err := printInspect(cmd.OutOrStdout(), format, out); err != nil {
-					return err
-				}
-				return failed.err()
-			})
-		},
-	}
-	cmd.Flags().StringVarP(&format, "format", "f", "", "Go template applied to each secret")
-	return cmd
+	return newInspectCommand(c, "secret", "Show secrets in detail (never their data)", func(ctx context.Context, cl adminapi.AdminClient, a string) (any, error) {
+		resp, err := cl.GetSecret(ctx, &adminapi.GetSecretRequest{NameOrId: a})
+		if err != nil {
+			return nil, err
+		}
+		return inspectSecret(resp.Secret), nil
+	})
 }
 
 func newSecretRmCommand(c *connFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:     "rm SECRET...",
-		Aliases: []string{"remove"},
-		Short:   "Remove secrets no service references",
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
-				var failed errs
-				for _, a := range args {
-					if _, err := cl.RemoveSecret(ctx, &adminapi.RemoveSecretRequest{NameOrId: a}); err != nil {
-						failed = append(failed, c.explain(err))
-						continue
-					}
-					fmt.Fprintln(cmd.OutOrStdout(), a)
-				}
-				return failed.err()
-			})
-		},
-	}
+	return newRmCommand(c, "secret", "Remove secrets no service references", func(ctx context.Context, cl adminapi.AdminClient, a string) error {
+		_, err := cl.RemoveSecret(ctx, &adminapi.RemoveSecretRequest{NameOrId: a})
+		return err
+	})
 }

@@ -324,52 +324,18 @@ func inspectService(s *types.Service) serviceInspect {
 }
 
 func newServiceInspectCommand(c *connFlags) *cobra.Command {
-	var format string
-	cmd := &cobra.Command{
-		Use:   "inspect [OPTIONS] SERVICE...",
-		Short: "Show services in detail",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
-				var out []any
-				var failed errs
-				for _, a := range args {
-					resp, err := cl.GetService(ctx, &adminapi.GetServiceRequest{NameOrId: a})
-					if err != nil {
-						failed = append(failed, c.explain(err))
-						continue
-					}
-					out = append(out, inspectService(resp.Service))
-				}
-				if err := printInspect(cmd.OutOrStdout(), format, out); err != nil {
-					return err
-				}
-				return failed.err()
-			})
-		},
-	}
-	cmd.Flags().StringVarP(&format, "format", "f", "", "Go template applied to each service")
-	return cmd
+	return newInspectCommand(c, "service", "Show services in detail", func(ctx context.Context, cl adminapi.AdminClient, a string) (any, error) {
+		resp, err := cl.GetService(ctx, &adminapi.GetServiceRequest{NameOrId: a})
+		if err != nil {
+			return nil, err
+		}
+		return inspectService(resp.Service), nil
+	})
 }
 
 func newServiceRmCommand(c *connFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:     "rm SERVICE...",
-		Aliases: []string{"remove"},
-		Short:   "Remove services (their grants leave every node)",
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
-				var failed errs
-				for _, a := range args {
-					if _, err := cl.RemoveService(ctx, &adminapi.RemoveServiceRequest{NameOrId: a}); err != nil {
-						failed = append(failed, c.explain(err))
-						continue
-					}
-					fmt.Fprintln(cmd.OutOrStdout(), a)
-				}
-				return failed.err()
-			})
-		},
-	}
+	return newRmCommand(c, "service", "Remove services (their grants leave every node)", func(ctx context.Context, cl adminapi.AdminClient, a string) error {
+		_, err := cl.RemoveService(ctx, &adminapi.RemoveServiceRequest{NameOrId: a})
+		return err
+	})
 }
