@@ -29,6 +29,7 @@ import (
 	clusterapi "github.com/lockbox-project/lockbox/api/cluster"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/metrics"
 	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/ca"
 	"github.com/lockbox-project/lockbox/manager/dispatcher"
@@ -74,6 +75,9 @@ type Config struct {
 	EtcdLogger *zap.Logger
 	// Out is where the unlock key is printed, once, at init (os.Stdout).
 	Out io.Writer
+	// MetricsAddr serves Prometheus metrics over plain HTTP on /metrics;
+	// "" (the default) serves none.
+	MetricsAddr string
 }
 
 // Manager is one running manager.
@@ -96,6 +100,9 @@ type Manager struct {
 
 	ready   chan struct{}
 	stopped chan struct{}
+
+	adminMetrics *adminMetrics
+	metricsSrv   *metrics.Server // nil without MetricsAddr
 
 	// testHookLearner runs when this member starts as a learner, before
 	// it asks for promotion (tests interrupt joins with it).
@@ -123,7 +130,7 @@ func New(cfg Config) (*Manager, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Manager{cfg: cfg, log: log, ready: make(chan struct{}), stopped: make(chan struct{})}, nil
+	return &Manager{cfg: cfg, log: log, ready: make(chan struct{}), stopped: make(chan struct{}), adminMetrics: newAdminMetrics()}, nil
 }
 
 // Ready is closed when the manager serves (locked or not).
@@ -196,6 +203,12 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 			m.log.Error("dispatcher stopped", "err", err)
 		}
 	}()
+	if m.cfg.MetricsAddr != "" {
+		if m.metricsSrv, err = m.serveMetrics(); err != nil {
+			return fmt.Errorf("manager: %w", err)
+		}
+		defer m.metricsSrv.Close()
+	}
 	revoked := make(chan string, 256)
 	c.SubscribeRevocations(revoked)
 	go func() {
@@ -240,7 +253,7 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("manager: %w", err)
 		}
 		u, s := socketOnly(m.keys.Locked)
-		sock := grpc.NewServer(grpc.ChainUnaryInterceptor(u), grpc.ChainStreamInterceptor(s))
+		sock := grpc.NewServer(grpc.ChainUnaryInterceptor(m.adminMetrics.unary, u), grpc.ChainStreamInterceptor(s))
 		adminapi.RegisterAdminServer(sock, adminSrv)
 		go func() { serveErr <- sock.Serve(l) }()
 		defer func() {
@@ -285,7 +298,8 @@ func (m *Manager) tcpServer(adminSrv *admin.Server) (*grpc.Server, error) {
 	az := &authorizer{ca: m.ca, locked: m.keys.Locked}
 	s := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(c.ServerTLS(m.own.Load))),
-		grpc.ChainUnaryInterceptor(az.unary),
+		// Counted first, so that refusals count too.
+		grpc.ChainUnaryInterceptor(m.adminMetrics.unary, az.unary),
 		grpc.ChainStreamInterceptor(az.stream),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),

@@ -80,6 +80,7 @@ next port on the advertised address. The admin socket (default
 	f.StringVar(&etcdTLS.KeyFile, "etcd-keyfile", "", "client key for the external etcd cluster")
 	f.IntVar(&cfg.EtcdPeerPort, "etcd-peer-port", 0, "embedded etcd peer port (default: the --listen port plus one)")
 	f.DurationVar(&cfg.HeartbeatPeriod, "heartbeat-period", 0, "heartbeat period told to agents (default 5s)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics (plain HTTP, no authentication: bind to loopback or a management network; default off)")
 	f.BoolVar(&debug, "debug", false, "debug logging")
 	cmd.MarkFlagRequired("data-dir")
 	root.AddCommand(cmd)

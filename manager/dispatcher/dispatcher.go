@@ -63,6 +63,8 @@ type Dispatcher struct {
 	advanced chan struct{}
 
 	hb heartbeats
+
+	metrics *metrics
 }
 
 // New returns a Dispatcher; Run must be running for sessions to be served.
@@ -80,7 +82,7 @@ func New(cfg Config) *Dispatcher {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Dispatcher{cfg: cfg, log: log, sessions: map[string]*session{}, ready: make(chan struct{}), advanced: make(chan struct{}), hb: heartbeats{seen: map[string]*nodeBeat{}}}
+	return &Dispatcher{cfg: cfg, log: log, sessions: map[string]*session{}, ready: make(chan struct{}), advanced: make(chan struct{}), hb: heartbeats{seen: map[string]*nodeBeat{}}, metrics: newMetrics()}
 }
 
 // ErrNodeRemoved ends the session of a node that left the store.
@@ -182,6 +184,9 @@ func (d *Dispatcher) follow(ctx context.Context, rev int64) error {
 		if b.Err != nil {
 			return b.Err
 		}
+		// The fan-out's latency is measured from here: the event has
+		// reached the manager.
+		since := time.Now()
 		d.mu.Lock()
 		dl := &delta{services: map[string]bool{}, nodes: map[string]bool{}}
 		d.ix.apply(b, dl)
@@ -197,7 +202,7 @@ func (d *Dispatcher) follow(ctx context.Context, rev int64) error {
 					break gather
 				}
 				if b.Err != nil {
-					d.fanOut(ctx, dl)
+					d.fanOut(ctx, dl, since)
 					return b.Err
 				}
 				d.mu.Lock()
@@ -209,7 +214,7 @@ func (d *Dispatcher) follow(ctx context.Context, rev int64) error {
 			}
 		}
 		timer.Stop()
-		d.fanOut(ctx, dl)
+		d.fanOut(ctx, dl, since)
 		if !ok {
 			return errors.New("watch closed")
 		}
@@ -223,7 +228,9 @@ type pendingUpdate struct {
 }
 
 // fanOut turns a delta into queued changes on every affected session.
-func (d *Dispatcher) fanOut(ctx context.Context, dl *delta) {
+// since is when the watch event that started it arrived (zero for a
+// resync).
+func (d *Dispatcher) fanOut(ctx context.Context, dl *delta, since time.Time) {
 	if dl.empty() {
 		return
 	}
@@ -305,6 +312,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta) {
 		}
 		w.s.push(rev, items)
 	}
+	d.metrics.observeFanOut(since)
 	// The encodings hold the only copies of the data now; sessions hold
 	// their references until sent.
 	cc.release()
@@ -410,7 +418,7 @@ func (d *Dispatcher) resync(ctx context.Context, ix *index) {
 		dl.nodes[id] = true
 	}
 	d.mu.Unlock()
-	d.fanOut(ctx, dl)
+	d.fanOut(ctx, dl, time.Time{})
 }
 
 // EndSession ends the session of nodeID (revocation).

@@ -179,7 +179,7 @@ func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.N
 // Serve runs the session of nodeID on stream: the first message, then
 // every change, until the stream or the session ends. The node must have
 // been authenticated by the caller.
-func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) error {
+func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) (err error) {
 	ctx := stream.Context()
 	select {
 	case <-d.ready:
@@ -190,7 +190,13 @@ func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) error {
 	if err != nil {
 		return err
 	}
+	sendFailed := false
 	defer func() {
+		reason := closeReason(err, ctx.Err())
+		if sendFailed && ctx.Err() == nil {
+			reason = reasonSendFailed
+		}
+		d.metrics.closed.WithLabelValues(reason).Inc()
 		d.mu.Lock()
 		if d.sessions[nodeID] == s {
 			delete(d.sessions, nodeID)
@@ -198,8 +204,8 @@ func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) error {
 		d.mu.Unlock()
 		s.drop()
 	}()
-	err = d.send(stream, nodeID, first.typ, first.rev, first.items)
-	if err != nil {
+	if err := d.send(stream, nodeID, first.typ, first.rev, first.items); err != nil {
+		sendFailed = true
 		return err
 	}
 	s.mu.Lock()
@@ -220,6 +226,7 @@ func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) error {
 			continue
 		}
 		if err := d.send(stream, nodeID, dapi.SessionMessage_INCREMENTAL, rev, items); err != nil {
+			sendFailed = true
 			return err
 		}
 	}
@@ -239,6 +246,9 @@ func (d *Dispatcher) send(stream Sender, nodeID string, typ dapi.SessionMessage_
 	err := stream.SendMsg(m)
 	for _, it := range items {
 		it.release()
+	}
+	if err == nil {
+		d.metrics.sent(typ, len(items))
 	}
 	return err
 }
