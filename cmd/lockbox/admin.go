@@ -55,6 +55,7 @@ func addAdminCommands(root *cobra.Command) {
 		newJoinTokenCommand(c),
 		newUnlockCommand(c),
 		newUnlockKeyCommand(c),
+		newDataKeyCommand(c),
 	)
 }
 

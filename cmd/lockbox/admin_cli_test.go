@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -329,4 +330,21 @@ func FuzzParseSecretRef(f *testing.F) {
 			t.Fatalf("%q parsed to %v", s, r)
 		}
 	})
+}
+
+func TestCLIDataKeyRotate(t *testing.T) {
+	e := newCLIEnv(t, "")
+	for _, name := range []string{"a", "b"} {
+		e.mustRun(t, "value-"+name, "secret", "create", name, "-")
+	}
+	out := e.mustRun(t, "", "data-key", "rotate")
+	var n int
+	if _, err := fmt.Sscanf(out, "Rotated the data key; %d sealed values re-sealed.", &n); err != nil || n < 2 {
+		t.Fatalf("data-key rotate: %q (want at least the 2 secrets re-sealed)", out)
+	}
+	// The secrets are still there and the cluster takes new ones.
+	if out := e.mustRun(t, "", "secret", "ls", "-q"); strings.Count(out, "\n") != 2 {
+		t.Fatalf("secret ls after rotation: %q", out)
+	}
+	e.mustRun(t, "value-c", "secret", "create", "c", "-")
 }
