@@ -16,17 +16,29 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/ca"
 )
 
 // BenchmarkGRPCStreams runs a real manager in a child process and N
 // simulated agents in this one, each with its own node certificate, TLS
-// connection and Session stream. It reports the manager process's memory
-// per connected stream (VmRSS growth, so TLS and HTTP/2 buffers count) and
-// the fan-out latency of a service update to every stream (from the admin
-// call to each agent's Recv), against one stream measured in the same run.
+// connection and Session stream, dialled with the agents' transport
+// options (api/dispatcher.Transport). It compares two ways of dialling in
+// the same run, in alternating phases (A B B A ...): "adaptive", gRPC's
+// default flow control with BDP estimation, and "fixed", the fixed window
+// agents use. Each phase connects N streams, measures the manager's memory
+// per stream and then the fan-out of service updates to every stream
+// (from the admin call to each agent's Recv) and the CPU the manager and
+// the agents spend on it, and disconnects them all. Baseline: one stream
+// alone, same run.
+//
+// Run it with -benchtime 1x: each phase makes LOCKBOX_BENCH_UPDATES
+// updates (default 20); b.N counts pairs of rounds.
 func BenchmarkGRPCStreams(b *testing.B) {
 	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprintf("streams=%d", n), func(b *testing.B) {
@@ -69,20 +81,92 @@ func procCPU(b *testing.B, pid int) time.Duration {
 	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
+// benchAgent is a simulated agent's open stream.
 type benchAgent struct {
-	msgs chan *dapi.SessionMessage
+	msgs   chan *dapi.SessionMessage
+	conn   *grpc.ClientConn
+	cancel context.CancelFunc
+}
+
+func (a *benchAgent) close() {
+	a.cancel()
+	a.conn.Close()
+}
+
+// connectAgent opens nd's session dialled with tr and waits for its
+// COMPLETE message.
+func connectAgent(nd node, addr string, tr dapi.Transport) (*benchAgent, error) {
+	cfg, err := ca.ClientTLS(nd.root, nd.cert)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, append(tr.DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))...)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &benchAgent{msgs: make(chan *dapi.SessionMessage, 64), conn: conn, cancel: cancel}
+	ss, err := dapi.NewDispatcherClient(conn).Session(ctx, &dapi.SessionRequest{Description: &types.NodeDescription{Hostname: "h"}})
+	if err == nil {
+		_, err = ss.Recv()
+	}
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	go func() {
+		defer close(a.msgs)
+		for {
+			m, err := ss.Recv()
+			if err != nil {
+				return
+			}
+			a.msgs <- m
+		}
+	}()
+	return a, nil
+}
+
+// variant is one way of dialling the manager.
+type variant struct {
+	name string
+	tr   dapi.Transport
+}
+
+var dialVariants = []variant{
+	{"adaptive", dapi.Transport{AdaptiveWindow: true}},
+	{"fixed", dapi.Transport{}},
+}
+
+// phaseResult is what one phase measured.
+type phaseResult struct {
+	lat              []time.Duration
+	updates, streams int
+	mgrCPU, agentCPU time.Duration
+	live, rss        int64 // growth while the streams connected
+	mallocs          uint64
 }
 
 func benchGRPC(b *testing.B, n int) {
 	ctx := context.Background()
 	tb := testing.TB(b)
 	// LOCKBOX_BENCH_CPUPROFILE=dir: the manager writes a CPU profile of
-	// the timed fan-outs to dir/fanout-<streams>.pprof.
+	// the timed fan-outs of the last phase to dir/fanout-<streams>.pprof.
 	profDir := os.Getenv("LOCKBOX_BENCH_CPUPROFILE")
 	if profDir != "" {
 		b.Setenv("LOCKBOX_TEST_CPUPROFILE", filepath.Join(profDir, fmt.Sprintf("fanout-%d.pprof", n)))
 	}
-	m := startChild(tb, newChildConfig(tb, "127.0.0.1"))
+	updates := 20
+	if v, err := strconv.Atoi(os.Getenv("LOCKBOX_BENCH_UPDATES")); err == nil && v > 0 {
+		updates = v
+	}
+	cc := newChildConfig(tb, "127.0.0.1")
+	cc.MetricsAddr = fmt.Sprintf("127.0.0.1:%d", freePort(tb, "127.0.0.1"))
+	// The simulated agents do not heartbeat: a long period keeps the
+	// manager from marking thousands of nodes down (etcd writes) while
+	// it is measured.
+	cc.HeartbeatPeriod = time.Hour
+	m := startChild(tb, cc)
 	adm := m.admin()
 	tok := token(tb, adm, types.NodeRole_NODE_ROLE_WORKER, false)
 	sec := createSecret(tb, adm, "s", "data")
@@ -110,15 +194,12 @@ func benchGRPC(b *testing.B, n int) {
 	// connect retries a failed handshake, as an agent would: under a
 	// burst of thousands of handshakes on 2 cores a few take longer than
 	// gRPC's 20s connect deadline.
-	connect := func(nd node) (*benchAgent, error) {
+	connect := func(nd node, tr dapi.Transport) (*benchAgent, error) {
 		var err error
 		for attempt := 0; attempt < 3; attempt++ {
-			s := nd.session(tb, m.addr, 0)
-			select {
-			case <-s.msgs: // COMPLETE
-				return &benchAgent{msgs: s.msgs}, nil
-			case err = <-s.errc:
-				s.cancel()
+			var a *benchAgent
+			if a, err = connectAgent(nd, m.addr, tr); err == nil {
+				return a, nil
 			}
 		}
 		return nil, err
@@ -163,14 +244,72 @@ func benchGRPC(b *testing.B, n int) {
 						return
 					}
 				}
+				b.Errorf("agent %d: stream ended before revision %d", i, want)
 			}()
 		}
 		wg.Wait()
 		return out
 	}
 
-	// Baseline: one stream alone.
-	first, err := connect(nodes[n])
+	// phase connects n agents dialled with tr, measures, and disconnects
+	// them.
+	phase := func(v variant, profile bool) phaseResult {
+		var r phaseResult
+		rssBefore := vmRSS(b, m.cmd.Process.Pid)
+		liveBefore, _ := m.liveMemory()
+		agents := make([]*benchAgent, n)
+		errs := make([]error, n)
+		idx := make(chan int)
+		var cwg sync.WaitGroup
+		for w := 0; w < 16; w++ {
+			cwg.Add(1)
+			go func() {
+				defer cwg.Done()
+				for i := range idx {
+					agents[i], errs[i] = connect(nodes[i], v.tr)
+				}
+			}()
+		}
+		for i := 0; i < n; i++ {
+			idx <- i
+		}
+		close(idx)
+		cwg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				b.Fatalf("%s: agent %d of %d: %v", v.name, i, n, err)
+			}
+		}
+		r.rss = vmRSS(b, m.cmd.Process.Pid) - rssBefore
+		liveAfter, _ := m.liveMemory()
+		r.live = liveAfter - liveBefore
+
+		_, _, mallocsBefore := m.memStats()
+		mgrCPU0, agentCPU0 := procCPU(b, m.cmd.Process.Pid), procCPU(b, os.Getpid())
+		if profile {
+			m.cmd.Process.Signal(syscall.SIGUSR2)
+		}
+		for i := 0; i < updates; i++ {
+			r.lat = append(r.lat, update(agents)...)
+		}
+		r.mgrCPU, r.agentCPU = procCPU(b, m.cmd.Process.Pid)-mgrCPU0, procCPU(b, os.Getpid())-agentCPU0
+		if profile {
+			m.cmd.Process.Signal(syscall.SIGUSR2)
+			<-m.profiled
+		}
+		_, _, mallocsAfter := m.memStats()
+		r.mallocs = mallocsAfter - mallocsBefore
+		r.updates, r.streams = updates, n
+		for _, a := range agents {
+			a.close()
+		}
+		// The next phase starts from a manager that holds no stream.
+		waitMetric(tb, cc.MetricsAddr, 0, "lockbox_manager_sessions")
+		return r
+	}
+
+	// Baseline: one stream alone, dialled as agents dial.
+	first, err := connect(nodes[n], dapi.Transport{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -179,68 +318,59 @@ func benchGRPC(b *testing.B, n int) {
 	for i := 0; i < 10; i++ {
 		base = append(base, update(one)...)
 	}
-	rssBefore := vmRSS(b, m.cmd.Process.Pid)
-	liveBefore, gBefore := m.liveMemory()
-	agents := make([]*benchAgent, n)
-	errs := make([]error, n)
-	idx := make(chan int)
-	var cwg sync.WaitGroup
-	for w := 0; w < 16; w++ {
-		cwg.Add(1)
-		go func() {
-			defer cwg.Done()
-			for i := range idx {
-				agents[i], errs[i] = connect(nodes[i])
-			}
-		}()
-	}
-	for i := 0; i < n; i++ {
-		idx <- i
-	}
-	close(idx)
-	cwg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			b.Fatalf("agent %d of %d: %v", i, n, err)
+	first.close()
+	waitMetric(tb, cc.MetricsAddr, 0, "lockbox_manager_sessions")
+
+	results := map[string][]phaseResult{}
+	b.ResetTimer()
+	for round := 0; round < 2*b.N; round++ {
+		order := dialVariants
+		if round%2 == 1 {
+			order = []variant{dialVariants[1], dialVariants[0]}
+		}
+		for j, v := range order {
+			last := round == 2*b.N-1 && j == len(order)-1
+			r := phase(v, profDir != "" && last)
+			results[v.name] = append(results[v.name], r)
+			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream",
+				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n))
 		}
 	}
-	rssAfter := vmRSS(b, m.cmd.Process.Pid)
-	liveAfter, gAfter := m.liveMemory()
-
-	var all []time.Duration
-	_, _, mallocsBefore := m.memStats()
-	mgrCPU0, agentCPU0 := procCPU(b, m.cmd.Process.Pid), procCPU(b, os.Getpid())
-	if profDir != "" {
-		m.cmd.Process.Signal(syscall.SIGUSR2)
-	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		all = append(all, update(agents)...)
-	}
 	b.StopTimer()
-	mgrCPU, agentCPU := procCPU(b, m.cmd.Process.Pid)-mgrCPU0, procCPU(b, os.Getpid())-agentCPU0
-	if profDir != "" {
-		m.cmd.Process.Signal(syscall.SIGUSR2)
-		<-m.profiled
+
+	b.ReportMetric(pctMS(base, 0.5), "one-stream-p50-ms")
+	agg := map[string]phaseResult{}
+	for name, rs := range results {
+		var a phaseResult
+		for _, r := range rs {
+			a.lat = append(a.lat, r.lat...)
+			a.updates += r.updates
+			a.streams += r.streams
+			a.mgrCPU += r.mgrCPU
+			a.agentCPU += r.agentCPU
+			a.live += r.live
+			a.mallocs += r.mallocs
+		}
+		agg[name] = a
+		b.ReportMetric(pctMS(a.lat, 0.5), name+"-p50-ms")
+		b.ReportMetric(pctMS(a.lat, 0.99), name+"-p99-ms")
+		b.ReportMetric(float64(a.mgrCPU.Microseconds())/1000/float64(a.updates), name+"-manager-cpu-ms/op")
+		b.ReportMetric(float64(a.agentCPU.Microseconds())/1000/float64(a.updates), name+"-agents-cpu-ms/op")
+		// Live heap and stacks after a GC: phases after the first reuse
+		// memory the process already has, so RSS growth is only
+		// meaningful for the first phase (reported below).
+		b.ReportMetric(float64(a.live)/float64(a.streams), name+"-manager-live-bytes/stream")
+		b.ReportMetric(float64(a.mallocs)/float64(a.updates*n), name+"-manager-allocs/send")
 	}
-	_, _, mallocsAfter := m.memStats()
-	sortD := func(d []time.Duration) { sort.Slice(d, func(i, j int) bool { return d[i] < d[j] }) }
-	sortD(all)
-	sortD(base)
-	p := func(d []time.Duration, q float64) float64 {
-		return float64(d[int(float64(len(d)-1)*q)].Microseconds()) / 1000
-	}
-	b.ReportMetric(p(all, 0.5), "p50-ms")
-	b.ReportMetric(p(all, 0.99), "p99-ms")
-	b.ReportMetric(p(base, 0.5), "one-stream-p50-ms")
-	b.ReportMetric(float64(rssAfter-rssBefore)/float64(n), "manager-rss-bytes/stream")
-	b.ReportMetric(float64(liveAfter-liveBefore)/float64(n), "manager-live-bytes/stream")
-	b.ReportMetric(float64(gAfter-gBefore)/float64(n), "goroutines/stream")
-	// Everything the manager allocated per delivered message, the admin
-	// update and the store write included.
-	b.ReportMetric(float64(mallocsAfter-mallocsBefore)/float64(b.N*n), "manager-allocs/send")
-	// Where the fan-out's CPU goes on this machine: the manager process,
-	// and the simulated agents (this process), which share its cores.
-	b.ReportMetric(float64(mgrCPU.Microseconds())/1000/float64(b.N), "manager-cpu-ms/op")
-	b.ReportMetric(float64(agentCPU.Microseconds())/1000/float64(b.N), "agents-cpu-ms/op")
+	b.ReportMetric(float64(results["adaptive"][0].rss)/float64(n), "first-phase-manager-rss-bytes/stream")
+	ad, fx := agg["adaptive"], agg["fixed"]
+	b.ReportMetric(pctMS(fx.lat, 0.5)/pctMS(ad.lat, 0.5), "fixed/adaptive-p50")
+	b.ReportMetric(pctMS(fx.lat, 0.99)/pctMS(ad.lat, 0.99), "fixed/adaptive-p99")
+	b.ReportMetric(float64(fx.mgrCPU)/float64(ad.mgrCPU), "fixed/adaptive-manager-cpu")
+}
+
+// pctMS is the q-quantile of d in milliseconds; it sorts d.
+func pctMS(d []time.Duration, q float64) float64 {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return float64(d[int(float64(len(d)-1)*q)].Microseconds()) / 1000
 }

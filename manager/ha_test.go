@@ -36,6 +36,9 @@ type childConfig struct {
 	DataDir, ListenAddr, AdminSocket string
 	EtcdPeerPort                     int
 	JoinAddr, JoinToken              string
+	// MetricsAddr and HeartbeatPeriod (default 1s) are for benchmarks.
+	MetricsAddr     string
+	HeartbeatPeriod time.Duration
 }
 
 // runManagerChild runs a manager in this (child) process: the test kills
@@ -46,9 +49,12 @@ func runManagerChild() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	if cc.HeartbeatPeriod == 0 {
+		cc.HeartbeatPeriod = time.Second
+	}
 	m, err := New(Config{
 		DataDir: cc.DataDir, ListenAddr: cc.ListenAddr, AdminSocket: cc.AdminSocket, EtcdPeerPort: cc.EtcdPeerPort,
-		JoinAddr: cc.JoinAddr, JoinToken: cc.JoinToken, HeartbeatPeriod: time.Second,
+		JoinAddr: cc.JoinAddr, JoinToken: cc.JoinToken, HeartbeatPeriod: cc.HeartbeatPeriod, MetricsAddr: cc.MetricsAddr,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Out:    io.Discard,
 	})

@@ -154,7 +154,9 @@ func TestMetricsEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.until(func(msg *dapi.SessionMessage) bool { return msg.Revision >= u.Service.Meta.Version && len(msg.Changes) > 0 })
+	s.until(func(msg *dapi.SessionMessage) bool {
+		return msg.Revision >= u.Service.Meta.Version && len(msg.Changes) > 0
+	})
 	mfs = scrape(t, addr)
 	if got := value(mfs, "lockbox_manager_fanout_duration_seconds"); got <= fanOuts {
 		t.Errorf("fan-outs observed %v after a service update, %v before", got, fanOuts)

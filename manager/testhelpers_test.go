@@ -153,8 +153,9 @@ func (tm *testManager) adminCert() tls.Certificate {
 }
 
 // dialTLS connects to addr verifying the manager by the root; cert may be
-// empty (no client certificate).
-func dialTLS(t testing.TB, addr string, rootPEM []byte, cert tls.Certificate) *grpc.ClientConn {
+// empty (no client certificate). Nodes' connections add the agents'
+// transport options (dapi.Transport).
+func dialTLS(t testing.TB, addr string, rootPEM []byte, cert tls.Certificate, extra ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	cfg, err := ca.ClientTLS(rootPEM, cert)
 	if err != nil {
@@ -163,14 +164,7 @@ func dialTLS(t testing.TB, addr string, rootPEM []byte, cert tls.Certificate) *g
 	if cert.Certificate == nil {
 		cfg.Certificates = nil
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
-	if os.Getenv("LOCKBOX_BENCH_STATIC_WINDOW") != "" {
-		// A fixed flow-control window turns off gRPC's BDP estimation,
-		// which answers the first data of every burst with a ping the
-		// manager must read and acknowledge.
-		opts = append(opts, grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20))
-	}
-	conn, err := grpc.NewClient(addr, opts...)
+	conn, err := grpc.NewClient(addr, append(extra, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +222,8 @@ func (n node) session(t testing.TB, addr string, resume uint64) *stream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	cl := dapi.NewDispatcherClient(dialTLS(t, addr, n.root, n.cert))
+	// Dialled as an agent dials.
+	cl := dapi.NewDispatcherClient(dialTLS(t, addr, n.root, n.cert, dapi.Transport{}.DialOptions()...))
 	s := &stream{t: t, msgs: make(chan *dapi.SessionMessage, 64), errc: make(chan error, 1), cancel: cancel}
 	ss, err := cl.Session(ctx, &dapi.SessionRequest{ResumeRevision: resume, Description: &types.NodeDescription{Hostname: "h"}})
 	if err != nil {
