@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -38,6 +39,9 @@ type Config struct {
 type held struct {
 	rec   record
 	mount mounter.Mount
+	// uid and gid are the user-namespace mappings the mount was handed
+	// over or attached for: its files are owned for them.
+	uid, gid []mounter.IDMapping
 }
 
 // Agent serves the local API. It implements localapi.Handler.
@@ -98,8 +102,11 @@ func (a *Agent) recover() {
 		a.recoverPlatform()
 		return
 	}
-	live := liveNamespaces()
+	var live map[uint64]int
 	for _, r := range recs {
+		if r.needsNamespaces() && live == nil {
+			live = liveNamespaces()
+		}
 		if pid, ok := r.alive(live); ok {
 			h := &held{rec: r}
 			// Take the mounts back so that Release can wipe them; the
@@ -152,7 +159,9 @@ func containerOS(s string) (mounter.OS, error) {
 
 // Prepare builds the secrets mount of the claimed service for a container
 // and attaches it (req.Attach) or returns its fds. Preparing a container
-// that is already prepared does not build again.
+// that is already prepared does not build again; preparing an ID held for a
+// container that has ended replaces it, and one held for another container
+// that still runs is refused.
 func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.PrepareResponse, []*os.File, error) {
 	c := req.GetContainer()
 	id := c.GetId()
@@ -166,18 +175,38 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	if err != nil {
 		return nil, nil, err
 	}
-	if !req.GetAttach() && c.GetPid() != 0 {
-		return nil, nil, localapi.Errorf(api.Error_INVALID, "container %s: a pid is only used with attach", id)
-	}
 	unlock := a.locks.lock(id)
 	defer unlock()
 
+	who, err := a.identify(ctx, req)
+	if err != nil {
+		return nil, nil, err
+	}
 	mc := toMounterContainer(c)
 	a.mu.Lock()
 	h := a.held[id]
 	a.mu.Unlock()
 	if h != nil {
-		return a.again(ctx, h, req, mc)
+		v, pid := a.judgeHeld(h, who)
+		switch v {
+		case refuseInUse:
+			by := "a running container"
+			if pid > 0 {
+				by = fmt.Sprintf("a running container (pid %d)", pid)
+			}
+			return nil, nil, localapi.Errorf(api.Error_INVALID, "container ID %s is already in use by %s", id, by)
+		case replaceEnded:
+			// The container that had the ID ended without a Release (a
+			// killed shim, a lost hook) and a new one reuses the ID: it
+			// must get its own mount, built from the grants as they are
+			// now, and the old one must go.
+			if err := a.release(id); err != nil {
+				return nil, nil, fmt.Errorf("container ID %s is reused: %w", id, err)
+			}
+			a.log.Info("container ID reused after its container ended without a release; wiped the old secrets", "container", id, "service", h.rec.Service)
+		default:
+			return a.again(ctx, h, req, mc)
+		}
 	}
 
 	view, err := a.grants.Restrict(c.GetService())
@@ -199,19 +228,15 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	if err != nil {
 		return nil, nil, fmt.Errorf("container %s, service %q: build secrets mount: %w", id, c.GetService(), err)
 	}
-	rec := record{ID: id, Service: c.GetService(), Pid: int(c.GetPid())}
+	rec := record{ID: id, Service: c.GetService(), Pid: who.Pid, PidStart: who.PidStart, MntNS: who.MntNS}
 	for _, f := range plan.Files {
 		rec.Targets = append(rec.Targets, f.Target)
 	}
-	if rec.Pid > 0 {
-		rec.PidStart, _ = pidStart(rec.Pid)
+	if req.GetAttach() && rec.Pid > 0 {
+		// A hook's rootfs is the bundle's, which the container's
+		// namespace loses at pivot_root: Recover then goes by
+		// /proc/<pid>/root instead.
 		rec.Rootfs = c.GetRootfs()
-	}
-	if p, ok := localapi.PeerFromContext(ctx); ok && rec.Pid == 0 {
-		// An OCI hook runs in the container's mount namespace.
-		if ns, err := mntNS(strconv.Itoa(int(p.Pid))); err == nil && ns != a.selfNS {
-			rec.MntNS = ns
-		}
 	}
 	// Record before the files can appear in the container, so that a
 	// crash right after leaves a trace to clean up.
@@ -226,10 +251,104 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 		return nil, nil, err
 	}
 	a.mu.Lock()
-	a.held[id] = &held{rec: rec, mount: m}
+	a.held[id] = &held{rec: rec, mount: m, uid: mc.UIDMappings, gid: mc.GIDMappings}
 	a.mu.Unlock()
-	a.log.Info("secrets mounted", "container", id, "service", rec.Service, "files", len(plan.Files), "attach", req.GetAttach())
+	a.log.Info("secrets mounted", "container", id, "service", rec.Service, "files", len(plan.Files), "attach", req.GetAttach(), "pid", rec.Pid)
 	return resp, files, nil
+}
+
+// identify finds out which container a Prepare comes from, as far as the
+// agent can tell.
+//
+// With attach (the runtime wrapper, the NRI plugin), pid is the container's
+// process as the agent's /proc numbers it. Without attach the caller is in
+// the container (an OCI createContainer hook) and pid is whatever the OCI
+// state gave it, numbered in the caller's pid namespace: the agent finds
+// the container's process among the caller's ancestors in the caller's
+// mount namespace (hookContainerProcess) and refuses a pid that is not
+// there, so that a hook cannot name a process of another container (or the
+// host's init, which runc's hooks see as the container's pid 1). The pid
+// is only used to know the container; the agent never enters it.
+func (a *Agent) identify(ctx context.Context, req *api.PrepareRequest) (identity, error) {
+	c := req.GetContainer()
+	id, pid := c.GetId(), int(c.GetPid())
+	if pid < 0 {
+		return identity{}, localapi.Errorf(api.Error_INVALID, "container %s: pid %d is not a process", id, pid)
+	}
+	if !livenessKnown {
+		return identity{Pid: pid}, nil
+	}
+	p, ok := localapi.PeerFromContext(ctx)
+	if req.GetAttach() || !ok {
+		// The caller names the process directly: a runtime adapter, or a
+		// caller in this process (tests, benchmarks).
+		if pid == 0 {
+			return identity{}, nil
+		}
+		return processIdentity(id, pid)
+	}
+	peer := int(p.Pid)
+	var peerNS uint64
+	if peer > 0 {
+		peerNS, _ = mntNS(strconv.Itoa(peer))
+	}
+	if peerNS == 0 || peerNS == a.selfNS {
+		// A caller the agent cannot see (another pid namespace), or one
+		// in the agent's own mount namespace (a tool on the host): it is
+		// in no container the agent could name.
+		if pid != 0 {
+			return identity{}, localapi.Errorf(api.Error_INVALID, "container %s: pid %d: the caller is not in the container's mount namespace", id, pid)
+		}
+		return identity{}, nil
+	}
+	cp, err := hookContainerProcess(peer, pid)
+	if err != nil {
+		if pid != 0 {
+			return identity{}, localapi.Errorf(api.Error_INVALID, "container %s: pid %d is not the process of the container the caller runs in", id, pid)
+		}
+		// An older hook that sends no pid, under a runtime that runs it
+		// some other way: the namespace is all there is to go by.
+		a.log.Debug("hook's container process not found; going by its mount namespace", "container", id, "caller", peer)
+		return identity{MntNS: peerNS}, nil
+	}
+	who, err := processIdentity(id, cp)
+	if err != nil {
+		return identity{}, err
+	}
+	if who.MntNS != peerNS {
+		// It left the namespace between the walk and now: it ended.
+		return identity{}, localapi.Errorf(api.Error_INVALID, "container %s: its process %d ended", id, cp)
+	}
+	return who, nil
+}
+
+// processIdentity identifies the container whose process is pid.
+func processIdentity(id string, pid int) (identity, error) {
+	start, err := pidStart(pid)
+	if err != nil {
+		return identity{}, localapi.Errorf(api.Error_INVALID, "container %s: pid %d is not a running process", id, pid)
+	}
+	ns, err := mntNS(strconv.Itoa(pid))
+	if err != nil {
+		return identity{}, localapi.Errorf(api.Error_INVALID, "container %s: pid %d is not a running process", id, pid)
+	}
+	return identity{Pid: pid, PidStart: start, MntNS: ns}, nil
+}
+
+// judgeHeld decides what a Prepare from who does with the container the
+// agent holds under the same ID, and returns a process of the held
+// container when it runs (0 if unknown).
+func (a *Agent) judgeHeld(h *held, who identity) (verdict, int) {
+	if !livenessKnown {
+		// Nothing to tell containers apart by: answer as the holder.
+		return sameContainer, 0
+	}
+	var live map[uint64]int
+	if h.rec.needsNamespaces() {
+		live = liveNamespaces()
+	}
+	pid, alive := h.rec.alive(live)
+	return judge(h.rec.identity(), alive, who), pid
 }
 
 // deliver attaches m in the container or hands its mounts over as fds.
@@ -260,11 +379,17 @@ func (a *Agent) deliver(ctx context.Context, m mounter.Mount, req *api.PrepareRe
 	return resp, files, nil
 }
 
-// again answers a second Prepare of a container the agent already holds:
-// fresh fds for a caller that attaches itself, the targets otherwise.
+// again answers a second Prepare from the container the agent already
+// holds: fresh fds for a caller that attaches itself, the targets
+// otherwise.
 func (a *Agent) again(ctx context.Context, h *held, req *api.PrepareRequest, mc mounter.Container) (*api.PrepareResponse, []*os.File, error) {
 	if h.rec.Service != req.GetContainer().GetService() {
 		return nil, nil, localapi.Errorf(api.Error_INVALID, "container %s already holds the secrets of service %q", mc.ID, h.rec.Service)
+	}
+	if h.mount != nil && (!slices.Equal(h.uid, mc.UIDMappings) || !slices.Equal(h.gid, mc.GIDMappings)) {
+		// The files are owned for the first mappings: under others they
+		// would show other owners than the grants ask for.
+		return nil, nil, localapi.Errorf(api.Error_INVALID, "container %s was prepared for other user-namespace id mappings; its secrets are owned for those", mc.ID)
 	}
 	if req.GetAttach() || h.mount == nil {
 		if !req.GetAttach() {
@@ -338,14 +463,21 @@ func (a *Agent) Reap(ctx context.Context) int {
 	}
 	a.mu.Lock()
 	ids := make([]string, 0, len(a.held))
-	for id := range a.held {
+	byNamespace := false
+	for id, h := range a.held {
 		ids = append(ids, id)
+		byNamespace = byNamespace || h.rec.needsNamespaces()
 	}
 	a.mu.Unlock()
 	if len(ids) == 0 {
 		return 0
 	}
-	live := liveNamespaces()
+	// Scanning every process's namespace costs far more than reading one
+	// pid's stat: only for records that have no pid.
+	var live map[uint64]int
+	if byNamespace {
+		live = liveNamespaces()
+	}
 	n := 0
 	for _, id := range ids {
 		if ctx.Err() != nil {
@@ -366,7 +498,11 @@ func (a *Agent) reapOne(id string, live map[uint64]int) bool {
 	a.mu.Unlock()
 	// A record that names neither a process nor a namespace cannot be
 	// judged: leave it to an explicit Release.
-	if h == nil || (h.rec.Pid == 0 && h.rec.MntNS == 0) {
+	if h == nil || !h.rec.identity().known() {
+		return false
+	}
+	if h.rec.needsNamespaces() && live == nil {
+		// Held since Reap listed the containers.
 		return false
 	}
 	if _, ok := h.rec.alive(live); ok {

@@ -164,7 +164,9 @@ func TestPrepareErrors(t *testing.T) {
 		{"no service", &api.PrepareRequest{Container: &api.Container{Id: "x2"}}, api.Error_INVALID, "claims no service"},
 		{"bad os", &api.PrepareRequest{Container: &api.Container{Id: "x3", Service: "web", Os: "plan9"}}, api.Error_INVALID, "plan9"},
 		{"windows rejects uid", &api.PrepareRequest{Container: &api.Container{Id: "x4", Service: "web", Os: "windows"}}, api.Error_INVALID, "api_key"},
-		{"pid without attach", &api.PrepareRequest{Container: &api.Container{Id: "x5", Service: "web", Pid: 1}}, api.Error_INVALID, "attach"},
+		{"pid of no process", &api.PrepareRequest{Container: &api.Container{Id: "x5", Service: "web", Pid: 1<<31 - 1}}, api.Error_INVALID, "not a running process"},
+		{"pid of no process, attach", &api.PrepareRequest{Attach: true, Container: &api.Container{Id: "x6", Service: "web", Pid: 1<<31 - 1}}, api.Error_INVALID, "not a running process"},
+		{"negative pid", &api.PrepareRequest{Container: &api.Container{Id: "x7", Service: "web", Pid: -4}}, api.Error_INVALID, "not a process"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -15,34 +15,160 @@ var errZombie = errors.New("process has exited")
 
 // pidStart returns the start time of pid (field 22 of /proc/<pid>/stat).
 func pidStart(pid int) (uint64, error) {
+	st, err := readStat(pid)
+	return st.start, err
+}
+
+// procStat is what the agent reads of /proc/<pid>/stat.
+type procStat struct {
+	ppid  int
+	start uint64
+}
+
+// readStat reads pid's parent and start time; a zombie is an error
+// (errZombie).
+func readStat(pid int) (procStat, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, err
+		return procStat{}, err
 	}
+	return parseStat(string(b))
+}
+
+func parseStat(s string) (procStat, error) {
 	// The command name (field 2) may hold spaces and parentheses: the
 	// fields after it start after the last ')'.
-	i := strings.LastIndexByte(string(b), ')')
+	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, errors.New("malformed stat")
+		return procStat{}, errors.New("malformed stat")
 	}
-	fields := strings.Fields(string(b[i+1:]))
-	// fields[0] is field 3 (state); field 22 is fields[19].
+	fields := strings.Fields(s[i+1:])
+	// fields[0] is field 3 (state), fields[1] field 4 (ppid); field 22 is
+	// fields[19].
 	if len(fields) < 20 {
-		return 0, errors.New("malformed stat")
+		return procStat{}, errors.New("malformed stat")
 	}
 	if fields[0] == "Z" || fields[0] == "X" {
-		return 0, errZombie
+		return procStat{}, errZombie
 	}
-	return strconv.ParseUint(fields[19], 10, 64)
+	ppid, err := strconv.Atoi(fields[1])
+	if err != nil || ppid < 0 {
+		return procStat{}, errors.New("malformed stat")
+	}
+	start, err := strconv.ParseUint(fields[19], 10, 64)
+	if err != nil {
+		return procStat{}, errors.New("malformed stat")
+	}
+	return procStat{ppid: ppid, start: start}, nil
 }
 
 // mntNS returns the inode of pid's mount namespace.
-func mntNS(pid string) (uint64, error) {
+func mntNS(pid string) (uint64, error) { return nsInode(pid, "mnt") }
+
+// pidNS returns the inode of pid's pid namespace.
+func pidNS(pid string) (uint64, error) { return nsInode(pid, "pid") }
+
+func nsInode(pid, kind string) (uint64, error) {
 	var st unix.Stat_t
-	if err := unix.Stat("/proc/"+pid+"/ns/mnt", &st); err != nil {
+	if err := unix.Stat("/proc/"+pid+"/ns/"+kind, &st); err != nil {
 		return 0, err
 	}
 	return st.Ino, nil
+}
+
+// innerPid returns pid as its own pid namespace numbers it: the last entry
+// of NSpid in /proc/<pid>/status.
+func innerPid(pid int) (int, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		rest, ok := strings.CutPrefix(line, "NSpid:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			break
+		}
+		return strconv.Atoi(f[len(f)-1])
+	}
+	return 0, errors.New("no NSpid in status")
+}
+
+// maxAncestors bounds the walk up from a hook to its container's process:
+// a runtime puts one or two processes between them.
+const maxAncestors = 16
+
+// errNoContainerProcess: the caller descends from no process that fits.
+var errNoContainerProcess = errors.New("no such process among the caller's ancestors in its mount namespace")
+
+// hookContainerProcess finds the process of the container a caller in it
+// (an OCI createContainer hook, peer) speaks for, as this agent's /proc
+// numbers it. runc and crun run createContainer hooks as descendants of
+// the container's process, in its mount and pid namespaces, while that
+// process's parent (the runtime, waiting for it) is outside them: the walk
+// up from the hook visits only ancestors in both of the hook's namespaces.
+// claimed is the pid the hook read from the OCI state, as the hook's pid
+// namespace numbers it (runc's hooks see the container's init as 1): the
+// ancestor with that number is the one, and a claimed pid no ancestor has
+// is refused (it names some other process). claimed is 0 when the runtime
+// gave none (crun 1.8 does): then the topmost ancestor is the one, when
+// its parent is seen outside (a walk that reaches the host's init, or is
+// cut short, proves nothing).
+func hookContainerProcess(peer, claimed int) (int, error) {
+	inside := func(pid string, mnt, pidns uint64) (bool, error) {
+		m, err := mntNS(pid)
+		if err != nil {
+			return false, err
+		}
+		p, err := pidNS(pid)
+		if err != nil {
+			return false, err
+		}
+		return m == mnt && p == pidns, nil
+	}
+	peerS := strconv.Itoa(peer)
+	mnt, err := mntNS(peerS)
+	if err != nil {
+		return 0, err
+	}
+	pidns, err := pidNS(peerS)
+	if err != nil {
+		return 0, err
+	}
+	st, err := readStat(peer)
+	if err != nil {
+		return 0, err
+	}
+	// topmost is the highest ancestor seen in the namespaces, parent its
+	// parent.
+	topmost, parent := 0, st.ppid
+	for n := 0; parent > 0 && n < maxAncestors; n++ {
+		p := parent
+		if in, err := inside(strconv.Itoa(p), mnt, pidns); err != nil || !in {
+			// Left the container: p is the runtime (or gone).
+			break
+		}
+		if claimed != 0 {
+			if inner, err := innerPid(p); err == nil && inner == claimed {
+				return p, nil
+			}
+		}
+		pst, err := readStat(p)
+		if err != nil {
+			return 0, errNoContainerProcess
+		}
+		topmost, parent = p, pst.ppid
+	}
+	if claimed != 0 || topmost == 0 || parent <= 0 {
+		return 0, errNoContainerProcess
+	}
+	if in, err := inside(strconv.Itoa(parent), mnt, pidns); err != nil || in {
+		return 0, errNoContainerProcess
+	}
+	return topmost, nil
 }
 
 // liveNamespaces returns the mount namespaces that hold a process now, each

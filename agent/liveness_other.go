@@ -10,6 +10,10 @@ func pidStart(pid int) (uint64, error) { return 0, errNoProc }
 
 func mntNS(pid string) (uint64, error) { return 0, errNoProc }
 
+// hookContainerProcess needs /proc; the agent never calls it without
+// livenessKnown.
+func hookContainerProcess(peer, claimed int) (int, error) { return 0, errNoProc }
+
 // liveNamespaces is empty where there is no /proc: records without a pid
 // hint are then taken for finished containers.
 func liveNamespaces() map[uint64]int { return map[uint64]int{} }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -18,17 +19,93 @@ type record struct {
 	Service string   `json:"service"`
 	Targets []string `json:"targets,omitempty"`
 	// Pid and PidStart (the process start time in clock ticks since boot,
-	// /proc/<pid>/stat field 22) name the container's process when known;
-	// together they survive pid reuse.
+	// /proc/<pid>/stat field 22) name the container's process, as the
+	// agent's /proc numbers it, when known; together they survive pid
+	// reuse. The container lives exactly as long as that process.
 	Pid      int    `json:"pid,omitempty"`
 	PidStart uint64 `json:"pid_start,omitempty"`
 	// Rootfs is the container's root as seen in its mount namespace, when
 	// the agent attached through Pid.
 	Rootfs string `json:"rootfs,omitempty"`
-	// MntNS is the inode of the container's mount namespace, when the
-	// caller was in it (an OCI hook). Any process still in it means the
-	// container lives.
+	// MntNS is the inode of the container's mount namespace, when known.
+	// It tells liveness only for records without a Pid (an OCI hook of an
+	// agent before hooks sent pids): any process in it means the container
+	// lives. The kernel reuses these inodes, so such a record may take a
+	// later container for its own; a Pid never does.
 	MntNS uint64 `json:"mntns,omitempty"`
+}
+
+// identity is what the agent knows of the container a request comes from
+// or a record was made for: its process (Pid and PidStart, zero if
+// unknown) and its mount namespace (zero if unknown).
+type identity struct {
+	Pid      int
+	PidStart uint64
+	MntNS    uint64
+}
+
+func (r record) identity() identity {
+	return identity{Pid: r.Pid, PidStart: r.PidStart, MntNS: r.MntNS}
+}
+
+// known reports whether id tells anything about its container.
+func (id identity) known() bool { return id.Pid > 0 || id.MntNS != 0 }
+
+// same reports whether id and other are provably the same container: the same
+// process when both name one, else the same mount namespace when both name
+// one. Two identities that know nothing are taken for the same container
+// (callers that give the agent nothing to go by, as before it looked); one
+// that knows something never matches one that knows nothing.
+func (id identity) same(other identity) bool {
+	switch {
+	case id.Pid > 0 && other.Pid > 0:
+		return id.Pid == other.Pid && id.PidStart == other.PidStart
+	case id.MntNS != 0 && other.MntNS != 0:
+		return id.MntNS == other.MntNS
+	default:
+		return !id.known() && !other.known()
+	}
+}
+
+// verdict is what a Prepare of a container ID the agent already holds
+// does.
+type verdict int
+
+const (
+	// sameContainer: the holder asks again; answer from what is held.
+	sameContainer verdict = iota
+	// replaceEnded: the holder ended without a Release and a new
+	// container took its ID: wipe the old mount, prepare the new one.
+	replaceEnded
+	// refuseInUse: the holder still runs and the request is another
+	// container's: refuse, never wipe a live container.
+	refuseInUse
+)
+
+func (v verdict) String() string {
+	switch v {
+	case sameContainer:
+		return "same container"
+	case replaceEnded:
+		return "replace ended container"
+	case refuseInUse:
+		return "refuse: in use"
+	}
+	return "verdict(" + strconv.Itoa(int(v)) + ")"
+}
+
+// judge decides a Prepare of an ID held for a container whose record is
+// held and whose liveness is heldAlive, from a caller identified as req.
+// Only a holder whose record can be judged (it names a process or a
+// namespace) can be found ended.
+func judge(held identity, heldAlive bool, req identity) verdict {
+	if held.known() && !heldAlive {
+		return replaceEnded
+	}
+	if held.same(req) {
+		return sameContainer
+	}
+	return refuseInUse
 }
 
 // containerIDRE is containerd's rule for IDs; it also makes an ID a safe
@@ -122,12 +199,17 @@ func (s *recordStore) list() ([]record, []error) {
 }
 
 // alive reports whether r's container still has a process, and returns
-// one (0 if none).
+// one (0 if none). A record with a Pid is judged by that process alone:
+// once it has gone (or its pid names another process) the container has
+// ended, whatever now holds a namespace with the same inode. Only a record
+// without one falls back to its mount namespace, looked up in live (from
+// liveNamespaces; nil when no record needs it).
 func (r record) alive(live map[uint64]int) (int, bool) {
 	if r.Pid > 0 {
 		if start, err := pidStart(r.Pid); err == nil && start == r.PidStart {
 			return r.Pid, true
 		}
+		return 0, false
 	}
 	if r.MntNS != 0 {
 		if pid, ok := live[r.MntNS]; ok {
@@ -136,3 +218,6 @@ func (r record) alive(live map[uint64]int) (int, bool) {
 	}
 	return 0, false
 }
+
+// needsNamespaces reports whether alive needs liveNamespaces for r.
+func (r record) needsNamespaces() bool { return r.Pid == 0 && r.MntNS != 0 }

@@ -94,7 +94,12 @@ func (h *Hook) create(st *specs.State) error {
 		return fmt.Errorf("container %s claims service %q: lockbox agent not reachable: %w", st.ID, claim.Service, err)
 	}
 	defer a.Close()
-	resp, files, err := a.Prepare(ctx, &agent.PrepareRequest{Container: claim.Container(st.ID, 0, rootfs)})
+	// st.Pid is the container's process as the runtime numbers it for
+	// the hook (runc: 1, the hook runs in the container's pid namespace;
+	// crun: 0). The agent finds the process from it and from this
+	// process's ancestry, to know when the container ends; the hook
+	// attaches the fds itself.
+	resp, files, err := a.Prepare(ctx, &agent.PrepareRequest{Container: claim.Container(st.ID, st.Pid, rootfs)})
 	defer func() {
 		for _, f := range files {
 			f.Close()

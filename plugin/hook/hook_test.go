@@ -85,7 +85,7 @@ func TestCreateContainerAttachesReceivedFDs(t *testing.T) {
 	if err := h.Run(CreateContainer, state(t, bundle, ann)); err != nil {
 		t.Fatal(err)
 	}
-	if fa.req.GetAttach() || fa.req.GetContainer().GetService() != "web" || fa.req.GetContainer().GetRootfs() != filepath.Join(bundle, "rootfs") || fa.req.GetContainer().GetPid() != 0 {
+	if fa.req.GetAttach() || fa.req.GetContainer().GetService() != "web" || fa.req.GetContainer().GetRootfs() != filepath.Join(bundle, "rootfs") || fa.req.GetContainer().GetPid() != 77 {
 		t.Fatalf("prepare request = %v", fa.req)
 	}
 	if len(*got) != 2 || (*got)[0].Target != "/run/secrets" || (*got)[1].File != fa.files[1] {
