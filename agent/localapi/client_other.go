@@ -46,6 +46,9 @@ type Server struct{}
 // NewServer returns a server that cannot serve off Linux.
 func NewServer(h Handler, log *slog.Logger) *Server { return &Server{} }
 
+// SetObserver does nothing off Linux.
+func (s *Server) SetObserver(o Observer) {}
+
 // Serve fails off Linux.
 func (s *Server) Serve(ln *net.UnixListener) error { return errUnsupported }
 

@@ -3,6 +3,7 @@ package localapi
 import (
 	"context"
 	"os"
+	"time"
 
 	"github.com/lockbox-project/lockbox/api/agent"
 )
@@ -16,6 +17,16 @@ type Handler interface {
 	Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error)
 	Release(ctx context.Context, containerID string) error
 	List(ctx context.Context) (*agent.ListResponse, error)
+}
+
+// Observer is told of every request the server answers: its operation
+// ("prepare", "release", "list", or "none" for a request that names
+// none), the result ("OK" or the agent.Error_Code's name) and how long
+// the server took to answer it, from the request read to the answer sent.
+// It is called on the connection's goroutine and must not block; it is
+// never given anything of the request itself.
+type Observer interface {
+	ObserveRequest(op, result string, took time.Duration)
 }
 
 // Peer is the process at the other end of a connection, as SO_PEERCRED

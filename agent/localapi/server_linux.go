@@ -23,6 +23,7 @@ type Server struct {
 	log     *slog.Logger
 	// allowUID is the only peer uid served. It is 0 outside tests.
 	allowUID uint32
+	observer Observer
 
 	mu     sync.Mutex
 	ln     *net.UnixListener
@@ -37,6 +38,37 @@ func NewServer(h Handler, log *slog.Logger) *Server {
 		log = slog.Default()
 	}
 	return &Server{handler: h, log: log, conns: map[*net.UnixConn]struct{}{}}
+}
+
+// SetObserver makes the server report every request to o (metrics). It
+// must be called before Serve.
+func (s *Server) SetObserver(o Observer) { s.observer = o }
+
+func (s *Server) observe(op, result string, start time.Time) {
+	if s.observer != nil {
+		s.observer.ObserveRequest(op, result, time.Since(start))
+	}
+}
+
+// opName names a request's operation for metrics.
+func opName(req *agent.Request) string {
+	switch req.GetOp().(type) {
+	case *agent.Request_Prepare:
+		return "prepare"
+	case *agent.Request_Release:
+		return "release"
+	case *agent.Request_List:
+		return "list"
+	}
+	return "none"
+}
+
+// resultName is the result label of an answer: OK or its error code.
+func resultName(resp *agent.Response) string {
+	if e := resp.GetError(); e != nil {
+		return e.GetCode().String()
+	}
+	return "OK"
 }
 
 // Listen creates the socket at path: a missing directory is made 0700,
@@ -194,11 +226,13 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		// waits for, not a broken pipe on its send.
 		// Bounded: a refused caller must not hold a goroutine and a
 		// receive buffer by never sending.
-		conn.SetReadDeadline(time.Now().Add(refusedReadTimeout))
+		start := time.Now()
+		conn.SetReadDeadline(start.Add(refusedReadTimeout))
 		var req agent.Request
 		if files, err := recv(conn, &req, nil); err == nil {
 			closeAll(files)
 		}
+		defer s.observe(opName(&req), agent.Error_PERMISSION_DENIED.String(), start)
 		s.log.Warn("agent socket: refused caller", "uid", cred.Uid, "pid", cred.Pid)
 		send(conn, &agent.Response{Error: &agent.Error{
 			Code:    agent.Error_PERMISSION_DENIED,
@@ -219,6 +253,7 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 			}
 			return
 		}
+		start := time.Now()
 		resp, out := s.dispatch(ctx, &req)
 		err = send(conn, resp, out)
 		closeAll(out)
@@ -226,9 +261,11 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 			// Nothing was sent: say why instead of leaving the caller
 			// with a closed connection. A Prepare's mount stays held
 			// until the caller, failing the container, releases it.
-			err = send(conn, &agent.Response{Error: &agent.Error{Code: agent.Error_UNKNOWN,
-				Message: fmt.Sprintf("the agent's answer does not fit in one message: %v", err)}}, nil)
+			resp = &agent.Response{Error: &agent.Error{Code: agent.Error_UNKNOWN,
+				Message: fmt.Sprintf("the agent's answer does not fit in one message: %v", err)}}
+			err = send(conn, resp, nil)
 		}
+		s.observe(opName(&req), resultName(resp), start)
 		if err != nil {
 			s.log.Warn("agent socket: reply failed", "pid", cred.Pid, "err", err)
 			return
