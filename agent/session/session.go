@@ -66,6 +66,8 @@ type Session struct {
 	full      atomic.Bool
 	connected atomic.Bool
 	period    atomic.Int64 // heartbeat period in ns
+	// connects counts the sessions that came up (metrics).
+	connects atomic.Uint64
 
 	// stateCh is told of every connect and disconnect (tests wait on it).
 	stateCh chan bool
@@ -169,6 +171,16 @@ func (s *Session) Managers() []string {
 // Connected reports whether a session stream is up.
 func (s *Session) Connected() bool { return s.connected.Load() }
 
+// Reconnects is how many times a session came up again after the first
+// one since the agent started: each is a manager lost (or left) and a
+// manager found.
+func (s *Session) Reconnects() uint64 {
+	if n := s.connects.Load(); n > 0 {
+		return n - 1
+	}
+	return 0
+}
+
 func (s *Session) addManagers(addrs []string) {
 	if len(addrs) == 0 {
 		return
@@ -203,6 +215,9 @@ func (s *Session) setConnected(addr string, up bool) {
 	}
 	s.mu.Unlock()
 	s.connected.Store(up)
+	if up {
+		s.connects.Add(1)
+	}
 	select {
 	case s.stateCh <- up:
 	default:

@@ -142,6 +142,9 @@ func TestJoinStreamSurviveManagerLossResume(t *testing.T) {
 
 	// Every manager goes: the node keeps serving what it holds.
 	waitState(t, sess, true)
+	if n := sess.Reconnects(); n != 0 {
+		t.Errorf("%d reconnects on the first session", n)
+	}
 	tm.Stop()
 	waitState(t, sess, false)
 	if got, err := readSecret(t, rec.Cache, "web", apiKey.Id); err != nil || got != "k-1" {
@@ -151,6 +154,9 @@ func TestJoinStreamSurviveManagerLossResume(t *testing.T) {
 	// The manager comes back: the session resumes by itself.
 	tm.Restart()
 	waitState(t, sess, true)
+	if n := sess.Reconnects(); n != 1 {
+		t.Errorf("%d reconnects after the manager came back, want 1", n)
+	}
 
 	// The node is cut off (its session stopped) while the cluster changes...
 	cancel()
