@@ -149,9 +149,17 @@ type Container struct {
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// service is the claimed service (annotation lockbox.service).
 	Service string `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
-	// pid is a process in the container's mount namespace; the agent attaches
-	// by setns into /proc/<pid>/ns/mnt. Zero when the caller attaches itself
-	// with the fd it is sent.
+	// pid names the container's process. With attach it is that process as
+	// the agent's pid namespace numbers it: the agent attaches by setns into
+	// /proc/<pid>/ns/mnt. Without attach the caller is in the container (an
+	// OCI createContainer hook) and attaches the fds it is sent itself; pid is
+	// then the pid of the OCI state, as the caller's pid namespace numbers it
+	// (runc's hooks see the container's init as 1), or zero when the runtime
+	// gave none (crun 1.8). The agent finds that process among the caller's
+	// ancestors in the caller's mount and pid namespaces, refuses a pid it
+	// does not find there, and never enters it: it records the process (pid
+	// and start time) to know when the container ends and to tell it from
+	// another container that reuses its ID.
 	Pid int32 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
 	// rootfs is the container's root as seen from the mount namespace the
 	// attach happens in ("/" after pivot_root, the bundle rootfs in a
