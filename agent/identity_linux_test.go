@@ -225,15 +225,37 @@ func TestHookModeKnowsTheContainer(t *testing.T) {
 				t.Errorf("reaped %d while the container runs", n)
 			}
 
-			// The container ends without a release: Reap goes by its pid.
+			// The agent restarts: the record's pid finds the container,
+			// and /proc/<pid>/root its mount (the hook's rootfs, the
+			// bundle's, is gone from the container's namespace).
+			secret, err := os.Open(fmt.Sprintf("/proc/%d/root/run/secrets/db_pw", pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer secret.Close()
+			a.Close()
+			b := newAgent(t, state, newCache(t))
+			if n := b.Reap(context.Background()); n != 0 {
+				t.Errorf("restarted agent reaped %d while the container runs", n)
+			}
+			if got, err := catIn(t, r, "hooked", "/run/secrets/db_pw"); err != nil || got != "hunter2" {
+				t.Errorf("after the restart the container reads %q, %v", got, err)
+			}
+
+			// The container ends without a release: Reap goes by its pid
+			// and wipes the mount it took back.
 			if err := r.Delete(ctx, "hooked"); err != nil {
 				t.Fatal(err)
 			}
-			if n := a.Reap(context.Background()); n != 1 {
+			if n := b.Reap(context.Background()); n != 1 {
 				t.Errorf("reaped %d after the container ended, want 1", n)
 			}
-			if list, _ := a.List(context.Background()); len(list.GetContainers()) != 0 {
+			if list, _ := b.List(context.Background()); len(list.GetContainers()) != 0 {
 				t.Errorf("held after the reap: %v", list)
+			}
+			buf := make([]byte, 16)
+			if n, _ := secret.ReadAt(buf, 0); n != 0 {
+				t.Errorf("the reaped container's secret still reads %q", buf[:n])
 			}
 		})
 	}
@@ -416,5 +438,38 @@ func TestRecoverTakesOnlyItsOwnMount(t *testing.T) {
 	// c2's own mount was taken back, so its release wiped it.
 	if got, err := catIn(t, r, "c2", "/run/secrets/db_pw"); err == nil && got == "hunter2" {
 		t.Error("c2's secret readable after its release")
+	}
+}
+
+// TestHostCallerNamingAPid: a caller that attaches itself but runs in the
+// agent's own mount namespace is in no container, and cannot name one's
+// process.
+func TestHostCallerNamingAPid(t *testing.T) {
+	a := newAgent(t, t.TempDir(), newCache(t))
+	c, err := localapi.Dial(serve(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := busybox.Context(t)
+	_, files, err := c.Prepare(ctx, &api.PrepareRequest{Container: &api.Container{Id: "host", Service: "web", Pid: int32(os.Getpid()), Rootfs: "/nonexistent"}})
+	for _, f := range files {
+		f.Close()
+	}
+	var e *localapi.Error
+	if !errors.As(err, &e) || e.Code != api.Error_INVALID || !strings.Contains(e.Message, "not in the container's mount namespace") {
+		t.Errorf("prepare from the host naming a pid: %v", err)
+	}
+	// Without a pid it is served as before (a tool, a test), and the
+	// record names nothing to judge it by.
+	_, files, err = c.Prepare(ctx, &api.PrepareRequest{Container: &api.Container{Id: "host", Service: "web", Rootfs: "/nonexistent"}})
+	for _, f := range files {
+		f.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := readRecord(t, filepath.Dir(a.records.dir), "host"); rec.identity().known() {
+		t.Errorf("record of a host caller names %+v", rec.identity())
 	}
 }
