@@ -194,7 +194,7 @@ func TestHookContainerProcess(t *testing.T) {
 
 // waitChild returns the first child of pid, waiting for it to appear:
 // another process's fork sends no event to wait on, so /proc is polled.
-func waitChild(t *testing.T, ctx context.Context, pid int) int {
+func waitChild(t testing.TB, ctx context.Context, pid int) int {
 	t.Helper()
 	path := fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)
 	tick := time.NewTicker(2 * time.Millisecond)
@@ -219,11 +219,50 @@ func waitChild(t *testing.T, ctx context.Context, pid int) int {
 	}
 }
 
-func mustMntNS(t *testing.T, pid string) uint64 {
+func mustMntNS(t testing.TB, pid string) uint64 {
 	t.Helper()
 	ns, err := mntNS(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ns
+}
+
+// BenchmarkHookContainerProcess measures what finding a hook's container
+// adds to a hook-mode Prepare; the baseline, in the same run, is the one
+// stat read an attach-mode Prepare pays (pidStart).
+func BenchmarkHookContainerProcess(b *testing.B) {
+	cmd := exec.Command("unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private", "sh", "-c", "sleep 3600 & wait")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	init := waitChild(b, ctx, cmd.Process.Pid)
+	hook := waitChild(b, ctx, init)
+	b.Run("baseline-pidStart", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := pidStart(init); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, claimed := range []int{1, 0} {
+		b.Run(fmt.Sprintf("claimed=%d", claimed), func(b *testing.B) {
+			for b.Loop() {
+				if p, err := hookContainerProcess(hook, claimed); err != nil || p != init {
+					b.Fatal(p, err)
+				}
+			}
+		})
+	}
 }
