@@ -49,6 +49,8 @@ type childSpec struct {
 	LogFile  string
 	NRI      bool
 	NRISock  string
+	// MetricsAddr is --metrics-addr.
+	MetricsAddr string
 }
 
 func runChild(spec string) int {
@@ -69,7 +71,7 @@ func runChild(spec string) int {
 		<-ready
 		fmt.Println("ready")
 	}()
-	err = Run(ctx, Options{Managers: s.Managers, Token: s.Token, StateDir: s.StateDir, Socket: s.Socket, NRI: s.NRI, NRISocket: s.NRISock,
+	err = Run(ctx, Options{Managers: s.Managers, Token: s.Token, StateDir: s.StateDir, Socket: s.Socket, NRI: s.NRI, NRISocket: s.NRISock, MetricsAddr: s.MetricsAddr,
 		Log: slog.New(slog.NewTextHandler(logf, nil)), Ready: ready})
 	if err != nil {
 		fmt.Fprintln(logf, "agent:", err)
@@ -99,6 +101,9 @@ func startChild(t testing.TB, spec childSpec) *child {
 		args := []string{"agent", "--manager", strings.Join(spec.Managers, ","), "--state-dir", spec.StateDir, "--socket", spec.Socket}
 		if spec.Token != "" {
 			args = append(args, "--token", spec.Token)
+		}
+		if spec.MetricsAddr != "" {
+			args = append(args, "--metrics-addr", spec.MetricsAddr)
 		}
 		cmd = exec.Command(spec.Binary, args...)
 		cmd.Env = os.Environ()

@@ -41,6 +41,9 @@ type Options struct {
 	ReapInterval time.Duration
 	// Ready, if set, is closed once the local API serves.
 	Ready chan<- struct{}
+	// MetricsAddr serves Prometheus metrics over plain HTTP on /metrics;
+	// "" (the default) serves none.
+	MetricsAddr string
 }
 
 // Run runs the agent until ctx ends.
@@ -102,6 +105,17 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	srv := localapi.NewServer(core, o.Log.With("part", "localapi"))
+	if o.MetricsAddr != "" {
+		apiMetrics := newLocalAPIMetrics()
+		srv.SetObserver(apiMetrics)
+		ms, err := serveMetrics(o.MetricsAddr, sess, cache, core, apiMetrics, o)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer ms.Close()
+		o.Log.Info("metrics served", "addr", ms.Addr())
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

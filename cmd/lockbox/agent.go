@@ -67,6 +67,7 @@ it out of the process list.`,
 	f.BoolVar(&o.NRI, "nri", false, "serve CRI containers as an NRI plugin of containerd")
 	f.StringVar(&o.NRISocket, "nri-socket", "", "containerd's NRI socket (default: NRI's own default)")
 	f.BoolVar(&o.RequireBitLocker, "require-bitlocker", false, "Windows: refuse to start unless the state directory's volume is BitLocker-protected")
+	f.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics (plain HTTP, no authentication: bind to loopback or a management network; default off)")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 
 	cmd.AddCommand(newAgentLsCommand())
