@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -208,11 +209,41 @@ func (a *Agent) WaitUntil(t testing.TB, what string, cond func() error) {
 	a.waitFor(t, what, time.Minute, cond)
 }
 
+// freeAddr returns a loopback address whose port and the next one (the
+// manager's embedded etcd peer port) are free. The ports are taken below
+// the kernel's ephemeral range: a port from "listen on :0" is an
+// ephemeral one, and any outgoing connection on the machine may take its
+// neighbour as a source port before the manager binds it.
 func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	t.Helper()
+	lo, _ := ephemeralRange()
+	for range 200 {
+		port := 10000 + rand.IntN(lo-10001)
+		a, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		b, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
+		a.Close()
+		if err != nil {
+			continue
+		}
+		b.Close()
+		return fmt.Sprintf("127.0.0.1:%d", port)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no two free consecutive loopback ports below the ephemeral range")
+	return ""
+}
+
+// ephemeralRange reads net.ipv4.ip_local_port_range (Linux's default when
+// unreadable).
+func ephemeralRange() (int, int) {
+	lo, hi := 32768, 60999
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &lo, &hi)
+	}
+	if lo <= 10001 {
+		lo = 32768
+	}
+	return lo, hi
 }
