@@ -15,7 +15,9 @@
 // certificates), Cluster (manager certificates) and Admin (admin
 // certificates); the unix admin socket serves Admin to uid 0 only, checked
 // with SO_PEERCRED on every connection. A manager with autolock serves
-// nothing but Admin.Unlock until it is unlocked.
+// nothing but Admin.Unlock until it is unlocked. With --metrics-addr, a
+// plain-HTTP listener serves Prometheus metrics on /metrics (no secret
+// data, no label per node or secret; see docs/metrics.md).
 //
 // The package holds wiring and authorisation only: object rules live in
 // manager/store and manager/admin, crypto in manager/keys and manager/ca,

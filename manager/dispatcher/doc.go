@@ -13,6 +13,11 @@
 // (and gRPC's writer) is done with them. Sessions send these pre-encoded
 // messages, so the gRPC server must use Codec.
 //
+// Collector exposes the dispatcher's counters (messages and changes sent,
+// sessions closed by reason, fan-out latency) and gauges read from its
+// index at scrape time (sessions, services, nodes) to a Prometheus
+// registry; the package registers nothing itself.
+//
 // A session starts with a COMPLETE message, or, when the node resumes from a
 // revision etcd still holds, with the INCREMENTAL difference between its view
 // at that revision and its view now.
