@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -208,5 +210,38 @@ func TestMetricsAddrInUse(t *testing.T) {
 	logs, _ := os.ReadFile(spec.LogFile)
 	if !strings.Contains(string(logs), "metrics listener on "+spec.MetricsAddr) {
 		t.Errorf("the log does not say why the agent stopped:\n%s", logs)
+	}
+}
+
+// The real `lockbox agent --metrics-addr` serves the same endpoint: the
+// flag reaches the daemon.
+func TestMetricsFromLockboxBinary(t *testing.T) {
+	bin := lockboxBinary(t)
+	tm := managertest.Start(t)
+	data := marker(t, "metrics")
+	tm.Service("web", tm.Secret("db_pw", data))
+	spec := childSpecIn(t, t.TempDir(), []string{tm.Addr}, tm.WorkerToken())
+	spec.Binary = bin
+	spec.MetricsAddr = freeAddr(t)
+	c := startChild(t, spec)
+	waitUntil(t, "the grant", func() bool { return granted(t, c.client(t), "web") })
+	mfs := scrape(t, spec.MetricsAddr)
+	if got := metric(mfs, "lockbox_agent_session_connected"); got != 1 {
+		t.Errorf("session connected = %v", got)
+	}
+	if got := metric(mfs, "lockbox_agent_secrets"); got != 1 {
+		t.Errorf("secrets = %v", got)
+	}
+	resp, err := http.Get("http://" + spec.MetricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(body, data) {
+		t.Error("the metrics carry the secret's data")
 	}
 }
