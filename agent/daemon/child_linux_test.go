@@ -143,8 +143,14 @@ func startChild(t testing.TB, spec childSpec) *child {
 				t.Fatalf("lockbox agent exited: %v\n%s", err, logs)
 			default:
 			}
-			_, err := os.Stat(spec.Socket)
-			return err == nil
+			// The socket file appears at bind, before listen: only a
+			// connection tells that the agent answers.
+			cl, err := localapi.Dial(spec.Socket)
+			if err != nil {
+				return false
+			}
+			cl.Close()
+			return true
 		})
 		return c
 	}
