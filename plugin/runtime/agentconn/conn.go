@@ -1,0 +1,267 @@
+//go:build linux
+
+package agentconn
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Container is the agent's view of a claiming container (api/agent's
+// Container).
+type Container struct {
+	ID             string
+	Service        string
+	Pid            int
+	Rootfs         string
+	ReadonlyRootfs bool
+	UIDMappings    []IDMapping
+	GIDMappings    []IDMapping
+	OS             string
+}
+
+// IDMapping is one user-namespace mapping range.
+type IDMapping struct {
+	ContainerID, HostID, Size uint32
+}
+
+// Mount is one mount the agent prepared: FdIndex names the file that
+// carries it, or is -1 when the agent attached it itself.
+type Mount struct {
+	Target  string
+	FdIndex int
+}
+
+// Code is the agent's error code (api/agent's Error.Code).
+type Code int32
+
+// The codes of api/agent's Error.Code.
+const (
+	Unknown          Code = 0
+	NotGranted       Code = 1
+	Invalid          Code = 2
+	PermissionDenied Code = 3
+	NotFound         Code = 4
+)
+
+var codeNames = [...]string{"UNKNOWN", "NOT_GRANTED", "INVALID", "PERMISSION_DENIED", "NOT_FOUND"}
+
+func (c Code) String() string {
+	if c >= 0 && int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return fmt.Sprintf("%d", int32(c))
+}
+
+// Error is a failure the agent reported. It reads like agent/localapi's
+// Error, so that a user sees the same message whichever client asked.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("agent: %s: %s", e.Code, e.Message)
+}
+
+const (
+	// maxMessage is agent/localapi's MaxMessageSize: one datagram.
+	maxMessage = 128 << 10
+	// maxFDs is the kernel's limit of fds in one SCM_RIGHTS message.
+	maxFDs = 253
+)
+
+// Conn is one connection to the agent. Requests are served one at a time;
+// a Conn is not safe for concurrent use.
+type Conn struct {
+	fd int
+	// broken is set once a request failed mid-way: a late response could
+	// otherwise be read as the answer to the next request.
+	broken error
+}
+
+// Dial connects to the agent's socket. Every later call on the
+// connection fails after timeout (zero: no limit).
+func Dial(socket string, timeout time.Duration) (*Conn, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dial agent at %s: %w", socket, err)
+	}
+	c := &Conn{fd: fd}
+	if err := c.dial(socket, timeout); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Conn) dial(socket string, timeout time.Duration) error {
+	if timeout > 0 {
+		tv := unix.NsecToTimeval(timeout.Nanoseconds())
+		for _, opt := range []int{unix.SO_SNDTIMEO, unix.SO_RCVTIMEO} {
+			if err := unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, opt, &tv); err != nil {
+				return fmt.Errorf("dial agent at %s: set timeout: %w", socket, err)
+			}
+		}
+	}
+	if err := retry(func() error { return unix.Connect(c.fd, &unix.SockaddrUnix{Name: socket}) }); err != nil {
+		return fmt.Errorf("dial agent at %s: %w", socket, &os.SyscallError{Syscall: "connect", Err: err})
+	}
+	// The agent is root: a process of another user answering here (one
+	// that could write the socket's directory) would be handed every
+	// container's claim and could hand back mounts of its choosing.
+	cred, err := unix.GetsockoptUcred(c.fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return fmt.Errorf("dial agent at %s: peer credentials: %w", socket, err)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return &Error{Code: PermissionDenied, Message: fmt.Sprintf("the process listening on %s (pid %d) runs as uid %d, not root: it is not the agent", socket, cred.Pid, cred.Uid)}
+	}
+	return nil
+}
+
+// retry repeats a call a signal interrupted.
+func retry(fn func() error) error {
+	for {
+		if err := fn(); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// Close closes the connection. Files returned by Prepare stay open.
+func (c *Conn) Close() error {
+	return unix.Close(c.fd)
+}
+
+// Prepare asks the agent to build the container's secrets mount, and with
+// attach to attach it into the mount namespace of ctr.Pid itself. Without
+// attach the returned mounts name, by FdIndex, the returned files, which
+// the caller owns and must close.
+func (c *Conn) Prepare(ctr *Container, attach bool) ([]Mount, []*os.File, error) {
+	resp, files, err := c.roundTrip(encodePrepare(ctr, attach))
+	if err != nil {
+		return nil, nil, err
+	}
+	if !resp.prepared {
+		closeAll(files)
+		return nil, nil, errors.New("agent: prepare: response without a result")
+	}
+	for _, m := range resp.mounts {
+		if m.FdIndex < -1 || m.FdIndex >= len(files) {
+			closeAll(files)
+			return nil, nil, fmt.Errorf("agent: prepare: mount %s names fd %d of %d", m.Target, m.FdIndex, len(files))
+		}
+	}
+	return resp.mounts, files, nil
+}
+
+// Release has the agent wipe and forget the container's mount, and returns
+// once it has. Releasing a container the agent does not know is not an
+// error.
+func (c *Conn) Release(id string) error {
+	resp, files, err := c.roundTrip(encodeRelease(id))
+	closeAll(files)
+	if err != nil {
+		return err
+	}
+	if !resp.released {
+		return errors.New("agent: release: response without a result")
+	}
+	return nil
+}
+
+func (c *Conn) roundTrip(req []byte) (*response, []*os.File, error) {
+	if c.broken != nil {
+		return nil, nil, fmt.Errorf("agent: connection unusable after an earlier failure: %w", c.broken)
+	}
+	if len(req) > maxMessage {
+		return nil, nil, fmt.Errorf("agent: request of %d bytes is larger than a datagram", len(req))
+	}
+	if err := retry(func() error { return unix.Sendmsg(c.fd, req, nil, nil, 0) }); err != nil {
+		c.broken = fmt.Errorf("agent: send: %w", timeoutErr(err))
+		return nil, nil, c.broken
+	}
+	buf := make([]byte, maxMessage+1)
+	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
+	var n, oobn, flags int
+	err := retry(func() (err error) {
+		n, oobn, flags, _, err = unix.Recvmsg(c.fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		return err
+	})
+	if err != nil {
+		c.broken = fmt.Errorf("agent: receive: %w", timeoutErr(err))
+		return nil, nil, c.broken
+	}
+	files, err := parseRights(oob[:oobn])
+	if err != nil {
+		closeAll(files)
+		c.broken = fmt.Errorf("agent: receive: %w", err)
+		return nil, nil, c.broken
+	}
+	switch {
+	case n == 0 && oobn == 0:
+		// A zero-length datagram on SOCK_SEQPACKET is the peer closing.
+		err = errors.New("agent closed the connection")
+	case n > maxMessage || flags&unix.MSG_TRUNC != 0:
+		err = errors.New("response larger than a datagram")
+	case flags&unix.MSG_CTRUNC != 0:
+		err = errors.New("control message truncated: fds lost")
+	}
+	if err != nil {
+		closeAll(files)
+		c.broken = fmt.Errorf("agent: receive: %w", err)
+		return nil, nil, c.broken
+	}
+	resp, err := decodeResponse(buf[:n])
+	if err != nil {
+		closeAll(files)
+		return nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	if resp.err != nil {
+		closeAll(files)
+		return nil, nil, resp.err
+	}
+	return resp, files, nil
+}
+
+// timeoutErr names the socket timeout for what it is.
+func timeoutErr(err error) error {
+	if err == unix.EAGAIN {
+		return errors.New("timed out waiting for the agent")
+	}
+	return err
+}
+
+func parseRights(oob []byte) ([]*os.File, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("parse control message: %w", err)
+	}
+	var files []*os.File
+	for i := range msgs {
+		fds, err := unix.ParseUnixRights(&msgs[i])
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			files = append(files, os.NewFile(uintptr(fd), "lockbox-mount"))
+		}
+	}
+	return files, nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
+}

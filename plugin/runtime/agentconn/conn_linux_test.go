@@ -1,0 +1,235 @@
+//go:build linux
+
+package agentconn
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/lockbox-project/lockbox/agent/localapi"
+	"github.com/lockbox-project/lockbox/api/agent"
+)
+
+// handler is a scripted agent behind the real local API server.
+type handler struct {
+	mu       sync.Mutex
+	prepared []*agent.PrepareRequest
+	released []string
+	// prepare answers a Prepare; nil answers one attached mount.
+	prepare func(*agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error)
+	// block, when set, holds every request until it is closed.
+	block chan struct{}
+}
+
+func (h *handler) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
+	if h.block != nil {
+		<-h.block
+	}
+	h.mu.Lock()
+	h.prepared = append(h.prepared, req)
+	h.mu.Unlock()
+	if h.prepare != nil {
+		return h.prepare(req)
+	}
+	return &agent.PrepareResponse{Mounts: []*agent.MountPoint{{Target: "/run/secrets", FdIndex: -1}}}, nil, nil
+}
+
+func (h *handler) Release(ctx context.Context, id string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.released = append(h.released, id)
+	return nil
+}
+
+func (h *handler) List(ctx context.Context) (*agent.ListResponse, error) {
+	return &agent.ListResponse{}, nil
+}
+
+func serve(t *testing.T, h *handler) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "run", "agent.sock")
+	ln, err := localapi.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := localapi.NewServer(h, nil)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		if h.block != nil {
+			select {
+			case <-h.block:
+			default:
+				close(h.block)
+			}
+		}
+		srv.Close()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return sock
+}
+
+func TestPrepareAndReleaseWithTheRealServer(t *testing.T) {
+	h := &handler{}
+	c, err := Dial(serve(t, h), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctr := &Container{ID: "c1", Service: "web", Pid: 4242, Rootfs: "/", OS: "linux", ReadonlyRootfs: true,
+		UIDMappings: []IDMapping{{0, 100000, 65536}}}
+	mounts, files, err := c.Prepare(ctr, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 0 || len(mounts) != 1 || mounts[0] != (Mount{"/run/secrets", -1}) {
+		t.Fatalf("mounts %+v, %d files", mounts, len(files))
+	}
+	if err := c.Release("c1"); err != nil {
+		t.Fatal(err)
+	}
+	want := &agent.PrepareRequest{Attach: true, Container: &agent.Container{Id: "c1", Service: "web", Pid: 4242, Rootfs: "/", Os: "linux",
+		ReadonlyRootfs: true, UidMappings: []*agent.IDMapping{{ContainerId: 0, HostId: 100000, Size: 65536}}}}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.prepared) != 1 || !proto.Equal(h.prepared[0], want) {
+		t.Fatalf("agent got %v, want %v", h.prepared, want)
+	}
+	if len(h.released) != 1 || h.released[0] != "c1" {
+		t.Fatalf("released %q", h.released)
+	}
+}
+
+// Without attach the agent hands the mounts over as fds: they must arrive
+// open, in order, and be the caller's.
+func TestPrepareReceivesFiles(t *testing.T) {
+	dir := t.TempDir()
+	h := &handler{prepare: func(*agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
+		var files []*os.File
+		resp := &agent.PrepareResponse{}
+		for i, name := range []string{"a", "b"} {
+			p := filepath.Join(dir, name)
+			if err := os.WriteFile(p, []byte(name), 0o600); err != nil {
+				return nil, nil, err
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				return nil, nil, err
+			}
+			files = append(files, f)
+			resp.Mounts = append(resp.Mounts, &agent.MountPoint{Target: "/run/secrets/" + name, FdIndex: int32(i)})
+		}
+		return resp, files, nil
+	}}
+	c, err := Dial(serve(t, h), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mounts, files, err := c.Prepare(&Container{ID: "c1", Service: "web", Pid: 1}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(files)
+	if len(mounts) != 2 || len(files) != 2 {
+		t.Fatalf("mounts %+v, %d files", mounts, len(files))
+	}
+	for _, m := range mounts {
+		b, err := io.ReadAll(files[m.FdIndex])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := strings.TrimPrefix(m.Target, "/run/secrets/"); string(b) != want {
+			t.Errorf("mount %s: fd %d reads %q, want %q", m.Target, m.FdIndex, b, want)
+		}
+	}
+}
+
+func TestAgentErrorKeepsItsCode(t *testing.T) {
+	h := &handler{prepare: func(req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
+		return nil, nil, localapi.Errorf(agent.Error_NOT_GRANTED, "service %q is not granted to this node", req.GetContainer().GetService())
+	}}
+	c, err := Dial(serve(t, h), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _, err = c.Prepare(&Container{ID: "c1", Service: "db", Pid: 1}, true)
+	var e *Error
+	if !errors.As(err, &e) || e.Code != NotGranted {
+		t.Fatalf("err = %v, want a NOT_GRANTED *Error", err)
+	}
+	// The same text the localapi client shows.
+	if want := localapi.Errorf(agent.Error_NOT_GRANTED, `service "db" is not granted to this node`).Error(); err.Error() != want {
+		t.Fatalf("err = %q, want %q", err, want)
+	}
+	// An agent error is an answer: the connection stays usable.
+	if err := c.Release("c1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTimeoutBreaksTheConnection(t *testing.T) {
+	h := &handler{block: make(chan struct{})}
+	c, err := Dial(serve(t, h), 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _, err = c.Prepare(&Container{ID: "c1", Service: "web", Pid: 1}, true)
+	if err == nil || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("err = %v, want a timeout", err)
+	}
+	close(h.block)
+	// The late answer must never be read as the answer to the next request.
+	if err := c.Release("c1"); err == nil || !strings.Contains(err.Error(), "unusable") {
+		t.Fatalf("release after a timeout: %v", err)
+	}
+}
+
+func TestDialErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Dial(filepath.Join(dir, "missing.sock"), time.Second); err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing socket: %v", err)
+	}
+	// A regular file where the socket should be.
+	p := filepath.Join(dir, "file")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Dial(p, time.Second); err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("not a socket: %v", err)
+	}
+}
+
+// A request larger than one datagram is refused before it is sent, and
+// the connection stays usable.
+func TestOversizedRequestIsRefused(t *testing.T) {
+	h := &handler{}
+	c, err := Dial(serve(t, h), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	big := &Container{ID: "c1", Service: strings.Repeat("s", maxMessage)}
+	if _, _, err := c.Prepare(big, true); err == nil || !strings.Contains(err.Error(), "larger than a datagram") {
+		t.Fatalf("oversized request: %v", err)
+	}
+	if err := c.Release("c1"); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.prepared) != 0 {
+		t.Fatal("the agent saw the oversized request")
+	}
+}
