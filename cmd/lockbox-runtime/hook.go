@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/lockbox-project/lockbox/agent/localapi"
 	"github.com/lockbox-project/lockbox/linux"
-	"github.com/lockbox-project/lockbox/plugin/hook"
+	"github.com/lockbox-project/lockbox/mounter"
+	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 )
 
 // defaultHookLog is where hook runs are recorded: runc throws a hook's
@@ -23,16 +23,10 @@ func runHook(args []string, socket string) int {
 		fmt.Fprintln(os.Stderr, "usage: lockbox-runtime hook createContainer|poststop  (OCI state on stdin)")
 		return 2
 	}
-	h := &hook.Hook{
+	h := &hotpath.Hook{
 		Socket: socket,
-		Dial: func(s string) (hook.Agent, error) {
-			c, err := localapi.Dial(s)
-			if err != nil {
-				return nil, err
-			}
-			return c, nil
-		},
-		Attach: linux.AttachHandovers,
+		Dial:   hotpath.DialAgent,
+		Attach: attach,
 	}
 	start := time.Now()
 	err := h.Run(args[0], os.Stdin)
@@ -62,4 +56,14 @@ func logHook(event string, took time.Duration, err error) {
 		result = "error: " + err.Error()
 	}
 	fmt.Fprintf(f, "%s hook %s pid=%d took=%s %s\n", time.Now().UTC().Format(time.RFC3339Nano), event, os.Getpid(), took.Round(time.Microsecond), result)
+}
+
+// attach is linux.AttachHandovers: the mounts' targets are resolved inside
+// rootfs without ever leaving it.
+func attach(rootfs string, hs []hotpath.Handover) error {
+	mhs := make([]mounter.Handover, len(hs))
+	for i, h := range hs {
+		mhs[i] = mounter.Handover{Target: h.Target, File: h.File}
+	}
+	return linux.AttachHandovers(rootfs, mhs)
 }

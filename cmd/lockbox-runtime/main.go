@@ -2,53 +2,51 @@
 
 // Command lockbox-runtime stands in for runc on the container-start path: it
 // has the agent mount the secrets of a container that claims a service, and
-// passes every other call straight to the real runc.
+// passes every other call straight to the real runc. "lockbox-runtime hook
+// createContainer|poststop" is the OCI hook entry point.
 //
-// It is on the hot path of every container start, so it links only the
-// agent's local API client: no gRPC, no etcd, no manager code.
+// It runs once for every runc call of every container, so it links only
+// plugin/runtime/hotpath, its hand-coded agent client and, for the hook's
+// attach, linux: no protobuf, no net package, no gRPC, no etcd, no manager
+// code (TestBinaryLinksNoHeavyPackages).
 package main
 
 import (
 	"fmt"
 	"os"
 
-	"github.com/lockbox-project/lockbox/agent/localapi"
-	"github.com/lockbox-project/lockbox/plugin/runtime"
+	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 )
+
+// defaultSocket is agent/localapi.DefaultSocket, repeated so that this
+// binary does not link the agent's protobuf API.
+const defaultSocket = "/run/lockbox/agent.sock"
 
 func main() {
 	socket := os.Getenv("LOCKBOX_AGENT_SOCKET")
 	if socket == "" {
-		socket = localapi.DefaultSocket
+		socket = defaultSocket
 	}
 	if len(os.Args) > 1 && os.Args[1] == "hook" {
 		os.Exit(runHook(os.Args[2:], socket))
 	}
 	self, _ := os.Executable()
-	runc, err := runtime.LookRunc(os.Getenv, self)
+	runc, err := hotpath.LookRunc(os.Getenv, self)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lockbox-runtime:", err)
 		os.Exit(127)
 	}
-	w := &runtime.Wrapper{
+	w := &hotpath.Wrapper{
 		Runc:     runc,
 		Socket:   socket,
-		Dial:     dial,
+		Dial:     hotpath.DialAgent,
 		HookPath: self,
 	}
 	if v := os.Getenv("LOCKBOX_HOOK_LOG"); v != "" {
 		w.HookEnv = append(w.HookEnv, "LOCKBOX_HOOK_LOG="+v)
 	}
 	if os.Getenv("LOCKBOX_RUNTIME_MODE") == "hook" {
-		w.Mode = runtime.AttachInHook
+		w.Mode = hotpath.AttachInHook
 	}
 	os.Exit(w.Main(os.Args[1:]))
-}
-
-func dial(socket string) (runtime.Agent, error) {
-	c, err := localapi.Dial(socket)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
 }

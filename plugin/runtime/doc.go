@@ -1,14 +1,11 @@
-// Package runtime is the logic of lockbox-runtime, the runc wrapper that
-// containerd's runc shim calls in place of runc.
+// Package runtime holds the runtime-spec view of a claiming bundle for
+// code that already links the runtime-spec types and the agent's protobuf
+// API (plugin/hook): ReadClaim decodes the whole config.json into a
+// specs.Spec and Claim.Container builds an api/agent Container.
 //
-// It parses runc's command line just enough to know the subcommand, the
-// container ID, the bundle and the pid file. A "create" (or "run") of a
-// container whose bundle config.json carries the annotation lockbox.service
-// has the node agent make that service's secrets appear in the container
-// before its process runs; a "delete" asks the agent to wipe them. Every other
-// invocation is handed to the real runc unchanged with execve, so a container
-// that claims nothing pays one exec and one small file read.
-//
-// The package talks to the agent through the small Agent interface defined
-// here; it never touches mounts, secret bytes, etcd or gRPC itself.
+// lockbox-runtime itself does not use this package: the runc wrapper and
+// its hook are in plugin/runtime/hotpath, which links neither protobuf nor
+// the runtime-spec types, and talks to the agent with
+// plugin/runtime/agentconn. Which bundles claim what is decided there, in
+// one place; this package only adds the full decode.
 package runtime

@@ -1,10 +1,9 @@
 //go:build linux
 
-package runtime
+package hotpath
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,18 +16,17 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 )
 
-// Agent is the part of the agent's local API client the wrapper uses.
-type Agent interface {
-	Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error)
-	Release(ctx context.Context, containerID string) error
-	Close() error
+// DialAgent is the Dialer of lockbox-runtime: agentconn.Dial.
+func DialAgent(socket string, timeout time.Duration) (Agent, error) {
+	c, err := agentconn.Dial(socket, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
-
-// Dialer connects to the agent socket.
-type Dialer func(socket string) (Agent, error)
 
 // Mode is how a claiming container gets its secrets on "create".
 type Mode int
@@ -144,11 +142,20 @@ func (w *Wrapper) create(inv *Invocation) int {
 			return 1
 		}
 	}
+	// Connect first: a node whose agent is down fails the create before
+	// runc builds a container only to take it back, and the connection is
+	// ready when runc returns.
+	a, err := w.Dial(w.Socket, w.timeout())
+	if err != nil {
+		w.report(inv, fmt.Sprintf("lockbox: container %s claims service %q: lockbox agent not reachable: %v", inv.ID, claim.Service, err))
+		return 1
+	}
+	defer a.Close()
 	if code := w.runRunc(inv, inv.Args); code != 0 {
 		// runc has reported why, in its log and on stderr.
 		return code
 	}
-	if err := w.attach(inv, claim); err != nil {
+	if err := w.attach(inv, claim, a); err != nil {
 		w.report(inv, fmt.Sprintf("lockbox: container %s claims service %q: %v", inv.ID, claim.Service, err))
 		// Fail closed: a container that was promised secrets must not run
 		// without them. Take back what runc created.
@@ -159,22 +166,12 @@ func (w *Wrapper) create(inv *Invocation) int {
 	return 0
 }
 
-func (w *Wrapper) attach(inv *Invocation, claim *Claim) error {
+func (w *Wrapper) attach(inv *Invocation, claim *Claim, a Agent) error {
 	pid, err := w.containerPid(inv)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), w.timeout())
-	defer cancel()
-	a, err := w.Dial(w.Socket)
-	if err != nil {
-		return fmt.Errorf("lockbox agent not reachable: %w", err)
-	}
-	defer a.Close()
-	resp, files, err := a.Prepare(ctx, &agent.PrepareRequest{
-		Container: claim.Container(inv.ID, pid, "/"),
-		Attach:    true,
-	})
+	mounts, files, err := a.Prepare(claim.Container(inv.ID, pid, "/"), true)
 	for _, f := range files {
 		// The agent attached itself; an fd here is unexpected and not ours
 		// to keep.
@@ -183,9 +180,9 @@ func (w *Wrapper) attach(inv *Invocation, claim *Claim) error {
 	if err != nil {
 		return err
 	}
-	for _, m := range resp.GetMounts() {
-		if m.GetFdIndex() != -1 {
-			return fmt.Errorf("agent left mount %s for the caller to attach", m.GetTarget())
+	for _, m := range mounts {
+		if m.FdIndex != -1 {
+			return fmt.Errorf("agent left mount %s for the caller to attach", m.Target)
 		}
 	}
 	return nil
@@ -224,15 +221,15 @@ func (w *Wrapper) release(inv *Invocation) {
 	if !mayClaim(inv) {
 		return
 	}
-	a, err := w.Dial(w.Socket)
+	a, err := w.Dial(w.Socket, w.timeout())
 	if err != nil {
 		w.log(inv, "warning", fmt.Sprintf("lockbox: release %s: %v", inv.ID, err))
 		return
 	}
 	defer a.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), w.timeout())
-	defer cancel()
-	if err := a.Release(ctx, inv.ID); err != nil {
+	// Release returns once the agent has wiped the mount: only then may
+	// runc delete the container and its ID be used again.
+	if err := a.Release(inv.ID); err != nil {
 		w.log(inv, "warning", fmt.Sprintf("lockbox: release %s: %v", inv.ID, err))
 	}
 }

@@ -1,10 +1,9 @@
 //go:build linux
 
-package runtime
+package hotpath
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -12,10 +11,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 )
 
 // fakeRunc is a shell script standing in for runc: it records each call's
@@ -33,22 +33,22 @@ exit ${FAKE_RUNC_EXIT:-0}
 
 type fakeAgent struct {
 	mu       sync.Mutex
-	prepared []*agent.PrepareRequest
+	prepared []prepareCall
 	released []string
 	err      error
 }
 
-func (a *fakeAgent) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
+func (a *fakeAgent) Prepare(c *agentconn.Container, attach bool) ([]agentconn.Mount, []*os.File, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.prepared = append(a.prepared, req)
+	a.prepared = append(a.prepared, prepareCall{*c, attach})
 	if a.err != nil {
 		return nil, nil, a.err
 	}
-	return &agent.PrepareResponse{Mounts: []*agent.MountPoint{{Target: "/run/secrets", FdIndex: -1}}}, nil, nil
+	return []agentconn.Mount{{Target: "/run/secrets", FdIndex: -1}}, nil, nil
 }
 
-func (a *fakeAgent) Release(ctx context.Context, id string) error {
+func (a *fakeAgent) Release(id string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.released = append(a.released, id)
@@ -93,7 +93,7 @@ func newRig(t *testing.T, spec *specs.Spec) *rig {
 	r.w = &Wrapper{
 		Runc:     runc,
 		Socket:   r.socket,
-		Dial:     func(string) (Agent, error) { return r.agent, nil },
+		Dial:     func(string, time.Duration) (Agent, error) { return r.agent, nil },
 		HookPath: "/usr/local/bin/lockbox-runtime",
 		Stderr:   &r.stderr,
 		Exec: func(argv0 string, argv, env []string) error {
@@ -195,13 +195,13 @@ func TestClaimingCreateAttachesAfterCreate(t *testing.T) {
 		t.Fatalf("prepared %d times", len(r.agent.prepared))
 	}
 	got := r.agent.prepared[0]
-	want := &agent.Container{
-		Id: "c1", Service: "web", Pid: 4242, Rootfs: "/", Os: "linux",
-		UidMappings: []*agent.IDMapping{{ContainerId: 0, HostId: 100000, Size: 65536}},
-		GidMappings: []*agent.IDMapping{{ContainerId: 0, HostId: 200000, Size: 65536}},
+	want := agentconn.Container{
+		ID: "c1", Service: "web", Pid: 4242, Rootfs: "/", OS: "linux",
+		UIDMappings: []agentconn.IDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}},
+		GIDMappings: []agentconn.IDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}},
 	}
-	if !got.GetAttach() || got.GetContainer().String() != want.String() {
-		t.Fatalf("prepare = %v, want attach of %v", got, want)
+	if !got.attach || !reflect.DeepEqual(got.ctr, want) {
+		t.Fatalf("prepare = %+v, want attach of %+v", got, want)
 	}
 }
 
@@ -211,7 +211,7 @@ func TestClaimingCreateWithoutPidFileAsksRuncState(t *testing.T) {
 	if code := r.w.Main([]string{"--root", root, "create", "--bundle", r.bundle, "c1"}); code != 0 {
 		t.Fatalf("exit %d: %s", code, r.stderr.String())
 	}
-	if len(r.agent.prepared) != 1 || r.agent.prepared[0].GetContainer().GetPid() != 4343 {
+	if len(r.agent.prepared) != 1 || r.agent.prepared[0].ctr.Pid != 4343 {
 		t.Fatalf("prepared %v, want pid 4343 from runc state", r.agent.prepared)
 	}
 	if calls := r.runcCalls(t); len(calls) != 2 || calls[1] != "--root "+root+" state c1" {
@@ -247,15 +247,17 @@ func TestNotGrantedFailsAndDeletes(t *testing.T) {
 	}
 }
 
+// With the agent down a claiming create fails before runc builds anything.
 func TestAgentDownFailsClosed(t *testing.T) {
 	r := newRig(t, claiming("web"))
-	r.w.Dial = func(s string) (Agent, error) { return nil, errString("dial agent at " + s + ": connection refused") }
+	r.w.Dial = func(s string, _ time.Duration) (Agent, error) {
+		return nil, errString("dial agent at " + s + ": connection refused")
+	}
 	if code := r.w.Main(r.createArgs()); code == 0 {
 		t.Fatal("claiming container created with the agent down")
 	}
-	calls := r.runcCalls(t)
-	if len(calls) != 2 || !strings.HasSuffix(calls[1], "delete --force c1") {
-		t.Fatalf("runc calls = %q, want create then delete --force", calls)
+	if calls := r.runcCalls(t); calls != nil || len(r.execs) != 0 {
+		t.Fatalf("runc calls = %q, execs = %q: runc ran with the agent down", calls, r.execs)
 	}
 	if !strings.Contains(r.stderr.String(), "agent not reachable") || !strings.Contains(r.stderr.String(), `"web"`) {
 		t.Errorf("stderr = %q", r.stderr.String())
@@ -306,7 +308,7 @@ func TestReadonlyRootfsGetsPlaceholder(t *testing.T) {
 	if !bytes.Contains(b, []byte(`"x-future":{"a":1}`)) {
 		t.Fatalf("unknown key lost: %s", b)
 	}
-	if !r.agent.prepared[0].GetContainer().GetReadonlyRootfs() {
+	if !r.agent.prepared[0].ctr.ReadonlyRootfs {
 		t.Error("readonly_rootfs not passed to the agent")
 	}
 }
@@ -389,7 +391,7 @@ func TestDeleteSkipsAgentForRuncStateWithoutClaim(t *testing.T) {
 func TestDeleteWithoutAgentSocket(t *testing.T) {
 	r := newRig(t, claiming("web"))
 	os.Remove(r.socket)
-	r.w.Dial = func(string) (Agent, error) { t.Fatal("dialed a missing socket"); return nil, nil }
+	r.w.Dial = func(string, time.Duration) (Agent, error) { t.Fatal("dialed a missing socket"); return nil, nil }
 	r.w.Main([]string{"delete", "c9"})
 	if len(r.execs) != 1 {
 		t.Fatalf("execs = %q", r.execs)
@@ -400,21 +402,57 @@ type errString string
 
 func (e errString) Error() string { return string(e) }
 
+// FuzzReadClaim decodes config.json with the wrapper's partial decode and
+// with the full runtime-spec Spec: whenever the full decode accepts a
+// document, the partial one must accept it and read the same claim.
 func FuzzReadClaim(f *testing.F) {
 	f.Add([]byte(`{"annotations":{"lockbox.service":"web"}}`))
 	f.Add([]byte(`{"process":{"env":["lockbox.service"]}}`))
 	f.Add([]byte(`{"annotations":{"lockbox.service":""}, "root":{"readonly":true}}`))
+	f.Add([]byte(`{"annotations":{"lockbox.service":"w","io.kubernetes.cri.container-type":"sandbox"}}`))
+	f.Add([]byte(`{"root":{"path":"rootfs","readonly":true},"mounts":[{"destination":"/run"}],"linux":{"uidMappings":[{"containerID":0,"hostID":1000,"size":1}]},"annotations":{"lockbox.service":"web"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		c, err := ReadClaim(dir)
-		if err != nil || c == nil {
+		c, err := parseClaim(b, "config.json")
+		var spec specs.Spec
+		if json.Unmarshal(b, &spec) != nil {
 			return
 		}
-		if c.Service == "" {
-			t.Fatal("claim with an empty service")
+		service, claims := spec.Annotations[ServiceAnnotation]
+		if spec.Annotations[CRIContainerType] == "sandbox" || !bytes.Contains(b, annotationKey) {
+			claims = false
+		}
+		switch {
+		case claims && service == "":
+			if err != ErrEmptyService {
+				t.Fatalf("empty service: %v, %v", c, err)
+			}
+			return
+		case err != nil:
+			t.Fatalf("the runtime-spec decodes %q, the wrapper says %v", b, err)
+		case claims != (c != nil):
+			t.Fatalf("claims %v, wrapper's claim %+v", claims, c)
+		case c == nil:
+			return
+		}
+		want := &Claim{Service: service}
+		if spec.Root != nil {
+			want.RootPath, want.ReadonlyRootfs = spec.Root.Path, spec.Root.Readonly
+		}
+		if spec.Linux != nil {
+			for _, m := range spec.Linux.UIDMappings {
+				want.UIDMappings = append(want.UIDMappings, agentconn.IDMapping{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Size})
+			}
+			for _, m := range spec.Linux.GIDMappings {
+				want.GIDMappings = append(want.GIDMappings, agentconn.IDMapping{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Size})
+			}
+		}
+		for _, m := range spec.Mounts {
+			want.Mounts = append(want.Mounts, m.Destination)
+		}
+		got := *c
+		got.raw, got.path = nil, ""
+		if !reflect.DeepEqual(&got, want) {
+			t.Fatalf("%q:\n got %+v\nwant %+v", b, &got, want)
 		}
 		c.NeedsPlaceholder()
 		_ = c.Container("x", 1, "/")
@@ -440,11 +478,19 @@ func TestNeedsPlaceholder(t *testing.T) {
 		{"userns, /run/secrets mount", false, userns, []string{"/run/secrets/"}, false},
 	}
 	for _, tt := range tests {
-		spec := &specs.Spec{Root: &specs.Root{Path: "rootfs", Readonly: tt.readonly}, Linux: tt.linux}
+		spec := claiming("web")
+		spec.Root.Readonly, spec.Linux, spec.Mounts = tt.readonly, tt.linux, nil
 		for _, m := range tt.mounts {
 			spec.Mounts = append(spec.Mounts, specs.Mount{Destination: m})
 		}
-		c := &Claim{Spec: spec}
+		b, err := json.Marshal(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := parseClaim(b, "config.json")
+		if err != nil || c == nil {
+			t.Fatalf("%s: claim %v, %v", tt.name, c, err)
+		}
 		if got := c.NeedsPlaceholder(); got != tt.want {
 			t.Errorf("%s: NeedsPlaceholder = %v, want %v", tt.name, got, tt.want)
 		}

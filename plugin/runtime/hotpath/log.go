@@ -1,4 +1,4 @@
-package runtime
+package hotpath
 
 import (
 	"encoding/json"

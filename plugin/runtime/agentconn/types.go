@@ -1,0 +1,60 @@
+package agentconn
+
+import "fmt"
+
+// Container is the agent's view of a claiming container (api/agent's
+// Container).
+type Container struct {
+	ID             string
+	Service        string
+	Pid            int
+	Rootfs         string
+	ReadonlyRootfs bool
+	UIDMappings    []IDMapping
+	GIDMappings    []IDMapping
+	OS             string
+}
+
+// IDMapping is one user-namespace mapping range.
+type IDMapping struct {
+	ContainerID, HostID, Size uint32
+}
+
+// Mount is one mount the agent prepared: FdIndex names the file that
+// carries it, or is -1 when the agent attached it itself.
+type Mount struct {
+	Target  string
+	FdIndex int
+}
+
+// Code is the agent's error code (api/agent's Error.Code).
+type Code int32
+
+// The codes of api/agent's Error.Code.
+const (
+	Unknown          Code = 0
+	NotGranted       Code = 1
+	Invalid          Code = 2
+	PermissionDenied Code = 3
+	NotFound         Code = 4
+)
+
+var codeNames = [...]string{"UNKNOWN", "NOT_GRANTED", "INVALID", "PERMISSION_DENIED", "NOT_FOUND"}
+
+func (c Code) String() string {
+	if c >= 0 && int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return fmt.Sprintf("%d", int32(c))
+}
+
+// Error is a failure the agent reported. It reads like agent/localapi's
+// Error, so that a user sees the same message whichever client asked.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("agent: %s: %s", e.Code, e.Message)
+}

@@ -1,0 +1,20 @@
+package hotpath
+
+import (
+	"os"
+	"time"
+
+	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
+)
+
+// Agent is the part of the agent's local API client the wrapper and the
+// hook use (agentconn.Conn).
+type Agent interface {
+	Prepare(c *agentconn.Container, attach bool) ([]agentconn.Mount, []*os.File, error)
+	Release(containerID string) error
+	Close() error
+}
+
+// Dialer connects to the agent socket; every call on the connection fails
+// after timeout.
+type Dialer func(socket string, timeout time.Duration) (Agent, error)
