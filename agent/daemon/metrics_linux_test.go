@@ -92,7 +92,12 @@ func TestMetricsEndpoint(t *testing.T) {
 	waitUntil(t, "the grant", func() bool { return granted(t, cl, "web") })
 	ctx := context.Background()
 	// The probes above made requests, NOT_GRANTED ones until the grant
-	// arrived: requests are counted from here.
+	// arrived: requests are counted from here. The server counts a request
+	// after it has answered, so the probe's last one (its release) may
+	// not be counted yet when the probe returns.
+	waitUntil(t, "the probe's release to be counted", func() bool {
+		return metric(scrape(t, addr), "lockbox_agent_localapi_requests_total", "op", "release", "code", "OK") >= 1
+	})
 	before := scrape(t, addr)
 	delta := func(mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 		return metric(mfs, name, labels...) - max(metric(before, name, labels...), 0)
@@ -116,7 +121,12 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mfs := scrape(t, addr)
+	// The List, answered last on this connection, is counted last.
+	var mfs map[string]*dto.MetricFamily
+	waitUntil(t, "the list to be counted", func() bool {
+		mfs = scrape(t, addr)
+		return delta(mfs, "lockbox_agent_localapi_requests_total", "op", "list", "code", "OK") >= 1
+	})
 	for _, tc := range []struct {
 		name   string
 		labels []string
