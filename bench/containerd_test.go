@@ -68,6 +68,10 @@ type variant struct {
 // (attach after create, the default), and the same with the createContainer
 // hook. Variants alternate in each iteration, in rotating order. Run with
 // -benchtime=Nx (N iterations of every variant).
+//
+// LOCKBOX_BENCH_COMPARE=PATH adds two variants run through another
+// lockbox-runtime build (an older commit, a different build flag):
+// compare-plain and compare-claim-attach, in the same alternation.
 func BenchmarkContainerLifecycle(b *testing.B) {
 	bin := runtimeBinary(b)
 	runc, err := exec.LookPath("runc")
@@ -91,6 +95,11 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 		{name: "wrapper-plain", c: ca, runtime: bin},
 		{name: "wrapper-claim-attach", c: ca, runtime: bin, claim: true},
 		{name: "wrapper-claim-hook", c: ch, runtime: bin, claim: true},
+	}
+	if other := os.Getenv("LOCKBOX_BENCH_COMPARE"); other != "" {
+		variants = append(variants,
+			&variant{name: "compare-plain", c: ca, runtime: other},
+			&variant{name: "compare-claim-attach", c: ca, runtime: other, claim: true})
 	}
 	run := func(v *variant, i int) time.Duration {
 		cl := cla
@@ -129,7 +138,9 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 		lines = append(lines, fmt.Sprintf("%-22s median %8.2fms  p90 %8.2fms  ratio %.4f  added %+.2fms",
 			v.name, ms(m), ms(pct(v.times, 0.9)), float64(m)/float64(base), ms(m-base)))
 	}
-	b.Logf("n=%d per variant\n%s", b.N, strings.Join(lines, "\n"))
+	// Printed, not logged: the testing package cuts a benchmark's log to
+	// its first lines.
+	fmt.Printf("%s: n=%d per variant\n%s\n", b.Name(), b.N, strings.Join(lines, "\n"))
 	b.ReportMetric(float64(median(variants[1].times))/float64(base), "plain/runc")
 	b.ReportMetric(float64(median(variants[2].times))/float64(base), "claim/runc")
 	b.ReportMetric(ms(median(variants[2].times)-base), "claim-added-ms")
