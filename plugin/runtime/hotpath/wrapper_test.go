@@ -32,8 +32,8 @@ exit ${FAKE_RUNC_EXIT:-0}
 `
 
 type fakeAgent struct {
-	mu       sync.Mutex
-	prepared []prepareCall
+	mu         sync.Mutex
+	prepared   []prepareCall
 	released   []string
 	err        error
 	releaseErr error
