@@ -11,8 +11,8 @@
 //	perf record -k CLOCK_MONOTONIC -a -o phases.data \
 //	  -e sched:sched_process_fork,sched:sched_process_exec,sched:sched_process_exit \
 //	  -e syscalls:sys_enter_connect,syscalls:sys_enter_sendmsg,syscalls:sys_exit_recvmsg \
-//	  -e syscalls:sys_enter_execve,syscalls:sys_exit_wait4 \\
-//	  -e syscalls:sys_enter_fsopen,syscalls:sys_exit_fsmount,syscalls:sys_enter_open_tree \\
+//	  -e syscalls:sys_enter_execve,syscalls:sys_exit_wait4 \
+//	  -e syscalls:sys_enter_fsopen,syscalls:sys_exit_fsmount,syscalls:sys_enter_open_tree \
 //	  -e syscalls:sys_enter_setns,syscalls:sys_exit_move_mount &
 //	LOCKBOX_BIN=$PWD/bin go test -run '^$' -bench ContainerLifecycle -benchtime 30x ./bench
 //	kill -INT %1
