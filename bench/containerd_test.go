@@ -167,6 +167,8 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // through: "lockbox-runtime state <id>" (parse, find runc, execve runc) vs
 // "runc state <id>", alternating. The claim check on create adds one
 // config.json read (BenchmarkReadClaim in plugin/runtime).
+// LOCKBOX_BENCH_COMPARE=PATH adds another lockbox-runtime build to the
+// rotation.
 func BenchmarkWrapperExec(b *testing.B) {
 	bin := runtimeBinary(b)
 	runc, err := exec.LookPath("runc")
@@ -174,28 +176,36 @@ func BenchmarkWrapperExec(b *testing.B) {
 		b.Fatalf("runc not found: run make deps: %v", err)
 	}
 	root := b.TempDir()
-	var direct, wrapped []time.Duration
+	paths := []string{runc, bin}
+	if other := os.Getenv("LOCKBOX_BENCH_COMPARE"); other != "" {
+		paths = append(paths, other)
+	}
+	times := make([][]time.Duration, len(paths))
 	run := func(path string) time.Duration {
 		start := time.Now()
 		// A missing container: runc answers fast and exits 1.
 		exec.Command(path, "--root", root, "state", "nonexistent").Run()
 		return time.Since(start)
 	}
-	run(runc)
-	run(bin)
+	for _, p := range paths {
+		run(p)
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if i%2 == 0 {
-			direct = append(direct, run(runc))
-			wrapped = append(wrapped, run(bin))
-		} else {
-			wrapped = append(wrapped, run(bin))
-			direct = append(direct, run(runc))
+		for k := range paths {
+			j := (i + k) % len(paths)
+			times[j] = append(times[j], run(paths[j]))
 		}
 	}
 	b.StopTimer()
-	d, w := median(direct), median(wrapped)
-	b.Logf("n=%d: runc median %.3fms, lockbox-runtime median %.3fms, added %+.3fms", b.N, ms(d), ms(w), ms(w-d))
+	d, w := median(times[0]), median(times[1])
+	line := fmt.Sprintf("n=%d: runc median %.3fms, lockbox-runtime median %.3fms, added %+.3fms", b.N, ms(d), ms(w), ms(w-d))
+	if len(paths) > 2 {
+		c := median(times[2])
+		line += fmt.Sprintf("; %s median %.3fms, added %+.3fms", paths[2], ms(c), ms(c-d))
+		b.ReportMetric(ms(c-d), "compare-added-ms")
+	}
+	b.Logf("%s", line)
 	b.ReportMetric(ms(w-d), "added-ms")
 	b.ReportMetric(float64(w)/float64(d), "wrapped/runc")
 }
