@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 
 	"github.com/lockbox-project/lockbox/integration/harness"
@@ -72,6 +74,9 @@ type variant struct {
 // LOCKBOX_BENCH_COMPARE=PATH adds two variants run through another
 // lockbox-runtime build (an older commit, a different build flag):
 // compare-plain and compare-claim-attach, in the same alternation.
+// LOCKBOX_BENCH_REAL_AGENT=1 (with LOCKBOX_BIN holding lockbox) adds
+// real-agent-claim-attach: the same claim served by a real manager and
+// "lockbox agent" instead of the in-process test agent.
 func BenchmarkContainerLifecycle(b *testing.B) {
 	bin := runtimeBinary(b)
 	runc, err := exec.LookPath("runc")
@@ -90,6 +95,7 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 	}
 	cla, ctx := ca.Client("default")
 	clh, _ := ch.Client("default")
+	clients := map[*harness.Containerd]*containerd.Client{ca: cla, ch: clh}
 	variants := []*variant{
 		{name: "runc", c: ca, runtime: runc},
 		{name: "wrapper-plain", c: ca, runtime: bin},
@@ -101,11 +107,13 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 			&variant{name: "compare-plain", c: ca, runtime: other},
 			&variant{name: "compare-claim-attach", c: ca, runtime: other, claim: true})
 	}
+	if os.Getenv("LOCKBOX_BENCH_REAL_AGENT") != "" {
+		cr := realAgentContainerd(b, secrets)
+		clients[cr], _ = cr.Client("default")
+		variants = append(variants, &variant{name: "real-agent-claim-attach", c: cr, runtime: bin, claim: true})
+	}
 	run := func(v *variant, i int) time.Duration {
-		cl := cla
-		if v.c == ch {
-			cl = clh
-		}
+		cl := clients[v.c]
 		opts := []oci.SpecOpts{oci.WithProcessArgs("/bin/true")}
 		if v.claim {
 			opts = append(opts, ocispec.WithService("bench"))
@@ -135,7 +143,7 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 	var lines []string
 	for _, v := range variants {
 		m := median(v.times)
-		lines = append(lines, fmt.Sprintf("%-22s median %8.2fms  p90 %8.2fms  ratio %.4f  added %+.2fms",
+		lines = append(lines, fmt.Sprintf("%-24s median %8.2fms  p90 %8.2fms  ratio %.4f  added %+.2fms",
 			v.name, ms(m), ms(pct(v.times, 0.9)), float64(m)/float64(base), ms(m-base)))
 	}
 	// Printed, not logged: the testing package cuts a benchmark's log to
@@ -148,6 +156,43 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 	if held := a.Held(); len(held) != 0 {
 		b.Errorf("agent still holds %d mounts after all containers were deleted", len(held))
 	}
+}
+
+// realAgentContainerd starts a manager holding secrets and a service
+// "bench" that references them all, a "lockbox agent" joined to it, and a
+// containerd whose lockbox-runtime talks to that agent. It returns once a
+// claiming container has started there (grants reach the agent
+// asynchronously).
+func realAgentContainerd(b *testing.B, secrets map[string][]byte) *harness.Containerd {
+	dir := harness.LockboxBin(b)
+	m := harness.StartManager(b, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	args := []string{"service", "create", "bench"}
+	for id, data := range secrets {
+		if _, err := m.CLIStdin(ctx, data, "secret", "create", "secret"+id, "-"); err != nil {
+			b.Fatal(err)
+		}
+		args = append(args, "--secret", "source=secret"+id)
+	}
+	if _, err := m.CLI(ctx, args...); err != nil {
+		b.Fatal(err)
+	}
+	a := harness.StartAgent(b, dir, m)
+	c := harness.StartContainerd(b, harness.Options{Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket, "LOCKBOX_RUNTIME_MODE=attach"}})
+	c.Import("default", harness.ImageConfig{Name: image})
+	cl, nsctx := c.Client("default")
+	n := 0
+	a.WaitUntil(b, "the bench service's grants", func() error {
+		n++
+		out, code, err := c.GoRun(nsctx, cl, image, fmt.Sprintf("grants-%d", n), filepath.Join(dir, "lockbox-runtime"),
+			oci.WithProcessArgs("/bin/true"), ocispec.WithService("bench"))
+		if err == nil && code != 0 {
+			err = fmt.Errorf("exit %d: %s", code, out)
+		}
+		return err
+	})
+	return c
 }
 
 func median(d []time.Duration) time.Duration { return pct(d, 0.5) }

@@ -71,8 +71,8 @@ type forkInfo struct {
 
 // parse returns the processes that exec'd, by pid, every fork (of
 // processes and threads alike) by child, and the events of the processes
-// whose command name starts with agentComm, in time order.
-func parse(r io.Reader, agentComm string) (map[int]*proc, map[int]forkInfo, []event) {
+// whose command name starts with one of agentComms, in time order.
+func parse(r io.Reader, agentComms []string) (map[int]*proc, map[int]forkInfo, []event) {
 	forks := map[int]forkInfo{}
 	var agentEvents []event
 	procs := map[int]*proc{}
@@ -106,8 +106,11 @@ func parse(r io.Reader, agentComm string) (map[int]*proc, map[int]forkInfo, []ev
 			}
 			pr.execs = append(pr.execs, exec{t, kv["filename"]})
 		}
-		if agentComm != "" && strings.HasPrefix(m[1], agentComm) {
-			agentEvents = append(agentEvents, event{t, tid, name})
+		for _, c := range agentComms {
+			if c != "" && strings.HasPrefix(m[1], c) {
+				agentEvents = append(agentEvents, event{t, tid, name})
+				break
+			}
 		}
 		if pr := procs[pid]; pr != nil {
 			pr.events = append(pr.events, event{t, tid, name})
@@ -123,13 +126,13 @@ func parse(r io.Reader, agentComm string) (map[int]*proc, map[int]forkInfo, []ev
 func main() {
 	bin := flag.String("bin", "", "directory prefix of the lockbox-runtime under test")
 	compare := flag.String("compare", "", "path prefix of a second lockbox-runtime build (LOCKBOX_BENCH_COMPARE)")
-	agentComm := flag.String("agent", "bench.test", "command name of the process serving the agent socket")
+	agentComm := flag.String("agent", "bench.test,lockbox", "command names (prefixes, comma-separated) of the processes serving agent sockets: the benchmark's test agent, the real agent")
 	flag.Parse()
 	if *bin == "" {
 		fmt.Fprintln(os.Stderr, "usage: perf script ... | phases -bin DIR/ [-compare PATH]")
 		os.Exit(2)
 	}
-	procs, forks, agentEvents := parse(os.Stdin, *agentComm)
+	procs, forks, agentEvents := parse(os.Stdin, strings.Split(*agentComm, ","))
 	children := map[int][]*proc{}
 	for _, p := range procs {
 		children[p.ppid] = append(children[p.ppid], p)
