@@ -46,6 +46,7 @@ type event struct {
 	t    float64 // ms
 	tid  int
 	name string
+	comm string
 }
 
 type proc struct {
@@ -108,12 +109,12 @@ func parse(r io.Reader, agentComms []string) (map[int]*proc, map[int]forkInfo, [
 		}
 		for _, c := range agentComms {
 			if c != "" && strings.HasPrefix(m[1], c) {
-				agentEvents = append(agentEvents, event{t, tid, name})
+				agentEvents = append(agentEvents, event{t, tid, name, m[1]})
 				break
 			}
 		}
 		if pr := procs[pid]; pr != nil {
-			pr.events = append(pr.events, event{t, tid, name})
+			pr.events = append(pr.events, event{t, tid, name, m[1]})
 			if name == "sched:sched_process_exit" && tid == pid {
 				pr.exit = t
 			}
@@ -197,7 +198,7 @@ func main() {
 			switch {
 			case variant == "runc":
 			case len(create.execs) == 1:
-				variant += " claim-attach"
+				variant += " claim-attach" + servedBy(create, agentEvents)
 			case hooked(create):
 				variant += " claim-hook"
 			default:
@@ -289,6 +290,26 @@ func median(xs []float64) float64 {
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
 	return s[(len(s)-1)/2]
+}
+
+// servedBy names the agent that answered p's first request, when it is not
+// the benchmark's own test agent.
+func servedBy(p *proc, agentEvents []event) string {
+	for _, e := range p.events {
+		if e.name != "syscalls:sys_enter_sendmsg" {
+			continue
+		}
+		i := sort.Search(len(agentEvents), func(i int) bool { return agentEvents[i].t >= e.t })
+		for ; i < len(agentEvents); i++ {
+			if a := agentEvents[i]; a.name == "syscalls:sys_exit_recvmsg" {
+				if strings.HasPrefix(a.comm, "lockbox") {
+					return " (real agent)"
+				}
+				return ""
+			}
+		}
+	}
+	return ""
 }
 
 // agentPhases reports, for the request sent at send, when the agent read
