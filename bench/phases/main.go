@@ -23,8 +23,9 @@
 // runc, "runc child exit" when a runc it ran as a child (claiming create)
 // began to exit, "wait4 return" when lockbox-runtime had reaped it. The
 // agent's side of a request is between "send" and the last "recvmsg
-// return"; the agent's own events ("agent: ...", from the process named
-// by -agent: the benchmark serves the socket itself) split that time.
+// return"; the agent's own events ("agent: ...", from the processes
+// started from the executables named by -agent: the benchmark serves the
+// socket itself, or a real "lockbox agent") split that time.
 // Only processes started from -bin (and -compare) count as
 // lockbox-runtime: other users of the machine do not mix in.
 package main
@@ -70,12 +71,10 @@ type forkInfo struct {
 	t    float64
 }
 
-// parse returns the processes that exec'd, by pid, every fork (of
-// processes and threads alike) by child, and the events of the processes
-// whose command name starts with one of agentComms, in time order.
-func parse(r io.Reader, agentComms []string) (map[int]*proc, map[int]forkInfo, []event) {
+// parse returns the processes that exec'd, by pid, and every fork (of
+// processes and threads alike) by child.
+func parse(r io.Reader) (map[int]*proc, map[int]forkInfo) {
 	forks := map[int]forkInfo{}
-	var agentEvents []event
 	procs := map[int]*proc{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -107,12 +106,6 @@ func parse(r io.Reader, agentComms []string) (map[int]*proc, map[int]forkInfo, [
 			}
 			pr.execs = append(pr.execs, exec{t, kv["filename"]})
 		}
-		for _, c := range agentComms {
-			if c != "" && strings.HasPrefix(m[1], c) {
-				agentEvents = append(agentEvents, event{t, tid, name, m[1]})
-				break
-			}
-		}
 		if pr := procs[pid]; pr != nil {
 			pr.events = append(pr.events, event{t, tid, name, m[1]})
 			if name == "sched:sched_process_exit" && tid == pid {
@@ -120,20 +113,43 @@ func parse(r io.Reader, agentComms []string) (map[int]*proc, map[int]forkInfo, [
 			}
 		}
 	}
-	sort.Slice(agentEvents, func(i, j int) bool { return agentEvents[i].t < agentEvents[j].t })
-	return procs, forks, agentEvents
+	return procs, forks
+}
+
+// agentEvents returns, in time order, the events of the processes that
+// serve agent sockets: those started from one of the named executables
+// (the benchmark's test agent serves from the test binary; the real agent
+// re-executes itself, so its later names say nothing). Each event's comm
+// is set to that executable's name.
+func agentEvents(procs map[int]*proc, names []string) []event {
+	var evs []event
+	for _, p := range procs {
+		first := path.Base(p.execs[0].file)
+		for _, n := range names {
+			if first != n {
+				continue
+			}
+			for _, e := range p.events {
+				e.comm = first
+				evs = append(evs, e)
+			}
+		}
+	}
+	sort.Slice(evs, func(i, j int) bool { return evs[i].t < evs[j].t })
+	return evs
 }
 
 func main() {
 	bin := flag.String("bin", "", "directory prefix of the lockbox-runtime under test")
 	compare := flag.String("compare", "", "path prefix of a second lockbox-runtime build (LOCKBOX_BENCH_COMPARE)")
-	agentComm := flag.String("agent", "bench.test,lockbox", "command names (prefixes, comma-separated) of the processes serving agent sockets: the benchmark's test agent, the real agent")
+	agentNames := flag.String("agent", "bench.test,lockbox", "executables (comma-separated) whose processes serve agent sockets: the benchmark's test agent, the real agent")
 	flag.Parse()
 	if *bin == "" {
 		fmt.Fprintln(os.Stderr, "usage: perf script ... | phases -bin DIR/ [-compare PATH]")
 		os.Exit(2)
 	}
-	procs, forks, agentEvents := parse(os.Stdin, strings.Split(*agentComm, ","))
+	procs, forks := parse(os.Stdin)
+	agentEvents := agentEvents(procs, strings.Split(*agentNames, ","))
 	children := map[int][]*proc{}
 	for _, p := range procs {
 		children[p.ppid] = append(children[p.ppid], p)
@@ -302,7 +318,7 @@ func servedBy(p *proc, agentEvents []event) string {
 		i := sort.Search(len(agentEvents), func(i int) bool { return agentEvents[i].t >= e.t })
 		for ; i < len(agentEvents); i++ {
 			if a := agentEvents[i]; a.name == "syscalls:sys_exit_recvmsg" {
-				if strings.HasPrefix(a.comm, "lockbox") {
+				if a.comm == "lockbox" {
 					return " (real agent)"
 				}
 				return ""
