@@ -15,7 +15,8 @@
 // links only what that path needs: the standard library without net,
 // x/sys/unix, and the hand-coded agent client in agentconn. It must not
 // import google.golang.org/protobuf, api/agent, agent/localapi, the
-// runtime-spec types or anything that does (TestNoHeavyImports): their
+// runtime-spec types or anything that does (cmd/lockbox-runtime's
+// TestBinaryLinksNoHeavyPackages checks the binary): their
 // package initialisation alone costs every runc call about 0.4 ms. It
 // never touches mounts or secret bytes; the hook's attach is a function
 // its caller passes in (linux.AttachHandovers).
