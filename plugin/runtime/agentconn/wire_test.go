@@ -155,3 +155,27 @@ func FuzzDecodeResponse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEncodePrepare checks the hand encoding against proto.Marshal for
+// arbitrary containers (strings that are not UTF-8 included: proto.Marshal
+// refuses those, and so must the agent's decoder, so they are skipped).
+func FuzzEncodePrepare(f *testing.F) {
+	f.Add("c1", "web", int32(4242), "/", true, true, uint32(0), uint32(100000), uint32(65536), "linux")
+	f.Add("", "", int32(-1), "", false, false, uint32(1<<31), uint32(0), uint32(1), "")
+	f.Fuzz(func(t *testing.T, id, service string, pid int32, rootfs string, ro, attach bool, cid, hid, size uint32, os string) {
+		c := Container{ID: id, Service: service, Pid: int(pid), Rootfs: rootfs, ReadonlyRootfs: ro, OS: os,
+			UIDMappings: []IDMapping{{cid, hid, size}}, GIDMappings: []IDMapping{{hid, cid, size}, {}}}
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(&agent.Request{Op: &agent.Request_Prepare{Prepare: &agent.PrepareRequest{
+			Attach: attach,
+			Container: &agent.Container{Id: id, Service: service, Pid: pid, Rootfs: rootfs, ReadonlyRootfs: ro, Os: os,
+				UidMappings: []*agent.IDMapping{{ContainerId: cid, HostId: hid, Size: size}},
+				GidMappings: []*agent.IDMapping{{ContainerId: hid, HostId: cid, Size: size}, {}}},
+		}}})
+		if err != nil {
+			return
+		}
+		if got := encodePrepare(&c, attach); !bytes.Equal(got, want) {
+			t.Fatalf("\n got %x\nwant %x", got, want)
+		}
+	})
+}
