@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"sync"
 )
 
 // Limits bound what one plan may hold. A plan's files live in memory on the
@@ -77,7 +78,11 @@ func (e *ValidationError) Error() string {
 
 // secretNameRE is swarm's rule for secret names; it also makes a name a safe
 // single path element for the default target.
-var secretNameRE = regexp.MustCompile(`^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$`)
+// It is compiled on first use: lockbox-runtime links this package for its
+// hook and runs on every runc call, most of which never plan anything.
+var secretNameRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$`)
+})
 
 const maxNameLen = 64
 
@@ -87,7 +92,7 @@ func checkCommon(g Grant) error {
 		return &ValidationError{Secret: g.SecretName, Field: "id", Value: g.SecretID,
 			Reason: "a secret ID is 1 to 128 letters, digits, '-', '_' or '.', not starting with '.'"}
 	}
-	if len(g.SecretName) > maxNameLen || !secretNameRE.MatchString(g.SecretName) {
+	if len(g.SecretName) > maxNameLen || !secretNameRE().MatchString(g.SecretName) {
 		return &ValidationError{Secret: g.SecretID, Field: "name", Value: g.SecretName,
 			Reason: "a secret name is at most 64 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"}
 	}
