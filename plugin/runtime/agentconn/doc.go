@@ -6,9 +6,9 @@
 // Response, one protobuf message per datagram, mount fds in SCM_RIGHTS) but
 // encodes the two requests and decodes the response by hand, and it uses
 // blocking socket calls instead of the net package. lockbox-runtime runs up
-// to five times per container start; the protobuf runtime, the generated
-// descriptors and the net package cost it about 0.4 ms of package
-// initialisation on every run (docs/containerd.md, "Cost"). The tests check
+// to five times per container start; linking the protobuf runtime, the
+// generated descriptors and the net package made every run about 0.2 ms
+// slower, mostly package initialisation (docs/containerd.md, "Cost"). The tests check
 // the encoding against api/agent and talk to the real localapi server.
 //
 // It must not import google.golang.org/protobuf, net, api/agent or
