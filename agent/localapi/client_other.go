@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !windows
 
 package localapi
 
@@ -17,7 +17,7 @@ const DefaultSocket = "/run/lockbox/agent.sock"
 
 var errUnsupported = errors.New("agent local API: SOCK_SEQPACKET sockets are Linux-only")
 
-// Client is unavailable off Linux; Dial always fails.
+// Client is unavailable off Linux and Windows; Dial always fails.
 type Client struct{}
 
 // Dial fails off Linux.

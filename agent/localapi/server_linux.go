@@ -50,27 +50,6 @@ func (s *Server) observe(op, result string, start time.Time) {
 	}
 }
 
-// opName names a request's operation for metrics.
-func opName(req *agent.Request) string {
-	switch req.GetOp().(type) {
-	case *agent.Request_Prepare:
-		return "prepare"
-	case *agent.Request_Release:
-		return "release"
-	case *agent.Request_List:
-		return "list"
-	}
-	return "none"
-}
-
-// resultName is the result label of an answer: OK or its error code.
-func resultName(resp *agent.Response) string {
-	if e := resp.GetError(); e != nil {
-		return e.GetCode().String()
-	}
-	return "OK"
-}
-
 // Listen creates the socket at path: a missing directory is made 0700,
 // the socket itself is made 0600, and a stale socket left by an earlier run
 // is removed. An existing directory is used as it is, never chmod'ed (a
@@ -254,7 +233,7 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 			return
 		}
 		start := time.Now()
-		resp, out := s.dispatch(ctx, &req)
+		resp, out := dispatch(ctx, s.handler, &req)
 		err = send(conn, resp, out)
 		closeAll(out)
 		if errors.Is(err, errTruncated) || errors.Is(err, errTooManyFDs) {
@@ -273,52 +252,13 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 	}
 }
 
-func (s *Server) dispatch(ctx context.Context, req *agent.Request) (*agent.Response, []*os.File) {
-	fail := func(err error) (*agent.Response, []*os.File) {
-		return &agent.Response{Error: toProto(err)}, nil
+// checkPrepare refuses what the Linux agent cannot attach. The agent
+// attaches by entering the mount namespace of the container's process.
+// Without one it would attach in its own namespace, the host's: the secrets
+// would appear on the host.
+func checkPrepare(p *agent.PrepareRequest) error {
+	if p.GetAttach() && p.GetContainer().GetPid() <= 0 {
+		return Errorf(agent.Error_INVALID, "prepare: container %q: attach needs the pid of a process in the container", p.GetContainer().GetId())
 	}
-	switch op := req.GetOp().(type) {
-	case *agent.Request_Prepare:
-		if op.Prepare.GetContainer().GetId() == "" {
-			return fail(Errorf(agent.Error_INVALID, "prepare: container id is empty"))
-		}
-		if svc := op.Prepare.GetContainer().GetService(); !ValidServiceName(svc) {
-			// Quoted and cut short: the name is the caller's, unchecked.
-			return fail(Errorf(agent.Error_INVALID, "prepare: service name %.70q is not a service name (letters, digits, '-', '_', '.', at most %d)", svc, maxServiceName))
-		}
-		// The agent attaches by entering the mount namespace of the
-		// container's process. Without one it would attach in its own
-		// namespace, the host's: the secrets would appear on the host.
-		if op.Prepare.GetAttach() && op.Prepare.GetContainer().GetPid() <= 0 {
-			return fail(Errorf(agent.Error_INVALID, "prepare: container %q: attach needs the pid of a process in the container", op.Prepare.GetContainer().GetId()))
-		}
-		resp, files, err := s.handler.Prepare(ctx, op.Prepare)
-		if err != nil {
-			closeAll(files)
-			return fail(err)
-		}
-		if resp == nil {
-			resp = &agent.PrepareResponse{}
-		}
-		return &agent.Response{Result: &agent.Response_Prepare{Prepare: resp}}, files
-	case *agent.Request_Release:
-		if op.Release.GetContainerId() == "" {
-			return fail(Errorf(agent.Error_INVALID, "release: container id is empty"))
-		}
-		if err := s.handler.Release(ctx, op.Release.GetContainerId()); err != nil {
-			return fail(err)
-		}
-		return &agent.Response{Result: &agent.Response_Release{Release: &agent.ReleaseResponse{}}}, nil
-	case *agent.Request_List:
-		resp, err := s.handler.List(ctx)
-		if err != nil {
-			return fail(err)
-		}
-		if resp == nil {
-			resp = &agent.ListResponse{}
-		}
-		return &agent.Response{Result: &agent.Response_List{List: resp}}, nil
-	default:
-		return fail(Errorf(agent.Error_INVALID, "request names no operation"))
-	}
+	return nil
 }

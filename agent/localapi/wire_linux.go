@@ -9,8 +9,6 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/lockbox-project/lockbox/api/agent"
 )
 
 const (
@@ -131,26 +129,4 @@ func parseRights(oob []byte) ([]*os.File, error) {
 		}
 	}
 	return files, nil
-}
-
-func closeAll(files []*os.File) {
-	for _, f := range files {
-		if f != nil {
-			f.Close()
-		}
-	}
-}
-
-// toProto turns any error into the wire form; errors that are not *Error are
-// reported as UNKNOWN with their text.
-func toProto(err error) *agent.Error {
-	var e *Error
-	if errors.As(err, &e) {
-		return &agent.Error{Code: e.Code, Message: e.Message}
-	}
-	return &agent.Error{Code: agent.Error_UNKNOWN, Message: err.Error()}
-}
-
-func fromProto(pe *agent.Error) *Error {
-	return &Error{Code: pe.GetCode(), Message: pe.GetMessage()}
 }

@@ -1,0 +1,108 @@
+//go:build linux || windows
+
+package localapi
+
+import (
+	"context"
+	"errors"
+	"os"
+
+	"github.com/lockbox-project/lockbox/api/agent"
+)
+
+// This file is the transport-neutral half of the server: a decoded Request
+// in, a Response (and the files to send with it) out. The Linux socket
+// (server_linux.go) and the Windows pipe (server_windows.go) differ only in
+// how they carry messages and check callers.
+
+// opName names a request's operation for metrics.
+func opName(req *agent.Request) string {
+	switch req.GetOp().(type) {
+	case *agent.Request_Prepare:
+		return "prepare"
+	case *agent.Request_Release:
+		return "release"
+	case *agent.Request_List:
+		return "list"
+	}
+	return "none"
+}
+
+// resultName is the result label of an answer: OK or its error code.
+func resultName(resp *agent.Response) string {
+	if e := resp.GetError(); e != nil {
+		return e.GetCode().String()
+	}
+	return "OK"
+}
+
+// dispatch validates req and hands it to h. The platform's checkPrepare
+// refuses Prepares its transport cannot serve.
+func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Response, []*os.File) {
+	fail := func(err error) (*agent.Response, []*os.File) {
+		return &agent.Response{Error: toProto(err)}, nil
+	}
+	switch op := req.GetOp().(type) {
+	case *agent.Request_Prepare:
+		if op.Prepare.GetContainer().GetId() == "" {
+			return fail(Errorf(agent.Error_INVALID, "prepare: container id is empty"))
+		}
+		if svc := op.Prepare.GetContainer().GetService(); !ValidServiceName(svc) {
+			// Quoted and cut short: the name is the caller's, unchecked.
+			return fail(Errorf(agent.Error_INVALID, "prepare: service name %.70q is not a service name (letters, digits, '-', '_', '.', at most %d)", svc, maxServiceName))
+		}
+		if err := checkPrepare(op.Prepare); err != nil {
+			return fail(err)
+		}
+		resp, files, err := h.Prepare(ctx, op.Prepare)
+		if err != nil {
+			closeAll(files)
+			return fail(err)
+		}
+		if resp == nil {
+			resp = &agent.PrepareResponse{}
+		}
+		return &agent.Response{Result: &agent.Response_Prepare{Prepare: resp}}, files
+	case *agent.Request_Release:
+		if op.Release.GetContainerId() == "" {
+			return fail(Errorf(agent.Error_INVALID, "release: container id is empty"))
+		}
+		if err := h.Release(ctx, op.Release.GetContainerId()); err != nil {
+			return fail(err)
+		}
+		return &agent.Response{Result: &agent.Response_Release{Release: &agent.ReleaseResponse{}}}, nil
+	case *agent.Request_List:
+		resp, err := h.List(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		if resp == nil {
+			resp = &agent.ListResponse{}
+		}
+		return &agent.Response{Result: &agent.Response_List{List: resp}}, nil
+	default:
+		return fail(Errorf(agent.Error_INVALID, "request names no operation"))
+	}
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// toProto turns any error into the wire form; errors that are not *Error are
+// reported as UNKNOWN with their text.
+func toProto(err error) *agent.Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return &agent.Error{Code: e.Code, Message: e.Message}
+	}
+	return &agent.Error{Code: agent.Error_UNKNOWN, Message: err.Error()}
+}
+
+func fromProto(pe *agent.Error) *Error {
+	return &Error{Code: pe.GetCode(), Message: pe.GetMessage()}
+}
