@@ -20,10 +20,11 @@ import (
 	"github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
 	"github.com/lockbox-project/lockbox/linux"
-	"github.com/lockbox-project/lockbox/plugin/hook"
+	"github.com/lockbox-project/lockbox/mounter"
+	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 )
 
-// hookEnv makes the test binary an OCI createContainer hook (plugin/hook,
+// hookEnv makes the test binary an OCI createContainer hook (plugin/runtime/hotpath,
 // as lockbox-runtime runs it) talking to the agent socket it names;
 // hookPidEnv, when set, replaces the pid of the OCI state it reads (a hook
 // that lies about its container).
@@ -51,16 +52,17 @@ func hookMain(sock string) int {
 		b, _ := json.Marshal(st)
 		stdin = strings.NewReader(string(b))
 	}
-	h := &hook.Hook{
+	// The hook lockbox-runtime runs (cmd/lockbox-runtime/hook.go).
+	h := &hotpath.Hook{
 		Socket: sock,
-		Dial: func(s string) (hook.Agent, error) {
-			c, err := localapi.Dial(s)
-			if err != nil {
-				return nil, err
+		Dial:   hotpath.DialAgent,
+		Attach: func(rootfs string, hs []hotpath.Handover) error {
+			mhs := make([]mounter.Handover, len(hs))
+			for i, h := range hs {
+				mhs[i] = mounter.Handover{Target: h.Target, File: h.File}
 			}
-			return c, nil
+			return linux.AttachHandovers(rootfs, mhs)
 		},
-		Attach: linux.AttachHandovers,
 	}
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "hook: no event")
@@ -124,7 +126,7 @@ func hookedBundle(t *testing.T, sock, version string, env ...string) *busybox.Bu
 	b, err := busybox.NewBundle(filepath.Join(t.TempDir(), "b"), busybox.Options{
 		Annotations: map[string]string{"lockbox.service": "web"},
 		Hooks: &specs.Hooks{CreateContainer: []specs.Hook{{
-			Path: exe, Args: []string{exe, hook.CreateContainer},
+			Path: exe, Args: []string{exe, hotpath.CreateContainer},
 			Env: append([]string{hookEnv + "=" + sock}, env...),
 		}}},
 	})

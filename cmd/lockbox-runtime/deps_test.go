@@ -19,7 +19,6 @@ var heavy = []string{
 	"github.com/lockbox-project/lockbox/api/",
 	"github.com/lockbox-project/lockbox/agent/",
 	"github.com/lockbox-project/lockbox/manager/",
-	"github.com/lockbox-project/lockbox/plugin/hook",
 	"github.com/lockbox-project/lockbox/plugin/nri",
 }
 

@@ -15,7 +15,7 @@ import (
 )
 
 // ServiceAnnotation is the OCI annotation by which a container claims a
-// service. It equals plugin/runtime.ServiceAnnotation; it is repeated here so
+// service. It equals plugin/runtime/hotpath.ServiceAnnotation; it is repeated here so
 // that Go-client users do not link the runtime wrapper.
 const ServiceAnnotation = "lockbox.service"
 

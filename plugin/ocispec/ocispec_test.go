@@ -7,12 +7,12 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/oci"
 
-	"github.com/lockbox-project/lockbox/plugin/runtime"
+	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 )
 
 func TestWithService(t *testing.T) {
-	if ServiceAnnotation != runtime.ServiceAnnotation {
-		t.Fatalf("annotation keys differ: %q vs %q", ServiceAnnotation, runtime.ServiceAnnotation)
+	if ServiceAnnotation != hotpath.ServiceAnnotation {
+		t.Fatalf("annotation keys differ: %q vs %q", ServiceAnnotation, hotpath.ServiceAnnotation)
 	}
 	s := &oci.Spec{}
 	if err := WithService("web")(context.Background(), nil, nil, s); err != nil {

@@ -1,4 +1,4 @@
-package runtime
+package hotpath
 
 import (
 	"encoding/json"
@@ -7,8 +7,6 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-
-	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 )
 
 // A containerd-sized config.json (about 8 KiB) with and without a claim:
@@ -30,9 +28,9 @@ func benchBundle(b *testing.B, claim bool) string {
 	return dir
 }
 
-// BenchmarkReadClaim compares the wrapper's partial decode
-// (hotpath.ReadClaim, what lockbox-runtime runs) with the full
-// runtime-spec decode of this package, on the same bundles.
+// BenchmarkReadClaim compares the wrapper's partial decode (ReadClaim,
+// what lockbox-runtime runs) with a full runtime-spec decode of the same
+// bundles, the baseline it replaced.
 func BenchmarkReadClaim(b *testing.B) {
 	for _, claim := range []bool{false, true} {
 		name := "plain"
@@ -43,7 +41,7 @@ func BenchmarkReadClaim(b *testing.B) {
 			dir := benchBundle(b, claim)
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				c, err := hotpath.ReadClaim(dir)
+				c, err := ReadClaim(dir)
 				if err != nil || (c != nil) != claim {
 					b.Fatal(c, err)
 				}
@@ -53,9 +51,16 @@ func BenchmarkReadClaim(b *testing.B) {
 			dir := benchBundle(b, claim)
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				c, err := ReadClaim(dir)
-				if err != nil || (c != nil) != claim {
-					b.Fatal(c, err)
+				raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				var spec specs.Spec
+				if err := json.Unmarshal(raw, &spec); err != nil {
+					b.Fatal(err)
+				}
+				if _, ok := spec.Annotations[ServiceAnnotation]; ok != claim {
+					b.Fatal("claim not seen")
 				}
 			}
 		})

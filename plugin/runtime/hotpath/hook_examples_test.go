@@ -1,4 +1,4 @@
-package hook
+package hotpath
 
 import (
 	"encoding/json"
@@ -14,7 +14,7 @@ import (
 // The hook examples shipped in docs/containerd must call this package's
 // entry points with the events it understands.
 func TestDocExamples(t *testing.T) {
-	dir := filepath.Join("..", "..", "docs", "containerd")
+	dir := filepath.Join("..", "..", "..", "docs", "containerd")
 	for file, event := range map[string]string{
 		"hooks.d-lockbox-createContainer.json": CreateContainer,
 		"hooks.d-lockbox-poststop.json":        Poststop,
