@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -32,6 +33,22 @@ func TestCloseReason(t *testing.T) {
 }
 
 // sample reads one sample of the dispatcher's collector.
+// settled samples a metric until it reads want or a few seconds pass, and
+// returns the last reading. The dispatcher counts a message or a fan-out
+// after handing it on, so a test that has just received it may read the
+// metric a moment early.
+func settled(t *testing.T, d *Dispatcher, want float64, name string, labels ...string) float64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := sample(t, d, name, labels...)
+		if got == want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func sample(t *testing.T, d *Dispatcher, name string, labels ...string) float64 {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
@@ -81,13 +98,13 @@ func TestMetricsMove(t *testing.T) {
 	h.sync()
 	d := h.d
 
-	if got := sample(t, d, "lockbox_manager_services"); got != 1 {
+	if got := settled(t, d, 1, "lockbox_manager_services"); got != 1 {
 		t.Errorf("services = %v, want 1", got)
 	}
-	if got := sample(t, d, "lockbox_manager_nodes", "role", "worker", "state", "unknown"); got != 2 {
+	if got := settled(t, d, 2, "lockbox_manager_nodes", "role", "worker", "state", "unknown"); got != 2 {
 		t.Errorf("worker nodes in state unknown = %v, want 2", got)
 	}
-	if got := sample(t, d, "lockbox_manager_sessions"); got != 0 {
+	if got := settled(t, d, 0, "lockbox_manager_sessions"); got != 0 {
 		t.Errorf("sessions = %v before any connects", got)
 	}
 
@@ -95,14 +112,14 @@ func TestMetricsMove(t *testing.T) {
 	ca.next()
 	cb := h.connect(b, 0)
 	cb.next()
-	if got := sample(t, d, "lockbox_manager_sessions"); got != 2 {
+	if got := settled(t, d, 2, "lockbox_manager_sessions"); got != 2 {
 		t.Errorf("sessions = %v, want 2", got)
 	}
-	if got := sample(t, d, "lockbox_manager_session_messages_sent_total", "type", "complete"); got != 2 {
+	if got := settled(t, d, 2, "lockbox_manager_session_messages_sent_total", "type", "complete"); got != 2 {
 		t.Errorf("complete messages = %v, want 2", got)
 	}
 	// Each COMPLETE carried the service and its secret.
-	if got := sample(t, d, "lockbox_manager_changes_sent_total"); got != 4 {
+	if got := settled(t, d, 4, "lockbox_manager_changes_sent_total"); got != 4 {
 		t.Errorf("changes sent = %v, want 4", got)
 	}
 
@@ -113,10 +130,10 @@ func TestMetricsMove(t *testing.T) {
 	}
 	ca.next() // web leaves a
 	cb.next() // web's new placement reaches b
-	if got := sample(t, d, "lockbox_manager_fanout_duration_seconds"); got != fanOuts+1 {
+	if got := settled(t, d, fanOuts+1, "lockbox_manager_fanout_duration_seconds"); got != fanOuts+1 {
 		t.Errorf("fan-outs observed = %v, want %v", got, fanOuts+1)
 	}
-	if got := sample(t, d, "lockbox_manager_session_messages_sent_total", "type", "incremental"); got != 2 {
+	if got := settled(t, d, 2, "lockbox_manager_session_messages_sent_total", "type", "incremental"); got != 2 {
 		t.Errorf("incremental messages = %v, want 2", got)
 	}
 
@@ -128,20 +145,20 @@ func TestMetricsMove(t *testing.T) {
 	}
 	cb.stop()
 	<-cb.errc
-	if got := sample(t, d, "lockbox_manager_sessions"); got != 1 {
+	if got := settled(t, d, 1, "lockbox_manager_sessions"); got != 1 {
 		t.Errorf("sessions = %v, want 1", got)
 	}
 	for reason, want := range map[string]float64{reasonReplaced: 1, reasonDisconnected: 1, reasonRevoked: 0} {
-		if got := sample(t, d, "lockbox_manager_sessions_closed_total", "reason", reason); got != want {
+		if got := settled(t, d, want, "lockbox_manager_sessions_closed_total", "reason", reason); got != want {
 			t.Errorf("sessions closed (%s) = %v, want %v", reason, got, want)
 		}
 	}
 	d.EndSession(a, ErrRevoked)
 	<-ca2.errc
-	if got := sample(t, d, "lockbox_manager_sessions_closed_total", "reason", reasonRevoked); got != 1 {
+	if got := settled(t, d, 1, "lockbox_manager_sessions_closed_total", "reason", reasonRevoked); got != 1 {
 		t.Errorf("sessions closed (revoked) = %v, want 1", got)
 	}
-	if got := sample(t, d, "lockbox_manager_sessions"); got != 0 {
+	if got := settled(t, d, 0, "lockbox_manager_sessions"); got != 0 {
 		t.Errorf("sessions = %v, want 0", got)
 	}
 }
