@@ -54,7 +54,7 @@ func writeMsg(c net.Conn, m proto.Message) error {
 
 // readMsg reads one message into m, using buf (at least MaxMessageSize
 // bytes) for its bytes. A pipe closed between messages is io.EOF.
-func readMsg(c net.Conn, m proto.Message, buf []byte) error {
+func readMsg(c io.Reader, m proto.Message, buf []byte) error {
 	var hdr [lenSize]byte
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
 		return err
