@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,11 +24,7 @@ type Server struct {
 	allowUID uint32
 	observer Observer
 
-	mu     sync.Mutex
-	ln     *net.UnixListener
-	conns  map[*net.UnixConn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	conns conns
 }
 
 // NewServer returns a server for h that logs to log.
@@ -37,7 +32,7 @@ func NewServer(h Handler, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{handler: h, log: log, conns: map[*net.UnixConn]struct{}{}}
+	return &Server{handler: h, log: log}
 }
 
 // SetObserver makes the server report every request to o (metrics). It
@@ -115,21 +110,13 @@ func socketDir(dir string) error {
 
 // Serve accepts connections on ln until Close. It returns nil after Close.
 func (s *Server) Serve(ln *net.UnixListener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		ln.Close()
+	if !s.conns.listen(ln) {
 		return nil
 	}
-	s.ln = ln
-	s.mu.Unlock()
 	for {
 		conn, err := ln.AcceptUnix()
 		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
+			if s.conns.isClosed() {
 				return nil
 			}
 			var ne net.Error
@@ -138,41 +125,15 @@ func (s *Server) Serve(ln *net.UnixListener) error {
 			}
 			return fmt.Errorf("accept on agent socket: %w", err)
 		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			conn.Close()
+		if !s.conns.serve(conn, func() { s.serveConn(conn) }) {
 			return nil
 		}
-		s.conns[conn] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			s.serveConn(conn)
-			s.mu.Lock()
-			delete(s.conns, conn)
-			s.mu.Unlock()
-		}()
 	}
 }
 
 // Close stops accepting, closes every connection and waits for the
 // requests in flight.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	var err error
-	if s.ln != nil {
-		err = s.ln.Close()
-	}
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	return err
-}
+func (s *Server) Close() error { return s.conns.close() }
 
 // refusedReadTimeout bounds the wait for the request of a caller that is
 // refused anyway.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/Microsoft/go-winio"
@@ -45,11 +44,7 @@ type Server struct {
 	log      *slog.Logger
 	observer Observer
 
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	conns conns
 }
 
 // NewServer returns a server for h that logs to log.
@@ -57,7 +52,7 @@ func NewServer(h Handler, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{handler: h, log: log, conns: map[net.Conn]struct{}{}}
+	return &Server{handler: h, log: log}
 }
 
 // SetObserver makes the server report every request to o (metrics). It
@@ -76,60 +71,26 @@ func checkPrepare(p *agent.PrepareRequest) error {
 
 // Serve accepts connections on ln until Close. It returns nil after Close.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		ln.Close()
+	if !s.conns.listen(ln) {
 		return nil
 	}
-	s.ln = ln
-	s.mu.Unlock()
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed || errors.Is(err, winio.ErrPipeListenerClosed) {
+			if s.conns.isClosed() || errors.Is(err, winio.ErrPipeListenerClosed) {
 				return nil
 			}
 			return fmt.Errorf("accept on agent pipe: %w", err)
 		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			conn.Close()
+		if !s.conns.serve(conn, func() { s.serveConn(conn) }) {
 			return nil
 		}
-		s.conns[conn] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			s.serveConn(conn)
-			s.mu.Lock()
-			delete(s.conns, conn)
-			s.mu.Unlock()
-		}()
 	}
 }
 
 // Close stops accepting, closes every connection and waits for the
 // requests in flight.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	var err error
-	if s.ln != nil {
-		err = s.ln.Close()
-	}
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	return err
-}
+func (s *Server) Close() error { return s.conns.close() }
 
 func (s *Server) serveConn(conn net.Conn) {
 	defer conn.Close()
