@@ -17,7 +17,7 @@ import (
 	"github.com/lockbox-project/lockbox/agent/internal/managertest"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
-	"github.com/lockbox-project/lockbox/manager/ca/jointoken"
+	"github.com/lockbox-project/lockbox/pki/jointoken"
 )
 
 // applied is one message the cache took.
@@ -108,7 +108,7 @@ func TestJoinStreamSurviveManagerLossResume(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sess, err := New(ctx, Config{StateDir: state, Managers: []string{"tcp://" + tm.Addr}, Token: tm.WorkerToken(), Cache: rec, Log: quietLog(),
+	sess, err := New(ctx, Config{StateDir: state, Managers: []string{"tcp://" + tm.Addr}, Token: []byte(tm.WorkerToken()), Cache: rec, Log: quietLog(),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +243,7 @@ func TestJoinRefusesWrongCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok.CADigest = strings.Repeat("0", 64)
-	_, err = New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: tok.String(), Cache: newRecorder(t), Log: quietLog()})
+	_, err = New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: []byte(tok.String()), Cache: newRecorder(t), Log: quietLog()})
 	if err == nil || !strings.Contains(err.Error(), "does not match the join token") {
 		t.Fatalf("join with a token for another CA: %v", err)
 	}
@@ -259,7 +259,7 @@ func TestFirstStartNeedsToken(t *testing.T) {
 func TestRenew(t *testing.T) {
 	tm := managertest.Start(t)
 	state := t.TempDir()
-	sess, err := New(context.Background(), Config{StateDir: state, Managers: []string{tm.Addr}, Token: tm.WorkerToken(), Cache: newRecorder(t), Log: quietLog()})
+	sess, err := New(context.Background(), Config{StateDir: state, Managers: []string{tm.Addr}, Token: []byte(tm.WorkerToken()), Cache: newRecorder(t), Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +293,7 @@ func startSession(t *testing.T, tm *managertest.Manager) (*Session, *recorder) {
 	t.Helper()
 	rec := newRecorder(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	sess, err := New(ctx, Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: tm.WorkerToken(), Cache: rec, Log: quietLog(),
+	sess, err := New(ctx, Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: []byte(tm.WorkerToken()), Cache: rec, Log: quietLog(),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -386,7 +386,7 @@ func TestSkipsManagerThatNeverAnswers(t *testing.T) {
 	tm.Service("web", sec)
 	state := t.TempDir()
 	// Join through the real manager first.
-	if _, err := New(context.Background(), Config{StateDir: state, Managers: []string{tm.Addr}, Token: tm.WorkerToken(), Cache: newRecorder(t), Log: quietLog()}); err != nil {
+	if _, err := New(context.Background(), Config{StateDir: state, Managers: []string{tm.Addr}, Token: []byte(tm.WorkerToken()), Cache: newRecorder(t), Log: quietLog()}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -442,7 +442,7 @@ func TestSkipsManagerThatNeverAnswers(t *testing.T) {
 // thirds of the new certificate's life.
 func TestRenewalSchedule(t *testing.T) {
 	tm := managertest.Start(t)
-	sess, err := New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: tm.WorkerToken(), Cache: newRecorder(t), Log: quietLog()})
+	sess, err := New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: []byte(tm.WorkerToken()), Cache: newRecorder(t), Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
