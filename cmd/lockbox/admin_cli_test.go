@@ -17,6 +17,7 @@ import (
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/identity"
 	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
@@ -103,7 +104,7 @@ func (e *cliEnv) mustRun(t *testing.T, stdin string, args ...string) string {
 func TestCLISecretsAndServices(t *testing.T) {
 	e := newCLIEnv(t, "")
 	id := strings.TrimSpace(e.mustRun(t, "hunter2\n", "secret", "create", "--label", "env=prod", "db_pw", "-"))
-	if len(id) != store.IDLength {
+	if len(id) != identity.IDLength {
 		t.Fatalf("create printed %q, want an ID", id)
 	}
 	file := filepath.Join(t.TempDir(), "cert")
