@@ -87,4 +87,3 @@ func TestClientTLSFromPEM(t *testing.T) {
 		})
 	}
 }
-

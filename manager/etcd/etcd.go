@@ -114,8 +114,6 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			KeyFile:          cfg.PeerTLS.KeyFile,
 			TrustedCAFile:    cfg.PeerTLS.CAFile,
 			ClientCertAuth:   true,
-			// Every peer must present the manager name: it is what
-			// separates a manager from a worker of the same CA.
 			AllowedHostnames: []string{pki.ManagerDNSName},
 			// A peer is authenticated by the CA and the manager name,
 			// not by the source address, which differs from the
