@@ -63,8 +63,8 @@ func newJoinTokenCommand(c *connFlags) *cobra.Command {
 // daemon through a file or stdin only, never its command line.
 const tokenFileHint = `The token is read from standard input (echo is a shell builtin, so it never
 shows in a process list). To start the daemon from a service manager, put the
-token in a file only root can read and pass --token-file FILE instead; the
-file is read on the first start only.
+token in a file only root can read and pass --token-file FILE instead; once
+joined, the daemon needs neither the file nor the flag.
 
 `
 
