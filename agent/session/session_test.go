@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -253,6 +254,35 @@ func TestFirstStartNeedsToken(t *testing.T) {
 	_, err := New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{"127.0.0.1:1"}, Cache: newRecorder(t)})
 	if !errors.Is(err, ErrNeedToken) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestNewZeroesTheToken: New leaves no copy of the token in the caller's
+// buffer, whether it joined with it, had joined already, or failed.
+func TestNewZeroesTheToken(t *testing.T) {
+	tm := managertest.Start(t)
+	state := t.TempDir()
+	zeroed := func(b []byte) bool { return len(b) > 0 && bytes.Count(b, []byte{0}) == len(b) }
+	for _, step := range []struct {
+		name  string
+		state string
+		ok    bool
+	}{
+		{"join", state, true},
+		{"already joined", state, true},
+		{"join refused", t.TempDir(), false},
+	} {
+		tok := []byte(tm.WorkerToken())
+		if !step.ok {
+			tok[len(tok)-1] ^= 1 // a secret the manager does not know
+		}
+		_, err := New(context.Background(), Config{StateDir: step.state, Managers: []string{tm.Addr}, Token: tok, Cache: newRecorder(t), Log: quietLog()})
+		if step.ok != (err == nil) {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if !zeroed(tok) {
+			t.Errorf("%s: the token buffer still holds %q", step.name, tok)
+		}
 	}
 }
 
