@@ -59,6 +59,7 @@ func loadIdentity(stateDir string) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer clear(keyPEM) // the parsed key lives on in the certificate
 	certPEM, err := os.ReadFile(filepath.Join(stateDir, certFile))
 	if err != nil {
 		return nil, err
