@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/spf13/pflag"
 )
@@ -47,6 +48,20 @@ func (t *tokenFlags) check(f *pflag.FlagSet) error {
 	return nil
 }
 
+// private refuses a regular token file that other users can read: that
+// would expose the token as the command line did. Pipes (--token-file
+// <(...)) and Windows, whose ACLs a mode does not describe, pass.
+func private(f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("--token-file: %w", err)
+	}
+	if runtime.GOOS != "windows" && fi.Mode().IsRegular() && fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("--token-file %s: mode %#o lets other users read the token; chmod 600 it (and consider the token leaked: rotate it with 'lockbox join-token --rotate')", f.Name(), fi.Mode().Perm())
+	}
+	return nil
+}
+
 // read returns the token from --token-file (nil without one): read once,
 // surrounding white space trimmed. The caller zeroes it when done; read
 // zeroes its own buffer.
@@ -64,6 +79,9 @@ func (t *tokenFlags) read(stdin io.Reader) ([]byte, error) {
 			return nil, fmt.Errorf("--token-file: %w", err)
 		}
 		defer f.Close()
+		if err := private(f); err != nil {
+			return nil, err
+		}
 		r = f
 	}
 	buf := make([]byte, maxTokenFile+1)

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -16,12 +17,21 @@ func TestTokenFileRead(t *testing.T) {
 		}
 		return p
 	}
+	writeMode := func(name, data string, mode os.FileMode) string {
+		p := write(name, data)
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	tests := []struct {
 		name    string
 		file    string
 		stdin   string
 		want    string
 		wantErr string
+		// unixOnly: Windows has no modes to check.
+		unixOnly bool
 	}{
 		{name: "no flag", file: "", want: ""},
 		{name: "file, trimmed", file: write("tok", "  LBXTKN-1-abc\n\n"), want: "LBXTKN-1-abc"},
@@ -30,10 +40,15 @@ func TestTokenFileRead(t *testing.T) {
 		{name: "empty stdin", file: "-", stdin: "", wantErr: "standard input is empty"},
 		{name: "missing file", file: filepath.Join(dir, "none"), wantErr: "--token-file: open"},
 		{name: "too big", file: write("big", strings.Repeat("a", maxTokenFile+1)), wantErr: "not a join token"},
+		{name: "readable by others", file: writeMode("open", "LBXTKN-1-abc", 0o644), wantErr: "chmod 600", unixOnly: true},
+		{name: "readable by the group", file: writeMode("group", "LBXTKN-1-abc", 0o640), wantErr: "chmod 600", unixOnly: true},
 		{name: "just fits", file: write("fits", strings.Repeat("a", maxTokenFile)), want: strings.Repeat("a", maxTokenFile)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.unixOnly && runtime.GOOS == "windows" {
+				t.Skip("no Unix modes")
+			}
 			tf := tokenFlags{file: tt.file}
 			got, err := tf.read(strings.NewReader(tt.stdin))
 			if tt.wantErr != "" {
