@@ -73,8 +73,8 @@ lockbox secret ls
 lockbox service ls
 
 step "Start an agent on this node, joined with a worker token"
-token=$(lockbox join-token worker -q)
-"$bin/lockbox" agent --manager "127.0.0.1:$port" --token "$token" --state-dir "$work/agent" --socket "$work/agent/agent.sock" >"$work/agent.log" 2>&1 &
+# The token goes in on stdin, never on the daemon's command line.
+lockbox join-token worker -q | "$bin/lockbox" agent --manager "127.0.0.1:$port" --token-file - --state-dir "$work/agent" --socket "$work/agent/agent.sock" >"$work/agent.log" 2>&1 &
 pids+=($!)
 wait_for "the agent socket" test -S "$work/agent/agent.sock"
 

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lockbox-project/lockbox/manager/ca"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 // access says who may call a method on the TCP listener.
@@ -60,7 +61,7 @@ func (a *authorizer) check(ctx context.Context, method string) error {
 	if need == anyone {
 		return nil
 	}
-	who, err := ca.PeerIdentity(ctx)
+	who, err := pki.PeerIdentity(ctx)
 	if err != nil {
 		return status.Error(codes.Unauthenticated, "this call needs a client certificate of the cluster")
 	}
@@ -77,11 +78,11 @@ func (a *authorizer) check(ctx context.Context, method string) error {
 	allowed := false
 	switch need {
 	case nodes:
-		allowed = who.Role == ca.RoleWorker || who.Role == ca.RoleManager
+		allowed = who.Role == pki.RoleWorker || who.Role == pki.RoleManager
 	case managers:
-		allowed = who.Role == ca.RoleManager
+		allowed = who.Role == pki.RoleManager
 	case admins:
-		allowed = who.Role == ca.RoleAdmin
+		allowed = who.Role == pki.RoleAdmin
 	}
 	if !allowed {
 		return status.Errorf(codes.PermissionDenied, "a %s certificate may not call %s", who.Role, method)

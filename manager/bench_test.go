@@ -23,7 +23,7 @@ import (
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
-	"github.com/lockbox-project/lockbox/manager/ca"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 // BenchmarkGRPCStreams runs a real manager in a child process and N
@@ -98,7 +98,7 @@ func (a *benchAgent) close() {
 // connectAgent opens nd's session dialled with tr and waits for its
 // COMPLETE message.
 func connectAgent(nd node, addr string, tr dapi.Transport) (*benchAgent, error) {
-	cfg, err := ca.ClientTLS(nd.root, nd.cert)
+	cfg, err := pki.ClientTLSFromPEM(nd.root, nd.cert)
 	if err != nil {
 		return nil, err
 	}

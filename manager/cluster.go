@@ -2,13 +2,7 @@ package manager
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -22,13 +16,11 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	caapi "github.com/lockbox-project/lockbox/api/ca"
 	clusterapi "github.com/lockbox-project/lockbox/api/cluster"
 	"github.com/lockbox-project/lockbox/api/types"
-	"github.com/lockbox-project/lockbox/manager/ca"
-	"github.com/lockbox-project/lockbox/manager/ca/jointoken"
 	"github.com/lockbox-project/lockbox/manager/etcd"
 	"github.com/lockbox-project/lockbox/manager/keys"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 // clusterServer serves Cluster.Join to managers (the interceptor checked
@@ -39,8 +31,8 @@ type clusterServer struct {
 }
 
 func (s *clusterServer) Join(ctx context.Context, req *clusterapi.JoinRequest) (*clusterapi.JoinResponse, error) {
-	who, err := ca.PeerIdentity(ctx)
-	if err != nil || who.Role != ca.RoleManager {
+	who, err := pki.PeerIdentity(ctx)
+	if err != nil || who.Role != pki.RoleManager {
 		return nil, status.Error(codes.PermissionDenied, "joining needs a manager certificate")
 	}
 	resp := &clusterapi.JoinResponse{Autolock: s.m.st.Autolock, Managers: s.m.managerList()}
@@ -70,8 +62,8 @@ func (s *clusterServer) Join(ctx context.Context, req *clusterapi.JoinRequest) (
 
 // Promote makes the caller's learner a voting member once it is in sync.
 func (s *clusterServer) Promote(ctx context.Context, _ *clusterapi.PromoteRequest) (*clusterapi.PromoteResponse, error) {
-	who, err := ca.PeerIdentity(ctx)
-	if err != nil || who.Role != ca.RoleManager {
+	who, err := pki.PeerIdentity(ctx)
+	if err != nil || who.Role != pki.RoleManager {
 		return nil, status.Error(codes.PermissionDenied, "promotion needs a manager certificate")
 	}
 	if s.m.member == nil {
@@ -106,9 +98,9 @@ func (m *Manager) promote(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
-	cfg, err := ca.ClientTLS(rootPEM, own)
+	cfg, err := pki.ClientTLSFromPEM(rootPEM, own)
 	if err != nil {
-		return err
+		return fmt.Errorf("manager: %s: %w", m.path("certs", "ca.crt"), err)
 	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
@@ -165,101 +157,53 @@ func (m *Manager) promoteSelf(ctx context.Context) error {
 // join is the first start of a manager joining a cluster: get a manager
 // certificate with the token, become an etcd member, receive the KEK.
 func (m *Manager) join(ctx context.Context) error {
-	tok, err := jointoken.Parse(m.cfg.JoinToken)
-	if err != nil {
-		return fmt.Errorf("manager: --token: %w", err)
-	}
-	rootPEM, err := fetchPinnedRoot(ctx, m.cfg.JoinAddr, tok)
-	if err != nil {
-		return err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	// The CSR's subject is ignored by the CA; the addresses are what other
-	// managers and etcd peers will dial.
+	// The token is needed for the certificate only; nothing keeps it.
+	defer clear(m.cfg.JoinToken)
+	// The CSR names the addresses other managers and etcd peers will dial.
 	req, err := m.ownCertRequest("joining")
 	if err != nil {
 		return err
 	}
-	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: "joining-manager"}, IPAddresses: req.IPs, DNSNames: req.DNSNames,
-	}, key)
-	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(rootPEM)
-	conn, err := grpc.NewClient(m.cfg.JoinAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: ca.ManagerDNSName,
-	})))
-	if err != nil {
-		return fmt.Errorf("manager: dial %s: %w", m.cfg.JoinAddr, err)
-	}
-	issued, err := caapi.NewNodeCAClient(conn).IssueNodeCertificate(ctx, &caapi.IssueNodeCertificateRequest{
-		Token:       m.cfg.JoinToken,
-		CsrPem:      pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}),
-		Description: describeSelf(),
+	joined, err := pki.Join(ctx, pki.JoinRequest{
+		Addr: m.cfg.JoinAddr, Token: m.cfg.JoinToken, Role: types.NodeRole_NODE_ROLE_MANAGER,
+		Description: describeSelf(), DNSNames: req.DNSNames, IPs: req.IPs,
 	})
-	conn.Close()
-	if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition {
-		// The CA refused before recording anything (a worker token):
-		// its message says what to do.
-		return fmt.Errorf("manager: join %s: %s", m.cfg.JoinAddr, st.Message())
-	}
+	clear(m.cfg.JoinToken)
 	if err != nil {
-		return fmt.Errorf("manager: join %s: %w", m.cfg.JoinAddr, err)
+		return fmt.Errorf("manager: %w", err)
 	}
-	// A CA that signs without checking the request's addresses (older
-	// managers) is caught here, with a worker node already recorded.
-	if issued.Role != types.NodeRole_NODE_ROLE_MANAGER {
-		return errors.New("manager: the token is a worker token: join managers with 'lockbox join-token manager'")
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
+	err = m.writeCerts(joined.CertPEM, joined.KeyPEM, joined.RootPEM)
+	clear(joined.KeyPEM)
 	if err != nil {
 		return err
 	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	clear(keyDER)
-	if err := m.writeCerts(issued.CertificatePem, keyPEM, rootPEM); err != nil {
-		return err
+	id, err := pki.IdentityFromCert(joined.Cert.Leaf)
+	if err != nil {
+		return fmt.Errorf("manager: %w", err)
 	}
-	clear(keyPEM)
-	m.st = &state{NodeID: issued.NodeId}
+	m.st = &state{NodeID: joined.NodeID}
 	if len(m.cfg.EtcdEndpoints) == 0 {
 		if m.st.PeerURL, err = m.peerURL(); err != nil {
 			return err
 		}
 	}
 
-	own, err := tlsPair(m.path("certs", "node.crt"), m.path("certs", "node.key"))
-	if err != nil {
-		return err
-	}
-	cfg, err := ca.ClientTLS(rootPEM, own)
-	if err != nil {
-		return err
-	}
-	conn, err = grpc.NewClient(m.cfg.JoinAddr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	conn, err := grpc.NewClient(m.cfg.JoinAddr, grpc.WithTransportCredentials(credentials.NewTLS(
+		pki.ClientTLS(joined.Root, func() *tls.Certificate { return &joined.Cert }))))
 	if err != nil {
 		return fmt.Errorf("manager: dial %s: %w", m.cfg.JoinAddr, err)
 	}
 	defer conn.Close()
 	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	joined, err := clusterapi.NewClusterClient(conn).Join(jctx, &clusterapi.JoinRequest{PeerUrl: m.st.PeerURL})
+	cluster, err := clusterapi.NewClusterClient(conn).Join(jctx, &clusterapi.JoinRequest{PeerUrl: m.st.PeerURL})
 	if err != nil {
 		return fmt.Errorf("manager: join %s: %w", m.cfg.JoinAddr, err)
 	}
-	id, err := ca.IdentityFromCert(own.Leaf)
-	if err != nil {
-		return err
-	}
-	m.st.Autolock, m.st.ClusterID, m.st.InitialCluster = joined.Autolock, id.ClusterID, joined.InitialCluster
-	if !joined.Autolock {
-		kek, err := keys.KEKFromBytes(joined.KeyEncryptionKey)
-		clear(joined.KeyEncryptionKey)
+	m.st.Autolock, m.st.ClusterID, m.st.InitialCluster = cluster.Autolock, id.ClusterID, cluster.InitialCluster
+	if !cluster.Autolock {
+		kek, err := keys.KEKFromBytes(cluster.KeyEncryptionKey)
+		clear(cluster.KeyEncryptionKey)
 		if err != nil {
 			return fmt.Errorf("manager: key-encryption key from %s: %w", m.cfg.JoinAddr, err)
 		}
@@ -279,28 +223,6 @@ func (m *Manager) join(ctx context.Context) error {
 	}
 	m.log.Info("joined cluster", "cluster", m.st.ClusterID, "node", m.st.NodeID, "via", m.cfg.JoinAddr)
 	return nil
-}
-
-// fetchPinnedRoot gets the root CA without trusting the server, and
-// accepts it only if its digest is the one in the token.
-func fetchPinnedRoot(ctx context.Context, addr string, tok jointoken.Token) ([]byte, error) {
-	// Nothing is trusted from this connection until the digest matches.
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, //nolint:gosec // pinned below
-	})))
-	if err != nil {
-		return nil, fmt.Errorf("manager: dial %s: %w", addr, err)
-	}
-	defer conn.Close()
-	resp, err := caapi.NewNodeCAClient(conn).GetRootCACertificate(ctx, &caapi.GetRootCACertificateRequest{})
-	if err != nil {
-		return nil, fmt.Errorf("manager: fetch root CA from %s: %w", addr, err)
-	}
-	b, _ := pem.Decode(resp.CertificatePem)
-	if b == nil || !tok.PinsCA(b.Bytes) {
-		return nil, fmt.Errorf("manager: the root CA of %s does not match the token's digest: wrong cluster or an impostor", addr)
-	}
-	return resp.CertificatePem, nil
 }
 
 // addMember retries while etcd calls the cluster unhealthy: it refuses a

@@ -54,7 +54,7 @@ func runManagerChild() int {
 	}
 	m, err := New(Config{
 		DataDir: cc.DataDir, ListenAddr: cc.ListenAddr, AdminSocket: cc.AdminSocket, EtcdPeerPort: cc.EtcdPeerPort,
-		JoinAddr: cc.JoinAddr, JoinToken: cc.JoinToken, HeartbeatPeriod: cc.HeartbeatPeriod, MetricsAddr: cc.MetricsAddr,
+		JoinAddr: cc.JoinAddr, JoinToken: []byte(cc.JoinToken), HeartbeatPeriod: cc.HeartbeatPeriod, MetricsAddr: cc.MetricsAddr,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Out:    io.Discard,
 	})

@@ -29,6 +29,8 @@ import (
 	clusterapi "github.com/lockbox-project/lockbox/api/cluster"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/atomicfile"
+	"github.com/lockbox-project/lockbox/internal/identity"
 	"github.com/lockbox-project/lockbox/internal/metrics"
 	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/ca"
@@ -36,6 +38,7 @@ import (
 	"github.com/lockbox-project/lockbox/manager/etcd"
 	"github.com/lockbox-project/lockbox/manager/keys"
 	"github.com/lockbox-project/lockbox/manager/store"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 // DefaultListenAddr is where a manager listens unless told otherwise: the
@@ -60,7 +63,9 @@ type Config struct {
 	// init; a restarted manager waits for `lockbox unlock`.
 	Autolock bool
 	// JoinAddr and JoinToken join an existing cluster (first start only).
-	JoinAddr, JoinToken string
+	// The join zeroes JoinToken once done.
+	JoinAddr  string
+	JoinToken []byte
 	// EtcdEndpoints uses an external etcd cluster instead of an embedded
 	// member; EtcdTLS are its client credentials, if it wants them.
 	EtcdEndpoints []string
@@ -117,8 +122,8 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = DefaultListenAddr
 	}
-	if (cfg.JoinAddr == "") != (cfg.JoinToken == "") {
-		return nil, errors.New("manager: --join and --token go together")
+	if (cfg.JoinAddr == "") != (len(cfg.JoinToken) == 0) {
+		return nil, errors.New("manager: --join and --token-file go together")
 	}
 	if cfg.HeartbeatPeriod == 0 {
 		cfg.HeartbeatPeriod = 5 * time.Second
@@ -387,10 +392,7 @@ func (m *Manager) initialize(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	nodeID, err := ca.NewID()
-	if err != nil {
-		return err
-	}
+	nodeID := identity.NewID()
 	m.st = &state{NodeID: nodeID, ClusterID: root.ClusterID, Autolock: m.cfg.Autolock}
 	if len(m.cfg.EtcdEndpoints) == 0 {
 		if m.st.PeerURL, err = m.peerURL(); err != nil {
@@ -449,16 +451,13 @@ func (m *Manager) initialize(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("manager: record own node: %w", err)
 	}
-	adminID, err := ca.NewID()
-	if err != nil {
-		return err
-	}
-	creds, err := root.NewKeyPair(ca.CertRequest{NodeID: "admin-" + adminID[:12], Role: ca.RoleAdmin})
+	adminID := identity.NewID()
+	creds, err := root.NewKeyPair(ca.CertRequest{NodeID: "admin-" + adminID[:12], Role: pki.RoleAdmin})
 	if err != nil {
 		return err
 	}
 	for name, data := range map[string][]byte{"ca.pem": root.CertPEM, "cert.pem": creds.CertPEM, "key.pem": creds.KeyPEM} {
-		if err := writeFileAtomic(m.path("admin", name), data, 0o600); err != nil {
+		if err := atomicfile.WriteFile(m.path("admin", name), data, 0o600); err != nil {
 			return err
 		}
 	}
@@ -510,7 +509,7 @@ func (m *Manager) ownCertRequest(nodeID string) (ca.CertRequest, error) {
 	if err != nil {
 		return ca.CertRequest{}, err
 	}
-	req := ca.CertRequest{NodeID: nodeID, Role: ca.RoleManager}
+	req := ca.CertRequest{NodeID: nodeID, Role: pki.RoleManager}
 	if ip := net.ParseIP(host); ip != nil {
 		req.IPs = append(req.IPs, ip)
 	} else {
@@ -580,7 +579,7 @@ func (m *Manager) renewOwnCert(ctx context.Context, now time.Time) error {
 
 func (m *Manager) writeCerts(certPEM, keyPEM, rootPEM []byte) error {
 	for name, data := range map[string][]byte{"node.crt": certPEM, "node.key": keyPEM, "ca.crt": rootPEM} {
-		if err := writeFileAtomic(m.path("certs", name), data, 0o600); err != nil {
+		if err := atomicfile.WriteFile(m.path("certs", name), data, 0o600); err != nil {
 			return err
 		}
 	}

@@ -33,6 +33,7 @@ import (
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 func TestMain(m *testing.M) {
@@ -190,7 +191,7 @@ func TestAuthorization(t *testing.T) {
 	if newTok == wtok {
 		t.Fatal("rotation kept the token")
 	}
-	if _, err := fetchPinnedRoot(ctx, addr, mustParse(t, wtok)); err != nil {
+	if _, _, err := pki.FetchPinnedRoot(ctx, addr, mustParse(t, wtok)); err != nil {
 		t.Fatal(err) // same CA: pinning still works
 	}
 	joinNode(t, addr, newTok, "c")
@@ -256,7 +257,7 @@ func TestJoinAndFanOutAcrossManagers(t *testing.T) {
 	adm := m1.admin()
 	cfg2 := testConfig(t, "127.0.0.2")
 	cfg2.JoinAddr = m1.Addr()
-	cfg2.JoinToken = token(t, adm, types.NodeRole_NODE_ROLE_WORKER, false)
+	cfg2.JoinToken = []byte(token(t, adm, types.NodeRole_NODE_ROLE_WORKER, false))
 	if _, err := New(cfg2); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +275,7 @@ func TestJoinAndFanOutAcrossManagers(t *testing.T) {
 
 	cfg2 = testConfig(t, "127.0.0.2")
 	cfg2.JoinAddr = m1.Addr()
-	cfg2.JoinToken = token(t, adm, types.NodeRole_NODE_ROLE_MANAGER, false)
+	cfg2.JoinToken = []byte(token(t, adm, types.NodeRole_NODE_ROLE_MANAGER, false))
 	m2 := startManager(t, cfg2)
 
 	// The node talks to manager 2; the change is written through manager 1.
@@ -464,7 +465,7 @@ func TestExternalEtcd(t *testing.T) {
 	cfg2 := testConfig(t, "127.0.0.2")
 	cfg2.EtcdEndpoints = []string{ext.Endpoint}
 	cfg2.JoinAddr = m1.Addr()
-	cfg2.JoinToken = token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false)
+	cfg2.JoinToken = []byte(token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false))
 	m2 := startManager(t, cfg2)
 	r, err := m2.admin().ListSecrets(ctx, &adminapi.ListSecretsRequest{})
 	if err != nil || len(r.Secrets) != 1 || r.Secrets[0].Spec.Name != "shared" {
@@ -491,7 +492,7 @@ func TestInterruptedJoinFinishesOnRestart(t *testing.T) {
 	m1 := startManager(t, testConfig(t, "127.0.0.1"))
 	cfg2 := testConfig(t, "127.0.0.2")
 	cfg2.JoinAddr = m1.Addr()
-	cfg2.JoinToken = token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false)
+	cfg2.JoinToken = []byte(token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false))
 	m2, err := New(cfg2)
 	if err != nil {
 		t.Fatal(err)

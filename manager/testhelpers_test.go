@@ -27,11 +27,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
-	caapi "github.com/lockbox-project/lockbox/api/ca"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
-	"github.com/lockbox-project/lockbox/manager/ca"
-	"github.com/lockbox-project/lockbox/manager/ca/jointoken"
+	"github.com/lockbox-project/lockbox/pki"
+	"github.com/lockbox-project/lockbox/pki/jointoken"
 )
 
 // freePort returns a loopback port nobody listens on right now.
@@ -157,12 +156,9 @@ func (tm *testManager) adminCert() tls.Certificate {
 // transport options (dapi.Transport).
 func dialTLS(t testing.TB, addr string, rootPEM []byte, cert tls.Certificate, extra ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	cfg, err := ca.ClientTLS(rootPEM, cert)
+	cfg, err := pki.ClientTLSFromPEM(rootPEM, cert)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if cert.Certificate == nil {
-		cfg.Certificates = nil
 	}
 	conn, err := grpc.NewClient(addr, append(extra, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))...)
 	if err != nil {
@@ -181,33 +177,15 @@ type node struct {
 
 func joinNode(t testing.TB, addr, token, hostname string) node {
 	t.Helper()
-	ctx := context.Background()
-	tok, err := jointoken.Parse(token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := fetchPinnedRoot(ctx, addr, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csrPEM, key := newTestCSR(t)
-	// Closed at once: benchmarks join thousands of nodes.
-	conn := dialTLS(t, addr, root, tls.Certificate{})
-	defer conn.Close()
-	resp, err := caapi.NewNodeCAClient(conn).IssueNodeCertificate(ctx, &caapi.IssueNodeCertificateRequest{
-		Token:       token,
-		CsrPem:      csrPEM,
+	// Joined as agents join.
+	joined, err := pki.Join(context.Background(), pki.JoinRequest{
+		Addr: addr, Token: []byte(token), Role: types.NodeRole_NODE_ROLE_WORKER,
 		Description: &types.NodeDescription{Hostname: hostname, Platform: &types.Platform{Os: "linux"}},
 	})
 	if err != nil {
 		t.Fatalf("join %s: %v", hostname, err)
 	}
-	kd, _ := x509.MarshalECPrivateKey(key)
-	cert, err := tls.X509KeyPair(resp.CertificatePem, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return node{id: resp.NodeId, cert: cert, root: root}
+	return node{id: joined.NodeID, cert: joined.Cert, root: joined.RootPEM}
 }
 
 // stream is an open dispatcher session of a test node.

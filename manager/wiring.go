@@ -8,9 +8,9 @@ import (
 
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/admin"
-	"github.com/lockbox-project/lockbox/manager/ca"
 	"github.com/lockbox-project/lockbox/manager/dispatcher"
 	"github.com/lockbox-project/lockbox/manager/etcd"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 // The adapters below implement manager/admin's interfaces on the pieces
@@ -19,9 +19,9 @@ import (
 type tokenIssuer struct{ m *Manager }
 
 func (t tokenIssuer) JoinToken(ctx context.Context, role types.NodeRole, rotate bool) (string, error) {
-	r := ca.RoleWorker
+	r := pki.RoleWorker
 	if role == types.NodeRole_NODE_ROLE_MANAGER {
-		r = ca.RoleManager
+		r = pki.RoleManager
 	}
 	tok, err := t.m.ca().JoinToken(ctx, r, rotate)
 	if err == nil && rotate {
@@ -69,7 +69,7 @@ func (r revoker) RevokeNode(ctx context.Context, n *types.Node) error {
 // registrar records joining nodes in the store.
 type registrar struct{ m *Manager }
 
-func (r registrar) RegisterNode(ctx context.Context, id ca.Identity, desc *types.NodeDescription, certPEM []byte) error {
+func (r registrar) RegisterNode(ctx context.Context, id pki.Identity, desc *types.NodeDescription, certPEM []byte) error {
 	cert, err := parsePEMCert(certPEM)
 	if err != nil {
 		return err
@@ -84,7 +84,7 @@ func (r registrar) RegisterNode(ctx context.Context, id ca.Identity, desc *types
 }
 
 // RecordCertificate notes a renewed certificate on the node.
-func (r registrar) RecordCertificate(ctx context.Context, id ca.Identity, certPEM []byte) error {
+func (r registrar) RecordCertificate(ctx context.Context, id pki.Identity, certPEM []byte) error {
 	cert, err := parsePEMCert(certPEM)
 	if err != nil {
 		return err

@@ -71,7 +71,7 @@ func runChild(spec string) int {
 		<-ready
 		fmt.Println("ready")
 	}()
-	err = Run(ctx, Options{Managers: s.Managers, Token: s.Token, StateDir: s.StateDir, Socket: s.Socket, NRI: s.NRI, NRISocket: s.NRISock, MetricsAddr: s.MetricsAddr,
+	err = Run(ctx, Options{Managers: s.Managers, Token: []byte(s.Token), StateDir: s.StateDir, Socket: s.Socket, NRI: s.NRI, NRISocket: s.NRISock, MetricsAddr: s.MetricsAddr,
 		Log: slog.New(slog.NewTextHandler(logf, nil)), Ready: ready})
 	if err != nil {
 		fmt.Fprintln(logf, "agent:", err)
@@ -100,7 +100,12 @@ func startChild(t testing.TB, spec childSpec) *child {
 	if spec.Binary != "" {
 		args := []string{"agent", "--manager", strings.Join(spec.Managers, ","), "--state-dir", spec.StateDir, "--socket", spec.Socket}
 		if spec.Token != "" {
-			args = append(args, "--token", spec.Token)
+			// As an operator does: the token in a file, never in argv.
+			tokenFile := filepath.Join(filepath.Dir(spec.LogFile), "join-token")
+			if err := os.WriteFile(tokenFile, []byte(spec.Token+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "--token-file", tokenFile)
 		}
 		if spec.MetricsAddr != "" {
 			args = append(args, "--metrics-addr", spec.MetricsAddr)

@@ -26,7 +26,9 @@ var Version = "dev"
 // Options are the agent's command-line settings.
 type Options struct {
 	Managers []string
-	Token    string
+	// Token is the worker join token (first start only); zeroed once the
+	// session has used it.
+	Token    []byte
 	StateDir string
 	Socket   string
 	// NRI runs the NRI plugin in the agent's process.

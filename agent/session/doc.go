@@ -1,5 +1,6 @@
 // Package session is the agent's side of the control plane: it joins the
-// cluster with a worker token (pinning the root CA by the token's digest),
+// cluster with a worker token (pki.Join, which pins the root CA by the
+// token's digest, the same join a manager makes),
 // keeps the node's key and certificate in the state directory and renews the
 // certificate before it expires, and holds one Dispatcher.Session stream to
 // some manager, feeding every message to the grant cache.

@@ -37,8 +37,9 @@ type Config struct {
 	// Managers are the addresses given on the command line (host:port,
 	// optionally tcp://host:port).
 	Managers []string
-	// Token is the worker join token; needed only until the node has joined.
-	Token       string
+	// Token is the worker join token; needed only until the node has
+	// joined. New zeroes it before it returns, used or not.
+	Token       []byte
 	Description *types.NodeDescription
 	Cache       Applier
 	Log         *slog.Logger
@@ -95,6 +96,8 @@ func mergeAddrs(lists ...[]string) []string {
 // first start, joins the cluster with cfg.Token through the first manager
 // that answers.
 func New(ctx context.Context, cfg Config) (*Session, error) {
+	// Nothing keeps the token: it is zeroed whether it was needed or not.
+	defer clear(cfg.Token)
 	if cfg.Cache == nil {
 		return nil, errors.New("session: no grant cache")
 	}
@@ -122,7 +125,7 @@ func New(ctx context.Context, cfg Config) (*Session, error) {
 		s.id = id
 		s.log.Info("node credentials loaded", "node", id.NodeID, "expires", id.Leaf().NotAfter)
 	case errors.Is(err, os.ErrNotExist):
-		if cfg.Token == "" {
+		if len(cfg.Token) == 0 {
 			return nil, ErrNeedToken
 		}
 		if len(s.managers) == 0 {

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -17,7 +18,7 @@ import (
 	"github.com/lockbox-project/lockbox/agent/internal/managertest"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
-	"github.com/lockbox-project/lockbox/manager/ca/jointoken"
+	"github.com/lockbox-project/lockbox/pki/jointoken"
 )
 
 // applied is one message the cache took.
@@ -108,7 +109,7 @@ func TestJoinStreamSurviveManagerLossResume(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sess, err := New(ctx, Config{StateDir: state, Managers: []string{"tcp://" + tm.Addr}, Token: tm.WorkerToken(), Cache: rec, Log: quietLog(),
+	sess, err := New(ctx, Config{StateDir: state, Managers: []string{"tcp://" + tm.Addr}, Token: []byte(tm.WorkerToken()), Cache: rec, Log: quietLog(),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +244,7 @@ func TestJoinRefusesWrongCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok.CADigest = strings.Repeat("0", 64)
-	_, err = New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: tok.String(), Cache: newRecorder(t), Log: quietLog()})
+	_, err = New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: []byte(tok.String()), Cache: newRecorder(t), Log: quietLog()})
 	if err == nil || !strings.Contains(err.Error(), "does not match the join token") {
 		t.Fatalf("join with a token for another CA: %v", err)
 	}
@@ -256,10 +257,39 @@ func TestFirstStartNeedsToken(t *testing.T) {
 	}
 }
 
+// TestNewZeroesTheToken: New leaves no copy of the token in the caller's
+// buffer, whether it joined with it, had joined already, or failed.
+func TestNewZeroesTheToken(t *testing.T) {
+	tm := managertest.Start(t)
+	state := t.TempDir()
+	zeroed := func(b []byte) bool { return len(b) > 0 && bytes.Count(b, []byte{0}) == len(b) }
+	for _, step := range []struct {
+		name  string
+		state string
+		ok    bool
+	}{
+		{"join", state, true},
+		{"already joined", state, true},
+		{"join refused", t.TempDir(), false},
+	} {
+		tok := []byte(tm.WorkerToken())
+		if !step.ok {
+			tok[len(tok)-1] ^= 1 // a secret the manager does not know
+		}
+		_, err := New(context.Background(), Config{StateDir: step.state, Managers: []string{tm.Addr}, Token: tok, Cache: newRecorder(t), Log: quietLog()})
+		if step.ok != (err == nil) {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if !zeroed(tok) {
+			t.Errorf("%s: the token buffer still holds %q", step.name, tok)
+		}
+	}
+}
+
 func TestRenew(t *testing.T) {
 	tm := managertest.Start(t)
 	state := t.TempDir()
-	sess, err := New(context.Background(), Config{StateDir: state, Managers: []string{tm.Addr}, Token: tm.WorkerToken(), Cache: newRecorder(t), Log: quietLog()})
+	sess, err := New(context.Background(), Config{StateDir: state, Managers: []string{tm.Addr}, Token: []byte(tm.WorkerToken()), Cache: newRecorder(t), Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +323,7 @@ func startSession(t *testing.T, tm *managertest.Manager) (*Session, *recorder) {
 	t.Helper()
 	rec := newRecorder(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	sess, err := New(ctx, Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: tm.WorkerToken(), Cache: rec, Log: quietLog(),
+	sess, err := New(ctx, Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: []byte(tm.WorkerToken()), Cache: rec, Log: quietLog(),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -386,7 +416,7 @@ func TestSkipsManagerThatNeverAnswers(t *testing.T) {
 	tm.Service("web", sec)
 	state := t.TempDir()
 	// Join through the real manager first.
-	if _, err := New(context.Background(), Config{StateDir: state, Managers: []string{tm.Addr}, Token: tm.WorkerToken(), Cache: newRecorder(t), Log: quietLog()}); err != nil {
+	if _, err := New(context.Background(), Config{StateDir: state, Managers: []string{tm.Addr}, Token: []byte(tm.WorkerToken()), Cache: newRecorder(t), Log: quietLog()}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -442,7 +472,7 @@ func TestSkipsManagerThatNeverAnswers(t *testing.T) {
 // thirds of the new certificate's life.
 func TestRenewalSchedule(t *testing.T) {
 	tm := managertest.Start(t)
-	sess, err := New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: tm.WorkerToken(), Cache: newRecorder(t), Log: quietLog()})
+	sess, err := New(context.Background(), Config{StateDir: t.TempDir(), Managers: []string{tm.Addr}, Token: []byte(tm.WorkerToken()), Cache: newRecorder(t), Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}

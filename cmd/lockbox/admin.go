@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -19,7 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
-	"github.com/lockbox-project/lockbox/manager/ca"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 // defaultHost is the manager's root-only admin socket, like dockerd's.
@@ -96,9 +95,9 @@ func (c *connFlags) tlsCredentials(addr string) (credentials.TransportCredential
 	if err != nil {
 		return nil, fmt.Errorf("--tlscacert: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("--tlscacert %s: no PEM certificate in it", c.caCert)
+	pool, err := pki.RootPool(pem)
+	if err != nil {
+		return nil, fmt.Errorf("--tlscacert %s: %w", c.caCert, err)
 	}
 	pair, err := tls.LoadX509KeyPair(c.cert, c.key)
 	if err != nil {
@@ -107,14 +106,8 @@ func (c *connFlags) tlsCredentials(addr string) (credentials.TransportCredential
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("-H %s: %w", c.host, err)
 	}
-	return credentials.NewTLS(&tls.Config{
-		RootCAs:      pool,
-		Certificates: []tls.Certificate{pair},
-		// Trust comes from the cluster CA, which gives this name to manager
-		// certificates only; the address dialled may be any of a manager's.
-		ServerName: ca.ManagerDNSName,
-		MinVersion: tls.VersionTLS13,
-	}), nil
+	// The admin certificate dials managers like any node does.
+	return credentials.NewTLS(pki.ClientTLS(pool, func() *tls.Certificate { return &pair })), nil
 }
 
 // run calls fn with an Admin client and a context bounded by --timeout,

@@ -17,6 +17,7 @@ import (
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/identity"
 	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
@@ -103,7 +104,7 @@ func (e *cliEnv) mustRun(t *testing.T, stdin string, args ...string) string {
 func TestCLISecretsAndServices(t *testing.T) {
 	e := newCLIEnv(t, "")
 	id := strings.TrimSpace(e.mustRun(t, "hunter2\n", "secret", "create", "--label", "env=prod", "db_pw", "-"))
-	if len(id) != store.IDLength {
+	if len(id) != identity.IDLength {
 		t.Fatalf("create printed %q, want an ID", id)
 	}
 	file := filepath.Join(t.TempDir(), "cert")
@@ -223,12 +224,12 @@ func TestCLIJoinTokenAndUnlock(t *testing.T) {
 		t.Fatalf("join-token -q: %q", out)
 	}
 	if out := e.mustRun(t, "", "join-token", "--rotate", "manager"); !strings.Contains(out, "rotated") ||
-		!strings.Contains(out, "--join 10.0.0.1:4243 --token LBXTKN-1-rotated-NODE_ROLE_MANAGER") {
+		!strings.Contains(out, "echo LBXTKN-1-rotated-NODE_ROLE_MANAGER | lockbox manager --data-dir /var/lib/lockbox-manager --join 10.0.0.1:4243 --token-file -\n") {
 		t.Fatalf("join-token --rotate:\n%s", out)
 	}
 	// Over the unix socket too, the join command names the cluster's
 	// managers (no placeholder), as docker swarm join-token does.
-	want := "lockbox agent --manager 10.0.0.1:4243,10.0.0.2:4243 --token LBXTKN-1-NODE_ROLE_WORKER --state-dir /var/lib/lockbox/agent\n"
+	want := "echo LBXTKN-1-NODE_ROLE_WORKER | lockbox agent --manager 10.0.0.1:4243,10.0.0.2:4243 --token-file - --state-dir /var/lib/lockbox/agent\n"
 	if out := e.mustRun(t, "", "join-token", "worker"); !strings.Contains(out, want) || strings.Contains(out, "MANAGER_ADDR") {
 		t.Fatalf("join-token worker:\n%s", out)
 	}

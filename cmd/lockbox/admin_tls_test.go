@@ -22,7 +22,7 @@ import (
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/types"
-	lbca "github.com/lockbox-project/lockbox/manager/ca"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 // testCA issues certificates for the TLS test.
@@ -95,7 +95,7 @@ func (listOnly) ListSecrets(context.Context, *adminapi.ListSecretsRequest) (*adm
 // --tlskey; the server requires a client certificate from its CA.
 func TestCLIOverMutualTLS(t *testing.T) {
 	ca := newTestCA(t, "lockbox test CA")
-	srvCert, srvKey := ca.issue(t, "manager", x509.ExtKeyUsageServerAuth, lbca.ManagerDNSName)
+	srvCert, srvKey := ca.issue(t, "manager", x509.ExtKeyUsageServerAuth, pki.ManagerDNSName)
 	pair, err := tls.X509KeyPair(srvCert, srvKey)
 	if err != nil {
 		t.Fatal(err)

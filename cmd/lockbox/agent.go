@@ -22,25 +22,39 @@ func addAgentCommand(root *cobra.Command) {
 		o        daemon.Options
 		managers string
 		debug    bool
+		token    tokenFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "agent --manager ADDR[,ADDR...] --token TOKEN --state-dir DIR [--socket PATH] [--nri]",
-		Short: "Run the node agent (joins with --token on its first start)",
+		Use:   "agent --manager ADDR[,ADDR...] --token-file FILE|- --state-dir DIR [--socket PATH] [--nri]",
+		Short: "Run the node agent (joins with the token in --token-file on its first start)",
 		Long: `Run the Lockbox node agent.
 
-The first start joins the cluster with a worker join token; the node's key and
-certificate are kept in --state-dir (0600) and later starts need no token.
+The first start joins the cluster with a worker join token, read once from
+--token-file FILE (or from standard input with --token-file -), and zeroed
+once the node has joined; the node's key and certificate are kept in
+--state-dir (0600) and later starts need no token. The token is never taken
+from the command line or the environment: both stay readable by every local
+user in /proc for as long as the agent runs.
+
 The agent holds the grants of the services placed on this node in locked
 memory only, keeps serving them when every manager is gone, and answers the
-runtime adapters on a root-only unix socket.
-
-The token may also come from the environment (LOCKBOX_JOIN_TOKEN), which keeps
-it out of the process list.`,
+runtime adapters on a root-only unix socket.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := token.check(cmd.Flags()); err != nil {
+				return err
+			}
 			if err := daemon.Reexec(); err != nil {
 				return err
 			}
+			// Read after the re-execution, which keeps stdin: the
+			// token is read by the process that uses it, once.
+			tok, err := token.read(cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			defer clear(tok)
+			o.Token = tok
 			level := slog.LevelInfo
 			if debug {
 				level = slog.LevelDebug
@@ -51,9 +65,6 @@ it out of the process list.`,
 					o.Managers = append(o.Managers, m)
 				}
 			}
-			if o.Token == "" {
-				o.Token = os.Getenv("LOCKBOX_JOIN_TOKEN")
-			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return daemon.Run(ctx, o)
@@ -61,7 +72,7 @@ it out of the process list.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&managers, "manager", "", "manager addresses, comma-separated (host:port)")
-	f.StringVar(&o.Token, "token", "", "worker join token (first start only)")
+	token.add(f, "file holding the worker join token (first start only)")
 	f.StringVar(&o.StateDir, "state-dir", "/var/lib/lockbox/agent", "directory for the node's credentials and container records")
 	f.StringVar(&o.Socket, "socket", localapi.DefaultSocket, "local API socket (a missing directory is made 0700; an existing one must be root's alone to write)")
 	f.BoolVar(&o.NRI, "nri", false, "serve CRI containers as an NRI plugin of containerd")

@@ -44,11 +44,12 @@ func newJoinTokenCommand(c *connFlags) *cobra.Command {
 				addrs := joinAddrs(resp.Managers, c.host)
 				if role == types.NodeRole_NODE_ROLE_WORKER {
 					// An agent takes every manager: it fails over between them.
-					fmt.Fprintf(w, "To add a node to this cluster, run the following command on it:\n\n    lockbox agent --manager %s --token %s --state-dir /var/lib/lockbox/agent\n\n", strings.Join(addrs, ","), resp.Token)
+					fmt.Fprintf(w, "To add a node to this cluster, run the following command on it:\n\n    echo %s | lockbox agent --manager %s --token-file - --state-dir /var/lib/lockbox/agent\n\n", resp.Token, strings.Join(addrs, ","))
 				} else {
 					// A joining manager needs one manager to join through.
-					fmt.Fprintf(w, "To add a manager to this cluster, run the following command on it:\n\n    lockbox manager --data-dir /var/lib/lockbox-manager --join %s --token %s\n\n", addrs[0], resp.Token)
+					fmt.Fprintf(w, "To add a manager to this cluster, run the following command on it:\n\n    echo %s | lockbox manager --data-dir /var/lib/lockbox-manager --join %s --token-file -\n\n", resp.Token, addrs[0])
 				}
+				fmt.Fprint(w, tokenFileHint)
 				return nil
 			})
 		},
@@ -57,6 +58,15 @@ func newJoinTokenCommand(c *connFlags) *cobra.Command {
 	cmd.Flags().BoolVar(&rotate, "rotate", false, "replace the token; the old one stops working")
 	return cmd
 }
+
+// tokenFileHint follows a printed join command: the token reaches the
+// daemon through a file or stdin only, never its command line.
+const tokenFileHint = `The token is read from standard input (echo is a shell builtin, so it never
+shows in a process list). To start the daemon from a service manager, put the
+token in a file only root can read and pass --token-file FILE instead; once
+joined, the daemon needs neither the file nor the flag.
+
+`
 
 // joinAddrs is the manager addresses to print in a join command: those the
 // manager reported, else the one the CLI reached over TCP, else a

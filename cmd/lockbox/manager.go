@@ -22,16 +22,20 @@ func addManagerCommand(root *cobra.Command) {
 		endpoints string
 		etcdTLS   etcd.TLSFiles
 		debug     bool
+		token     tokenFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "manager --data-dir DIR",
+		Use:   "manager --data-dir DIR [--join ADDR --token-file FILE|-]",
 		Short: "Run a manager (the first start initialises a cluster, or joins one with --join)",
 		Long: `Run a Lockbox manager.
 
 The first start with an empty --data-dir creates a cluster: root CA, data keys,
-join tokens and admin credentials (under DIR/admin). With --join ADDR --token
-MANAGER_TOKEN it joins an existing cluster instead. Later starts need only
---data-dir.
+join tokens and admin credentials (under DIR/admin). With --join ADDR
+--token-file FILE it joins an existing cluster instead, with the manager join
+token read once from FILE (or from standard input with --token-file -) and
+zeroed once joined; the token is never taken from the command line or the
+environment, which stay readable in /proc while the manager runs. Later
+starts need only --data-dir.
 
 Ports: --listen (default ` + manager.DefaultListenAddr + `) serves nodes, managers and
 admin certificates over mutual TLS; the embedded etcd member's peers use the
@@ -39,6 +43,14 @@ next port on the advertised address. The admin socket (default
 ` + manager.DefaultAdminSocket + `) is for root only.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := token.check(cmd.Flags()); err != nil {
+				return err
+			}
+			tok, err := token.read(cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			cfg.JoinToken = tok
 			level := slog.LevelInfo
 			if debug {
 				level = slog.LevelDebug
@@ -56,11 +68,24 @@ next port on the advertised address. The admin socket (default
 			cfg.Out = cmd.OutOrStdout()
 			m, err := manager.New(cfg)
 			if err != nil {
+				clear(tok)
 				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if err := m.Run(ctx); err != nil {
+			// A join zeroes the token itself, a restart never reads it:
+			// either way nothing needs it once the manager is up (or gone).
+			ran := make(chan struct{})
+			go func() {
+				select {
+				case <-m.Ready():
+				case <-ran:
+				}
+				clear(tok)
+			}()
+			err = m.Run(ctx)
+			close(ran)
+			if err != nil {
 				return fmt.Errorf("%w", err)
 			}
 			return nil
@@ -73,7 +98,7 @@ next port on the advertised address. The admin socket (default
 	f.StringVar(&cfg.AdminSocket, "admin-socket", manager.DefaultAdminSocket, "root-only unix socket for the admin API ('' to disable)")
 	f.BoolVar(&cfg.Autolock, "autolock", false, "wrap the data keys with an unlock key printed once; a restarted manager waits for 'lockbox unlock'")
 	f.StringVar(&cfg.JoinAddr, "join", "", "address of a manager of the cluster to join (first start only)")
-	f.StringVar(&cfg.JoinToken, "token", "", "manager join token for --join")
+	token.add(f, "file holding the manager join token for --join")
 	f.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated client URLs of an external etcd cluster (default: embedded member)")
 	f.StringVar(&etcdTLS.CAFile, "etcd-cafile", "", "CA of the external etcd cluster")
 	f.StringVar(&etcdTLS.CertFile, "etcd-certfile", "", "client certificate for the external etcd cluster")

@@ -173,7 +173,12 @@ func StartAgent(t testing.TB, binDir string, m *Manager, extra ...string) *Agent
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	a := &Agent{Socket: filepath.Join(dir, "run", "agent.sock"), StateDir: filepath.Join(dir, "state")}
-	args := append([]string{"agent", "--manager", m.Addr, "--token", strings.TrimSpace(token),
+	// As an operator does: the token in a root-only file, never in argv.
+	tokenFile := filepath.Join(dir, "join-token")
+	if err := os.WriteFile(tokenFile, []byte(strings.TrimSpace(token)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"agent", "--manager", m.Addr, "--token-file", tokenFile,
 		"--state-dir", a.StateDir, "--socket", a.Socket}, extra...)
 	a.Proc = StartProc(t, "lockbox agent", filepath.Join(dir, "agent.log"), filepath.Join(binDir, "lockbox"), args...)
 	a.waitFor(t, "local API", time.Minute, func() error {

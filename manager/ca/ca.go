@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base32"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -24,7 +23,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/lockbox-project/lockbox/manager/ca/jointoken"
+	"github.com/lockbox-project/lockbox/internal/identity"
+	"github.com/lockbox-project/lockbox/pki"
+	"github.com/lockbox-project/lockbox/pki/jointoken"
 )
 
 // Keys in etcd.
@@ -80,10 +81,7 @@ func NewRoot() (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate root key: %w", err)
 	}
-	clusterID, err := NewID()
-	if err != nil {
-		return nil, err
-	}
+	clusterID := identity.NewID()
 	serial, err := newSerial()
 	if err != nil {
 		return nil, err
@@ -128,7 +126,7 @@ func (r *Root) Pool() *x509.CertPool {
 // CertRequest says what certificate to sign.
 type CertRequest struct {
 	NodeID    string
-	Role      Role
+	Role      pki.Role
 	PublicKey crypto.PublicKey
 	// DNSNames and IPs are honoured for managers only: they are what other
 	// managers and etcd peers dial.
@@ -175,9 +173,9 @@ func (r *Root) Sign(req CertRequest) ([]byte, *x509.Certificate, error) {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 	}
-	if req.Role == RoleManager {
+	if req.Role == pki.RoleManager {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-		tmpl.DNSNames = append([]string{ManagerDNSName}, req.DNSNames...)
+		tmpl.DNSNames = append([]string{pki.ManagerDNSName}, req.DNSNames...)
 		tmpl.IPAddresses = req.IPs
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, r.Cert, req.PublicKey, r.key)
@@ -250,17 +248,6 @@ func ParseCSR(csrPEM []byte) (*x509.CertificateRequest, error) {
 		return nil, err
 	}
 	return csr, nil
-}
-
-var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
-
-// NewID returns a random 25-character lowercase ID, like swarm's.
-func NewID() (string, error) {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("generate ID: %w", err)
-	}
-	return idEncoding.EncodeToString(b)[:25], nil
 }
 
 func newSerial() (*big.Int, error) {
@@ -508,8 +495,8 @@ func (c *CA) tokens(ctx context.Context) (storedTokens, int64, error) {
 // JoinToken returns the current token for role (worker or manager),
 // rotating it first when rotate is set: the old token is refused from then
 // on.
-func (c *CA) JoinToken(ctx context.Context, role Role, rotate bool) (string, error) {
-	if role != RoleWorker && role != RoleManager {
+func (c *CA) JoinToken(ctx context.Context, role pki.Role, rotate bool) (string, error) {
+	if role != pki.RoleWorker && role != pki.RoleManager {
 		return "", fmt.Errorf("join token: no token for role %s", role)
 	}
 	for {
@@ -522,7 +509,7 @@ func (c *CA) JoinToken(ctx context.Context, role Role, rotate bool) (string, err
 			if err != nil {
 				return "", err
 			}
-			if role == RoleWorker {
+			if role == pki.RoleWorker {
 				t.Worker = s
 			} else {
 				t.Manager = s
@@ -542,7 +529,7 @@ func (c *CA) JoinToken(ctx context.Context, role Role, rotate bool) (string, err
 			}
 		}
 		secret := t.Worker
-		if role == RoleManager {
+		if role == pki.RoleManager {
 			secret = t.Manager
 		}
 		return jointoken.Token{CADigest: c.Digest(), Secret: secret}.String(), nil
@@ -550,7 +537,7 @@ func (c *CA) JoinToken(ctx context.Context, role Role, rotate bool) (string, err
 }
 
 // CheckToken returns the role a join token grants.
-func (c *CA) CheckToken(ctx context.Context, token string) (Role, error) {
+func (c *CA) CheckToken(ctx context.Context, token string) (pki.Role, error) {
 	tok, err := jointoken.Parse(token)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrInvalidToken, err)
@@ -566,48 +553,44 @@ func (c *CA) CheckToken(ctx context.Context, token string) (Role, error) {
 	w, m := tok.SecretEqual(t.Worker), tok.SecretEqual(t.Manager)
 	switch {
 	case m:
-		return RoleManager, nil
+		return pki.RoleManager, nil
 	case w:
-		return RoleWorker, nil
+		return pki.RoleWorker, nil
 	}
 	return 0, fmt.Errorf("%w: the token is not current (rotated?)", ErrInvalidToken)
 }
 
 // IssueWithToken signs a CSR for a new node, if the token is current.
-func (c *CA) IssueWithToken(ctx context.Context, token string, csrPEM []byte) (Identity, []byte, error) {
+func (c *CA) IssueWithToken(ctx context.Context, token string, csrPEM []byte) (pki.Identity, []byte, error) {
 	role, err := c.CheckToken(ctx, token)
 	if err != nil {
-		return Identity{}, nil, err
+		return pki.Identity{}, nil, err
 	}
 	csr, err := ParseCSR(csrPEM)
 	if err != nil {
-		return Identity{}, nil, err
+		return pki.Identity{}, nil, err
 	}
-	if role != RoleManager && (len(csr.DNSNames) > 0 || len(csr.IPAddresses) > 0) {
-		return Identity{}, nil, ErrWrongRoleToken
+	if role != pki.RoleManager && (len(csr.DNSNames) > 0 || len(csr.IPAddresses) > 0) {
+		return pki.Identity{}, nil, ErrWrongRoleToken
 	}
-	id, err := NewID()
-	if err != nil {
-		return Identity{}, nil, err
-	}
-	return c.sign(id, role, csr)
+	return c.sign(identity.NewID(), role, csr)
 }
 
 // Renew signs a CSR for the holder of a valid certificate, keeping its node
 // ID and role.
-func (c *CA) Renew(who Identity, csrPEM []byte) (Identity, []byte, error) {
+func (c *CA) Renew(who pki.Identity, csrPEM []byte) (pki.Identity, []byte, error) {
 	if who.ClusterID != c.ClusterID {
-		return Identity{}, nil, fmt.Errorf("renew: certificate is for cluster %s", who.ClusterID)
+		return pki.Identity{}, nil, fmt.Errorf("renew: certificate is for cluster %s", who.ClusterID)
 	}
 	if c.IsRevoked(who.NodeID) {
-		return Identity{}, nil, ErrRevoked
+		return pki.Identity{}, nil, ErrRevoked
 	}
-	if who.Role != RoleWorker && who.Role != RoleManager {
-		return Identity{}, nil, fmt.Errorf("renew: role %s is not renewable", who.Role)
+	if who.Role != pki.RoleWorker && who.Role != pki.RoleManager {
+		return pki.Identity{}, nil, fmt.Errorf("renew: role %s is not renewable", who.Role)
 	}
 	csr, err := ParseCSR(csrPEM)
 	if err != nil {
-		return Identity{}, nil, err
+		return pki.Identity{}, nil, err
 	}
 	return c.sign(who.NodeID, who.Role, csr)
 }
@@ -712,19 +695,19 @@ func (c *CA) casPut(ctx context.Context, key string, rev int64, val []byte) erro
 	return nil
 }
 
-func (c *CA) sign(nodeID string, role Role, csr *x509.CertificateRequest) (Identity, []byte, error) {
+func (c *CA) sign(nodeID string, role pki.Role, csr *x509.CertificateRequest) (pki.Identity, []byte, error) {
 	if err := c.unseal(); err != nil {
-		return Identity{}, nil, err
+		return pki.Identity{}, nil, err
 	}
 	req := CertRequest{NodeID: nodeID, Role: role, PublicKey: csr.PublicKey, NotBefore: c.now(), Validity: c.Validity}
-	if role == RoleManager {
+	if role == pki.RoleManager {
 		req.DNSNames, req.IPs = csr.DNSNames, csr.IPAddresses
 	}
 	certPEM, cert, err := c.Sign(req)
 	if err != nil {
-		return Identity{}, nil, err
+		return pki.Identity{}, nil, err
 	}
-	id, err := IdentityFromCert(cert)
+	id, err := pki.IdentityFromCert(cert)
 	return id, certPEM, err
 }
 
@@ -734,7 +717,7 @@ func (c *CA) VerifyPeer(cs tls.ConnectionState) error {
 	if len(cs.VerifiedChains) == 0 {
 		return nil // no client certificate: only unauthenticated calls allowed
 	}
-	id, err := IdentityFromCert(cs.VerifiedChains[0][0])
+	id, err := pki.IdentityFromCert(cs.VerifiedChains[0][0])
 	if err != nil {
 		return err
 	}
@@ -768,21 +751,6 @@ func (c *CA) ServerTLS(own func() *tls.Certificate) *tls.Config {
 func NeedsRenewal(cert *x509.Certificate, now time.Time) bool {
 	life := cert.NotAfter.Sub(cert.NotBefore)
 	return cert.NotAfter.Sub(now) < life/3
-}
-
-// ClientTLS returns a configuration to dial a manager with a certificate of
-// this cluster, verifying the manager by ManagerDNSName.
-func ClientTLS(rootPEM []byte, own tls.Certificate) (*tls.Config, error) {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(rootPEM) {
-		return nil, errors.New("client TLS: no certificate in root CA PEM")
-	}
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		RootCAs:      pool,
-		ServerName:   ManagerDNSName,
-		Certificates: []tls.Certificate{own},
-	}, nil
 }
 
 // SameRoot reports whether pemBytes holds this CA's root certificate.

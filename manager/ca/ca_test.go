@@ -20,9 +20,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	caapi "github.com/lockbox-project/lockbox/api/ca"
-	"github.com/lockbox-project/lockbox/manager/ca/jointoken"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
+	"github.com/lockbox-project/lockbox/pki"
+	"github.com/lockbox-project/lockbox/pki/jointoken"
 )
 
 // newCA initialises a cluster CA on a fresh embedded etcd.
@@ -82,11 +83,11 @@ func parseCert(t testing.TB, p []byte) *x509.Certificate {
 func TestIssueRenewAndTokens(t *testing.T) {
 	c, _ := newCA(t)
 	ctx := context.Background()
-	worker, err := c.JoinToken(ctx, RoleWorker, false)
+	worker, err := c.JoinToken(ctx, pki.RoleWorker, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	manager, err := c.JoinToken(ctx, RoleManager, false)
+	manager, err := c.JoinToken(ctx, pki.RoleManager, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,8 +101,8 @@ func TestIssueRenewAndTokens(t *testing.T) {
 
 	for _, tc := range []struct {
 		token string
-		role  Role
-	}{{worker, RoleWorker}, {manager, RoleManager}} {
+		role  pki.Role
+	}{{worker, pki.RoleWorker}, {manager, pki.RoleManager}} {
 		csr, _ := newCSR(t)
 		id, certPEM, err := c.IssueWithToken(ctx, tc.token, csr)
 		if err != nil {
@@ -111,14 +112,14 @@ func TestIssueRenewAndTokens(t *testing.T) {
 		if _, err := cert.Verify(x509.VerifyOptions{Roots: c.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 			t.Fatalf("issued certificate does not verify: %v", err)
 		}
-		got, err := IdentityFromCert(cert)
+		got, err := pki.IdentityFromCert(cert)
 		if err != nil || got != id || got.Role != tc.role || got.ClusterID != c.ClusterID || len(got.NodeID) != 25 {
 			t.Fatalf("identity %+v (%v), issued as %+v", got, err, id)
 		}
 		if d := cert.NotAfter.Sub(cert.NotBefore); d < DefaultValidity || d > DefaultValidity+time.Hour {
 			t.Fatalf("validity %s", d)
 		}
-		if (tc.role == RoleManager) != (len(cert.DNSNames) == 1 && cert.DNSNames[0] == ManagerDNSName) {
+		if (tc.role == pki.RoleManager) != (len(cert.DNSNames) == 1 && cert.DNSNames[0] == pki.ManagerDNSName) {
 			t.Fatalf("role %s has DNS names %v", tc.role, cert.DNSNames)
 		}
 
@@ -142,7 +143,7 @@ func TestIssueRenewAndTokens(t *testing.T) {
 
 	// Rotation: the old token is refused from then on, the other role's
 	// token is untouched.
-	rotated, err := c.JoinToken(ctx, RoleWorker, true)
+	rotated, err := c.JoinToken(ctx, pki.RoleWorker, true)
 	if err != nil || rotated == worker {
 		t.Fatalf("rotate: %q %v", rotated, err)
 	}
@@ -235,7 +236,7 @@ func TestRevocationReachesOtherManagers(t *testing.T) {
 // serveNodeCA runs the NodeCA service over real TLS on loopback.
 func serveNodeCA(t *testing.T, c *CA) string {
 	t.Helper()
-	own, err := c.IssueKeyPair(CertRequest{NodeID: "mgr", Role: RoleManager, IPs: []net.IP{net.ParseIP("127.0.0.1")}})
+	own, err := c.IssueKeyPair(CertRequest{NodeID: "mgr", Role: pki.RoleManager, IPs: []net.IP{net.ParseIP("127.0.0.1")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,11 +284,10 @@ func join(t *testing.T, addr, token string) (tls.Certificate, []byte, error) {
 	if b == nil || !tok.PinsCA(b.Bytes) {
 		return tls.Certificate{}, nil, errors.New("root CA does not match the token")
 	}
-	cfg, err := ClientTLS(root.CertificatePem, tls.Certificate{})
+	cfg, err := pki.ClientTLSFromPEM(root.CertificatePem, tls.Certificate{})
 	if err != nil {
 		return tls.Certificate{}, nil, err
 	}
-	cfg.Certificates = nil
 	csr, key := newCSR(t)
 	resp, err := dial(t, addr, cfg).IssueNodeCertificate(ctx, &caapi.IssueNodeCertificateRequest{Token: token, CsrPem: csr})
 	if err != nil {
@@ -302,7 +302,7 @@ func TestNodeCAOverTLS(t *testing.T) {
 	c, _ := newCA(t)
 	ctx := context.Background()
 	addr := serveNodeCA(t, c)
-	token, _ := c.JoinToken(ctx, RoleWorker, false)
+	token, _ := c.JoinToken(ctx, pki.RoleWorker, false)
 
 	cert, rootPEM, err := join(t, addr, token)
 	if err != nil {
@@ -316,7 +316,7 @@ func TestNodeCAOverTLS(t *testing.T) {
 	}
 
 	renew := func(cert tls.Certificate) error {
-		cfg, err := ClientTLS(rootPEM, cert)
+		cfg, err := pki.ClientTLSFromPEM(rootPEM, cert)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -332,7 +332,7 @@ func TestNodeCAOverTLS(t *testing.T) {
 	}
 
 	// A certificate from another CA is refused at the handshake.
-	foreign, err := other.NewKeyPair(CertRequest{NodeID: "intruder", Role: RoleWorker})
+	foreign, err := other.NewKeyPair(CertRequest{NodeID: "intruder", Role: pki.RoleWorker})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestNodeCAOverTLS(t *testing.T) {
 	}
 
 	// An expired certificate is refused.
-	expired, err := c.IssueKeyPair(CertRequest{NodeID: "old", Role: RoleWorker, NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour})
+	expired, err := c.IssueKeyPair(CertRequest{NodeID: "old", Role: pki.RoleWorker, NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,14 +370,14 @@ func TestResealFollowsDataKey(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("resealed %d, %v", n, err)
 	}
-	if _, err := c.JoinToken(ctx, RoleWorker, false); err != nil {
+	if _, err := c.JoinToken(ctx, pki.RoleWorker, false); err != nil {
 		t.Fatal(err)
 	}
 	fresh, err := Open(ctx, c.cli, ring)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fresh.IssueKeyPair(CertRequest{NodeID: "x", Role: RoleWorker}); err != nil {
+	if _, err := fresh.IssueKeyPair(CertRequest{NodeID: "x", Role: pki.RoleWorker}); err != nil {
 		t.Fatalf("CA key does not open after reseal: %v", err)
 	}
 }

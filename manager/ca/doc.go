@@ -1,10 +1,10 @@
-// Package ca is the cluster's certificate authority and the source of node
-// identity.
+// Package ca is the cluster's certificate authority.
 //
 // It holds the root CA (ECDSA P-256), issues node certificates from a CSR and
-// a join token, renews them for holders of a valid certificate, keeps the set
-// of revoked node IDs, and turns a verified TLS peer into an Identity
-// (node ID = subject CN, role = OU, cluster = O).
+// a join token, renews them for holders of a valid certificate, and keeps the
+// set of revoked node IDs. What a certificate names (node ID = subject CN,
+// role = OU, cluster = O) and the node side of a join are package pki's,
+// shared with the agent.
 //
 // State in etcd (under /lockbox/cluster/, the prefix manager/store leaves to us):
 //

@@ -10,17 +10,18 @@ import (
 
 	caapi "github.com/lockbox-project/lockbox/api/ca"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 // Registrar records a node that just joined (the store's node object).
 type Registrar interface {
-	RegisterNode(ctx context.Context, id Identity, desc *types.NodeDescription, certPEM []byte) error
+	RegisterNode(ctx context.Context, id pki.Identity, desc *types.NodeDescription, certPEM []byte) error
 }
 
 // CertRecorder is what a Registrar may also do: note a renewed
 // certificate on the node, so operators see when it expires.
 type CertRecorder interface {
-	RecordCertificate(ctx context.Context, id Identity, certPEM []byte) error
+	RecordCertificate(ctx context.Context, id pki.Identity, certPEM []byte) error
 }
 
 // Server implements the NodeCA service.
@@ -65,7 +66,7 @@ func (s *Server) IssueNodeCertificate(ctx context.Context, req *caapi.IssueNodeC
 
 // RenewNodeCertificate signs a new certificate for the caller's identity.
 func (s *Server) RenewNodeCertificate(ctx context.Context, req *caapi.RenewNodeCertificateRequest) (*caapi.IssueNodeCertificateResponse, error) {
-	who, err := PeerIdentity(ctx)
+	who, err := pki.PeerIdentity(ctx)
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, "renew needs the node's current certificate")
 	}
@@ -83,7 +84,7 @@ func (s *Server) RenewNodeCertificate(ctx context.Context, req *caapi.RenewNodeC
 	return s.response(id, certPEM), nil
 }
 
-func (s *Server) response(id Identity, certPEM []byte) *caapi.IssueNodeCertificateResponse {
+func (s *Server) response(id pki.Identity, certPEM []byte) *caapi.IssueNodeCertificateResponse {
 	var managers []string
 	if s.managers != nil {
 		managers = s.managers()

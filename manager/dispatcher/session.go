@@ -14,7 +14,7 @@ import (
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
-	"github.com/lockbox-project/lockbox/manager/ca"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 // session is one connected node. Its view is owned by the dispatcher
@@ -119,8 +119,8 @@ type Sender interface {
 
 // Session implements the Dispatcher RPC.
 func (d *Dispatcher) Session(req *dapi.SessionRequest, stream dapi.Dispatcher_SessionServer) error {
-	who, err := ca.PeerIdentity(stream.Context())
-	if err != nil || (who.Role != ca.RoleWorker && who.Role != ca.RoleManager) {
+	who, err := pki.PeerIdentity(stream.Context())
+	if err != nil || (who.Role != pki.RoleWorker && who.Role != pki.RoleManager) {
 		return status.Error(codes.PermissionDenied, "a session needs a node certificate")
 	}
 	addr := ""
@@ -332,8 +332,8 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 
 // Heartbeat implements the Dispatcher RPC.
 func (d *Dispatcher) Heartbeat(ctx context.Context, _ *dapi.HeartbeatRequest) (*dapi.HeartbeatResponse, error) {
-	who, err := ca.PeerIdentity(ctx)
-	if err != nil || (who.Role != ca.RoleWorker && who.Role != ca.RoleManager) {
+	who, err := pki.PeerIdentity(ctx)
+	if err != nil || (who.Role != pki.RoleWorker && who.Role != pki.RoleManager) {
 		return nil, status.Error(codes.PermissionDenied, "a heartbeat needs a node certificate")
 	}
 	if err := d.heartbeat(ctx, who.NodeID); err != nil {

@@ -5,7 +5,7 @@
 // is a unix socket inside that directory (0700, so root only), never a TCP
 // port; its peer endpoint is on the manager's advertised address and, when
 // TLS files are given, requires mutual TLS with certificates from the
-// cluster CA that name the "lockbox-manager" host, so a worker certificate
+// cluster CA that name the manager host (pki.ManagerDNSName), so a worker certificate
 // from the same CA cannot speak raft.
 //
 // The package knows nothing of Lockbox objects, keys or the CA: it starts,

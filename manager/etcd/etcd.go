@@ -17,12 +17,9 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-)
 
-// PeerHostname is the DNS name every manager certificate carries and every
-// etcd peer must present: it is what separates a manager from a worker
-// holding a certificate of the same CA.
-const PeerHostname = "lockbox-manager"
+	"github.com/lockbox-project/lockbox/pki"
+)
 
 // TLSFiles names PEM files for mutual TLS.
 type TLSFiles struct {
@@ -117,7 +114,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			KeyFile:          cfg.PeerTLS.KeyFile,
 			TrustedCAFile:    cfg.PeerTLS.CAFile,
 			ClientCertAuth:   true,
-			AllowedHostnames: []string{PeerHostname},
+			AllowedHostnames: []string{pki.ManagerDNSName},
 			// A peer is authenticated by the CA and the manager name,
 			// not by the source address, which differs from the
 			// advertised one on multi-homed hosts (and on 127.0.0.x).

@@ -10,10 +10,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"golang.org/x/crypto/nacl/secretbox"
+
+	"github.com/lockbox-project/lockbox/internal/atomicfile"
 )
 
 // KEK is a key-encryption key: it wraps the keyring. Zero it when done.
@@ -111,40 +112,12 @@ func CreateKeyFile(path string) (*KEK, error) {
 	return k, nil
 }
 
-// WriteKeyFile writes k to path (mode 0600) atomically: a temp file in the
-// same directory, synced, then renamed, so a crash leaves either no file
-// or a whole one. It refuses to replace an existing file.
+// WriteKeyFile writes k to path (mode 0600) atomically, so a crash
+// leaves either no file or a whole one. It refuses to replace an existing
+// file: a KEK overwritten is every secret lost.
 func WriteKeyFile(path string, k *KEK) error {
-	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("write key file %s: already exists", path)
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".kek-*")
-	if err != nil {
+	if err := atomicfile.CreateFile(path, k.k[:], 0o600); err != nil {
 		return fmt.Errorf("write key file: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("write key file: %w", err)
-	}
-	if _, err := f.Write(k.k[:]); err != nil {
-		f.Close()
-		return fmt.Errorf("write key file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write key file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write key file: %w", err)
-	}
-	if err := os.Link(tmp, path); err != nil { // link, unlike rename, never replaces
-		return fmt.Errorf("write key file %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/identity"
 )
 
 func decodeNode(kv *mvccpb.KeyValue) (*types.Node, error) {
@@ -33,7 +34,7 @@ func decodeNode(kv *mvccpb.KeyValue) (*types.Node, error) {
 func (s *Store) CreateNode(ctx context.Context, node *types.Node) (*types.Node, error) {
 	n := proto.Clone(node).(*types.Node)
 	if n.Id == "" {
-		n.Id = NewID()
+		n.Id = identity.NewID()
 	}
 	if !validRef(n.Id) {
 		return nil, errorf(ErrInvalid, "node ID %q is not valid", n.Id)

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/identity"
 )
 
 func decodeSecret(kv *mvccpb.KeyValue) (*types.Secret, error) {
@@ -36,7 +37,7 @@ func (s *Store) CreateSecret(ctx context.Context, spec *types.SecretSpec, data [
 	}
 	now := s.timestamp()
 	sec := &types.Secret{
-		Id:     NewID(),
+		Id:     identity.NewID(),
 		Meta:   &types.Meta{CreatedAt: now, UpdatedAt: now},
 		Spec:   proto.Clone(spec).(*types.SecretSpec),
 		Size:   int64(len(data)),

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/identity"
 )
 
 func decodeService(kv *mvccpb.KeyValue) (*types.Service, error) {
@@ -115,7 +116,7 @@ func (s *Store) CreateService(ctx context.Context, spec *types.ServiceSpec) (*ty
 		return nil, err
 	}
 	now := s.timestamp()
-	svc := &types.Service{Id: NewID(), Meta: &types.Meta{CreatedAt: now, UpdatedAt: now}, Spec: spec}
+	svc := &types.Service{Id: identity.NewID(), Meta: &types.Meta{CreatedAt: now, UpdatedAt: now}, Spec: spec}
 	val, err := marshal(svc, svc.Meta)
 	if err != nil {
 		return nil, err

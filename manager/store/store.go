@@ -2,9 +2,7 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
-	"math/big"
 	"strings"
 	"time"
 
@@ -131,21 +129,6 @@ func (s *Store) refKey(secretID, serviceID string) string {
 	return s.prefix + "refs/" + secretID + "/" + serviceID
 }
 func (s *Store) refPrefix(secretID string) string { return s.prefix + "refs/" + secretID + "/" }
-
-// IDLength is the length of every object ID.
-const IDLength = 25
-
-// NewID returns a random object ID: 128 random bits in base 36, 25
-// lowercase characters, like swarm's. The randomness makes IDs safe to
-// show and impossible to guess or collide.
-func NewID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on Linux
-	}
-	s := new(big.Int).SetBytes(b[:]).Text(36)
-	return strings.Repeat("0", IDLength-len(s)) + s
-}
 
 // validRef reports whether ref can be an ID or ID prefix: it must not be
 // able to reach outside the object's key range.

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/identity"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/store"
 )
@@ -70,7 +71,7 @@ func TestSecretCRUD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(sec.Id) != store.IDLength || sec.Size != 7 || sec.Meta.Version == 0 || sec.Digest == "" {
+	if len(sec.Id) != identity.IDLength || sec.Size != 7 || sec.Meta.Version == 0 || sec.Digest == "" {
 		t.Fatalf("unexpected secret %v", sec)
 	}
 	for _, ref := range []string{sec.Id, "db_pw", sec.Id[:5]} {
@@ -313,7 +314,7 @@ func TestInUseRace(t *testing.T) {
 func TestNodes(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	n, err := s.CreateNode(ctx, &types.Node{Id: store.NewID(), Description: &types.NodeDescription{Hostname: "h1"}})
+	n, err := s.CreateNode(ctx, &types.Node{Id: identity.NewID(), Description: &types.NodeDescription{Hostname: "h1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func start(t testing.TB, joinAddr, joinToken string) *Manager {
 		Logger:          log,
 		Out:             io.Discard,
 		JoinAddr:        joinAddr,
-		JoinToken:       joinToken,
+		JoinToken:       []byte(joinToken),
 	}}
 	m.start()
 	t.Cleanup(func() {

@@ -2,7 +2,7 @@
 // "LBXTKN-1-<ca digest>-<secret>", and computes the CA digest a joiner pins.
 //
 // It holds no key material and imports only the standard library, so the node
-// agent can use it without linking the manager.
+// agent can use it without linking the manager (it lives under pki, beside the rest of the node side of the PKI).
 package jointoken
 
 import (
