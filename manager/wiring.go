@@ -11,6 +11,7 @@ import (
 	"github.com/lockbox-project/lockbox/manager/ca"
 	"github.com/lockbox-project/lockbox/manager/dispatcher"
 	"github.com/lockbox-project/lockbox/manager/etcd"
+	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 // The adapters below implement manager/admin's interfaces on the pieces
@@ -80,6 +81,11 @@ func (r registrar) RegisterNode(ctx context.Context, id ca.Identity, desc *types
 		Description: desc,
 		Certificate: certInfo(cert),
 	})
+	if errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrNameConflict) {
+		// A description the store refuses (or a hostname another node
+		// holds): the joiner is told why.
+		return fmt.Errorf("%w: %w", ca.ErrJoinRefused, err)
+	}
 	return err
 }
 
