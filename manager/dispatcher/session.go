@@ -205,12 +205,19 @@ func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.N
 // and platform when they differ, and a note instead of them when they
 // break the description rules (they are never stored raw).
 func reportedDescription(joined, session *types.NodeDescription) *types.NodeDescription {
-	if session == nil || store.SamePlacementDescription(joined, session) {
+	if session == nil {
 		return nil
 	}
-	r := &types.NodeDescription{Hostname: session.GetHostname()}
+	// A field the session leaves out claims nothing.
+	r := &types.NodeDescription{Hostname: session.GetHostname(), Platform: joined.GetPlatform()}
+	if r.Hostname == "" {
+		r.Hostname = joined.GetHostname()
+	}
 	if p := session.GetPlatform(); p != nil {
 		r.Platform = &types.Platform{Os: p.GetOs(), Architecture: p.GetArchitecture()}
+	}
+	if store.SamePlacementDescription(joined, r) {
+		return nil
 	}
 	if err := store.ValidatePlacementDescription(r); err != nil {
 		return &types.NodeDescription{Warnings: []string{"the session reported a description that is not valid: " + err.Error()}}
