@@ -181,6 +181,16 @@ type node struct {
 
 func joinNode(t testing.TB, addr, token, hostname string) node {
 	t.Helper()
+	n, err := joinNodeAs(t, addr, token, &types.NodeDescription{Hostname: hostname, Platform: &types.Platform{Os: "linux"}})
+	if err != nil {
+		t.Fatalf("join %s: %v", hostname, err)
+	}
+	return n
+}
+
+// joinNodeAs joins with the description desc and returns the CA's error.
+func joinNodeAs(t testing.TB, addr, token string, desc *types.NodeDescription) (node, error) {
+	t.Helper()
 	ctx := context.Background()
 	tok, err := jointoken.Parse(token)
 	if err != nil {
@@ -197,17 +207,17 @@ func joinNode(t testing.TB, addr, token, hostname string) node {
 	resp, err := caapi.NewNodeCAClient(conn).IssueNodeCertificate(ctx, &caapi.IssueNodeCertificateRequest{
 		Token:       token,
 		CsrPem:      csrPEM,
-		Description: &types.NodeDescription{Hostname: hostname, Platform: &types.Platform{Os: "linux"}},
+		Description: desc,
 	})
 	if err != nil {
-		t.Fatalf("join %s: %v", hostname, err)
+		return node{}, err
 	}
 	kd, _ := x509.MarshalECPrivateKey(key)
 	cert, err := tls.X509KeyPair(resp.CertificatePem, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return node{id: resp.NodeId, cert: cert, root: root}
+	return node{id: resp.NodeId, cert: cert, root: root}, nil
 }
 
 // stream is an open dispatcher session of a test node.
@@ -220,12 +230,18 @@ type stream struct {
 
 func (n node) session(t testing.TB, addr string, resume uint64) *stream {
 	t.Helper()
+	return n.sessionAs(t, addr, resume, &types.NodeDescription{Hostname: "h"})
+}
+
+// sessionAs opens a session that describes the node as desc.
+func (n node) sessionAs(t testing.TB, addr string, resume uint64, desc *types.NodeDescription) *stream {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	// Dialled as an agent dials.
 	cl := dapi.NewDispatcherClient(dialTLS(t, addr, n.root, n.cert, dapi.Transport{}.DialOptions()...))
 	s := &stream{t: t, msgs: make(chan *dapi.SessionMessage, 64), errc: make(chan error, 1), cancel: cancel}
-	ss, err := cl.Session(ctx, &dapi.SessionRequest{ResumeRevision: resume, Description: &types.NodeDescription{Hostname: "h"}})
+	ss, err := cl.Session(ctx, &dapi.SessionRequest{ResumeRevision: resume, Description: desc})
 	if err != nil {
 		s.errc <- err
 		return s
