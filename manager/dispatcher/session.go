@@ -192,12 +192,22 @@ func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.N
 		d.log.Warn("node reports a hostname or platform other than the one it joined with; placement keeps the joined one",
 			"node", nodeID,
 			"joined_hostname", n.GetDescription().GetHostname(),
-			"reported_hostname", desc.GetHostname(),
+			"reported_hostname", logCut(desc.GetHostname()),
 			"joined_platform", n.GetDescription().GetPlatform().GetOs()+"/"+n.GetDescription().GetPlatform().GetArchitecture(),
-			"reported_platform", desc.GetPlatform().GetOs()+"/"+desc.GetPlatform().GetArchitecture())
+			"reported_platform", logCut(desc.GetPlatform().GetOs()+"/"+desc.GetPlatform().GetArchitecture()))
 	}
 	d.hb.beat(nodeID, now.AsTime())
 	return int64(n.GetMeta().GetVersion()), nil
+}
+
+// logCut bounds what a node chose that goes into a log line (slog quotes
+// it; this keeps it short).
+func logCut(s string) string {
+	const max = 256
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
 }
 
 // reportedDescription is what goes into Node.Reported: nil when the
