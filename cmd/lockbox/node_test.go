@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -65,4 +67,21 @@ func TestCLINodeOutputIsPrintable(t *testing.T) {
 			t.Errorf("lockbox %s lost the hostname: %q", strings.Join(args, " "), out)
 		}
 	}
+}
+
+func FuzzPrintable(f *testing.F) {
+	for _, s := range []string{"plain", "a\x1b[2Jb", "\xff\xfe", "bidi\u202e", "c1\u009b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out := printable(s)
+		if !utf8.ValidString(out) {
+			t.Fatalf("printable(%q) = %q is not UTF-8", s, out)
+		}
+		for _, r := range out {
+			if !unicode.IsPrint(r) {
+				t.Fatalf("printable(%q) = %q keeps %U", s, out, r)
+			}
+		}
+	})
 }

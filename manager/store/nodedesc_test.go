@@ -159,3 +159,32 @@ func TestNodeHostnameIndexesOlderRecords(t *testing.T) {
 		t.Fatalf("older node: %v %v", got, err)
 	}
 }
+
+// Whatever a node sends, a description that passes holds nothing a
+// terminal acts on, and the error of one that fails is printable too.
+func FuzzValidateNodeDescription(f *testing.F) {
+	f.Add("web-1", "linux", "amd64", "v1.0.0", "warning")
+	f.Add("evil\x1b[2J", "linux", "amd64", "", "")
+	f.Add("h", "os\u009b", "arch", "v\x00", "w\u202e")
+	f.Fuzz(func(t *testing.T, host, os, arch, version, warning string) {
+		d := &types.NodeDescription{Hostname: host, Platform: &types.Platform{Os: os, Architecture: arch}, AgentVersion: version, Warnings: []string{warning}}
+		err := store.ValidateNodeDescription(d)
+		check := func(what, s string) {
+			for _, r := range s {
+				if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || (r >= 0x200b && r <= 0x200f) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+					t.Fatalf("%s carries %U: %q", what, r, s)
+				}
+			}
+		}
+		if err != nil {
+			check("error", err.Error())
+			return
+		}
+		for _, s := range []string{host, os, arch, version, warning} {
+			check("valid field", s)
+		}
+		if len(host) > store.MaxHostnameLength {
+			t.Fatalf("hostname of %d bytes passed", len(host))
+		}
+	})
+}
