@@ -177,15 +177,24 @@ type node struct {
 
 func joinNode(t testing.TB, addr, token, hostname string) node {
 	t.Helper()
-	// Joined as agents join.
-	joined, err := pki.Join(context.Background(), pki.JoinRequest{
-		Addr: addr, Token: []byte(token), Role: types.NodeRole_NODE_ROLE_WORKER,
-		Description: &types.NodeDescription{Hostname: hostname, Platform: &types.Platform{Os: "linux"}},
-	})
+	n, err := joinNodeAs(t, addr, token, &types.NodeDescription{Hostname: hostname, Platform: &types.Platform{Os: "linux"}})
 	if err != nil {
 		t.Fatalf("join %s: %v", hostname, err)
 	}
-	return node{id: joined.NodeID, cert: joined.Cert, root: joined.RootPEM}
+	return n
+}
+
+// joinNodeAs joins as agents join, with the description desc, and returns
+// the CA's error.
+func joinNodeAs(t testing.TB, addr, token string, desc *types.NodeDescription) (node, error) {
+	t.Helper()
+	joined, err := pki.Join(context.Background(), pki.JoinRequest{
+		Addr: addr, Token: []byte(token), Role: types.NodeRole_NODE_ROLE_WORKER, Description: desc,
+	})
+	if err != nil {
+		return node{}, err
+	}
+	return node{id: joined.NodeID, cert: joined.Cert, root: joined.RootPEM}, nil
 }
 
 // stream is an open dispatcher session of a test node.
@@ -198,12 +207,18 @@ type stream struct {
 
 func (n node) session(t testing.TB, addr string, resume uint64) *stream {
 	t.Helper()
+	return n.sessionAs(t, addr, resume, &types.NodeDescription{Hostname: "h"})
+}
+
+// sessionAs opens a session that describes the node as desc.
+func (n node) sessionAs(t testing.TB, addr string, resume uint64, desc *types.NodeDescription) *stream {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	// Dialled as an agent dials.
 	cl := dapi.NewDispatcherClient(dialTLS(t, addr, n.root, n.cert, dapi.Transport{}.DialOptions()...))
 	s := &stream{t: t, msgs: make(chan *dapi.SessionMessage, 64), errc: make(chan error, 1), cancel: cancel}
-	ss, err := cl.Session(ctx, &dapi.SessionRequest{ResumeRevision: resume, Description: &types.NodeDescription{Hostname: "h"}})
+	ss, err := cl.Session(ctx, &dapi.SessionRequest{ResumeRevision: resume, Description: desc})
 	if err != nil {
 		s.errc <- err
 		return s

@@ -8,8 +8,10 @@ import (
 
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/admin"
+	"github.com/lockbox-project/lockbox/manager/ca"
 	"github.com/lockbox-project/lockbox/manager/dispatcher"
 	"github.com/lockbox-project/lockbox/manager/etcd"
+	"github.com/lockbox-project/lockbox/manager/store"
 	"github.com/lockbox-project/lockbox/pki"
 )
 
@@ -80,6 +82,11 @@ func (r registrar) RegisterNode(ctx context.Context, id pki.Identity, desc *type
 		Description: desc,
 		Certificate: certInfo(cert),
 	})
+	if errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrNameConflict) {
+		// A description the store refuses (or a hostname another node
+		// holds): the joiner is told why.
+		return fmt.Errorf("%w: %w", ca.ErrJoinRefused, err)
+	}
 	return err
 }
 

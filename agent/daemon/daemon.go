@@ -31,6 +31,11 @@ type Options struct {
 	Token    []byte
 	StateDir string
 	Socket   string
+	// Hostname is the name the node joins with (default: the host's
+	// name). The managers fix it at the join and keep worker hostnames
+	// unique, so that placement by node.hostname cannot be claimed by
+	// another node; set it where several agents share a host.
+	Hostname string
 	// NRI runs the NRI plugin in the agent's process.
 	NRI       bool
 	NRISocket string
@@ -75,7 +80,10 @@ func Run(ctx context.Context, o Options) error {
 	cache := grants.NewCache()
 	defer cache.Close()
 
-	hostname, _ := os.Hostname()
+	hostname := o.Hostname
+	if hostname == "" {
+		hostname, _ = os.Hostname()
+	}
 	desc := &types.NodeDescription{
 		Hostname:     hostname,
 		Platform:     &types.Platform{Os: runtime.GOOS, Architecture: runtime.GOARCH},

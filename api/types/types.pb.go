@@ -844,17 +844,25 @@ func (x *NodeCertificate) GetNotAfter() *timestamppb.Timestamp {
 }
 
 type Node struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Meta        *Meta                  `protobuf:"bytes,2,opt,name=meta,proto3" json:"meta,omitempty"`
-	Spec        *NodeSpec              `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
-	Role        NodeRole               `protobuf:"varint,4,opt,name=role,proto3,enum=lockbox.types.NodeRole" json:"role,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Meta  *Meta                  `protobuf:"bytes,2,opt,name=meta,proto3" json:"meta,omitempty"`
+	Spec  *NodeSpec              `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	Role  NodeRole               `protobuf:"varint,4,opt,name=role,proto3,enum=lockbox.types.NodeRole" json:"role,omitempty"`
+	// description is what the node said about itself when it joined
+	// (hostname, platform), fixed from then on: placement constraints read
+	// it. agent_version and warnings follow the node's sessions (display only).
 	Description *NodeDescription       `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
 	State       NodeState              `protobuf:"varint,6,opt,name=state,proto3,enum=lockbox.types.NodeState" json:"state,omitempty"`
 	LastSeen    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	Certificate *NodeCertificate       `protobuf:"bytes,8,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	// addr is the address the node's session came from, for display.
-	Addr          string `protobuf:"bytes,9,opt,name=addr,proto3" json:"addr,omitempty"`
+	Addr string `protobuf:"bytes,9,opt,name=addr,proto3" json:"addr,omitempty"`
+	// reported is what the node's latest session said its hostname or
+	// platform is, when that differs from description: shown to operators,
+	// never used for placement (a node cannot move itself onto another
+	// node's grants). Unset when the session agrees with the join.
+	Reported      *NodeDescription `protobuf:"bytes,10,opt,name=reported,proto3" json:"reported,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -952,6 +960,13 @@ func (x *Node) GetAddr() string {
 	return ""
 }
 
+func (x *Node) GetReported() *NodeDescription {
+	if x != nil {
+		return x.Reported
+	}
+	return nil
+}
+
 var File_types_types_proto protoreflect.FileDescriptor
 
 const file_types_types_proto_rawDesc = "" +
@@ -1016,7 +1031,7 @@ const file_types_types_proto_rawDesc = "" +
 	"\bwarnings\x18\x04 \x03(\tR\bwarnings\"b\n" +
 	"\x0fNodeCertificate\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x127\n" +
-	"\tnot_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"\x9a\x03\n" +
+	"\tnot_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"\xd6\x03\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x04meta\x18\x02 \x01(\v2\x13.lockbox.types.MetaR\x04meta\x12+\n" +
@@ -1026,7 +1041,9 @@ const file_types_types_proto_rawDesc = "" +
 	"\x05state\x18\x06 \x01(\x0e2\x18.lockbox.types.NodeStateR\x05state\x127\n" +
 	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12@\n" +
 	"\vcertificate\x18\b \x01(\v2\x1e.lockbox.types.NodeCertificateR\vcertificate\x12\x12\n" +
-	"\x04addr\x18\t \x01(\tR\x04addr*7\n" +
+	"\x04addr\x18\t \x01(\tR\x04addr\x12:\n" +
+	"\breported\x18\n" +
+	" \x01(\v2\x1e.lockbox.types.NodeDescriptionR\breported*7\n" +
 	"\bNodeRole\x12\x14\n" +
 	"\x10NODE_ROLE_WORKER\x10\x00\x12\x15\n" +
 	"\x11NODE_ROLE_MANAGER\x10\x01*N\n" +
@@ -1092,11 +1109,12 @@ var file_types_types_proto_depIdxs = []int32{
 	1,  // 18: lockbox.types.Node.state:type_name -> lockbox.types.NodeState
 	18, // 19: lockbox.types.Node.last_seen:type_name -> google.protobuf.Timestamp
 	13, // 20: lockbox.types.Node.certificate:type_name -> lockbox.types.NodeCertificate
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	12, // 21: lockbox.types.Node.reported:type_name -> lockbox.types.NodeDescription
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_types_types_proto_init() }

@@ -74,6 +74,7 @@ runtime adapters on a root-only unix socket.`,
 	f.StringVar(&managers, "manager", "", "manager addresses, comma-separated (host:port)")
 	token.add(f, "file holding the worker join token (first start only)")
 	f.StringVar(&o.StateDir, "state-dir", "/var/lib/lockbox/agent", "directory for the node's credentials and container records")
+	f.StringVar(&o.Hostname, "hostname", "", "hostname the node joins with (default: the host's name; fixed at the first start, unique among workers)")
 	f.StringVar(&o.Socket, "socket", localapi.DefaultSocket, "local API socket (a missing directory is made 0700; an existing one must be root's alone to write)")
 	f.BoolVar(&o.NRI, "nri", false, "serve CRI containers as an NRI plugin of containerd")
 	f.StringVar(&o.NRISocket, "nri-socket", "", "containerd's NRI socket (default: NRI's own default)")

@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
@@ -65,13 +69,13 @@ func newNodeLsCommand(c *connFlags) *cobra.Command {
 				t := &table{header: []string{"ID", "HOSTNAME", "STATUS", "ROLE", "PLATFORM", "LAST SEEN"}}
 				for _, n := range resp.Nodes {
 					p := n.GetDescription().GetPlatform()
-					row := nodeRow{ID: n.Id, Hostname: n.GetDescription().GetHostname(), Status: stateName(n.State), Role: roleName(n.Role),
-						OS: p.GetOs(), Arch: p.GetArchitecture(), LastSeen: timeOf(n.LastSeen), Labels: n.GetSpec().GetLabels()}
+					row := nodeRow{ID: printable(n.Id), Hostname: printable(n.GetDescription().GetHostname()), Status: stateName(n.State), Role: roleName(n.Role),
+						OS: printable(p.GetOs()), Arch: printable(p.GetArchitecture()), LastSeen: timeOf(n.LastSeen), Labels: printableMap(n.GetSpec().GetLabels())}
 					platform := ""
 					if row.OS != "" {
 						platform = row.OS + "/" + row.Arch
 					}
-					t.add(n.Id, row, n.Id, row.Hostname, row.Status, row.Role, platform, ago(row.LastSeen, now))
+					t.add(row.ID, row, row.ID, row.Hostname, row.Status, row.Role, platform, ago(row.LastSeen, now))
 				}
 				return t.print(cmd.OutOrStdout(), f)
 			})
@@ -97,7 +101,11 @@ type nodeInspect struct {
 		AgentVersion string
 		Warnings     []string `json:",omitempty"`
 	}
-	Status struct {
+	// Reported is what the node's latest session said its hostname and
+	// platform are, when that differs from Description (the one it joined
+	// with, which placement uses).
+	Reported *nodeReported `json:",omitempty"`
+	Status   struct {
 		State    string
 		Addr     string
 		LastSeen time.Time
@@ -108,21 +116,36 @@ type nodeInspect struct {
 	}
 }
 
+type nodeReported struct {
+	Hostname string
+	Platform struct{ OS, Architecture string }
+	Notes    []string `json:",omitempty"`
+}
+
+// inspectNode is n as inspect shows it. Every string a node could have
+// written is made printable: the manager validates descriptions at join,
+// and this keeps older records and other managers from reaching the
+// terminal raw as well.
 func inspectNode(n *types.Node) nodeInspect {
-	v := nodeInspect{ID: n.Id, CreatedAt: timeOf(n.GetMeta().GetCreatedAt()), UpdatedAt: timeOf(n.GetMeta().GetUpdatedAt())}
+	v := nodeInspect{ID: printable(n.Id), CreatedAt: timeOf(n.GetMeta().GetCreatedAt()), UpdatedAt: timeOf(n.GetMeta().GetUpdatedAt())}
 	v.Version.Index = n.GetMeta().GetVersion()
 	v.Spec.Role = roleName(n.Role)
-	v.Spec.Labels = nonNil(n.GetSpec().GetLabels())
+	v.Spec.Labels = nonNil(printableMap(n.GetSpec().GetLabels()))
 	d := n.GetDescription()
-	v.Description.Hostname = d.GetHostname()
-	v.Description.Platform.OS = d.GetPlatform().GetOs()
-	v.Description.Platform.Architecture = d.GetPlatform().GetArchitecture()
-	v.Description.AgentVersion = d.GetAgentVersion()
-	v.Description.Warnings = d.GetWarnings()
+	v.Description.Hostname = printable(d.GetHostname())
+	v.Description.Platform.OS = printable(d.GetPlatform().GetOs())
+	v.Description.Platform.Architecture = printable(d.GetPlatform().GetArchitecture())
+	v.Description.AgentVersion = printable(d.GetAgentVersion())
+	v.Description.Warnings = printableAll(d.GetWarnings())
+	if r := n.GetReported(); r != nil {
+		v.Reported = &nodeReported{Hostname: printable(r.GetHostname()), Notes: printableAll(r.GetWarnings())}
+		v.Reported.Platform.OS = printable(r.GetPlatform().GetOs())
+		v.Reported.Platform.Architecture = printable(r.GetPlatform().GetArchitecture())
+	}
 	v.Status.State = stateName(n.State)
-	v.Status.Addr = n.Addr
+	v.Status.Addr = printable(n.Addr)
 	v.Status.LastSeen = timeOf(n.LastSeen)
-	v.Certificate.Serial = n.GetCertificate().GetSerial()
+	v.Certificate.Serial = printable(n.GetCertificate().GetSerial())
 	v.Certificate.NotAfter = timeOf(n.GetCertificate().GetNotAfter())
 	return v
 }
@@ -196,4 +219,58 @@ func newNodeRmCommand(c *connFlags) *cobra.Command {
 	})
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove a node that is still ready")
 	return cmd
+}
+
+// printable returns s with every rune a terminal could act on (control
+// characters, escape sequences, bidi and other format characters) written
+// as a Go escape instead, so `node ls`/`node inspect` show what a node
+// sent without letting it drive the operator's terminal.
+func printable(s string) string {
+	clean := utf8.ValidString(s)
+	for _, r := range s {
+		if !clean || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for len(s) > 0 {
+		r, size := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && size == 1: // not UTF-8
+			fmt.Fprintf(&b, "\\x%02x", s[0])
+		case !unicode.IsPrint(r):
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+		s = s[size:]
+	}
+	return b.String()
+}
+
+func printableAll(ss []string) []string {
+	if ss == nil {
+		return nil
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = printable(s)
+	}
+	return out
+}
+
+func printableMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[printable(k)] = printable(v)
+	}
+	return out
 }

@@ -187,7 +187,7 @@ func TestDaemonsTakeTheTokenFromAFileOrStdin(t *testing.T) {
 			arg, stdin := tokenArg(t, how, tok)
 			dir := t.TempDir()
 			state := filepath.Join(dir, "state")
-			a := startDaemon(t, bin, stdin, "agent", "--manager", m.addr, "--token-file", arg,
+			a := startDaemon(t, bin, stdin, "agent", "--manager", m.addr, "--token-file", arg, "--hostname", "agent-from-"+how,
 				"--state-dir", state, "--socket", filepath.Join(dir, "agent.sock"))
 			a.waitFor(t, "node certificate", func() bool {
 				_, err := os.Stat(filepath.Join(state, "node.crt"))

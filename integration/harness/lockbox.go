@@ -178,7 +178,9 @@ func StartAgent(t testing.TB, binDir string, m *Manager, extra ...string) *Agent
 	if err := os.WriteFile(tokenFile, []byte(strings.TrimSpace(token)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"agent", "--manager", m.Addr, "--token-file", tokenFile,
+	// Several agents share this host: each joins under a name of its own
+	// (the managers keep worker hostnames unique).
+	args := append([]string{"agent", "--manager", m.Addr, "--token-file", tokenFile, "--hostname", filepath.Base(dir),
 		"--state-dir", a.StateDir, "--socket", a.Socket}, extra...)
 	a.Proc = StartProc(t, "lockbox agent", filepath.Join(dir, "agent.log"), filepath.Join(binDir, "lockbox"), args...)
 	a.waitFor(t, "local API", time.Minute, func() error {

@@ -77,7 +77,7 @@ func (s *Server) RemoveNode(ctx context.Context, req *adminapi.RemoveNodeRequest
 	}
 	if n.State == types.NodeState_NODE_STATE_READY && !req.Force {
 		return nil, status.Errorf(codes.FailedPrecondition,
-			"node %s (%s) is ready: stop its agent first, or use --force to revoke it while it runs", n.Id, n.GetDescription().GetHostname())
+			"node %s (%q) is ready: stop its agent first, or use --force to revoke it while it runs", n.Id, n.GetDescription().GetHostname())
 	}
 	if err := s.cfg.Nodes.RevokeNode(ctx, n); err != nil {
 		return nil, toStatus(err)

@@ -14,9 +14,16 @@ import (
 )
 
 // Registrar records a node that just joined (the store's node object).
+// An error wrapping ErrJoinRefused refuses the join (its description,
+// such as a hostname another node holds) with the error's message.
 type Registrar interface {
 	RegisterNode(ctx context.Context, id pki.Identity, desc *types.NodeDescription, certPEM []byte) error
 }
+
+// ErrJoinRefused: the Registrar refused the joining node; nothing was
+// recorded, and the certificate just signed names no node (its sessions
+// are refused).
+var ErrJoinRefused = errors.New("join refused")
 
 // CertRecorder is what a Registrar may also do: note a renewed
 // certificate on the node, so operators see when it expires.
@@ -57,6 +64,9 @@ func (s *Server) IssueNodeCertificate(ctx context.Context, req *caapi.IssueNodeC
 	}
 	if s.reg != nil {
 		if err := s.reg.RegisterNode(ctx, id, req.GetDescription(), certPEM); err != nil {
+			if errors.Is(err, ErrJoinRefused) {
+				return nil, status.Error(codes.FailedPrecondition, err.Error())
+			}
 			return nil, status.Errorf(codes.Unavailable, "register node %s: %v", id.NodeID, err)
 		}
 	}

@@ -356,7 +356,8 @@ func TestHeartbeatsMarkNodesDownAndReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, _ := h.st.GetNode(h.ctx, a)
-	if n.State != types.NodeState_NODE_STATE_READY || n.Addr != "10.0.0.9" || n.Description.Hostname != "a2" {
+	// The session's hostname is kept apart; the joined one stays.
+	if n.State != types.NodeState_NODE_STATE_READY || n.Addr != "10.0.0.9" || n.Description.Hostname != "a" || n.GetReported().GetHostname() != "a2" {
 		t.Fatalf("after session start: %v", n)
 	}
 	period := h.d.cfg.HeartbeatPeriod

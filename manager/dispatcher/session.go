@@ -14,6 +14,7 @@ import (
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/store"
 	"github.com/lockbox-project/lockbox/pki"
 )
 
@@ -151,13 +152,26 @@ func (d *Dispatcher) Session(req *dapi.SessionRequest, stream dapi.Dispatcher_Se
 // with its own node's registration.
 const indexWait = 10 * time.Second
 
-// markReady records the node as ready, with what it says about itself,
-// and returns the store revision of that write.
+// markReady records the node as ready and returns the store revision of
+// that write. What the session says about the node is not trusted for
+// placement: the hostname and platform stay those the node joined with
+// (any holder of a worker token could otherwise report another node's
+// hostname and be handed that node's grants). A session that reports
+// others keeps being served; the difference is logged and kept apart in
+// Node.Reported for operators. The agent version and warnings, which no
+// constraint reads, follow the session when they are valid.
 func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.NodeDescription, addr string) (int64, error) {
 	now := timestamppb.Now()
+	var reported *types.NodeDescription
 	n, err := d.cfg.Store.UpdateNode(ctx, nodeID, func(n *types.Node) error {
-		if desc != nil {
-			n.Description = desc
+		reported = reportedDescription(n.Description, desc)
+		n.Reported = reported
+		if desc != nil && store.ValidateNodeDescription(&types.NodeDescription{AgentVersion: desc.AgentVersion, Warnings: desc.Warnings}) == nil {
+			if n.Description == nil {
+				n.Description = &types.NodeDescription{}
+			}
+			n.Description.AgentVersion = desc.AgentVersion
+			n.Description.Warnings = desc.Warnings
 		}
 		n.State = types.NodeState_NODE_STATE_READY
 		n.LastSeen = now
@@ -172,8 +186,53 @@ func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.N
 		}
 		return 0, status.Errorf(codes.Unavailable, "record node %s: %v", nodeID, err)
 	}
+	if reported != nil {
+		// Attributes go through slog's quoting: nothing the node sent can
+		// reach a terminal raw.
+		d.log.Warn("node reports a hostname or platform other than the one it joined with; placement keeps the joined one",
+			"node", nodeID,
+			"joined_hostname", n.GetDescription().GetHostname(),
+			"reported_hostname", logCut(desc.GetHostname()),
+			"joined_platform", n.GetDescription().GetPlatform().GetOs()+"/"+n.GetDescription().GetPlatform().GetArchitecture(),
+			"reported_platform", logCut(desc.GetPlatform().GetOs()+"/"+desc.GetPlatform().GetArchitecture()))
+	}
 	d.hb.beat(nodeID, now.AsTime())
 	return int64(n.GetMeta().GetVersion()), nil
+}
+
+// logCut bounds what a node chose that goes into a log line (slog quotes
+// it; this keeps it short).
+func logCut(s string) string {
+	const max = 256
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
+}
+
+// reportedDescription is what goes into Node.Reported: nil when the
+// session agrees with the join (or says nothing), the reported hostname
+// and platform when they differ, and a note instead of them when they
+// break the description rules (they are never stored raw).
+func reportedDescription(joined, session *types.NodeDescription) *types.NodeDescription {
+	if session == nil {
+		return nil
+	}
+	// A field the session leaves out claims nothing.
+	r := &types.NodeDescription{Hostname: session.GetHostname(), Platform: joined.GetPlatform()}
+	if r.Hostname == "" {
+		r.Hostname = joined.GetHostname()
+	}
+	if p := session.GetPlatform(); p != nil {
+		r.Platform = &types.Platform{Os: p.GetOs(), Architecture: p.GetArchitecture()}
+	}
+	if store.SamePlacementDescription(joined, r) {
+		return nil
+	}
+	if err := store.ValidatePlacementDescription(r); err != nil {
+		return &types.NodeDescription{Warnings: []string{"the session reported a description that is not valid: " + err.Error()}}
+	}
+	return r
 }
 
 // Serve runs the session of nodeID on stream: the first message, then

@@ -10,8 +10,18 @@
 //
 // # Formats
 //
-// Sealed data:  0x01 | key ID (uint32, big endian) | nonce (24) | secretbox
+// Sealed data:  0x02 | key ID (uint32, big endian) | nonce (24) | secretbox under the record key
 // Wrapped ring: 0x01 | KEK ID (8)                  | nonce (24) | secretbox(keyring)
+//
+// The record key is HMAC-SHA256(DEK, "lockbox seal v2\x00" || ad), ad naming
+// the record the value belongs to (the store's key, "secretdata/<id>"):
+// a value copied over another record does not open (seal.go says why this
+// and not ad inside the plaintext). Version 0x01, sealed under the DEK
+// itself and bound to nothing, is still opened, so older clusters keep
+// working; NeedsReseal reports it, so the next data-key rotation
+// (`lockbox data-key rotate`) rewrites it as 0x02 and, by dropping the old
+// DEKs, leaves no 0x01 value that could be put back. Seal and Open (no
+// ad) are for manager/ca's values until they become records of the store.
 //
 // Every seal draws a fresh random 24-byte nonce: XSalsa20's nonce is long
 // enough that random nonces never collide in practice, so no counter has to

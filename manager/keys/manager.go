@@ -222,42 +222,51 @@ func (m *Manager) current() (*Keyring, *KEK, int64, error) {
 // rotation that swaps (and zeroes) the ring waits for them instead of
 // pulling keys out from under them.
 
-// Seal implements store.Sealer.
-func (m *Manager) Seal(plaintext []byte) ([]byte, error) {
+// SealRecord implements store.Sealer: Keyring.SealRecord under the
+// current ring.
+func (m *Manager) SealRecord(plaintext, ad []byte) ([]byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.ring == nil {
 		return nil, ErrLocked
 	}
-	return m.ring.Seal(plaintext)
+	return m.ring.SealRecord(plaintext, ad)
 }
 
-// SealFenced implements store.KeyFence: Seal, plus the keyring's etcd key
-// and the mod revision of the ring sealed with. A write that compares that
-// revision commits only while no rotation has replaced the ring, so a
-// value sealed under a key a rotation is about to drop is never stored.
-func (m *Manager) SealFenced(plaintext []byte) ([]byte, string, int64, error) {
+// SealFenced implements store.KeyFence: SealRecord, plus the keyring's
+// etcd key and the mod revision of the ring sealed with. A write that
+// compares that revision commits only while no rotation has replaced the
+// ring, so a value sealed under a key a rotation is about to drop is never
+// stored.
+func (m *Manager) SealFenced(plaintext, ad []byte) ([]byte, string, int64, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.ring == nil {
 		return nil, "", 0, ErrLocked
 	}
-	sealed, err := m.ring.Seal(plaintext)
+	sealed, err := m.ring.SealRecord(plaintext, ad)
 	return sealed, m.key, m.rev, err
 }
 
 // Refresh implements store.KeyFence: it reloads the keyring.
 func (m *Manager) Refresh(ctx context.Context) error { return m.Reload(ctx) }
 
-// Open implements store.Sealer.
-func (m *Manager) Open(sealed []byte) ([]byte, error) {
+// OpenRecord implements store.Sealer.
+func (m *Manager) OpenRecord(sealed, ad []byte) ([]byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.ring == nil {
 		return nil, ErrLocked
 	}
-	return m.ring.Open(sealed)
+	return m.ring.OpenRecord(sealed, ad)
 }
+
+// Seal is SealRecord for no record: see Keyring.Seal (manager/ca's
+// values, until they are records of the store).
+func (m *Manager) Seal(plaintext []byte) ([]byte, error) { return m.SealRecord(plaintext, nil) }
+
+// Open is OpenRecord for no record: see Keyring.Seal.
+func (m *Manager) Open(sealed []byte) ([]byte, error) { return m.OpenRecord(sealed, nil) }
 
 // Digest implements store.Sealer.
 func (m *Manager) Digest(plaintext []byte) string {
@@ -269,7 +278,8 @@ func (m *Manager) Digest(plaintext []byte) string {
 	return m.ring.Digest(plaintext)
 }
 
-// NeedsReseal reports whether sealed is not under the current DEK.
+// NeedsReseal reports whether sealed is not under the current DEK or not
+// in the current format (Keyring.NeedsReseal).
 func (m *Manager) NeedsReseal(sealed []byte) bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()

@@ -19,8 +19,13 @@ const (
 	KeySize   = 32
 	nonceSize = 24
 
-	sealVersion = 0x01
-	sealHeader  = 1 + 4 + nonceSize
+	// sealV1 values are sealed under the DEK itself and bound to nothing:
+	// they are still opened, so clusters sealed before v2 keep working,
+	// and re-sealed (NeedsReseal) by the next data-key rotation.
+	sealV1 = 0x01
+	// sealV2 values are bound to the record they seal (see recordKey).
+	sealV2     = 0x02
+	sealHeader = 1 + 4 + nonceSize
 	// SealOverhead is how much longer sealed data is than its plaintext.
 	SealOverhead = sealHeader + secretbox.Overhead
 )
@@ -70,8 +75,41 @@ func NewKeyring() (*Keyring, error) {
 	return &Keyring{current: 1, deks: map[uint32]*[KeySize]byte{1: dek}, macKey: mac}, nil
 }
 
-// Seal seals plaintext under the current DEK with a fresh random nonce.
-func (k *Keyring) Seal(plaintext []byte) ([]byte, error) {
+// Binding a sealed value to its record.
+//
+// A value sealed for one record (say secretdata/A) must not open as
+// another's (secretdata/B) when someone with write access to etcd copies
+// it there. secretbox takes no associated data, so the record is bound by
+// the key instead: each value is sealed under
+//
+//	recordKey = HMAC-SHA256(DEK, "lockbox seal v2\x00" || ad)
+//
+// where ad names the record (the store passes its key, such as
+// "secretdata/<id>"). A value moved to another record is opened under
+// another key and fails Poly1305 authentication: the same ErrCorrupt as
+// any other tampering, with no separate comparison to get right.
+// Authenticating ad inside the sealed plaintext instead would lengthen
+// every value, add a plaintext copy to zero, and need a constant-time
+// compare after opening; deriving the key costs one HMAC per seal or
+// open and changes nothing else (HMAC-SHA256 keyed by the DEK is a PRF,
+// so record keys are independent of one another and of the DEK). Nonces
+// stay random per seal, so sealing one record many times never repeats a
+// (key, nonce) pair.
+const recordKeyLabel = "lockbox seal v2\x00"
+
+// recordKey derives the key of record ad under dek; the caller zeroes it.
+func recordKey(dek *[KeySize]byte, ad []byte) *[KeySize]byte {
+	m := hmac.New(sha256.New, dek[:])
+	m.Write([]byte(recordKeyLabel))
+	m.Write(ad)
+	k := new([KeySize]byte)
+	m.Sum(k[:0])
+	return k
+}
+
+// SealRecord seals plaintext for the record ad names, under the current
+// DEK with a fresh random nonce. It opens only with the same ad.
+func (k *Keyring) SealRecord(plaintext, ad []byte) ([]byte, error) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	dek := k.deks[k.current]
@@ -79,18 +117,21 @@ func (k *Keyring) Seal(plaintext []byte) ([]byte, error) {
 		return nil, ErrLocked
 	}
 	out := make([]byte, sealHeader, sealHeader+len(plaintext)+secretbox.Overhead)
-	out[0] = sealVersion
+	out[0] = sealV2
 	binary.BigEndian.PutUint32(out[1:5], k.current)
 	var nonce [nonceSize]byte
 	if _, err := io.ReadFull(rand.Reader, nonce[:]); err != nil {
 		return nil, fmt.Errorf("seal: nonce: %w", err)
 	}
 	copy(out[5:], nonce[:])
-	return secretbox.Seal(out, plaintext, &nonce, dek), nil
+	rk := recordKey(dek, ad)
+	defer clear(rk[:])
+	return secretbox.Seal(out, plaintext, &nonce, rk), nil
 }
 
-// Open authenticates and opens sealed data.
-func (k *Keyring) Open(sealed []byte) ([]byte, error) {
+// OpenRecord authenticates and opens sealed data of the record ad names.
+// A v1 value (sealed before records were bound) opens whatever ad is.
+func (k *Keyring) OpenRecord(sealed, ad []byte) ([]byte, error) {
 	id, err := SealedKeyID(sealed)
 	if err != nil {
 		return nil, err
@@ -106,27 +147,43 @@ func (k *Keyring) Open(sealed []byte) ([]byte, error) {
 	}
 	var nonce [nonceSize]byte
 	copy(nonce[:], sealed[5:sealHeader])
-	out, ok := secretbox.Open(nil, sealed[sealHeader:], &nonce, dek)
+	key := dek
+	if sealed[0] == sealV2 {
+		key = recordKey(dek, ad)
+		defer clear(key[:])
+	}
+	out, ok := secretbox.Open(nil, sealed[sealHeader:], &nonce, key)
 	if !ok {
 		return nil, ErrCorrupt
 	}
 	return out, nil
 }
 
+// Seal is SealRecord for no record (empty ad). It is for values that are
+// not yet records of the store (manager/ca's CA key and join tokens) and
+// is what they keep using until they move there; new code binds its
+// values with SealRecord.
+func (k *Keyring) Seal(plaintext []byte) ([]byte, error) { return k.SealRecord(plaintext, nil) }
+
+// Open is OpenRecord for no record (empty ad); see Seal.
+func (k *Keyring) Open(sealed []byte) ([]byte, error) { return k.OpenRecord(sealed, nil) }
+
 // SealedKeyID returns the ID of the data key sealed was sealed under.
 func SealedKeyID(sealed []byte) (uint32, error) {
-	if len(sealed) < SealOverhead || sealed[0] != sealVersion {
+	if len(sealed) < SealOverhead || (sealed[0] != sealV1 && sealed[0] != sealV2) {
 		return 0, ErrCorrupt
 	}
 	return binary.BigEndian.Uint32(sealed[1:5]), nil
 }
 
-// NeedsReseal reports whether sealed is not under the current DEK.
+// NeedsReseal reports whether sealed is not under the current DEK, or
+// not in the current (record-bound) format: a data-key rotation then
+// rewrites it.
 func (k *Keyring) NeedsReseal(sealed []byte) bool {
 	id, err := SealedKeyID(sealed)
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return err == nil && id != k.current
+	return err == nil && (id != k.current || sealed[0] != sealV2)
 }
 
 // Digest is "sha256:<hex>" of HMAC-SHA256 under the digest key: stable

@@ -16,9 +16,9 @@ import (
 
 type plainSealer struct{}
 
-func (plainSealer) Seal(p []byte) ([]byte, error) { return append([]byte("S:"), p...), nil }
-func (plainSealer) Open(s []byte) ([]byte, error) { return append([]byte(nil), s[2:]...), nil }
-func (plainSealer) Digest([]byte) string          { return "sha256:0" }
+func (plainSealer) SealRecord(p, _ []byte) ([]byte, error) { return append([]byte("S:"), p...), nil }
+func (plainSealer) OpenRecord(s, _ []byte) ([]byte, error) { return append([]byte(nil), s[2:]...), nil }
+func (plainSealer) Digest([]byte) string                   { return "sha256:0" }
 
 // checkConsistency asserts every invariant of the key layout at one
 // revision: name indexes point at live objects and cover them all, every

@@ -4,7 +4,10 @@
 // It holds the key layout, the encoding of objects, the transactions that
 // keep the rules true under concurrent writers on any manager, and a
 // snapshot-plus-watch view for the dispatcher. It does not validate user
-// input (manager/admin does), does not know about gRPC status codes, and
+// input (manager/admin does), except what a node says about itself, whose
+// rules live here (nodedesc.go) because every join and the manager's own
+// record reach the store through CreateNode. It does not know about gRPC
+// status codes, and
 // never sees key material: secret data is sealed by a Sealer before it is
 // written and opened by it after it is read.
 //
@@ -18,6 +21,8 @@
 //	nodes/<id>                     types.Node, protobuf
 //	names/secrets/<name>           <id>: the unique-name index of secrets
 //	names/services/<name>          <id>: the unique-name index of services
+//	names/hostnames/<hostname>     <id>: the worker that joined with that (lower-cased) hostname
+//	names/hostnames-indexed        "": nodes recorded before that index are in it
 //	refs/<secret id>/<service id>  "": service <service id> references secret <secret id>
 //	keys/                          reserved for manager/keys (the wrapped data keys)
 //	cluster/                       reserved for manager-cluster (CA, join tokens, members)
@@ -28,7 +33,9 @@
 // # Rules kept in one transaction
 //
 //   - A name index key is created with "create revision == 0", so two
-//     concurrent creates of one name cannot both succeed.
+//     concurrent creates of one name cannot both succeed. Worker hostnames
+//     are indexed the same way: a node's hostname and platform are fixed
+//     when it joins (placement reads them) and unique among workers.
 //   - Removing a secret compares the prefix refs/<secret id>/ empty in the
 //     same transaction as the delete, and creating or updating a service
 //     compares every secret it references present while writing its

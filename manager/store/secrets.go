@@ -49,7 +49,7 @@ func (s *Store) CreateSecret(ctx context.Context, spec *types.SecretSpec, data [
 	}
 	nameKey := s.nameKey("secrets", spec.Name)
 	for attempt := 1; ; attempt++ {
-		sealed, fence, err := s.seal(data)
+		sealed, fence, err := s.seal(data, s.recordAD(s.secretDataKey(sec.Id)))
 		if err != nil {
 			return nil, fmt.Errorf("seal secret '%s': %w", spec.GetName(), err)
 		}
@@ -114,7 +114,7 @@ func (s *Store) SecretData(ctx context.Context, id string) ([]byte, error) {
 	if len(resp.Kvs) == 0 {
 		return nil, errorf(ErrNotFound, "secret '%s' not found", id)
 	}
-	data, err := s.sealer.Open(resp.Kvs[0].Value)
+	data, err := s.sealer.OpenRecord(resp.Kvs[0].Value, s.recordAD(s.secretDataKey(id)))
 	if err != nil {
 		return nil, fmt.Errorf("open data of secret %s: %w", id, err)
 	}
@@ -257,11 +257,12 @@ func (s *Store) Reseal(ctx context.Context, needs func(sealed []byte) bool) (int
 // changed or went meanwhile (then ok is false).
 func (s *Store) resealOne(ctx context.Context, kv *mvccpb.KeyValue) (ok bool, err error) {
 	for attempt := 1; ; attempt++ {
-		plain, err := s.sealer.Open(kv.Value)
+		ad := s.recordAD(string(kv.Key))
+		plain, err := s.sealer.OpenRecord(kv.Value, ad)
 		if err != nil {
 			return false, fmt.Errorf("reseal: open %s: %w", kv.Key, err)
 		}
-		sealed, fence, err := s.seal(plain)
+		sealed, fence, err := s.seal(plain, ad)
 		clear(plain)
 		if err != nil {
 			return false, fmt.Errorf("reseal: seal %s: %w", kv.Key, err)
@@ -289,6 +290,15 @@ func (s *Store) resealOne(ctx context.Context, kv *mvccpb.KeyValue) (ok bool, er
 			return false, err
 		}
 	}
+}
+
+// recordAD is the associated data that binds a sealed value to the
+// record at key: the key below the store's prefix ("secretdata/<id>"), so
+// a backup restored under another prefix still opens. Secret IDs are
+// random and never reused, and a secret's data never changes, so the key
+// names one record and one version of it.
+func (s *Store) recordAD(key string) []byte {
+	return []byte(strings.TrimPrefix(key, s.prefix))
 }
 
 func decodeAll[T any](kvs []*mvccpb.KeyValue, decode func(*mvccpb.KeyValue) (T, error)) ([]T, error) {

@@ -15,11 +15,18 @@ import (
 
 // Sealer seals secret data before it is written and opens it after it is
 // read. manager/keys implements it; the store never sees a key.
+//
+// ad (associated data) names the record a value belongs to: a value
+// sealed with one ad opens only with the same ad, so a sealed value copied
+// over another record's key in etcd fails to open instead of being served
+// as that record. The store passes the record's key (recordAD).
 type Sealer interface {
-	// Seal returns a sealed copy of plaintext. It must not keep plaintext.
-	Seal(plaintext []byte) ([]byte, error)
-	// Open returns the plaintext of sealed; the caller zeroes it when done.
-	Open(sealed []byte) ([]byte, error)
+	// SealRecord returns a sealed copy of plaintext bound to ad. It must
+	// not keep plaintext.
+	SealRecord(plaintext, ad []byte) ([]byte, error)
+	// OpenRecord returns the plaintext of sealed, which must have been
+	// sealed with ad; the caller zeroes it when done.
+	OpenRecord(sealed, ad []byte) ([]byte, error)
 	// Digest is a keyed hash of plaintext ("sha256:<hex>"): it detects
 	// changes without letting anyone test guesses of the data.
 	Digest(plaintext []byte) string
@@ -32,9 +39,9 @@ type Sealer interface {
 // was in flight (on this manager or on one that had not seen the rotation
 // yet).
 type KeyFence interface {
-	// SealFenced is Seal plus the etcd key and mod revision of the key set
-	// used.
-	SealFenced(plaintext []byte) (sealed []byte, fenceKey string, fenceRev int64, err error)
+	// SealFenced is SealRecord plus the etcd key and mod revision of the
+	// key set used.
+	SealFenced(plaintext, ad []byte) (sealed []byte, fenceKey string, fenceRev int64, err error)
 	// Refresh re-reads the key set after a fence compare failed.
 	Refresh(ctx context.Context) error
 }
@@ -42,15 +49,15 @@ type KeyFence interface {
 // maxFenceRetries bounds the re-seals of one write while rotations race it.
 const maxFenceRetries = 5
 
-// seal seals plaintext and returns the compares that must hold when the
+// seal seals plaintext for record ad and returns the compares that must hold when the
 // sealed bytes are written (none for an unfenced Sealer).
-func (s *Store) seal(plaintext []byte) ([]byte, []clientv3.Cmp, error) {
+func (s *Store) seal(plaintext, ad []byte) ([]byte, []clientv3.Cmp, error) {
 	f, ok := s.sealer.(KeyFence)
 	if !ok {
-		sealed, err := s.sealer.Seal(plaintext)
+		sealed, err := s.sealer.SealRecord(plaintext, ad)
 		return sealed, nil, err
 	}
-	sealed, key, rev, err := f.SealFenced(plaintext)
+	sealed, key, rev, err := f.SealFenced(plaintext, ad)
 	if err != nil {
 		return nil, nil, err
 	}

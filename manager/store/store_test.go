@@ -17,25 +17,28 @@ import (
 	"github.com/lockbox-project/lockbox/manager/store"
 )
 
-// xorSealer is a test Sealer: reversible, visibly not the plaintext. The
+// xorSealer is a test Sealer: reversible, visibly not the plaintext, and
+// bound to its record (the ad is written in front and must match). The
 // real one (manager/keys) is tested on its own and with the store there.
 type xorSealer struct{ opened, sealed atomic.Int64 }
 
-func (x *xorSealer) Seal(p []byte) ([]byte, error) {
+func (x *xorSealer) SealRecord(p, ad []byte) ([]byte, error) {
 	x.sealed.Add(1)
-	out := append([]byte("X1:"), p...)
-	for i := 3; i < len(out); i++ {
+	head := "X1:" + string(ad) + ":"
+	out := append([]byte(head), p...)
+	for i := len(head); i < len(out); i++ {
 		out[i] ^= 0x5a
 	}
 	return out, nil
 }
 
-func (x *xorSealer) Open(s []byte) ([]byte, error) {
+func (x *xorSealer) OpenRecord(s, ad []byte) ([]byte, error) {
 	x.opened.Add(1)
-	if !bytes.HasPrefix(s, []byte("X1:")) {
-		return nil, errors.New("not sealed by xorSealer")
+	head := []byte("X1:" + string(ad) + ":")
+	if !bytes.HasPrefix(s, head) {
+		return nil, errors.New("not sealed by xorSealer for this record")
 	}
-	out := append([]byte(nil), s[3:]...)
+	out := append([]byte(nil), s[len(head):]...)
 	for i := range out {
 		out[i] ^= 0x5a
 	}
