@@ -10,7 +10,7 @@ STATICCHECK_VERSION=v0.8.2
 PROTOC_GEN_GO_VERSION=v1.36.11
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.0
 
-packages=(runc crun busybox-static protobuf-compiler containerd iproute2 util-linux wine64 binutils-mingw-w64-x86-64)
+packages=(runc crun busybox-static protobuf-compiler libprotobuf-dev containerd iproute2 util-linux wine64 binutils-mingw-w64-x86-64)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
