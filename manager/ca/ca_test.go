@@ -23,6 +23,7 @@ import (
 	"github.com/lockbox-project/lockbox/manager/ca/jointoken"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
+	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 // newCA initialises a cluster CA on a fresh embedded etcd.
@@ -40,13 +41,14 @@ func newCA(t *testing.T) (*CA, *keys.Keyring) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	if err := Save(ctx, m.Client(), ring, root); err != nil {
+	st := store.New(m.Client(), nil)
+	if err := Save(ctx, st, ring, root); err != nil {
 		t.Fatal(err)
 	}
-	if err := Save(ctx, m.Client(), ring, root); !errors.Is(err, ErrAlreadyInitialized) {
+	if err := Save(ctx, st, ring, root); !errors.Is(err, ErrAlreadyInitialized) {
 		t.Fatalf("second Save: %v, want ErrAlreadyInitialized", err)
 	}
-	c, err := Open(ctx, m.Client(), ring)
+	c, err := Open(ctx, st, ring)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +126,7 @@ func TestIssueRenewAndTokens(t *testing.T) {
 
 		// Renewal keeps the ID and role, with a new key.
 		csr2, _ := newCSR(t)
-		rid, renewed, err := c.Renew(id, csr2)
+		rid, renewed, err := c.Renew(ctx, id, csr2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,7 +137,7 @@ func TestIssueRenewAndTokens(t *testing.T) {
 		if err := c.Revoke(ctx, id.NodeID); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := c.Renew(id, csr2); !errors.Is(err, ErrRevoked) {
+		if _, _, err := c.Renew(ctx, id, csr2); !errors.Is(err, ErrRevoked) {
 			t.Fatalf("renew after revoke: %v", err)
 		}
 	}
@@ -208,7 +210,7 @@ func TestRevocationReachesOtherManagers(t *testing.T) {
 	c, ring := newCA(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	other, err := Open(ctx, c.cli, ring)
+	other, err := Open(ctx, c.st, ring)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +228,7 @@ func TestRevocationReachesOtherManagers(t *testing.T) {
 		t.Fatal("revocation did not reach the other CA")
 	}
 	// A third CA loading now sees it from the start.
-	third, err := Open(ctx, c.cli, ring)
+	third, err := Open(ctx, c.st, ring)
 	if err != nil || !third.IsRevoked("node1") || third.IsRevoked("node2") {
 		t.Fatalf("loaded revocations wrong: %v", err)
 	}
@@ -235,7 +237,7 @@ func TestRevocationReachesOtherManagers(t *testing.T) {
 // serveNodeCA runs the NodeCA service over real TLS on loopback.
 func serveNodeCA(t *testing.T, c *CA) string {
 	t.Helper()
-	own, err := c.IssueKeyPair(CertRequest{NodeID: "mgr", Role: RoleManager, IPs: []net.IP{net.ParseIP("127.0.0.1")}})
+	own, err := c.IssueKeyPair(context.Background(), CertRequest{NodeID: "mgr", Role: RoleManager, IPs: []net.IP{net.ParseIP("127.0.0.1")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +344,7 @@ func TestNodeCAOverTLS(t *testing.T) {
 	}
 
 	// An expired certificate is refused.
-	expired, err := c.IssueKeyPair(CertRequest{NodeID: "old", Role: RoleWorker, NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour})
+	expired, err := c.IssueKeyPair(context.Background(), CertRequest{NodeID: "old", Role: RoleWorker, NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,11 +375,11 @@ func TestResealFollowsDataKey(t *testing.T) {
 	if _, err := c.JoinToken(ctx, RoleWorker, false); err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := Open(ctx, c.cli, ring)
+	fresh, err := Open(ctx, c.st, ring)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fresh.IssueKeyPair(CertRequest{NodeID: "x", Role: RoleWorker}); err != nil {
+	if _, err := fresh.IssueKeyPair(ctx, CertRequest{NodeID: "x", Role: RoleWorker}); err != nil {
 		t.Fatalf("CA key does not open after reseal: %v", err)
 	}
 }
