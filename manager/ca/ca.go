@@ -114,11 +114,7 @@ func Open(ctx context.Context, st *store.Store, sealer Sealer) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)
 	}
-	block, _ := pem.Decode(cl.Root.CertPEM)
-	if block == nil {
-		return nil, errors.New("load CA: root certificate is not PEM")
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
+	cert, err := parseCertPEM(cl.Root.CertPEM)
 	if err != nil {
 		return nil, fmt.Errorf("load CA: parse root: %w", err)
 	}
@@ -212,8 +208,7 @@ func (c *CA) IssueKeyPair(ctx context.Context, req CertRequest) (KeyPair, error)
 	if err != nil || req.Role == RoleAdmin {
 		return kp, err
 	}
-	block, _ := pem.Decode(kp.CertPEM)
-	cert, err := x509.ParseCertificate(block.Bytes)
+	cert, err := parseCertPEM(kp.CertPEM)
 	if err == nil {
 		err = c.record(ctx, req.NodeID, cert)
 	}
@@ -222,6 +217,14 @@ func (c *CA) IssueKeyPair(ctx context.Context, req CertRequest) (KeyPair, error)
 		return KeyPair{}, err
 	}
 	return kp, nil
+}
+
+func parseCertPEM(p []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(p)
+	if block == nil {
+		return nil, errors.New("certificate is not PEM")
+	}
+	return x509.ParseCertificate(block.Bytes)
 }
 
 func (c *CA) sign(ctx context.Context, nodeID string, role Role, csr *x509.CertificateRequest) (Identity, []byte, error) {
