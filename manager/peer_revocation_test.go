@@ -22,6 +22,7 @@ import (
 	clusterapi "github.com/lockbox-project/lockbox/api/cluster"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/etcd"
+	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 // peerProbe is one request to an etcd peer endpoint.
@@ -180,4 +181,35 @@ func TestRemovedManagerIsRefusedByEtcdPeers(t *testing.T) {
 	if len(list.Members) != 2 {
 		t.Fatalf("members after removal: %v", names)
 	}
+}
+
+// A node that joined before certificate serials were recorded at issue
+// time (simulated by deleting the record) still has its current
+// certificate listed in the CRL when it is removed: the serial on its
+// node record is recorded then.
+func TestRemovalListsTheNodeRecordsSerial(t *testing.T) {
+	ctx := context.Background()
+	m := startManager(t, testConfig(t, "127.0.0.1"))
+	w := joinNode(t, m.Addr(), token(t, m.admin(), types.NodeRole_NODE_ROLE_WORKER, false), "old")
+	serial := w.cert.Leaf.SerialNumber.Text(16)
+	if _, err := m.Store().Client().Delete(ctx, store.DefaultPrefix+"cluster/certs/"+w.id+"/"+serial); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.admin().RemoveNode(ctx, &adminapi.RemoveNodeRequest{NameOrId: w.id, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	der, _, err := m.Store().CRL(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Text(16) == serial {
+			return
+		}
+	}
+	t.Fatalf("serial %s of the removed node is not in the CRL (%d entries)", serial, len(crl.RevokedCertificateEntries))
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/ca"
 	"github.com/lockbox-project/lockbox/manager/dispatcher"
+	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 // The adapters below implement manager/admin's interfaces on the pieces
@@ -58,6 +59,14 @@ const removeMemberTimeout = 30 * time.Second
 func (r revoker) RevokeNode(ctx context.Context, n *types.Node) error {
 	if n.Id == r.m.st.NodeID {
 		return errors.New("a manager cannot remove itself: remove it from another manager")
+	}
+	// The serial the node record shows is recorded too: a node that
+	// joined before serials were recorded at issue time still gets its
+	// current certificate into the CRL.
+	if serial := n.GetCertificate().GetSerial(); serial != "" {
+		if err := r.m.store.RecordCertificate(ctx, n.Id, serial); err != nil && !errors.Is(err, store.ErrRevoked) {
+			return err
+		}
 	}
 	if err := r.m.ca().Revoke(ctx, n.Id); err != nil {
 		return err
