@@ -5,12 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
-	"strings"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -42,7 +40,12 @@ func (s *clusterServer) Join(ctx context.Context, req *clusterapi.JoinRequest) (
 	case s.m.member == nil && req.GetPeerUrl() != "":
 		return nil, status.Error(codes.InvalidArgument, "this cluster uses external etcd: start the joiner with --etcd-endpoints")
 	case s.m.member != nil:
-		initial, err := addMember(ctx, s.m.cli, who.NodeID, req.PeerUrl)
+		// Peers speak mutual TLS only: a plain-http member would let
+		// anyone on the path read and forge raft traffic.
+		if err := checkPeerURL(req.PeerUrl); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		initial, err := s.m.member.AddMember(ctx, who.NodeID, req.PeerUrl)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "%v", err)
 		}
@@ -72,7 +75,7 @@ func (s *clusterServer) Promote(ctx context.Context, _ *clusterapi.PromoteReques
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
-		err := etcd.PromoteMember(ctx, s.m.cli, who.NodeID, "")
+		err := s.m.member.PromoteMember(ctx, who.NodeID, "")
 		if err == nil {
 			s.m.log.Info("manager promoted to a voting etcd member", "node", who.NodeID)
 			return &clusterapi.PromoteResponse{}, nil
@@ -130,9 +133,9 @@ func (m *Manager) promote(ctx context.Context, addr string) error {
 // and its promotion: any other manager can promote it.
 func (m *Manager) promoteSelf(ctx context.Context) error {
 	// A learner serves serializable reads: the registry is readable.
-	resp, err := m.cli.Get(ctx, managersPrefix, clientv3.WithPrefix(), clientv3.WithSerializable())
+	registered, _, err := m.store.Managers(ctx, true)
 	if err != nil {
-		return fmt.Errorf("manager: read managers: %w", err)
+		return fmt.Errorf("manager: %w", err)
 	}
 	// The manager joined through comes first: a fresh learner may not
 	// have caught up with the registry yet.
@@ -140,9 +143,9 @@ func (m *Manager) promoteSelf(ctx context.Context) error {
 	if m.cfg.JoinAddr != "" {
 		addrs = append(addrs, m.cfg.JoinAddr)
 	}
-	for _, kv := range resp.Kvs {
-		if strings.TrimPrefix(string(kv.Key), managersPrefix) != m.st.NodeID {
-			addrs = append(addrs, string(kv.Value))
+	for _, r := range registered {
+		if r.NodeID != m.st.NodeID {
+			addrs = append(addrs, r.Addr)
 		}
 	}
 	var last error = errors.New("no other manager is registered")
@@ -225,29 +228,12 @@ func (m *Manager) join(ctx context.Context) error {
 	return nil
 }
 
-// addMember retries while etcd calls the cluster unhealthy: it refuses a
-// new member until the last one to join has been up for a few seconds,
-// which is what happens when managers join one right after the other.
-func addMember(ctx context.Context, cli *clientv3.Client, name, peerURL string) (string, error) {
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		initial, err := etcd.AddMember(ctx, cli, name, peerURL)
-		if err == nil || !retryableAdd(err) {
-			return initial, err
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
-		case <-t.C:
-		}
+// checkPeerURL accepts only an https URL with a host and port: the
+// member's peer endpoint, where etcd requires the manager certificate.
+func checkPeerURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "https" || u.Port() == "" || u.Hostname() == "" || u.User != nil || (u.Path != "" && u.Path != "/") {
+		return fmt.Errorf("peer URL %q: want https://HOST:PORT (etcd peers speak mutual TLS only)", raw)
 	}
-}
-
-// retryableAdd: etcd calls the cluster unhealthy right after a member
-// joined, and allows one learner at a time; both pass.
-func retryableAdd(err error) bool {
-	return errors.Is(err, rpctypes.ErrUnhealthy) ||
-		strings.Contains(err.Error(), rpctypes.ErrUnhealthy.Error()) ||
-		strings.Contains(err.Error(), "too many learner")
+	return nil
 }

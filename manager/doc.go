@@ -6,7 +6,8 @@
 //
 //	state.json        node ID, cluster ID, autolock, etcd peer URL (no secrets)
 //	etcd/             the embedded etcd member (client socket inside, 0700)
-//	certs/            the manager's own node certificate, key and the root CA (0600)
+//	certs/            the manager's own node certificate, key and the root CA (0600), and
+//	                  peer.crl, the cluster's CRL its etcd member checks peers with (crl.go)
 //	kek               the key-encryption key file, without autolock (0600)
 //	admin/            admin client credentials for TCP: ca.pem cert.pem key.pem (0600)
 //
@@ -21,5 +22,6 @@
 //
 // The package holds wiring and authorisation only: object rules live in
 // manager/store and manager/admin, crypto in manager/keys and manager/ca,
-// fan-out in manager/dispatcher.
+// fan-out in manager/dispatcher. It never talks to etcd itself: state goes
+// through manager/store, membership through manager/etcd's Member.
 package manager

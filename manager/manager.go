@@ -12,12 +12,10 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -92,7 +90,6 @@ type Manager struct {
 
 	st     *state
 	member *etcd.Member // nil with external etcd
-	cli    *clientv3.Client
 	keys   *keys.Manager
 	caPtr  atomic.Pointer[ca.CA]
 	store  *store.Store
@@ -184,12 +181,11 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		return err
 	}
 
-	c, err := ca.Open(runCtx, m.cli, m.keys)
+	c, err := ca.Open(runCtx, m.store, m.keys)
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
 	m.caPtr.Store(c)
-	m.store = store.New(m.cli, m.keys)
 	go m.keys.WatchKeyring(runCtx, func(err error) {
 		if err != nil {
 			m.log.Warn("keyring reload failed", "err", err)
@@ -198,7 +194,7 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 
 	m.disp = dispatcher.New(dispatcher.Config{
 		Store:           m.store,
-		History:         dispatcher.EtcdHistory{Client: m.cli, Prefix: m.store.Prefix()},
+		History:         m.store,
 		Managers:        m.managerList,
 		HeartbeatPeriod: m.cfg.HeartbeatPeriod,
 		Logger:          m.log,
@@ -288,8 +284,8 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 func (m *Manager) closeEtcd() {
 	if m.member != nil {
 		m.member.Close()
-	} else if m.cli != nil {
-		m.cli.Close()
+	} else if m.store != nil {
+		m.store.Close()
 	}
 }
 
@@ -367,21 +363,26 @@ func (m *Manager) startEtcd(ctx context.Context, initialCluster string) error {
 		if err != nil {
 			return fmt.Errorf("manager: %w", err)
 		}
-		m.cli = cli
+		m.openStore(store.New(cli, nil))
 		return nil
+	}
+	if err := m.ensureCRLFile(); err != nil {
+		return err
 	}
 	member, err := etcd.Start(ctx, etcd.Config{
 		Dir:            m.path("etcd"),
 		Name:           m.st.NodeID,
 		PeerURL:        m.st.PeerURL,
-		PeerTLS:        &etcd.TLSFiles{CertFile: m.path("certs", "node.crt"), KeyFile: m.path("certs", "node.key"), CAFile: m.path("certs", "ca.crt")},
+		PeerTLS:        &etcd.TLSFiles{CertFile: m.path("certs", "node.crt"), KeyFile: m.path("certs", "node.key"), CAFile: m.path("certs", "ca.crt"), CRLFile: m.crlFile()},
 		InitialCluster: initialCluster,
 		Logger:         m.cfg.EtcdLogger,
 	})
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
-	m.member, m.cli = member, member.Client()
+	m.member = member
+	m.openStore(store.New(member.Client(), nil))
+	go m.followCRL(ctx)
 	return nil
 }
 
@@ -413,7 +414,6 @@ func (m *Manager) initialize(ctx context.Context) error {
 	if err := m.startEtcd(ctx, ""); err != nil {
 		return err
 	}
-	m.keys = keys.NewManager(m.cli, store.DefaultPrefix)
 	var kek *keys.KEK
 	unlockKey := ""
 	if m.cfg.Autolock {
@@ -435,11 +435,14 @@ func (m *Manager) initialize(ctx context.Context) error {
 	if !created {
 		return errors.New("manager: etcd already holds a Lockbox cluster: join it with --join and a manager token")
 	}
-	if err := ca.Save(ctx, m.cli, m.keys, root); err != nil {
+	if err := ca.Save(ctx, m.store, m.keys, root); err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
-	st := store.New(m.cli, m.keys)
+	st := m.store
 	ownCert, _ := parsePEMCert(own.CertPEM)
+	if err := st.RecordCertificate(ctx, nodeID, ownCert.SerialNumber.Text(16)); err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
 	if _, err := st.CreateNode(ctx, &types.Node{
 		Id:          nodeID,
 		Role:        types.NodeRole_NODE_ROLE_MANAGER,
@@ -488,7 +491,6 @@ func (m *Manager) restart(ctx context.Context) error {
 			return err
 		}
 	}
-	m.keys = keys.NewManager(m.cli, store.DefaultPrefix)
 	if m.st.Autolock {
 		m.log.Warn("autolock: this manager is locked until 'lockbox unlock'")
 		return nil
@@ -552,7 +554,7 @@ func (m *Manager) renewOwnCert(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	kp, err := m.ca().IssueKeyPair(req)
+	kp, err := m.ca().IssueKeyPair(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -584,90 +586,6 @@ func (m *Manager) writeCerts(certPEM, keyPEM, rootPEM []byte) error {
 		}
 	}
 	return nil
-}
-
-// registerSelf publishes this manager's address under a lease, so the
-// list agents receive drops a manager that is gone.
-func (m *Manager) registerSelf(ctx context.Context) error {
-	lease, err := m.cli.Grant(ctx, 15)
-	if err != nil {
-		return fmt.Errorf("manager: register address: %w", err)
-	}
-	if _, err := m.cli.Put(ctx, managersPrefix+m.st.NodeID, m.advertise, clientv3.WithLease(lease.ID)); err != nil {
-		return fmt.Errorf("manager: register address: %w", err)
-	}
-	ka, err := m.cli.KeepAlive(ctx, lease.ID)
-	if err != nil {
-		return fmt.Errorf("manager: register address: %w", err)
-	}
-	go func() {
-		for range ka {
-		}
-	}()
-	rev := m.refreshManagers(ctx)
-	go m.followManagers(ctx, rev)
-	// The manager's own node shows where it is and that it runs.
-	if _, err := m.store.UpdateNode(ctx, m.st.NodeID, func(n *types.Node) error {
-		n.State = types.NodeState_NODE_STATE_READY
-		n.LastSeen = timestamppb.Now()
-		n.Addr = m.advertise
-		if n.Description == nil {
-			n.Description = describeSelf()
-		}
-		return nil
-	}); err != nil {
-		m.log.Warn("cannot record this manager's node", "err", err)
-	}
-	return nil
-}
-
-// followManagers keeps the manager list current and tells connected
-// agents when it changes.
-func (m *Manager) followManagers(ctx context.Context, rev int64) {
-	for ctx.Err() == nil {
-		for wr := range m.cli.Watch(clientv3.WithRequireLeader(ctx), managersPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
-			if wr.Err() != nil {
-				break
-			}
-			if r := m.refreshManagers(ctx); r > rev {
-				rev = r
-			}
-		}
-		t := time.NewTimer(time.Second)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		if r := m.refreshManagers(ctx); r > rev {
-			rev = r
-		}
-	}
-}
-
-const managersPrefix = "/lockbox/cluster/managers/"
-
-func (m *Manager) refreshManagers(ctx context.Context) int64 {
-	resp, err := m.cli.Get(ctx, managersPrefix, clientv3.WithPrefix())
-	if err != nil {
-		return 0
-	}
-	list := []string{}
-	for _, kv := range resp.Kvs {
-		list = append(list, string(kv.Value))
-	}
-	if old := m.managers.Swap(&list); old != nil && !slices.Equal(*old, list) && m.disp != nil {
-		m.disp.ManagersChanged()
-	}
-	return resp.Header.Revision
-}
-
-func (m *Manager) managerList() []string {
-	if p := m.managers.Load(); p != nil {
-		return *p
-	}
-	return []string{m.advertise}
 }
 
 func advertiseAddr(flag, bound string) (string, error) {

@@ -5,12 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/ca"
 	"github.com/lockbox-project/lockbox/manager/dispatcher"
-	"github.com/lockbox-project/lockbox/manager/etcd"
 	"github.com/lockbox-project/lockbox/manager/store"
 	"github.com/lockbox-project/lockbox/pki"
 )
@@ -48,21 +48,40 @@ func (u unlocker) Unlock(ctx context.Context, key string) error {
 
 type revoker struct{ m *Manager }
 
-// RevokeNode revokes the node on every manager (the revocation is in etcd
-// and followed by each CA) and ends its session here at once; a manager
-// node also leaves the etcd cluster.
+// removeMemberTimeout bounds the retries of an etcd member removal (a
+// cluster electing a leader cannot commit it for a moment).
+const removeMemberTimeout = 30 * time.Second
+
+// RevokeNode revokes the node on every manager (the revocation is in the
+// store and followed by each CA; its certificates go into the CRL every
+// etcd peer checks) and ends its session here at once; a manager node
+// also leaves the etcd cluster. Any failure is returned, so the node is
+// not forgotten and removing it again finishes the job.
 func (r revoker) RevokeNode(ctx context.Context, n *types.Node) error {
 	if n.Id == r.m.st.NodeID {
 		return errors.New("a manager cannot remove itself: remove it from another manager")
+	}
+	// The serial the node record shows is recorded too: a node that
+	// joined before serials were recorded at issue time still gets its
+	// current certificate into the CRL.
+	if serial := n.GetCertificate().GetSerial(); serial != "" {
+		if err := r.m.store.RecordCertificate(ctx, n.Id, serial); err != nil && !errors.Is(err, store.ErrRevoked) {
+			return err
+		}
 	}
 	if err := r.m.ca().Revoke(ctx, n.Id); err != nil {
 		return err
 	}
 	r.m.disp.EndSession(n.Id, dispatcher.ErrRevoked)
 	if n.Role == types.NodeRole_NODE_ROLE_MANAGER && r.m.member != nil {
-		if err := etcd.RemoveMember(ctx, r.m.cli, n.Id); err != nil {
-			r.m.log.Warn("removed manager is still an etcd member", "node", n.Id, "err", err)
+		rctx, cancel := context.WithTimeout(ctx, removeMemberTimeout)
+		err := r.m.member.RemoveMember(rctx, n.Id)
+		cancel()
+		if err != nil {
+			r.m.log.Error("revoked manager is still an etcd member", "node", n.Id, "err", err)
+			return fmt.Errorf("manager %s is revoked (its certificates are refused by every etcd peer), but it is still an etcd member: %w; run 'lockbox node rm' again", n.Id, err)
 		}
+		r.m.log.Info("manager removed from etcd", "node", n.Id)
 	}
 	r.m.log.Info("node revoked", "node", n.Id)
 	return nil

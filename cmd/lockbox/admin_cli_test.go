@@ -36,7 +36,7 @@ func newCLIEnv(t *testing.T, unlockKey string) *cliEnv {
 	ctx := context.Background()
 	srv := etcdtest.Start(t)
 	cli := srv.Client()
-	km := keys.NewManager(cli, store.DefaultPrefix)
+	km := keys.NewManager(store.New(cli, nil).Keyring())
 	t.Cleanup(km.Close)
 	var kek *keys.KEK
 	var err error

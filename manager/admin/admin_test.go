@@ -55,7 +55,7 @@ func newEnv(tb testing.TB, cfg admin.Config, unlockKey string) *env {
 	etcdDir := tb.TempDir()
 	srv := etcdtest.StartIn(tb, etcdDir)
 	cli := srv.Client()
-	km := keys.NewManager(cli, store.DefaultPrefix)
+	km := keys.NewManager(store.New(cli, nil).Keyring())
 	tb.Cleanup(km.Close)
 	var kek *keys.KEK
 	var err error

@@ -22,6 +22,7 @@ import (
 	caapi "github.com/lockbox-project/lockbox/api/ca"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
+	"github.com/lockbox-project/lockbox/manager/store"
 	"github.com/lockbox-project/lockbox/pki"
 	"github.com/lockbox-project/lockbox/pki/jointoken"
 )
@@ -41,13 +42,14 @@ func newCA(t *testing.T) (*CA, *keys.Keyring) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	if err := Save(ctx, m.Client(), ring, root); err != nil {
+	st := store.New(m.Client(), nil)
+	if err := Save(ctx, st, ring, root); err != nil {
 		t.Fatal(err)
 	}
-	if err := Save(ctx, m.Client(), ring, root); !errors.Is(err, ErrAlreadyInitialized) {
+	if err := Save(ctx, st, ring, root); !errors.Is(err, ErrAlreadyInitialized) {
 		t.Fatalf("second Save: %v, want ErrAlreadyInitialized", err)
 	}
-	c, err := Open(ctx, m.Client(), ring)
+	c, err := Open(ctx, st, ring)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +127,7 @@ func TestIssueRenewAndTokens(t *testing.T) {
 
 		// Renewal keeps the ID and role, with a new key.
 		csr2, _ := newCSR(t)
-		rid, renewed, err := c.Renew(id, csr2)
+		rid, renewed, err := c.Renew(ctx, id, csr2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,7 +138,7 @@ func TestIssueRenewAndTokens(t *testing.T) {
 		if err := c.Revoke(ctx, id.NodeID); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := c.Renew(id, csr2); !errors.Is(err, ErrRevoked) {
+		if _, _, err := c.Renew(ctx, id, csr2); !errors.Is(err, ErrRevoked) {
 			t.Fatalf("renew after revoke: %v", err)
 		}
 	}
@@ -209,7 +211,7 @@ func TestRevocationReachesOtherManagers(t *testing.T) {
 	c, ring := newCA(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	other, err := Open(ctx, c.cli, ring)
+	other, err := Open(ctx, c.st, ring)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +229,7 @@ func TestRevocationReachesOtherManagers(t *testing.T) {
 		t.Fatal("revocation did not reach the other CA")
 	}
 	// A third CA loading now sees it from the start.
-	third, err := Open(ctx, c.cli, ring)
+	third, err := Open(ctx, c.st, ring)
 	if err != nil || !third.IsRevoked("node1") || third.IsRevoked("node2") {
 		t.Fatalf("loaded revocations wrong: %v", err)
 	}
@@ -236,7 +238,7 @@ func TestRevocationReachesOtherManagers(t *testing.T) {
 // serveNodeCA runs the NodeCA service over real TLS on loopback.
 func serveNodeCA(t *testing.T, c *CA) string {
 	t.Helper()
-	own, err := c.IssueKeyPair(CertRequest{NodeID: "mgr", Role: pki.RoleManager, IPs: []net.IP{net.ParseIP("127.0.0.1")}})
+	own, err := c.IssueKeyPair(context.Background(), CertRequest{NodeID: "mgr", Role: pki.RoleManager, IPs: []net.IP{net.ParseIP("127.0.0.1")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,6 +290,7 @@ func join(t *testing.T, addr, token string) (tls.Certificate, []byte, error) {
 	if err != nil {
 		return tls.Certificate{}, nil, err
 	}
+	cfg.Certificates = nil
 	csr, key := newCSR(t)
 	resp, err := dial(t, addr, cfg).IssueNodeCertificate(ctx, &caapi.IssueNodeCertificateRequest{Token: token, CsrPem: csr})
 	if err != nil {
@@ -342,7 +345,7 @@ func TestNodeCAOverTLS(t *testing.T) {
 	}
 
 	// An expired certificate is refused.
-	expired, err := c.IssueKeyPair(CertRequest{NodeID: "old", Role: pki.RoleWorker, NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour})
+	expired, err := c.IssueKeyPair(context.Background(), CertRequest{NodeID: "old", Role: pki.RoleWorker, NotBefore: time.Now().Add(-48 * time.Hour), Validity: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,11 +376,11 @@ func TestResealFollowsDataKey(t *testing.T) {
 	if _, err := c.JoinToken(ctx, pki.RoleWorker, false); err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := Open(ctx, c.cli, ring)
+	fresh, err := Open(ctx, c.st, ring)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fresh.IssueKeyPair(CertRequest{NodeID: "x", Role: pki.RoleWorker}); err != nil {
+	if _, err := fresh.IssueKeyPair(ctx, CertRequest{NodeID: "x", Role: pki.RoleWorker}); err != nil {
 		t.Fatalf("CA key does not open after reseal: %v", err)
 	}
 }

@@ -80,7 +80,7 @@ func (s *Server) RenewNodeCertificate(ctx context.Context, req *caapi.RenewNodeC
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, "renew needs the node's current certificate")
 	}
-	id, certPEM, err := s.ca.Renew(who, req.GetCsrPem())
+	id, certPEM, err := s.ca.Renew(ctx, who, req.GetCsrPem())
 	if err != nil {
 		return nil, caError(err)
 	}

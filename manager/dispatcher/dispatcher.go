@@ -26,7 +26,8 @@ type Store interface {
 }
 
 // HistoryReader reads services and a node as they were at a past
-// revision, to resume a session; ok is false when that revision is gone.
+// revision, to resume a session; ok is false when that revision is gone
+// (manager/store.Store implements it: the store owns the history reads).
 type HistoryReader interface {
 	ViewInputsAt(ctx context.Context, rev int64, nodeID string) (services []*types.Service, node *types.Node, ok bool, err error)
 }

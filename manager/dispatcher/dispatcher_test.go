@@ -65,7 +65,7 @@ func startDispatcher(t *testing.T, st *store.Store) *harness {
 	t.Cleanup(cancel)
 	d := New(Config{
 		Store:    st,
-		History:  EtcdHistory{Client: st.Client(), Prefix: st.Prefix()},
+		History:  st,
 		Managers: func() []string { return []string{"127.0.0.1:4242"} },
 	})
 	go d.Run(ctx)

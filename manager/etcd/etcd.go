@@ -24,6 +24,11 @@ import (
 // TLSFiles names PEM files for mutual TLS.
 type TLSFiles struct {
 	CertFile, KeyFile, CAFile string
+	// CRLFile (DER) is read at every connection the peer port accepts;
+	// a certificate whose serial it lists is refused. It must exist
+	// whenever the member runs: etcd refuses every peer without it.
+	// Replace it atomically (rename), never in place.
+	CRLFile string
 }
 
 func (f *TLSFiles) empty() bool { return f == nil || f.CertFile == "" }
@@ -119,6 +124,9 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			// not by the source address, which differs from the
 			// advertised one on multi-homed hosts (and on 127.0.0.x).
 			SkipClientSANVerify: true,
+			// Removed managers: their certificates are still signed
+			// by the CA and name the manager host.
+			CRLFile: cfg.PeerTLS.CRLFile,
 		}
 	}
 	if cfg.InitialCluster != "" && !HasData(cfg.Dir) {
@@ -319,6 +327,9 @@ func PromoteMember(ctx context.Context, cli *clientv3.Client, name, peerURL stri
 	return fmt.Errorf("etcd: no member %s (%s)", name, peerURL)
 }
 
+// ErrNoMember: no member has the name given to RemoveMember.
+var ErrNoMember = errors.New("etcd: no such member")
+
 // RemoveMember removes the member named name from the cluster.
 func RemoveMember(ctx context.Context, cli *clientv3.Client, name string) error {
 	list, err := cli.MemberList(ctx)
@@ -333,5 +344,59 @@ func RemoveMember(ctx context.Context, cli *clientv3.Client, name string) error 
 			return nil
 		}
 	}
-	return fmt.Errorf("etcd: no member named %s", name)
+	return fmt.Errorf("%w named %s", ErrNoMember, name)
+}
+
+// The cluster operations below run on the member's own client: the
+// manager package asks its member, and never holds an etcd client itself.
+
+// AddMember adds a learner with peerURL named name (see the package
+// function), retrying while etcd calls the cluster unhealthy: it refuses
+// a new member until the last one to join has been up for a few seconds,
+// and allows one learner at a time, which is what happens when managers
+// join one right after the other.
+func (m *Member) AddMember(ctx context.Context, name, peerURL string) (string, error) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		initial, err := AddMember(ctx, m.client, name, peerURL)
+		if err == nil || !retryableAdd(err) {
+			return initial, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func retryableAdd(err error) bool {
+	return errors.Is(err, rpctypes.ErrUnhealthy) ||
+		strings.Contains(err.Error(), rpctypes.ErrUnhealthy.Error()) ||
+		strings.Contains(err.Error(), "too many learner")
+}
+
+// PromoteMember is the package function on this member's cluster.
+func (m *Member) PromoteMember(ctx context.Context, name, peerURL string) error {
+	return PromoteMember(ctx, m.client, name, peerURL)
+}
+
+// RemoveMember removes the member named name, retrying while the cluster
+// cannot commit it (no leader yet, unhealthy) until ctx ends. A member
+// that is not (or no longer) in the cluster is not an error.
+func (m *Member) RemoveMember(ctx context.Context, name string) error {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := RemoveMember(ctx, m.client, name)
+		if err == nil || errors.Is(err, ErrNoMember) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
+		case <-t.C:
+		}
+	}
 }

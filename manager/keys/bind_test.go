@@ -29,7 +29,7 @@ func TestSealedValueCannotMoveToAnotherRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.cli.Put(ctx, store.DefaultPrefix+"secretdata/"+b.Id, string(rawData(t, c.cli, a.Id))); err != nil {
+	if _, err := c.db.Client().Put(ctx, store.DefaultPrefix+"secretdata/"+b.Id, string(rawData(t, c.db, a.Id))); err != nil {
 		t.Fatal(err)
 	}
 	data, err := c.sa.SecretData(ctx, b.Id)
@@ -55,12 +55,12 @@ func TestOldFormatOpensAndIsResealed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := rawData(t, c.cli, sec.Id); v[0] != 0x02 || c.a.NeedsReseal(v) {
+	if v := rawData(t, c.db, sec.Id); v[0] != 0x02 || c.a.NeedsReseal(v) {
 		t.Fatalf("new value: format %#x, needs reseal %v", v[0], c.a.NeedsReseal(v))
 	}
 	v1 := c.a.SealV1ForTest([]byte("charlie"))
 	key := store.DefaultPrefix + "secretdata/" + sec.Id
-	if _, err := c.cli.Put(ctx, key, string(v1)); err != nil {
+	if _, err := c.db.Client().Put(ctx, key, string(v1)); err != nil {
 		t.Fatal(err)
 	}
 	if data, err := c.sa.SecretData(ctx, sec.Id); err != nil || string(data) != "charlie" {
@@ -74,7 +74,7 @@ func TestOldFormatOpensAndIsResealed(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("re-seal: %d, %v", n, err)
 	}
-	if v := rawData(t, c.cli, sec.Id); v[0] != 0x02 || c.a.NeedsReseal(v) {
+	if v := rawData(t, c.db, sec.Id); v[0] != 0x02 || c.a.NeedsReseal(v) {
 		t.Fatalf("after re-seal: format %#x", v[0])
 	}
 	if data, err := c.sa.SecretData(ctx, sec.Id); err != nil || string(data) != "charlie" {
@@ -84,7 +84,7 @@ func TestOldFormatOpensAndIsResealed(t *testing.T) {
 	if _, err := c.a.RotateDEK(ctx, c.sa); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.cli.Put(ctx, key, string(v1)); err != nil {
+	if _, err := c.db.Client().Put(ctx, key, string(v1)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.sa.SecretData(ctx, sec.Id); !errors.Is(err, keys.ErrUnknownKey) {

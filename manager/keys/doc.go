@@ -5,8 +5,10 @@
 // It holds the sealed-data format, the keyring (every DEK still needed, the
 // current one, the key for keyed digests, and the autolock unlock key), its
 // wrapping under a KEK, unlock keys, key files, and the rotations. It does
-// not know the store's key layout beyond the one etcd key it owns, never
-// logs or returns key material in errors, and zeroes keys it drops.
+// not know the store's key layout, never
+// logs or returns key material in errors, and zeroes keys it drops. It
+// never talks to etcd: the wrapped keyring is read, swapped and followed
+// through a KeyringStore (manager/store's Store.Keyring).
 //
 // # Formats
 //
@@ -29,8 +31,8 @@
 //
 // # Where the keyring lives (the decision)
 //
-// The keyring lives in etcd, wrapped, at <prefix>keys/keyring, and only
-// there. Managers of one cluster share their etcd data, so they must share
+// The keyring lives in etcd, wrapped, in the store's keyring record, and
+// only there. Managers of one cluster share their etcd data, so they must share
 // the DEKs; keeping the one wrapped copy beside the data means a DEK
 // rotation made by any manager is seen by all (WatchKeyring reloads it),
 // and nothing has to be copied between data directories when keys change.
@@ -64,7 +66,7 @@
 // everything, and FinishRotation completes the job.
 //
 // Every package that seals with the Manager must hand RotateDEK a Resealer
-// for its values (the store for secrets; RawValues for etcd keys holding
-// one sealed blob; manager/ca's CA key needs its own), or those values are
+// for its values (the store for secrets; the store's SealedValues for keys
+// holding one sealed blob; manager/ca for its key and tokens), or those values are
 // lost when the old DEK is dropped.
 package keys

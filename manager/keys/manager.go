@@ -5,9 +5,24 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
+
+// KeyringStore keeps the cluster's wrapped keyring for a Manager
+// (manager/store's Store.Keyring implements it). Versions are the
+// record's revision: they grow with every write. keys never talks to etcd
+// itself.
+type KeyringStore interface {
+	// GetKeyring returns the wrapped keyring and its version; found is
+	// false when the cluster has none.
+	GetKeyring(ctx context.Context) (wrapped []byte, version int64, found bool, err error)
+	// CreateKeyring stores wrapped only if no keyring exists.
+	CreateKeyring(ctx context.Context, wrapped []byte) (version int64, created bool, err error)
+	// SwapKeyring replaces the keyring if it is still at version.
+	SwapKeyring(ctx context.Context, wrapped []byte, version int64) (newVersion int64, swapped bool, err error)
+	// FollowKeyring calls changed after every write made after version,
+	// and whenever its watch broke, until ctx ends.
+	FollowKeyring(ctx context.Context, after int64, changed func(context.Context))
+}
 
 // Resealer re-seals stored secret data for which needs is true with the
 // Sealer's current key (manager/store.Store implements it).
@@ -23,11 +38,10 @@ var ErrNoKeyring = errors.New("the cluster has no keyring yet")
 var ErrConcurrentChange = errors.New("the keyring was changed by another manager; retry")
 
 // Manager holds a manager's unlocked keyring and keeps the wrapped copy in
-// etcd current. It implements store.Sealer; while locked every seal and
-// open fails with ErrLocked. Safe for concurrent use.
+// the store current. It implements store.Sealer; while locked every seal
+// and open fails with ErrLocked. Safe for concurrent use.
 type Manager struct {
-	cli *clientv3.Client
-	key string
+	ks KeyringStore
 
 	mu   sync.RWMutex
 	kek  *KEK
@@ -35,14 +49,10 @@ type Manager struct {
 	rev  int64 // mod revision of the wrapped ring we hold
 }
 
-// NewManager returns a locked Manager keeping the wrapped keyring at
-// prefix+"keys/keyring" (prefix as the store's, ending in "/").
-func NewManager(cli *clientv3.Client, prefix string) *Manager {
-	return &Manager{cli: cli, key: prefix + "keys/keyring"}
+// NewManager returns a locked Manager keeping the wrapped keyring in ks.
+func NewManager(ks KeyringStore) *Manager {
+	return &Manager{ks: ks}
 }
-
-// Key is the etcd key of the wrapped keyring.
-func (m *Manager) Key() string { return m.key }
 
 // Bootstrap creates the cluster's keyring, wrapped under kek, unless one
 // exists. unlockKey is the autolock unlock key kek was derived from, or ""
@@ -60,19 +70,16 @@ func (m *Manager) Bootstrap(ctx context.Context, kek *KEK, unlockKey string) (cr
 		ring.Close()
 		return false, err
 	}
-	resp, err := m.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(m.key), "=", 0)).
-		Then(clientv3.OpPut(m.key, string(wrapped))).
-		Commit()
+	rev, created, err := m.ks.CreateKeyring(ctx, wrapped)
 	if err != nil {
 		ring.Close()
-		return false, fmt.Errorf("store keyring: %w", err)
+		return false, err
 	}
-	if !resp.Succeeded {
+	if !created {
 		ring.Close()
 		return false, m.Unlock(ctx, kek)
 	}
-	m.install(ring, cloneKEK(kek), resp.Header.Revision)
+	m.install(ring, cloneKEK(kek), rev)
 	return true, nil
 }
 
@@ -113,22 +120,22 @@ func (m *Manager) zeroReplaced(oldRing *Keyring, oldKEK *KEK, ring *Keyring, kek
 	}
 }
 
-// Unlock reads the wrapped keyring from etcd and opens it with kek (a
-// copy is kept; the caller zeroes its own). ErrWrongKey when kek is not
+// Unlock reads the wrapped keyring from the store and opens it with kek
+// (a copy is kept; the caller zeroes its own). ErrWrongKey when kek is not
 // the cluster's current KEK.
 func (m *Manager) Unlock(ctx context.Context, kek *KEK) error {
-	resp, err := m.cli.Get(ctx, m.key)
+	wrapped, rev, found, err := m.ks.GetKeyring(ctx)
 	if err != nil {
-		return fmt.Errorf("read keyring: %w", err)
+		return err
 	}
-	if len(resp.Kvs) == 0 {
+	if !found {
 		return ErrNoKeyring
 	}
-	ring, err := Unwrap(resp.Kvs[0].Value, kek)
+	ring, err := Unwrap(wrapped, kek)
 	if err != nil {
 		return fmt.Errorf("unlock: %w", err)
 	}
-	m.install(ring, cloneKEK(kek), resp.Kvs[0].ModRevision)
+	m.install(ring, cloneKEK(kek), rev)
 	return nil
 }
 
@@ -161,50 +168,44 @@ func (m *Manager) Reload(ctx context.Context) error {
 	}
 	kek, rev := cloneKEK(m.kek), m.rev
 	m.mu.RUnlock()
-	resp, err := m.cli.Get(ctx, m.key)
+	wrapped, cur, found, err := m.ks.GetKeyring(ctx)
 	if err != nil {
 		kek.Zero()
 		return fmt.Errorf("reload keyring: %w", err)
 	}
-	if len(resp.Kvs) == 0 {
+	if !found {
 		kek.Zero()
 		return ErrNoKeyring
 	}
-	if resp.Kvs[0].ModRevision == rev {
+	if cur == rev {
 		kek.Zero()
 		return nil
 	}
-	ring, err := Unwrap(resp.Kvs[0].Value, kek)
+	ring, err := Unwrap(wrapped, kek)
 	if err != nil {
 		kek.Zero()
 		return fmt.Errorf("reload keyring: %w", err)
 	}
-	m.installNewer(ring, kek, resp.Kvs[0].ModRevision)
+	m.installNewer(ring, kek, cur)
 	return nil
 }
 
 // WatchKeyring reloads the keyring whenever another manager writes it,
 // until ctx ends. Run it on every manager so all seal under the current
-// DEK. It watches from the revision of the ring it holds, so a change made
-// before the call is not missed. notify, if not nil, hears the outcome of
-// every reload (nil on success; errors never hold key material).
+// DEK. It follows from the revision of the ring it holds, so a change made
+// before the call is not missed, and reloads in full when its watch
+// breaks. notify, if not nil, hears the outcome of every reload (nil on
+// success; errors never hold key material).
 func (m *Manager) WatchKeyring(ctx context.Context, notify func(error)) {
 	m.mu.RLock()
 	rev := m.rev
 	m.mu.RUnlock()
-	opts := []clientv3.OpOption{}
-	if rev > 0 {
-		opts = append(opts, clientv3.WithRev(rev+1))
-	}
-	for wr := range m.cli.Watch(clientv3.WithRequireLeader(ctx), m.key, opts...) {
-		err := wr.Err()
-		if err == nil {
-			err = m.Reload(ctx)
-		}
+	m.ks.FollowKeyring(ctx, rev, func(ctx context.Context) {
+		err := m.Reload(ctx)
 		if notify != nil && !errors.Is(err, ErrLocked) {
 			notify(err)
 		}
-	}
+	})
 }
 
 // current returns copies of the ring and KEK in use and the ring's
@@ -233,19 +234,18 @@ func (m *Manager) SealRecord(plaintext, ad []byte) ([]byte, error) {
 	return m.ring.SealRecord(plaintext, ad)
 }
 
-// SealFenced implements store.KeyFence: SealRecord, plus the keyring's
-// etcd key and the mod revision of the ring sealed with. A write that
-// compares that revision commits only while no rotation has replaced the
-// ring, so a value sealed under a key a rotation is about to drop is never
-// stored.
-func (m *Manager) SealFenced(plaintext, ad []byte) ([]byte, string, int64, error) {
+// SealFenced implements store.KeyFence: SealRecord, plus the version of the
+// keyring record sealed with. A write that compares that version commits
+// only while no rotation has replaced the ring, so a value sealed under a
+// key a rotation is about to drop is never stored.
+func (m *Manager) SealFenced(plaintext, ad []byte) ([]byte, int64, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.ring == nil {
-		return nil, "", 0, ErrLocked
+		return nil, 0, ErrLocked
 	}
 	sealed, err := m.ring.SealRecord(plaintext, ad)
-	return sealed, m.key, m.rev, err
+	return sealed, m.rev, err
 }
 
 // Refresh implements store.KeyFence: it reloads the keyring.
@@ -312,17 +312,14 @@ func (m *Manager) write(ctx context.Context, next *Keyring, kek *KEK, rev int64)
 	if err != nil {
 		return err
 	}
-	resp, err := m.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(m.key), "=", rev)).
-		Then(clientv3.OpPut(m.key, string(wrapped))).
-		Commit()
+	newRev, swapped, err := m.ks.SwapKeyring(ctx, wrapped, rev)
 	if err != nil {
-		return fmt.Errorf("store keyring: %w", err)
+		return err
 	}
-	if !resp.Succeeded {
+	if !swapped {
 		return ErrConcurrentChange
 	}
-	m.installNewer(next, kek, resp.Header.Revision)
+	m.installNewer(next, kek, newRev)
 	return nil
 }
 
@@ -368,7 +365,8 @@ func (m *Manager) RotateUnlockKey(ctx context.Context) (string, error) {
 //
 // rs must cover every value sealed with this Manager: the store's secrets
 // and anything else (the CA key and join tokens of manager/ca, for
-// example; RawValues covers values that are one sealed blob). A value no
+// example; manager/store's SealedValues covers values that are one sealed
+// blob). A value no
 // Resealer covers is unreadable once the old keys are dropped.
 func (m *Manager) RotateDEK(ctx context.Context, rs ...Resealer) (int, error) {
 	ring, kek, rev, err := m.current()
@@ -435,51 +433,4 @@ func (m *Manager) FinishRotation(ctx context.Context, rs ...Resealer) (int, erro
 // Close zeroes the keyring and KEK; the manager is locked afterwards.
 func (m *Manager) Close() {
 	m.install(nil, nil, 0)
-}
-
-// RawValues is a Resealer for etcd keys whose whole value is one sealed
-// blob (manager/ca's join tokens, for example). Each rewrite compares the
-// key's revision, so a concurrent writer wins and the next pass looks
-// again.
-func (m *Manager) RawValues(cli *clientv3.Client, keys ...string) Resealer {
-	return rawResealer{m: m, cli: cli, keys: keys}
-}
-
-type rawResealer struct {
-	m    *Manager
-	cli  *clientv3.Client
-	keys []string
-}
-
-func (r rawResealer) Reseal(ctx context.Context, needs func([]byte) bool) (int, error) {
-	n := 0
-	for _, key := range r.keys {
-		resp, err := r.cli.Get(ctx, key)
-		if err != nil {
-			return n, fmt.Errorf("read %s: %w", key, err)
-		}
-		if len(resp.Kvs) == 0 || !needs(resp.Kvs[0].Value) {
-			continue
-		}
-		kv := resp.Kvs[0]
-		plain, err := r.m.Open(kv.Value)
-		if err != nil {
-			return n, fmt.Errorf("open %s: %w", key, err)
-		}
-		sealed, err := r.m.Seal(plain)
-		clear(plain)
-		if err != nil {
-			return n, fmt.Errorf("seal %s: %w", key, err)
-		}
-		tr, err := r.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
-			Then(clientv3.OpPut(key, string(sealed))).Commit()
-		if err != nil {
-			return n, fmt.Errorf("write %s: %w", key, err)
-		}
-		if tr.Succeeded {
-			n++
-		}
-	}
-	return n, nil
 }

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"testing"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
@@ -17,7 +15,7 @@ import (
 
 // cluster is one etcd shared by two managers, as in an HA control plane.
 type cluster struct {
-	cli  *clientv3.Client
+	db   *store.Store // no sealer: raw keys and the keyring record
 	a, b *keys.Manager
 	sa   *store.Store
 	sb   *store.Store
@@ -25,10 +23,10 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	srv := etcdtest.Start(t)
-	cli := srv.Client()
-	c := &cluster{cli: cli, a: keys.NewManager(cli, store.DefaultPrefix), b: keys.NewManager(cli, store.DefaultPrefix)}
-	c.sa = store.New(cli, c.a)
-	c.sb = store.New(cli, c.b)
+	db := store.New(srv.Client(), nil)
+	c := &cluster{db: db, a: keys.NewManager(db.Keyring()), b: keys.NewManager(db.Keyring())}
+	c.sa = db.WithSealer(c.a)
+	c.sb = db.WithSealer(c.b)
 	t.Cleanup(c.a.Close)
 	t.Cleanup(c.b.Close)
 	return c
@@ -58,7 +56,7 @@ func TestBootstrapUnlockAndShare(t *testing.T) {
 		t.Fatalf("other manager reads %q, %v", data, err)
 	}
 	other, _ := keys.NewKEK()
-	m := keys.NewManager(c.cli, store.DefaultPrefix)
+	m := keys.NewManager(c.db.Keyring())
 	if err := m.Unlock(ctx, other); !errors.Is(err, keys.ErrWrongKey) || !m.Locked() {
 		t.Fatalf("unlock with wrong KEK: %v", err)
 	}
@@ -125,16 +123,16 @@ func TestRotateDEK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.cli.Put(ctx, "/lockbox/cluster/test-sealed", string(other)); err != nil {
+	if _, err := c.db.Client().Put(ctx, "/lockbox/cluster/test-sealed", string(other)); err != nil {
 		t.Fatal(err)
 	}
-	before := rawData(t, c.cli, ids[0])
-	n, err := c.a.RotateDEK(ctx, c.sa, c.a.RawValues(c.cli, "/lockbox/cluster/test-sealed", "/lockbox/cluster/absent"))
+	before := rawData(t, c.db, ids[0])
+	n, err := c.a.RotateDEK(ctx, c.sa, c.sa.SealedValues("/lockbox/cluster/test-sealed", "/lockbox/cluster/absent"))
 	if err != nil || n != 31 {
 		t.Fatalf("rotate: %d, %v", n, err)
 	}
-	after := rawData(t, c.cli, ids[0])
-	if resp, err := c.cli.Get(ctx, "/lockbox/cluster/test-sealed"); err != nil || len(resp.Kvs) != 1 {
+	after := rawData(t, c.db, ids[0])
+	if resp, err := c.db.Client().Get(ctx, "/lockbox/cluster/test-sealed"); err != nil || len(resp.Kvs) != 1 {
 		t.Fatal(err)
 	} else if p, err := c.a.Open(resp.Kvs[0].Value); err != nil || string(p) != "token-secret" {
 		t.Fatalf("other sealed value after rotation: %q %v", p, err)
@@ -161,12 +159,12 @@ func TestRotateDEK(t *testing.T) {
 	if _, err := c.a.RotateDEK(ctx, failingResealer{}); err == nil {
 		t.Fatal("rotation with failing resealer succeeded")
 	}
-	fresh := keys.NewManager(c.cli, store.DefaultPrefix)
+	fresh := keys.NewManager(c.db.Keyring())
 	defer fresh.Close()
 	if err := fresh.Unlock(ctx, kek); err != nil {
 		t.Fatal(err)
 	}
-	fs := store.New(c.cli, fresh)
+	fs := c.db.WithSealer(fresh)
 	if data, err := fs.SecretData(ctx, ids[3]); err != nil || string(data) != "data-3" {
 		t.Fatalf("mid-rotation read: %q %v", data, err)
 	}
@@ -185,9 +183,9 @@ func (failingResealer) Reseal(context.Context, func([]byte) bool) (int, error) {
 	return 0, errors.New("simulated crash")
 }
 
-func rawData(t *testing.T, cli *clientv3.Client, id string) []byte {
+func rawData(t *testing.T, db *store.Store, id string) []byte {
 	t.Helper()
-	resp, err := cli.Get(context.Background(), store.DefaultPrefix+"secretdata/"+id)
+	resp, err := db.Client().Get(context.Background(), store.DefaultPrefix+"secretdata/"+id)
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("raw data of %s: %v", id, err)
 	}

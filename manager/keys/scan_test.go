@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
+	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 // TestNoKeyInClearOnDisk bootstraps an autolock keyring on a real etcd,
@@ -18,8 +19,7 @@ func TestNoKeyInClearOnDisk(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	srv := etcdtest.StartIn(t, dir)
-	cli := srv.Client()
-	m := NewManager(cli, "/lockbox/")
+	m := NewManager(store.New(srv.Client(), nil).Keyring())
 	defer m.Close()
 	unlockKey, err := NewUnlockKey()
 	if err != nil {

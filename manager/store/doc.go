@@ -1,15 +1,21 @@
-// Package store is typed access to the control plane's objects — secrets,
-// services and nodes — kept in etcd.
+// Package store is typed access to everything a manager keeps in etcd: the
+// control plane's objects (secrets, services, nodes), the cluster table
+// (cluster ID, root CA, join tokens, revocations, issued certificate
+// serials, the CRL, the manager registry) and the wrapped keyring.
 //
-// It holds the key layout, the encoding of objects, the transactions that
-// keep the rules true under concurrent writers on any manager, and a
-// snapshot-plus-watch view for the dispatcher. It does not validate user
-// input (manager/admin does), except what a node says about itself, whose
-// rules live here (nodedesc.go) because every join and the manager's own
-// record reach the store through CreateNode. It does not know about gRPC
-// status codes, and
-// never sees key material: secret data is sealed by a Sealer before it is
-// written and opened by it after it is read.
+// It is the only package that talks to etcd (manager/etcd runs the member
+// and hands the store its client). It holds the key layout, the encoding
+// of objects, the transactions that keep the rules true under concurrent
+// writers on any manager, the history reads and snapshot-plus-watch view
+// of the dispatcher, and the one watch-and-reload loop (follow.go) that
+// every follower of cluster state uses. It does not validate user input
+// (manager/admin does), except what a node says about itself, whose rules
+// live here (nodedesc.go) because every join and the manager's own record
+// reach the store through CreateNode. It does not know about gRPC status codes or x509
+// (manager/ca does), and never sees key material: secret data is sealed
+// by a Sealer before it is written and opened by it after it is read; the
+// CA key and join tokens arrive sealed by manager/ca; the keyring arrives
+// wrapped by manager/keys.
 //
 // # Key layout
 //
@@ -24,8 +30,20 @@
 //	names/hostnames/<hostname>     <id>: the worker that joined with that (lower-cased) hostname
 //	names/hostnames-indexed        "": nodes recorded before that index are in it
 //	refs/<secret id>/<service id>  "": service <service id> references secret <secret id>
-//	keys/                          reserved for manager/keys (the wrapped data keys)
-//	cluster/                       reserved for manager-cluster (CA, join tokens, members)
+//	keys/keyring                   the keyring wrapped by the KEK (manager/keys' format)
+//	cluster/id                     cluster ID (plain)
+//	cluster/ca/root                JSON CARoot {cert PEM, CA key sealed by the data key}
+//	cluster/ca/tokens              join token secrets, sealed by manager/ca
+//	cluster/ca/crl                 DER CRL signed by the root: every serial below of a revoked node
+//	cluster/revoked/<node>         RFC 3339 time the node was revoked
+//	cluster/certs/<node>/<serial>  RFC 3339 time a certificate (hex serial) was issued to <node>
+//	cluster/managers/<node>        advertised address of a running manager, under its lease
+//
+// The cluster keys are compared and swapped where two managers may write
+// at once (tokens, root, CRL, keyring: SwapX with the version read), and a
+// certificate serial is recorded only while its node is not revoked (one
+// transaction), so the CRL built after a revocation lists every
+// certificate the node can hold.
 //
 // Meta.version of an object is the etcd mod revision of its object key.
 // The value stored never carries it; it is filled in on read.
@@ -44,7 +62,7 @@
 //   - Updates compare the object's mod revision with the version the caller
 //     read (optimistic concurrency).
 //   - With a KeyFence sealer (manager/keys), every write of sealed data also
-//     compares the keyring's mod revision with the one it sealed under, so
+//     compares keys/keyring's mod revision with the one it sealed under, so
 //     data sealed under a key that a concurrent rotation drops is never
 //     stored: the write reloads the keys and seals again.
 //
@@ -52,6 +70,8 @@
 //
 // Snapshot reads every object at one revision; Watch streams typed events
 // after a revision. A dispatcher takes a Snapshot, sends it, and watches from
-// Snapshot.Revision. Watchers of raw keys can watch Prefix()+"services/",
-// Prefix()+"nodes/" and so on.
+// Snapshot.Revision; ViewInputsAt reads the services and a node at a past
+// revision, for a node resuming its stream. Followers of the cluster table
+// (FollowRevocations, FollowCRL, FollowManagers, Keyring().FollowKeyring)
+// get a full reload whenever their watch breaks.
 package store

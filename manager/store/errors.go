@@ -26,6 +26,11 @@ var (
 	// ErrCompacted: a watch asked for revisions etcd no longer keeps; take a
 	// new Snapshot.
 	ErrCompacted = errors.New("revision compacted")
+	// ErrExists: the record is created once and exists already (the
+	// cluster state).
+	ErrExists = errors.New("already exists")
+	// ErrRevoked: the node is revoked; nothing more is recorded for it.
+	ErrRevoked = errors.New("revoked")
 )
 
 // Error is a store error: a kind (one of the sentinels) and a message.

@@ -32,16 +32,16 @@ type Sealer interface {
 	Digest(plaintext []byte) string
 }
 
-// KeyFence is implemented by a Sealer whose keys live in the same etcd
-// (manager/keys). The store then commits sealed data only while the key
-// set it was sealed under is still current, so a data-key rotation that
-// drops an old key can never strand data sealed under it by a write that
-// was in flight (on this manager or on one that had not seen the rotation
-// yet).
+// KeyFence is implemented by a Sealer whose keys live in this store's
+// keyring record (manager/keys). The store then commits sealed data only
+// while the key set it was sealed under is still current, so a data-key
+// rotation that drops an old key can never strand data sealed under it by
+// a write that was in flight (on this manager or on one that had not seen
+// the rotation yet).
 type KeyFence interface {
-	// SealFenced is SealRecord plus the etcd key and mod revision of the
-	// key set used.
-	SealFenced(plaintext, ad []byte) (sealed []byte, fenceKey string, fenceRev int64, err error)
+	// SealFenced is SealRecord plus the version of the keyring record (see
+	// Store.Keyring) whose keys were used.
+	SealFenced(plaintext, ad []byte) (sealed []byte, keyringVersion int64, err error)
 	// Refresh re-reads the key set after a fence compare failed.
 	Refresh(ctx context.Context) error
 }
@@ -57,11 +57,11 @@ func (s *Store) seal(plaintext, ad []byte) ([]byte, []clientv3.Cmp, error) {
 		sealed, err := s.sealer.SealRecord(plaintext, ad)
 		return sealed, nil, err
 	}
-	sealed, key, rev, err := f.SealFenced(plaintext, ad)
+	sealed, rev, err := f.SealFenced(plaintext, ad)
 	if err != nil {
 		return nil, nil, err
 	}
-	return sealed, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}, nil
+	return sealed, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.keyringKey()), "=", rev)}, nil
 }
 
 // refresh is called when a fenced write failed on its fence.
@@ -96,7 +96,10 @@ func WithPrefix(prefix string) Option { return func(s *Store) { s.prefix = prefi
 // WithClock sets the clock used for created/updated times.
 func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
 
-// New returns a Store on cli that seals secret data with sealer.
+// New returns a Store on cli that seals secret data with sealer. sealer
+// may be nil for a store used only for the cluster table, the keyring and
+// the registry (a manager opens those before it has keys; WithSealer then
+// gives the full store).
 func New(cli *clientv3.Client, sealer Sealer, opts ...Option) *Store {
 	s := &Store{cli: cli, sealer: sealer, prefix: DefaultPrefix, now: time.Now}
 	for _, o := range opts {
@@ -108,11 +111,24 @@ func New(cli *clientv3.Client, sealer Sealer, opts ...Option) *Store {
 	return s
 }
 
+// WithSealer returns a store on the same etcd and prefix that seals secret
+// data with sealer.
+func (s *Store) WithSealer(sealer Sealer) *Store {
+	c := *s
+	c.sealer = sealer
+	return &c
+}
+
+// Close closes the etcd client the store was made with (a manager on an
+// external etcd owns it; an embedded member closes its own).
+func (s *Store) Close() error { return s.cli.Close() }
+
 // Prefix is the key prefix every object lives under; see the package doc
 // for the layout beneath it.
 func (s *Store) Prefix() string { return s.prefix }
 
-// Client is the etcd client the store uses, for callers that watch raw keys.
+// Client is the etcd client the store uses. Tests and benchmarks use it
+// to look at raw keys; code outside the store goes through typed methods.
 func (s *Store) Client() *clientv3.Client { return s.cli }
 
 // Revision returns etcd's current revision.

@@ -1,0 +1,256 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// The cluster table: what every manager shares besides secrets, services
+// and nodes. Values that must stay secret (the CA key, the join token
+// secrets) arrive sealed by the caller (manager/ca with the data key);
+// the store never sees them in clear. Key layout in doc.go.
+func (s *Store) clusterIDKey() string   { return s.prefix + "cluster/id" }
+func (s *Store) caRootKey() string      { return s.prefix + "cluster/ca/root" }
+func (s *Store) joinTokensKey() string  { return s.prefix + "cluster/ca/tokens" }
+func (s *Store) crlKey() string         { return s.prefix + "cluster/ca/crl" }
+func (s *Store) revokedPrefix() string  { return s.prefix + "cluster/revoked/" }
+func (s *Store) certsPrefix() string    { return s.prefix + "cluster/certs/" }
+func (s *Store) managersPrefix() string { return s.prefix + "cluster/managers/" }
+func (s *Store) certKey(node, serial string) string {
+	return s.certsPrefix() + node + "/" + serial
+}
+
+// CARoot is the cluster's root CA as stored: the certificate, and its
+// private key sealed by the data key.
+type CARoot struct {
+	CertPEM   []byte `json:"cert_pem"`
+	SealedKey []byte `json:"sealed_key"`
+}
+
+// ClusterInit is the state a new cluster starts with.
+type ClusterInit struct {
+	ID   string
+	Root CARoot
+	// SealedJoinTokens are the join token secrets, sealed by the caller.
+	SealedJoinTokens []byte
+	// CRL is the (empty) certificate revocation list, DER, signed by the
+	// root.
+	CRL []byte
+}
+
+// Cluster is the cluster table as read at one revision.
+type Cluster struct {
+	ID          string
+	Root        CARoot
+	RootVersion int64
+	// Revoked holds the IDs of every revoked node.
+	Revoked  map[string]struct{}
+	Revision int64
+}
+
+// InitCluster writes a new cluster's state, only if etcd holds none: it
+// fails with ErrExists otherwise.
+func (s *Store) InitCluster(ctx context.Context, c ClusterInit) error {
+	if c.ID == "" {
+		return errorf(ErrInvalid, "init cluster: empty cluster ID")
+	}
+	root, err := json.Marshal(c.Root)
+	if err != nil {
+		return err
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(s.clusterIDKey()), "=", 0)).
+		Then(
+			clientv3.OpPut(s.clusterIDKey(), c.ID),
+			clientv3.OpPut(s.caRootKey(), string(root)),
+			clientv3.OpPut(s.joinTokensKey(), string(c.SealedJoinTokens)),
+			clientv3.OpPut(s.crlKey(), string(c.CRL)),
+		).Commit()
+	if err != nil {
+		return fmt.Errorf("store cluster state: %w", err)
+	}
+	if !resp.Succeeded {
+		return errorf(ErrExists, "a cluster is already initialised in this etcd")
+	}
+	return nil
+}
+
+// GetCluster reads the cluster ID, the root CA and the revoked nodes at
+// one revision; ErrNotFound before InitCluster.
+func (s *Store) GetCluster(ctx context.Context) (*Cluster, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.clusterIDKey()),
+		clientv3.OpGet(s.caRootKey()),
+		clientv3.OpGet(s.revokedPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read cluster state: %w", err)
+	}
+	ids, roots := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
+	if len(ids) == 0 || len(roots) == 0 {
+		return nil, errorf(ErrNotFound, "the cluster is not initialised")
+	}
+	c := &Cluster{ID: string(ids[0].Value), RootVersion: roots[0].ModRevision, Revision: resp.Header.Revision}
+	if err := json.Unmarshal(roots[0].Value, &c.Root); err != nil {
+		return nil, fmt.Errorf("decode root CA: %w", err)
+	}
+	c.Revoked = s.revokedSet(resp.Responses[2].GetResponseRange().Kvs)
+	return c, nil
+}
+
+// SwapCARoot replaces the stored root if it is still at version; false
+// when another manager changed it meanwhile.
+func (s *Store) SwapCARoot(ctx context.Context, root CARoot, version int64) (bool, error) {
+	val, err := json.Marshal(root)
+	if err != nil {
+		return false, err
+	}
+	return s.swap(ctx, s.caRootKey(), val, version)
+}
+
+// JoinTokens returns the sealed join token secrets and their version.
+func (s *Store) JoinTokens(ctx context.Context) (sealed []byte, version int64, err error) {
+	return s.getValue(ctx, s.joinTokensKey(), "join tokens")
+}
+
+// SwapJoinTokens replaces the sealed join tokens if they are still at
+// version; false when another manager changed them meanwhile.
+func (s *Store) SwapJoinTokens(ctx context.Context, sealed []byte, version int64) (bool, error) {
+	return s.swap(ctx, s.joinTokensKey(), sealed, version)
+}
+
+// CRL returns the certificate revocation list (DER) and its version;
+// ErrNotFound on a cluster initialised before CRLs were kept.
+func (s *Store) CRL(ctx context.Context) (der []byte, version int64, err error) {
+	return s.getValue(ctx, s.crlKey(), "certificate revocation list")
+}
+
+// SwapCRL replaces the CRL if it is still at version (0: only if there is
+// none); false when another manager changed it meanwhile.
+func (s *Store) SwapCRL(ctx context.Context, der []byte, version int64) (bool, error) {
+	return s.swap(ctx, s.crlKey(), der, version)
+}
+
+// FollowCRL calls fn with the CRL after every change made after revision
+// after, and again in full whenever the watch broke, until ctx ends.
+func (s *Store) FollowCRL(ctx context.Context, after int64, fn func(der []byte)) {
+	s.follow(ctx, s.crlKey(), false, after, func(ctx context.Context) {
+		if der, _, err := s.CRL(ctx); err == nil {
+			fn(der)
+		}
+	})
+}
+
+// Revoke records nodeID as revoked at time at. From then on no
+// certificate can be recorded for it (RecordCertificate fails).
+func (s *Store) Revoke(ctx context.Context, nodeID string, at time.Time) error {
+	if !validRef(nodeID) {
+		return errorf(ErrInvalid, "revoke: invalid node ID %q", nodeID)
+	}
+	if _, err := s.cli.Put(ctx, s.revokedPrefix()+nodeID, at.UTC().Format(time.RFC3339)); err != nil {
+		return fmt.Errorf("revoke node %s: %w", nodeID, err)
+	}
+	return nil
+}
+
+// Revoked returns the IDs of every revoked node and the revision read at.
+func (s *Store) Revoked(ctx context.Context) (map[string]struct{}, int64, error) {
+	resp, err := s.cli.Get(ctx, s.revokedPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, 0, fmt.Errorf("read revocations: %w", err)
+	}
+	return s.revokedSet(resp.Kvs), resp.Header.Revision, nil
+}
+
+// FollowRevocations calls fn with every revoked node ID after each
+// revocation made after revision after, and again in full whenever the
+// watch broke, until ctx ends.
+func (s *Store) FollowRevocations(ctx context.Context, after int64, fn func(revoked map[string]struct{})) {
+	s.follow(ctx, s.revokedPrefix(), true, after, func(ctx context.Context) {
+		if set, _, err := s.Revoked(ctx); err == nil {
+			fn(set)
+		}
+	})
+}
+
+// RecordCertificate notes the serial (hex) of a certificate issued to
+// nodeID, so that revoking the node can list every certificate it ever
+// held. It fails with ErrRevoked when the node is revoked: in the same
+// transaction, so a certificate signed while a revocation lands is either
+// recorded before it (and listed by the CRL built after it) or refused.
+func (s *Store) RecordCertificate(ctx context.Context, nodeID, serial string) error {
+	if !validRef(nodeID) || !validRef(serial) {
+		return errorf(ErrInvalid, "record certificate: invalid node ID %q or serial %q", nodeID, serial)
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(s.revokedPrefix()+nodeID), "=", 0)).
+		Then(clientv3.OpPut(s.certKey(nodeID, serial), s.now().UTC().Format(time.RFC3339))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("record certificate of node %s: %w", nodeID, err)
+	}
+	if !resp.Succeeded {
+		return errorf(ErrRevoked, "node %s is revoked", nodeID)
+	}
+	return nil
+}
+
+// RevokedSerials returns the serials (hex, sorted) of every certificate
+// recorded for a revoked node, and the revision read at.
+func (s *Store) RevokedSerials(ctx context.Context) ([]string, int64, error) {
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.revokedPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(s.certsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return nil, 0, fmt.Errorf("read revoked certificates: %w", err)
+	}
+	revoked := s.revokedSet(resp.Responses[0].GetResponseRange().Kvs)
+	var serials []string
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		node, serial, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), s.certsPrefix()), "/")
+		if _, gone := revoked[node]; ok && gone {
+			serials = append(serials, serial)
+		}
+	}
+	sort.Strings(serials)
+	return serials, resp.Header.Revision, nil
+}
+
+func (s *Store) revokedSet(kvs []*mvccpb.KeyValue) map[string]struct{} {
+	set := make(map[string]struct{}, len(kvs))
+	for _, kv := range kvs {
+		set[strings.TrimPrefix(string(kv.Key), s.revokedPrefix())] = struct{}{}
+	}
+	return set
+}
+
+// getValue reads one key of the cluster table.
+func (s *Store) getValue(ctx context.Context, key, what string) ([]byte, int64, error) {
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s: %w", what, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, errorf(ErrNotFound, "no %s in the store", what)
+	}
+	return resp.Kvs[0].Value, resp.Kvs[0].ModRevision, nil
+}
+
+// swap writes val at key if the key is still at version (0: absent).
+func (s *Store) swap(ctx context.Context, key string, val []byte, version int64) (bool, error) {
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", version)).
+		Then(clientv3.OpPut(key, string(val))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("write %s: %w", strings.TrimPrefix(key, s.prefix), err)
+	}
+	return resp.Succeeded, nil
+}

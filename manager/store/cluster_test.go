@@ -1,0 +1,180 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/lockbox-project/lockbox/manager/store"
+)
+
+func initCluster(t *testing.T, s *store.Store) {
+	t.Helper()
+	err := s.InitCluster(context.Background(), store.ClusterInit{
+		ID:               "c1",
+		Root:             store.CARoot{CertPEM: []byte("cert"), SealedKey: []byte("sealed")},
+		SealedJoinTokens: []byte("tokens-v1"),
+		CRL:              []byte("crl-v1"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClusterInitOnce(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	if _, err := s.GetCluster(ctx); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("cluster before init: %v", err)
+	}
+	initCluster(t, s)
+	if err := s.InitCluster(ctx, store.ClusterInit{ID: "c2"}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second init: %v", err)
+	}
+	c, err := s.GetCluster(ctx)
+	if err != nil || c.ID != "c1" || string(c.Root.SealedKey) != "sealed" || len(c.Revoked) != 0 {
+		t.Fatalf("cluster %+v, %v", c, err)
+	}
+}
+
+// Every shared value is compare-and-swapped: a writer holding a stale
+// version loses and nothing is written.
+func TestClusterSwapsCompareVersions(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	initCluster(t, s)
+	c, _ := s.GetCluster(ctx)
+	_, tokVer, _ := s.JoinTokens(ctx)
+	_, crlVer, _ := s.CRL(ctx)
+	for _, tc := range []struct {
+		name    string
+		swap    func(version int64) (bool, error)
+		read    func() (string, error)
+		version int64
+	}{
+		{"tokens", func(v int64) (bool, error) { return s.SwapJoinTokens(ctx, []byte("tokens-v2"), v) },
+			func() (string, error) { b, _, err := s.JoinTokens(ctx); return string(b), err }, tokVer},
+		{"crl", func(v int64) (bool, error) { return s.SwapCRL(ctx, []byte("crl-v2"), v) },
+			func() (string, error) { b, _, err := s.CRL(ctx); return string(b), err }, crlVer},
+		{"root", func(v int64) (bool, error) {
+			return s.SwapCARoot(ctx, store.CARoot{CertPEM: []byte("cert"), SealedKey: []byte("resealed")}, v)
+		}, func() (string, error) { c, err := s.GetCluster(ctx); return string(c.Root.SealedKey), err }, c.RootVersion},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _ := tc.read()
+			if ok, err := tc.swap(tc.version - 1); ok || err != nil {
+				t.Fatalf("stale swap: %v %v", ok, err)
+			}
+			if got, _ := tc.read(); got != before {
+				t.Fatalf("stale swap wrote %q", got)
+			}
+			if ok, err := tc.swap(tc.version); !ok || err != nil {
+				t.Fatalf("current swap: %v %v", ok, err)
+			}
+			if got, _ := tc.read(); got == before {
+				t.Fatal("current swap wrote nothing")
+			}
+		})
+	}
+}
+
+func TestRevokedSerialsAndRecording(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	initCluster(t, s)
+	for _, rec := range [][2]string{{"a", "1f"}, {"a", "2e"}, {"b", "3d"}} {
+		if err := s.RecordCertificate(ctx, rec[0], rec[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Revoke(ctx, "a", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	serials, _, err := s.RevokedSerials(ctx)
+	if err != nil || !slices.Equal(serials, []string{"1f", "2e"}) {
+		t.Fatalf("revoked serials %v, %v", serials, err)
+	}
+	if err := s.RecordCertificate(ctx, "a", "4c"); !errors.Is(err, store.ErrRevoked) {
+		t.Fatalf("record for a revoked node: %v", err)
+	}
+	if err := s.RecordCertificate(ctx, "a/../b", "4c"); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("record with a path in the node ID: %v", err)
+	}
+	c, err := s.GetCluster(ctx)
+	if _, ok := c.Revoked["a"]; err != nil || !ok || len(c.Revoked) != 1 {
+		t.Fatalf("revoked %v, %v", c.Revoked, err)
+	}
+}
+
+// A follower whose watch cannot start (its revision was compacted) or
+// breaks reloads in full: it never misses a change.
+func TestFollowReloadsWhenTheWatchBreaks(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := newStore(t)
+	initCluster(t, s)
+	for _, id := range []string{"a", "b"} {
+		if err := s.Revoke(ctx, id, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rev, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Client().Compact(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan map[string]struct{}, 16)
+	go s.FollowRevocations(ctx, 1, func(set map[string]struct{}) { got <- set })
+	select {
+	case set := <-got:
+		if len(set) != 2 {
+			t.Fatalf("reloaded %v", set)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no reload after a compacted watch")
+	}
+	// And it follows from there.
+	if err := s.Revoke(ctx, "c", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case set := <-got:
+			if _, ok := set["c"]; ok {
+				return
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("later revocation not followed")
+		}
+	}
+}
+
+func TestManagerRegistry(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := newStore(t)
+	if err := s.RegisterManager(ctx, "m1", "10.0.0.1:4242", 15); err != nil {
+		t.Fatal(err)
+	}
+	list, rev, err := s.Managers(ctx, true)
+	if err != nil || !slices.Equal(list, []store.ManagerAddr{{NodeID: "m1", Addr: "10.0.0.1:4242"}}) {
+		t.Fatalf("managers %v, %v", list, err)
+	}
+	got := make(chan []store.ManagerAddr, 4)
+	go s.FollowManagers(ctx, rev, func(l []store.ManagerAddr) { got <- l })
+	if err := s.RegisterManager(ctx, "m2", "10.0.0.2:4242", 15); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case l := <-got:
+		if len(l) != 2 || l[1].NodeID != "m2" {
+			t.Fatalf("followed %v", l)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("registration not followed")
+	}
+}
