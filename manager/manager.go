@@ -30,6 +30,7 @@ import (
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/internal/metrics"
+	"github.com/lockbox-project/lockbox/internal/secretmem"
 	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/ca"
 	"github.com/lockbox-project/lockbox/manager/dispatcher"
@@ -154,6 +155,11 @@ func (m *Manager) ca() *ca.CA { return m.caPtr.Load() }
 // first start — and serves until ctx ends or etcd fails.
 func (m *Manager) Run(ctx context.Context) (err error) {
 	defer close(m.stopped)
+	// Keys live in this process: no core file, no ptrace or /proc/PID/mem
+	// for anyone without CAP_SYS_PTRACE.
+	if err := secretmem.Harden(); err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
 	warnOpenFiles(m.log)
 	if err := os.MkdirAll(m.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("manager: data dir: %w", err)
