@@ -33,6 +33,22 @@ type Manager struct {
 	kek  *KEK
 	ring *Keyring
 	rev  int64 // mod revision of the wrapped ring we hold
+
+	// onKEK hears every change of the KEK in use (see OnKEKChange).
+	onKEK func(*KEK)
+}
+
+// OnKEKChange sets fn to be called, outside the Manager's lock, with a copy
+// of the KEK each time a new one is installed: at unlock and when an
+// unlock-key rotation (here or on another manager) replaces it. The daemon
+// re-seals its key files with it. fn owns (and zeroes) the copy. Set it
+// before the first unlock.
+func (m *Manager) OnKEKChange(fn func(*KEK)) { m.onKEK = fn }
+
+func (m *Manager) notifyKEK(kek *KEK) {
+	if m.onKEK != nil {
+		m.onKEK(cloneKEK(kek))
+	}
 }
 
 // NewManager returns a locked Manager keeping the wrapped keyring at
@@ -83,8 +99,16 @@ func (m *Manager) install(ring *Keyring, kek *KEK, rev int64) {
 	m.mu.Lock()
 	oldRing, oldKEK := m.ring, m.kek
 	m.ring, m.kek, m.rev = ring, kek, rev
+	var fresh *KEK
+	if kek != nil && (oldKEK == nil || oldKEK.id() != kek.id()) {
+		fresh = cloneKEK(kek)
+	}
 	m.mu.Unlock()
 	m.zeroReplaced(oldRing, oldKEK, ring, kek)
+	if fresh != nil {
+		m.notifyKEK(fresh)
+		fresh.Zero()
+	}
 }
 
 // installNewer installs ring only if it is newer than the one in use and
@@ -100,8 +124,16 @@ func (m *Manager) installNewer(ring *Keyring, kek *KEK, rev int64) {
 	}
 	oldRing, oldKEK := m.ring, m.kek
 	m.ring, m.kek, m.rev = ring, kek, rev
+	var fresh *KEK
+	if kek != nil && (oldKEK == nil || oldKEK.id() != kek.id()) {
+		fresh = cloneKEK(kek)
+	}
 	m.mu.Unlock()
 	m.zeroReplaced(oldRing, oldKEK, ring, kek)
+	if fresh != nil {
+		m.notifyKEK(fresh)
+		fresh.Zero()
+	}
 }
 
 func (m *Manager) zeroReplaced(oldRing *Keyring, oldKEK *KEK, ring *Keyring, kek *KEK) {
@@ -124,6 +156,8 @@ func (m *Manager) Unlock(ctx context.Context, kek *KEK) error {
 	if len(resp.Kvs) == 0 {
 		return ErrNoKeyring
 	}
+	// No forward here (see wrap): a rotated-out unlock key does not
+	// unlock a restarted manager.
 	ring, err := Unwrap(resp.Kvs[0].Value, kek)
 	if err != nil {
 		return fmt.Errorf("unlock: %w", err)
@@ -150,9 +184,10 @@ func (m *Manager) Locked() bool {
 }
 
 // Reload re-reads the wrapped keyring (after another manager rotated a
-// key) and opens it with the KEK this manager holds. A locked manager stays
-// locked. If the KEK changed elsewhere too (the unlock key was rotated on
-// another manager), the ring in use is kept and ErrWrongKey returned.
+// key) and opens it with the KEK this manager holds, or through the
+// forward an unlock-key rotation on another manager left (see wrap). A
+// locked manager stays locked. If the KEK changed elsewhere and no forward
+// leads to it, the ring in use is kept and ErrWrongKey returned.
 func (m *Manager) Reload(ctx context.Context) error {
 	m.mu.RLock()
 	if m.kek == nil {
@@ -174,12 +209,12 @@ func (m *Manager) Reload(ctx context.Context) error {
 		kek.Zero()
 		return nil
 	}
-	ring, err := Unwrap(resp.Kvs[0].Value, kek)
+	ring, used, err := unwrapFollow(resp.Kvs[0].Value, kek)
+	kek.Zero()
 	if err != nil {
-		kek.Zero()
 		return fmt.Errorf("reload keyring: %w", err)
 	}
-	m.installNewer(ring, kek, resp.Kvs[0].ModRevision)
+	m.installNewer(ring, used, resp.Kvs[0].ModRevision)
 	return nil
 }
 
@@ -292,13 +327,18 @@ func (m *Manager) UnlockKey() (string, bool, error) {
 // write stores next wrapped under kek if the keyring is still at rev, and
 // installs it. It takes ownership of next and kek: on failure both are zeroed.
 func (m *Manager) write(ctx context.Context, next *Keyring, kek *KEK, rev int64) (err error) {
+	return m.writeForward(ctx, next, kek, nil, rev)
+}
+
+// writeForward is write, adding a forward from prev (see wrap) when set.
+func (m *Manager) writeForward(ctx context.Context, next *Keyring, kek, prev *KEK, rev int64) (err error) {
 	defer func() {
 		if err != nil {
 			next.Close()
 			kek.Zero()
 		}
 	}()
-	wrapped, err := Wrap(next, kek)
+	wrapped, err := wrap(next, kek, prev)
 	if err != nil {
 		return err
 	}
@@ -325,9 +365,15 @@ func (m *Manager) RotateKEK(ctx context.Context, kek *KEK, unlockKey string) err
 	if err != nil {
 		return err
 	}
-	old.Zero()
+	defer old.Zero()
 	next.unlockKey = unlockKey
-	if err := m.write(ctx, next, cloneKEK(kek), rev); err != nil {
+	// Other managers hold only the old KEK: an unlock key in the ring
+	// lets them follow through the forward.
+	var prev *KEK
+	if unlockKey != "" {
+		prev = old
+	}
+	if err := m.writeForward(ctx, next, cloneKEK(kek), prev, rev); err != nil {
 		next.Close()
 		return fmt.Errorf("rotate key-encryption key: %w", err)
 	}

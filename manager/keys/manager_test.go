@@ -309,3 +309,56 @@ func TestStaleManagerWriteIsFenced(t *testing.T) {
 		t.Fatalf("secret written by the stale manager: %q, %v", data, err)
 	}
 }
+
+// A running manager follows an unlock-key rotation made on another one
+// (through the forward the rotation leaves) and hears the new KEK, to
+// re-seal its key files; a later keyring write drops the forward.
+func TestRunningManagerFollowsUnlockKeyRotation(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	key, _ := keys.NewUnlockKey()
+	kek, _ := keys.KEKFromUnlockKey(key)
+	if _, err := c.a.Bootstrap(ctx, kek, key); err != nil {
+		t.Fatal(err)
+	}
+	heard := make(chan [8]byte, 4)
+	c.b.OnKEKChange(func(k *keys.KEK) { heard <- k.ID(); k.Zero() })
+	if err := c.b.Unlock(ctx, kek); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-heard; got != kek.ID() {
+		t.Fatal("unlock did not report the KEK")
+	}
+	newKey, err := c.a.RotateUnlockKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.b.Reload(ctx); err != nil {
+		t.Fatalf("reload after a rotation elsewhere: %v", err)
+	}
+	newKEK, _ := keys.KEKFromUnlockKey(newKey)
+	select {
+	case got := <-heard:
+		if got != newKEK.ID() {
+			t.Fatal("followed to a KEK that is not the new unlock key's")
+		}
+	default:
+		t.Fatal("the new KEK was not reported")
+	}
+	if got, _, _ := c.b.UnlockKey(); got != newKey {
+		t.Fatal("the follower does not hold the new unlock key")
+	}
+	// The follower writes under the new KEK: a data-key rotation there
+	// leaves a keyring the new key opens, with no forward from the old one.
+	if _, err := c.b.RotateDEK(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fresh := keys.NewManager(c.cli, store.DefaultPrefix)
+	defer fresh.Close()
+	if err := fresh.UnlockWithKey(ctx, key); !errors.Is(err, keys.ErrWrongKey) {
+		t.Fatalf("old key after rotation: %v", err)
+	}
+	if err := fresh.UnlockWithKey(ctx, newKey); err != nil {
+		t.Fatal(err)
+	}
+}

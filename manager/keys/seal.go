@@ -178,6 +178,12 @@ func (k *Keyring) clone() *Keyring {
 	return c
 }
 
+func (k *Keyring) unlockKeyOf() (string, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.unlockKey, k.unlockKey != ""
+}
+
 // withNewDEK returns a copy whose current key is a fresh DEK.
 func (k *Keyring) withNewDEK() (*Keyring, error) {
 	c := k.clone()

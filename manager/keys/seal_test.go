@@ -197,3 +197,33 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+func TestSealedFile(t *testing.T) {
+	kek, _ := NewKEK()
+	other, _ := NewKEK()
+	plain := []byte("-----BEGIN EC PRIVATE KEY-----\nxyz\n-----END EC PRIVATE KEY-----\n")
+	sealed, err := SealFile(kek, "node.key", plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte("PRIVATE KEY")) || bytes.Contains(sealed, []byte("xyz")) {
+		t.Fatal("sealed file shows its plaintext")
+	}
+	if got, err := OpenFile(kek, "node.key", sealed); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("open: %q %v", got, err)
+	}
+	if _, err := OpenFile(other, "node.key", sealed); !errors.Is(err, ErrWrongKey) {
+		t.Errorf("other KEK: %v", err)
+	}
+	if _, err := OpenFile(kek, "admin.key", sealed); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("other role: %v", err)
+	}
+	tampered := bytes.Clone(sealed)
+	tampered[len(tampered)-1] ^= 1
+	if _, err := OpenFile(kek, "node.key", tampered); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("tampered: %v", err)
+	}
+	if id, ok := SealedFileKEKID(sealed); !ok || id != kek.ID() {
+		t.Error("KEK ID of the sealed file")
+	}
+}
