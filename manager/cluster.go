@@ -98,11 +98,11 @@ func (s *clusterServer) Promote(ctx context.Context, _ *clusterapi.PromoteReques
 
 // promote asks the manager at addr to make this manager's learner a voter.
 func (m *Manager) promote(ctx context.Context, addr string) error {
-	own, err := tlsPair(m.path("certs", "node.crt"), m.path("certs", "node.key"))
+	own, err := m.nodeKey.pair()
 	if err != nil {
 		return err
 	}
-	rootPEM, err := os.ReadFile(m.path("certs", "ca.crt"))
+	rootPEM, err := os.ReadFile(m.path(certsDir, rootCertFile))
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
@@ -222,10 +222,9 @@ func (m *Manager) join(ctx context.Context) error {
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 	clear(keyDER)
-	if err := m.writeCerts(issued.CertificatePem, keyPEM, rootPEM); err != nil {
-		return err
-	}
-	clear(keyPEM)
+	// The key stays in memory until the cluster says whether it is sealed
+	// on disk (autolock).
+	defer clear(keyPEM)
 	m.st = &state{NodeID: issued.NodeId}
 	if len(m.cfg.EtcdEndpoints) == 0 {
 		if m.st.PeerURL, err = m.peerURL(); err != nil {
@@ -233,9 +232,9 @@ func (m *Manager) join(ctx context.Context) error {
 		}
 	}
 
-	own, err := tlsPair(m.path("certs", "node.crt"), m.path("certs", "node.key"))
+	own, err := tls.X509KeyPair(issued.CertificatePem, keyPEM)
 	if err != nil {
-		return err
+		return fmt.Errorf("manager: issued certificate: %w", err)
 	}
 	cfg, err := ca.ClientTLS(rootPEM, own)
 	if err != nil {
@@ -257,6 +256,21 @@ func (m *Manager) join(ctx context.Context) error {
 		return err
 	}
 	m.st.Autolock, m.st.ClusterID, m.st.InitialCluster = joined.Autolock, id.ClusterID, joined.InitialCluster
+	m.nodeKey = newNodeKey(m.cfg.DataDir, joined.Autolock)
+	var kek *keys.KEK
+	if joined.Autolock {
+		// The key is sealed with the KEK before it reaches the disk: the
+		// join waits for the cluster's unlock key. A wrong one shows at
+		// the keyring; the right one then re-seals the file.
+		m.log.Warn("autolock: joined; give this manager the cluster's unlock key with 'lockbox unlock' on its admin socket")
+		if kek, err = m.awaitUnlock(ctx, func(k *keys.KEK) error { m.nodeKey.useKEK(k); return nil }); err != nil {
+			return err
+		}
+		defer kek.Zero()
+	}
+	if err := m.nodeKey.store(issued.CertificatePem, keyPEM, rootPEM); err != nil {
+		return err
+	}
 	if !joined.Autolock {
 		kek, err := keys.KEKFromBytes(joined.KeyEncryptionKey)
 		clear(joined.KeyEncryptionKey)
@@ -274,7 +288,7 @@ func (m *Manager) join(ctx context.Context) error {
 	if err := m.saveState(m.st); err != nil {
 		return err
 	}
-	if err := m.restart(ctx); err != nil {
+	if err := m.restart(ctx, kek); err != nil {
 		return err
 	}
 	m.log.Info("joined cluster", "cluster", m.st.ClusterID, "node", m.st.NodeID, "via", m.cfg.JoinAddr)

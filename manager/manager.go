@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -99,8 +100,20 @@ type Manager struct {
 	own       atomic.Pointer[tls.Certificate]
 	managers  atomic.Pointer[[]string]
 
-	ready   chan struct{}
-	stopped chan struct{}
+	ready     chan struct{}
+	readyOnce sync.Once
+	stopped   chan struct{}
+
+	// nodeKey is the manager's TLS key, sealed on disk under autolock.
+	nodeKey *nodeKey
+	// sockQ hands admin-socket connections from the locked server
+	// (lockedSrv, Unlock only) to the full one; nil without a socket.
+	sockQ     *connQueue
+	lockedSrv *grpc.Server
+	// pendingUnlock answers the Unlock call that opened the key files,
+	// once the manager serves; unlockNote is what it is told then.
+	pendingUnlock chan error
+	unlockNote    error
 
 	adminMetrics *adminMetrics
 	metricsSrv   *metrics.Server // nil without MetricsAddr
@@ -137,8 +150,14 @@ func New(cfg Config) (*Manager, error) {
 // Ready is closed when the manager serves (locked or not).
 func (m *Manager) Ready() <-chan struct{} { return m.ready }
 
-// Addr is the address the TCP listener is bound to (after Ready).
-func (m *Manager) Addr() string { return m.listener.Addr().String() }
+// Addr is the address the TCP listener is bound to: after Ready, and
+// under autolock after the unlock ("" before).
+func (m *Manager) Addr() string {
+	if m.listener == nil {
+		return ""
+	}
+	return m.listener.Addr().String()
+}
 
 // NodeID is this manager's node ID (after Ready).
 func (m *Manager) NodeID() string { return m.st.NodeID }
@@ -167,14 +186,30 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 	if err := os.Chmod(m.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("manager: data dir: %w", err)
 	}
-	m.listener, err = net.Listen("tcp", m.cfg.ListenAddr)
-	if err != nil {
-		return fmt.Errorf("manager: listen on %s: %w", m.cfg.ListenAddr, err)
+	// The admin socket comes first: a locked manager serves Unlock there.
+	if m.cfg.AdminSocket != "" {
+		l, err := listenAdminSocket(m.cfg.AdminSocket, m.log)
+		if err != nil {
+			return fmt.Errorf("manager: %w", err)
+		}
+		m.sockQ = newConnQueue(l)
+		defer func() {
+			m.sockQ.close()
+			os.Remove(m.cfg.AdminSocket)
+		}()
 	}
-	defer m.listener.Close()
-	if m.advertise, err = advertiseAddr(m.cfg.AdvertiseAddr, m.listener.Addr().String()); err != nil {
-		return err
-	}
+	defer func() {
+		if m.listener != nil {
+			m.listener.Close()
+		}
+	}()
+	// An Unlock call still waiting hears why the start failed.
+	defer func() { m.finishUnlock(err) }()
+	defer func() {
+		if m.nodeKey != nil {
+			m.nodeKey.close()
+		}
+	}()
 
 	// Deferred in this order so that everything using etcd is cancelled
 	// before etcd closes.
@@ -253,23 +288,18 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- tcp.Serve(m.listener) }()
 	defer tcp.Stop()
-	if m.cfg.AdminSocket != "" {
-		l, err := listenAdminSocket(m.cfg.AdminSocket, m.log)
-		if err != nil {
-			return fmt.Errorf("manager: %w", err)
-		}
+	if m.sockQ != nil {
 		u, s := socketOnly(m.keys.Locked)
-		sock := grpc.NewServer(grpc.ChainUnaryInterceptor(m.adminMetrics.unary, u), grpc.ChainStreamInterceptor(s))
+		sock := grpc.NewServer(grpc.ChainUnaryInterceptor(m.adminMetrics.unary, u), grpc.ChainStreamInterceptor(s),
+			grpc.MaxRecvMsgSize(maxRecvMsgSize), grpc.MaxConcurrentStreams(maxConcurrentStreams))
 		adminapi.RegisterAdminServer(sock, adminSrv)
-		go func() { serveErr <- sock.Serve(l) }()
-		defer func() {
-			sock.Stop()
-			os.Remove(m.cfg.AdminSocket)
-		}()
+		go func() { serveErr <- sock.Serve(m.sockQ.listener()) }()
+		defer sock.Stop()
 	}
 	m.log.Info("manager ready", "node", m.st.NodeID, "cluster", m.st.ClusterID, "listen", m.listener.Addr().String(),
 		"advertise", m.advertise, "admin_socket", m.cfg.AdminSocket, "locked", m.keys.Locked())
-	close(m.ready)
+	m.finishUnlock(m.unlockNote)
+	m.markReady()
 
 	var etcdErr <-chan error
 	if m.member != nil {
@@ -295,7 +325,7 @@ func (m *Manager) closeEtcd() {
 }
 
 func (m *Manager) tcpServer(adminSrv *admin.Server) (*grpc.Server, error) {
-	own, err := tlsPair(m.path("certs", "node.crt"), m.path("certs", "node.key"))
+	own, err := m.nodeKey.pair()
 	if err != nil {
 		return nil, err
 	}
@@ -307,6 +337,8 @@ func (m *Manager) tcpServer(adminSrv *admin.Server) (*grpc.Server, error) {
 		// Counted first, so that refusals count too.
 		grpc.ChainUnaryInterceptor(m.adminMetrics.unary, az.unary),
 		grpc.ChainStreamInterceptor(az.stream),
+		grpc.MaxRecvMsgSize(maxRecvMsgSize),
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Thousands of mostly idle agent connections: each reads through a
@@ -332,18 +364,45 @@ func (m *Manager) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case st != nil:
-		if m.cfg.JoinAddr != "" {
-			m.log.Warn("--join is ignored: this data dir already belongs to a cluster", "cluster", st.ClusterID)
+	if st == nil {
+		if err := m.listenTCP(); err != nil {
+			return err
 		}
-		m.st = st
-		return m.restart(ctx)
-	case m.cfg.JoinAddr != "":
-		return m.join(ctx)
-	default:
+		if m.cfg.JoinAddr != "" {
+			return m.join(ctx)
+		}
 		return m.initialize(ctx)
 	}
+	if m.cfg.JoinAddr != "" {
+		m.log.Warn("--join is ignored: this data dir already belongs to a cluster", "cluster", st.ClusterID)
+	}
+	m.st = st
+	m.nodeKey = newNodeKey(m.cfg.DataDir, st.Autolock)
+	var kek *keys.KEK
+	if st.Autolock {
+		// Nothing listens on TCP and etcd stays down until the key
+		// files open.
+		if kek, err = m.awaitUnlock(ctx, m.nodeKey.open); err != nil {
+			return err
+		}
+		defer kek.Zero()
+	} else if err := m.nodeKey.open(nil); err != nil {
+		return err
+	}
+	if err := m.listenTCP(); err != nil {
+		return err
+	}
+	return m.restart(ctx, kek)
+}
+
+// listenTCP binds the TCP listener and works out the advertised address.
+func (m *Manager) listenTCP() (err error) {
+	m.listener, err = net.Listen("tcp", m.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("manager: listen on %s: %w", m.cfg.ListenAddr, err)
+	}
+	m.advertise, err = advertiseAddr(m.cfg.AdvertiseAddr, m.listener.Addr().String())
+	return err
 }
 
 func (m *Manager) peerURL() (string, error) {
@@ -371,11 +430,15 @@ func (m *Manager) startEtcd(ctx context.Context, initialCluster string) error {
 		m.cli = cli
 		return nil
 	}
+	peerTLS, err := m.nodeKey.etcdFiles()
+	if err != nil {
+		return err
+	}
 	member, err := etcd.Start(ctx, etcd.Config{
 		Dir:            m.path("etcd"),
 		Name:           m.st.NodeID,
 		PeerURL:        m.st.PeerURL,
-		PeerTLS:        &etcd.TLSFiles{CertFile: m.path("certs", "node.crt"), KeyFile: m.path("certs", "node.key"), CAFile: m.path("certs", "ca.crt")},
+		PeerTLS:        peerTLS,
 		InitialCluster: initialCluster,
 		Logger:         m.cfg.EtcdLogger,
 	})
@@ -411,13 +474,6 @@ func (m *Manager) initialize(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := m.writeCerts(own.CertPEM, own.KeyPEM, root.CertPEM); err != nil {
-		return err
-	}
-	if err := m.startEtcd(ctx, ""); err != nil {
-		return err
-	}
-	m.keys = keys.NewManager(m.cli, store.DefaultPrefix)
 	var kek *keys.KEK
 	unlockKey := ""
 	if m.cfg.Autolock {
@@ -432,6 +488,16 @@ func (m *Manager) initialize(ctx context.Context) error {
 		return err
 	}
 	defer kek.Zero()
+	m.nodeKey = newNodeKey(m.cfg.DataDir, m.cfg.Autolock)
+	m.nodeKey.useKEK(kek)
+	if err := m.nodeKey.store(own.CertPEM, own.KeyPEM, root.CertPEM); err != nil {
+		return err
+	}
+	if err := m.startEtcd(ctx, ""); err != nil {
+		return err
+	}
+	m.keys = keys.NewManager(m.cli, store.DefaultPrefix)
+	m.keys.OnKEKChange(m.kekChanged)
 	created, err := m.keys.Bootstrap(ctx, kek, unlockKey)
 	if err != nil {
 		return fmt.Errorf("manager: create data keys: %w", err)
@@ -455,21 +521,9 @@ func (m *Manager) initialize(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("manager: record own node: %w", err)
 	}
-	adminID, err := ca.NewID()
-	if err != nil {
+	if err := m.writeInitAdminCredentials(root); err != nil {
 		return err
 	}
-	creds, err := root.NewKeyPair(ca.CertRequest{NodeID: "admin-" + adminID[:12], Role: ca.RoleAdmin})
-	if err != nil {
-		return err
-	}
-	for name, data := range map[string][]byte{"ca.pem": root.CertPEM, "cert.pem": creds.CertPEM, "key.pem": creds.KeyPEM} {
-		if err := writeFileAtomic(m.path("admin", name), data, 0o600); err != nil {
-			return err
-		}
-	}
-	clear(creds.KeyPEM)
-	clear(own.KeyPEM)
 	if err := m.saveState(m.st); err != nil {
 		return err
 	}
@@ -480,8 +534,9 @@ func (m *Manager) initialize(ctx context.Context) error {
 	return nil
 }
 
-// restart brings back a manager that has run before.
-func (m *Manager) restart(ctx context.Context) error {
+// restart brings back a manager that has run before; kek is the KEK from
+// the unlock key under autolock (nil otherwise).
+func (m *Manager) restart(ctx context.Context, kek *keys.KEK) error {
 	if err := m.startEtcd(ctx, m.st.InitialCluster); err != nil {
 		return err
 	}
@@ -496,8 +551,20 @@ func (m *Manager) restart(ctx context.Context) error {
 		}
 	}
 	m.keys = keys.NewManager(m.cli, store.DefaultPrefix)
+	m.keys.OnKEKChange(m.kekChanged)
 	if m.st.Autolock {
-		m.log.Warn("autolock: this manager is locked until 'lockbox unlock'")
+		switch err := m.keys.Unlock(ctx, kek); {
+		case errors.Is(err, keys.ErrWrongKey):
+			// Rotated while this manager was down: its files open with
+			// the old key, the keyring only with the current one, which
+			// the next Unlock gives (the files are then re-sealed).
+			m.log.Warn("autolock: the unlock key opened this manager's files but not the keyring (rotated meanwhile); waiting for the current key")
+			m.unlockNote = errRotatedWhileDown
+			return nil
+		case err != nil:
+			return fmt.Errorf("manager: unlock data keys: %w", err)
+		}
+		m.log.Info("manager unlocked")
 		return nil
 	}
 	kek, err := keys.LoadKeyFile(m.path("kek"))
@@ -569,7 +636,7 @@ func (m *Manager) renewOwnCert(ctx context.Context, now time.Time) error {
 		return err
 	}
 	// etcd reads the files at each peer handshake; gRPC takes the pair.
-	if err := m.writeCerts(kp.CertPEM, kp.KeyPEM, m.ca().CertPEM); err != nil {
+	if err := m.nodeKey.store(kp.CertPEM, kp.KeyPEM, m.ca().CertPEM); err != nil {
 		return err
 	}
 	m.own.Store(&pair)
@@ -584,13 +651,12 @@ func (m *Manager) renewOwnCert(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-func (m *Manager) writeCerts(certPEM, keyPEM, rootPEM []byte) error {
-	for name, data := range map[string][]byte{"node.crt": certPEM, "node.key": keyPEM, "ca.crt": rootPEM} {
-		if err := writeFileAtomic(m.path("certs", name), data, 0o600); err != nil {
-			return err
-		}
+// kekChanged re-seals the manager's key files under a new KEK (an
+// unlock-key rotation, here or on another manager).
+func (m *Manager) kekChanged(kek *keys.KEK) {
+	if err := m.nodeKey.reseal(kek); err != nil {
+		m.log.Error("cannot re-seal this manager's key files under the new unlock key", "err", err)
 	}
-	return nil
 }
 
 // registerSelf publishes this manager's address under a lease, so the

@@ -2,9 +2,7 @@ package manager
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"fmt"
 
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/admin"
@@ -94,12 +92,4 @@ func (r registrar) RecordCertificate(ctx context.Context, id ca.Identity, certPE
 		return nil
 	})
 	return err
-}
-
-func tlsPair(certFile, keyFile string) (tls.Certificate, error) {
-	c, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("manager: load own certificate: %w", err)
-	}
-	return c, nil
 }
