@@ -1,6 +1,10 @@
 package manager
 
 import (
+	"context"
+	"time"
+
+	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/ca"
 )
 
@@ -20,7 +24,7 @@ func (m *Manager) writeInitAdminCredentials(root *ca.Root) error {
 	if err != nil {
 		return err
 	}
-	creds, err := root.NewKeyPair(ca.CertRequest{NodeID: "admin-" + adminID[:12], Role: ca.RoleAdmin})
+	creds, err := root.NewKeyPair(ca.CertRequest{NodeID: admin.AdminIDPrefix + adminID[:12], Role: ca.RoleAdmin})
 	if err != nil {
 		return err
 	}
@@ -30,5 +34,37 @@ func (m *Manager) writeInitAdminCredentials(root *ca.Root) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// adminCreds is manager/admin's AdminCredentialer: short-lived admin
+// certificates, revoked by ID through the cluster's revocation list (which
+// every manager's TLS handshake checks).
+type adminCreds struct{ m *Manager }
+
+func (a adminCreds) IssueAdmin(ctx context.Context, lifetime time.Duration) (admin.AdminCredentials, error) {
+	id, err := ca.NewID()
+	if err != nil {
+		return admin.AdminCredentials{}, err
+	}
+	c := a.m.ca()
+	kp, err := c.IssueKeyPair(ca.CertRequest{NodeID: admin.AdminIDPrefix + id[:12], Role: ca.RoleAdmin, Validity: lifetime})
+	if err != nil {
+		return admin.AdminCredentials{}, err
+	}
+	leaf, err := parsePEMCert(kp.CertPEM)
+	if err != nil {
+		clear(kp.KeyPEM)
+		return admin.AdminCredentials{}, err
+	}
+	a.m.log.Info("admin credentials issued", "id", leaf.Subject.CommonName, "not_after", leaf.NotAfter)
+	return admin.AdminCredentials{ID: leaf.Subject.CommonName, CertPEM: kp.CertPEM, KeyPEM: kp.KeyPEM, RootPEM: c.CertPEM, NotAfter: leaf.NotAfter}, nil
+}
+
+func (a adminCreds) RevokeAdmin(ctx context.Context, id string) error {
+	if err := a.m.ca().Revoke(ctx, id); err != nil {
+		return err
+	}
+	a.m.log.Info("admin credentials revoked", "id", id)
 	return nil
 }

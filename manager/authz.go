@@ -46,7 +46,17 @@ type authorizer struct {
 	locked func() bool
 }
 
+// socketOnlyMethods are Admin calls served on the root-only admin socket
+// and never over TCP: an admin certificate must not mint its own successor
+// (revoking it would mean nothing).
+var socketOnlyMethods = map[string]bool{
+	"/lockbox.admin.Admin/IssueAdminCredentials": true,
+}
+
 func (a *authorizer) check(ctx context.Context, method string) error {
+	if socketOnlyMethods[method] {
+		return status.Errorf(codes.PermissionDenied, "%s is served on the manager's root-only admin socket only", method)
+	}
 	if a.locked() && method != unlockMethod {
 		return status.Error(codes.FailedPrecondition, "this manager is locked (autolock): run 'lockbox unlock' with the cluster's unlock key")
 	}

@@ -270,12 +270,13 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 	// join tokens.
 	km := admin.KeyManager{Keys: m.keys, Store: m.store, Extra: []keys.Resealer{c}}
 	adminSrv, err := admin.New(admin.Config{
-		Store:    m.store,
-		Tokens:   tokenIssuer{m},
-		Unlocker: unlocker{KeyManager: km, m: m},
-		Nodes:    revoker{m},
-		DataKeys: km,
-		Managers: m.managerList,
+		Store:      m.store,
+		Tokens:     tokenIssuer{m},
+		Unlocker:   unlocker{KeyManager: km, m: m},
+		Nodes:      revoker{m},
+		DataKeys:   km,
+		AdminCreds: adminCreds{m},
+		Managers:   m.managerList,
 	})
 	if err != nil {
 		return err
