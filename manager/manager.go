@@ -20,6 +20,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -80,6 +81,11 @@ type Config struct {
 	// MetricsAddr serves Prometheus metrics over plain HTTP on /metrics;
 	// "" (the default) serves none.
 	MetricsAddr string
+	// UnauthRate and UnauthBurst limit the calls made without a
+	// certificate (root CA, join) per peer address; zero means
+	// DefaultUnauthRate / DefaultUnauthBurst, rate.Inf no limit.
+	UnauthRate  rate.Limit
+	UnauthBurst int
 }
 
 // Manager is one running manager.
@@ -335,8 +341,9 @@ func (m *Manager) tcpServer(adminSrv *admin.Server) (*grpc.Server, error) {
 	az := &authorizer{ca: m.ca, locked: m.keys.Locked}
 	s := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(c.ServerTLS(m.own.Load))),
-		// Counted first, so that refusals count too.
-		grpc.ChainUnaryInterceptor(m.adminMetrics.unary, az.unary),
+		// Counted first, so that refusals count too; the rate limit
+		// comes before any work.
+		grpc.ChainUnaryInterceptor(m.adminMetrics.unary, newPeerLimiter(m.cfg.UnauthRate, m.cfg.UnauthBurst).unary, az.unary),
 		grpc.ChainStreamInterceptor(az.stream),
 		grpc.MaxRecvMsgSize(maxRecvMsgSize),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
