@@ -16,14 +16,32 @@ import (
 	"golang.org/x/crypto/nacl/secretbox"
 )
 
-// KEK is a key-encryption key: it wraps the keyring. Zero it when done.
-type KEK struct{ k [KeySize]byte }
+// KEK is a key-encryption key: it wraps the keyring. It lives in locked
+// memory (lockedkey.go). Zero it when done.
+type KEK struct{ k *[KeySize]byte }
+
+func newEmptyKEK() (*KEK, error) {
+	k, err := newLockedKey()
+	if err != nil {
+		return nil, err
+	}
+	return &KEK{k: k}, nil
+}
+
+// cloneKEK copies k into new locked memory. Should no locked memory be
+// left, the copy is on the heap (still zeroed by Zero) rather than failing
+// the callers, which have no error to return.
+func cloneKEK(k *KEK) *KEK { return &KEK{k: lockedCopy(k.k)} }
 
 // NewKEK returns a random KEK (for the key file of a cluster without
 // autolock).
 func NewKEK() (*KEK, error) {
-	k := &KEK{}
+	k, err := newEmptyKEK()
+	if err != nil {
+		return nil, err
+	}
 	if _, err := io.ReadFull(rand.Reader, k.k[:]); err != nil {
+		k.Zero()
 		return nil, fmt.Errorf("generate key-encryption key: %w", err)
 	}
 	return k, nil
@@ -35,7 +53,10 @@ func KEKFromBytes(b []byte) (*KEK, error) {
 	if len(b) != KeySize {
 		return nil, fmt.Errorf("key-encryption key: want %d bytes, got %d", KeySize, len(b))
 	}
-	k := &KEK{}
+	k, err := newEmptyKEK()
+	if err != nil {
+		return nil, err
+	}
 	copy(k.k[:], b)
 	return k, nil
 }
@@ -45,7 +66,11 @@ func KEKFromBytes(b []byte) (*KEK, error) {
 func (k *KEK) Bytes() []byte { return append([]byte(nil), k.k[:]...) }
 
 // Zero wipes the key.
-func (k *KEK) Zero() { clear(k.k[:]) }
+func (k *KEK) Zero() {
+	freeLockedKey(k.k)
+	// A use after Zero sees a zero key, as it did when Zero only cleared.
+	k.k = new([KeySize]byte)
+}
 
 // id names the KEK without revealing it, so a wrong key is told apart
 // from a corrupt keyring. Safe to store: the KEK is 256 random bits.
@@ -167,8 +192,12 @@ func LoadKeyFile(path string) (*KEK, error) {
 	if st.Size() != KeySize {
 		return nil, fmt.Errorf("load key file %s: want %d bytes, found %d", path, KeySize, st.Size())
 	}
-	k := &KEK{}
+	k, err := newEmptyKEK()
+	if err != nil {
+		return nil, err
+	}
 	if _, err := io.ReadFull(f, k.k[:]); err != nil {
+		k.Zero()
 		return nil, fmt.Errorf("load key file %s: %w", path, err)
 	}
 	return k, nil
@@ -209,7 +238,11 @@ func unmarshalRing(b []byte) (*Keyring, error) {
 	if !ok || v[0] != ringVersion {
 		return nil, ErrCorrupt
 	}
-	k := &Keyring{current: binary.BigEndian.Uint32(v[1:5]), deks: map[uint32]*[KeySize]byte{}, macKey: new([KeySize]byte)}
+	mac, err := newLockedKey()
+	if err != nil {
+		return nil, err
+	}
+	k := &Keyring{current: binary.BigEndian.Uint32(v[1:5]), deks: map[uint32]*[KeySize]byte{}, macKey: mac}
 	copy(k.macKey[:], v[5:5+KeySize])
 	ul := int(binary.BigEndian.Uint16(v[5+KeySize:]))
 	u, ok := take(ul)
@@ -229,7 +262,11 @@ func unmarshalRing(b []byte) (*Keyring, error) {
 			k.Close()
 			return nil, ErrCorrupt
 		}
-		d := new([KeySize]byte)
+		d, err := newLockedKey()
+		if err != nil {
+			k.Close()
+			return nil, err
+		}
 		copy(d[:], e[4:])
 		k.deks[binary.BigEndian.Uint32(e[:4])] = d
 	}
@@ -276,10 +313,10 @@ func wrap(ring *Keyring, kek, prev *KEK) ([]byte, error) {
 	out = append(out, id[:]...)
 	out = append(out, nonce[:]...)
 	if prev == nil {
-		return secretbox.Seal(out, plain, &nonce, &kek.k), nil
+		return secretbox.Seal(out, plain, &nonce, kek.k), nil
 	}
 	out = binary.BigEndian.AppendUint32(out, uint32(len(plain)+secretbox.Overhead))
-	out = secretbox.Seal(out, plain, &nonce, &kek.k)
+	out = secretbox.Seal(out, plain, &nonce, kek.k)
 	unlockKey, _ := ring.unlockKeyOf()
 	var fnonce [nonceSize]byte
 	if _, err := io.ReadFull(rand.Reader, fnonce[:]); err != nil {
@@ -288,7 +325,7 @@ func wrap(ring *Keyring, kek, prev *KEK) ([]byte, error) {
 	pid := prev.id()
 	out = append(out, pid[:]...)
 	out = append(out, fnonce[:]...)
-	return secretbox.Seal(out, []byte(unlockKey), &fnonce, &prev.k), nil
+	return secretbox.Seal(out, []byte(unlockKey), &fnonce, prev.k), nil
 }
 
 // Unwrap opens a wrapped keyring with kek: ErrWrongKey when kek is not the
@@ -303,7 +340,7 @@ func Unwrap(wrapped []byte, kek *KEK) (*Keyring, error) {
 	}
 	var nonce [nonceSize]byte
 	copy(nonce[:], wrapped[9:wrapHeader])
-	plain, ok := secretbox.Open(nil, box, &nonce, &kek.k)
+	plain, ok := secretbox.Open(nil, box, &nonce, kek.k)
 	if !ok {
 		return nil, ErrCorrupt
 	}
@@ -353,7 +390,7 @@ func unwrapFollow(wrapped []byte, kek *KEK) (*Keyring, *KEK, error) {
 	}
 	var nonce [nonceSize]byte
 	copy(nonce[:], fwd[8:8+nonceSize])
-	unlockKey, ok := secretbox.Open(nil, fwd[8+nonceSize:], &nonce, &kek.k)
+	unlockKey, ok := secretbox.Open(nil, fwd[8+nonceSize:], &nonce, kek.k)
 	if !ok {
 		return nil, nil, ErrCorrupt
 	}

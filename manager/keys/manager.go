@@ -92,8 +92,6 @@ func (m *Manager) Bootstrap(ctx context.Context, kek *KEK, unlockKey string) (cr
 	return true, nil
 }
 
-func cloneKEK(k *KEK) *KEK { c := *k; return &c }
-
 // install swaps in a new ring and KEK, zeroing what they replace.
 func (m *Manager) install(ring *Keyring, kek *KEK, rev int64) {
 	m.mu.Lock()

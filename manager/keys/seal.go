@@ -49,8 +49,12 @@ type Keyring struct {
 }
 
 func randomKey() (*[KeySize]byte, error) {
-	k := new([KeySize]byte)
+	k, err := newLockedKey()
+	if err != nil {
+		return nil, err
+	}
 	if _, err := io.ReadFull(rand.Reader, k[:]); err != nil {
+		freeLockedKey(k)
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
 	return k, nil
@@ -65,6 +69,7 @@ func NewKeyring() (*Keyring, error) {
 	}
 	mac, err := randomKey()
 	if err != nil {
+		freeLockedKey(dek)
 		return nil, err
 	}
 	return &Keyring{current: 1, deks: map[uint32]*[KeySize]byte{1: dek}, macKey: mac}, nil
@@ -168,12 +173,10 @@ func (k *Keyring) clone() *Keyring {
 	defer k.mu.RUnlock()
 	c := &Keyring{current: k.current, deks: make(map[uint32]*[KeySize]byte, len(k.deks)), unlockKey: k.unlockKey}
 	for id, d := range k.deks {
-		cp := *d
-		c.deks[id] = &cp
+		c.deks[id] = lockedCopy(d)
 	}
 	if k.macKey != nil {
-		mk := *k.macKey
-		c.macKey = &mk
+		c.macKey = lockedCopy(k.macKey)
 	}
 	return c
 }
@@ -207,7 +210,7 @@ func (k *Keyring) withoutOldDEKs() *Keyring {
 	c := k.clone()
 	for id, d := range c.deks {
 		if id != c.current {
-			clear(d[:])
+			freeLockedKey(d)
 			delete(c.deks, id)
 		}
 	}
@@ -219,12 +222,12 @@ func (k *Keyring) Close() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for id, d := range k.deks {
-		clear(d[:])
+		freeLockedKey(d)
 		delete(k.deks, id)
 	}
 	k.deks = nil
 	if k.macKey != nil {
-		clear(k.macKey[:])
+		freeLockedKey(k.macKey)
 		k.macKey = nil
 	}
 	k.unlockKey = ""

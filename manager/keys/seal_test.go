@@ -128,7 +128,7 @@ func TestUnlockKey(t *testing.T) {
 		t.Fatal("lower-case prefix accepted")
 	}
 	b, err := KEKFromUnlockKey(key + "\n")
-	if err != nil || a.k != b.k {
+	if err != nil || *a.k != *b.k {
 		t.Fatalf("same key, different KEK: %v", err)
 	}
 	for _, bad := range []string{"", "SWMKEY-1-abc", "LBXKEY-1-", "LBXKEY-1-!!!", key[:len(key)-2]} {
@@ -153,7 +153,7 @@ func TestKeyFile(t *testing.T) {
 		t.Fatal("existing key file replaced")
 	}
 	got, err := LoadKeyFile(path)
-	if err != nil || got.k != k.k {
+	if err != nil || *got.k != *k.k {
 		t.Fatalf("load: %v", err)
 	}
 	if err := os.Chmod(path, 0o644); err != nil {
@@ -169,7 +169,7 @@ func TestKeyFile(t *testing.T) {
 }
 
 func FuzzUnwrap(f *testing.F) {
-	kek := &KEK{}
+	kek, _ := KEKFromBytes(make([]byte, KeySize))
 	r, _ := NewKeyring()
 	w, _ := Wrap(r, kek)
 	f.Add(w)
