@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 )
@@ -26,6 +27,11 @@ func newUnlockCommand(c *connFlags) *cobra.Command {
 			}
 			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
 				_, err := cl.Unlock(ctx, &adminapi.UnlockRequest{UnlockKey: key})
+				if codeOf(err) == codes.Unavailable && strings.HasPrefix(c.host, "tcp://") {
+					// Its key files sealed, a locked manager listens on
+					// TCP only once unlocked.
+					return fmt.Errorf("cannot reach the manager at %s: a locked manager (autolock) is unlocked on its admin socket only: run 'lockbox unlock' on its host, as root (-H unix://%s)", c.host, strings.TrimPrefix(defaultHost, "unix://"))
+				}
 				return err
 			})
 		},
