@@ -237,3 +237,36 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// Without autolock the key-encryption key can be rotated: the manager's
+// kek file is replaced, and the manager restarts with it.
+func TestKEKRotationWithoutAutolock(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "127.0.0.1")
+	m := startManager(t, cfg)
+	createSecret(t, m.admin(), "s", "data")
+	kekPath := filepath.Join(cfg.DataDir, "kek")
+	before, err := keys.LoadKeyFile(kekPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.admin().RotateKeyEncryptionKey(ctx, &adminapi.RotateKeyEncryptionKeyRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := keys.LoadKeyFile(kekPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.ID() == before.ID() {
+		t.Fatal("the kek file was not replaced")
+	}
+	m.stop()
+	cfg.ListenAddr = m.Addr()
+	m = startManager(t, cfg)
+	if r, err := m.admin().ListSecrets(ctx, &adminapi.ListSecretsRequest{}); err != nil || len(r.Secrets) != 1 {
+		t.Fatalf("after the KEK rotation and a restart: %v %v", r, err)
+	}
+	if _, err := m.admin().GetUnlockKey(ctx, &adminapi.GetUnlockKeyRequest{Rotate: true}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("unlock-key --rotate without autolock: %v", err)
+	}
+}

@@ -580,8 +580,10 @@ func (m *Manager) restart(ctx context.Context, kek *keys.KEK) error {
 		return fmt.Errorf("manager: %w", err)
 	}
 	defer kek.Zero()
-	if err := m.keys.Unlock(ctx, kek); err != nil {
-		return fmt.Errorf("manager: unlock data keys with %s: %w", m.path("kek"), err)
+	// A rotation made while this manager was down is followed (and the
+	// file rewritten by kekChanged).
+	if err := m.keys.UnlockFollowing(ctx, kek); err != nil {
+		return fmt.Errorf("manager: unlock data keys with %s: %w (if the key-encryption key was rotated and a data-key rotation followed while this manager was down, copy the kek file from a running manager)", m.path("kek"), err)
 	}
 	return nil
 }
@@ -659,12 +661,29 @@ func (m *Manager) renewOwnCert(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// kekChanged re-seals the manager's key files under a new KEK (an
-// unlock-key rotation, here or on another manager).
+// kekChanged follows a new KEK (a rotation, here or on another manager):
+// under autolock it re-seals the manager's key files, without autolock it
+// rewrites the KEK file.
 func (m *Manager) kekChanged(kek *keys.KEK) {
-	if err := m.nodeKey.reseal(kek); err != nil {
-		m.log.Error("cannot re-seal this manager's key files under the new unlock key", "err", err)
+	if m.st.Autolock {
+		if err := m.nodeKey.reseal(kek); err != nil {
+			m.log.Error("cannot re-seal this manager's key files under the new unlock key", "err", err)
+		}
+		return
 	}
+	defer kek.Zero()
+	if cur, err := keys.LoadKeyFile(m.path("kek")); err == nil {
+		same := cur.ID() == kek.ID()
+		cur.Zero()
+		if same {
+			return
+		}
+	}
+	if err := keys.ReplaceKeyFile(m.path("kek"), kek); err != nil {
+		m.log.Error("cannot write the rotated key-encryption key file", "err", err)
+		return
+	}
+	m.log.Info("key-encryption key file replaced after a rotation")
 }
 
 // registerSelf publishes this manager's address under a lease, so the

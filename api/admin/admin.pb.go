@@ -1838,6 +1838,78 @@ func (*RevokeAdminCredentialsResponse) Descriptor() ([]byte, []int) {
 	return file_admin_admin_proto_rawDescGZIP(), []int{39}
 }
 
+type RotateKeyEncryptionKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyEncryptionKeyRequest) Reset() {
+	*x = RotateKeyEncryptionKeyRequest{}
+	mi := &file_admin_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyEncryptionKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyEncryptionKeyRequest) ProtoMessage() {}
+
+func (x *RotateKeyEncryptionKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyEncryptionKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateKeyEncryptionKeyRequest) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{40}
+}
+
+type RotateKeyEncryptionKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyEncryptionKeyResponse) Reset() {
+	*x = RotateKeyEncryptionKeyResponse{}
+	mi := &file_admin_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyEncryptionKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyEncryptionKeyResponse) ProtoMessage() {}
+
+func (x *RotateKeyEncryptionKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyEncryptionKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateKeyEncryptionKeyResponse) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{41}
+}
+
 var File_admin_admin_proto protoreflect.FileDescriptor
 
 const file_admin_admin_proto_rawDesc = "" +
@@ -1939,7 +2011,9 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\x0enot_after_unix\x18\x05 \x01(\x03R\fnotAfterUnix\"/\n" +
 	"\x1dRevokeAdminCredentialsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\" \n" +
-	"\x1eRevokeAdminCredentialsResponse2\xf8\r\n" +
+	"\x1eRevokeAdminCredentialsResponse\"\x1f\n" +
+	"\x1dRotateKeyEncryptionKeyRequest\" \n" +
+	"\x1eRotateKeyEncryptionKeyResponse2\xef\x0e\n" +
 	"\x05Admin\x12W\n" +
 	"\fCreateSecret\x12\".lockbox.admin.CreateSecretRequest\x1a#.lockbox.admin.CreateSecretResponse\x12N\n" +
 	"\tGetSecret\x12\x1f.lockbox.admin.GetSecretRequest\x1a .lockbox.admin.GetSecretResponse\x12T\n" +
@@ -1961,7 +2035,8 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\fGetJoinToken\x12\".lockbox.admin.GetJoinTokenRequest\x1a#.lockbox.admin.GetJoinTokenResponse\x12W\n" +
 	"\fGetUnlockKey\x12\".lockbox.admin.GetUnlockKeyRequest\x1a#.lockbox.admin.GetUnlockKeyResponse\x12E\n" +
 	"\x06Unlock\x12\x1c.lockbox.admin.UnlockRequest\x1a\x1d.lockbox.admin.UnlockResponse\x12Z\n" +
-	"\rRotateDataKey\x12#.lockbox.admin.RotateDataKeyRequest\x1a$.lockbox.admin.RotateDataKeyResponse\x12r\n" +
+	"\rRotateDataKey\x12#.lockbox.admin.RotateDataKeyRequest\x1a$.lockbox.admin.RotateDataKeyResponse\x12u\n" +
+	"\x16RotateKeyEncryptionKey\x12,.lockbox.admin.RotateKeyEncryptionKeyRequest\x1a-.lockbox.admin.RotateKeyEncryptionKeyResponse\x12r\n" +
 	"\x15IssueAdminCredentials\x12+.lockbox.admin.IssueAdminCredentialsRequest\x1a,.lockbox.admin.IssueAdminCredentialsResponse\x12u\n" +
 	"\x16RevokeAdminCredentials\x12,.lockbox.admin.RevokeAdminCredentialsRequest\x1a-.lockbox.admin.RevokeAdminCredentialsResponseB.Z,github.com/lockbox-project/lockbox/api/adminb\x06proto3"
 
@@ -1977,7 +2052,7 @@ func file_admin_admin_proto_rawDescGZIP() []byte {
 	return file_admin_admin_proto_rawDescData
 }
 
-var file_admin_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_admin_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_admin_admin_proto_goTypes = []any{
 	(*CreateSecretRequest)(nil),            // 0: lockbox.admin.CreateSecretRequest
 	(*CreateSecretResponse)(nil),           // 1: lockbox.admin.CreateSecretResponse
@@ -2019,32 +2094,34 @@ var file_admin_admin_proto_goTypes = []any{
 	(*IssueAdminCredentialsResponse)(nil),  // 37: lockbox.admin.IssueAdminCredentialsResponse
 	(*RevokeAdminCredentialsRequest)(nil),  // 38: lockbox.admin.RevokeAdminCredentialsRequest
 	(*RevokeAdminCredentialsResponse)(nil), // 39: lockbox.admin.RevokeAdminCredentialsResponse
-	(*types.SecretSpec)(nil),               // 40: lockbox.types.SecretSpec
-	(*types.Secret)(nil),                   // 41: lockbox.types.Secret
-	(*types.ServiceSpec)(nil),              // 42: lockbox.types.ServiceSpec
-	(*types.Service)(nil),                  // 43: lockbox.types.Service
-	(*types.Node)(nil),                     // 44: lockbox.types.Node
-	(*types.NodeSpec)(nil),                 // 45: lockbox.types.NodeSpec
-	(types.NodeRole)(0),                    // 46: lockbox.types.NodeRole
+	(*RotateKeyEncryptionKeyRequest)(nil),  // 40: lockbox.admin.RotateKeyEncryptionKeyRequest
+	(*RotateKeyEncryptionKeyResponse)(nil), // 41: lockbox.admin.RotateKeyEncryptionKeyResponse
+	(*types.SecretSpec)(nil),               // 42: lockbox.types.SecretSpec
+	(*types.Secret)(nil),                   // 43: lockbox.types.Secret
+	(*types.ServiceSpec)(nil),              // 44: lockbox.types.ServiceSpec
+	(*types.Service)(nil),                  // 45: lockbox.types.Service
+	(*types.Node)(nil),                     // 46: lockbox.types.Node
+	(*types.NodeSpec)(nil),                 // 47: lockbox.types.NodeSpec
+	(types.NodeRole)(0),                    // 48: lockbox.types.NodeRole
 }
 var file_admin_admin_proto_depIdxs = []int32{
-	40, // 0: lockbox.admin.CreateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
-	41, // 1: lockbox.admin.CreateSecretResponse.secret:type_name -> lockbox.types.Secret
-	41, // 2: lockbox.admin.GetSecretResponse.secret:type_name -> lockbox.types.Secret
-	41, // 3: lockbox.admin.ListSecretsResponse.secrets:type_name -> lockbox.types.Secret
-	40, // 4: lockbox.admin.UpdateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
-	41, // 5: lockbox.admin.UpdateSecretResponse.secret:type_name -> lockbox.types.Secret
-	42, // 6: lockbox.admin.CreateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
-	43, // 7: lockbox.admin.CreateServiceResponse.service:type_name -> lockbox.types.Service
-	43, // 8: lockbox.admin.GetServiceResponse.service:type_name -> lockbox.types.Service
-	43, // 9: lockbox.admin.ListServicesResponse.services:type_name -> lockbox.types.Service
-	42, // 10: lockbox.admin.UpdateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
-	43, // 11: lockbox.admin.UpdateServiceResponse.service:type_name -> lockbox.types.Service
-	44, // 12: lockbox.admin.GetNodeResponse.node:type_name -> lockbox.types.Node
-	44, // 13: lockbox.admin.ListNodesResponse.nodes:type_name -> lockbox.types.Node
-	45, // 14: lockbox.admin.UpdateNodeRequest.spec:type_name -> lockbox.types.NodeSpec
-	44, // 15: lockbox.admin.UpdateNodeResponse.node:type_name -> lockbox.types.Node
-	46, // 16: lockbox.admin.GetJoinTokenRequest.role:type_name -> lockbox.types.NodeRole
+	42, // 0: lockbox.admin.CreateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
+	43, // 1: lockbox.admin.CreateSecretResponse.secret:type_name -> lockbox.types.Secret
+	43, // 2: lockbox.admin.GetSecretResponse.secret:type_name -> lockbox.types.Secret
+	43, // 3: lockbox.admin.ListSecretsResponse.secrets:type_name -> lockbox.types.Secret
+	42, // 4: lockbox.admin.UpdateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
+	43, // 5: lockbox.admin.UpdateSecretResponse.secret:type_name -> lockbox.types.Secret
+	44, // 6: lockbox.admin.CreateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
+	45, // 7: lockbox.admin.CreateServiceResponse.service:type_name -> lockbox.types.Service
+	45, // 8: lockbox.admin.GetServiceResponse.service:type_name -> lockbox.types.Service
+	45, // 9: lockbox.admin.ListServicesResponse.services:type_name -> lockbox.types.Service
+	44, // 10: lockbox.admin.UpdateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
+	45, // 11: lockbox.admin.UpdateServiceResponse.service:type_name -> lockbox.types.Service
+	46, // 12: lockbox.admin.GetNodeResponse.node:type_name -> lockbox.types.Node
+	46, // 13: lockbox.admin.ListNodesResponse.nodes:type_name -> lockbox.types.Node
+	47, // 14: lockbox.admin.UpdateNodeRequest.spec:type_name -> lockbox.types.NodeSpec
+	46, // 15: lockbox.admin.UpdateNodeResponse.node:type_name -> lockbox.types.Node
+	48, // 16: lockbox.admin.GetJoinTokenRequest.role:type_name -> lockbox.types.NodeRole
 	0,  // 17: lockbox.admin.Admin.CreateSecret:input_type -> lockbox.admin.CreateSecretRequest
 	2,  // 18: lockbox.admin.Admin.GetSecret:input_type -> lockbox.admin.GetSecretRequest
 	4,  // 19: lockbox.admin.Admin.ListSecrets:input_type -> lockbox.admin.ListSecretsRequest
@@ -2063,30 +2140,32 @@ var file_admin_admin_proto_depIdxs = []int32{
 	30, // 32: lockbox.admin.Admin.GetUnlockKey:input_type -> lockbox.admin.GetUnlockKeyRequest
 	32, // 33: lockbox.admin.Admin.Unlock:input_type -> lockbox.admin.UnlockRequest
 	34, // 34: lockbox.admin.Admin.RotateDataKey:input_type -> lockbox.admin.RotateDataKeyRequest
-	36, // 35: lockbox.admin.Admin.IssueAdminCredentials:input_type -> lockbox.admin.IssueAdminCredentialsRequest
-	38, // 36: lockbox.admin.Admin.RevokeAdminCredentials:input_type -> lockbox.admin.RevokeAdminCredentialsRequest
-	1,  // 37: lockbox.admin.Admin.CreateSecret:output_type -> lockbox.admin.CreateSecretResponse
-	3,  // 38: lockbox.admin.Admin.GetSecret:output_type -> lockbox.admin.GetSecretResponse
-	5,  // 39: lockbox.admin.Admin.ListSecrets:output_type -> lockbox.admin.ListSecretsResponse
-	7,  // 40: lockbox.admin.Admin.UpdateSecret:output_type -> lockbox.admin.UpdateSecretResponse
-	9,  // 41: lockbox.admin.Admin.RemoveSecret:output_type -> lockbox.admin.RemoveSecretResponse
-	11, // 42: lockbox.admin.Admin.CreateService:output_type -> lockbox.admin.CreateServiceResponse
-	13, // 43: lockbox.admin.Admin.GetService:output_type -> lockbox.admin.GetServiceResponse
-	15, // 44: lockbox.admin.Admin.ListServices:output_type -> lockbox.admin.ListServicesResponse
-	17, // 45: lockbox.admin.Admin.UpdateService:output_type -> lockbox.admin.UpdateServiceResponse
-	19, // 46: lockbox.admin.Admin.RemoveService:output_type -> lockbox.admin.RemoveServiceResponse
-	21, // 47: lockbox.admin.Admin.GetNode:output_type -> lockbox.admin.GetNodeResponse
-	23, // 48: lockbox.admin.Admin.ListNodes:output_type -> lockbox.admin.ListNodesResponse
-	25, // 49: lockbox.admin.Admin.UpdateNode:output_type -> lockbox.admin.UpdateNodeResponse
-	27, // 50: lockbox.admin.Admin.RemoveNode:output_type -> lockbox.admin.RemoveNodeResponse
-	29, // 51: lockbox.admin.Admin.GetJoinToken:output_type -> lockbox.admin.GetJoinTokenResponse
-	31, // 52: lockbox.admin.Admin.GetUnlockKey:output_type -> lockbox.admin.GetUnlockKeyResponse
-	33, // 53: lockbox.admin.Admin.Unlock:output_type -> lockbox.admin.UnlockResponse
-	35, // 54: lockbox.admin.Admin.RotateDataKey:output_type -> lockbox.admin.RotateDataKeyResponse
-	37, // 55: lockbox.admin.Admin.IssueAdminCredentials:output_type -> lockbox.admin.IssueAdminCredentialsResponse
-	39, // 56: lockbox.admin.Admin.RevokeAdminCredentials:output_type -> lockbox.admin.RevokeAdminCredentialsResponse
-	37, // [37:57] is the sub-list for method output_type
-	17, // [17:37] is the sub-list for method input_type
+	40, // 35: lockbox.admin.Admin.RotateKeyEncryptionKey:input_type -> lockbox.admin.RotateKeyEncryptionKeyRequest
+	36, // 36: lockbox.admin.Admin.IssueAdminCredentials:input_type -> lockbox.admin.IssueAdminCredentialsRequest
+	38, // 37: lockbox.admin.Admin.RevokeAdminCredentials:input_type -> lockbox.admin.RevokeAdminCredentialsRequest
+	1,  // 38: lockbox.admin.Admin.CreateSecret:output_type -> lockbox.admin.CreateSecretResponse
+	3,  // 39: lockbox.admin.Admin.GetSecret:output_type -> lockbox.admin.GetSecretResponse
+	5,  // 40: lockbox.admin.Admin.ListSecrets:output_type -> lockbox.admin.ListSecretsResponse
+	7,  // 41: lockbox.admin.Admin.UpdateSecret:output_type -> lockbox.admin.UpdateSecretResponse
+	9,  // 42: lockbox.admin.Admin.RemoveSecret:output_type -> lockbox.admin.RemoveSecretResponse
+	11, // 43: lockbox.admin.Admin.CreateService:output_type -> lockbox.admin.CreateServiceResponse
+	13, // 44: lockbox.admin.Admin.GetService:output_type -> lockbox.admin.GetServiceResponse
+	15, // 45: lockbox.admin.Admin.ListServices:output_type -> lockbox.admin.ListServicesResponse
+	17, // 46: lockbox.admin.Admin.UpdateService:output_type -> lockbox.admin.UpdateServiceResponse
+	19, // 47: lockbox.admin.Admin.RemoveService:output_type -> lockbox.admin.RemoveServiceResponse
+	21, // 48: lockbox.admin.Admin.GetNode:output_type -> lockbox.admin.GetNodeResponse
+	23, // 49: lockbox.admin.Admin.ListNodes:output_type -> lockbox.admin.ListNodesResponse
+	25, // 50: lockbox.admin.Admin.UpdateNode:output_type -> lockbox.admin.UpdateNodeResponse
+	27, // 51: lockbox.admin.Admin.RemoveNode:output_type -> lockbox.admin.RemoveNodeResponse
+	29, // 52: lockbox.admin.Admin.GetJoinToken:output_type -> lockbox.admin.GetJoinTokenResponse
+	31, // 53: lockbox.admin.Admin.GetUnlockKey:output_type -> lockbox.admin.GetUnlockKeyResponse
+	33, // 54: lockbox.admin.Admin.Unlock:output_type -> lockbox.admin.UnlockResponse
+	35, // 55: lockbox.admin.Admin.RotateDataKey:output_type -> lockbox.admin.RotateDataKeyResponse
+	41, // 56: lockbox.admin.Admin.RotateKeyEncryptionKey:output_type -> lockbox.admin.RotateKeyEncryptionKeyResponse
+	37, // 57: lockbox.admin.Admin.IssueAdminCredentials:output_type -> lockbox.admin.IssueAdminCredentialsResponse
+	39, // 58: lockbox.admin.Admin.RevokeAdminCredentials:output_type -> lockbox.admin.RevokeAdminCredentialsResponse
+	38, // [38:59] is the sub-list for method output_type
+	17, // [17:38] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -2103,7 +2182,7 @@ func file_admin_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_admin_proto_rawDesc), len(file_admin_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

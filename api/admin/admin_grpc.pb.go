@@ -40,6 +40,7 @@ const (
 	Admin_GetUnlockKey_FullMethodName           = "/lockbox.admin.Admin/GetUnlockKey"
 	Admin_Unlock_FullMethodName                 = "/lockbox.admin.Admin/Unlock"
 	Admin_RotateDataKey_FullMethodName          = "/lockbox.admin.Admin/RotateDataKey"
+	Admin_RotateKeyEncryptionKey_FullMethodName = "/lockbox.admin.Admin/RotateKeyEncryptionKey"
 	Admin_IssueAdminCredentials_FullMethodName  = "/lockbox.admin.Admin/IssueAdminCredentials"
 	Admin_RevokeAdminCredentials_FullMethodName = "/lockbox.admin.Admin/RevokeAdminCredentials"
 )
@@ -70,6 +71,10 @@ type AdminClient interface {
 	Unlock(ctx context.Context, in *UnlockRequest, opts ...grpc.CallOption) (*UnlockResponse, error)
 	// RotateDataKey seals every secret under a new data key.
 	RotateDataKey(ctx context.Context, in *RotateDataKeyRequest, opts ...grpc.CallOption) (*RotateDataKeyResponse, error)
+	// RotateKeyEncryptionKey replaces the key-encryption key of a cluster
+	// without autolock (with autolock, rotate the unlock key): every manager
+	// follows and rewrites its key file. Secrets are not re-sealed.
+	RotateKeyEncryptionKey(ctx context.Context, in *RotateKeyEncryptionKeyRequest, opts ...grpc.CallOption) (*RotateKeyEncryptionKeyResponse, error)
 	// IssueAdminCredentials makes a short-lived admin certificate and key
 	// for TCP clients. Served on the root-only admin socket only: an admin
 	// certificate cannot mint its own successor.
@@ -267,6 +272,16 @@ func (c *adminClient) RotateDataKey(ctx context.Context, in *RotateDataKeyReques
 	return out, nil
 }
 
+func (c *adminClient) RotateKeyEncryptionKey(ctx context.Context, in *RotateKeyEncryptionKeyRequest, opts ...grpc.CallOption) (*RotateKeyEncryptionKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateKeyEncryptionKeyResponse)
+	err := c.cc.Invoke(ctx, Admin_RotateKeyEncryptionKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) IssueAdminCredentials(ctx context.Context, in *IssueAdminCredentialsRequest, opts ...grpc.CallOption) (*IssueAdminCredentialsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(IssueAdminCredentialsResponse)
@@ -313,6 +328,10 @@ type AdminServer interface {
 	Unlock(context.Context, *UnlockRequest) (*UnlockResponse, error)
 	// RotateDataKey seals every secret under a new data key.
 	RotateDataKey(context.Context, *RotateDataKeyRequest) (*RotateDataKeyResponse, error)
+	// RotateKeyEncryptionKey replaces the key-encryption key of a cluster
+	// without autolock (with autolock, rotate the unlock key): every manager
+	// follows and rewrites its key file. Secrets are not re-sealed.
+	RotateKeyEncryptionKey(context.Context, *RotateKeyEncryptionKeyRequest) (*RotateKeyEncryptionKeyResponse, error)
 	// IssueAdminCredentials makes a short-lived admin certificate and key
 	// for TCP clients. Served on the root-only admin socket only: an admin
 	// certificate cannot mint its own successor.
@@ -383,6 +402,9 @@ func (UnimplementedAdminServer) Unlock(context.Context, *UnlockRequest) (*Unlock
 }
 func (UnimplementedAdminServer) RotateDataKey(context.Context, *RotateDataKeyRequest) (*RotateDataKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateDataKey not implemented")
+}
+func (UnimplementedAdminServer) RotateKeyEncryptionKey(context.Context, *RotateKeyEncryptionKeyRequest) (*RotateKeyEncryptionKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateKeyEncryptionKey not implemented")
 }
 func (UnimplementedAdminServer) IssueAdminCredentials(context.Context, *IssueAdminCredentialsRequest) (*IssueAdminCredentialsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueAdminCredentials not implemented")
@@ -735,6 +757,24 @@ func _Admin_RotateDataKey_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RotateKeyEncryptionKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateKeyEncryptionKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RotateKeyEncryptionKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RotateKeyEncryptionKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RotateKeyEncryptionKey(ctx, req.(*RotateKeyEncryptionKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_IssueAdminCredentials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(IssueAdminCredentialsRequest)
 	if err := dec(in); err != nil {
@@ -849,6 +889,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateDataKey",
 			Handler:    _Admin_RotateDataKey_Handler,
+		},
+		{
+			MethodName: "RotateKeyEncryptionKey",
+			Handler:    _Admin_RotateKeyEncryptionKey_Handler,
 		},
 		{
 			MethodName: "IssueAdminCredentials",

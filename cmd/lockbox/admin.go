@@ -57,6 +57,7 @@ func addAdminCommands(root *cobra.Command) {
 		newUnlockKeyCommand(c),
 		newDataKeyCommand(c),
 		newAdminCredentialsCommand(c),
+		newKEKCommand(c),
 	)
 }
 

@@ -174,6 +174,39 @@ func WriteKeyFile(path string, k *KEK) error {
 	return nil
 }
 
+// ReplaceKeyFile writes k to path (mode 0600) through a temp file and a
+// rename, replacing the KEK file after a rotation: a crash leaves the old
+// file or the new one.
+func ReplaceKeyFile(path string, k *KEK) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".kek-*")
+	if err != nil {
+		return fmt.Errorf("write key file: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after the rename
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.Write(k.k[:])
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		return fmt.Errorf("write key file %s: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
 // LoadKeyFile reads the KEK at path. It refuses a file that group or
 // others can read or that is not exactly one key.
 func LoadKeyFile(path string) (*KEK, error) {
@@ -317,7 +350,15 @@ func wrap(ring *Keyring, kek, prev *KEK) ([]byte, error) {
 	}
 	out = binary.BigEndian.AppendUint32(out, uint32(len(plain)+secretbox.Overhead))
 	out = secretbox.Seal(out, plain, &nonce, kek.k)
-	unlockKey, _ := ring.unlockKeyOf()
+	// The forward carries the unlock key under autolock, else the new
+	// KEK itself (key files: every manager rewrites its own).
+	payload := []byte(nil)
+	if unlockKey, ok := ring.unlockKeyOf(); ok {
+		payload = []byte(unlockKey)
+	} else {
+		payload = append(payload, kek.k[:]...)
+	}
+	defer clear(payload)
 	var fnonce [nonceSize]byte
 	if _, err := io.ReadFull(rand.Reader, fnonce[:]); err != nil {
 		return nil, fmt.Errorf("wrap keyring: nonce: %w", err)
@@ -325,7 +366,7 @@ func wrap(ring *Keyring, kek, prev *KEK) ([]byte, error) {
 	pid := prev.id()
 	out = append(out, pid[:]...)
 	out = append(out, fnonce[:]...)
-	return secretbox.Seal(out, []byte(unlockKey), &fnonce, prev.k), nil
+	return secretbox.Seal(out, payload, &fnonce, prev.k), nil
 }
 
 // Unwrap opens a wrapped keyring with kek: ErrWrongKey when kek is not the
@@ -390,12 +431,17 @@ func unwrapFollow(wrapped []byte, kek *KEK) (*Keyring, *KEK, error) {
 	}
 	var nonce [nonceSize]byte
 	copy(nonce[:], fwd[8:8+nonceSize])
-	unlockKey, ok := secretbox.Open(nil, fwd[8+nonceSize:], &nonce, kek.k)
+	payload, ok := secretbox.Open(nil, fwd[8+nonceSize:], &nonce, kek.k)
 	if !ok {
 		return nil, nil, ErrCorrupt
 	}
-	next, err := KEKFromUnlockKey(string(unlockKey))
-	clear(unlockKey)
+	var next *KEK
+	if len(payload) == KeySize {
+		next, err = KEKFromBytes(payload)
+	} else {
+		next, err = KEKFromUnlockKey(string(payload))
+	}
+	clear(payload)
 	if err != nil {
 		return nil, nil, ErrCorrupt
 	}

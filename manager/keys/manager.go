@@ -164,6 +164,46 @@ func (m *Manager) Unlock(ctx context.Context, kek *KEK) error {
 	return nil
 }
 
+// UnlockFollowing is Unlock for a KEK from a key file, which also follows
+// the forward a KEK rotation left while this manager was down (no operator
+// is there to give it the new key). The caller rewrites its key file when
+// OnKEKChange reports a new KEK.
+func (m *Manager) UnlockFollowing(ctx context.Context, kek *KEK) error {
+	resp, err := m.cli.Get(ctx, m.key)
+	if err != nil {
+		return fmt.Errorf("read keyring: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return ErrNoKeyring
+	}
+	ring, used, err := unwrapFollow(resp.Kvs[0].Value, kek)
+	if err != nil {
+		return fmt.Errorf("unlock: %w", err)
+	}
+	m.install(ring, used, resp.Kvs[0].ModRevision)
+	return nil
+}
+
+// RotateKeyFileKEK replaces the KEK of a cluster without autolock with a
+// fresh random one: every manager follows (through the forward) and
+// rewrites its key file. ErrAutolock when the cluster has an unlock key.
+func (m *Manager) RotateKeyFileKEK(ctx context.Context) error {
+	if _, on, err := m.UnlockKey(); err != nil {
+		return err
+	} else if on {
+		return ErrAutolock
+	}
+	kek, err := NewKEK()
+	if err != nil {
+		return err
+	}
+	defer kek.Zero()
+	return m.RotateKEK(ctx, kek, "")
+}
+
+// ErrAutolock: the operation is for clusters without autolock.
+var ErrAutolock = errors.New("autolock is on: rotate the unlock key instead ('lockbox unlock-key --rotate')")
+
 // UnlockWithKey derives the KEK from an autolock unlock key and unlocks.
 func (m *Manager) UnlockWithKey(ctx context.Context, unlockKey string) error {
 	kek, err := KEKFromUnlockKey(unlockKey)
@@ -365,13 +405,9 @@ func (m *Manager) RotateKEK(ctx context.Context, kek *KEK, unlockKey string) err
 	}
 	defer old.Zero()
 	next.unlockKey = unlockKey
-	// Other managers hold only the old KEK: an unlock key in the ring
-	// lets them follow through the forward.
-	var prev *KEK
-	if unlockKey != "" {
-		prev = old
-	}
-	if err := m.writeForward(ctx, next, cloneKEK(kek), prev, rev); err != nil {
+	// Other managers hold only the old KEK: they follow through the
+	// forward (see wrap).
+	if err := m.writeForward(ctx, next, cloneKEK(kek), old, rev); err != nil {
 		next.Close()
 		return fmt.Errorf("rotate key-encryption key: %w", err)
 	}

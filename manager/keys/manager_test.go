@@ -362,3 +362,70 @@ func TestRunningManagerFollowsUnlockKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Without autolock the KEK (a key file) can be rotated too: running
+// managers follow through the forward, a manager that was down follows at
+// its next unlock from the old file, until a later keyring write drops the
+// forward; a cluster with autolock is told to rotate its unlock key.
+func TestRotateKeyFileKEK(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	kek, _ := keys.NewKEK()
+	if _, err := c.a.Bootstrap(ctx, kek, ""); err != nil {
+		t.Fatal(err)
+	}
+	heard := make(chan [8]byte, 4)
+	c.b.OnKEKChange(func(k *keys.KEK) { heard <- k.ID(); k.Zero() })
+	if err := c.b.Unlock(ctx, kek); err != nil {
+		t.Fatal(err)
+	}
+	<-heard
+	sec, err := c.sa.CreateSecret(ctx, &types.SecretSpec{Name: "db"}, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.a.RotateKeyFileKEK(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.b.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var next [8]byte
+	select {
+	case next = <-heard:
+	default:
+		t.Fatal("the follower heard no new KEK")
+	}
+	if next == kek.ID() {
+		t.Fatal("the KEK did not change")
+	}
+	down := keys.NewManager(c.cli, store.DefaultPrefix)
+	defer down.Close()
+	if err := down.Unlock(ctx, kek); !errors.Is(err, keys.ErrWrongKey) {
+		t.Fatalf("strict unlock with the old key file: %v", err)
+	}
+	if err := down.UnlockFollowing(ctx, kek); err != nil {
+		t.Fatalf("a manager down during the rotation: %v", err)
+	}
+	if data, err := store.New(c.cli, down).SecretData(ctx, sec.Id); err != nil || string(data) != "pw" {
+		t.Fatalf("after the KEK rotation: %q %v", data, err)
+	}
+	if _, err := c.a.RotateDEK(ctx, c.sa); err != nil {
+		t.Fatal(err)
+	}
+	late := keys.NewManager(c.cli, store.DefaultPrefix)
+	defer late.Close()
+	if err := late.UnlockFollowing(ctx, kek); !errors.Is(err, keys.ErrWrongKey) {
+		t.Fatalf("the old key file after the forward was dropped: %v", err)
+	}
+
+	al := newCluster(t)
+	key, _ := keys.NewUnlockKey()
+	akek, _ := keys.KEKFromUnlockKey(key)
+	if _, err := al.a.Bootstrap(ctx, akek, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := al.a.RotateKeyFileKEK(ctx); !errors.Is(err, keys.ErrAutolock) {
+		t.Fatalf("key-file rotation on an autolocked cluster: %v", err)
+	}
+}
