@@ -51,11 +51,15 @@ func keyNeedles(t *testing.T, m *testManager) map[string][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	raw, err := k.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
 	return map[string][]byte{
 		"PEM private key header": []byte("PRIVATE KEY"),
 		"node key (SEC 1 DER)":   sec1,
 		"node key (PKCS #8 DER)": pkcs8,
-		"node key (scalar)":      k.D.FillBytes(make([]byte, 32)),
+		"node key (scalar)":      raw,
 	}
 }
 
