@@ -19,6 +19,7 @@ import (
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
 )
 
@@ -272,5 +273,54 @@ func TestKEKRotationWithoutAutolock(t *testing.T) {
 	}
 	if _, err := m.admin().GetUnlockKey(ctx, &adminapi.GetUnlockKeyRequest{Rotate: true}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("unlock-key --rotate without autolock: %v", err)
+	}
+}
+
+// A manager that was down while the unlock key was rotated has its files
+// sealed under the old key: the old key opens them (and no more), the
+// current one then opens the keyring and the files are re-sealed under it.
+func TestAutolockRotatedWhileDown(t *testing.T) {
+	ctx := context.Background()
+	ext := etcdtest.Start(t)
+	cfg1 := testConfig(t, "127.0.0.1")
+	cfg1.Autolock, cfg1.EtcdEndpoints = true, []string{ext.Endpoint}
+	m1 := startManager(t, cfg1)
+	oldKey := unlockKeyOf(t, m1)
+	cfg2 := testConfig(t, "127.0.0.2")
+	cfg2.EtcdEndpoints = []string{ext.Endpoint}
+	cfg2.JoinAddr = m1.Addr()
+	cfg2.JoinToken = token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false)
+	m2 := startManager(t, cfg2)
+	if _, err := m2.admin().Unlock(ctx, &adminapi.UnlockRequest{UnlockKey: oldKey}); err != nil {
+		t.Fatal(err)
+	}
+	m2.stop()
+	rot, err := m1.admin().GetUnlockKey(ctx, &adminapi.GetUnlockKeyRequest{Rotate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg2.JoinAddr, cfg2.JoinToken, cfg2.ListenAddr = "", "", m2.Addr()
+	m2 = startManager(t, cfg2)
+	adm := m2.admin()
+	if _, err := adm.Unlock(ctx, &adminapi.UnlockRequest{UnlockKey: rot.UnlockKey}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("current key on files sealed under the old one: %v", err)
+	}
+	if _, err := adm.Unlock(ctx, &adminapi.UnlockRequest{UnlockKey: oldKey}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("old key: %v", err)
+	}
+	if _, err := adm.ListSecrets(ctx, &adminapi.ListSecretsRequest{}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("served with the old key alone: %v", err)
+	}
+	if _, err := adm.Unlock(ctx, &adminapi.UnlockRequest{UnlockKey: rot.UnlockKey}); err != nil {
+		t.Fatalf("current key after the old one: %v", err)
+	}
+	if _, err := adm.ListSecrets(ctx, &adminapi.ListSecretsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	newKEK, _ := keys.KEKFromUnlockKey(rot.UnlockKey)
+	sealed, err := os.ReadFile(filepath.Join(cfg2.DataDir, certsDir, sealedKeyFile))
+	if id, ok := keys.SealedFileKEKID(sealed); err != nil || !ok || id != newKEK.ID() {
+		t.Fatalf("files not re-sealed under the current key: %v", err)
 	}
 }
