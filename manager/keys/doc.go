@@ -12,7 +12,9 @@
 //
 // Sealed data:  0x01 | key ID (uint32, big endian) | nonce (24) | secretbox
 // Wrapped ring: 0x01 | KEK ID (8)                  | nonce (24) | secretbox(keyring)
-//               0x02 | KEK ID | nonce | length | secretbox(keyring) | forward (see wrap)
+//
+//	0x02 | KEK ID | nonce | length | secretbox(keyring) | forward (see wrap)
+//
 // Sealed file:  0x01 | KEK ID (8)                  | nonce (24) | secretbox under HKDF(KEK, role)
 //
 // Sealed files are a manager's private keys under autolock (SealFile /
