@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/internal/metrics"
 	"github.com/lockbox-project/lockbox/internal/secretmem"
@@ -103,10 +102,12 @@ type Manager struct {
 
 	// nodeKey is the manager's TLS key, sealed on disk under autolock.
 	nodeKey *nodeKey
-	// sockQ hands admin-socket connections from the locked server
-	// (lockedSrv, Unlock only) to the full one; nil without a socket.
-	sockQ     *connQueue
-	lockedSrv *grpc.Server
+	// sock serves the admin socket (nil without one): Unlock alone while
+	// awaiting, then fullAdmin (see socketServer).
+	sock       *grpc.Server
+	fullAdmin  atomic.Pointer[admin.Server]
+	awaiting   atomic.Bool
+	unlockReqs chan unlockReq
 	// pendingUnlock answers the Unlock call that opened the key files,
 	// once the manager serves; unlockNote is what it is told then.
 	pendingUnlock chan error
@@ -141,7 +142,8 @@ func New(cfg Config) (*Manager, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Manager{cfg: cfg, log: log, ready: make(chan struct{}), stopped: make(chan struct{}), adminMetrics: newAdminMetrics()}, nil
+	return &Manager{cfg: cfg, log: log, ready: make(chan struct{}), stopped: make(chan struct{}), adminMetrics: newAdminMetrics(),
+		unlockReqs: make(chan unlockReq)}, nil
 }
 
 // Ready is closed when the manager serves (locked or not).
@@ -184,14 +186,16 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("manager: data dir: %w", err)
 	}
 	// The admin socket comes first: a locked manager serves Unlock there.
+	sockErr := make(chan error, 1)
 	if m.cfg.AdminSocket != "" {
 		l, err := listenAdminSocket(m.cfg.AdminSocket, m.log)
 		if err != nil {
 			return fmt.Errorf("manager: %w", err)
 		}
-		m.sockQ = newConnQueue(l)
+		m.sock = m.socketServer()
+		go func() { sockErr <- m.sock.Serve(l) }()
 		defer func() {
-			m.sockQ.close()
+			m.sock.Stop()
 			os.Remove(m.cfg.AdminSocket)
 		}()
 	}
@@ -286,14 +290,7 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- tcp.Serve(m.listener) }()
 	defer tcp.Stop()
-	if m.sockQ != nil {
-		u, s := socketOnly(m.keys.Locked)
-		sock := grpc.NewServer(grpc.ChainUnaryInterceptor(m.adminMetrics.unary, u), grpc.ChainStreamInterceptor(s),
-			grpc.MaxRecvMsgSize(maxRecvMsgSize), grpc.MaxConcurrentStreams(maxConcurrentStreams))
-		adminapi.RegisterAdminServer(sock, adminSrv)
-		go func() { serveErr <- sock.Serve(m.sockQ.listener()) }()
-		defer sock.Stop()
-	}
+	m.fullAdmin.Store(adminSrv)
 	m.log.Info("manager ready", "node", m.st.NodeID, "cluster", m.st.ClusterID, "listen", m.listener.Addr().String(),
 		"advertise", m.advertise, "admin_socket", m.cfg.AdminSocket, "locked", m.keys.Locked())
 	m.finishUnlock(m.unlockNote)
@@ -311,6 +308,8 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("manager: etcd member failed: %w", err)
 	case err := <-serveErr:
 		return fmt.Errorf("manager: server stopped: %w", err)
+	case err := <-sockErr:
+		return fmt.Errorf("manager: admin socket server stopped: %w", err)
 	}
 }
 

@@ -3,12 +3,12 @@ package manager
 import (
 	"context"
 	"errors"
-	"net"
-	"sync"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/manager/keys"
@@ -17,9 +17,8 @@ import (
 // A manager restarted with autolock has its key files sealed: it cannot
 // start etcd (whose peer key is one of them) nor its TCP listener. It
 // serves Admin.Unlock alone, on the root-only admin socket, until an
-// unlock key opens its files; the same socket then serves the full Admin
-// service (connections are handed from one server to the next by a
-// connQueue, so the socket never disappears in between).
+// unlock key opens its files; the same server then serves the full Admin
+// service.
 
 // errRotatedWhileDown: the key opened this manager's files, but not the
 // cluster's keyring.
@@ -33,7 +32,7 @@ type unlockReq struct {
 // lockedAdmin is the Admin service of a manager whose key files are sealed.
 type lockedAdmin struct {
 	adminapi.UnimplementedAdminServer
-	reqs chan<- unlockReq
+	m *Manager
 }
 
 func (l *lockedAdmin) Unlock(ctx context.Context, req *adminapi.UnlockRequest) (*adminapi.UnlockResponse, error) {
@@ -42,7 +41,7 @@ func (l *lockedAdmin) Unlock(ctx context.Context, req *adminapi.UnlockRequest) (
 	}
 	r := unlockReq{key: req.UnlockKey, reply: make(chan error, 1)}
 	select {
-	case l.reqs <- r:
+	case l.m.unlockReqs <- r:
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
@@ -68,28 +67,23 @@ func (l *lockedAdmin) Unlock(ctx context.Context, req *adminapi.UnlockRequest) (
 	return nil, status.Error(codes.Internal, err.Error())
 }
 
-// awaitUnlock serves Unlock alone on the admin socket until a key whose
+// awaitUnlock serves Unlock alone (on the admin socket) until a key whose
 // KEK open accepts arrives, and returns that KEK (the caller zeroes it).
 // The caller answers the Unlock call with finishUnlock once the manager
 // serves, or failed to.
 func (m *Manager) awaitUnlock(ctx context.Context, open func(*keys.KEK) error) (*keys.KEK, error) {
-	if m.sockQ == nil {
+	if m.sock == nil {
 		return nil, errors.New("manager: this manager is locked (autolock) and is unlocked only through its admin socket: start it with --admin-socket")
 	}
-	reqs := make(chan unlockReq)
-	u, s := socketOnly(func() bool { return true })
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(m.adminMetrics.unary, u), grpc.ChainStreamInterceptor(s), grpc.MaxRecvMsgSize(maxRecvMsgSize))
-	adminapi.RegisterAdminServer(srv, &lockedAdmin{reqs: reqs})
-	go srv.Serve(m.sockQ.listener())
-	m.lockedSrv = srv
 	m.log.Warn("autolock: this manager is locked; it serves nothing until 'lockbox unlock' on its admin socket", "admin_socket", m.cfg.AdminSocket)
+	m.awaiting.Store(true)
+	defer m.awaiting.Store(false)
 	m.markReady()
 	for {
 		select {
 		case <-ctx.Done():
-			srv.Stop()
 			return nil, ctx.Err()
-		case r := <-reqs:
+		case r := <-m.unlockReqs:
 			kek, err := keys.KEKFromUnlockKey(r.key)
 			if err == nil {
 				if err = open(kek); err != nil {
@@ -106,81 +100,62 @@ func (m *Manager) awaitUnlock(ctx context.Context, open func(*keys.KEK) error) (
 	}
 }
 
-// finishUnlock answers the Unlock call awaitUnlock accepted, if any, and
-// stops the locked server (after that call returns). Safe to call again.
+// finishUnlock answers the Unlock call awaitUnlock accepted, if any. Safe
+// to call again.
 func (m *Manager) finishUnlock(err error) {
 	if m.pendingUnlock != nil {
 		m.pendingUnlock <- err
 		m.pendingUnlock = nil
 	}
-	if m.lockedSrv != nil {
-		go m.lockedSrv.GracefulStop()
-		m.lockedSrv = nil
-	}
 }
 
 func (m *Manager) markReady() { m.readyOnce.Do(func() { close(m.ready) }) }
 
-// connQueue hands the connections of one listener to a succession of
-// servers: each gets a view (listener) whose Close stops it alone.
-type connQueue struct {
-	l     net.Listener
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
+// socketServer is the admin socket's one gRPC server, from the start of Run
+// to its end: while the manager is locked it serves lockedAdmin's Unlock;
+// once the Admin service is up (fullAdmin) every call goes there. One
+// server, so that a client's connection carries over the unlock.
+func (m *Manager) socketServer() *grpc.Server {
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(m.adminMetrics.unary, m.socketGuard),
+		grpc.ChainStreamInterceptor(func(_ any, _ grpc.ServerStream, info *grpc.StreamServerInfo, _ grpc.StreamHandler) error {
+			return status.Errorf(codes.PermissionDenied, "%s is not served on the admin socket", info.FullMethod)
+		}),
+		grpc.MaxRecvMsgSize(maxRecvMsgSize), grpc.MaxConcurrentStreams(maxConcurrentStreams))
+	adminapi.RegisterAdminServer(srv, &lockedAdmin{m: m})
+	return srv
 }
 
-func newConnQueue(l net.Listener) *connQueue {
-	q := &connQueue{l: l, conns: make(chan net.Conn), done: make(chan struct{})}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				q.close()
-				return
-			}
-			select {
-			case q.conns <- c:
-			case <-q.done:
-				c.Close()
-				return
-			}
-		}
-	}()
-	return q
-}
-
-func (q *connQueue) close() {
-	q.once.Do(func() {
-		close(q.done)
-		q.l.Close()
-	})
-}
-
-func (q *connQueue) listener() net.Listener {
-	return &queueView{q: q, closed: make(chan struct{})}
-}
-
-type queueView struct {
-	q      *connQueue
-	closed chan struct{}
-	once   sync.Once
-}
-
-func (v *queueView) Accept() (net.Conn, error) {
-	select {
-	case c := <-v.q.conns:
-		return c, nil
-	case <-v.closed:
-		return nil, net.ErrClosed
-	case <-v.q.done:
-		return nil, net.ErrClosed
+// socketGuard serves only the Admin service (the peer was checked at
+// accept: uid 0), only Unlock while locked, and hands each call to the
+// Admin service once it is up.
+func (m *Manager) socketGuard(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if !strings.HasPrefix(info.FullMethod, adminService) {
+		return nil, status.Errorf(codes.PermissionDenied, "%s is not served on the admin socket", info.FullMethod)
 	}
+	full := m.fullAdmin.Load()
+	if full == nil {
+		switch {
+		case !m.awaiting.Load():
+			return nil, status.Error(codes.Unavailable, "the manager is starting")
+		case info.FullMethod != unlockMethod:
+			return nil, errLockedStatus
+		}
+		return h(ctx, req)
+	}
+	if m.keys.Locked() && info.FullMethod != unlockMethod {
+		return nil, errLockedStatus
+	}
+	name := strings.TrimPrefix(info.FullMethod, adminService)
+	for _, md := range adminapi.Admin_ServiceDesc.Methods {
+		if md.MethodName == name {
+			return md.Handler(full, ctx, func(v any) error {
+				proto.Merge(v.(proto.Message), req.(proto.Message))
+				return nil
+			}, nil)
+		}
+	}
+	return nil, status.Errorf(codes.Unimplemented, "%s is not served on the admin socket", info.FullMethod)
 }
 
-func (v *queueView) Close() error {
-	v.once.Do(func() { close(v.closed) })
-	return nil
-}
-
-func (v *queueView) Addr() net.Addr { return v.q.l.Addr() }
+var errLockedStatus = status.Error(codes.FailedPrecondition, "this manager is locked (autolock): run 'lockbox unlock' with the cluster's unlock key")
