@@ -2,6 +2,8 @@ package manager
 
 import (
 	"context"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/lockbox-project/lockbox/manager/admin"
@@ -67,4 +69,31 @@ func (a adminCreds) RevokeAdmin(ctx context.Context, id string) error {
 	}
 	a.m.log.Info("admin credentials revoked", "id", id)
 	return nil
+}
+
+// retireClearAdminKey: a data dir of a version that wrote admin
+// credentials at init under autolock too holds a long-lived admin key in
+// clear. Under autolock that certificate is revoked (on every manager) and
+// its files removed; the operator issues short-lived ones instead.
+func (m *Manager) retireClearAdminKey(ctx context.Context) {
+	keyPath, certPath := m.path(adminDir, adminKeyFile), m.path(adminDir, adminCertFile)
+	if _, err := os.Stat(keyPath); err != nil {
+		return
+	}
+	id := ""
+	if certPEM, err := os.ReadFile(certPath); err == nil {
+		if cert, err := parsePEMCert(certPEM); err == nil && strings.HasPrefix(cert.Subject.CommonName, admin.AdminIDPrefix) {
+			id = cert.Subject.CommonName
+			if err := m.ca().Revoke(ctx, id); err != nil {
+				m.log.Warn("autolock: cannot revoke the admin certificate left with its key in clear; will retry at the next start", "id", id, "err", err)
+				return
+			}
+		}
+	}
+	for _, p := range []string{keyPath, certPath} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			m.log.Warn("autolock: cannot remove the admin credentials left in clear", "file", p, "err", err)
+		}
+	}
+	m.log.Warn("autolock: the admin key an earlier version left in clear is revoked and removed; issue short-lived credentials with 'lockbox admin-credentials create --dir DIR'", "id", id)
 }

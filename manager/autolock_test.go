@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/tls"
 	"crypto/x509"
 	"os"
 	"os/exec"
@@ -322,5 +323,66 @@ func TestAutolockRotatedWhileDown(t *testing.T) {
 	sealed, err := os.ReadFile(filepath.Join(cfg2.DataDir, certsDir, sealedKeyFile))
 	if id, ok := keys.SealedFileKEKID(sealed); err != nil || !ok || id != newKEK.ID() {
 		t.Fatalf("files not re-sealed under the current key: %v", err)
+	}
+}
+
+// A data dir written by a version that left the node key and an admin key
+// in clear under autolock: after the unlock the node key is sealed and the
+// clear file removed, and the admin certificate is revoked and removed.
+func TestAutolockSealsKeysLeftInClear(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "127.0.0.1")
+	cfg.Autolock = true
+	m := startManager(t, cfg)
+	key := unlockKeyOf(t, m)
+	creds, err := m.admin().IssueAdminCredentials(ctx, &adminapi.IssueAdminCredentialsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := m.rootPEM()
+	addr := m.Addr()
+	m.stop()
+
+	// The old layout: certs/node.key and admin/{cert,key}.pem in clear.
+	kek, _ := keys.KEKFromUnlockKey(key)
+	sealedPath := filepath.Join(cfg.DataDir, certsDir, sealedKeyFile)
+	sealed, err := os.ReadFile(sealedPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := keys.OpenFile(kek, nodeKeyRole, sealed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, data := range map[string][]byte{
+		filepath.Join(cfg.DataDir, certsDir, nodeKeyFile):   plain,
+		filepath.Join(cfg.DataDir, adminDir, adminCertFile): creds.CertificatePem,
+		filepath.Join(cfg.DataDir, adminDir, adminKeyFile):  creds.KeyPem,
+	} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(sealedPath); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.ListenAddr = addr
+	m = startManager(t, cfg)
+	if _, err := m.admin().Unlock(ctx, &adminapi.UnlockRequest{UnlockKey: key}); err != nil {
+		t.Fatal(err)
+	}
+	scanForKeys(t, cfg.DataDir, keyNeedles(t, m))
+	if sealed, err := os.ReadFile(sealedPath); err != nil {
+		t.Fatalf("the clear key was not sealed: %v", err)
+	} else if id, ok := keys.SealedFileKEKID(sealed); !ok || id != kek.ID() {
+		t.Fatal("sealed under another key")
+	}
+	pair, err := tls.X509KeyPair(creds.CertificatePem, creds.KeyPem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adminapi.NewAdminClient(dialTLS(t, m.Addr(), root, pair)).ListSecrets(ctx, &adminapi.ListSecretsRequest{}); err == nil {
+		t.Fatal("the admin certificate left in clear is still accepted")
 	}
 }

@@ -169,7 +169,7 @@ func (m *Manager) initialize(ctx context.Context) error {
 		return err
 	}
 	if m.cfg.Autolock {
-		fmt.Fprintf(m.cfg.Out, "Autolock is on. Keep this unlock key safe; it is shown only now:\n\n    %s\n\nA restarted manager serves nothing until 'lockbox unlock' is given this key.\n", unlockKey)
+		fmt.Fprintf(m.cfg.Out, "Autolock is on. Keep this unlock key safe; it is shown only now:\n\n    %s\n\nA restarted manager serves nothing until 'lockbox unlock' is given this key.\n\nNo admin key is kept on disk: for tcp:// admin access, issue short-lived\ncredentials with 'lockbox admin-credentials create --dir DIR' on this host.\n", unlockKey)
 	}
 	m.log.Info("cluster initialised", "cluster", root.ClusterID, "node", nodeID, "admin_credentials", m.path("admin"))
 	return nil

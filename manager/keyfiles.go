@@ -70,6 +70,16 @@ func (k *nodeKey) open(kek *keys.KEK) error {
 			return errKeyFilesLocked
 		}
 		sealed, err := os.ReadFile(k.path(sealedKeyFile))
+		if os.IsNotExist(err) {
+			// A data dir of a version that left the key in clear: it
+			// is sealed (and the clear file removed) by reseal once the
+			// keyring confirms the unlock key, never under a key that
+			// may be mistyped.
+			if pemKey, err = os.ReadFile(k.path(nodeKeyFile)); err != nil {
+				return fmt.Errorf("manager: load own key: %w", err)
+			}
+			return k.holdLocked(pemKey)
+		}
 		if err != nil {
 			return fmt.Errorf("manager: load own key: %w", err)
 		}
@@ -155,7 +165,8 @@ func (k *nodeKey) store(certPEM, keyPEM, rootPEM []byte) error {
 }
 
 // reseal re-seals the key file under kek when it is not already under it
-// (an unlock-key rotation). It takes ownership of kek.
+// (an unlock-key rotation, or a clear key file left by an older version,
+// which it removes). It takes ownership of kek.
 func (k *nodeKey) reseal(kek *keys.KEK) error {
 	defer kek.Zero()
 	k.mu.Lock()
@@ -173,6 +184,9 @@ func (k *nodeKey) reseal(kek *keys.KEK) error {
 	}
 	if err := writeFileAtomic(k.path(sealedKeyFile), sealed, 0o600); err != nil {
 		return err
+	}
+	if err := os.Remove(k.path(nodeKeyFile)); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("manager: remove the unsealed key: %w", err)
 	}
 	k.setKEKLocked(kek)
 	return nil

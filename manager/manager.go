@@ -226,6 +226,9 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("manager: %w", err)
 	}
 	m.caPtr.Store(c)
+	if m.st.Autolock {
+		m.retireClearAdminKey(runCtx)
+	}
 	m.store = store.New(m.cli, m.keys)
 	go m.keys.WatchKeyring(runCtx, func(err error) {
 		if err != nil {
