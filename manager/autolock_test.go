@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -385,4 +386,44 @@ func TestAutolockSealsKeysLeftInClear(t *testing.T) {
 	if _, err := adminapi.NewAdminClient(dialTLS(t, m.Addr(), root, pair)).ListSecrets(ctx, &adminapi.ListSecretsRequest{}); err == nil {
 		t.Fatal("the admin certificate left in clear is still accepted")
 	}
+}
+
+// A renewal under autolock writes the new key sealed, and etcd's memfd
+// holds the new key from then on (etcd re-reads it at each handshake).
+func TestAutolockRenewalWritesSealed(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "127.0.0.1")
+	cfg.Autolock = true
+	m := startManager(t, cfg)
+	sealedPath := filepath.Join(cfg.DataDir, certsDir, sealedKeyFile)
+	before, err := os.ReadFile(sealedPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.renewOwnCert(ctx, time.Now().Add(70*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(sealedPath)
+	if err != nil || bytes.Equal(before, after) {
+		t.Fatalf("sealed key file not rewritten: %v", err)
+	}
+	files, err := m.nodeKey.etcdFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(files.KeyFile, "/proc/self/fd/") {
+		t.Fatalf("etcd reads its key from %s", files.KeyFile)
+	}
+	inMemfd, err := os.ReadFile(files.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := os.ReadFile(files.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tls.X509KeyPair(certPEM, inMemfd); err != nil {
+		t.Fatalf("etcd's memfd does not hold the renewed certificate's key: %v", err)
+	}
+	scanForKeys(t, cfg.DataDir, keyNeedles(t, m))
 }
