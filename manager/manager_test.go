@@ -230,9 +230,13 @@ func TestAutolock(t *testing.T) {
 	// neither starts etcd nor listens on TCP: the admin socket serves
 	// Unlock and nothing else (TCP unlock, possible before, is gone).
 	cfg.ListenAddr = m.Addr()
+	cfg.MetricsAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
 	m = startManager(t, cfg)
 	if m.Addr() != "" || m.cli != nil {
 		t.Fatalf("locked manager listens on %q / runs etcd", m.Addr())
+	}
+	if v := value(scrape(t, cfg.MetricsAddr), "lockbox_manager_locked"); v != 1 {
+		t.Errorf("lockbox_manager_locked = %v while locked", v)
 	}
 	if c, err := net.DialTimeout("tcp", cfg.ListenAddr, 2*time.Second); err == nil {
 		c.Close()
@@ -254,6 +258,9 @@ func TestAutolock(t *testing.T) {
 	r, err := adm.ListSecrets(ctx, &adminapi.ListSecretsRequest{})
 	if err != nil || len(r.Secrets) != 1 {
 		t.Fatalf("after unlock: %v %v", r, err)
+	}
+	if v := value(scrape(t, cfg.MetricsAddr), "lockbox_manager_locked"); v != 0 {
+		t.Errorf("lockbox_manager_locked = %v once unlocked", v)
 	}
 	// Issuing needs the CA key, sealed by the data key: works once unlocked.
 	joinNode(t, m.Addr(), token(t, adm, types.NodeRole_NODE_ROLE_WORKER, false), "n")

@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -76,6 +77,13 @@ func (m *Manager) awaitUnlock(ctx context.Context, open func(*keys.KEK) error) (
 		return nil, errors.New("manager: this manager is locked (autolock) and is unlocked only through its admin socket: start it with --admin-socket")
 	}
 	m.log.Warn("autolock: this manager is locked; it serves nothing until 'lockbox unlock' on its admin socket", "admin_socket", m.cfg.AdminSocket)
+	if m.cfg.MetricsAddr != "" {
+		ms, err := m.serveLockedMetrics()
+		if err != nil {
+			return nil, fmt.Errorf("manager: %w", err)
+		}
+		defer ms.Close()
+	}
 	m.awaiting.Store(true)
 	defer m.awaiting.Store(false)
 	m.markReady()
