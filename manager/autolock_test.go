@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
+	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 func unlockKeyOf(t *testing.T, m *testManager) string {
@@ -250,6 +252,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestKEKRotationWithoutAutolock(t *testing.T) {
 	ctx := context.Background()
 	cfg := testConfig(t, "127.0.0.1")
+	cfg.forwardTTL = 100 * time.Millisecond
 	m := startManager(t, cfg)
 	createSecret(t, m.admin(), "s", "data")
 	kekPath := filepath.Join(cfg.DataDir, "kek")
@@ -267,6 +270,12 @@ func TestKEKRotationWithoutAutolock(t *testing.T) {
 	if after.ID() == before.ID() {
 		t.Fatal("the kek file was not replaced")
 	}
+	// The forward from the old key is dropped after a while.
+	probe := keys.NewManager(m.cli, store.DefaultPrefix)
+	defer probe.Close()
+	waitFor(t, "the forward from the old KEK is dropped", func() bool {
+		return errors.Is(probe.UnlockFollowing(ctx, before), keys.ErrWrongKey)
+	})
 	m.stop()
 	cfg.ListenAddr = m.Addr()
 	m = startManager(t, cfg)

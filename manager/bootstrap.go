@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -225,6 +226,7 @@ func (m *Manager) restart(ctx context.Context, kek *keys.KEK) error {
 // under autolock it re-seals the manager's key files, without autolock it
 // rewrites the KEK file.
 func (m *Manager) kekChanged(kek *keys.KEK) {
+	m.dropForwardLater()
 	if m.st.Autolock {
 		if err := m.nodeKey.reseal(kek); err != nil {
 			m.log.Error("cannot re-seal this manager's key files under the new unlock key", "err", err)
@@ -244,4 +246,37 @@ func (m *Manager) kekChanged(kek *keys.KEK) {
 		return
 	}
 	m.log.Info("key-encryption key file replaced after a rotation")
+}
+
+// defaultForwardTTL is how long a rotation's forward
+// (keys.Manager.DropForward) stays in the keyring: long enough for every
+// running manager's watch to follow, short so that the previous key soon
+// leads nowhere. A manager down longer unlocks in two steps (autolock) or
+// takes a copy of the kek file.
+const defaultForwardTTL = 10 * time.Minute
+
+// dropForwardLater drops the keyring's forward once its time has passed
+// (every manager does, after each KEK change it sees: all but the first
+// find nothing to do).
+func (m *Manager) dropForwardLater() {
+	ctx := m.runCtx
+	if ctx == nil {
+		return
+	}
+	ttl := m.cfg.forwardTTL
+	if ttl == 0 {
+		ttl = defaultForwardTTL
+	}
+	go func() {
+		t := time.NewTimer(ttl)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := m.keys.DropForward(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("cannot drop the keyring's forward to the rotated key", "err", err)
+		}
+	}()
 }

@@ -76,6 +76,9 @@ type Config struct {
 	// DefaultUnauthRate / DefaultUnauthBurst, rate.Inf no limit.
 	UnauthRate  rate.Limit
 	UnauthBurst int
+
+	// forwardTTL replaces defaultForwardTTL (tests).
+	forwardTTL time.Duration
 }
 
 // Manager is one running manager.
@@ -112,6 +115,8 @@ type Manager struct {
 	// once the manager serves; unlockNote is what it is told then.
 	pendingUnlock chan error
 	unlockNote    error
+	// runCtx ends with Run (for work started by callbacks).
+	runCtx context.Context
 
 	adminMetrics *adminMetrics
 	metricsSrv   *metrics.Server // nil without MetricsAddr
@@ -217,6 +222,7 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 	defer m.closeEtcd()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	m.runCtx = runCtx
 	if err := m.start(runCtx); err != nil {
 		return err
 	}

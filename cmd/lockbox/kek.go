@@ -22,11 +22,10 @@ func newKEKCommand(c *connFlags) *cobra.Command {
 		Long: `Replace the key-encryption key that wraps the data keys, on a cluster without
 autolock (with autolock, rotate the unlock key: 'lockbox unlock-key --rotate').
 
-Every running manager follows and rewrites its DATA/kek file; a manager that
-is down follows at its next start. No secret is re-sealed. Until the next
-'lockbox data-key rotate', the old key file together with a copy of etcd's
-data still leads to the new key: after a key file was exposed, rotate the
-key-encryption key, wait for the managers to follow, then rotate the data key.`,
+Every running manager follows and rewrites its DATA/kek file. No secret is
+re-sealed. For ten minutes the old key file, with a copy of etcd's data, still
+leads to the new key (so that every manager follows); a manager down longer
+than that needs a copy of the new kek file from a running manager.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {

@@ -93,9 +93,8 @@ func newUnlockKeyCommand(c *connFlags) *cobra.Command {
 				}
 				if rotate {
 					fmt.Fprint(w, "Successfully rotated the unlock key. Running managers re-seal their key files\n"+
-						"under it; a manager that is down needs the previous key once, then this one.\n"+
-						"If the previous key leaked, run 'lockbox data-key rotate' once every manager has\n"+
-						"followed: until then it still leads to this key through a copy of etcd's data.\n\n")
+						"under it (for ten minutes the previous key, with a copy of etcd's data, still\n"+
+						"leads to this one); a manager that is down needs the previous key once, then this one.\n\n")
 				}
 				fmt.Fprintf(w, "To unlock a manager after it restarts, run `lockbox unlock`\nand give it the following key:\n\n    %s\n\n"+
 					"Keep this key in a password manager: without it a restarted manager\ncannot serve anything.\n", resp.UnlockKey)

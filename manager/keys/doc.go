@@ -65,8 +65,9 @@
 // (OnKEKChange) to re-seal its key files or rewrite its kek file; a
 // manager with a key file that was down follows at UnlockFollowing. A
 // restarted autolocked manager never follows: a rotated-out unlock key
-// does not unlock it. The forward lasts until the next keyring write (a
-// data-key rotation drops it). RotateDEK adds a new current DEK (written
+// does not unlock it. The forward lasts until the next keyring write or
+// DropForward (the daemon calls it some minutes after a rotation).
+// RotateDEK adds a new current DEK (written
 // first), re-seals every sealed value under it through Resealers, and only
 // then drops the old DEKs: a crash at any point leaves a keyring that opens
 // everything, and FinishRotation completes the job.

@@ -316,8 +316,8 @@ const wrapHeader = 1 + 8 + nonceSize
 // unlock key sealed under the previous KEK, so that every other manager,
 // which holds only the previous KEK, follows the rotation (and re-seals its
 // key files) without an operator. The forward lasts until the next write
-// of the keyring (a data-key rotation drops it); while it lasts, the old
-// unlock key with a copy of etcd's data gives the new one.
+// of the keyring or DropForward; while it lasts, the old unlock key with a
+// copy of etcd's data gives the new one.
 //
 //	0x01 | KEK ID (8) | nonce (24) | secretbox(keyring)
 //	0x02 | KEK ID (8) | nonce (24) | box length uint32 | secretbox(keyring)

@@ -201,6 +201,36 @@ func (m *Manager) RotateKeyFileKEK(ctx context.Context) error {
 	return m.RotateKEK(ctx, kek, "")
 }
 
+// DropForward rewrites the keyring without the forward a KEK or
+// unlock-key rotation left (see wrap), so that the previous key no longer
+// leads to the current one. It does nothing when there is no forward, or
+// when the keyring changed meanwhile (every write drops the forward).
+func (m *Manager) DropForward(ctx context.Context) error {
+	resp, err := m.cli.Get(ctx, m.key)
+	if err != nil {
+		return fmt.Errorf("read keyring: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return ErrNoKeyring
+	}
+	if _, fwd, err := splitWrapped(resp.Kvs[0].Value); err != nil || fwd == nil {
+		return err
+	}
+	ring, kek, rev, err := m.current()
+	if err != nil {
+		return err
+	}
+	if rev != resp.Kvs[0].ModRevision {
+		ring.Close()
+		kek.Zero()
+		return nil
+	}
+	if err := m.write(ctx, ring, kek, rev); err != nil && !errors.Is(err, ErrConcurrentChange) {
+		return fmt.Errorf("drop the keyring's forward: %w", err)
+	}
+	return nil
+}
+
 // ErrAutolock: the operation is for clusters without autolock.
 var ErrAutolock = errors.New("autolock is on: rotate the unlock key instead ('lockbox unlock-key --rotate')")
 

@@ -429,3 +429,33 @@ func TestRotateKeyFileKEK(t *testing.T) {
 		t.Fatalf("key-file rotation on an autolocked cluster: %v", err)
 	}
 }
+
+// DropForward ends the window in which the previous key leads to the
+// current one.
+func TestDropForward(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	kek, _ := keys.NewKEK()
+	if _, err := c.a.Bootstrap(ctx, kek, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.a.DropForward(ctx); err != nil {
+		t.Fatalf("no forward: %v", err)
+	}
+	if err := c.a.RotateKeyFileKEK(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.a.DropForward(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.b.UnlockFollowing(ctx, kek); !errors.Is(err, keys.ErrWrongKey) {
+		t.Fatalf("the previous key after the forward was dropped: %v", err)
+	}
+	sec, err := c.sa.CreateSecret(ctx, &types.SecretSpec{Name: "db"}, []byte("pw"))
+	if err != nil {
+		t.Fatalf("the rotating manager after dropping the forward: %v", err)
+	}
+	if data, err := c.sa.SecretData(ctx, sec.Id); err != nil || string(data) != "pw" {
+		t.Fatalf("%q %v", data, err)
+	}
+}
