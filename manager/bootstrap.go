@@ -217,7 +217,7 @@ func (m *Manager) restart(ctx context.Context, kek *keys.KEK) error {
 	// A rotation made while this manager was down is followed (and the
 	// file rewritten by kekChanged).
 	if err := m.keys.UnlockFollowing(ctx, kek); err != nil {
-		return fmt.Errorf("manager: unlock data keys with %s: %w (if the key-encryption key was rotated and a data-key rotation followed while this manager was down, copy the kek file from a running manager)", m.path("kek"), err)
+		return fmt.Errorf("manager: unlock data keys with %s: %w (if the key-encryption key was rotated while this manager was down, copy the kek file from a running manager)", m.path("kek"), err)
 	}
 	return nil
 }
