@@ -47,7 +47,17 @@ type authorizer struct {
 	locked func() bool
 }
 
+// socketOnlyMethods are Admin calls served on the root-only admin socket
+// and never over TCP: an admin certificate must not mint its own successor
+// (revoking it would mean nothing).
+var socketOnlyMethods = map[string]bool{
+	"/lockbox.admin.Admin/IssueAdminCredentials": true,
+}
+
 func (a *authorizer) check(ctx context.Context, method string) error {
+	if socketOnlyMethods[method] {
+		return status.Errorf(codes.PermissionDenied, "%s is served on the manager's root-only admin socket only", method)
+	}
 	if a.locked() && method != unlockMethod {
 		return status.Error(codes.FailedPrecondition, "this manager is locked (autolock): run 'lockbox unlock' with the cluster's unlock key")
 	}
@@ -102,29 +112,4 @@ func (a *authorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 		return err
 	}
 	return handler(srv, ss)
-}
-
-// socketOnly guards the unix admin socket: only the Admin service, and
-// only Unlock while locked. The peer was checked at accept (uid 0).
-func socketOnly(locked func() bool) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	check := func(method string) error {
-		if !strings.HasPrefix(method, adminService) {
-			return status.Errorf(codes.PermissionDenied, "%s is not served on the admin socket", method)
-		}
-		if locked() && method != unlockMethod {
-			return status.Error(codes.FailedPrecondition, "this manager is locked (autolock): run 'lockbox unlock' with the cluster's unlock key")
-		}
-		return nil
-	}
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			if err := check(info.FullMethod); err != nil {
-				return nil, err
-			}
-			return h(ctx, req)
-		}, func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			if err := check(info.FullMethod); err != nil {
-				return err
-			}
-			return h(srv, ss)
-		}
 }

@@ -172,6 +172,7 @@ func benchGRPC(b *testing.B, n int) {
 	// manager from marking thousands of nodes down (etcd writes) while
 	// it is measured.
 	cc.HeartbeatPeriod = time.Hour
+	cc.NoUnauthLimit = true
 	m := startChild(tb, cc)
 	adm := m.admin()
 	tok := token(tb, adm, types.NodeRole_NODE_ROLE_WORKER, false)

@@ -93,11 +93,11 @@ func (s *clusterServer) Promote(ctx context.Context, _ *clusterapi.PromoteReques
 
 // promote asks the manager at addr to make this manager's learner a voter.
 func (m *Manager) promote(ctx context.Context, addr string) error {
-	own, err := tlsPair(m.path("certs", "node.crt"), m.path("certs", "node.key"))
+	own, err := m.nodeKey.pair()
 	if err != nil {
 		return err
 	}
-	rootPEM, err := os.ReadFile(m.path("certs", "ca.crt"))
+	rootPEM, err := os.ReadFile(m.path(certsDir, rootCertFile))
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
@@ -175,11 +175,9 @@ func (m *Manager) join(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
-	err = m.writeCerts(joined.CertPEM, joined.KeyPEM, joined.RootPEM)
-	clear(joined.KeyPEM)
-	if err != nil {
-		return err
-	}
+	// The key stays in memory until the cluster says whether it is sealed
+	// on disk (autolock).
+	defer clear(joined.KeyPEM)
 	id, err := pki.IdentityFromCert(joined.Cert.Leaf)
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
@@ -204,6 +202,21 @@ func (m *Manager) join(ctx context.Context) error {
 		return fmt.Errorf("manager: join %s: %w", m.cfg.JoinAddr, err)
 	}
 	m.st.Autolock, m.st.ClusterID, m.st.InitialCluster = cluster.Autolock, id.ClusterID, cluster.InitialCluster
+	m.nodeKey = newNodeKey(m.cfg.DataDir, cluster.Autolock)
+	var kek *keys.KEK
+	if cluster.Autolock {
+		// The key is sealed with the KEK before it reaches the disk: the
+		// join waits for the cluster's unlock key. A wrong one shows at
+		// the keyring; the right one then re-seals the file.
+		m.log.Warn("autolock: joined; give this manager the cluster's unlock key with 'lockbox unlock' on its admin socket")
+		if kek, err = m.awaitUnlock(ctx, func(k *keys.KEK) error { m.nodeKey.useKEK(k); return nil }); err != nil {
+			return err
+		}
+		defer kek.Zero()
+	}
+	if err := m.nodeKey.store(joined.CertPEM, joined.KeyPEM, joined.RootPEM); err != nil {
+		return err
+	}
 	if !cluster.Autolock {
 		kek, err := keys.KEKFromBytes(cluster.KeyEncryptionKey)
 		clear(cluster.KeyEncryptionKey)
@@ -221,7 +234,7 @@ func (m *Manager) join(ctx context.Context) error {
 	if err := m.saveState(m.st); err != nil {
 		return err
 	}
-	if err := m.restart(ctx); err != nil {
+	if err := m.restart(ctx, kek); err != nil {
 		return err
 	}
 	m.log.Info("joined cluster", "cluster", m.st.ClusterID, "node", m.st.NodeID, "via", m.cfg.JoinAddr)

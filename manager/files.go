@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/lockbox-project/lockbox/internal/atomicfile"
+	"github.com/lockbox-project/lockbox/internal/sockdir"
 )
 
 // state is what a manager remembers about itself between starts. It holds
@@ -51,15 +52,13 @@ func (m *Manager) saveState(s *state) error {
 	return atomicfile.WriteFile(m.path("state.json"), append(b, '\n'), 0o600)
 }
 
-// listenUnix listens on path in a directory only root can enter (0700),
-// with the socket itself 0600.
+// listenUnix listens on path with the socket itself 0600, in a directory
+// that follows sockdir's rule: made 0700 when missing, never chmod'ed when
+// it exists (an --admin-socket in /tmp must not close /tmp), refused when
+// others could replace the socket.
 func listenUnix(path string) (*net.UnixListener, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("admin socket: create %s: %w", dir, err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("admin socket: chmod %s: %w", dir, err)
+	if err := sockdir.Ensure(filepath.Dir(path), "admin socket", filepath.Dir(DefaultAdminSocket)); err != nil {
+		return nil, err
 	}
 	// A socket left by a crashed manager would make the listen fail.
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -39,6 +40,9 @@ type childConfig struct {
 	// MetricsAddr and HeartbeatPeriod (default 1s) are for benchmarks.
 	MetricsAddr     string
 	HeartbeatPeriod time.Duration
+	// NoUnauthLimit lifts the per-address limit on joins (benchmarks
+	// join thousands of nodes from one address).
+	NoUnauthLimit bool
 }
 
 // runManagerChild runs a manager in this (child) process: the test kills
@@ -52,12 +56,16 @@ func runManagerChild() int {
 	if cc.HeartbeatPeriod == 0 {
 		cc.HeartbeatPeriod = time.Second
 	}
-	m, err := New(Config{
+	cfg := Config{
 		DataDir: cc.DataDir, ListenAddr: cc.ListenAddr, AdminSocket: cc.AdminSocket, EtcdPeerPort: cc.EtcdPeerPort,
 		JoinAddr: cc.JoinAddr, JoinToken: []byte(cc.JoinToken), HeartbeatPeriod: cc.HeartbeatPeriod, MetricsAddr: cc.MetricsAddr,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Out:    io.Discard,
-	})
+	}
+	if cc.NoUnauthLimit {
+		cfg.UnauthRate = rate.Inf
+	}
+	m, err := New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

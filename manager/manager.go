@@ -3,40 +3,28 @@ package manager
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
-	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
-	adminapi "github.com/lockbox-project/lockbox/api/admin"
-	caapi "github.com/lockbox-project/lockbox/api/ca"
-	clusterapi "github.com/lockbox-project/lockbox/api/cluster"
-	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
-	"github.com/lockbox-project/lockbox/api/types"
-	"github.com/lockbox-project/lockbox/internal/atomicfile"
-	"github.com/lockbox-project/lockbox/internal/identity"
 	"github.com/lockbox-project/lockbox/internal/metrics"
+	"github.com/lockbox-project/lockbox/internal/secretmem"
 	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/ca"
 	"github.com/lockbox-project/lockbox/manager/dispatcher"
 	"github.com/lockbox-project/lockbox/manager/etcd"
 	"github.com/lockbox-project/lockbox/manager/keys"
 	"github.com/lockbox-project/lockbox/manager/store"
-	"github.com/lockbox-project/lockbox/pki"
 )
 
 // DefaultListenAddr is where a manager listens unless told otherwise: the
@@ -61,7 +49,7 @@ type Config struct {
 	// init; a restarted manager waits for `lockbox unlock`.
 	Autolock bool
 	// JoinAddr and JoinToken join an existing cluster (first start only).
-	// The join zeroes JoinToken once done.
+	// JoinToken is zeroed once the join has used it.
 	JoinAddr  string
 	JoinToken []byte
 	// EtcdEndpoints uses an external etcd cluster instead of an embedded
@@ -81,6 +69,14 @@ type Config struct {
 	// MetricsAddr serves Prometheus metrics over plain HTTP on /metrics;
 	// "" (the default) serves none.
 	MetricsAddr string
+	// UnauthRate and UnauthBurst limit the calls made without a
+	// certificate (root CA, join) per peer address; zero means
+	// DefaultUnauthRate / DefaultUnauthBurst, rate.Inf no limit.
+	UnauthRate  rate.Limit
+	UnauthBurst int
+
+	// forwardTTL replaces defaultForwardTTL (tests).
+	forwardTTL time.Duration
 }
 
 // Manager is one running manager.
@@ -100,8 +96,24 @@ type Manager struct {
 	own       atomic.Pointer[tls.Certificate]
 	managers  atomic.Pointer[[]string]
 
-	ready   chan struct{}
-	stopped chan struct{}
+	ready     chan struct{}
+	readyOnce sync.Once
+	stopped   chan struct{}
+
+	// nodeKey is the manager's TLS key, sealed on disk under autolock.
+	nodeKey *nodeKey
+	// sock serves the admin socket (nil without one): Unlock alone while
+	// awaiting, then fullAdmin (see socketServer).
+	sock       *grpc.Server
+	fullAdmin  atomic.Pointer[admin.Server]
+	awaiting   atomic.Bool
+	unlockReqs chan unlockReq
+	// pendingUnlock answers the Unlock call that opened the key files,
+	// once the manager serves; unlockNote is what it is told then.
+	pendingUnlock chan error
+	unlockNote    error
+	// runCtx ends with Run (for work started by callbacks).
+	runCtx context.Context
 
 	adminMetrics *adminMetrics
 	metricsSrv   *metrics.Server // nil without MetricsAddr
@@ -120,7 +132,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.ListenAddr = DefaultListenAddr
 	}
 	if (cfg.JoinAddr == "") != (len(cfg.JoinToken) == 0) {
-		return nil, errors.New("manager: --join and --token-file go together")
+		return nil, errors.New("manager: --join and --token go together")
 	}
 	if cfg.HeartbeatPeriod == 0 {
 		cfg.HeartbeatPeriod = 5 * time.Second
@@ -132,14 +144,21 @@ func New(cfg Config) (*Manager, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Manager{cfg: cfg, log: log, ready: make(chan struct{}), stopped: make(chan struct{}), adminMetrics: newAdminMetrics()}, nil
+	return &Manager{cfg: cfg, log: log, ready: make(chan struct{}), stopped: make(chan struct{}), adminMetrics: newAdminMetrics(),
+		unlockReqs: make(chan unlockReq)}, nil
 }
 
 // Ready is closed when the manager serves (locked or not).
 func (m *Manager) Ready() <-chan struct{} { return m.ready }
 
-// Addr is the address the TCP listener is bound to (after Ready).
-func (m *Manager) Addr() string { return m.listener.Addr().String() }
+// Addr is the address the TCP listener is bound to: after Ready, and
+// under autolock after the unlock ("" before).
+func (m *Manager) Addr() string {
+	if m.listener == nil {
+		return ""
+	}
+	return m.listener.Addr().String()
+}
 
 // NodeID is this manager's node ID (after Ready).
 func (m *Manager) NodeID() string { return m.st.NodeID }
@@ -156,6 +175,11 @@ func (m *Manager) ca() *ca.CA { return m.caPtr.Load() }
 // first start — and serves until ctx ends or etcd fails.
 func (m *Manager) Run(ctx context.Context) (err error) {
 	defer close(m.stopped)
+	// Keys live in this process: no core file, no ptrace or /proc/PID/mem
+	// for anyone without CAP_SYS_PTRACE.
+	if err := secretmem.Harden(); err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
 	warnOpenFiles(m.log)
 	if err := os.MkdirAll(m.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("manager: data dir: %w", err)
@@ -163,20 +187,39 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 	if err := os.Chmod(m.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("manager: data dir: %w", err)
 	}
-	m.listener, err = net.Listen("tcp", m.cfg.ListenAddr)
-	if err != nil {
-		return fmt.Errorf("manager: listen on %s: %w", m.cfg.ListenAddr, err)
+	// The admin socket comes first: a locked manager serves Unlock there.
+	sockErr := make(chan error, 1)
+	if m.cfg.AdminSocket != "" {
+		l, err := listenAdminSocket(m.cfg.AdminSocket, m.log)
+		if err != nil {
+			return fmt.Errorf("manager: %w", err)
+		}
+		m.sock = m.socketServer()
+		go func() { sockErr <- m.sock.Serve(l) }()
+		defer func() {
+			m.sock.Stop()
+			os.Remove(m.cfg.AdminSocket)
+		}()
 	}
-	defer m.listener.Close()
-	if m.advertise, err = advertiseAddr(m.cfg.AdvertiseAddr, m.listener.Addr().String()); err != nil {
-		return err
-	}
+	defer func() {
+		if m.listener != nil {
+			m.listener.Close()
+		}
+	}()
+	// An Unlock call still waiting hears why the start failed.
+	defer func() { m.finishUnlock(err) }()
+	defer func() {
+		if m.nodeKey != nil {
+			m.nodeKey.close()
+		}
+	}()
 
 	// Deferred in this order so that everything using etcd is cancelled
 	// before etcd closes.
 	defer m.closeEtcd()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	m.runCtx = runCtx
 	if err := m.start(runCtx); err != nil {
 		return err
 	}
@@ -186,6 +229,9 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("manager: %w", err)
 	}
 	m.caPtr.Store(c)
+	if m.st.Autolock {
+		m.retireClearAdminKey(runCtx)
+	}
 	go m.keys.WatchKeyring(runCtx, func(err error) {
 		if err != nil {
 			m.log.Warn("keyring reload failed", "err", err)
@@ -230,12 +276,13 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 	// join tokens.
 	km := admin.KeyManager{Keys: m.keys, Store: m.store, Extra: []keys.Resealer{c}}
 	adminSrv, err := admin.New(admin.Config{
-		Store:    m.store,
-		Tokens:   tokenIssuer{m},
-		Unlocker: unlocker{KeyManager: km, m: m},
-		Nodes:    revoker{m},
-		DataKeys: km,
-		Managers: m.managerList,
+		Store:      m.store,
+		Tokens:     tokenIssuer{m},
+		Unlocker:   unlocker{KeyManager: km, m: m},
+		Nodes:      revoker{m},
+		DataKeys:   km,
+		AdminCreds: adminCreds{m},
+		Managers:   m.managerList,
 	})
 	if err != nil {
 		return err
@@ -248,23 +295,11 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- tcp.Serve(m.listener) }()
 	defer tcp.Stop()
-	if m.cfg.AdminSocket != "" {
-		l, err := listenAdminSocket(m.cfg.AdminSocket, m.log)
-		if err != nil {
-			return fmt.Errorf("manager: %w", err)
-		}
-		u, s := socketOnly(m.keys.Locked)
-		sock := grpc.NewServer(grpc.ChainUnaryInterceptor(m.adminMetrics.unary, u), grpc.ChainStreamInterceptor(s))
-		adminapi.RegisterAdminServer(sock, adminSrv)
-		go func() { serveErr <- sock.Serve(l) }()
-		defer func() {
-			sock.Stop()
-			os.Remove(m.cfg.AdminSocket)
-		}()
-	}
+	m.fullAdmin.Store(adminSrv)
 	m.log.Info("manager ready", "node", m.st.NodeID, "cluster", m.st.ClusterID, "listen", m.listener.Addr().String(),
 		"advertise", m.advertise, "admin_socket", m.cfg.AdminSocket, "locked", m.keys.Locked())
-	close(m.ready)
+	m.finishUnlock(m.unlockNote)
+	m.markReady()
 
 	var etcdErr <-chan error
 	if m.member != nil {
@@ -278,6 +313,8 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("manager: etcd member failed: %w", err)
 	case err := <-serveErr:
 		return fmt.Errorf("manager: server stopped: %w", err)
+	case err := <-sockErr:
+		return fmt.Errorf("manager: admin socket server stopped: %w", err)
 	}
 }
 
@@ -287,348 +324,4 @@ func (m *Manager) closeEtcd() {
 	} else if m.store != nil {
 		m.store.Close()
 	}
-}
-
-func (m *Manager) tcpServer(adminSrv *admin.Server) (*grpc.Server, error) {
-	own, err := tlsPair(m.path("certs", "node.crt"), m.path("certs", "node.key"))
-	if err != nil {
-		return nil, err
-	}
-	m.own.Store(&own)
-	c := m.ca()
-	az := &authorizer{ca: m.ca, locked: m.keys.Locked}
-	s := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(c.ServerTLS(m.own.Load))),
-		// Counted first, so that refusals count too.
-		grpc.ChainUnaryInterceptor(m.adminMetrics.unary, az.unary),
-		grpc.ChainStreamInterceptor(az.stream),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		// Thousands of mostly idle agent connections: each reads through a
-		// small buffer (messages are small; a big one just takes more
-		// reads) and writes through a smaller one (gRPC pools it between
-		// writes). Measured: 77 -> 47 KB live per connected stream.
-		grpc.WriteBufferSize(16<<10),
-		grpc.ReadBufferSize(4<<10),
-		// The dispatcher sends session messages pre-encoded, each change
-		// marshalled once per fan-out for every node.
-		grpc.ForceServerCodecV2(dispatcher.Codec{}),
-	)
-	caapi.RegisterNodeCAServer(s, ca.NewServer(c, registrar{m}, m.managerList, m.log))
-	dapi.RegisterDispatcherServer(s, m.disp)
-	adminapi.RegisterAdminServer(s, adminSrv)
-	clusterapi.RegisterClusterServer(s, &clusterServer{m: m})
-	return s, nil
-}
-
-// start brings up etcd and the keys: first start (init or join) or restart.
-func (m *Manager) start(ctx context.Context) error {
-	st, err := m.loadState()
-	if err != nil {
-		return err
-	}
-	switch {
-	case st != nil:
-		if m.cfg.JoinAddr != "" {
-			m.log.Warn("--join is ignored: this data dir already belongs to a cluster", "cluster", st.ClusterID)
-		}
-		m.st = st
-		return m.restart(ctx)
-	case m.cfg.JoinAddr != "":
-		return m.join(ctx)
-	default:
-		return m.initialize(ctx)
-	}
-}
-
-func (m *Manager) peerURL() (string, error) {
-	host, port, err := net.SplitHostPort(m.advertise)
-	if err != nil {
-		return "", err
-	}
-	p := m.cfg.EtcdPeerPort
-	if p == 0 {
-		n, err := strconv.Atoi(port)
-		if err != nil {
-			return "", err
-		}
-		p = n + 1
-	}
-	return "https://" + net.JoinHostPort(host, strconv.Itoa(p)), nil
-}
-
-func (m *Manager) startEtcd(ctx context.Context, initialCluster string) error {
-	if len(m.cfg.EtcdEndpoints) > 0 {
-		cli, err := etcd.Connect(ctx, m.cfg.EtcdEndpoints, m.cfg.EtcdTLS)
-		if err != nil {
-			return fmt.Errorf("manager: %w", err)
-		}
-		m.openStore(store.New(cli, nil))
-		return nil
-	}
-	if err := m.ensureCRLFile(); err != nil {
-		return err
-	}
-	member, err := etcd.Start(ctx, etcd.Config{
-		Dir:            m.path("etcd"),
-		Name:           m.st.NodeID,
-		PeerURL:        m.st.PeerURL,
-		PeerTLS:        &etcd.TLSFiles{CertFile: m.path("certs", "node.crt"), KeyFile: m.path("certs", "node.key"), CAFile: m.path("certs", "ca.crt"), CRLFile: m.crlFile()},
-		InitialCluster: initialCluster,
-		Logger:         m.cfg.EtcdLogger,
-	})
-	if err != nil {
-		return fmt.Errorf("manager: %w", err)
-	}
-	m.member = member
-	m.openStore(store.New(member.Client(), nil))
-	go m.followCRL(ctx)
-	return nil
-}
-
-// initialize creates a new cluster: CA, data keys, tokens, the manager's
-// own node and admin credentials.
-func (m *Manager) initialize(ctx context.Context) error {
-	root, err := ca.NewRoot()
-	if err != nil {
-		return err
-	}
-	nodeID := identity.NewID()
-	m.st = &state{NodeID: nodeID, ClusterID: root.ClusterID, Autolock: m.cfg.Autolock}
-	if len(m.cfg.EtcdEndpoints) == 0 {
-		if m.st.PeerURL, err = m.peerURL(); err != nil {
-			return err
-		}
-	}
-	req, err := m.ownCertRequest(nodeID)
-	if err != nil {
-		return err
-	}
-	own, err := root.NewKeyPair(req)
-	if err != nil {
-		return err
-	}
-	if err := m.writeCerts(own.CertPEM, own.KeyPEM, root.CertPEM); err != nil {
-		return err
-	}
-	if err := m.startEtcd(ctx, ""); err != nil {
-		return err
-	}
-	var kek *keys.KEK
-	unlockKey := ""
-	if m.cfg.Autolock {
-		if unlockKey, err = keys.NewUnlockKey(); err != nil {
-			return err
-		}
-		kek, err = keys.KEKFromUnlockKey(unlockKey)
-	} else {
-		kek, err = keys.CreateKeyFile(m.path("kek"))
-	}
-	if err != nil {
-		return err
-	}
-	defer kek.Zero()
-	created, err := m.keys.Bootstrap(ctx, kek, unlockKey)
-	if err != nil {
-		return fmt.Errorf("manager: create data keys: %w", err)
-	}
-	if !created {
-		return errors.New("manager: etcd already holds a Lockbox cluster: join it with --join and a manager token")
-	}
-	if err := ca.Save(ctx, m.store, m.keys, root); err != nil {
-		return fmt.Errorf("manager: %w", err)
-	}
-	st := m.store
-	ownCert, _ := parsePEMCert(own.CertPEM)
-	if err := st.RecordCertificate(ctx, nodeID, ownCert.SerialNumber.Text(16)); err != nil {
-		return fmt.Errorf("manager: %w", err)
-	}
-	if _, err := st.CreateNode(ctx, &types.Node{
-		Id:          nodeID,
-		Role:        types.NodeRole_NODE_ROLE_MANAGER,
-		Description: describeSelf(),
-		State:       types.NodeState_NODE_STATE_READY,
-		LastSeen:    timestamppb.Now(),
-		Certificate: certInfo(ownCert),
-		Addr:        m.advertise,
-	}); err != nil {
-		return fmt.Errorf("manager: record own node: %w", err)
-	}
-	adminID := identity.NewID()
-	creds, err := root.NewKeyPair(ca.CertRequest{NodeID: "admin-" + adminID[:12], Role: pki.RoleAdmin})
-	if err != nil {
-		return err
-	}
-	for name, data := range map[string][]byte{"ca.pem": root.CertPEM, "cert.pem": creds.CertPEM, "key.pem": creds.KeyPEM} {
-		if err := atomicfile.WriteFile(m.path("admin", name), data, 0o600); err != nil {
-			return err
-		}
-	}
-	clear(creds.KeyPEM)
-	clear(own.KeyPEM)
-	if err := m.saveState(m.st); err != nil {
-		return err
-	}
-	if m.cfg.Autolock {
-		fmt.Fprintf(m.cfg.Out, "Autolock is on. Keep this unlock key safe; it is shown only now:\n\n    %s\n\nA restarted manager serves nothing until 'lockbox unlock' is given this key.\n", unlockKey)
-	}
-	m.log.Info("cluster initialised", "cluster", root.ClusterID, "node", nodeID, "admin_credentials", m.path("admin"))
-	return nil
-}
-
-// restart brings back a manager that has run before.
-func (m *Manager) restart(ctx context.Context) error {
-	if err := m.startEtcd(ctx, m.st.InitialCluster); err != nil {
-		return err
-	}
-	if m.member != nil && m.member.IsLearner() {
-		if m.testHookLearner != nil {
-			if err := m.testHookLearner(); err != nil {
-				return err
-			}
-		}
-		if err := m.promoteSelf(ctx); err != nil {
-			return err
-		}
-	}
-	if m.st.Autolock {
-		m.log.Warn("autolock: this manager is locked until 'lockbox unlock'")
-		return nil
-	}
-	kek, err := keys.LoadKeyFile(m.path("kek"))
-	if err != nil {
-		return fmt.Errorf("manager: %w", err)
-	}
-	defer kek.Zero()
-	if err := m.keys.Unlock(ctx, kek); err != nil {
-		return fmt.Errorf("manager: unlock data keys with %s: %w", m.path("kek"), err)
-	}
-	return nil
-}
-
-func (m *Manager) ownCertRequest(nodeID string) (ca.CertRequest, error) {
-	host, _, err := net.SplitHostPort(m.advertise)
-	if err != nil {
-		return ca.CertRequest{}, err
-	}
-	req := ca.CertRequest{NodeID: nodeID, Role: pki.RoleManager}
-	if ip := net.ParseIP(host); ip != nil {
-		req.IPs = append(req.IPs, ip)
-	} else {
-		req.DNSNames = append(req.DNSNames, host)
-	}
-	return req, nil
-}
-
-// renewLoop renews the manager's own certificate when a third of its life
-// is left (checked at start and then hourly; skipped while locked, since
-// signing needs the CA key).
-func (m *Manager) renewLoop(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		if err := m.renewOwnCert(ctx, time.Now()); err != nil {
-			m.log.Warn("cannot renew the manager's certificate", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (m *Manager) renewOwnCert(ctx context.Context, now time.Time) error {
-	cur := m.own.Load()
-	if cur == nil || m.keys.Locked() {
-		return nil
-	}
-	leaf, err := x509.ParseCertificate(cur.Certificate[0])
-	if err != nil {
-		return err
-	}
-	if !ca.NeedsRenewal(leaf, now) {
-		return nil
-	}
-	req, err := m.ownCertRequest(m.st.NodeID)
-	if err != nil {
-		return err
-	}
-	kp, err := m.ca().IssueKeyPair(ctx, req)
-	if err != nil {
-		return err
-	}
-	defer clear(kp.KeyPEM)
-	pair, err := kp.TLSCertificate()
-	if err != nil {
-		return err
-	}
-	// etcd reads the files at each peer handshake; gRPC takes the pair.
-	if err := m.writeCerts(kp.CertPEM, kp.KeyPEM, m.ca().CertPEM); err != nil {
-		return err
-	}
-	m.own.Store(&pair)
-	newLeaf, _ := parsePEMCert(kp.CertPEM)
-	if _, err := m.store.UpdateNode(ctx, m.st.NodeID, func(n *types.Node) error {
-		n.Certificate = certInfo(newLeaf)
-		return nil
-	}); err != nil {
-		m.log.Warn("renewed certificate not recorded on the node", "err", err)
-	}
-	m.log.Info("manager certificate renewed", "not_after", newLeaf.NotAfter)
-	return nil
-}
-
-func (m *Manager) writeCerts(certPEM, keyPEM, rootPEM []byte) error {
-	for name, data := range map[string][]byte{"node.crt": certPEM, "node.key": keyPEM, "ca.crt": rootPEM} {
-		if err := atomicfile.WriteFile(m.path("certs", name), data, 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func advertiseAddr(flag, bound string) (string, error) {
-	if flag != "" {
-		if _, _, err := net.SplitHostPort(flag); err != nil {
-			return "", fmt.Errorf("manager: --advertise-addr %q: want host:port", flag)
-		}
-		return flag, nil
-	}
-	host, port, err := net.SplitHostPort(bound)
-	if err != nil {
-		return "", err
-	}
-	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
-		return bound, nil
-	}
-	addrs, err := net.InterfaceAddrs()
-	if err == nil {
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
-				return net.JoinHostPort(n.IP.String(), port), nil
-			}
-		}
-	}
-	return net.JoinHostPort("127.0.0.1", port), nil
-}
-
-func describeSelf() *types.NodeDescription {
-	host, _ := os.Hostname()
-	return &types.NodeDescription{Hostname: host, Platform: &types.Platform{Os: runtime.GOOS, Architecture: runtime.GOARCH}}
-}
-
-func parsePEMCert(p []byte) (*x509.Certificate, error) {
-	b, _ := pem.Decode(p)
-	if b == nil {
-		return nil, errors.New("not a PEM certificate")
-	}
-	return x509.ParseCertificate(b.Bytes)
-}
-
-func certInfo(c *x509.Certificate) *types.NodeCertificate {
-	if c == nil {
-		return nil
-	}
-	return &types.NodeCertificate{Serial: c.SerialNumber.Text(16), NotAfter: timestamppb.New(c.NotAfter)}
 }

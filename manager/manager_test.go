@@ -227,15 +227,28 @@ func TestAutolock(t *testing.T) {
 	createSecret(t, m.admin(), "s", "data")
 	m.stop()
 
-	// Restarted: locked until unlocked; nothing but Unlock is served.
+	// Restarted: locked until unlocked. Its key files are sealed, so it
+	// neither starts etcd nor listens on TCP: the admin socket serves
+	// Unlock and nothing else (TCP unlock, possible before, is gone).
 	cfg.ListenAddr = m.Addr()
+	cfg.MetricsAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
 	m = startManager(t, cfg)
+	if m.Addr() != "" || m.store != nil {
+		t.Fatalf("locked manager listens on %q / runs etcd", m.Addr())
+	}
+	if v := value(scrape(t, cfg.MetricsAddr), "lockbox_manager_locked"); v != 1 {
+		t.Errorf("lockbox_manager_locked = %v while locked", v)
+	}
+	if c, err := net.DialTimeout("tcp", cfg.ListenAddr, 2*time.Second); err == nil {
+		c.Close()
+		t.Fatal("locked manager accepts TCP connections")
+	}
 	adm := m.admin()
 	if _, err := adm.ListSecrets(ctx, &adminapi.ListSecretsRequest{}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("locked manager served ListSecrets: %v", err)
 	}
-	if _, err := adminapi.NewAdminClient(dialTLS(t, m.Addr(), m.rootPEM(), m.adminCert())).ListSecrets(ctx, &adminapi.ListSecretsRequest{}); status.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("locked manager served ListSecrets over TCP: %v", err)
+	if _, err := adm.GetUnlockKey(ctx, &adminapi.GetUnlockKeyRequest{}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("locked manager served GetUnlockKey: %v", err)
 	}
 	if _, err := adm.Unlock(ctx, &adminapi.UnlockRequest{UnlockKey: strings.Replace(key, "LBXKEY-1-", "LBXKEY-1-x", 1)}); err == nil {
 		t.Fatal("wrong unlock key accepted")
@@ -246,6 +259,9 @@ func TestAutolock(t *testing.T) {
 	r, err := adm.ListSecrets(ctx, &adminapi.ListSecretsRequest{})
 	if err != nil || len(r.Secrets) != 1 {
 		t.Fatalf("after unlock: %v %v", r, err)
+	}
+	if v := value(scrape(t, cfg.MetricsAddr), "lockbox_manager_locked"); v != 0 {
+		t.Errorf("lockbox_manager_locked = %v once unlocked", v)
 	}
 	// Issuing needs the CA key, sealed by the data key: works once unlocked.
 	joinNode(t, m.Addr(), token(t, adm, types.NodeRole_NODE_ROLE_WORKER, false), "n")

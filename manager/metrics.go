@@ -84,6 +84,21 @@ func (m *Manager) serveMetrics() (*metrics.Server, error) {
 	return metrics.Listen(m.cfg.MetricsAddr, reg, m.log)
 }
 
+// serveLockedMetrics serves /metrics while the key files are sealed (no
+// etcd, no dispatcher yet): the admin calls and lockbox_manager_locked 1,
+// so that monitoring sees a manager waiting for its unlock key.
+func (m *Manager) serveLockedMetrics() (*metrics.Server, error) {
+	reg := metrics.NewRegistry()
+	reg.MustRegister(
+		m.adminMetrics,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "lockbox_manager_locked",
+			Help: "1 while the manager is locked (autolock) and serves nothing but unlock.",
+		}, func() float64 { return 1 }),
+	)
+	return metrics.Listen(m.cfg.MetricsAddr, reg, m.log)
+}
+
 func boolGauge(b bool) float64 {
 	if b {
 		return 1

@@ -2,7 +2,6 @@ package manager
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -120,12 +119,4 @@ func (r registrar) RecordCertificate(ctx context.Context, id pki.Identity, certP
 		return nil
 	})
 	return err
-}
-
-func tlsPair(certFile, keyFile string) (tls.Certificate, error) {
-	c, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("manager: load own certificate: %w", err)
-	}
-	return c, nil
 }

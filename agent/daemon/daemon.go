@@ -14,9 +14,9 @@ import (
 	"github.com/lockbox-project/lockbox/agent"
 	"github.com/lockbox-project/lockbox/agent/grants"
 	"github.com/lockbox-project/lockbox/agent/localapi"
-	"github.com/lockbox-project/lockbox/agent/secretmem"
 	"github.com/lockbox-project/lockbox/agent/session"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/secretmem"
 	"github.com/lockbox-project/lockbox/plugin/nri"
 )
 

@@ -6,8 +6,8 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/lockbox-project/lockbox/agent/secretmem"
 	"github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/internal/secretmem"
 	"github.com/lockbox-project/lockbox/mounter"
 )
 

@@ -1635,6 +1635,281 @@ func (x *RotateDataKeyResponse) GetResealed() uint64 {
 	return 0
 }
 
+type IssueAdminCredentialsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// lifetime_seconds is how long the certificate is valid; 0 means the
+	// manager's default.
+	LifetimeSeconds int64 `protobuf:"varint,1,opt,name=lifetime_seconds,json=lifetimeSeconds,proto3" json:"lifetime_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *IssueAdminCredentialsRequest) Reset() {
+	*x = IssueAdminCredentialsRequest{}
+	mi := &file_admin_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueAdminCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueAdminCredentialsRequest) ProtoMessage() {}
+
+func (x *IssueAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueAdminCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*IssueAdminCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *IssueAdminCredentialsRequest) GetLifetimeSeconds() int64 {
+	if x != nil {
+		return x.LifetimeSeconds
+	}
+	return 0
+}
+
+type IssueAdminCredentialsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id names the certificate (its subject), for RevokeAdminCredentials.
+	Id             string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	CertificatePem []byte `protobuf:"bytes,2,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	KeyPem         []byte `protobuf:"bytes,3,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
+	RootCaPem      []byte `protobuf:"bytes,4,opt,name=root_ca_pem,json=rootCaPem,proto3" json:"root_ca_pem,omitempty"`
+	NotAfterUnix   int64  `protobuf:"varint,5,opt,name=not_after_unix,json=notAfterUnix,proto3" json:"not_after_unix,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *IssueAdminCredentialsResponse) Reset() {
+	*x = IssueAdminCredentialsResponse{}
+	mi := &file_admin_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueAdminCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueAdminCredentialsResponse) ProtoMessage() {}
+
+func (x *IssueAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueAdminCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*IssueAdminCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *IssueAdminCredentialsResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *IssueAdminCredentialsResponse) GetCertificatePem() []byte {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return nil
+}
+
+func (x *IssueAdminCredentialsResponse) GetKeyPem() []byte {
+	if x != nil {
+		return x.KeyPem
+	}
+	return nil
+}
+
+func (x *IssueAdminCredentialsResponse) GetRootCaPem() []byte {
+	if x != nil {
+		return x.RootCaPem
+	}
+	return nil
+}
+
+func (x *IssueAdminCredentialsResponse) GetNotAfterUnix() int64 {
+	if x != nil {
+		return x.NotAfterUnix
+	}
+	return 0
+}
+
+type RevokeAdminCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAdminCredentialsRequest) Reset() {
+	*x = RevokeAdminCredentialsRequest{}
+	mi := &file_admin_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAdminCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAdminCredentialsRequest) ProtoMessage() {}
+
+func (x *RevokeAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAdminCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAdminCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RevokeAdminCredentialsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeAdminCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAdminCredentialsResponse) Reset() {
+	*x = RevokeAdminCredentialsResponse{}
+	mi := &file_admin_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAdminCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAdminCredentialsResponse) ProtoMessage() {}
+
+func (x *RevokeAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAdminCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAdminCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{39}
+}
+
+type RotateKeyEncryptionKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyEncryptionKeyRequest) Reset() {
+	*x = RotateKeyEncryptionKeyRequest{}
+	mi := &file_admin_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyEncryptionKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyEncryptionKeyRequest) ProtoMessage() {}
+
+func (x *RotateKeyEncryptionKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyEncryptionKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateKeyEncryptionKeyRequest) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{40}
+}
+
+type RotateKeyEncryptionKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyEncryptionKeyResponse) Reset() {
+	*x = RotateKeyEncryptionKeyResponse{}
+	mi := &file_admin_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyEncryptionKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyEncryptionKeyResponse) ProtoMessage() {}
+
+func (x *RotateKeyEncryptionKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyEncryptionKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateKeyEncryptionKeyResponse) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{41}
+}
+
 var File_admin_admin_proto protoreflect.FileDescriptor
 
 const file_admin_admin_proto_rawDesc = "" +
@@ -1725,7 +2000,20 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\x0eUnlockResponse\"\x16\n" +
 	"\x14RotateDataKeyRequest\"3\n" +
 	"\x15RotateDataKeyResponse\x12\x1a\n" +
-	"\bresealed\x18\x01 \x01(\x04R\bresealed2\x8d\f\n" +
+	"\bresealed\x18\x01 \x01(\x04R\bresealed\"I\n" +
+	"\x1cIssueAdminCredentialsRequest\x12)\n" +
+	"\x10lifetime_seconds\x18\x01 \x01(\x03R\x0flifetimeSeconds\"\xb7\x01\n" +
+	"\x1dIssueAdminCredentialsResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
+	"\x0fcertificate_pem\x18\x02 \x01(\fR\x0ecertificatePem\x12\x17\n" +
+	"\akey_pem\x18\x03 \x01(\fR\x06keyPem\x12\x1e\n" +
+	"\vroot_ca_pem\x18\x04 \x01(\fR\trootCaPem\x12$\n" +
+	"\x0enot_after_unix\x18\x05 \x01(\x03R\fnotAfterUnix\"/\n" +
+	"\x1dRevokeAdminCredentialsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\" \n" +
+	"\x1eRevokeAdminCredentialsResponse\"\x1f\n" +
+	"\x1dRotateKeyEncryptionKeyRequest\" \n" +
+	"\x1eRotateKeyEncryptionKeyResponse2\xef\x0e\n" +
 	"\x05Admin\x12W\n" +
 	"\fCreateSecret\x12\".lockbox.admin.CreateSecretRequest\x1a#.lockbox.admin.CreateSecretResponse\x12N\n" +
 	"\tGetSecret\x12\x1f.lockbox.admin.GetSecretRequest\x1a .lockbox.admin.GetSecretResponse\x12T\n" +
@@ -1747,7 +2035,10 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\fGetJoinToken\x12\".lockbox.admin.GetJoinTokenRequest\x1a#.lockbox.admin.GetJoinTokenResponse\x12W\n" +
 	"\fGetUnlockKey\x12\".lockbox.admin.GetUnlockKeyRequest\x1a#.lockbox.admin.GetUnlockKeyResponse\x12E\n" +
 	"\x06Unlock\x12\x1c.lockbox.admin.UnlockRequest\x1a\x1d.lockbox.admin.UnlockResponse\x12Z\n" +
-	"\rRotateDataKey\x12#.lockbox.admin.RotateDataKeyRequest\x1a$.lockbox.admin.RotateDataKeyResponseB.Z,github.com/lockbox-project/lockbox/api/adminb\x06proto3"
+	"\rRotateDataKey\x12#.lockbox.admin.RotateDataKeyRequest\x1a$.lockbox.admin.RotateDataKeyResponse\x12u\n" +
+	"\x16RotateKeyEncryptionKey\x12,.lockbox.admin.RotateKeyEncryptionKeyRequest\x1a-.lockbox.admin.RotateKeyEncryptionKeyResponse\x12r\n" +
+	"\x15IssueAdminCredentials\x12+.lockbox.admin.IssueAdminCredentialsRequest\x1a,.lockbox.admin.IssueAdminCredentialsResponse\x12u\n" +
+	"\x16RevokeAdminCredentials\x12,.lockbox.admin.RevokeAdminCredentialsRequest\x1a-.lockbox.admin.RevokeAdminCredentialsResponseB.Z,github.com/lockbox-project/lockbox/api/adminb\x06proto3"
 
 var (
 	file_admin_admin_proto_rawDescOnce sync.Once
@@ -1761,70 +2052,76 @@ func file_admin_admin_proto_rawDescGZIP() []byte {
 	return file_admin_admin_proto_rawDescData
 }
 
-var file_admin_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_admin_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_admin_admin_proto_goTypes = []any{
-	(*CreateSecretRequest)(nil),   // 0: lockbox.admin.CreateSecretRequest
-	(*CreateSecretResponse)(nil),  // 1: lockbox.admin.CreateSecretResponse
-	(*GetSecretRequest)(nil),      // 2: lockbox.admin.GetSecretRequest
-	(*GetSecretResponse)(nil),     // 3: lockbox.admin.GetSecretResponse
-	(*ListSecretsRequest)(nil),    // 4: lockbox.admin.ListSecretsRequest
-	(*ListSecretsResponse)(nil),   // 5: lockbox.admin.ListSecretsResponse
-	(*UpdateSecretRequest)(nil),   // 6: lockbox.admin.UpdateSecretRequest
-	(*UpdateSecretResponse)(nil),  // 7: lockbox.admin.UpdateSecretResponse
-	(*RemoveSecretRequest)(nil),   // 8: lockbox.admin.RemoveSecretRequest
-	(*RemoveSecretResponse)(nil),  // 9: lockbox.admin.RemoveSecretResponse
-	(*CreateServiceRequest)(nil),  // 10: lockbox.admin.CreateServiceRequest
-	(*CreateServiceResponse)(nil), // 11: lockbox.admin.CreateServiceResponse
-	(*GetServiceRequest)(nil),     // 12: lockbox.admin.GetServiceRequest
-	(*GetServiceResponse)(nil),    // 13: lockbox.admin.GetServiceResponse
-	(*ListServicesRequest)(nil),   // 14: lockbox.admin.ListServicesRequest
-	(*ListServicesResponse)(nil),  // 15: lockbox.admin.ListServicesResponse
-	(*UpdateServiceRequest)(nil),  // 16: lockbox.admin.UpdateServiceRequest
-	(*UpdateServiceResponse)(nil), // 17: lockbox.admin.UpdateServiceResponse
-	(*RemoveServiceRequest)(nil),  // 18: lockbox.admin.RemoveServiceRequest
-	(*RemoveServiceResponse)(nil), // 19: lockbox.admin.RemoveServiceResponse
-	(*GetNodeRequest)(nil),        // 20: lockbox.admin.GetNodeRequest
-	(*GetNodeResponse)(nil),       // 21: lockbox.admin.GetNodeResponse
-	(*ListNodesRequest)(nil),      // 22: lockbox.admin.ListNodesRequest
-	(*ListNodesResponse)(nil),     // 23: lockbox.admin.ListNodesResponse
-	(*UpdateNodeRequest)(nil),     // 24: lockbox.admin.UpdateNodeRequest
-	(*UpdateNodeResponse)(nil),    // 25: lockbox.admin.UpdateNodeResponse
-	(*RemoveNodeRequest)(nil),     // 26: lockbox.admin.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),    // 27: lockbox.admin.RemoveNodeResponse
-	(*GetJoinTokenRequest)(nil),   // 28: lockbox.admin.GetJoinTokenRequest
-	(*GetJoinTokenResponse)(nil),  // 29: lockbox.admin.GetJoinTokenResponse
-	(*GetUnlockKeyRequest)(nil),   // 30: lockbox.admin.GetUnlockKeyRequest
-	(*GetUnlockKeyResponse)(nil),  // 31: lockbox.admin.GetUnlockKeyResponse
-	(*UnlockRequest)(nil),         // 32: lockbox.admin.UnlockRequest
-	(*UnlockResponse)(nil),        // 33: lockbox.admin.UnlockResponse
-	(*RotateDataKeyRequest)(nil),  // 34: lockbox.admin.RotateDataKeyRequest
-	(*RotateDataKeyResponse)(nil), // 35: lockbox.admin.RotateDataKeyResponse
-	(*types.SecretSpec)(nil),      // 36: lockbox.types.SecretSpec
-	(*types.Secret)(nil),          // 37: lockbox.types.Secret
-	(*types.ServiceSpec)(nil),     // 38: lockbox.types.ServiceSpec
-	(*types.Service)(nil),         // 39: lockbox.types.Service
-	(*types.Node)(nil),            // 40: lockbox.types.Node
-	(*types.NodeSpec)(nil),        // 41: lockbox.types.NodeSpec
-	(types.NodeRole)(0),           // 42: lockbox.types.NodeRole
+	(*CreateSecretRequest)(nil),            // 0: lockbox.admin.CreateSecretRequest
+	(*CreateSecretResponse)(nil),           // 1: lockbox.admin.CreateSecretResponse
+	(*GetSecretRequest)(nil),               // 2: lockbox.admin.GetSecretRequest
+	(*GetSecretResponse)(nil),              // 3: lockbox.admin.GetSecretResponse
+	(*ListSecretsRequest)(nil),             // 4: lockbox.admin.ListSecretsRequest
+	(*ListSecretsResponse)(nil),            // 5: lockbox.admin.ListSecretsResponse
+	(*UpdateSecretRequest)(nil),            // 6: lockbox.admin.UpdateSecretRequest
+	(*UpdateSecretResponse)(nil),           // 7: lockbox.admin.UpdateSecretResponse
+	(*RemoveSecretRequest)(nil),            // 8: lockbox.admin.RemoveSecretRequest
+	(*RemoveSecretResponse)(nil),           // 9: lockbox.admin.RemoveSecretResponse
+	(*CreateServiceRequest)(nil),           // 10: lockbox.admin.CreateServiceRequest
+	(*CreateServiceResponse)(nil),          // 11: lockbox.admin.CreateServiceResponse
+	(*GetServiceRequest)(nil),              // 12: lockbox.admin.GetServiceRequest
+	(*GetServiceResponse)(nil),             // 13: lockbox.admin.GetServiceResponse
+	(*ListServicesRequest)(nil),            // 14: lockbox.admin.ListServicesRequest
+	(*ListServicesResponse)(nil),           // 15: lockbox.admin.ListServicesResponse
+	(*UpdateServiceRequest)(nil),           // 16: lockbox.admin.UpdateServiceRequest
+	(*UpdateServiceResponse)(nil),          // 17: lockbox.admin.UpdateServiceResponse
+	(*RemoveServiceRequest)(nil),           // 18: lockbox.admin.RemoveServiceRequest
+	(*RemoveServiceResponse)(nil),          // 19: lockbox.admin.RemoveServiceResponse
+	(*GetNodeRequest)(nil),                 // 20: lockbox.admin.GetNodeRequest
+	(*GetNodeResponse)(nil),                // 21: lockbox.admin.GetNodeResponse
+	(*ListNodesRequest)(nil),               // 22: lockbox.admin.ListNodesRequest
+	(*ListNodesResponse)(nil),              // 23: lockbox.admin.ListNodesResponse
+	(*UpdateNodeRequest)(nil),              // 24: lockbox.admin.UpdateNodeRequest
+	(*UpdateNodeResponse)(nil),             // 25: lockbox.admin.UpdateNodeResponse
+	(*RemoveNodeRequest)(nil),              // 26: lockbox.admin.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),             // 27: lockbox.admin.RemoveNodeResponse
+	(*GetJoinTokenRequest)(nil),            // 28: lockbox.admin.GetJoinTokenRequest
+	(*GetJoinTokenResponse)(nil),           // 29: lockbox.admin.GetJoinTokenResponse
+	(*GetUnlockKeyRequest)(nil),            // 30: lockbox.admin.GetUnlockKeyRequest
+	(*GetUnlockKeyResponse)(nil),           // 31: lockbox.admin.GetUnlockKeyResponse
+	(*UnlockRequest)(nil),                  // 32: lockbox.admin.UnlockRequest
+	(*UnlockResponse)(nil),                 // 33: lockbox.admin.UnlockResponse
+	(*RotateDataKeyRequest)(nil),           // 34: lockbox.admin.RotateDataKeyRequest
+	(*RotateDataKeyResponse)(nil),          // 35: lockbox.admin.RotateDataKeyResponse
+	(*IssueAdminCredentialsRequest)(nil),   // 36: lockbox.admin.IssueAdminCredentialsRequest
+	(*IssueAdminCredentialsResponse)(nil),  // 37: lockbox.admin.IssueAdminCredentialsResponse
+	(*RevokeAdminCredentialsRequest)(nil),  // 38: lockbox.admin.RevokeAdminCredentialsRequest
+	(*RevokeAdminCredentialsResponse)(nil), // 39: lockbox.admin.RevokeAdminCredentialsResponse
+	(*RotateKeyEncryptionKeyRequest)(nil),  // 40: lockbox.admin.RotateKeyEncryptionKeyRequest
+	(*RotateKeyEncryptionKeyResponse)(nil), // 41: lockbox.admin.RotateKeyEncryptionKeyResponse
+	(*types.SecretSpec)(nil),               // 42: lockbox.types.SecretSpec
+	(*types.Secret)(nil),                   // 43: lockbox.types.Secret
+	(*types.ServiceSpec)(nil),              // 44: lockbox.types.ServiceSpec
+	(*types.Service)(nil),                  // 45: lockbox.types.Service
+	(*types.Node)(nil),                     // 46: lockbox.types.Node
+	(*types.NodeSpec)(nil),                 // 47: lockbox.types.NodeSpec
+	(types.NodeRole)(0),                    // 48: lockbox.types.NodeRole
 }
 var file_admin_admin_proto_depIdxs = []int32{
-	36, // 0: lockbox.admin.CreateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
-	37, // 1: lockbox.admin.CreateSecretResponse.secret:type_name -> lockbox.types.Secret
-	37, // 2: lockbox.admin.GetSecretResponse.secret:type_name -> lockbox.types.Secret
-	37, // 3: lockbox.admin.ListSecretsResponse.secrets:type_name -> lockbox.types.Secret
-	36, // 4: lockbox.admin.UpdateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
-	37, // 5: lockbox.admin.UpdateSecretResponse.secret:type_name -> lockbox.types.Secret
-	38, // 6: lockbox.admin.CreateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
-	39, // 7: lockbox.admin.CreateServiceResponse.service:type_name -> lockbox.types.Service
-	39, // 8: lockbox.admin.GetServiceResponse.service:type_name -> lockbox.types.Service
-	39, // 9: lockbox.admin.ListServicesResponse.services:type_name -> lockbox.types.Service
-	38, // 10: lockbox.admin.UpdateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
-	39, // 11: lockbox.admin.UpdateServiceResponse.service:type_name -> lockbox.types.Service
-	40, // 12: lockbox.admin.GetNodeResponse.node:type_name -> lockbox.types.Node
-	40, // 13: lockbox.admin.ListNodesResponse.nodes:type_name -> lockbox.types.Node
-	41, // 14: lockbox.admin.UpdateNodeRequest.spec:type_name -> lockbox.types.NodeSpec
-	40, // 15: lockbox.admin.UpdateNodeResponse.node:type_name -> lockbox.types.Node
-	42, // 16: lockbox.admin.GetJoinTokenRequest.role:type_name -> lockbox.types.NodeRole
+	42, // 0: lockbox.admin.CreateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
+	43, // 1: lockbox.admin.CreateSecretResponse.secret:type_name -> lockbox.types.Secret
+	43, // 2: lockbox.admin.GetSecretResponse.secret:type_name -> lockbox.types.Secret
+	43, // 3: lockbox.admin.ListSecretsResponse.secrets:type_name -> lockbox.types.Secret
+	42, // 4: lockbox.admin.UpdateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
+	43, // 5: lockbox.admin.UpdateSecretResponse.secret:type_name -> lockbox.types.Secret
+	44, // 6: lockbox.admin.CreateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
+	45, // 7: lockbox.admin.CreateServiceResponse.service:type_name -> lockbox.types.Service
+	45, // 8: lockbox.admin.GetServiceResponse.service:type_name -> lockbox.types.Service
+	45, // 9: lockbox.admin.ListServicesResponse.services:type_name -> lockbox.types.Service
+	44, // 10: lockbox.admin.UpdateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
+	45, // 11: lockbox.admin.UpdateServiceResponse.service:type_name -> lockbox.types.Service
+	46, // 12: lockbox.admin.GetNodeResponse.node:type_name -> lockbox.types.Node
+	46, // 13: lockbox.admin.ListNodesResponse.nodes:type_name -> lockbox.types.Node
+	47, // 14: lockbox.admin.UpdateNodeRequest.spec:type_name -> lockbox.types.NodeSpec
+	46, // 15: lockbox.admin.UpdateNodeResponse.node:type_name -> lockbox.types.Node
+	48, // 16: lockbox.admin.GetJoinTokenRequest.role:type_name -> lockbox.types.NodeRole
 	0,  // 17: lockbox.admin.Admin.CreateSecret:input_type -> lockbox.admin.CreateSecretRequest
 	2,  // 18: lockbox.admin.Admin.GetSecret:input_type -> lockbox.admin.GetSecretRequest
 	4,  // 19: lockbox.admin.Admin.ListSecrets:input_type -> lockbox.admin.ListSecretsRequest
@@ -1843,26 +2140,32 @@ var file_admin_admin_proto_depIdxs = []int32{
 	30, // 32: lockbox.admin.Admin.GetUnlockKey:input_type -> lockbox.admin.GetUnlockKeyRequest
 	32, // 33: lockbox.admin.Admin.Unlock:input_type -> lockbox.admin.UnlockRequest
 	34, // 34: lockbox.admin.Admin.RotateDataKey:input_type -> lockbox.admin.RotateDataKeyRequest
-	1,  // 35: lockbox.admin.Admin.CreateSecret:output_type -> lockbox.admin.CreateSecretResponse
-	3,  // 36: lockbox.admin.Admin.GetSecret:output_type -> lockbox.admin.GetSecretResponse
-	5,  // 37: lockbox.admin.Admin.ListSecrets:output_type -> lockbox.admin.ListSecretsResponse
-	7,  // 38: lockbox.admin.Admin.UpdateSecret:output_type -> lockbox.admin.UpdateSecretResponse
-	9,  // 39: lockbox.admin.Admin.RemoveSecret:output_type -> lockbox.admin.RemoveSecretResponse
-	11, // 40: lockbox.admin.Admin.CreateService:output_type -> lockbox.admin.CreateServiceResponse
-	13, // 41: lockbox.admin.Admin.GetService:output_type -> lockbox.admin.GetServiceResponse
-	15, // 42: lockbox.admin.Admin.ListServices:output_type -> lockbox.admin.ListServicesResponse
-	17, // 43: lockbox.admin.Admin.UpdateService:output_type -> lockbox.admin.UpdateServiceResponse
-	19, // 44: lockbox.admin.Admin.RemoveService:output_type -> lockbox.admin.RemoveServiceResponse
-	21, // 45: lockbox.admin.Admin.GetNode:output_type -> lockbox.admin.GetNodeResponse
-	23, // 46: lockbox.admin.Admin.ListNodes:output_type -> lockbox.admin.ListNodesResponse
-	25, // 47: lockbox.admin.Admin.UpdateNode:output_type -> lockbox.admin.UpdateNodeResponse
-	27, // 48: lockbox.admin.Admin.RemoveNode:output_type -> lockbox.admin.RemoveNodeResponse
-	29, // 49: lockbox.admin.Admin.GetJoinToken:output_type -> lockbox.admin.GetJoinTokenResponse
-	31, // 50: lockbox.admin.Admin.GetUnlockKey:output_type -> lockbox.admin.GetUnlockKeyResponse
-	33, // 51: lockbox.admin.Admin.Unlock:output_type -> lockbox.admin.UnlockResponse
-	35, // 52: lockbox.admin.Admin.RotateDataKey:output_type -> lockbox.admin.RotateDataKeyResponse
-	35, // [35:53] is the sub-list for method output_type
-	17, // [17:35] is the sub-list for method input_type
+	40, // 35: lockbox.admin.Admin.RotateKeyEncryptionKey:input_type -> lockbox.admin.RotateKeyEncryptionKeyRequest
+	36, // 36: lockbox.admin.Admin.IssueAdminCredentials:input_type -> lockbox.admin.IssueAdminCredentialsRequest
+	38, // 37: lockbox.admin.Admin.RevokeAdminCredentials:input_type -> lockbox.admin.RevokeAdminCredentialsRequest
+	1,  // 38: lockbox.admin.Admin.CreateSecret:output_type -> lockbox.admin.CreateSecretResponse
+	3,  // 39: lockbox.admin.Admin.GetSecret:output_type -> lockbox.admin.GetSecretResponse
+	5,  // 40: lockbox.admin.Admin.ListSecrets:output_type -> lockbox.admin.ListSecretsResponse
+	7,  // 41: lockbox.admin.Admin.UpdateSecret:output_type -> lockbox.admin.UpdateSecretResponse
+	9,  // 42: lockbox.admin.Admin.RemoveSecret:output_type -> lockbox.admin.RemoveSecretResponse
+	11, // 43: lockbox.admin.Admin.CreateService:output_type -> lockbox.admin.CreateServiceResponse
+	13, // 44: lockbox.admin.Admin.GetService:output_type -> lockbox.admin.GetServiceResponse
+	15, // 45: lockbox.admin.Admin.ListServices:output_type -> lockbox.admin.ListServicesResponse
+	17, // 46: lockbox.admin.Admin.UpdateService:output_type -> lockbox.admin.UpdateServiceResponse
+	19, // 47: lockbox.admin.Admin.RemoveService:output_type -> lockbox.admin.RemoveServiceResponse
+	21, // 48: lockbox.admin.Admin.GetNode:output_type -> lockbox.admin.GetNodeResponse
+	23, // 49: lockbox.admin.Admin.ListNodes:output_type -> lockbox.admin.ListNodesResponse
+	25, // 50: lockbox.admin.Admin.UpdateNode:output_type -> lockbox.admin.UpdateNodeResponse
+	27, // 51: lockbox.admin.Admin.RemoveNode:output_type -> lockbox.admin.RemoveNodeResponse
+	29, // 52: lockbox.admin.Admin.GetJoinToken:output_type -> lockbox.admin.GetJoinTokenResponse
+	31, // 53: lockbox.admin.Admin.GetUnlockKey:output_type -> lockbox.admin.GetUnlockKeyResponse
+	33, // 54: lockbox.admin.Admin.Unlock:output_type -> lockbox.admin.UnlockResponse
+	35, // 55: lockbox.admin.Admin.RotateDataKey:output_type -> lockbox.admin.RotateDataKeyResponse
+	41, // 56: lockbox.admin.Admin.RotateKeyEncryptionKey:output_type -> lockbox.admin.RotateKeyEncryptionKeyResponse
+	37, // 57: lockbox.admin.Admin.IssueAdminCredentials:output_type -> lockbox.admin.IssueAdminCredentialsResponse
+	39, // 58: lockbox.admin.Admin.RevokeAdminCredentials:output_type -> lockbox.admin.RevokeAdminCredentialsResponse
+	38, // [38:59] is the sub-list for method output_type
+	17, // [17:38] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -1879,7 +2182,7 @@ func file_admin_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_admin_proto_rawDesc), len(file_admin_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

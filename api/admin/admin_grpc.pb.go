@@ -22,24 +22,27 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_CreateSecret_FullMethodName  = "/lockbox.admin.Admin/CreateSecret"
-	Admin_GetSecret_FullMethodName     = "/lockbox.admin.Admin/GetSecret"
-	Admin_ListSecrets_FullMethodName   = "/lockbox.admin.Admin/ListSecrets"
-	Admin_UpdateSecret_FullMethodName  = "/lockbox.admin.Admin/UpdateSecret"
-	Admin_RemoveSecret_FullMethodName  = "/lockbox.admin.Admin/RemoveSecret"
-	Admin_CreateService_FullMethodName = "/lockbox.admin.Admin/CreateService"
-	Admin_GetService_FullMethodName    = "/lockbox.admin.Admin/GetService"
-	Admin_ListServices_FullMethodName  = "/lockbox.admin.Admin/ListServices"
-	Admin_UpdateService_FullMethodName = "/lockbox.admin.Admin/UpdateService"
-	Admin_RemoveService_FullMethodName = "/lockbox.admin.Admin/RemoveService"
-	Admin_GetNode_FullMethodName       = "/lockbox.admin.Admin/GetNode"
-	Admin_ListNodes_FullMethodName     = "/lockbox.admin.Admin/ListNodes"
-	Admin_UpdateNode_FullMethodName    = "/lockbox.admin.Admin/UpdateNode"
-	Admin_RemoveNode_FullMethodName    = "/lockbox.admin.Admin/RemoveNode"
-	Admin_GetJoinToken_FullMethodName  = "/lockbox.admin.Admin/GetJoinToken"
-	Admin_GetUnlockKey_FullMethodName  = "/lockbox.admin.Admin/GetUnlockKey"
-	Admin_Unlock_FullMethodName        = "/lockbox.admin.Admin/Unlock"
-	Admin_RotateDataKey_FullMethodName = "/lockbox.admin.Admin/RotateDataKey"
+	Admin_CreateSecret_FullMethodName           = "/lockbox.admin.Admin/CreateSecret"
+	Admin_GetSecret_FullMethodName              = "/lockbox.admin.Admin/GetSecret"
+	Admin_ListSecrets_FullMethodName            = "/lockbox.admin.Admin/ListSecrets"
+	Admin_UpdateSecret_FullMethodName           = "/lockbox.admin.Admin/UpdateSecret"
+	Admin_RemoveSecret_FullMethodName           = "/lockbox.admin.Admin/RemoveSecret"
+	Admin_CreateService_FullMethodName          = "/lockbox.admin.Admin/CreateService"
+	Admin_GetService_FullMethodName             = "/lockbox.admin.Admin/GetService"
+	Admin_ListServices_FullMethodName           = "/lockbox.admin.Admin/ListServices"
+	Admin_UpdateService_FullMethodName          = "/lockbox.admin.Admin/UpdateService"
+	Admin_RemoveService_FullMethodName          = "/lockbox.admin.Admin/RemoveService"
+	Admin_GetNode_FullMethodName                = "/lockbox.admin.Admin/GetNode"
+	Admin_ListNodes_FullMethodName              = "/lockbox.admin.Admin/ListNodes"
+	Admin_UpdateNode_FullMethodName             = "/lockbox.admin.Admin/UpdateNode"
+	Admin_RemoveNode_FullMethodName             = "/lockbox.admin.Admin/RemoveNode"
+	Admin_GetJoinToken_FullMethodName           = "/lockbox.admin.Admin/GetJoinToken"
+	Admin_GetUnlockKey_FullMethodName           = "/lockbox.admin.Admin/GetUnlockKey"
+	Admin_Unlock_FullMethodName                 = "/lockbox.admin.Admin/Unlock"
+	Admin_RotateDataKey_FullMethodName          = "/lockbox.admin.Admin/RotateDataKey"
+	Admin_RotateKeyEncryptionKey_FullMethodName = "/lockbox.admin.Admin/RotateKeyEncryptionKey"
+	Admin_IssueAdminCredentials_FullMethodName  = "/lockbox.admin.Admin/IssueAdminCredentials"
+	Admin_RevokeAdminCredentials_FullMethodName = "/lockbox.admin.Admin/RevokeAdminCredentials"
 )
 
 // AdminClient is the client API for Admin service.
@@ -68,6 +71,17 @@ type AdminClient interface {
 	Unlock(ctx context.Context, in *UnlockRequest, opts ...grpc.CallOption) (*UnlockResponse, error)
 	// RotateDataKey seals every secret under a new data key.
 	RotateDataKey(ctx context.Context, in *RotateDataKeyRequest, opts ...grpc.CallOption) (*RotateDataKeyResponse, error)
+	// RotateKeyEncryptionKey replaces the key-encryption key of a cluster
+	// without autolock (with autolock, rotate the unlock key): every manager
+	// follows and rewrites its key file. Secrets are not re-sealed.
+	RotateKeyEncryptionKey(ctx context.Context, in *RotateKeyEncryptionKeyRequest, opts ...grpc.CallOption) (*RotateKeyEncryptionKeyResponse, error)
+	// IssueAdminCredentials makes a short-lived admin certificate and key
+	// for TCP clients. Served on the root-only admin socket only: an admin
+	// certificate cannot mint its own successor.
+	IssueAdminCredentials(ctx context.Context, in *IssueAdminCredentialsRequest, opts ...grpc.CallOption) (*IssueAdminCredentialsResponse, error)
+	// RevokeAdminCredentials revokes an admin certificate by its ID, on
+	// every manager, through the cluster's revocation list.
+	RevokeAdminCredentials(ctx context.Context, in *RevokeAdminCredentialsRequest, opts ...grpc.CallOption) (*RevokeAdminCredentialsResponse, error)
 }
 
 type adminClient struct {
@@ -258,6 +272,36 @@ func (c *adminClient) RotateDataKey(ctx context.Context, in *RotateDataKeyReques
 	return out, nil
 }
 
+func (c *adminClient) RotateKeyEncryptionKey(ctx context.Context, in *RotateKeyEncryptionKeyRequest, opts ...grpc.CallOption) (*RotateKeyEncryptionKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateKeyEncryptionKeyResponse)
+	err := c.cc.Invoke(ctx, Admin_RotateKeyEncryptionKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) IssueAdminCredentials(ctx context.Context, in *IssueAdminCredentialsRequest, opts ...grpc.CallOption) (*IssueAdminCredentialsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueAdminCredentialsResponse)
+	err := c.cc.Invoke(ctx, Admin_IssueAdminCredentials_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RevokeAdminCredentials(ctx context.Context, in *RevokeAdminCredentialsRequest, opts ...grpc.CallOption) (*RevokeAdminCredentialsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeAdminCredentialsResponse)
+	err := c.cc.Invoke(ctx, Admin_RevokeAdminCredentials_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -284,6 +328,17 @@ type AdminServer interface {
 	Unlock(context.Context, *UnlockRequest) (*UnlockResponse, error)
 	// RotateDataKey seals every secret under a new data key.
 	RotateDataKey(context.Context, *RotateDataKeyRequest) (*RotateDataKeyResponse, error)
+	// RotateKeyEncryptionKey replaces the key-encryption key of a cluster
+	// without autolock (with autolock, rotate the unlock key): every manager
+	// follows and rewrites its key file. Secrets are not re-sealed.
+	RotateKeyEncryptionKey(context.Context, *RotateKeyEncryptionKeyRequest) (*RotateKeyEncryptionKeyResponse, error)
+	// IssueAdminCredentials makes a short-lived admin certificate and key
+	// for TCP clients. Served on the root-only admin socket only: an admin
+	// certificate cannot mint its own successor.
+	IssueAdminCredentials(context.Context, *IssueAdminCredentialsRequest) (*IssueAdminCredentialsResponse, error)
+	// RevokeAdminCredentials revokes an admin certificate by its ID, on
+	// every manager, through the cluster's revocation list.
+	RevokeAdminCredentials(context.Context, *RevokeAdminCredentialsRequest) (*RevokeAdminCredentialsResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -347,6 +402,15 @@ func (UnimplementedAdminServer) Unlock(context.Context, *UnlockRequest) (*Unlock
 }
 func (UnimplementedAdminServer) RotateDataKey(context.Context, *RotateDataKeyRequest) (*RotateDataKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateDataKey not implemented")
+}
+func (UnimplementedAdminServer) RotateKeyEncryptionKey(context.Context, *RotateKeyEncryptionKeyRequest) (*RotateKeyEncryptionKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateKeyEncryptionKey not implemented")
+}
+func (UnimplementedAdminServer) IssueAdminCredentials(context.Context, *IssueAdminCredentialsRequest) (*IssueAdminCredentialsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueAdminCredentials not implemented")
+}
+func (UnimplementedAdminServer) RevokeAdminCredentials(context.Context, *RevokeAdminCredentialsRequest) (*RevokeAdminCredentialsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeAdminCredentials not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -693,6 +757,60 @@ func _Admin_RotateDataKey_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RotateKeyEncryptionKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateKeyEncryptionKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RotateKeyEncryptionKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RotateKeyEncryptionKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RotateKeyEncryptionKey(ctx, req.(*RotateKeyEncryptionKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_IssueAdminCredentials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueAdminCredentialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).IssueAdminCredentials(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_IssueAdminCredentials_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).IssueAdminCredentials(ctx, req.(*IssueAdminCredentialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RevokeAdminCredentials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeAdminCredentialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RevokeAdminCredentials(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RevokeAdminCredentials_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RevokeAdminCredentials(ctx, req.(*RevokeAdminCredentialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -771,6 +889,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateDataKey",
 			Handler:    _Admin_RotateDataKey_Handler,
+		},
+		{
+			MethodName: "RotateKeyEncryptionKey",
+			Handler:    _Admin_RotateKeyEncryptionKey_Handler,
+		},
+		{
+			MethodName: "IssueAdminCredentials",
+			Handler:    _Admin_IssueAdminCredentials_Handler,
+		},
+		{
+			MethodName: "RevokeAdminCredentials",
+			Handler:    _Admin_RevokeAdminCredentials_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -55,6 +55,8 @@ func addAdminCommands(root *cobra.Command) {
 		newUnlockCommand(c),
 		newUnlockKeyCommand(c),
 		newDataKeyCommand(c),
+		newAdminCredentialsCommand(c),
+		newKEKCommand(c),
 	)
 }
 
@@ -89,7 +91,7 @@ func (c *connFlags) dial() (*grpc.ClientConn, error) {
 
 func (c *connFlags) tlsCredentials(addr string) (credentials.TransportCredentials, error) {
 	if c.caCert == "" || c.cert == "" || c.key == "" {
-		return nil, fmt.Errorf("-H %s: a tcp:// manager needs --tlscacert, --tlscert and --tlskey (the admin credentials written at init under the manager's data dir)", c.host)
+		return nil, fmt.Errorf("-H %s: a tcp:// manager needs --tlscacert, --tlscert and --tlskey: short-lived ones from 'lockbox admin-credentials create --dir DIR' on the manager (as root), or, without autolock, those written at init under the manager's data dir", c.host)
 	}
 	pem, err := os.ReadFile(c.caCert)
 	if err != nil {
@@ -101,6 +103,9 @@ func (c *connFlags) tlsCredentials(addr string) (credentials.TransportCredential
 	}
 	pair, err := tls.LoadX509KeyPair(c.cert, c.key)
 	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("--tlscert/--tlskey: %w (a manager with autolock writes no admin key at init: issue short-lived credentials with 'lockbox admin-credentials create --dir DIR' on the manager, as root)", err)
+		}
 		return nil, fmt.Errorf("--tlscert/--tlskey: %w", err)
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {

@@ -53,7 +53,7 @@ func newCLIEnv(t *testing.T, unlockKey string) *cliEnv {
 	}
 	st := store.New(cli, km)
 	km2 := admin.KeyManager{Keys: km, Store: st}
-	a, err := admin.New(admin.Config{Store: st, Unlocker: km2, DataKeys: km2, Tokens: fixedTokens{},
+	a, err := admin.New(admin.Config{Store: st, Unlocker: km2, DataKeys: km2, Tokens: fixedTokens{}, AdminCreds: fakeCreds{},
 		Managers: func() []string { return []string{"10.0.0.1:4243", "10.0.0.2:4243"} }})
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +69,16 @@ func newCLIEnv(t *testing.T, unlockKey string) *cliEnv {
 	t.Cleanup(gs.Stop)
 	return &cliEnv{host: "unix://" + sock, store: st}
 }
+
+// fakeCreds issues fixed admin credentials, as the manager's CA would.
+type fakeCreds struct{}
+
+func (fakeCreds) IssueAdmin(_ context.Context, lifetime time.Duration) (admin.AdminCredentials, error) {
+	return admin.AdminCredentials{ID: "admin-0123456789ab", CertPEM: []byte("CERT\n"), KeyPEM: []byte("KEY\n"), RootPEM: []byte("ROOT\n"),
+		NotAfter: time.Unix(1700000000, 0).Add(lifetime)}, nil
+}
+
+func (fakeCreds) RevokeAdmin(context.Context, string) error { return nil }
 
 type fixedTokens struct{}
 
@@ -348,4 +358,37 @@ func TestCLIDataKeyRotate(t *testing.T) {
 		t.Fatalf("secret ls after rotation: %q", out)
 	}
 	e.mustRun(t, "value-c", "secret", "create", "c", "-")
+}
+
+func TestCLIAdminCredentials(t *testing.T) {
+	e := newCLIEnv(t, "")
+	dir := filepath.Join(t.TempDir(), "creds")
+	out := e.mustRun(t, "", "admin-credentials", "create", "--dir", dir, "--lifetime", "2h")
+	if !strings.Contains(out, "admin-0123456789ab") || !strings.Contains(out, "2023-11-15T00:13:20Z") || !strings.Contains(out, "--tlskey "+filepath.Join(dir, "key.pem")) {
+		t.Fatalf("create:\n%s", out)
+	}
+	for name, want := range map[string]string{"ca.pem": "ROOT\n", "cert.pem": "CERT\n", "key.pem": "KEY\n"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || string(b) != want {
+			t.Errorf("%s: %q %v", name, b, err)
+		}
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode: %v %v", name, fi.Mode(), err)
+		}
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("dir mode: %v %v", fi.Mode(), err)
+	}
+	if _, err := e.run(t, "", "admin-credentials", "create"); err == nil || !strings.Contains(err.Error(), "--dir is required") {
+		t.Errorf("create without --dir: %v", err)
+	}
+	if _, err := e.run(t, "", "admin-credentials", "create", "--dir", dir, "--lifetime", "1000h"); err == nil || !strings.Contains(err.Error(), "lives from 1m to") {
+		t.Errorf("too long a lifetime: %v", err)
+	}
+	if out := e.mustRun(t, "", "admin-credentials", "rm", "admin-0123456789ab"); out != "admin-0123456789ab\n" {
+		t.Errorf("rm: %q", out)
+	}
+	if _, err := e.run(t, "", "admin-credentials", "rm", "somenode"); err == nil || !strings.Contains(err.Error(), "node rm") {
+		t.Errorf("rm of a node ID: %v", err)
+	}
 }

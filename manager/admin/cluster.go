@@ -3,6 +3,8 @@ package admin
 import (
 	"context"
 	"errors"
+	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -85,4 +87,67 @@ func (s *Server) RotateDataKey(ctx context.Context, _ *adminapi.RotateDataKeyReq
 		return nil, toStatus(err)
 	}
 	return &adminapi.RotateDataKeyResponse{Resealed: uint64(n)}, nil
+}
+
+// AdminCredentialer issues short-lived admin certificates and revokes them.
+type AdminCredentialer interface {
+	// IssueAdmin makes a key and an admin certificate valid for lifetime.
+	IssueAdmin(ctx context.Context, lifetime time.Duration) (AdminCredentials, error)
+	// RevokeAdmin revokes the admin certificate named id on every manager.
+	RevokeAdmin(ctx context.Context, id string) error
+}
+
+// AdminCredentials is what IssueAdmin returns.
+type AdminCredentials struct {
+	ID                       string
+	CertPEM, KeyPEM, RootPEM []byte
+	NotAfter                 time.Time
+}
+
+// Admin credential lifetimes: short by default, so a lost copy expires on
+// its own; bounded, so none is long-lived.
+const (
+	DefaultAdminLifetime = 12 * time.Hour
+	MaxAdminLifetime     = 7 * 24 * time.Hour
+	// AdminIDPrefix starts every admin certificate's ID.
+	AdminIDPrefix = "admin-"
+)
+
+func (s *Server) IssueAdminCredentials(ctx context.Context, req *adminapi.IssueAdminCredentialsRequest) (*adminapi.IssueAdminCredentialsResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if s.cfg.AdminCreds == nil {
+		return nil, unimplemented("admin credentials")
+	}
+	lifetime := time.Duration(req.GetLifetimeSeconds()) * time.Second
+	switch {
+	case req.GetLifetimeSeconds() == 0:
+		lifetime = DefaultAdminLifetime
+	case req.GetLifetimeSeconds() < 60 || lifetime > MaxAdminLifetime:
+		return nil, invalid("an admin certificate lives from 1m to %s", MaxAdminLifetime)
+	}
+	c, err := s.cfg.AdminCreds.IssueAdmin(ctx, lifetime)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &adminapi.IssueAdminCredentialsResponse{
+		Id: c.ID, CertificatePem: c.CertPEM, KeyPem: c.KeyPEM, RootCaPem: c.RootPEM, NotAfterUnix: c.NotAfter.Unix(),
+	}, nil
+}
+
+func (s *Server) RevokeAdminCredentials(ctx context.Context, req *adminapi.RevokeAdminCredentialsRequest) (*adminapi.RevokeAdminCredentialsResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if s.cfg.AdminCreds == nil {
+		return nil, unimplemented("admin credentials")
+	}
+	if !strings.HasPrefix(req.GetId(), AdminIDPrefix) || len(req.GetId()) == len(AdminIDPrefix) {
+		return nil, invalid("%q is not an admin credentials ID (%s...): revoke a node with 'lockbox node rm'", req.GetId(), AdminIDPrefix)
+	}
+	if err := s.cfg.AdminCreds.RevokeAdmin(ctx, req.Id); err != nil {
+		return nil, toStatus(err)
+	}
+	return &adminapi.RevokeAdminCredentialsResponse{}, nil
 }

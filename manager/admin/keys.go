@@ -2,10 +2,12 @@ package admin
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/manager/keys"
 	"github.com/lockbox-project/lockbox/manager/store"
 )
@@ -42,6 +44,36 @@ func (k KeyManager) UnlockKey(ctx context.Context, rotate bool) (string, bool, e
 	}
 	key, err = k.Keys.RotateUnlockKey(ctx)
 	return key, err == nil, err
+}
+
+// RotateKEK implements KEKRotator.
+func (k KeyManager) RotateKEK(ctx context.Context) error {
+	if err := k.Keys.RotateKeyFileKEK(ctx); errors.Is(err, keys.ErrAutolock) {
+		return status.Error(codes.FailedPrecondition, err.Error())
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// KEKRotator replaces the key-encryption key of a cluster without
+// autolock; DataKeys implements it when it can.
+type KEKRotator interface {
+	RotateKEK(ctx context.Context) error
+}
+
+func (s *Server) RotateKeyEncryptionKey(ctx context.Context, _ *adminapi.RotateKeyEncryptionKeyRequest) (*adminapi.RotateKeyEncryptionKeyResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	r, ok := s.cfg.DataKeys.(KEKRotator)
+	if !ok {
+		return nil, unimplemented("key-encryption key rotation")
+	}
+	if err := r.RotateKEK(ctx); err != nil {
+		return nil, toStatus(err)
+	}
+	return &adminapi.RotateKeyEncryptionKeyResponse{}, nil
 }
 
 func (k KeyManager) RotateDataKey(ctx context.Context) (int, error) {

@@ -51,6 +51,8 @@ type Config struct {
 	Unlocker Unlocker
 	Nodes    NodeRevoker
 	DataKeys DataKeyRotator
+	// AdminCreds issues and revokes admin credentials (cluster.go).
+	AdminCreds AdminCredentialer
 	// Managers lists the manager addresses handed out with join tokens;
 	// nil hands out none.
 	Managers func() []string

@@ -15,6 +15,17 @@
 // Sealed data:  0x02 | key ID (uint32, big endian) | nonce (24) | secretbox under the record key
 // Wrapped ring: 0x01 | KEK ID (8)                  | nonce (24) | secretbox(keyring)
 //
+//	0x02 | KEK ID | nonce | length | secretbox(keyring) | forward (see wrap)
+//
+// Sealed file:  0x01 | KEK ID (8)                  | nonce (24) | secretbox under HKDF(KEK, role)
+//
+// Sealed files are a manager's private keys under autolock (SealFile /
+// OpenFile): the daemon keeps no key in clear on disk, and opens them with
+// the KEK derived from the unlock key before it can start etcd.
+//
+// Every key the package holds (DEKs, digest key, KEKs) is in locked,
+// non-dumpable memory (internal/secretmem) and zeroed when dropped.
+//
 // The record key is HMAC-SHA256(DEK, "lockbox seal v2\x00" || ad), ad naming
 // the record the value belongs to (the store's key, "secretdata/<id>"):
 // a value copied over another record does not open (seal.go says why this
@@ -59,8 +70,16 @@
 //
 // # Rotations
 //
-// RotateUnlockKey / RotateKEK re-wrap the keyring under a new KEK (one
-// compare-and-swap write). RotateDEK adds a new current DEK (written
+// RotateUnlockKey / RotateKEK / RotateKeyFileKEK re-wrap the keyring under
+// a new KEK (one compare-and-swap write) with a forward: the new unlock key
+// (or, without autolock, the new KEK) sealed under the old KEK, so that
+// every running manager follows (Reload) and hears the new KEK
+// (OnKEKChange) to re-seal its key files or rewrite its kek file; a
+// manager with a key file that was down follows at UnlockFollowing. A
+// restarted autolocked manager never follows: a rotated-out unlock key
+// does not unlock it. The forward lasts until the next keyring write or
+// DropForward (the daemon calls it some minutes after a rotation).
+// RotateDEK adds a new current DEK (written
 // first), re-seals every sealed value under it through Resealers, and only
 // then drops the old DEKs: a crash at any point leaves a keyring that opens
 // everything, and FinishRotation completes the job.

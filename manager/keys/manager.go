@@ -47,6 +47,22 @@ type Manager struct {
 	kek  *KEK
 	ring *Keyring
 	rev  int64 // mod revision of the wrapped ring we hold
+
+	// onKEK hears every change of the KEK in use (see OnKEKChange).
+	onKEK func(*KEK)
+}
+
+// OnKEKChange sets fn to be called, outside the Manager's lock, with a copy
+// of the KEK each time a new one is installed: at unlock and when an
+// unlock-key rotation (here or on another manager) replaces it. The daemon
+// re-seals its key files with it. fn owns (and zeroes) the copy. Set it
+// before the first unlock.
+func (m *Manager) OnKEKChange(fn func(*KEK)) { m.onKEK = fn }
+
+func (m *Manager) notifyKEK(kek *KEK) {
+	if m.onKEK != nil {
+		m.onKEK(cloneKEK(kek))
+	}
 }
 
 // NewManager returns a locked Manager keeping the wrapped keyring in ks.
@@ -83,15 +99,21 @@ func (m *Manager) Bootstrap(ctx context.Context, kek *KEK, unlockKey string) (cr
 	return true, nil
 }
 
-func cloneKEK(k *KEK) *KEK { c := *k; return &c }
-
 // install swaps in a new ring and KEK, zeroing what they replace.
 func (m *Manager) install(ring *Keyring, kek *KEK, rev int64) {
 	m.mu.Lock()
 	oldRing, oldKEK := m.ring, m.kek
 	m.ring, m.kek, m.rev = ring, kek, rev
+	var fresh *KEK
+	if kek != nil && (oldKEK == nil || oldKEK.id() != kek.id()) {
+		fresh = cloneKEK(kek)
+	}
 	m.mu.Unlock()
 	m.zeroReplaced(oldRing, oldKEK, ring, kek)
+	if fresh != nil {
+		m.notifyKEK(fresh)
+		fresh.Zero()
+	}
 }
 
 // installNewer installs ring only if it is newer than the one in use and
@@ -107,8 +129,16 @@ func (m *Manager) installNewer(ring *Keyring, kek *KEK, rev int64) {
 	}
 	oldRing, oldKEK := m.ring, m.kek
 	m.ring, m.kek, m.rev = ring, kek, rev
+	var fresh *KEK
+	if kek != nil && (oldKEK == nil || oldKEK.id() != kek.id()) {
+		fresh = cloneKEK(kek)
+	}
 	m.mu.Unlock()
 	m.zeroReplaced(oldRing, oldKEK, ring, kek)
+	if fresh != nil {
+		m.notifyKEK(fresh)
+		fresh.Zero()
+	}
 }
 
 func (m *Manager) zeroReplaced(oldRing *Keyring, oldKEK *KEK, ring *Keyring, kek *KEK) {
@@ -131,6 +161,8 @@ func (m *Manager) Unlock(ctx context.Context, kek *KEK) error {
 	if !found {
 		return ErrNoKeyring
 	}
+	// No forward here (see wrap): a rotated-out unlock key does not
+	// unlock a restarted manager.
 	ring, err := Unwrap(wrapped, kek)
 	if err != nil {
 		return fmt.Errorf("unlock: %w", err)
@@ -138,6 +170,76 @@ func (m *Manager) Unlock(ctx context.Context, kek *KEK) error {
 	m.install(ring, cloneKEK(kek), rev)
 	return nil
 }
+
+// UnlockFollowing is Unlock for a KEK from a key file, which also follows
+// the forward a KEK rotation left while this manager was down (no operator
+// is there to give it the new key). The caller rewrites its key file when
+// OnKEKChange reports a new KEK.
+func (m *Manager) UnlockFollowing(ctx context.Context, kek *KEK) error {
+	wrapped, ver, found, err := m.ks.GetKeyring(ctx)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return ErrNoKeyring
+	}
+	ring, used, err := unwrapFollow(wrapped, kek)
+	if err != nil {
+		return fmt.Errorf("unlock: %w", err)
+	}
+	m.install(ring, used, ver)
+	return nil
+}
+
+// RotateKeyFileKEK replaces the KEK of a cluster without autolock with a
+// fresh random one: every manager follows (through the forward) and
+// rewrites its key file. ErrAutolock when the cluster has an unlock key.
+func (m *Manager) RotateKeyFileKEK(ctx context.Context) error {
+	if _, on, err := m.UnlockKey(); err != nil {
+		return err
+	} else if on {
+		return ErrAutolock
+	}
+	kek, err := NewKEK()
+	if err != nil {
+		return err
+	}
+	defer kek.Zero()
+	return m.RotateKEK(ctx, kek, "")
+}
+
+// DropForward rewrites the keyring without the forward a KEK or
+// unlock-key rotation left (see wrap), so that the previous key no longer
+// leads to the current one. It does nothing when there is no forward, or
+// when the keyring changed meanwhile (every write drops the forward).
+func (m *Manager) DropForward(ctx context.Context) error {
+	wrapped, ver, found, err := m.ks.GetKeyring(ctx)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return ErrNoKeyring
+	}
+	if _, fwd, err := splitWrapped(wrapped); err != nil || fwd == nil {
+		return err
+	}
+	ring, kek, rev, err := m.current()
+	if err != nil {
+		return err
+	}
+	if rev != ver {
+		ring.Close()
+		kek.Zero()
+		return nil
+	}
+	if err := m.write(ctx, ring, kek, rev); err != nil && !errors.Is(err, ErrConcurrentChange) {
+		return fmt.Errorf("drop the keyring's forward: %w", err)
+	}
+	return nil
+}
+
+// ErrAutolock: the operation is for clusters without autolock.
+var ErrAutolock = errors.New("autolock is on: rotate the unlock key instead ('lockbox unlock-key --rotate')")
 
 // UnlockWithKey derives the KEK from an autolock unlock key and unlocks.
 func (m *Manager) UnlockWithKey(ctx context.Context, unlockKey string) error {
@@ -157,9 +259,10 @@ func (m *Manager) Locked() bool {
 }
 
 // Reload re-reads the wrapped keyring (after another manager rotated a
-// key) and opens it with the KEK this manager holds. A locked manager stays
-// locked. If the KEK changed elsewhere too (the unlock key was rotated on
-// another manager), the ring in use is kept and ErrWrongKey returned.
+// key) and opens it with the KEK this manager holds, or through the
+// forward an unlock-key rotation on another manager left (see wrap). A
+// locked manager stays locked. If the KEK changed elsewhere and no forward
+// leads to it, the ring in use is kept and ErrWrongKey returned.
 func (m *Manager) Reload(ctx context.Context) error {
 	m.mu.RLock()
 	if m.kek == nil {
@@ -181,12 +284,12 @@ func (m *Manager) Reload(ctx context.Context) error {
 		kek.Zero()
 		return nil
 	}
-	ring, err := Unwrap(wrapped, kek)
+	ring, used, err := unwrapFollow(wrapped, kek)
+	kek.Zero()
 	if err != nil {
-		kek.Zero()
 		return fmt.Errorf("reload keyring: %w", err)
 	}
-	m.installNewer(ring, kek, cur)
+	m.installNewer(ring, used, cur)
 	return nil
 }
 
@@ -302,13 +405,18 @@ func (m *Manager) UnlockKey() (string, bool, error) {
 // write stores next wrapped under kek if the keyring is still at rev, and
 // installs it. It takes ownership of next and kek: on failure both are zeroed.
 func (m *Manager) write(ctx context.Context, next *Keyring, kek *KEK, rev int64) (err error) {
+	return m.writeForward(ctx, next, kek, nil, rev)
+}
+
+// writeForward is write, adding a forward from prev (see wrap) when set.
+func (m *Manager) writeForward(ctx context.Context, next *Keyring, kek, prev *KEK, rev int64) (err error) {
 	defer func() {
 		if err != nil {
 			next.Close()
 			kek.Zero()
 		}
 	}()
-	wrapped, err := Wrap(next, kek)
+	wrapped, err := wrap(next, kek, prev)
 	if err != nil {
 		return err
 	}
@@ -332,9 +440,11 @@ func (m *Manager) RotateKEK(ctx context.Context, kek *KEK, unlockKey string) err
 	if err != nil {
 		return err
 	}
-	old.Zero()
+	defer old.Zero()
 	next.unlockKey = unlockKey
-	if err := m.write(ctx, next, cloneKEK(kek), rev); err != nil {
+	// Other managers hold only the old KEK: they follow through the
+	// forward (see wrap).
+	if err := m.writeForward(ctx, next, cloneKEK(kek), old, rev); err != nil {
 		next.Close()
 		return fmt.Errorf("rotate key-encryption key: %w", err)
 	}

@@ -307,3 +307,153 @@ func TestStaleManagerWriteIsFenced(t *testing.T) {
 		t.Fatalf("secret written by the stale manager: %q, %v", data, err)
 	}
 }
+
+// A running manager follows an unlock-key rotation made on another one
+// (through the forward the rotation leaves) and hears the new KEK, to
+// re-seal its key files; a later keyring write drops the forward.
+func TestRunningManagerFollowsUnlockKeyRotation(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	key, _ := keys.NewUnlockKey()
+	kek, _ := keys.KEKFromUnlockKey(key)
+	if _, err := c.a.Bootstrap(ctx, kek, key); err != nil {
+		t.Fatal(err)
+	}
+	heard := make(chan [8]byte, 4)
+	c.b.OnKEKChange(func(k *keys.KEK) { heard <- k.ID(); k.Zero() })
+	if err := c.b.Unlock(ctx, kek); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-heard; got != kek.ID() {
+		t.Fatal("unlock did not report the KEK")
+	}
+	newKey, err := c.a.RotateUnlockKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.b.Reload(ctx); err != nil {
+		t.Fatalf("reload after a rotation elsewhere: %v", err)
+	}
+	newKEK, _ := keys.KEKFromUnlockKey(newKey)
+	select {
+	case got := <-heard:
+		if got != newKEK.ID() {
+			t.Fatal("followed to a KEK that is not the new unlock key's")
+		}
+	default:
+		t.Fatal("the new KEK was not reported")
+	}
+	if got, _, _ := c.b.UnlockKey(); got != newKey {
+		t.Fatal("the follower does not hold the new unlock key")
+	}
+	// The follower writes under the new KEK: a data-key rotation there
+	// leaves a keyring the new key opens, with no forward from the old one.
+	if _, err := c.b.RotateDEK(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fresh := keys.NewManager(c.db.Keyring())
+	defer fresh.Close()
+	if err := fresh.UnlockWithKey(ctx, key); !errors.Is(err, keys.ErrWrongKey) {
+		t.Fatalf("old key after rotation: %v", err)
+	}
+	if err := fresh.UnlockWithKey(ctx, newKey); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Without autolock the KEK (a key file) can be rotated too: running
+// managers follow through the forward, a manager that was down follows at
+// its next unlock from the old file, until a later keyring write drops the
+// forward; a cluster with autolock is told to rotate its unlock key.
+func TestRotateKeyFileKEK(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	kek, _ := keys.NewKEK()
+	if _, err := c.a.Bootstrap(ctx, kek, ""); err != nil {
+		t.Fatal(err)
+	}
+	heard := make(chan [8]byte, 4)
+	c.b.OnKEKChange(func(k *keys.KEK) { heard <- k.ID(); k.Zero() })
+	if err := c.b.Unlock(ctx, kek); err != nil {
+		t.Fatal(err)
+	}
+	<-heard
+	sec, err := c.sa.CreateSecret(ctx, &types.SecretSpec{Name: "db"}, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.a.RotateKeyFileKEK(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.b.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var next [8]byte
+	select {
+	case next = <-heard:
+	default:
+		t.Fatal("the follower heard no new KEK")
+	}
+	if next == kek.ID() {
+		t.Fatal("the KEK did not change")
+	}
+	down := keys.NewManager(c.db.Keyring())
+	defer down.Close()
+	if err := down.Unlock(ctx, kek); !errors.Is(err, keys.ErrWrongKey) {
+		t.Fatalf("strict unlock with the old key file: %v", err)
+	}
+	if err := down.UnlockFollowing(ctx, kek); err != nil {
+		t.Fatalf("a manager down during the rotation: %v", err)
+	}
+	if data, err := c.db.WithSealer(down).SecretData(ctx, sec.Id); err != nil || string(data) != "pw" {
+		t.Fatalf("after the KEK rotation: %q %v", data, err)
+	}
+	if _, err := c.a.RotateDEK(ctx, c.sa); err != nil {
+		t.Fatal(err)
+	}
+	late := keys.NewManager(c.db.Keyring())
+	defer late.Close()
+	if err := late.UnlockFollowing(ctx, kek); !errors.Is(err, keys.ErrWrongKey) {
+		t.Fatalf("the old key file after the forward was dropped: %v", err)
+	}
+
+	al := newCluster(t)
+	key, _ := keys.NewUnlockKey()
+	akek, _ := keys.KEKFromUnlockKey(key)
+	if _, err := al.a.Bootstrap(ctx, akek, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := al.a.RotateKeyFileKEK(ctx); !errors.Is(err, keys.ErrAutolock) {
+		t.Fatalf("key-file rotation on an autolocked cluster: %v", err)
+	}
+}
+
+// DropForward ends the window in which the previous key leads to the
+// current one.
+func TestDropForward(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	kek, _ := keys.NewKEK()
+	if _, err := c.a.Bootstrap(ctx, kek, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.a.DropForward(ctx); err != nil {
+		t.Fatalf("no forward: %v", err)
+	}
+	if err := c.a.RotateKeyFileKEK(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.a.DropForward(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.b.UnlockFollowing(ctx, kek); !errors.Is(err, keys.ErrWrongKey) {
+		t.Fatalf("the previous key after the forward was dropped: %v", err)
+	}
+	sec, err := c.sa.CreateSecret(ctx, &types.SecretSpec{Name: "db"}, []byte("pw"))
+	if err != nil {
+		t.Fatalf("the rotating manager after dropping the forward: %v", err)
+	}
+	if data, err := c.sa.SecretData(ctx, sec.Id); err != nil || string(data) != "pw" {
+		t.Fatalf("%q %v", data, err)
+	}
+}

@@ -54,8 +54,12 @@ type Keyring struct {
 }
 
 func randomKey() (*[KeySize]byte, error) {
-	k := new([KeySize]byte)
+	k, err := newLockedKey()
+	if err != nil {
+		return nil, err
+	}
 	if _, err := io.ReadFull(rand.Reader, k[:]); err != nil {
+		freeLockedKey(k)
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
 	return k, nil
@@ -70,6 +74,7 @@ func NewKeyring() (*Keyring, error) {
 	}
 	mac, err := randomKey()
 	if err != nil {
+		freeLockedKey(dek)
 		return nil, err
 	}
 	return &Keyring{current: 1, deks: map[uint32]*[KeySize]byte{1: dek}, macKey: mac}, nil
@@ -225,14 +230,18 @@ func (k *Keyring) clone() *Keyring {
 	defer k.mu.RUnlock()
 	c := &Keyring{current: k.current, deks: make(map[uint32]*[KeySize]byte, len(k.deks)), unlockKey: k.unlockKey}
 	for id, d := range k.deks {
-		cp := *d
-		c.deks[id] = &cp
+		c.deks[id] = lockedCopy(d)
 	}
 	if k.macKey != nil {
-		mk := *k.macKey
-		c.macKey = &mk
+		c.macKey = lockedCopy(k.macKey)
 	}
 	return c
+}
+
+func (k *Keyring) unlockKeyOf() (string, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.unlockKey, k.unlockKey != ""
 }
 
 // withNewDEK returns a copy whose current key is a fresh DEK.
@@ -258,7 +267,7 @@ func (k *Keyring) withoutOldDEKs() *Keyring {
 	c := k.clone()
 	for id, d := range c.deks {
 		if id != c.current {
-			clear(d[:])
+			freeLockedKey(d)
 			delete(c.deks, id)
 		}
 	}
@@ -270,12 +279,12 @@ func (k *Keyring) Close() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for id, d := range k.deks {
-		clear(d[:])
+		freeLockedKey(d)
 		delete(k.deks, id)
 	}
 	k.deks = nil
 	if k.macKey != nil {
-		clear(k.macKey[:])
+		freeLockedKey(k.macKey)
 		k.macKey = nil
 	}
 	k.unlockKey = ""

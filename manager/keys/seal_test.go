@@ -129,7 +129,7 @@ func TestUnlockKey(t *testing.T) {
 		t.Fatal("lower-case prefix accepted")
 	}
 	b, err := KEKFromUnlockKey(key + "\n")
-	if err != nil || a.k != b.k {
+	if err != nil || *a.k != *b.k {
 		t.Fatalf("same key, different KEK: %v", err)
 	}
 	for _, bad := range []string{"", "SWMKEY-1-abc", "LBXKEY-1-", "LBXKEY-1-!!!", key[:len(key)-2]} {
@@ -154,7 +154,7 @@ func TestKeyFile(t *testing.T) {
 		t.Fatal("existing key file replaced")
 	}
 	got, err := LoadKeyFile(path)
-	if err != nil || got.k != k.k {
+	if err != nil || *got.k != *k.k {
 		t.Fatalf("load: %v", err)
 	}
 	if err := os.Chmod(path, 0o644); err != nil {
@@ -170,7 +170,7 @@ func TestKeyFile(t *testing.T) {
 }
 
 func FuzzUnwrap(f *testing.F) {
-	kek := &KEK{}
+	kek, _ := KEKFromBytes(make([]byte, KeySize))
 	r, _ := NewKeyring()
 	w, _ := Wrap(r, kek)
 	f.Add(w)
@@ -255,5 +255,35 @@ func BenchmarkSealRecord(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestSealedFile(t *testing.T) {
+	kek, _ := NewKEK()
+	other, _ := NewKEK()
+	plain := []byte("-----BEGIN EC PRIVATE KEY-----\nxyz\n-----END EC PRIVATE KEY-----\n")
+	sealed, err := SealFile(kek, "node.key", plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte("PRIVATE KEY")) || bytes.Contains(sealed, []byte("xyz")) {
+		t.Fatal("sealed file shows its plaintext")
+	}
+	if got, err := OpenFile(kek, "node.key", sealed); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("open: %q %v", got, err)
+	}
+	if _, err := OpenFile(other, "node.key", sealed); !errors.Is(err, ErrWrongKey) {
+		t.Errorf("other KEK: %v", err)
+	}
+	if _, err := OpenFile(kek, "admin.key", sealed); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("other role: %v", err)
+	}
+	tampered := bytes.Clone(sealed)
+	tampered[len(tampered)-1] ^= 1
+	if _, err := OpenFile(kek, "node.key", tampered); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("tampered: %v", err)
+	}
+	if id, ok := SealedFileKEKID(sealed); !ok || id != kek.ID() {
+		t.Error("KEK ID of the sealed file")
 	}
 }

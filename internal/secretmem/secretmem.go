@@ -86,6 +86,19 @@ func (b *Buffer) Use(fn func(data []byte) error) error {
 	return fn(b.region[:b.n:b.n])
 }
 
+// Bytes returns the secret's bytes to be used in place, for keys used on
+// every call (a cipher takes the key, not a callback). The slice is valid
+// until Free, which zeroes it: the owner must not use it afterwards, nor
+// copy it anywhere but into other locked memory.
+func (b *Buffer) Bytes() []byte {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.region == nil {
+		return nil
+	}
+	return b.region[:b.n:b.n]
+}
+
 // Free zeroes the memory and returns it to the system. It is safe to call
 // more than once.
 func (b *Buffer) Free() error {

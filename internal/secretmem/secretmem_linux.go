@@ -47,7 +47,7 @@ func release(region []byte) error {
 
 // Harden makes the process non-dumpable (no core file; /proc/<pid>/mem and
 // ptrace closed to everyone without CAP_SYS_PTRACE) and sets the core file
-// limit to zero. Call it first thing in the agent.
+// limit to zero. Call it first thing in a daemon (the agent and the manager).
 func Harden() error {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("prctl(PR_SET_DUMPABLE, 0): %w", err)

@@ -43,3 +43,28 @@ func TestBufferNeverPrintsItsBytes(t *testing.T) {
 		t.Errorf("nil buffer printed as %q", got)
 	}
 }
+
+// Bytes gives the secret in place until Free, and nothing after.
+func TestBytesInPlace(t *testing.T) {
+	b, err := Take([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := b.Bytes()
+	if string(p) != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("Bytes: %q", p)
+	}
+	p[0] = 'X'
+	b.Use(func(d []byte) error {
+		if d[0] != 'X' {
+			t.Error("Bytes is not the buffer's memory")
+		}
+		return nil
+	})
+	if err := b.Free(); err != nil {
+		t.Fatal(err)
+	}
+	if b.Bytes() != nil {
+		t.Error("Bytes after Free")
+	}
+}
