@@ -114,7 +114,7 @@ func TestJoinTokensFormats(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	initCluster(t, s)
-	got, ver, err := s.JoinTokens(ctx)
+	got, _, err := s.JoinTokens(ctx)
 	if err != nil || got.Generation != 1 || !got.Bound() || string(got.Sealed) != "tokens-v1" {
 		t.Fatalf("bound tokens: %+v, %v", got, err)
 	}
@@ -122,7 +122,7 @@ func TestJoinTokensFormats(t *testing.T) {
 	if _, err := s.Client().Put(ctx, store.DefaultPrefix+"cluster/ca/tokens", string(legacy)); err != nil {
 		t.Fatal(err)
 	}
-	got, ver, err = s.JoinTokens(ctx)
+	got, ver, err := s.JoinTokens(ctx)
 	if err != nil || got.Generation != 0 || got.Bound() || !bytes.Equal(got.Sealed, legacy) {
 		t.Fatalf("legacy tokens: %+v, %v", got, err)
 	}
