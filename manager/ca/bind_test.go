@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"testing"
@@ -49,7 +50,7 @@ func mustJSON(t *testing.T, v any) []byte {
 // error on the other record's plaintext.
 func TestSealedValuesCannotBeSwappedBetweenRecords(t *testing.T) {
 	c, ring := newCA(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	cl, err := c.st.GetCluster(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +118,7 @@ func TestSealedValuesCannotBeSwappedBetweenRecords(t *testing.T) {
 // replayed value opened and the old worker token joined again.
 func TestRotatedTokenCannotBeReplayed(t *testing.T) {
 	c, ring := newCA(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	old, err := c.JoinToken(ctx, pki.RoleWorker, false)
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +217,7 @@ func unbind(t *testing.T, c *CA, ring *keys.Keyring) {
 // or by the data-key rotation's Reseal. After that this manager refuses
 // the unbound values if they are put back.
 func TestUnboundValuesOpenAndAreBound(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	for _, tc := range []struct {
 		name string
 		bind func(t *testing.T, c *CA)
@@ -289,5 +290,37 @@ func TestUnboundValuesOpenAndAreBound(t *testing.T) {
 				t.Fatalf("unbound CA key put back: %v", err)
 			}
 		})
+	}
+}
+
+// A CA key that opens but is not the root certificate's (another key
+// sealed for the root record) is refused before it signs anything.
+func TestCAKeyMustMatchRoot(t *testing.T) {
+	c, ring := newCA(t)
+	ctx := t.Context()
+	other, err := NewRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(other.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := ring.SealRecord(der, c.st.CAKeyAD())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawPut(t, c, rawRootKey, mustJSON(t, store.CARoot{CertPEM: c.CertPEM, SealedKey: sealed, KeyBound: true}))
+	fresh, err := Open(ctx, c.st, ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The CRL first: x509 checks a certificate's signature against the
+	// root before handing it out, but not a CRL's.
+	if err := fresh.UpdateCRL(ctx); err == nil {
+		t.Fatal("a CA key that is not the root's signed the CRL")
+	}
+	if _, err := fresh.IssueKeyPair(ctx, CertRequest{NodeID: "n1", Role: pki.RoleWorker}); err == nil {
+		t.Fatal("a CA key that is not the root's signed a certificate")
 	}
 }
