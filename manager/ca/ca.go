@@ -2,11 +2,13 @@ package ca
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lockbox-project/lockbox/internal/identity"
@@ -15,10 +17,15 @@ import (
 	"github.com/lockbox-project/lockbox/pki/jointoken"
 )
 
-// Sealer seals data with the cluster data key before it reaches the store.
+// Sealer seals data with the cluster data key before it reaches the store,
+// bound to the record it is stored in (manager/keys' Manager, the same
+// contract as store.Sealer): a value sealed with one ad opens only with
+// the same ad. The ad of each record comes from the store, which owns the
+// key layout (Store.CAKeyAD, Store.JoinTokensAD), so a sealed value copied
+// from one record into another with a raw etcd write does not open.
 type Sealer interface {
-	Seal(plaintext []byte) ([]byte, error)
-	Open(sealed []byte) ([]byte, error)
+	SealRecord(plaintext, ad []byte) ([]byte, error)
+	OpenRecord(sealed, ad []byte) ([]byte, error)
 }
 
 // Errors a caller branches on.
@@ -38,6 +45,13 @@ var (
 // ErrAlreadyInitialized is returned by Save when the store holds a cluster.
 var ErrAlreadyInitialized = errors.New("a cluster is already initialised in this etcd")
 
+// ErrRolledBack: the store holds an older sealed CA key or join tokens
+// than this manager has already seen (an unbound value after a bound one,
+// or an earlier tokens generation): a copy put back from an old backup or
+// by someone writing to etcd directly. It is refused, so a rotated-out
+// join token does not come back.
+var ErrRolledBack = errors.New("the CA key or join tokens in the store are older than ones this manager has seen (put back from an old copy?): refused")
+
 // CA is the root plus the cluster state it reads and writes through the
 // store's cluster table: join tokens, revocations, issued serials, CRL.
 type CA struct {
@@ -53,9 +67,20 @@ type CA struct {
 	now func() time.Time
 
 	// keyMu guards Root.key, unsealed on first use: a manager with
-	// autolock serves TLS before it is unlocked, but signs nothing.
-	keyMu     sync.Mutex
-	sealedKey []byte
+	// autolock serves TLS before it is unlocked, but signs nothing; and
+	// the sealed key as last read or written. keyBound is false only
+	// while the store holds a key sealed before sealed values were bound
+	// (store.CARoot.KeyBound); once true it stays true, and an unbound
+	// key read later is refused (ErrRolledBack). rootVersion is the
+	// root record's version sealedKey was read at.
+	keyMu       sync.Mutex
+	sealedKey   []byte
+	keyBound    bool
+	rootVersion int64
+
+	// tokensFloor is the highest join-tokens generation this CA has
+	// opened or written: an older one read later is refused.
+	tokensFloor atomic.Uint64
 
 	mu      sync.RWMutex
 	revoked map[string]struct{}
@@ -70,7 +95,7 @@ func Save(ctx context.Context, st *store.Store, sealer Sealer, root *Root) error
 	if err != nil {
 		return err
 	}
-	sealedKey, err := sealer.Seal(der)
+	sealedKey, err := sealer.SealRecord(der, st.CAKeyAD())
 	clear(der)
 	if err != nil {
 		return fmt.Errorf("seal CA key: %w", err)
@@ -82,7 +107,7 @@ func Save(ctx context.Context, st *store.Store, sealer Sealer, root *Root) error
 	if toks.Manager, err = jointoken.NewSecret(); err != nil {
 		return err
 	}
-	sealedToks, err := sealTokens(sealer, toks)
+	sealedToks, err := sealTokens(sealer, st, 1, toks)
 	if err != nil {
 		return err
 	}
@@ -91,10 +116,10 @@ func Save(ctx context.Context, st *store.Store, sealer Sealer, root *Root) error
 		return err
 	}
 	err = st.InitCluster(ctx, store.ClusterInit{
-		ID:               root.ClusterID,
-		Root:             store.CARoot{CertPEM: root.CertPEM, SealedKey: sealedKey},
-		SealedJoinTokens: sealedToks,
-		CRL:              crl,
+		ID:         root.ClusterID,
+		Root:       store.CARoot{CertPEM: root.CertPEM, SealedKey: sealedKey, KeyBound: true},
+		JoinTokens: sealedToks,
+		CRL:        crl,
 	})
 	if errors.Is(err, store.ErrExists) {
 		return ErrAlreadyInitialized
@@ -121,14 +146,16 @@ func Open(ctx context.Context, st *store.Store, sealer Sealer) (*CA, error) {
 		return nil, fmt.Errorf("load CA: parse root: %w", err)
 	}
 	c := &CA{
-		Root:      &Root{ClusterID: cl.ID, Cert: cert, CertPEM: cl.Root.CertPEM},
-		sealedKey: cl.Root.SealedKey,
-		st:        st,
-		sealer:    sealer,
-		ctx:       ctx,
-		Validity:  DefaultValidity,
-		now:       time.Now,
-		revoked:   cl.Revoked,
+		Root:        &Root{ClusterID: cl.ID, Cert: cert, CertPEM: cl.Root.CertPEM},
+		sealedKey:   cl.Root.SealedKey,
+		keyBound:    cl.Root.KeyBound,
+		rootVersion: cl.RootVersion,
+		st:          st,
+		sealer:      sealer,
+		ctx:         ctx,
+		Validity:    DefaultValidity,
+		now:         time.Now,
+		revoked:     cl.Revoked,
 	}
 	go st.FollowRevocations(ctx, cl.Revision, c.markAllRevoked)
 	return c, nil
@@ -170,31 +197,74 @@ func (c *CA) Renew(ctx context.Context, who pki.Identity, csrPEM []byte) (pki.Id
 	return c.sign(ctx, who.NodeID, who.Role, csr)
 }
 
-// unseal opens the root key if it is not in memory yet.
-func (c *CA) unseal() error {
+// unseal opens the root key if it is not in memory yet. A key sealed
+// before sealed values were bound is written back bound.
+func (c *CA) unseal(ctx context.Context) error {
 	c.keyMu.Lock()
 	defer c.keyMu.Unlock()
 	if c.key != nil {
 		return nil
 	}
-	der, err := c.sealer.Open(c.sealedKey)
+	der, err := c.openKey(c.sealedKey, c.keyBound)
 	if err != nil {
-		return fmt.Errorf("unseal CA key (manager locked?): %w", err)
+		return err
 	}
 	defer clear(der)
 	key, err := x509.ParseECPrivateKey(der)
 	if err != nil {
 		return fmt.Errorf("parse CA key: %w", err)
 	}
+	// The key must be the root certificate's: anything else signs
+	// certificates no node trusts.
+	if pub, ok := c.Cert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(&key.PublicKey) {
+		return errors.New("the sealed CA key does not match the root certificate")
+	}
 	c.key = key
+	if !c.keyBound {
+		c.bindKey(ctx, der)
+	}
 	return nil
+}
+
+// openKey opens a sealed CA key: bound to the root record, or (only while
+// this CA has seen no bound key) sealed with an empty AD before sealed
+// values were bound.
+func (c *CA) openKey(sealed []byte, bound bool) ([]byte, error) {
+	var ad []byte
+	switch {
+	case bound:
+		ad = c.st.CAKeyAD()
+	case c.keyBound:
+		return nil, fmt.Errorf("unseal CA key: %w", ErrRolledBack)
+	}
+	der, err := c.sealer.OpenRecord(sealed, ad)
+	if err != nil {
+		return nil, fmt.Errorf("unseal CA key (manager locked?): %w", err)
+	}
+	return der, nil
+}
+
+// bindKey writes the CA key (der) back sealed bound to the root record,
+// if the record is still the unbound one this CA read; keyMu is held. It
+// is best effort: when it fails (another manager wrote the root first,
+// or etcd is unreachable), the key still opens unbound, and the next
+// unseal or the data-key rotation's Reseal binds it.
+func (c *CA) bindKey(ctx context.Context, der []byte) {
+	sealed, err := c.sealer.SealRecord(der, c.st.CAKeyAD())
+	if err != nil {
+		return
+	}
+	root := store.CARoot{CertPEM: c.CertPEM, SealedKey: sealed, KeyBound: true}
+	if ok, err := c.st.SwapCARoot(ctx, root, c.rootVersion); err == nil && ok {
+		c.sealedKey, c.keyBound = sealed, true
+	}
 }
 
 // IssueKeyPair makes a key and certificate for a manager's own use or for
 // admin credentials. A node's certificate (worker or manager) is recorded
 // like any other it is issued, so revoking the node lists it.
 func (c *CA) IssueKeyPair(ctx context.Context, req CertRequest) (KeyPair, error) {
-	if err := c.unseal(); err != nil {
+	if err := c.unseal(ctx); err != nil {
 		return KeyPair{}, err
 	}
 	if req.NotBefore.IsZero() {
@@ -227,7 +297,7 @@ func parseCertPEM(p []byte) (*x509.Certificate, error) {
 }
 
 func (c *CA) sign(ctx context.Context, nodeID string, role pki.Role, csr *x509.CertificateRequest) (pki.Identity, []byte, error) {
-	if err := c.unseal(); err != nil {
+	if err := c.unseal(ctx); err != nil {
 		return pki.Identity{}, nil, err
 	}
 	req := CertRequest{NodeID: nodeID, Role: role, PublicKey: csr.PublicKey, NotBefore: c.now(), Validity: c.Validity}
@@ -248,25 +318,19 @@ func (c *CA) sign(ctx context.Context, nodeID string, role pki.Role, csr *x509.C
 }
 
 // Reseal re-seals the CA key and join tokens under the current data key
-// when needs says their sealed form uses an old one. The daemon runs it
-// with the store's Reseal during a data-key rotation.
+// when needs says their sealed form uses an old one, and binds them to
+// their records if they were sealed before sealed values were bound. The
+// daemon runs it with the store's Reseal during a data-key rotation.
 func (c *CA) Reseal(ctx context.Context, needs func(sealed []byte) bool) (int, error) {
 	cl, err := c.st.GetCluster(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("reseal CA: %w", err)
 	}
 	n := 0
-	if needs(cl.Root.SealedKey) {
-		root := cl.Root
-		if root.SealedKey, err = c.reseal(root.SealedKey); err != nil {
+	if needs(cl.Root.SealedKey) || !cl.Root.KeyBound {
+		if err := c.resealKey(ctx, cl.Root, cl.RootVersion); err != nil {
 			return n, err
 		}
-		if err := casResult(c.st.SwapCARoot(ctx, root, cl.RootVersion))("CA key"); err != nil {
-			return n, err
-		}
-		c.keyMu.Lock()
-		c.sealedKey = root.SealedKey
-		c.keyMu.Unlock()
 		n++
 	}
 	toks, ver, err := c.st.JoinTokens(ctx)
@@ -276,17 +340,45 @@ func (c *CA) Reseal(ctx context.Context, needs func(sealed []byte) bool) (int, e
 	if err != nil {
 		return n, fmt.Errorf("reseal CA: %w", err)
 	}
-	if needs(toks) {
-		sealed, err := c.reseal(toks)
+	if needs(toks.Sealed) || !toks.Bound() {
+		plain, err := c.openTokens(toks)
+		if err != nil {
+			return n, fmt.Errorf("reseal CA: %w", err)
+		}
+		next, err := sealTokenBytes(c.sealer, c.st, toks.Generation+1, plain)
+		clear(plain)
 		if err != nil {
 			return n, err
 		}
-		if err := casResult(c.st.SwapJoinTokens(ctx, sealed, ver))("join tokens"); err != nil {
+		if err := casResult(c.st.SwapJoinTokens(ctx, next, ver))("join tokens"); err != nil {
 			return n, err
 		}
+		c.raiseTokensFloor(next.Generation)
 		n++
 	}
 	return n, nil
+}
+
+// resealKey writes root's key back sealed, bound, under the current data
+// key, if the root record is still at version.
+func (c *CA) resealKey(ctx context.Context, root store.CARoot, version int64) error {
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	der, err := c.openKey(root.SealedKey, root.KeyBound)
+	if err != nil {
+		return fmt.Errorf("reseal CA: %w", err)
+	}
+	sealed, err := c.sealer.SealRecord(der, c.st.CAKeyAD())
+	clear(der)
+	if err != nil {
+		return fmt.Errorf("reseal CA: seal: %w", err)
+	}
+	root.SealedKey, root.KeyBound = sealed, true
+	if err := casResult(c.st.SwapCARoot(ctx, root, version))("CA key"); err != nil {
+		return err
+	}
+	c.sealedKey, c.keyBound = sealed, true
+	return nil
 }
 
 // casResult turns a compare-and-swap outcome into an error: a value that
@@ -301,13 +393,4 @@ func casResult(ok bool, err error) func(what string) error {
 		}
 		return nil
 	}
-}
-
-func (c *CA) reseal(sealed []byte) ([]byte, error) {
-	plain, err := c.sealer.Open(sealed)
-	if err != nil {
-		return nil, fmt.Errorf("reseal CA: open: %w", err)
-	}
-	defer clear(plain)
-	return c.sealer.Seal(plain)
 }

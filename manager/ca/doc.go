@@ -24,7 +24,11 @@
 // manager/crl.go): a locked manager, which cannot sign, still gets it.
 //
 // The private key and token secrets never reach the store in clear: they
-// are sealed by a Sealer (the cluster data key of manager/keys). The
+// are sealed by a Sealer (the cluster data key of manager/keys), bound to
+// their record by the associated data the store names for it, so a sealed
+// value copied into another record, or an earlier generation of the
+// tokens put back after a rotation, does not open (tokens.go says how).
+// Values sealed before the binding open once and are written back bound. The
 // package knows nothing of secrets, services or the dispatcher; it does
 // not write node objects (the NodeCA server reports new nodes through
 // Registrar).

@@ -53,7 +53,7 @@ func (c *CA) Revoke(ctx context.Context, nodeID string) error {
 // stores it, unless another manager stored a newer one meanwhile (then it
 // builds again). The CA key must be unsealable.
 func (c *CA) UpdateCRL(ctx context.Context) error {
-	if err := c.unseal(); err != nil {
+	if err := c.unseal(ctx); err != nil {
 		return err
 	}
 	for range maxCRLRetries {

@@ -85,7 +85,8 @@
 // everything, and FinishRotation completes the job.
 //
 // Every package that seals with the Manager must hand RotateDEK a Resealer
-// for its values (the store for secrets; the store's SealedValues for keys
-// holding one sealed blob; manager/ca for its key and tokens), or those values are
-// lost when the old DEK is dropped.
+// for its values (the store for secrets; manager/ca for its key and
+// tokens), or those values are lost when the old DEK is dropped. A
+// Resealer writes the record-bound form (SealRecord with the record's
+// AD), so a rotation also binds values sealed before binding existed.
 package keys

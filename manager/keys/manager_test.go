@@ -118,23 +118,25 @@ func TestRotateDEK(t *testing.T) {
 		}
 		ids = append(ids, sec.Id)
 	}
-	// A value another package sealed (like manager/ca's join tokens).
-	other, err := c.a.Seal([]byte("token-secret"))
+	// A value another package sealed and re-seals itself (like
+	// manager/ca's key and join tokens), bound to its own record.
+	other := &blobResealer{db: c.db, sealer: c.a, key: "/lockbox/test-sealed", ad: []byte("test-sealed")}
+	sealed, err := c.a.SealRecord([]byte("token-secret"), other.ad)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.db.Client().Put(ctx, "/lockbox/cluster/test-sealed", string(other)); err != nil {
+	if _, err := c.db.Client().Put(ctx, other.key, string(sealed)); err != nil {
 		t.Fatal(err)
 	}
 	before := rawData(t, c.db, ids[0])
-	n, err := c.a.RotateDEK(ctx, c.sa, c.sa.SealedValues("/lockbox/cluster/test-sealed", "/lockbox/cluster/absent"))
+	n, err := c.a.RotateDEK(ctx, c.sa, other)
 	if err != nil || n != 31 {
 		t.Fatalf("rotate: %d, %v", n, err)
 	}
 	after := rawData(t, c.db, ids[0])
-	if resp, err := c.db.Client().Get(ctx, "/lockbox/cluster/test-sealed"); err != nil || len(resp.Kvs) != 1 {
+	if resp, err := c.db.Client().Get(ctx, other.key); err != nil || len(resp.Kvs) != 1 {
 		t.Fatal(err)
-	} else if p, err := c.a.Open(resp.Kvs[0].Value); err != nil || string(p) != "token-secret" {
+	} else if p, err := c.a.OpenRecord(resp.Kvs[0].Value, other.ad); err != nil || string(p) != "token-secret" {
 		t.Fatalf("other sealed value after rotation: %q %v", p, err)
 	}
 	if bytes.Equal(before[:5], after[:5]) {
@@ -175,6 +177,32 @@ func TestRotateDEK(t *testing.T) {
 	if data, err := fs.SecretData(ctx, ids[29]); err != nil || string(data) != "data-29" {
 		t.Fatalf("after finish: %q %v", data, err)
 	}
+}
+
+// blobResealer re-seals one raw etcd key holding one value sealed for ad.
+type blobResealer struct {
+	db     *store.Store
+	sealer *keys.Manager
+	key    string
+	ad     []byte
+}
+
+func (r *blobResealer) Reseal(ctx context.Context, needs func([]byte) bool) (int, error) {
+	resp, err := r.db.Client().Get(ctx, r.key)
+	if err != nil || len(resp.Kvs) == 0 || !needs(resp.Kvs[0].Value) {
+		return 0, err
+	}
+	plain, err := r.sealer.OpenRecord(resp.Kvs[0].Value, r.ad)
+	if err != nil {
+		return 0, err
+	}
+	defer clear(plain)
+	sealed, err := r.sealer.SealRecord(plain, r.ad)
+	if err != nil {
+		return 0, err
+	}
+	_, err = r.db.Client().Put(ctx, r.key, string(sealed))
+	return 1, err
 }
 
 type failingResealer struct{}

@@ -164,10 +164,10 @@ func (k *Keyring) OpenRecord(sealed, ad []byte) ([]byte, error) {
 	return out, nil
 }
 
-// Seal is SealRecord for no record (empty ad). It is for values that are
-// not yet records of the store (manager/ca's CA key and join tokens) and
-// is what they keep using until they move there; new code binds its
-// values with SealRecord.
+// Seal is SealRecord for no record (empty ad): what manager/ca sealed its
+// CA key and join tokens with before they were bound (it still opens such
+// values once, and writes them back bound). Every value stored now is
+// bound with SealRecord; Seal stays for tests that make such old values.
 func (k *Keyring) Seal(plaintext []byte) ([]byte, error) { return k.SealRecord(plaintext, nil) }
 
 // Open is OpenRecord for no record (empty ad); see Seal.

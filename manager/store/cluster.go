@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,14 +33,68 @@ func (s *Store) certKey(node, serial string) string {
 type CARoot struct {
 	CertPEM   []byte `json:"cert_pem"`
 	SealedKey []byte `json:"sealed_key"`
+	// KeyBound says SealedKey is sealed with CAKeyAD. It is false (absent)
+	// only on roots stored before sealed values were bound to their
+	// record, whose key was sealed with an empty AD: the caller opens
+	// those that way once and writes them back bound.
+	KeyBound bool `json:"key_bound,omitempty"`
+}
+
+// SealedJoinTokens are the join token secrets as stored: sealed by the
+// caller with JoinTokensAD(Generation).
+type SealedJoinTokens struct {
+	// Generation grows by one at every write (a rotation, a reseal). It
+	// is part of the AD, so a sealed value of an earlier generation put
+	// back into the record with a raw etcd write does not open: a
+	// rotated-out token cannot be revived that way. 0 is a value stored
+	// before tokens were bound (raw sealed bytes, empty AD).
+	Generation uint64 `json:"generation"`
+	Sealed     []byte `json:"sealed"`
+}
+
+// Bound reports whether t is sealed with JoinTokensAD(t.Generation);
+// false for a value stored before sealed values were bound.
+func (t SealedJoinTokens) Bound() bool { return t.Generation > 0 }
+
+// CAKeyAD is the associated data that binds the sealed CA key to the
+// root record ("cluster/ca/root", like recordAD of secret data).
+func (s *Store) CAKeyAD() []byte { return s.recordAD(s.caRootKey()) }
+
+// JoinTokensAD is the associated data that binds sealed join tokens to the
+// tokens record and to one generation of it: "cluster/ca/tokens", a NUL
+// (no key holds one, so no other record's AD can equal it) and the
+// generation in decimal.
+func (s *Store) JoinTokensAD(generation uint64) []byte {
+	return strconv.AppendUint(append(s.recordAD(s.joinTokensKey()), 0), generation, 10)
+}
+
+func encodeJoinTokens(t SealedJoinTokens) ([]byte, error) {
+	if !t.Bound() {
+		return nil, errorf(ErrInvalid, "join tokens: generation 0 is only read, never written")
+	}
+	return json.Marshal(t)
+}
+
+// decodeJoinTokens reads the tokens record: JSON, or the raw sealed bytes
+// stored before tokens were bound (a sealed value starts with its format
+// byte, 0x01 or 0x02, never with '{').
+func decodeJoinTokens(val []byte) (SealedJoinTokens, error) {
+	if len(val) == 0 || val[0] != '{' {
+		return SealedJoinTokens{Sealed: val}, nil
+	}
+	var t SealedJoinTokens
+	if err := json.Unmarshal(val, &t); err != nil {
+		return SealedJoinTokens{}, fmt.Errorf("decode join tokens: %w", err)
+	}
+	return t, nil
 }
 
 // ClusterInit is the state a new cluster starts with.
 type ClusterInit struct {
 	ID   string
 	Root CARoot
-	// SealedJoinTokens are the join token secrets, sealed by the caller.
-	SealedJoinTokens []byte
+	// JoinTokens are the join token secrets, sealed by the caller.
+	JoinTokens SealedJoinTokens
 	// CRL is the (empty) certificate revocation list, DER, signed by the
 	// root.
 	CRL []byte
@@ -65,12 +120,16 @@ func (s *Store) InitCluster(ctx context.Context, c ClusterInit) error {
 	if err != nil {
 		return err
 	}
+	toks, err := encodeJoinTokens(c.JoinTokens)
+	if err != nil {
+		return err
+	}
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(s.clusterIDKey()), "=", 0)).
 		Then(
 			clientv3.OpPut(s.clusterIDKey(), c.ID),
 			clientv3.OpPut(s.caRootKey(), string(root)),
-			clientv3.OpPut(s.joinTokensKey(), string(c.SealedJoinTokens)),
+			clientv3.OpPut(s.joinTokensKey(), string(toks)),
 			clientv3.OpPut(s.crlKey(), string(c.CRL)),
 		).Commit()
 	if err != nil {
@@ -116,14 +175,24 @@ func (s *Store) SwapCARoot(ctx context.Context, root CARoot, version int64) (boo
 }
 
 // JoinTokens returns the sealed join token secrets and their version.
-func (s *Store) JoinTokens(ctx context.Context) (sealed []byte, version int64, err error) {
-	return s.getValue(ctx, s.joinTokensKey(), "join tokens")
+func (s *Store) JoinTokens(ctx context.Context) (SealedJoinTokens, int64, error) {
+	val, version, err := s.getValue(ctx, s.joinTokensKey(), "join tokens")
+	if err != nil {
+		return SealedJoinTokens{}, 0, err
+	}
+	t, err := decodeJoinTokens(val)
+	return t, version, err
 }
 
 // SwapJoinTokens replaces the sealed join tokens if they are still at
-// version; false when another manager changed them meanwhile.
-func (s *Store) SwapJoinTokens(ctx context.Context, sealed []byte, version int64) (bool, error) {
-	return s.swap(ctx, s.joinTokensKey(), sealed, version)
+// version; false when another manager changed them meanwhile. t must be
+// bound (Generation > 0).
+func (s *Store) SwapJoinTokens(ctx context.Context, t SealedJoinTokens, version int64) (bool, error) {
+	val, err := encodeJoinTokens(t)
+	if err != nil {
+		return false, err
+	}
+	return s.swap(ctx, s.joinTokensKey(), val, version)
 }
 
 // CRL returns the certificate revocation list (DER) and its version;

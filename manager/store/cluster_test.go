@@ -1,22 +1,24 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 func initCluster(t *testing.T, s *store.Store) {
 	t.Helper()
 	err := s.InitCluster(context.Background(), store.ClusterInit{
-		ID:               "c1",
-		Root:             store.CARoot{CertPEM: []byte("cert"), SealedKey: []byte("sealed")},
-		SealedJoinTokens: []byte("tokens-v1"),
-		CRL:              []byte("crl-v1"),
+		ID:         "c1",
+		Root:       store.CARoot{CertPEM: []byte("cert"), SealedKey: []byte("sealed"), KeyBound: true},
+		JoinTokens: store.SealedJoinTokens{Generation: 1, Sealed: []byte("tokens-v1")},
+		CRL:        []byte("crl-v1"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +32,8 @@ func TestClusterInitOnce(t *testing.T) {
 		t.Fatalf("cluster before init: %v", err)
 	}
 	initCluster(t, s)
-	if err := s.InitCluster(ctx, store.ClusterInit{ID: "c2"}); !errors.Is(err, store.ErrExists) {
+	second := store.ClusterInit{ID: "c2", JoinTokens: store.SealedJoinTokens{Generation: 1, Sealed: []byte("t")}}
+	if err := s.InitCluster(ctx, second); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("second init: %v", err)
 	}
 	c, err := s.GetCluster(ctx)
@@ -54,8 +57,9 @@ func TestClusterSwapsCompareVersions(t *testing.T) {
 		read    func() (string, error)
 		version int64
 	}{
-		{"tokens", func(v int64) (bool, error) { return s.SwapJoinTokens(ctx, []byte("tokens-v2"), v) },
-			func() (string, error) { b, _, err := s.JoinTokens(ctx); return string(b), err }, tokVer},
+		{"tokens", func(v int64) (bool, error) {
+			return s.SwapJoinTokens(ctx, store.SealedJoinTokens{Generation: 2, Sealed: []byte("tokens-v2")}, v)
+		}, func() (string, error) { t, _, err := s.JoinTokens(ctx); return string(t.Sealed), err }, tokVer},
 		{"crl", func(v int64) (bool, error) { return s.SwapCRL(ctx, []byte("crl-v2"), v) },
 			func() (string, error) { b, _, err := s.CRL(ctx); return string(b), err }, crlVer},
 		{"root", func(v int64) (bool, error) {
@@ -77,6 +81,53 @@ func TestClusterSwapsCompareVersions(t *testing.T) {
 				t.Fatal("current swap wrote nothing")
 			}
 		})
+	}
+}
+
+// The sealed CA key and join tokens are bound to their records by AD that
+// only the store names: distinct for the two records and for every
+// generation of the tokens, and free of the store's prefix (a backup
+// restored under another prefix still opens).
+func TestClusterRecordADs(t *testing.T) {
+	srv := etcdtest.Start(t)
+	s, other := store.New(srv.Client(), nil), store.New(srv.Client(), nil, store.WithPrefix("/elsewhere/"))
+	ads := map[string]string{}
+	for name, ad := range map[string][]byte{
+		"ca key":   s.CAKeyAD(),
+		"tokens 1": s.JoinTokensAD(1),
+		"tokens 2": s.JoinTokensAD(2),
+		"tokens 0": s.JoinTokensAD(0),
+	} {
+		if prev, dup := ads[string(ad)]; dup {
+			t.Fatalf("%s and %s share the AD %q", name, prev, ad)
+		}
+		ads[string(ad)] = name
+	}
+	if !bytes.Equal(s.CAKeyAD(), other.CAKeyAD()) || !bytes.Equal(s.JoinTokensAD(7), other.JoinTokensAD(7)) {
+		t.Fatal("the AD depends on the store's prefix")
+	}
+}
+
+// Join tokens stored before they were bound (the raw sealed bytes) read
+// as generation 0, unbound; generation 0 is never written.
+func TestJoinTokensFormats(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	initCluster(t, s)
+	got, _, err := s.JoinTokens(ctx)
+	if err != nil || got.Generation != 1 || !got.Bound() || string(got.Sealed) != "tokens-v1" {
+		t.Fatalf("bound tokens: %+v, %v", got, err)
+	}
+	legacy := []byte{0x02, 0, 0, 0, 1, 'x'}
+	if _, err := s.Client().Put(ctx, store.DefaultPrefix+"cluster/ca/tokens", string(legacy)); err != nil {
+		t.Fatal(err)
+	}
+	got, ver, err := s.JoinTokens(ctx)
+	if err != nil || got.Generation != 0 || got.Bound() || !bytes.Equal(got.Sealed, legacy) {
+		t.Fatalf("legacy tokens: %+v, %v", got, err)
+	}
+	if ok, err := s.SwapJoinTokens(ctx, store.SealedJoinTokens{Sealed: []byte("unbound")}, ver); ok || !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("swap of generation 0: %v, %v", ok, err)
 	}
 }
 

@@ -14,8 +14,10 @@
 // reach the store through CreateNode. It does not know about gRPC status codes or x509
 // (manager/ca does), and never sees key material: secret data is sealed
 // by a Sealer before it is written and opened by it after it is read; the
-// CA key and join tokens arrive sealed by manager/ca; the keyring arrives
-// wrapped by manager/keys.
+// CA key and join tokens arrive sealed by manager/ca, bound to their
+// records by the associated data the store names (CAKeyAD, JoinTokensAD,
+// like recordAD for secret data: the key below the prefix); the keyring
+// arrives wrapped by manager/keys.
 //
 // # Key layout
 //
@@ -32,8 +34,10 @@
 //	refs/<secret id>/<service id>  "": service <service id> references secret <secret id>
 //	keys/keyring                   the keyring wrapped by the KEK (manager/keys' format)
 //	cluster/id                     cluster ID (plain)
-//	cluster/ca/root                JSON CARoot {cert PEM, CA key sealed by the data key}
-//	cluster/ca/tokens              join token secrets, sealed by manager/ca
+//	cluster/ca/root                JSON CARoot {cert PEM, CA key sealed by the data key for CAKeyAD}
+//	cluster/ca/tokens              JSON SealedJoinTokens {generation, join token secrets sealed
+//	                               by manager/ca for JoinTokensAD(generation)}; raw sealed bytes
+//	                               (unbound) on clusters made before sealed values were bound
 //	cluster/ca/crl                 DER CRL signed by the root: every serial below of a revoked node
 //	cluster/revoked/<node>         RFC 3339 time the node was revoked
 //	cluster/certs/<node>/<serial>  RFC 3339 time a certificate (hex serial) was issued to <node>
