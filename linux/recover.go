@@ -129,7 +129,7 @@ func wipeClone(fd int) error {
 		// through /proc, the only way from an O_PATH fd. It cannot be
 		// unlinked: its name lives in the part of the tmpfs no clone
 		// reaches.
-		w, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		w, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("wipe: reopen the recovered file: %w", err)
 		}
@@ -145,6 +145,7 @@ func wipeClone(fd int) error {
 }
 
 // wipeDir overwrites and unlinks every regular file under the directory d,
+// never blocking on nor following what it finds (see openRegular),
 // unlinks every other non-directory, then removes the emptied
 // subdirectories. The tree is ours, shallow and small; depth is bounded
 // all the same.
@@ -165,7 +166,7 @@ func wipeDir(d, depth int) error {
 		}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
-			sub, err := unix.Openat(d, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			sub, err := unix.Openat(d, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("wipe: open %s: %w", name, err))
 				continue
@@ -175,20 +176,26 @@ func wipeDir(d, depth int) error {
 			if err := unix.Unlinkat(d, name, unix.AT_REMOVEDIR); err != nil {
 				errs = append(errs, fmt.Errorf("wipe: remove %s: %w", name, err))
 			}
-		case unix.S_IFREG:
-			w, err := unix.Openat(d, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		default:
+			// The stat above only chose the branch: what is opened is
+			// checked again on its fd (openRegular), since the name may
+			// have become a FIFO or a symlink since. A symlink, FIFO or
+			// socket holds no data, but its name would keep the
+			// directory from going.
+			w, err := openRegular(d, name)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("wipe: open %s: %w", name, err))
 				continue
 			}
-			errs = append(errs, overwrite(w, st.Size))
-			unix.Close(w)
-			if err := unix.Unlinkat(d, name, 0); err != nil {
-				errs = append(errs, fmt.Errorf("wipe: unlink %s: %w", name, err))
+			if w >= 0 {
+				var wst unix.Stat_t
+				if err := unix.Fstat(w, &wst); err != nil {
+					errs = append(errs, fmt.Errorf("wipe: stat %s: %w", name, err))
+				} else {
+					errs = append(errs, overwrite(w, wst.Size))
+				}
+				unix.Close(w)
 			}
-		default:
-			// A symlink, FIFO or socket holds no data, but its name
-			// would keep the directory from going.
 			if err := unix.Unlinkat(d, name, 0); err != nil {
 				errs = append(errs, fmt.Errorf("wipe: unlink %s: %w", name, err))
 			}
