@@ -415,15 +415,86 @@ func targets(p *mounter.Plan) []string {
 	return ts
 }
 
-// Release wipes a container's mount and forgets it. Releasing an unknown
-// container succeeds: a poststop hook and a runtime delete may both ask.
+// Release is ReleaseRequest from a caller that names no process (a caller
+// in this process: the NRI plugin of `lockbox agent --nri`).
 func (a *Agent) Release(ctx context.Context, id string) error {
+	return a.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: id})
+}
+
+// ReleaseRequest wipes a container's mount and forgets it. Releasing an
+// unknown container succeeds: a poststop hook and a runtime delete may
+// both ask.
+//
+// A container ID is unique only within a containerd namespace, and the
+// agent holds one container per ID (a second one is refused at Prepare).
+// So that the delete of another namespace's container with the same ID
+// cannot wipe the holder's secrets while it runs, a release of a running
+// holder wipes only when it shows it comes from that container: it names
+// the holder's process (the runtime wrapper, from runc's state), or it is
+// sent from inside the holder's mount namespace (its OCI hook). Any other
+// release of a running holder succeeds and leaves it alone: the caller's
+// container holds nothing here. Once the holder has ended (how every
+// ordinary release comes: runc delete, poststop, NRI StopContainer), any
+// release wipes it, as does Reap or a Prepare that reuses the ID.
+func (a *Agent) ReleaseRequest(ctx context.Context, req *api.ReleaseRequest) error {
+	id := req.GetContainerId()
 	if !validContainerID(id) {
 		return localapi.Errorf(api.Error_INVALID, "container id %q: not a container ID", id)
 	}
+	if req.GetPid() < 0 {
+		return localapi.Errorf(api.Error_INVALID, "container %s: pid %d is not a process", id, req.GetPid())
+	}
 	unlock := a.locks.lock(id)
 	defer unlock()
+	a.mu.Lock()
+	h := a.held[id]
+	a.mu.Unlock()
+	if h != nil {
+		if pid, runs := a.holderRuns(h); runs && !h.rec.identity().same(a.releaser(ctx, req)) {
+			a.log.Warn("release of a container ID held by another running container; left alone", "container", id, "holder_pid", pid, "release_pid", req.GetPid())
+			return nil
+		}
+	}
 	return a.release(id)
+}
+
+// holderRuns reports whether the container h was recorded for provably
+// still runs, with one of its processes (0 if unknown). A record that
+// names neither a process nor a namespace, or a platform without /proc,
+// cannot tell: such a holder is not taken to run (releases behave as
+// before the agent knew containers).
+func (a *Agent) holderRuns(h *held) (int, bool) {
+	if !livenessKnown || !h.rec.identity().known() {
+		return 0, false
+	}
+	var live map[uint64]int
+	if h.rec.needsNamespaces() {
+		live = liveNamespaces()
+	}
+	return h.rec.alive(live)
+}
+
+// releaser identifies the container a release comes from, as far as the
+// agent can tell: the mount namespace of a caller inside a container (its
+// OCI hook; a pid it names is ignored, numbered in a pid namespace the
+// agent does not see), else the process the request names, else nothing.
+func (a *Agent) releaser(ctx context.Context, req *api.ReleaseRequest) identity {
+	if p, ok := localapi.PeerFromContext(ctx); ok && p.Pid > 0 {
+		if ns, err := mntNS(strconv.Itoa(int(p.Pid))); err == nil && ns != 0 && ns != a.selfNS {
+			return identity{MntNS: ns}
+		}
+	}
+	pid := int(req.GetPid())
+	if pid <= 0 {
+		return identity{}
+	}
+	start := req.GetPidStart()
+	if start == 0 {
+		// The caller did not know it: the process's now. A process that
+		// has gone gets none, and so matches no running holder.
+		start, _ = pidStart(pid)
+	}
+	return identity{Pid: pid, PidStart: start}
 }
 
 // release is Release with the container's lock held.

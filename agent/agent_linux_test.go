@@ -131,7 +131,9 @@ func TestPrepareAttachReleaseInRunc(t *testing.T) {
 		t.Errorf("list %v", list)
 	}
 
-	if err := a.Release(ctx, "c1"); err != nil {
+	// The container still runs: its release names its process, as
+	// lockbox-runtime's does (a release naming nothing waits for it to end).
+	if err := a.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: "c1", Pid: int32(pid)}); err != nil {
 		t.Fatal(err)
 	}
 	// Wiped: the files are gone from the container's view.
@@ -267,7 +269,11 @@ func TestRecoverAfterCrash(t *testing.T) {
 	if got, err := catIn(t, r, "live", "/run/secrets/db_pw"); err != nil || got != "hunter2" {
 		t.Errorf("running container lost its secret: %q %v", got, err)
 	}
-	if err := second.Release(ctx, "live"); err != nil {
+	livePid, err := r.Pid(busybox.Context(t), "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: "live", Pid: int32(livePid)}); err != nil {
 		t.Fatal(err)
 	}
 	// The restarted agent took the mount back, so the release wiped it.

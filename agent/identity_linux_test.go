@@ -434,7 +434,7 @@ func TestRecoverTakesOnlyItsOwnMount(t *testing.T) {
 	if got, err := catIn(t, r, "c2", "/run/secrets/db_pw"); err != nil || got != "hunter2" {
 		t.Fatalf("releasing c1 took c2's secret: %q, %v", got, err)
 	}
-	if err := second.Release(ctx, "c2"); err != nil {
+	if err := second.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: "c2", Pid: int32(pid)}); err != nil {
 		t.Fatal(err)
 	}
 	// c2's own mount was taken back, so its release wiped it.

@@ -146,8 +146,13 @@ func TestKill9WithContainersRunning(t *testing.T) {
 	if granted(t, cl2, "web") {
 		t.Error("restarted agent without a manager mounted web")
 	}
-	// ...and wipes the running container's secrets when it is released.
-	if err := cl2.Release(ctx, "live"); err != nil {
+	// ...and wipes the running container's secrets when it is released
+	// (naming its process, as lockbox-runtime does: the container runs).
+	livePid, err := r.Pid(busybox.Context(t), "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl2.ReleaseProcess(ctx, "live", int32(livePid), 0); err != nil {
 		t.Fatal(err)
 	}
 	if got := cat("live"); got == "kill9-secret" {

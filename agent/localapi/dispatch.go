@@ -67,7 +67,13 @@ func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Respon
 		if op.Release.GetContainerId() == "" {
 			return fail(Errorf(agent.Error_INVALID, "release: container id is empty"))
 		}
-		if err := h.Release(ctx, op.Release.GetContainerId()); err != nil {
+		var err error
+		if rr, ok := h.(RequestReleaser); ok {
+			err = rr.ReleaseRequest(ctx, op.Release)
+		} else {
+			err = h.Release(ctx, op.Release.GetContainerId())
+		}
+		if err != nil {
 			return fail(err)
 		}
 		return &agent.Response{Result: &agent.Response_Release{Release: &agent.ReleaseResponse{}}}, nil

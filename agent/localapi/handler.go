@@ -19,6 +19,13 @@ type Handler interface {
 	List(ctx context.Context) (*agent.ListResponse, error)
 }
 
+// RequestReleaser is a Handler that takes the whole release request (the
+// container's process it may name, see agent.ReleaseRequest); the server
+// calls ReleaseRequest instead of Release when the Handler has it.
+type RequestReleaser interface {
+	ReleaseRequest(ctx context.Context, req *agent.ReleaseRequest) error
+}
+
 // Observer is told of every request the server answers: its operation
 // ("prepare", "release", "list", or "none" for a request that names
 // none), the result ("OK" or the agent.Error_Code's name) and how long

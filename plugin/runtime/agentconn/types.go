@@ -58,3 +58,11 @@ type Error struct {
 func (e *Error) Error() string {
 	return fmt.Sprintf("agent: %s: %s", e.Code, e.Message)
 }
+
+// Process names a container's process in a release: its pid as the
+// agent's /proc numbers it and its start time (clock ticks since boot,
+// /proc/<pid>/stat field 22). Zero values mean unknown.
+type Process struct {
+	Pid   int
+	Start uint64
+}

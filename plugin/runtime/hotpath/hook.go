@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 )
 
 // Events the hook understands.
@@ -123,7 +125,9 @@ func (h *Hook) create(st *ociState) error {
 	if err := h.Attach(rootfs, hs); err != nil {
 		// The agent holds a mount for a container that will not start: let
 		// it go now rather than at a delete that may never come.
-		a.Release(st.ID)
+		// The hook runs in the container's mount namespace: the agent
+		// knows it for this container's by that.
+		a.Release(st.ID, agentconn.Process{})
 		return fmt.Errorf("container %s claims service %q: %w", st.ID, claim.Service, err)
 	}
 	return nil
@@ -135,7 +139,9 @@ func (h *Hook) release(st *ociState) error {
 		return fmt.Errorf("release %s: lockbox agent not reachable: %w", st.ID, err)
 	}
 	defer a.Close()
-	if err := a.Release(st.ID); err != nil {
+	// poststop: the container's processes are gone, and the agent
+	// releases an ended container's mount to any caller.
+	if err := a.Release(st.ID, agentconn.Process{}); err != nil {
 		return fmt.Errorf("release %s: %w", st.ID, err)
 	}
 	return nil
