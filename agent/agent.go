@@ -359,7 +359,7 @@ func (a *Agent) deliver(ctx context.Context, m mounter.Mount, req *api.PrepareRe
 			return nil, nil, fmt.Errorf("container %s: attach secrets: %w", mc.ID, err)
 		}
 		for _, t := range targets(plan) {
-			resp.Mounts = append(resp.Mounts, &api.MountPoint{Target: t, FdIndex: -1})
+			resp.Mounts = append(resp.Mounts, api.AttachedMount(t))
 		}
 		return resp, nil, nil
 	}
@@ -373,7 +373,7 @@ func (a *Agent) deliver(ctx context.Context, m mounter.Mount, req *api.PrepareRe
 	}
 	files := make([]*os.File, len(hs))
 	for i, h := range hs {
-		resp.Mounts = append(resp.Mounts, &api.MountPoint{Target: h.Target, FdIndex: int32(i)})
+		resp.Mounts = append(resp.Mounts, api.HandedOverMount(h.Target, i))
 		files[i] = h.File
 	}
 	return resp, files, nil
@@ -397,7 +397,7 @@ func (a *Agent) again(ctx context.Context, h *held, req *api.PrepareRequest, mc 
 		}
 		resp := &api.PrepareResponse{}
 		for _, t := range h.rec.Targets {
-			resp.Mounts = append(resp.Mounts, &api.MountPoint{Target: t, FdIndex: -1})
+			resp.Mounts = append(resp.Mounts, api.AttachedMount(t))
 		}
 		return resp, nil, nil
 	}

@@ -62,11 +62,9 @@ func (c *Client) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent
 		closeAll(files)
 		return nil, nil, errors.New("agent: prepare: response without a result")
 	}
-	for _, m := range p.GetMounts() {
-		if i := m.GetFdIndex(); i < -1 || int(i) >= len(files) {
-			closeAll(files)
-			return nil, nil, fmt.Errorf("agent: prepare: mount %s names fd %d of %d", m.GetTarget(), i, len(files))
-		}
+	if err := p.CheckFds(len(files)); err != nil {
+		closeAll(files)
+		return nil, nil, fmt.Errorf("agent: prepare: %w", err)
 	}
 	return p, files, nil
 }

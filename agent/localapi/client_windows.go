@@ -57,10 +57,8 @@ func (c *Client) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent
 	if p == nil {
 		return nil, nil, errors.New("agent: prepare: response without a result")
 	}
-	for _, m := range p.GetMounts() {
-		if i := m.GetFdIndex(); i != -1 {
-			return nil, nil, fmt.Errorf("agent: prepare: mount %s names handle %d, but a pipe carries none", m.GetTarget(), i)
-		}
+	if err := p.CheckFds(0); err != nil {
+		return nil, nil, fmt.Errorf("agent: prepare: %w (a pipe carries no handle)", err)
 	}
 	return p, nil, nil
 }

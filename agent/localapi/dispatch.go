@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/api/validation"
 )
 
 // This file is the transport-neutral half of the server: a decoded Request
@@ -49,7 +50,7 @@ func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Respon
 		}
 		if svc := op.Prepare.GetContainer().GetService(); !ValidServiceName(svc) {
 			// Quoted and cut short: the name is the caller's, unchecked.
-			return fail(Errorf(agent.Error_INVALID, "prepare: service name %.70q is not a service name (letters, digits, '-', '_', '.', at most %d)", svc, maxServiceName))
+			return fail(Errorf(agent.Error_INVALID, "prepare: service name %.70q is not a service name (%s)", svc, validation.NameRule))
 		}
 		if err := checkPrepare(op.Prepare); err != nil {
 			return fail(err)

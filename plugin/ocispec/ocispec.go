@@ -12,12 +12,9 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-)
 
-// ServiceAnnotation is the OCI annotation by which a container claims a
-// service. It equals plugin/runtime/hotpath.ServiceAnnotation; it is repeated here so
-// that Go-client users do not link the runtime wrapper.
-const ServiceAnnotation = "lockbox.service"
+	"github.com/lockbox-project/lockbox/api/claim"
+)
 
 // WithService makes the container claim service: with lockbox-runtime as
 // the runc binary (or the NRI plugin, or the hooks), it starts with the
@@ -30,7 +27,7 @@ func WithService(service string) oci.SpecOpts {
 		if s.Annotations == nil {
 			s.Annotations = map[string]string{}
 		}
-		s.Annotations[ServiceAnnotation] = service
+		s.Annotations[claim.ServiceAnnotation] = service
 		return nil
 	}
 }

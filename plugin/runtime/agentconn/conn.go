@@ -95,7 +95,7 @@ func (c *Conn) Prepare(ctr *Container, attach bool) ([]Mount, []*os.File, error)
 		return nil, nil, errors.New("agent: prepare: response without a result")
 	}
 	for _, m := range resp.mounts {
-		if m.FdIndex < -1 || m.FdIndex >= len(files) {
+		if _, ok := m.Fd(len(files)); !ok && !m.Attached() {
 			closeAll(files)
 			return nil, nil, fmt.Errorf("agent: prepare: mount %s names fd %d of %d", m.Target, m.FdIndex, len(files))
 		}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/lockbox-project/lockbox/api/claim"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 )
 
@@ -68,7 +69,7 @@ func (h *Hook) Run(event string, stdin io.Reader) error {
 	// container, which carries the pod's annotations but runs no workload.
 	// The annotations in the state are the ones the runtime read from
 	// config.json.
-	if _, ok := st.Annotations[ServiceAnnotation]; !ok || st.Annotations[CRIContainerType] == "sandbox" {
+	if _, ok := st.Annotations[claim.ServiceAnnotation]; !ok || st.Annotations[CRIContainerType] == "sandbox" {
 		return nil
 	}
 	if event == Poststop {
@@ -117,10 +118,11 @@ func (h *Hook) create(st *ociState) error {
 	}
 	hs := make([]Handover, 0, len(mounts))
 	for _, m := range mounts {
-		if m.FdIndex < 0 || m.FdIndex >= len(files) {
+		i, ok := m.Fd(len(files))
+		if !ok {
 			return fmt.Errorf("container %s: agent sent mount %s without its fd", st.ID, m.Target)
 		}
-		hs = append(hs, Handover{Target: m.Target, File: files[m.FdIndex]})
+		hs = append(hs, Handover{Target: m.Target, File: files[i]})
 	}
 	if err := h.Attach(rootfs, hs); err != nil {
 		// The agent holds a mount for a container that will not start: let

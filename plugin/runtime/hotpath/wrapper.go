@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lockbox-project/lockbox/api/claim"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 )
 
@@ -181,7 +182,7 @@ func (w *Wrapper) attach(inv *Invocation, claim *Claim, a Agent) error {
 		return err
 	}
 	for _, m := range mounts {
-		if m.FdIndex != -1 {
+		if !m.Attached() {
 			return fmt.Errorf("agent left mount %s for the caller to attach", m.Target)
 		}
 	}
@@ -298,7 +299,7 @@ func stateNumber(b []byte, key string) (uint64, bool) {
 	return v, true
 }
 
-var runcLabel = []byte(`"` + ServiceAnnotation + `=`)
+var runcLabel = []byte(`"` + claim.ServiceAnnotation + `=`)
 
 // runRunc runs runc with args as a child, sharing stdio and the fds runc is
 // told to pass on, and returns its exit code.
