@@ -21,6 +21,7 @@ import (
 	"github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
+	"github.com/lockbox-project/lockbox/linux"
 )
 
 func testLog(testing.TB) *slog.Logger {
@@ -52,7 +53,7 @@ func newCache(t *testing.T) *grants.Cache {
 
 func newAgent(t *testing.T, stateDir string, c *grants.Cache) *Agent {
 	t.Helper()
-	a, err := New(Config{StateDir: stateDir, Grants: c, Log: testLog(t)})
+	a, err := New(Config{StateDir: stateDir, Grants: c, Mounter: linux.New(), Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,8 +174,10 @@ func TestPrepareErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, files, err := a.Prepare(ctx, tt.req)
-			var e *localapi.Error
-			if !errors.As(err, &e) || e.Code != tt.code || !strings.Contains(e.Message, tt.message) {
+			// As the local API reports it (its one mapping of the
+			// agent's domain errors).
+			e := localapi.WireError(err)
+			if err == nil || e.Code != tt.code || !strings.Contains(e.Message, tt.message) {
 				t.Fatalf("got %v (files %v), want %v containing %q", err, files, tt.code, tt.message)
 			}
 		})

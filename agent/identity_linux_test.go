@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -350,8 +349,10 @@ func TestIDInUseByRunningContainer(t *testing.T) {
 		for _, f := range files {
 			f.Close()
 		}
-		var e *localapi.Error
-		if !errors.As(err, &e) || e.Code != api.Error_INVALID || e.Message != want {
+		// As the local API reports it (its one mapping of the
+		// agent's domain errors).
+		e := localapi.WireError(err)
+		if err == nil || e.Code != api.Error_INVALID || e.Message != want {
 			t.Errorf("prepare %v: %v, want INVALID %q", req, err, want)
 		}
 	}
@@ -393,8 +394,10 @@ func TestPrepareAgainWithOtherMappings(t *testing.T) {
 	c.UidMappings = []*api.IDMapping{{ContainerId: 0, HostId: 100000, Size: 65536}}
 	c.GidMappings = c.UidMappings
 	err := prepare()
-	var e *localapi.Error
-	if !errors.As(err, &e) || e.Code != api.Error_INVALID || !strings.Contains(e.Message, "other user-namespace id mappings") {
+	// As the local API reports it (its one mapping of the
+	// agent's domain errors).
+	e := localapi.WireError(err)
+	if err == nil || e.Code != api.Error_INVALID || !strings.Contains(e.Message, "other user-namespace id mappings") {
 		t.Errorf("again with other mappings: %v", err)
 	}
 }
@@ -458,8 +461,10 @@ func TestHostCallerNamingAPid(t *testing.T) {
 	for _, f := range files {
 		f.Close()
 	}
-	var e *localapi.Error
-	if !errors.As(err, &e) || e.Code != api.Error_INVALID || !strings.Contains(e.Message, "not in the container's mount namespace") {
+	// As the local API reports it (its one mapping of the
+	// agent's domain errors).
+	e := localapi.WireError(err)
+	if err == nil || e.Code != api.Error_INVALID || !strings.Contains(e.Message, "not in the container's mount namespace") {
 		t.Errorf("prepare from the host naming a pid: %v", err)
 	}
 	// Without a pid it is served as before (a tool, a test), and the

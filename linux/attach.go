@@ -13,6 +13,8 @@ import (
 	"github.com/lockbox-project/lockbox/mounter"
 )
 
+var _ mounter.Handoverer = (*Mount)(nil)
+
 // Handover returns fresh read-only clones of the tmpfs to attach in c: the
 // secrets/ subtree for /run/secrets (when any target lies there) and one
 // single-file clone per target outside it. Ownership is first translated

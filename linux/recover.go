@@ -79,6 +79,17 @@ func (m *Mounter) Recover(ctx context.Context, c mounter.Container, plan *mounte
 	return mnt, nil
 }
 
+// RecoverMount is Recover as a mounter.Recoverer.
+func (m *Mounter) RecoverMount(ctx context.Context, c mounter.Container, plan *mounter.Plan) (mounter.Mount, error) {
+	mnt, err := m.Recover(ctx, c, plan)
+	if err != nil {
+		return nil, err
+	}
+	return mnt, nil
+}
+
+var _ mounter.Recoverer = (*Mounter)(nil)
+
 // cloneOurs returns a private clone of the mount at target if it is one of
 // ours, or -1 if there is none: a read-only, nosuid, nodev, noexec tmpfs
 // whose root is the target and carries the mounter's mark with the value

@@ -138,6 +138,18 @@ func (m *Mounter) writeFile(path string, f mounter.File, src mounter.SecretSourc
 	return werr
 }
 
+// RecoverStore is Recover as a mounter.StoreRecoverer.
+func (m *Mounter) RecoverStore(exists func(containerID string) (bool, error)) (map[string]mounter.Mount, error) {
+	kept, err := m.Recover(exists)
+	out := make(map[string]mounter.Mount, len(kept))
+	for id, mnt := range kept {
+		out[id] = mnt
+	}
+	return out, err
+}
+
+var _ mounter.StoreRecoverer = (*Mounter)(nil)
+
 // Recover runs at agent start. For each directory Build left behind, it
 // asks exists whether the container that owns it is still there: if not,
 // or if no container ever owned it (the agent stopped between Build and

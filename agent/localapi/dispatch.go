@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 
+	"github.com/lockbox-project/lockbox/agent/errdefs"
 	"github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/api/validation"
 )
@@ -103,11 +104,28 @@ func closeAll(files []*os.File) {
 // toProto turns any error into the wire form; errors that are not *Error are
 // reported as UNKNOWN with their text.
 func toProto(err error) *agent.Error {
+	e := WireError(err)
+	return &agent.Error{Code: e.Code, Message: e.Message}
+}
+
+// WireError maps an error a Handler returned onto the local API's wire
+// error, the one place that does: an *Error as it is, a domain error
+// (agent/errdefs) by its kind, anything else as UNKNOWN.
+func WireError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
-		return &agent.Error{Code: e.Code, Message: e.Message}
+		return e
 	}
-	return &agent.Error{Code: agent.Error_UNKNOWN, Message: err.Error()}
+	code := agent.Error_UNKNOWN
+	switch errdefs.KindOf(err) {
+	case errdefs.Invalid:
+		code = agent.Error_INVALID
+	case errdefs.NotGranted:
+		code = agent.Error_NOT_GRANTED
+	case errdefs.NotFound:
+		code = agent.Error_NOT_FOUND
+	}
+	return &Error{Code: code, Message: err.Error()}
 }
 
 func fromProto(pe *agent.Error) *Error {

@@ -8,8 +8,9 @@ import (
 	"github.com/lockbox-project/lockbox/api/agent"
 )
 
-// Handler serves the requests of the local API. Errors of type *Error reach
-// the caller with their code; any other error is reported as UNKNOWN.
+// Handler serves the requests of the local API. Errors of type *Error, and
+// domain errors (agent/errdefs) by their kind, reach the caller with their
+// code (WireError); any other error is reported as UNKNOWN.
 type Handler interface {
 	// Prepare builds a container's mount. The files it returns are sent to
 	// the caller and then closed by the server: return duplicates of any fd
