@@ -76,7 +76,7 @@ func New(stateDir string) (*Mounter, error) {
 
 // Build writes the plan's files into a new private directory. Nothing of
 // it is visible to a container until the directory is mounted
-// (Mount.Source, WithSecretsMount) and Attach links the targets.
+// (Mount.Source, plugin/ocispec.WithSecretsMount) and Attach links the targets.
 func (m *Mounter) Build(ctx context.Context, plan *mounter.Plan, src mounter.SecretSource) (mounter.Mount, error) {
 	if err := checkPlan(plan); err != nil {
 		return nil, fmt.Errorf("windows mounter: %w", err)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -60,6 +61,24 @@ func TestLeavesImportOnlyTheStandardLibrary(t *testing.T) {
 		for _, pkg := range strings.Fields(string(out)) {
 			if pkg != leaf {
 				t.Errorf("%s imports %s: it must import only the standard library", leaf, pkg)
+			}
+		}
+	}
+}
+
+// TestMountersLinkNoContainerd: the mounters run in the agent; the
+// containerd client packages belong to plugin/ocispec (issue 11).
+func TestMountersLinkNoContainerd(t *testing.T) {
+	for _, goos := range []string{"linux", "windows"} {
+		cmd := exec.Command("go", "list", "-deps", "../../linux", "../../windows", "../../mounter")
+		cmd.Env = append(os.Environ(), "GOOS="+goos)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list (GOOS=%s): %v", goos, err)
+		}
+		for _, pkg := range strings.Fields(string(out)) {
+			if strings.HasPrefix(pkg, "github.com/containerd/") {
+				t.Errorf("GOOS=%s: the mounters link %s", goos, pkg)
 			}
 		}
 	}

@@ -1,6 +1,8 @@
 // Package ocispec holds containerd Go-client spec options for Lockbox:
-// claim a service, and (for setups without lockbox-runtime as the runc
-// binary) add Lockbox's OCI hooks.
+// claim a service, (for setups without lockbox-runtime as the runc binary)
+// add Lockbox's OCI hooks, and give a Windows container its secrets mount.
+// It is the one place the containerd client packages meet Lockbox's node
+// code: the mounters (linux, windows) link none of them.
 //
 // It only edits the OCI spec; it never talks to the agent.
 package ocispec
