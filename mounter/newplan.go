@@ -56,6 +56,24 @@ func (l Limits) NewPlan(os OS, grants []Grant) (*Plan, error) {
 	}
 }
 
+// ValidateReferences checks a service's secret references as the
+// managers receive them (names, targets, owners and modes; Size is not
+// looked at: sizes are checked when a secret is created) against the rules
+// a node will apply to them on os, so that a reference no node could mount
+// is refused when the service is created or updated rather than when a
+// container starts. It is pure: no plan is kept, no system call made. The
+// error is a *ValidationError naming the secret and the field.
+func ValidateReferences(os OS, refs []Grant) error {
+	grants := make([]Grant, len(refs))
+	for i, r := range refs {
+		r.Size = 1
+		grants[i] = r
+	}
+	// No total cap: it depends on the secrets' sizes.
+	_, err := Limits{}.NewPlan(os, grants)
+	return err
+}
+
 // ValidationError is a grant (or a whole plan, when Secret is empty) that a
 // plan refuses. It never holds secret data: only names and the offending
 // field's value.

@@ -108,17 +108,15 @@ func validateServiceSpec(spec *types.ServiceSpec) error {
 			UID:        t.GetUid(),
 			GID:        t.GetGid(),
 			Mode:       t.GetMode(),
-			Size:       1, // sizes are the agent's business
 		})
 	}
 	// The platform's target rules: Windows ones when the placement pins
 	// Windows nodes, Linux ones otherwise.
+	osys := mounter.Linux
 	if placedOnWindows(parsed) {
-		err = mounter.ValidateWindowsGrants(grants)
-	} else {
-		_, err = mounter.NewPlan(mounter.Linux, grants)
+		osys = mounter.Windows
 	}
-	if err != nil {
+	if err := mounter.ValidateReferences(osys, grants); err != nil {
 		return invalid("%v", err)
 	}
 	return nil
