@@ -80,6 +80,13 @@ func testNoSecretInMemory(t *testing.T, binary string, size int) {
 			t.Errorf("after removal the agent's memory still holds marker %d (%d hits)", i, hits)
 		}
 	}
+	if t.Failed() {
+		// Where: a Go heap arena, a thread stack, a signal frame's
+		// register slots (see scrub.go) tell different stories.
+		for _, w := range markerLocations(t, c.pid(), markers...) {
+			t.Log(w)
+		}
+	}
 	t.Logf("%d-byte secret: hits while granted %v, after removal %v; VmLck %d -> %d KiB", size, whileGranted, n, vmlck, procStatusKiB(t, c.pid(), "VmLck"))
 }
 
