@@ -96,7 +96,7 @@ func startChild(t testing.TB, spec childSpec) *child {
 	b, _ := json.Marshal(spec)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	// As "lockbox agent" does by re-executing itself.
-	cmd.Env = append(os.Environ(), childEnv+"="+string(b), "GODEBUG=clobberfree=1")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(b), "GODEBUG=clobberfree=1,asyncpreemptoff=1")
 	if spec.Binary != "" {
 		args := []string{"agent", "--manager", strings.Join(spec.Managers, ","), "--state-dir", spec.StateDir, "--socket", spec.Socket}
 		if spec.Token != "" {

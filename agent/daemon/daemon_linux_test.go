@@ -48,12 +48,12 @@ func testNoSecretInMemory(t *testing.T, binary string, size int) {
 	svc := tm.Service("web", sec)
 
 	// The real binary: what is scanned is what runs on nodes, including
-	// its re-exec with GODEBUG=clobberfree=1.
+	// its re-exec with GODEBUG=clobberfree=1,asyncpreemptoff=1.
 	spec := childSpecIn(t, t.TempDir(), []string{tm.Addr}, tm.WorkerToken())
 	spec.Binary = binary
 	c := startChild(t, spec)
-	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", c.pid())); err != nil || !bytes.Contains(env, []byte("GODEBUG=clobberfree=1")) {
-		t.Fatalf("lockbox agent did not re-exec with GODEBUG=clobberfree=1 (%v)", err)
+	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", c.pid())); err != nil || !bytes.Contains(env, []byte("GODEBUG=clobberfree=1,asyncpreemptoff=1")) {
+		t.Fatalf("lockbox agent did not re-exec with GODEBUG=clobberfree=1,asyncpreemptoff=1 (%v)", err)
 	}
 	cl := c.client(t)
 	waitUntil(t, "the grant to reach the agent", func() bool { return granted(t, cl, "web") })

@@ -18,16 +18,6 @@ type collectingCache struct{ *grants.Cache }
 func (c collectingCache) Apply(msg *dapi.SessionMessage) error {
 	before := c.Dropped()
 	err := c.Cache.Apply(msg)
-	// Decoding the message and copying its secrets into locked memory
-	// moved their bytes through this thread's vector registers (Go's
-	// memmove keeps up to 256 bytes there, in registers little other code
-	// touches). They would sit there until reused, and any signal to the
-	// thread (the runtime's preemption signal, sent to every running thread
-	// by the collection below) makes the kernel save them in a signal frame
-	// on the thread's stack, outside the Go heap, where clobberfree never
-	// reaches: TestNoSecretInMemoryAfterRemoval found a 160-byte secret's
-	// bytes there, in the XMM slots of an FXSAVE area. Clear them first.
-	clearVectorRegisters()
 	if c.Dropped() != before {
 		runtime.GC()
 	}
