@@ -195,9 +195,18 @@ func mountIDOf(fd, proc int) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("mount ID: %w", err)
 	}
+	return fdinfoMountID(b)
+}
+
+// fdinfoMountID reads the mnt_id line of a /proc/<pid>/fdinfo/<fd> file.
+func fdinfoMountID(b []byte) (uint64, error) {
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "mnt_id:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			id, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("mount ID: fdinfo: %w", err)
+			}
+			return id, nil
 		}
 	}
 	return 0, errors.New("mount ID: not in fdinfo")

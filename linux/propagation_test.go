@@ -5,6 +5,7 @@ package linux
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -131,6 +132,29 @@ func TestMountinfoShared(t *testing.T) {
 		got, err := mountinfoShared(strings.NewReader(info), tt.id)
 		if got != tt.shared || (err != nil) != tt.wantErr {
 			t.Errorf("mount %d: shared %v, %v; want %v, error %v", tt.id, got, err, tt.shared, tt.wantErr)
+		}
+	}
+}
+
+// TestMountIDFromFdinfo: kernels before 5.8 have no STATX_MNT_ID; the
+// mount ID then comes from fdinfo, which must agree with statx here.
+func TestMountIDFromFdinfo(t *testing.T) {
+	fd, err := unix.Open("/", unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	b, err := os.ReadFile("/proc/thread-self/fdinfo/" + itoa(fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := fdinfoMountID(b)
+	if want := mountID(t, fd); err != nil || got != want {
+		t.Errorf("fdinfo mount ID %d, %v; statx says %d", got, err, want)
+	}
+	for _, bad := range []string{"pos:\t0\nflags:\t0\n", "mnt_id:\tx\n", ""} {
+		if _, err := fdinfoMountID([]byte(bad)); err == nil {
+			t.Errorf("fdinfo %q: no error", bad)
 		}
 	}
 }
