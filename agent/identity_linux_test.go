@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv(hookEnv); sock != "" {
 		os.Exit(hookMain(sock))
 	}
+	if spec := os.Getenv(releaseFromEnv); spec != "" {
+		os.Exit(releaseFromMain(spec))
+	}
 	os.Exit(m.Run())
 }
 

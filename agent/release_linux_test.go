@@ -5,9 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	api "github.com/lockbox-project/lockbox/api/agent"
@@ -95,6 +101,9 @@ func TestReleaseOfSameIDInAnotherNamespace(t *testing.T) {
 		{"an in-process release naming nothing (lockbox agent --nri)", func() error {
 			return a.Release(ctx, "web")
 		}},
+		{"a release from inside the other container's mount namespace (its OCI hook)", func() error {
+			return releaseFrom(t, sock, pid2, "web")
+		}},
 	}
 	for _, at := range attacks {
 		if err := at.release(); err != nil {
@@ -117,6 +126,24 @@ func TestReleaseOfSameIDInAnotherNamespace(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(state, "containers", "web.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("record left after the holder's release: %v", err)
+	}
+
+	// A running holder's own hook (inside its mount namespace, naming no
+	// process: a createContainer hook whose attach failed) wipes.
+	pid4 := runContainer(t, ns1, "hooked")
+	if _, _, err := cl.Prepare(ctx, &api.PrepareRequest{Attach: true, Container: &api.Container{Id: "hooked", Service: "web", Pid: int32(pid4)}}); err != nil {
+		t.Fatal(err)
+	}
+	hooked, err := os.Open(fmt.Sprintf("/proc/%d/root/run/secrets/db_pw", pid4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hooked.Close()
+	if err := releaseFrom(t, sock, pid4, "hooked"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := hooked.ReadAt(buf, 0); n != 0 {
+		t.Errorf("the holder's hook released it, yet its secret reads %q", buf[:n])
 	}
 
 	// A holder that has ended is released by anyone: how runc delete,
@@ -142,4 +169,61 @@ func TestReleaseOfSameIDInAnotherNamespace(t *testing.T) {
 	if l, _ := a.List(ctx); len(l.GetContainers()) != 0 {
 		t.Errorf("the agent lists %v after every release", l)
 	}
+}
+
+// releaseFromEnv makes the test binary a caller that sends a Release from
+// inside a container's mount namespace, as an OCI hook does: "pid,socket,id".
+const releaseFromEnv = "LOCKBOX_AGENT_TEST_RELEASE_FROM"
+
+func init() {
+	if os.Getenv(releaseFromEnv) != "" {
+		// The agent reads the caller's namespace from /proc/<pid>/ns/mnt,
+		// the main thread's: enter the container from that thread.
+		runtime.LockOSThread()
+	}
+}
+
+// releaseFromMain connects to the agent (the socket is a host path), then
+// moves its main thread into pid's mount namespace and releases id.
+func releaseFromMain(spec string) int {
+	parts := strings.SplitN(spec, ",", 3)
+	if len(parts) != 3 {
+		fmt.Fprintln(os.Stderr, "bad", releaseFromEnv)
+		return 2
+	}
+	c, err := agentconn.Dial(parts[1], 5*time.Second)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer c.Close()
+	ns, err := unix.Open("/proc/"+parts[0]+"/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		fmt.Fprintln(os.Stderr, "unshare:", err)
+		return 1
+	}
+	if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
+		fmt.Fprintln(os.Stderr, "setns:", err)
+		return 1
+	}
+	if err := c.Release(parts[2], agentconn.Process{}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// releaseFrom runs releaseFromMain in a child and returns its error.
+func releaseFrom(t *testing.T, sock string, pid int, id string) error {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), releaseFromEnv+"="+strconv.Itoa(pid)+","+sock+","+id)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("release from pid %d's namespace: %v: %s", pid, err, out)
+	}
+	return nil
 }
