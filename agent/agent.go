@@ -11,24 +11,21 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/lockbox-project/lockbox/agent/errdefs"
 	"github.com/lockbox-project/lockbox/agent/grants"
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	api "github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/mounter"
 )
 
-// Handoverer is a Mount that can give out its mounts as fds for a caller
-// already in the container's mount namespace to attach (the Linux tmpfs).
-type Handoverer interface {
-	Handover(c mounter.Container) ([]mounter.Handover, error)
-}
-
 // Config is what an Agent is made of.
 type Config struct {
 	// StateDir holds the container records (IDs only).
 	StateDir string
 	Grants   *grants.Cache
-	// Mounter builds mounts; nil selects the platform's (NewPlatformMounter).
+	// Mounter builds mounts: the platform's (agent/daemon picks it). Its
+	// optional capabilities (mounter.Recoverer, mounter.StoreRecoverer, a
+	// Mount's mounter.Handoverer) are found by type assertion.
 	Mounter mounter.Mounter
 	Log     *slog.Logger
 }
@@ -69,11 +66,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Log = slog.Default()
 	}
 	if cfg.Mounter == nil {
-		m, err := NewPlatformMounter(cfg.StateDir)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Mounter = m
+		return nil, errors.New("agent: no mounter")
 	}
 	rs, err := newRecordStore(cfg.StateDir)
 	if err != nil {
@@ -99,7 +92,7 @@ func (a *Agent) recover() {
 		for _, r := range recs {
 			a.held[r.ID] = &held{rec: r}
 		}
-		a.recoverPlatform()
+		a.recoverStore()
 		return
 	}
 	var live map[uint64]int
@@ -154,7 +147,7 @@ func containerOS(s string) (mounter.OS, error) {
 	case "windows":
 		return mounter.Windows, nil
 	}
-	return "", localapi.Errorf(api.Error_INVALID, "container os %q: must be linux or windows", s)
+	return "", errdefs.Errorf(errdefs.Invalid, "container os %q: must be linux or windows", s)
 }
 
 // Prepare builds the secrets mount of the claimed service for a container
@@ -166,10 +159,10 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	c := req.GetContainer()
 	id := c.GetId()
 	if !validContainerID(id) {
-		return nil, nil, localapi.Errorf(api.Error_INVALID, "container id %q: not a container ID", id)
+		return nil, nil, errdefs.Errorf(errdefs.Invalid, "container id %q: not a container ID", id)
 	}
 	if c.GetService() == "" {
-		return nil, nil, localapi.Errorf(api.Error_INVALID, "container %s claims no service", id)
+		return nil, nil, errdefs.Errorf(errdefs.Invalid, "container %s claims no service", id)
 	}
 	osys, err := containerOS(c.GetOs())
 	if err != nil {
@@ -194,7 +187,7 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 			if pid > 0 {
 				by = fmt.Sprintf("a running container (pid %d)", pid)
 			}
-			return nil, nil, localapi.Errorf(api.Error_INVALID, "container ID %s is already in use by %s", id, by)
+			return nil, nil, errdefs.Errorf(errdefs.Invalid, "container ID %s is already in use by %s", id, by)
 		case replaceEnded:
 			// The container that had the ID ended without a Release (a
 			// killed shim, a lost hook) and a new one reuses the ID: it
@@ -213,13 +206,13 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	if err != nil {
 		var ng *grants.NotGrantedError
 		if errors.As(err, &ng) {
-			return nil, nil, localapi.Errorf(api.Error_NOT_GRANTED, "%v", err)
+			return nil, nil, errdefs.Errorf(errdefs.NotGranted, "%w", err)
 		}
 		return nil, nil, err
 	}
 	plan, err := mounter.NewPlan(osys, view.Grants())
 	if err != nil {
-		return nil, nil, localapi.Errorf(api.Error_INVALID, "service %q: %v", c.GetService(), err)
+		return nil, nil, errdefs.Errorf(errdefs.Invalid, "service %q: %v", c.GetService(), err)
 	}
 	// The mount is marked for this container: after a restart the agent
 	// takes back this container's mounts and no other's.
@@ -273,7 +266,7 @@ func (a *Agent) identify(ctx context.Context, req *api.PrepareRequest) (identity
 	c := req.GetContainer()
 	id, pid := c.GetId(), int(c.GetPid())
 	if pid < 0 {
-		return identity{}, localapi.Errorf(api.Error_INVALID, "container %s: pid %d is not a process", id, pid)
+		return identity{}, errdefs.Errorf(errdefs.Invalid, "container %s: pid %d is not a process", id, pid)
 	}
 	if !livenessKnown {
 		return identity{Pid: pid}, nil
@@ -297,14 +290,14 @@ func (a *Agent) identify(ctx context.Context, req *api.PrepareRequest) (identity
 		// in the agent's own mount namespace (a tool on the host): it is
 		// in no container the agent could name.
 		if pid != 0 {
-			return identity{}, localapi.Errorf(api.Error_INVALID, "container %s: pid %d: the caller is not in the container's mount namespace", id, pid)
+			return identity{}, errdefs.Errorf(errdefs.Invalid, "container %s: pid %d: the caller is not in the container's mount namespace", id, pid)
 		}
 		return identity{}, nil
 	}
 	cp, err := hookContainerProcess(peer, pid)
 	if err != nil {
 		if pid != 0 {
-			return identity{}, localapi.Errorf(api.Error_INVALID, "container %s: pid %d is not the process of the container the caller runs in", id, pid)
+			return identity{}, errdefs.Errorf(errdefs.Invalid, "container %s: pid %d is not the process of the container the caller runs in", id, pid)
 		}
 		// An older hook that sends no pid, under a runtime that runs it
 		// some other way: the namespace is all there is to go by.
@@ -317,7 +310,7 @@ func (a *Agent) identify(ctx context.Context, req *api.PrepareRequest) (identity
 	}
 	if who.MntNS != peerNS {
 		// It left the namespace between the walk and now: it ended.
-		return identity{}, localapi.Errorf(api.Error_INVALID, "container %s: its process %d ended", id, cp)
+		return identity{}, errdefs.Errorf(errdefs.Invalid, "container %s: its process %d ended", id, cp)
 	}
 	return who, nil
 }
@@ -326,11 +319,11 @@ func (a *Agent) identify(ctx context.Context, req *api.PrepareRequest) (identity
 func processIdentity(id string, pid int) (identity, error) {
 	start, err := pidStart(pid)
 	if err != nil {
-		return identity{}, localapi.Errorf(api.Error_INVALID, "container %s: pid %d is not a running process", id, pid)
+		return identity{}, errdefs.Errorf(errdefs.Invalid, "container %s: pid %d is not a running process", id, pid)
 	}
 	ns, err := mntNS(strconv.Itoa(pid))
 	if err != nil {
-		return identity{}, localapi.Errorf(api.Error_INVALID, "container %s: pid %d is not a running process", id, pid)
+		return identity{}, errdefs.Errorf(errdefs.Invalid, "container %s: pid %d is not a running process", id, pid)
 	}
 	return identity{Pid: pid, PidStart: start, MntNS: ns}, nil
 }
@@ -359,13 +352,13 @@ func (a *Agent) deliver(ctx context.Context, m mounter.Mount, req *api.PrepareRe
 			return nil, nil, fmt.Errorf("container %s: attach secrets: %w", mc.ID, err)
 		}
 		for _, t := range targets(plan) {
-			resp.Mounts = append(resp.Mounts, &api.MountPoint{Target: t, FdIndex: -1})
+			resp.Mounts = append(resp.Mounts, api.AttachedMount(t))
 		}
 		return resp, nil, nil
 	}
-	ho, ok := m.(Handoverer)
+	ho, ok := m.(mounter.Handoverer)
 	if !ok {
-		return nil, nil, localapi.Errorf(api.Error_INVALID, "container %s: this platform's mounts cannot be handed over as fds; ask the agent to attach", mc.ID)
+		return nil, nil, errdefs.Errorf(errdefs.Invalid, "container %s: this platform's mounts cannot be handed over as fds; ask the agent to attach", mc.ID)
 	}
 	hs, err := ho.Handover(mc)
 	if err != nil {
@@ -373,7 +366,7 @@ func (a *Agent) deliver(ctx context.Context, m mounter.Mount, req *api.PrepareRe
 	}
 	files := make([]*os.File, len(hs))
 	for i, h := range hs {
-		resp.Mounts = append(resp.Mounts, &api.MountPoint{Target: h.Target, FdIndex: int32(i)})
+		resp.Mounts = append(resp.Mounts, api.HandedOverMount(h.Target, i))
 		files[i] = h.File
 	}
 	return resp, files, nil
@@ -384,20 +377,20 @@ func (a *Agent) deliver(ctx context.Context, m mounter.Mount, req *api.PrepareRe
 // otherwise.
 func (a *Agent) again(ctx context.Context, h *held, req *api.PrepareRequest, mc mounter.Container) (*api.PrepareResponse, []*os.File, error) {
 	if h.rec.Service != req.GetContainer().GetService() {
-		return nil, nil, localapi.Errorf(api.Error_INVALID, "container %s already holds the secrets of service %q", mc.ID, h.rec.Service)
+		return nil, nil, errdefs.Errorf(errdefs.Invalid, "container %s already holds the secrets of service %q", mc.ID, h.rec.Service)
 	}
 	if h.mount != nil && (!slices.Equal(h.uid, mc.UIDMappings) || !slices.Equal(h.gid, mc.GIDMappings)) {
 		// The files are owned for the first mappings: under others they
 		// would show other owners than the grants ask for.
-		return nil, nil, localapi.Errorf(api.Error_INVALID, "container %s was prepared for other user-namespace id mappings; its secrets are owned for those", mc.ID)
+		return nil, nil, errdefs.Errorf(errdefs.Invalid, "container %s was prepared for other user-namespace id mappings; its secrets are owned for those", mc.ID)
 	}
 	if req.GetAttach() || h.mount == nil {
 		if !req.GetAttach() {
-			return nil, nil, localapi.Errorf(api.Error_NOT_FOUND, "container %s was mounted before the agent restarted; its fds are gone", mc.ID)
+			return nil, nil, errdefs.Errorf(errdefs.NotFound, "container %s was mounted before the agent restarted; its fds are gone", mc.ID)
 		}
 		resp := &api.PrepareResponse{}
 		for _, t := range h.rec.Targets {
-			resp.Mounts = append(resp.Mounts, &api.MountPoint{Target: t, FdIndex: -1})
+			resp.Mounts = append(resp.Mounts, api.AttachedMount(t))
 		}
 		return resp, nil, nil
 	}
@@ -413,107 +406,6 @@ func targets(p *mounter.Plan) []string {
 		ts[i] = f.Target
 	}
 	return ts
-}
-
-// Release wipes a container's mount and forgets it. Releasing an unknown
-// container succeeds: a poststop hook and a runtime delete may both ask.
-func (a *Agent) Release(ctx context.Context, id string) error {
-	if !validContainerID(id) {
-		return localapi.Errorf(api.Error_INVALID, "container id %q: not a container ID", id)
-	}
-	unlock := a.locks.lock(id)
-	defer unlock()
-	return a.release(id)
-}
-
-// release is Release with the container's lock held.
-func (a *Agent) release(id string) error {
-	a.mu.Lock()
-	h := a.held[id]
-	a.mu.Unlock()
-	var wipeErr error
-	if h != nil && h.mount != nil {
-		wipeErr = h.mount.Wipe()
-		if wipeErr != nil {
-			// Keep the record and the mount: a later Release retries.
-			return fmt.Errorf("container %s: wipe secrets: %w", id, wipeErr)
-		}
-	}
-	if err := a.records.remove(id); err != nil {
-		return err
-	}
-	a.mu.Lock()
-	delete(a.held, id)
-	a.mu.Unlock()
-	if h != nil {
-		a.log.Info("secrets released", "container", id, "service", h.rec.Service, "recovered", h.mount == nil)
-	}
-	return nil
-}
-
-// Reap releases every held container whose processes are all gone. A
-// container normally leaves through Release (runtime delete, poststop hook,
-// NRI stop), but that call can be lost: containerd or the shim killed, a
-// hook that could not reach a restarting agent, a container still dying
-// when the agent restarted. Without Reap its tmpfs would stay in the
-// agent's hands until the agent exits. It returns how many it released.
-func (a *Agent) Reap(ctx context.Context) int {
-	if !livenessKnown {
-		return 0
-	}
-	a.mu.Lock()
-	ids := make([]string, 0, len(a.held))
-	byNamespace := false
-	for id, h := range a.held {
-		ids = append(ids, id)
-		byNamespace = byNamespace || h.rec.needsNamespaces()
-	}
-	a.mu.Unlock()
-	if len(ids) == 0 {
-		return 0
-	}
-	// Scanning every process's namespace costs far more than reading one
-	// pid's stat: only for records that have no pid.
-	var live map[uint64]int
-	if byNamespace {
-		live = liveNamespaces()
-	}
-	n := 0
-	for _, id := range ids {
-		if ctx.Err() != nil {
-			break
-		}
-		if a.reapOne(id, live) {
-			n++
-		}
-	}
-	return n
-}
-
-func (a *Agent) reapOne(id string, live map[uint64]int) bool {
-	unlock := a.locks.lock(id)
-	defer unlock()
-	a.mu.Lock()
-	h := a.held[id]
-	a.mu.Unlock()
-	// A record that names neither a process nor a namespace cannot be
-	// judged: leave it to an explicit Release.
-	if h == nil || !h.rec.identity().known() {
-		return false
-	}
-	if h.rec.needsNamespaces() && live == nil {
-		// Held since Reap listed the containers.
-		return false
-	}
-	if _, ok := h.rec.alive(live); ok {
-		return false
-	}
-	if err := a.release(id); err != nil {
-		a.log.Warn("reap finished container", "container", id, "err", err)
-		return false
-	}
-	a.log.Info("reaped container that ended without a release", "container", id)
-	return true
 }
 
 // List returns the containers the agent holds mounts for, sorted by ID.

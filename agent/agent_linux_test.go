@@ -21,6 +21,7 @@ import (
 	"github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
+	"github.com/lockbox-project/lockbox/linux"
 )
 
 func testLog(testing.TB) *slog.Logger {
@@ -52,7 +53,7 @@ func newCache(t *testing.T) *grants.Cache {
 
 func newAgent(t *testing.T, stateDir string, c *grants.Cache) *Agent {
 	t.Helper()
-	a, err := New(Config{StateDir: stateDir, Grants: c, Log: testLog(t)})
+	a, err := New(Config{StateDir: stateDir, Grants: c, Mounter: linux.New(), Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,9 @@ func TestPrepareAttachReleaseInRunc(t *testing.T) {
 		t.Errorf("list %v", list)
 	}
 
-	if err := a.Release(ctx, "c1"); err != nil {
+	// The container still runs: its release names its process, as
+	// lockbox-runtime's does (a release naming nothing waits for it to end).
+	if err := a.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: "c1", Pid: int32(pid)}); err != nil {
 		t.Fatal(err)
 	}
 	// Wiped: the files are gone from the container's view.
@@ -171,8 +174,10 @@ func TestPrepareErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, files, err := a.Prepare(ctx, tt.req)
-			var e *localapi.Error
-			if !errors.As(err, &e) || e.Code != tt.code || !strings.Contains(e.Message, tt.message) {
+			// As the local API reports it (its one mapping of the
+			// agent's domain errors).
+			e := localapi.WireError(err)
+			if err == nil || e.Code != tt.code || !strings.Contains(e.Message, tt.message) {
 				t.Fatalf("got %v (files %v), want %v containing %q", err, files, tt.code, tt.message)
 			}
 		})
@@ -267,7 +272,11 @@ func TestRecoverAfterCrash(t *testing.T) {
 	if got, err := catIn(t, r, "live", "/run/secrets/db_pw"); err != nil || got != "hunter2" {
 		t.Errorf("running container lost its secret: %q %v", got, err)
 	}
-	if err := second.Release(ctx, "live"); err != nil {
+	livePid, err := r.Pid(busybox.Context(t), "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: "live", Pid: int32(livePid)}); err != nil {
 		t.Fatal(err)
 	}
 	// The restarted agent took the mount back, so the release wiped it.

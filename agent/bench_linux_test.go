@@ -11,6 +11,7 @@ import (
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	api "github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/linux"
 )
 
 // benchCache holds service web with n secrets of size bytes.
@@ -38,7 +39,7 @@ func benchCache(b *testing.B, n, size int) *grants.Cache {
 // List round trip: the cost of the protocol alone.
 func BenchmarkLocalAPI(b *testing.B) {
 	for _, tc := range []struct{ n, size int }{{1, 4 << 10}, {10, 4 << 10}, {50, 4 << 10}} {
-		a, err := New(Config{StateDir: b.TempDir(), Grants: benchCache(b, tc.n, tc.size), Log: testLog(nil)})
+		a, err := New(Config{StateDir: b.TempDir(), Grants: benchCache(b, tc.n, tc.size), Mounter: linux.New(), Log: testLog(nil)})
 		if err != nil {
 			b.Fatal(err)
 		}

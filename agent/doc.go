@@ -7,6 +7,12 @@
 // secret data) in the state directory so that a restarted agent can tell
 // finished containers from running ones.
 //
-// It knows nothing of etcd or of the manager's side; the stream to the
-// managers lives in agent/session.
+// It names no platform: it is given a mounter.Mounter (agent/daemon picks
+// linux or windows) and finds the optional capabilities it uses by type
+// assertion (mounter.Handoverer, mounter.Recoverer,
+// mounter.StoreRecoverer). It names no wire either: it returns domain
+// errors (agent/errdefs), which agent/localapi maps onto its wire codes.
+//
+// It knows nothing of etcd or of the manager's side (it imports nothing
+// under manager/); the stream to the managers lives in agent/session.
 package agent

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -36,6 +35,9 @@ const (
 func TestMain(m *testing.M) {
 	if sock := os.Getenv(hookEnv); sock != "" {
 		os.Exit(hookMain(sock))
+	}
+	if spec := os.Getenv(releaseFromEnv); spec != "" {
+		os.Exit(releaseFromMain(spec))
 	}
 	os.Exit(m.Run())
 }
@@ -350,8 +352,10 @@ func TestIDInUseByRunningContainer(t *testing.T) {
 		for _, f := range files {
 			f.Close()
 		}
-		var e *localapi.Error
-		if !errors.As(err, &e) || e.Code != api.Error_INVALID || e.Message != want {
+		// As the local API reports it (its one mapping of the
+		// agent's domain errors).
+		e := localapi.WireError(err)
+		if err == nil || e.Code != api.Error_INVALID || e.Message != want {
 			t.Errorf("prepare %v: %v, want INVALID %q", req, err, want)
 		}
 	}
@@ -393,8 +397,10 @@ func TestPrepareAgainWithOtherMappings(t *testing.T) {
 	c.UidMappings = []*api.IDMapping{{ContainerId: 0, HostId: 100000, Size: 65536}}
 	c.GidMappings = c.UidMappings
 	err := prepare()
-	var e *localapi.Error
-	if !errors.As(err, &e) || e.Code != api.Error_INVALID || !strings.Contains(e.Message, "other user-namespace id mappings") {
+	// As the local API reports it (its one mapping of the
+	// agent's domain errors).
+	e := localapi.WireError(err)
+	if err == nil || e.Code != api.Error_INVALID || !strings.Contains(e.Message, "other user-namespace id mappings") {
 		t.Errorf("again with other mappings: %v", err)
 	}
 }
@@ -434,7 +440,7 @@ func TestRecoverTakesOnlyItsOwnMount(t *testing.T) {
 	if got, err := catIn(t, r, "c2", "/run/secrets/db_pw"); err != nil || got != "hunter2" {
 		t.Fatalf("releasing c1 took c2's secret: %q, %v", got, err)
 	}
-	if err := second.Release(ctx, "c2"); err != nil {
+	if err := second.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: "c2", Pid: int32(pid)}); err != nil {
 		t.Fatal(err)
 	}
 	// c2's own mount was taken back, so its release wiped it.
@@ -458,8 +464,10 @@ func TestHostCallerNamingAPid(t *testing.T) {
 	for _, f := range files {
 		f.Close()
 	}
-	var e *localapi.Error
-	if !errors.As(err, &e) || e.Code != api.Error_INVALID || !strings.Contains(e.Message, "not in the container's mount namespace") {
+	// As the local API reports it (its one mapping of the
+	// agent's domain errors).
+	e := localapi.WireError(err)
+	if err == nil || e.Code != api.Error_INVALID || !strings.Contains(e.Message, "not in the container's mount namespace") {
 		t.Errorf("prepare from the host naming a pid: %v", err)
 	}
 	// Without a pid it is served as before (a tool, a test), and the

@@ -13,6 +13,8 @@ import (
 	"github.com/lockbox-project/lockbox/mounter"
 )
 
+var _ mounter.Handoverer = (*Mount)(nil)
+
 // Handover returns fresh read-only clones of the tmpfs to attach in c: the
 // secrets/ subtree for /run/secrets (when any target lies there) and one
 // single-file clone per target outside it. Ownership is first translated
@@ -140,7 +142,14 @@ func (m *Mount) Attach(ctx context.Context, c mounter.Container) error {
 	if c.Pid == 0 {
 		return AttachHandovers(c.Rootfs, hs)
 	}
-	return inMountNamespace(c.Pid, c.Rootfs, func(root int) error { return attachAll(root, hs) })
+	proc, err := procForMountinfo()
+	if err != nil {
+		return err
+	}
+	if proc >= 0 {
+		defer unix.Close(proc)
+	}
+	return inMountNamespace(c.Pid, c.Rootfs, func(root int) error { return attachAll(root, proc, hs) })
 }
 
 func closeHandovers(hs []mounter.Handover) {
@@ -163,12 +172,20 @@ func AttachHandovers(rootfs string, hs []mounter.Handover) error {
 		return fmt.Errorf("attach: open container rootfs %s: %w", rootfs, err)
 	}
 	defer unix.Close(root)
-	return attachAll(root, hs)
+	proc, err := procForMountinfo()
+	if err != nil {
+		return err
+	}
+	if proc >= 0 {
+		defer unix.Close(proc)
+	}
+	return attachAll(root, proc, hs)
 }
 
-func attachAll(root int, hs []mounter.Handover) error {
+// attachAll attaches hs under root; proc is procForMountinfo's.
+func attachAll(root, proc int, hs []mounter.Handover) error {
 	for _, h := range hs {
-		if err := attachOne(root, h); err != nil {
+		if err := attachOne(root, proc, h); err != nil {
 			return err
 		}
 	}
@@ -176,7 +193,7 @@ func attachAll(root int, hs []mounter.Handover) error {
 }
 
 // attachOne moves the detached mount h.File onto h.Target inside root.
-func attachOne(root int, h mounter.Handover) error {
+func attachOne(root, proc int, h mounter.Handover) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(h.File.Fd()), &st); err != nil {
 		return fmt.Errorf("attach %s: stat the mount: %w", h.Target, err)
@@ -187,7 +204,7 @@ func attachOne(root int, h mounter.Handover) error {
 		return err
 	}
 	defer unix.Close(mp)
-	if err := refuseShared(mp, h.Target); err != nil {
+	if err := refuseShared(mp, proc, h.Target); err != nil {
 		return err
 	}
 	if err := unix.MoveMount(int(h.File.Fd()), "", mp, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {

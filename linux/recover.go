@@ -79,6 +79,17 @@ func (m *Mounter) Recover(ctx context.Context, c mounter.Container, plan *mounte
 	return mnt, nil
 }
 
+// RecoverMount is Recover as a mounter.Recoverer.
+func (m *Mounter) RecoverMount(ctx context.Context, c mounter.Container, plan *mounter.Plan) (mounter.Mount, error) {
+	mnt, err := m.Recover(ctx, c, plan)
+	if err != nil {
+		return nil, err
+	}
+	return mnt, nil
+}
+
+var _ mounter.Recoverer = (*Mounter)(nil)
+
 // cloneOurs returns a private clone of the mount at target if it is one of
 // ours, or -1 if there is none: a read-only, nosuid, nodev, noexec tmpfs
 // whose root is the target and carries the mounter's mark with the value
@@ -129,7 +140,7 @@ func wipeClone(fd int) error {
 		// through /proc, the only way from an O_PATH fd. It cannot be
 		// unlinked: its name lives in the part of the tmpfs no clone
 		// reaches.
-		w, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		w, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("wipe: reopen the recovered file: %w", err)
 		}
@@ -145,6 +156,7 @@ func wipeClone(fd int) error {
 }
 
 // wipeDir overwrites and unlinks every regular file under the directory d,
+// never blocking on nor following what it finds (see openRegular),
 // unlinks every other non-directory, then removes the emptied
 // subdirectories. The tree is ours, shallow and small; depth is bounded
 // all the same.
@@ -165,7 +177,7 @@ func wipeDir(d, depth int) error {
 		}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
-			sub, err := unix.Openat(d, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			sub, err := unix.Openat(d, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("wipe: open %s: %w", name, err))
 				continue
@@ -175,20 +187,26 @@ func wipeDir(d, depth int) error {
 			if err := unix.Unlinkat(d, name, unix.AT_REMOVEDIR); err != nil {
 				errs = append(errs, fmt.Errorf("wipe: remove %s: %w", name, err))
 			}
-		case unix.S_IFREG:
-			w, err := unix.Openat(d, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		default:
+			// The stat above only chose the branch: what is opened is
+			// checked again on its fd (openRegular), since the name may
+			// have become a FIFO or a symlink since. A symlink, FIFO or
+			// socket holds no data, but its name would keep the
+			// directory from going.
+			w, err := openRegular(d, name)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("wipe: open %s: %w", name, err))
 				continue
 			}
-			errs = append(errs, overwrite(w, st.Size))
-			unix.Close(w)
-			if err := unix.Unlinkat(d, name, 0); err != nil {
-				errs = append(errs, fmt.Errorf("wipe: unlink %s: %w", name, err))
+			if w >= 0 {
+				var wst unix.Stat_t
+				if err := unix.Fstat(w, &wst); err != nil {
+					errs = append(errs, fmt.Errorf("wipe: stat %s: %w", name, err))
+				} else {
+					errs = append(errs, overwrite(w, wst.Size))
+				}
+				unix.Close(w)
 			}
-		default:
-			// A symlink, FIFO or socket holds no data, but its name
-			// would keep the directory from going.
 			if err := unix.Unlinkat(d, name, 0); err != nil {
 				errs = append(errs, fmt.Errorf("wipe: unlink %s: %w", name, err))
 			}

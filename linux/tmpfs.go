@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -400,39 +401,94 @@ func zeroFill(fd int, size int64) error {
 }
 
 func wipeFile(dirfd int, f mounter.File) error {
-	fd, err := unix.Openat(dirfd, f.Name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return nil // a failed build never created it
-	}
-	if err != nil {
-		return fmt.Errorf("wipe secret %q: open: %w", f.SecretName, err)
-	}
-	defer unix.Close(fd)
-	// A container that remounted its view writable may have grown the
-	// file: overwrite all of it, not just the secret's size.
-	size := f.Size
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err == nil && st.Size > size {
-		size = st.Size
-	}
-	if err := overwrite(fd, size); err != nil {
-		return fmt.Errorf("wipe secret %q: %w", f.SecretName, err)
-	}
+	// The file by ID, then its name under secrets/: the same inode unless
+	// a container that remounted its view writable put another file in
+	// the link's place, which is overwritten too. What is not a regular
+	// file is only unlinked (see openRegular).
+	names := []string{f.Name}
 	if l := linkName(f); l != "" {
-		if err := unix.Unlinkat(dirfd, l, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		names = append(names, l)
+	}
+	var wiped []uint64
+	for i, name := range names {
+		fd, err := openRegular(dirfd, name)
+		if errors.Is(err, unix.ENOENT) {
+			continue // a failed build never created it
+		}
+		if err != nil {
+			return fmt.Errorf("wipe secret %q: open: %w", f.SecretName, err)
+		}
+		if fd < 0 {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("wipe secret %q: stat: %w", f.SecretName, err)
+		}
+		if slices.Contains(wiped, st.Ino) {
+			unix.Close(fd)
+			continue
+		}
+		// A container that remounted its view writable may have grown the
+		// file: overwrite all of it, not just the secret's size.
+		size := st.Size
+		if i == 0 {
+			size = max(size, f.Size)
+		}
+		err = overwrite(fd, size)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("wipe secret %q: %w", f.SecretName, err)
+		}
+		wiped = append(wiped, st.Ino)
+	}
+	for i := len(names) - 1; i >= 0; i-- {
+		if err := unix.Unlinkat(dirfd, names[i], 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("wipe secret %q: unlink: %w", f.SecretName, err)
 		}
 	}
-	if err := unix.Unlinkat(dirfd, f.Name, 0); err != nil {
-		return fmt.Errorf("wipe secret %q: unlink: %w", f.SecretName, err)
-	}
 	return nil
+}
+
+// openRegular opens name under dirfd for overwriting if, and only if, it is
+// a regular file; otherwise it returns -1 and no error: a FIFO, socket or
+// symlink holds no secret, only a name to unlink. The wipe runs on a tmpfs
+// a container may have remounted writable (see the package doc) and so
+// filled with whatever it likes, between any check and the open:
+//   - O_NONBLOCK: opening a FIFO for writing blocks until someone opens it
+//     for reading, which the container would never do, and the wipe (and the
+//     agent's release behind it) would hang; with O_NONBLOCK the open fails
+//     with ENXIO, or succeeds when the container holds a reader, which the
+//     fstat below catches;
+//   - O_NOFOLLOW: a symlink to a host file is never followed, so the wipe
+//     never overwrites anything outside the tmpfs;
+//   - the type is decided by fstat on the fd opened, never by a stat of the
+//     name before the open, which a rename could change in between.
+func openRegular(dirfd int, name string) (int, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENXIO):
+		return -1, nil // a symlink; a FIFO nobody reads, or a socket
+	case err != nil:
+		return -1, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("stat: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return -1, nil
+	}
+	return fd, nil
 }
 
 // wipeSubtree overwrites and removes the directory name under dirfd and
 // everything in it. A missing directory (a failed build) is not an error.
 func wipeSubtree(dirfd int, name string) error {
-	d, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	d, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}

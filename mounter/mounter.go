@@ -49,6 +49,36 @@ type Mount interface {
 	Wipe() error
 }
 
+// The capabilities below are optional: a platform's Mounter or Mount has
+// those it can, and callers find them by type assertion, so that no
+// platform carries methods it cannot honour and the caller names no
+// platform.
+
+// Handoverer is a Mount that can give its mounts out as detached mounts
+// for a caller already in the container's mount namespace to attach (the
+// Linux tmpfs).
+type Handoverer interface {
+	Handover(c Container) ([]Handover, error)
+}
+
+// Recoverer is a Mounter that can take back, after an agent restart, the
+// mounts it made in c, a container that still runs, so that they can be
+// wiped when it stops (Linux: they live on in the container's mount
+// namespace). plan needs only the files' targets. The returned Mount can
+// only be wiped.
+type Recoverer interface {
+	RecoverMount(ctx context.Context, c Container, plan *Plan) (Mount, error)
+}
+
+// StoreRecoverer is a Mounter whose mounts outlive the agent in its own
+// storage (Windows: directories under the state directory). At agent start
+// RecoverStore wipes what belongs to no container that exists, and returns
+// the others' mounts by container ID. exists says whether a container
+// still exists; when it fails, the container's mount is kept.
+type StoreRecoverer interface {
+	RecoverStore(exists func(containerID string) (bool, error)) (map[string]Mount, error)
+}
+
 // Handover is one mount a process already in the container's mount namespace
 // (an OCI createContainer hook) attaches itself: File is a detached mount
 // (on Linux, a read-only clone made by open_tree) to be moved onto Target, an

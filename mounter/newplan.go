@@ -2,9 +2,9 @@ package mounter
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
-	"sync"
+
+	"github.com/lockbox-project/lockbox/api/validation"
 )
 
 // Limits bound what one plan may hold. A plan's files live in memory on the
@@ -16,8 +16,8 @@ type Limits struct {
 
 const (
 	// MaxSecretSize is the exclusive upper bound of one secret's size
-	// (500 KiB, as swarm).
-	MaxSecretSize = 500 * 1024
+	// (validation.MaxSecretSize).
+	MaxSecretSize = validation.MaxSecretSize
 	// DefaultMaxTotalSize is the default cap of a plan's total size.
 	DefaultMaxTotalSize = 64 << 20
 )
@@ -56,6 +56,24 @@ func (l Limits) NewPlan(os OS, grants []Grant) (*Plan, error) {
 	}
 }
 
+// ValidateReferences checks a service's secret references as the
+// managers receive them (names, targets, owners and modes; Size is not
+// looked at: sizes are checked when a secret is created) against the rules
+// a node will apply to them on os, so that a reference no node could mount
+// is refused when the service is created or updated rather than when a
+// container starts. It is pure: no plan is kept, no system call made. The
+// error is a *ValidationError naming the secret and the field.
+func ValidateReferences(os OS, refs []Grant) error {
+	grants := make([]Grant, len(refs))
+	for i, r := range refs {
+		r.Size = 1
+		grants[i] = r
+	}
+	// No total cap: it depends on the secrets' sizes.
+	_, err := Limits{}.NewPlan(os, grants)
+	return err
+}
+
 // ValidationError is a grant (or a whole plan, when Secret is empty) that a
 // plan refuses. It never holds secret data: only names and the offending
 // field's value.
@@ -76,27 +94,17 @@ func (e *ValidationError) Error() string {
 	return fmt.Sprintf("secret %q: invalid %s %q: %s", e.Secret, e.Field, e.Value, e.Reason)
 }
 
-// secretNameRE is swarm's rule for secret names; it also makes a name a safe
-// single path element for the default target.
-// It is compiled on first use: lockbox-runtime links this package for its
-// hook and runs on every runc call, most of which never plan anything.
-var secretNameRE = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$`)
-})
-
-const maxNameLen = 64
-
 // checkCommon holds the rules that do not depend on the platform.
 func checkCommon(g Grant) error {
 	if !validID(g.SecretID) {
 		return &ValidationError{Secret: g.SecretName, Field: "id", Value: g.SecretID,
 			Reason: "a secret ID is 1 to 128 letters, digits, '-', '_' or '.', not starting with '.'"}
 	}
-	if len(g.SecretName) > maxNameLen || !secretNameRE().MatchString(g.SecretName) {
+	if !validation.ValidName(g.SecretName) {
 		return &ValidationError{Secret: g.SecretID, Field: "name", Value: g.SecretName,
-			Reason: "a secret name is at most 64 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"}
+			Reason: "a secret name is " + validation.NameRule}
 	}
-	if g.Size < 1 || g.Size >= MaxSecretSize {
+	if !validation.ValidSecretSize(g.Size) {
 		return &ValidationError{Secret: g.SecretName, Field: "size", Value: strconv.FormatInt(g.Size, 10),
 			Reason: fmt.Sprintf("a secret holds 1 to %d bytes", MaxSecretSize-1)}
 	}

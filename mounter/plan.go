@@ -1,6 +1,10 @@
 package mounter
 
-import "io/fs"
+import (
+	"io/fs"
+
+	"github.com/lockbox-project/lockbox/api/claim"
+)
 
 // OS is the platform of the container a plan is for.
 type OS string
@@ -11,8 +15,8 @@ const (
 )
 
 // LinuxSecretsDir is where a Linux container finds its secrets by default;
-// relative targets are under it.
-const LinuxSecretsDir = "/run/secrets"
+// relative targets are under it (the claim contract's claim.SecretsDir).
+const LinuxSecretsDir = claim.SecretsDir
 
 // Grant is one secret reference as the agent holds it: what the operator
 // asked for, not yet validated against a platform.

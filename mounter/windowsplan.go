@@ -28,11 +28,10 @@ const (
 
 // ValidateWindowsGrants checks the rules that only Windows containers have:
 // no uid, gid or mode; targets that are plain paths on the container's C:
-// drive; no two grants on one target, compared case-insensitively. The
-// manager calls it for a service placed on Windows nodes, with the service's
-// references as grants (sizes are not looked at); the agent gets the same
-// answer, plus the common checks, from NewPlan. The error is a
-// *ValidationError naming the secret and the field.
+// drive; no two grants on one target, compared case-insensitively. Sizes
+// are not looked at; NewPlan and ValidateReferences apply it with the
+// common checks. The error is a *ValidationError naming the secret and the
+// field.
 func ValidateWindowsGrants(grants []Grant) error {
 	_, err := newWindowsPlan(grants)
 	return err

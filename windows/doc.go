@@ -4,7 +4,7 @@
 // Build writes one file per grant into a fresh directory under the agent's
 // state directory whose ACL grants only Administrators and SYSTEM. The
 // container gets that directory as one read-only mount at
-// mounter.WindowsInternalSecretsDir (WithSecretsMount), and Attach makes
+// mounter.WindowsInternalSecretsDir (plugin/ocispec.WithSecretsMount, for containerd Go-client users), and Attach makes
 // each target a symbolic link into it, created inside the container's root
 // filesystem and resolved so that it cannot land outside it. Wipe
 // overwrites every file and removes the directory; Recover removes what
@@ -13,7 +13,8 @@
 //
 // The package touches only its own directory under the state dir and the
 // targets inside a container's root filesystem. It knows nothing of the
-// agent's API, gRPC or the control plane. The path rules (targets, reserved
+// agent's API, gRPC, containerd (it links no containerd package: the
+// Go-client spec option lives in plugin/ocispec) or the control plane. The path rules (targets, reserved
 // names) live in package mounter; the files named *_windows.go do the
 // system calls, the rest is pure and tested on every platform.
 package windows

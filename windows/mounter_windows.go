@@ -76,7 +76,7 @@ func New(stateDir string) (*Mounter, error) {
 
 // Build writes the plan's files into a new private directory. Nothing of
 // it is visible to a container until the directory is mounted
-// (Mount.Source, WithSecretsMount) and Attach links the targets.
+// (Mount.Source, plugin/ocispec.WithSecretsMount) and Attach links the targets.
 func (m *Mounter) Build(ctx context.Context, plan *mounter.Plan, src mounter.SecretSource) (mounter.Mount, error) {
 	if err := checkPlan(plan); err != nil {
 		return nil, fmt.Errorf("windows mounter: %w", err)
@@ -137,6 +137,18 @@ func (m *Mounter) writeFile(path string, f mounter.File, src mounter.SecretSourc
 	}
 	return werr
 }
+
+// RecoverStore is Recover as a mounter.StoreRecoverer.
+func (m *Mounter) RecoverStore(exists func(containerID string) (bool, error)) (map[string]mounter.Mount, error) {
+	kept, err := m.Recover(exists)
+	out := make(map[string]mounter.Mount, len(kept))
+	for id, mnt := range kept {
+		out[id] = mnt
+	}
+	return out, err
+}
+
+var _ mounter.StoreRecoverer = (*Mounter)(nil)
 
 // Recover runs at agent start. For each directory Build left behind, it
 // asks exists whether the container that owns it is still there: if not,

@@ -96,7 +96,7 @@ func startChild(t testing.TB, spec childSpec) *child {
 	b, _ := json.Marshal(spec)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	// As "lockbox agent" does by re-executing itself.
-	cmd.Env = append(os.Environ(), childEnv+"="+string(b), "GODEBUG=clobberfree=1")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(b), "GODEBUG=clobberfree=1,asyncpreemptoff=1")
 	if spec.Binary != "" {
 		args := []string{"agent", "--manager", strings.Join(spec.Managers, ","), "--state-dir", spec.StateDir, "--socket", spec.Socket}
 		if spec.Token != "" {
@@ -281,6 +281,51 @@ func scanMemory(t testing.TB, pid int, markers ...[]byte) []int {
 		t.Fatal("no writable memory scanned")
 	}
 	return counts
+}
+
+// markerLocations lists where in pid's writable memory each marker is: its
+// address, its offset in the page, and the mapping.
+func markerLocations(t testing.TB, pid int, markers ...[]byte) []string {
+	t.Helper()
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	var where []string
+	for _, line := range strings.Split(strings.TrimSpace(string(maps)), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[1][1] != 'w' {
+			continue
+		}
+		lo, hi, _ := strings.Cut(f[0], "-")
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		buf := make([]byte, end-start)
+		n, err := mem.ReadAt(buf, int64(start))
+		if err != nil && !errors.Is(err, io.EOF) && n == 0 {
+			continue
+		}
+		for i, m := range markers {
+			for off := 0; ; {
+				j := bytes.Index(buf[off:n], m)
+				if j < 0 {
+					break
+				}
+				addr := start + uint64(off+j)
+				where = append(where, fmt.Sprintf("marker %d at %#x (page offset %#x) in %s", i, addr, addr&0xfff, line))
+				off += j + 1
+			}
+		}
+	}
+	return where
 }
 
 func procStatusKiB(t testing.TB, pid int, field string) int {

@@ -104,7 +104,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	core, err := agent.New(agent.Config{StateDir: o.StateDir, Grants: cache, Log: o.Log.With("part", "agent")})
+	m, err := platformMounter(o.StateDir)
+	if err != nil {
+		return err
+	}
+	core, err := agent.New(agent.Config{StateDir: o.StateDir, Grants: cache, Mounter: m, Log: o.Log.With("part", "agent")})
 	if err != nil {
 		return err
 	}

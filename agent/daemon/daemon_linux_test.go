@@ -48,12 +48,12 @@ func testNoSecretInMemory(t *testing.T, binary string, size int) {
 	svc := tm.Service("web", sec)
 
 	// The real binary: what is scanned is what runs on nodes, including
-	// its re-exec with GODEBUG=clobberfree=1.
+	// its re-exec with GODEBUG=clobberfree=1,asyncpreemptoff=1.
 	spec := childSpecIn(t, t.TempDir(), []string{tm.Addr}, tm.WorkerToken())
 	spec.Binary = binary
 	c := startChild(t, spec)
-	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", c.pid())); err != nil || !bytes.Contains(env, []byte("GODEBUG=clobberfree=1")) {
-		t.Fatalf("lockbox agent did not re-exec with GODEBUG=clobberfree=1 (%v)", err)
+	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", c.pid())); err != nil || !bytes.Contains(env, []byte("GODEBUG=clobberfree=1,asyncpreemptoff=1")) {
+		t.Fatalf("lockbox agent did not re-exec with GODEBUG=clobberfree=1,asyncpreemptoff=1 (%v)", err)
 	}
 	cl := c.client(t)
 	waitUntil(t, "the grant to reach the agent", func() bool { return granted(t, cl, "web") })
@@ -78,6 +78,13 @@ func testNoSecretInMemory(t *testing.T, binary string, size int) {
 	for i, hits := range n {
 		if hits != 0 {
 			t.Errorf("after removal the agent's memory still holds marker %d (%d hits)", i, hits)
+		}
+	}
+	if t.Failed() {
+		// Where: a Go heap arena, a thread stack, a signal frame's
+		// register slots (see scrub.go) tell different stories.
+		for _, w := range markerLocations(t, c.pid(), markers...) {
+			t.Log(w)
 		}
 	}
 	t.Logf("%d-byte secret: hits while granted %v, after removal %v; VmLck %d -> %d KiB", size, whileGranted, n, vmlck, procStatusKiB(t, c.pid(), "VmLck"))
@@ -146,8 +153,13 @@ func TestKill9WithContainersRunning(t *testing.T) {
 	if granted(t, cl2, "web") {
 		t.Error("restarted agent without a manager mounted web")
 	}
-	// ...and wipes the running container's secrets when it is released.
-	if err := cl2.Release(ctx, "live"); err != nil {
+	// ...and wipes the running container's secrets when it is released
+	// (naming its process, as lockbox-runtime does: the container runs).
+	livePid, err := r.Pid(busybox.Context(t), "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl2.ReleaseProcess(ctx, "live", int32(livePid), 0); err != nil {
 		t.Fatal(err)
 	}
 	if got := cat("live"); got == "kill9-secret" {

@@ -211,7 +211,7 @@ func TestMetricsAddrInUse(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(b), "GODEBUG=clobberfree=1")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(b), "GODEBUG=clobberfree=1,asyncpreemptoff=1")
 	err = cmd.Run()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ctx.Err() != nil {

@@ -29,16 +29,17 @@ func runReexecChild() int {
 	return 0
 }
 
-// TestReexec: the agent re-executes itself once with clobberfree=1 in
-// GODEBUG, whatever GODEBUG the operator set, and keeps the operator's
-// settings.
+// TestReexec: the agent re-executes itself once with clobberfree=1 and
+// asyncpreemptoff=1 in GODEBUG, whatever GODEBUG the operator set, and
+// keeps the operator's settings.
 func TestReexec(t *testing.T) {
 	tests := []struct {
 		name, godebug, want string
 	}{
-		{"unset", "", "clobberfree=1"},
-		{"operator's setting", "madvdontneed=1", "madvdontneed=1,clobberfree=1"},
-		{"already there", "clobberfree=1", "clobberfree=1"},
+		{"unset", "", "clobberfree=1,asyncpreemptoff=1"},
+		{"operator's setting", "madvdontneed=1", "madvdontneed=1,clobberfree=1,asyncpreemptoff=1"},
+		{"one there", "clobberfree=1", "clobberfree=1,asyncpreemptoff=1"},
+		{"both there", "asyncpreemptoff=1,clobberfree=1", "asyncpreemptoff=1,clobberfree=1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -62,11 +62,9 @@ func (c *Client) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent
 		closeAll(files)
 		return nil, nil, errors.New("agent: prepare: response without a result")
 	}
-	for _, m := range p.GetMounts() {
-		if i := m.GetFdIndex(); i < -1 || int(i) >= len(files) {
-			closeAll(files)
-			return nil, nil, fmt.Errorf("agent: prepare: mount %s names fd %d of %d", m.GetTarget(), i, len(files))
-		}
+	if err := p.CheckFds(len(files)); err != nil {
+		closeAll(files)
+		return nil, nil, fmt.Errorf("agent: prepare: %w", err)
 	}
 	return p, files, nil
 }
@@ -74,7 +72,16 @@ func (c *Client) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent
 // Release has the agent wipe and forget the container's mount. Releasing a
 // container the agent does not know is not an error.
 func (c *Client) Release(ctx context.Context, containerID string) error {
-	resp, files, err := c.roundTrip(ctx, &agent.Request{Op: &agent.Request_Release{Release: &agent.ReleaseRequest{ContainerId: containerID}}})
+	return c.ReleaseProcess(ctx, containerID, 0, 0)
+}
+
+// ReleaseProcess is Release naming the container's process (pid as the
+// agent's /proc numbers it, and its start time; zero if unknown): while the
+// container the agent holds under containerID still runs, only a release
+// naming its process wipes it (api/agent ReleaseRequest).
+func (c *Client) ReleaseProcess(ctx context.Context, containerID string, pid int32, pidStart uint64) error {
+	req := &agent.ReleaseRequest{ContainerId: containerID, Pid: pid, PidStart: pidStart}
+	resp, files, err := c.roundTrip(ctx, &agent.Request{Op: &agent.Request_Release{Release: req}})
 	closeAll(files)
 	if err != nil {
 		return err

@@ -31,6 +31,11 @@ func (c *Client) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent
 // Release fails off Linux.
 func (c *Client) Release(ctx context.Context, containerID string) error { return errUnsupported }
 
+// ReleaseProcess fails off Linux.
+func (c *Client) ReleaseProcess(ctx context.Context, containerID string, pid int32, pidStart uint64) error {
+	return errUnsupported
+}
+
 // List fails off Linux.
 func (c *Client) List(ctx context.Context) (*agent.ListResponse, error) { return nil, errUnsupported }
 

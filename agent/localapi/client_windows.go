@@ -57,10 +57,8 @@ func (c *Client) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent
 	if p == nil {
 		return nil, nil, errors.New("agent: prepare: response without a result")
 	}
-	for _, m := range p.GetMounts() {
-		if i := m.GetFdIndex(); i != -1 {
-			return nil, nil, fmt.Errorf("agent: prepare: mount %s names handle %d, but a pipe carries none", m.GetTarget(), i)
-		}
+	if err := p.CheckFds(0); err != nil {
+		return nil, nil, fmt.Errorf("agent: prepare: %w (a pipe carries no handle)", err)
 	}
 	return p, nil, nil
 }
@@ -68,7 +66,16 @@ func (c *Client) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent
 // Release has the agent wipe and forget the container's secrets. Releasing
 // a container the agent does not know is not an error.
 func (c *Client) Release(ctx context.Context, containerID string) error {
-	resp, err := c.roundTrip(ctx, &agent.Request{Op: &agent.Request_Release{Release: &agent.ReleaseRequest{ContainerId: containerID}}})
+	return c.ReleaseProcess(ctx, containerID, 0, 0)
+}
+
+// ReleaseProcess is Release naming the container's process (pid as the
+// agent's /proc numbers it, and its start time; zero if unknown): while the
+// container the agent holds under containerID still runs, only a release
+// naming its process wipes it (api/agent ReleaseRequest).
+func (c *Client) ReleaseProcess(ctx context.Context, containerID string, pid int32, pidStart uint64) error {
+	req := &agent.ReleaseRequest{ContainerId: containerID, Pid: pid, PidStart: pidStart}
+	resp, err := c.roundTrip(ctx, &agent.Request{Op: &agent.Request_Release{Release: req}})
 	if err != nil {
 		return err
 	}

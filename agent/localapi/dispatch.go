@@ -7,7 +7,9 @@ import (
 	"errors"
 	"os"
 
+	"github.com/lockbox-project/lockbox/agent/errdefs"
 	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/api/validation"
 )
 
 // This file is the transport-neutral half of the server: a decoded Request
@@ -49,7 +51,7 @@ func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Respon
 		}
 		if svc := op.Prepare.GetContainer().GetService(); !ValidServiceName(svc) {
 			// Quoted and cut short: the name is the caller's, unchecked.
-			return fail(Errorf(agent.Error_INVALID, "prepare: service name %.70q is not a service name (letters, digits, '-', '_', '.', at most %d)", svc, maxServiceName))
+			return fail(Errorf(agent.Error_INVALID, "prepare: service name %.70q is not a service name (%s)", svc, validation.NameRule))
 		}
 		if err := checkPrepare(op.Prepare); err != nil {
 			return fail(err)
@@ -67,7 +69,13 @@ func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Respon
 		if op.Release.GetContainerId() == "" {
 			return fail(Errorf(agent.Error_INVALID, "release: container id is empty"))
 		}
-		if err := h.Release(ctx, op.Release.GetContainerId()); err != nil {
+		var err error
+		if rr, ok := h.(RequestReleaser); ok {
+			err = rr.ReleaseRequest(ctx, op.Release)
+		} else {
+			err = h.Release(ctx, op.Release.GetContainerId())
+		}
+		if err != nil {
 			return fail(err)
 		}
 		return &agent.Response{Result: &agent.Response_Release{Release: &agent.ReleaseResponse{}}}, nil
@@ -96,11 +104,28 @@ func closeAll(files []*os.File) {
 // toProto turns any error into the wire form; errors that are not *Error are
 // reported as UNKNOWN with their text.
 func toProto(err error) *agent.Error {
+	e := WireError(err)
+	return &agent.Error{Code: e.Code, Message: e.Message}
+}
+
+// WireError maps an error a Handler returned onto the local API's wire
+// error, the one place that does: an *Error as it is, a domain error
+// (agent/errdefs) by its kind, anything else as UNKNOWN.
+func WireError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
-		return &agent.Error{Code: e.Code, Message: e.Message}
+		return e
 	}
-	return &agent.Error{Code: agent.Error_UNKNOWN, Message: err.Error()}
+	code := agent.Error_UNKNOWN
+	switch errdefs.KindOf(err) {
+	case errdefs.Invalid:
+		code = agent.Error_INVALID
+	case errdefs.NotGranted:
+		code = agent.Error_NOT_GRANTED
+	case errdefs.NotFound:
+		code = agent.Error_NOT_FOUND
+	}
+	return &Error{Code: code, Message: err.Error()}
 }
 
 func fromProto(pe *agent.Error) *Error {

@@ -8,8 +8,9 @@ import (
 	"github.com/lockbox-project/lockbox/api/agent"
 )
 
-// Handler serves the requests of the local API. Errors of type *Error reach
-// the caller with their code; any other error is reported as UNKNOWN.
+// Handler serves the requests of the local API. Errors of type *Error, and
+// domain errors (agent/errdefs) by their kind, reach the caller with their
+// code (WireError); any other error is reported as UNKNOWN.
 type Handler interface {
 	// Prepare builds a container's mount. The files it returns are sent to
 	// the caller and then closed by the server: return duplicates of any fd
@@ -17,6 +18,13 @@ type Handler interface {
 	Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error)
 	Release(ctx context.Context, containerID string) error
 	List(ctx context.Context) (*agent.ListResponse, error)
+}
+
+// RequestReleaser is a Handler that takes the whole release request (the
+// container's process it may name, see agent.ReleaseRequest); the server
+// calls ReleaseRequest instead of Release when the Handler has it.
+type RequestReleaser interface {
+	ReleaseRequest(ctx context.Context, req *agent.ReleaseRequest) error
 }
 
 // Observer is told of every request the server answers: its operation

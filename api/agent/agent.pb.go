@@ -512,9 +512,23 @@ func (x *PrepareResponse) GetMounts() []*MountPoint {
 	return nil
 }
 
+// A release wipes the container's mount. While the container the agent
+// holds under container_id still runs, only a release that shows it comes
+// from that container wipes it: one naming its process (pid and pid_start),
+// or one sent from inside its mount namespace (its OCI hook). Any other
+// release of a running holder's ID (the same ID in another containerd
+// namespace) succeeds without touching it. Once the holder has ended, any
+// release wipes it.
 type ReleaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// pid is the container's process as the agent's /proc numbers it, 0 if
+	// unknown; ignored from a caller inside a container.
+	Pid int32 `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	// pid_start is that process's start time (clock ticks since boot,
+	// /proc/<pid>/stat field 22, runc's state.json init_process_start), so
+	// that a reused pid does not pass for the container; 0 if unknown.
+	PidStart      uint64 `protobuf:"varint,3,opt,name=pid_start,json=pidStart,proto3" json:"pid_start,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -554,6 +568,20 @@ func (x *ReleaseRequest) GetContainerId() string {
 		return x.ContainerId
 	}
 	return ""
+}
+
+func (x *ReleaseRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ReleaseRequest) GetPidStart() uint64 {
+	if x != nil {
+		return x.PidStart
+	}
+	return 0
 }
 
 type ReleaseResponse struct {
@@ -922,9 +950,11 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x19\n" +
 	"\bfd_index\x18\x02 \x01(\x05R\afdIndex\"D\n" +
 	"\x0fPrepareResponse\x121\n" +
-	"\x06mounts\x18\x01 \x03(\v2\x19.lockbox.agent.MountPointR\x06mounts\"3\n" +
+	"\x06mounts\x18\x01 \x03(\v2\x19.lockbox.agent.MountPointR\x06mounts\"b\n" +
 	"\x0eReleaseRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\x11\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x1b\n" +
+	"\tpid_start\x18\x03 \x01(\x04R\bpidStart\"\x11\n" +
 	"\x0fReleaseResponse\"\r\n" +
 	"\vListRequest\"V\n" +
 	"\x10MountedContainer\x12\x0e\n" +

@@ -1,25 +1,23 @@
 package admin
 
 import (
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/api/validation"
 	"github.com/lockbox-project/lockbox/manager/constraint"
 	"github.com/lockbox-project/lockbox/mounter"
 )
 
-// nameRE is swarm's rule for secret names; services follow it too, since a
-// container names its service in an annotation.
-var nameRE = regexp.MustCompile(`^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$`)
-
+// Secret and service names follow swarm's rule (validation.ValidName);
+// services too, since a container names its service in an annotation.
 const (
-	maxNameLen = 64
+	maxNameLen = validation.MaxNameLen
 	// MaxSecretSize is the exclusive bound on a secret's size: 512000
-	// bytes (500 KiB) is refused, as in swarm.
-	MaxSecretSize = mounter.MaxSecretSize
+	// bytes (500 KiB) is refused, as in swarm (validation.MaxSecretSize).
+	MaxSecretSize = validation.MaxSecretSize
 
 	maxLabels        = 64
 	maxLabelKeyLen   = 128
@@ -35,7 +33,7 @@ func validateName(noun, name string) error {
 	if len(name) > maxNameLen {
 		return invalid("%s name '%.20s...' is %d characters long; the limit is %d", noun, name, len(name), maxNameLen)
 	}
-	if !nameRE.MatchString(name) {
+	if !validation.ValidName(name) {
 		return invalid("invalid %s name %q: use letters, digits, '-', '_' and '.', starting and ending with a letter or digit", noun, name)
 	}
 	return nil
@@ -110,17 +108,15 @@ func validateServiceSpec(spec *types.ServiceSpec) error {
 			UID:        t.GetUid(),
 			GID:        t.GetGid(),
 			Mode:       t.GetMode(),
-			Size:       1, // sizes are the agent's business
 		})
 	}
 	// The platform's target rules: Windows ones when the placement pins
 	// Windows nodes, Linux ones otherwise.
+	osys := mounter.Linux
 	if placedOnWindows(parsed) {
-		err = mounter.ValidateWindowsGrants(grants)
-	} else {
-		_, err = mounter.NewPlan(mounter.Linux, grants)
+		osys = mounter.Windows
 	}
-	if err != nil {
+	if err := mounter.ValidateReferences(osys, grants); err != nil {
 		return invalid("%v", err)
 	}
 	return nil

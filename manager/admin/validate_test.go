@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/api/validation"
 )
 
 func TestValidateName(t *testing.T) {
@@ -68,7 +69,7 @@ func FuzzValidateServiceSpec(f *testing.F) {
 				t.Fatalf("target %q accepted", target)
 			}
 		}
-		if len(name) > 64 || !nameRE.MatchString(name) {
+		if !validation.ValidName(name) {
 			t.Fatalf("service name %q accepted", name)
 		}
 	})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,14 +12,8 @@ import (
 	"github.com/containerd/nri/pkg/stub"
 
 	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/api/claim"
 )
-
-// ServiceAnnotation is the container or pod annotation that claims a
-// service.
-const ServiceAnnotation = "lockbox.service"
-
-// SecretsDir is where the placeholder goes.
-const SecretsDir = "/run/secrets"
 
 // Agent is what the plugin needs of the agent. The agent's local API
 // handler and its client both have these methods, so the plugin runs the
@@ -90,10 +83,10 @@ func (p *Plugin) Run(ctx context.Context, o Options) error {
 // service returns the claimed service: the container's annotation, else
 // the pod's.
 func service(pod *api.PodSandbox, ctr *api.Container) (string, bool) {
-	if s, ok := ctr.GetAnnotations()[ServiceAnnotation]; ok {
+	if s, ok := ctr.GetAnnotations()[claim.ServiceAnnotation]; ok {
 		return s, true
 	}
-	s, ok := pod.GetAnnotations()[ServiceAnnotation]
+	s, ok := pod.GetAnnotations()[claim.ServiceAnnotation]
 	return s, ok
 }
 
@@ -104,33 +97,37 @@ func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, ctr *
 		return nil, nil, nil
 	}
 	if svc == "" {
-		return nil, nil, fmt.Errorf("container %s: annotation %s is empty", ctr.GetName(), ServiceAnnotation)
+		return nil, nil, fmt.Errorf("container %s: annotation %s is empty", ctr.GetName(), claim.ServiceAnnotation)
 	}
 	adj := &api.ContainerAdjustment{}
-	if !covered(ctr.GetMounts()) {
+	if needsPlaceholder(ctr) {
 		adj.AddMount(&api.Mount{
-			Destination: SecretsDir,
-			Type:        "tmpfs",
-			Source:      "tmpfs",
-			Options:     []string{"nosuid", "nodev", "noexec", "mode=0755", "size=64k"},
+			Destination: claim.Placeholder.Destination,
+			Type:        claim.Placeholder.Type,
+			Source:      claim.Placeholder.Source,
+			Options:     claim.PlaceholderOptions(),
 		})
 	}
 	return adj, nil, nil
 }
 
-// covered reports whether a mount already sits at or above SecretsDir
-// (other than /): then the attach has a writable place of its own.
-func covered(mounts []*api.Mount) bool {
-	for _, m := range mounts {
-		d := path.Clean(m.GetDestination())
-		if d == "/" {
-			continue
-		}
-		if d == SecretsDir || strings.HasPrefix(SecretsDir, d+"/") {
-			return true
+// needsPlaceholder applies claim.NeedsPlaceholder to a CRI container. NRI
+// does not say whether the root filesystem is read-only, so it is taken to
+// be: the secrets always get a mountpoint of their own (and the container's
+// writable layer not even the directory). A user namespace shows as a
+// "user" namespace in the container's Linux namespaces.
+func needsPlaceholder(ctr *api.Container) bool {
+	userns := false
+	for _, ns := range ctr.GetLinux().GetNamespaces() {
+		if ns.GetType() == "user" {
+			userns = true
 		}
 	}
-	return false
+	dests := make([]string, 0, len(ctr.GetMounts()))
+	for _, m := range ctr.GetMounts() {
+		dests = append(dests, m.GetDestination())
+	}
+	return claim.NeedsPlaceholder(true, userns, dests)
 }
 
 // StartContainer has the agent attach the secrets by the container's pid.
@@ -157,11 +154,9 @@ func (p *Plugin) StartContainer(ctx context.Context, pod *api.PodSandbox, ctr *a
 	if err != nil {
 		return fmt.Errorf("container %s claims service %q: %w", ctr.GetName(), svc, err)
 	}
-	for _, m := range resp.GetMounts() {
-		if m.GetFdIndex() != -1 {
-			p.agent.Release(ctx, ctr.GetId())
-			return fmt.Errorf("container %s: agent left mount %s unattached", ctr.GetName(), m.GetTarget())
-		}
+	if !resp.AllAttached() {
+		p.agent.Release(ctx, ctr.GetId())
+		return fmt.Errorf("container %s: agent left mounts unattached", ctr.GetName())
 	}
 	p.mu.Lock()
 	p.claims[ctr.GetId()] = svc

@@ -75,6 +75,14 @@ func TestCreateContainerPlaceholder(t *testing.T) {
 		{"claim", &api.Container{Annotations: claim}, 1},
 		{"claim, /run is a mount", &api.Container{Annotations: claim, Mounts: []*api.Mount{{Destination: "/run"}}}, 0},
 		{"claim, /runx is not /run", &api.Container{Annotations: claim, Mounts: []*api.Mount{{Destination: "/runx"}}}, 1},
+		// In a user namespace a /run tmpfs belongs to the container's
+		// namespace and the agent cannot make the directory in it: the
+		// placeholder is needed all the same (the rule the runc wrapper
+		// always had, api/claim).
+		{"claim, user namespace, /run is a mount", &api.Container{Annotations: claim, Mounts: []*api.Mount{{Destination: "/run"}},
+			Linux: &api.LinuxContainer{Namespaces: []*api.LinuxNamespace{{Type: "user"}}}}, 1},
+		{"claim, user namespace, /run/secrets is a mount", &api.Container{Annotations: claim, Mounts: []*api.Mount{{Destination: "/run/secrets"}},
+			Linux: &api.LinuxContainer{Namespaces: []*api.LinuxNamespace{{Type: "user"}}}}, 0},
 	}
 	for _, tt := range tests {
 		adj, _, err := p.CreateContainer(context.Background(), &api.PodSandbox{}, tt.ctr)

@@ -1,6 +1,8 @@
 // Package ocispec holds containerd Go-client spec options for Lockbox:
-// claim a service, and (for setups without lockbox-runtime as the runc
-// binary) add Lockbox's OCI hooks.
+// claim a service, (for setups without lockbox-runtime as the runc binary)
+// add Lockbox's OCI hooks, and give a Windows container its secrets mount.
+// It is the one place the containerd client packages meet Lockbox's node
+// code: the mounters (linux, windows) link none of them.
 //
 // It only edits the OCI spec; it never talks to the agent.
 package ocispec
@@ -12,12 +14,9 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-)
 
-// ServiceAnnotation is the OCI annotation by which a container claims a
-// service. It equals plugin/runtime/hotpath.ServiceAnnotation; it is repeated here so
-// that Go-client users do not link the runtime wrapper.
-const ServiceAnnotation = "lockbox.service"
+	"github.com/lockbox-project/lockbox/api/claim"
+)
 
 // WithService makes the container claim service: with lockbox-runtime as
 // the runc binary (or the NRI plugin, or the hooks), it starts with the
@@ -30,7 +29,7 @@ func WithService(service string) oci.SpecOpts {
 		if s.Annotations == nil {
 			s.Annotations = map[string]string{}
 		}
-		s.Annotations[ServiceAnnotation] = service
+		s.Annotations[claim.ServiceAnnotation] = service
 		return nil
 	}
 }

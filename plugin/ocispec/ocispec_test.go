@@ -7,18 +7,15 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/oci"
 
-	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
+	"github.com/lockbox-project/lockbox/api/claim"
 )
 
 func TestWithService(t *testing.T) {
-	if ServiceAnnotation != hotpath.ServiceAnnotation {
-		t.Fatalf("annotation keys differ: %q vs %q", ServiceAnnotation, hotpath.ServiceAnnotation)
-	}
 	s := &oci.Spec{}
 	if err := WithService("web")(context.Background(), nil, nil, s); err != nil {
 		t.Fatal(err)
 	}
-	if s.Annotations[ServiceAnnotation] != "web" {
+	if s.Annotations[claim.ServiceAnnotation] != "web" {
 		t.Fatalf("annotations = %v", s.Annotations)
 	}
 	if err := WithService("")(context.Background(), nil, nil, s); err == nil {

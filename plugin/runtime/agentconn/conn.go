@@ -95,7 +95,7 @@ func (c *Conn) Prepare(ctr *Container, attach bool) ([]Mount, []*os.File, error)
 		return nil, nil, errors.New("agent: prepare: response without a result")
 	}
 	for _, m := range resp.mounts {
-		if m.FdIndex < -1 || m.FdIndex >= len(files) {
+		if _, ok := m.Fd(len(files)); !ok && !m.Attached() {
 			closeAll(files)
 			return nil, nil, fmt.Errorf("agent: prepare: mount %s names fd %d of %d", m.Target, m.FdIndex, len(files))
 		}
@@ -105,9 +105,11 @@ func (c *Conn) Prepare(ctr *Container, attach bool) ([]Mount, []*os.File, error)
 
 // Release has the agent wipe and forget the container's mount, and returns
 // once it has. Releasing a container the agent does not know is not an
-// error.
-func (c *Conn) Release(id string) error {
-	resp, files, err := c.roundTrip(encodeRelease(id))
+// error. p names the container's process when the caller knows it (zero
+// if not): while the container the agent holds under id still runs, only a
+// release naming its process wipes it (api/agent ReleaseRequest).
+func (c *Conn) Release(id string, p Process) error {
+	resp, files, err := c.roundTrip(encodeRelease(id, p))
 	closeAll(files)
 	if err != nil {
 		return err

@@ -96,7 +96,7 @@ func TestPrepareAndReleaseWithTheRealServer(t *testing.T) {
 	if len(files) != 0 || len(mounts) != 1 || mounts[0] != (Mount{"/run/secrets", -1}) {
 		t.Fatalf("mounts %+v, %d files", mounts, len(files))
 	}
-	if err := c.Release("c1"); err != nil {
+	if err := c.Release("c1", Process{}); err != nil {
 		t.Fatal(err)
 	}
 	want := &agent.PrepareRequest{Attach: true, Container: &agent.Container{Id: "c1", Service: "web", Pid: 4242, Rootfs: "/", Os: "linux",
@@ -175,7 +175,7 @@ func TestAgentErrorKeepsItsCode(t *testing.T) {
 		t.Fatalf("err = %q, want %q", err, want)
 	}
 	// An agent error is an answer: the connection stays usable.
-	if err := c.Release("c1"); err != nil {
+	if err := c.Release("c1", Process{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -193,7 +193,7 @@ func TestTimeoutBreaksTheConnection(t *testing.T) {
 	}
 	close(h.block)
 	// The late answer must never be read as the answer to the next request.
-	if err := c.Release("c1"); err == nil || !strings.Contains(err.Error(), "unusable") {
+	if err := c.Release("c1", Process{}); err == nil || !strings.Contains(err.Error(), "unusable") {
 		t.Fatalf("release after a timeout: %v", err)
 	}
 }
@@ -226,7 +226,7 @@ func TestOversizedRequestIsRefused(t *testing.T) {
 	if _, _, err := c.Prepare(big, true); err == nil || !strings.Contains(err.Error(), "larger than a datagram") {
 		t.Fatalf("oversized request: %v", err)
 	}
-	if err := c.Release("c1"); err != nil {
+	if err := c.Release("c1", Process{}); err != nil {
 		t.Fatal(err)
 	}
 	if len(h.prepared) != 0 {

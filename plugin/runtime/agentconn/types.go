@@ -21,10 +21,24 @@ type IDMapping struct {
 }
 
 // Mount is one mount the agent prepared: FdIndex names the file that
-// carries it, or is -1 when the agent attached it itself.
+// carries it, or is FdAttached when the agent attached it itself (as
+// api/agent's MountPoint, whose helpers this package cannot link).
 type Mount struct {
 	Target  string
 	FdIndex int
+}
+
+// FdAttached is the FdIndex of a mount the agent attached itself.
+const FdAttached = -1
+
+// Attached reports whether the agent attached m itself.
+func (m Mount) Attached() bool { return m.FdIndex == FdAttached }
+
+// Fd returns the index of m's file among nfiles files that came with the
+// answer, and whether it names one (false when the agent attached m or the
+// index is out of range).
+func (m Mount) Fd(nfiles int) (int, bool) {
+	return m.FdIndex, m.FdIndex >= 0 && m.FdIndex < nfiles
 }
 
 // Code is the agent's error code (api/agent's Error.Code).
@@ -57,4 +71,12 @@ type Error struct {
 
 func (e *Error) Error() string {
 	return fmt.Sprintf("agent: %s: %s", e.Code, e.Message)
+}
+
+// Process names a container's process in a release: its pid as the
+// agent's /proc numbers it and its start time (clock ticks since boot,
+// /proc/<pid>/stat field 22). Zero values mean unknown.
+type Process struct {
+	Pid   int
+	Start uint64
 }

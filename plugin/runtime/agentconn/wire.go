@@ -36,6 +36,8 @@ const (
 	mapSize        = 3
 	// ReleaseRequest
 	relContainerID = 1
+	relPid         = 2
+	relPidStart    = 3
 	// Response
 	respError   = 1
 	respPrepare = 2
@@ -123,9 +125,14 @@ func encodePrepare(c *Container, attach bool) []byte {
 	})
 }
 
-// encodeRelease encodes Request{release: ReleaseRequest{container_id}}.
-func encodeRelease(id string) []byte {
-	return appendMessage(nil, reqRelease, func(b []byte) []byte { return appendString(b, relContainerID, id) })
+// encodeRelease encodes Request{release: ReleaseRequest{container_id, pid,
+// pid_start}}.
+func encodeRelease(id string, p Process) []byte {
+	return appendMessage(nil, reqRelease, func(b []byte) []byte {
+		b = appendString(b, relContainerID, id)
+		b = appendInt32(b, relPid, int32(p.Pid))
+		return appendVarint(b, relPidStart, p.Start)
+	})
 }
 
 var errMalformed = errors.New("malformed response")

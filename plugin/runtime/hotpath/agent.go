@@ -11,7 +11,9 @@ import (
 // hook use (agentconn.Conn).
 type Agent interface {
 	Prepare(c *agentconn.Container, attach bool) ([]agentconn.Mount, []*os.File, error)
-	Release(containerID string) error
+	// Release names the container's process when the caller knows it
+	// (agentconn.Conn.Release).
+	Release(containerID string, p agentconn.Process) error
 	Close() error
 }
 

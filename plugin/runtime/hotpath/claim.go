@@ -6,19 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
-	"strings"
 
+	"github.com/lockbox-project/lockbox/api/claim"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 )
-
-// ServiceAnnotation is the OCI annotation by which a container claims a
-// service.
-const ServiceAnnotation = "lockbox.service"
-
-// SecretsDir is where secrets go when a reference names no absolute target.
-const SecretsDir = "/run/secrets"
 
 // CRIContainerType is the annotation by which containerd's CRI marks a
 // pod's sandbox (pause) container.
@@ -27,10 +19,10 @@ const CRIContainerType = "io.kubernetes.cri.container-type"
 // ErrEmptyService is returned for a bundle that carries the annotation with
 // no value: the container meant to claim something, so it must not start
 // without it.
-var ErrEmptyService = errors.New("annotation " + ServiceAnnotation + " is empty")
+var ErrEmptyService = errors.New("annotation " + claim.ServiceAnnotation + " is empty")
 
 // annotationKey is what the fast path looks for before decoding anything.
-var annotationKey = []byte(`"` + ServiceAnnotation + `"`)
+var annotationKey = []byte(`"` + claim.ServiceAnnotation + `"`)
 
 // bundleConfig is the part of config.json the wrapper reads. Decoding only
 // these keys costs a fraction of decoding the whole runtime-spec Spec.
@@ -97,7 +89,7 @@ func parseClaim(raw []byte, p string) (*Claim, error) {
 	if err := json.Unmarshal(raw, &cfg); err != nil {
 		return nil, fmt.Errorf("decode bundle config %s: %w", p, err)
 	}
-	service, ok := cfg.Annotations[ServiceAnnotation]
+	service, ok := cfg.Annotations[claim.ServiceAnnotation]
 	if !ok {
 		// The key appeared elsewhere (an env value, a label): no claim.
 		return nil, nil
@@ -150,30 +142,10 @@ func (c *Claim) Container(id string, pid int, rootfs string) *agentconn.Containe
 	}
 }
 
-// NeedsPlaceholder reports whether SecretsDir must be given its own empty
-// tmpfs in the spec so that the attach has a mountpoint to move onto:
-//
-//   - a read-only rootfs with no mount at or above SecretsDir: after runc
-//     create the root is read-only and no directory can be made in it;
-//   - a user-namespaced container with no mount exactly at SecretsDir: the
-//     tmpfs runc mounts at /run inside the user namespace belongs to that
-//     namespace, and the agent (host root, unmapped there) cannot create a
-//     directory in it (EOVERFLOW). The placeholder is the mountpoint itself.
+// NeedsPlaceholder reports whether the spec needs claim.Placeholder so that
+// the attach has a mountpoint (claim.NeedsPlaceholder).
 func (c *Claim) NeedsPlaceholder() bool {
-	userns := len(c.UIDMappings) > 0
-	if !c.ReadonlyRootfs && !userns {
-		return false
-	}
-	for _, dest := range c.Mounts {
-		d := path.Clean(dest)
-		if d == SecretsDir {
-			return false
-		}
-		if c.ReadonlyRootfs && !userns && d != "/" && strings.HasPrefix(SecretsDir, d+"/") {
-			return false
-		}
-	}
-	return true
+	return claim.NeedsPlaceholder(c.ReadonlyRootfs, len(c.UIDMappings) > 0, c.Mounts)
 }
 
 // specMount and specHook are the runtime-spec's Mount and Hook as the
@@ -191,18 +163,17 @@ type specHook struct {
 	Env  []string `json:"env,omitempty"`
 }
 
-// AddPlaceholder adds a small, empty tmpfs at SecretsDir to the spec's
-// mounts. It holds no secret: the agent mounts the secrets tmpfs on top of
-// it (or inside it for nested targets). Call WriteSpec to persist it.
+// AddPlaceholder adds claim.Placeholder to the spec's mounts. Call
+// WriteSpec to persist it.
 func (c *Claim) AddPlaceholder() {
 	b, _ := json.Marshal(specMount{
-		Destination: SecretsDir,
-		Type:        "tmpfs",
-		Source:      "tmpfs",
-		Options:     []string{"nosuid", "nodev", "noexec", "mode=0755", "size=64k"},
+		Destination: claim.Placeholder.Destination,
+		Type:        claim.Placeholder.Type,
+		Source:      claim.Placeholder.Source,
+		Options:     claim.PlaceholderOptions(),
 	})
 	c.addMounts = append(c.addMounts, b)
-	c.Mounts = append(c.Mounts, SecretsDir)
+	c.Mounts = append(c.Mounts, claim.Placeholder.Destination)
 }
 
 // AddHooks adds a createContainer and a poststop hook that run hookPath

@@ -13,7 +13,9 @@
 //
 // Every runc call of every container goes through this package, so it
 // links only what that path needs: the standard library without net,
-// x/sys/unix, and the hand-coded agent client in agentconn. It must not
+// x/sys/unix, the hand-coded agent client in agentconn, and the claim
+// contract (api/claim: the annotation key, /run/secrets and the placeholder
+// rule, shared with the NRI plugin), a standard-library-only leaf. It must not
 // import google.golang.org/protobuf, api/agent, agent/localapi, the
 // runtime-spec types or anything that does (cmd/lockbox-runtime's
 // TestBinaryLinksNoHeavyPackages checks the binary): their

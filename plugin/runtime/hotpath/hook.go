@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/lockbox-project/lockbox/api/claim"
+	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 )
 
 // Events the hook understands.
@@ -66,7 +69,7 @@ func (h *Hook) Run(event string, stdin io.Reader) error {
 	// container, which carries the pod's annotations but runs no workload.
 	// The annotations in the state are the ones the runtime read from
 	// config.json.
-	if _, ok := st.Annotations[ServiceAnnotation]; !ok || st.Annotations[CRIContainerType] == "sandbox" {
+	if _, ok := st.Annotations[claim.ServiceAnnotation]; !ok || st.Annotations[CRIContainerType] == "sandbox" {
 		return nil
 	}
 	if event == Poststop {
@@ -115,15 +118,18 @@ func (h *Hook) create(st *ociState) error {
 	}
 	hs := make([]Handover, 0, len(mounts))
 	for _, m := range mounts {
-		if m.FdIndex < 0 || m.FdIndex >= len(files) {
+		i, ok := m.Fd(len(files))
+		if !ok {
 			return fmt.Errorf("container %s: agent sent mount %s without its fd", st.ID, m.Target)
 		}
-		hs = append(hs, Handover{Target: m.Target, File: files[m.FdIndex]})
+		hs = append(hs, Handover{Target: m.Target, File: files[i]})
 	}
 	if err := h.Attach(rootfs, hs); err != nil {
 		// The agent holds a mount for a container that will not start: let
 		// it go now rather than at a delete that may never come.
-		a.Release(st.ID)
+		// The hook runs in the container's mount namespace: the agent
+		// knows it for this container's by that.
+		a.Release(st.ID, agentconn.Process{})
 		return fmt.Errorf("container %s claims service %q: %w", st.ID, claim.Service, err)
 	}
 	return nil
@@ -135,7 +141,9 @@ func (h *Hook) release(st *ociState) error {
 		return fmt.Errorf("release %s: lockbox agent not reachable: %w", st.ID, err)
 	}
 	defer a.Close()
-	if err := a.Release(st.ID); err != nil {
+	// poststop: the container's processes are gone, and the agent
+	// releases an ended container's mount to any caller.
+	if err := a.Release(st.ID, agentconn.Process{}); err != nil {
 		return fmt.Errorf("release %s: %w", st.ID, err)
 	}
 	return nil

@@ -36,7 +36,7 @@ func (a *hookAgent) Prepare(c *agentconn.Container, attach bool) ([]agentconn.Mo
 	return []agentconn.Mount{{Target: "/run/secrets", FdIndex: 0}, {Target: "/etc/app/key", FdIndex: 1}}, a.files, nil
 }
 
-func (a *hookAgent) Release(id string) error {
+func (a *hookAgent) Release(id string, _ agentconn.Process) error {
 	a.released = append(a.released, id)
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lockbox-project/lockbox/api/claim"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 )
 
@@ -181,7 +182,7 @@ func (w *Wrapper) attach(inv *Invocation, claim *Claim, a Agent) error {
 		return err
 	}
 	for _, m := range mounts {
-		if m.FdIndex != -1 {
+		if !m.Attached() {
 			return fmt.Errorf("agent left mount %s for the caller to attach", m.Target)
 		}
 	}
@@ -223,7 +224,8 @@ func (w *Wrapper) release(inv *Invocation) {
 	if _, err := os.Stat(w.Socket); err != nil {
 		return
 	}
-	if !mayClaim(inv) {
+	claims, proc := mayClaim(inv)
+	if !claims {
 		return
 	}
 	a, err := w.Dial(w.Socket, w.timeout())
@@ -233,13 +235,17 @@ func (w *Wrapper) release(inv *Invocation) {
 	}
 	defer a.Close()
 	// Release returns once the agent has wiped the mount: only then may
-	// runc delete the container and its ID be used again.
-	if err := a.Release(inv.ID); err != nil {
+	// runc delete the container and its ID be used again. The process
+	// runc's state names binds the release to this container: the agent
+	// leaves alone a running container of another containerd namespace
+	// that holds the same ID.
+	if err := a.Release(inv.ID, proc); err != nil {
 		w.log(inv, "warning", fmt.Sprintf("lockbox: release %s: %v", inv.ID, err))
 	}
 }
 
-// mayClaim reports whether the container being deleted may hold secrets.
+// mayClaim reports whether the container being deleted may hold secrets,
+// and its init process as runc's state records it (zero if unknown).
 // runc keeps the spec's annotations as "key=value" labels in
 // <root>/<id>/state.json; when that file says the container claimed
 // nothing, the agent round trip is skipped. So it is when runc has no state
@@ -248,23 +254,52 @@ func (w *Wrapper) release(inv *Invocation) {
 // already released it. Anything else (another runtime's state layout, no
 // --root, an unreadable file) answers yes: a needless Release costs little,
 // a missed one leaves secrets held.
-func mayClaim(inv *Invocation) bool {
+func mayClaim(inv *Invocation) (bool, agentconn.Process) {
 	if inv.Root == "" || strings.ContainsRune(inv.ID, '/') {
-		return true
+		return true, agentconn.Process{}
 	}
 	b, err := os.ReadFile(filepath.Join(inv.Root, inv.ID, "state.json"))
 	if err != nil {
 		if _, derr := os.Stat(filepath.Join(inv.Root, inv.ID)); errors.Is(derr, fs.ErrNotExist) {
 			if _, rerr := os.Stat(inv.Root); rerr == nil {
-				return false
+				return false, agentconn.Process{}
 			}
 		}
-		return true
+		return true, agentconn.Process{}
 	}
-	return bytes.Contains(b, runcLabel)
+	if !bytes.Contains(b, runcLabel) {
+		return false, agentconn.Process{}
+	}
+	pid, _ := stateNumber(b, `"init_process_pid":`)
+	start, _ := stateNumber(b, `"init_process_start":`)
+	if pid <= 0 || pid > 1<<31-1 {
+		return true, agentconn.Process{}
+	}
+	return true, agentconn.Process{Pid: int(pid), Start: start}
 }
 
-var runcLabel = []byte(`"` + ServiceAnnotation + `=`)
+// stateNumber reads the unsigned number after key in runc's state.json
+// (runc writes it compactly, and these keys only at the top level); false
+// when it is not there. A full JSON decode would cost the delete path more
+// than it reads.
+func stateNumber(b []byte, key string) (uint64, bool) {
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return 0, false
+	}
+	rest := b[i+len(key):]
+	var v uint64
+	n := 0
+	for ; n < len(rest) && n < 20 && rest[n] >= '0' && rest[n] <= '9'; n++ {
+		v = v*10 + uint64(rest[n]-'0')
+	}
+	if n == 0 || n == 20 {
+		return 0, false
+	}
+	return v, true
+}
+
+var runcLabel = []byte(`"` + claim.ServiceAnnotation + `=`)
 
 // runRunc runs runc with args as a child, sharing stdio and the fds runc is
 // told to pass on, and returns its exit code.

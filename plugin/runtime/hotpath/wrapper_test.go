@@ -35,6 +35,7 @@ type fakeAgent struct {
 	mu         sync.Mutex
 	prepared   []prepareCall
 	released   []string
+	procs      []agentconn.Process
 	err        error
 	releaseErr error
 }
@@ -49,10 +50,11 @@ func (a *fakeAgent) Prepare(c *agentconn.Container, attach bool) ([]agentconn.Mo
 	return []agentconn.Mount{{Target: "/run/secrets", FdIndex: -1}}, nil, nil
 }
 
-func (a *fakeAgent) Release(id string) error {
+func (a *fakeAgent) Release(id string, p agentconn.Process) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.released = append(a.released, id)
+	a.procs = append(a.procs, p)
 	return a.releaseErr
 }
 
@@ -367,11 +369,20 @@ func TestDeleteSkipsAgentForRuncStateWithoutClaim(t *testing.T) {
 	for _, tc := range []struct {
 		name, state string
 		release     bool
+		// proc is the process the release names: runc's init, which
+		// binds the release to this container (the agent leaves a
+		// running holder of the same ID in another namespace alone).
+		proc agentconn.Process
 	}{
-		{"claimed", `{"config":{"labels":["lockbox.service=web","bundle=/b"]}}`, true},
-		{"not claimed", `{"config":{"labels":["bundle=/b"]}}`, false},
-		{"no state file", "", true},
-		{"no container dir", "-", false},
+		{"claimed", `{"config":{"labels":["lockbox.service=web","bundle=/b"]}}`, true, agentconn.Process{}},
+		{"claimed, with init process", `{"id":"c9","init_process_pid":4242,"init_process_start":987654321,"config":{"labels":["lockbox.service=web","bundle=/b"]}}`,
+			true, agentconn.Process{Pid: 4242, Start: 987654321}},
+		{"claimed, pid without start", `{"init_process_pid":4242,"config":{"labels":["lockbox.service=web"]}}`, true, agentconn.Process{Pid: 4242}},
+		{"claimed, pid out of range", `{"init_process_pid":99999999999,"init_process_start":5,"config":{"labels":["lockbox.service=web"]}}`, true, agentconn.Process{}},
+		{"claimed, pid not a number", `{"init_process_pid":"x","config":{"labels":["lockbox.service=web"]}}`, true, agentconn.Process{}},
+		{"not claimed", `{"config":{"labels":["bundle=/b"]}}`, false, agentconn.Process{}},
+		{"no state file", "", true, agentconn.Process{}},
+		{"no container dir", "-", false, agentconn.Process{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, claiming("web"))
@@ -395,6 +406,9 @@ func TestDeleteSkipsAgentForRuncStateWithoutClaim(t *testing.T) {
 			r.w.Main([]string{"--root", root, "delete", "c9"})
 			if got := len(r.agent.released) == 1; got != tc.release {
 				t.Fatalf("released = %v, want release %v", r.agent.released, tc.release)
+			}
+			if tc.release && r.agent.procs[0] != tc.proc {
+				t.Errorf("release names process %+v, want %+v", r.agent.procs[0], tc.proc)
 			}
 			if len(r.execs) != 1 {
 				t.Fatalf("execs = %q", r.execs)

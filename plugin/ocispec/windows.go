@@ -1,4 +1,4 @@
-package windows
+package ocispec
 
 import (
 	"context"
@@ -13,7 +13,8 @@ import (
 )
 
 // WithSecretsMount adds the one mount a Windows container needs for its
-// secrets: source, the host directory of a built plan (Mount.Source),
+// secrets: source, the host directory of a built plan (the windows
+// package's Mount.Source),
 // read-only at mounter.WindowsInternalSecretsDir. Windows cannot bind-mount
 // single files, so the targets are links into this directory, made by
 // Attach. It is for containerd Go-client users; it refuses a spec that

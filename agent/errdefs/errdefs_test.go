@@ -1,0 +1,29 @@
+package errdefs
+
+import (
+	"fmt"
+	"testing"
+)
+
+func TestKindOf(t *testing.T) {
+	inner := Errorf(NotGranted, "service %q has no grant", "web")
+	tests := []struct {
+		err  error
+		want Kind
+		msg  string
+	}{
+		{inner, NotGranted, `service "web" has no grant`},
+		{fmt.Errorf("container c1: %w", inner), NotGranted, `container c1: service "web" has no grant`},
+		{Errorf(Invalid, "bad id"), Invalid, "bad id"},
+		{fmt.Errorf("plain"), Unknown, "plain"},
+		{nil, Unknown, ""},
+	}
+	for _, tt := range tests {
+		if got := KindOf(tt.err); got != tt.want {
+			t.Errorf("KindOf(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+		if tt.err != nil && tt.err.Error() != tt.msg {
+			t.Errorf("message %q, want %q", tt.err.Error(), tt.msg)
+		}
+	}
+}

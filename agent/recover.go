@@ -1,0 +1,45 @@
+package agent
+
+import (
+	"context"
+	"errors"
+
+	"github.com/lockbox-project/lockbox/mounter"
+)
+
+// recoverMount takes back the mounts of a running container after a
+// restart, so that they can be wiped when it stops, from a mounter that
+// can (mounter.Recoverer).
+func recoverMount(ctx context.Context, m mounter.Mounter, c mounter.Container, targets []string) (mounter.Mount, error) {
+	r, ok := m.(mounter.Recoverer)
+	if !ok {
+		return nil, errors.New("the mounter cannot take mounts back from a running container")
+	}
+	plan := &mounter.Plan{OS: mounter.Linux}
+	for _, t := range targets {
+		plan.Files = append(plan.Files, mounter.File{Target: t})
+	}
+	return r.RecoverMount(ctx, c, plan)
+}
+
+// recoverStore lets a mounter whose mounts outlive the agent in its own
+// storage (mounter.StoreRecoverer) wipe the mounts of containers the agent
+// has no record of, and adopts the others so that Release wipes them.
+func (a *Agent) recoverStore() {
+	sr, ok := a.mounter.(mounter.StoreRecoverer)
+	if !ok {
+		return
+	}
+	kept, err := sr.RecoverStore(func(id string) (bool, error) {
+		_, ok := a.held[id]
+		return ok, nil
+	})
+	if err != nil {
+		a.log.Warn("recover secrets directories", "err", err)
+	}
+	for id, m := range kept {
+		if h := a.held[id]; h != nil {
+			h.mount = m
+		}
+	}
+}

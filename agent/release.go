@@ -1,0 +1,183 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/lockbox-project/lockbox/agent/errdefs"
+	"github.com/lockbox-project/lockbox/agent/localapi"
+	api "github.com/lockbox-project/lockbox/api/agent"
+)
+
+// Release is ReleaseRequest from a caller that names no process (a caller
+// in this process: the NRI plugin of `lockbox agent --nri`).
+func (a *Agent) Release(ctx context.Context, id string) error {
+	return a.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: id})
+}
+
+// ReleaseRequest wipes a container's mount and forgets it. Releasing an
+// unknown container succeeds: a poststop hook and a runtime delete may
+// both ask.
+//
+// A container ID is unique only within a containerd namespace, and the
+// agent holds one container per ID (a second one is refused at Prepare).
+// So that the delete of another namespace's container with the same ID
+// cannot wipe the holder's secrets while it runs, a release of a running
+// holder wipes only when it shows it comes from that container: it names
+// the holder's process (the runtime wrapper, from runc's state), or it is
+// sent from inside the holder's mount namespace (its OCI hook). Any other
+// release of a running holder succeeds and leaves it alone: the caller's
+// container holds nothing here. Once the holder has ended (how every
+// ordinary release comes: runc delete, poststop, NRI StopContainer), any
+// release wipes it, as does Reap or a Prepare that reuses the ID.
+func (a *Agent) ReleaseRequest(ctx context.Context, req *api.ReleaseRequest) error {
+	id := req.GetContainerId()
+	if !validContainerID(id) {
+		return errdefs.Errorf(errdefs.Invalid, "container id %q: not a container ID", id)
+	}
+	if req.GetPid() < 0 {
+		return errdefs.Errorf(errdefs.Invalid, "container %s: pid %d is not a process", id, req.GetPid())
+	}
+	unlock := a.locks.lock(id)
+	defer unlock()
+	a.mu.Lock()
+	h := a.held[id]
+	a.mu.Unlock()
+	if h != nil {
+		if pid, runs := a.holderRuns(h); runs && !h.rec.identity().same(a.releaser(ctx, req)) {
+			a.log.Warn("release of a container ID held by another running container; left alone", "container", id, "holder_pid", pid, "release_pid", req.GetPid())
+			return nil
+		}
+	}
+	return a.release(id)
+}
+
+// holderRuns reports whether the container h was recorded for provably
+// still runs, with one of its processes (0 if unknown). A record that
+// names neither a process nor a namespace, or a platform without /proc,
+// cannot tell: such a holder is not taken to run (releases behave as
+// before the agent knew containers).
+func (a *Agent) holderRuns(h *held) (int, bool) {
+	if !livenessKnown || !h.rec.identity().known() {
+		return 0, false
+	}
+	var live map[uint64]int
+	if h.rec.needsNamespaces() {
+		live = liveNamespaces()
+	}
+	return h.rec.alive(live)
+}
+
+// releaser identifies the container a release comes from, as far as the
+// agent can tell: the mount namespace of a caller inside a container (its
+// OCI hook; a pid it names is ignored, numbered in a pid namespace the
+// agent does not see), else the process the request names, else nothing.
+func (a *Agent) releaser(ctx context.Context, req *api.ReleaseRequest) identity {
+	if p, ok := localapi.PeerFromContext(ctx); ok && p.Pid > 0 {
+		if ns, err := mntNS(strconv.Itoa(int(p.Pid))); err == nil && ns != 0 && ns != a.selfNS {
+			return identity{MntNS: ns}
+		}
+	}
+	pid := int(req.GetPid())
+	if pid <= 0 {
+		return identity{}
+	}
+	start := req.GetPidStart()
+	if start == 0 {
+		// The caller did not know it: the process's now. A process that
+		// has gone gets none, and so matches no running holder.
+		start, _ = pidStart(pid)
+	}
+	return identity{Pid: pid, PidStart: start}
+}
+
+// release is Release with the container's lock held.
+func (a *Agent) release(id string) error {
+	a.mu.Lock()
+	h := a.held[id]
+	a.mu.Unlock()
+	var wipeErr error
+	if h != nil && h.mount != nil {
+		wipeErr = h.mount.Wipe()
+		if wipeErr != nil {
+			// Keep the record and the mount: a later Release retries.
+			return fmt.Errorf("container %s: wipe secrets: %w", id, wipeErr)
+		}
+	}
+	if err := a.records.remove(id); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	delete(a.held, id)
+	a.mu.Unlock()
+	if h != nil {
+		a.log.Info("secrets released", "container", id, "service", h.rec.Service, "recovered", h.mount == nil)
+	}
+	return nil
+}
+
+// Reap releases every held container whose processes are all gone. A
+// container normally leaves through Release (runtime delete, poststop hook,
+// NRI stop), but that call can be lost: containerd or the shim killed, a
+// hook that could not reach a restarting agent, a container still dying
+// when the agent restarted. Without Reap its tmpfs would stay in the
+// agent's hands until the agent exits. It returns how many it released.
+func (a *Agent) Reap(ctx context.Context) int {
+	if !livenessKnown {
+		return 0
+	}
+	a.mu.Lock()
+	ids := make([]string, 0, len(a.held))
+	byNamespace := false
+	for id, h := range a.held {
+		ids = append(ids, id)
+		byNamespace = byNamespace || h.rec.needsNamespaces()
+	}
+	a.mu.Unlock()
+	if len(ids) == 0 {
+		return 0
+	}
+	// Scanning every process's namespace costs far more than reading one
+	// pid's stat: only for records that have no pid.
+	var live map[uint64]int
+	if byNamespace {
+		live = liveNamespaces()
+	}
+	n := 0
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			break
+		}
+		if a.reapOne(id, live) {
+			n++
+		}
+	}
+	return n
+}
+
+func (a *Agent) reapOne(id string, live map[uint64]int) bool {
+	unlock := a.locks.lock(id)
+	defer unlock()
+	a.mu.Lock()
+	h := a.held[id]
+	a.mu.Unlock()
+	// A record that names neither a process nor a namespace cannot be
+	// judged: leave it to an explicit Release.
+	if h == nil || !h.rec.identity().known() {
+		return false
+	}
+	if h.rec.needsNamespaces() && live == nil {
+		// Held since Reap listed the containers.
+		return false
+	}
+	if _, ok := h.rec.alive(live); ok {
+		return false
+	}
+	if err := a.release(id); err != nil {
+		a.log.Warn("reap finished container", "container", id, "err", err)
+		return false
+	}
+	a.log.Info("reaped container that ended without a release", "container", id)
+	return true
+}

@@ -1,0 +1,229 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lockbox-project/lockbox/agent/localapi"
+	api "github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
+	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
+)
+
+// TestReleaseOfSameIDInAnotherNamespace: two containerd namespaces (here
+// two runtime roots) each run a container "web"; the agent holds the
+// first's secrets (the second's Prepare is refused, TestIDInUseByRunningContainer).
+// Every release the second container's life can send, through the real
+// local API, by the clients the adapters use, must leave the first's
+// secrets alone while it runs: before releases were bound to the holder,
+// the first of them wiped them. The holder's own release, and any release
+// once the holder has ended, still wipe.
+func TestReleaseOfSameIDInAnotherNamespace(t *testing.T) {
+	state := t.TempDir()
+	a := newAgent(t, state, newCache(t))
+	sock := serve(t, a)
+	cl, err := localapi.Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	ns1, ns2 := busybox.NewRunc(t), busybox.NewRunc(t)
+	pid1 := runContainer(t, ns1, "web")
+	pid2 := runContainer(t, ns2, "web")
+	if _, _, err := cl.Prepare(ctx, &api.PrepareRequest{Attach: true, Container: &api.Container{Id: "web", Service: "web", Pid: int32(pid1)}}); err != nil {
+		t.Fatal(err)
+	}
+	start1, err := pidStart(pid1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start2, err := pidStart(pid2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The holder's secret as the holder sees it, through an fd that
+	// outlives a wipe and reads nothing after one.
+	held, err := os.Open(fmt.Sprintf("/proc/%d/root/run/secrets/db_pw", pid1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	intact := func(after string) {
+		t.Helper()
+		buf := make([]byte, 16)
+		if n, _ := held.ReadAt(buf, 0); string(buf[:n]) != "hunter2" {
+			t.Fatalf("after %s the holder's secret reads %q", after, buf[:n])
+		}
+		if got, err := catIn(t, ns1, "web", "/run/secrets/db_pw"); err != nil || got != "hunter2" {
+			t.Fatalf("after %s the holder reads %q, %v", after, got, err)
+		}
+		if rec := readRecord(t, state, "web"); rec.Pid != pid1 {
+			t.Fatalf("after %s the record names pid %d, want %d", after, rec.Pid, pid1)
+		}
+	}
+
+	conn, err := agentconn.Dial(sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	attacks := []struct {
+		name    string
+		release func() error
+	}{
+		{"the other namespace's runtime delete, naming its own process (lockbox-runtime)", func() error {
+			return conn.Release("web", agentconn.Process{Pid: pid2, Start: start2})
+		}},
+		{"the same, by the localapi client", func() error {
+			return cl.ReleaseProcess(ctx, "web", int32(pid2), start2)
+		}},
+		{"a release naming no process (a poststop hook on the host, lockbox-nri)", func() error {
+			return cl.Release(ctx, "web")
+		}},
+		{"a release naming the holder's pid with another start time (a reused pid)", func() error {
+			return cl.ReleaseProcess(ctx, "web", int32(pid1), start1+1)
+		}},
+		{"a release naming a process that has gone", func() error {
+			return cl.ReleaseProcess(ctx, "web", 1<<22+1, 0)
+		}},
+		{"an in-process release naming nothing (lockbox agent --nri)", func() error {
+			return a.Release(ctx, "web")
+		}},
+		{"a release from inside the other container's mount namespace (its OCI hook)", func() error {
+			return releaseFrom(t, sock, pid2, "web")
+		}},
+	}
+	for _, at := range attacks {
+		if err := at.release(); err != nil {
+			t.Errorf("%s: %v, want success (its container holds nothing here)", at.name, err)
+		}
+		intact(at.name)
+	}
+	if l, _ := a.List(ctx); len(l.GetContainers()) != 1 {
+		t.Fatalf("the agent lists %v after the other namespace's releases", l)
+	}
+
+	// The holder's own release, naming its process as runc's state does,
+	// wipes.
+	if err := conn.Release("web", agentconn.Process{Pid: pid1, Start: start1}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	if n, _ := held.ReadAt(buf, 0); n != 0 {
+		t.Errorf("the holder's release left its secret readable: %q", buf[:n])
+	}
+	if _, err := os.Stat(filepath.Join(state, "containers", "web.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("record left after the holder's release: %v", err)
+	}
+
+	// A running holder's own hook (inside its mount namespace, naming no
+	// process: a createContainer hook whose attach failed) wipes.
+	pid4 := runContainer(t, ns1, "hooked")
+	if _, _, err := cl.Prepare(ctx, &api.PrepareRequest{Attach: true, Container: &api.Container{Id: "hooked", Service: "web", Pid: int32(pid4)}}); err != nil {
+		t.Fatal(err)
+	}
+	hooked, err := os.Open(fmt.Sprintf("/proc/%d/root/run/secrets/db_pw", pid4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hooked.Close()
+	if err := releaseFrom(t, sock, pid4, "hooked"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := hooked.ReadAt(buf, 0); n != 0 {
+		t.Errorf("the holder's hook released it, yet its secret reads %q", buf[:n])
+	}
+
+	// A holder that has ended is released by anyone: how runc delete,
+	// poststop and NRI StopContainer come, after the container's exit.
+	pid3 := runContainer(t, ns1, "ended")
+	if _, _, err := cl.Prepare(ctx, &api.PrepareRequest{Attach: true, Container: &api.Container{Id: "ended", Service: "web", Pid: int32(pid3)}}); err != nil {
+		t.Fatal(err)
+	}
+	ended, err := os.Open(fmt.Sprintf("/proc/%d/root/run/secrets/db_pw", pid3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ended.Close()
+	if err := ns1.Delete(busybox.Context(t), "ended"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Release(ctx, "ended"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := ended.ReadAt(buf, 0); n != 0 {
+		t.Errorf("an ended holder's secret still reads %q after a release naming nothing", buf[:n])
+	}
+	if l, _ := a.List(ctx); len(l.GetContainers()) != 0 {
+		t.Errorf("the agent lists %v after every release", l)
+	}
+}
+
+// releaseFromEnv makes the test binary a caller that sends a Release from
+// inside a container's mount namespace, as an OCI hook does: "pid,socket,id".
+const releaseFromEnv = "LOCKBOX_AGENT_TEST_RELEASE_FROM"
+
+func init() {
+	if os.Getenv(releaseFromEnv) != "" {
+		// The agent reads the caller's namespace from /proc/<pid>/ns/mnt,
+		// the main thread's: enter the container from that thread.
+		runtime.LockOSThread()
+	}
+}
+
+// releaseFromMain connects to the agent (the socket is a host path), then
+// moves its main thread into pid's mount namespace and releases id.
+func releaseFromMain(spec string) int {
+	parts := strings.SplitN(spec, ",", 3)
+	if len(parts) != 3 {
+		fmt.Fprintln(os.Stderr, "bad", releaseFromEnv)
+		return 2
+	}
+	c, err := agentconn.Dial(parts[1], 5*time.Second)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer c.Close()
+	ns, err := unix.Open("/proc/"+parts[0]+"/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		fmt.Fprintln(os.Stderr, "unshare:", err)
+		return 1
+	}
+	if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
+		fmt.Fprintln(os.Stderr, "setns:", err)
+		return 1
+	}
+	if err := c.Release(parts[2], agentconn.Process{}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// releaseFrom runs releaseFromMain in a child and returns its error.
+func releaseFrom(t *testing.T, sock string, pid int, id string) error {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), releaseFromEnv+"="+strconv.Itoa(pid)+","+sock+","+id)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("release from pid %d's namespace: %v: %s", pid, err, out)
+	}
+	return nil
+}

@@ -1,0 +1,48 @@
+// Package validation holds the limits that the managers enforce when a
+// secret or service is created and that every node-side component relies
+// on: the name rule and the secret size bound. It is the one home of those
+// rules (manager/admin, mounter, the agent's local API and the CLI use it).
+//
+// It imports only the standard library and compiles no regular expression:
+// lockbox-runtime, on every runc call, links it through mounter.
+package validation
+
+import "strconv"
+
+const (
+	// MaxNameLen is the longest secret or service name, in bytes.
+	MaxNameLen = 64
+	// MaxSecretSize is the exclusive upper bound of a secret's size: a
+	// secret holds 1 to MaxSecretSize-1 bytes (smaller than 500 KiB, as in
+	// swarm).
+	MaxSecretSize = 500 * 1024
+)
+
+// NameRule says in words what ValidName accepts, for error messages.
+var NameRule = "letters, digits, '-', '_' and '.', starting and ending with a letter or digit, at most " + strconv.Itoa(MaxNameLen) + " characters"
+
+// ValidName reports whether s can name a secret or a service: swarm's
+// rule `^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$`, at most MaxNameLen
+// bytes. Such a name is also a safe single path element (the default
+// target of a secret is its name).
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > MaxNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case i == 0 || i == len(s)-1:
+			return false
+		case c == '-' || c == '_' || c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidSecretSize reports whether a secret of n bytes may exist: 1 to
+// MaxSecretSize-1.
+func ValidSecretSize(n int64) bool { return n >= 1 && n < MaxSecretSize }
