@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/lockbox-project/lockbox/agent/internal/managertest"
+	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
 	api "github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/internal/testutil/busybox"

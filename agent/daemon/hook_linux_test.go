@@ -10,7 +10,7 @@ import (
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/lockbox-project/lockbox/agent/internal/managertest"
+	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
 	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
 )
 

@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/lockbox-project/lockbox/agent/internal/managertest"
+	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	api "github.com/lockbox-project/lockbox/api/agent"
 )

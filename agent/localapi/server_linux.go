@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/internal/sockdir"
 )
 
 // Server accepts connections on the agent socket and serves root callers.
@@ -53,7 +54,7 @@ func (s *Server) observe(op, result string, start time.Time) {
 // directory can replace the socket.
 func Listen(path string) (*net.UnixListener, error) {
 	dir := filepath.Dir(path)
-	if err := socketDir(dir); err != nil {
+	if err := sockdir.Ensure(dir, "agent socket", "the default "+filepath.Dir(DefaultSocket)); err != nil {
 		return nil, err
 	}
 	if fi, err := os.Lstat(path); err == nil {
@@ -73,39 +74,6 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("agent socket %s: %w", path, err)
 	}
 	return ln, nil
-}
-
-// socketDir makes dir (0700) if it is missing, and checks it otherwise.
-func socketDir(dir string) error {
-	err := os.Mkdir(dir, 0o700)
-	switch {
-	case err == nil:
-		// Mkdir applied the umask; the mode must not depend on it.
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("agent socket directory %s: %w", dir, err)
-		}
-		return nil
-	case errors.Is(err, fs.ErrNotExist):
-		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-			return fmt.Errorf("agent socket directory %s: %w", dir, err)
-		}
-		return socketDir(dir)
-	case !errors.Is(err, fs.ErrExist):
-		return fmt.Errorf("agent socket directory %s: %w", dir, err)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return fmt.Errorf("agent socket directory %s: %w", dir, err)
-	}
-	switch {
-	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
-		return fmt.Errorf("agent socket directory %s: not a directory", dir)
-	case int(st.Uid) != os.Geteuid():
-		return fmt.Errorf("agent socket directory %s: owned by uid %d, not by the agent's user (uid %d); use a directory only root can write, such as the default %s", dir, st.Uid, os.Geteuid(), filepath.Dir(DefaultSocket))
-	case st.Mode&0o022 != 0:
-		return fmt.Errorf("agent socket directory %s: mode %#o lets other users replace the socket; use a directory only root can write, such as the default %s", dir, st.Mode&0o7777, filepath.Dir(DefaultSocket))
-	}
-	return nil
 }
 
 // Serve accepts connections on ln until Close. It returns nil after Close.
