@@ -11,10 +11,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
 	api "github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
+	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
 )
 
 func marker(t testing.TB, tag string) []byte {

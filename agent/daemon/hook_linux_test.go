@@ -10,8 +10,8 @@ import (
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
 	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
+	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
 )
 
 // TestKill9HookMode: containers whose secrets an OCI createContainer hook

@@ -19,9 +19,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	api "github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
 )
 
 func freeAddr(t testing.TB) string {

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/lockbox-project/lockbox/agent/grants"
-	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
 	"github.com/lockbox-project/lockbox/pki/jointoken"
 )
 
