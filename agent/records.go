@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/lockbox-project/lockbox/internal/atomicfile"
 )
 
 // record is what the state directory keeps of a mounted container: enough
@@ -136,22 +138,10 @@ func (s *recordStore) put(r record) error {
 	if err != nil {
 		return err
 	}
-	tmp := s.path(r.ID) + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("record container %s: %w", r.ID, err)
-	}
-	// No fsync: a record must outlive the agent's process, not the
+	// Not synced: a record must outlive the agent's process, not the
 	// machine (after a reboot its container is gone too), and the page
 	// cache does that. A sync would cost milliseconds per container start.
-	_, werr := f.Write(b)
-	cerr := f.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("record container %s: %w", r.ID, err)
-	}
-	if err := os.Rename(tmp, s.path(r.ID)); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.ReplaceFile(s.path(r.ID), b, 0o600); err != nil {
 		return fmt.Errorf("record container %s: %w", r.ID, err)
 	}
 	return nil

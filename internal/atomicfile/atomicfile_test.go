@@ -20,6 +20,7 @@ func TestWriteLeavesOldOrNew(t *testing.T) {
 		name    string
 		old     string // "" means no file before
 		create  bool   // CreateFile instead of WriteFile
+		replace bool   // ReplaceFile (no fsync) instead of WriteFile
 		fail    bool   // the write fails half-way
 		want    string // content afterwards ("" means no file)
 		wantErr error  // errors.Is target, or nil for any error when fail
@@ -32,6 +33,8 @@ func TestWriteLeavesOldOrNew(t *testing.T) {
 		{name: "create new", create: true, want: "new content", ok: true},
 		{name: "create over existing", old: "old content", create: true, want: "old content", wantErr: fs.ErrExist},
 		{name: "create fails half-way", create: true, fail: true, want: ""},
+		{name: "replace without sync", old: "old content", replace: true, want: "new content", ok: true},
+		{name: "replace without sync fails half-way", old: "old content", replace: true, fail: true, want: "old content"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,8 +50,11 @@ func TestWriteLeavesOldOrNew(t *testing.T) {
 				t.Cleanup(func() { write = (*os.File).Write })
 			}
 			op := WriteFile
-			if tt.create {
+			switch {
+			case tt.create:
 				op = CreateFile
+			case tt.replace:
+				op = ReplaceFile
 			}
 			err := op(path, []byte("new content"), 0o600)
 			switch {

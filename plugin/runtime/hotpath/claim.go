@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/lockbox-project/lockbox/api/claim"
+	"github.com/lockbox-project/lockbox/internal/atomicfile"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 )
 
@@ -241,12 +242,7 @@ func (c *Claim) WriteSpec() error {
 	if err != nil {
 		return fmt.Errorf("bundle config: %w", err)
 	}
-	tmp := c.path + ".lockbox.tmp"
-	if err := os.WriteFile(tmp, out, fi.Mode().Perm()); err != nil {
-		return fmt.Errorf("write bundle config: %w", err)
-	}
-	if err := os.Rename(tmp, c.path); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.ReplaceFile(c.path, out, fi.Mode().Perm()); err != nil {
 		return fmt.Errorf("replace bundle config: %w", err)
 	}
 	c.raw, c.addMounts, c.addHooks = out, nil, nil
