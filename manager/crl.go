@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -64,9 +65,42 @@ func (m *Manager) writeCRL(der []byte) {
 		m.log.Error("the cluster's etcd peer CRL does not parse; keeping the previous one", "err", err)
 		return
 	}
+	old, _ := os.ReadFile(m.crlFile())
+	if bytes.Equal(old, der) {
+		return
+	}
 	if err := atomicfile.WriteFile(m.crlFile(), der, 0o600); err != nil {
 		m.log.Error("cannot write the etcd peer CRL: removed managers may still reach this member", "err", err)
 		return
 	}
 	m.log.Debug("etcd peer CRL written", "revoked_certificates", len(crl.RevokedCertificateEntries))
+	if m.member != nil && listsMore(old, crl) {
+		// etcd checks the CRL at accept only: a connection the newly
+		// listed manager opened before would live on.
+		n, err := m.member.DropPeerConnections()
+		if err != nil {
+			m.log.Error("cannot close the etcd peer connections opened before a manager's removal; restart this manager to drop them", "err", err)
+			return
+		}
+		m.log.Info("etcd peer connections dropped after a revocation; peers reconnect and are checked against the new CRL", "connections", n)
+	}
+}
+
+// listsMore reports whether crl revokes a serial the CRL in oldDER does
+// not (or oldDER is no CRL).
+func listsMore(oldDER []byte, crl *x509.RevocationList) bool {
+	old, err := x509.ParseRevocationList(oldDER)
+	if err != nil {
+		return true
+	}
+	had := make(map[string]bool, len(old.RevokedCertificateEntries))
+	for _, e := range old.RevokedCertificateEntries {
+		had[e.SerialNumber.String()] = true
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		if !had[e.SerialNumber.String()] {
+			return true
+		}
+	}
+	return false
 }

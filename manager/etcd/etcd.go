@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/lockbox-project/lockbox/internal/sockdiag"
 	"github.com/lockbox-project/lockbox/pki"
 )
 
@@ -233,6 +235,29 @@ func connect(ctx context.Context, endpoints []string, tlsFiles *TLSFiles, serial
 		return nil, fmt.Errorf("etcd: cluster at %s does not answer: %w", strings.Join(endpoints, ","), err)
 	}
 	return cli, nil
+}
+
+// DropPeerConnections closes every connection other members (or anyone)
+// opened to this member's peer port, and returns how many. etcd checks a
+// peer's certificate against the CRL only when it accepts a connection, so
+// once the CRL lists a removed manager, this is what ends the connections
+// that manager opened before: every peer handshakes again, the removed
+// one is refused. Remaining members reconnect within moments; raft
+// retransmits what was in flight.
+func (m *Member) DropPeerConnections() (int, error) {
+	n := 0
+	for _, p := range m.etcd.Peers {
+		addr, err := netip.ParseAddrPort(p.Listener.Addr().String())
+		if err != nil {
+			return n, fmt.Errorf("etcd: peer listener %s: %w", p.Listener.Addr(), err)
+		}
+		k, err := sockdiag.DestroyAccepted(addr)
+		n += k
+		if err != nil {
+			return n, fmt.Errorf("etcd: close peer connections on %s: %w", addr, err)
+		}
+	}
+	return n, nil
 }
 
 // IsLearner reports whether this member is a learner (not yet promoted).
