@@ -18,7 +18,10 @@ import (
 // certificate is refused only because its serials are in the CRL file the
 // member re-reads at every connection. The CRL lives in the store (signed
 // by whichever manager revoked); every manager, locked or not, copies it
-// to its data dir whenever it changes.
+// to its data dir whenever it changes, and, when the new CRL revokes more,
+// drops the peer connections its member accepted before (etcd checks the
+// CRL only at accept). Every revocation does this, a worker's too (the CRL
+// does not say whose serials it lists): peers reconnect within moments.
 
 // crlFile is the CRL (DER) this manager's etcd member checks peers with.
 func (m *Manager) crlFile() string { return m.path("certs", "peer.crl") }
