@@ -12,6 +12,7 @@
 //
 // The package knows nothing of Lockbox objects, keys or the CA: it starts,
 // joins and stops members, changes the membership (Member.AddMember,
-// PromoteMember, RemoveMember), and hands its *clientv3.Client to
+// PromoteMember, RemoveMember), drops the peer connections it accepted
+// (DropPeerConnections, after the CRL changed), and hands its *clientv3.Client to
 // manager/store, the only other package that talks to etcd.
 package etcd
