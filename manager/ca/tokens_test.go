@@ -193,4 +193,3 @@ func TestLockedCADoesNotConsumeManagerToken(t *testing.T) {
 		t.Fatalf("the token after a refused join on a locked CA: %v", err)
 	}
 }
-
