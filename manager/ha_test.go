@@ -289,11 +289,11 @@ func retry(t testing.TB, what string, f func() error) {
 func TestHAKillLeader(t *testing.T) {
 	ctx := context.Background()
 	m1 := startChild(t, newChildConfig(t, "127.0.0.1"))
-	tok := token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false)
+	// Manager tokens are single-use: one per join.
 	cc2, cc3 := newChildConfig(t, "127.0.0.2"), newChildConfig(t, "127.0.0.3")
-	cc2.JoinAddr, cc2.JoinToken = m1.addr, tok
-	cc3.JoinAddr, cc3.JoinToken = m1.addr, tok
+	cc2.JoinAddr, cc2.JoinToken = m1.addr, token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false)
 	m2 := startChild(t, cc2)
+	cc3.JoinAddr, cc3.JoinToken = m1.addr, token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false)
 	m3 := startChild(t, cc3)
 	all := map[string]*childManager{m1.nodeID: m1, m2.nodeID: m2, m3.nodeID: m3}
 

@@ -10,6 +10,8 @@ import (
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Issue 10 finding 2, end to end over real TLS: a holder of the worker
@@ -59,7 +61,7 @@ func TestNodeCannotClaimAnotherNodesHostname(t *testing.T) {
 	// A second join under the victim's hostname (any case) is refused,
 	// naming the node that holds it.
 	_, err = joinNodeAs(t, m.Addr(), wtok, &types.NodeDescription{Hostname: "VICTIM", Platform: &types.Platform{Os: "windows", Architecture: "amd64"}})
-	if err == nil || !strings.Contains(err.Error(), "join refused") || !strings.Contains(err.Error(), victim.id) {
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "join refused") || !strings.Contains(err.Error(), victim.id) || strings.Contains(err.Error(), "rpc error") {
 		t.Fatalf("join with a live node's hostname: %v", err)
 	}
 	// Escapes and control characters never get in.

@@ -99,11 +99,11 @@ func checkPeerAccepts(t testing.TB, peer string, root []byte, cert tls.Certifica
 func TestRemovedManagerIsRefusedByEtcdPeers(t *testing.T) {
 	ctx := context.Background()
 	m1 := startManager(t, testConfig(t, "127.0.0.1"))
-	tok := token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false)
+	// Manager tokens are single-use: one per join.
 	cfg2, cfg3 := testConfig(t, "127.0.0.2"), testConfig(t, "127.0.0.3")
-	cfg2.JoinAddr, cfg2.JoinToken = m1.Addr(), []byte(tok)
-	cfg3.JoinAddr, cfg3.JoinToken = m1.Addr(), []byte(tok)
+	cfg2.JoinAddr, cfg2.JoinToken = m1.Addr(), []byte(token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false))
 	m2 := startManager(t, cfg2)
+	cfg3.JoinAddr, cfg3.JoinToken = m1.Addr(), []byte(token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false))
 	m3 := startManager(t, cfg3)
 	root := m1.rootPEM()
 	peer1 := net.JoinHostPort("127.0.0.1", strconv.Itoa(m1.cfg.EtcdPeerPort))

@@ -150,10 +150,14 @@ func Join(ctx context.Context, req JoinRequest) (*Joined, error) {
 	})
 	if err != nil {
 		clear(keyPEM)
-		if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition {
-			// The CA refused before recording anything (a worker token
-			// for a manager's CSR): its message says what to do.
-			return nil, fmt.Errorf("join through %s: %s", req.Addr, st.Message())
+		if st, ok := status.FromError(err); ok {
+			switch st.Code() {
+			case codes.FailedPrecondition, codes.PermissionDenied, codes.InvalidArgument, codes.ResourceExhausted:
+				// The CA refused (a worker token for a manager's CSR, a
+				// used or rotated token, a hostname in use, too many
+				// requests): its message says what to do.
+				return nil, refusal{addr: req.Addr, st: st}
+			}
 		}
 		return nil, fmt.Errorf("join through %s: %w", req.Addr, err)
 	}
@@ -194,3 +198,14 @@ func VerifyNodeCert(certPEM, keyPEM []byte, root *x509.CertPool) (tls.Certificat
 	}
 	return cert, nil
 }
+
+// refusal is the CA's refusal of a join: printed as its message, which is
+// written for the operator, and still a gRPC status (status.Code) for
+// callers that branch on it.
+type refusal struct {
+	addr string
+	st   *status.Status
+}
+
+func (r refusal) Error() string              { return fmt.Sprintf("join through %s: %s", r.addr, r.st.Message()) }
+func (r refusal) GRPCStatus() *status.Status { return r.st }

@@ -14,8 +14,16 @@ import (
 func newJoinTokenCommand(c *connFlags) *cobra.Command {
 	var quiet, rotate bool
 	cmd := &cobra.Command{
-		Use:       "join-token [OPTIONS] worker|manager",
-		Short:     "Show or rotate the token nodes join with",
+		Use:   "join-token [OPTIONS] worker|manager",
+		Short: "Show or rotate the token nodes join with",
+		Long: `Show or rotate the token nodes join with.
+
+A worker token can be used by any number of nodes (images, cloud-init,
+autoscaling) until it is rotated with --rotate.
+
+A manager token works for one manager join: the join replaces it, since a
+joining manager receives the cluster's key-encryption key. Run
+'lockbox join-token manager' again for each manager you add.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"worker", "manager"},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -48,6 +56,7 @@ func newJoinTokenCommand(c *connFlags) *cobra.Command {
 				} else {
 					// A joining manager needs one manager to join through.
 					fmt.Fprintf(w, "To add a manager to this cluster, run the following command on it:\n\n    echo %s | lockbox manager --data-dir /var/lib/lockbox-manager --join %s --token-file -\n\n", resp.Token, addrs[0])
+					fmt.Fprint(w, managerTokenOnceHint)
 				}
 				fmt.Fprint(w, tokenFileHint)
 				return nil
@@ -65,6 +74,13 @@ const tokenFileHint = `The token is read from standard input (echo is a shell bu
 shows in a process list). To start the daemon from a service manager, put the
 token in a file only root can read and pass --token-file FILE instead; once
 joined, the daemon needs neither the file nor the flag.
+
+`
+
+// managerTokenOnceHint follows a manager join command: the CA replaces
+// the manager token at the join it is used for (manager/ca tokens.go).
+const managerTokenOnceHint = `This token works for one manager join. For each further manager, run
+'lockbox join-token manager' again for a new token.
 
 `
 

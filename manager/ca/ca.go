@@ -161,21 +161,48 @@ func Open(ctx context.Context, st *store.Store, sealer Sealer) (*CA, error) {
 	return c, nil
 }
 
-// IssueWithToken signs a CSR for a new node, if the token is current.
+// IssueWithToken signs a CSR for a new node, if the token is current. A
+// manager token is consumed by the join (see tokens.go): it is replaced
+// before the certificate is signed, in the compare-and-swap that checked
+// it, and refused from then on.
 func (c *CA) IssueWithToken(ctx context.Context, token string, csrPEM []byte) (pki.Identity, []byte, error) {
-	role, err := c.CheckToken(ctx, token)
+	tok, err := c.parseToken(token)
 	if err != nil {
 		return pki.Identity{}, nil, err
 	}
-	csr, err := ParseCSR(csrPEM)
-	if err != nil {
-		return pki.Identity{}, nil, err
+	for {
+		t, gen, version, err := c.tokens(ctx)
+		if err != nil {
+			return pki.Identity{}, nil, err
+		}
+		role, err := t.roleOf(tok)
+		if err != nil {
+			return pki.Identity{}, nil, err
+		}
+		csr, err := ParseCSR(csrPEM)
+		if err != nil {
+			return pki.Identity{}, nil, err
+		}
+		if role != pki.RoleManager && (len(csr.DNSNames) > 0 || len(csr.IPAddresses) > 0) {
+			return pki.Identity{}, nil, ErrWrongRoleToken
+		}
+		id := identity.NewID()
+		if role == pki.RoleManager {
+			// Unsealed first: a locked manager, which cannot sign,
+			// must not burn the token.
+			if err := c.unseal(ctx); err != nil {
+				return pki.Identity{}, nil, err
+			}
+			ok, err := c.consumeManager(ctx, t, gen, version, id)
+			if err != nil {
+				return pki.Identity{}, nil, err
+			}
+			if !ok {
+				continue // the tokens changed meanwhile: check again
+			}
+		}
+		return c.sign(ctx, id, role, csr)
 	}
-	if role != pki.RoleManager && (len(csr.DNSNames) > 0 || len(csr.IPAddresses) > 0) {
-		return pki.Identity{}, nil, ErrWrongRoleToken
-	}
-	id := identity.NewID()
-	return c.sign(ctx, id, role, csr)
 }
 
 // Renew signs a CSR for the holder of a valid certificate, keeping its node

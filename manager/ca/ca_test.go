@@ -156,6 +156,10 @@ func TestIssueRenewAndTokens(t *testing.T) {
 	if _, _, err := c.IssueWithToken(ctx, rotated, csr); err != nil {
 		t.Fatalf("rotated worker token: %v", err)
 	}
+	// (Manager tokens are single-use: the loop above consumed the first.)
+	if manager, err = c.JoinToken(ctx, pki.RoleManager, false); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := c.IssueWithToken(ctx, manager, csr); err != nil {
 		t.Fatalf("manager token after worker rotation: %v", err)
 	}
@@ -172,6 +176,9 @@ func TestIssueRenewAndTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	addrCSR := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	if manager, err = c.JoinToken(ctx, pki.RoleManager, false); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := c.IssueWithToken(ctx, manager, addrCSR); err != nil {
 		t.Fatalf("manager token, CSR with addresses: %v", err)
 	}

@@ -9,7 +9,8 @@
 //
 // Files by job: root.go and crl.go are x509 only (root, signing, CSRs,
 // CRLs); tls.go the managers' TLS configurations; tokens.go the join
-// tokens; revocations.go the revoked set, issued serials and the CRL;
+// tokens (a manager token is single-use, a worker token reusable until
+// rotated); revocations.go the revoked set, issued serials and the CRL;
 // ca.go opening the CA and issuing.
 //
 // State lives in manager/store's cluster table (the store owns the key

@@ -2,9 +2,12 @@ package ca
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/lockbox-project/lockbox/manager/store"
 	"github.com/lockbox-project/lockbox/pki"
@@ -22,12 +25,41 @@ import (
 // manager that has seen a later one (tokensFloor). Values stored before
 // the binding (generation 0, empty AD) are opened once and written back
 // bound.
+//
+// A manager token is single-use: a manager join replaces the manager
+// secret in the same compare-and-swap that checked it (consumeManager),
+// so of two joins racing with one token only one gets a certificate. A
+// manager token leads to the key-encryption key; worker tokens, handed to
+// whole fleets, stay reusable until rotated.
 
 // storedTokens is the plaintext the store keeps sealed.
 type storedTokens struct {
 	Worker  string `json:"worker"`
 	Manager string `json:"manager"`
+	// UsedManager is the manager token consumed last, so that its reuse
+	// gets an error saying so rather than "not current". It holds a
+	// digest of the secret, never the secret, and only inside the
+	// sealed value.
+	UsedManager *usedToken `json:"used_manager,omitempty"`
 }
+
+// usedToken records one consumed manager token.
+type usedToken struct {
+	// Digest is SHA-256 of the secret (256 random bits, so the digest
+	// gives nothing to guess from).
+	Digest []byte    `json:"digest"`
+	Node   string    `json:"node"`
+	At     time.Time `json:"at"`
+}
+
+func secretDigest(secret string) []byte {
+	d := sha256.Sum256([]byte(secret))
+	return d[:]
+}
+
+// ErrTokenUsed is a manager join token presented again after the join
+// that consumed it (it wraps ErrInvalidToken too).
+var ErrTokenUsed = errors.New("manager join tokens are single-use")
 
 func sealTokens(s Sealer, st *store.Store, gen uint64, t storedTokens) (store.SealedJoinTokens, error) {
 	plain, err := json.Marshal(t)
@@ -158,19 +190,34 @@ func (c *CA) JoinToken(ctx context.Context, role pki.Role, rotate bool) (string,
 	}
 }
 
-// CheckToken returns the role a join token grants.
+// CheckToken returns the role a join token grants. It does not consume
+// a manager token (IssueWithToken does).
 func (c *CA) CheckToken(ctx context.Context, token string) (pki.Role, error) {
-	tok, err := jointoken.Parse(token)
+	tok, err := c.parseToken(token)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrInvalidToken, err)
-	}
-	if !tok.PinsCA(c.Cert.Raw) {
-		return 0, ErrTokenOtherCA
+		return 0, err
 	}
 	t, _, _, err := c.tokens(ctx)
 	if err != nil {
 		return 0, err
 	}
+	return t.roleOf(tok)
+}
+
+// parseToken parses token and checks it pins this cluster's root.
+func (c *CA) parseToken(token string) (jointoken.Token, error) {
+	tok, err := jointoken.Parse(token)
+	if err != nil {
+		return jointoken.Token{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	if !tok.PinsCA(c.Cert.Raw) {
+		return jointoken.Token{}, ErrTokenOtherCA
+	}
+	return tok, nil
+}
+
+// roleOf returns the role tok's secret grants in t.
+func (t storedTokens) roleOf(tok jointoken.Token) (pki.Role, error) {
 	// Check both in constant time, whichever matches.
 	w, m := tok.SecretEqual(t.Worker), tok.SecretEqual(t.Manager)
 	switch {
@@ -179,5 +226,35 @@ func (c *CA) CheckToken(ctx context.Context, token string) (pki.Role, error) {
 	case w:
 		return pki.RoleWorker, nil
 	}
+	if u := t.UsedManager; u != nil && subtle.ConstantTimeCompare(u.Digest, secretDigest(tok.Secret)) == 1 {
+		return 0, fmt.Errorf("%w: %w: this one was used by node %s at %s; run 'lockbox join-token manager' on a manager for a new one",
+			ErrInvalidToken, ErrTokenUsed, u.Node, u.At.UTC().Format(time.RFC3339))
+	}
 	return 0, fmt.Errorf("%w: the token is not current (rotated?)", ErrInvalidToken)
+}
+
+// consumeManager replaces the manager secret of t (read as generation gen
+// at version) with a fresh one and records the old one as used by node
+// at now, if the record is still at version: false when it changed
+// meanwhile (the caller re-reads and checks the token again, so of two
+// joins racing with one token only one passes).
+func (c *CA) consumeManager(ctx context.Context, t storedTokens, gen uint64, version int64, node string) (bool, error) {
+	fresh, err := jointoken.NewSecret()
+	if err != nil {
+		return false, err
+	}
+	t.UsedManager = &usedToken{Digest: secretDigest(t.Manager), Node: node, At: c.now().UTC().Truncate(time.Second)}
+	t.Manager = fresh
+	next, err := sealTokens(c.sealer, c.st, gen+1, t)
+	if err != nil {
+		return false, err
+	}
+	ok, err := c.st.SwapJoinTokens(ctx, next, version)
+	if err != nil {
+		return false, fmt.Errorf("consume manager join token: %w", err)
+	}
+	if ok {
+		c.raiseTokensFloor(next.Generation)
+	}
+	return ok, nil
 }
