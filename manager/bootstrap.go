@@ -155,7 +155,7 @@ func (m *Manager) initialize(ctx context.Context) error {
 	}
 	st := m.store
 	ownCert, _ := parsePEMCert(own.CertPEM)
-	if err := st.RecordCertificate(ctx, nodeID, ownCert.SerialNumber.Text(16)); err != nil {
+	if err := st.RecordCertificate(ctx, nodeID, store.IssuedCert{Serial: ownCert.SerialNumber.Text(16), NotAfter: ownCert.NotAfter, Peer: true}); err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
 	if _, err := st.CreateNode(ctx, &types.Node{

@@ -20,8 +20,9 @@ import (
 // by whichever manager revoked); every manager, locked or not, copies it
 // to its data dir whenever it changes, and, when the new CRL revokes more,
 // drops the peer connections its member accepted before (etcd checks the
-// CRL only at accept). Every revocation does this, a worker's too (the CRL
-// does not say whose serials it lists): peers reconnect within moments.
+// CRL only at accept): peers reconnect within moments. The CRL lists only
+// certificates that can reach a peer port (managers'), so a worker's
+// removal changes no serial and drops nothing.
 
 // crlFile is the CRL (DER) this manager's etcd member checks peers with.
 func (m *Manager) crlFile() string { return m.path("certs", "peer.crl") }

@@ -183,22 +183,36 @@ func TestRemovedManagerIsRefusedByEtcdPeers(t *testing.T) {
 	}
 }
 
-// A node that joined before certificate serials were recorded at issue
-// time (simulated by deleting the record) still has its current
-// certificate listed in the CRL when it is removed: the serial on its
-// node record is recorded then.
+// A manager that joined before certificate serials were recorded at
+// issue time (simulated by deleting the record) still has its current
+// certificate listed in the CRL when it is removed: the serial on its node
+// record is recorded then. A worker's is recorded but not listed: it
+// cannot reach a peer port.
 func TestRemovalListsTheNodeRecordsSerial(t *testing.T) {
 	ctx := context.Background()
-	m := startManager(t, testConfig(t, "127.0.0.1"))
-	w := joinNode(t, m.Addr(), token(t, m.admin(), types.NodeRole_NODE_ROLE_WORKER, false), "old")
-	serial := w.cert.Leaf.SerialNumber.Text(16)
-	if _, err := m.Store().Client().Delete(ctx, store.DefaultPrefix+"cluster/certs/"+w.id+"/"+serial); err != nil {
+	m1 := startManager(t, testConfig(t, "127.0.0.1"))
+	cfg2 := testConfig(t, "127.0.0.2")
+	cfg2.JoinAddr, cfg2.JoinToken = m1.Addr(), []byte(token(t, m1.admin(), types.NodeRole_NODE_ROLE_MANAGER, false))
+	m2 := startManager(t, cfg2)
+	w := joinNode(t, m1.Addr(), token(t, m1.admin(), types.NodeRole_NODE_ROLE_WORKER, false), "old")
+	n2, err := m1.Store().GetNode(ctx, m2.NodeID())
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.admin().RemoveNode(ctx, &adminapi.RemoveNodeRequest{NameOrId: w.id, Force: true}); err != nil {
-		t.Fatal(err)
+	mserial, wserial := n2.GetCertificate().GetSerial(), w.cert.Leaf.SerialNumber.Text(16)
+	for node, serial := range map[string]string{m2.NodeID(): mserial, w.id: wserial} {
+		if _, err := m1.Store().Client().Delete(ctx, store.DefaultPrefix+"cluster/certs/"+node+"/"+serial); err != nil {
+			t.Fatal(err)
+		}
 	}
-	der, _, err := m.Store().CRL(ctx)
+	// Removed while it runs: with two members, a stopped one would take
+	// the quorum with it.
+	for _, id := range []string{w.id, m2.NodeID()} {
+		if _, err := m1.admin().RemoveNode(ctx, &adminapi.RemoveNodeRequest{NameOrId: id, Force: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	der, _, err := m1.Store().CRL(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,10 +220,11 @@ func TestRemovalListsTheNodeRecordsSerial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	listed := map[string]bool{}
 	for _, e := range crl.RevokedCertificateEntries {
-		if e.SerialNumber.Text(16) == serial {
-			return
-		}
+		listed[e.SerialNumber.Text(16)] = true
 	}
-	t.Fatalf("serial %s of the removed node is not in the CRL (%d entries)", serial, len(crl.RevokedCertificateEntries))
+	if !listed[mserial] || listed[wserial] {
+		t.Fatalf("CRL %v: want the removed manager's %s, not the worker's %s", listed, mserial, wserial)
+	}
 }

@@ -64,7 +64,11 @@ func (r revoker) RevokeNode(ctx context.Context, n *types.Node) error {
 	// joined before serials were recorded at issue time still gets its
 	// current certificate into the CRL.
 	if serial := n.GetCertificate().GetSerial(); serial != "" {
-		if err := r.m.store.RecordCertificate(ctx, n.Id, serial); err != nil && !errors.Is(err, store.ErrRevoked) {
+		c := store.IssuedCert{Serial: serial, Peer: n.Role == types.NodeRole_NODE_ROLE_MANAGER}
+		if na := n.GetCertificate().GetNotAfter(); na != nil {
+			c.NotAfter = na.AsTime()
+		}
+		if err := r.m.store.RecordCertificate(ctx, n.Id, c); err != nil && !errors.Is(err, store.ErrRevoked) {
 			return err
 		}
 	}

@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/lockbox-project/lockbox/manager/store"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 // Revocations: the set of revoked node IDs (every manager follows it from
@@ -21,7 +23,13 @@ const maxCRLRetries = 10
 // record notes a certificate issued to nodeID in the store; a revoked
 // node gets ErrRevoked.
 func (c *CA) record(ctx context.Context, nodeID string, cert *x509.Certificate) error {
-	err := c.st.RecordCertificate(ctx, nodeID, cert.SerialNumber.Text(16))
+	err := c.st.RecordCertificate(ctx, nodeID, store.IssuedCert{
+		Serial:   cert.SerialNumber.Text(16),
+		NotAfter: cert.NotAfter,
+		// Only a certificate naming the manager host passes etcd's peer
+		// port: the CRL needs to list no other.
+		Peer: slices.Contains(cert.DNSNames, pki.ManagerDNSName),
+	})
 	if errors.Is(err, store.ErrRevoked) {
 		return fmt.Errorf("node %s: %w", nodeID, ErrRevoked)
 	}

@@ -118,6 +118,24 @@ func TestCRLListsEveryCertificateOfARevokedNode(t *testing.T) {
 	if err := c.record(ctx, id.NodeID, parseCert(t, own.CertPEM)); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("record for a revoked node: %v", err)
 	}
+	// A worker's certificate cannot reach an etcd peer port (etcd wants
+	// the manager name): its revocation lists nothing, so the CRL does
+	// not grow with every worker ever removed.
+	wtok, err := c.JoinToken(ctx, pki.RoleWorker, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wcsr, _ := newCSR(t)
+	wid, wcert, err := c.IssueWithToken(ctx, wtok, wcsr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Revoke(ctx, wid.NodeID); err != nil {
+		t.Fatal(err)
+	}
+	if after := crlSerials(); after[parseCert(t, wcert).SerialNumber.Text(16)] || len(after) != 3 {
+		t.Errorf("after a worker's revocation the CRL lists %v", after)
+	}
 }
 
 func TestPlaceholderCRLIsEmpty(t *testing.T) {

@@ -249,18 +249,46 @@ func (s *Store) FollowRevocations(ctx context.Context, after int64, fn func(revo
 	})
 }
 
-// RecordCertificate notes the serial (hex) of a certificate issued to
-// nodeID, so that revoking the node can list every certificate it ever
-// held. It fails with ErrRevoked when the node is revoked: in the same
-// transaction, so a certificate signed while a revocation lands is either
-// recorded before it (and listed by the CRL built after it) or refused.
-func (s *Store) RecordCertificate(ctx context.Context, nodeID, serial string) error {
-	if !validRef(nodeID) || !validRef(serial) {
-		return errorf(ErrInvalid, "record certificate: invalid node ID %q or serial %q", nodeID, serial)
+// IssuedCert is what the store keeps of a certificate issued to a node:
+// enough to list it in the etcd peers' CRL once the node is revoked.
+type IssuedCert struct {
+	// Serial is the certificate's serial number, in hex.
+	Serial string
+	// NotAfter is when it expires; the CRL drops it after that (TLS
+	// refuses it anyway). Zero: unknown, listed while its node is revoked.
+	NotAfter time.Time
+	// Peer says the certificate can reach an etcd peer port (a manager
+	// certificate: etcd requires the manager name). Only those are listed:
+	// a worker's removal then leaves the CRL, and the peers' connections,
+	// alone, and the CRL does not grow with every worker ever removed.
+	Peer bool
+}
+
+// issuedRecord is the value at cluster/certs/<node>/<serial>. Records
+// written before it existed hold only the RFC 3339 time of issue: they
+// read as Peer with no expiry, so they stay listed.
+type issuedRecord struct {
+	Issued   time.Time `json:"issued"`
+	NotAfter time.Time `json:"not_after,omitzero"`
+	Peer     bool      `json:"peer,omitempty"`
+}
+
+// RecordCertificate notes a certificate issued to nodeID, so that revoking
+// the node can list every certificate it ever held. It fails with
+// ErrRevoked when the node is revoked: in the same transaction, so a
+// certificate signed while a revocation lands is either recorded before
+// it (and listed by the CRL built after it) or refused.
+func (s *Store) RecordCertificate(ctx context.Context, nodeID string, c IssuedCert) error {
+	if !validRef(nodeID) || !validRef(c.Serial) {
+		return errorf(ErrInvalid, "record certificate: invalid node ID %q or serial %q", nodeID, c.Serial)
+	}
+	val, err := json.Marshal(issuedRecord{Issued: s.now().UTC(), NotAfter: c.NotAfter.UTC(), Peer: c.Peer})
+	if err != nil {
+		return err
 	}
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(s.revokedPrefix()+nodeID), "=", 0)).
-		Then(clientv3.OpPut(s.certKey(nodeID, serial), s.now().UTC().Format(time.RFC3339))).
+		Then(clientv3.OpPut(s.certKey(nodeID, c.Serial), string(val))).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("record certificate of node %s: %w", nodeID, err)
@@ -271,26 +299,43 @@ func (s *Store) RecordCertificate(ctx context.Context, nodeID, serial string) er
 	return nil
 }
 
-// RevokedSerials returns the serials (hex, sorted) of every certificate
-// recorded for a revoked node, and the revision read at.
+// RevokedSerials returns the serials (hex, sorted) the etcd peers' CRL
+// must list: every certificate recorded for a revoked node that can reach
+// a peer port and has not expired; and the revision read at.
 func (s *Store) RevokedSerials(ctx context.Context) ([]string, int64, error) {
 	resp, err := s.cli.Txn(ctx).Then(
 		clientv3.OpGet(s.revokedPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
-		clientv3.OpGet(s.certsPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(s.certsPrefix(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return nil, 0, fmt.Errorf("read revoked certificates: %w", err)
 	}
 	revoked := s.revokedSet(resp.Responses[0].GetResponseRange().Kvs)
+	now := s.now()
 	var serials []string
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		node, serial, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), s.certsPrefix()), "/")
-		if _, gone := revoked[node]; ok && gone {
-			serials = append(serials, serial)
+		if _, gone := revoked[node]; !ok || !gone {
+			continue
 		}
+		if rec, err := decodeIssued(kv.Value); err == nil && (!rec.Peer || (!rec.NotAfter.IsZero() && rec.NotAfter.Before(now))) {
+			continue
+		}
+		serials = append(serials, serial)
 	}
 	sort.Strings(serials)
 	return serials, resp.Header.Revision, nil
+}
+
+// decodeIssued reads a cluster/certs value; an older plain-time value is
+// a peer certificate of unknown expiry (listed, to be safe).
+func decodeIssued(val []byte) (issuedRecord, error) {
+	if len(val) == 0 || val[0] != '{' {
+		return issuedRecord{Peer: true}, nil
+	}
+	var r issuedRecord
+	err := json.Unmarshal(val, &r)
+	return r, err
 }
 
 func (s *Store) revokedSet(kvs []*mvccpb.KeyValue) map[string]struct{} {

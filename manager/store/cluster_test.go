@@ -135,26 +135,42 @@ func TestRevokedSerialsAndRecording(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	initCluster(t, s)
-	for _, rec := range [][2]string{{"a", "1f"}, {"a", "2e"}, {"b", "3d"}} {
-		if err := s.RecordCertificate(ctx, rec[0], rec[1]); err != nil {
+	later, earlier := time.Now().Add(time.Hour), time.Now().Add(-time.Hour)
+	for _, rec := range []struct {
+		node string
+		cert store.IssuedCert
+	}{
+		{"a", store.IssuedCert{Serial: "1f", NotAfter: later, Peer: true}},
+		{"a", store.IssuedCert{Serial: "2e", Peer: true}},                    // expiry unknown: listed
+		{"a", store.IssuedCert{Serial: "5b", NotAfter: earlier, Peer: true}}, // expired: TLS refuses it anyway
+		{"w", store.IssuedCert{Serial: "6a", NotAfter: later}},               // a worker's: cannot reach a peer port
+		{"b", store.IssuedCert{Serial: "3d", NotAfter: later, Peer: true}},   // not revoked
+	} {
+		if err := s.RecordCertificate(ctx, rec.node, rec.cert); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Revoke(ctx, "a", time.Now()); err != nil {
+	// A record written before records said more: the time only.
+	if _, err := s.Client().Put(ctx, store.DefaultPrefix+"cluster/certs/a/7c", time.Now().UTC().Format(time.RFC3339)); err != nil {
 		t.Fatal(err)
 	}
-	serials, _, err := s.RevokedSerials(ctx)
-	if err != nil || !slices.Equal(serials, []string{"1f", "2e"}) {
-		t.Fatalf("revoked serials %v, %v", serials, err)
+	for _, n := range []string{"a", "w"} {
+		if err := s.Revoke(ctx, n, time.Now()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := s.RecordCertificate(ctx, "a", "4c"); !errors.Is(err, store.ErrRevoked) {
+	serials, _, err := s.RevokedSerials(ctx)
+	if err != nil || !slices.Equal(serials, []string{"1f", "2e", "7c"}) {
+		t.Fatalf("revoked serials %v, %v; want 1f 2e 7c", serials, err)
+	}
+	if err := s.RecordCertificate(ctx, "a", store.IssuedCert{Serial: "4c", Peer: true}); !errors.Is(err, store.ErrRevoked) {
 		t.Fatalf("record for a revoked node: %v", err)
 	}
-	if err := s.RecordCertificate(ctx, "a/../b", "4c"); !errors.Is(err, store.ErrInvalid) {
+	if err := s.RecordCertificate(ctx, "a/../b", store.IssuedCert{Serial: "4c"}); !errors.Is(err, store.ErrInvalid) {
 		t.Fatalf("record with a path in the node ID: %v", err)
 	}
 	c, err := s.GetCluster(ctx)
-	if _, ok := c.Revoked["a"]; err != nil || !ok || len(c.Revoked) != 1 {
+	if _, ok := c.Revoked["a"]; err != nil || !ok || len(c.Revoked) != 2 {
 		t.Fatalf("revoked %v, %v", c.Revoked, err)
 	}
 }

@@ -38,9 +38,10 @@
 //	cluster/ca/tokens              JSON SealedJoinTokens {generation, join token secrets sealed
 //	                               by manager/ca for JoinTokensAD(generation)}; raw sealed bytes
 //	                               (unbound) on clusters made before sealed values were bound
-//	cluster/ca/crl                 DER CRL signed by the root: every serial below of a revoked node
+//	cluster/ca/crl                 DER CRL signed by the root: every unexpired peer (manager) serial below of a revoked node
 //	cluster/revoked/<node>         RFC 3339 time the node was revoked
-//	cluster/certs/<node>/<serial>  RFC 3339 time a certificate (hex serial) was issued to <node>
+//	cluster/certs/<node>/<serial>  JSON {issued, not_after, peer}: a certificate (hex serial) issued to <node>
+//	                               (older records: the RFC 3339 time only; read as peer, no expiry)
 //	cluster/managers/<node>        advertised address of a running manager, under its lease
 //
 // The cluster keys are compared and swapped where two managers may write
