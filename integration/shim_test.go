@@ -112,6 +112,11 @@ func TestShimCtr(t *testing.T) {
 			t.Fatalf("%v: %s", err, out)
 		}
 		pid := taskPid(ctx, t, c, id)
+		// Where the "not granted" case looks for leftover runc state.
+		state := filepath.Join(runcDefaultRoot, "default", id)
+		if _, err := os.Stat(state); err != nil {
+			t.Fatalf("runc state of the running container: %v", err)
+		}
 		root := fmt.Sprintf("/proc/%d/root", pid)
 		if b, err := os.ReadFile(root + "/run/secrets/db_pw"); err != nil || string(b) != "hunter2-db" {
 			t.Fatalf("secret in the running container: %q, %v", b, err)
@@ -150,6 +155,9 @@ func TestShimCtr(t *testing.T) {
 		}
 		if held, err := a.List(ctx); err != nil || len(held) != 0 {
 			t.Errorf("agent holds %v (%v) after the delete", held, err)
+		}
+		if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("runc state of %s remains after the delete (%v)", id, err)
 		}
 		// The delete answers once the agent has released: by then no
 		// process may hold the tmpfs, neither mounted nor by an fd.
