@@ -17,6 +17,7 @@ deps:
 build:
 	$(GO) build -o $(BIN)/ ./cmd/lockbox
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/lockbox-runtime
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/containerd-shim-lockbox-v2
 
 # test is what CI runs: lint, unit tests (with the race detector), then the
 # root integration tests against real containerd, runc, crun and etcd.

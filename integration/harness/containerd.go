@@ -47,6 +47,10 @@ type Options struct {
 	NRIRequired []string
 	// Env is added to containerd's environment (and so to its shims').
 	Env []string
+	// ShimDir, when set, is put first on containerd's PATH, where it finds
+	// the shim of a runtime type (containerd-shim-lockbox-v2 for
+	// io.containerd.lockbox.v2).
+	ShimDir string
 }
 
 // Containerd is one running containerd.
@@ -126,7 +130,11 @@ func StartContainerd(t testing.TB, opts Options) *Containerd {
 
 	cmd := exec.Command(bin, "--config", cfg)
 	// The shim is found on PATH: put the matching one first.
-	cmd.Env = append(os.Environ(), "PATH="+shimDir+":"+ToolsDir()+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	path := shimDir + ":" + ToolsDir() + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	if opts.ShimDir != "" {
+		path = opts.ShimDir + ":" + path
+	}
+	cmd.Env = append(os.Environ(), "PATH="+path)
 	cmd.Env = append(cmd.Env, opts.Env...)
 	// No Pdeathsig: it fires when the forking OS thread exits, and the
 	// attach code in this process deliberately ends locked threads.
@@ -267,6 +275,15 @@ func (c *Containerd) RunArgs(runtimeBinary string) []string {
 	return []string{"run", "--rm", "--runc-binary", runtimeBinary, "--runc-root", c.RuncRoot, "--fifo-dir", c.FifoDir}
 }
 
+// ShimRunArgs is the start of a "ctr run" command line that runs the
+// container under runtime type runtime (a shim containerd finds on its
+// PATH, or an absolute path to one) with fifos in the temp dir. ctr passes
+// no runc options (--runc-root) to a runtime type other than runc's: the
+// shim keeps runc state in runc's default root for the namespace.
+func (c *Containerd) ShimRunArgs(runtime string) []string {
+	return []string{"run", "--rm", "--runtime", runtime, "--fifo-dir", c.FifoDir}
+}
+
 func (c *Containerd) stop() {
 	if c.cmd == nil {
 		return
@@ -307,6 +324,9 @@ func (c *Containerd) removeAll(ctx context.Context, ns string) {
 		}
 	}
 }
+
+// Shims lists the pids of the shims serving this containerd.
+func (c *Containerd) Shims() []int { return shimsOf(c.Address) }
 
 // shimsOf lists the pids of shims whose -address is addr.
 func shimsOf(addr string) []int {

@@ -1,0 +1,259 @@
+//go:build linux
+
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+
+	"github.com/lockbox-project/lockbox/agent/localapi"
+	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
+	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
+)
+
+// agentTimeout bounds each call to the agent.
+const agentTimeout = 30 * time.Second
+
+// cleanupTimeout bounds taking back a container whose claim failed.
+const cleanupTimeout = 30 * time.Second
+
+// service is the runc task service with claims: Create and Delete talk to
+// the agent, every other call goes straight to the runc service.
+type service struct {
+	taskAPI.TTRPCTaskService
+	// socket is the agent's local API socket.
+	socket string
+
+	mu sync.Mutex
+	// bundles maps a container ID to its bundle, learnt at Create. Delete
+	// falls back to containerd's layout (the shim's cwd is one bundle, the
+	// others are its siblings).
+	bundles map[string]string
+}
+
+func newService(inner taskAPI.TTRPCTaskService, socket string) *service {
+	return &service{TTRPCTaskService: inner, socket: socket, bundles: map[string]string{}}
+}
+
+// AgentSocket is the agent's socket as lockbox-runtime finds it:
+// LOCKBOX_AGENT_SOCKET, else localapi.DefaultSocket.
+func AgentSocket(getenv func(string) string) string {
+	if s := getenv("LOCKBOX_AGENT_SOCKET"); s != "" {
+		return s
+	}
+	return localapi.DefaultSocket
+}
+
+// RegisterTTRPC registers the wrapper, not the runc service, as the task
+// service.
+func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, s)
+	return nil
+}
+
+// Create creates the container with runc and, when it claims a service,
+// has the agent attach its secrets before anything can start it. A claim
+// that fails takes the container back: it must not run without what it
+// was promised, and left to containerd the cleanup hangs on the live
+// init's stdio.
+func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	c, err := hotpath.ReadClaim(r.Bundle)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			// No readable config.json: runc reports that better.
+			return s.TTRPCTaskService.Create(ctx, r)
+		}
+		return nil, fmt.Errorf("lockbox: container %s: %w", r.ID, err)
+	}
+	if c == nil {
+		return s.TTRPCTaskService.Create(ctx, r)
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("lockbox: container %s claims service %q: %w", r.ID, c.Service, err)
+	}
+	if c.NeedsPlaceholder() {
+		c.AddPlaceholder()
+		if err := c.WriteSpec(); err != nil {
+			return nil, fail(err)
+		}
+	}
+	// Connect first: on a node whose agent is down the create fails before
+	// runc builds a container only to take it back.
+	cl, err := localapi.Dial(s.socket)
+	if err != nil {
+		return nil, fail(fmt.Errorf("lockbox agent not reachable: %w", err))
+	}
+	defer cl.Close()
+
+	resp, err := s.TTRPCTaskService.Create(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.bundles[r.ID] = r.Bundle
+	s.mu.Unlock()
+
+	pid := int(resp.Pid)
+	err = s.prepare(ctx, cl, c, r.ID, r.Bundle, pid)
+	if err == nil {
+		return resp, nil
+	}
+	s.takeBack(ctx, r.ID, r.Bundle)
+	return nil, fail(err)
+}
+
+// prepare records the claim in the bundle (before the agent holds
+// anything, so that a shim that dies here still leaves its Stop what to
+// release), then has the agent attach the secrets into the container's
+// mount namespace by its init pid.
+func (s *service) prepare(ctx context.Context, cl *localapi.Client, c *hotpath.Claim, id, bundle string, pid int) error {
+	start, err := procStart(pid)
+	if err != nil {
+		return fmt.Errorf("container init %d: %w", pid, err)
+	}
+	if err := writeRecord(bundle, record{ID: id, Service: c.Service, Pid: int32(pid), PidStart: start}); err != nil {
+		return err
+	}
+	ctr := c.Container(id, pid, "/")
+	req := &agent.PrepareRequest{Attach: true, Container: &agent.Container{
+		Id:             ctr.ID,
+		Service:        ctr.Service,
+		Pid:            int32(ctr.Pid),
+		Rootfs:         ctr.Rootfs,
+		ReadonlyRootfs: ctr.ReadonlyRootfs,
+		UidMappings:    idMappings(ctr.UIDMappings),
+		GidMappings:    idMappings(ctr.GIDMappings),
+		Os:             ctr.OS,
+	}}
+	actx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	resp, files, err := cl.Prepare(actx, req)
+	for _, f := range files {
+		// The agent attached itself; an fd here is unexpected and not
+		// ours to keep.
+		f.Close()
+	}
+	if err != nil {
+		return err
+	}
+	for _, m := range resp.GetMounts() {
+		if !m.Attached() {
+			return fmt.Errorf("agent left mount %s for the caller to attach", m.GetTarget())
+		}
+	}
+	return nil
+}
+
+// takeBack kills, waits for and deletes a container whose claim failed,
+// then releases whatever the agent may hold for it.
+func (s *service) takeBack(ctx context.Context, id, bundle string) {
+	// The caller's context may be what failed the claim.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	lg := log.G(ctx).WithField("id", id)
+	if _, err := s.TTRPCTaskService.Kill(ctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGKILL), All: true}); err != nil {
+		lg.WithError(err).Warn("lockbox: kill container after failed claim")
+	} else if _, err := s.TTRPCTaskService.Wait(ctx, &taskAPI.WaitRequest{ID: id}); err != nil {
+		lg.WithError(err).Warn("lockbox: wait for container after failed claim")
+	}
+	if _, err := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: id}); err != nil {
+		lg.WithError(err).Warn("lockbox: delete container after failed claim")
+	}
+	s.forget(id)
+	if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
+		lg.WithError(err).Warn("lockbox: release after failed claim")
+	}
+}
+
+// Delete deletes the container (or exec) with runc, then has the agent
+// wipe a claiming container's secrets. The release comes before the
+// delete answers: containerd may reuse the ID only after that. A failed
+// release does not fail the delete; the record stays for the manager's
+// Stop to try again.
+func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	resp, err := s.TTRPCTaskService.Delete(ctx, r)
+	if err != nil || r.ExecID != "" {
+		return resp, err
+	}
+	bundle := s.forget(r.ID)
+	if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
+		log.G(ctx).WithError(err).WithField("id", r.ID).Warn("lockbox: release")
+	}
+	return resp, nil
+}
+
+// forget returns the container's bundle and drops it from the map.
+func (s *service) forget(id string) string {
+	s.mu.Lock()
+	b, ok := s.bundles[id]
+	delete(s.bundles, id)
+	s.mu.Unlock()
+	if ok {
+		return b
+	}
+	return siblingBundle(id)
+}
+
+// siblingBundle is the bundle of container id as containerd lays bundles
+// out: siblings of the shim's working directory, the bundle it was started
+// in (the runc shim manager's Stop uses the same rule).
+func siblingBundle(id string) string {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(cwd), id)
+}
+
+// releaseFromDisk releases the container recorded in bundle, if any, and
+// removes the record once the agent has released it. Releasing is
+// idempotent: an agent that holds nothing for the ID answers yes.
+func releaseFromDisk(ctx context.Context, socket, bundle string) error {
+	if bundle == "" {
+		return nil
+	}
+	rec, err := readRecord(bundle)
+	if err != nil || rec == nil {
+		return err
+	}
+	cl, err := localapi.Dial(socket)
+	if err != nil {
+		return fmt.Errorf("release %s: lockbox agent not reachable: %w", rec.ID, err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	if err := cl.ReleaseProcess(ctx, rec.ID, rec.Pid, rec.PidStart); err != nil {
+		return fmt.Errorf("release %s: %w", rec.ID, err)
+	}
+	return removeRecord(bundle)
+}
+
+func idMappings(in []agentconn.IDMapping) []*agent.IDMapping {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]*agent.IDMapping, len(in))
+	for i, m := range in {
+		out[i] = &agent.IDMapping{ContainerId: m.ContainerID, HostId: m.HostID, Size: m.Size}
+	}
+	return out
+}
+
+// taskService is the runc task service as task.NewTaskService returns it.
+type taskService = taskAPI.TTRPCTaskService
+
+// ttrpcInterceptor is the TTRPC server interceptor type.
+type ttrpcInterceptor = ttrpc.UnaryServerInterceptor

@@ -1,0 +1,358 @@
+//go:build linux
+
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/ttrpc"
+
+	"github.com/lockbox-project/lockbox/agent/localapi"
+	"github.com/lockbox-project/lockbox/api/agent"
+)
+
+// fakeTasks is the runc task service as far as the wrapper uses it: it
+// records the calls and, at Create, the bundle's mounts as runc would see
+// them.
+type fakeTasks struct {
+	taskAPI.TTRPCTaskService
+	mu        sync.Mutex
+	calls     []string
+	createErr error
+	pid       uint32
+	mountsAt  []string
+}
+
+func (f *fakeTasks) record(call string) {
+	f.mu.Lock()
+	f.calls = append(f.calls, call)
+	f.mu.Unlock()
+}
+
+func (f *fakeTasks) Create(_ context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	f.record("create " + r.ID)
+	b, _ := os.ReadFile(filepath.Join(r.Bundle, "config.json"))
+	var cfg struct {
+		Mounts []struct{ Destination string } `json:"mounts"`
+	}
+	json.Unmarshal(b, &cfg)
+	for _, m := range cfg.Mounts {
+		f.mountsAt = append(f.mountsAt, m.Destination)
+	}
+	if f.createErr != nil {
+		return nil, f.createErr
+	}
+	return &taskAPI.CreateTaskResponse{Pid: f.pid}, nil
+}
+
+func (f *fakeTasks) Kill(_ context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
+	f.record("kill " + r.ID)
+	return &ptypes.Empty{}, nil
+}
+
+func (f *fakeTasks) Wait(_ context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	f.record("wait " + r.ID)
+	return &taskAPI.WaitResponse{}, nil
+}
+
+func (f *fakeTasks) Delete(_ context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	call := "delete " + r.ID
+	if r.ExecID != "" {
+		call += "/" + r.ExecID
+	}
+	f.record(call)
+	return &taskAPI.DeleteResponse{}, nil
+}
+
+func (f *fakeTasks) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+// fakeAgent serves the local API: it grants only service "web" and
+// records the requests.
+type fakeAgent struct {
+	mu       sync.Mutex
+	prepares []*agent.PrepareRequest
+	releases []*agent.ReleaseRequest
+}
+
+func (a *fakeAgent) Prepare(_ context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
+	a.mu.Lock()
+	a.prepares = append(a.prepares, req)
+	a.mu.Unlock()
+	if req.GetContainer().GetService() != "web" {
+		return nil, nil, localapi.Errorf(agent.Error_NOT_GRANTED, "service %q has no grant", req.GetContainer().GetService())
+	}
+	return &agent.PrepareResponse{Mounts: []*agent.MountPoint{agent.AttachedMount("/run/secrets")}}, nil, nil
+}
+
+func (a *fakeAgent) Release(context.Context, string) error { return errors.New("want ReleaseRequest") }
+
+func (a *fakeAgent) ReleaseRequest(_ context.Context, req *agent.ReleaseRequest) error {
+	a.mu.Lock()
+	a.releases = append(a.releases, req)
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *fakeAgent) List(context.Context) (*agent.ListResponse, error) {
+	return &agent.ListResponse{}, nil
+}
+
+func (a *fakeAgent) counts() (int, int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.prepares), len(a.releases)
+}
+
+func startFakeAgent(t *testing.T) (*fakeAgent, string) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := localapi.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &fakeAgent{}
+	srv := localapi.NewServer(a, nil)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return a, sock
+}
+
+// writeBundle writes a bundle whose config.json carries annotations and
+// the root's read-only flag, and returns its path.
+func writeBundle(t *testing.T, annotations map[string]string, readonly bool) string {
+	dir := t.TempDir()
+	cfg := map[string]any{
+		"root":        map[string]any{"path": "rootfs", "readonly": readonly},
+		"mounts":      []map[string]any{{"destination": "/proc", "type": "proc", "source": "proc"}},
+		"annotations": annotations,
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestCreate(t *testing.T) {
+	self := uint32(os.Getpid())
+	for _, tc := range []struct {
+		name        string
+		annotations map[string]string
+		readonly    bool
+		noAgent     bool
+		wantErr     string
+		wantCalls   []string
+		wantPrepare int
+		wantMounts  []string
+		wantRecord  bool
+	}{
+		{name: "not claiming", annotations: nil, noAgent: true,
+			wantCalls: []string{"create c1"}, wantMounts: []string{"/proc"}},
+		{name: "pause container", annotations: map[string]string{"lockbox.service": "web", "io.kubernetes.cri.container-type": "sandbox"}, noAgent: true,
+			wantCalls: []string{"create c1"}, wantMounts: []string{"/proc"}},
+		{name: "claim", annotations: map[string]string{"lockbox.service": "web"},
+			wantCalls: []string{"create c1"}, wantPrepare: 1, wantMounts: []string{"/proc"}, wantRecord: true},
+		{name: "read-only rootfs gets the placeholder", annotations: map[string]string{"lockbox.service": "web"}, readonly: true,
+			wantCalls: []string{"create c1"}, wantPrepare: 1, wantMounts: []string{"/proc", "/run/secrets"}, wantRecord: true},
+		{name: "not granted is taken back", annotations: map[string]string{"lockbox.service": "payments"},
+			wantErr: `claims service "payments"`, wantCalls: []string{"create c1", "kill c1", "wait c1", "delete c1"}, wantPrepare: 1, wantMounts: []string{"/proc"}},
+		{name: "agent down fails before runc", annotations: map[string]string{"lockbox.service": "web"}, noAgent: true,
+			wantErr: "lockbox agent not reachable"},
+		{name: "empty service", annotations: map[string]string{"lockbox.service": ""}, noAgent: true,
+			wantErr: "is empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, sock := startFakeAgent(t)
+			if tc.noAgent {
+				sock = filepath.Join(t.TempDir(), "none.sock")
+			}
+			inner := &fakeTasks{pid: self}
+			s := newService(inner, sock)
+			bundle := writeBundle(t, tc.annotations, tc.readonly)
+			_, err := s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle})
+			if tc.wantErr == "" && err != nil {
+				t.Fatalf("Create: %v", err)
+			}
+			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("Create: %v, want an error with %q", err, tc.wantErr)
+			}
+			if got := inner.Calls(); !reflect.DeepEqual(got, tc.wantCalls) {
+				t.Errorf("runc service calls %v, want %v", got, tc.wantCalls)
+			}
+			if !reflect.DeepEqual(inner.mountsAt, tc.wantMounts) {
+				t.Errorf("runc created with mounts %v, want %v", inner.mountsAt, tc.wantMounts)
+			}
+			if n, _ := a.counts(); n != tc.wantPrepare {
+				t.Errorf("%d prepares, want %d", n, tc.wantPrepare)
+			}
+			if tc.wantPrepare > 0 {
+				c := a.prepares[0].GetContainer()
+				if !a.prepares[0].GetAttach() || c.GetPid() != int32(self) || c.GetId() != "c1" || c.GetRootfs() != "/" || c.GetReadonlyRootfs() != tc.readonly {
+					t.Errorf("prepare %v", a.prepares[0])
+				}
+			}
+			rec, err := readRecord(bundle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (rec != nil) != tc.wantRecord {
+				t.Fatalf("record %+v, want one: %v", rec, tc.wantRecord)
+			}
+			if rec != nil {
+				start, _ := procStart(int(self))
+				if rec.ID != "c1" || rec.Pid != int32(self) || rec.PidStart != start || start == 0 {
+					t.Errorf("record %+v, want c1 pid %d start %d", rec, self, start)
+				}
+			}
+		})
+	}
+}
+
+// Delete releases the recorded process once, and only for the container
+// (not its execs); a second delete, or Stop after it, asks nothing more.
+func TestDeleteReleasesFromRecord(t *testing.T) {
+	a, sock := startFakeAgent(t)
+	inner := &fakeTasks{pid: uint32(os.Getpid())}
+	s := newService(inner, sock)
+	bundle := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1", ExecID: "e1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := a.counts(); n != 0 {
+		t.Fatalf("an exec's delete released the container")
+	}
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := a.counts(); n != 1 {
+		t.Fatalf("%d releases after the delete, want 1", n)
+	}
+	start, _ := procStart(os.Getpid())
+	if r := a.releases[0]; r.GetContainerId() != "c1" || r.GetPid() != int32(os.Getpid()) || r.GetPidStart() != start {
+		t.Errorf("release %v, want c1 naming pid %d start %d", r, os.Getpid(), start)
+	}
+	if rec, _ := readRecord(bundle); rec != nil {
+		t.Errorf("record %+v kept after the release", rec)
+	}
+	if err := releaseFromDisk(ctx, sock, bundle); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := a.counts(); n != 1 {
+		t.Errorf("%d releases after a second release, want 1", n)
+	}
+}
+
+// A release that fails keeps the record for the manager's Stop, which
+// releases from it in its own process.
+func TestStopReleasesWhatDeleteCouldNot(t *testing.T) {
+	parent := t.TempDir()
+	bundle := filepath.Join(parent, "c1")
+	if err := os.Mkdir(bundle, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeRecord(bundle, record{ID: "c1", Service: "web", Pid: 42, PidStart: 7}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := releaseFromDisk(ctx, filepath.Join(t.TempDir(), "none.sock"), bundle); err == nil {
+		t.Fatal("release with no agent succeeded")
+	}
+	if rec, _ := readRecord(bundle); rec == nil {
+		t.Fatal("failed release dropped the record")
+	}
+
+	a, sock := startFakeAgent(t)
+	t.Setenv("LOCKBOX_AGENT_SOCKET", sock)
+	// containerd runs Stop in the bundle of the shim's first container:
+	// another sibling.
+	first := filepath.Join(parent, "first")
+	if err := os.Mkdir(first, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(first)
+	m := &lockboxManager{Shim: fakeShim{}}
+	if _, err := m.Stop(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := a.counts(); n != 1 || a.releases[0].GetPid() != 42 || a.releases[0].GetPidStart() != 7 {
+		t.Fatalf("Stop released %v, want c1 naming pid 42 start 7", a.releases)
+	}
+	if rec, _ := readRecord(bundle); rec != nil {
+		t.Errorf("record %+v kept after Stop's release", rec)
+	}
+}
+
+type fakeShim struct{ shim.Shim }
+
+func (fakeShim) Stop(context.Context, string) (shim.StopStatus, error) {
+	return shim.StopStatus{ExitedAt: time.Now()}, nil
+}
+
+type intercepting struct {
+	*fakeTasks
+	ic ttrpc.UnaryServerInterceptor
+}
+
+func (i intercepting) UnaryServerInterceptor() ttrpc.UnaryServerInterceptor { return i.ic }
+
+// The wrapper keeps the runc service's interceptor (tracing) when it has
+// one, and has none otherwise.
+func TestWrapForwardsInterceptor(t *testing.T) {
+	if _, ok := wrap(&fakeTasks{}, "").(shim.TTRPCServerUnaryOptioner); ok {
+		t.Error("wrapper of a service without an interceptor has one")
+	}
+	called := false
+	ic := func(ctx context.Context, u ttrpc.Unmarshaler, _ *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
+		called = true
+		return m(ctx, u)
+	}
+	w, ok := wrap(intercepting{&fakeTasks{}, ic}, "").(shim.TTRPCServerUnaryOptioner)
+	if !ok {
+		t.Fatal("wrapper dropped the service's interceptor")
+	}
+	w.UnaryServerInterceptor()(context.Background(), nil, nil, func(context.Context, func(any) error) (any, error) { return nil, nil })
+	if !called {
+		t.Error("forwarded interceptor is not the service's")
+	}
+}
+
+func TestParseStatStart(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want uint64
+		ok   bool
+	}{
+		{"1234 (sleep) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 100", 987654, true},
+		{"1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 55 1000 100", 55, true},
+		{"1234 (sleep) S 1 2", 0, false},
+		{"no paren", 0, false},
+	} {
+		got, err := parseStatStart([]byte(tc.line))
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("parseStatStart(%q) = %d, %v; want %d ok=%v", tc.line, got, err, tc.want, tc.ok)
+		}
+	}
+}

@@ -1,0 +1,94 @@
+//go:build linux
+
+package shim
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/containerd/v2/plugins"
+	"github.com/containerd/log"
+	"github.com/containerd/plugin"
+	"github.com/containerd/plugin/registry"
+)
+
+// RuntimeType is the runtime type containerd knows the shim by; containerd
+// runs it as containerd-shim-lockbox-v2 found on its PATH.
+const RuntimeType = "io.containerd.lockbox.v2"
+
+// Main runs the shim (every mode pkg/shim knows: start, delete, -info and
+// the long-lived server) and does not return.
+func Main() {
+	register(AgentSocket(os.Getenv))
+	shim.RunShim(context.Background(), &lockboxManager{Shim: manager.NewShimManager(RuntimeType)})
+}
+
+// register registers the wrapped task service as the shim's TTRPC "task"
+// plugin, as the runc shim's task/plugin package does for its own.
+func register(socket string) {
+	registry.Register(&plugin.Registration{
+		Type:     plugins.TTRPCPlugin,
+		ID:       "task",
+		Requires: []plugin.Type{plugins.EventPlugin, plugins.InternalPlugin},
+		InitFn: func(ic *plugin.InitContext) (any, error) {
+			pp, err := ic.GetByID(plugins.EventPlugin, "publisher")
+			if err != nil {
+				return nil, err
+			}
+			ss, err := ic.GetByID(plugins.InternalPlugin, "shutdown")
+			if err != nil {
+				return nil, err
+			}
+			inner, err := task.NewTaskService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service))
+			if err != nil {
+				return nil, err
+			}
+			return wrap(inner, socket), nil
+		},
+	})
+}
+
+// wrap returns the wrapper around inner, which keeps inner's TTRPC
+// interceptor when it has one (the runc service has one under the
+// shim_tracing build tag): pkg/shim looks for it on the plugin instance.
+func wrap(inner any, socket string) any {
+	s := newService(inner.(taskService), socket)
+	if o, ok := inner.(shim.TTRPCServerUnaryOptioner); ok {
+		return &interceptingService{service: s, inner: o}
+	}
+	return s
+}
+
+type interceptingService struct {
+	*service
+	inner shim.TTRPCServerUnaryOptioner
+}
+
+func (s *interceptingService) UnaryServerInterceptor() ttrpcInterceptor {
+	return s.inner.UnaryServerInterceptor()
+}
+
+// lockboxManager is the runc shim manager with a release in Stop. Stop
+// runs in a short-lived process of its own after a delete, and is the only
+// cleanup when the shim died: it releases from the record in the bundle.
+type lockboxManager struct {
+	shim.Shim
+}
+
+func (m *lockboxManager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
+	st, err := m.Shim.Stop(ctx, id)
+	// The same bundle the runc manager's Stop works in: a sibling of the
+	// cwd containerd starts it in.
+	if cwd, werr := os.Getwd(); werr == nil {
+		bundle := filepath.Join(filepath.Dir(cwd), id)
+		if rerr := releaseFromDisk(ctx, AgentSocket(os.Getenv), bundle); rerr != nil {
+			log.G(ctx).WithError(rerr).WithField("id", id).Warn("lockbox: release in shim stop")
+		}
+	}
+	return st, err
+}
