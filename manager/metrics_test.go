@@ -69,6 +69,25 @@ next:
 	return 0
 }
 
+// waitMetricAbove scrapes until name (with labels) is above floor: what
+// is counted after it was handed on shows a moment after the node got it.
+func waitMetricAbove(t testing.TB, addr string, floor float64, name string, labels ...string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		got := value(scrape(t, addr), name, labels...)
+		if got > floor {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%v = %v after 20s, want more than %v", name, labels, got, floor)
+		}
+		<-tick.C
+	}
+}
+
 // waitMetric scrapes until name (with labels) has the value want: a
 // session that ends on the node's side ends on the manager's a moment
 // later.
@@ -124,7 +143,6 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatalf("first message %v", first.Type)
 	}
 
-	mfs = scrape(t, addr)
 	for _, tc := range []struct {
 		name   string
 		labels []string
@@ -139,10 +157,12 @@ func TestMetricsEndpoint(t *testing.T) {
 		{"lockbox_manager_nodes", []string{"role", "worker", "state", "ready"}, 1},
 		{"lockbox_manager_nodes", []string{"role", "manager", "state", "ready"}, 1},
 	} {
-		if got := value(mfs, tc.name, tc.labels...); got != tc.want {
-			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
-		}
+		// Some are counted a moment after the node has what they count
+		// (a message after it was handed on, a node's state after its
+		// session opened): wait for each.
+		waitMetric(t, addr, tc.want, tc.name, tc.labels...)
 	}
+	mfs = scrape(t, addr)
 	fanOuts := value(mfs, "lockbox_manager_fanout_duration_seconds")
 	changes := value(mfs, "lockbox_manager_changes_sent_total")
 
@@ -157,13 +177,9 @@ func TestMetricsEndpoint(t *testing.T) {
 	s.until(func(msg *dapi.SessionMessage) bool {
 		return msg.Revision >= u.Service.Meta.Version && len(msg.Changes) > 0
 	})
-	mfs = scrape(t, addr)
-	if got := value(mfs, "lockbox_manager_fanout_duration_seconds"); got <= fanOuts {
-		t.Errorf("fan-outs observed %v after a service update, %v before", got, fanOuts)
-	}
-	if got := value(mfs, "lockbox_manager_changes_sent_total"); got <= changes {
-		t.Errorf("changes sent %v after a service update, %v before", got, changes)
-	}
+	// Counted after the change is handed to the streams: wait for it.
+	waitMetricAbove(t, addr, fanOuts, "lockbox_manager_fanout_duration_seconds")
+	waitMetricAbove(t, addr, changes, "lockbox_manager_changes_sent_total")
 
 	// The node goes away: the session is gone, closed as disconnected.
 	s.cancel()
