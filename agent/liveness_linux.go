@@ -6,12 +6,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lockbox-project/lockbox/internal/procstat"
 	"golang.org/x/sys/unix"
 )
-
-// errZombie is a process that has exited and waits to be reaped: for a
-// container, as good as gone.
-var errZombie = errors.New("process has exited")
 
 // pidStart returns the start time of pid (field 22 of /proc/<pid>/stat).
 func pidStart(pid int) (uint64, error) {
@@ -26,40 +23,15 @@ type procStat struct {
 }
 
 // readStat reads pid's parent and start time; a zombie is an error
-// (errZombie).
+// (procstat.ErrExited: for a container, as good as gone).
 func readStat(pid int) (procStat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	return parseStat(string(b))
+	st, err := procstat.Read(pid)
+	return procStat{ppid: st.PPid, start: st.Start}, err
 }
 
 func parseStat(s string) (procStat, error) {
-	// The command name (field 2) may hold spaces and parentheses: the
-	// fields after it start after the last ')'.
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return procStat{}, errors.New("malformed stat")
-	}
-	fields := strings.Fields(s[i+1:])
-	// fields[0] is field 3 (state), fields[1] field 4 (ppid); field 22 is
-	// fields[19].
-	if len(fields) < 20 {
-		return procStat{}, errors.New("malformed stat")
-	}
-	if fields[0] == "Z" || fields[0] == "X" {
-		return procStat{}, errZombie
-	}
-	ppid, err := strconv.Atoi(fields[1])
-	if err != nil || ppid < 0 {
-		return procStat{}, errors.New("malformed stat")
-	}
-	start, err := strconv.ParseUint(fields[19], 10, 64)
-	if err != nil {
-		return procStat{}, errors.New("malformed stat")
-	}
-	return procStat{ppid: ppid, start: start}, nil
+	st, err := procstat.Parse(s)
+	return procStat{ppid: st.PPid, start: st.Start}, err
 }
 
 // mntNS returns the inode of pid's mount namespace.

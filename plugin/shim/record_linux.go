@@ -3,16 +3,15 @@
 package shim
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/lockbox-project/lockbox/internal/atomicfile"
+	"github.com/lockbox-project/lockbox/internal/procstat"
 )
 
 // recordFile is the file beside config.json in which the shim records a
@@ -70,29 +69,6 @@ func removeRecord(bundle string) error {
 
 // procStart returns pid's start time, field 22 of /proc/<pid>/stat.
 func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	return parseStatStart(b)
-}
-
-// parseStatStart reads field 22 of a /proc/<pid>/stat line. The command
-// name (field 2) may hold spaces and parentheses: fields are counted after
-// its last ')'.
-func parseStatStart(b []byte) (uint64, error) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	fields := bytes.Fields(b[i+1:])
-	// fields[0] is field 3.
-	if len(fields) < 20 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	v, err := strconv.ParseUint(string(fields[19]), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("malformed /proc stat: %w", err)
-	}
-	return v, nil
+	st, err := procstat.Read(pid)
+	return st.Start, err
 }

@@ -338,21 +338,3 @@ func TestWrapForwardsInterceptor(t *testing.T) {
 		t.Error("forwarded interceptor is not the service's")
 	}
 }
-
-func TestParseStatStart(t *testing.T) {
-	for _, tc := range []struct {
-		line string
-		want uint64
-		ok   bool
-	}{
-		{"1234 (sleep) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 100", 987654, true},
-		{"1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 55 1000 100", 55, true},
-		{"1234 (sleep) S 1 2", 0, false},
-		{"no paren", 0, false},
-	} {
-		got, err := parseStatStart([]byte(tc.line))
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("parseStatStart(%q) = %d, %v; want %d ok=%v", tc.line, got, err, tc.want, tc.ok)
-		}
-	}
-}

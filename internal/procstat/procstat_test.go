@@ -1,0 +1,42 @@
+package procstat
+
+import (
+	"errors"
+	"os"
+	"runtime"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	tail := " 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 987654 19 20"
+	for _, tc := range []struct {
+		name string
+		line string
+		want Stat
+		err  error // nil: must parse; errMalformed or ErrExited otherwise
+	}{
+		{"plain", "1234 (sleep) S 7" + tail, Stat{PPid: 7, Start: 987654}, nil},
+		{"name with spaces and parentheses", "1234 (a b) c)) S 7" + tail, Stat{PPid: 7, Start: 987654}, nil},
+		{"zombie", "1234 (sleep) Z 7" + tail, Stat{}, ErrExited},
+		{"short", "1234 (sleep) S 1 2", Stat{}, errMalformed},
+		{"no parenthesis", "no paren", Stat{}, errMalformed},
+		{"start not a number", "1 (x) S 7 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 x 19", Stat{}, errMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Parse(tc.line)
+			if got != tc.want || !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+				t.Errorf("Parse = %+v, %v; want %+v, %v", got, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+func TestReadSelf(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc is Linux's")
+	}
+	st, err := Read(os.Getpid())
+	if err != nil || st.PPid != os.Getppid() || st.Start == 0 {
+		t.Fatalf("Read(self) = %+v, %v; parent %d", st, err, os.Getppid())
+	}
+}
