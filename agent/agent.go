@@ -252,17 +252,11 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	a.mu.Lock()
 	a.held[id] = &held{rec: rec, mount: m, uid: mc.UIDMappings, gid: mc.GIDMappings}
 	a.mu.Unlock()
-	if err := a.watchExit(rec); err != nil {
-		// The process ended (or its pid names another) before the answer:
-		// the container has ended (record.alive), so wipe now, not at the
-		// next reap, and tell the adapter.
+	if err := a.watchPrepared(rec); err != nil {
 		for _, f := range files {
 			f.Close()
 		}
-		if rerr := a.release(id, causeExit); rerr != nil {
-			a.log.Warn("wipe secrets of container that ended during prepare", "container", id, "err", rerr)
-		}
-		return nil, nil, errdefs.Errorf(errdefs.Invalid, "container %s: its process %d ended before its secrets were ready", id, rec.Pid)
+		return nil, nil, err
 	}
 	a.log.Info("secrets mounted", "container", id, "service", rec.Service, "files", len(plan.Files), "attach", req.GetAttach(), "pid", rec.Pid)
 	return resp, files, nil

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"errors"
+
+	"github.com/lockbox-project/lockbox/agent/errdefs"
 )
 
 // Wipe on exit. A container's secrets must go when its last process exits,
@@ -77,6 +79,21 @@ func (a *Agent) watchExit(rec record) error {
 	}
 	a.log.Warn("cannot watch the container's process; its secrets are wiped by the periodic reap once it ends", "container", rec.ID, "pid", rec.Pid, "err", err)
 	return nil
+}
+
+// watchPrepared watches the process of a container Prepare has just
+// mounted and recorded as rec (id's lock held). If that process has ended
+// already (or its pid names another process now), the container has ended
+// by record.alive's rule, the one Reap and a reusing Prepare follow: it is
+// wiped now rather than at the next reap, and the Prepare fails.
+func (a *Agent) watchPrepared(rec record) error {
+	if err := a.watchExit(rec); err == nil {
+		return nil
+	}
+	if err := a.release(rec.ID, causeExit); err != nil {
+		a.log.Warn("wipe secrets of container that ended during prepare", "container", rec.ID, "err", err)
+	}
+	return errdefs.Errorf(errdefs.Invalid, "container %s: its process %d ended before its secrets were ready", rec.ID, rec.Pid)
 }
 
 // unwatchExit stops watching id's process (it is being released).
