@@ -14,6 +14,5 @@ func newExitWatch(func(string, identity)) (*exitWatch, error) { return nil, errN
 
 func (*exitWatch) add(string, identity) error { return errNoProcess }
 func (*exitWatch) forget(string)              {}
-func (*exitWatch) watching() int              { return 0 }
 func (*exitWatch) start()                     {}
 func (*exitWatch) close()                     {}
