@@ -3,11 +3,11 @@
 package agent
 
 // exitWatchKnown: no pidfds here. On Windows a container's secrets go at
-// its release, or at Reap where that can tell.
+// its release (no /proc either, so Reap cannot tell an ended container).
 const exitWatchKnown = false
 
-// exitWatch is never made on this platform; its methods exist for the
-// platform-neutral code that calls them on a nil watch.
+// exitWatch is never made on this platform (Agent.exits stays nil); it
+// and its methods exist so that the platform-neutral code compiles.
 type exitWatch struct{}
 
 func newExitWatch(func(string, identity)) (*exitWatch, error) { return nil, errNoProcess }
