@@ -142,7 +142,7 @@ func (w *exitWatch) dropLocked(key uint64) *pidWatch {
 	return pw
 }
 
-// watching returns how many processes are watched (for tests and metrics).
+// watching returns how many processes are watched.
 func (w *exitWatch) watching() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
