@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/lockbox-project/lockbox/agent/errdefs"
 	"github.com/lockbox-project/lockbox/agent/grants"
@@ -52,6 +53,10 @@ type Agent struct {
 	locks keyedMutex
 	mu    sync.Mutex
 	held  map[string]*held
+
+	// exits watches the processes of held containers (nil: no watch).
+	exits    *exitWatch
+	released [numCauses]atomic.Uint64
 }
 
 var _ localapi.Handler = (*Agent)(nil)
@@ -75,6 +80,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{grants: cfg.Grants, mounter: cfg.Mounter, records: rs, log: cfg.Log, held: map[string]*held{}}
 	a.selfNS, _ = mntNS("self")
 	a.recover()
+	a.startExitWatch()
 	return a, nil
 }
 
@@ -193,7 +199,7 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 			// killed shim, a lost hook) and a new one reuses the ID: it
 			// must get its own mount, built from the grants as they are
 			// now, and the old one must go.
-			if err := a.release(id); err != nil {
+			if err := a.release(id, causeReuse); err != nil {
 				return nil, nil, fmt.Errorf("container ID %s is reused: %w", id, err)
 			}
 			a.log.Info("container ID reused after its container ended without a release; wiped the old secrets", "container", id, "service", h.rec.Service)
@@ -246,6 +252,12 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	a.mu.Lock()
 	a.held[id] = &held{rec: rec, mount: m, uid: mc.UIDMappings, gid: mc.GIDMappings}
 	a.mu.Unlock()
+	if err := a.watchPrepared(rec); err != nil {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, nil, err
+	}
 	a.log.Info("secrets mounted", "container", id, "service", rec.Service, "files", len(plan.Files), "attach", req.GetAttach(), "pid", rec.Pid)
 	return resp, files, nil
 }
@@ -424,6 +436,7 @@ func (a *Agent) List(ctx context.Context) (*api.ListResponse, error) {
 // their files, and their records let the next agent tell when they end.
 // The kernel frees each tmpfs when its container's mount namespace goes.
 func (a *Agent) Close() {
+	a.stopExitWatch()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, h := range a.held {

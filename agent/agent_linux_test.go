@@ -370,6 +370,8 @@ func TestConcurrentPrepareRelease(t *testing.T) {
 func TestReap(t *testing.T) {
 	state := t.TempDir()
 	a := newAgent(t, state, newCache(t))
+	// Reap is the net for exits the watch misses: here it misses them all.
+	a.stopExitWatch()
 	r := busybox.NewRunc(t)
 	ctx := context.Background()
 	for _, id := range []string{"running", "ended"} {
@@ -396,5 +398,8 @@ func TestReap(t *testing.T) {
 	}
 	if got, err := catIn(t, r, "running", "/run/secrets/db_pw"); err != nil || got != "hunter2" {
 		t.Errorf("running container lost its secret: %q %v", got, err)
+	}
+	if got := a.ReleaseCounts(); got != (ReleaseCounts{Reap: 1}) {
+		t.Errorf("release counts %+v, want one reap", got)
 	}
 }

@@ -1,7 +1,9 @@
 // Package agent is the node agent's core: it serves the local API
 // (agent/localapi) from the grant cache (agent/grants) by building each
 // container's secrets mount with the platform mounter, attaching it or
-// handing its fds over, and wiping it when the container is released.
+// handing its fds over, and wiping it when the container's process exits
+// (Linux: a pidfd per container, one epoll loop, exitwatch_linux.go) or the
+// container is released, whichever comes first.
 //
 // It records which containers it has mounted (IDs and liveness hints, never
 // secret data) in the state directory so that a restarted agent can tell

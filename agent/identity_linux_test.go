@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -246,20 +247,28 @@ func TestHookModeKnowsTheContainer(t *testing.T) {
 				t.Errorf("after the restart the container reads %q, %v", got, err)
 			}
 
-			// The container ends without a release: Reap goes by its pid
-			// and wipes the mount it took back.
+			// The restarted agent watches the process the hook's pid
+			// named (the container's init, which exec'd the command).
+			if n := b.exits.watching(); n != 1 {
+				t.Errorf("restarted agent watches %d processes, want 1", n)
+			}
+
+			// The container ends without a release: the exit watch goes by
+			// its pid and wipes the mount taken back; Reap finds nothing.
+			end := time.Now()
 			if err := r.Delete(ctx, "hooked"); err != nil {
 				t.Fatal(err)
 			}
-			if n := b.Reap(context.Background()); n != 1 {
-				t.Errorf("reaped %d after the container ended, want 1", n)
+			waitReleased(t, b, "hooked", end, 5*time.Second)
+			if got := b.ReleaseCounts(); got != (ReleaseCounts{Exit: 1}) {
+				t.Errorf("release counts %+v, want one exit", got)
 			}
-			if list, _ := b.List(context.Background()); len(list.GetContainers()) != 0 {
-				t.Errorf("held after the reap: %v", list)
+			if n := b.Reap(context.Background()); n != 0 {
+				t.Errorf("reaped %d after the exit watch, want 0", n)
 			}
 			buf := make([]byte, 16)
 			if n, _ := secret.ReadAt(buf, 0); n != 0 {
-				t.Errorf("the reaped container's secret still reads %q", buf[:n])
+				t.Errorf("the ended container's secret still reads %q", buf[:n])
 			}
 		})
 	}

@@ -50,7 +50,7 @@ func (a *Agent) ReleaseRequest(ctx context.Context, req *api.ReleaseRequest) err
 			return nil
 		}
 	}
-	return a.release(id)
+	return a.release(id, causeRelease)
 }
 
 // holderRuns reports whether the container h was recorded for provably
@@ -92,8 +92,42 @@ func (a *Agent) releaser(ctx context.Context, req *api.ReleaseRequest) identity 
 	return identity{Pid: pid, PidStart: start}
 }
 
-// release is Release with the container's lock held.
-func (a *Agent) release(id string) error {
+// releaseCause is why the agent released a container it held.
+type releaseCause int
+
+const (
+	// causeRelease: a release from an adapter (runtime delete, poststop
+	// hook, NRI stop).
+	causeRelease releaseCause = iota
+	// causeExit: the exit watch saw the container's process exit.
+	causeExit
+	// causeReap: Reap found the container ended.
+	causeReap
+	// causeReuse: a Prepare reused the ID of an ended container.
+	causeReuse
+	numCauses
+)
+
+// ReleaseCounts is how many held containers the agent has released, by
+// cause, since it started.
+type ReleaseCounts struct {
+	Release, Exit, Reap, Reuse uint64
+}
+
+// ReleaseCounts returns how many held containers the agent has released,
+// by cause.
+func (a *Agent) ReleaseCounts() ReleaseCounts {
+	return ReleaseCounts{
+		Release: a.released[causeRelease].Load(),
+		Exit:    a.released[causeExit].Load(),
+		Reap:    a.released[causeReap].Load(),
+		Reuse:   a.released[causeReuse].Load(),
+	}
+}
+
+// release is Release with the container's lock held; cause is counted when
+// the agent held id.
+func (a *Agent) release(id string, cause releaseCause) error {
 	a.mu.Lock()
 	h := a.held[id]
 	a.mu.Unlock()
@@ -111,7 +145,9 @@ func (a *Agent) release(id string) error {
 	a.mu.Lock()
 	delete(a.held, id)
 	a.mu.Unlock()
+	a.unwatchExit(id)
 	if h != nil {
+		a.released[cause].Add(1)
 		a.log.Info("secrets released", "container", id, "service", h.rec.Service, "recovered", h.mount == nil)
 	}
 	return nil
@@ -174,7 +210,7 @@ func (a *Agent) reapOne(id string, live map[uint64]int) bool {
 	if _, ok := h.rec.alive(live); ok {
 		return false
 	}
-	if err := a.release(id); err != nil {
+	if err := a.release(id, causeReap); err != nil {
 		a.log.Warn("reap finished container", "container", id, "err", err)
 		return false
 	}

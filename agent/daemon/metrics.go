@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lockbox-project/lockbox/agent"
 	"github.com/lockbox-project/lockbox/agent/grants"
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	"github.com/lockbox-project/lockbox/agent/session"
@@ -75,7 +76,36 @@ func serveMetrics(addr string, sess *session.Session, cache *grants.Cache, core 
 			"Containers the agent holds a secrets mount for.",
 			func() float64 { return containerCount(core) }),
 	)
+	if rc, ok := core.(releaseCounter); ok {
+		reg.MustRegister(releaseMetrics(rc)...)
+	}
 	return metrics.Listen(addr, reg, o.Log.With("part", "metrics"))
+}
+
+// releaseCounter is the agent's count of released containers by cause.
+type releaseCounter interface{ ReleaseCounts() agent.ReleaseCounts }
+
+// releaseMetrics is lockbox_agent_releases_total, one series per cause.
+// Exits should carry nearly all of them: a reap means a container's
+// secrets outlived it until the reaper came by.
+func releaseMetrics(rc releaseCounter) []prometheus.Collector {
+	const name, help = "lockbox_agent_releases_total", "Containers whose secrets the agent wiped, by cause: exit (its process exited), release (an adapter's release), reap (found ended by the periodic reap), reuse (its ID was prepared again after it ended)."
+	causes := []struct {
+		cause string
+		n     func(agent.ReleaseCounts) uint64
+	}{
+		{"exit", func(c agent.ReleaseCounts) uint64 { return c.Exit }},
+		{"release", func(c agent.ReleaseCounts) uint64 { return c.Release }},
+		{"reap", func(c agent.ReleaseCounts) uint64 { return c.Reap }},
+		{"reuse", func(c agent.ReleaseCounts) uint64 { return c.Reuse }},
+	}
+	out := make([]prometheus.Collector, 0, len(causes))
+	for _, c := range causes {
+		out = append(out, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: name, Help: help, ConstLabels: prometheus.Labels{"cause": c.cause},
+		}, func() float64 { return float64(c.n(rc.ReleaseCounts())) }))
+	}
+	return out
 }
 
 func boolGauge(b bool) float64 {

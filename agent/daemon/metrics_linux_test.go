@@ -185,8 +185,19 @@ func TestMetricsEndpoint(t *testing.T) {
 	if err := cl.Release(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}
-	if got := metric(scrape(t, addr), "lockbox_agent_containers"); got != 0 {
+	mfs = scrape(t, addr)
+	if got := metric(mfs, "lockbox_agent_containers"); got != 0 {
 		t.Errorf("containers = %v after the release", got)
+	}
+	// c1 named no process: only a release could end it. The probes
+	// released theirs too.
+	if got := delta(mfs, "lockbox_agent_releases_total", "cause", "release"); got != 1 {
+		t.Errorf("releases{cause=release} grew by %v, want 1", got)
+	}
+	for _, cause := range []string{"exit", "reap", "reuse"} {
+		if got := metric(mfs, "lockbox_agent_releases_total", "cause", cause); got != 0 {
+			t.Errorf("releases{cause=%s} = %v, want 0", cause, got)
+		}
 	}
 
 	// The listener goes with the agent.
