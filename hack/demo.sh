@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Lockbox demo: an embedded manager, an agent and containerd, all in a temp
-# dir; a secret and a service; a busybox container that reads its secret
-# through lockbox-runtime; then the container stops and its tmpfs is gone.
+# Lockbox demo: an embedded manager, an agent and containerd 2.4.2, all in a
+# temp dir; a secret and a service; a busybox container that reads its secret
+# through Lockbox's runtime shim (runtime type io.containerd.lockbox.v2,
+# bin/containerd-shim-lockbox-v2, which containerd finds on its PATH); then
+# the container stops and its tmpfs is gone. (lockbox-runtime, the runc
+# wrapper, is the way in on containerd 1.6/1.7: docs/containerd.md.)
 # Run by `make demo` (after hack/deps.sh and the build). Cleans up on exit.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=$root/bin
 tools=${LOCKBOX_TOOLS:-/opt/lockbox/tools}/bin
-for b in "$bin/lockbox" "$bin/lockbox-runtime" "$tools/containerd" "$tools/ctr" "$tools/containerd-shim-runc-v2" /bin/busybox; do
+for b in "$bin/lockbox" "$bin/containerd-shim-lockbox-v2" "$tools/containerd" "$tools/ctr" "$(command -v runc || echo /usr/sbin/runc)" /bin/busybox; do
 	[ -x "$b" ] || { echo "demo: $b is missing: run 'make deps build'" >&2; exit 1; }
 done
 
@@ -30,7 +33,7 @@ cleanup() {
 		kill "${pids[i]}" 2>/dev/null && wait "${pids[i]}" 2>/dev/null
 	done
 	# Shims outlive containerd; end the ones serving this demo.
-	for p in $(pgrep -f "containerd-shim-runc-v2 .*-address $work/containerd.sock" || true); do
+	for p in $(pgrep -f "containerd-shim-(lockbox|runc)-v2 .*-address $work/containerd.sock" || true); do
 		kill -9 "$p" 2>/dev/null
 	done
 	findmnt -rn -o TARGET | grep "^$work" | sort -r | xargs -r -n1 umount -l 2>/dev/null
@@ -91,7 +94,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
 [plugins.'io.containerd.nri.v1.nri']
   disable = true
 TOML
-PATH=$tools:$PATH LOCKBOX_AGENT_SOCKET=$work/agent/agent.sock \
+# containerd runs the shim of runtime type io.containerd.lockbox.v2 as
+# containerd-shim-lockbox-v2 from its PATH; the shim finds the agent at
+# LOCKBOX_AGENT_SOCKET (default /run/lockbox/agent.sock).
+show "PATH=$bin:\$PATH LOCKBOX_AGENT_SOCKET=$work/agent/agent.sock containerd --config $work/containerd.toml"
+PATH=$bin:$tools:$PATH LOCKBOX_AGENT_SOCKET=$work/agent/agent.sock \
 	"$tools/containerd" --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
 pids+=($!)
 wait_for "containerd" ctr_ version
@@ -103,9 +110,9 @@ chroot "$work/rootfs" /bin/busybox --install -s /bin
 echo "root:x:0:0:root:/root:/bin/sh" >"$work/rootfs/etc/passwd"
 printf 'root:x:0:\nuser:x:1000:\n' >"$work/rootfs/etc/group"
 
-step "Run a container that claims the service web (lockbox-runtime in place of runc)"
-run=(--runc-binary "$bin/lockbox-runtime" --runc-root "$work/runc" --fifo-dir "$work/fifo" --env PATH=/bin --annotation lockbox.service=web)
-show "ctr run -d --runc-binary lockbox-runtime --annotation lockbox.service=web --rootfs ROOTFS demo sleep 600"
+step "Run a container that claims the service web (runtime io.containerd.lockbox.v2)"
+run=(--runtime io.containerd.lockbox.v2 --fifo-dir "$work/fifo" --env PATH=/bin --annotation lockbox.service=web)
+show "ctr run -d --runtime io.containerd.lockbox.v2 --annotation lockbox.service=web --rootfs ROOTFS demo sleep 600"
 # The agent receives its grants from the manager just after it joins.
 start_demo() {
 	ctr_ run -d "${run[@]}" --rootfs "$work/rootfs" demo sleep 600 && return 0
@@ -126,9 +133,18 @@ show "lockbox agent ls   # what the agent holds"
 show "findmnt /run/secrets   # the host never sees it"
 findmnt -rn -o TARGET | grep secrets || echo "(no secrets mount on the host)"
 
-step "A container that claims nothing sees nothing"
-show "ctr run --rm ... plain ls /run/secrets"
-ctr_ run --rm --runc-binary "$bin/lockbox-runtime" --runc-root "$work/runc" --fifo-dir "$work/fifo" --env PATH=/bin --rootfs "$work/rootfs" plain sh -c 'ls /run/secrets 2>&1; true'
+step "A container that claims nothing sees nothing (the shim by its absolute path)"
+show "ctr run --rm --runtime $bin/containerd-shim-lockbox-v2 ... plain ls /run/secrets"
+ctr_ run --rm --runtime "$bin/containerd-shim-lockbox-v2" --fifo-dir "$work/fifo" --env PATH=/bin --rootfs "$work/rootfs" plain sh -c 'ls /run/secrets 2>&1; true'
+
+step "A container that claims a service this node has no grant for does not start"
+show "ctr run --rm --runtime io.containerd.lockbox.v2 --annotation lockbox.service=payments ... denied true"
+if ctr_ run --rm --runtime io.containerd.lockbox.v2 --fifo-dir "$work/fifo" --env PATH=/bin --annotation lockbox.service=payments --rootfs "$work/rootfs" denied true; then
+	echo "demo: FAIL: a container claiming an ungranted service started" >&2
+	exit 1
+fi
+ctr_ containers delete denied >/dev/null 2>&1 || true
+echo "(refused, and the error names the service)"
 
 step "Stop and delete the container: the agent wipes and frees the tmpfs"
 ctr_ tasks kill -s SIGKILL demo

@@ -45,6 +45,14 @@ type Options struct {
 	// NRIRequired lists NRI plugins without which no CRI container is
 	// created (NRI's default validator, containerd >= 2.2).
 	NRIRequired []string
+	// NRIValidator enables NRI's default validator even without
+	// NRIRequired: it then refuses only the containers whose pod names a
+	// missing plugin in the required-plugins.noderesource.dev annotation.
+	NRIValidator bool
+	// NRITolerateAnnotation is the validator's
+	// tolerate_missing_plugins_annotation: a pod annotated with it set to
+	// true skips every required-plugins check.
+	NRITolerateAnnotation string
 	// Env is added to containerd's environment (and so to its shims').
 	Env []string
 	// ShimDir, when set, is put first on containerd's PATH, where it finds
@@ -191,12 +199,15 @@ func (c *Containerd) config(o Options) string {
 	fmt.Fprintf(&b, "[plugins.'io.containerd.internal.v1.opt']\n  path = %s\n", q(c.Dir+"/opt"))
 	fmt.Fprintf(&b, "[plugins.'io.containerd.nri.v1.nri']\n  disable = %t\n  socket_path = %s\n  plugin_path = %s\n  plugin_config_path = %s\n",
 		!o.NRI, q(c.NRISocket), q(c.Dir+"/nri/plugins"), q(c.Dir+"/nri/conf.d"))
-	if len(o.NRIRequired) > 0 {
+	if len(o.NRIRequired) > 0 || o.NRIValidator || o.NRITolerateAnnotation != "" {
 		var names []string
 		for _, n := range o.NRIRequired {
 			names = append(names, q(n))
 		}
 		fmt.Fprintf(&b, "[plugins.'io.containerd.nri.v1.nri'.default_validator]\n  enable = true\n  required_plugins = [%s]\n", strings.Join(names, ", "))
+		if o.NRITolerateAnnotation != "" {
+			fmt.Fprintf(&b, "  tolerate_missing_plugins_annotation = %s\n", q(o.NRITolerateAnnotation))
+		}
 	}
 	if o.CRI {
 		fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.runtime']\n  restrict_oom_score_adj = true\n")

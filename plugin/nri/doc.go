@@ -13,6 +13,14 @@
 // A container claims a service with the container or pod annotation
 // lockbox.service (NRI shows CRI annotations as they were given).
 //
+// Fail closed: a claiming container the plugin sees but the agent cannot
+// serve (no grant, agent down) fails its start with an error naming the
+// service. One it never sees (plugin not connected) is refused by NRI's
+// default validator when its pod carries RequiredPluginsAnnotation naming
+// the plugin (PodAnnotations builds a claiming pod's annotations); the
+// validator's global required_plugins would refuse every other pod of the
+// node as well, and is not what Lockbox advises.
+//
 // The plugin runs inside "lockbox agent --nri" (New with the agent's own
 // request handler) or standalone against the agent socket (cmd/lockbox-nri).
 // It translates NRI events into agent calls and nothing more: it never

@@ -53,7 +53,7 @@ type Options struct {
 	// Socket is containerd's NRI socket; empty means NRI's default
 	// (/var/run/nri/nri.sock).
 	Socket string
-	// Name and Index register the plugin; defaults "lockbox" and "10".
+	// Name and Index register the plugin; defaults DefaultName and "10".
 	Name, Index string
 }
 
@@ -61,7 +61,7 @@ type Options struct {
 // runtime goes away.
 func (p *Plugin) Run(ctx context.Context, o Options) error {
 	if o.Name == "" {
-		o.Name = "lockbox"
+		o.Name = DefaultName
 	}
 	if o.Index == "" {
 		o.Index = "10"
