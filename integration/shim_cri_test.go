@@ -91,6 +91,20 @@ func TestShimCRI(t *testing.T) {
 	defer cancel()
 	claims := func(svc string) map[string]string { return map[string]string{"lockbox.service": svc} }
 	uid := int64(1000)
+	// stopPod removes pod and waits for its shim to exit, so that each
+	// case counts only its own.
+	stopPod := func(t *testing.T, pod *harness.CrictlPod) {
+		t.Helper()
+		if err := k.StopPod(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		waitCond(t, "no shim left after the pod's removal", func() error {
+			if pids := c.Shims(); len(pids) != 0 {
+				return fmt.Errorf("shims %v still run", pids)
+			}
+			return nil
+		})
+	}
 
 	t.Run("runtime handler introspected", func(t *testing.T) {
 		// CRI asks every handler's shim for runc's features with -info at
@@ -146,15 +160,7 @@ func TestShimCRI(t *testing.T) {
 		if held := a.Held(); len(held) != 0 {
 			t.Errorf("agent holds %v after crictl rm", held)
 		}
-		if err := k.StopPod(ctx, pod); err != nil {
-			t.Fatal(err)
-		}
-		waitCond(t, "no shim left after the pod's removal", func() error {
-			if pids := c.Shims(); len(pids) != 0 {
-				return fmt.Errorf("shims %v still run", pids)
-			}
-			return nil
-		})
+		stopPod(t, pod)
 	})
 
 	t.Run("claim in a container annotation", func(t *testing.T) {
@@ -179,9 +185,7 @@ func TestShimCRI(t *testing.T) {
 		if err != nil || code != 0 || !strings.Contains(out, "No such file") {
 			t.Fatalf("non-claiming container: exit %d, %v\n%s", code, err, out)
 		}
-		if err := k.StopPod(ctx, pod); err != nil {
-			t.Fatal(err)
-		}
+		stopPod(t, pod)
 	})
 
 	t.Run("not granted", func(t *testing.T) {
@@ -210,9 +214,7 @@ func TestShimCRI(t *testing.T) {
 		if _, err := k.Run(ctx, "rm", id); err != nil {
 			t.Error(err)
 		}
-		if err := k.StopPod(ctx, pod); err != nil {
-			t.Fatal(err)
-		}
+		stopPod(t, pod)
 	})
 
 	t.Run("unknown runtime option", func(t *testing.T) {
