@@ -3,6 +3,7 @@
 package shim
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -247,5 +249,33 @@ func BenchmarkRuncOptionsAny(b *testing.B) {
 		if _, err := runcOptionsAny(a); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The shim's -info, as CRI runs it for each runtime handler at start:
+// the runc manager's Info gets runc's options from the options table.
+func TestManagerInfoTakesOptionsTable(t *testing.T) {
+	m := &lockboxManager{Shim: manager.NewShimManager(RuntimeType)}
+	in, err := proto.Marshal(mustAny(t, &runtimeoptions.Options{ConfigBody: []byte("BinaryName = '/bin/true'\n")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// /bin/true has no "features" command: Info then answers without
+	// features, which is all this test needs.
+	info, err := m.Info(context.Background(), bytes.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o runcoptions.Options
+	if err := info.GetOptions().UnmarshalTo(&o); err != nil || o.BinaryName != "/bin/true" {
+		t.Fatalf("Info's options: %v (%v), want runc's with BinaryName /bin/true", info.GetOptions(), err)
+	}
+
+	in, err = proto.Marshal(mustAny(t, &runtimeoptions.Options{ConfigBody: []byte("BinaryName = '/bin/true'\nRunc = 'x'\n")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Info(context.Background(), bytes.NewReader(in)); err == nil || !strings.Contains(err.Error(), `"Runc"`) {
+		t.Fatalf("Info with an unknown key: %v", err)
 	}
 }
