@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,8 +84,17 @@ func TestShimCRI(t *testing.T) {
 	// A second handler whose options table has a typo: the shim names it.
 	const typoTable = "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.lockbox-typo]\n  runtime_type = 'io.containerd.lockbox.v2'\n" +
 		"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.lockbox-typo.options]\n  BinaryNmae = 'runc'\n"
+	// A third whose options are in a file (ConfigPath): runc's Root there.
+	optsDir := t.TempDir()
+	fileRoot := filepath.Join(optsDir, "runc")
+	optsFile := filepath.Join(optsDir, "lockbox.toml")
+	if err := os.WriteFile(optsFile, []byte("Root = "+strconv.Quote(fileRoot)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fileTable := "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.lockbox-file]\n  runtime_type = 'io.containerd.lockbox.v2'\n  container_annotations = ['lockbox.service']\n" +
+		"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.lockbox-file.options]\n  ConfigPath = " + strconv.Quote(optsFile) + "\n"
 	c := harness.StartContainerd(t, harness.Options{CRI: true, ShimHandler: "lockbox", ShimDir: bin,
-		ExtraConfig: typoTable, Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
+		ExtraConfig: typoTable + fileTable, Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
 	c.Import("k8s.io", harness.ImageConfig{Name: busybox})
 	k := c.Crictl()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -184,6 +194,36 @@ func TestShimCRI(t *testing.T) {
 			Command: []string{"sh", "-c", "ls /run/secrets 2>&1; true"}})
 		if err != nil || code != 0 || !strings.Contains(out, "No such file") {
 			t.Fatalf("non-claiming container: exit %d, %v\n%s", code, err, out)
+		}
+		stopPod(t, pod)
+	})
+
+	t.Run("options from ConfigPath", func(t *testing.T) {
+		pod, err := k.RunPod(ctx, "file", "lockbox-file", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := k.Create(ctx, pod, harness.CrictlContainer{Name: "sleeper", Image: busybox, Command: []string{"sleep", "600"}, Annotations: claims("web")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := k.Run(ctx, "start", id); err != nil {
+			t.Fatal(err)
+		}
+		state := filepath.Join(fileRoot, "k8s.io", id)
+		if _, err := os.Stat(state); err != nil {
+			t.Errorf("runc state not in the Root of the ConfigPath file: %v", err)
+		}
+		if held := a.Held(); !slices.Contains(held, id) {
+			t.Errorf("agent holds %v, not the running claiming container %s", held, id)
+		}
+		for _, args := range [][]string{{"stop", id}, {"rm", id}} {
+			if _, err := k.Run(ctx, args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("runc state of %s remains after crictl rm (%v)", id, err)
 		}
 		stopPod(t, pod)
 	})
