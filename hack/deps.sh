@@ -7,6 +7,7 @@ set -euo pipefail
 LOCKBOX_TOOLS=${LOCKBOX_TOOLS:-/opt/lockbox/tools}
 CONTAINERD_VERSION=v2.4.2
 STATICCHECK_VERSION=v0.8.2
+CRICTL_VERSION=v1.37.0
 PROTOC_GEN_GO_VERSION=v1.36.11
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.0
 
@@ -39,6 +40,7 @@ install_go() { # name module@version
 install_go containerd github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION
 install_go ctr github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION
 install_go containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION
+install_go crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION
 install_go staticcheck honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION
 install_go protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION
 install_go protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION

@@ -37,13 +37,19 @@ const outputGrace = 30 * time.Second
 // runc shim's BinaryName. It returns the container's stdout followed by its
 // stderr, and its exit status.
 func (c *Containerd) GoRun(ctx context.Context, cl *containerd.Client, image, id, runtimeBinary string, opts ...oci.SpecOpts) (string, uint32, error) {
+	return c.GoRunRuntime(ctx, cl, image, id, "io.containerd.runc.v2", &options.Options{BinaryName: runtimeBinary, Root: c.RuncRoot}, opts...)
+}
+
+// GoRunRuntime is GoRun under runtime type runtime (for instance
+// io.containerd.lockbox.v2) with runtimeOpts as its options (nil: none).
+func (c *Containerd) GoRunRuntime(ctx context.Context, cl *containerd.Client, image, id, runtime string, runtimeOpts any, opts ...oci.SpecOpts) (string, uint32, error) {
 	img, err := cl.GetImage(ctx, image)
 	if err != nil {
 		return "", 0, fmt.Errorf("image %s: %w", image, err)
 	}
 	ctr, err := cl.NewContainer(ctx, id,
 		containerd.WithNewSnapshot(id, img),
-		containerd.WithRuntime("io.containerd.runc.v2", &options.Options{BinaryName: runtimeBinary, Root: c.RuncRoot}),
+		containerd.WithRuntime(runtime, runtimeOpts),
 		containerd.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(img)}, opts...)...),
 	)
 	if err != nil {

@@ -40,6 +40,15 @@ type Options struct {
 	// "lockbox" whose runc shim runs this binary, with the lockbox.service
 	// pod and container annotations allowed into the OCI spec.
 	RuntimeBinary string
+	// ShimHandler, when set with CRI, adds a CRI runtime handler of that
+	// name whose runtime type is io.containerd.lockbox.v2 (the shim found
+	// on ShimDir), with runc state in RuncRoot and the lockbox.service pod
+	// and container annotations allowed into the OCI spec (containerd's CRI
+	// copies no other annotation there, and the spec is all the shim sees).
+	ShimHandler string
+	// ExtraConfig is appended to containerd's config file (whole TOML
+	// tables, for instance one more runtime handler).
+	ExtraConfig string
 	// NRI enables containerd's NRI with its socket in the temp dir (v2 only).
 	NRI bool
 	// NRIRequired lists NRI plugins without which no CRI container is
@@ -218,9 +227,23 @@ func (c *Containerd) config(o Options) string {
 			fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.lockbox]\n  runtime_type = 'io.containerd.runc.v2'\n  pod_annotations = ['lockbox.service']\n  container_annotations = ['lockbox.service']\n")
 			fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.lockbox.options]\n  BinaryName = %s\n  Root = %s\n", q(o.RuntimeBinary), q(c.RuncRoot))
 		}
+		if o.ShimHandler != "" {
+			h := "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes." + q(o.ShimHandler)
+			fmt.Fprintf(&b, "%s]\n  runtime_type = 'io.containerd.lockbox.v2'\n  pod_annotations = ['lockbox.service']\n  container_annotations = ['lockbox.service']\n", h)
+			fmt.Fprintf(&b, "%s.options]\n  Root = %s\n", h, q(c.RuncRoot))
+		}
 		fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.runtime'.cni]\n  bin_dirs = [%s]\n  conf_dir = %s\n", q(c.Dir+"/cni/bin"), q(c.Dir+"/cni/conf"))
 	}
+	b.WriteString(o.ExtraConfig)
 	return b.String()
+}
+
+// Pid is containerd's process ID.
+func (c *Containerd) Pid() int {
+	if c.cmd == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
 }
 
 // Ctr runs ctr against this containerd in namespace ns and returns its

@@ -29,6 +29,7 @@ type TestAgent struct {
 	secrets  map[string][]byte
 	mounts   map[string]*linux.Mount
 	m        *linux.Mounter
+	stop     func()
 }
 
 // StartTestAgent listens on a socket in a temp dir; services maps a
@@ -53,9 +54,12 @@ func StartTestAgent(t testing.TB, services map[string][]mounter.Grant, secrets m
 	srv := localapi.NewServer(a, nil)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
+	a.stop = sync.OnceFunc(func() {
 		srv.Close()
 		<-done
+	})
+	t.Cleanup(func() {
+		a.stop()
 		a.mu.Lock()
 		for id, m := range a.mounts {
 			m.Wipe()
@@ -66,6 +70,10 @@ func StartTestAgent(t testing.TB, services map[string][]mounter.Grant, secrets m
 	})
 	return a
 }
+
+// Stop closes the agent's socket, as an agent that went down: claims
+// fail from then on. The mounts it holds stay until the test ends.
+func (a *TestAgent) Stop() { a.stop() }
 
 // Held returns the IDs of the containers whose mounts the agent holds.
 func (a *TestAgent) Held() []string {

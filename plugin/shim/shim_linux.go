@@ -4,8 +4,14 @@ package shim
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+
+	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types"
 
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
@@ -57,7 +63,7 @@ func register(socket string) {
 // interceptor when it has one (the runc service has one under the
 // shim_tracing build tag): pkg/shim looks for it on the plugin instance.
 func wrap(inner any, socket string) any {
-	s := newService(inner.(taskService), socket)
+	s := newService(optionsService{inner.(taskService)}, socket)
 	if o, ok := inner.(shim.TTRPCServerUnaryOptioner); ok {
 		return &interceptingService{service: s, inner: o}
 	}
@@ -73,11 +79,42 @@ func (s *interceptingService) UnaryServerInterceptor() ttrpcInterceptor {
 	return s.inner.UnaryServerInterceptor()
 }
 
-// lockboxManager is the runc shim manager with a release in Stop. Stop
+// optionsService hands the runc service runc's options at create,
+// whatever form containerd sent them in (options_linux.go).
+type optionsService struct {
+	taskService
+}
+
+func (s optionsService) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	o, err := runcOptionsAny(r.Options)
+	if err != nil {
+		return nil, fmt.Errorf("lockbox: container %s: %w", r.ID, err)
+	}
+	r.Options = o
+	return s.taskService.Create(ctx, r)
+}
+
+// lockboxManager is the runc shim manager with runtime options translated
+// for its start and -info, and a release in Stop. Stop
 // runs in a short-lived process of its own after a delete, and is the only
 // cleanup when the shim died: it releases from the record in the bundle.
 type lockboxManager struct {
 	shim.Shim
+}
+
+func (m *lockboxManager) Start(ctx context.Context, p *bootapi.BootstrapParams) (*bootapi.BootstrapResult, error) {
+	if err := translateBootstrap(p); err != nil {
+		return nil, err
+	}
+	return m.Shim.Start(ctx, p)
+}
+
+func (m *lockboxManager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo, error) {
+	r, err := translateInfo(optionsR)
+	if err != nil {
+		return nil, err
+	}
+	return m.Shim.Info(ctx, r)
 }
 
 func (m *lockboxManager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
