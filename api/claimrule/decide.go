@@ -103,7 +103,7 @@ func (r Rule) holds(f Facts) (bool, string) {
 		default:
 			have = f.Pod.Namespace
 		}
-	case r.Label != "":
+	case r.Label != "" && r.Key == KeyK8sPodLabelPrefix+r.Label:
 		what = fmt.Sprintf("the pod's label %q", r.Label)
 		switch {
 		case f.Pod == nil:

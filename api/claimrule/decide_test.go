@@ -140,8 +140,10 @@ func TestDecideUnreadable(t *testing.T) {
 }
 
 func TestDecideHandBuiltRule(t *testing.T) {
-	s := Set{rules: []Rule{{Key: "made.up", Op: Ne, Value: "x"}}}
-	if err := s.Decide(Facts{}); !errors.Is(err, ErrRefused) {
-		t.Fatalf("an unknown key admitted: %v", err)
+	for _, r := range []Rule{{Key: "made.up", Op: Ne, Value: "x"}, {Key: "made.up", Label: "x", Op: Ne, Value: "x"}, {Key: KeyK8sPodLabelPrefix + "x", Op: Ne, Value: "x"}} {
+		s := Set{rules: []Rule{r}}
+		if err := s.Decide(Facts{}); !errors.Is(err, ErrRefused) {
+			t.Fatalf("hand-built rule %+v admitted: %v", r, err)
+		}
 	}
 }
