@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/lockbox-project/lockbox/api/claimrule"
 	"github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/internal/secretmem"
 	"github.com/lockbox-project/lockbox/mounter"
@@ -171,7 +172,7 @@ func (c *Cache) Restrict(service string) (*Restricted, error) {
 		return nil, &NotGrantedError{Service: service, NodeID: c.nodeID, NoSnapshot: !c.synced}
 	}
 	svc := c.state.Services[id]
-	r := &Restricted{service: svc.Name, grants: make([]mounter.Grant, len(svc.Grants)), data: map[string]*secretmem.Buffer{}}
+	r := &Restricted{service: svc.Name, rules: svc.Rules, grants: make([]mounter.Grant, len(svc.Grants)), data: map[string]*secretmem.Buffer{}}
 	for i, g := range svc.Grants {
 		g.Size = c.state.Secrets[g.SecretID].Size
 		r.grants[i] = g
@@ -180,6 +181,20 @@ func (c *Cache) Restrict(service string) (*Restricted, error) {
 		}
 	}
 	return r, nil
+}
+
+// Rules returns the claim rules of a service placed on the node, and false
+// when the service has no grant here. The agent decides a claim with
+// rules.Decide(facts); Restricted.Rules gives the same rules with the
+// grants they guard.
+func (c *Cache) Rules(service string) (claimrule.Set, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	id, ok := c.byName[service]
+	if !ok {
+		return claimrule.Set{}, false
+	}
+	return c.state.Services[id].Rules, true
 }
 
 // Close frees every secret buffer. The cache refuses messages afterwards.
@@ -201,6 +216,7 @@ func (c *Cache) Close() {
 // WithSecret fails rather than serve them.
 type Restricted struct {
 	service string
+	rules   claimrule.Set
 	grants  []mounter.Grant
 	data    map[string]*secretmem.Buffer
 }
@@ -209,6 +225,11 @@ var _ mounter.SecretSource = (*Restricted)(nil)
 
 // Service is the service's name.
 func (r *Restricted) Service() string { return r.service }
+
+// Rules are the service's claim rules from the same message as its grants:
+// a caller that checks them with Decide before mounting checks the rules
+// that guard exactly these grants.
+func (r *Restricted) Rules() claimrule.Set { return r.rules }
 
 // Grants returns the service's grants with their sizes.
 func (r *Restricted) Grants() []mounter.Grant {

@@ -5,7 +5,9 @@
 // message (COMPLETE: reset; INCREMENTAL: patch) to the next State and the
 // secret buffers to load and free. Cache applies it under a mutex and owns
 // the buffers. Restrict hands a caller one service's grants and nothing
-// else: least privilege as a type.
+// else: least privilege as a type. Each service keeps the claim rules it
+// arrived with (api/claimrule); Rules and Restricted.Rules hand them to the
+// agent, which decides a claim with them before it mounts anything.
 //
 // It knows nothing of the stream, the local API or mounts beyond the
 // mounter's Grant and SecretSource types.

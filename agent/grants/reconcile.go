@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/lockbox-project/lockbox/api/claimrule"
 	"github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/mounter"
 )
@@ -15,6 +16,10 @@ type Service struct {
 	ID     string
 	Name   string
 	Grants []mounter.Grant
+	// Rules are the service's claim rules as this agent reads them: rules
+	// it cannot read refuse every claim (claimrule.FromWire) rather than
+	// fail the message, which would stop every other update too.
+	Rules claimrule.Set
 }
 
 // SecretMeta is what the node knows about a secret it holds the bytes of.
@@ -128,7 +133,8 @@ func Reconcile(cur State, msg *dispatcher.SessionMessage) (State, Diff, error) {
 			if sg.GetServiceName() == "" {
 				return fail("change %d: service %s without a name", i, sg.GetServiceId())
 			}
-			svc := Service{ID: sg.GetServiceId(), Name: sg.GetServiceName(), Grants: make([]mounter.Grant, 0, len(sg.GetGrants()))}
+			svc := Service{ID: sg.GetServiceId(), Name: sg.GetServiceName(), Grants: make([]mounter.Grant, 0, len(sg.GetGrants())),
+				Rules: claimrule.FromWire(sg.GetClaimRules())}
 			for _, g := range sg.GetGrants() {
 				if g.GetSecretId() == "" {
 					return fail("change %d: service %q: grant without a secret ID", i, svc.Name)

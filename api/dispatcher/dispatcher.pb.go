@@ -297,12 +297,16 @@ func (x *Grant) GetTarget() *types.FileTarget {
 	return nil
 }
 
-// ServiceGrants is every grant of one service placed on the node.
+// ServiceGrants is every grant of one service placed on the node, with the
+// service's claim rules: the agent admits a container's claim only when
+// they hold (api/claimrule). An agent that cannot read a rule refuses every
+// claim of the service.
 type ServiceGrants struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ServiceId     string                 `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
 	ServiceName   string                 `protobuf:"bytes,2,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
 	Grants        []*Grant               `protobuf:"bytes,3,rep,name=grants,proto3" json:"grants,omitempty"`
+	ClaimRules    []string               `protobuf:"bytes,4,rep,name=claim_rules,json=claimRules,proto3" json:"claim_rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -354,6 +358,13 @@ func (x *ServiceGrants) GetServiceName() string {
 func (x *ServiceGrants) GetGrants() []*Grant {
 	if x != nil {
 		return x.Grants
+	}
+	return nil
+}
+
+func (x *ServiceGrants) GetClaimRules() []string {
+	if x != nil {
+		return x.ClaimRules
 	}
 	return nil
 }
@@ -676,12 +687,14 @@ const file_dispatcher_dispatcher_proto_rawDesc = "" +
 	"\tsecret_id\x18\x01 \x01(\tR\bsecretId\x12\x1f\n" +
 	"\vsecret_name\x18\x02 \x01(\tR\n" +
 	"secretName\x121\n" +
-	"\x06target\x18\x03 \x01(\v2\x19.lockbox.types.FileTargetR\x06target\"\x84\x01\n" +
+	"\x06target\x18\x03 \x01(\v2\x19.lockbox.types.FileTargetR\x06target\"\xa5\x01\n" +
 	"\rServiceGrants\x12\x1d\n" +
 	"\n" +
 	"service_id\x18\x01 \x01(\tR\tserviceId\x12!\n" +
 	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x121\n" +
-	"\x06grants\x18\x03 \x03(\v2\x19.lockbox.dispatcher.GrantR\x06grants\"\x8d\x01\n" +
+	"\x06grants\x18\x03 \x03(\v2\x19.lockbox.dispatcher.GrantR\x06grants\x12\x1f\n" +
+	"\vclaim_rules\x18\x04 \x03(\tR\n" +
+	"claimRules\"\x8d\x01\n" +
 	"\n" +
 	"Assignment\x128\n" +
 	"\x06secret\x18\x01 \x01(\v2\x1e.lockbox.dispatcher.SecretDataH\x00R\x06secret\x12=\n" +

@@ -498,11 +498,18 @@ func (x *Placement) GetConstraints() []string {
 }
 
 type ServiceSpec struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Secrets       []*SecretReference     `protobuf:"bytes,3,rep,name=secrets,proto3" json:"secrets,omitempty"`
-	Placement     *Placement             `protobuf:"bytes,4,opt,name=placement,proto3" json:"placement,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Labels    map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Secrets   []*SecretReference     `protobuf:"bytes,3,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	Placement *Placement             `protobuf:"bytes,4,opt,name=placement,proto3" json:"placement,omitempty"`
+	// claim_rules say which containers may claim the service, all of which
+	// must hold (api/claimrule): "k8s.namespace==payments",
+	// "k8s.pod.label.app==db", "containerd.namespace==prod",
+	// "container.image==docker.io/library/nginx", each also with "!=". No
+	// rule: containers outside Kubernetes may claim it, Kubernetes pods may
+	// not (a pod needs a k8s.namespace== rule naming its namespace).
+	ClaimRules    []string `protobuf:"bytes,5,rep,name=claim_rules,json=claimRules,proto3" json:"claim_rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -561,6 +568,13 @@ func (x *ServiceSpec) GetSecrets() []*SecretReference {
 func (x *ServiceSpec) GetPlacement() *Placement {
 	if x != nil {
 		return x.Placement
+	}
+	return nil
+}
+
+func (x *ServiceSpec) GetClaimRules() []string {
+	if x != nil {
+		return x.ClaimRules
 	}
 	return nil
 }
@@ -1003,12 +1017,14 @@ const file_types_types_proto_rawDesc = "" +
 	"secretName\x121\n" +
 	"\x06target\x18\x03 \x01(\v2\x19.lockbox.types.FileTargetR\x06target\"-\n" +
 	"\tPlacement\x12 \n" +
-	"\vconstraints\x18\x01 \x03(\tR\vconstraints\"\x8e\x02\n" +
+	"\vconstraints\x18\x01 \x03(\tR\vconstraints\"\xaf\x02\n" +
 	"\vServiceSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\x06labels\x18\x02 \x03(\v2&.lockbox.types.ServiceSpec.LabelsEntryR\x06labels\x128\n" +
 	"\asecrets\x18\x03 \x03(\v2\x1e.lockbox.types.SecretReferenceR\asecrets\x126\n" +
-	"\tplacement\x18\x04 \x01(\v2\x18.lockbox.types.PlacementR\tplacement\x1a9\n" +
+	"\tplacement\x18\x04 \x01(\v2\x18.lockbox.types.PlacementR\tplacement\x12\x1f\n" +
+	"\vclaim_rules\x18\x05 \x03(\tR\n" +
+	"claimRules\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"r\n" +

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	"github.com/lockbox-project/lockbox/api/claimrule"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/constraint"
 )
@@ -83,7 +84,7 @@ func parseSecretRefs(specs []string) ([]*types.SecretReference, error) {
 }
 
 func newServiceCreateCommand(c *connFlags) *cobra.Command {
-	var secrets, constraints, labels []string
+	var secrets, constraints, labels, claims []string
 	cmd := &cobra.Command{
 		Use:   "create [OPTIONS] NAME",
 		Short: "Create a service",
@@ -97,7 +98,11 @@ func newServiceCreateCommand(c *connFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			spec := &types.ServiceSpec{Name: args[0], Labels: lbl, Secrets: refs}
+			rules, err := parseClaimRules("--claim", claims)
+			if err != nil {
+				return err
+			}
+			spec := &types.ServiceSpec{Name: args[0], Labels: lbl, Secrets: refs, ClaimRules: rules}
 			if len(constraints) > 0 {
 				spec.Placement = &types.Placement{Constraints: constraints}
 			}
@@ -114,7 +119,26 @@ func newServiceCreateCommand(c *connFlags) *cobra.Command {
 	cmd.Flags().StringArrayVar(&secrets, "secret", nil, "secret reference: NAME or source=NAME[,target=T][,uid=U][,gid=G][,mode=0400] (repeatable)")
 	cmd.Flags().StringArrayVar(&constraints, "constraint", nil, "placement constraint such as node.labels.zone==east (repeatable)")
 	cmd.Flags().StringArrayVarP(&labels, "label", "l", nil, "service label KEY=VALUE (repeatable)")
+	cmd.Flags().StringArrayVar(&claims, "claim", nil, claimFlagHelp)
 	return cmd
+}
+
+// claimFlagHelp is --claim's help: the keys, and the default that holds
+// without a rule.
+const claimFlagHelp = "claim rule such as k8s.namespace==payments: who may claim the service (repeatable, all must hold; keys " +
+	claimrule.KeysHelp + "); a Kubernetes pod needs a k8s.namespace== rule naming its namespace"
+
+// parseClaimRules checks rules as the managers will, so that bad input is
+// refused before anything is sent, and returns them in canonical form.
+func parseClaimRules(flag string, rules []string) ([]string, error) {
+	set, err := claimrule.ParseSet(rules)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	if set.Len() == 0 {
+		return nil, nil
+	}
+	return set.Strings(), nil
 }
 
 // maxUpdateAttempts bounds the read-modify-write retries of update verbs
@@ -122,10 +146,10 @@ func newServiceCreateCommand(c *connFlags) *cobra.Command {
 const maxUpdateAttempts = 10
 
 func newServiceUpdateCommand(c *connFlags) *cobra.Command {
-	var secretAdd, secretRm, consAdd, consRm, labelAdd, labelRm []string
+	var secretAdd, secretRm, consAdd, consRm, labelAdd, labelRm, claimAdd, claimRm []string
 	cmd := &cobra.Command{
 		Use:   "update [OPTIONS] SERVICE",
-		Short: "Add or remove a service's secret references, constraints and labels",
+		Short: "Add or remove a service's secret references, constraints, claim rules and labels",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			adds, err := parseSecretRefs(secretAdd)
@@ -136,6 +160,11 @@ func newServiceUpdateCommand(c *connFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			edits := serviceEdits{secretAdd: adds, secretRm: secretRm, consAdd: consAdd, consRm: consRm,
+				labelAdd: lblAdd, labelRm: labelRm, claimAdd: claimAdd, claimRm: claimRm}
+			if err := edits.check(); err != nil {
+				return err
+			}
 			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
 				for attempt := 1; ; attempt++ {
 					cur, err := cl.GetService(ctx, &adminapi.GetServiceRequest{NameOrId: args[0]})
@@ -143,7 +172,7 @@ func newServiceUpdateCommand(c *connFlags) *cobra.Command {
 						return err
 					}
 					spec := cur.Service.Spec
-					if err := applyServiceUpdate(spec, adds, secretRm, consAdd, consRm, lblAdd, labelRm); err != nil {
+					if err := applyServiceUpdate(spec, edits); err != nil {
 						return err
 					}
 					resp, err := cl.UpdateService(ctx, &adminapi.UpdateServiceRequest{
@@ -168,12 +197,41 @@ func newServiceUpdateCommand(c *connFlags) *cobra.Command {
 	fl.StringArrayVar(&consRm, "constraint-rm", nil, "remove a placement constraint")
 	fl.StringArrayVar(&labelAdd, "label-add", nil, "add or change a label KEY=VALUE")
 	fl.StringArrayVar(&labelRm, "label-rm", nil, "remove a label")
+	fl.StringArrayVar(&claimAdd, "claim-add", nil, "add a claim rule (same syntax as --claim)")
+	fl.StringArrayVar(&claimRm, "claim-rm", nil, "remove a claim rule (one the service lacks is skipped, as docker's --constraint-rm does)")
 	return cmd
+}
+
+// serviceEdits is what "service update" changes.
+type serviceEdits struct {
+	secretAdd                 []*types.SecretReference
+	secretRm, consAdd, consRm []string
+	labelAdd                  map[string]string
+	labelRm                   []string
+	claimAdd, claimRm         []string
+}
+
+// check refuses malformed claim rules before anything is read or sent.
+// Whether the rules the service ends with can hold together is checked
+// by applyServiceUpdate, once it knows them.
+func (ed serviceEdits) check() error {
+	for _, r := range ed.claimAdd {
+		if _, err := claimrule.Parse(r); err != nil {
+			return fmt.Errorf("--claim-add: %w", err)
+		}
+	}
+	for _, r := range ed.claimRm {
+		if _, err := claimrule.Parse(r); err != nil {
+			return fmt.Errorf("--claim-rm: %w", err)
+		}
+	}
+	return nil
 }
 
 // applyServiceUpdate edits spec in place. Removals come before additions,
 // so "--secret-rm a --secret-add source=a,target=b" retargets a.
-func applyServiceUpdate(spec *types.ServiceSpec, adds []*types.SecretReference, secretRm, consAdd, consRm []string, lblAdd map[string]string, lblRm []string) error {
+func applyServiceUpdate(spec *types.ServiceSpec, ed serviceEdits) error {
+	adds, secretRm, consAdd, consRm, lblAdd, lblRm := ed.secretAdd, ed.secretRm, ed.consAdd, ed.consRm, ed.labelAdd, ed.labelRm
 	for _, rm := range secretRm {
 		before := len(spec.Secrets)
 		spec.Secrets = slices.DeleteFunc(spec.Secrets, func(r *types.SecretReference) bool {
@@ -207,6 +265,9 @@ func applyServiceUpdate(spec *types.ServiceSpec, adds []*types.SecretReference, 
 			spec.Placement.Constraints = append(spec.Placement.Constraints, add)
 		}
 	}
+	if err := applyClaimEdits(spec, ed.claimAdd, ed.claimRm); err != nil {
+		return err
+	}
 	for _, k := range lblRm {
 		delete(spec.Labels, k)
 	}
@@ -219,12 +280,43 @@ func applyServiceUpdate(spec *types.ServiceSpec, adds []*types.SecretReference, 
 	return nil
 }
 
+// applyClaimEdits removes, then adds, claim rules, compared in canonical
+// form ("k8s.namespace == a" is "k8s.namespace==a"). Removing a rule the
+// service lacks is no error, as with docker's --constraint-rm: the rules
+// the service keeps are at least as strict. The rules the service ends
+// with are checked together before anything is sent.
+func applyClaimEdits(spec *types.ServiceSpec, add, rm []string) error {
+	if len(add) == 0 && len(rm) == 0 {
+		return nil
+	}
+	canon := func(s string) string {
+		if r, err := claimrule.Parse(s); err == nil {
+			return r.String()
+		}
+		return s
+	}
+	for _, r := range rm {
+		want := canon(r)
+		spec.ClaimRules = slices.DeleteFunc(spec.ClaimRules, func(have string) bool { return canon(have) == want })
+	}
+	for _, r := range add {
+		if !slices.ContainsFunc(spec.ClaimRules, func(have string) bool { return canon(have) == canon(r) }) {
+			spec.ClaimRules = append(spec.ClaimRules, canon(r))
+		}
+	}
+	if _, err := claimrule.ParseSet(spec.ClaimRules); err != nil {
+		return fmt.Errorf("service '%s' would have the claim rules %s: %w", spec.Name, strings.Join(spec.ClaimRules, ", "), err)
+	}
+	return nil
+}
+
 // serviceRow is a service as ls shows it.
 type serviceRow struct {
 	ID          string
 	Name        string
 	Secrets     []string
 	Constraints []string
+	ClaimRules  []string
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 	Labels      map[string]string
@@ -245,9 +337,9 @@ func newServiceLsCommand(c *connFlags) *cobra.Command {
 				}
 				sortByName(resp.Services, func(s *types.Service) string { return s.GetSpec().GetName() })
 				now := time.Now()
-				t := &table{header: []string{"ID", "NAME", "SECRETS", "PLACEMENT", "UPDATED"}}
+				t := &table{header: []string{"ID", "NAME", "SECRETS", "PLACEMENT", "CLAIMS", "UPDATED"}}
 				for _, s := range resp.Services {
-					row := serviceRow{ID: s.Id, Name: s.GetSpec().GetName(), Constraints: s.GetSpec().GetPlacement().GetConstraints(),
+					row := serviceRow{ID: s.Id, Name: s.GetSpec().GetName(), Constraints: s.GetSpec().GetPlacement().GetConstraints(), ClaimRules: s.GetSpec().GetClaimRules(),
 						CreatedAt: timeOf(s.GetMeta().GetCreatedAt()), UpdatedAt: timeOf(s.GetMeta().GetUpdatedAt()), Labels: s.GetSpec().GetLabels()}
 					for _, r := range s.GetSpec().GetSecrets() {
 						row.Secrets = append(row.Secrets, r.SecretName)
@@ -256,7 +348,7 @@ func newServiceLsCommand(c *connFlags) *cobra.Command {
 					if placement == "" {
 						placement = "every node"
 					}
-					t.add(s.Id, row, s.Id, row.Name, strings.Join(row.Secrets, ","), placement, ago(row.UpdatedAt, now))
+					t.add(s.Id, row, s.Id, row.Name, strings.Join(row.Secrets, ","), placement, claimsCell(row.ClaimRules), ago(row.UpdatedAt, now))
 				}
 				return t.print(cmd.OutOrStdout(), f)
 			})
@@ -264,6 +356,14 @@ func newServiceLsCommand(c *connFlags) *cobra.Command {
 	}
 	f.add(cmd)
 	return cmd
+}
+
+// claimsCell is the CLAIMS column: the rules, or who the default admits.
+func claimsCell(rules []string) string {
+	if len(rules) == 0 {
+		return "non-Kubernetes"
+	}
+	return strings.Join(rules, ",")
 }
 
 // serviceInspect is a service as inspect shows it.
@@ -279,6 +379,10 @@ type serviceInspect struct {
 		Placement struct {
 			Constraints []string `json:",omitempty"`
 		}
+		// ClaimRules are named after the proto field and the flag's
+		// purpose: "Claims" would read as the containers that claimed the
+		// service, which "service ps" shows.
+		ClaimRules []string
 	}
 }
 
@@ -299,6 +403,9 @@ func inspectService(s *types.Service) serviceInspect {
 	v.Spec.Name = s.GetSpec().GetName()
 	v.Spec.Labels = s.GetSpec().GetLabels()
 	v.Spec.Placement.Constraints = s.GetSpec().GetPlacement().GetConstraints()
+	// Always present, [] when empty: no rules is a decision (the default),
+	// not a missing field.
+	v.Spec.ClaimRules = append([]string{}, s.GetSpec().GetClaimRules()...)
 	v.Spec.Secrets = []refInspect{}
 	for _, r := range s.GetSpec().GetSecrets() {
 		ri := refInspect{SecretID: r.SecretId, SecretName: r.SecretName}

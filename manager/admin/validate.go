@@ -1,10 +1,12 @@
 package admin
 
 import (
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/lockbox-project/lockbox/api/claimrule"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/api/validation"
 	"github.com/lockbox-project/lockbox/manager/constraint"
@@ -76,7 +78,10 @@ func validateLabels(labels map[string]string) error {
 
 // validateServiceSpec checks everything in a service spec that does not
 // need the store. References must already name their secrets (SecretName
-// set from the store) so target rules can use the default target.
+// set from the store) so target rules can use the default target. It
+// rewrites the claim rules in canonical form without duplicates, so that
+// what inspect shows and nodes receive is what was checked; spec is the
+// caller's own copy.
 func validateServiceSpec(spec *types.ServiceSpec) error {
 	if spec == nil {
 		return invalid("service spec is missing")
@@ -94,6 +99,16 @@ func validateServiceSpec(spec *types.ServiceSpec) error {
 	parsed, err := constraint.ParseAll(cons)
 	if err != nil {
 		return invalid("%v", err)
+	}
+	rules, err := claimrule.ParseSet(spec.ClaimRules)
+	if err != nil {
+		return invalid("%v", err)
+	}
+	spec.ClaimRules = nil
+	for _, r := range rules.Strings() {
+		if !slices.Contains(spec.ClaimRules, r) {
+			spec.ClaimRules = append(spec.ClaimRules, r)
+		}
 	}
 	if len(spec.Secrets) > maxReferences {
 		return invalid("%d secret references: at most %d", len(spec.Secrets), maxReferences)

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/lockbox-project/lockbox/api/claimrule"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/api/validation"
 )
@@ -36,14 +38,17 @@ func TestValidateData(t *testing.T) {
 }
 
 func FuzzValidateServiceSpec(f *testing.F) {
-	f.Add("web", "db", "", "", "", uint32(0), "node.id==x")
-	f.Add("web", "db", "../x", "1", "2", uint32(0o400), "node.labels.a!=b")
-	f.Add("w", "s", "/etc/x", "4294967294", "0", uint32(0o777), "node.platform.os==windows")
-	f.Fuzz(func(t *testing.T, name, secret, target, uid, gid string, mode uint32, cons string) {
+	f.Add("web", "db", "", "", "", uint32(0), "node.id==x", "")
+	f.Add("web", "db", "../x", "1", "2", uint32(0o400), "node.labels.a!=b", "k8s.namespace==a")
+	f.Add("w", "s", "/etc/x", "4294967294", "0", uint32(0o777), "node.platform.os==windows", "containerd.namespace!=default")
+	f.Fuzz(func(t *testing.T, name, secret, target, uid, gid string, mode uint32, cons, rule string) {
 		spec := &types.ServiceSpec{
 			Name:      name,
 			Secrets:   []*types.SecretReference{{SecretId: "abc", SecretName: secret, Target: &types.FileTarget{Name: target, Uid: uid, Gid: gid, Mode: mode}}},
 			Placement: &types.Placement{Constraints: []string{cons}},
+		}
+		if rule != "" {
+			spec.ClaimRules = []string{rule, rule}
 		}
 		err := validateServiceSpec(spec)
 		if err != nil {
@@ -71,6 +76,10 @@ func FuzzValidateServiceSpec(f *testing.F) {
 		}
 		if !validation.ValidName(name) {
 			t.Fatalf("service name %q accepted", name)
+		}
+		// Claim rules are stored canonical, once, and read back the same.
+		if rs, err := claimrule.ParseSet(spec.ClaimRules); err != nil || len(spec.ClaimRules) > 1 || !slices.Equal(rs.Strings(), spec.ClaimRules) {
+			t.Fatalf("claim rules %q stored as %q (%v)", rule, spec.ClaimRules, err)
 		}
 	})
 }

@@ -6,23 +6,18 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/lockbox-project/lockbox/api/ruleexpr"
 	"github.com/lockbox-project/lockbox/api/types"
 )
 
-// Op is a comparison.
-type Op int
+// Op is a comparison; the syntax is api/ruleexpr's, shared with claim
+// rules.
+type Op = ruleexpr.Op
 
 const (
-	Eq Op = iota // ==
-	Ne           // !=
+	Eq = ruleexpr.Eq // ==
+	Ne = ruleexpr.Ne // !=
 )
-
-func (o Op) String() string {
-	if o == Ne {
-		return "!="
-	}
-	return "=="
-}
 
 // Keys a constraint may test, besides the node.labels. prefix.
 const (
@@ -65,30 +60,11 @@ func Parse(s string) (Constraint, error) {
 	fail := func(format string, args ...any) (Constraint, error) {
 		return Constraint{}, &Error{Constraint: s, Reason: fmt.Sprintf(format, args...)}
 	}
-	eq, ne := strings.Index(s, "=="), strings.Index(s, "!=")
-	var c Constraint
-	var i int
-	switch {
-	case eq < 0 && ne < 0:
-		return fail("want KEY==VALUE or KEY!=VALUE")
-	case ne < 0 || (eq >= 0 && eq < ne):
-		c.Op, i = Eq, eq
-	default:
-		c.Op, i = Ne, ne
+	key, op, value, err := ruleexpr.Split(s)
+	if err != nil {
+		return fail("%v", err)
 	}
-	key := strings.TrimSpace(s[:i])
-	c.Value = strings.TrimSpace(s[i+2:])
-	if strings.Contains(c.Value, "==") || strings.Contains(c.Value, "!=") {
-		return fail("more than one operator")
-	}
-	if c.Value == "" {
-		return fail("empty value")
-	}
-	for _, r := range c.Value {
-		if unicode.IsControl(r) {
-			return fail("control character in value")
-		}
-	}
+	c := Constraint{Op: op, Value: value}
 	lower := strings.ToLower(key)
 	switch {
 	case lower == KeyID, lower == KeyHostname, lower == KeyOS, lower == KeyArch:
@@ -111,8 +87,6 @@ func Parse(s string) (Constraint, error) {
 			}
 		}
 		c.Key, c.Label = labelPrefix+label, label
-	case key == "":
-		return fail("empty key")
 	default:
 		return fail("unknown key %q; use node.id, node.hostname, node.role, node.platform.os, node.platform.arch or node.labels.<name>", key)
 	}

@@ -1,7 +1,8 @@
 // Package constraint parses placement constraints and matches them
 // against nodes.
 //
-// A constraint is "KEY==VALUE" or "KEY!=VALUE" with KEY one of node.id,
+// A constraint is "KEY==VALUE" or "KEY!=VALUE" (api/ruleexpr's syntax,
+// shared with claim rules) with KEY one of node.id,
 // node.hostname, node.role (worker or manager), node.platform.os,
 // node.platform.arch and node.labels.<label>. As in swarm, values compare
 // without regard to case, and a service's constraints must all hold. A

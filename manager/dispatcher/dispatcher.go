@@ -400,8 +400,13 @@ func newChange(c change, data []byte) *dapi.AssignmentChange {
 	return ac
 }
 
+// serviceGrants is a service as its nodes receive it: its references and
+// its claim rules, which the agent checks at each claim. The rules travel
+// as the admin API stored them (validated, canonical); the agent parses
+// them again and refuses every claim of a service whose rules it cannot
+// read.
 func serviceGrants(s *types.Service) *dapi.ServiceGrants {
-	g := &dapi.ServiceGrants{ServiceId: s.Id, ServiceName: s.GetSpec().GetName()}
+	g := &dapi.ServiceGrants{ServiceId: s.Id, ServiceName: s.GetSpec().GetName(), ClaimRules: s.GetSpec().GetClaimRules()}
 	for _, ref := range s.GetSpec().GetSecrets() {
 		g.Grants = append(g.Grants, &dapi.Grant{SecretId: ref.GetSecretId(), SecretName: ref.GetSecretName(), Target: ref.GetTarget()})
 	}

@@ -188,6 +188,9 @@ func (m *Manager) UpdateService(svc *types.Service, secrets ...*types.Secret) *t
 	return resp.GetService()
 }
 
+// Admin is the manager's admin API, as the CLI reaches it.
+func (m *Manager) Admin() adminapi.AdminClient { return m.admin }
+
 // Node returns a node as the manager knows it.
 func (m *Manager) Node(id string) *types.Node {
 	m.t.Helper()
