@@ -92,6 +92,20 @@ func (c *Client) ReleaseProcess(ctx context.Context, containerID string, pid int
 	return nil
 }
 
+// Targets asks the agent which targets the claim of a container not yet
+// created would get (agent.TargetsRequest): paths only.
+func (c *Client) Targets(ctx context.Context, ctr *agent.Container) ([]string, error) {
+	resp, files, err := c.roundTrip(ctx, &agent.Request{Op: &agent.Request_Targets{Targets: &agent.TargetsRequest{Container: ctr}}})
+	closeAll(files)
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetTargets() == nil {
+		return nil, errors.New("agent: targets: response without a result")
+	}
+	return resp.GetTargets().GetTargets(), nil
+}
+
 // List returns the containers the agent holds mounts for.
 func (c *Client) List(ctx context.Context) (*agent.ListResponse, error) {
 	resp, files, err := c.roundTrip(ctx, &agent.Request{Op: &agent.Request_List{List: &agent.ListRequest{}}})

@@ -26,6 +26,8 @@ func opName(req *agent.Request) string {
 		return "release"
 	case *agent.Request_List:
 		return "list"
+	case *agent.Request_Targets:
+		return "targets"
 	}
 	return "none"
 }
@@ -79,6 +81,26 @@ func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Respon
 			return fail(err)
 		}
 		return &agent.Response{Result: &agent.Response_Release{Release: &agent.ReleaseResponse{}}}, nil
+	case *agent.Request_Targets:
+		// The same checks as a Prepare's: the claim is the same.
+		if op.Targets.GetContainer().GetId() == "" {
+			return fail(Errorf(agent.Error_INVALID, "targets: container id is empty"))
+		}
+		if svc := op.Targets.GetContainer().GetService(); !ValidServiceName(svc) {
+			return fail(Errorf(agent.Error_INVALID, "targets: service name %.70q is not a service name (%s)", svc, validation.NameRule))
+		}
+		th, ok := h.(Targeter)
+		if !ok {
+			return fail(Errorf(agent.Error_INVALID, "targets: this agent cannot tell a claim's targets before the container exists"))
+		}
+		resp, err := th.Targets(ctx, op.Targets)
+		if err != nil {
+			return fail(err)
+		}
+		if resp == nil {
+			resp = &agent.TargetsResponse{}
+		}
+		return &agent.Response{Result: &agent.Response_Targets{Targets: resp}}, nil
 	case *agent.Request_List:
 		resp, err := h.List(ctx)
 		if err != nil {
