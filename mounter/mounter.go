@@ -86,5 +86,8 @@ type StoreRecoverer interface {
 // closes it once it is attached; each Handover can be attached once.
 type Handover struct {
 	Target string
+	// Secret names the secret whose file File is, for errors; empty when
+	// the receiver does not know it (a hook gets targets only).
+	Secret string
 	File   *os.File
 }
