@@ -37,7 +37,7 @@ func (c *Client) ReleaseProcess(ctx context.Context, containerID string, pid int
 }
 
 // Targets fails off Linux.
-func (c *Client) Targets(ctx context.Context, ctr *agent.Container) ([]string, error) {
+func (c *Client) Targets(ctx context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error) {
 	return nil, errUnsupported
 }
 

@@ -40,11 +40,11 @@ func TestTargetsRoundTrip(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	ts, err := c.Targets(ctx, &agent.Container{Id: "c1", Service: "web", ReadonlyRootfs: true})
+	resp, err := c.Targets(ctx, &agent.TargetsRequest{Container: &agent.Container{Id: "c1", Service: "web", ReadonlyRootfs: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(ts, []string{"/run/secrets/a", "/etc/app/cert.pem"}) {
+	if ts := resp.GetTargets(); !slices.Equal(ts, []string{"/run/secrets/a", "/etc/app/cert.pem"}) {
 		t.Fatalf("targets %q", ts)
 	}
 	for _, tt := range []struct {
@@ -56,7 +56,7 @@ func TestTargetsRoundTrip(t *testing.T) {
 		{"no id", &agent.Container{Service: "web"}, agent.Error_INVALID},
 		{"bad service name", &agent.Container{Id: "c1", Service: "-web"}, agent.Error_INVALID},
 	} {
-		_, err := c.Targets(ctx, tt.c)
+		_, err := c.Targets(ctx, &agent.TargetsRequest{Container: tt.c})
 		var e *Error
 		if !errors.As(err, &e) || e.Code != tt.code {
 			t.Errorf("%s: %v, want %s", tt.name, err, tt.code)
@@ -80,7 +80,7 @@ func TestTargetsWithoutTargeter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_, err = c.Targets(context.Background(), &agent.Container{Id: "c1", Service: "web"})
+	_, err = c.Targets(context.Background(), &agent.TargetsRequest{Container: &agent.Container{Id: "c1", Service: "web"}})
 	var e *Error
 	if !errors.As(err, &e) || e.Code != agent.Error_INVALID {
 		t.Fatalf("targets from a handler without them: %v, want INVALID", err)
