@@ -42,20 +42,35 @@ func ownBindAt(path string) ownBind {
 	return ownBind{dev: st.Dev, ino: st.Ino, ok: true}
 }
 
-// refuseCollision refuses a mountpoint fd (resolved inside the container)
-// that is the root of a mount, unless that mount is own, the agent's
-// mountpoint bind. Kernels before 5.8 do not say whether a file is a mount
-// root (STATX_ATTR_MOUNT_ROOT); there the check cannot be made and is
-// skipped.
-func refuseCollision(fd int, target, secret string, own ownBind) error {
+// refuseCollision refuses a mountpoint fd (resolved inside root, the
+// container's root) that is the root of a mount, unless that mount is own,
+// the agent's mountpoint bind; and, when the file existed before the
+// attach (existed), one that lies in a mount other than the root's: a file
+// of a volume (a service-account token in its directory), which the
+// secret would hide. A file the image holds at the target lies on the
+// root's mount and is covered, as Docker covers it. Kernels before 5.8 do
+// not give a file's mount (STATX_ATTR_MOUNT_ROOT, STATX_MNT_ID); there the
+// check cannot be made and is skipped.
+func refuseCollision(root, fd int, target, secret string, existed bool, own ownBind) error {
 	var stx unix.Statx_t
-	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO, &stx); err != nil {
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_INO|unix.STATX_MNT_ID, &stx); err != nil {
 		return fmt.Errorf("attach %s: statx mountpoint: %w", target, err)
 	}
-	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 || stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
-		return nil
+	collides := false
+	switch {
+	case stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0:
+		if own.ok && unix.Mkdev(stx.Dev_major, stx.Dev_minor) == own.dev && stx.Ino == own.ino {
+			return nil
+		}
+		collides = true
+	case existed && stx.Mask&unix.STATX_MNT_ID != 0:
+		var rtx unix.Statx_t
+		if err := unix.Statx(root, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &rtx); err != nil {
+			return fmt.Errorf("attach %s: statx container root: %w", target, err)
+		}
+		collides = rtx.Mask&unix.STATX_MNT_ID != 0 && rtx.Mnt_id != stx.Mnt_id
 	}
-	if own.ok && unix.Mkdev(stx.Dev_major, stx.Dev_minor) == own.dev && stx.Ino == own.ino {
+	if !collides {
 		return nil
 	}
 	if secret != "" {

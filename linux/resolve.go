@@ -44,8 +44,9 @@ func openInRoot(root int, rel string, flags int) (int, error) {
 // mountpoint returns an O_PATH fd on target inside root, creating it (an
 // empty directory or file, and any missing parents) if it is missing. An
 // existing target that is the root of a mount other than own (the agent's
-// mountpoint bind) is refused (ErrMountCollision); secret names the secret
-// in that error.
+// mountpoint bind), or a file of another mount than the root's (a
+// volume's), is refused (ErrMountCollision); secret names the secret in
+// that error.
 // Every lookup is an openat2 RESOLVE_IN_ROOT from root, so symlinks in the
 // image resolve as they would inside the container; creation is by a single
 // name in a parent resolved that way and never follows a symlink, so nothing
@@ -64,6 +65,7 @@ func mountpoint(root int, target string, dir bool, own ownBind, secret string) (
 		defer unix.Close(parent)
 	}
 	base := path.Base(rel)
+	existed := true
 	for range 2 {
 		fd, err := openInRoot(root, rel, unix.O_PATH)
 		if err == nil {
@@ -71,7 +73,7 @@ func mountpoint(root int, target string, dir bool, own ownBind, secret string) (
 				unix.Close(fd)
 				return -1, err
 			}
-			if err := refuseCollision(fd, target, secret, own); err != nil {
+			if err := refuseCollision(root, fd, target, secret, existed, own); err != nil {
 				unix.Close(fd)
 				return -1, err
 			}
@@ -80,6 +82,7 @@ func mountpoint(root int, target string, dir bool, own ownBind, secret string) (
 		if !errors.Is(err, unix.ENOENT) {
 			return -1, fmt.Errorf("attach %s: resolve mountpoint: %w", target, err)
 		}
+		existed = false
 		if dir {
 			err = unix.Mkdirat(parent, base, 0o755)
 		} else {
