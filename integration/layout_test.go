@@ -94,6 +94,15 @@ func TestLayoutWrapper(t *testing.T) {
 				args := append(append(c.RunArgs(runtimeBin), extra...), busybox, id, "sh", "-c", layoutScript)
 				return c.Ctr(ctx, "default", args...)
 			})
+			if mode == "attach" {
+				// The hook of a user-namespaced container runs as its
+				// mapped root, which cannot reach the root-only agent
+				// socket: that mode never served one (before this
+				// layout as after).
+				checkUserns(t, func() (string, error) {
+					return c.Ctr(ctx, "default", append(c.RunArgs(runtimeBin), usernsArgs...)...)
+				})
+			}
 			if held := a.Held(); len(held) != 0 {
 				t.Errorf("agent still holds mounts after the containers were removed: %v", held)
 			}
@@ -115,19 +124,28 @@ func TestLayoutShim(t *testing.T) {
 		args := append(append(c.ShimRunArgs(shimRuntime), extra...), busybox, id, "sh", "-c", layoutScript)
 		return c.Ctr(ctx, "default", args...)
 	})
-	// A user-namespaced container gets its mountpoints from runc as well.
-	out, err := c.Ctr(ctx, "default", append(c.ShimRunArgs(shimRuntime),
-		"--uidmap", "0:100000:65536", "--gidmap", "0:200000:65536",
-		"--annotation", "lockbox.service=layout", busybox, "layout-userns", "sh", "-c", layoutScript+"; cat /proc/self/uid_map")...)
+	checkUserns(t, func() (string, error) {
+		return c.Ctr(ctx, "default", append(c.ShimRunArgs(shimRuntime), usernsArgs...)...)
+	})
+	if held := a.Held(); len(held) != 0 {
+		t.Errorf("agent still holds mounts after the containers were removed: %v", held)
+	}
+}
+
+// usernsArgs run a user-namespaced claiming container (after ctr's run
+// flags): it gets its mountpoints from runc as well.
+var usernsArgs = []string{"--uidmap", "0:100000:65536", "--gidmap", "0:200000:65536",
+	"--annotation", "lockbox.service=layout", busybox, "layout-userns", "sh", "-c", layoutScript + "; cat /proc/self/uid_map"}
+
+func checkUserns(t *testing.T, run func() (string, error)) {
+	t.Helper()
+	out, err := run()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("user-namespaced container: %v", err)
 	}
 	for _, want := range []string{"100000", "hunter2-db\n", "CERT-BYTES\n", "/etc/app/cert.pem 1000 2000 440"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("user-namespaced container output lacks %q:\n%s", want, out)
 		}
-	}
-	if held := a.Held(); len(held) != 0 {
-		t.Errorf("agent still holds mounts after the containers were removed: %v", held)
 	}
 }
