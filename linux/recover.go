@@ -118,9 +118,10 @@ func cloneOurs(root int, target string, mark []byte) (int, error) {
 	return clone, nil
 }
 
-// wipeClone overwrites and removes everything reachable through a
-// recovered clone: a directory tree (the /run/secrets subtree) or a single
-// file (a single-file bind).
+// wipeClone overwrites everything reachable through a recovered clone: a
+// single file (every mount the mounter makes is one), or a directory tree
+// (a mount of the /run/secrets subtree that agents before the single-file
+// layout attached, should a plan's target ever match one).
 func wipeClone(fd int) error {
 	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}); err != nil {
 		return fmt.Errorf("wipe: make the recovered mount writable: %w", err)
