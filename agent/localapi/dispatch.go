@@ -48,12 +48,8 @@ func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Respon
 	}
 	switch op := req.GetOp().(type) {
 	case *agent.Request_Prepare:
-		if op.Prepare.GetContainer().GetId() == "" {
-			return fail(Errorf(agent.Error_INVALID, "prepare: container id is empty"))
-		}
-		if svc := op.Prepare.GetContainer().GetService(); !ValidServiceName(svc) {
-			// Quoted and cut short: the name is the caller's, unchecked.
-			return fail(Errorf(agent.Error_INVALID, "prepare: service name %.70q is not a service name (%s)", svc, validation.NameRule))
+		if err := checkClaim("prepare", op.Prepare.GetContainer()); err != nil {
+			return fail(err)
 		}
 		if err := checkPrepare(op.Prepare); err != nil {
 			return fail(err)
@@ -83,11 +79,8 @@ func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Respon
 		return &agent.Response{Result: &agent.Response_Release{Release: &agent.ReleaseResponse{}}}, nil
 	case *agent.Request_Targets:
 		// The same checks as a Prepare's: the claim is the same.
-		if op.Targets.GetContainer().GetId() == "" {
-			return fail(Errorf(agent.Error_INVALID, "targets: container id is empty"))
-		}
-		if svc := op.Targets.GetContainer().GetService(); !ValidServiceName(svc) {
-			return fail(Errorf(agent.Error_INVALID, "targets: service name %.70q is not a service name (%s)", svc, validation.NameRule))
+		if err := checkClaim("targets", op.Targets.GetContainer()); err != nil {
+			return fail(err)
 		}
 		th, ok := h.(Targeter)
 		if !ok {
@@ -113,6 +106,19 @@ func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Respon
 	default:
 		return fail(Errorf(agent.Error_INVALID, "request names no operation"))
 	}
+}
+
+// checkClaim refuses a claim that names no container or no valid service,
+// for prepare and targets alike.
+func checkClaim(op string, c *agent.Container) error {
+	if c.GetId() == "" {
+		return Errorf(agent.Error_INVALID, "%s: container id is empty", op)
+	}
+	if svc := c.GetService(); !ValidServiceName(svc) {
+		// Quoted and cut short: the name is the caller's, unchecked.
+		return Errorf(agent.Error_INVALID, "%s: service name %.70q is not a service name (%s)", op, svc, validation.NameRule)
+	}
+	return nil
 }
 
 func closeAll(files []*os.File) {
