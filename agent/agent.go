@@ -385,6 +385,10 @@ func (a *Agent) deliver(ctx context.Context, m mounter.Mount, req *api.PrepareRe
 	resp := &api.PrepareResponse{}
 	if req.GetAttach() {
 		if err := m.Attach(ctx, mc); err != nil {
+			if errors.Is(err, mounter.ErrMountCollision) {
+				// The container's own configuration: the caller's to fix.
+				return nil, nil, errdefs.Errorf(errdefs.Invalid, "container %s: attach secrets: %w", mc.ID, err)
+			}
 			return nil, nil, fmt.Errorf("container %s: attach secrets: %w", mc.ID, err)
 		}
 		for _, t := range targets(plan) {

@@ -4,6 +4,8 @@ package integration
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,6 +31,8 @@ var layoutGrants = map[string][]mounter.Grant{
 		{SecretID: "l1", SecretName: "db_pw", Size: int64(len("hunter2-db"))},
 		{SecretID: "l2", SecretName: "cert", Target: "/etc/app/cert.pem", UID: "1000", GID: "2000", Mode: 0o440, Size: int64(len("CERT-BYTES"))},
 	},
+	// A target in the service-account volume: a collision.
+	"satoken": {{SecretID: "l1", SecretName: "db_pw", Target: "kubernetes.io/serviceaccount/token", Size: int64(len("hunter2-db"))}},
 }
 
 var layoutSecrets = map[string][]byte{"l1": []byte("hunter2-db"), "l2": []byte("CERT-BYTES")}
@@ -73,6 +77,21 @@ func layoutCases(t *testing.T, run func(id string, extra ...string) (string, err
 				}
 			}
 		})
+	}
+	// A target in the volume is refused by name: at the attach for a
+	// writable root, before the create for a read-only one.
+	for _, ro := range []bool{false, true} {
+		extra := []string{"--mount", saMount, "--annotation", "lockbox.service=satoken"}
+		if ro {
+			extra = append(extra, "--read-only")
+		}
+		_, err := run(fmt.Sprintf("layout-collide-%v", ro), extra...)
+		var ce *harness.CtrError
+		if !errors.As(err, &ce) || !strings.Contains(ce.Stderr, "kubernetes.io/serviceaccount/token") || !strings.Contains(ce.Stderr, "collides with") {
+			t.Errorf("read-only %v: a target in the service-account volume: %v, want the collision named", ro, err)
+		} else {
+			t.Logf("read-only %v: refused: %s", ro, strings.TrimSpace(ce.Stderr))
+		}
 	}
 }
 

@@ -10,13 +10,15 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lockbox-project/lockbox/mounter"
 )
 
-// ErrMountCollision is returned when a target's mountpoint is already the
-// root of a mount in the container (a volume, a Kubernetes service-account
-// token) other than the agent's own mountpoint bind: attaching a secret
-// there would hide what the container was given.
-var ErrMountCollision = errors.New("collides with a mount the container already has; choose another target")
+// ErrMountCollision is mounter.ErrMountCollision: a target's mountpoint is
+// already the root of a mount in the container (a volume, a Kubernetes
+// service-account token), or an existing file of one, other than the
+// agent's own mountpoint bind.
+var ErrMountCollision = mounter.ErrMountCollision
 
 // ownBind identifies the agent's empty mountpoint file (api/claim's
 // MountpointSource): a mount whose root is that file is the bind an

@@ -8,6 +8,11 @@
 // it. It never talks to the agent and knows nothing of OCI spec types.
 package claim
 
+import (
+	"path"
+	"strings"
+)
+
 // ServiceAnnotation is the OCI annotation (for CRI: the pod or container
 // annotation) by which a container names the service it claims.
 const ServiceAnnotation = "lockbox.service"
@@ -69,4 +74,51 @@ func MountpointMounts(targets []string) []Mount {
 		}
 	}
 	return ms
+}
+
+// Collision returns a target that would hide a mount a container's spec
+// already has, and that mount's destination: a target at the destination
+// of any mount, or under the destination of a bind mount (a volume: the
+// target's mountpoint would be made in it, or cover one of its files, such
+// as Kubernetes' service-account token). ok is false when there is none.
+// The adapters that add MountpointMounts check this first, since the
+// runtime would cover such a mount before the agent could see it. A bind
+// of MountpointSource is Lockbox's own and never collides. /var/run is
+// taken for /run, as in the images where it links there (Debian, Ubuntu,
+// Alpine), where Kubernetes' /var/run/secrets lies under SecretsDir.
+func Collision(targets []string, mounts []Mount) (target, mount string, ok bool) {
+	for _, t := range targets {
+		t = runAlias(path.Clean(t))
+		for _, m := range mounts {
+			if m.Source == MountpointSource {
+				continue
+			}
+			d := runAlias(path.Clean(m.Destination))
+			if d == t || (isBind(m) && d != "/" && strings.HasPrefix(t, d+"/")) {
+				return t, m.Destination, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+func runAlias(p string) string {
+	if p == "/var/run" || strings.HasPrefix(p, "/var/run/") {
+		return p[len("/var"):]
+	}
+	return p
+}
+
+// isBind reports whether m is a bind mount, by its type or its options
+// (runc binds any mount with a "bind" or "rbind" option).
+func isBind(m Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
 }

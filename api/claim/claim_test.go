@@ -51,3 +51,29 @@ func TestMountpointMounts(t *testing.T) {
 		t.Error("mounts for no target")
 	}
 }
+
+func TestCollision(t *testing.T) {
+	sa := Mount{Destination: "/var/run/secrets/kubernetes.io/serviceaccount", Type: "bind", Source: "/var/lib/kubelet/x", Options: []string{"rbind", "ro"}}
+	tests := []struct {
+		name    string
+		targets []string
+		mounts  []Mount
+		want    string
+	}{
+		{"beside the service-account volume", []string{"/run/secrets/db_pw", "/etc/app/cert.pem"}, []Mount{sa}, ""},
+		{"in the service-account volume", []string{"/run/secrets/kubernetes.io/serviceaccount/token"}, []Mount{sa}, "/var/run/secrets/kubernetes.io/serviceaccount"},
+		{"at a mount", []string{"/etc/hosts"}, []Mount{{Destination: "/etc/hosts", Type: "bind", Source: "/x/hosts", Options: []string{"rbind"}}}, "/etc/hosts"},
+		{"at a tmpfs", []string{"/data"}, []Mount{{Destination: "/data/", Type: "tmpfs", Source: "tmpfs"}}, "/data/"},
+		{"under a tmpfs (the runtime's /run)", []string{"/run/secrets/a"}, []Mount{{Destination: "/run", Type: "tmpfs", Source: "tmpfs"}}, ""},
+		{"under a bind by option", []string{"/data/a"}, []Mount{{Destination: "/data", Type: "none", Source: "/srv", Options: []string{"rbind"}}}, "/data"},
+		{"a sibling with a common prefix", []string{"/database/a"}, []Mount{{Destination: "/data", Type: "bind", Source: "/srv"}}, ""},
+		{"Lockbox's own bind", []string{"/run/secrets/a"}, MountpointMounts([]string{"/run/secrets/a"}), ""},
+		{"a bind of the root", []string{"/etc/a"}, []Mount{{Destination: "/", Type: "bind", Source: "/x"}}, ""},
+	}
+	for _, tt := range tests {
+		_, m, ok := Collision(tt.targets, tt.mounts)
+		if m != tt.want || ok != (tt.want != "") {
+			t.Errorf("%s: Collision = %q, %v; want %q", tt.name, m, ok, tt.want)
+		}
+	}
+}

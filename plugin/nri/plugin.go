@@ -118,6 +118,15 @@ func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, ctr *
 	if err != nil {
 		return nil, nil, fmt.Errorf("container %s claims service %q: %w", ctr.GetName(), svc, err)
 	}
+	mounts := make([]claim.Mount, 0, len(ctr.GetMounts()))
+	for _, m := range ctr.GetMounts() {
+		mounts = append(mounts, claim.Mount{Destination: m.GetDestination(), Type: m.GetType(), Source: m.GetSource(), Options: m.GetOptions()})
+	}
+	// The runtime would cover such a mount with the bind before the agent
+	// could see it: refuse here, by name.
+	if t, m, ok := claim.Collision(resp.GetTargets(), mounts); ok {
+		return nil, nil, fmt.Errorf("container %s claims service %q: secret target %s collides with the mount at %s the container already has; choose another target", ctr.GetName(), svc, t, m)
+	}
 	for _, m := range claim.MountpointMounts(resp.GetTargets()) {
 		adj.AddMount(&api.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
 	}

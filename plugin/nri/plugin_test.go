@@ -122,6 +122,13 @@ func TestCreateContainerMountpoints(t *testing.T) {
 	if _, _, err := p.CreateContainer(context.Background(), &api.PodSandbox{}, &api.Container{Annotations: map[string]string{ServiceAnnotation: ""}}); err == nil {
 		t.Error("empty claim accepted")
 	}
+	// A target in a volume of the pod is refused by name: the runtime
+	// would cover the volume's file with the bind.
+	_, _, err = p.CreateContainer(context.Background(), &api.PodSandbox{}, &api.Container{Id: "c3", Name: "app", Annotations: claimWeb,
+		Mounts: []*api.Mount{{Destination: "/etc/app", Type: "bind", Source: "/var/lib/kubelet/x", Options: []string{"rbind", "ro"}}}})
+	if err == nil || !strings.Contains(err.Error(), "/etc/app/cert.pem") || !strings.Contains(err.Error(), "collides") {
+		t.Errorf("create with a target in a volume: %v", err)
+	}
 	// A claim the agent refuses fails the create: before the container
 	// exists.
 	_, _, err = p.CreateContainer(context.Background(), &api.PodSandbox{}, &api.Container{Id: "c2", Name: "app", Annotations: map[string]string{ServiceAnnotation: "payments"}})

@@ -13,6 +13,7 @@ package ocispec
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -69,10 +70,17 @@ func WithHooks(path string, env ...string) oci.SpecOpts {
 // attached by pid after the create; containerd-shim-lockbox-v2 and
 // lockbox-runtime add them themselves. The targets are the agent's answer
 // for the claim: agent/localapi's Client.Targets, which refuses a claim the
-// agent could not serve. Any other mount at a target makes the attach fail
-// rather than hide it.
+// agent could not serve. A target that would hide a mount the spec
+// already has (claim.Collision) is refused.
 func WithMountpoints(targets ...string) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		have := make([]claim.Mount, len(s.Mounts))
+		for i, m := range s.Mounts {
+			have[i] = claim.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options}
+		}
+		if t, m, ok := claim.Collision(targets, have); ok {
+			return fmt.Errorf("lockbox: secret target %s collides with the mount at %s the container already has; choose another target", t, m)
+		}
 		for _, m := range claim.MountpointMounts(targets) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
 		}

@@ -57,3 +57,14 @@ func TestWithMountpoints(t *testing.T) {
 		}
 	}
 }
+
+func TestWithMountpointsRefusesACollision(t *testing.T) {
+	s := &oci.Spec{}
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/etc/app", Type: "bind", Source: "/srv/app", Options: []string{"rbind"}})
+	if err := WithMountpoints("/etc/app/cert.pem")(context.Background(), nil, nil, s); err == nil {
+		t.Fatal("a target in a volume was accepted")
+	}
+	if len(s.Mounts) != 1 {
+		t.Fatalf("mounts = %+v", s.Mounts)
+	}
+}

@@ -128,7 +128,9 @@ func addMountpoints(ctx context.Context, cl *localapi.Client, c *hotpath.Claim, 
 	if len(resp.GetTargets()) == 0 {
 		return nil
 	}
-	c.AddMountpoints(resp.GetTargets())
+	if err := c.AddMountpoints(resp.GetTargets()); err != nil {
+		return err
+	}
 	return c.WriteSpec()
 }
 

@@ -32,6 +32,12 @@ type bundleConfig struct {
 		Path     string `json:"path"`
 		Readonly bool   `json:"readonly"`
 	} `json:"root"`
+	Mounts []struct {
+		Destination string   `json:"destination"`
+		Type        string   `json:"type"`
+		Source      string   `json:"source"`
+		Options     []string `json:"options"`
+	} `json:"mounts"`
 	Linux *struct {
 		UIDMappings []idMapping `json:"uidMappings"`
 		GIDMappings []idMapping `json:"gidMappings"`
@@ -54,6 +60,9 @@ type Claim struct {
 	ReadonlyRootfs bool
 	UIDMappings    []agentconn.IDMapping
 	GIDMappings    []agentconn.IDMapping
+	// Mounts are the spec's mounts (AddMountpoints checks the targets
+	// against them).
+	Mounts []claim.Mount
 
 	// raw is config.json as read: a spec change rewrites only the keys it
 	// touches and keeps every other byte.
@@ -101,6 +110,9 @@ func parseClaim(raw []byte, p string) (*Claim, error) {
 	c := &Claim{Service: service, raw: raw, path: p}
 	if cfg.Root != nil {
 		c.RootPath, c.ReadonlyRootfs = cfg.Root.Path, cfg.Root.Readonly
+	}
+	for _, m := range cfg.Mounts {
+		c.Mounts = append(c.Mounts, claim.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
 	}
 	if l := cfg.Linux; l != nil {
 		c.UIDMappings = idMappings(l.UIDMappings)
@@ -162,13 +174,18 @@ type specHook struct {
 // AddMountpoints adds a read-only bind of the agent's empty mountpoint
 // file at every target (claim.MountpointMounts), so that the runtime makes
 // each target's file and directories before the root turns read-only; the
-// agent attaches the secrets on top after the create. Call WriteSpec to
-// persist them.
-func (c *Claim) AddMountpoints(targets []string) {
+// agent attaches the secrets on top after the create. A target that would
+// hide a mount of the spec (claim.Collision) is refused, before runc could
+// cover it. Call WriteSpec to persist them.
+func (c *Claim) AddMountpoints(targets []string) error {
+	if t, m, ok := claim.Collision(targets, c.Mounts); ok {
+		return fmt.Errorf("secret target %s collides with the mount at %s the container already has; choose another target", t, m)
+	}
 	for _, m := range claim.MountpointMounts(targets) {
 		b, _ := json.Marshal(specMount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
 		c.addMounts = append(c.addMounts, b)
 	}
+	return nil
 }
 
 // AddHooks adds a createContainer and a poststop hook that run hookPath

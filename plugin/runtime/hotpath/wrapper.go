@@ -178,7 +178,9 @@ func (w *Wrapper) addMountpoints(inv *Invocation, claim *Claim, a Agent) error {
 	if len(targets) == 0 {
 		return nil
 	}
-	claim.AddMountpoints(targets)
+	if err := claim.AddMountpoints(targets); err != nil {
+		return err
+	}
 	return claim.WriteSpec()
 }
 

@@ -548,6 +548,9 @@ func FuzzReadClaim(f *testing.F) {
 				want.GIDMappings = append(want.GIDMappings, agentconn.IDMapping{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Size})
 			}
 		}
+		for _, m := range spec.Mounts {
+			want.Mounts = append(want.Mounts, claim.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
+		}
 		got := *c
 		got.raw, got.path = nil, ""
 		if !reflect.DeepEqual(&got, want) {
@@ -556,6 +559,29 @@ func FuzzReadClaim(f *testing.F) {
 		c.NeedsMountpoints()
 		_ = c.Container("x", 1, "/")
 	})
+}
+
+// A target that would hide a mount of the spec is refused before runc
+// could cover it, by name (issue 12: a claim must never hide what the
+// container has mounted).
+func TestMountpointsRefuseACollision(t *testing.T) {
+	spec := claiming("web")
+	spec.Root.Readonly = true
+	spec.Mounts = []specs.Mount{{Destination: "/var/run/secrets/kubernetes.io/serviceaccount", Type: "bind", Source: "/x", Options: []string{"rbind", "ro"}}}
+	r := newRig(t, spec)
+	r.agent.targets = []string{"/run/secrets/db_pw", "/run/secrets/kubernetes.io/serviceaccount/token"}
+	if code := r.w.Main(r.createArgs()); code == 0 {
+		t.Fatal("a target in the service-account volume was accepted")
+	}
+	if calls := r.runcCalls(t); calls != nil {
+		t.Fatalf("runc ran: %q", calls)
+	}
+	if msg := r.stderr.String(); !strings.Contains(msg, "/run/secrets/kubernetes.io/serviceaccount/token") || !strings.Contains(msg, "collides with the mount") {
+		t.Errorf("stderr %q does not name the collision", msg)
+	}
+	if s := r.readSpec(t); len(s.Mounts) != 1 {
+		t.Errorf("the spec was rewritten: %+v", s.Mounts)
+	}
 }
 
 func TestNeedsMountpoints(t *testing.T) {
