@@ -32,12 +32,6 @@ type bundleConfig struct {
 		Path     string `json:"path"`
 		Readonly bool   `json:"readonly"`
 	} `json:"root"`
-	Mounts []struct {
-		Destination string   `json:"destination"`
-		Type        string   `json:"type"`
-		Source      string   `json:"source"`
-		Options     []string `json:"options"`
-	} `json:"mounts"`
 	Linux *struct {
 		UIDMappings []idMapping `json:"uidMappings"`
 		GIDMappings []idMapping `json:"gidMappings"`
@@ -60,9 +54,6 @@ type Claim struct {
 	ReadonlyRootfs bool
 	UIDMappings    []agentconn.IDMapping
 	GIDMappings    []agentconn.IDMapping
-	// Mounts are the spec's mounts (AddMountpoints checks the targets
-	// against them).
-	Mounts []claim.Mount
 
 	// raw is config.json as read: a spec change rewrites only the keys it
 	// touches and keeps every other byte.
@@ -110,9 +101,6 @@ func parseClaim(raw []byte, p string) (*Claim, error) {
 	c := &Claim{Service: service, raw: raw, path: p}
 	if cfg.Root != nil {
 		c.RootPath, c.ReadonlyRootfs = cfg.Root.Path, cfg.Root.Readonly
-	}
-	for _, m := range cfg.Mounts {
-		c.Mounts = append(c.Mounts, claim.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
 	}
 	if l := cfg.Linux; l != nil {
 		c.UIDMappings = idMappings(l.UIDMappings)
@@ -178,7 +166,11 @@ type specHook struct {
 // hide a mount of the spec (claim.Collision) is refused, before runc could
 // cover it. Call WriteSpec to persist them.
 func (c *Claim) AddMountpoints(targets []string) error {
-	if t, m, ok := claim.Collision(targets, c.Mounts); ok {
+	mounts, err := c.specMounts()
+	if err != nil {
+		return err
+	}
+	if t, m, ok := claim.Collision(targets, mounts); ok {
 		return fmt.Errorf("secret target %s collides with the mount at %s the container already has; choose another target", t, m)
 	}
 	for _, m := range claim.MountpointMounts(targets) {
@@ -186,6 +178,28 @@ func (c *Claim) AddMountpoints(targets []string) error {
 		c.addMounts = append(c.addMounts, b)
 	}
 	return nil
+}
+
+// specMounts decodes the spec's mounts. Only a container that needs
+// mountpoints pays for it: ReadClaim leaves them out, the hot path of every
+// other claim.
+func (c *Claim) specMounts() ([]claim.Mount, error) {
+	var cfg struct {
+		Mounts []struct {
+			Destination string   `json:"destination"`
+			Type        string   `json:"type"`
+			Source      string   `json:"source"`
+			Options     []string `json:"options"`
+		} `json:"mounts"`
+	}
+	if err := json.Unmarshal(c.raw, &cfg); err != nil {
+		return nil, fmt.Errorf("decode bundle config %s: mounts: %w", c.path, err)
+	}
+	ms := make([]claim.Mount, len(cfg.Mounts))
+	for i, m := range cfg.Mounts {
+		ms[i] = claim.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options}
+	}
+	return ms, nil
 }
 
 // AddHooks adds a createContainer and a poststop hook that run hookPath
