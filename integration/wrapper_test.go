@@ -27,8 +27,9 @@ var testGrants = map[string][]mounter.Grant{
 	},
 }
 
-// A read-only rootfs takes targets under /run/secrets (the placeholder
-// makes room) but not elsewhere: there is nowhere to create /etc/app.
+// The read-only rootfs cases claim the targets under /run/secrets; an
+// absolute target whose directory the image lacks (/etc/app) is
+// layout_test.go's.
 func init() {
 	testGrants["ro"] = testGrants["web"][:2]
 }

@@ -15,11 +15,11 @@ import (
 
 var _ mounter.Handoverer = (*Mount)(nil)
 
-// Handover returns fresh read-only clones of the tmpfs to attach in c: the
-// secrets/ subtree for /run/secrets (when any target lies there) and one
-// single-file clone per target outside it. Ownership is first translated
-// through c's user-namespace mappings. The caller closes every File (after
-// sending it, or after AttachHandovers).
+// Handover returns fresh read-only clones of the tmpfs to attach in c: one
+// single-file clone per target, never a directory, so that nothing the
+// container has beside its secrets is hidden. Ownership is first
+// translated through c's user-namespace mappings. The caller closes every
+// File (after sending it, or after AttachHandovers).
 func (m *Mount) Handover(c mounter.Container) ([]mounter.Handover, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -42,7 +42,7 @@ func (m *Mount) Handover(c mounter.Container) ([]mounter.Handover, error) {
 		}
 		return nil, err
 	}
-	clone := func(name, target string) error {
+	clone := func(name, target, secret string) error {
 		fd, err := unix.OpenTree(m.fd, name, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 		if err != nil {
 			return fmt.Errorf("handover: clone the mount for %s: %w", target, err)
@@ -53,26 +53,19 @@ func (m *Mount) Handover(c mounter.Container) ([]mounter.Handover, error) {
 			unix.Close(fd)
 			return fmt.Errorf("handover: make the mount for %s read-only: %w", target, err)
 		}
-		hs = append(hs, mounter.Handover{Target: target, File: os.NewFile(uintptr(fd), "lockbox-secrets:"+target)})
+		hs = append(hs, mounter.Handover{Target: target, Secret: secret, File: os.NewFile(uintptr(fd), "lockbox-secrets:"+target)})
 		return nil
 	}
-	if len(secretDirs(m.files)) > 0 {
-		if err := clone(secretsSubdir, mounter.LinuxSecretsDir); err != nil {
-			return fail(err)
-		}
-	}
 	for _, f := range m.files {
-		if linkName(f) == "" {
-			if err := clone(f.Name, f.Target); err != nil {
-				return fail(err)
-			}
+		if err := clone(f.Name, f.Target, f.SecretName); err != nil {
+			return fail(err)
 		}
 	}
 	return hs, nil
 }
 
 // chownFor gives the files the host ids that c's user namespace shows as
-// the grants' ids, and the secrets/ directories to c's root.
+// the grants' ids.
 func (m *Mount) chownFor(c mounter.Container) error {
 	if len(c.UIDMappings) == 0 && len(c.GIDMappings) == 0 {
 		return nil // Build already set the grants' ids
@@ -107,18 +100,6 @@ func (m *Mount) chownMapped(c mounter.Container) error {
 			return fmt.Errorf("chmod secret %q: %w", f.SecretName, err)
 		}
 	}
-	// Directories belong to the container's root when it is mapped; if not,
-	// they stay the host's root (shown as nobody), still traversable.
-	rootUID, uok := mapID(0, c.UIDMappings)
-	rootGID, gok := mapID(0, c.GIDMappings)
-	if !uok || !gok {
-		return nil
-	}
-	for _, d := range secretDirs(m.files) {
-		if err := unix.Fchownat(m.fd, d, int(rootUID), int(rootGID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("chown %s: %w", d, err)
-		}
-	}
 	return nil
 }
 
@@ -139,8 +120,11 @@ func (m *Mount) Attach(ctx context.Context, c mounter.Container) error {
 	if len(hs) == 0 {
 		return nil
 	}
+	// The agent's mountpoint file is known by its host path: stat it
+	// before entering the container's namespace.
+	own := ownBindAt(m.mountpointSource)
 	if c.Pid == 0 {
-		return AttachHandovers(c.Rootfs, hs)
+		return attachHandovers(c.Rootfs, own, hs)
 	}
 	proc, err := procForMountinfo()
 	if err != nil {
@@ -149,7 +133,7 @@ func (m *Mount) Attach(ctx context.Context, c mounter.Container) error {
 	if proc >= 0 {
 		defer unix.Close(proc)
 	}
-	return inMountNamespace(c.Pid, c.Rootfs, func(root int) error { return attachAll(root, proc, hs) })
+	return inMountNamespace(c.Pid, c.Rootfs, func(root int) error { return attachAll(root, proc, own, hs) })
 }
 
 func closeHandovers(hs []mounter.Handover) {
@@ -161,9 +145,16 @@ func closeHandovers(hs []mounter.Handover) {
 // AttachHandovers attaches hs under rootfs from the caller's own mount
 // namespace; it is what an OCI createContainer hook calls with the fds it
 // received (cwd = the bundle's rootfs, before pivot_root). Each target is
-// resolved inside rootfs without ever leaving it. The caller still closes
-// the Files.
+// resolved inside rootfs without ever leaving it; a target that is already
+// a mount root is refused unless it is a bind of the agent's mountpoint
+// file (mounter.LinuxMountpointSource, looked up in the caller's
+// namespace, where a hook still sees the host's paths). The caller still
+// closes the Files.
 func AttachHandovers(rootfs string, hs []mounter.Handover) error {
+	return attachHandovers(rootfs, ownBindAt(mounter.LinuxMountpointSource), hs)
+}
+
+func attachHandovers(rootfs string, own ownBind, hs []mounter.Handover) error {
 	if rootfs == "" {
 		return errors.New("attach: no container rootfs given")
 	}
@@ -179,13 +170,14 @@ func AttachHandovers(rootfs string, hs []mounter.Handover) error {
 	if proc >= 0 {
 		defer unix.Close(proc)
 	}
-	return attachAll(root, proc, hs)
+	return attachAll(root, proc, own, hs)
 }
 
-// attachAll attaches hs under root; proc is procForMountinfo's.
-func attachAll(root, proc int, hs []mounter.Handover) error {
+// attachAll attaches hs under root; proc is procForMountinfo's, own the
+// agent's mountpoint file.
+func attachAll(root, proc int, own ownBind, hs []mounter.Handover) error {
 	for _, h := range hs {
-		if err := attachOne(root, proc, h); err != nil {
+		if err := attachOne(root, proc, own, h); err != nil {
 			return err
 		}
 	}
@@ -193,13 +185,13 @@ func attachAll(root, proc int, hs []mounter.Handover) error {
 }
 
 // attachOne moves the detached mount h.File onto h.Target inside root.
-func attachOne(root, proc int, h mounter.Handover) error {
+func attachOne(root, proc int, own ownBind, h mounter.Handover) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(h.File.Fd()), &st); err != nil {
 		return fmt.Errorf("attach %s: stat the mount: %w", h.Target, err)
 	}
 	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	mp, err := mountpoint(root, h.Target, dir)
+	mp, err := mountpoint(root, h.Target, dir, own, h.Secret)
 	if err != nil {
 		return err
 	}

@@ -92,17 +92,20 @@ func TestAttachByPid(t *testing.T) {
 		t.Errorf("container sees:\n%s\nwant:\n%s", got, want)
 	}
 
-	// Read-only, and nosuid,nodev,noexec.
+	// Read-only, and nosuid,nodev,noexec. /run/secrets itself is the
+	// container's own directory, as under Docker: only the files are
+	// mounts.
 	for _, script := range []string{
-		"echo x > /run/secrets/db_pw", "touch /run/secrets/new", "rm /run/secrets/db_pw",
-		"echo x > /opt/key", "mkdir /run/secrets/d",
+		"echo x > /run/secrets/db_pw", "rm /run/secrets/db_pw", "echo x > /run/secrets/conf/app.pem",
+		"echo x > /opt/key", "mv /opt/key /opt/key2",
 	} {
 		if _, _, err := r.Exec(busybox.Context(t), id, "sh", "-c", script); err == nil {
 			t.Errorf("%q succeeded in the container", script)
 		}
 	}
-	mi := execOK(t, r, id, "grep -E ' (/run/secrets|/etc/app/key|/opt/key) ' /proc/self/mountinfo")
-	if lines := strings.Split(strings.TrimSpace(mi), "\n"); len(lines) != 3 {
+	// One single-file mount per target, none on a directory.
+	mi := execOK(t, r, id, "grep -E ' (/run/secrets[^ ]*|/etc/app/key|/opt/key) ' /proc/self/mountinfo")
+	if lines := strings.Split(strings.TrimSpace(mi), "\n"); len(lines) != 4 || strings.Contains(mi, " /run/secrets ") || strings.Contains(mi, " /run/secrets/conf ") {
 		t.Errorf("container mountinfo:\n%s", mi)
 	}
 	for _, l := range strings.Split(strings.TrimSpace(mi), "\n") {
@@ -120,25 +123,21 @@ func TestAttachByPid(t *testing.T) {
 		mi, _ := os.ReadFile("/proc/self/mountinfo")
 		t.Errorf("the host's mountinfo shows a mount in the container's rootfs:\n%s", mi)
 	}
-	for _, p := range []string{"run/secrets", "etc/app/key", "opt/key"} {
-		st, err := os.Stat(filepath.Join(b.Rootfs, p))
+	for _, p := range []string{"run/secrets/db_pw", "run/secrets/conf/app.pem", "etc/app/key", "opt/key"} {
+		st, err := os.Lstat(filepath.Join(b.Rootfs, p))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.IsDir() {
-			if ents, _ := os.ReadDir(filepath.Join(b.Rootfs, p)); len(ents) != 0 {
-				t.Errorf("rootfs %s holds %v", p, ents)
-			}
-		} else if st.Size() != 0 {
-			t.Errorf("rootfs %s holds %d bytes", p, st.Size())
+		if !st.Mode().IsRegular() || st.Size() != 0 {
+			t.Errorf("rootfs %s: %v, %d bytes; want an empty file", p, st.Mode(), st.Size())
 		}
 	}
 
-	// Wipe while the container runs: it sees empty files, then nothing.
+	// Wipe while the container runs: it sees empty files.
 	if err := m.Wipe(); err != nil {
 		t.Fatal(err)
 	}
-	if got := execOK(t, r, id, "ls /run/secrets | wc -l; stat -c %s /opt/key"); got != "0\n0\n" {
+	if got := execOK(t, r, id, "stat -c %s /run/secrets/db_pw /run/secrets/conf/app.pem /opt/key"); got != "0\n0\n0\n" {
 		t.Errorf("after the wipe the container sees %q", got)
 	}
 }
@@ -154,26 +153,27 @@ func TestAttachReadonlyRootfs(t *testing.T) {
 		}
 		t.Log(err)
 	})
-	t.Run("placeholders", func(t *testing.T) {
-		_, m := build(t, []mounter.Grant{
+	t.Run("mountpoint binds", func(t *testing.T) {
+		// The adapter adds a read-only bind of the agent's empty file at
+		// every target (claim.MountpointMounts); runc makes the files and
+		// their directories (/etc/app is not in the image) before the
+		// root turns read-only.
+		src := memSource{"id-a": secretData("a", 10), "id-b": secretData("b", 20)}
+		mp := testMountpointSource(t)
+		_, m := buildWith(t, []mounter.Grant{
 			{SecretID: "id-a", SecretName: "a"},
-			{SecretID: "id-b", SecretName: "b", Target: "/etc/b"},
-		}, src)
-		// The runtime adds a tmpfs at /run/secrets at create; a target
-		// outside it needs its file in the image.
-		o := busybox.Options{ReadonlyRootfs: true, Mounts: []specs.Mount{
-			{Destination: "/run/secrets", Type: "tmpfs", Source: "tmpfs", Options: []string{"ro", "size=4k", "mode=0755"}},
-		}}
-		r, _, id, pid := runContainerWith(t, o, func(rootfs string) {
-			if err := os.WriteFile(filepath.Join(rootfs, "etc/b"), nil, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		})
+			{SecretID: "id-b", SecretName: "b", Target: "/etc/app/cert.pem", UID: "1000", Mode: 0o400},
+		}, src, mp)
+		o := busybox.Options{ReadonlyRootfs: true, Mounts: mountpointMounts(mp, "/run/secrets/a", "/etc/app/cert.pem")}
+		r, _, id, pid := runContainer(t, o)
 		if err := m.Attach(context.Background(), mounter.Container{ID: id, Pid: pid, ReadonlyRootfs: true}); err != nil {
 			t.Fatalf("Attach: %v", err)
 		}
-		if got := execOK(t, r, id, "cat /run/secrets/a /etc/b"); got != string(src["id-a"])+string(src["id-b"]) {
-			t.Errorf("container reads %q", got)
+		if got := execOK(t, r, id, "cat /run/secrets/a; stat -c '%u:%g %a %s' /etc/app/cert.pem"); got != string(src["id-a"])+"1000:0 400 20\n" {
+			t.Errorf("container sees %q", got)
+		}
+		if _, _, err := r.Exec(busybox.Context(t), id, "sh", "-c", "echo x > /run/secrets/a"); err == nil {
+			t.Error("the container wrote its secret")
 		}
 	})
 }
@@ -186,8 +186,12 @@ func TestAttachUserNamespace(t *testing.T) {
 		{SecretID: "id-a", SecretName: "a", UID: "1000", GID: "1000", Mode: 0o400},
 		{SecretID: "id-b", SecretName: "b", Target: "/etc/b", GID: "1000", Mode: 0o440},
 	}
-	_, m := build(t, grants, src)
-	r, _, id, pid := runContainer(t, busybox.Options{User: specs.User{UID: 1000, GID: 1000}, UIDMappings: maps, GIDMappings: maps})
+	// A user-namespaced container gets its mountpoints from the runtime
+	// (claim.NeedsMountpoints), as the adapters add them.
+	mp := testMountpointSource(t)
+	_, m := buildWith(t, grants, src, mp)
+	r, _, id, pid := runContainer(t, busybox.Options{User: specs.User{UID: 1000, GID: 1000}, UIDMappings: maps, GIDMappings: maps,
+		Mounts: mountpointMounts(mp, "/run/secrets/a", "/etc/b")})
 	c := mounter.Container{ID: id, Pid: pid,
 		UIDMappings: []mounter.IDMapping{{ContainerID: 0, HostID: hostBase, Size: 65536}},
 		GIDMappings: []mounter.IDMapping{{ContainerID: 0, HostID: hostBase, Size: 65536}},
@@ -195,8 +199,8 @@ func TestAttachUserNamespace(t *testing.T) {
 	if err := m.Attach(context.Background(), c); err != nil {
 		t.Fatalf("Attach: %v", err)
 	}
-	got := execOK(t, r, id, "id -u; stat -c '%u:%g %a' /run/secrets /run/secrets/a /etc/b; cat /run/secrets/a /etc/b")
-	want := "1000\n0:0 755\n1000:1000 400\n0:1000 440\n" + string(src["id-a"]) + string(src["id-b"])
+	got := execOK(t, r, id, "id -u; stat -c '%u:%g %a' /run/secrets/a /etc/b; cat /run/secrets/a /etc/b")
+	want := "1000\n1000:1000 400\n0:1000 440\n" + string(src["id-a"]) + string(src["id-b"])
 	if got != want {
 		t.Errorf("container sees:\n%s\nwant:\n%s", got, want)
 	}

@@ -3,21 +3,23 @@
 // container's mount namespace, overwritten and freed when the container stops.
 //
 // Layout of a container's tmpfs (its root is mode 0700 and is never
-// attached anywhere):
+// attached anywhere): one file per plan file, named by File.Name (the
+// secret ID, so targets with the same base name cannot collide), with the
+// grant's owner and mode. Nothing else: no directory, no link.
 //
-//	<name>               one file per plan file, named by File.Name (the
-//	                     secret ID), with the grant's owner and mode
-//	secrets/<rel target> hard links to those files for every target under
-//	                     /run/secrets, with the directories they need
-//
-// The secrets/ subtree is attached as a whole at /run/secrets, as Docker
-// does: the container sees only its secrets there, the container's writable
-// layer gets at most the /run/secrets directory (never one placeholder file
-// per secret, so a commit of the container holds nothing of them), a
-// read-only rootfs needs one placeholder, and a container with many secrets
-// costs one mount, not one per secret. Targets outside /run/secrets get a
-// single-file bind mount cloned from the file by ID. Hard links share the
-// inode, so ownership, mode and the wipe apply to both names at once.
+// Every target gets a single-file mount cloned from its file, as Docker
+// binds each secret file: no mount ever covers a directory, /run/secrets
+// included, so the container keeps whatever its image or its other mounts
+// put beside its secrets (a Kubernetes service-account token under
+// /var/run/secrets, a file of the image). Where the agent can write the
+// container's root it makes each missing mountpoint (an empty file, and its
+// directories) there, resolved inside the root; the container's writable
+// layer then holds empty files only. Where it cannot (a read-only root, a
+// user namespace) the adapter adds, before the runtime's create, a
+// read-only bind of the agent's empty mountpoint file at every target
+// (api/claim's MountpointMounts, made by EnsureMountpointSource), and the
+// secret goes on top of it. A target that is the root of any other mount
+// is refused (ErrMountCollision): attaching there would hide it.
 //
 // The mounter holds one fd per container: the detached tmpfs mount itself.
 // It is read-only except while the mounter writes through it (build, the
@@ -34,18 +36,18 @@
 // copied into a less privileged namespace, not on a mount moved in, so a
 // container whose user namespace owns its mount namespace and holds
 // CAP_SYS_ADMIN can remount its own secrets writable (or suid, exec). It
-// can change only its own secrets; Wipe therefore overwrites and removes
-// whatever it finds in the tmpfs, not just what the plan put there.
+// can change only its own secrets' bytes (each mount is a single file, so
+// it can add no name); Wipe therefore overwrites each file whole, however
+// long it has grown.
 //
 // A target on a shared mount (a volume with rshared or Bidirectional
 // propagation) is refused: whatever is mounted there is copied to the
 // mount's peers, which may be in the host's namespace.
 //
-// The secrets/ directory and every single-file mount's root carry a
-// trusted.lockbox extended attribute, which only the initial user
-// namespace's CAP_SYS_ADMIN can set: after an agent restart, Recover uses it
-// to tell the mounts it made in a running container from the container's
-// own, and takes them back to wipe.
+// Every file carries a trusted.lockbox extended attribute, which only the
+// initial user namespace's CAP_SYS_ADMIN can set: after an agent restart,
+// Recover uses it to tell the mounts it made in a running container from
+// the container's own, and takes them back to wipe.
 //
 // Attaching by pid enters the container's mount namespace through a pidfd
 // from a locked OS thread that is never unlocked, so the runtime discards

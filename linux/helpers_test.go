@@ -9,6 +9,7 @@ import (
 	"crypto/md5"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/lockbox-project/lockbox/api/claim"
 	"github.com/lockbox-project/lockbox/mounter"
 )
 
@@ -41,6 +43,12 @@ func secretData(name string, n int) []byte {
 // build makes a plan from grants (filling Size from src) and builds it.
 func build(t testing.TB, grants []mounter.Grant, src memSource) (*mounter.Plan, *Mount) {
 	t.Helper()
+	return buildWith(t, grants, src, "")
+}
+
+// buildWith is build with a Mounter whose MountpointSource is mp.
+func buildWith(t testing.TB, grants []mounter.Grant, src memSource, mp string) (*mounter.Plan, *Mount) {
+	t.Helper()
 	for i := range grants {
 		grants[i].Size = int64(len(src[grants[i].SecretID]))
 	}
@@ -48,7 +56,7 @@ func build(t testing.TB, grants []mounter.Grant, src memSource) (*mounter.Plan, 
 	if err != nil {
 		t.Fatalf("NewPlan: %v", err)
 	}
-	m, err := New().BuildTmpfs(context.Background(), plan, src)
+	m, err := (&Mounter{MountpointSource: mp}).BuildTmpfs(context.Background(), plan, src)
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
@@ -149,4 +157,29 @@ func kernelAtLeast(t testing.TB, major, minor int) bool {
 // busyboxTmpfs is a writable tmpfs mount for a container's spec.
 func busyboxTmpfs(dest string) specs.Mount {
 	return specs.Mount{Destination: dest, Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "noexec", "size=64k"}}
+}
+
+// testMountpointSource makes an agent's mountpoint file of the test's own
+// (EnsureMountpointSource) in a directory as open as /run.
+func testMountpointSource(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "mountpoint")
+	if err := EnsureMountpointSource(p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// mountpointMounts are the spec mounts an adapter adds for targets
+// (claim.MountpointMounts), with mp as the source.
+func mountpointMounts(mp string, targets ...string) []specs.Mount {
+	var ms []specs.Mount
+	for _, m := range claim.MountpointMounts(targets) {
+		ms = append(ms, specs.Mount{Destination: m.Destination, Type: m.Type, Source: mp, Options: m.Options})
+	}
+	return ms
 }

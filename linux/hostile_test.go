@@ -76,7 +76,16 @@ func TestAttachHostileRootfs(t *testing.T) {
 			prepare: func(t *testing.T, rootfs string) {
 				symlink(rootfs, "run/secrets", "/")
 			},
-			wantErr: "resolves to the container's root",
+			// A single-file mount: it lands at the root's /a, inside
+			// the root, and hides nothing but that name.
+			check: func(t *testing.T, r *busybox.Runc, id, rootfs string) {
+				if got := execOK(t, r, id, "cat /a; ls /bin/sh"); got != string(src["id-a"])+"/bin/sh\n" {
+					t.Errorf("container sees %q", got)
+				}
+				if st, err := os.Lstat(filepath.Join(rootfs, "a")); err != nil || !st.Mode().IsRegular() || st.Size() != 0 {
+					t.Errorf("mountpoint not made inside the rootfs: %v", err)
+				}
+			},
 		},
 		{
 			name:   "/run/secrets is a symlink to ../../../.. (relative escape)",
@@ -84,11 +93,18 @@ func TestAttachHostileRootfs(t *testing.T) {
 			prepare: func(t *testing.T, rootfs string) {
 				symlink(rootfs, "run/secrets", "../../../../../../..")
 			},
-			wantErr: "resolves to the container's root",
+			check: func(t *testing.T, r *busybox.Runc, id, rootfs string) {
+				if got := execOK(t, r, id, "cat /a"); got != string(src["id-a"]) {
+					t.Errorf("container reads %q", got)
+				}
+				if st, err := os.Lstat(filepath.Join(rootfs, "a")); err != nil || !st.Mode().IsRegular() || st.Size() != 0 {
+					t.Errorf("mountpoint not made inside the rootfs: %v", err)
+				}
+			},
 		},
 		{
 			name:   "/run/secrets is a symlink into /proc",
-			grants: []mounter.Grant{{SecretID: "id-a", SecretName: "a"}},
+			grants: []mounter.Grant{{SecretID: "id-a", SecretName: "a", Target: "kernel/core_pattern"}},
 			prepare: func(t *testing.T, rootfs string) {
 				symlink(rootfs, "run/secrets", "/proc/sys")
 			},

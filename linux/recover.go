@@ -18,10 +18,9 @@ import (
 // container that still runs, so that they can be wiped when it stops. The
 // agent lost its mount fd with its process; the container's mounts kept the
 // tmpfs alive. Recover enters c's mount namespace (c.Pid is required),
-// looks at plan's targets (/run/secrets for the targets under it, the
-// target itself for the others), and keeps a private clone of each mount
-// found there that is ours and c's: a read-only, nosuid, nodev, noexec
-// tmpfs whose root is the target and carries the mounter's trusted.* mark
+// looks at plan's targets, and keeps a private clone of each mount found
+// there that is ours and c's: a read-only, nosuid, nodev, noexec tmpfs
+// whose root is the target file and carries the mounter's trusted.* mark
 // naming c.ID (which no container can forge). Targets where no such mount
 // is found are skipped; finding none is not an error.
 //
@@ -48,14 +47,9 @@ func (m *Mounter) Recover(ctx context.Context, c mounter.Container, plan *mounte
 		return nil, errors.New("recover: the container's ID is required")
 	}
 	mark := markFor(c.ID)
-	var targets []string
-	if len(secretDirs(plan.Files)) > 0 {
-		targets = append(targets, mounter.LinuxSecretsDir)
-	}
-	for _, f := range plan.Files {
-		if linkName(f) == "" {
-			targets = append(targets, f.Target)
-		}
+	targets := make([]string, len(plan.Files))
+	for i, f := range plan.Files {
+		targets[i] = f.Target
 	}
 	mnt := &Mount{fd: -1, recovered: true}
 	err := inMountNamespace(c.Pid, c.Rootfs, func(root int) error {
@@ -124,9 +118,10 @@ func cloneOurs(root int, target string, mark []byte) (int, error) {
 	return clone, nil
 }
 
-// wipeClone overwrites and removes everything reachable through a
-// recovered clone: a directory tree (the /run/secrets subtree) or a single
-// file (a single-file bind).
+// wipeClone overwrites everything reachable through a recovered clone: a
+// single file (every mount the mounter makes is one), or a directory tree
+// (a mount of the /run/secrets subtree that agents before the single-file
+// layout attached, should a plan's target ever match one).
 func wipeClone(fd int) error {
 	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}); err != nil {
 		return fmt.Errorf("wipe: make the recovered mount writable: %w", err)

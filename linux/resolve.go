@@ -12,8 +12,9 @@ import (
 )
 
 // ErrNoMountpoint is returned when a target's mountpoint is missing and the
-// container's root is read-only, so it cannot be created: the runtime must
-// add it (a placeholder) to the container's spec at create time.
+// container's root is read-only, so it cannot be created: the adapter must
+// add it to the container's spec at create time (api/claim's
+// MountpointMounts).
 var ErrNoMountpoint = errors.New("mountpoint missing on a read-only container root; add it to the container's spec at create time")
 
 var errDangling = errors.New("a symlink to nothing inside the container (the mounter does not create symlink targets)")
@@ -41,13 +42,17 @@ func openInRoot(root int, rel string, flags int) (int, error) {
 }
 
 // mountpoint returns an O_PATH fd on target inside root, creating it (an
-// empty directory or file, and any missing parents) if it is missing.
+// empty directory or file, and any missing parents) if it is missing. An
+// existing target that is the root of a mount other than own (the agent's
+// mountpoint bind), or a file of another mount than the root's (a
+// volume's), is refused (ErrMountCollision); secret names the secret in
+// that error.
 // Every lookup is an openat2 RESOLVE_IN_ROOT from root, so symlinks in the
 // image resolve as they would inside the container; creation is by a single
 // name in a parent resolved that way and never follows a symlink, so nothing
 // is ever created outside root. A symlink that leads nowhere is refused, not
 // completed.
-func mountpoint(root int, target string, dir bool) (int, error) {
+func mountpoint(root int, target string, dir bool, own ownBind, secret string) (int, error) {
 	if !path.IsAbs(target) || path.Clean(target) != target || target == "/" {
 		return -1, fmt.Errorf("attach %q: a target is an absolute, clean path below /", target)
 	}
@@ -60,10 +65,15 @@ func mountpoint(root int, target string, dir bool) (int, error) {
 		defer unix.Close(parent)
 	}
 	base := path.Base(rel)
+	existed := true
 	for range 2 {
 		fd, err := openInRoot(root, rel, unix.O_PATH)
 		if err == nil {
 			if err := checkMountpoint(root, fd, target, dir); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+			if err := refuseCollision(root, fd, target, secret, existed, own); err != nil {
 				unix.Close(fd)
 				return -1, err
 			}
@@ -72,6 +82,7 @@ func mountpoint(root int, target string, dir bool) (int, error) {
 		if !errors.Is(err, unix.ENOENT) {
 			return -1, fmt.Errorf("attach %s: resolve mountpoint: %w", target, err)
 		}
+		existed = false
 		if dir {
 			err = unix.Mkdirat(parent, base, 0o755)
 		} else {

@@ -54,7 +54,7 @@ func FuzzMountpoint(f *testing.F) {
 		if !path.IsAbs(target) || path.Clean(target) != target || strings.ContainsRune(target, 0) || len(target) > 512 {
 			return
 		}
-		fd, err := mountpoint(rootfd, target, dir)
+		fd, err := mountpoint(rootfd, target, dir, ownBind{}, "")
 		if err == nil {
 			unix.Close(fd)
 		}

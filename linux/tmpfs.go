@@ -7,10 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -19,11 +16,13 @@ import (
 	"github.com/lockbox-project/lockbox/mounter"
 )
 
-// secretsSubdir is the subtree of the tmpfs attached at /run/secrets.
-const secretsSubdir = "secrets"
-
 // Mounter builds detached tmpfs mounts. The zero value is ready to use.
 type Mounter struct {
+	// MountpointSource is the host path of the agent's empty mountpoint
+	// file (EnsureMountpointSource): a target whose mountpoint is a bind of
+	// it takes the secret on top, any other mount there is a collision.
+	// Empty means mounter.LinuxMountpointSource.
+	MountpointSource string
 	// noSwapUnsupported records that the kernel refused "noswap" (it has it
 	// since 6.4), so later builds do not try again.
 	noSwapUnsupported atomic.Bool
@@ -48,32 +47,26 @@ func (m *Mounter) BuildTmpfs(ctx context.Context, plan *mounter.Plan, src mounte
 	if len(plan.Owner) > maxOwner {
 		return nil, fmt.Errorf("build tmpfs: owner is %d bytes long, at most %d", len(plan.Owner), maxOwner)
 	}
-	mnt := &Mount{files: plan.Files, fd: -1, mark: markFor(plan.Owner)}
+	mnt := &Mount{files: plan.Files, fd: -1, mark: markFor(plan.Owner), mountpointSource: m.MountpointSource}
+	if mnt.mountpointSource == "" {
+		mnt.mountpointSource = mounter.LinuxMountpointSource
+	}
 	if len(plan.Files) == 0 {
 		return mnt, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	dirs := secretDirs(plan.Files)
-	// tmpfs charges an inode's worth of space (1 KiB) for every file,
-	// directory and hard link, and takes extended attributes from the same
-	// budget: count one more for every mark (far more than one needs).
-	inodes := 1 + 2*len(plan.Files) + len(dirs)
-	for _, f := range plan.Files {
-		if linkName(f) != "" {
-			inodes++
-		}
-	}
-	if len(dirs) > 0 {
-		inodes++
-	}
+	// tmpfs charges an inode's worth of space (1 KiB) for every file and
+	// takes extended attributes from the same budget: count one more for
+	// every file's mark (far more than one needs).
+	inodes := 1 + 2*len(plan.Files)
 	fd, err := m.newTmpfs(tmpfsSize(plan.Files), inodes)
 	if err != nil {
 		return nil, err
 	}
 	mnt.fd = fd
-	if err := mnt.populate(ctx, dirs, src); err != nil {
+	if err := mnt.populate(ctx, src); err != nil {
 		mnt.wipeLocked()
 		return nil, err
 	}
@@ -138,8 +131,7 @@ func (m *Mounter) newTmpfs(size int64, inodes int) (int, error) {
 const inodeSlack = 2
 
 // tmpfsSize is just above the payload: tmpfs counts whole pages per file;
-// one spare page absorbs rounding. Directories and hard links cost inodes,
-// not pages.
+// one spare page absorbs rounding.
 func tmpfsSize(files []mounter.File) int64 {
 	page := int64(os.Getpagesize())
 	size := page
@@ -149,75 +141,14 @@ func tmpfsSize(files []mounter.File) int64 {
 	return size
 }
 
-// secretDirs lists the directories of the secrets/ subtree, parents first;
-// it is empty when no target lies under /run/secrets.
-func secretDirs(files []mounter.File) []string {
-	var dirs []string
-	seen := map[string]bool{}
-	for _, f := range files {
-		if !mounter.UnderSecretsDir(f.Target) {
-			continue
-		}
-		rel := path.Join(secretsSubdir, strings.TrimPrefix(f.Target, mounter.LinuxSecretsDir+"/"))
-		var chain []string
-		for d := path.Dir(rel); d != "."; d = path.Dir(d) {
-			if seen[d] {
-				break
-			}
-			seen[d] = true
-			chain = append(chain, d)
-		}
-		for i := len(chain) - 1; i >= 0; i-- {
-			dirs = append(dirs, chain[i])
-		}
-	}
-	return dirs
-}
-
-// linkName is where f appears in the secrets/ subtree, or "" when its target
-// is outside /run/secrets.
-func linkName(f mounter.File) string {
-	if !mounter.UnderSecretsDir(f.Target) {
-		return ""
-	}
-	return path.Join(secretsSubdir, strings.TrimPrefix(f.Target, mounter.LinuxSecretsDir+"/"))
-}
-
-// populate writes the files and links through m.fd, still writable.
-func (m *Mount) populate(ctx context.Context, dirs []string, src mounter.SecretSource) error {
+// populate writes the files through m.fd, still writable.
+func (m *Mount) populate(ctx context.Context, src mounter.SecretSource) error {
 	for _, f := range m.files {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if err := writeFile(m.fd, f, src, m.mark); err != nil {
 			return err
-		}
-	}
-	for _, d := range dirs {
-		if err := unix.Mkdirat(m.fd, d, 0o755); err != nil {
-			return fmt.Errorf("build tmpfs: mkdir %s: %w", d, err)
-		}
-		// mkdir applies the umask; the mode must not depend on it.
-		if err := unix.Fchmodat(m.fd, d, 0o755, 0); err != nil {
-			return fmt.Errorf("build tmpfs: chmod %s: %w", d, err)
-		}
-	}
-	if len(dirs) > 0 {
-		d, err := unix.Openat(m.fd, secretsSubdir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("build tmpfs: open %s: %w", secretsSubdir, err)
-		}
-		err = unix.Fsetxattr(d, markXattr, m.mark, 0)
-		unix.Close(d)
-		if err != nil {
-			return fmt.Errorf("build tmpfs: mark %s: %w", secretsSubdir, err)
-		}
-	}
-	for _, f := range m.files {
-		if l := linkName(f); l != "" {
-			if err := unix.Linkat(m.fd, f.Name, m.fd, l, 0); err != nil {
-				return fmt.Errorf("build tmpfs: link %s for %s: %w", f.Name, f.Target, err)
-			}
 		}
 	}
 	return nil
@@ -255,12 +186,10 @@ func writeFile(dirfd int, f mounter.File, src mounter.SecretSource, mark []byte)
 	if err := unix.Fchmod(fd, uint32(f.Mode.Perm())); err != nil {
 		return fmt.Errorf("build tmpfs: chmod secret %q: %w", f.SecretName, err)
 	}
-	// A file under /run/secrets is found through the marked secrets/
-	// directory; only a single-file mount's root needs its own mark.
-	if linkName(f) == "" {
-		if err := unix.Fsetxattr(fd, markXattr, mark, 0); err != nil {
-			return fmt.Errorf("build tmpfs: mark secret %q: %w", f.SecretName, err)
-		}
+	// Every file is the root of the single-file mounts cloned from it:
+	// Recover finds them by this mark.
+	if err := unix.Fsetxattr(fd, markXattr, mark, 0); err != nil {
+		return fmt.Errorf("build tmpfs: mark secret %q: %w", f.SecretName, err)
 	}
 	return nil
 }
@@ -297,14 +226,16 @@ func hasMark(fd int, want []byte) bool {
 type Mount struct {
 	mu    sync.Mutex
 	files []mounter.File
-	// mark is the value of markXattr on the secrets/ directory and on
-	// every single-file mount's root.
+	// mark is the value of markXattr on every file (each the root of the
+	// single-file mounts cloned from it).
 	mark []byte
 	// fd is the detached tmpfs mount: read-only except while the mounter
 	// itself writes (build, ownership translation, wipe). Every attached
 	// clone derives from it while it is read-only. -1 when the plan is
 	// empty or the mount has been wiped.
 	fd int
+	// mountpointSource is the Mounter's MountpointSource.
+	mountpointSource string
 	// recovered mounts were taken back from a running container by
 	// Recover: clones of its mounts, which can be wiped, not attached.
 	recovered bool
@@ -345,17 +276,10 @@ func (m *Mount) wipeLocked() error {
 				errs = append(errs, err)
 			}
 		}
-		// What is left under secrets/ is directories, and whatever a
-		// container that could remount its view writable put there (a
-		// container whose user namespace owns its mount namespace can:
-		// the kernel locks the flags of copied mounts, not moved ones).
-		// Overwrite and remove all of it, so that nothing outlives the
-		// wipe and a running container sees no names linger.
-		if len(secretDirs(m.files)) > 0 {
-			if err := wipeSubtree(m.fd, secretsSubdir); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		// A container sees single files only: even one that could
+		// remount its view writable (see the package doc) can change a
+		// file's bytes, never add a name to the tmpfs. Wiping the plan's
+		// files wipes all there is.
 		// The last reference to the detached mount: the kernel frees the
 		// tmpfs once no container holds a clone.
 		if err := unix.Close(m.fd); err != nil {
@@ -401,52 +325,30 @@ func zeroFill(fd int, size int64) error {
 }
 
 func wipeFile(dirfd int, f mounter.File) error {
-	// The file by ID, then its name under secrets/: the same inode unless
-	// a container that remounted its view writable put another file in
-	// the link's place, which is overwritten too. What is not a regular
-	// file is only unlinked (see openRegular).
-	names := []string{f.Name}
-	if l := linkName(f); l != "" {
-		names = append(names, l)
+	// What is not a regular file is only unlinked (see openRegular).
+	fd, err := openRegular(dirfd, f.Name)
+	if errors.Is(err, unix.ENOENT) {
+		return nil // a failed build never created it
 	}
-	var wiped []uint64
-	for i, name := range names {
-		fd, err := openRegular(dirfd, name)
-		if errors.Is(err, unix.ENOENT) {
-			continue // a failed build never created it
-		}
-		if err != nil {
-			return fmt.Errorf("wipe secret %q: open: %w", f.SecretName, err)
-		}
-		if fd < 0 {
-			continue
-		}
+	if err != nil {
+		return fmt.Errorf("wipe secret %q: open: %w", f.SecretName, err)
+	}
+	if fd >= 0 {
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
 			unix.Close(fd)
 			return fmt.Errorf("wipe secret %q: stat: %w", f.SecretName, err)
 		}
-		if slices.Contains(wiped, st.Ino) {
-			unix.Close(fd)
-			continue
-		}
 		// A container that remounted its view writable may have grown the
 		// file: overwrite all of it, not just the secret's size.
-		size := st.Size
-		if i == 0 {
-			size = max(size, f.Size)
-		}
-		err = overwrite(fd, size)
+		err = overwrite(fd, max(st.Size, f.Size))
 		unix.Close(fd)
 		if err != nil {
 			return fmt.Errorf("wipe secret %q: %w", f.SecretName, err)
 		}
-		wiped = append(wiped, st.Ino)
 	}
-	for i := len(names) - 1; i >= 0; i-- {
-		if err := unix.Unlinkat(dirfd, names[i], 0); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("wipe secret %q: unlink: %w", f.SecretName, err)
-		}
+	if err := unix.Unlinkat(dirfd, f.Name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("wipe secret %q: unlink: %w", f.SecretName, err)
 	}
 	return nil
 }
@@ -483,25 +385,4 @@ func openRegular(dirfd int, name string) (int, error) {
 		return -1, nil
 	}
 	return fd, nil
-}
-
-// wipeSubtree overwrites and removes the directory name under dirfd and
-// everything in it. A missing directory (a failed build) is not an error.
-func wipeSubtree(dirfd int, name string) error {
-	d, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("wipe: open %s: %w", name, err)
-	}
-	err = wipeDir(d, 0)
-	unix.Close(d)
-	if err != nil {
-		return err
-	}
-	if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil {
-		return fmt.Errorf("wipe: remove %s: %w", name, err)
-	}
-	return nil
 }

@@ -53,18 +53,21 @@ func TestBuild(t *testing.T) {
 		if st.Uid != f.UID || st.Gid != f.GID || st.Mode != unix.S_IFREG|uint32(f.Mode) {
 			t.Errorf("%s: %d:%d %o, want %d:%d %o", f.Name, st.Uid, st.Gid, st.Mode, f.UID, f.GID, unix.S_IFREG|uint32(f.Mode))
 		}
-		// Targets under /run/secrets are hard links in secrets/.
-		if l := linkName(f); l != "" {
-			var lst unix.Stat_t
-			if err := unix.Fstatat(m.fd, l, &lst, unix.AT_SYMLINK_NOFOLLOW); err != nil || lst.Ino != st.Ino {
-				t.Errorf("%s: link %s: %v (ino %d vs %d)", f.Target, l, err, lst.Ino, st.Ino)
-			}
+		// Every file carries the mark Recover looks for.
+		rfd, err := unix.Openat(m.fd, f.Name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
 		}
+		if !hasMark(rfd, m.mark) {
+			t.Errorf("%s: no mark", f.Name)
+		}
+		unix.Close(rfd)
 	}
-	names, err := readDirAt(m.fd, secretsSubdir)
+	// Flat: one file per plan file, nothing else (no directory, no link).
+	names, err := readDirAt(m.fd, ".")
 	slices.Sort(names)
-	if err != nil || strings.Join(names, ",") != "a,conf,other" {
-		t.Errorf("secrets/ holds %v (%v), want a,conf,other", names, err)
+	if err != nil || strings.Join(names, ",") != "id-a,id-a~2,id-b,id-c,id-d" {
+		t.Errorf("the tmpfs holds %v (%v), want one file per plan file", names, err)
 	}
 
 	// Read-only: nothing can be created or written through the mount.
@@ -200,7 +203,8 @@ func TestWipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	held, err := unix.Openat(int(hs[0].File.Fd()), "wipe000", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	// A clone's root is the file itself: reopen it through /proc.
+	held, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", hs[0].File.Fd()), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -128,9 +128,3 @@ func linuxTarget(g Grant) (string, error) {
 func targetErr(g Grant, value, reason string) error {
 	return &ValidationError{Secret: g.SecretName, Field: "target", Value: value, Reason: reason}
 }
-
-// UnderSecretsDir reports whether target (absolute and clean) lies in
-// LinuxSecretsDir.
-func UnderSecretsDir(target string) bool {
-	return strings.HasPrefix(target, LinuxSecretsDir+"/")
-}

@@ -2,8 +2,16 @@ package mounter
 
 import (
 	"context"
+	"errors"
 	"os"
 )
+
+// ErrMountCollision is returned (wrapped) when a target's mountpoint is
+// already a mount in the container, or a file of one (a volume, a
+// Kubernetes service-account token), other than the mountpoint the
+// adapters add for Lockbox: attaching a secret there would hide what the
+// container was given. It is the container's configuration, not a fault.
+var ErrMountCollision = errors.New("collides with a mount the container already has; choose another target")
 
 // SecretSource hands a mounter the bytes of a secret while it writes them.
 // The slice is only valid during the call to fn and must not be retained:
@@ -86,5 +94,8 @@ type StoreRecoverer interface {
 // closes it once it is attached; each Handover can be attached once.
 type Handover struct {
 	Target string
+	// Secret names the secret whose file File is, for errors; empty when
+	// the receiver does not know it (a hook gets targets only).
+	Secret string
 	File   *os.File
 }

@@ -64,3 +64,9 @@ type Plan struct {
 	// builds a mount no Recover takes back.
 	Owner string
 }
+
+// LinuxMountpointSource is the agent's empty mountpoint file on the host
+// (the claim contract's claim.MountpointSource): adapters bind it at the
+// targets of a container whose root the agent cannot write, and the Linux
+// mounter attaches secrets over such binds and over no other mount.
+const LinuxMountpointSource = claim.MountpointSource

@@ -36,6 +36,11 @@ func (c *Client) ReleaseProcess(ctx context.Context, containerID string, pid int
 	return errUnsupported
 }
 
+// Targets fails off Linux.
+func (c *Client) Targets(ctx context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error) {
+	return nil, errUnsupported
+}
+
 // List fails off Linux.
 func (c *Client) List(ctx context.Context) (*agent.ListResponse, error) { return nil, errUnsupported }
 

@@ -85,6 +85,21 @@ func (c *Client) ReleaseProcess(ctx context.Context, containerID string, pid int
 	return nil
 }
 
+// Targets asks the agent which targets the claim of a container not yet
+// created would get (agent.TargetsRequest): paths only. Its signature is
+// the Handler's (Targeter), so that a caller runs the same in-process and
+// over the socket.
+func (c *Client) Targets(ctx context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error) {
+	resp, err := c.roundTrip(ctx, &agent.Request{Op: &agent.Request_Targets{Targets: req}})
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetTargets() == nil {
+		return nil, errors.New("agent: targets: response without a result")
+	}
+	return resp.GetTargets(), nil
+}
+
 // List returns the containers the agent holds secrets for.
 func (c *Client) List(ctx context.Context) (*agent.ListResponse, error) {
 	resp, err := c.roundTrip(ctx, &agent.Request{Op: &agent.Request_List{List: &agent.ListRequest{}}})

@@ -26,6 +26,8 @@ func opName(req *agent.Request) string {
 		return "release"
 	case *agent.Request_List:
 		return "list"
+	case *agent.Request_Targets:
+		return "targets"
 	}
 	return "none"
 }
@@ -46,12 +48,8 @@ func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Respon
 	}
 	switch op := req.GetOp().(type) {
 	case *agent.Request_Prepare:
-		if op.Prepare.GetContainer().GetId() == "" {
-			return fail(Errorf(agent.Error_INVALID, "prepare: container id is empty"))
-		}
-		if svc := op.Prepare.GetContainer().GetService(); !ValidServiceName(svc) {
-			// Quoted and cut short: the name is the caller's, unchecked.
-			return fail(Errorf(agent.Error_INVALID, "prepare: service name %.70q is not a service name (%s)", svc, validation.NameRule))
+		if err := checkClaim("prepare", op.Prepare.GetContainer()); err != nil {
+			return fail(err)
 		}
 		if err := checkPrepare(op.Prepare); err != nil {
 			return fail(err)
@@ -79,6 +77,23 @@ func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Respon
 			return fail(err)
 		}
 		return &agent.Response{Result: &agent.Response_Release{Release: &agent.ReleaseResponse{}}}, nil
+	case *agent.Request_Targets:
+		// The same checks as a Prepare's: the claim is the same.
+		if err := checkClaim("targets", op.Targets.GetContainer()); err != nil {
+			return fail(err)
+		}
+		th, ok := h.(Targeter)
+		if !ok {
+			return fail(Errorf(agent.Error_INVALID, "targets: this agent cannot tell a claim's targets before the container exists"))
+		}
+		resp, err := th.Targets(ctx, op.Targets)
+		if err != nil {
+			return fail(err)
+		}
+		if resp == nil {
+			resp = &agent.TargetsResponse{}
+		}
+		return &agent.Response{Result: &agent.Response_Targets{Targets: resp}}, nil
 	case *agent.Request_List:
 		resp, err := h.List(ctx)
 		if err != nil {
@@ -91,6 +106,19 @@ func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Respon
 	default:
 		return fail(Errorf(agent.Error_INVALID, "request names no operation"))
 	}
+}
+
+// checkClaim refuses a claim that names no container or no valid service,
+// for prepare and targets alike.
+func checkClaim(op string, c *agent.Container) error {
+	if c.GetId() == "" {
+		return Errorf(agent.Error_INVALID, "%s: container id is empty", op)
+	}
+	if svc := c.GetService(); !ValidServiceName(svc) {
+		// Quoted and cut short: the name is the caller's, unchecked.
+		return Errorf(agent.Error_INVALID, "%s: service name %.70q is not a service name (%s)", op, svc, validation.NameRule)
+	}
+	return nil
 }
 
 func closeAll(files []*os.File) {

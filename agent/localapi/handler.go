@@ -27,8 +27,15 @@ type RequestReleaser interface {
 	ReleaseRequest(ctx context.Context, req *agent.ReleaseRequest) error
 }
 
+// Targeter is a Handler that can say, before a container exists, which
+// targets its claim would get (agent.TargetsRequest); the server answers a
+// targets request with INVALID when the Handler lacks it.
+type Targeter interface {
+	Targets(ctx context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error)
+}
+
 // Observer is told of every request the server answers: its operation
-// ("prepare", "release", "list", or "none" for a request that names
+// ("prepare", "release", "list", "targets", or "none" for a request that names
 // none), the result ("OK" or the agent.Error_Code's name) and how long
 // the server took to answer it, from the request read to the answer sent.
 // It is called on the connection's goroutine and must not block; it is

@@ -80,7 +80,7 @@ func (x Error_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Error_Code.Descriptor instead.
 func (Error_Code) EnumDescriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{12, 0}
+	return file_agent_agent_proto_rawDescGZIP(), []int{14, 0}
 }
 
 type IDMapping struct {
@@ -267,6 +267,7 @@ type Request struct {
 	//	*Request_Prepare
 	//	*Request_Release
 	//	*Request_List
+	//	*Request_Targets
 	Op            isRequest_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -336,6 +337,15 @@ func (x *Request) GetList() *ListRequest {
 	return nil
 }
 
+func (x *Request) GetTargets() *TargetsRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Request_Targets); ok {
+			return x.Targets
+		}
+	}
+	return nil
+}
+
 type isRequest_Op interface {
 	isRequest_Op()
 }
@@ -352,11 +362,115 @@ type Request_List struct {
 	List *ListRequest `protobuf:"bytes,3,opt,name=list,proto3,oneof"`
 }
 
+type Request_Targets struct {
+	Targets *TargetsRequest `protobuf:"bytes,4,opt,name=targets,proto3,oneof"`
+}
+
 func (*Request_Prepare) isRequest_Op() {}
 
 func (*Request_Release) isRequest_Op() {}
 
 func (*Request_List) isRequest_Op() {}
+
+func (*Request_Targets) isRequest_Op() {}
+
+// TargetsRequest asks which targets a container's claim would get, before
+// the runtime creates the container: an adapter that must have the runtime
+// make the mountpoints (a read-only rootfs, a user namespace) adds one to
+// the spec per target. The container is as the adapter knows it then
+// (service, id, os, readonly_rootfs, the mappings; no pid). The agent
+// builds nothing and holds nothing; it refuses, as Prepare would, a claim
+// it could not serve (NOT_GRANTED, INVALID), so that such a container
+// fails before it is created.
+type TargetsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TargetsRequest) Reset() {
+	*x = TargetsRequest{}
+	mi := &file_agent_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TargetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TargetsRequest) ProtoMessage() {}
+
+func (x *TargetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TargetsRequest.ProtoReflect.Descriptor instead.
+func (*TargetsRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TargetsRequest) GetContainer() *Container {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+type TargetsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// targets are the absolute paths inside the container where the claim's
+	// secret files go (never their contents).
+	Targets       []string `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TargetsResponse) Reset() {
+	*x = TargetsResponse{}
+	mi := &file_agent_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TargetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TargetsResponse) ProtoMessage() {}
+
+func (x *TargetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TargetsResponse.ProtoReflect.Descriptor instead.
+func (*TargetsResponse) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TargetsResponse) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
 
 type PrepareRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -371,7 +485,7 @@ type PrepareRequest struct {
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_agent_agent_proto_msgTypes[3]
+	mi := &file_agent_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +497,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[3]
+	mi := &file_agent_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +510,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PrepareRequest) GetContainer() *Container {
@@ -426,7 +540,7 @@ type MountPoint struct {
 
 func (x *MountPoint) Reset() {
 	*x = MountPoint{}
-	mi := &file_agent_agent_proto_msgTypes[4]
+	mi := &file_agent_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +552,7 @@ func (x *MountPoint) String() string {
 func (*MountPoint) ProtoMessage() {}
 
 func (x *MountPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[4]
+	mi := &file_agent_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +565,7 @@ func (x *MountPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountPoint.ProtoReflect.Descriptor instead.
 func (*MountPoint) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MountPoint) GetTarget() string {
@@ -477,7 +591,7 @@ type PrepareResponse struct {
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_agent_agent_proto_msgTypes[5]
+	mi := &file_agent_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +603,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[5]
+	mi := &file_agent_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +616,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PrepareResponse) GetMounts() []*MountPoint {
@@ -535,7 +649,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_agent_agent_proto_msgTypes[6]
+	mi := &file_agent_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +661,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[6]
+	mi := &file_agent_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +674,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReleaseRequest) GetContainerId() string {
@@ -592,7 +706,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_agent_agent_proto_msgTypes[7]
+	mi := &file_agent_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +718,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[7]
+	mi := &file_agent_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +731,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_agent_proto_rawDescGZIP(), []int{9}
 }
 
 type ListRequest struct {
@@ -628,7 +742,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_agent_agent_proto_msgTypes[8]
+	mi := &file_agent_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +754,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[8]
+	mi := &file_agent_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +767,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_agent_proto_rawDescGZIP(), []int{10}
 }
 
 type MountedContainer struct {
@@ -667,7 +781,7 @@ type MountedContainer struct {
 
 func (x *MountedContainer) Reset() {
 	*x = MountedContainer{}
-	mi := &file_agent_agent_proto_msgTypes[9]
+	mi := &file_agent_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +793,7 @@ func (x *MountedContainer) String() string {
 func (*MountedContainer) ProtoMessage() {}
 
 func (x *MountedContainer) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[9]
+	mi := &file_agent_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +806,7 @@ func (x *MountedContainer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountedContainer.ProtoReflect.Descriptor instead.
 func (*MountedContainer) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MountedContainer) GetId() string {
@@ -725,7 +839,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_agent_agent_proto_msgTypes[10]
+	mi := &file_agent_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +851,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[10]
+	mi := &file_agent_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +864,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListResponse) GetContainers() []*MountedContainer {
@@ -769,6 +883,7 @@ type Response struct {
 	//	*Response_Prepare
 	//	*Response_Release
 	//	*Response_List
+	//	*Response_Targets
 	Result        isResponse_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -776,7 +891,7 @@ type Response struct {
 
 func (x *Response) Reset() {
 	*x = Response{}
-	mi := &file_agent_agent_proto_msgTypes[11]
+	mi := &file_agent_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +903,7 @@ func (x *Response) String() string {
 func (*Response) ProtoMessage() {}
 
 func (x *Response) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[11]
+	mi := &file_agent_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +916,7 @@ func (x *Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Response.ProtoReflect.Descriptor instead.
 func (*Response) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Response) GetError() *Error {
@@ -845,6 +960,15 @@ func (x *Response) GetList() *ListResponse {
 	return nil
 }
 
+func (x *Response) GetTargets() *TargetsResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Response_Targets); ok {
+			return x.Targets
+		}
+	}
+	return nil
+}
+
 type isResponse_Result interface {
 	isResponse_Result()
 }
@@ -861,11 +985,17 @@ type Response_List struct {
 	List *ListResponse `protobuf:"bytes,4,opt,name=list,proto3,oneof"`
 }
 
+type Response_Targets struct {
+	Targets *TargetsResponse `protobuf:"bytes,5,opt,name=targets,proto3,oneof"`
+}
+
 func (*Response_Prepare) isResponse_Result() {}
 
 func (*Response_Release) isResponse_Result() {}
 
 func (*Response_List) isResponse_Result() {}
+
+func (*Response_Targets) isResponse_Result() {}
 
 type Error struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -877,7 +1007,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_agent_agent_proto_msgTypes[12]
+	mi := &file_agent_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1019,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[12]
+	mi := &file_agent_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1032,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Error) GetCode() Error_Code {
@@ -936,12 +1066,17 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x0freadonly_rootfs\x18\x05 \x01(\bR\x0ereadonlyRootfs\x12;\n" +
 	"\fuid_mappings\x18\x06 \x03(\v2\x18.lockbox.agent.IDMappingR\vuidMappings\x12;\n" +
 	"\fgid_mappings\x18\a \x03(\v2\x18.lockbox.agent.IDMappingR\vgidMappings\x12\x0e\n" +
-	"\x02os\x18\b \x01(\tR\x02os\"\xb7\x01\n" +
+	"\x02os\x18\b \x01(\tR\x02os\"\xf2\x01\n" +
 	"\aRequest\x129\n" +
 	"\aprepare\x18\x01 \x01(\v2\x1d.lockbox.agent.PrepareRequestH\x00R\aprepare\x129\n" +
 	"\arelease\x18\x02 \x01(\v2\x1d.lockbox.agent.ReleaseRequestH\x00R\arelease\x120\n" +
-	"\x04list\x18\x03 \x01(\v2\x1a.lockbox.agent.ListRequestH\x00R\x04listB\x04\n" +
-	"\x02op\"`\n" +
+	"\x04list\x18\x03 \x01(\v2\x1a.lockbox.agent.ListRequestH\x00R\x04list\x129\n" +
+	"\atargets\x18\x04 \x01(\v2\x1d.lockbox.agent.TargetsRequestH\x00R\atargetsB\x04\n" +
+	"\x02op\"H\n" +
+	"\x0eTargetsRequest\x126\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x18.lockbox.agent.ContainerR\tcontainer\"+\n" +
+	"\x0fTargetsResponse\x12\x18\n" +
+	"\atargets\x18\x01 \x03(\tR\atargets\"`\n" +
 	"\x0ePrepareRequest\x126\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x18.lockbox.agent.ContainerR\tcontainer\x12\x16\n" +
 	"\x06attach\x18\x02 \x01(\bR\x06attach\"?\n" +
@@ -964,12 +1099,13 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\fListResponse\x12?\n" +
 	"\n" +
 	"containers\x18\x01 \x03(\v2\x1f.lockbox.agent.MountedContainerR\n" +
-	"containers\"\xeb\x01\n" +
+	"containers\"\xa7\x02\n" +
 	"\bResponse\x12*\n" +
 	"\x05error\x18\x01 \x01(\v2\x14.lockbox.agent.ErrorR\x05error\x12:\n" +
 	"\aprepare\x18\x02 \x01(\v2\x1e.lockbox.agent.PrepareResponseH\x00R\aprepare\x12:\n" +
 	"\arelease\x18\x03 \x01(\v2\x1e.lockbox.agent.ReleaseResponseH\x00R\arelease\x121\n" +
-	"\x04list\x18\x04 \x01(\v2\x1b.lockbox.agent.ListResponseH\x00R\x04listB\b\n" +
+	"\x04list\x18\x04 \x01(\v2\x1b.lockbox.agent.ListResponseH\x00R\x04list\x12:\n" +
+	"\atargets\x18\x05 \x01(\v2\x1e.lockbox.agent.TargetsResponseH\x00R\atargetsB\b\n" +
 	"\x06result\"\xa9\x01\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.lockbox.agent.Error.CodeR\x04code\x12\x18\n" +
@@ -994,42 +1130,47 @@ func file_agent_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_agent_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_agent_agent_proto_goTypes = []any{
 	(Error_Code)(0),          // 0: lockbox.agent.Error.Code
 	(*IDMapping)(nil),        // 1: lockbox.agent.IDMapping
 	(*Container)(nil),        // 2: lockbox.agent.Container
 	(*Request)(nil),          // 3: lockbox.agent.Request
-	(*PrepareRequest)(nil),   // 4: lockbox.agent.PrepareRequest
-	(*MountPoint)(nil),       // 5: lockbox.agent.MountPoint
-	(*PrepareResponse)(nil),  // 6: lockbox.agent.PrepareResponse
-	(*ReleaseRequest)(nil),   // 7: lockbox.agent.ReleaseRequest
-	(*ReleaseResponse)(nil),  // 8: lockbox.agent.ReleaseResponse
-	(*ListRequest)(nil),      // 9: lockbox.agent.ListRequest
-	(*MountedContainer)(nil), // 10: lockbox.agent.MountedContainer
-	(*ListResponse)(nil),     // 11: lockbox.agent.ListResponse
-	(*Response)(nil),         // 12: lockbox.agent.Response
-	(*Error)(nil),            // 13: lockbox.agent.Error
+	(*TargetsRequest)(nil),   // 4: lockbox.agent.TargetsRequest
+	(*TargetsResponse)(nil),  // 5: lockbox.agent.TargetsResponse
+	(*PrepareRequest)(nil),   // 6: lockbox.agent.PrepareRequest
+	(*MountPoint)(nil),       // 7: lockbox.agent.MountPoint
+	(*PrepareResponse)(nil),  // 8: lockbox.agent.PrepareResponse
+	(*ReleaseRequest)(nil),   // 9: lockbox.agent.ReleaseRequest
+	(*ReleaseResponse)(nil),  // 10: lockbox.agent.ReleaseResponse
+	(*ListRequest)(nil),      // 11: lockbox.agent.ListRequest
+	(*MountedContainer)(nil), // 12: lockbox.agent.MountedContainer
+	(*ListResponse)(nil),     // 13: lockbox.agent.ListResponse
+	(*Response)(nil),         // 14: lockbox.agent.Response
+	(*Error)(nil),            // 15: lockbox.agent.Error
 }
 var file_agent_agent_proto_depIdxs = []int32{
 	1,  // 0: lockbox.agent.Container.uid_mappings:type_name -> lockbox.agent.IDMapping
 	1,  // 1: lockbox.agent.Container.gid_mappings:type_name -> lockbox.agent.IDMapping
-	4,  // 2: lockbox.agent.Request.prepare:type_name -> lockbox.agent.PrepareRequest
-	7,  // 3: lockbox.agent.Request.release:type_name -> lockbox.agent.ReleaseRequest
-	9,  // 4: lockbox.agent.Request.list:type_name -> lockbox.agent.ListRequest
-	2,  // 5: lockbox.agent.PrepareRequest.container:type_name -> lockbox.agent.Container
-	5,  // 6: lockbox.agent.PrepareResponse.mounts:type_name -> lockbox.agent.MountPoint
-	10, // 7: lockbox.agent.ListResponse.containers:type_name -> lockbox.agent.MountedContainer
-	13, // 8: lockbox.agent.Response.error:type_name -> lockbox.agent.Error
-	6,  // 9: lockbox.agent.Response.prepare:type_name -> lockbox.agent.PrepareResponse
-	8,  // 10: lockbox.agent.Response.release:type_name -> lockbox.agent.ReleaseResponse
-	11, // 11: lockbox.agent.Response.list:type_name -> lockbox.agent.ListResponse
-	0,  // 12: lockbox.agent.Error.code:type_name -> lockbox.agent.Error.Code
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	6,  // 2: lockbox.agent.Request.prepare:type_name -> lockbox.agent.PrepareRequest
+	9,  // 3: lockbox.agent.Request.release:type_name -> lockbox.agent.ReleaseRequest
+	11, // 4: lockbox.agent.Request.list:type_name -> lockbox.agent.ListRequest
+	4,  // 5: lockbox.agent.Request.targets:type_name -> lockbox.agent.TargetsRequest
+	2,  // 6: lockbox.agent.TargetsRequest.container:type_name -> lockbox.agent.Container
+	2,  // 7: lockbox.agent.PrepareRequest.container:type_name -> lockbox.agent.Container
+	7,  // 8: lockbox.agent.PrepareResponse.mounts:type_name -> lockbox.agent.MountPoint
+	12, // 9: lockbox.agent.ListResponse.containers:type_name -> lockbox.agent.MountedContainer
+	15, // 10: lockbox.agent.Response.error:type_name -> lockbox.agent.Error
+	8,  // 11: lockbox.agent.Response.prepare:type_name -> lockbox.agent.PrepareResponse
+	10, // 12: lockbox.agent.Response.release:type_name -> lockbox.agent.ReleaseResponse
+	13, // 13: lockbox.agent.Response.list:type_name -> lockbox.agent.ListResponse
+	5,  // 14: lockbox.agent.Response.targets:type_name -> lockbox.agent.TargetsResponse
+	0,  // 15: lockbox.agent.Error.code:type_name -> lockbox.agent.Error.Code
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_agent_agent_proto_init() }
@@ -1041,11 +1182,13 @@ func file_agent_agent_proto_init() {
 		(*Request_Prepare)(nil),
 		(*Request_Release)(nil),
 		(*Request_List)(nil),
+		(*Request_Targets)(nil),
 	}
-	file_agent_agent_proto_msgTypes[11].OneofWrappers = []any{
+	file_agent_agent_proto_msgTypes[13].OneofWrappers = []any{
 		(*Response_Prepare)(nil),
 		(*Response_Release)(nil),
 		(*Response_List)(nil),
+		(*Response_Targets)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1053,7 +1196,7 @@ func file_agent_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_agent_proto_rawDesc), len(file_agent_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -40,6 +40,12 @@ func StartTestAgent(t testing.TB, services map[string][]mounter.Grant, secrets m
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The agent's empty mountpoint file, as "lockbox agent" makes it at
+	// start: adapters bind it at the targets of read-only and
+	// user-namespaced containers.
+	if err := linux.EnsureMountpointSource(mounter.LinuxMountpointSource); err != nil {
+		t.Fatal(err)
+	}
 	a := &TestAgent{
 		Socket:   filepath.Join(dir, "agent.sock"),
 		services: services,
@@ -145,6 +151,24 @@ func (a *TestAgent) Prepare(ctx context.Context, req *agent.PrepareRequest) (*ag
 	a.mounts[c.GetId()] = m
 	a.mu.Unlock()
 	return resp, files, nil
+}
+
+// Targets implements localapi.Targeter.
+func (a *TestAgent) Targets(ctx context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error) {
+	c := req.GetContainer()
+	grants, ok := a.services[c.GetService()]
+	if !ok {
+		return nil, localapi.Errorf(agent.Error_NOT_GRANTED, "service %q is not granted to this node", c.GetService())
+	}
+	plan, err := mounter.NewPlan(mounter.Linux, grants)
+	if err != nil {
+		return nil, localapi.Errorf(agent.Error_INVALID, "%v", err)
+	}
+	resp := &agent.TargetsResponse{}
+	for _, f := range plan.Files {
+		resp.Targets = append(resp.Targets, f.Target)
+	}
+	return resp, nil
 }
 
 // Release implements localapi.Handler.

@@ -1,9 +1,11 @@
 // Package nri is Lockbox's NRI plugin, for containers created through CRI
 // (Kubernetes, crictl), which the runc wrapper may never see.
 //
-//   - CreateContainer: a claiming container gets an empty placeholder tmpfs
-//     at /run/secrets, so the attach later never has to create a directory
-//     in a (possibly read-only) rootfs or its snapshot.
+//   - CreateContainer: the agent names the claim's targets (or refuses the
+//     claim, failing the create), and each target gets a read-only bind of
+//     the agent's empty mountpoint file, so that the runtime makes the
+//     mountpoints before the root may turn read-only; nothing else of the
+//     container (a service-account token, the image's files) is covered.
 //   - StartContainer (after runc create, before the process runs): the agent
 //     attaches the secrets by the container's pid; an error fails the start.
 //   - StopContainer / RemoveContainer: the agent wipes them.

@@ -22,6 +22,9 @@ type Agent interface {
 	Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error)
 	Release(ctx context.Context, containerID string) error
 	List(ctx context.Context) (*agent.ListResponse, error)
+	// Targets says which targets a claim would get before the container
+	// exists (agent.TargetsRequest).
+	Targets(ctx context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error)
 }
 
 // Plugin is the NRI plugin. Create it with New.
@@ -90,7 +93,13 @@ func service(pod *api.PodSandbox, ctr *api.Container) (string, bool) {
 	return s, ok
 }
 
-// CreateContainer adds the placeholder mount for a claiming container.
+// CreateContainer gives every target of a claiming container its
+// mountpoint: a read-only bind of the agent's empty file
+// (claim.MountpointMounts), which the runtime makes, file and directories,
+// before the root turns read-only. NRI does not say whether the root is
+// read-only, so it is taken to be (claim.NeedsMountpoints): the agent asks
+// nothing of the container's root. A claim the agent could not serve
+// fails here, before the container is created.
 func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
 	svc, ok := service(pod, ctr)
 	if !ok {
@@ -100,34 +109,39 @@ func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, ctr *
 		return nil, nil, fmt.Errorf("container %s: annotation %s is empty", ctr.GetName(), claim.ServiceAnnotation)
 	}
 	adj := &api.ContainerAdjustment{}
-	if needsPlaceholder(ctr) {
-		adj.AddMount(&api.Mount{
-			Destination: claim.Placeholder.Destination,
-			Type:        claim.Placeholder.Type,
-			Source:      claim.Placeholder.Source,
-			Options:     claim.PlaceholderOptions(),
-		})
+	if !claim.NeedsMountpoints(true, userNamespaced(ctr)) {
+		return adj, nil, nil
+	}
+	resp, err := p.agent.Targets(ctx, &agent.TargetsRequest{Container: &agent.Container{
+		Id: ctr.GetId(), Service: svc, Os: "linux", ReadonlyRootfs: true,
+	}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("container %s claims service %q: %w", ctr.GetName(), svc, err)
+	}
+	mounts := make([]claim.Mount, 0, len(ctr.GetMounts()))
+	for _, m := range ctr.GetMounts() {
+		mounts = append(mounts, claim.Mount{Destination: m.GetDestination(), Type: m.GetType(), Source: m.GetSource(), Options: m.GetOptions()})
+	}
+	// The runtime would cover such a mount with the bind before the agent
+	// could see it: refuse here, by name.
+	if t, m, ok := claim.Collision(resp.GetTargets(), mounts); ok {
+		return nil, nil, fmt.Errorf("container %s claims service %q: secret target %s collides with the mount at %s the container already has; choose another target", ctr.GetName(), svc, t, m)
+	}
+	for _, m := range claim.MountpointMounts(resp.GetTargets()) {
+		adj.AddMount(&api.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
 	}
 	return adj, nil, nil
 }
 
-// needsPlaceholder applies claim.NeedsPlaceholder to a CRI container. NRI
-// does not say whether the root filesystem is read-only, so it is taken to
-// be: the secrets always get a mountpoint of their own (and the container's
-// writable layer not even the directory). A user namespace shows as a
-// "user" namespace in the container's Linux namespaces.
-func needsPlaceholder(ctr *api.Container) bool {
-	userns := false
+// userNamespaced reports whether a CRI container runs in a user namespace:
+// one shows as a "user" namespace among its Linux namespaces.
+func userNamespaced(ctr *api.Container) bool {
 	for _, ns := range ctr.GetLinux().GetNamespaces() {
 		if ns.GetType() == "user" {
-			userns = true
+			return true
 		}
 	}
-	dests := make([]string, 0, len(ctr.GetMounts()))
-	for _, m := range ctr.GetMounts() {
-		dests = append(dests, m.GetDestination())
-	}
-	return claim.NeedsPlaceholder(true, userns, dests)
+	return false
 }
 
 // StartContainer has the agent attach the secrets by the container's pid.

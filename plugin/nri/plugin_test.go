@@ -5,12 +5,14 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/containerd/nri/pkg/api"
 
 	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/api/claim"
 )
 
 type fakeAgent struct {
@@ -18,6 +20,7 @@ type fakeAgent struct {
 	released []string
 	held     []string
 	err      error
+	targeted []*agent.TargetsRequest
 }
 
 func (a *fakeAgent) Prepare(ctx context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
@@ -26,6 +29,14 @@ func (a *fakeAgent) Prepare(ctx context.Context, req *agent.PrepareRequest) (*ag
 		return nil, nil, a.err
 	}
 	return &agent.PrepareResponse{Mounts: []*agent.MountPoint{{Target: SecretsDir, FdIndex: -1}}}, nil, nil
+}
+
+func (a *fakeAgent) Targets(ctx context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error) {
+	a.targeted = append(a.targeted, req)
+	if req.GetContainer().GetService() != "web" {
+		return nil, errors.New(`agent: NOT_GRANTED: service "` + req.GetContainer().GetService() + `" is not granted to this node`)
+	}
+	return &agent.TargetsResponse{Targets: []string{"/run/secrets/db_pw", "/etc/app/cert.pem"}}, nil
 }
 
 func (a *fakeAgent) Release(ctx context.Context, id string) error {
@@ -63,47 +74,66 @@ func TestService(t *testing.T) {
 	}
 }
 
-func TestCreateContainerPlaceholder(t *testing.T) {
-	p := New(&fakeAgent{})
-	claim := map[string]string{ServiceAnnotation: "web"}
+// The adjustment gives each target a read-only bind of the agent's empty
+// file, and adds no tmpfs (issue 12: the placeholder tmpfs NRI added at
+// /run/secrets was writable, and hid what the pod had there).
+func TestCreateContainerMountpoints(t *testing.T) {
+	fa := &fakeAgent{}
+	p := New(fa)
+	claimWeb := map[string]string{ServiceAnnotation: "web"}
+	userns := &api.LinuxContainer{Namespaces: []*api.LinuxNamespace{{Type: "user"}}}
 	tests := []struct {
-		name   string
-		ctr    *api.Container
-		mounts int
+		name string
+		ctr  *api.Container
 	}{
-		{"no claim", &api.Container{}, -1},
-		{"claim", &api.Container{Annotations: claim}, 1},
-		{"claim, /run is a mount", &api.Container{Annotations: claim, Mounts: []*api.Mount{{Destination: "/run"}}}, 0},
-		{"claim, /runx is not /run", &api.Container{Annotations: claim, Mounts: []*api.Mount{{Destination: "/runx"}}}, 1},
-		// In a user namespace a /run tmpfs belongs to the container's
-		// namespace and the agent cannot make the directory in it: the
-		// placeholder is needed all the same (the rule the runc wrapper
-		// always had, api/claim).
-		{"claim, user namespace, /run is a mount", &api.Container{Annotations: claim, Mounts: []*api.Mount{{Destination: "/run"}},
-			Linux: &api.LinuxContainer{Namespaces: []*api.LinuxNamespace{{Type: "user"}}}}, 1},
-		{"claim, user namespace, /run/secrets is a mount", &api.Container{Annotations: claim, Mounts: []*api.Mount{{Destination: "/run/secrets"}},
-			Linux: &api.LinuxContainer{Namespaces: []*api.LinuxNamespace{{Type: "user"}}}}, 0},
+		{"claim", &api.Container{Id: "c1", Annotations: claimWeb}},
+		{"claim, /run is a mount", &api.Container{Id: "c1", Annotations: claimWeb, Mounts: []*api.Mount{{Destination: "/run"}}}},
+		{"claim, user namespace", &api.Container{Id: "c1", Annotations: claimWeb, Linux: userns}},
+		{"claim, a service-account volume", &api.Container{Id: "c1", Annotations: claimWeb,
+			Mounts: []*api.Mount{{Destination: "/var/run/secrets/kubernetes.io/serviceaccount", Type: "bind", Source: "/x", Options: []string{"rbind", "ro"}}}}},
 	}
 	for _, tt := range tests {
+		fa.targeted = nil
 		adj, _, err := p.CreateContainer(context.Background(), &api.PodSandbox{}, tt.ctr)
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
-		if tt.mounts < 0 {
-			if adj != nil {
-				t.Errorf("%s: adjusted a container that claims nothing", tt.name)
+		if len(fa.targeted) != 1 || fa.targeted[0].GetContainer().GetId() != "c1" || fa.targeted[0].GetContainer().GetService() != "web" {
+			t.Fatalf("%s: targets asked %v", tt.name, fa.targeted)
+		}
+		ms := adj.GetMounts()
+		if len(ms) != 2 || ms[0].Destination != "/run/secrets/db_pw" || ms[1].Destination != "/etc/app/cert.pem" {
+			t.Fatalf("%s: mounts %v, want one per target", tt.name, ms)
+		}
+		for _, m := range ms {
+			if m.Type != "bind" || m.Source != claim.MountpointSource || !slices.Contains(m.Options, "ro") || slices.Contains(m.Options, "rw") {
+				t.Errorf("%s: mount %+v, want a read-only bind of %s", tt.name, m, claim.MountpointSource)
 			}
-			continue
+			if m.Type == "tmpfs" || m.Destination == SecretsDir {
+				t.Errorf("%s: placeholder mount %+v", tt.name, m)
+			}
 		}
-		if len(adj.GetMounts()) != tt.mounts {
-			t.Errorf("%s: %d mounts added, want %d", tt.name, len(adj.GetMounts()), tt.mounts)
-		}
-		if tt.mounts == 1 && (adj.Mounts[0].Destination != SecretsDir || adj.Mounts[0].Type != "tmpfs") {
-			t.Errorf("%s: mount %+v", tt.name, adj.Mounts[0])
-		}
+	}
+
+	adj, _, err := p.CreateContainer(context.Background(), &api.PodSandbox{}, &api.Container{})
+	if err != nil || adj != nil {
+		t.Errorf("adjusted a container that claims nothing: %v, %v", adj, err)
 	}
 	if _, _, err := p.CreateContainer(context.Background(), &api.PodSandbox{}, &api.Container{Annotations: map[string]string{ServiceAnnotation: ""}}); err == nil {
 		t.Error("empty claim accepted")
+	}
+	// A target in a volume of the pod is refused by name: the runtime
+	// would cover the volume's file with the bind.
+	_, _, err = p.CreateContainer(context.Background(), &api.PodSandbox{}, &api.Container{Id: "c3", Name: "app", Annotations: claimWeb,
+		Mounts: []*api.Mount{{Destination: "/etc/app", Type: "bind", Source: "/var/lib/kubelet/x", Options: []string{"rbind", "ro"}}}})
+	if err == nil || !strings.Contains(err.Error(), "/etc/app/cert.pem") || !strings.Contains(err.Error(), "collides") {
+		t.Errorf("create with a target in a volume: %v", err)
+	}
+	// A claim the agent refuses fails the create: before the container
+	// exists.
+	_, _, err = p.CreateContainer(context.Background(), &api.PodSandbox{}, &api.Container{Id: "c2", Name: "app", Annotations: map[string]string{ServiceAnnotation: "payments"}})
+	if err == nil || !strings.Contains(err.Error(), "NOT_GRANTED") || !strings.Contains(err.Error(), "payments") {
+		t.Errorf("create of a claim not granted: %v", err)
 	}
 }
 

@@ -83,12 +83,6 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	fail := func(err error) error {
 		return fmt.Errorf("lockbox: container %s claims service %q: %w", r.ID, c.Service, err)
 	}
-	if c.NeedsPlaceholder() {
-		c.AddPlaceholder()
-		if err := c.WriteSpec(); err != nil {
-			return nil, fail(err)
-		}
-	}
 	// Connect first: on a node whose agent is down the create fails before
 	// runc builds a container only to take it back.
 	cl, err := localapi.Dial(s.socket)
@@ -96,6 +90,14 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, fail(fmt.Errorf("lockbox agent not reachable: %w", err))
 	}
 	defer cl.Close()
+	if c.NeedsMountpoints() {
+		// After the create the agent cannot make the mountpoints (a
+		// read-only root, a user namespace): runc must. A claim the agent
+		// could not serve fails here, before runc builds anything.
+		if err := addMountpoints(ctx, cl, c, r.ID); err != nil {
+			return nil, fail(err)
+		}
+	}
 
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
 	if err != nil {
@@ -114,6 +116,24 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	return nil, fail(err)
 }
 
+// addMountpoints asks the agent for the claim's targets and adds a
+// mountpoint bind for each to the bundle's config.json.
+func addMountpoints(ctx context.Context, cl *localapi.Client, c *hotpath.Claim, id string) error {
+	actx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	resp, err := cl.Targets(actx, &agent.TargetsRequest{Container: toAgentContainer(c.Container(id, 0, ""))})
+	if err != nil {
+		return err
+	}
+	if len(resp.GetTargets()) == 0 {
+		return nil
+	}
+	if err := c.AddMountpoints(resp.GetTargets()); err != nil {
+		return err
+	}
+	return c.WriteSpec()
+}
+
 // prepare records the claim in the bundle (before the agent holds
 // anything, so that a shim that dies here still leaves its Stop what to
 // release), then has the agent attach the secrets into the container's
@@ -126,17 +146,7 @@ func (s *service) prepare(ctx context.Context, cl *localapi.Client, c *hotpath.C
 	if err := writeRecord(bundle, record{ID: id, Service: c.Service, Pid: int32(pid), PidStart: start}); err != nil {
 		return err
 	}
-	ctr := c.Container(id, pid, "/")
-	req := &agent.PrepareRequest{Attach: true, Container: &agent.Container{
-		Id:             ctr.ID,
-		Service:        ctr.Service,
-		Pid:            int32(ctr.Pid),
-		Rootfs:         ctr.Rootfs,
-		ReadonlyRootfs: ctr.ReadonlyRootfs,
-		UidMappings:    idMappings(ctr.UIDMappings),
-		GidMappings:    idMappings(ctr.GIDMappings),
-		Os:             ctr.OS,
-	}}
+	req := &agent.PrepareRequest{Attach: true, Container: toAgentContainer(c.Container(id, pid, "/"))}
 	actx, cancel := context.WithTimeout(ctx, agentTimeout)
 	defer cancel()
 	resp, files, err := cl.Prepare(actx, req)
@@ -239,6 +249,20 @@ func releaseFromDisk(ctx context.Context, socket, bundle string) error {
 		return fmt.Errorf("release %s: %w", rec.ID, err)
 	}
 	return removeRecord(bundle)
+}
+
+// toAgentContainer is the local API's form of the claim's container.
+func toAgentContainer(ctr *agentconn.Container) *agent.Container {
+	return &agent.Container{
+		Id:             ctr.ID,
+		Service:        ctr.Service,
+		Pid:            int32(ctr.Pid),
+		Rootfs:         ctr.Rootfs,
+		ReadonlyRootfs: ctr.ReadonlyRootfs,
+		UidMappings:    idMappings(ctr.UIDMappings),
+		GidMappings:    idMappings(ctr.GIDMappings),
+		Os:             ctr.OS,
+	}
 }
 
 func idMappings(in []agentconn.IDMapping) []*agent.IDMapping {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/api/claim"
 )
 
 // fakeTasks is the runc task service as far as the wrapper uses it: it
@@ -33,6 +35,13 @@ type fakeTasks struct {
 	createErr error
 	pid       uint32
 	mountsAt  []string
+	// mounts are the bundle's mounts at Create, whole.
+	mounts []mountSpec
+}
+
+type mountSpec struct {
+	Destination, Type, Source string
+	Options                   []string
 }
 
 func (f *fakeTasks) record(call string) {
@@ -45,12 +54,13 @@ func (f *fakeTasks) Create(_ context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	f.record("create " + r.ID)
 	b, _ := os.ReadFile(filepath.Join(r.Bundle, "config.json"))
 	var cfg struct {
-		Mounts []struct{ Destination string } `json:"mounts"`
+		Mounts []mountSpec `json:"mounts"`
 	}
 	json.Unmarshal(b, &cfg)
 	for _, m := range cfg.Mounts {
 		f.mountsAt = append(f.mountsAt, m.Destination)
 	}
+	f.mounts = cfg.Mounts
 	if f.createErr != nil {
 		return nil, f.createErr
 	}
@@ -88,6 +98,7 @@ type fakeAgent struct {
 	mu       sync.Mutex
 	prepares []*agent.PrepareRequest
 	releases []*agent.ReleaseRequest
+	targets  int
 }
 
 func (a *fakeAgent) Prepare(_ context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
@@ -98,6 +109,16 @@ func (a *fakeAgent) Prepare(_ context.Context, req *agent.PrepareRequest) (*agen
 		return nil, nil, localapi.Errorf(agent.Error_NOT_GRANTED, "service %q has no grant", req.GetContainer().GetService())
 	}
 	return &agent.PrepareResponse{Mounts: []*agent.MountPoint{agent.AttachedMount("/run/secrets")}}, nil, nil
+}
+
+func (a *fakeAgent) Targets(_ context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error) {
+	a.mu.Lock()
+	a.targets++
+	a.mu.Unlock()
+	if req.GetContainer().GetService() != "web" {
+		return nil, localapi.Errorf(agent.Error_NOT_GRANTED, "service %q has no grant", req.GetContainer().GetService())
+	}
+	return &agent.TargetsResponse{Targets: []string{"/run/secrets/db_pw", "/etc/app/cert.pem"}}, nil
 }
 
 func (a *fakeAgent) Release(context.Context, string) error { return errors.New("want ReleaseRequest") }
@@ -171,8 +192,10 @@ func TestCreate(t *testing.T) {
 			wantCalls: []string{"create c1"}, wantMounts: []string{"/proc"}},
 		{name: "claim", annotations: map[string]string{"lockbox.service": "web"},
 			wantCalls: []string{"create c1"}, wantPrepare: 1, wantMounts: []string{"/proc"}, wantRecord: true},
-		{name: "read-only rootfs gets the placeholder", annotations: map[string]string{"lockbox.service": "web"}, readonly: true,
-			wantCalls: []string{"create c1"}, wantPrepare: 1, wantMounts: []string{"/proc", "/run/secrets"}, wantRecord: true},
+		{name: "read-only rootfs gets a bind per target", annotations: map[string]string{"lockbox.service": "web"}, readonly: true,
+			wantCalls: []string{"create c1"}, wantPrepare: 1, wantMounts: []string{"/proc", "/run/secrets/db_pw", "/etc/app/cert.pem"}, wantRecord: true},
+		{name: "read-only rootfs, not granted fails before runc", annotations: map[string]string{"lockbox.service": "payments"}, readonly: true,
+			wantErr: `claims service "payments"`},
 		{name: "not granted is taken back", annotations: map[string]string{"lockbox.service": "payments"},
 			wantErr: `claims service "payments"`, wantCalls: []string{"create c1", "kill c1", "wait c1", "delete c1"}, wantPrepare: 1, wantMounts: []string{"/proc"}},
 		{name: "agent down fails before runc", annotations: map[string]string{"lockbox.service": "web"}, noAgent: true,
@@ -200,6 +223,20 @@ func TestCreate(t *testing.T) {
 			}
 			if !reflect.DeepEqual(inner.mountsAt, tc.wantMounts) {
 				t.Errorf("runc created with mounts %v, want %v", inner.mountsAt, tc.wantMounts)
+			}
+			for _, m := range inner.mounts {
+				if m.Destination == "/proc" {
+					continue
+				}
+				if m.Type != "bind" || m.Source != claim.MountpointSource || !slices.Contains(m.Options, "ro") {
+					t.Errorf("mount %+v, want a read-only bind of %s", m, claim.MountpointSource)
+				}
+			}
+			a.mu.Lock()
+			asked := a.targets
+			a.mu.Unlock()
+			if want := map[bool]int{false: 0, true: 1}[tc.readonly]; asked != want {
+				t.Errorf("%d targets requests, want %d", asked, want)
 			}
 			if n, _ := a.counts(); n != tc.wantPrepare {
 				t.Errorf("%d prepares, want %d", n, tc.wantPrepare)

@@ -103,6 +103,21 @@ func (c *Conn) Prepare(ctr *Container, attach bool) ([]Mount, []*os.File, error)
 	return resp.mounts, files, nil
 }
 
+// Targets asks the agent which targets the claim of ctr, a container not
+// yet created, would get (paths inside the container, never contents). The
+// agent refuses a claim it could not serve as Prepare would.
+func (c *Conn) Targets(ctr *Container) ([]string, error) {
+	resp, files, err := c.roundTrip(encodeTargets(ctr))
+	closeAll(files)
+	if err != nil {
+		return nil, err
+	}
+	if !resp.targeted {
+		return nil, errors.New("agent: targets: response without a result")
+	}
+	return resp.targets, nil
+}
+
 // Release has the agent wipe and forget the container's mount, and returns
 // once it has. Releasing a container the agent does not know is not an
 // error. p names the container's process when the caller knows it (zero

@@ -24,6 +24,7 @@ type handler struct {
 	mu       sync.Mutex
 	prepared []*agent.PrepareRequest
 	released []string
+	targeted []*agent.TargetsRequest
 	// prepare answers a Prepare; nil answers one attached mount.
 	prepare func(*agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error)
 	// block, when set, holds every request until it is closed.
@@ -52,6 +53,16 @@ func (h *handler) Release(ctx context.Context, id string) error {
 
 func (h *handler) List(ctx context.Context) (*agent.ListResponse, error) {
 	return &agent.ListResponse{}, nil
+}
+
+func (h *handler) Targets(ctx context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error) {
+	h.mu.Lock()
+	h.targeted = append(h.targeted, req)
+	h.mu.Unlock()
+	if req.GetContainer().GetService() != "web" {
+		return nil, localapi.Errorf(agent.Error_NOT_GRANTED, "service %q is not granted to this node", req.GetContainer().GetService())
+	}
+	return &agent.TargetsResponse{Targets: []string{"/run/secrets/db_pw", "/etc/app/cert.pem"}}, nil
 }
 
 func serve(t *testing.T, h *handler) string {
@@ -108,6 +119,36 @@ func TestPrepareAndReleaseWithTheRealServer(t *testing.T) {
 	}
 	if len(h.released) != 1 || h.released[0] != "c1" {
 		t.Fatalf("released %q", h.released)
+	}
+}
+
+func TestTargetsWithTheRealServer(t *testing.T) {
+	h := &handler{}
+	c, err := Dial(serve(t, h), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctr := &Container{ID: "c1", Service: "web", OS: "linux", ReadonlyRootfs: true, UIDMappings: []IDMapping{{0, 100000, 65536}}}
+	ts, err := c.Targets(ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != 2 || ts[0] != "/run/secrets/db_pw" || ts[1] != "/etc/app/cert.pem" {
+		t.Fatalf("targets %q", ts)
+	}
+	want := &agent.TargetsRequest{Container: &agent.Container{Id: "c1", Service: "web", Os: "linux", ReadonlyRootfs: true,
+		UidMappings: []*agent.IDMapping{{ContainerId: 0, HostId: 100000, Size: 65536}}}}
+	h.mu.Lock()
+	got := h.targeted
+	h.mu.Unlock()
+	if len(got) != 1 || !proto.Equal(got[0], want) {
+		t.Fatalf("agent got %v, want %v", got, want)
+	}
+	_, err = c.Targets(&Container{ID: "c2", Service: "db", OS: "linux"})
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Code != NotGranted {
+		t.Fatalf("targets of a service not granted: %v, want NOT_GRANTED", err)
 	}
 }
 

@@ -1,10 +1,10 @@
 // Package agentconn is the node agent's local API client that
-// lockbox-runtime links: Prepare and Release over the agent's
+// lockbox-runtime links: Prepare, Targets and Release over the agent's
 // SOCK_SEQPACKET socket, with the peer's credentials checked.
 //
 // It speaks the same messages as agent/localapi (api/agent's Request and
 // Response, one protobuf message per datagram, mount fds in SCM_RIGHTS) but
-// encodes the two requests and decodes the response by hand, and it uses
+// encodes the three requests and decodes the response by hand, and it uses
 // blocking socket calls instead of the net package. lockbox-runtime runs up
 // to five times per container start; linking the protobuf runtime, the
 // generated descriptors and the net package made every run about 0.2 ms

@@ -18,6 +18,11 @@ const (
 	// Request
 	reqPrepare = 1
 	reqRelease = 2
+	reqTargets = 4
+	// TargetsRequest
+	tgtContainer = 1
+	// TargetsResponse
+	tgtTargets = 1
 	// PrepareRequest
 	prepContainer = 1
 	prepAttach    = 2
@@ -43,6 +48,7 @@ const (
 	respPrepare = 2
 	respRelease = 3
 	respList    = 4
+	respTargets = 5
 	// Error
 	errCode    = 1
 	errMessage = 2
@@ -122,6 +128,13 @@ func encodePrepare(c *Container, attach bool) []byte {
 	return appendMessage(nil, reqPrepare, func(b []byte) []byte {
 		b = appendMessage(b, prepContainer, func(b []byte) []byte { return appendContainer(b, c) })
 		return appendBool(b, prepAttach, attach)
+	})
+}
+
+// encodeTargets encodes Request{targets: TargetsRequest{container}}.
+func encodeTargets(c *Container) []byte {
+	return appendMessage(nil, reqTargets, func(b []byte) []byte {
+		return appendMessage(b, tgtContainer, func(b []byte) []byte { return appendContainer(b, c) })
 	})
 }
 
@@ -217,6 +230,8 @@ type response struct {
 	prepared  bool
 	mounts    []Mount
 	released  bool
+	targeted  bool
+	targets   []string
 	hasResult bool
 }
 
@@ -249,17 +264,27 @@ func decodeResponse(b []byte) (*response, error) {
 				// A oneof switching members starts the new one afresh.
 				resp.mounts = nil
 			}
-			resp.prepared, resp.released, resp.hasResult = true, false, true
+			resp.prepared, resp.released, resp.targeted, resp.targets, resp.hasResult = true, false, false, nil, true
 			ms, err := decodeMounts(data)
 			if err != nil {
 				return nil, err
 			}
 			resp.mounts = append(resp.mounts, ms...)
+		case respTargets:
+			if !resp.targeted {
+				resp.targets = nil
+			}
+			resp.prepared, resp.released, resp.targeted, resp.mounts, resp.hasResult = false, false, true, nil, true
+			ts, err := decodeTargets(data)
+			if err != nil {
+				return nil, err
+			}
+			resp.targets = append(resp.targets, ts...)
 		case respRelease:
-			resp.prepared, resp.released, resp.hasResult, resp.mounts = false, true, true, nil
+			resp.prepared, resp.released, resp.targeted, resp.hasResult, resp.mounts, resp.targets = false, true, false, true, nil, nil
 		case respList:
 			// A result, but none the client asks for.
-			resp.prepared, resp.released, resp.hasResult, resp.mounts = false, false, true, nil
+			resp.prepared, resp.released, resp.targeted, resp.hasResult, resp.mounts, resp.targets = false, false, false, true, nil, nil
 		}
 	}
 	return resp, nil
@@ -310,4 +335,19 @@ func decodeMounts(b []byte) ([]Mount, error) {
 		ms = append(ms, m)
 	}
 	return ms, nil
+}
+
+func decodeTargets(b []byte) ([]string, error) {
+	var ts []string
+	r := reader{b}
+	for len(r.b) > 0 {
+		field, wire, _, data, err := r.field()
+		if err != nil {
+			return nil, err
+		}
+		if field == tgtTargets && wire == wireLen {
+			ts = append(ts, string(data))
+		}
+	}
+	return ts, nil
 }

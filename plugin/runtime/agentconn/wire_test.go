@@ -3,6 +3,7 @@ package agentconn
 import (
 	"bytes"
 	"reflect"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -47,6 +48,16 @@ func TestEncodeMatchesProto(t *testing.T) {
 			}
 		})
 	}
+	for _, tt := range tests {
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(&agent.Request{Op: &agent.Request_Targets{
+			Targets: &agent.TargetsRequest{Container: tt.want}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := encodeTargets(&tt.ctr); !bytes.Equal(got, want) {
+			t.Fatalf("%s: targets encoding\n got %x\nwant %x", tt.name, got, want)
+		}
+	}
 	for _, id := range []string{"", "c1", string(bytes.Repeat([]byte("x"), 200))} {
 		for _, p := range []Process{{}, {Pid: 4242}, {Pid: 4242, Start: 1 << 40}, {Start: 7}} {
 			want, err := proto.Marshal(&agent.Request{Op: &agent.Request_Release{Release: &agent.ReleaseRequest{ContainerId: id, Pid: int32(p.Pid), PidStart: p.Start}}})
@@ -77,6 +88,10 @@ func TestDecodeResponse(t *testing.T) {
 		{"released", &agent.Response{Result: &agent.Response_Release{Release: &agent.ReleaseResponse{}}},
 			&response{released: true, hasResult: true}},
 		{"list", &agent.Response{Result: &agent.Response_List{List: &agent.ListResponse{}}}, &response{hasResult: true}},
+		{"targets", &agent.Response{Result: &agent.Response_Targets{Targets: &agent.TargetsResponse{Targets: []string{"/run/secrets/a", "/etc/app/cert.pem"}}}},
+			&response{targeted: true, hasResult: true, targets: []string{"/run/secrets/a", "/etc/app/cert.pem"}}},
+		{"targets, none", &agent.Response{Result: &agent.Response_Targets{Targets: &agent.TargetsResponse{}}},
+			&response{targeted: true, hasResult: true}},
 		{"not granted", &agent.Response{Error: &agent.Error{Code: agent.Error_NOT_GRANTED, Message: `service "x" is not granted to this node`}},
 			&response{err: &Error{Code: NotGranted, Message: `service "x" is not granted to this node`}}},
 		{"unknown code", &agent.Response{Error: &agent.Error{Code: 99}}, &response{err: &Error{Code: 99}}},
@@ -123,6 +138,7 @@ func FuzzDecodeResponse(f *testing.F) {
 		{Result: &agent.Response_Release{Release: &agent.ReleaseResponse{}}},
 		{Error: &agent.Error{Code: agent.Error_INVALID, Message: "bad"}},
 		{Result: &agent.Response_List{List: &agent.ListResponse{Containers: []*agent.MountedContainer{{Id: "c"}}}}},
+		{Result: &agent.Response_Targets{Targets: &agent.TargetsResponse{Targets: []string{"/run/secrets/a", "/x"}}}},
 	} {
 		b, _ := proto.Marshal(m)
 		f.Add(b)
@@ -144,11 +160,14 @@ func FuzzDecodeResponse(f *testing.F) {
 		if got.err != nil && (int32(got.err.Code) != int32(want.GetError().GetCode()) || got.err.Message != want.GetError().GetMessage()) {
 			t.Fatalf("%x: error %+v vs %v", b, got.err, want.GetError())
 		}
-		if got.prepared != (want.GetPrepare() != nil) || got.released != (want.GetRelease() != nil) || got.hasResult != (want.GetResult() != nil) {
+		if got.prepared != (want.GetPrepare() != nil) || got.released != (want.GetRelease() != nil) || got.targeted != (want.GetTargets() != nil) || got.hasResult != (want.GetResult() != nil) {
 			t.Fatalf("%x: result %+v vs %v", b, got, &want)
 		}
 		if len(got.mounts) != len(want.GetPrepare().GetMounts()) {
 			t.Fatalf("%x: %d mounts vs %d", b, len(got.mounts), len(want.GetPrepare().GetMounts()))
+		}
+		if !slices.Equal(got.targets, want.GetTargets().GetTargets()) {
+			t.Fatalf("%x: targets %q vs %q", b, got.targets, want.GetTargets().GetTargets())
 		}
 		for i, m := range want.GetPrepare().GetMounts() {
 			if got.mounts[i] != (Mount{m.GetTarget(), int(m.GetFdIndex())}) {

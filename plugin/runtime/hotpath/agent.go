@@ -11,6 +11,9 @@ import (
 // hook use (agentconn.Conn).
 type Agent interface {
 	Prepare(c *agentconn.Container, attach bool) ([]agentconn.Mount, []*os.File, error)
+	// Targets says which targets the claim of a container not yet created
+	// would get (agentconn.Conn.Targets).
+	Targets(c *agentconn.Container) ([]string, error)
 	// Release names the container's process when the caller knows it
 	// (agentconn.Conn.Release).
 	Release(containerID string, p agentconn.Process) error

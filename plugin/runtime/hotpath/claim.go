@@ -32,9 +32,6 @@ type bundleConfig struct {
 		Path     string `json:"path"`
 		Readonly bool   `json:"readonly"`
 	} `json:"root"`
-	Mounts []struct {
-		Destination string `json:"destination"`
-	} `json:"mounts"`
 	Linux *struct {
 		UIDMappings []idMapping `json:"uidMappings"`
 		GIDMappings []idMapping `json:"gidMappings"`
@@ -57,8 +54,6 @@ type Claim struct {
 	ReadonlyRootfs bool
 	UIDMappings    []agentconn.IDMapping
 	GIDMappings    []agentconn.IDMapping
-	// Mounts holds the destinations of the spec's mounts.
-	Mounts []string
 
 	// raw is config.json as read: a spec change rewrites only the keys it
 	// touches and keeps every other byte.
@@ -111,9 +106,6 @@ func parseClaim(raw []byte, p string) (*Claim, error) {
 		c.UIDMappings = idMappings(l.UIDMappings)
 		c.GIDMappings = idMappings(l.GIDMappings)
 	}
-	for _, m := range cfg.Mounts {
-		c.Mounts = append(c.Mounts, m.Destination)
-	}
 	return c, nil
 }
 
@@ -143,10 +135,13 @@ func (c *Claim) Container(id string, pid int, rootfs string) *agentconn.Containe
 	}
 }
 
-// NeedsPlaceholder reports whether the spec needs claim.Placeholder so that
-// the attach has a mountpoint (claim.NeedsPlaceholder).
-func (c *Claim) NeedsPlaceholder() bool {
-	return claim.NeedsPlaceholder(c.ReadonlyRootfs, len(c.UIDMappings) > 0, c.Mounts)
+// NeedsMountpoints reports whether the runtime must make the secrets'
+// mountpoints (claim.NeedsMountpoints): the container's root is read-only
+// or it runs in a user namespace, so the agent cannot make them after the
+// create. The adapter then asks the agent for the claim's targets and adds
+// them with AddMountpoints before the create.
+func (c *Claim) NeedsMountpoints() bool {
+	return claim.NeedsMountpoints(c.ReadonlyRootfs, len(c.UIDMappings) > 0)
 }
 
 // specMount and specHook are the runtime-spec's Mount and Hook as the
@@ -164,17 +159,47 @@ type specHook struct {
 	Env  []string `json:"env,omitempty"`
 }
 
-// AddPlaceholder adds claim.Placeholder to the spec's mounts. Call
-// WriteSpec to persist it.
-func (c *Claim) AddPlaceholder() {
-	b, _ := json.Marshal(specMount{
-		Destination: claim.Placeholder.Destination,
-		Type:        claim.Placeholder.Type,
-		Source:      claim.Placeholder.Source,
-		Options:     claim.PlaceholderOptions(),
-	})
-	c.addMounts = append(c.addMounts, b)
-	c.Mounts = append(c.Mounts, claim.Placeholder.Destination)
+// AddMountpoints adds a read-only bind of the agent's empty mountpoint
+// file at every target (claim.MountpointMounts), so that the runtime makes
+// each target's file and directories before the root turns read-only; the
+// agent attaches the secrets on top after the create. A target that would
+// hide a mount of the spec (claim.Collision) is refused, before runc could
+// cover it. Call WriteSpec to persist them.
+func (c *Claim) AddMountpoints(targets []string) error {
+	mounts, err := c.specMounts()
+	if err != nil {
+		return err
+	}
+	if t, m, ok := claim.Collision(targets, mounts); ok {
+		return fmt.Errorf("secret target %s collides with the mount at %s the container already has; choose another target", t, m)
+	}
+	for _, m := range claim.MountpointMounts(targets) {
+		b, _ := json.Marshal(specMount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
+		c.addMounts = append(c.addMounts, b)
+	}
+	return nil
+}
+
+// specMounts decodes the spec's mounts. Only a container that needs
+// mountpoints pays for it: ReadClaim leaves them out, the hot path of every
+// other claim.
+func (c *Claim) specMounts() ([]claim.Mount, error) {
+	var cfg struct {
+		Mounts []struct {
+			Destination string   `json:"destination"`
+			Type        string   `json:"type"`
+			Source      string   `json:"source"`
+			Options     []string `json:"options"`
+		} `json:"mounts"`
+	}
+	if err := json.Unmarshal(c.raw, &cfg); err != nil {
+		return nil, fmt.Errorf("decode bundle config %s: mounts: %w", c.path, err)
+	}
+	ms := make([]claim.Mount, len(cfg.Mounts))
+	for i, m := range cfg.Mounts {
+		ms[i] = claim.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options}
+	}
+	return ms, nil
 }
 
 // AddHooks adds a createContainer and a poststop hook that run hookPath

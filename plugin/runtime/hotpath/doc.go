@@ -14,8 +14,9 @@
 // Every runc call of every container goes through this package, so it
 // links only what that path needs: the standard library without net,
 // x/sys/unix, the hand-coded agent client in agentconn, and the claim
-// contract (api/claim: the annotation key, /run/secrets and the placeholder
-// rule, shared with the NRI plugin), a standard-library-only leaf. It must not
+// contract (api/claim: the annotation key, /run/secrets and the mountpoint
+// rule, shared with the shim and the NRI plugin), a standard-library-only
+// leaf. It must not
 // import google.golang.org/protobuf, api/agent, agent/localapi, the
 // runtime-spec types or anything that does (cmd/lockbox-runtime's
 // TestBinaryLinksNoHeavyPackages checks the binary): their

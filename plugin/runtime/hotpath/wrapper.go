@@ -126,22 +126,14 @@ func (w *Wrapper) create(inv *Invocation) int {
 		return w.passthrough(inv.Args)
 	}
 	if inv.Command == "run" || w.Mode == AttachInHook {
+		// The hook runs before pivot_root, while the root is still
+		// writable, and makes the mountpoints itself.
 		claim.AddHooks(w.HookPath, append([]string{"LOCKBOX_AGENT_SOCKET=" + w.Socket}, w.HookEnv...))
-		if claim.NeedsPlaceholder() {
-			claim.AddPlaceholder()
-		}
 		if err := claim.WriteSpec(); err != nil {
 			w.report(inv, fmt.Sprintf("lockbox: container %s claims service %q: %v", inv.ID, claim.Service, err))
 			return 1
 		}
 		return w.passthrough(inv.Args)
-	}
-	if claim.NeedsPlaceholder() {
-		claim.AddPlaceholder()
-		if err := claim.WriteSpec(); err != nil {
-			w.report(inv, fmt.Sprintf("lockbox: container %s claims service %q: %v", inv.ID, claim.Service, err))
-			return 1
-		}
 	}
 	// Connect first: a node whose agent is down fails the create before
 	// runc builds a container only to take it back, and the connection is
@@ -152,6 +144,15 @@ func (w *Wrapper) create(inv *Invocation) int {
 		return 1
 	}
 	defer a.Close()
+	if claim.NeedsMountpoints() {
+		// After the create the agent cannot make the mountpoints: runc
+		// must. A claim the agent could not serve fails here, before runc
+		// builds anything.
+		if err := w.addMountpoints(inv, claim, a); err != nil {
+			w.report(inv, fmt.Sprintf("lockbox: container %s claims service %q: %v", inv.ID, claim.Service, err))
+			return 1
+		}
+	}
 	if code := w.runRunc(inv, inv.Args); code != 0 {
 		// runc has reported why, in its log and on stderr.
 		return code
@@ -165,6 +166,22 @@ func (w *Wrapper) create(inv *Invocation) int {
 		return 1
 	}
 	return 0
+}
+
+// addMountpoints asks the agent for the claim's targets and adds a
+// mountpoint bind for each to config.json.
+func (w *Wrapper) addMountpoints(inv *Invocation, claim *Claim, a Agent) error {
+	targets, err := a.Targets(claim.Container(inv.ID, 0, ""))
+	if err != nil {
+		return err
+	}
+	if len(targets) == 0 {
+		return nil
+	}
+	if err := claim.AddMountpoints(targets); err != nil {
+		return err
+	}
+	return claim.WriteSpec()
 }
 
 func (w *Wrapper) attach(inv *Invocation, claim *Claim, a Agent) error {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/lockbox-project/lockbox/api/claim"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 )
 
@@ -38,6 +40,17 @@ type fakeAgent struct {
 	procs      []agentconn.Process
 	err        error
 	releaseErr error
+	// targeted records Targets calls; targets and targetsErr answer them.
+	targeted   []agentconn.Container
+	targets    []string
+	targetsErr error
+}
+
+func (a *fakeAgent) Targets(c *agentconn.Container) ([]string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.targeted = append(a.targeted, *c)
+	return a.targets, a.targetsErr
 }
 
 func (a *fakeAgent) Prepare(c *agentconn.Container, attach bool) ([]agentconn.Mount, []*os.File, error) {
@@ -288,11 +301,15 @@ func TestEmptyServiceFailsClosed(t *testing.T) {
 	}
 }
 
-func TestReadonlyRootfsGetsPlaceholder(t *testing.T) {
+// A read-only rootfs gets a read-only bind of the agent's empty file at
+// every target the agent names, before runc's create (issue 12: a target
+// whose directory the image lacks could not be made after it).
+func TestReadonlyRootfsGetsMountpoints(t *testing.T) {
 	spec := claiming("web")
 	spec.Root.Readonly = true
-	spec.Mounts = nil
+	spec.Mounts = []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc"}}
 	r := newRig(t, spec)
+	r.agent.targets = []string{"/run/secrets/db_pw", "/etc/app/cert.pem"}
 	// A key this binary's runtime-spec may not know must survive the rewrite.
 	p := filepath.Join(r.bundle, "config.json")
 	b, _ := os.ReadFile(p)
@@ -304,15 +321,71 @@ func TestReadonlyRootfsGetsPlaceholder(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, r.stderr.String())
 	}
 	s := r.readSpec(t)
-	if len(s.Mounts) != 1 || s.Mounts[0].Destination != SecretsDir || s.Mounts[0].Type != "tmpfs" {
-		t.Fatalf("mounts = %+v, want a placeholder tmpfs at %s", s.Mounts, SecretsDir)
+	if len(s.Mounts) != 3 || s.Mounts[0].Destination != "/proc" {
+		t.Fatalf("mounts = %+v, want /proc and one bind per target", s.Mounts)
+	}
+	for i, target := range r.agent.targets {
+		m := s.Mounts[i+1]
+		if m.Destination != target || m.Type != "bind" || m.Source != claim.MountpointSource || !slices.Contains(m.Options, "ro") {
+			t.Errorf("mount for %s = %+v, want a read-only bind of %s", target, m, claim.MountpointSource)
+		}
+		if m.Type == "tmpfs" {
+			t.Errorf("a tmpfs placeholder at %s", m.Destination)
+		}
 	}
 	b, _ = os.ReadFile(p)
 	if !bytes.Contains(b, []byte(`"x-future":{"a":1}`)) {
 		t.Fatalf("unknown key lost: %s", b)
 	}
+	if len(r.agent.targeted) != 1 || !r.agent.targeted[0].ReadonlyRootfs || r.agent.targeted[0].Service != "web" || r.agent.targeted[0].ID != "c1" {
+		t.Errorf("targets asked %+v", r.agent.targeted)
+	}
 	if !r.agent.prepared[0].ctr.ReadonlyRootfs {
 		t.Error("readonly_rootfs not passed to the agent")
+	}
+}
+
+// Only a container whose root the agent cannot write costs the targets
+// round trip; a claim the agent refuses fails before runc creates anything.
+func TestMountpointsOnlyWhenNeeded(t *testing.T) {
+	userns := &specs.Linux{UIDMappings: []specs.LinuxIDMapping{{HostID: 100000, Size: 65536}}}
+	for _, tt := range []struct {
+		name     string
+		readonly bool
+		linux    *specs.Linux
+		asked    bool
+	}{
+		{"writable", false, nil, false},
+		{"read-only", true, nil, true},
+		{"user namespace", false, userns, true},
+	} {
+		spec := claiming("web")
+		spec.Root.Readonly, spec.Linux, spec.Mounts = tt.readonly, tt.linux, nil
+		r := newRig(t, spec)
+		r.agent.targets = []string{"/run/secrets/a"}
+		if code := r.w.Main(r.createArgs()); code != 0 {
+			t.Fatalf("%s: exit %d: %s", tt.name, code, r.stderr.String())
+		}
+		if asked := len(r.agent.targeted) == 1; asked != tt.asked {
+			t.Errorf("%s: targets asked %v, want %v", tt.name, asked, tt.asked)
+		}
+		if binds := len(r.readSpec(t).Mounts); binds != map[bool]int{false: 0, true: 1}[tt.asked] {
+			t.Errorf("%s: %d mounts added", tt.name, binds)
+		}
+	}
+
+	spec := claiming("web")
+	spec.Root.Readonly = true
+	r := newRig(t, spec)
+	r.agent.targetsErr = &agentconn.Error{Code: agentconn.NotGranted, Message: `service "web" is not granted to this node`}
+	if code := r.w.Main(r.createArgs()); code == 0 {
+		t.Fatal("a claim the agent refused was created")
+	}
+	if calls := r.runcCalls(t); calls != nil || len(r.agent.prepared) != 0 {
+		t.Fatalf("runc ran (%q) or the agent prepared (%d) after the targets were refused", calls, len(r.agent.prepared))
+	}
+	if !strings.Contains(r.stderr.String(), "not granted") {
+		t.Errorf("stderr %q does not say why", r.stderr.String())
 	}
 }
 
@@ -475,43 +548,55 @@ func FuzzReadClaim(f *testing.F) {
 				want.GIDMappings = append(want.GIDMappings, agentconn.IDMapping{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Size})
 			}
 		}
-		for _, m := range spec.Mounts {
-			want.Mounts = append(want.Mounts, m.Destination)
-		}
 		got := *c
 		got.raw, got.path = nil, ""
 		if !reflect.DeepEqual(&got, want) {
 			t.Fatalf("%q:\n got %+v\nwant %+v", b, &got, want)
 		}
-		c.NeedsPlaceholder()
+		c.NeedsMountpoints()
 		_ = c.Container("x", 1, "/")
 	})
 }
 
-func TestNeedsPlaceholder(t *testing.T) {
+// A target that would hide a mount of the spec is refused before runc
+// could cover it, by name (issue 12: a claim must never hide what the
+// container has mounted).
+func TestMountpointsRefuseACollision(t *testing.T) {
+	spec := claiming("web")
+	spec.Root.Readonly = true
+	spec.Mounts = []specs.Mount{{Destination: "/var/run/secrets/kubernetes.io/serviceaccount", Type: "bind", Source: "/x", Options: []string{"rbind", "ro"}}}
+	r := newRig(t, spec)
+	r.agent.targets = []string{"/run/secrets/db_pw", "/run/secrets/kubernetes.io/serviceaccount/token"}
+	if code := r.w.Main(r.createArgs()); code == 0 {
+		t.Fatal("a target in the service-account volume was accepted")
+	}
+	if calls := r.runcCalls(t); calls != nil {
+		t.Fatalf("runc ran: %q", calls)
+	}
+	if msg := r.stderr.String(); !strings.Contains(msg, "/run/secrets/kubernetes.io/serviceaccount/token") || !strings.Contains(msg, "collides with the mount") {
+		t.Errorf("stderr %q does not name the collision", msg)
+	}
+	if s := r.readSpec(t); len(s.Mounts) != 1 {
+		t.Errorf("the spec was rewritten: %+v", s.Mounts)
+	}
+}
+
+func TestNeedsMountpoints(t *testing.T) {
 	userns := &specs.Linux{UIDMappings: []specs.LinuxIDMapping{{HostID: 100000, Size: 65536}}}
 	tests := []struct {
 		name     string
 		readonly bool
 		linux    *specs.Linux
-		mounts   []string
 		want     bool
 	}{
-		{"read-write", false, nil, nil, false},
-		{"read-only, no mounts", true, nil, nil, true},
-		{"read-only, /run tmpfs", true, nil, []string{"/run"}, false},
-		{"read-only, /run/secrets mount", true, nil, []string{"/run/secrets"}, false},
-		{"read-only, /runx is not /run", true, nil, []string{"/runx"}, true},
-		{"read-only, / mount does not count", true, nil, []string{"/"}, true},
-		{"userns, /run tmpfs is not enough", false, userns, []string{"/run"}, true},
-		{"userns, /run/secrets mount", false, userns, []string{"/run/secrets/"}, false},
+		{"read-write", false, nil, false},
+		{"read-only", true, nil, true},
+		{"userns", false, userns, true},
+		{"userns, read-only", true, userns, true},
 	}
 	for _, tt := range tests {
 		spec := claiming("web")
-		spec.Root.Readonly, spec.Linux, spec.Mounts = tt.readonly, tt.linux, nil
-		for _, m := range tt.mounts {
-			spec.Mounts = append(spec.Mounts, specs.Mount{Destination: m})
-		}
+		spec.Root.Readonly, spec.Linux = tt.readonly, tt.linux
 		b, err := json.Marshal(spec)
 		if err != nil {
 			t.Fatal(err)
@@ -520,8 +605,8 @@ func TestNeedsPlaceholder(t *testing.T) {
 		if err != nil || c == nil {
 			t.Fatalf("%s: claim %v, %v", tt.name, c, err)
 		}
-		if got := c.NeedsPlaceholder(); got != tt.want {
-			t.Errorf("%s: NeedsPlaceholder = %v, want %v", tt.name, got, tt.want)
+		if got := c.NeedsMountpoints(); got != tt.want {
+			t.Errorf("%s: NeedsMountpoints = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

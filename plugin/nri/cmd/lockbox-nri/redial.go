@@ -57,6 +57,16 @@ func (r *redialer) Prepare(ctx context.Context, req *agent.PrepareRequest) (*age
 	return resp, files, err
 }
 
+func (r *redialer) Targets(ctx context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error) {
+	c, err := r.client()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Targets(ctx, req)
+	r.done(c, err)
+	return resp, err
+}
+
 func (r *redialer) Release(ctx context.Context, id string) error {
 	c, err := r.client()
 	if err != nil {
