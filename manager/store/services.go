@@ -111,6 +111,9 @@ func (s *Store) CreateService(ctx context.Context, spec *types.ServiceSpec) (*ty
 	if !validRef(spec.GetName()) {
 		return nil, errorf(ErrInvalid, "service name %q is not valid", spec.GetName())
 	}
+	if err := s.indexFoldedNames(ctx); err != nil {
+		return nil, err
+	}
 	spec = proto.Clone(spec).(*types.ServiceSpec)
 	if err := s.resolveRefs(ctx, spec); err != nil {
 		return nil, err
@@ -123,10 +126,10 @@ func (s *Store) CreateService(ctx context.Context, spec *types.ServiceSpec) (*ty
 	}
 	ids := secretIDs(spec)
 	cmps, elseOps, order := s.refChecks(ids)
-	nameKey := s.nameKey("services", spec.Name)
-	cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(nameKey), "=", 0))
-	elseOps = append(elseOps, clientv3.OpGet(nameKey, clientv3.WithKeysOnly()))
-	ops := []clientv3.Op{clientv3.OpPut(nameKey, svc.Id), clientv3.OpPut(s.serviceKey(svc.Id), string(val))}
+	nameCmps, namePuts, nameReads := s.nameKeys("services", spec.Name, svc.Id)
+	cmps = append(cmps, nameCmps...)
+	elseOps = append(elseOps, nameReads...)
+	ops := append(namePuts, clientv3.OpPut(s.serviceKey(svc.Id), string(val)))
 	for id := range ids {
 		ops = append(ops, clientv3.OpPut(s.refKey(id, svc.Id), ""))
 	}
@@ -137,6 +140,10 @@ func (s *Store) CreateService(ctx context.Context, spec *types.ServiceSpec) (*ty
 	if !resp.Succeeded {
 		if name := missingSecret(resp.Responses, ids, order); name != "" {
 			return nil, errorf(ErrUnknownSecret, "secret '%s' not found", name)
+		}
+		n := len(order)
+		if err := s.nameTaken(ctx, s.serviceKind(), spec.Name, firstValue(resp.Responses[n]), firstValue(resp.Responses[n+1])); err != nil {
+			return nil, err
 		}
 		return nil, errorf(ErrNameConflict, "service '%s' already exists", spec.Name)
 	}
@@ -235,7 +242,7 @@ func (s *Store) RemoveService(ctx context.Context, ref string) error {
 			return err
 		}
 		key := s.serviceKey(svc.Id)
-		ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(s.nameKey("services", svc.Spec.GetName()))}
+		ops := append(s.nameDeletes("services", svc.Spec.GetName(), svc.Id), clientv3.OpDelete(key))
 		for id := range secretIDs(svc.Spec) {
 			ops = append(ops, clientv3.OpDelete(s.refKey(id, svc.Id)))
 		}
