@@ -140,11 +140,13 @@ func newSecretRow(s *types.Secret, now time.Time) secretRow {
 // Label is {{.Label "k"}}: the value of label k, "" without it.
 func (r secretRow) Label(name string) string { return r.labels[name] }
 
-// MarshalJSON gives docker's "secret ls --format json" object: its
-// formatter's fields by name, in a map (so keys sort as docker's do).
+// MarshalJSON gives docker's "secret ls --format json" object exactly:
+// its formatter's fields by name, in a map (so keys sort as docker's do),
+// all strings. Size and Digest stay out so the line is docker's; templates
+// ({{.Size}}) and inspect show them.
 func (r secretRow) MarshalJSON() ([]byte, error) {
-	return json.Marshal(map[string]any{"ID": r.ID, "Name": r.Name, "Driver": r.Driver, "CreatedAt": r.CreatedAt,
-		"UpdatedAt": r.UpdatedAt, "Labels": r.Labels, "Size": r.Size, "Digest": r.Digest})
+	return json.Marshal(map[string]string{"ID": r.ID, "Name": r.Name, "Driver": r.Driver, "CreatedAt": r.CreatedAt,
+		"UpdatedAt": r.UpdatedAt, "Labels": r.Labels})
 }
 
 // secretInspect is a secret as inspect shows it, in docker's shape. There
