@@ -273,7 +273,9 @@ func TestDockerServiceCompat(t *testing.T) {
 	// moby api/types/swarm SecretReferenceFileTarget.Mode is an
 	// os.FileMode: a number in JSON ("Mode": 288 for 0440).
 	var insp []struct {
-		Spec struct{ Secrets []struct{ File struct{ Mode any } } }
+		Spec struct {
+			Secrets []struct{ File struct{ Mode any } }
+		}
 	}
 	out := e.mustRun(t, "", "service", "inspect", "web")
 	if err := json.Unmarshal([]byte(out), &insp); err != nil || len(insp) != 1 || insp[0].Spec.Secrets[0].File.Mode != float64(288) {
