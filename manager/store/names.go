@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -30,18 +31,24 @@ func (s *Store) foldedNameKey(kind, name string) string {
 }
 
 // nameKeys are the index entries a new object of kind named name creates,
-// with the compares that keep both free, and the reads that explain a
-// failure (exact first, folded second).
+// with the compares that keep both free (and the backfill marker present:
+// see indexFoldedNames), and the reads that explain a failure, for
+// nameTaken.
 func (s *Store) nameKeys(kind, name, id string) (cmps []clientv3.Cmp, puts, reads []clientv3.Op) {
-	exact, folded := s.nameKey(kind, name), s.foldedNameKey(kind, name)
+	exact, folded, marker := s.nameKey(kind, name), s.foldedNameKey(kind, name), s.prefix+foldedNamesMarker
 	cmps = []clientv3.Cmp{
 		clientv3.Compare(clientv3.CreateRevision(exact), "=", 0),
 		clientv3.Compare(clientv3.CreateRevision(folded), "=", 0),
+		clientv3.Compare(clientv3.CreateRevision(marker), ">", 0),
 	}
 	puts = []clientv3.Op{clientv3.OpPut(exact, id), clientv3.OpPut(folded, id)}
-	reads = []clientv3.Op{clientv3.OpGet(exact, clientv3.WithKeysOnly()), clientv3.OpGet(folded)}
+	reads = []clientv3.Op{clientv3.OpGet(exact, clientv3.WithKeysOnly()), clientv3.OpGet(folded), clientv3.OpGet(marker, clientv3.WithCountOnly())}
 	return cmps, puts, reads
 }
+
+// errReindex says a create failed because the folded index's marker is
+// gone: backfill again and retry.
+var errReindex = errors.New("folded name index needs a backfill")
 
 // nameDeletes removes an object's index entries: the exact one, and the
 // folded one only while it is the object's (two objects recorded before
@@ -56,10 +63,16 @@ func (s *Store) nameDeletes(kind, name, id string) []clientv3.Op {
 	}
 }
 
-// nameTaken explains a failed create from the reads nameKeys gave (at
-// offset first in resps): the exact name exists, or another object holds
-// it without regard to case.
-func (s *Store) nameTaken(ctx context.Context, k kind, name string, exact, folded []byte) error {
+// nameTaken explains a failed create from the three reads of nameKeys
+// (resps): errReindex when the backfill marker is gone, a name conflict
+// when the exact name exists or another object holds it without regard
+// to case, nil when neither (the failure was something else).
+func (s *Store) nameTaken(ctx context.Context, k kind, name string, resps []*etcdserverpb.ResponseOp) error {
+	if resps[2].GetResponseRange().GetCount() == 0 {
+		s.foldedIndexed.Store(false)
+		return errReindex
+	}
+	exact, folded := firstValue(resps[0]), firstValue(resps[1])
 	if exact == nil && folded == nil {
 		return nil
 	}
@@ -81,12 +94,16 @@ func (s *Store) nameTaken(ctx context.Context, k kind, name string, exact, folde
 // the folded entry; both keep their exact names, so both stay reachable,
 // and a new object of that name is refused either way.
 func (s *Store) indexFoldedNames(ctx context.Context) error {
+	if s.foldedIndexed.Load() {
+		return nil
+	}
 	marker := s.prefix + foldedNamesMarker
 	resp, err := s.cli.Get(ctx, marker, clientv3.WithCountOnly())
 	if err != nil {
 		return fmt.Errorf("read name index: %w", err)
 	}
 	if resp.Count > 0 {
+		s.foldedIndexed.Store(true)
 		return nil
 	}
 	for _, k := range []kind{s.secretKind(), s.serviceKind()} {
@@ -114,6 +131,7 @@ func (s *Store) indexFoldedNames(ctx context.Context) error {
 	if _, err := s.cli.Put(ctx, marker, ""); err != nil {
 		return fmt.Errorf("write name index marker: %w", err)
 	}
+	s.foldedIndexed.Store(true)
 	return nil
 }
 

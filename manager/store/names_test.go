@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lockbox-project/lockbox/api/types"
@@ -121,5 +122,36 @@ func TestNamesWithoutCaseLegacy(t *testing.T) {
 	}
 	if _, err := s.CreateSecret(ctx, secretSpec("DB_PW"), []byte("z")); err == nil {
 		t.Fatal("the surviving legacy secret's name was freed")
+	}
+}
+
+// TestNamesWithoutCaseAfterRestore: a store that has backfilled once
+// (and cached it) still refuses a case variant after its data is replaced
+// by an older backup without the folded index: the create's own compare
+// on the marker sends it back to the backfill.
+func TestNamesWithoutCaseAfterRestore(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	if _, err := s.CreateSecret(ctx, secretSpec("db_pw"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateService(ctx, serviceSpec("web", "db_pw")); err != nil {
+		t.Fatal(err)
+	}
+	// The "restore": the folded index and its marker gone.
+	cli, p := s.Client(), s.Prefix()
+	for _, k := range []string{"names/secrets-nocase/", "names/services-nocase/", "names/nocase-indexed"} {
+		if _, err := cli.Delete(ctx, p+k, clientv3.WithPrefix()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.CreateSecret(ctx, secretSpec("DB_PW"), []byte("y")); !errors.Is(err, store.ErrNameConflict) {
+		t.Fatalf("secret DB_PW after the restore: %v", err)
+	}
+	if _, err := cli.Delete(ctx, p+"names/nocase-indexed"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateService(ctx, serviceSpec("WEB", "db_pw")); !errors.Is(err, store.ErrNameConflict) {
+		t.Fatalf("service WEB after the marker went: %v", err)
 	}
 }

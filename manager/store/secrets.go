@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -47,11 +48,11 @@ func (s *Store) CreateSecret(ctx context.Context, spec *types.SecretSpec, data [
 	if err != nil {
 		return nil, err
 	}
-	if err := s.indexFoldedNames(ctx); err != nil {
-		return nil, err
-	}
 	nameCmps, namePuts, nameReads := s.nameKeys("secrets", spec.Name, sec.Id)
 	for attempt := 1; ; attempt++ {
+		if err := s.indexFoldedNames(ctx); err != nil {
+			return nil, err
+		}
 		sealed, fence, err := s.seal(data, s.recordAD(s.secretDataKey(sec.Id)))
 		if err != nil {
 			return nil, fmt.Errorf("seal secret '%s': %w", spec.GetName(), err)
@@ -71,7 +72,10 @@ func (s *Store) CreateSecret(ctx context.Context, spec *types.SecretSpec, data [
 			sec.Meta.Version = uint64(resp.Header.Revision)
 			return sec, nil
 		}
-		if err := s.nameTaken(ctx, s.secretKind(), spec.Name, firstValue(resp.Responses[0]), firstValue(resp.Responses[1])); err != nil {
+		switch err := s.nameTaken(ctx, s.secretKind(), spec.Name, resp.Responses); {
+		case errors.Is(err, errReindex) && attempt < maxFenceRetries:
+			continue
+		case err != nil:
 			return nil, err
 		}
 		// The data keys changed while we sealed: seal again under the new ones.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -111,9 +112,6 @@ func (s *Store) CreateService(ctx context.Context, spec *types.ServiceSpec) (*ty
 	if !validRef(spec.GetName()) {
 		return nil, errorf(ErrInvalid, "service name %q is not valid", spec.GetName())
 	}
-	if err := s.indexFoldedNames(ctx); err != nil {
-		return nil, err
-	}
 	spec = proto.Clone(spec).(*types.ServiceSpec)
 	if err := s.resolveRefs(ctx, spec); err != nil {
 		return nil, err
@@ -133,22 +131,29 @@ func (s *Store) CreateService(ctx context.Context, spec *types.ServiceSpec) (*ty
 	for id := range ids {
 		ops = append(ops, clientv3.OpPut(s.refKey(id, svc.Id), ""))
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
-	if err != nil {
-		return nil, fmt.Errorf("create service '%s': %w", spec.Name, err)
-	}
-	if !resp.Succeeded {
+	for attempt := 1; ; attempt++ {
+		if err := s.indexFoldedNames(ctx); err != nil {
+			return nil, err
+		}
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("create service '%s': %w", spec.Name, err)
+		}
+		if resp.Succeeded {
+			svc.Meta.Version = uint64(resp.Header.Revision)
+			return svc, nil
+		}
 		if name := missingSecret(resp.Responses, ids, order); name != "" {
 			return nil, errorf(ErrUnknownSecret, "secret '%s' not found", name)
 		}
-		n := len(order)
-		if err := s.nameTaken(ctx, s.serviceKind(), spec.Name, firstValue(resp.Responses[n]), firstValue(resp.Responses[n+1])); err != nil {
+		switch err := s.nameTaken(ctx, s.serviceKind(), spec.Name, resp.Responses[len(order):]); {
+		case errors.Is(err, errReindex) && attempt < 2:
+			continue // the marker went: backfill, then once more
+		case err != nil:
 			return nil, err
 		}
 		return nil, errorf(ErrNameConflict, "service '%s' already exists", spec.Name)
 	}
-	svc.Meta.Version = uint64(resp.Header.Revision)
-	return svc, nil
 }
 
 // GetService returns the service named by a full ID, a name or a unique ID
