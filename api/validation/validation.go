@@ -1,6 +1,6 @@
 // Package validation holds the limits that the managers enforce when a
 // secret or service is created and that every node-side component relies
-// on: the name rule and the secret size bound. It is the one home of those
+// on: the name rules and the secret size bound. It is the one home of those
 // rules (manager/admin, mounter, the agent's local API and the CLI use it).
 //
 // It imports only the standard library and compiles no regular expression:
@@ -36,6 +36,38 @@ func ValidName(s string) bool {
 		case i == 0 || i == len(s)-1:
 			return false
 		case c == '-' || c == '_' || c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// MaxServiceNameLen is the longest name of a new service: 63, a DNS
+// label, as in swarm (swarmkit controlapi validateAnnotations: "name must
+// be 63 characters or fewer").
+const MaxServiceNameLen = 63
+
+// ServiceNameRule says in words what ValidServiceName accepts.
+var ServiceNameRule = "letters, digits, '-' and '_', starting and ending with a letter or digit, at most " + strconv.Itoa(MaxServiceNameLen) + " characters (swarm's rule for service names: no '.')"
+
+// ValidServiceName reports whether s can name a new service: swarm's
+// service rule `^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$` (swarmkit
+// controlapi isValidDNSName), at most MaxServiceNameLen bytes. It is
+// stricter than ValidName (no '.', one character shorter), so every such
+// name is also a ValidName; services created before this rule keep their
+// names, which is why nodes check service names with ValidName.
+func ValidServiceName(s string) bool {
+	if len(s) == 0 || len(s) > MaxServiceNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case i == 0 || i == len(s)-1:
+			return false
+		case c == '-' || c == '_':
 		default:
 			return false
 		}

@@ -47,3 +47,43 @@ func TestValidSecretSize(t *testing.T) {
 		}
 	}
 }
+
+// serviceNameRE is swarm's service rule (swarmkit manager/controlapi
+// common.go isValidDNSName): the oracle ValidServiceName must agree with,
+// together with the 63-character limit.
+var serviceNameRE = regexp.MustCompile(`^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$`)
+
+func TestValidServiceName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"web", true}, {"my_stack_web", true}, {"a--b__c", true}, {"9", true}, {"Web-1", true},
+		{"a.b", false}, {"", false}, {"-a", false}, {"a_", false}, {"a b", false}, {"é", false},
+		{strings.Repeat("a", MaxServiceNameLen), true},
+		{strings.Repeat("a", MaxServiceNameLen+1), false},
+	}
+	for _, tt := range tests {
+		if got := ValidServiceName(tt.name); got != tt.ok {
+			t.Errorf("ValidServiceName(%q) = %v, want %v", tt.name, got, tt.ok)
+		}
+		if tt.ok && !ValidName(tt.name) {
+			t.Errorf("%q is a service name but not a name nodes accept", tt.name)
+		}
+	}
+}
+
+func FuzzValidServiceName(f *testing.F) {
+	for _, s := range []string{"web", "a.b", "a-_b", "", "-", strings.Repeat("z", 64)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := len(s) <= MaxServiceNameLen && serviceNameRE.MatchString(s)
+		if got := ValidServiceName(s); got != want {
+			t.Errorf("ValidServiceName(%q) = %v, the rule says %v", s, got, want)
+		}
+		if want && !ValidName(s) {
+			t.Errorf("%q: a service name nodes would refuse", s)
+		}
+	})
+}

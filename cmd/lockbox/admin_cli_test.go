@@ -160,7 +160,8 @@ func TestCLISecretsAndServices(t *testing.T) {
 		t.Fatalf("rm in-use: %v", err)
 	}
 	out = e.mustRun(t, "", "service", "inspect", "web")
-	if !strings.Contains(out, `"Mode": "0400"`) || !strings.Contains(out, `"/etc/web/cert.pem"`) || !strings.Contains(out, `"Mode": "0444"`) {
+	// docker's API has File.Mode as a number (os.FileMode): 0400 is 256, 0444 is 292.
+	if !strings.Contains(out, `"Mode": 256`) || !strings.Contains(out, `"/etc/web/cert.pem"`) || !strings.Contains(out, `"Mode": 292`) {
 		t.Fatalf("service inspect:\n%s", out)
 	}
 
@@ -200,7 +201,8 @@ func TestCLIErrors(t *testing.T) {
 		{"x", []string{"secret", "create", "bad/name", "-"}, "invalid secret name"},
 		{"x", []string{"secret", "create", "x", "/does/not/exist"}, "no such file"},
 		{"", []string{"service", "create", "s", "--secret", "source=a,bogus=1"}, "unknown field"},
-		{"", []string{"service", "create", "s", "--secret", "source=a,mode=999"}, "octal"},
+		{"", []string{"service", "create", "s", "--secret", "source=a,mode=0999"}, "invalid mode"},
+		{"", []string{"service", "create", "s", "--secret", "source=a,mode=440"}, "ambiguous"},
 		{"", []string{"service", "create", "s", "--secret", "nope"}, "secret 'nope' not found"},
 		{"", []string{"service", "create", "s", "--constraint", "node.zone==a"}, "unknown key"},
 		{"", []string{"node", "rm", "n1"}, "not available"},
@@ -267,9 +269,15 @@ func TestParseSecretRef(t *testing.T) {
 		{"db", "db,,,,0"},
 		{"source=db", "db,,,,0"},
 		{"source=db,target=x,uid=1,gid=2,mode=0400", "db,x,1,2,256"},
-		{"src=db,mode=644", "db,,,,420"},
+		{"src=db,mode=0644", "db,,,,420"},
+		{"src=db,mode=0o644", "db,,,,420"},
+		{"src=db,mode=292", "db,,,,292"},
+		{"src=db,mode=7", "db,,,,7"},
+		{"src=db,mode=644", ""}, // docker 644 = 01204, Lockbox used to read 0644: refused
+		{"src=db,mode=0", ""},
+		{"src=db,mode=0x", ""},
 		{"target=x", ""},
-		{"source=db,mode=9", ""},
+		{"source=db,mode=9", "db,,,,9"},
 		{"source=db,x", ""},
 		{"", ""},
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,11 +57,11 @@ func parseSecretRef(s string) (*types.SecretReference, error) {
 		case "gid":
 			ref.Target.Gid = v
 		case "mode":
-			m, err := strconv.ParseUint(strings.TrimPrefix(v, "0o"), 8, 32)
+			m, err := parseFileMode(v)
 			if err != nil {
-				return nil, fmt.Errorf("--secret %q: mode %q is not an octal number such as 0400", s, v)
+				return nil, fmt.Errorf("--secret %q: %w", s, err)
 			}
-			ref.Target.Mode = uint32(m)
+			ref.Target.Mode = m
 		default:
 			return nil, fmt.Errorf("--secret %q: unknown field %q (want source, target, uid, gid, mode)", s, k)
 		}
@@ -69,6 +70,29 @@ func parseSecretRef(s string) (*types.SecretReference, error) {
 		return nil, fmt.Errorf("--secret %q: source is required", s)
 	}
 	return ref, nil
+}
+
+// parseFileMode reads mode= as docker does: a Go integer literal
+// (docker/cli opts/swarmopts/secret.go: strconv.ParseUint(val, 0, 32)),
+// so 0440 and 0o440 are octal, 0x120 hex and 292 decimal. Lockbox used to
+// read every mode as octal: a plain number that both readings accept and
+// that they read differently (440: docker 440 = 0670, Lockbox 0440) is
+// refused with both readings rather than silently meaning either.
+func parseFileMode(v string) (uint32, error) {
+	m, err := strconv.ParseUint(v, 0, 32)
+	if err != nil {
+		return 0, fmt.Errorf("invalid mode %q: write it as Go and docker read it: octal with a leading 0 or 0o (0440, 0o440) or decimal (288)", v)
+	}
+	if oct, err := strconv.ParseUint(v, 8, 32); err == nil && oct != m && !strings.HasPrefix(v, "0") {
+		return 0, fmt.Errorf("mode=%s is ambiguous: docker reads it as decimal %d (%#o), earlier Lockbox read it as octal %#o (%d); "+
+			"write %#o or 0o%o (or decimal %d) for octal %o, or %#o for docker's reading", v, m, m, oct, oct, oct, oct, oct, oct, m)
+	}
+	if m == 0 {
+		// Lockbox stores 0 as "the default" (0444); docker would make a
+		// file no one but root can read. Neither is worth guessing.
+		return 0, fmt.Errorf("mode=%s: a secret file with mode 0 is readable only by root; Lockbox keeps 0 for the default (0444): give the mode you mean, such as 0400", v)
+	}
+	return uint32(m), nil
 }
 
 func parseSecretRefs(specs []string) ([]*types.SecretReference, error) {
@@ -116,7 +140,7 @@ func newServiceCreateCommand(c *connFlags) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringArrayVar(&secrets, "secret", nil, "secret reference: NAME or source=NAME[,target=T][,uid=U][,gid=G][,mode=0400] (repeatable)")
+	cmd.Flags().StringArrayVar(&secrets, "secret", nil, "secret reference: NAME or source=NAME[,target=T][,uid=U][,gid=G][,mode=0400] (repeatable; mode as docker reads it: 0400, 0o400 or decimal 256)")
 	cmd.Flags().StringArrayVar(&constraints, "constraint", nil, "placement constraint such as node.labels.zone==east (repeatable)")
 	cmd.Flags().StringArrayVarP(&labels, "label", "l", nil, "service label KEY=VALUE (repeatable)")
 	cmd.Flags().StringArrayVar(&claims, "claim", nil, claimFlagHelp)
@@ -192,7 +216,7 @@ func newServiceUpdateCommand(c *connFlags) *cobra.Command {
 	}
 	fl := cmd.Flags()
 	fl.StringArrayVar(&secretAdd, "secret-add", nil, "add a secret reference (same syntax as --secret)")
-	fl.StringArrayVar(&secretRm, "secret-rm", nil, "remove every reference to this secret (name or ID)")
+	fl.StringArrayVar(&secretRm, "secret-rm", nil, "remove every reference to this secret (name or ID); one the service lacks is skipped, as docker does")
 	fl.StringArrayVar(&consAdd, "constraint-add", nil, "add a placement constraint")
 	fl.StringArrayVar(&consRm, "constraint-rm", nil, "remove a placement constraint")
 	fl.StringArrayVar(&labelAdd, "label-add", nil, "add or change a label KEY=VALUE")
@@ -232,14 +256,14 @@ func (ed serviceEdits) check() error {
 // so "--secret-rm a --secret-add source=a,target=b" retargets a.
 func applyServiceUpdate(spec *types.ServiceSpec, ed serviceEdits) error {
 	adds, secretRm, consAdd, consRm, lblAdd, lblRm := ed.secretAdd, ed.secretRm, ed.consAdd, ed.consRm, ed.labelAdd, ed.labelRm
+	// A reference the service lacks is skipped, as docker does
+	// (docker/cli service/update.go getUpdatedSecrets keeps every
+	// reference not in the --secret-rm set and checks nothing more), so a
+	// rotation script can be run again.
 	for _, rm := range secretRm {
-		before := len(spec.Secrets)
 		spec.Secrets = slices.DeleteFunc(spec.Secrets, func(r *types.SecretReference) bool {
 			return r.SecretName == rm || r.SecretId == rm
 		})
-		if len(spec.Secrets) == before {
-			return fmt.Errorf("--secret-rm %s: service '%s' has no reference to that secret", rm, spec.Name)
-		}
 	}
 	spec.Secrets = append(spec.Secrets, adds...)
 
@@ -386,6 +410,9 @@ type serviceInspect struct {
 	}
 }
 
+// refInspect is a secret reference in docker's API shape
+// (moby api/types/swarm SecretReference): File.Mode is an os.FileMode, a
+// number in JSON (0444 is 292).
 type refInspect struct {
 	SecretID   string
 	SecretName string
@@ -393,7 +420,7 @@ type refInspect struct {
 		Name string
 		UID  string
 		GID  string
-		Mode string
+		Mode os.FileMode
 	}
 }
 
@@ -424,7 +451,7 @@ func inspectService(s *types.Service) serviceInspect {
 		if mode == 0 {
 			mode = 0o444
 		}
-		ri.File.Mode = fmt.Sprintf("%04o", mode)
+		ri.File.Mode = os.FileMode(mode)
 		v.Spec.Secrets = append(v.Spec.Secrets, ri)
 	}
 	return v

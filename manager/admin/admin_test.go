@@ -154,6 +154,11 @@ func TestBadInput(t *testing.T) {
 		{"name with space", secret("a b", []byte("x"), nil), codes.InvalidArgument, "invalid secret name"},
 		{"name 65 chars", secret(strings.Repeat("a", 65), []byte("x"), nil), codes.InvalidArgument, "limit is 64"},
 		{"duplicate secret", secret("exists", []byte("x"), nil), codes.AlreadyExists, "secret 'exists' already exists"},
+		// swarm: "secret EXISTS already exists" (swarmkit controlapi
+		// CreateSecret on store.ErrNameConflict; the name index is
+		// lower-cased), so Lockbox refuses it too and says why.
+		{"duplicate secret, other case", secret("EXISTS", []byte("x"), nil), codes.AlreadyExists,
+			"secret 'EXISTS' already exists: names compare without regard to case, as in swarm, and secret 'exists' has this one"},
 		{"label empty key", secret("l", []byte("x"), map[string]string{"": "v"}), codes.InvalidArgument, "empty key"},
 		{"label key with =", secret("l", []byte("x"), map[string]string{"a=b": "v"}), codes.InvalidArgument, "'='"},
 		{"missing spec", func() error {
@@ -162,7 +167,14 @@ func TestBadInput(t *testing.T) {
 		}, codes.InvalidArgument, "spec is missing"},
 
 		{"duplicate service", service(svcSpec("taken", ok)), codes.AlreadyExists, "service 'taken' already exists"},
+		{"duplicate service, other case", service(svcSpec("TAKEN", ok)), codes.AlreadyExists,
+			"service 'TAKEN' already exists: names compare without regard to case, as in swarm, and service 'taken' has this one"},
 		{"bad service name", service(svcSpec("bad name", ok)), codes.InvalidArgument, "invalid service name"},
+		// swarm: "name must be valid as a DNS name component" / "name must
+		// be 63 characters or fewer" (swarmkit controlapi validateAnnotations).
+		{"service name with a dot", service(svcSpec("a.b", ok)), codes.InvalidArgument,
+			`invalid service name "a.b": a service name has letters, digits, '-' and '_', starting and ending with a letter or digit, at most 63 characters (swarm's rule for service names: no '.')`},
+		{"service name 64 chars", service(svcSpec(strings.Repeat("s", 64), ok)), codes.InvalidArgument, "at most 63 characters"},
 		{"unknown secret", service(svcSpec("s1", []*types.SecretReference{ref("nope", "", "", "", 0)})), codes.InvalidArgument, "secret 'nope' not found"},
 		{"no source", service(svcSpec("s1", []*types.SecretReference{ref("", "t", "", "", 0)})), codes.InvalidArgument, "names no secret"},
 		{"bad constraint", service(svcSpec("s1", ok, "node.labels.zone=east")), codes.InvalidArgument, "invalid constraint"},

@@ -52,7 +52,7 @@ func (s *Server) CreateService(ctx context.Context, req *adminapi.CreateServiceR
 		return nil, invalid("service spec is missing")
 	}
 	// Cheap checks first, so a bad name is reported before a missing secret.
-	if err := validateName("service", spec.Name); err != nil {
+	if err := validateNewServiceName(spec.Name); err != nil {
 		return nil, err
 	}
 	spec, err := s.resolveRefs(ctx, spec)

@@ -41,6 +41,21 @@ func validateName(noun, name string) error {
 	return nil
 }
 
+// validateNewServiceName checks the name of a service being created
+// against swarm's service rule (validation.ValidServiceName), which is
+// stricter than the secret rule: no '.', at most 63 characters. Updates
+// check the name with validateName only, so services created before the
+// rule stay editable.
+func validateNewServiceName(name string) error {
+	if err := validateName("service", name); err != nil {
+		return err
+	}
+	if !validation.ValidServiceName(name) {
+		return invalid("invalid service name %q: a service name has %s", name, validation.ServiceNameRule)
+	}
+	return nil
+}
+
 func validateData(size int) error {
 	if size == 0 {
 		return invalid("secret data is empty: a secret holds 1 to %d bytes", MaxSecretSize-1)

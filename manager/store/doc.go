@@ -29,6 +29,9 @@
 //	nodes/<id>                     types.Node, protobuf
 //	names/secrets/<name>           <id>: the unique-name index of secrets
 //	names/services/<name>          <id>: the unique-name index of services
+//	names/secrets-nocase/<lower>   <id>: secret names without regard to case (swarm's rule: unique
+//	names/services-nocase/<lower>  <id>: so, and found by name without case); names.go
+//	names/nocase-indexed           "": objects recorded before the -nocase indexes are in them
 //	names/hostnames/<hostname>     <id>: the worker that joined with that (lower-cased) hostname
 //	names/hostnames-indexed        "": nodes recorded before that index are in it
 //	refs/<secret id>/<service id>  "": service <service id> references secret <secret id>
@@ -55,8 +58,9 @@
 //
 // # Rules kept in one transaction
 //
-//   - A name index key is created with "create revision == 0", so two
-//     concurrent creates of one name cannot both succeed. Worker hostnames
+//   - A name index key (exact and lower-cased) is created with "create
+//     revision == 0", so two concurrent creates of one name, or of names
+//     that differ only in case, cannot both succeed. Worker hostnames
 //     are indexed the same way: a node's hostname and platform are fixed
 //     when it joins (placement reads them) and unique among workers.
 //   - Removing a secret compares the prefix refs/<secret id>/ empty in the

@@ -24,16 +24,17 @@ func (s *Store) serviceKind() kind {
 func (s *Store) nodeKind() kind { return kind{noun: "node", objPrefix: s.prefix + "nodes/"} }
 
 // lookup finds the object that ref names, in swarm's order: a full ID, then
-// a name, then a unique ID prefix. It returns the object's key-value.
+// a name (exact, then without regard to case), then a unique ID prefix.
+// It returns the object's key-value.
 func (s *Store) lookup(ctx context.Context, k kind, ref string) (*mvccpb.KeyValue, error) {
 	if !validRef(ref) {
 		return nil, errorf(ErrNotFound, "%s '%s' not found", k.noun, ref)
 	}
 	ops := []clientv3.Op{clientv3.OpGet(k.objPrefix + ref)}
 	if k.nameIndex != "" {
-		ops = append(ops, clientv3.OpGet(s.nameKey(k.nameIndex, ref)))
+		ops = append(ops, clientv3.OpGet(s.nameKey(k.nameIndex, ref)), clientv3.OpGet(s.foldedNameKey(k.nameIndex, ref)))
 	}
-	// Both reads in one transaction so they see one revision.
+	// The reads in one transaction so they see one revision.
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("look up %s %q: %w", k.noun, ref, err)
@@ -41,8 +42,10 @@ func (s *Store) lookup(ctx context.Context, k kind, ref string) (*mvccpb.KeyValu
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
 		return kvs[0], nil
 	}
-	if k.nameIndex != "" {
-		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 1 {
+	// The exact name first, then the name without regard to case (swarm's
+	// lookup by name is case-insensitive; see names.go).
+	for i := 1; k.nameIndex != "" && i <= 2; i++ {
+		if kvs := resp.Responses[i].GetResponseRange().Kvs; len(kvs) == 1 {
 			obj, err := s.cli.Get(ctx, k.objPrefix+string(kvs[0].Value))
 			if err != nil {
 				return nil, fmt.Errorf("look up %s %q: %w", k.noun, ref, err)

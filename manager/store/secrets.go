@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -47,20 +48,22 @@ func (s *Store) CreateSecret(ctx context.Context, spec *types.SecretSpec, data [
 	if err != nil {
 		return nil, err
 	}
-	nameKey := s.nameKey("secrets", spec.Name)
+	nameCmps, namePuts, nameReads := s.nameKeys("secrets", spec.Name, sec.Id)
 	for attempt := 1; ; attempt++ {
+		if err := s.indexFoldedNames(ctx); err != nil {
+			return nil, err
+		}
 		sealed, fence, err := s.seal(data, s.recordAD(s.secretDataKey(sec.Id)))
 		if err != nil {
 			return nil, fmt.Errorf("seal secret '%s': %w", spec.GetName(), err)
 		}
 		resp, err := s.cli.Txn(ctx).
-			If(append(fence, clientv3.Compare(clientv3.CreateRevision(nameKey), "=", 0))...).
-			Then(
-				clientv3.OpPut(nameKey, sec.Id),
+			If(append(fence, nameCmps...)...).
+			Then(append(namePuts,
 				clientv3.OpPut(s.secretKey(sec.Id), string(val)),
 				clientv3.OpPut(s.secretDataKey(sec.Id), string(sealed)),
-			).
-			Else(clientv3.OpGet(nameKey, clientv3.WithKeysOnly())).
+			)...).
+			Else(nameReads...).
 			Commit()
 		if err != nil {
 			return nil, fmt.Errorf("create secret '%s': %w", spec.Name, err)
@@ -69,8 +72,11 @@ func (s *Store) CreateSecret(ctx context.Context, spec *types.SecretSpec, data [
 			sec.Meta.Version = uint64(resp.Header.Revision)
 			return sec, nil
 		}
-		if len(resp.Responses[0].GetResponseRange().Kvs) > 0 {
-			return nil, errorf(ErrNameConflict, "secret '%s' already exists", spec.Name)
+		switch err := s.nameTaken(ctx, s.secretKind(), spec.Name, resp.Responses); {
+		case errors.Is(err, errReindex) && attempt < maxFenceRetries:
+			continue
+		case err != nil:
+			return nil, err
 		}
 		// The data keys changed while we sealed: seal again under the new ones.
 		if attempt == maxFenceRetries {
@@ -179,11 +185,10 @@ func (s *Store) RemoveSecret(ctx context.Context, ref string) error {
 			// range is empty.
 			clientv3.Compare(clientv3.CreateRevision(refs), "=", 0).WithPrefix(),
 		).
-		Then(
+		Then(append(s.nameDeletes("secrets", sec.Spec.GetName(), sec.Id),
 			clientv3.OpDelete(key),
 			clientv3.OpDelete(s.secretDataKey(sec.Id)),
-			clientv3.OpDelete(s.nameKey("secrets", sec.Spec.GetName())),
-		).
+		)...).
 		Else(clientv3.OpGet(key, clientv3.WithKeysOnly()), clientv3.OpGet(refs, clientv3.WithPrefix(), clientv3.WithKeysOnly())).
 		Commit()
 	if err != nil {

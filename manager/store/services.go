@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -123,25 +124,36 @@ func (s *Store) CreateService(ctx context.Context, spec *types.ServiceSpec) (*ty
 	}
 	ids := secretIDs(spec)
 	cmps, elseOps, order := s.refChecks(ids)
-	nameKey := s.nameKey("services", spec.Name)
-	cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(nameKey), "=", 0))
-	elseOps = append(elseOps, clientv3.OpGet(nameKey, clientv3.WithKeysOnly()))
-	ops := []clientv3.Op{clientv3.OpPut(nameKey, svc.Id), clientv3.OpPut(s.serviceKey(svc.Id), string(val))}
+	nameCmps, namePuts, nameReads := s.nameKeys("services", spec.Name, svc.Id)
+	cmps = append(cmps, nameCmps...)
+	elseOps = append(elseOps, nameReads...)
+	ops := append(namePuts, clientv3.OpPut(s.serviceKey(svc.Id), string(val)))
 	for id := range ids {
 		ops = append(ops, clientv3.OpPut(s.refKey(id, svc.Id), ""))
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
-	if err != nil {
-		return nil, fmt.Errorf("create service '%s': %w", spec.Name, err)
-	}
-	if !resp.Succeeded {
+	for attempt := 1; ; attempt++ {
+		if err := s.indexFoldedNames(ctx); err != nil {
+			return nil, err
+		}
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("create service '%s': %w", spec.Name, err)
+		}
+		if resp.Succeeded {
+			svc.Meta.Version = uint64(resp.Header.Revision)
+			return svc, nil
+		}
 		if name := missingSecret(resp.Responses, ids, order); name != "" {
 			return nil, errorf(ErrUnknownSecret, "secret '%s' not found", name)
 		}
+		switch err := s.nameTaken(ctx, s.serviceKind(), spec.Name, resp.Responses[len(order):]); {
+		case errors.Is(err, errReindex) && attempt < 2:
+			continue // the marker went: backfill, then once more
+		case err != nil:
+			return nil, err
+		}
 		return nil, errorf(ErrNameConflict, "service '%s' already exists", spec.Name)
 	}
-	svc.Meta.Version = uint64(resp.Header.Revision)
-	return svc, nil
 }
 
 // GetService returns the service named by a full ID, a name or a unique ID
@@ -235,7 +247,7 @@ func (s *Store) RemoveService(ctx context.Context, ref string) error {
 			return err
 		}
 		key := s.serviceKey(svc.Id)
-		ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(s.nameKey("services", svc.Spec.GetName()))}
+		ops := append(s.nameDeletes("services", svc.Spec.GetName(), svc.Id), clientv3.OpDelete(key))
 		for id := range secretIDs(svc.Spec) {
 			ops = append(ops, clientv3.OpDelete(s.refKey(id, svc.Id)))
 		}

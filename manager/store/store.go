@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -84,6 +85,11 @@ type Store struct {
 	sealer Sealer
 	prefix string
 	now    func() time.Time
+	// foldedIndexed caches that the folded name index was backfilled
+	// (names.go); shared by the copies WithSealer makes. Creates still
+	// compare the marker, so a store whose marker went (a restore of an
+	// older backup) is backfilled again.
+	foldedIndexed *atomic.Bool
 }
 
 // Option configures a Store.
@@ -101,7 +107,7 @@ func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = no
 // the registry (a manager opens those before it has keys; WithSealer then
 // gives the full store).
 func New(cli *clientv3.Client, sealer Sealer, opts ...Option) *Store {
-	s := &Store{cli: cli, sealer: sealer, prefix: DefaultPrefix, now: time.Now}
+	s := &Store{cli: cli, sealer: sealer, prefix: DefaultPrefix, now: time.Now, foldedIndexed: new(atomic.Bool)}
 	for _, o := range opts {
 		o(s)
 	}
