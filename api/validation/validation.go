@@ -7,7 +7,10 @@
 // lockbox-runtime, on every runc call, links it through mounter.
 package validation
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 const (
 	// MaxNameLen is the longest secret or service name, in bytes.
@@ -25,23 +28,7 @@ var NameRule = "letters, digits, '-', '_' and '.', starting and ending with a le
 // rule `^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$`, at most MaxNameLen
 // bytes. Such a name is also a safe single path element (the default
 // target of a secret is its name).
-func ValidName(s string) bool {
-	if len(s) == 0 || len(s) > MaxNameLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case i == 0 || i == len(s)-1:
-			return false
-		case c == '-' || c == '_' || c == '.':
-		default:
-			return false
-		}
-	}
-	return true
-}
+func ValidName(s string) bool { return validName(s, MaxNameLen, "-_.") }
 
 // MaxServiceNameLen is the longest name of a new service: 63, a DNS
 // label, as in swarm (swarmkit controlapi validateAnnotations: "name must
@@ -57,8 +44,13 @@ var ServiceNameRule = "letters, digits, '-' and '_', starting and ending with a 
 // stricter than ValidName (no '.', one character shorter), so every such
 // name is also a ValidName; services created before this rule keep their
 // names, which is why nodes check service names with ValidName.
-func ValidServiceName(s string) bool {
-	if len(s) == 0 || len(s) > MaxServiceNameLen {
+func ValidServiceName(s string) bool { return validName(s, MaxServiceNameLen, "-_") }
+
+// validName is swarm's shape of a name: at most max bytes of ASCII letters
+// and digits, with the punctuation in inner only between the first and
+// the last character.
+func validName(s string, max int, inner string) bool {
+	if len(s) == 0 || len(s) > max {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -67,7 +59,7 @@ func ValidServiceName(s string) bool {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		case i == 0 || i == len(s)-1:
 			return false
-		case c == '-' || c == '_':
+		case strings.IndexByte(inner, c) >= 0:
 		default:
 			return false
 		}
