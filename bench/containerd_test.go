@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 
@@ -61,7 +60,6 @@ type variant struct {
 	c       *harness.Containerd
 	runtime string
 	claim   bool
-	times   []time.Duration
 }
 
 // BenchmarkContainerLifecycle measures create→start→exit→delete with the Go
@@ -127,32 +125,17 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 		}
 		return d
 	}
-	// Warm up caches and the shim binaries' page cache.
-	for _, v := range variants {
-		run(v, 1000000)
+	times := alternate(b, variants, run)
+	names := make([]string, len(variants))
+	for i, v := range variants {
+		names[i] = v.name
 	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for k := range variants {
-			v := variants[(i+k)%len(variants)]
-			v.times = append(v.times, run(v, i))
-		}
-	}
-	b.StopTimer()
-	base := median(variants[0].times)
-	var lines []string
-	for _, v := range variants {
-		m := median(v.times)
-		lines = append(lines, fmt.Sprintf("%-24s median %8.2fms  p90 %8.2fms  ratio %.4f  added %+.2fms",
-			v.name, ms(m), ms(pct(v.times, 0.9)), float64(m)/float64(base), ms(m-base)))
-	}
-	// Printed, not logged: the testing package cuts a benchmark's log to
-	// its first lines.
-	fmt.Printf("%s: n=%d per variant\n%s\n", b.Name(), b.N, strings.Join(lines, "\n"))
-	b.ReportMetric(float64(median(variants[1].times))/float64(base), "plain/runc")
-	b.ReportMetric(float64(median(variants[2].times))/float64(base), "claim/runc")
-	b.ReportMetric(ms(median(variants[2].times)-base), "claim-added-ms")
-	b.ReportMetric(float64(median(variants[3].times))/float64(median(variants[2].times)), "hook/attach")
+	meds := report(b, names, times)
+	base := meds[0]
+	b.ReportMetric(float64(meds[1])/float64(base), "plain/runc")
+	b.ReportMetric(float64(meds[2])/float64(base), "claim/runc")
+	b.ReportMetric(ms(meds[2]-base), "claim-added-ms")
+	b.ReportMetric(float64(meds[3])/float64(meds[2]), "hook/attach")
 	if held := a.Held(); len(held) != 0 {
 		b.Errorf("agent still holds %d mounts after all containers were deleted", len(held))
 	}

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -57,7 +55,6 @@ func BenchmarkShimLifecycle(b *testing.B) {
 	type shimVariant struct {
 		name, runtime string
 		claim         bool
-		times         []time.Duration
 	}
 	variants := []*shimVariant{
 		{name: "runc-shim", runtime: runcShim},
@@ -78,31 +75,11 @@ func BenchmarkShimLifecycle(b *testing.B) {
 		}
 		return d
 	}
-	for _, v := range variants {
-		run(v, 1000000) // warm the page cache and the snapshotter
-	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for k := range variants {
-			v := variants[(i+k)%len(variants)]
-			v.times = append(v.times, run(v, i))
-		}
-	}
-	b.StopTimer()
-
-	base := median(variants[0].times)
-	var lines []string
-	for _, v := range variants {
-		m := median(v.times)
-		lines = append(lines, fmt.Sprintf("%-20s median %8.2fms  p90 %8.2fms  ratio %.4f  added %+.2fms",
-			v.name, ms(m), ms(pct(v.times, 0.9)), float64(m)/float64(base), ms(m-base)))
-	}
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("%s: n=%d per variant, %d CPUs, loadavg %s\n", b.Name(), b.N, runtime.NumCPU(), strings.TrimSpace(string(load)))
-	fmt.Println(strings.Join(lines, "\n"))
-	b.ReportMetric(float64(median(variants[1].times))/float64(base), "plain/runc-shim")
-	b.ReportMetric(float64(median(variants[2].times))/float64(base), "claim/runc-shim")
-	b.ReportMetric(ms(median(variants[2].times)-base), "claim-added-ms")
+	times := alternate(b, variants, run)
+	meds := report(b, []string{"runc-shim", "lockbox-shim-plain", "lockbox-shim-claim"}, times)
+	b.ReportMetric(float64(meds[1])/float64(meds[0]), "plain/runc-shim")
+	b.ReportMetric(float64(meds[2])/float64(meds[0]), "claim/runc-shim")
+	b.ReportMetric(ms(meds[2]-meds[0]), "claim-added-ms")
 	if held := a.Held(); len(held) != 0 {
 		b.Errorf("agent still holds %d mounts after all containers were deleted", len(held))
 	}
