@@ -72,7 +72,7 @@ func newStackDeployCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := checkComposeModes(cf); err != nil {
+			if err := checkComposeText(cf); err != nil {
 				return err
 			}
 			project, err := loadCompose(cmd.Context(), stack, cf, environMap())

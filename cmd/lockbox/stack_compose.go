@@ -195,19 +195,10 @@ func planStack(stack string, p *composetypes.Project, lookupEnv func(string) (st
 	return plan, nil
 }
 
-// planSecret reads one top-level secret. Lockbox stores the data itself:
-// drivers and templating, which would take it from elsewhere or rewrite
-// it per task, are refused rather than ignored, since ignoring them would
-// store something other than what the file means.
+// planSecret reads one top-level secret.
 func planSecret(stack, key string, c composetypes.SecretConfig, lookupEnv func(string) (string, bool)) (*stackSecret, error) {
-	field := func(f string) string { return fmt.Sprintf("secrets.%s.%s", key, f) }
-	switch {
-	case c.Driver != "":
-		return nil, fmt.Errorf("%s: %q: Lockbox has no secret drivers (yet): it keeps the data itself; give the data with file: or environment:, or create the secret with 'lockbox secret create' and declare it external: true", field("driver"), c.Driver)
-	case len(c.DriverOpts) > 0:
-		return nil, fmt.Errorf("%s: Lockbox has no secret drivers (yet), so driver options mean nothing to it", field("driver_opts"))
-	case c.TemplateDriver != "":
-		return nil, fmt.Errorf("%s: %q: Lockbox does not template secrets: a container receives the secret's bytes as stored", field("template_driver"), c.TemplateDriver)
+	if err := refuseSecretDrivers(key, c); err != nil {
+		return nil, err
 	}
 	s := &stackSecret{key: key, name: c.Name, external: bool(c.External)}
 	if s.external {
@@ -253,6 +244,23 @@ func planSecret(stack, key string, c composetypes.SecretConfig, lookupEnv func(s
 		return nil, fmt.Errorf("secrets.%s: %w", key, err)
 	}
 	return s, nil
+}
+
+// refuseSecretDrivers: Lockbox stores the data itself; drivers and
+// templating, which would take it from elsewhere or rewrite it per task,
+// are refused rather than ignored, since ignoring them would store
+// something other than what the file means.
+func refuseSecretDrivers(key string, c composetypes.SecretConfig) error {
+	field := func(f string) string { return fmt.Sprintf("secrets.%s.%s", key, f) }
+	switch {
+	case c.Driver != "":
+		return fmt.Errorf("%s: %q: Lockbox has no secret drivers (yet): it keeps the data itself; give the data with file: or environment:, or create the secret with 'lockbox secret create' and declare it external: true", field("driver"), c.Driver)
+	case len(c.DriverOpts) > 0:
+		return fmt.Errorf("%s: Lockbox has no secret drivers (yet), so driver options mean nothing to it", field("driver_opts"))
+	case c.TemplateDriver != "":
+		return fmt.Errorf("%s: %q: Lockbox does not template secrets: a container receives the secret's bytes as stored", field("template_driver"), c.TemplateDriver)
+	}
+	return nil
 }
 
 // readStackSecretFile reads a secret's file, at most one byte past the
@@ -353,14 +361,16 @@ func stackFileMode(m int64) (uint32, error) {
 	return uint32(m), nil
 }
 
-// checkComposeModes refuses a service secret's mode written as a plain
+// checkComposeText refuses, before the compose library reads the files,
+// what Lockbox cannot honour and the library would misreport: secret
+// drivers (see refuseSecretDrivers), and a service secret's mode written as a plain
 // number of octal digits without a leading 0, such as "mode: 440": YAML
 // (and so docker stack deploy and docker compose) reads it as decimal
 // 440, which is mode 0670, while its writer most likely meant 0440.
 // Lockbox does not let the same text mean two modes silently. The check
 // reads the files' text, since the loaded number no longer shows how it
 // was written; 0440, 0o440, 288 and "0440" are unambiguous.
-func checkComposeModes(files []composeFile) error {
+func checkComposeText(files []composeFile) error {
 	for _, f := range files {
 		dec := yaml.NewDecoder(bytes.NewReader(f.content))
 		for {
@@ -372,7 +382,7 @@ func checkComposeModes(files []composeFile) error {
 			if err != nil {
 				return nil // the loader reports syntax errors with more context
 			}
-			if err := checkDocModes(&doc); err != nil {
+			if err := checkDocText(&doc); err != nil {
 				return fmt.Errorf("%s: %w", f.path, err)
 			}
 		}
@@ -380,9 +390,22 @@ func checkComposeModes(files []composeFile) error {
 	return nil
 }
 
-func checkDocModes(doc *yaml.Node) error {
+func checkDocText(doc *yaml.Node) error {
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
 		return nil
+	}
+	// A driver secret has no file: the library's own check would refuse
+	// it first, with a message that does not say driver is the trouble.
+	if secrets := mappingValue(doc.Content[0], "secrets"); secrets != nil && secrets.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(secrets.Content); i += 2 {
+			c := composetypes.SecretConfig{
+				Driver:         scalarValue(mappingValue(secrets.Content[i+1], "driver")),
+				TemplateDriver: scalarValue(mappingValue(secrets.Content[i+1], "template_driver")),
+			}
+			if err := refuseSecretDrivers(secrets.Content[i].Value, c); err != nil {
+				return err
+			}
+		}
 	}
 	services := mappingValue(doc.Content[0], "services")
 	if services == nil || services.Kind != yaml.MappingNode {
