@@ -362,14 +362,17 @@ func stackFileMode(m int64) (uint32, error) {
 }
 
 // checkComposeText refuses, before the compose library reads the files,
-// what Lockbox cannot honour and the library would misreport: secret
-// drivers (see refuseSecretDrivers), and a service secret's mode written as a plain
-// number of octal digits without a leading 0, such as "mode: 440": YAML
-// (and so docker stack deploy and docker compose) reads it as decimal
-// 440, which is mode 0670, while its writer most likely meant 0440.
-// Lockbox does not let the same text mean two modes silently. The check
-// reads the files' text, since the loaded number no longer shows how it
-// was written; 0440, 0o440, 288 and "0440" are unambiguous.
+// what Lockbox cannot honour and the library would misreport:
+//   - a secret driver: the library requires file: or environment: first,
+//     and its message would not say that the driver is the trouble;
+//   - a service secret's mode written as a plain number of octal digits
+//     without a leading 0, such as "mode: 440": YAML (and so docker stack
+//     deploy and docker compose) reads it as decimal 440, which is mode
+//     0670, while its writer most likely meant 0440. Lockbox does not let
+//     the same text mean two modes silently. The loaded number no longer
+//     shows how it was written, hence the text; 0440, 0o440, 288 and
+//     "0440" are unambiguous. Files reached by include: or extends: are
+//     not read here (their drivers are still refused by planSecret).
 func checkComposeText(files []composeFile) error {
 	for _, f := range files {
 		dec := yaml.NewDecoder(bytes.NewReader(f.content))

@@ -215,3 +215,26 @@ func TestNerdctlOverride(t *testing.T) {
 		t.Fatalf("stack services: %s, %s", plan.services[0].Name, plan.services[1].Name)
 	}
 }
+
+// The text check runs on any file before the loader: it must not panic,
+// and a mode it lets through must not be a plain octal-looking number.
+func FuzzCheckComposeText(f *testing.F) {
+	f.Add([]byte("services:\n  a:\n    secrets:\n      - source: s\n        mode: 440\n"))
+	f.Add([]byte("services:\n  a:\n    secrets: [{source: s, mode: 0440}]\nsecrets:\n  s: {driver: x}\n"))
+	f.Add([]byte("---\nservices: []\n---\nservices: {a: {secrets: [s]}}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_ = checkComposeText([]composeFile{{path: "f", content: b}})
+	})
+}
+
+// naturalLess is a strict order: never both a<b and b<a, and a name is
+// never less than itself.
+func FuzzNaturalLess(f *testing.F) {
+	f.Add("10-foo", "2-foo")
+	f.Add("a01", "a1")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if naturalLess(a, a) || (naturalLess(a, b) && naturalLess(b, a)) {
+			t.Fatalf("naturalLess(%q, %q) is not a strict order", a, b)
+		}
+	})
+}
