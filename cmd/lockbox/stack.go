@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"text/template"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
@@ -193,16 +194,11 @@ func newStackLsCommand() *cobra.Command {
 // printStacks prints docker's "stack ls": NAME and SERVICES. Docker's
 // ORCHESTRATOR column went with its Kubernetes support (docker 23); a
 // Lockbox stack is always the same kind, so the column would say nothing.
+// --format is docker's: "table" (the default), "json" (one object per
+// line), "table TEMPLATE" (a header, aligned), or a TEMPLATE per stack;
+// \t and \n in a template are a tab and a newline.
 func printStacks(w io.Writer, format string, rows []stackRow) error {
-	switch format {
-	case "", "table":
-		tw := tabwriter.NewWriter(w, 10, 1, 3, ' ', 0) // docker's table writer
-		fmt.Fprintln(tw, "NAME\tSERVICES")
-		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%s\n", r.Name, r.Services)
-		}
-		return tw.Flush()
-	case "json":
+	if format == "json" {
 		enc := json.NewEncoder(w)
 		for _, r := range rows {
 			if err := enc.Encode(r); err != nil {
@@ -211,11 +207,38 @@ func printStacks(w io.Writer, format string, rows []stackRow) error {
 		}
 		return nil
 	}
-	objs := make([]any, len(rows))
-	for i, r := range rows {
-		objs[i] = r
+	text, isTable := format, format == "" || format == "table"
+	if isTable {
+		text = "{{.Name}}\t{{.Services}}"
+	} else if rest, ok := strings.CutPrefix(format, "table "); ok {
+		text, isTable = rest, true
 	}
-	return executeTemplate(w, format, objs)
+	text = strings.NewReplacer(`\t`, "\t", `\n`, "\n").Replace(strings.TrimSpace(text))
+	tmpl, err := template.New("format").Funcs(template.FuncMap{"json": func(v any) (string, error) {
+		b, err := json.Marshal(v)
+		return string(b), err
+	}}).Parse(text + "\n")
+	if err != nil {
+		return fmt.Errorf("--format: %w", err)
+	}
+	out := w
+	var tw *tabwriter.Writer
+	if isTable {
+		tw = tabwriter.NewWriter(w, 10, 1, 3, ' ', 0) // docker's table writer
+		out = tw
+		if err := tmpl.Execute(out, stackRow{Name: "NAME", Services: "SERVICES"}); err != nil {
+			return fmt.Errorf("--format: %w", err)
+		}
+	}
+	for _, r := range rows {
+		if err := tmpl.Execute(out, r); err != nil {
+			return fmt.Errorf("--format: %w", err)
+		}
+	}
+	if tw != nil {
+		return tw.Flush()
+	}
+	return nil
 }
 
 // naturalLess orders names as docker's ls does (fvbommel/sortorder):

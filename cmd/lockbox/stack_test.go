@@ -352,6 +352,16 @@ func TestStackLs(t *testing.T) {
 	if out := e.mustRun(t, "", "stack", "ls", "--format", "json"); !strings.HasPrefix(out, `{"Name":"1-foo","Services":"2"}`+"\n") {
 		t.Fatalf("stack ls --format json:\n%s", out)
 	}
+	// docker's --format: "table TEMPLATE" has a header; \t is a tab.
+	if out := e.mustRun(t, "", "stack", "ls", "--format", "table {{.Name}}"); out != "NAME\n1-foo\n2-foo\n10-foo\n" {
+		t.Fatalf("stack ls --format 'table {{.Name}}':\n%q", out)
+	}
+	if out := e.mustRun(t, "", "stack", "ls", "--format", `{{.Name}}\t{{.Services}}`); out != "1-foo\t2\n2-foo\t2\n10-foo\t2\n" {
+		t.Fatalf("stack ls --format with \\t:\n%q", out)
+	}
+	if _, err := e.run(t, "", "stack", "ls", "--format", "{{.Nope"); err == nil || !strings.Contains(err.Error(), "--format") {
+		t.Fatalf("bad template: %v", err)
+	}
 	if out := e.mustRun(t, "", "stack", "rm", "1-foo", "2-foo"); strings.Count(out, "Removing service") != 4 {
 		t.Fatalf("rm of two stacks:\n%s", out)
 	}
