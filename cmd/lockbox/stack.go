@@ -53,7 +53,15 @@ func newStackDeployCommand() *cobra.Command {
 		Use:     "deploy [OPTIONS] STACK",
 		Aliases: []string{"up"},
 		Short:   "Deploy a new stack or update an existing stack: create its secrets and its services STACK_SERVICE",
-		Args:    cobra.ExactArgs(1),
+		Long: `Deploy a new stack or update an existing stack, as docker stack deploy does for secrets.
+
+Top-level secrets (file:, environment:, external: true) become secrets STACK_KEY (or their name:),
+labelled ` + stackLabel + `=STACK; each compose service becomes the Lockbox service STACK_SERVICE
+with its secret references and deploy.placement.constraints. Secret drivers and templating are
+refused; configs: are ignored with a warning; image, ports and the rest are the container
+runtime's (nerdctl compose) and ignored. A secret's data is immutable: a deploy whose file
+changed an existing secret's data fails and names the secret. See docs/compose.md.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stack := args[0]
 			if err := checkStackName(stack); err != nil {
@@ -68,7 +76,6 @@ func newStackDeployCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			routeComposeWarnings(cmd.ErrOrStderr())
 			cf, err := readComposeFiles(files, cmd.InOrStdin())
 			if err != nil {
 				return err
@@ -76,7 +83,9 @@ func newStackDeployCommand() *cobra.Command {
 			if err := checkComposeText(cf); err != nil {
 				return err
 			}
+			restore := routeComposeWarnings(cmd.ErrOrStderr())
 			project, err := loadCompose(cmd.Context(), stack, cf, environMap())
+			restore()
 			if err != nil {
 				return err
 			}
@@ -123,11 +132,19 @@ func environMap() map[string]string {
 }
 
 // routeComposeWarnings sends the compose library's warnings (an unset
-// variable, the obsolete version: attribute) to w in the CLI's shape.
-func routeComposeWarnings(w io.Writer) {
-	logrus.SetOutput(w)
-	logrus.SetFormatter(composeLogFormatter{})
-	logrus.SetLevel(logrus.WarnLevel)
+// variable, the obsolete version: attribute) to w in the CLI's shape,
+// until the returned function puts logrus back as it was.
+func routeComposeWarnings(w io.Writer) (restore func()) {
+	l := logrus.StandardLogger()
+	out, format, level := l.Out, l.Formatter, l.GetLevel()
+	l.SetOutput(w)
+	l.SetFormatter(composeLogFormatter{})
+	l.SetLevel(logrus.WarnLevel)
+	return func() {
+		l.SetOutput(out)
+		l.SetFormatter(format)
+		l.SetLevel(level)
+	}
 }
 
 type composeLogFormatter struct{}
