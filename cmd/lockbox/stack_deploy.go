@@ -43,11 +43,19 @@ func (d *stackDeployer) deploy(ctx context.Context, plan *stackPlan) error {
 			return d.explain(err)
 		}
 	}
+	var actions []secretAction
 	for _, s := range plan.secrets {
 		if !s.external {
-			if err := d.ensureSecret(ctx, plan.stack, s); err != nil {
+			a, err := d.checkSecret(ctx, plan.stack, s)
+			if err != nil {
 				return err
 			}
+			actions = append(actions, a)
+		}
+	}
+	for _, a := range actions {
+		if err := d.applySecret(ctx, a); err != nil {
+			return err
 		}
 	}
 	existing, err := stackServices(ctx, d.cl, plan.stack)
@@ -83,16 +91,48 @@ func (d *stackDeployer) deploy(ctx context.Context, plan *stackPlan) error {
 	return nil
 }
 
-// ensureSecret creates a stack secret, or checks that the one of that
-// name holds the same data. Docker sends the data again on every deploy
-// and swarm refuses a change ("only updates to Labels are allowed"):
-// a secret's data is immutable, and changing it under running containers
-// would be a silent rotation. Lockbox does the same: same data, the
-// labels are brought in line (as docker's update does); other data, an
-// error naming the secret and the way out.
-func (d *stackDeployer) ensureSecret(ctx context.Context, stack string, s *stackSecret) error {
+// secretAction is what a deploy does to one of the stack's secrets.
+type secretAction struct {
+	s   *stackSecret
+	cur *types.Secret // nil: create it
+}
+
+// checkSecret decides what to do with a stack secret, writing nothing
+// but sameData's short-lived copy. Docker sends the data again on every
+// deploy and swarm refuses a change ("only updates to Labels are
+// allowed"): a secret's data is immutable, and changing it under running
+// containers would be a silent rotation. Lockbox does the same: same
+// data, the labels are brought in line (as docker's update does); other
+// data, an error naming the secret and the way out. Every secret is
+// checked before any is written, so that a refused deploy changes nothing
+// (docker's stops half-way).
+func (d *stackDeployer) checkSecret(ctx context.Context, stack string, s *stackSecret) (secretAction, error) {
 	resp, err := d.cl.GetSecret(ctx, &adminapi.GetSecretRequest{NameOrId: s.name})
 	if codeOf(err) == codes.NotFound {
+		return secretAction{s: s}, nil
+	}
+	if err != nil {
+		return secretAction{}, d.explain(err)
+	}
+	cur := resp.Secret
+	if other := cur.GetSpec().GetLabels()[stackLabel]; other != "" && other != stack {
+		return secretAction{}, fmt.Errorf("failed to update secret %s: it belongs to stack %s; give this stack's secret another name (name: in the compose file)", s.name, other)
+	}
+	same, err := d.sameData(ctx, stack, cur, s.data)
+	if err != nil {
+		return secretAction{}, fmt.Errorf("failed to update secret %s: %w", s.name, err)
+	}
+	if !same {
+		return secretAction{}, fmt.Errorf("failed to update secret %s: only updates to Labels are allowed: its data differs from %s, and a secret's data is immutable (as in Docker); to rotate, give the new data a new name (name: %s_v2 in the compose file), deploy, then remove the old secret", s.name, s.origin, s.name)
+	}
+	return secretAction{s: s, cur: cur}, nil
+}
+
+// applySecret creates the secret, or gives the existing one the file's
+// labels.
+func (d *stackDeployer) applySecret(ctx context.Context, a secretAction) error {
+	s := a.s
+	if a.cur == nil {
 		fmt.Fprintln(d.out, "Creating secret", s.name)
 		_, err := d.cl.CreateSecret(ctx, &adminapi.CreateSecretRequest{
 			Spec: &types.SecretSpec{Name: s.name, Labels: s.labels}, Data: s.data,
@@ -102,25 +142,11 @@ func (d *stackDeployer) ensureSecret(ctx context.Context, stack string, s *stack
 		}
 		return nil
 	}
-	if err != nil {
-		return d.explain(err)
-	}
-	cur := resp.Secret
-	if other := cur.GetSpec().GetLabels()[stackLabel]; other != "" && other != stack {
-		return fmt.Errorf("failed to update secret %s: it belongs to stack %s; give this stack's secret another name (name: in the compose file)", s.name, other)
-	}
-	same, err := d.sameData(ctx, stack, cur, s.data)
-	if err != nil {
-		return fmt.Errorf("failed to update secret %s: %w", s.name, err)
-	}
-	if !same {
-		return fmt.Errorf("failed to update secret %s: only updates to Labels are allowed: its data differs from %s, and a secret's data is immutable (as in Docker); to rotate, give the new data a new name (name: %s_v2 in the compose file), deploy, then remove the old secret", s.name, s.origin, s.name)
-	}
-	if maps.Equal(cur.GetSpec().GetLabels(), s.labels) {
+	if maps.Equal(a.cur.GetSpec().GetLabels(), s.labels) {
 		return nil
 	}
-	_, err = d.cl.UpdateSecret(ctx, &adminapi.UpdateSecretRequest{
-		NameOrId: cur.Id, Version: cur.GetMeta().GetVersion(),
+	_, err := d.cl.UpdateSecret(ctx, &adminapi.UpdateSecretRequest{
+		NameOrId: a.cur.Id, Version: a.cur.GetMeta().GetVersion(),
 		Spec: &types.SecretSpec{Name: s.name, Labels: s.labels},
 	})
 	if err != nil {

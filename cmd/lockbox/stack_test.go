@@ -296,6 +296,22 @@ secrets:
 		t.Fatalf("stack ls after prune:\n%s", out)
 	}
 
+	// A refused deploy changes nothing: the new secret s_a0 is not created
+	// though it sorts before s_b, whose data changed (docker's deploy
+	// stops half-way, after creating what came first).
+	writeFile(t, filepath.Join(dir, "b.txt"), "secret-B")
+	writeFile(t, filepath.Join(dir, "a0.txt"), "secret-a0")
+	writeFile(t, file, "services:\n  app:\n    image: x\n    secrets: [a, a0, b]\nsecrets:\n  a: {file: a.txt}\n  a0: {file: a0.txt}\n  b: {file: b.txt}\n")
+	if _, err := e.run(t, "", "stack", "deploy", "-c", file, "s"); err == nil || !strings.Contains(err.Error(), "failed to update secret s_b") {
+		t.Fatalf("changed b: %v", err)
+	}
+	if names := strings.Join(e.secretNames(t), " "); names != "s_a s_b" {
+		t.Fatalf("secrets after a refused deploy: %s", names)
+	}
+	if got := strings.Join(refStrings(e.service(t, "s_app")), ", "); got != "s_a>a : 0, s_b>/etc/app/b : 0400" {
+		t.Fatalf("s_app after a refused deploy: %s", got)
+	}
+
 	// Without --prune, docker keeps services the file no longer names.
 	writeFile(t, file, "services:\n  other:\n    image: x\n")
 	e.mustRun(t, "", "stack", "deploy", "-c", file, "s")
