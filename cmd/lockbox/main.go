@@ -24,6 +24,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	addAdminCommands(root)
+	root.AddCommand(newStackCommand())
 	addManagerCommand(root)
 	addAgentCommand(root)
 	return root
