@@ -258,41 +258,6 @@ func printStacks(w io.Writer, format string, rows []stackRow) error {
 	return nil
 }
 
-// naturalLess orders names as docker's ls does (fvbommel/sortorder):
-// runs of digits compare by value, so 2-foo comes before 10-foo.
-func naturalLess(a, b string) bool {
-	isDigit := func(c byte) bool { return c >= '0' && c <= '9' }
-	digits := func(s string) int {
-		i := 0
-		for i < len(s) && isDigit(s[i]) {
-			i++
-		}
-		return i
-	}
-	for a != "" && b != "" {
-		if isDigit(a[0]) && isDigit(b[0]) {
-			i, j := digits(a), digits(b)
-			na, nb := strings.TrimLeft(a[:i], "0"), strings.TrimLeft(b[:j], "0")
-			if len(na) != len(nb) {
-				return len(na) < len(nb)
-			}
-			if na != nb {
-				return na < nb
-			}
-			if i != j { // equal values: fewer leading zeros first
-				return i < j
-			}
-			a, b = a[i:], b[j:]
-			continue
-		}
-		if a[0] != b[0] {
-			return a[0] < b[0]
-		}
-		a, b = a[1:], b[1:]
-	}
-	return len(a) < len(b)
-}
-
 func newStackRmCommand() *cobra.Command {
 	var detach bool
 	cmd := &cobra.Command{

@@ -197,7 +197,7 @@ func planStack(stack string, p *composetypes.Project, lookupEnv func(string) (st
 
 // planSecret reads one top-level secret.
 func planSecret(stack, key string, c composetypes.SecretConfig, lookupEnv func(string) (string, bool)) (*stackSecret, error) {
-	if err := refuseSecretDrivers(key, c); err != nil {
+	if err := refuseComposeDrivers(key, c); err != nil {
 		return nil, err
 	}
 	s := &stackSecret{key: key, name: c.Name, external: bool(c.External)}
@@ -246,11 +246,11 @@ func planSecret(stack, key string, c composetypes.SecretConfig, lookupEnv func(s
 	return s, nil
 }
 
-// refuseSecretDrivers: Lockbox stores the data itself; drivers and
+// refuseComposeDrivers: Lockbox stores the data itself; drivers and
 // templating, which would take it from elsewhere or rewrite it per task,
 // are refused rather than ignored, since ignoring them would store
 // something other than what the file means.
-func refuseSecretDrivers(key string, c composetypes.SecretConfig) error {
+func refuseComposeDrivers(key string, c composetypes.SecretConfig) error {
 	field := func(f string) string { return fmt.Sprintf("secrets.%s.%s", key, f) }
 	switch {
 	case c.Driver != "":
@@ -405,7 +405,7 @@ func checkDocText(doc *yaml.Node) error {
 				Driver:         scalarValue(mappingValue(secrets.Content[i+1], "driver")),
 				TemplateDriver: scalarValue(mappingValue(secrets.Content[i+1], "template_driver")),
 			}
-			if err := refuseSecretDrivers(secrets.Content[i].Value, c); err != nil {
+			if err := refuseComposeDrivers(secrets.Content[i].Value, c); err != nil {
 				return err
 			}
 		}

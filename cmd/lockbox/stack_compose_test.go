@@ -153,22 +153,6 @@ func TestStackTwoKeysOneName(t *testing.T) {
 	}
 }
 
-func TestNaturalLess(t *testing.T) {
-	in := []string{"10-foo", "2-foo", "1-foo", "b", "a10", "a2", "a02", "A"}
-	slices.SortFunc(in, func(a, b string) int {
-		switch {
-		case naturalLess(a, b):
-			return -1
-		case naturalLess(b, a):
-			return 1
-		}
-		return 0
-	})
-	if want := "1-foo 2-foo 10-foo A a2 a02 a10 b"; strings.Join(in, " ") != want {
-		t.Fatalf("%s, want %s", strings.Join(in, " "), want)
-	}
-}
-
 // The override that docs/compose.md gives nerdctl compose users, read by
 // the compose library nerdctl uses: the services keep their images and
 // environment, gain Lockbox's runtime and claim annotation, and lose the
@@ -224,17 +208,5 @@ func FuzzCheckComposeText(f *testing.F) {
 	f.Add([]byte("---\nservices: []\n---\nservices: {a: {secrets: [s]}}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_ = checkComposeText([]composeFile{{path: "f", content: b}})
-	})
-}
-
-// naturalLess is a strict order: never both a<b and b<a, and a name is
-// never less than itself.
-func FuzzNaturalLess(f *testing.F) {
-	f.Add("10-foo", "2-foo")
-	f.Add("a01", "a1")
-	f.Fuzz(func(t *testing.T, a, b string) {
-		if naturalLess(a, a) || (naturalLess(a, b) && naturalLess(b, a)) {
-			t.Fatalf("naturalLess(%q, %q) is not a strict order", a, b)
-		}
 	})
 }
