@@ -360,6 +360,7 @@ func (c *CA) Reseal(ctx context.Context, needs func(sealed []byte) bool) (int, e
 		}
 		n++
 	}
+	floor := c.tokensFloor.Load()
 	toks, ver, err := c.st.JoinTokens(ctx)
 	if errors.Is(err, store.ErrNotFound) {
 		return n, nil
@@ -368,7 +369,7 @@ func (c *CA) Reseal(ctx context.Context, needs func(sealed []byte) bool) (int, e
 		return n, fmt.Errorf("reseal CA: %w", err)
 	}
 	if needs(toks.Sealed) || !toks.Bound() {
-		plain, err := c.openTokens(toks)
+		plain, err := c.openTokens(toks, floor)
 		if err != nil {
 			return n, fmt.Errorf("reseal CA: %w", err)
 		}

@@ -80,10 +80,13 @@ func sealTokenBytes(s Sealer, st *store.Store, gen uint64, plain []byte) (store.
 }
 
 // openTokens opens t, bound to its generation (or, for a value stored
-// before binding, with an empty AD), unless this CA has seen a later
-// generation. The caller zeroes the plaintext.
-func (c *CA) openTokens(t store.SealedJoinTokens) ([]byte, error) {
-	if t.Generation < c.tokensFloor.Load() {
+// before binding, with an empty AD), unless this CA had seen a later
+// generation before the read of t began: floor is tokensFloor as it was
+// then. A read that began earlier may meet an older value legitimately,
+// when this CA's own swap raised the floor while the read was under way.
+// The caller zeroes the plaintext.
+func (c *CA) openTokens(t store.SealedJoinTokens, floor uint64) ([]byte, error) {
+	if t.Generation < floor {
 		return nil, fmt.Errorf("join tokens: %w", ErrRolledBack)
 	}
 	var ad []byte
@@ -111,6 +114,7 @@ func (c *CA) raiseTokensFloor(gen uint64) {
 // tokens reads and opens the join tokens; it also returns the generation
 // and version read, for a compare-and-swap.
 func (c *CA) tokens(ctx context.Context) (storedTokens, uint64, int64, error) {
+	floor := c.tokensFloor.Load()
 	stored, version, err := c.st.JoinTokens(ctx)
 	if errors.Is(err, store.ErrNotFound) {
 		return storedTokens{}, 0, 0, ErrNotInitialized
@@ -118,7 +122,7 @@ func (c *CA) tokens(ctx context.Context) (storedTokens, uint64, int64, error) {
 	if err != nil {
 		return storedTokens{}, 0, 0, fmt.Errorf("read join tokens: %w", err)
 	}
-	plain, err := c.openTokens(stored)
+	plain, err := c.openTokens(stored, floor)
 	if err != nil {
 		return storedTokens{}, 0, 0, err
 	}
