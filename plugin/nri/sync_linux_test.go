@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 
@@ -35,16 +34,15 @@ func startSleeper(t *testing.T, cgroup string) (*exec.Cmd, string) {
 	return cmd, proc
 }
 
-// alive reports whether pid runs: a killed child not yet reaped is a
-// zombie, which kill(pid, 0) would still find.
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
+// notKilled reports whether cmd was spared: it is sent SIGTERM and must
+// die of it. A SIGKILL sent before is pending or delivered already, and
+// wins.
+func notKilled(t *testing.T, cmd *exec.Cmd) bool {
+	t.Helper()
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	return errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGTERM
 }
 
 func TestEvictContainerKills(t *testing.T) {
@@ -77,18 +75,18 @@ func TestEvictContainerReusedPid(t *testing.T) {
 		if err := evictContainer(proc, &api.Container{Id: testCtrID, Pid: uint32(cmd.Process.Pid)}); !errors.Is(err, errNotRunning) {
 			t.Errorf("cgroup %q: %v, want errNotRunning", cg, err)
 		}
-		if !alive(cmd.Process.Pid) {
+		if !notKilled(t, cmd) {
 			t.Errorf("cgroup %q: a process outside the container was killed", cg)
 		}
 	}
 	// The real /proc: this test's child sits in no container's cgroup.
 	cmd, _ := startSleeper(t, "")
-	if err := evictContainer("/proc", &api.Container{Id: testCtrID, Pid: uint32(cmd.Process.Pid)}); !errors.Is(err, errNotRunning) || !alive(cmd.Process.Pid) {
-		t.Errorf("real /proc: %v, alive %v", err, alive(cmd.Process.Pid))
-	}
-	for _, c := range []*api.Container{{Id: testCtrID}, {Pid: uint32(cmd.Process.Pid)}} {
+	for _, c := range []*api.Container{{Id: testCtrID, Pid: uint32(cmd.Process.Pid)}, {Id: testCtrID}, {Pid: uint32(cmd.Process.Pid)}} {
 		if err := evictContainer("/proc", c); !errors.Is(err, errNotRunning) {
-			t.Errorf("container %v: %v, want errNotRunning", c, err)
+			t.Errorf("real /proc, container %v: %v, want errNotRunning", c, err)
 		}
+	}
+	if !notKilled(t, cmd) {
+		t.Error("real /proc: a process outside the container was killed")
 	}
 }
