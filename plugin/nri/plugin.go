@@ -40,11 +40,13 @@ type Plugin struct {
 	// registered and sees every container created from then on.
 	synced     chan struct{}
 	syncedOnce sync.Once
+	// sync is Synchronize's state (sync.go).
+	sync *syncer
 }
 
 // New returns a plugin that serves NRI events with a.
 func New(a Agent) *Plugin {
-	return &Plugin{agent: a, procRoot: "/proc", claims: map[string]string{}, synced: make(chan struct{})}
+	return &Plugin{agent: a, procRoot: "/proc", claims: map[string]string{}, synced: make(chan struct{}), sync: newSyncer()}
 }
 
 // Synced is closed once the runtime has synchronized with the plugin:
@@ -77,6 +79,9 @@ func (p *Plugin) Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("nri plugin: %w", err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p.setLife(ctx)
 	if err := s.Run(ctx); err != nil {
 		return fmt.Errorf("nri plugin: %w", err)
 	}
@@ -202,45 +207,13 @@ func (p *Plugin) release(ctx context.Context, pod *api.PodSandbox, ctr *api.Cont
 	return nil
 }
 
-// Synchronize rebuilds the claim set from the runtime's containers and has
-// the agent wipe what it still holds for claiming containers that are no
-// longer running. Containers the runtime does not list are left alone: the
-// runc wrapper may have claimed them outside CRI.
+// Synchronize rebuilds the claim set from the runtime's containers and
+// settles it with the agent: it wipes what stopped claiming containers
+// still hold and evicts the running ones it does not hold, which started
+// while the plugin was away (sync.go). Containers the runtime does not
+// list are left alone: the runc wrapper may have claimed them outside CRI.
 func (p *Plugin) Synchronize(ctx context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
-	podByID := make(map[string]*api.PodSandbox, len(pods))
-	for _, pod := range pods {
-		podByID[pod.GetId()] = pod
-	}
-	claims := map[string]string{}
-	stopped := map[string]bool{}
-	for _, c := range ctrs {
-		svc, ok := service(podByID[c.GetPodSandboxId()], c)
-		if !ok {
-			continue
-		}
-		switch c.GetState() {
-		case api.ContainerState_CONTAINER_RUNNING, api.ContainerState_CONTAINER_PAUSED, api.ContainerState_CONTAINER_CREATED:
-			claims[c.GetId()] = svc
-		default:
-			stopped[c.GetId()] = true
-		}
-	}
-	p.mu.Lock()
-	p.claims = claims
-	p.mu.Unlock()
-	defer p.syncedOnce.Do(func() { close(p.synced) })
-	held, err := p.agent.List(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("synchronize: list agent mounts: %w", err)
-	}
-	for _, m := range held.GetContainers() {
-		if stopped[m.GetId()] {
-			if err := p.agent.Release(ctx, m.GetId()); err != nil {
-				return nil, fmt.Errorf("synchronize: release %s: %w", m.GetId(), err)
-			}
-		}
-	}
-	return nil, nil
+	return p.synchronize(ctx, pods, ctrs)
 }
 
 // Claims returns a copy of the claiming containers the plugin knows, by ID.
