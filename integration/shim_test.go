@@ -121,8 +121,10 @@ func TestShimCtr(t *testing.T) {
 		if b, err := os.ReadFile(root + "/run/secrets/db_pw"); err != nil || string(b) != "hunter2-db" {
 			t.Fatalf("secret in the running container: %q, %v", b, err)
 		}
+		// The secret's own file: each target is a single-file mount of the
+		// tmpfs (/run/secrets is a directory of the container's root).
 		var st unix.Stat_t
-		if err := unix.Stat(root+"/run/secrets", &st); err != nil {
+		if err := unix.Stat(root+"/run/secrets/db_pw", &st); err != nil {
 			t.Fatal(err)
 		}
 		dev := st.Dev
