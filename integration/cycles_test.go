@@ -81,7 +81,9 @@ func TestCyclesLeaveNothing(t *testing.T) {
 	if got := countFDs(t); got > fds {
 		t.Errorf("test process (agent side) has %d fds, %d before the cycles", got, fds)
 	}
-	if got := countMounts(t); got != mounts {
+	// Only growth is a leak: a mount left by an earlier test's cleanup may
+	// go away meanwhile (CI saw 21 before, 20 after).
+	if got := countMounts(t); got > mounts {
 		t.Errorf("host mount table has %d entries, %d before the cycles", got, mounts)
 	}
 	// Shmem is noisy (other processes), but n leaked tmpfs mounts of this
