@@ -24,15 +24,3 @@ func (f *ContainerFacts) ClaimFacts() claimrule.Facts {
 	}
 	return out
 }
-
-// FactsFrom is the wire form of what an adapter knows of a container.
-func FactsFrom(f claimrule.Facts) *ContainerFacts {
-	out := &ContainerFacts{ContainerdNamespace: f.ContainerdNamespace, Image: f.Image}
-	if f.Pod != nil {
-		out.Pod = &PodFacts{Namespace: f.Pod.Namespace, LabelsKnown: f.Pod.LabelsKnown}
-		if f.Pod.LabelsKnown {
-			out.Pod.Labels = maps.Clone(f.Pod.Labels)
-		}
-	}
-	return out
-}
