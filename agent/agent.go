@@ -176,13 +176,6 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	if err != nil {
 		return nil, nil, err
 	}
-	// Decided before anything else, and on every Prepare, the repeated one
-	// of a held container too: rules tightened since its first claim take
-	// effect at its next.
-	view, err := a.admit("prepare", c)
-	if err != nil {
-		return nil, nil, err
-	}
 	unlock := a.locks.lock(id)
 	defer unlock()
 
@@ -213,10 +206,21 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 			}
 			a.log.Info("container ID reused after its container ended without a release; wiped the old secrets", "container", id, "service", h.rec.Service)
 		default:
+			// Decided again, not answered from what the agent holds:
+			// rules tightened since the first claim take effect at the
+			// next.
+			if _, err := a.admit("prepare", c); err != nil {
+				return nil, nil, err
+			}
 			return a.again(ctx, h, req, mc)
 		}
 	}
 
+	// The claim rules decide before anything is built.
+	view, err := a.admit("prepare", c)
+	if err != nil {
+		return nil, nil, err
+	}
 	plan, err := planFor(c, view, osys)
 	if err != nil {
 		return nil, nil, err
