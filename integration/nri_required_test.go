@@ -70,6 +70,15 @@ func (s *socketAgent) Release(ctx context.Context, id string) error {
 	return c.Release(ctx, id)
 }
 
+func (s *socketAgent) Targets(ctx context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error) {
+	c, err := s.dial()
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Targets(ctx, req)
+}
+
 func (s *socketAgent) List(ctx context.Context) (*agent.ListResponse, error) {
 	c, err := s.dial()
 	if err != nil {
