@@ -75,11 +75,12 @@ func waitReleased(t testing.TB, a *Agent, id string, since time.Time, limit time
 }
 
 // secretsDev is the device of the secrets tmpfs in the container whose
-// process is pid.
+// process is pid, seen through one of its files (each target is a
+// single-file mount of it).
 func secretsDev(t testing.TB, pid int) uint64 {
 	t.Helper()
 	var st unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/root/run/secrets", pid), &st); err != nil {
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/root/run/secrets/db_pw", pid), &st); err != nil {
 		t.Fatal(err)
 	}
 	return st.Dev
