@@ -72,7 +72,8 @@ func checkRefused(ctx context.Context, t *testing.T, a *harness.Agent, err error
 	if err == nil {
 		t.Fatalf("claim of %s admitted, want refused: %s", service, out)
 	}
-	msg := err.Error()
+	// crictl quotes the runtime's error again.
+	msg := strings.ReplaceAll(err.Error(), `\"`, `"`)
 	for _, w := range append([]string{`may not claim service "` + service + `"`}, want...) {
 		if !strings.Contains(msg, w) {
 			t.Errorf("refusal lacks %q: %s", w, msg)
@@ -96,7 +97,7 @@ func checkAudit(t *testing.T, a *harness.Agent, metricsAddr string, service, rul
 	}
 	found := false
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, `msg="claim refused"`) && strings.Contains(l, "service="+service+" ") && strings.Contains(l, "rule="+rule) {
+		if strings.Contains(l, `msg="claim refused"`) && strings.Contains(l, "service="+service+" ") && (strings.Contains(l, "rule="+rule+" ") || strings.Contains(l, `rule="`+rule+`"`)) {
 			found = found || strings.Contains(l, "level=WARN")
 		}
 	}
@@ -209,9 +210,9 @@ func TestClaimRulesCRI(t *testing.T) {
 			})
 
 			out, err := criClaim(ctx, t, k, dev, "refused", "pay", nil)
-			checkRefused(ctx, t, a, err, out, "pay", `claim rule k8s.namespace==payments does not hold: the pod's namespace is \"dev\"`)
+			checkRefused(ctx, t, a, err, out, "pay", `claim rule k8s.namespace==payments does not hold: the pod's namespace is "dev"`)
 			out, err = criClaim(ctx, t, k, pay, "default", "open", nil)
-			checkRefused(ctx, t, a, err, out, "open", "refused by the default rule", `a Kubernetes pod (namespace \"payments\")`)
+			checkRefused(ctx, t, a, err, out, "open", "refused by the default rule", `a Kubernetes pod (namespace "payments")`)
 			out, err = criClaim(ctx, t, k, pay, "labels", "paylabel", nil)
 			checkRefused(ctx, t, a, err, out, "paylabel", "claim rule k8s.pod.label.team==pay does not hold", "did not report the pod's labels")
 
@@ -222,12 +223,19 @@ func TestClaimRulesCRI(t *testing.T) {
 			// A container that claims nothing shows what reaches the spec:
 			// the pod's and the container's forgery passed through, then
 			// overwritten by CRI.
-			id, err := k.Create(ctx, forged, harness.CrictlContainer{Name: "spec", Image: busybox, Command: []string{"sleep", "600"}, Annotations: forgedNamespace})
+			// The probe shows the handler passes annotations through:
+			// containerd matches the lists with path.Match, where "*"
+			// matches any key without a '/', as CRI's own keys are.
+			probe := map[string]string{"io.kubernetes.cri.sandbox-namespace": "payments", "lockbox.test.probe": "passed"}
+			id, err := k.Create(ctx, forged, harness.CrictlContainer{Name: "spec", Image: busybox, Command: []string{"sleep", "600"}, Annotations: probe})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if _, err := k.Run(ctx, "start", id); err != nil {
 				t.Fatal(err)
+			}
+			if got := specAnnotation(t, c, id, "lockbox.test.probe"); got != "passed" {
+				t.Errorf("handler %s passed no annotation through (probe %q): the forgery was not tried", h.all, got)
 			}
 			if got := specAnnotation(t, c, id, "io.kubernetes.cri.sandbox-namespace"); got != "dev" {
 				t.Errorf("spec of a dev pod annotated into payments says namespace %q, want CRI's dev", got)
@@ -235,7 +243,7 @@ func TestClaimRulesCRI(t *testing.T) {
 			k.Run(ctx, "stop", id)
 			k.Run(ctx, "rm", id)
 			out, err = criClaim(ctx, t, k, forged, "forged", "pay", forgedNamespace)
-			checkRefused(ctx, t, a, err, out, "pay", `the pod's namespace is \"dev\"`)
+			checkRefused(ctx, t, a, err, out, "pay", `the pod's namespace is "dev"`)
 			for _, p := range []*harness.CrictlPod{pay, dev, forged} {
 				if err := k.StopPod(ctx, p); err != nil {
 					t.Error(err)
@@ -300,7 +308,7 @@ func TestClaimRulesNRI(t *testing.T) {
 		t.Errorf("pod labelled team=pay claiming paylabel: %v: %s", err, out)
 	}
 	out, err = criClaim(ctx, t, k, dev, "forged", "pay", forgedNamespace)
-	checkRefused(ctx, t, a, err, out, "pay", `claim rule k8s.namespace==payments does not hold: the pod's namespace is \"dev\"`)
+	checkRefused(ctx, t, a, err, out, "pay", `claim rule k8s.namespace==payments does not hold: the pod's namespace is "dev"`)
 	out, err = criClaim(ctx, t, k, pay, "default", "open", nil)
 	checkRefused(ctx, t, a, err, out, "open", "refused by the default rule")
 	checkAudit(t, a, metrics, "pay", "k8s.namespace==payments")
@@ -353,12 +361,13 @@ func TestClaimRulesCtr(t *testing.T) {
 				return err
 			})
 			out, err := run("dev", "refused", "prod")
-			checkRefused(ctx, t, a, err, out, "prod", `claim rule containerd.namespace==prod does not hold: the containerd namespace is \"dev\"`)
+			checkRefused(ctx, t, a, err, out, "prod", `claim rule containerd.namespace==prod does not hold: the containerd namespace is "dev"`)
 			out, err = run("prod", "podsvc", "pay")
 			checkRefused(ctx, t, a, err, out, "pay", "claim rule k8s.namespace==payments does not hold: the container is not in a Kubernetes pod")
 			out, err = run("dev", "open", "open")
 			if err != nil || !strings.Contains(out, "STARTED\nhunter2-db") {
-				t.Errorf("ctr container claiming a service without rules: %v: %q", err, out)
+				log, _ := os.ReadFile(a.LogPath)
+				t.Errorf("ctr container claiming a service without rules: %v: %q\nagent log:\n%s", err, out, log)
 			}
 			if held, err := a.List(ctx); err != nil || len(held) != 0 {
 				t.Errorf("agent holds %v (%v) after every container was removed", held, err)
