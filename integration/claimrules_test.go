@@ -25,7 +25,11 @@ import (
 // real agent, which decides every claim on the facts the adapter reports.
 
 // claimScript prints STARTED first: a refused container must not print it.
-const claimScript = "echo STARTED; cat /run/secrets/db_pw"
+// The secret is read into the shell before it is printed: busybox cat
+// sendfile()s the tmpfs's pages into the output pipe, and the agent's wipe
+// when the container exits overwrites them in place, before containerd has
+// drained the pipe (the output then shows zeros).
+const claimScript = `echo STARTED; v=$(cat /run/secrets/db_pw); echo "$v"`
 
 // claimSetup starts a manager with one secret and four services: pay
 // (pods of namespace payments), paylabel (pods of payments labelled
@@ -203,7 +207,7 @@ func TestClaimRulesCRI(t *testing.T) {
 			a.WaitUntil(t, "the pay service's grants", func() error {
 				n++
 				out, err := criClaim(ctx, t, k, pay, fmt.Sprintf("admitted%d", n), "pay", nil)
-				if err == nil && !strings.Contains(out, "STARTED\nhunter2-db") {
+				if err == nil && !strings.Contains(out, "STARTED\nhunter2-db\n") {
 					err = fmt.Errorf("admitted container's output %q", out)
 				}
 				return err
@@ -298,7 +302,7 @@ func TestClaimRulesNRI(t *testing.T) {
 	a.WaitUntil(t, "the agent's NRI plugin and the pay service's grants", func() error {
 		n++
 		out, err := criClaim(ctx, t, k, pay, fmt.Sprintf("admitted%d", n), "pay", nil)
-		if err == nil && !strings.Contains(out, "STARTED\nhunter2-db") {
+		if err == nil && !strings.Contains(out, "STARTED\nhunter2-db\n") {
 			err = fmt.Errorf("admitted container's output %q", out)
 		}
 		return err
@@ -355,7 +359,7 @@ func TestClaimRulesCtr(t *testing.T) {
 			a.WaitUntil(t, "the prod service's grants", func() error {
 				n++
 				out, err := run("prod", fmt.Sprintf("admitted%d", n), "prod")
-				if err == nil && !strings.Contains(out, "STARTED\nhunter2-db") {
+				if err == nil && !strings.Contains(out, "STARTED\nhunter2-db\n") {
 					err = fmt.Errorf("admitted container's output %q", out)
 				}
 				return err
@@ -365,7 +369,7 @@ func TestClaimRulesCtr(t *testing.T) {
 			out, err = run("prod", "podsvc", "pay")
 			checkRefused(ctx, t, a, err, out, "pay", "claim rule k8s.namespace==payments does not hold: the container is not in a Kubernetes pod")
 			out, err = run("dev", "open", "open")
-			if err != nil || !strings.Contains(out, "STARTED\nhunter2-db") {
+			if err != nil || !strings.Contains(out, "STARTED\nhunter2-db\n") {
 				log, _ := os.ReadFile(a.LogPath)
 				t.Errorf("ctr container claiming a service without rules: %v: %q\nagent log:\n%s", err, out, log)
 			}
