@@ -140,9 +140,12 @@ const criNamespace = "k8s.io"
 
 // facts are the claim rules' facts of a CRI container, from what NRI
 // reports and the pod cannot forge: the pod's namespace and labels from
-// its sandbox (kubelet's pod metadata; never from an annotation, which
-// NRI's container annotations merge over CRI's own), and the image as
-// containerd resolved it for the container.
+// its sandbox (kubelet's pod metadata), and the image as containerd
+// resolved it for the container. Never from an annotation: NRI's container
+// annotations are the spec's with the CRI container config's copied over
+// them (containerd v2.4.2, internal/cri/nri/nri_api_linux.go,
+// criContainer.GetAnnotations), so there a pod's own
+// io.kubernetes.cri.sandbox-namespace would win.
 func facts(pod *api.PodSandbox, ctr *api.Container) *agent.ContainerFacts {
 	return &agent.ContainerFacts{
 		Pod:                 &agent.PodFacts{Namespace: pod.GetNamespace(), Labels: pod.GetLabels(), LabelsKnown: true},
