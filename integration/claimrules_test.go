@@ -294,7 +294,11 @@ func TestClaimRulesNRI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := k.RunPodWith(ctx, "nri-dev", "", harness.PodOptions{Namespace: "dev", Annotations: forgedNamespace})
+	dev, err := k.RunPodWith(ctx, "nri-dev", "", harness.PodOptions{Namespace: "dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := k.RunPodWith(ctx, "nri-forged", "", harness.PodOptions{Namespace: "dev", Annotations: forgedNamespace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +315,9 @@ func TestClaimRulesNRI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "hunter2-db") {
 		t.Errorf("pod labelled team=pay claiming paylabel: %v: %s", err, out)
 	}
-	out, err = criClaim(ctx, t, k, dev, "forged", "pay", forgedNamespace)
+	out, err = criClaim(ctx, t, k, dev, "refused", "pay", nil)
+	checkRefused(ctx, t, a, err, out, "pay", `claim rule k8s.namespace==payments does not hold: the pod's namespace is "dev"`)
+	out, err = criClaim(ctx, t, k, forged, "forged", "pay", forgedNamespace)
 	checkRefused(ctx, t, a, err, out, "pay", `claim rule k8s.namespace==payments does not hold: the pod's namespace is "dev"`)
 	out, err = criClaim(ctx, t, k, pay, "default", "open", nil)
 	checkRefused(ctx, t, a, err, out, "open", "refused by the default rule")
