@@ -31,10 +31,10 @@ import (
 // drained the pipe (the output then shows zeros).
 const claimScript = `echo STARTED; v=$(cat /run/secrets/db_pw); echo "$v"`
 
-// claimSetup starts a manager with one secret and four services: pay
+// claimSetup starts a manager with one secret and six services: pay
 // (pods of namespace payments), paylabel (pods of payments labelled
-// team=pay), prod (containers of containerd namespace prod) and open (no
-// rules).
+// team=pay), payimg and paynginx (pods of payments running busybox, nginx),
+// prod (containers of containerd namespace prod) and open (no rules).
 func claimSetup(t *testing.T, bin string) *harness.Manager {
 	m := harness.StartManager(t, bin)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -45,6 +45,8 @@ func claimSetup(t *testing.T, bin string) *harness.Manager {
 	for _, svc := range [][]string{
 		{"pay", "--claim", "k8s.namespace==payments"},
 		{"paylabel", "--claim", "k8s.namespace==payments", "--claim", "k8s.pod.label.team==pay"},
+		{"payimg", "--claim", "k8s.namespace==payments", "--claim", "container.image==docker.io/library/busybox"},
+		{"paynginx", "--claim", "k8s.namespace==payments", "--claim", "container.image==docker.io/library/nginx"},
 		{"prod", "--claim", "containerd.namespace==prod"},
 		{"open"},
 	} {
@@ -219,6 +221,7 @@ func TestClaimRulesCRI(t *testing.T) {
 			checkRefused(ctx, t, a, err, out, "open", "refused by the default rule", `a Kubernetes pod (namespace "payments")`)
 			out, err = criClaim(ctx, t, k, pay, "labels", "paylabel", nil)
 			checkRefused(ctx, t, a, err, out, "paylabel", "claim rule k8s.pod.label.team==pay does not hold", "did not report the pod's labels")
+			checkImageRules(ctx, t, a, k, pay)
 
 			forged, err := k.RunPodWith(ctx, h.name+"-forged", h.all, harness.PodOptions{Namespace: "dev", Annotations: forgedNamespace})
 			if err != nil {
@@ -257,6 +260,18 @@ func TestClaimRulesCRI(t *testing.T) {
 	}
 	checkAudit(t, a, metrics, "pay", "k8s.namespace==payments")
 	checkAudit(t, a, metrics, "open", "default")
+}
+
+// checkImageRules: a payments pod running busybox (CRI's image name
+// normalised, as containerd records it) may claim payimg and not paynginx.
+func checkImageRules(ctx context.Context, t *testing.T, a *harness.Agent, k *harness.Crictl, pay *harness.CrictlPod) {
+	t.Helper()
+	out, err := criClaim(ctx, t, k, pay, "image", "payimg", nil)
+	if err != nil || !strings.Contains(out, "STARTED\nhunter2-db\n") {
+		t.Errorf("busybox pod claiming payimg: %v: %q", err, out)
+	}
+	out, err = criClaim(ctx, t, k, pay, "nginx", "paynginx", nil)
+	checkRefused(ctx, t, a, err, out, "paynginx", `claim rule container.image==docker.io/library/nginx does not hold: the image is "`+busybox+`"`)
 }
 
 // specAnnotation reads an annotation of a running CRI container's OCI
@@ -315,6 +330,7 @@ func TestClaimRulesNRI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "hunter2-db") {
 		t.Errorf("pod labelled team=pay claiming paylabel: %v: %s", err, out)
 	}
+	checkImageRules(ctx, t, a, k, pay)
 	out, err = criClaim(ctx, t, k, dev, "refused", "pay", nil)
 	checkRefused(ctx, t, a, err, out, "pay", `claim rule k8s.namespace==payments does not hold: the pod's namespace is "dev"`)
 	out, err = criClaim(ctx, t, k, forged, "forged", "pay", forgedNamespace)
