@@ -388,6 +388,11 @@ func TestClaimRulesCtr(t *testing.T) {
 			})
 			out, err := run("dev", "refused", "prod")
 			checkRefused(ctx, t, a, err, out, "prod", `claim rule containerd.namespace==prod does not hold: the containerd namespace is "dev"`)
+			runcRoot := c.RuncRoot
+			if adapter == "shim" {
+				runcRoot = runcDefaultRoot
+			}
+			checkNoTrace(ctx, t, c, "dev", runcRoot, "refused")
 			out, err = run("prod", "podsvc", "pay")
 			checkRefused(ctx, t, a, err, out, "pay", "claim rule k8s.namespace==payments does not hold: the container is not in a Kubernetes pod")
 			out, err = run("dev", "open", "open")
