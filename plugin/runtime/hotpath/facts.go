@@ -36,14 +36,24 @@ const (
 // itself with one of these keys is overwritten, even under a handler that
 // passes "*" through (integration/claimrules_test.go proves it).
 //
-// A spec without CRIContainerType was not made by CRI: no pod. Outside CRI
-// nothing sets these keys but whoever creates the container through
-// containerd's API, who is root on the node: a ctr user who adds them
-// only restricts their own container to what a pod may claim. The image
-// is then unknown: nothing but CRI records it in the spec, and a
-// container.image rule fails.
+// A spec without CRIContainerType was not made by containerd's CRI. One
+// with another io.kubernetes.* annotation was made for a pod by another
+// CRI runtime (CRI-O, whose containers the hook may serve through
+// hooks.d): a pod whose namespace this code does not read, which the
+// secure default then refuses and every k8s.* rule fails (fail closed,
+// rather than a pod passing for a container outside Kubernetes). A spec
+// with neither is no pod's. Outside CRI nothing sets these keys but
+// whoever creates the container through the runtime's API, who is root on
+// the node: one who adds them only restricts their own container to what
+// a pod may claim. The image is then unknown: nothing but containerd's CRI
+// records it in the spec, and a container.image rule fails.
 func SpecFacts(annotations map[string]string) agentconn.Facts {
 	if _, ok := annotations[CRIContainerType]; !ok {
+		for k := range annotations {
+			if strings.HasPrefix(k, kubernetesPrefix) {
+				return agentconn.Facts{Pod: &agentconn.Pod{}}
+			}
+		}
 		return agentconn.Facts{}
 	}
 	return agentconn.Facts{
@@ -51,6 +61,10 @@ func SpecFacts(annotations map[string]string) agentconn.Facts {
 		Image: NormalizeImage(annotations[CRIImageName]),
 	}
 }
+
+// kubernetesPrefix starts the annotations CRI runtimes and the kubelet
+// put on a pod's containers.
+const kubernetesPrefix = "io.kubernetes."
 
 // NamespaceFromRuncRoot is the containerd namespace of a container that
 // containerd's runc shim has runc create with global --root root: the

@@ -22,8 +22,11 @@ func TestSpecFacts(t *testing.T) {
 		want agentconn.Facts
 	}{
 		{"ctr container: no pod, image unknown", map[string]string{ServiceAnnotation: "web"}, agentconn.Facts{}},
-		{"ctr container with a namespace annotation but no CRI container type: no pod",
-			map[string]string{CRISandboxNamespace: "payments", CRIImageName: "busybox"}, agentconn.Facts{}},
+		{"ctr container annotated with CRI's namespace but no container type: a pod of unknown namespace, restricted, not admitted",
+			map[string]string{CRISandboxNamespace: "payments", CRIImageName: "busybox"}, agentconn.Facts{Pod: &agentconn.Pod{}}},
+		{"other annotations: no pod", map[string]string{"org.opencontainers.image.title": "x", "io.kubernetesX": "y"}, agentconn.Facts{}},
+		{"CRI-O container: a pod of unknown namespace", map[string]string{"io.kubernetes.cri-o.ContainerType": "container", "io.kubernetes.pod.namespace": "payments"},
+			agentconn.Facts{Pod: &agentconn.Pod{}}},
 		{"CRI container", map[string]string{CRIContainerType: "container", CRISandboxNamespace: "payments", CRIImageName: "docker.io/library/busybox:1.36"},
 			agentconn.Facts{Pod: &agentconn.Pod{Namespace: "payments"}, Image: "docker.io/library/busybox:1.36"}},
 		{"CRI container, short image name", map[string]string{CRIContainerType: "container", CRISandboxNamespace: "dev", CRIImageName: "busybox"},
