@@ -57,6 +57,8 @@ type Agent struct {
 	// exits watches the processes of held containers (nil: no watch).
 	exits    *exitWatch
 	released [numCauses]atomic.Uint64
+	// refused counts the claims the claim rules refused (targets.go).
+	refused refusals
 }
 
 var _ localapi.Handler = (*Agent)(nil)
@@ -204,11 +206,22 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 			}
 			a.log.Info("container ID reused after its container ended without a release; wiped the old secrets", "container", id, "service", h.rec.Service)
 		default:
+			// Decided again, not answered from what the agent holds:
+			// rules tightened since the first claim take effect at the
+			// next.
+			if _, err := a.admit("prepare", c); err != nil {
+				return nil, nil, err
+			}
 			return a.again(ctx, h, req, mc)
 		}
 	}
 
-	view, plan, err := a.plan(c, osys)
+	// The claim rules decide before anything is built.
+	view, err := a.admit("prepare", c)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := planFor(c, view, osys)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -252,50 +265,6 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	}
 	a.log.Info("secrets mounted", "container", id, "service", rec.Service, "files", len(plan.Files), "attach", req.GetAttach(), "pid", rec.Pid)
 	return resp, files, nil
-}
-
-// plan restricts the grants to the claimed service and plans its files for
-// the container: the one step Prepare and Targets share, so that Targets
-// refuses exactly what Prepare would.
-func (a *Agent) plan(c *api.Container, osys mounter.OS) (*grants.Restricted, *mounter.Plan, error) {
-	view, err := a.grants.Restrict(c.GetService())
-	if err != nil {
-		var ng *grants.NotGrantedError
-		if errors.As(err, &ng) {
-			return nil, nil, errdefs.Errorf(errdefs.NotGranted, "%w", err)
-		}
-		return nil, nil, err
-	}
-	plan, err := mounter.NewPlan(osys, view.Grants())
-	if err != nil {
-		return nil, nil, errdefs.Errorf(errdefs.Invalid, "service %q: %v", c.GetService(), err)
-	}
-	return view, plan, nil
-}
-
-// Targets answers which targets a container's claim would get, before the
-// container exists: an adapter that must have the runtime make their
-// mountpoints adds them to the spec. It builds and holds nothing, and
-// refuses what Prepare would refuse of the claim itself (its service, its
-// grants, the container's platform).
-func (a *Agent) Targets(ctx context.Context, req *api.TargetsRequest) (*api.TargetsResponse, error) {
-	c := req.GetContainer()
-	id := c.GetId()
-	if !validContainerID(id) {
-		return nil, errdefs.Errorf(errdefs.Invalid, "container id %q: not a container ID", id)
-	}
-	if c.GetService() == "" {
-		return nil, errdefs.Errorf(errdefs.Invalid, "container %s claims no service", id)
-	}
-	osys, err := containerOS(c.GetOs())
-	if err != nil {
-		return nil, err
-	}
-	_, plan, err := a.plan(c, osys)
-	if err != nil {
-		return nil, err
-	}
-	return &api.TargetsResponse{Targets: targets(plan)}, nil
 }
 
 // identify finds out which container a Prepare comes from, as far as the

@@ -3,7 +3,10 @@
 // container's secrets mount with the platform mounter, attaching it or
 // handing its fds over, and wiping it when the container's process exits
 // (Linux: a pidfd per container, one epoll loop, exitwatch_linux.go) or the
-// container is released, whichever comes first.
+// container is released, whichever comes first. Before it builds anything
+// it decides the claim with the service's claim rules (api/claimrule) on
+// the facts the adapter reported (targets.go: admit), and logs and counts
+// a refusal.
 //
 // It records which containers it has mounted (IDs and liveness hints, never
 // secret data) in the state directory so that a restarted agent can tell

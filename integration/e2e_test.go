@@ -39,11 +39,16 @@ func e2eSetup(t *testing.T, bin string) (*harness.Manager, *harness.Agent) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := m.CLI(ctx, "service", "create", "web",
-		"--secret", "source=db_pw",
-		"--secret", "source=api_key,target=app/key,uid=1000,gid=1000,mode=0400",
-		"--secret", "source=tls,target=/etc/app/tls.pem,mode=0440"); err != nil {
-		t.Fatal(err)
+	// web-k8s is web for the test's pods (namespace default): a pod may
+	// claim only a service whose claim rules name its namespace.
+	for _, svc := range [][]string{{"web"}, {"web-k8s", "--claim", "k8s.namespace==default"}} {
+		args := append([]string{"service", "create", svc[0],
+			"--secret", "source=db_pw",
+			"--secret", "source=api_key,target=app/key,uid=1000,gid=1000,mode=0400",
+			"--secret", "source=tls,target=/etc/app/tls.pem,mode=0440"}, svc[1:]...)
+		if _, err := m.CLI(ctx, args...); err != nil {
+			t.Fatal(err)
+		}
 	}
 	a := harness.StartAgent(t, bin, m)
 	return m, a
@@ -127,7 +132,7 @@ func TestEndToEnd(t *testing.T) {
 			n++
 			var code int32
 			out, code, err = r.RunContainer(ctx, pod, fmt.Sprintf("app%d", n), busybox,
-				harness.ContainerOptions{Annotations: map[string]string{"lockbox.service": "web"}}, "sh", "-c", inspectScript)
+				harness.ContainerOptions{Annotations: map[string]string{"lockbox.service": "web-k8s"}}, "sh", "-c", inspectScript)
 			if err == nil && code != 0 {
 				err = fmt.Errorf("exit %d: %s", code, out)
 			}
@@ -141,7 +146,7 @@ func TestEndToEnd(t *testing.T) {
 		c.Import("k8s.io", harness.ImageConfig{Name: busybox})
 		r := c.CRI()
 		a2 := harness.StartAgent(t, bin, m, "--nri", "--nri-socket", c.NRISocket)
-		pod, err := r.RunPod(ctx, "agentnri", "", map[string]string{"lockbox.service": "web"})
+		pod, err := r.RunPod(ctx, "agentnri", "", map[string]string{"lockbox.service": "web-k8s"})
 		if err != nil {
 			t.Fatal(err)
 		}

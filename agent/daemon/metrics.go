@@ -79,6 +79,9 @@ func serveMetrics(addr string, sess *session.Session, cache *grants.Cache, core 
 	if rc, ok := core.(releaseCounter); ok {
 		reg.MustRegister(releaseMetrics(rc)...)
 	}
+	if rc, ok := core.(refusalCounter); ok {
+		reg.MustRegister(refusedClaims{rc})
+	}
 	return metrics.Listen(addr, reg, o.Log.With("part", "metrics"))
 }
 
@@ -106,6 +109,29 @@ func releaseMetrics(rc releaseCounter) []prometheus.Collector {
 		}, func() float64 { return float64(c.n(rc.ReleaseCounts())) }))
 	}
 	return out
+}
+
+// refusalCounter is the agent's count of refused claims by service.
+type refusalCounter interface{ RefusedClaims() []agent.RefusedClaim }
+
+var _ refusalCounter = (*agent.Agent)(nil)
+
+// refusedClaimsDesc is lockbox_agent_claims_refused_total: the service
+// label is bounded by the services ever placed on the node (a claim of
+// another is not granted, not refused).
+var refusedClaimsDesc = prometheus.NewDesc("lockbox_agent_claims_refused_total",
+	"Claims the claimed service's claim rules (or the secure default for Kubernetes pods) refused, by service.",
+	[]string{"service"}, nil)
+
+// refusedClaims reads the agent's refusals at scrape time.
+type refusedClaims struct{ rc refusalCounter }
+
+func (r refusedClaims) Describe(ch chan<- *prometheus.Desc) { ch <- refusedClaimsDesc }
+
+func (r refusedClaims) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range r.rc.RefusedClaims() {
+		ch <- prometheus.MustNewConstMetric(refusedClaimsDesc, prometheus.CounterValue, float64(c.Count), c.Service)
+	}
 }
 
 func boolGauge(b bool) float64 {

@@ -27,6 +27,9 @@ const (
 	// NotFound is something the agent no longer has (the fds of a
 	// container mounted before a restart).
 	NotFound
+	// Refused is a claim the claimed service's claim rules do not admit
+	// (api/claimrule), or that the secure default refuses.
+	Refused
 )
 
 func (k Kind) String() string {
@@ -37,6 +40,8 @@ func (k Kind) String() string {
 		return "not granted"
 	case NotFound:
 		return "not found"
+	case Refused:
+		return "refused"
 	}
 	return "unknown"
 }

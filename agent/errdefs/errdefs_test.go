@@ -15,6 +15,7 @@ func TestKindOf(t *testing.T) {
 		{inner, NotGranted, `service "web" has no grant`},
 		{fmt.Errorf("container c1: %w", inner), NotGranted, `container c1: service "web" has no grant`},
 		{Errorf(Invalid, "bad id"), Invalid, "bad id"},
+		{fmt.Errorf("prepare: %w", Errorf(Refused, "container c may not claim service s")), Refused, "prepare: container c may not claim service s"},
 		{fmt.Errorf("plain"), Unknown, "plain"},
 		{nil, Unknown, ""},
 	}

@@ -152,6 +152,8 @@ func WireError(err error) *Error {
 		code = agent.Error_NOT_GRANTED
 	case errdefs.NotFound:
 		code = agent.Error_NOT_FOUND
+	case errdefs.Refused:
+		code = agent.Error_REFUSED
 	}
 	return &Error{Code: code, Message: err.Error()}
 }

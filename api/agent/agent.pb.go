@@ -36,6 +36,10 @@ const (
 	Error_INVALID           Error_Code = 2
 	Error_PERMISSION_DENIED Error_Code = 3
 	Error_NOT_FOUND         Error_Code = 4
+	// REFUSED: the claimed service's claim rules do not admit the
+	// container (or the secure default refuses a Kubernetes pod); the
+	// message names the service and the rule.
+	Error_REFUSED Error_Code = 5
 )
 
 // Enum value maps for Error_Code.
@@ -46,6 +50,7 @@ var (
 		2: "INVALID",
 		3: "PERMISSION_DENIED",
 		4: "NOT_FOUND",
+		5: "REFUSED",
 	}
 	Error_Code_value = map[string]int32{
 		"UNKNOWN":           0,
@@ -53,6 +58,7 @@ var (
 		"INVALID":           2,
 		"PERMISSION_DENIED": 3,
 		"NOT_FOUND":         4,
+		"REFUSED":           5,
 	}
 )
 
@@ -80,7 +86,7 @@ func (x Error_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Error_Code.Descriptor instead.
 func (Error_Code) EnumDescriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{14, 0}
+	return file_agent_agent_proto_rawDescGZIP(), []int{16, 0}
 }
 
 type IDMapping struct {
@@ -169,7 +175,14 @@ type Container struct {
 	UidMappings    []*IDMapping `protobuf:"bytes,6,rep,name=uid_mappings,json=uidMappings,proto3" json:"uid_mappings,omitempty"`
 	GidMappings    []*IDMapping `protobuf:"bytes,7,rep,name=gid_mappings,json=gidMappings,proto3" json:"gid_mappings,omitempty"`
 	// os is the container's platform, "linux" or "windows".
-	Os            string `protobuf:"bytes,8,opt,name=os,proto3" json:"os,omitempty"`
+	Os string `protobuf:"bytes,8,opt,name=os,proto3" json:"os,omitempty"`
+	// facts are what the adapter knows of the container that the container
+	// cannot forge; the agent decides a claim with the service's claim rules
+	// (api/claimrule) on them alone. Absent: an adapter that reports none
+	// (older than claim rules), which the agent treats as a container outside
+	// Kubernetes of which nothing is known: it may claim a service without
+	// rules, and no rule holds for it.
+	Facts         *ContainerFacts `protobuf:"bytes,9,opt,name=facts,proto3" json:"facts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -260,6 +273,147 @@ func (x *Container) GetOs() string {
 	return ""
 }
 
+func (x *Container) GetFacts() *ContainerFacts {
+	if x != nil {
+		return x.Facts
+	}
+	return nil
+}
+
+// ContainerFacts are the claim rules' facts (api/claimrule.Facts) as an
+// adapter reports them. An empty string is a fact the adapter does not
+// know, which fails every rule on it.
+type ContainerFacts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// pod is the Kubernetes pod the container belongs to. Absent means the
+	// adapter knows the container is in no pod (containerd's CRI did not
+	// create it); an adapter that cannot tell must not leave it out.
+	Pod *PodFacts `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
+	// containerd_namespace is the containerd namespace the container lives
+	// in.
+	ContainerdNamespace string `protobuf:"bytes,2,opt,name=containerd_namespace,json=containerdNamespace,proto3" json:"containerd_namespace,omitempty"`
+	// image is the container's image name as containerd records it
+	// (normalised: "docker.io/library/nginx:1.27").
+	Image         string `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerFacts) Reset() {
+	*x = ContainerFacts{}
+	mi := &file_agent_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerFacts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerFacts) ProtoMessage() {}
+
+func (x *ContainerFacts) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerFacts.ProtoReflect.Descriptor instead.
+func (*ContainerFacts) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ContainerFacts) GetPod() *PodFacts {
+	if x != nil {
+		return x.Pod
+	}
+	return nil
+}
+
+func (x *ContainerFacts) GetContainerdNamespace() string {
+	if x != nil {
+		return x.ContainerdNamespace
+	}
+	return ""
+}
+
+func (x *ContainerFacts) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+type PodFacts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace is the pod's Kubernetes namespace.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// labels are the pod's labels, read only when labels_known: an adapter
+	// that cannot see them leaves it false, and every k8s.pod.label rule
+	// then fails.
+	Labels        map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	LabelsKnown   bool              `protobuf:"varint,3,opt,name=labels_known,json=labelsKnown,proto3" json:"labels_known,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodFacts) Reset() {
+	*x = PodFacts{}
+	mi := &file_agent_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodFacts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodFacts) ProtoMessage() {}
+
+func (x *PodFacts) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodFacts.ProtoReflect.Descriptor instead.
+func (*PodFacts) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PodFacts) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PodFacts) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *PodFacts) GetLabelsKnown() bool {
+	if x != nil {
+		return x.LabelsKnown
+	}
+	return false
+}
+
 type Request struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Op:
@@ -275,7 +429,7 @@ type Request struct {
 
 func (x *Request) Reset() {
 	*x = Request{}
-	mi := &file_agent_agent_proto_msgTypes[2]
+	mi := &file_agent_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +441,7 @@ func (x *Request) String() string {
 func (*Request) ProtoMessage() {}
 
 func (x *Request) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[2]
+	mi := &file_agent_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +454,7 @@ func (x *Request) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Request.ProtoReflect.Descriptor instead.
 func (*Request) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Request) GetOp() isRequest_Op {
@@ -380,7 +534,8 @@ func (*Request_Targets) isRequest_Op() {}
 // the spec per target. The container is as the adapter knows it then
 // (service, id, os, readonly_rootfs, the mappings; no pid). The agent
 // builds nothing and holds nothing; it refuses, as Prepare would, a claim
-// it could not serve (NOT_GRANTED, INVALID), so that such a container
+// it could not serve (NOT_GRANTED, INVALID) or the service's claim rules do
+// not admit (REFUSED), so that such a container
 // fails before it is created.
 type TargetsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -391,7 +546,7 @@ type TargetsRequest struct {
 
 func (x *TargetsRequest) Reset() {
 	*x = TargetsRequest{}
-	mi := &file_agent_agent_proto_msgTypes[3]
+	mi := &file_agent_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +558,7 @@ func (x *TargetsRequest) String() string {
 func (*TargetsRequest) ProtoMessage() {}
 
 func (x *TargetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[3]
+	mi := &file_agent_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +571,7 @@ func (x *TargetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetsRequest.ProtoReflect.Descriptor instead.
 func (*TargetsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TargetsRequest) GetContainer() *Container {
@@ -437,7 +592,7 @@ type TargetsResponse struct {
 
 func (x *TargetsResponse) Reset() {
 	*x = TargetsResponse{}
-	mi := &file_agent_agent_proto_msgTypes[4]
+	mi := &file_agent_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +604,7 @@ func (x *TargetsResponse) String() string {
 func (*TargetsResponse) ProtoMessage() {}
 
 func (x *TargetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[4]
+	mi := &file_agent_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +617,7 @@ func (x *TargetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetsResponse.ProtoReflect.Descriptor instead.
 func (*TargetsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TargetsResponse) GetTargets() []string {
@@ -485,7 +640,7 @@ type PrepareRequest struct {
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_agent_agent_proto_msgTypes[5]
+	mi := &file_agent_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +652,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[5]
+	mi := &file_agent_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +665,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PrepareRequest) GetContainer() *Container {
@@ -540,7 +695,7 @@ type MountPoint struct {
 
 func (x *MountPoint) Reset() {
 	*x = MountPoint{}
-	mi := &file_agent_agent_proto_msgTypes[6]
+	mi := &file_agent_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +707,7 @@ func (x *MountPoint) String() string {
 func (*MountPoint) ProtoMessage() {}
 
 func (x *MountPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[6]
+	mi := &file_agent_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +720,7 @@ func (x *MountPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountPoint.ProtoReflect.Descriptor instead.
 func (*MountPoint) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MountPoint) GetTarget() string {
@@ -591,7 +746,7 @@ type PrepareResponse struct {
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_agent_agent_proto_msgTypes[7]
+	mi := &file_agent_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +758,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[7]
+	mi := &file_agent_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +771,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PrepareResponse) GetMounts() []*MountPoint {
@@ -649,7 +804,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_agent_agent_proto_msgTypes[8]
+	mi := &file_agent_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +816,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[8]
+	mi := &file_agent_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +829,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReleaseRequest) GetContainerId() string {
@@ -706,7 +861,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_agent_agent_proto_msgTypes[9]
+	mi := &file_agent_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +873,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[9]
+	mi := &file_agent_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +886,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_agent_proto_rawDescGZIP(), []int{11}
 }
 
 type ListRequest struct {
@@ -742,7 +897,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_agent_agent_proto_msgTypes[10]
+	mi := &file_agent_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +909,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[10]
+	mi := &file_agent_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +922,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_agent_proto_rawDescGZIP(), []int{12}
 }
 
 type MountedContainer struct {
@@ -781,7 +936,7 @@ type MountedContainer struct {
 
 func (x *MountedContainer) Reset() {
 	*x = MountedContainer{}
-	mi := &file_agent_agent_proto_msgTypes[11]
+	mi := &file_agent_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +948,7 @@ func (x *MountedContainer) String() string {
 func (*MountedContainer) ProtoMessage() {}
 
 func (x *MountedContainer) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[11]
+	mi := &file_agent_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +961,7 @@ func (x *MountedContainer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountedContainer.ProtoReflect.Descriptor instead.
 func (*MountedContainer) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MountedContainer) GetId() string {
@@ -839,7 +994,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_agent_agent_proto_msgTypes[12]
+	mi := &file_agent_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +1006,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[12]
+	mi := &file_agent_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +1019,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListResponse) GetContainers() []*MountedContainer {
@@ -891,7 +1046,7 @@ type Response struct {
 
 func (x *Response) Reset() {
 	*x = Response{}
-	mi := &file_agent_agent_proto_msgTypes[13]
+	mi := &file_agent_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1058,7 @@ func (x *Response) String() string {
 func (*Response) ProtoMessage() {}
 
 func (x *Response) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[13]
+	mi := &file_agent_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1071,7 @@ func (x *Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Response.ProtoReflect.Descriptor instead.
 func (*Response) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Response) GetError() *Error {
@@ -1007,7 +1162,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_agent_agent_proto_msgTypes[14]
+	mi := &file_agent_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1174,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[14]
+	mi := &file_agent_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1187,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Error) GetCode() Error_Code {
@@ -1057,7 +1212,7 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\tIDMapping\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\rR\vcontainerId\x12\x17\n" +
 	"\ahost_id\x18\x02 \x01(\rR\x06hostId\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\rR\x04size\"\x92\x02\n" +
+	"\x04size\x18\x03 \x01(\rR\x04size\"\xc7\x02\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x10\n" +
@@ -1066,7 +1221,19 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x0freadonly_rootfs\x18\x05 \x01(\bR\x0ereadonlyRootfs\x12;\n" +
 	"\fuid_mappings\x18\x06 \x03(\v2\x18.lockbox.agent.IDMappingR\vuidMappings\x12;\n" +
 	"\fgid_mappings\x18\a \x03(\v2\x18.lockbox.agent.IDMappingR\vgidMappings\x12\x0e\n" +
-	"\x02os\x18\b \x01(\tR\x02os\"\xf2\x01\n" +
+	"\x02os\x18\b \x01(\tR\x02os\x123\n" +
+	"\x05facts\x18\t \x01(\v2\x1d.lockbox.agent.ContainerFactsR\x05facts\"\x84\x01\n" +
+	"\x0eContainerFacts\x12)\n" +
+	"\x03pod\x18\x01 \x01(\v2\x17.lockbox.agent.PodFactsR\x03pod\x121\n" +
+	"\x14containerd_namespace\x18\x02 \x01(\tR\x13containerdNamespace\x12\x14\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\"\xc3\x01\n" +
+	"\bPodFacts\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12;\n" +
+	"\x06labels\x18\x02 \x03(\v2#.lockbox.agent.PodFacts.LabelsEntryR\x06labels\x12!\n" +
+	"\flabels_known\x18\x03 \x01(\bR\vlabelsKnown\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x01\n" +
 	"\aRequest\x129\n" +
 	"\aprepare\x18\x01 \x01(\v2\x1d.lockbox.agent.PrepareRequestH\x00R\aprepare\x129\n" +
 	"\arelease\x18\x02 \x01(\v2\x1d.lockbox.agent.ReleaseRequestH\x00R\arelease\x120\n" +
@@ -1106,16 +1273,17 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\arelease\x18\x03 \x01(\v2\x1e.lockbox.agent.ReleaseResponseH\x00R\arelease\x121\n" +
 	"\x04list\x18\x04 \x01(\v2\x1b.lockbox.agent.ListResponseH\x00R\x04list\x12:\n" +
 	"\atargets\x18\x05 \x01(\v2\x1e.lockbox.agent.TargetsResponseH\x00R\atargetsB\b\n" +
-	"\x06result\"\xa9\x01\n" +
+	"\x06result\"\xb6\x01\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.lockbox.agent.Error.CodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"W\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"d\n" +
 	"\x04Code\x12\v\n" +
 	"\aUNKNOWN\x10\x00\x12\x0f\n" +
 	"\vNOT_GRANTED\x10\x01\x12\v\n" +
 	"\aINVALID\x10\x02\x12\x15\n" +
 	"\x11PERMISSION_DENIED\x10\x03\x12\r\n" +
-	"\tNOT_FOUND\x10\x04B.Z,github.com/lockbox-project/lockbox/api/agentb\x06proto3"
+	"\tNOT_FOUND\x10\x04\x12\v\n" +
+	"\aREFUSED\x10\x05B.Z,github.com/lockbox-project/lockbox/api/agentb\x06proto3"
 
 var (
 	file_agent_agent_proto_rawDescOnce sync.Once
@@ -1130,47 +1298,53 @@ func file_agent_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_agent_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_agent_agent_proto_goTypes = []any{
 	(Error_Code)(0),          // 0: lockbox.agent.Error.Code
 	(*IDMapping)(nil),        // 1: lockbox.agent.IDMapping
 	(*Container)(nil),        // 2: lockbox.agent.Container
-	(*Request)(nil),          // 3: lockbox.agent.Request
-	(*TargetsRequest)(nil),   // 4: lockbox.agent.TargetsRequest
-	(*TargetsResponse)(nil),  // 5: lockbox.agent.TargetsResponse
-	(*PrepareRequest)(nil),   // 6: lockbox.agent.PrepareRequest
-	(*MountPoint)(nil),       // 7: lockbox.agent.MountPoint
-	(*PrepareResponse)(nil),  // 8: lockbox.agent.PrepareResponse
-	(*ReleaseRequest)(nil),   // 9: lockbox.agent.ReleaseRequest
-	(*ReleaseResponse)(nil),  // 10: lockbox.agent.ReleaseResponse
-	(*ListRequest)(nil),      // 11: lockbox.agent.ListRequest
-	(*MountedContainer)(nil), // 12: lockbox.agent.MountedContainer
-	(*ListResponse)(nil),     // 13: lockbox.agent.ListResponse
-	(*Response)(nil),         // 14: lockbox.agent.Response
-	(*Error)(nil),            // 15: lockbox.agent.Error
+	(*ContainerFacts)(nil),   // 3: lockbox.agent.ContainerFacts
+	(*PodFacts)(nil),         // 4: lockbox.agent.PodFacts
+	(*Request)(nil),          // 5: lockbox.agent.Request
+	(*TargetsRequest)(nil),   // 6: lockbox.agent.TargetsRequest
+	(*TargetsResponse)(nil),  // 7: lockbox.agent.TargetsResponse
+	(*PrepareRequest)(nil),   // 8: lockbox.agent.PrepareRequest
+	(*MountPoint)(nil),       // 9: lockbox.agent.MountPoint
+	(*PrepareResponse)(nil),  // 10: lockbox.agent.PrepareResponse
+	(*ReleaseRequest)(nil),   // 11: lockbox.agent.ReleaseRequest
+	(*ReleaseResponse)(nil),  // 12: lockbox.agent.ReleaseResponse
+	(*ListRequest)(nil),      // 13: lockbox.agent.ListRequest
+	(*MountedContainer)(nil), // 14: lockbox.agent.MountedContainer
+	(*ListResponse)(nil),     // 15: lockbox.agent.ListResponse
+	(*Response)(nil),         // 16: lockbox.agent.Response
+	(*Error)(nil),            // 17: lockbox.agent.Error
+	nil,                      // 18: lockbox.agent.PodFacts.LabelsEntry
 }
 var file_agent_agent_proto_depIdxs = []int32{
 	1,  // 0: lockbox.agent.Container.uid_mappings:type_name -> lockbox.agent.IDMapping
 	1,  // 1: lockbox.agent.Container.gid_mappings:type_name -> lockbox.agent.IDMapping
-	6,  // 2: lockbox.agent.Request.prepare:type_name -> lockbox.agent.PrepareRequest
-	9,  // 3: lockbox.agent.Request.release:type_name -> lockbox.agent.ReleaseRequest
-	11, // 4: lockbox.agent.Request.list:type_name -> lockbox.agent.ListRequest
-	4,  // 5: lockbox.agent.Request.targets:type_name -> lockbox.agent.TargetsRequest
-	2,  // 6: lockbox.agent.TargetsRequest.container:type_name -> lockbox.agent.Container
-	2,  // 7: lockbox.agent.PrepareRequest.container:type_name -> lockbox.agent.Container
-	7,  // 8: lockbox.agent.PrepareResponse.mounts:type_name -> lockbox.agent.MountPoint
-	12, // 9: lockbox.agent.ListResponse.containers:type_name -> lockbox.agent.MountedContainer
-	15, // 10: lockbox.agent.Response.error:type_name -> lockbox.agent.Error
-	8,  // 11: lockbox.agent.Response.prepare:type_name -> lockbox.agent.PrepareResponse
-	10, // 12: lockbox.agent.Response.release:type_name -> lockbox.agent.ReleaseResponse
-	13, // 13: lockbox.agent.Response.list:type_name -> lockbox.agent.ListResponse
-	5,  // 14: lockbox.agent.Response.targets:type_name -> lockbox.agent.TargetsResponse
-	0,  // 15: lockbox.agent.Error.code:type_name -> lockbox.agent.Error.Code
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	3,  // 2: lockbox.agent.Container.facts:type_name -> lockbox.agent.ContainerFacts
+	4,  // 3: lockbox.agent.ContainerFacts.pod:type_name -> lockbox.agent.PodFacts
+	18, // 4: lockbox.agent.PodFacts.labels:type_name -> lockbox.agent.PodFacts.LabelsEntry
+	8,  // 5: lockbox.agent.Request.prepare:type_name -> lockbox.agent.PrepareRequest
+	11, // 6: lockbox.agent.Request.release:type_name -> lockbox.agent.ReleaseRequest
+	13, // 7: lockbox.agent.Request.list:type_name -> lockbox.agent.ListRequest
+	6,  // 8: lockbox.agent.Request.targets:type_name -> lockbox.agent.TargetsRequest
+	2,  // 9: lockbox.agent.TargetsRequest.container:type_name -> lockbox.agent.Container
+	2,  // 10: lockbox.agent.PrepareRequest.container:type_name -> lockbox.agent.Container
+	9,  // 11: lockbox.agent.PrepareResponse.mounts:type_name -> lockbox.agent.MountPoint
+	14, // 12: lockbox.agent.ListResponse.containers:type_name -> lockbox.agent.MountedContainer
+	17, // 13: lockbox.agent.Response.error:type_name -> lockbox.agent.Error
+	10, // 14: lockbox.agent.Response.prepare:type_name -> lockbox.agent.PrepareResponse
+	12, // 15: lockbox.agent.Response.release:type_name -> lockbox.agent.ReleaseResponse
+	15, // 16: lockbox.agent.Response.list:type_name -> lockbox.agent.ListResponse
+	7,  // 17: lockbox.agent.Response.targets:type_name -> lockbox.agent.TargetsResponse
+	0,  // 18: lockbox.agent.Error.code:type_name -> lockbox.agent.Error.Code
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_agent_agent_proto_init() }
@@ -1178,13 +1352,13 @@ func file_agent_agent_proto_init() {
 	if File_agent_agent_proto != nil {
 		return
 	}
-	file_agent_agent_proto_msgTypes[2].OneofWrappers = []any{
+	file_agent_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*Request_Prepare)(nil),
 		(*Request_Release)(nil),
 		(*Request_List)(nil),
 		(*Request_Targets)(nil),
 	}
-	file_agent_agent_proto_msgTypes[13].OneofWrappers = []any{
+	file_agent_agent_proto_msgTypes[15].OneofWrappers = []any{
 		(*Response_Prepare)(nil),
 		(*Response_Release)(nil),
 		(*Response_List)(nil),
@@ -1196,7 +1370,7 @@ func file_agent_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_agent_proto_rawDesc), len(file_agent_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

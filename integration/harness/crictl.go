@@ -86,13 +86,32 @@ type CrictlPod struct {
 }
 
 // RunPod runs "crictl runp --runtime handler" for a host-network pod with
-// annotations; the pod is stopped and removed when the test ends.
+// annotations in Kubernetes namespace "default"; the pod is stopped and
+// removed when the test ends.
 func (k *Crictl) RunPod(ctx context.Context, name, handler string, annotations map[string]string) (*CrictlPod, error) {
+	return k.RunPodWith(ctx, name, handler, PodOptions{Annotations: annotations})
+}
+
+// PodOptions shape a pod's config for RunPodWith.
+type PodOptions struct {
+	// Namespace is the pod's Kubernetes namespace ("" is "default").
+	Namespace   string
+	Labels      map[string]string
+	Annotations map[string]string
+}
+
+// RunPodWith is RunPod for a pod shaped by o.
+func (k *Crictl) RunPodWith(ctx context.Context, name, handler string, o PodOptions) (*CrictlPod, error) {
+	ns := o.Namespace
+	if ns == "" {
+		ns = "default"
+	}
 	logDir := filepath.Join(k.dir, "logs", name)
 	cfg := &cri.PodSandboxConfig{
-		Metadata:     &cri.PodSandboxMetadata{Name: name, Uid: name + "-uid", Namespace: "default"},
+		Metadata:     &cri.PodSandboxMetadata{Name: name, Uid: name + "-uid", Namespace: ns},
 		LogDirectory: logDir,
-		Annotations:  annotations,
+		Labels:       o.Labels,
+		Annotations:  o.Annotations,
 		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
 			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE},
 		}},

@@ -118,7 +118,7 @@ func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, ctr *
 		return adj, nil, nil
 	}
 	resp, err := p.agent.Targets(ctx, &agent.TargetsRequest{Container: &agent.Container{
-		Id: ctr.GetId(), Service: svc, Os: "linux", ReadonlyRootfs: true,
+		Id: ctr.GetId(), Service: svc, Os: "linux", ReadonlyRootfs: true, Facts: facts(pod, ctr),
 	}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("container %s claims service %q: %w", ctr.GetName(), svc, err)
@@ -136,6 +136,27 @@ func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, ctr *
 		adj.AddMount(&api.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
 	}
 	return adj, nil, nil
+}
+
+// criNamespace is the containerd namespace of every container containerd's
+// CRI creates (its constants.K8sContainerdNamespace), the only containers
+// NRI reports.
+const criNamespace = "k8s.io"
+
+// facts are the claim rules' facts of a CRI container, from what NRI
+// reports and the pod cannot forge: the pod's namespace and labels from
+// its sandbox (kubelet's pod metadata), and the image as containerd
+// resolved it for the container. Never from an annotation: NRI's container
+// annotations are the spec's with the CRI container config's copied over
+// them (containerd v2.4.2, internal/cri/nri/nri_api_linux.go,
+// criContainer.GetAnnotations), so there a pod's own
+// io.kubernetes.cri.sandbox-namespace would win.
+func facts(pod *api.PodSandbox, ctr *api.Container) *agent.ContainerFacts {
+	return &agent.ContainerFacts{
+		Pod:                 &agent.PodFacts{Namespace: pod.GetNamespace(), Labels: pod.GetLabels(), LabelsKnown: true},
+		ContainerdNamespace: criNamespace,
+		Image:               ctr.GetImage().GetName(),
+	}
 }
 
 // userNamespaced reports whether a CRI container runs in a user namespace:
@@ -160,7 +181,7 @@ func (p *Plugin) StartContainer(ctx context.Context, pod *api.PodSandbox, ctr *a
 	if pid <= 0 {
 		return fmt.Errorf("container %s claims service %q: runtime gave no pid", ctr.GetName(), svc)
 	}
-	c := &agent.Container{Id: ctr.GetId(), Service: svc, Pid: int32(pid), Rootfs: "/", Os: "linux"}
+	c := &agent.Container{Id: ctr.GetId(), Service: svc, Pid: int32(pid), Rootfs: "/", Os: "linux", Facts: facts(pod, ctr)}
 	uid, gid, err := p.idMappings(pid)
 	if err != nil {
 		return fmt.Errorf("container %s claims service %q: %w", ctr.GetName(), svc, err)

@@ -144,7 +144,8 @@ func TestStartStopContainer(t *testing.T) {
 	if err := p.StartContainer(context.Background(), &api.PodSandbox{}, ctr); err != nil {
 		t.Fatal(err)
 	}
-	want := &agent.Container{Id: "c1", Service: "web", Pid: int32(os.Getpid()), Rootfs: "/", Os: "linux"}
+	want := &agent.Container{Id: "c1", Service: "web", Pid: int32(os.Getpid()), Rootfs: "/", Os: "linux",
+		Facts: &agent.ContainerFacts{Pod: &agent.PodFacts{LabelsKnown: true}, ContainerdNamespace: "k8s.io"}}
 	if len(fa.prepared) != 1 || !fa.prepared[0].GetAttach() || fa.prepared[0].GetContainer().String() != want.String() {
 		t.Fatalf("prepared %v, want attach of %v", fa.prepared, want)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 
@@ -80,6 +81,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if c == nil {
 		return s.TTRPCTaskService.Create(ctx, r)
 	}
+	// The claim rules' containerd namespace: the one containerd's request
+	// runs in (the runc task service creates the container in it too).
+	c.Facts.ContainerdNamespace = requestNamespace(ctx)
 	fail := func(err error) error {
 		return fmt.Errorf("lockbox: container %s claims service %q: %w", r.ID, c.Service, err)
 	}
@@ -262,7 +266,31 @@ func toAgentContainer(ctr *agentconn.Container) *agent.Container {
 		UidMappings:    idMappings(ctr.UIDMappings),
 		GidMappings:    idMappings(ctr.GIDMappings),
 		Os:             ctr.OS,
+		Facts:          toAgentFacts(ctr.Facts),
 	}
+}
+
+// requestNamespace is the containerd namespace of a task request, "" when
+// it carries none (then no containerd.namespace rule holds).
+func requestNamespace(ctx context.Context) string {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return ""
+	}
+	return ns
+}
+
+// toAgentFacts is the local API's form of the facts hotpath read; the
+// shim, like lockbox-runtime, never knows pod labels.
+func toAgentFacts(f *agentconn.Facts) *agent.ContainerFacts {
+	if f == nil {
+		return nil
+	}
+	out := &agent.ContainerFacts{ContainerdNamespace: f.ContainerdNamespace, Image: f.Image}
+	if f.Pod != nil {
+		out.Pod = &agent.PodFacts{Namespace: f.Pod.Namespace}
+	}
+	return out
 }
 
 func idMappings(in []agentconn.IDMapping) []*agent.IDMapping {

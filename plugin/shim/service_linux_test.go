@@ -99,6 +99,8 @@ type fakeAgent struct {
 	prepares []*agent.PrepareRequest
 	releases []*agent.ReleaseRequest
 	targets  int
+	// onTargets, if set, sees every targets request.
+	onTargets func(*agent.TargetsRequest)
 }
 
 func (a *fakeAgent) Prepare(_ context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
@@ -114,6 +116,9 @@ func (a *fakeAgent) Prepare(_ context.Context, req *agent.PrepareRequest) (*agen
 func (a *fakeAgent) Targets(_ context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error) {
 	a.mu.Lock()
 	a.targets++
+	if a.onTargets != nil {
+		a.onTargets(req)
+	}
 	a.mu.Unlock()
 	if req.GetContainer().GetService() != "web" {
 		return nil, localapi.Errorf(agent.Error_NOT_GRANTED, "service %q has no grant", req.GetContainer().GetService())

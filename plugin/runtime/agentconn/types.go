@@ -13,6 +13,35 @@ type Container struct {
 	UIDMappings    []IDMapping
 	GIDMappings    []IDMapping
 	OS             string
+	// Facts are what the adapter knows of the container that the container
+	// cannot forge (api/agent's ContainerFacts); nil sends none.
+	Facts *Facts
+}
+
+// Facts are the claim rules' facts as lockbox-runtime knows them
+// (api/agent's ContainerFacts). lockbox-runtime never sees pod labels:
+// a pod's LabelsKnown is always false on this wire.
+type Facts struct {
+	// Pod is the Kubernetes pod, nil when the container is known to be in
+	// none.
+	Pod *Pod
+	// ContainerdNamespace and Image are "" when unknown.
+	ContainerdNamespace string
+	Image               string
+}
+
+// Copy returns a copy of f that shares nothing with it.
+func (f Facts) Copy() *Facts {
+	if f.Pod != nil {
+		p := *f.Pod
+		f.Pod = &p
+	}
+	return &f
+}
+
+// Pod is a Kubernetes pod as lockbox-runtime knows it.
+type Pod struct {
+	Namespace string
 }
 
 // IDMapping is one user-namespace mapping range.
@@ -51,9 +80,10 @@ const (
 	Invalid          Code = 2
 	PermissionDenied Code = 3
 	NotFound         Code = 4
+	Refused          Code = 5
 )
 
-var codeNames = [...]string{"UNKNOWN", "NOT_GRANTED", "INVALID", "PERMISSION_DENIED", "NOT_FOUND"}
+var codeNames = [...]string{"UNKNOWN", "NOT_GRANTED", "INVALID", "PERMISSION_DENIED", "NOT_FOUND", "REFUSED"}
 
 func (c Code) String() string {
 	if c >= 0 && int(c) < len(codeNames) {

@@ -35,6 +35,13 @@ const (
 	ctrUIDMappings = 6
 	ctrGIDMappings = 7
 	ctrOS          = 8
+	ctrFacts       = 9
+	// ContainerFacts
+	factsPod                 = 1
+	factsContainerdNamespace = 2
+	factsImage               = 3
+	// PodFacts
+	podNamespace = 1
 	// IDMapping
 	mapContainerID = 1
 	mapHostID      = 2
@@ -120,7 +127,20 @@ func appendContainer(b []byte, c *Container) []byte {
 			})
 		}
 	}
-	return appendString(b, ctrOS, c.OS)
+	b = appendString(b, ctrOS, c.OS)
+	if f := c.Facts; f != nil {
+		b = appendMessage(b, ctrFacts, func(b []byte) []byte {
+			if f.Pod != nil {
+				// Present even when empty: an absent pod says "not a pod".
+				b = appendMessage(b, factsPod, func(b []byte) []byte {
+					return appendString(b, podNamespace, f.Pod.Namespace)
+				})
+			}
+			b = appendString(b, factsContainerdNamespace, f.ContainerdNamespace)
+			return appendString(b, factsImage, f.Image)
+		})
+	}
+	return b
 }
 
 // encodePrepare encodes Request{prepare: PrepareRequest{container, attach}}.

@@ -33,6 +33,16 @@ func TestEncodeMatchesProto(t *testing.T) {
 			&agent.Container{Id: "c", Service: "s", Pid: 7,
 				UidMappings: []*agent.IDMapping{{ContainerId: 0, HostId: 100000, Size: 65536}, {ContainerId: 65536, HostId: 0, Size: 1}},
 				GidMappings: []*agent.IDMapping{{ContainerId: 0, HostId: 200000, Size: 65536}}}},
+		{"facts of a pod", Container{ID: "c", Service: "s", Pid: 7, OS: "linux",
+			Facts: &Facts{Pod: &Pod{Namespace: "payments"}, ContainerdNamespace: "k8s.io", Image: "docker.io/library/busybox:1.36"}}, true,
+			&agent.Container{Id: "c", Service: "s", Pid: 7, Os: "linux",
+				Facts: &agent.ContainerFacts{Pod: &agent.PodFacts{Namespace: "payments"}, ContainerdNamespace: "k8s.io", Image: "docker.io/library/busybox:1.36"}}},
+		{"facts of a pod whose namespace is unknown", Container{ID: "c", Service: "s", Facts: &Facts{Pod: &Pod{}}}, false,
+			&agent.Container{Id: "c", Service: "s", Facts: &agent.ContainerFacts{Pod: &agent.PodFacts{}}}},
+		{"facts of no pod", Container{ID: "c", Service: "s", Facts: &Facts{ContainerdNamespace: "prod"}}, true,
+			&agent.Container{Id: "c", Service: "s", Facts: &agent.ContainerFacts{ContainerdNamespace: "prod"}}},
+		{"facts, none known", Container{ID: "c", Service: "s", Facts: &Facts{}}, true,
+			&agent.Container{Id: "c", Service: "s", Facts: &agent.ContainerFacts{}}},
 		{"long strings", Container{ID: string(bytes.Repeat([]byte("i"), 300)), Service: "é\x00x", Rootfs: string(bytes.Repeat([]byte("/r"), 5000))}, false,
 			&agent.Container{Id: string(bytes.Repeat([]byte("i"), 300)), Service: "é\x00x", Rootfs: string(bytes.Repeat([]byte("/r"), 5000))}},
 	}
@@ -119,7 +129,7 @@ func TestErrorReadsLikeLocalapi(t *testing.T) {
 	if got, want := e.Error(), "agent: NOT_GRANTED: service \"x\" is not granted to this node"; got != want {
 		t.Fatalf("%q, want %q", got, want)
 	}
-	for c := Unknown; c <= NotFound; c++ {
+	for c := Unknown; c <= Refused; c++ {
 		if c.String() != agent.Error_Code(c).String() {
 			t.Errorf("code %d: %s, api/agent says %s", c, c, agent.Error_Code(c))
 		}

@@ -14,7 +14,8 @@ import (
 )
 
 // CRIContainerType is the annotation by which containerd's CRI marks a
-// pod's sandbox (pause) container.
+// pod's sandbox (pause) container, and by which its presence marks every
+// container CRI creates (facts.go).
 const CRIContainerType = "io.kubernetes.cri.container-type"
 
 // ErrEmptyService is returned for a bundle that carries the annotation with
@@ -54,6 +55,10 @@ type Claim struct {
 	ReadonlyRootfs bool
 	UIDMappings    []agentconn.IDMapping
 	GIDMappings    []agentconn.IDMapping
+	// Facts are what the spec tells of the container that the container
+	// cannot forge (SpecFacts): its pod and image under CRI. The adapter
+	// adds the containerd namespace, which only it can know.
+	Facts agentconn.Facts
 
 	// raw is config.json as read: a spec change rewrites only the keys it
 	// touches and keeps every other byte.
@@ -98,7 +103,7 @@ func parseClaim(raw []byte, p string) (*Claim, error) {
 	if service == "" {
 		return nil, ErrEmptyService
 	}
-	c := &Claim{Service: service, raw: raw, path: p}
+	c := &Claim{Service: service, raw: raw, path: p, Facts: SpecFacts(cfg.Annotations)}
 	if cfg.Root != nil {
 		c.RootPath, c.ReadonlyRootfs = cfg.Root.Path, cfg.Root.Readonly
 	}
@@ -132,6 +137,7 @@ func (c *Claim) Container(id string, pid int, rootfs string) *agentconn.Containe
 		UIDMappings:    c.UIDMappings,
 		GIDMappings:    c.GIDMappings,
 		OS:             "linux",
+		Facts:          c.Facts.Copy(),
 	}
 }
 

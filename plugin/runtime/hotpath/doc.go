@@ -11,6 +11,10 @@
 // with execve, so a container that claims nothing pays one exec of this
 // binary and one small file read per runc call.
 //
+// facts.go reads the facts the agent decides a claim's rules on
+// (api/claimrule) from the spec's annotations, runc's --root and the
+// bundle path, for the wrapper, the hook and the runtime shim alike.
+//
 // Every runc call of every container goes through this package, so it
 // links only what that path needs: the standard library without net,
 // x/sys/unix, the hand-coded agent client in agentconn, and the claim

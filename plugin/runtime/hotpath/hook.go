@@ -93,6 +93,9 @@ func (h *Hook) create(st *ociState) error {
 	if claim == nil {
 		return fmt.Errorf("container %s: state claims a service but %s/config.json does not", st.ID, st.Bundle)
 	}
+	// The claim rules' containerd namespace: the hook is not told runc's
+	// root, but containerd names the bundle after it.
+	claim.Facts.ContainerdNamespace = NamespaceFromBundle(st.Bundle, st.ID)
 	rootfs, err := Rootfs(st.Bundle, claim.RootPath)
 	if err != nil {
 		return fmt.Errorf("container %s: %w", st.ID, err)

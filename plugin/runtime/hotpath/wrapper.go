@@ -125,6 +125,9 @@ func (w *Wrapper) create(inv *Invocation) int {
 	if claim == nil {
 		return w.passthrough(inv.Args)
 	}
+	// The claim rules' containerd namespace: the runc shim's --root ends
+	// in it (NamespaceFromRuncRoot).
+	claim.Facts.ContainerdNamespace = NamespaceFromRuncRoot(inv.Root)
 	if inv.Command == "run" || w.Mode == AttachInHook {
 		// The hook runs before pivot_root, while the root is still
 		// writable, and makes the mountpoints itself.

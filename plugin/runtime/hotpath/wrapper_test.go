@@ -215,6 +215,8 @@ func TestClaimingCreateAttachesAfterCreate(t *testing.T) {
 		ID: "c1", Service: "web", Pid: 4242, Rootfs: "/", OS: "linux",
 		UIDMappings: []agentconn.IDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}},
 		GIDMappings: []agentconn.IDMapping{{ContainerID: 0, HostID: 200000, Size: 65536}},
+		// runc's --root is <dir>/state: the runc shim's <root>/<namespace>.
+		Facts: &agentconn.Facts{ContainerdNamespace: "state"},
 	}
 	if !got.attach || !reflect.DeepEqual(got.ctr, want) {
 		t.Fatalf("prepare = %+v, want attach of %+v", got, want)
