@@ -55,7 +55,10 @@ type Agent struct {
 	held  map[string]*held
 
 	// exits watches the processes of held containers (nil: no watch).
-	exits    *exitWatch
+	exits *exitWatch
+	// closed is set by Close: a release the exit watch scheduled earlier
+	// is then left to the next agent's recovery.
+	closed   atomic.Bool
 	released [numCauses]atomic.Uint64
 	// refused counts the claims the claim rules refused (targets.go).
 	refused refusals
@@ -445,6 +448,7 @@ func (a *Agent) List(ctx context.Context) (*api.ListResponse, error) {
 // their files, and their records let the next agent tell when they end.
 // The kernel frees each tmpfs when its container's mount namespace goes.
 func (a *Agent) Close() {
+	a.closed.Store(true)
 	a.stopExitWatch()
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"time"
 
 	"github.com/lockbox-project/lockbox/agent/errdefs"
 )
@@ -19,6 +20,16 @@ import (
 // releases the container when it exits, as a release bound to that holder
 // would. Reap stays as the net for what the watch cannot see: records
 // without a pid (older hooks), a kernel without pidfd_open, no fd to spare.
+
+// exitDrain is how long the agent waits, after a container's process has
+// exited, before it wipes that container's secrets. The wipe overwrites the
+// tmpfs pages in place, and a pipe may still hold those very pages: a
+// container whose last command is `cat /run/secrets/x` has the kernel
+// splice the file's pages into its stdout, and until the runtime's reader
+// has drained the pipe, an overwrite would turn the output it reads into
+// zeros (TestExitWipeSparesDrainingOutput). The wipe still comes well
+// within the second the exit allows.
+const exitDrain = 300 * time.Millisecond
 
 // errProcessGone: the process a container was recorded for has exited, or
 // its pid now names another process.
@@ -104,10 +115,19 @@ func (a *Agent) unwatchExit(id string) {
 }
 
 // exited is the exit watch's report that who's process, watched for
-// container id, has exited. It releases id as a release bound to that
-// holder would: only if the agent still holds id for that very process (not
-// released meanwhile, nor replaced by a new container reusing the ID).
+// container id, has exited. After exitDrain it releases id as a release
+// bound to that holder would: only if the agent still holds id for that
+// very process (not released meanwhile, nor replaced by a new container
+// reusing the ID).
 func (a *Agent) exited(id string, who identity) {
+	time.AfterFunc(exitDrain, func() { a.releaseExited(id, who) })
+}
+
+// releaseExited is exited's release, once the container's output drained.
+func (a *Agent) releaseExited(id string, who identity) {
+	if a.closed.Load() {
+		return // the containers stay held for the next agent to recover
+	}
 	unlock := a.locks.lock(id)
 	defer unlock()
 	a.mu.Lock()

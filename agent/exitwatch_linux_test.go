@@ -372,3 +372,50 @@ func TestManyExitsLeaveNoFd(t *testing.T) {
 		t.Errorf("%d exits counted, want %d", got, n+1)
 	}
 }
+
+// TestExitWipeSparesDrainingOutput: a container's last command spliced a
+// secret into a pipe (busybox cat sends a file with sendfile, which hands
+// the pipe the tmpfs pages themselves) and exited. The runtime's reader,
+// a little behind, must still read the secret, not the wipe's zeros; the
+// wipe still comes within the second.
+func TestExitWipeSparesDrainingOutput(t *testing.T) {
+	a := newAgent(t, t.TempDir(), newCache(t))
+	t.Cleanup(a.Close)
+	r := busybox.NewRunc(t)
+	pid := runContainer(t, r, "c1")
+	if _, _, err := a.Prepare(context.Background(), &api.PrepareRequest{Attach: true, Container: &api.Container{Id: "c1", Service: "web", Pid: int32(pid)}}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/root/run/secrets/db_pw", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	n, err := unix.Splice(int(f.Fd()), nil, p[1], nil, 64, 0)
+	f.Close()
+	unix.Close(p[1])
+	if err != nil || n != int64(len("hunter2")) {
+		t.Fatalf("splice the secret into a pipe: %d bytes, %v", n, err)
+	}
+
+	kill := time.Now()
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// A reader behind by a third of the drain time: the agent has seen the
+	// exit (within a millisecond) but must not have wiped yet.
+	time.Sleep(exitDrain / 3)
+	buf := make([]byte, 64)
+	m, err := unix.Read(p[0], buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(buf[:m]); got != "hunter2" {
+		t.Errorf("the pipe holds %q after the exit, want the secret the container wrote", got)
+	}
+	t.Logf("wiped %v after the kill", waitReleased(t, a, "c1", kill, wipeDeadline))
+}
