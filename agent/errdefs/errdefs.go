@@ -51,14 +51,22 @@ func (k Kind) String() string {
 type Error struct {
 	Kind Kind
 	Msg  string
+	// cause is the formatted error, through which errors.Is and errors.As
+	// reach what a %w verb wrapped.
+	cause error
 }
 
 func (e *Error) Error() string { return e.Msg }
 
+// Unwrap returns what Errorf formatted, so that a %w verb's error stays
+// reachable with errors.Is and errors.As.
+func (e *Error) Unwrap() error { return e.cause }
+
 // Errorf returns an *Error of kind k with a formatted message. A %w verb
 // keeps the wrapped error reachable with errors.Is and errors.As.
 func Errorf(k Kind, format string, args ...any) error {
-	return &Error{Kind: k, Msg: fmt.Errorf(format, args...).Error()}
+	err := fmt.Errorf(format, args...)
+	return &Error{Kind: k, Msg: err.Error(), cause: err}
 }
 
 // KindOf returns the kind of the first *Error in err's chain, or Unknown.

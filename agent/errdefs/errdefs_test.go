@@ -1,6 +1,7 @@
 package errdefs
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 )
@@ -26,5 +27,18 @@ func TestKindOf(t *testing.T) {
 		if tt.err != nil && tt.err.Error() != tt.msg {
 			t.Errorf("message %q, want %q", tt.err.Error(), tt.msg)
 		}
+	}
+}
+
+// A %w verb's error stays reachable through Errorf (the claim-rule refusal
+// is checked with errors.Is on what the agent returns).
+func TestErrorfKeepsWrapped(t *testing.T) {
+	cause := errors.New("the cause")
+	err := Errorf(Refused, "container c: %w", cause)
+	if !errors.Is(err, cause) {
+		t.Errorf("errors.Is(%v, cause) = false", err)
+	}
+	if KindOf(err) != Refused || err.Error() != "container c: the cause" {
+		t.Errorf("kind %v, message %q", KindOf(err), err)
 	}
 }
