@@ -50,7 +50,7 @@ func (s *Server) UpdateNode(ctx context.Context, req *adminapi.UpdateNodeRequest
 	if err := validateLabels(spec.Labels); err != nil {
 		return nil, err
 	}
-	n, err := s.cfg.Store.UpdateNodeSpec(ctx, req.NameOrId, req.Version, spec)
+	n, err := s.cfg.Store.UpdateNodeSpec(audited(ctx), req.NameOrId, req.Version, spec)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -82,7 +82,7 @@ func (s *Server) RemoveNode(ctx context.Context, req *adminapi.RemoveNodeRequest
 	if err := s.cfg.Nodes.RevokeNode(ctx, n); err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := s.cfg.Store.RemoveNode(ctx, n.Id); err != nil {
+	if _, err := s.cfg.Store.RemoveNode(audited(ctx), n.Id); err != nil {
 		return nil, toStatus(err)
 	}
 	return &adminapi.RemoveNodeResponse{}, nil
