@@ -1111,6 +1111,81 @@ func (x *AuditEntry) GetContainer() string {
 	return ""
 }
 
+// NodeLiveStatus is what the answering manager's dispatcher knows of a
+// node right now, kept in memory (never stored): heartbeats are not
+// written to etcd. Only the manager that serves the node's session has
+// it; another manager answers without it.
+type NodeLiveStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// session is set while the answering manager serves the node's stream.
+	Session       bool                   `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
+	// grants_held is the number of secret references (grants) the
+	// dispatcher last sent the node, when grants_known.
+	GrantsHeld    uint32 `protobuf:"varint,3,opt,name=grants_held,json=grantsHeld,proto3" json:"grants_held,omitempty"`
+	GrantsKnown   bool   `protobuf:"varint,4,opt,name=grants_known,json=grantsKnown,proto3" json:"grants_known,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeLiveStatus) Reset() {
+	*x = NodeLiveStatus{}
+	mi := &file_types_types_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeLiveStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeLiveStatus) ProtoMessage() {}
+
+func (x *NodeLiveStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_types_types_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeLiveStatus.ProtoReflect.Descriptor instead.
+func (*NodeLiveStatus) Descriptor() ([]byte, []int) {
+	return file_types_types_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *NodeLiveStatus) GetSession() bool {
+	if x != nil {
+		return x.Session
+	}
+	return false
+}
+
+func (x *NodeLiveStatus) GetLastHeartbeat() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastHeartbeat
+	}
+	return nil
+}
+
+func (x *NodeLiveStatus) GetGrantsHeld() uint32 {
+	if x != nil {
+		return x.GrantsHeld
+	}
+	return 0
+}
+
+func (x *NodeLiveStatus) GetGrantsKnown() bool {
+	if x != nil {
+		return x.GrantsKnown
+	}
+	return false
+}
+
 var File_types_types_proto protoreflect.FileDescriptor
 
 const file_types_types_proto_rawDesc = "" +
@@ -1204,7 +1279,13 @@ const file_types_types_proto_rawDesc = "" +
 	"\anode_id\x18\b \x01(\tR\x06nodeId\x12\x18\n" +
 	"\asecrets\x18\t \x03(\tR\asecrets\x12\x1c\n" +
 	"\tcontainer\x18\n" +
-	" \x01(\tR\tcontainer*7\n" +
+	" \x01(\tR\tcontainer\"\xb1\x01\n" +
+	"\x0eNodeLiveStatus\x12\x18\n" +
+	"\asession\x18\x01 \x01(\bR\asession\x12A\n" +
+	"\x0elast_heartbeat\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12\x1f\n" +
+	"\vgrants_held\x18\x03 \x01(\rR\n" +
+	"grantsHeld\x12!\n" +
+	"\fgrants_known\x18\x04 \x01(\bR\vgrantsKnown*7\n" +
 	"\bNodeRole\x12\x14\n" +
 	"\x10NODE_ROLE_WORKER\x10\x00\x12\x15\n" +
 	"\x11NODE_ROLE_MANAGER\x10\x01*N\n" +
@@ -1226,7 +1307,7 @@ func file_types_types_proto_rawDescGZIP() []byte {
 }
 
 var file_types_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_types_types_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_types_types_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_types_types_proto_goTypes = []any{
 	(NodeRole)(0),                 // 0: lockbox.types.NodeRole
 	(NodeState)(0),                // 1: lockbox.types.NodeState
@@ -1244,40 +1325,42 @@ var file_types_types_proto_goTypes = []any{
 	(*NodeCertificate)(nil),       // 13: lockbox.types.NodeCertificate
 	(*Node)(nil),                  // 14: lockbox.types.Node
 	(*AuditEntry)(nil),            // 15: lockbox.types.AuditEntry
-	nil,                           // 16: lockbox.types.SecretSpec.LabelsEntry
-	nil,                           // 17: lockbox.types.ServiceSpec.LabelsEntry
-	nil,                           // 18: lockbox.types.NodeSpec.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*NodeLiveStatus)(nil),        // 16: lockbox.types.NodeLiveStatus
+	nil,                           // 17: lockbox.types.SecretSpec.LabelsEntry
+	nil,                           // 18: lockbox.types.ServiceSpec.LabelsEntry
+	nil,                           // 19: lockbox.types.NodeSpec.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_types_types_proto_depIdxs = []int32{
-	19, // 0: lockbox.types.Meta.created_at:type_name -> google.protobuf.Timestamp
-	19, // 1: lockbox.types.Meta.updated_at:type_name -> google.protobuf.Timestamp
-	16, // 2: lockbox.types.SecretSpec.labels:type_name -> lockbox.types.SecretSpec.LabelsEntry
+	20, // 0: lockbox.types.Meta.created_at:type_name -> google.protobuf.Timestamp
+	20, // 1: lockbox.types.Meta.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 2: lockbox.types.SecretSpec.labels:type_name -> lockbox.types.SecretSpec.LabelsEntry
 	2,  // 3: lockbox.types.Secret.meta:type_name -> lockbox.types.Meta
 	3,  // 4: lockbox.types.Secret.spec:type_name -> lockbox.types.SecretSpec
 	5,  // 5: lockbox.types.SecretReference.target:type_name -> lockbox.types.FileTarget
-	17, // 6: lockbox.types.ServiceSpec.labels:type_name -> lockbox.types.ServiceSpec.LabelsEntry
+	18, // 6: lockbox.types.ServiceSpec.labels:type_name -> lockbox.types.ServiceSpec.LabelsEntry
 	6,  // 7: lockbox.types.ServiceSpec.secrets:type_name -> lockbox.types.SecretReference
 	7,  // 8: lockbox.types.ServiceSpec.placement:type_name -> lockbox.types.Placement
 	2,  // 9: lockbox.types.Service.meta:type_name -> lockbox.types.Meta
 	8,  // 10: lockbox.types.Service.spec:type_name -> lockbox.types.ServiceSpec
-	18, // 11: lockbox.types.NodeSpec.labels:type_name -> lockbox.types.NodeSpec.LabelsEntry
+	19, // 11: lockbox.types.NodeSpec.labels:type_name -> lockbox.types.NodeSpec.LabelsEntry
 	10, // 12: lockbox.types.NodeDescription.platform:type_name -> lockbox.types.Platform
-	19, // 13: lockbox.types.NodeCertificate.not_after:type_name -> google.protobuf.Timestamp
+	20, // 13: lockbox.types.NodeCertificate.not_after:type_name -> google.protobuf.Timestamp
 	2,  // 14: lockbox.types.Node.meta:type_name -> lockbox.types.Meta
 	11, // 15: lockbox.types.Node.spec:type_name -> lockbox.types.NodeSpec
 	0,  // 16: lockbox.types.Node.role:type_name -> lockbox.types.NodeRole
 	12, // 17: lockbox.types.Node.description:type_name -> lockbox.types.NodeDescription
 	1,  // 18: lockbox.types.Node.state:type_name -> lockbox.types.NodeState
-	19, // 19: lockbox.types.Node.last_seen:type_name -> google.protobuf.Timestamp
+	20, // 19: lockbox.types.Node.last_seen:type_name -> google.protobuf.Timestamp
 	13, // 20: lockbox.types.Node.certificate:type_name -> lockbox.types.NodeCertificate
 	12, // 21: lockbox.types.Node.reported:type_name -> lockbox.types.NodeDescription
-	19, // 22: lockbox.types.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	20, // 22: lockbox.types.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	20, // 23: lockbox.types.NodeLiveStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_types_types_proto_init() }
@@ -1291,7 +1374,7 @@ func file_types_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_types_types_proto_rawDesc), len(file_types_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -21,7 +21,11 @@ func (s *Server) GetNode(ctx context.Context, req *adminapi.GetNodeRequest) (*ad
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &adminapi.GetNodeResponse{Node: n}, nil
+	resp := &adminapi.GetNodeResponse{Node: n}
+	if s.cfg.Live != nil {
+		resp.Live = s.cfg.Live.LiveNode(n.Id)
+	}
+	return resp, nil
 }
 
 func (s *Server) ListNodes(ctx context.Context, _ *adminapi.ListNodesRequest) (*adminapi.ListNodesResponse, error) {
@@ -32,7 +36,16 @@ func (s *Server) ListNodes(ctx context.Context, _ *adminapi.ListNodesRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &adminapi.ListNodesResponse{Nodes: nodes}, nil
+	resp := &adminapi.ListNodesResponse{Nodes: nodes}
+	if s.cfg.Live != nil {
+		resp.Live = map[string]*types.NodeLiveStatus{}
+		for _, n := range nodes {
+			if st := s.cfg.Live.LiveNode(n.Id); st != nil {
+				resp.Live[n.Id] = st
+			}
+		}
+	}
+	return resp, nil
 }
 
 // UpdateNode replaces the node's operator-set spec (labels).

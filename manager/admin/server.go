@@ -43,6 +43,13 @@ type DataKeyRotator interface {
 	RotateDataKey(ctx context.Context) (resealed int, err error)
 }
 
+// LiveNodes is what this manager's dispatcher knows of a node now (its
+// heartbeats and the grants it last sent; manager/dispatcher implements
+// it): nil for a node it does not serve.
+type LiveNodes interface {
+	LiveNode(nodeID string) *types.NodeLiveStatus
+}
+
 // Config is what a Server needs. Store is required; a nil interface makes
 // its RPCs fail with Unimplemented.
 type Config struct {
@@ -56,6 +63,9 @@ type Config struct {
 	// Managers lists the manager addresses handed out with join tokens;
 	// nil hands out none.
 	Managers func() []string
+	// Live adds what the dispatcher knows of nodes to GetNode and
+	// ListNodes; nil adds nothing.
+	Live LiveNodes
 }
 
 // Server implements adminapi.AdminServer.

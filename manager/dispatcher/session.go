@@ -354,6 +354,7 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 	if old != nil {
 		old.end(status.Error(codes.Aborted, "a newer session of this node replaced this one"))
 	}
+	d.grants.note(nodeID, cur)
 
 	fm := firstMessage{typ: dapi.SessionMessage_COMPLETE, rev: rev}
 	var cs []change

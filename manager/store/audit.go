@@ -110,21 +110,36 @@ func (s *Store) auditOps(ctx context.Context, action, kind, id, name string) ([]
 	return []clientv3.Cmp{cmp}, []clientv3.Op{op}, nil
 }
 
-// AppendAudit appends e to the audit log. The store fills in an ID and the
-// time when e has none; an entry whose key exists already is refused with
+// MaxAuditAppend bounds the entries of one AppendAudit (one etcd
+// transaction: etcd refuses more than 128 operations by default).
+const MaxAuditAppend = 64
+
+// AppendAudit appends entries to the audit log in one transaction, all or
+// none. The store fills in an ID and the time of an entry that has none;
+// if any entry's key exists already, nothing is written and the error is
 // ErrExists: the log has no update.
-func (s *Store) AppendAudit(ctx context.Context, e *types.AuditEntry) error {
-	e = proto.Clone(e).(*types.AuditEntry)
-	cmp, op, err := s.auditPut(e)
-	if err != nil {
-		return err
+func (s *Store) AppendAudit(ctx context.Context, entries ...*types.AuditEntry) error {
+	if len(entries) > MaxAuditAppend {
+		return errorf(ErrInvalid, "%d audit entries in one append; at most %d", len(entries), MaxAuditAppend)
 	}
-	resp, err := s.cli.Txn(ctx).If(cmp).Then(op).Commit()
+	cmps := make([]clientv3.Cmp, 0, len(entries))
+	ops := make([]clientv3.Op, 0, len(entries))
+	for _, e := range entries {
+		cmp, op, err := s.auditPut(proto.Clone(e).(*types.AuditEntry))
+		if err != nil {
+			return err
+		}
+		cmps, ops = append(cmps, cmp), append(ops, op)
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
-		return fmt.Errorf("append audit entry: %w", err)
+		return fmt.Errorf("append audit entries: %w", err)
 	}
 	if !resp.Succeeded {
-		return errorf(ErrExists, "audit entry %s exists already; entries are never rewritten", e.Id)
+		return errorf(ErrExists, "an audit entry exists already; entries are never rewritten")
 	}
 	return nil
 }
