@@ -1,0 +1,149 @@
+package dispatcher
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
+	"github.com/lockbox-project/lockbox/manager/keys"
+	"github.com/lockbox-project/lockbox/manager/store"
+)
+
+// signalAuditor writes through to the store and hands each committed
+// entry to the test.
+type signalAuditor struct {
+	st *store.Store
+	ch chan *types.AuditEntry
+}
+
+func (a *signalAuditor) AppendAudit(ctx context.Context, es ...*types.AuditEntry) error {
+	if err := a.st.AppendAudit(ctx, es...); err != nil {
+		return err
+	}
+	for _, e := range es {
+		a.ch <- e
+	}
+	return nil
+}
+
+func (a *signalAuditor) next(t *testing.T) *types.AuditEntry {
+	t.Helper()
+	select {
+	case e := <-a.ch:
+		return e
+	case <-time.After(10 * time.Second):
+		t.Fatal("no audit entry in 10s")
+	}
+	return nil
+}
+
+func (a *signalAuditor) none(t *testing.T) {
+	t.Helper()
+	select {
+	case e := <-a.ch:
+		t.Fatalf("unexpected audit entry: %v", e)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func wantEntry(t *testing.T, e *types.AuditEntry, action, node, service string, secrets ...string) {
+	t.Helper()
+	if e.Action != action || e.NodeId != node || e.ObjectName != service || strings.Join(e.Secrets, ",") != strings.Join(secrets, ",") ||
+		e.Actor != store.AuditActorManager("mgr1") || e.Id == "" || e.Time == nil {
+		t.Fatalf("entry %v, want %s of %s%v to %s by manager mgr1", e, action, service, secrets, node)
+	}
+}
+
+// A node's grants are recorded per service when they change: given,
+// changed, revoked; not again for a reconnect that changes nothing, and
+// never with secret data. The live status counts the grants held.
+func TestAuditGrantsPerNodeAndService(t *testing.T) {
+	m := etcdtest.Start(t)
+	ring, err := keys.NewKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ring.Close)
+	st := store.New(m.Client(), ring)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	aud := &signalAuditor{st: st, ch: make(chan *types.AuditEntry, 64)}
+	d := New(Config{Store: st, History: st, Audit: aud, NodeID: "mgr1"})
+	go d.Run(ctx)
+	<-d.Ready()
+	h := &harness{t: t, st: st, d: d, ctx: ctx, nodes: map[string]string{}}
+
+	marker := "GRANT-MARKER-0b5e61c2d9"
+	n1 := h.node("n1", nil)
+	s1, s2 := h.secret("s1", marker), h.secret("s2", marker+"2")
+	web := h.service("web", nil, s1)
+	if d.LiveNode(n1) != nil {
+		t.Fatal("live status of a node never served")
+	}
+	c := h.connect(n1, 0)
+	expect(t, c.next(), dapi.SessionMessage_COMPLETE, "+secret:s1="+marker, "+service:web[s1]")
+	wantEntry(t, aud.next(t), store.AuditGrant, n1, "web", "s1")
+	if live := d.LiveNode(n1); live == nil || !live.Session || !live.GrantsKnown || live.GrantsHeld != 1 {
+		t.Fatalf("live status %v, want a session holding 1 grant", live)
+	}
+
+	web, err = st.UpdateService(ctx, web.Id, web.Meta.Version, spec("web", nil, s1, s2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, c.next(), dapi.SessionMessage_INCREMENTAL, "+secret:s2="+marker+"2", "+service:web[s1][s2]")
+	wantEntry(t, aud.next(t), store.AuditGrant, n1, "web", "s1", "s2")
+	if live := d.LiveNode(n1); live.GrantsHeld != 2 {
+		t.Fatalf("grants held %d, want 2", live.GrantsHeld)
+	}
+
+	// A new session with the same grants records nothing.
+	c.stop()
+	c2 := &conn{t: t, s: &fakeStream{ctx: ctx, ch: make(chan *dapi.SessionMessage, 64)}, errc: make(chan error, 1), stop: func() {}}
+	go func() { c2.errc <- d.Serve(c2.s, n1, 0) }()
+	expect(t, c2.next(), dapi.SessionMessage_COMPLETE, "+secret:s1="+marker, "+secret:s2="+marker+"2", "+service:web[s1][s2]")
+	aud.none(t)
+
+	if err := st.RemoveService(ctx, web.Id); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, c2.next(), dapi.SessionMessage_INCREMENTAL, "-secret:s1", "-secret:s2", "-service:web")
+	wantEntry(t, aud.next(t), store.AuditRevoke, n1, "web", "s1", "s2")
+	if live := d.LiveNode(n1); live.GrantsHeld != 0 || !live.GrantsKnown {
+		t.Fatalf("live status %v after the revoke", live)
+	}
+
+	resp, err := st.Client().Get(ctx, st.Prefix()+"audit/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 3 {
+		t.Fatalf("%d stored audit entries, want 3", len(resp.Kvs))
+	}
+	for _, kv := range resp.Kvs {
+		if strings.Contains(string(kv.Value), marker) {
+			t.Fatalf("audit entry %s holds secret data", kv.Key)
+		}
+	}
+}
+
+// A full queue drops entries and says how many, instead of blocking the
+// fan-out.
+func TestAuditQueueFullIsCounted(t *testing.T) {
+	gl := newGrantLog("mgr1", true)
+	gl.queue = make(chan *types.AuditEntry, 1)
+	v := view{"a": {Id: "a", Spec: &types.ServiceSpec{Name: "a"}}, "b": {Id: "b", Spec: &types.ServiceSpec{Name: "b"}}}
+	gl.note("n1", v)
+	if len(gl.queue) != 1 || gl.takeDropped() != 1 {
+		t.Fatalf("queued %d; want 1 queued and 1 dropped", len(gl.queue))
+	}
+	if gl.takeDropped() != 0 {
+		t.Fatal("the drop count was not reset")
+	}
+}
