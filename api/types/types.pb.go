@@ -1122,10 +1122,13 @@ type NodeLiveStatus struct {
 	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
 	// grants_held is the number of secret references (grants) the
 	// dispatcher last sent the node, when grants_known.
-	GrantsHeld    uint32 `protobuf:"varint,3,opt,name=grants_held,json=grantsHeld,proto3" json:"grants_held,omitempty"`
-	GrantsKnown   bool   `protobuf:"varint,4,opt,name=grants_known,json=grantsKnown,proto3" json:"grants_known,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	GrantsHeld  uint32 `protobuf:"varint,3,opt,name=grants_held,json=grantsHeld,proto3" json:"grants_held,omitempty"`
+	GrantsKnown bool   `protobuf:"varint,4,opt,name=grants_known,json=grantsKnown,proto3" json:"grants_known,omitempty"`
+	// manager_running is set for a manager whose registration (kept under
+	// its etcd lease while it runs) is live: any manager can tell.
+	ManagerRunning bool `protobuf:"varint,5,opt,name=manager_running,json=managerRunning,proto3" json:"manager_running,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *NodeLiveStatus) Reset() {
@@ -1182,6 +1185,13 @@ func (x *NodeLiveStatus) GetGrantsHeld() uint32 {
 func (x *NodeLiveStatus) GetGrantsKnown() bool {
 	if x != nil {
 		return x.GrantsKnown
+	}
+	return false
+}
+
+func (x *NodeLiveStatus) GetManagerRunning() bool {
+	if x != nil {
+		return x.ManagerRunning
 	}
 	return false
 }
@@ -1279,13 +1289,14 @@ const file_types_types_proto_rawDesc = "" +
 	"\anode_id\x18\b \x01(\tR\x06nodeId\x12\x18\n" +
 	"\asecrets\x18\t \x03(\tR\asecrets\x12\x1c\n" +
 	"\tcontainer\x18\n" +
-	" \x01(\tR\tcontainer\"\xb1\x01\n" +
+	" \x01(\tR\tcontainer\"\xda\x01\n" +
 	"\x0eNodeLiveStatus\x12\x18\n" +
 	"\asession\x18\x01 \x01(\bR\asession\x12A\n" +
 	"\x0elast_heartbeat\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12\x1f\n" +
 	"\vgrants_held\x18\x03 \x01(\rR\n" +
 	"grantsHeld\x12!\n" +
-	"\fgrants_known\x18\x04 \x01(\bR\vgrantsKnown*7\n" +
+	"\fgrants_known\x18\x04 \x01(\bR\vgrantsKnown\x12'\n" +
+	"\x0fmanager_running\x18\x05 \x01(\bR\x0emanagerRunning*7\n" +
 	"\bNodeRole\x12\x14\n" +
 	"\x10NODE_ROLE_WORKER\x10\x00\x12\x15\n" +
 	"\x11NODE_ROLE_MANAGER\x10\x01*N\n" +

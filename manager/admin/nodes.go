@@ -21,11 +21,11 @@ func (s *Server) GetNode(ctx context.Context, req *adminapi.GetNodeRequest) (*ad
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &adminapi.GetNodeResponse{Node: n}
-	if s.cfg.Live != nil {
-		resp.Live = s.cfg.Live.LiveNode(n.Id)
+	live, err := s.liveStatus(ctx, []*types.Node{n})
+	if err != nil {
+		return nil, err
 	}
-	return resp, nil
+	return &adminapi.GetNodeResponse{Node: n, Live: live[n.Id]}, nil
 }
 
 func (s *Server) ListNodes(ctx context.Context, _ *adminapi.ListNodesRequest) (*adminapi.ListNodesResponse, error) {
@@ -36,16 +36,11 @@ func (s *Server) ListNodes(ctx context.Context, _ *adminapi.ListNodesRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &adminapi.ListNodesResponse{Nodes: nodes}
-	if s.cfg.Live != nil {
-		resp.Live = map[string]*types.NodeLiveStatus{}
-		for _, n := range nodes {
-			if st := s.cfg.Live.LiveNode(n.Id); st != nil {
-				resp.Live[n.Id] = st
-			}
-		}
+	live, err := s.liveStatus(ctx, nodes)
+	if err != nil {
+		return nil, err
 	}
-	return resp, nil
+	return &adminapi.ListNodesResponse{Nodes: nodes, Live: live}, nil
 }
 
 // UpdateNode replaces the node's operator-set spec (labels).
@@ -99,4 +94,41 @@ func (s *Server) RemoveNode(ctx context.Context, req *adminapi.RemoveNodeRequest
 		return nil, toStatus(err)
 	}
 	return &adminapi.RemoveNodeResponse{}, nil
+}
+
+// liveStatus is what this manager knows of nodes now, by node ID: its
+// dispatcher's view (session, last heartbeat, grants held) and, for
+// managers, whether their registration is live. Nodes it knows nothing
+// of are left out.
+func (s *Server) liveStatus(ctx context.Context, nodes []*types.Node) (map[string]*types.NodeLiveStatus, error) {
+	running := map[string]bool{}
+	for _, n := range nodes {
+		if n.Role == types.NodeRole_NODE_ROLE_MANAGER {
+			ms, _, err := s.cfg.Store.Managers(ctx, true)
+			if err != nil {
+				return nil, toStatus(err)
+			}
+			for _, m := range ms {
+				running[m.NodeID] = true
+			}
+			break
+		}
+	}
+	out := map[string]*types.NodeLiveStatus{}
+	for _, n := range nodes {
+		var st *types.NodeLiveStatus
+		if s.cfg.Live != nil {
+			st = s.cfg.Live.LiveNode(n.Id)
+		}
+		if running[n.Id] {
+			if st == nil {
+				st = &types.NodeLiveStatus{}
+			}
+			st.ManagerRunning = true
+		}
+		if st != nil {
+			out[n.Id] = st
+		}
+	}
+	return out, nil
 }
