@@ -2,17 +2,26 @@ package dispatcher
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/ca"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
 	"github.com/lockbox-project/lockbox/manager/store"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 // signalAuditor writes through to the store and hands each committed
@@ -146,4 +155,72 @@ func TestAuditQueueFullIsCounted(t *testing.T) {
 	if gl.takeDropped() != 0 {
 		t.Fatal("the drop count was not reset")
 	}
+}
+
+// nodeContext is a call from nodeID with a verified worker certificate.
+func nodeContext(t *testing.T, nodeID string) context.Context {
+	t.Helper()
+	root, err := ca.NewRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := root.NewKeyPair(ca.CertRequest{NodeID: nodeID, Role: pki.RoleWorker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(kp.CertPEM)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{cert}}}}})
+}
+
+// The agents' mount and wipe reports ride on heartbeats and are recorded
+// under the certificate's node, all or none; reports that break the rules
+// record nothing.
+func TestAuditMountReports(t *testing.T) {
+	m := etcdtest.Start(t)
+	ring, err := keys.NewKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ring.Close)
+	st := store.New(m.Client(), ring)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	aud := &signalAuditor{st: st, ch: make(chan *types.AuditEntry, 64)}
+	d := New(Config{Store: st, History: st, Audit: aud, NodeID: "mgr1"})
+	go d.Run(ctx)
+	<-d.Ready()
+	h := &harness{t: t, st: st, d: d, ctx: ctx, nodes: map[string]string{}}
+	n1 := h.node("n1", nil)
+	h.sync()
+	nctx := nodeContext(t, n1)
+
+	_, err = d.Heartbeat(nctx, &dapi.HeartbeatRequest{Reports: []*dapi.MountReport{
+		{Event: dapi.MountReport_MOUNTED, ContainerId: "c1", ServiceName: "web", SecretNames: []string{"db_pw"}},
+		{Event: dapi.MountReport_WIPED, ContainerId: "c1", ServiceName: "web", SecretNames: []string{"db_pw"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, action := range []string{store.AuditMount, store.AuditWipe} {
+		e := aud.next(t)
+		if e.Action != action || e.Actor != store.AuditActorNode(n1) || e.NodeId != n1 || e.Container != "c1" || e.ObjectName != "web" || strings.Join(e.Secrets, ",") != "db_pw" {
+			t.Fatalf("entry %v, want %s of c1 by node %s", e, action, n1)
+		}
+	}
+	for name, reports := range map[string][]*dapi.MountReport{
+		"no container":    {{ServiceName: "web"}},
+		"escape sequence": {{ContainerId: "c\x1b[2J", ServiceName: "web"}},
+		"too long":        {{ContainerId: strings.Repeat("c", store.MaxNodeReportField+1)}},
+		"too many":        make([]*dapi.MountReport, store.MaxAuditAppend+1),
+		"one bad of two":  {{ContainerId: "ok"}, {ContainerId: ""}},
+	} {
+		if _, err := d.Heartbeat(nctx, &dapi.HeartbeatRequest{Reports: reports}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v, want InvalidArgument", name, err)
+		}
+	}
+	aud.none(t)
 }

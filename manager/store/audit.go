@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -215,4 +217,35 @@ func (s *Store) CompactAudit(ctx context.Context, keep int) (int, error) {
 		return 0, fmt.Errorf("compact audit log: %w", err)
 	}
 	return int(del.Deleted), nil
+}
+
+// Node mount reports (what an agent says it mounted or wiped) are what a
+// node says, recorded as it says it: these rules bound them.
+const (
+	AuditMount = "mount"
+	AuditWipe  = "wipe"
+	// MaxNodeReportSecrets bounds the secret names of one report.
+	MaxNodeReportSecrets = 64
+	// MaxNodeReportField bounds each name in a report.
+	MaxNodeReportField = 256
+)
+
+// AuditActorNode is the actor of what node nodeID reported.
+func AuditActorNode(nodeID string) string { return "node " + nodeID }
+
+// ValidateNodeReport checks the names of one mount report: printable text,
+// bounded in length and number.
+func ValidateNodeReport(container, service string, secrets []string) error {
+	if container == "" {
+		return errorf(ErrInvalid, "a mount report names no container")
+	}
+	if len(secrets) > MaxNodeReportSecrets {
+		return errorf(ErrInvalid, "a mount report may name at most %d secrets, not %d", MaxNodeReportSecrets, len(secrets))
+	}
+	for _, v := range append([]string{container, service}, secrets...) {
+		if len(v) > MaxNodeReportField || !utf8.ValidString(v) || !allRunes(v, unicode.IsPrint) {
+			return errorf(ErrInvalid, "mount report field %s is not valid: at most %d bytes of printable text", quoteShort(v), MaxNodeReportField)
+		}
+	}
+	return nil
 }
