@@ -201,8 +201,8 @@ func (d *Dispatcher) recordReports(ctx context.Context, nodeID string, reports [
 		// Nothing to record into: accepting lets the agent drop them.
 		return nil
 	}
-	if len(reports) > store.MaxAuditAppend {
-		return status.Errorf(codes.InvalidArgument, "at most %d mount reports per heartbeat, not %d", store.MaxAuditAppend, len(reports))
+	if len(reports) > dapi.MaxMountReports {
+		return status.Errorf(codes.InvalidArgument, "at most %d mount reports per heartbeat, not %d", dapi.MaxMountReports, len(reports))
 	}
 	now := timestamppb.Now()
 	entries := make([]*types.AuditEntry, 0, len(reports))

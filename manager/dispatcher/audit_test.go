@@ -215,7 +215,7 @@ func TestAuditMountReports(t *testing.T) {
 		"no container":    {{ServiceName: "web"}},
 		"escape sequence": {{ContainerId: "c\x1b[2J", ServiceName: "web"}},
 		"too long":        {{ContainerId: strings.Repeat("c", store.MaxNodeReportField+1)}},
-		"too many":        make([]*dapi.MountReport, store.MaxAuditAppend+1),
+		"too many":        make([]*dapi.MountReport, dapi.MaxMountReports+1),
 		"one bad of two":  {{ContainerId: "ok"}, {ContainerId: ""}},
 	} {
 		if _, err := d.Heartbeat(nctx, &dapi.HeartbeatRequest{Reports: reports}); status.Code(err) != codes.InvalidArgument {
@@ -223,4 +223,11 @@ func TestAuditMountReports(t *testing.T) {
 		}
 	}
 	aud.none(t)
+}
+
+// One heartbeat's reports fit in one audit transaction.
+func TestMountReportsFitOneAppend(t *testing.T) {
+	if dapi.MaxMountReports > store.MaxAuditAppend {
+		t.Fatalf("a heartbeat may carry %d reports, an audit append takes %d", dapi.MaxMountReports, store.MaxAuditAppend)
+	}
 }
