@@ -217,8 +217,49 @@ func (d *Dispatcher) recordReports(ctx context.Context, nodeID string, reports [
 		entries = append(entries, &types.AuditEntry{Id: identity.NewID(), Time: now, Actor: store.AuditActorNode(nodeID), Action: action,
 			ObjectKind: "service", ObjectName: r.GetServiceName(), NodeId: nodeID, Container: r.GetContainerId(), Secrets: r.GetSecretNames()})
 	}
+	if !d.reportBudget.take(nodeID, len(reports), time.Now(), d.cfg.HeartbeatPeriod) {
+		// The agent keeps them and sends them with a later beat.
+		return status.Errorf(codes.ResourceExhausted, "at most %d mount reports per heartbeat period; send the rest later", dapi.MaxMountReports)
+	}
 	if err := d.cfg.Audit.AppendAudit(ctx, entries...); err != nil {
 		return status.Errorf(codes.Unavailable, "record mount reports: %v", err)
 	}
 	return nil
+}
+
+// reportBudget allows each node dapi.MaxMountReports reports per heartbeat
+// period however often it beats: the log keeps a count of entries, and a
+// node must not be able to push everyone else's out of it quickly.
+type reportBudget struct {
+	mu    sync.Mutex
+	nodes map[string]*nodeBudget
+}
+
+type nodeBudget struct {
+	start time.Time
+	used  int
+}
+
+func (b *reportBudget) take(nodeID string, n int, now time.Time, period time.Duration) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.nodes == nil {
+		b.nodes = map[string]*nodeBudget{}
+	}
+	nb := b.nodes[nodeID]
+	if nb == nil || now.Sub(nb.start) >= period {
+		nb = &nodeBudget{start: now}
+		b.nodes[nodeID] = nb
+	}
+	if nb.used+n > dapi.MaxMountReports {
+		return false
+	}
+	nb.used += n
+	return true
+}
+
+func (b *reportBudget) forget(nodeID string) {
+	b.mu.Lock()
+	delete(b.nodes, nodeID)
+	b.mu.Unlock()
 }

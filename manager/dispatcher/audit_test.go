@@ -222,7 +222,77 @@ func TestAuditMountReports(t *testing.T) {
 			t.Errorf("%s: %v, want InvalidArgument", name, err)
 		}
 	}
+	// Within one heartbeat period a node gets MaxMountReports in all: two
+	// went above, so a full batch now waits.
+	full := make([]*dapi.MountReport, dapi.MaxMountReports)
+	for i := range full {
+		full[i] = &dapi.MountReport{ContainerId: "c2", ServiceName: "web"}
+	}
+	if _, err := d.Heartbeat(nctx, &dapi.HeartbeatRequest{Reports: full}); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("a batch over the period's budget: %v, want ResourceExhausted", err)
+	}
 	aud.none(t)
+}
+
+// The audit story, create → grant → mount → wipe, read back in
+// order, with no byte of the secret anywhere in the log.
+func TestAuditStory(t *testing.T) {
+	m := etcdtest.Start(t)
+	ring, err := keys.NewKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ring.Close)
+	st := store.New(m.Client(), ring)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	aud := &signalAuditor{st: st, ch: make(chan *types.AuditEntry, 64)}
+	d := New(Config{Store: st, History: st, Audit: aud, NodeID: "mgr1"})
+	go d.Run(ctx)
+	<-d.Ready()
+	h := &harness{t: t, st: st, d: d, ctx: ctx, nodes: map[string]string{}}
+	n1 := h.node("n1", nil)
+
+	marker := "STORY-MARKER-5aa9c03e18"
+	admin := store.WithAuditActor(ctx, "admin-0123456789ab")
+	sec, err := st.CreateSecret(admin, &types.SecretSpec{Name: "db_pw"}, []byte(marker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateService(admin, spec("web", nil, sec)); err != nil {
+		t.Fatal(err)
+	}
+	c := h.connect(n1, 0)
+	expect(t, c.next(), dapi.SessionMessage_COMPLETE, "+secret:db_pw="+marker, "+service:web[db_pw]")
+	aud.next(t) // the grant
+	nctx := nodeContext(t, n1)
+	for _, ev := range []dapi.MountReport_Event{dapi.MountReport_MOUNTED, dapi.MountReport_WIPED} {
+		if _, err := d.Heartbeat(nctx, &dapi.HeartbeatRequest{Reports: []*dapi.MountReport{{Event: ev, ContainerId: "c1", ServiceName: "web", SecretNames: []string{"db_pw"}}}}); err != nil {
+			t.Fatal(err)
+		}
+		aud.next(t)
+	}
+	log, _, err := st.ListAudit(ctx, time.Time{}, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range log {
+		got = append(got, e.Actor+" "+e.Action+" "+e.ObjectName+" "+e.Container)
+		if strings.Contains(e.String(), marker) {
+			t.Fatalf("entry %v holds the secret", e)
+		}
+	}
+	want := []string{
+		"admin-0123456789ab secret.create db_pw ",
+		"admin-0123456789ab service.create web ",
+		"manager mgr1 grant web ",
+		"node " + n1 + " mount web c1",
+		"node " + n1 + " wipe web c1",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("audit log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }
 
 // One heartbeat's reports fit in one audit transaction.

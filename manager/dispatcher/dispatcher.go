@@ -69,8 +69,9 @@ type Dispatcher struct {
 	// advanced is closed and replaced whenever ix.rev moves.
 	advanced chan struct{}
 
-	hb     heartbeats
-	grants *grantLog
+	hb           heartbeats
+	grants       *grantLog
+	reportBudget reportBudget
 
 	metrics *metrics
 }
@@ -253,6 +254,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta, since time.Time) {
 			s.end(ErrNodeRemoved)
 			delete(d.sessions, nodeID)
 			d.grants.forget(nodeID)
+			d.reportBudget.forget(nodeID)
 			continue
 		}
 		var nv view
