@@ -93,6 +93,37 @@ func (gl *grantLog) note(nodeID string, v view) {
 	}
 }
 
+// noteChanges is note for a fan-out, which moves only the services in cs:
+// its cost follows the change, not the size of the node's view.
+func (gl *grantLog) noteChanges(nodeID string, cs []change) {
+	gl.mu.Lock()
+	defer gl.mu.Unlock()
+	m := gl.sent[nodeID]
+	if m == nil {
+		m = map[string]grantSet{}
+		gl.sent[nodeID] = m
+	}
+	for _, c := range cs {
+		if c.service == nil {
+			continue
+		}
+		id := c.service.GetId()
+		if c.remove {
+			if old, ok := m[id]; ok {
+				delete(m, id)
+				gl.enqueue(&types.AuditEntry{Action: store.AuditRevoke, ObjectKind: "service", ObjectId: id, ObjectName: old.name, NodeId: nodeID, Secrets: old.secrets})
+			}
+			continue
+		}
+		g := grantsOf(c.service)
+		old, ok := m[id]
+		m[id] = g
+		if !ok || !old.same(g) {
+			gl.enqueue(&types.AuditEntry{Action: store.AuditGrant, ObjectKind: "service", ObjectId: id, ObjectName: g.name, NodeId: nodeID, Secrets: g.secrets})
+		}
+	}
+}
+
 // forget drops a node that left the cluster.
 func (gl *grantLog) forget(nodeID string) {
 	gl.mu.Lock()
@@ -118,9 +149,9 @@ func (gl *grantLog) enqueue(e *types.AuditEntry) {
 	if gl.queue == nil {
 		return
 	}
-	// ID and time are fixed here, so a retried write of the same entry
-	// is refused (ErrExists) instead of recorded twice.
-	e.Id, e.Actor = identity.NewID(), gl.actor
+	// The time is fixed here (when the grants were queued for the node);
+	// the ID when auditLoop takes the entry, off the fan-out's path.
+	e.Actor = gl.actor
 	e.Time = timestamppb.Now()
 	select {
 	case gl.queue <- e:
@@ -152,14 +183,14 @@ func (d *Dispatcher) auditLoop(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case e := <-gl.queue:
-				batch = append(batch, e)
+				batch = append(batch, withID(e))
 			}
 		}
 	fill:
 		for len(batch) < store.MaxAuditAppend-1 {
 			select {
 			case e := <-gl.queue:
-				batch = append(batch, e)
+				batch = append(batch, withID(e))
 			default:
 				break fill
 			}
@@ -187,6 +218,15 @@ func (d *Dispatcher) auditLoop(ctx context.Context) {
 		}
 		batch = batch[:0]
 	}
+}
+
+// withID gives e its ID before its first write, so a retried write of the
+// same entry is refused (ErrExists) instead of recorded twice.
+func withID(e *types.AuditEntry) *types.AuditEntry {
+	if e.Id == "" {
+		e.Id = identity.NewID()
+	}
+	return e
 }
 
 // recordReports writes what a node reports about its mounts, in one

@@ -287,7 +287,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta, since time.Time) {
 		}
 		ch := diff(s.view, nv)
 		s.view = nv
-		d.grants.note(nodeID, nv)
+		d.grants.noteChanges(nodeID, ch)
 		if len(ch) == 0 {
 			continue
 		}
