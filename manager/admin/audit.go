@@ -5,6 +5,7 @@ import (
 	"time"
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/store"
 	"github.com/lockbox-project/lockbox/pki"
 )
@@ -28,6 +29,16 @@ func actor(ctx context.Context) string {
 // change it commits.
 func audited(ctx context.Context) context.Context {
 	return store.WithAuditActor(ctx, actor(ctx))
+}
+
+// record appends an entry for a change made outside the store's object
+// writes (keys, tokens, credentials), after it succeeded. The change
+// stands if the entry cannot be written; that is logged.
+func (s *Server) record(ctx context.Context, action, kind, id, name string) {
+	e := &types.AuditEntry{Actor: actor(ctx), Action: action, ObjectKind: kind, ObjectId: id, ObjectName: name}
+	if err := s.cfg.Store.AppendAudit(ctx, e); err != nil {
+		s.log.Warn("audit entry not written", "action", action, "actor", e.Actor, "err", err)
+	}
 }
 
 // ListAudit returns one page of the audit log, oldest first.

@@ -18,6 +18,7 @@ import (
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/ca"
+	"github.com/lockbox-project/lockbox/manager/keys"
 	"github.com/lockbox-project/lockbox/manager/store"
 	"github.com/lockbox-project/lockbox/pki"
 )
@@ -111,5 +112,58 @@ func TestAuditActorIsAdminCertificate(t *testing.T) {
 	got := listAudit(t, e.client, nil)
 	if len(got) != 1 || got[0].Actor != "admin-0123456789ab" || got[0].Action != store.AuditSecretCreate || got[0].ObjectName != "s" {
 		t.Fatalf("entries %v", got)
+	}
+}
+
+type auditTokens struct{}
+
+func (auditTokens) JoinToken(_ context.Context, role types.NodeRole, rotate bool) (string, error) {
+	return "LBXTKN-1-AUDITTOKENVALUE-" + role.String(), nil
+}
+
+// Reads and rotations of keys and tokens are recorded by who and what,
+// never with the value.
+func TestAuditKeysAndTokens(t *testing.T) {
+	ctx := context.Background()
+	unlockKey, err := keys.NewUnlockKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, admin.Config{Tokens: auditTokens{}}, unlockKey)
+	if _, err := e.client.GetJoinToken(ctx, &adminapi.GetJoinTokenRequest{Role: types.NodeRole_NODE_ROLE_MANAGER}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.GetJoinToken(ctx, &adminapi.GetJoinTokenRequest{Role: types.NodeRole_NODE_ROLE_WORKER, Rotate: true}); err != nil {
+		t.Fatal(err)
+	}
+	if uk, err := e.client.GetUnlockKey(ctx, &adminapi.GetUnlockKeyRequest{}); err != nil || uk.GetUnlockKey() != unlockKey {
+		t.Fatalf("unlock key: %v", err)
+	}
+	if _, err := e.client.RotateDataKey(ctx, &adminapi.RotateDataKeyRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, en := range listAudit(t, e.client, nil) {
+		got = append(got, en.Actor+" "+en.Action+" "+en.ObjectName)
+	}
+	want := []string{
+		"local root join-token.read manager",
+		"local root join-token.rotate worker",
+		"local root unlock-key.read ",
+		"local root data-key.rotate ",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("audit log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	resp, err := e.store.Client().Get(ctx, e.store.Prefix()+"audit/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		for _, v := range []string{"AUDITTOKENVALUE", unlockKey} {
+			if strings.Contains(string(kv.Value), v) {
+				t.Fatalf("audit entry %s holds a token or key", kv.Key)
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"errors"
+	"log/slog"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -66,12 +67,16 @@ type Config struct {
 	// Live adds what the dispatcher knows of nodes to GetNode and
 	// ListNodes; nil adds nothing.
 	Live LiveNodes
+	// Logger gets what cannot be returned (an audit entry not written);
+	// nil: slog.Default().
+	Logger *slog.Logger
 }
 
 // Server implements adminapi.AdminServer.
 type Server struct {
 	adminapi.UnimplementedAdminServer
 	cfg Config
+	log *slog.Logger
 }
 
 var _ adminapi.AdminServer = (*Server)(nil)
@@ -81,7 +86,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("admin: a store is required")
 	}
-	return &Server{cfg: cfg}, nil
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{cfg: cfg, log: log}, nil
 }
 
 // errLocked is what every call but Unlock gets while the manager is locked.

@@ -26,6 +26,16 @@ const (
 	AuditServiceRemove = "service.remove"
 	AuditNodeUpdate    = "node.update"
 	AuditNodeRemove    = "node.remove"
+	// Cluster credentials and keys: who read or rotated them (never the
+	// value). The object name of a join token entry is its role.
+	AuditJoinTokenRead    = "join-token.read"
+	AuditJoinTokenRotate  = "join-token.rotate"
+	AuditUnlockKeyRead    = "unlock-key.read"
+	AuditUnlockKeyRotate  = "unlock-key.rotate"
+	AuditDataKeyRotate    = "data-key.rotate"
+	AuditKEKRotate        = "kek.rotate"
+	AuditAdminCredsIssue  = "admin-credentials.issue"
+	AuditAdminCredsRevoke = "admin-credentials.revoke"
 	// AuditGrant: a node was sent a service's grants (first time, or
 	// with a changed set of secrets); AuditRevoke: the node was told to
 	// drop them.
