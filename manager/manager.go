@@ -286,6 +286,7 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		AdminCreds: adminCreds{m},
 		Managers:   m.managerList,
 		Live:       m.disp,
+		Logger:     m.log,
 	})
 	if err != nil {
 		return err
