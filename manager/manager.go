@@ -244,6 +244,8 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		Managers:        m.managerList,
 		HeartbeatPeriod: m.cfg.HeartbeatPeriod,
 		Logger:          m.log,
+		Audit:           m.store,
+		NodeID:          m.st.NodeID,
 	})
 	go func() {
 		if err := m.disp.Run(runCtx); err != nil && runCtx.Err() == nil {
@@ -283,6 +285,8 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		DataKeys:   km,
 		AdminCreds: adminCreds{m},
 		Managers:   m.managerList,
+		Live:       m.disp,
+		Logger:     m.log,
 	})
 	if err != nil {
 		return err
@@ -292,6 +296,7 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		return err
 	}
 	go m.renewLoop(runCtx)
+	go m.compactAuditLoop(runCtx)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- tcp.Serve(m.listener) }()
 	defer tcp.Stop()

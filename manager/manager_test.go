@@ -32,7 +32,9 @@ import (
 	clusterapi "github.com/lockbox-project/lockbox/api/cluster"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
+	"github.com/lockbox-project/lockbox/manager/store"
 	"github.com/lockbox-project/lockbox/pki"
 )
 
@@ -135,6 +137,28 @@ func TestAuthorization(t *testing.T) {
 	}
 	if err := tcpAdmin(tls.Certificate{}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("no certificate on Admin: %v", err)
+	}
+	// The audit log is an admin read: a node certificate cannot read it.
+	// Writes on the socket are local root's, over TCP the certificate's.
+	tcpAdminClient := adminapi.NewAdminClient(dialTLS(t, addr, root, m.adminCert()))
+	if _, err := adminapi.NewAdminClient(dialTLS(t, addr, root, a.cert)).ListAudit(ctx, &adminapi.ListAuditRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("node certificate on ListAudit: %v", err)
+	}
+	if _, err := tcpAdminClient.CreateSecret(ctx, &adminapi.CreateSecretRequest{Spec: &types.SecretSpec{Name: "over-tcp"}, Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	log, err := tcpAdminClient.ListAudit(ctx, &adminapi.ListAuditRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actors := map[string]string{}
+	for _, e := range log.Entries {
+		if e.Action == store.AuditSecretCreate {
+			actors[e.ObjectName] = e.Actor
+		}
+	}
+	if actors["only-a"] != store.AuditActorLocalRoot || !strings.HasPrefix(actors["over-tcp"], admin.AdminIDPrefix) {
+		t.Fatalf("secret.create actors %v: want local root on the socket, the admin certificate over TCP", actors)
 	}
 	// Cluster API: managers only.
 	if _, err := clusterapi.NewClusterClient(dialTLS(t, addr, root, a.cert)).Join(ctx, &clusterapi.JoinRequest{PeerUrl: "https://127.0.0.1:1"}); status.Code(err) != codes.PermissionDenied {

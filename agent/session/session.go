@@ -69,10 +69,13 @@ type Session struct {
 	period    atomic.Int64 // heartbeat period in ns
 	// connects counts the sessions that came up (metrics).
 	connects atomic.Uint64
+	// reports wait for the next heartbeat (reports.go).
+	reports reportQueue
 
 	// stateCh is told of every connect and disconnect (tests wait on it).
 	stateCh chan bool
-	// after is time.After, replaced in tests of the renewal schedule.
+	// after is time.After, replaced in tests of the renewal schedule and
+	// of heartbeats.
 	after func(time.Duration) <-chan time.Time
 }
 
@@ -390,11 +393,18 @@ func (s *Session) heartbeat(ctx context.Context, client dapi.DispatcherClient) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(period):
+		case <-s.after(period):
 		}
 		hctx, cancel := context.WithTimeout(ctx, period)
-		resp, err := client.Heartbeat(hctx, &dapi.HeartbeatRequest{})
+		sent, dropped := s.reports.batch()
+		if dropped > 0 {
+			s.log.Warn("mount reports were dropped while no manager took them: the audit log misses them", "dropped", dropped)
+		}
+		resp, err := client.Heartbeat(hctx, &dapi.HeartbeatRequest{Reports: sent})
 		cancel()
+		if s.reports.done(sent, err) && err != nil {
+			s.log.Warn("the manager refused mount reports; they are dropped", "reports", len(sent), "err", err)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("heartbeat failed", "err", err)

@@ -13,6 +13,7 @@ import (
 	types "github.com/lockbox-project/lockbox/api/types"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -959,8 +960,10 @@ func (x *GetNodeRequest) GetNameOrId() string {
 }
 
 type GetNodeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          *types.Node            `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  *types.Node            `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// live is unset when the answering manager does not serve the node.
+	Live          *types.NodeLiveStatus `protobuf:"bytes,2,opt,name=live,proto3" json:"live,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1002,6 +1005,13 @@ func (x *GetNodeResponse) GetNode() *types.Node {
 	return nil
 }
 
+func (x *GetNodeResponse) GetLive() *types.NodeLiveStatus {
+	if x != nil {
+		return x.Live
+	}
+	return nil
+}
+
 type ListNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1039,8 +1049,10 @@ func (*ListNodesRequest) Descriptor() ([]byte, []int) {
 }
 
 type ListNodesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*types.Node          `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*types.Node          `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// live is by node ID, for the nodes the answering manager serves.
+	Live          map[string]*types.NodeLiveStatus `protobuf:"bytes,2,rep,name=live,proto3" json:"live,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1078,6 +1090,13 @@ func (*ListNodesResponse) Descriptor() ([]byte, []int) {
 func (x *ListNodesResponse) GetNodes() []*types.Node {
 	if x != nil {
 		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ListNodesResponse) GetLive() map[string]*types.NodeLiveStatus {
+	if x != nil {
+		return x.Live
 	}
 	return nil
 }
@@ -1910,11 +1929,128 @@ func (*RotateKeyEncryptionKeyResponse) Descriptor() ([]byte, []int) {
 	return file_admin_admin_proto_rawDescGZIP(), []int{41}
 }
 
+type ListAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// since, when set, skips entries older than it.
+	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	// after is the next_page of the previous page; empty for the first.
+	After string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	// limit bounds the page; 0 or more than the manager's maximum means the
+	// maximum.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_admin_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAuditRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListAuditResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*types.AuditEntry    `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// next_page is set when more entries follow: pass it as after.
+	NextPage      string `protobuf:"bytes,2,opt,name=next_page,json=nextPage,proto3" json:"next_page,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_admin_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListAuditResponse) GetEntries() []*types.AuditEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListAuditResponse) GetNextPage() string {
+	if x != nil {
+		return x.NextPage
+	}
+	return ""
+}
+
 var File_admin_admin_proto protoreflect.FileDescriptor
 
 const file_admin_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x11admin/admin.proto\x12\rlockbox.admin\x1a\x11types/types.proto\"X\n" +
+	"\x11admin/admin.proto\x12\rlockbox.admin\x1a\x11types/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"X\n" +
 	"\x13CreateSecretRequest\x12-\n" +
 	"\x04spec\x18\x01 \x01(\v2\x19.lockbox.types.SecretSpecR\x04spec\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"E\n" +
@@ -1964,12 +2100,17 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\x15RemoveServiceResponse\".\n" +
 	"\x0eGetNodeRequest\x12\x1c\n" +
 	"\n" +
-	"name_or_id\x18\x01 \x01(\tR\bnameOrId\":\n" +
+	"name_or_id\x18\x01 \x01(\tR\bnameOrId\"m\n" +
 	"\x0fGetNodeResponse\x12'\n" +
-	"\x04node\x18\x01 \x01(\v2\x13.lockbox.types.NodeR\x04node\"\x12\n" +
-	"\x10ListNodesRequest\">\n" +
+	"\x04node\x18\x01 \x01(\v2\x13.lockbox.types.NodeR\x04node\x121\n" +
+	"\x04live\x18\x02 \x01(\v2\x1d.lockbox.types.NodeLiveStatusR\x04live\"\x12\n" +
+	"\x10ListNodesRequest\"\xd6\x01\n" +
 	"\x11ListNodesResponse\x12)\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x13.lockbox.types.NodeR\x05nodes\"x\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x13.lockbox.types.NodeR\x05nodes\x12>\n" +
+	"\x04live\x18\x02 \x03(\v2*.lockbox.admin.ListNodesResponse.LiveEntryR\x04live\x1aV\n" +
+	"\tLiveEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
+	"\x05value\x18\x02 \x01(\v2\x1d.lockbox.types.NodeLiveStatusR\x05value:\x028\x01\"x\n" +
 	"\x11UpdateNodeRequest\x12\x1c\n" +
 	"\n" +
 	"name_or_id\x18\x01 \x01(\tR\bnameOrId\x12\x18\n" +
@@ -2013,7 +2154,14 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\" \n" +
 	"\x1eRevokeAdminCredentialsResponse\"\x1f\n" +
 	"\x1dRotateKeyEncryptionKeyRequest\" \n" +
-	"\x1eRotateKeyEncryptionKeyResponse2\xef\x0e\n" +
+	"\x1eRotateKeyEncryptionKeyResponse\"p\n" +
+	"\x10ListAuditRequest\x120\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"e\n" +
+	"\x11ListAuditResponse\x123\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.lockbox.types.AuditEntryR\aentries\x12\x1b\n" +
+	"\tnext_page\x18\x02 \x01(\tR\bnextPage2\xbf\x0f\n" +
 	"\x05Admin\x12W\n" +
 	"\fCreateSecret\x12\".lockbox.admin.CreateSecretRequest\x1a#.lockbox.admin.CreateSecretResponse\x12N\n" +
 	"\tGetSecret\x12\x1f.lockbox.admin.GetSecretRequest\x1a .lockbox.admin.GetSecretResponse\x12T\n" +
@@ -2038,7 +2186,8 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\rRotateDataKey\x12#.lockbox.admin.RotateDataKeyRequest\x1a$.lockbox.admin.RotateDataKeyResponse\x12u\n" +
 	"\x16RotateKeyEncryptionKey\x12,.lockbox.admin.RotateKeyEncryptionKeyRequest\x1a-.lockbox.admin.RotateKeyEncryptionKeyResponse\x12r\n" +
 	"\x15IssueAdminCredentials\x12+.lockbox.admin.IssueAdminCredentialsRequest\x1a,.lockbox.admin.IssueAdminCredentialsResponse\x12u\n" +
-	"\x16RevokeAdminCredentials\x12,.lockbox.admin.RevokeAdminCredentialsRequest\x1a-.lockbox.admin.RevokeAdminCredentialsResponseB.Z,github.com/lockbox-project/lockbox/api/adminb\x06proto3"
+	"\x16RevokeAdminCredentials\x12,.lockbox.admin.RevokeAdminCredentialsRequest\x1a-.lockbox.admin.RevokeAdminCredentialsResponse\x12N\n" +
+	"\tListAudit\x12\x1f.lockbox.admin.ListAuditRequest\x1a .lockbox.admin.ListAuditResponseB.Z,github.com/lockbox-project/lockbox/api/adminb\x06proto3"
 
 var (
 	file_admin_admin_proto_rawDescOnce sync.Once
@@ -2052,7 +2201,7 @@ func file_admin_admin_proto_rawDescGZIP() []byte {
 	return file_admin_admin_proto_rawDescData
 }
 
-var file_admin_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_admin_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_admin_admin_proto_goTypes = []any{
 	(*CreateSecretRequest)(nil),            // 0: lockbox.admin.CreateSecretRequest
 	(*CreateSecretResponse)(nil),           // 1: lockbox.admin.CreateSecretResponse
@@ -2096,79 +2245,92 @@ var file_admin_admin_proto_goTypes = []any{
 	(*RevokeAdminCredentialsResponse)(nil), // 39: lockbox.admin.RevokeAdminCredentialsResponse
 	(*RotateKeyEncryptionKeyRequest)(nil),  // 40: lockbox.admin.RotateKeyEncryptionKeyRequest
 	(*RotateKeyEncryptionKeyResponse)(nil), // 41: lockbox.admin.RotateKeyEncryptionKeyResponse
-	(*types.SecretSpec)(nil),               // 42: lockbox.types.SecretSpec
-	(*types.Secret)(nil),                   // 43: lockbox.types.Secret
-	(*types.ServiceSpec)(nil),              // 44: lockbox.types.ServiceSpec
-	(*types.Service)(nil),                  // 45: lockbox.types.Service
-	(*types.Node)(nil),                     // 46: lockbox.types.Node
-	(*types.NodeSpec)(nil),                 // 47: lockbox.types.NodeSpec
-	(types.NodeRole)(0),                    // 48: lockbox.types.NodeRole
+	(*ListAuditRequest)(nil),               // 42: lockbox.admin.ListAuditRequest
+	(*ListAuditResponse)(nil),              // 43: lockbox.admin.ListAuditResponse
+	nil,                                    // 44: lockbox.admin.ListNodesResponse.LiveEntry
+	(*types.SecretSpec)(nil),               // 45: lockbox.types.SecretSpec
+	(*types.Secret)(nil),                   // 46: lockbox.types.Secret
+	(*types.ServiceSpec)(nil),              // 47: lockbox.types.ServiceSpec
+	(*types.Service)(nil),                  // 48: lockbox.types.Service
+	(*types.Node)(nil),                     // 49: lockbox.types.Node
+	(*types.NodeLiveStatus)(nil),           // 50: lockbox.types.NodeLiveStatus
+	(*types.NodeSpec)(nil),                 // 51: lockbox.types.NodeSpec
+	(types.NodeRole)(0),                    // 52: lockbox.types.NodeRole
+	(*timestamppb.Timestamp)(nil),          // 53: google.protobuf.Timestamp
+	(*types.AuditEntry)(nil),               // 54: lockbox.types.AuditEntry
 }
 var file_admin_admin_proto_depIdxs = []int32{
-	42, // 0: lockbox.admin.CreateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
-	43, // 1: lockbox.admin.CreateSecretResponse.secret:type_name -> lockbox.types.Secret
-	43, // 2: lockbox.admin.GetSecretResponse.secret:type_name -> lockbox.types.Secret
-	43, // 3: lockbox.admin.ListSecretsResponse.secrets:type_name -> lockbox.types.Secret
-	42, // 4: lockbox.admin.UpdateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
-	43, // 5: lockbox.admin.UpdateSecretResponse.secret:type_name -> lockbox.types.Secret
-	44, // 6: lockbox.admin.CreateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
-	45, // 7: lockbox.admin.CreateServiceResponse.service:type_name -> lockbox.types.Service
-	45, // 8: lockbox.admin.GetServiceResponse.service:type_name -> lockbox.types.Service
-	45, // 9: lockbox.admin.ListServicesResponse.services:type_name -> lockbox.types.Service
-	44, // 10: lockbox.admin.UpdateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
-	45, // 11: lockbox.admin.UpdateServiceResponse.service:type_name -> lockbox.types.Service
-	46, // 12: lockbox.admin.GetNodeResponse.node:type_name -> lockbox.types.Node
-	46, // 13: lockbox.admin.ListNodesResponse.nodes:type_name -> lockbox.types.Node
-	47, // 14: lockbox.admin.UpdateNodeRequest.spec:type_name -> lockbox.types.NodeSpec
-	46, // 15: lockbox.admin.UpdateNodeResponse.node:type_name -> lockbox.types.Node
-	48, // 16: lockbox.admin.GetJoinTokenRequest.role:type_name -> lockbox.types.NodeRole
-	0,  // 17: lockbox.admin.Admin.CreateSecret:input_type -> lockbox.admin.CreateSecretRequest
-	2,  // 18: lockbox.admin.Admin.GetSecret:input_type -> lockbox.admin.GetSecretRequest
-	4,  // 19: lockbox.admin.Admin.ListSecrets:input_type -> lockbox.admin.ListSecretsRequest
-	6,  // 20: lockbox.admin.Admin.UpdateSecret:input_type -> lockbox.admin.UpdateSecretRequest
-	8,  // 21: lockbox.admin.Admin.RemoveSecret:input_type -> lockbox.admin.RemoveSecretRequest
-	10, // 22: lockbox.admin.Admin.CreateService:input_type -> lockbox.admin.CreateServiceRequest
-	12, // 23: lockbox.admin.Admin.GetService:input_type -> lockbox.admin.GetServiceRequest
-	14, // 24: lockbox.admin.Admin.ListServices:input_type -> lockbox.admin.ListServicesRequest
-	16, // 25: lockbox.admin.Admin.UpdateService:input_type -> lockbox.admin.UpdateServiceRequest
-	18, // 26: lockbox.admin.Admin.RemoveService:input_type -> lockbox.admin.RemoveServiceRequest
-	20, // 27: lockbox.admin.Admin.GetNode:input_type -> lockbox.admin.GetNodeRequest
-	22, // 28: lockbox.admin.Admin.ListNodes:input_type -> lockbox.admin.ListNodesRequest
-	24, // 29: lockbox.admin.Admin.UpdateNode:input_type -> lockbox.admin.UpdateNodeRequest
-	26, // 30: lockbox.admin.Admin.RemoveNode:input_type -> lockbox.admin.RemoveNodeRequest
-	28, // 31: lockbox.admin.Admin.GetJoinToken:input_type -> lockbox.admin.GetJoinTokenRequest
-	30, // 32: lockbox.admin.Admin.GetUnlockKey:input_type -> lockbox.admin.GetUnlockKeyRequest
-	32, // 33: lockbox.admin.Admin.Unlock:input_type -> lockbox.admin.UnlockRequest
-	34, // 34: lockbox.admin.Admin.RotateDataKey:input_type -> lockbox.admin.RotateDataKeyRequest
-	40, // 35: lockbox.admin.Admin.RotateKeyEncryptionKey:input_type -> lockbox.admin.RotateKeyEncryptionKeyRequest
-	36, // 36: lockbox.admin.Admin.IssueAdminCredentials:input_type -> lockbox.admin.IssueAdminCredentialsRequest
-	38, // 37: lockbox.admin.Admin.RevokeAdminCredentials:input_type -> lockbox.admin.RevokeAdminCredentialsRequest
-	1,  // 38: lockbox.admin.Admin.CreateSecret:output_type -> lockbox.admin.CreateSecretResponse
-	3,  // 39: lockbox.admin.Admin.GetSecret:output_type -> lockbox.admin.GetSecretResponse
-	5,  // 40: lockbox.admin.Admin.ListSecrets:output_type -> lockbox.admin.ListSecretsResponse
-	7,  // 41: lockbox.admin.Admin.UpdateSecret:output_type -> lockbox.admin.UpdateSecretResponse
-	9,  // 42: lockbox.admin.Admin.RemoveSecret:output_type -> lockbox.admin.RemoveSecretResponse
-	11, // 43: lockbox.admin.Admin.CreateService:output_type -> lockbox.admin.CreateServiceResponse
-	13, // 44: lockbox.admin.Admin.GetService:output_type -> lockbox.admin.GetServiceResponse
-	15, // 45: lockbox.admin.Admin.ListServices:output_type -> lockbox.admin.ListServicesResponse
-	17, // 46: lockbox.admin.Admin.UpdateService:output_type -> lockbox.admin.UpdateServiceResponse
-	19, // 47: lockbox.admin.Admin.RemoveService:output_type -> lockbox.admin.RemoveServiceResponse
-	21, // 48: lockbox.admin.Admin.GetNode:output_type -> lockbox.admin.GetNodeResponse
-	23, // 49: lockbox.admin.Admin.ListNodes:output_type -> lockbox.admin.ListNodesResponse
-	25, // 50: lockbox.admin.Admin.UpdateNode:output_type -> lockbox.admin.UpdateNodeResponse
-	27, // 51: lockbox.admin.Admin.RemoveNode:output_type -> lockbox.admin.RemoveNodeResponse
-	29, // 52: lockbox.admin.Admin.GetJoinToken:output_type -> lockbox.admin.GetJoinTokenResponse
-	31, // 53: lockbox.admin.Admin.GetUnlockKey:output_type -> lockbox.admin.GetUnlockKeyResponse
-	33, // 54: lockbox.admin.Admin.Unlock:output_type -> lockbox.admin.UnlockResponse
-	35, // 55: lockbox.admin.Admin.RotateDataKey:output_type -> lockbox.admin.RotateDataKeyResponse
-	41, // 56: lockbox.admin.Admin.RotateKeyEncryptionKey:output_type -> lockbox.admin.RotateKeyEncryptionKeyResponse
-	37, // 57: lockbox.admin.Admin.IssueAdminCredentials:output_type -> lockbox.admin.IssueAdminCredentialsResponse
-	39, // 58: lockbox.admin.Admin.RevokeAdminCredentials:output_type -> lockbox.admin.RevokeAdminCredentialsResponse
-	38, // [38:59] is the sub-list for method output_type
-	17, // [17:38] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	45, // 0: lockbox.admin.CreateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
+	46, // 1: lockbox.admin.CreateSecretResponse.secret:type_name -> lockbox.types.Secret
+	46, // 2: lockbox.admin.GetSecretResponse.secret:type_name -> lockbox.types.Secret
+	46, // 3: lockbox.admin.ListSecretsResponse.secrets:type_name -> lockbox.types.Secret
+	45, // 4: lockbox.admin.UpdateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
+	46, // 5: lockbox.admin.UpdateSecretResponse.secret:type_name -> lockbox.types.Secret
+	47, // 6: lockbox.admin.CreateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
+	48, // 7: lockbox.admin.CreateServiceResponse.service:type_name -> lockbox.types.Service
+	48, // 8: lockbox.admin.GetServiceResponse.service:type_name -> lockbox.types.Service
+	48, // 9: lockbox.admin.ListServicesResponse.services:type_name -> lockbox.types.Service
+	47, // 10: lockbox.admin.UpdateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
+	48, // 11: lockbox.admin.UpdateServiceResponse.service:type_name -> lockbox.types.Service
+	49, // 12: lockbox.admin.GetNodeResponse.node:type_name -> lockbox.types.Node
+	50, // 13: lockbox.admin.GetNodeResponse.live:type_name -> lockbox.types.NodeLiveStatus
+	49, // 14: lockbox.admin.ListNodesResponse.nodes:type_name -> lockbox.types.Node
+	44, // 15: lockbox.admin.ListNodesResponse.live:type_name -> lockbox.admin.ListNodesResponse.LiveEntry
+	51, // 16: lockbox.admin.UpdateNodeRequest.spec:type_name -> lockbox.types.NodeSpec
+	49, // 17: lockbox.admin.UpdateNodeResponse.node:type_name -> lockbox.types.Node
+	52, // 18: lockbox.admin.GetJoinTokenRequest.role:type_name -> lockbox.types.NodeRole
+	53, // 19: lockbox.admin.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	54, // 20: lockbox.admin.ListAuditResponse.entries:type_name -> lockbox.types.AuditEntry
+	50, // 21: lockbox.admin.ListNodesResponse.LiveEntry.value:type_name -> lockbox.types.NodeLiveStatus
+	0,  // 22: lockbox.admin.Admin.CreateSecret:input_type -> lockbox.admin.CreateSecretRequest
+	2,  // 23: lockbox.admin.Admin.GetSecret:input_type -> lockbox.admin.GetSecretRequest
+	4,  // 24: lockbox.admin.Admin.ListSecrets:input_type -> lockbox.admin.ListSecretsRequest
+	6,  // 25: lockbox.admin.Admin.UpdateSecret:input_type -> lockbox.admin.UpdateSecretRequest
+	8,  // 26: lockbox.admin.Admin.RemoveSecret:input_type -> lockbox.admin.RemoveSecretRequest
+	10, // 27: lockbox.admin.Admin.CreateService:input_type -> lockbox.admin.CreateServiceRequest
+	12, // 28: lockbox.admin.Admin.GetService:input_type -> lockbox.admin.GetServiceRequest
+	14, // 29: lockbox.admin.Admin.ListServices:input_type -> lockbox.admin.ListServicesRequest
+	16, // 30: lockbox.admin.Admin.UpdateService:input_type -> lockbox.admin.UpdateServiceRequest
+	18, // 31: lockbox.admin.Admin.RemoveService:input_type -> lockbox.admin.RemoveServiceRequest
+	20, // 32: lockbox.admin.Admin.GetNode:input_type -> lockbox.admin.GetNodeRequest
+	22, // 33: lockbox.admin.Admin.ListNodes:input_type -> lockbox.admin.ListNodesRequest
+	24, // 34: lockbox.admin.Admin.UpdateNode:input_type -> lockbox.admin.UpdateNodeRequest
+	26, // 35: lockbox.admin.Admin.RemoveNode:input_type -> lockbox.admin.RemoveNodeRequest
+	28, // 36: lockbox.admin.Admin.GetJoinToken:input_type -> lockbox.admin.GetJoinTokenRequest
+	30, // 37: lockbox.admin.Admin.GetUnlockKey:input_type -> lockbox.admin.GetUnlockKeyRequest
+	32, // 38: lockbox.admin.Admin.Unlock:input_type -> lockbox.admin.UnlockRequest
+	34, // 39: lockbox.admin.Admin.RotateDataKey:input_type -> lockbox.admin.RotateDataKeyRequest
+	40, // 40: lockbox.admin.Admin.RotateKeyEncryptionKey:input_type -> lockbox.admin.RotateKeyEncryptionKeyRequest
+	36, // 41: lockbox.admin.Admin.IssueAdminCredentials:input_type -> lockbox.admin.IssueAdminCredentialsRequest
+	38, // 42: lockbox.admin.Admin.RevokeAdminCredentials:input_type -> lockbox.admin.RevokeAdminCredentialsRequest
+	42, // 43: lockbox.admin.Admin.ListAudit:input_type -> lockbox.admin.ListAuditRequest
+	1,  // 44: lockbox.admin.Admin.CreateSecret:output_type -> lockbox.admin.CreateSecretResponse
+	3,  // 45: lockbox.admin.Admin.GetSecret:output_type -> lockbox.admin.GetSecretResponse
+	5,  // 46: lockbox.admin.Admin.ListSecrets:output_type -> lockbox.admin.ListSecretsResponse
+	7,  // 47: lockbox.admin.Admin.UpdateSecret:output_type -> lockbox.admin.UpdateSecretResponse
+	9,  // 48: lockbox.admin.Admin.RemoveSecret:output_type -> lockbox.admin.RemoveSecretResponse
+	11, // 49: lockbox.admin.Admin.CreateService:output_type -> lockbox.admin.CreateServiceResponse
+	13, // 50: lockbox.admin.Admin.GetService:output_type -> lockbox.admin.GetServiceResponse
+	15, // 51: lockbox.admin.Admin.ListServices:output_type -> lockbox.admin.ListServicesResponse
+	17, // 52: lockbox.admin.Admin.UpdateService:output_type -> lockbox.admin.UpdateServiceResponse
+	19, // 53: lockbox.admin.Admin.RemoveService:output_type -> lockbox.admin.RemoveServiceResponse
+	21, // 54: lockbox.admin.Admin.GetNode:output_type -> lockbox.admin.GetNodeResponse
+	23, // 55: lockbox.admin.Admin.ListNodes:output_type -> lockbox.admin.ListNodesResponse
+	25, // 56: lockbox.admin.Admin.UpdateNode:output_type -> lockbox.admin.UpdateNodeResponse
+	27, // 57: lockbox.admin.Admin.RemoveNode:output_type -> lockbox.admin.RemoveNodeResponse
+	29, // 58: lockbox.admin.Admin.GetJoinToken:output_type -> lockbox.admin.GetJoinTokenResponse
+	31, // 59: lockbox.admin.Admin.GetUnlockKey:output_type -> lockbox.admin.GetUnlockKeyResponse
+	33, // 60: lockbox.admin.Admin.Unlock:output_type -> lockbox.admin.UnlockResponse
+	35, // 61: lockbox.admin.Admin.RotateDataKey:output_type -> lockbox.admin.RotateDataKeyResponse
+	41, // 62: lockbox.admin.Admin.RotateKeyEncryptionKey:output_type -> lockbox.admin.RotateKeyEncryptionKeyResponse
+	37, // 63: lockbox.admin.Admin.IssueAdminCredentials:output_type -> lockbox.admin.IssueAdminCredentialsResponse
+	39, // 64: lockbox.admin.Admin.RevokeAdminCredentials:output_type -> lockbox.admin.RevokeAdminCredentialsResponse
+	43, // 65: lockbox.admin.Admin.ListAudit:output_type -> lockbox.admin.ListAuditResponse
+	44, // [44:66] is the sub-list for method output_type
+	22, // [22:44] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_admin_admin_proto_init() }
@@ -2182,7 +2344,7 @@ func file_admin_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_admin_proto_rawDesc), len(file_admin_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -120,6 +120,52 @@ func (SessionMessage_Type) EnumDescriptor() ([]byte, []int) {
 	return file_dispatcher_dispatcher_proto_rawDescGZIP(), []int{6, 0}
 }
 
+type MountReport_Event int32
+
+const (
+	MountReport_MOUNTED MountReport_Event = 0
+	MountReport_WIPED   MountReport_Event = 1
+)
+
+// Enum value maps for MountReport_Event.
+var (
+	MountReport_Event_name = map[int32]string{
+		0: "MOUNTED",
+		1: "WIPED",
+	}
+	MountReport_Event_value = map[string]int32{
+		"MOUNTED": 0,
+		"WIPED":   1,
+	}
+)
+
+func (x MountReport_Event) Enum() *MountReport_Event {
+	p := new(MountReport_Event)
+	*p = x
+	return p
+}
+
+func (x MountReport_Event) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MountReport_Event) Descriptor() protoreflect.EnumDescriptor {
+	return file_dispatcher_dispatcher_proto_enumTypes[2].Descriptor()
+}
+
+func (MountReport_Event) Type() protoreflect.EnumType {
+	return &file_dispatcher_dispatcher_proto_enumTypes[2]
+}
+
+func (x MountReport_Event) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MountReport_Event.Descriptor instead.
+func (MountReport_Event) EnumDescriptor() ([]byte, []int) {
+	return file_dispatcher_dispatcher_proto_rawDescGZIP(), []int{7, 0}
+}
+
 type SessionRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Description *types.NodeDescription `protobuf:"bytes,1,opt,name=description,proto3" json:"description,omitempty"`
@@ -590,15 +636,91 @@ func (x *SessionMessage) GetHeartbeatPeriodMs() uint32 {
 	return 0
 }
 
+// MountReport is what the agent says happened to a container's secrets:
+// mounted for it, or wiped. Names and IDs only, never data. The manager
+// records it in the audit log under the node's certificate identity and
+// its own clock.
+type MountReport struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Event       MountReport_Event      `protobuf:"varint,1,opt,name=event,proto3,enum=lockbox.dispatcher.MountReport_Event" json:"event,omitempty"`
+	ContainerId string                 `protobuf:"bytes,2,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ServiceName string                 `protobuf:"bytes,3,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	// secret_names are the secrets the container got (or had), by name.
+	SecretNames   []string `protobuf:"bytes,4,rep,name=secret_names,json=secretNames,proto3" json:"secret_names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MountReport) Reset() {
+	*x = MountReport{}
+	mi := &file_dispatcher_dispatcher_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MountReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MountReport) ProtoMessage() {}
+
+func (x *MountReport) ProtoReflect() protoreflect.Message {
+	mi := &file_dispatcher_dispatcher_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MountReport.ProtoReflect.Descriptor instead.
+func (*MountReport) Descriptor() ([]byte, []int) {
+	return file_dispatcher_dispatcher_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *MountReport) GetEvent() MountReport_Event {
+	if x != nil {
+		return x.Event
+	}
+	return MountReport_MOUNTED
+}
+
+func (x *MountReport) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *MountReport) GetServiceName() string {
+	if x != nil {
+		return x.ServiceName
+	}
+	return ""
+}
+
+func (x *MountReport) GetSecretNames() []string {
+	if x != nil {
+		return x.SecretNames
+	}
+	return nil
+}
+
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reports not yet acknowledged: a heartbeat that succeeds has recorded
+	// them all; one that fails recorded none, and the agent sends them again.
+	Reports       []*MountReport `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_dispatcher_dispatcher_proto_msgTypes[7]
+	mi := &file_dispatcher_dispatcher_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +732,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_dispatcher_proto_msgTypes[7]
+	mi := &file_dispatcher_dispatcher_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +745,14 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_dispatcher_dispatcher_proto_rawDescGZIP(), []int{7}
+	return file_dispatcher_dispatcher_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *HeartbeatRequest) GetReports() []*MountReport {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
 }
 
 type HeartbeatResponse struct {
@@ -635,7 +764,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_dispatcher_dispatcher_proto_msgTypes[8]
+	mi := &file_dispatcher_dispatcher_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +776,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_dispatcher_proto_msgTypes[8]
+	mi := &file_dispatcher_dispatcher_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +789,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_dispatcher_dispatcher_proto_rawDescGZIP(), []int{8}
+	return file_dispatcher_dispatcher_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HeartbeatResponse) GetPeriodMs() uint32 {
@@ -719,8 +848,17 @@ const file_dispatcher_dispatcher_proto_rawDesc = "" +
 	"\x13heartbeat_period_ms\x18\x06 \x01(\rR\x11heartbeatPeriodMs\"%\n" +
 	"\x04Type\x12\f\n" +
 	"\bCOMPLETE\x10\x00\x12\x0f\n" +
-	"\vINCREMENTAL\x10\x01\"\x12\n" +
-	"\x10HeartbeatRequest\"0\n" +
+	"\vINCREMENTAL\x10\x01\"\xd4\x01\n" +
+	"\vMountReport\x12;\n" +
+	"\x05event\x18\x01 \x01(\x0e2%.lockbox.dispatcher.MountReport.EventR\x05event\x12!\n" +
+	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\x12!\n" +
+	"\fservice_name\x18\x03 \x01(\tR\vserviceName\x12!\n" +
+	"\fsecret_names\x18\x04 \x03(\tR\vsecretNames\"\x1f\n" +
+	"\x05Event\x12\v\n" +
+	"\aMOUNTED\x10\x00\x12\t\n" +
+	"\x05WIPED\x10\x01\"M\n" +
+	"\x10HeartbeatRequest\x129\n" +
+	"\areports\x18\x01 \x03(\v2\x1f.lockbox.dispatcher.MountReportR\areports\"0\n" +
 	"\x11HeartbeatResponse\x12\x1b\n" +
 	"\tperiod_ms\x18\x01 \x01(\rR\bperiodMs2\xbb\x01\n" +
 	"\n" +
@@ -740,42 +878,46 @@ func file_dispatcher_dispatcher_proto_rawDescGZIP() []byte {
 	return file_dispatcher_dispatcher_proto_rawDescData
 }
 
-var file_dispatcher_dispatcher_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_dispatcher_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_dispatcher_dispatcher_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_dispatcher_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_dispatcher_dispatcher_proto_goTypes = []any{
 	(AssignmentChange_Action)(0),  // 0: lockbox.dispatcher.AssignmentChange.Action
 	(SessionMessage_Type)(0),      // 1: lockbox.dispatcher.SessionMessage.Type
-	(*SessionRequest)(nil),        // 2: lockbox.dispatcher.SessionRequest
-	(*SecretData)(nil),            // 3: lockbox.dispatcher.SecretData
-	(*Grant)(nil),                 // 4: lockbox.dispatcher.Grant
-	(*ServiceGrants)(nil),         // 5: lockbox.dispatcher.ServiceGrants
-	(*Assignment)(nil),            // 6: lockbox.dispatcher.Assignment
-	(*AssignmentChange)(nil),      // 7: lockbox.dispatcher.AssignmentChange
-	(*SessionMessage)(nil),        // 8: lockbox.dispatcher.SessionMessage
-	(*HeartbeatRequest)(nil),      // 9: lockbox.dispatcher.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 10: lockbox.dispatcher.HeartbeatResponse
-	(*types.NodeDescription)(nil), // 11: lockbox.types.NodeDescription
-	(*types.FileTarget)(nil),      // 12: lockbox.types.FileTarget
+	(MountReport_Event)(0),        // 2: lockbox.dispatcher.MountReport.Event
+	(*SessionRequest)(nil),        // 3: lockbox.dispatcher.SessionRequest
+	(*SecretData)(nil),            // 4: lockbox.dispatcher.SecretData
+	(*Grant)(nil),                 // 5: lockbox.dispatcher.Grant
+	(*ServiceGrants)(nil),         // 6: lockbox.dispatcher.ServiceGrants
+	(*Assignment)(nil),            // 7: lockbox.dispatcher.Assignment
+	(*AssignmentChange)(nil),      // 8: lockbox.dispatcher.AssignmentChange
+	(*SessionMessage)(nil),        // 9: lockbox.dispatcher.SessionMessage
+	(*MountReport)(nil),           // 10: lockbox.dispatcher.MountReport
+	(*HeartbeatRequest)(nil),      // 11: lockbox.dispatcher.HeartbeatRequest
+	(*HeartbeatResponse)(nil),     // 12: lockbox.dispatcher.HeartbeatResponse
+	(*types.NodeDescription)(nil), // 13: lockbox.types.NodeDescription
+	(*types.FileTarget)(nil),      // 14: lockbox.types.FileTarget
 }
 var file_dispatcher_dispatcher_proto_depIdxs = []int32{
-	11, // 0: lockbox.dispatcher.SessionRequest.description:type_name -> lockbox.types.NodeDescription
-	12, // 1: lockbox.dispatcher.Grant.target:type_name -> lockbox.types.FileTarget
-	4,  // 2: lockbox.dispatcher.ServiceGrants.grants:type_name -> lockbox.dispatcher.Grant
-	3,  // 3: lockbox.dispatcher.Assignment.secret:type_name -> lockbox.dispatcher.SecretData
-	5,  // 4: lockbox.dispatcher.Assignment.service:type_name -> lockbox.dispatcher.ServiceGrants
+	13, // 0: lockbox.dispatcher.SessionRequest.description:type_name -> lockbox.types.NodeDescription
+	14, // 1: lockbox.dispatcher.Grant.target:type_name -> lockbox.types.FileTarget
+	5,  // 2: lockbox.dispatcher.ServiceGrants.grants:type_name -> lockbox.dispatcher.Grant
+	4,  // 3: lockbox.dispatcher.Assignment.secret:type_name -> lockbox.dispatcher.SecretData
+	6,  // 4: lockbox.dispatcher.Assignment.service:type_name -> lockbox.dispatcher.ServiceGrants
 	0,  // 5: lockbox.dispatcher.AssignmentChange.action:type_name -> lockbox.dispatcher.AssignmentChange.Action
-	6,  // 6: lockbox.dispatcher.AssignmentChange.assignment:type_name -> lockbox.dispatcher.Assignment
+	7,  // 6: lockbox.dispatcher.AssignmentChange.assignment:type_name -> lockbox.dispatcher.Assignment
 	1,  // 7: lockbox.dispatcher.SessionMessage.type:type_name -> lockbox.dispatcher.SessionMessage.Type
-	7,  // 8: lockbox.dispatcher.SessionMessage.changes:type_name -> lockbox.dispatcher.AssignmentChange
-	2,  // 9: lockbox.dispatcher.Dispatcher.Session:input_type -> lockbox.dispatcher.SessionRequest
-	9,  // 10: lockbox.dispatcher.Dispatcher.Heartbeat:input_type -> lockbox.dispatcher.HeartbeatRequest
-	8,  // 11: lockbox.dispatcher.Dispatcher.Session:output_type -> lockbox.dispatcher.SessionMessage
-	10, // 12: lockbox.dispatcher.Dispatcher.Heartbeat:output_type -> lockbox.dispatcher.HeartbeatResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	8,  // 8: lockbox.dispatcher.SessionMessage.changes:type_name -> lockbox.dispatcher.AssignmentChange
+	2,  // 9: lockbox.dispatcher.MountReport.event:type_name -> lockbox.dispatcher.MountReport.Event
+	10, // 10: lockbox.dispatcher.HeartbeatRequest.reports:type_name -> lockbox.dispatcher.MountReport
+	3,  // 11: lockbox.dispatcher.Dispatcher.Session:input_type -> lockbox.dispatcher.SessionRequest
+	11, // 12: lockbox.dispatcher.Dispatcher.Heartbeat:input_type -> lockbox.dispatcher.HeartbeatRequest
+	9,  // 13: lockbox.dispatcher.Dispatcher.Session:output_type -> lockbox.dispatcher.SessionMessage
+	12, // 14: lockbox.dispatcher.Dispatcher.Heartbeat:output_type -> lockbox.dispatcher.HeartbeatResponse
+	13, // [13:15] is the sub-list for method output_type
+	11, // [11:13] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_dispatcher_dispatcher_proto_init() }
@@ -792,8 +934,8 @@ func file_dispatcher_dispatcher_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dispatcher_dispatcher_proto_rawDesc), len(file_dispatcher_dispatcher_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   9,
+			NumEnums:      3,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

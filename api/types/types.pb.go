@@ -981,6 +981,221 @@ func (x *Node) GetReported() *NodeDescription {
 	return nil
 }
 
+// AuditEntry is one line of the managers' append-only audit log: who
+// changed what, which node was sent which service's grants, and what the
+// agents report about mounts. It names objects and identities only: never
+// secret data, never a token or key. manager/store holds the actions.
+type AuditEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is unique; with time it orders the log.
+	Id   string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// actor is who did it: an admin certificate's identity ("admin-..."),
+	// "local root" (the manager's root-only admin socket), or
+	// "manager <node id>" for what a manager's dispatcher sent.
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// action is one of the store's Audit* constants ("secret.create", ...).
+	Action string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	// object_kind and object_id/object_name name what was changed
+	// ("secret", "service", "node").
+	ObjectKind string `protobuf:"bytes,5,opt,name=object_kind,json=objectKind,proto3" json:"object_kind,omitempty"`
+	ObjectId   string `protobuf:"bytes,6,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	ObjectName string `protobuf:"bytes,7,opt,name=object_name,json=objectName,proto3" json:"object_name,omitempty"`
+	// node_id is the node a grant went to or a mount happened on.
+	NodeId string `protobuf:"bytes,8,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// secrets names the secrets of a grant (names, never data).
+	Secrets []string `protobuf:"bytes,9,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// container is the container of a mount report.
+	Container     string `protobuf:"bytes,10,opt,name=container,proto3" json:"container,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_types_types_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_types_types_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_types_types_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AuditEntry) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetObjectKind() string {
+	if x != nil {
+		return x.ObjectKind
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetObjectId() string {
+	if x != nil {
+		return x.ObjectId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetObjectName() string {
+	if x != nil {
+		return x.ObjectName
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetSecrets() []string {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+// NodeLiveStatus is what the answering manager's dispatcher knows of a
+// node right now, kept in memory (never stored): heartbeats are not
+// written to etcd. Only the manager that serves the node's session has
+// it; another manager answers without it.
+type NodeLiveStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// session is set while the answering manager serves the node's stream.
+	Session       bool                   `protobuf:"varint,1,opt,name=session,proto3" json:"session,omitempty"`
+	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
+	// grants_held is the number of secret references (grants) the
+	// dispatcher last sent the node, when grants_known.
+	GrantsHeld  uint32 `protobuf:"varint,3,opt,name=grants_held,json=grantsHeld,proto3" json:"grants_held,omitempty"`
+	GrantsKnown bool   `protobuf:"varint,4,opt,name=grants_known,json=grantsKnown,proto3" json:"grants_known,omitempty"`
+	// manager_running is set for a manager whose registration (kept under
+	// its etcd lease while it runs) is live: any manager can tell.
+	ManagerRunning bool `protobuf:"varint,5,opt,name=manager_running,json=managerRunning,proto3" json:"manager_running,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *NodeLiveStatus) Reset() {
+	*x = NodeLiveStatus{}
+	mi := &file_types_types_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeLiveStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeLiveStatus) ProtoMessage() {}
+
+func (x *NodeLiveStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_types_types_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeLiveStatus.ProtoReflect.Descriptor instead.
+func (*NodeLiveStatus) Descriptor() ([]byte, []int) {
+	return file_types_types_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *NodeLiveStatus) GetSession() bool {
+	if x != nil {
+		return x.Session
+	}
+	return false
+}
+
+func (x *NodeLiveStatus) GetLastHeartbeat() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastHeartbeat
+	}
+	return nil
+}
+
+func (x *NodeLiveStatus) GetGrantsHeld() uint32 {
+	if x != nil {
+		return x.GrantsHeld
+	}
+	return 0
+}
+
+func (x *NodeLiveStatus) GetGrantsKnown() bool {
+	if x != nil {
+		return x.GrantsKnown
+	}
+	return false
+}
+
+func (x *NodeLiveStatus) GetManagerRunning() bool {
+	if x != nil {
+		return x.ManagerRunning
+	}
+	return false
+}
+
 var File_types_types_proto protoreflect.FileDescriptor
 
 const file_types_types_proto_rawDesc = "" +
@@ -1059,7 +1274,29 @@ const file_types_types_proto_rawDesc = "" +
 	"\vcertificate\x18\b \x01(\v2\x1e.lockbox.types.NodeCertificateR\vcertificate\x12\x12\n" +
 	"\x04addr\x18\t \x01(\tR\x04addr\x12:\n" +
 	"\breported\x18\n" +
-	" \x01(\v2\x1e.lockbox.types.NodeDescriptionR\breported*7\n" +
+	" \x01(\v2\x1e.lockbox.types.NodeDescriptionR\breported\"\xaa\x02\n" +
+	"\n" +
+	"AuditEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x1f\n" +
+	"\vobject_kind\x18\x05 \x01(\tR\n" +
+	"objectKind\x12\x1b\n" +
+	"\tobject_id\x18\x06 \x01(\tR\bobjectId\x12\x1f\n" +
+	"\vobject_name\x18\a \x01(\tR\n" +
+	"objectName\x12\x17\n" +
+	"\anode_id\x18\b \x01(\tR\x06nodeId\x12\x18\n" +
+	"\asecrets\x18\t \x03(\tR\asecrets\x12\x1c\n" +
+	"\tcontainer\x18\n" +
+	" \x01(\tR\tcontainer\"\xda\x01\n" +
+	"\x0eNodeLiveStatus\x12\x18\n" +
+	"\asession\x18\x01 \x01(\bR\asession\x12A\n" +
+	"\x0elast_heartbeat\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12\x1f\n" +
+	"\vgrants_held\x18\x03 \x01(\rR\n" +
+	"grantsHeld\x12!\n" +
+	"\fgrants_known\x18\x04 \x01(\bR\vgrantsKnown\x12'\n" +
+	"\x0fmanager_running\x18\x05 \x01(\bR\x0emanagerRunning*7\n" +
 	"\bNodeRole\x12\x14\n" +
 	"\x10NODE_ROLE_WORKER\x10\x00\x12\x15\n" +
 	"\x11NODE_ROLE_MANAGER\x10\x01*N\n" +
@@ -1081,7 +1318,7 @@ func file_types_types_proto_rawDescGZIP() []byte {
 }
 
 var file_types_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_types_types_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_types_types_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_types_types_proto_goTypes = []any{
 	(NodeRole)(0),                 // 0: lockbox.types.NodeRole
 	(NodeState)(0),                // 1: lockbox.types.NodeState
@@ -1098,39 +1335,43 @@ var file_types_types_proto_goTypes = []any{
 	(*NodeDescription)(nil),       // 12: lockbox.types.NodeDescription
 	(*NodeCertificate)(nil),       // 13: lockbox.types.NodeCertificate
 	(*Node)(nil),                  // 14: lockbox.types.Node
-	nil,                           // 15: lockbox.types.SecretSpec.LabelsEntry
-	nil,                           // 16: lockbox.types.ServiceSpec.LabelsEntry
-	nil,                           // 17: lockbox.types.NodeSpec.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*AuditEntry)(nil),            // 15: lockbox.types.AuditEntry
+	(*NodeLiveStatus)(nil),        // 16: lockbox.types.NodeLiveStatus
+	nil,                           // 17: lockbox.types.SecretSpec.LabelsEntry
+	nil,                           // 18: lockbox.types.ServiceSpec.LabelsEntry
+	nil,                           // 19: lockbox.types.NodeSpec.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_types_types_proto_depIdxs = []int32{
-	18, // 0: lockbox.types.Meta.created_at:type_name -> google.protobuf.Timestamp
-	18, // 1: lockbox.types.Meta.updated_at:type_name -> google.protobuf.Timestamp
-	15, // 2: lockbox.types.SecretSpec.labels:type_name -> lockbox.types.SecretSpec.LabelsEntry
+	20, // 0: lockbox.types.Meta.created_at:type_name -> google.protobuf.Timestamp
+	20, // 1: lockbox.types.Meta.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 2: lockbox.types.SecretSpec.labels:type_name -> lockbox.types.SecretSpec.LabelsEntry
 	2,  // 3: lockbox.types.Secret.meta:type_name -> lockbox.types.Meta
 	3,  // 4: lockbox.types.Secret.spec:type_name -> lockbox.types.SecretSpec
 	5,  // 5: lockbox.types.SecretReference.target:type_name -> lockbox.types.FileTarget
-	16, // 6: lockbox.types.ServiceSpec.labels:type_name -> lockbox.types.ServiceSpec.LabelsEntry
+	18, // 6: lockbox.types.ServiceSpec.labels:type_name -> lockbox.types.ServiceSpec.LabelsEntry
 	6,  // 7: lockbox.types.ServiceSpec.secrets:type_name -> lockbox.types.SecretReference
 	7,  // 8: lockbox.types.ServiceSpec.placement:type_name -> lockbox.types.Placement
 	2,  // 9: lockbox.types.Service.meta:type_name -> lockbox.types.Meta
 	8,  // 10: lockbox.types.Service.spec:type_name -> lockbox.types.ServiceSpec
-	17, // 11: lockbox.types.NodeSpec.labels:type_name -> lockbox.types.NodeSpec.LabelsEntry
+	19, // 11: lockbox.types.NodeSpec.labels:type_name -> lockbox.types.NodeSpec.LabelsEntry
 	10, // 12: lockbox.types.NodeDescription.platform:type_name -> lockbox.types.Platform
-	18, // 13: lockbox.types.NodeCertificate.not_after:type_name -> google.protobuf.Timestamp
+	20, // 13: lockbox.types.NodeCertificate.not_after:type_name -> google.protobuf.Timestamp
 	2,  // 14: lockbox.types.Node.meta:type_name -> lockbox.types.Meta
 	11, // 15: lockbox.types.Node.spec:type_name -> lockbox.types.NodeSpec
 	0,  // 16: lockbox.types.Node.role:type_name -> lockbox.types.NodeRole
 	12, // 17: lockbox.types.Node.description:type_name -> lockbox.types.NodeDescription
 	1,  // 18: lockbox.types.Node.state:type_name -> lockbox.types.NodeState
-	18, // 19: lockbox.types.Node.last_seen:type_name -> google.protobuf.Timestamp
+	20, // 19: lockbox.types.Node.last_seen:type_name -> google.protobuf.Timestamp
 	13, // 20: lockbox.types.Node.certificate:type_name -> lockbox.types.NodeCertificate
 	12, // 21: lockbox.types.Node.reported:type_name -> lockbox.types.NodeDescription
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	20, // 22: lockbox.types.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	20, // 23: lockbox.types.NodeLiveStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_types_types_proto_init() }
@@ -1144,7 +1385,7 @@ func file_types_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_types_types_proto_rawDesc), len(file_types_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

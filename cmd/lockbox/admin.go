@@ -57,6 +57,7 @@ func addAdminCommands(root *cobra.Command) {
 		newDataKeyCommand(c),
 		newAdminCredentialsCommand(c),
 		newKEKCommand(c),
+		newAuditCommand(c),
 	)
 }
 

@@ -31,7 +31,9 @@ type cliEnv struct {
 	store *store.Store
 }
 
-func newCLIEnv(t *testing.T, unlockKey string) *cliEnv {
+// opts adjust the admin server's configuration (audit_test.go gives it a
+// dispatcher's live node status).
+func newCLIEnv(t *testing.T, unlockKey string, opts ...func(*admin.Config)) *cliEnv {
 	t.Helper()
 	ctx := context.Background()
 	srv := etcdtest.Start(t)
@@ -53,8 +55,12 @@ func newCLIEnv(t *testing.T, unlockKey string) *cliEnv {
 	}
 	st := store.New(cli, km)
 	km2 := admin.KeyManager{Keys: km, Store: st}
-	a, err := admin.New(admin.Config{Store: st, Unlocker: km2, DataKeys: km2, Tokens: fixedTokens{}, AdminCreds: fakeCreds{},
-		Managers: func() []string { return []string{"10.0.0.1:4243", "10.0.0.2:4243"} }})
+	cfg := admin.Config{Store: st, Unlocker: km2, DataKeys: km2, Tokens: fixedTokens{}, AdminCreds: fakeCreds{},
+		Managers: func() []string { return []string{"10.0.0.1:4243", "10.0.0.2:4243"} }}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	a, err := admin.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,16 +39,59 @@ func stateName(s types.NodeState) string {
 	return "Unknown"
 }
 
-// nodeRow is a node as ls shows it.
+// nodeRow is a node as ls shows it (and --format sees it).
 type nodeRow struct {
 	ID       string
 	Hostname string
 	Status   string
+	// ManagerStatus is docker's column: empty for a worker; for a
+	// manager, Reachable while its registration is live, else
+	// Unreachable.
+	ManagerStatus string
+	AgentVersion  string
+	// Grants is the number of grants the answering manager last sent the
+	// node, "-" when it does not serve the node (another manager does, or
+	// none since it started).
+	Grants   string
 	Role     string
 	OS       string
 	Arch     string
 	LastSeen time.Time
-	Labels   map[string]string
+	// LastHeartbeat is the last heartbeat the answering manager had from
+	// the node; zero when it does not serve it.
+	LastHeartbeat time.Time
+	Labels        map[string]string
+}
+
+// nodeLsHeader is docker's node ls shape (ID HOSTNAME STATUS AVAILABILITY
+// MANAGER STATUS ENGINE VERSION) without AVAILABILITY (Lockbox has no
+// drain), with the agent's version for the engine's and the grants held
+// added. Role, platform and the times are template fields, and in inspect.
+var nodeLsHeader = []string{"ID", "HOSTNAME", "STATUS", "MANAGER STATUS", "AGENT VERSION", "GRANTS"}
+
+func managerStatus(n *types.Node, live *types.NodeLiveStatus) string {
+	switch {
+	case n.Role != types.NodeRole_NODE_ROLE_MANAGER:
+		return ""
+	case live.GetManagerRunning():
+		return "Reachable"
+	}
+	return "Unreachable"
+}
+
+func grantsHeld(live *types.NodeLiveStatus) string {
+	if !live.GetGrantsKnown() {
+		return "-"
+	}
+	return strconv.FormatUint(uint64(live.GetGrantsHeld()), 10)
+}
+
+func nodeRowOf(n *types.Node, live *types.NodeLiveStatus) nodeRow {
+	p := n.GetDescription().GetPlatform()
+	return nodeRow{ID: printable(n.Id), Hostname: printable(n.GetDescription().GetHostname()), Status: stateName(n.State),
+		ManagerStatus: managerStatus(n, live), AgentVersion: printable(n.GetDescription().GetAgentVersion()), Grants: grantsHeld(live),
+		Role: roleName(n.Role), OS: printable(p.GetOs()), Arch: printable(p.GetArchitecture()), LastSeen: timeOf(n.LastSeen),
+		LastHeartbeat: timeOf(live.GetLastHeartbeat()), Labels: printableMap(n.GetSpec().GetLabels())}
 }
 
 func newNodeLsCommand(c *connFlags) *cobra.Command {
@@ -65,17 +108,10 @@ func newNodeLsCommand(c *connFlags) *cobra.Command {
 					return err
 				}
 				sortByName(resp.Nodes, func(n *types.Node) string { return n.GetDescription().GetHostname() })
-				now := time.Now()
-				t := &table{header: []string{"ID", "HOSTNAME", "STATUS", "ROLE", "PLATFORM", "LAST SEEN"}}
+				t := &table{header: nodeLsHeader}
 				for _, n := range resp.Nodes {
-					p := n.GetDescription().GetPlatform()
-					row := nodeRow{ID: printable(n.Id), Hostname: printable(n.GetDescription().GetHostname()), Status: stateName(n.State), Role: roleName(n.Role),
-						OS: printable(p.GetOs()), Arch: printable(p.GetArchitecture()), LastSeen: timeOf(n.LastSeen), Labels: printableMap(n.GetSpec().GetLabels())}
-					platform := ""
-					if row.OS != "" {
-						platform = row.OS + "/" + row.Arch
-					}
-					t.add(row.ID, row, row.ID, row.Hostname, row.Status, row.Role, platform, ago(row.LastSeen, now))
+					row := nodeRowOf(n, resp.Live[n.Id])
+					t.add(row.ID, row, row.ID, row.Hostname, row.Status, row.ManagerStatus, row.AgentVersion, row.Grants)
 				}
 				return t.print(cmd.OutOrStdout(), f)
 			})
@@ -109,6 +145,11 @@ type nodeInspect struct {
 		State    string
 		Addr     string
 		LastSeen time.Time
+		// ManagerStatus, LastHeartbeat and Grants are what the answering
+		// manager knows now (nodeRow says how to read them).
+		ManagerStatus string `json:",omitempty"`
+		LastHeartbeat time.Time
+		Grants        string
 	}
 	Certificate struct {
 		Serial   string
@@ -126,7 +167,7 @@ type nodeReported struct {
 // written is made printable: the manager validates descriptions at join,
 // and this keeps older records and other managers from reaching the
 // terminal raw as well.
-func inspectNode(n *types.Node) nodeInspect {
+func inspectNode(n *types.Node, live *types.NodeLiveStatus) nodeInspect {
 	v := nodeInspect{ID: printable(n.Id), CreatedAt: timeOf(n.GetMeta().GetCreatedAt()), UpdatedAt: timeOf(n.GetMeta().GetUpdatedAt())}
 	v.Version.Index = n.GetMeta().GetVersion()
 	v.Spec.Role = roleName(n.Role)
@@ -145,6 +186,9 @@ func inspectNode(n *types.Node) nodeInspect {
 	v.Status.State = stateName(n.State)
 	v.Status.Addr = printable(n.Addr)
 	v.Status.LastSeen = timeOf(n.LastSeen)
+	v.Status.ManagerStatus = managerStatus(n, live)
+	v.Status.LastHeartbeat = timeOf(live.GetLastHeartbeat())
+	v.Status.Grants = grantsHeld(live)
 	v.Certificate.Serial = printable(n.GetCertificate().GetSerial())
 	v.Certificate.NotAfter = timeOf(n.GetCertificate().GetNotAfter())
 	return v
@@ -156,7 +200,7 @@ func newNodeInspectCommand(c *connFlags) *cobra.Command {
 		if err != nil {
 			return nil, err
 		}
-		return inspectNode(resp.Node), nil
+		return inspectNode(resp.Node, resp.Live), nil
 	})
 }
 

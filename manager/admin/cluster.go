@@ -12,6 +12,7 @@ import (
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/keys"
+	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 func (s *Server) GetJoinToken(ctx context.Context, req *adminapi.GetJoinTokenRequest) (*adminapi.GetJoinTokenResponse, error) {
@@ -30,6 +31,15 @@ func (s *Server) GetJoinToken(ctx context.Context, req *adminapi.GetJoinTokenReq
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	action := store.AuditJoinTokenRead
+	if req.Rotate {
+		action = store.AuditJoinTokenRotate
+	}
+	role := "worker"
+	if req.Role == types.NodeRole_NODE_ROLE_MANAGER {
+		role = "manager"
+	}
+	s.record(ctx, action, "join-token", "", role)
 	resp := &adminapi.GetJoinTokenResponse{Token: tok}
 	if s.cfg.Managers != nil {
 		resp.Managers = s.cfg.Managers()
@@ -48,6 +58,11 @@ func (s *Server) GetUnlockKey(ctx context.Context, req *adminapi.GetUnlockKeyReq
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	action := store.AuditUnlockKeyRead
+	if req.Rotate {
+		action = store.AuditUnlockKeyRotate
+	}
+	s.record(ctx, action, "unlock-key", "", "")
 	return &adminapi.GetUnlockKeyResponse{UnlockKey: key, Autolock: on}, nil
 }
 
@@ -86,6 +101,7 @@ func (s *Server) RotateDataKey(ctx context.Context, _ *adminapi.RotateDataKeyReq
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	s.record(ctx, store.AuditDataKeyRotate, "data-key", "", "")
 	return &adminapi.RotateDataKeyResponse{Resealed: uint64(n)}, nil
 }
 
@@ -131,6 +147,7 @@ func (s *Server) IssueAdminCredentials(ctx context.Context, req *adminapi.IssueA
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	s.record(ctx, store.AuditAdminCredsIssue, "admin-credentials", c.ID, "")
 	return &adminapi.IssueAdminCredentialsResponse{
 		Id: c.ID, CertificatePem: c.CertPEM, KeyPem: c.KeyPEM, RootCaPem: c.RootPEM, NotAfterUnix: c.NotAfter.Unix(),
 	}, nil
@@ -149,5 +166,6 @@ func (s *Server) RevokeAdminCredentials(ctx context.Context, req *adminapi.Revok
 	if err := s.cfg.AdminCreds.RevokeAdmin(ctx, req.Id); err != nil {
 		return nil, toStatus(err)
 	}
+	s.record(ctx, store.AuditAdminCredsRevoke, "admin-credentials", req.Id, "")
 	return &adminapi.RevokeAdminCredentialsResponse{}, nil
 }

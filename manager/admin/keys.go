@@ -73,6 +73,7 @@ func (s *Server) RotateKeyEncryptionKey(ctx context.Context, _ *adminapi.RotateK
 	if err := r.RotateKEK(ctx); err != nil {
 		return nil, toStatus(err)
 	}
+	s.record(ctx, store.AuditKEKRotate, "kek", "", "")
 	return &adminapi.RotateKeyEncryptionKeyResponse{}, nil
 }
 

@@ -21,7 +21,11 @@ func (s *Server) GetNode(ctx context.Context, req *adminapi.GetNodeRequest) (*ad
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &adminapi.GetNodeResponse{Node: n}, nil
+	live, err := s.liveStatus(ctx, []*types.Node{n})
+	if err != nil {
+		return nil, err
+	}
+	return &adminapi.GetNodeResponse{Node: n, Live: live[n.Id]}, nil
 }
 
 func (s *Server) ListNodes(ctx context.Context, _ *adminapi.ListNodesRequest) (*adminapi.ListNodesResponse, error) {
@@ -32,7 +36,11 @@ func (s *Server) ListNodes(ctx context.Context, _ *adminapi.ListNodesRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &adminapi.ListNodesResponse{Nodes: nodes}, nil
+	live, err := s.liveStatus(ctx, nodes)
+	if err != nil {
+		return nil, err
+	}
+	return &adminapi.ListNodesResponse{Nodes: nodes, Live: live}, nil
 }
 
 // UpdateNode replaces the node's operator-set spec (labels).
@@ -50,7 +58,7 @@ func (s *Server) UpdateNode(ctx context.Context, req *adminapi.UpdateNodeRequest
 	if err := validateLabels(spec.Labels); err != nil {
 		return nil, err
 	}
-	n, err := s.cfg.Store.UpdateNodeSpec(ctx, req.NameOrId, req.Version, spec)
+	n, err := s.cfg.Store.UpdateNodeSpec(audited(ctx), req.NameOrId, req.Version, spec)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -82,8 +90,45 @@ func (s *Server) RemoveNode(ctx context.Context, req *adminapi.RemoveNodeRequest
 	if err := s.cfg.Nodes.RevokeNode(ctx, n); err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := s.cfg.Store.RemoveNode(ctx, n.Id); err != nil {
+	if _, err := s.cfg.Store.RemoveNode(audited(ctx), n.Id); err != nil {
 		return nil, toStatus(err)
 	}
 	return &adminapi.RemoveNodeResponse{}, nil
+}
+
+// liveStatus is what this manager knows of nodes now, by node ID: its
+// dispatcher's view (session, last heartbeat, grants held) and, for
+// managers, whether their registration is live. Nodes it knows nothing
+// of are left out.
+func (s *Server) liveStatus(ctx context.Context, nodes []*types.Node) (map[string]*types.NodeLiveStatus, error) {
+	running := map[string]bool{}
+	for _, n := range nodes {
+		if n.Role == types.NodeRole_NODE_ROLE_MANAGER {
+			ms, _, err := s.cfg.Store.Managers(ctx, true)
+			if err != nil {
+				return nil, toStatus(err)
+			}
+			for _, m := range ms {
+				running[m.NodeID] = true
+			}
+			break
+		}
+	}
+	out := map[string]*types.NodeLiveStatus{}
+	for _, n := range nodes {
+		var st *types.NodeLiveStatus
+		if s.cfg.Live != nil {
+			st = s.cfg.Live.LiveNode(n.Id)
+		}
+		if running[n.Id] {
+			if st == nil {
+				st = &types.NodeLiveStatus{}
+			}
+			st.ManagerRunning = true
+		}
+		if st != nil {
+			out[n.Id] = st
+		}
+	}
+	return out, nil
 }

@@ -27,7 +27,7 @@ func (s *Server) CreateSecret(ctx context.Context, req *adminapi.CreateSecretReq
 	if err := validateLabels(spec.Labels); err != nil {
 		return nil, err
 	}
-	sec, err := s.cfg.Store.CreateSecret(ctx, spec, req.Data)
+	sec, err := s.cfg.Store.CreateSecret(audited(ctx), spec, req.Data)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -74,7 +74,7 @@ func (s *Server) UpdateSecret(ctx context.Context, req *adminapi.UpdateSecretReq
 	if err := validateLabels(spec.Labels); err != nil {
 		return nil, err
 	}
-	sec, err := s.cfg.Store.UpdateSecret(ctx, req.NameOrId, req.Version, spec)
+	sec, err := s.cfg.Store.UpdateSecret(audited(ctx), req.NameOrId, req.Version, spec)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -89,7 +89,7 @@ func (s *Server) RemoveSecret(ctx context.Context, req *adminapi.RemoveSecretReq
 	if req.GetNameOrId() == "" {
 		return nil, invalid("give a secret name or ID")
 	}
-	if err := s.cfg.Store.RemoveSecret(ctx, req.NameOrId); err != nil {
+	if err := s.cfg.Store.RemoveSecret(audited(ctx), req.NameOrId); err != nil {
 		return nil, toStatus(err)
 	}
 	return &adminapi.RemoveSecretResponse{}, nil

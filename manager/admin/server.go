@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"errors"
+	"log/slog"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -43,6 +44,13 @@ type DataKeyRotator interface {
 	RotateDataKey(ctx context.Context) (resealed int, err error)
 }
 
+// LiveNodes is what this manager's dispatcher knows of a node now (its
+// heartbeats and the grants it last sent; manager/dispatcher implements
+// it): nil for a node it does not serve.
+type LiveNodes interface {
+	LiveNode(nodeID string) *types.NodeLiveStatus
+}
+
 // Config is what a Server needs. Store is required; a nil interface makes
 // its RPCs fail with Unimplemented.
 type Config struct {
@@ -56,12 +64,19 @@ type Config struct {
 	// Managers lists the manager addresses handed out with join tokens;
 	// nil hands out none.
 	Managers func() []string
+	// Live adds what the dispatcher knows of nodes to GetNode and
+	// ListNodes; nil adds nothing.
+	Live LiveNodes
+	// Logger gets what cannot be returned (an audit entry not written);
+	// nil: slog.Default().
+	Logger *slog.Logger
 }
 
 // Server implements adminapi.AdminServer.
 type Server struct {
 	adminapi.UnimplementedAdminServer
 	cfg Config
+	log *slog.Logger
 }
 
 var _ adminapi.AdminServer = (*Server)(nil)
@@ -71,7 +86,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("admin: a store is required")
 	}
-	return &Server{cfg: cfg}, nil
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{cfg: cfg, log: log}, nil
 }
 
 // errLocked is what every call but Unlock gets while the manager is locked.

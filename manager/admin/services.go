@@ -62,7 +62,7 @@ func (s *Server) CreateService(ctx context.Context, req *adminapi.CreateServiceR
 	if err := validateServiceSpec(spec); err != nil {
 		return nil, err
 	}
-	svc, err := s.cfg.Store.CreateService(ctx, spec)
+	svc, err := s.cfg.Store.CreateService(audited(ctx), spec)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -125,7 +125,7 @@ func (s *Server) UpdateService(ctx context.Context, req *adminapi.UpdateServiceR
 	if err := validateServiceSpec(spec); err != nil {
 		return nil, err
 	}
-	svc, err := s.cfg.Store.UpdateService(ctx, cur.Id, req.Version, spec)
+	svc, err := s.cfg.Store.UpdateService(audited(ctx), cur.Id, req.Version, spec)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -139,7 +139,7 @@ func (s *Server) RemoveService(ctx context.Context, req *adminapi.RemoveServiceR
 	if req.GetNameOrId() == "" {
 		return nil, invalid("give a service name or ID")
 	}
-	if err := s.cfg.Store.RemoveService(ctx, req.NameOrId); err != nil {
+	if err := s.cfg.Store.RemoveService(audited(ctx), req.NameOrId); err != nil {
 		return nil, toStatus(err)
 	}
 	return &adminapi.RemoveServiceResponse{}, nil

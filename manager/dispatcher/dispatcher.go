@@ -45,6 +45,12 @@ type Config struct {
 	// Default 2ms.
 	BatchWindow time.Duration
 	Logger      *slog.Logger
+	// Audit, when set, receives an entry each time a node is sent a
+	// service's grants or told to drop them (grantLog, audit.go), written
+	// in the background.
+	Audit Auditor
+	// NodeID is this manager's node ID: the actor of those entries.
+	NodeID string
 }
 
 // Dispatcher fans store changes out to node sessions.
@@ -63,7 +69,9 @@ type Dispatcher struct {
 	// advanced is closed and replaced whenever ix.rev moves.
 	advanced chan struct{}
 
-	hb heartbeats
+	hb           heartbeats
+	grants       *grantLog
+	reportBudget reportBudget
 
 	metrics *metrics
 }
@@ -83,7 +91,7 @@ func New(cfg Config) *Dispatcher {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Dispatcher{cfg: cfg, log: log, sessions: map[string]*session{}, ready: make(chan struct{}), advanced: make(chan struct{}), hb: heartbeats{seen: map[string]*nodeBeat{}}, metrics: newMetrics()}
+	return &Dispatcher{cfg: cfg, log: log, sessions: map[string]*session{}, ready: make(chan struct{}), advanced: make(chan struct{}), hb: heartbeats{seen: map[string]*nodeBeat{}}, grants: newGrantLog(cfg.NodeID, cfg.Audit != nil), metrics: newMetrics()}
 }
 
 // ErrNodeRemoved ends the session of a node that left the store.
@@ -95,6 +103,7 @@ var ErrRevoked = status.Error(codes.PermissionDenied, "this node's certificate w
 // Run follows the store until ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	go d.reapLoop(ctx)
+	go d.auditLoop(ctx)
 	first := true
 	for {
 		snap, err := d.cfg.Store.Snapshot(ctx)
@@ -244,6 +253,8 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta, since time.Time) {
 		if n == nil {
 			s.end(ErrNodeRemoved)
 			delete(d.sessions, nodeID)
+			d.grants.forget(nodeID)
+			d.reportBudget.forget(nodeID)
 			continue
 		}
 		var nv view
@@ -276,6 +287,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta, since time.Time) {
 		}
 		ch := diff(s.view, nv)
 		s.view = nv
+		d.grants.noteChanges(nodeID, ch)
 		if len(ch) == 0 {
 			continue
 		}

@@ -116,3 +116,28 @@ func (d *Dispatcher) reap(ctx context.Context, now time.Time) {
 }
 
 var errSkip = errors.New("skip")
+
+// LiveNode is what this manager knows of nodeID now: whether it serves
+// its session, its last heartbeat here, and the grants last sent to it;
+// nil when this manager has neither heard from it nor sent it anything.
+func (d *Dispatcher) LiveNode(nodeID string) *types.NodeLiveStatus {
+	d.mu.Lock()
+	_, connected := d.sessions[nodeID]
+	d.mu.Unlock()
+	d.hb.mu.Lock()
+	b := d.hb.seen[nodeID]
+	var last time.Time
+	if b != nil {
+		last = b.last
+	}
+	d.hb.mu.Unlock()
+	held, known := d.grants.held(nodeID)
+	if !connected && b == nil && !known {
+		return nil
+	}
+	st := &types.NodeLiveStatus{Session: connected, GrantsHeld: uint32(held), GrantsKnown: known}
+	if !last.IsZero() {
+		st.LastHeartbeat = timestamppb.New(last)
+	}
+	return st
+}

@@ -354,6 +354,7 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 	if old != nil {
 		old.end(status.Error(codes.Aborted, "a newer session of this node replaced this one"))
 	}
+	d.grants.note(nodeID, cur)
 
 	fm := firstMessage{typ: dapi.SessionMessage_COMPLETE, rev: rev}
 	var cs []change
@@ -390,12 +391,15 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 }
 
 // Heartbeat implements the Dispatcher RPC.
-func (d *Dispatcher) Heartbeat(ctx context.Context, _ *dapi.HeartbeatRequest) (*dapi.HeartbeatResponse, error) {
+func (d *Dispatcher) Heartbeat(ctx context.Context, req *dapi.HeartbeatRequest) (*dapi.HeartbeatResponse, error) {
 	who, err := pki.PeerIdentity(ctx)
 	if err != nil || (who.Role != pki.RoleWorker && who.Role != pki.RoleManager) {
 		return nil, status.Error(codes.PermissionDenied, "a heartbeat needs a node certificate")
 	}
 	if err := d.heartbeat(ctx, who.NodeID); err != nil {
+		return nil, err
+	}
+	if err := d.recordReports(ctx, who.NodeID, req.GetReports()); err != nil {
 		return nil, err
 	}
 	return &dapi.HeartbeatResponse{PeriodMs: uint32(d.cfg.HeartbeatPeriod.Milliseconds())}, nil

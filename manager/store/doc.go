@@ -46,6 +46,12 @@
 //	cluster/certs/<node>/<serial>  JSON {issued, not_after, peer}: a certificate (hex serial) issued to <node>
 //	                               (older records: the RFC 3339 time only; read as peer, no expiry)
 //	cluster/managers/<node>        advertised address of a running manager, under its lease
+//	audit/<unix nanos, 20 digits>-<id>
+//	                               types.AuditEntry, protobuf: the append-only audit log (audit.go);
+//	                               created once (compare create revision 0), never rewritten; the
+//	                               oldest beyond DefaultAuditRetention entries are removed by
+//	                               CompactAudit. Admin writes put their entry in the change's own
+//	                               transaction (WithAuditActor). Names and IDs only, never data.
 //
 // The cluster keys are compared and swapped where two managers may write
 // at once (tokens, root, CRL, keyring: SwapX with the version read), and a

@@ -193,7 +193,11 @@ func (s *Store) UpdateNodeSpec(ctx context.Context, ref string, version uint64, 
 		return nil, versionConflict("node", n.Id, version)
 	}
 	n.Spec = proto.Clone(spec).(*types.NodeSpec)
-	return s.putNode(ctx, n, version)
+	auditCmps, auditPuts, err := s.auditOps(ctx, AuditNodeUpdate, "node", n.Id, n.GetDescription().GetHostname())
+	if err != nil {
+		return nil, err
+	}
+	return s.putNode(ctx, n, version, auditCmps, auditPuts)
 }
 
 // UpdateNode applies fn to the current node id and writes the result,
@@ -221,7 +225,7 @@ func (s *Store) UpdateNode(ctx context.Context, id string, fn func(*types.Node) 
 			return nil, err
 		}
 		n.Id = id
-		out, err := s.putNode(ctx, n, version)
+		out, err := s.putNode(ctx, n, version, nil, nil)
 		if errors.Is(err, ErrVersionConflict) {
 			if err := ctx.Err(); err != nil {
 				return nil, err
@@ -232,7 +236,9 @@ func (s *Store) UpdateNode(ctx context.Context, id string, fn func(*types.Node) 
 	}
 }
 
-func (s *Store) putNode(ctx context.Context, n *types.Node, version uint64) (*types.Node, error) {
+// putNode writes n if its version is still version, with extra compares
+// and ops (an audit entry) in the same transaction.
+func (s *Store) putNode(ctx context.Context, n *types.Node, version uint64, cmps []clientv3.Cmp, ops []clientv3.Op) (*types.Node, error) {
 	if n.Meta == nil {
 		n.Meta = &types.Meta{}
 	}
@@ -243,8 +249,8 @@ func (s *Store) putNode(ctx context.Context, n *types.Node, version uint64) (*ty
 	}
 	key := s.nodeKey(n.Id)
 	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", int64(version))).
-		Then(clientv3.OpPut(key, string(val))).Commit()
+		If(append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", int64(version)))...).
+		Then(append(ops, clientv3.OpPut(key, string(val)))...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("update node %s: %w", n.Id, err)
 	}
@@ -264,15 +270,20 @@ func (s *Store) RemoveNode(ctx context.Context, ref string) (*types.Node, error)
 		return nil, err
 	}
 	del := clientv3.OpDelete(s.nodeKey(n.Id))
+	// The entry is put whichever branch runs (its key is new: no compare).
+	_, auditPuts, err := s.auditOps(ctx, AuditNodeRemove, "node", n.Id, n.GetDescription().GetHostname())
+	if err != nil {
+		return nil, err
+	}
 	txn := s.cli.Txn(ctx)
 	if h := n.GetDescription().GetHostname(); h != "" {
 		// The index entry goes with the node only if it is this node's.
 		hkey := s.hostnameKey(h)
 		txn = txn.If(clientv3.Compare(clientv3.Value(hkey), "=", n.Id)).
-			Then(del, clientv3.OpDelete(hkey)).
-			Else(del)
+			Then(append([]clientv3.Op{del, clientv3.OpDelete(hkey)}, auditPuts...)...).
+			Else(append([]clientv3.Op{del}, auditPuts...)...)
 	} else {
-		txn = txn.Then(del)
+		txn = txn.Then(append([]clientv3.Op{del}, auditPuts...)...)
 	}
 	resp, err := txn.Commit()
 	if err != nil {

@@ -49,6 +49,11 @@ func (s *Store) CreateSecret(ctx context.Context, spec *types.SecretSpec, data [
 		return nil, err
 	}
 	nameCmps, namePuts, nameReads := s.nameKeys("secrets", spec.Name, sec.Id)
+	auditCmps, auditPuts, err := s.auditOps(ctx, AuditSecretCreate, "secret", sec.Id, spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	nameCmps, namePuts = append(nameCmps, auditCmps...), append(namePuts, auditPuts...)
 	for attempt := 1; ; attempt++ {
 		if err := s.indexFoldedNames(ctx); err != nil {
 			return nil, err
@@ -151,9 +156,13 @@ func (s *Store) UpdateSecret(ctx context.Context, ref string, version uint64, sp
 		return nil, err
 	}
 	key := s.secretKey(sec.Id)
+	auditCmps, auditPuts, err := s.auditOps(ctx, AuditSecretUpdate, "secret", sec.Id, sec.Spec.GetName())
+	if err != nil {
+		return nil, err
+	}
 	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", int64(version))).
-		Then(clientv3.OpPut(key, string(val))).
+		If(append(auditCmps, clientv3.Compare(clientv3.ModRevision(key), "=", int64(version)))...).
+		Then(append(auditPuts, clientv3.OpPut(key, string(val)))...).
 		Commit()
 	if err != nil {
 		return nil, fmt.Errorf("update secret '%s': %w", sec.Spec.GetName(), err)
@@ -177,18 +186,22 @@ func (s *Store) RemoveSecret(ctx context.Context, ref string) error {
 		return err
 	}
 	key, refs := s.secretKey(sec.Id), s.refPrefix(sec.Id)
+	auditCmps, auditPuts, err := s.auditOps(ctx, AuditSecretRemove, "secret", sec.Id, sec.Spec.GetName())
+	if err != nil {
+		return err
+	}
 	resp, err := s.cli.Txn(ctx).
-		If(
+		If(append([]clientv3.Cmp{
 			clientv3.Compare(clientv3.CreateRevision(key), ">", 0),
 			// No key under refs/<id>/: compare on a range holds when it
 			// holds for every key in it, and for the zero value when the
 			// range is empty.
 			clientv3.Compare(clientv3.CreateRevision(refs), "=", 0).WithPrefix(),
-		).
-		Then(append(s.nameDeletes("secrets", sec.Spec.GetName(), sec.Id),
+		}, auditCmps...)...).
+		Then(append(append(s.nameDeletes("secrets", sec.Spec.GetName(), sec.Id),
 			clientv3.OpDelete(key),
 			clientv3.OpDelete(s.secretDataKey(sec.Id)),
-		)...).
+		), auditPuts...)...).
 		Else(clientv3.OpGet(key, clientv3.WithKeysOnly()), clientv3.OpGet(refs, clientv3.WithPrefix(), clientv3.WithKeysOnly())).
 		Commit()
 	if err != nil {

@@ -131,6 +131,11 @@ func (s *Store) CreateService(ctx context.Context, spec *types.ServiceSpec) (*ty
 	for id := range ids {
 		ops = append(ops, clientv3.OpPut(s.refKey(id, svc.Id), ""))
 	}
+	auditCmps, auditPuts, err := s.auditOps(ctx, AuditServiceCreate, "service", svc.Id, spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	cmps, ops = append(cmps, auditCmps...), append(ops, auditPuts...)
 	for attempt := 1; ; attempt++ {
 		if err := s.indexFoldedNames(ctx); err != nil {
 			return nil, err
@@ -221,6 +226,11 @@ func (s *Store) UpdateService(ctx context.Context, ref string, version uint64, s
 			ops = append(ops, clientv3.OpDelete(s.refKey(id, svc.Id)))
 		}
 	}
+	auditCmps, auditPuts, err := s.auditOps(ctx, AuditServiceUpdate, "service", svc.Id, name)
+	if err != nil {
+		return nil, err
+	}
+	cmps, ops = append(cmps, auditCmps...), append(ops, auditPuts...)
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("update service '%s': %w", name, err)
@@ -251,9 +261,13 @@ func (s *Store) RemoveService(ctx context.Context, ref string) error {
 		for id := range secretIDs(svc.Spec) {
 			ops = append(ops, clientv3.OpDelete(s.refKey(id, svc.Id)))
 		}
+		auditCmps, auditPuts, err := s.auditOps(ctx, AuditServiceRemove, "service", svc.Id, svc.Spec.GetName())
+		if err != nil {
+			return err
+		}
 		resp, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
-			Then(ops...).Commit()
+			If(append(auditCmps, clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision))...).
+			Then(append(ops, auditPuts...)...).Commit()
 		if err != nil {
 			return fmt.Errorf("remove service '%s': %w", svc.Spec.GetName(), err)
 		}
