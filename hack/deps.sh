@@ -12,6 +12,8 @@ PROTOC_GEN_GO_VERSION=v1.36.11
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.0
 
 packages=(runc crun busybox-static protobuf-compiler libprotobuf-dev containerd iproute2 util-linux wine64 binutils-mingw-w64-x86-64)
+# systemd-analyze verify checks contrib/systemd (it needs no running systemd).
+command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
