@@ -25,6 +25,136 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type VersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionRequest) Reset() {
+	*x = VersionRequest{}
+	mi := &file_admin_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionRequest) ProtoMessage() {}
+
+func (x *VersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
+func (*VersionRequest) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{0}
+}
+
+type VersionResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// commit is the VCS revision the build recorded, "" if none.
+	Commit    string `protobuf:"bytes,2,opt,name=commit,proto3" json:"commit,omitempty"`
+	Modified  bool   `protobuf:"varint,3,opt,name=modified,proto3" json:"modified,omitempty"`
+	GoVersion string `protobuf:"bytes,4,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
+	Os        string `protobuf:"bytes,5,opt,name=os,proto3" json:"os,omitempty"`
+	Arch      string `protobuf:"bytes,6,opt,name=arch,proto3" json:"arch,omitempty"`
+	// build_time is the commit's time (RFC 3339), "" if unknown.
+	BuildTime     string `protobuf:"bytes,7,opt,name=build_time,json=buildTime,proto3" json:"build_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionResponse) Reset() {
+	*x = VersionResponse{}
+	mi := &file_admin_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionResponse) ProtoMessage() {}
+
+func (x *VersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
+func (*VersionResponse) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VersionResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetModified() bool {
+	if x != nil {
+		return x.Modified
+	}
+	return false
+}
+
+func (x *VersionResponse) GetGoVersion() string {
+	if x != nil {
+		return x.GoVersion
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetBuildTime() string {
+	if x != nil {
+		return x.BuildTime
+	}
+	return ""
+}
+
 type CreateSecretRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *types.SecretSpec      `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -35,7 +165,7 @@ type CreateSecretRequest struct {
 
 func (x *CreateSecretRequest) Reset() {
 	*x = CreateSecretRequest{}
-	mi := &file_admin_admin_proto_msgTypes[0]
+	mi := &file_admin_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +177,7 @@ func (x *CreateSecretRequest) String() string {
 func (*CreateSecretRequest) ProtoMessage() {}
 
 func (x *CreateSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[0]
+	mi := &file_admin_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +190,7 @@ func (x *CreateSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSecretRequest.ProtoReflect.Descriptor instead.
 func (*CreateSecretRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{0}
+	return file_admin_admin_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateSecretRequest) GetSpec() *types.SecretSpec {
@@ -86,7 +216,7 @@ type CreateSecretResponse struct {
 
 func (x *CreateSecretResponse) Reset() {
 	*x = CreateSecretResponse{}
-	mi := &file_admin_admin_proto_msgTypes[1]
+	mi := &file_admin_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -98,7 +228,7 @@ func (x *CreateSecretResponse) String() string {
 func (*CreateSecretResponse) ProtoMessage() {}
 
 func (x *CreateSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[1]
+	mi := &file_admin_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -111,7 +241,7 @@ func (x *CreateSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSecretResponse.ProtoReflect.Descriptor instead.
 func (*CreateSecretResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{1}
+	return file_admin_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateSecretResponse) GetSecret() *types.Secret {
@@ -130,7 +260,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_admin_admin_proto_msgTypes[2]
+	mi := &file_admin_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -142,7 +272,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[2]
+	mi := &file_admin_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -155,7 +285,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{2}
+	return file_admin_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetSecretRequest) GetNameOrId() string {
@@ -174,7 +304,7 @@ type GetSecretResponse struct {
 
 func (x *GetSecretResponse) Reset() {
 	*x = GetSecretResponse{}
-	mi := &file_admin_admin_proto_msgTypes[3]
+	mi := &file_admin_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -186,7 +316,7 @@ func (x *GetSecretResponse) String() string {
 func (*GetSecretResponse) ProtoMessage() {}
 
 func (x *GetSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[3]
+	mi := &file_admin_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -199,7 +329,7 @@ func (x *GetSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretResponse.ProtoReflect.Descriptor instead.
 func (*GetSecretResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{3}
+	return file_admin_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetSecretResponse) GetSecret() *types.Secret {
@@ -217,7 +347,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_admin_admin_proto_msgTypes[4]
+	mi := &file_admin_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -229,7 +359,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[4]
+	mi := &file_admin_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -242,7 +372,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{4}
+	return file_admin_admin_proto_rawDescGZIP(), []int{6}
 }
 
 type ListSecretsResponse struct {
@@ -254,7 +384,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_admin_admin_proto_msgTypes[5]
+	mi := &file_admin_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -266,7 +396,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[5]
+	mi := &file_admin_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -279,7 +409,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{5}
+	return file_admin_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*types.Secret {
@@ -300,7 +430,7 @@ type UpdateSecretRequest struct {
 
 func (x *UpdateSecretRequest) Reset() {
 	*x = UpdateSecretRequest{}
-	mi := &file_admin_admin_proto_msgTypes[6]
+	mi := &file_admin_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +442,7 @@ func (x *UpdateSecretRequest) String() string {
 func (*UpdateSecretRequest) ProtoMessage() {}
 
 func (x *UpdateSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[6]
+	mi := &file_admin_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +455,7 @@ func (x *UpdateSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSecretRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSecretRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{6}
+	return file_admin_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpdateSecretRequest) GetNameOrId() string {
@@ -358,7 +488,7 @@ type UpdateSecretResponse struct {
 
 func (x *UpdateSecretResponse) Reset() {
 	*x = UpdateSecretResponse{}
-	mi := &file_admin_admin_proto_msgTypes[7]
+	mi := &file_admin_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +500,7 @@ func (x *UpdateSecretResponse) String() string {
 func (*UpdateSecretResponse) ProtoMessage() {}
 
 func (x *UpdateSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[7]
+	mi := &file_admin_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +513,7 @@ func (x *UpdateSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSecretResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSecretResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{7}
+	return file_admin_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateSecretResponse) GetSecret() *types.Secret {
@@ -402,7 +532,7 @@ type RemoveSecretRequest struct {
 
 func (x *RemoveSecretRequest) Reset() {
 	*x = RemoveSecretRequest{}
-	mi := &file_admin_admin_proto_msgTypes[8]
+	mi := &file_admin_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +544,7 @@ func (x *RemoveSecretRequest) String() string {
 func (*RemoveSecretRequest) ProtoMessage() {}
 
 func (x *RemoveSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[8]
+	mi := &file_admin_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +557,7 @@ func (x *RemoveSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSecretRequest.ProtoReflect.Descriptor instead.
 func (*RemoveSecretRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{8}
+	return file_admin_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveSecretRequest) GetNameOrId() string {
@@ -445,7 +575,7 @@ type RemoveSecretResponse struct {
 
 func (x *RemoveSecretResponse) Reset() {
 	*x = RemoveSecretResponse{}
-	mi := &file_admin_admin_proto_msgTypes[9]
+	mi := &file_admin_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +587,7 @@ func (x *RemoveSecretResponse) String() string {
 func (*RemoveSecretResponse) ProtoMessage() {}
 
 func (x *RemoveSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[9]
+	mi := &file_admin_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +600,7 @@ func (x *RemoveSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSecretResponse.ProtoReflect.Descriptor instead.
 func (*RemoveSecretResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{9}
+	return file_admin_admin_proto_rawDescGZIP(), []int{11}
 }
 
 type CreateServiceRequest struct {
@@ -482,7 +612,7 @@ type CreateServiceRequest struct {
 
 func (x *CreateServiceRequest) Reset() {
 	*x = CreateServiceRequest{}
-	mi := &file_admin_admin_proto_msgTypes[10]
+	mi := &file_admin_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +624,7 @@ func (x *CreateServiceRequest) String() string {
 func (*CreateServiceRequest) ProtoMessage() {}
 
 func (x *CreateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[10]
+	mi := &file_admin_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +637,7 @@ func (x *CreateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceRequest.ProtoReflect.Descriptor instead.
 func (*CreateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{10}
+	return file_admin_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateServiceRequest) GetSpec() *types.ServiceSpec {
@@ -526,7 +656,7 @@ type CreateServiceResponse struct {
 
 func (x *CreateServiceResponse) Reset() {
 	*x = CreateServiceResponse{}
-	mi := &file_admin_admin_proto_msgTypes[11]
+	mi := &file_admin_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +668,7 @@ func (x *CreateServiceResponse) String() string {
 func (*CreateServiceResponse) ProtoMessage() {}
 
 func (x *CreateServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[11]
+	mi := &file_admin_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +681,7 @@ func (x *CreateServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceResponse.ProtoReflect.Descriptor instead.
 func (*CreateServiceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{11}
+	return file_admin_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateServiceResponse) GetService() *types.Service {
@@ -570,7 +700,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_admin_admin_proto_msgTypes[12]
+	mi := &file_admin_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +712,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[12]
+	mi := &file_admin_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +725,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{12}
+	return file_admin_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetServiceRequest) GetNameOrId() string {
@@ -614,7 +744,7 @@ type GetServiceResponse struct {
 
 func (x *GetServiceResponse) Reset() {
 	*x = GetServiceResponse{}
-	mi := &file_admin_admin_proto_msgTypes[13]
+	mi := &file_admin_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +756,7 @@ func (x *GetServiceResponse) String() string {
 func (*GetServiceResponse) ProtoMessage() {}
 
 func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[13]
+	mi := &file_admin_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +769,7 @@ func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{13}
+	return file_admin_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetServiceResponse) GetService() *types.Service {
@@ -657,7 +787,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_admin_admin_proto_msgTypes[14]
+	mi := &file_admin_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +799,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[14]
+	mi := &file_admin_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +812,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{14}
+	return file_admin_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type ListServicesResponse struct {
@@ -694,7 +824,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_admin_admin_proto_msgTypes[15]
+	mi := &file_admin_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +836,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[15]
+	mi := &file_admin_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +849,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{15}
+	return file_admin_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListServicesResponse) GetServices() []*types.Service {
@@ -741,7 +871,7 @@ type UpdateServiceRequest struct {
 
 func (x *UpdateServiceRequest) Reset() {
 	*x = UpdateServiceRequest{}
-	mi := &file_admin_admin_proto_msgTypes[16]
+	mi := &file_admin_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +883,7 @@ func (x *UpdateServiceRequest) String() string {
 func (*UpdateServiceRequest) ProtoMessage() {}
 
 func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[16]
+	mi := &file_admin_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +896,7 @@ func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{16}
+	return file_admin_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdateServiceRequest) GetNameOrId() string {
@@ -799,7 +929,7 @@ type UpdateServiceResponse struct {
 
 func (x *UpdateServiceResponse) Reset() {
 	*x = UpdateServiceResponse{}
-	mi := &file_admin_admin_proto_msgTypes[17]
+	mi := &file_admin_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +941,7 @@ func (x *UpdateServiceResponse) String() string {
 func (*UpdateServiceResponse) ProtoMessage() {}
 
 func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[17]
+	mi := &file_admin_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +954,7 @@ func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateServiceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{17}
+	return file_admin_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateServiceResponse) GetService() *types.Service {
@@ -843,7 +973,7 @@ type RemoveServiceRequest struct {
 
 func (x *RemoveServiceRequest) Reset() {
 	*x = RemoveServiceRequest{}
-	mi := &file_admin_admin_proto_msgTypes[18]
+	mi := &file_admin_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +985,7 @@ func (x *RemoveServiceRequest) String() string {
 func (*RemoveServiceRequest) ProtoMessage() {}
 
 func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[18]
+	mi := &file_admin_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +998,7 @@ func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServiceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{18}
+	return file_admin_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveServiceRequest) GetNameOrId() string {
@@ -886,7 +1016,7 @@ type RemoveServiceResponse struct {
 
 func (x *RemoveServiceResponse) Reset() {
 	*x = RemoveServiceResponse{}
-	mi := &file_admin_admin_proto_msgTypes[19]
+	mi := &file_admin_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +1028,7 @@ func (x *RemoveServiceResponse) String() string {
 func (*RemoveServiceResponse) ProtoMessage() {}
 
 func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[19]
+	mi := &file_admin_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1041,7 @@ func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServiceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{19}
+	return file_admin_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type GetNodeRequest struct {
@@ -923,7 +1053,7 @@ type GetNodeRequest struct {
 
 func (x *GetNodeRequest) Reset() {
 	*x = GetNodeRequest{}
-	mi := &file_admin_admin_proto_msgTypes[20]
+	mi := &file_admin_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1065,7 @@ func (x *GetNodeRequest) String() string {
 func (*GetNodeRequest) ProtoMessage() {}
 
 func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[20]
+	mi := &file_admin_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1078,7 @@ func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{20}
+	return file_admin_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetNodeRequest) GetNameOrId() string {
@@ -967,7 +1097,7 @@ type GetNodeResponse struct {
 
 func (x *GetNodeResponse) Reset() {
 	*x = GetNodeResponse{}
-	mi := &file_admin_admin_proto_msgTypes[21]
+	mi := &file_admin_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1109,7 @@ func (x *GetNodeResponse) String() string {
 func (*GetNodeResponse) ProtoMessage() {}
 
 func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[21]
+	mi := &file_admin_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1122,7 @@ func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{21}
+	return file_admin_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetNodeResponse) GetNode() *types.Node {
@@ -1010,7 +1140,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_admin_admin_proto_msgTypes[22]
+	mi := &file_admin_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1152,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[22]
+	mi := &file_admin_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1165,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{22}
+	return file_admin_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type ListNodesResponse struct {
@@ -1047,7 +1177,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_admin_admin_proto_msgTypes[23]
+	mi := &file_admin_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1059,7 +1189,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[23]
+	mi := &file_admin_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1072,7 +1202,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{23}
+	return file_admin_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListNodesResponse) GetNodes() []*types.Node {
@@ -1093,7 +1223,7 @@ type UpdateNodeRequest struct {
 
 func (x *UpdateNodeRequest) Reset() {
 	*x = UpdateNodeRequest{}
-	mi := &file_admin_admin_proto_msgTypes[24]
+	mi := &file_admin_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1235,7 @@ func (x *UpdateNodeRequest) String() string {
 func (*UpdateNodeRequest) ProtoMessage() {}
 
 func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[24]
+	mi := &file_admin_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1248,7 @@ func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{24}
+	return file_admin_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateNodeRequest) GetNameOrId() string {
@@ -1151,7 +1281,7 @@ type UpdateNodeResponse struct {
 
 func (x *UpdateNodeResponse) Reset() {
 	*x = UpdateNodeResponse{}
-	mi := &file_admin_admin_proto_msgTypes[25]
+	mi := &file_admin_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1293,7 @@ func (x *UpdateNodeResponse) String() string {
 func (*UpdateNodeResponse) ProtoMessage() {}
 
 func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[25]
+	mi := &file_admin_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1306,7 @@ func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeResponse.ProtoReflect.Descriptor instead.
 func (*UpdateNodeResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{25}
+	return file_admin_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateNodeResponse) GetNode() *types.Node {
@@ -1196,7 +1326,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_admin_admin_proto_msgTypes[26]
+	mi := &file_admin_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1338,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[26]
+	mi := &file_admin_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1351,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{26}
+	return file_admin_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RemoveNodeRequest) GetNameOrId() string {
@@ -1246,7 +1376,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_admin_admin_proto_msgTypes[27]
+	mi := &file_admin_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1388,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[27]
+	mi := &file_admin_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1401,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{27}
+	return file_admin_admin_proto_rawDescGZIP(), []int{29}
 }
 
 type GetJoinTokenRequest struct {
@@ -1284,7 +1414,7 @@ type GetJoinTokenRequest struct {
 
 func (x *GetJoinTokenRequest) Reset() {
 	*x = GetJoinTokenRequest{}
-	mi := &file_admin_admin_proto_msgTypes[28]
+	mi := &file_admin_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1426,7 @@ func (x *GetJoinTokenRequest) String() string {
 func (*GetJoinTokenRequest) ProtoMessage() {}
 
 func (x *GetJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[28]
+	mi := &file_admin_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1439,7 @@ func (x *GetJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*GetJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{28}
+	return file_admin_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetJoinTokenRequest) GetRole() types.NodeRole {
@@ -1337,7 +1467,7 @@ type GetJoinTokenResponse struct {
 
 func (x *GetJoinTokenResponse) Reset() {
 	*x = GetJoinTokenResponse{}
-	mi := &file_admin_admin_proto_msgTypes[29]
+	mi := &file_admin_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1479,7 @@ func (x *GetJoinTokenResponse) String() string {
 func (*GetJoinTokenResponse) ProtoMessage() {}
 
 func (x *GetJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[29]
+	mi := &file_admin_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1492,7 @@ func (x *GetJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*GetJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{29}
+	return file_admin_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetJoinTokenResponse) GetToken() string {
@@ -1388,7 +1518,7 @@ type GetUnlockKeyRequest struct {
 
 func (x *GetUnlockKeyRequest) Reset() {
 	*x = GetUnlockKeyRequest{}
-	mi := &file_admin_admin_proto_msgTypes[30]
+	mi := &file_admin_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1530,7 @@ func (x *GetUnlockKeyRequest) String() string {
 func (*GetUnlockKeyRequest) ProtoMessage() {}
 
 func (x *GetUnlockKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[30]
+	mi := &file_admin_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1543,7 @@ func (x *GetUnlockKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUnlockKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetUnlockKeyRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{30}
+	return file_admin_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetUnlockKeyRequest) GetRotate() bool {
@@ -1433,7 +1563,7 @@ type GetUnlockKeyResponse struct {
 
 func (x *GetUnlockKeyResponse) Reset() {
 	*x = GetUnlockKeyResponse{}
-	mi := &file_admin_admin_proto_msgTypes[31]
+	mi := &file_admin_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1575,7 @@ func (x *GetUnlockKeyResponse) String() string {
 func (*GetUnlockKeyResponse) ProtoMessage() {}
 
 func (x *GetUnlockKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[31]
+	mi := &file_admin_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1588,7 @@ func (x *GetUnlockKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUnlockKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetUnlockKeyResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{31}
+	return file_admin_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetUnlockKeyResponse) GetUnlockKey() string {
@@ -1484,7 +1614,7 @@ type UnlockRequest struct {
 
 func (x *UnlockRequest) Reset() {
 	*x = UnlockRequest{}
-	mi := &file_admin_admin_proto_msgTypes[32]
+	mi := &file_admin_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +1626,7 @@ func (x *UnlockRequest) String() string {
 func (*UnlockRequest) ProtoMessage() {}
 
 func (x *UnlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[32]
+	mi := &file_admin_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +1639,7 @@ func (x *UnlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockRequest.ProtoReflect.Descriptor instead.
 func (*UnlockRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{32}
+	return file_admin_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UnlockRequest) GetUnlockKey() string {
@@ -1527,7 +1657,7 @@ type UnlockResponse struct {
 
 func (x *UnlockResponse) Reset() {
 	*x = UnlockResponse{}
-	mi := &file_admin_admin_proto_msgTypes[33]
+	mi := &file_admin_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1669,7 @@ func (x *UnlockResponse) String() string {
 func (*UnlockResponse) ProtoMessage() {}
 
 func (x *UnlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[33]
+	mi := &file_admin_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1682,7 @@ func (x *UnlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockResponse.ProtoReflect.Descriptor instead.
 func (*UnlockResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{33}
+	return file_admin_admin_proto_rawDescGZIP(), []int{35}
 }
 
 type RotateDataKeyRequest struct {
@@ -1563,7 +1693,7 @@ type RotateDataKeyRequest struct {
 
 func (x *RotateDataKeyRequest) Reset() {
 	*x = RotateDataKeyRequest{}
-	mi := &file_admin_admin_proto_msgTypes[34]
+	mi := &file_admin_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1705,7 @@ func (x *RotateDataKeyRequest) String() string {
 func (*RotateDataKeyRequest) ProtoMessage() {}
 
 func (x *RotateDataKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[34]
+	mi := &file_admin_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1718,7 @@ func (x *RotateDataKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateDataKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateDataKeyRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{34}
+	return file_admin_admin_proto_rawDescGZIP(), []int{36}
 }
 
 type RotateDataKeyResponse struct {
@@ -1600,7 +1730,7 @@ type RotateDataKeyResponse struct {
 
 func (x *RotateDataKeyResponse) Reset() {
 	*x = RotateDataKeyResponse{}
-	mi := &file_admin_admin_proto_msgTypes[35]
+	mi := &file_admin_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1742,7 @@ func (x *RotateDataKeyResponse) String() string {
 func (*RotateDataKeyResponse) ProtoMessage() {}
 
 func (x *RotateDataKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[35]
+	mi := &file_admin_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1755,7 @@ func (x *RotateDataKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateDataKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateDataKeyResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{35}
+	return file_admin_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RotateDataKeyResponse) GetResealed() uint64 {
@@ -1646,7 +1776,7 @@ type IssueAdminCredentialsRequest struct {
 
 func (x *IssueAdminCredentialsRequest) Reset() {
 	*x = IssueAdminCredentialsRequest{}
-	mi := &file_admin_admin_proto_msgTypes[36]
+	mi := &file_admin_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1788,7 @@ func (x *IssueAdminCredentialsRequest) String() string {
 func (*IssueAdminCredentialsRequest) ProtoMessage() {}
 
 func (x *IssueAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[36]
+	mi := &file_admin_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1801,7 @@ func (x *IssueAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*IssueAdminCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{36}
+	return file_admin_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *IssueAdminCredentialsRequest) GetLifetimeSeconds() int64 {
@@ -1695,7 +1825,7 @@ type IssueAdminCredentialsResponse struct {
 
 func (x *IssueAdminCredentialsResponse) Reset() {
 	*x = IssueAdminCredentialsResponse{}
-	mi := &file_admin_admin_proto_msgTypes[37]
+	mi := &file_admin_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1837,7 @@ func (x *IssueAdminCredentialsResponse) String() string {
 func (*IssueAdminCredentialsResponse) ProtoMessage() {}
 
 func (x *IssueAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[37]
+	mi := &file_admin_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1850,7 @@ func (x *IssueAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*IssueAdminCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{37}
+	return file_admin_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *IssueAdminCredentialsResponse) GetId() string {
@@ -1767,7 +1897,7 @@ type RevokeAdminCredentialsRequest struct {
 
 func (x *RevokeAdminCredentialsRequest) Reset() {
 	*x = RevokeAdminCredentialsRequest{}
-	mi := &file_admin_admin_proto_msgTypes[38]
+	mi := &file_admin_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1909,7 @@ func (x *RevokeAdminCredentialsRequest) String() string {
 func (*RevokeAdminCredentialsRequest) ProtoMessage() {}
 
 func (x *RevokeAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[38]
+	mi := &file_admin_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1922,7 @@ func (x *RevokeAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{38}
+	return file_admin_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RevokeAdminCredentialsRequest) GetId() string {
@@ -1810,7 +1940,7 @@ type RevokeAdminCredentialsResponse struct {
 
 func (x *RevokeAdminCredentialsResponse) Reset() {
 	*x = RevokeAdminCredentialsResponse{}
-	mi := &file_admin_admin_proto_msgTypes[39]
+	mi := &file_admin_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +1952,7 @@ func (x *RevokeAdminCredentialsResponse) String() string {
 func (*RevokeAdminCredentialsResponse) ProtoMessage() {}
 
 func (x *RevokeAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[39]
+	mi := &file_admin_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +1965,7 @@ func (x *RevokeAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{39}
+	return file_admin_admin_proto_rawDescGZIP(), []int{41}
 }
 
 type RotateKeyEncryptionKeyRequest struct {
@@ -1846,7 +1976,7 @@ type RotateKeyEncryptionKeyRequest struct {
 
 func (x *RotateKeyEncryptionKeyRequest) Reset() {
 	*x = RotateKeyEncryptionKeyRequest{}
-	mi := &file_admin_admin_proto_msgTypes[40]
+	mi := &file_admin_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +1988,7 @@ func (x *RotateKeyEncryptionKeyRequest) String() string {
 func (*RotateKeyEncryptionKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyEncryptionKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[40]
+	mi := &file_admin_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +2001,7 @@ func (x *RotateKeyEncryptionKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyEncryptionKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyEncryptionKeyRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{40}
+	return file_admin_admin_proto_rawDescGZIP(), []int{42}
 }
 
 type RotateKeyEncryptionKeyResponse struct {
@@ -1882,7 +2012,7 @@ type RotateKeyEncryptionKeyResponse struct {
 
 func (x *RotateKeyEncryptionKeyResponse) Reset() {
 	*x = RotateKeyEncryptionKeyResponse{}
-	mi := &file_admin_admin_proto_msgTypes[41]
+	mi := &file_admin_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2024,7 @@ func (x *RotateKeyEncryptionKeyResponse) String() string {
 func (*RotateKeyEncryptionKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyEncryptionKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[41]
+	mi := &file_admin_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,14 +2037,25 @@ func (x *RotateKeyEncryptionKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyEncryptionKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyEncryptionKeyResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{41}
+	return file_admin_admin_proto_rawDescGZIP(), []int{43}
 }
 
 var File_admin_admin_proto protoreflect.FileDescriptor
 
 const file_admin_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x11admin/admin.proto\x12\rlockbox.admin\x1a\x11types/types.proto\"X\n" +
+	"\x11admin/admin.proto\x12\rlockbox.admin\x1a\x11types/types.proto\"\x10\n" +
+	"\x0eVersionRequest\"\xc1\x01\n" +
+	"\x0fVersionResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
+	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x1a\n" +
+	"\bmodified\x18\x03 \x01(\bR\bmodified\x12\x1d\n" +
+	"\n" +
+	"go_version\x18\x04 \x01(\tR\tgoVersion\x12\x0e\n" +
+	"\x02os\x18\x05 \x01(\tR\x02os\x12\x12\n" +
+	"\x04arch\x18\x06 \x01(\tR\x04arch\x12\x1d\n" +
+	"\n" +
+	"build_time\x18\a \x01(\tR\tbuildTime\"X\n" +
 	"\x13CreateSecretRequest\x12-\n" +
 	"\x04spec\x18\x01 \x01(\v2\x19.lockbox.types.SecretSpecR\x04spec\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"E\n" +
@@ -2013,7 +2154,7 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\" \n" +
 	"\x1eRevokeAdminCredentialsResponse\"\x1f\n" +
 	"\x1dRotateKeyEncryptionKeyRequest\" \n" +
-	"\x1eRotateKeyEncryptionKeyResponse2\xef\x0e\n" +
+	"\x1eRotateKeyEncryptionKeyResponse2\xb9\x0f\n" +
 	"\x05Admin\x12W\n" +
 	"\fCreateSecret\x12\".lockbox.admin.CreateSecretRequest\x1a#.lockbox.admin.CreateSecretResponse\x12N\n" +
 	"\tGetSecret\x12\x1f.lockbox.admin.GetSecretRequest\x1a .lockbox.admin.GetSecretResponse\x12T\n" +
@@ -2038,7 +2179,8 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\rRotateDataKey\x12#.lockbox.admin.RotateDataKeyRequest\x1a$.lockbox.admin.RotateDataKeyResponse\x12u\n" +
 	"\x16RotateKeyEncryptionKey\x12,.lockbox.admin.RotateKeyEncryptionKeyRequest\x1a-.lockbox.admin.RotateKeyEncryptionKeyResponse\x12r\n" +
 	"\x15IssueAdminCredentials\x12+.lockbox.admin.IssueAdminCredentialsRequest\x1a,.lockbox.admin.IssueAdminCredentialsResponse\x12u\n" +
-	"\x16RevokeAdminCredentials\x12,.lockbox.admin.RevokeAdminCredentialsRequest\x1a-.lockbox.admin.RevokeAdminCredentialsResponseB.Z,github.com/lockbox-project/lockbox/api/adminb\x06proto3"
+	"\x16RevokeAdminCredentials\x12,.lockbox.admin.RevokeAdminCredentialsRequest\x1a-.lockbox.admin.RevokeAdminCredentialsResponse\x12H\n" +
+	"\aVersion\x12\x1d.lockbox.admin.VersionRequest\x1a\x1e.lockbox.admin.VersionResponseB.Z,github.com/lockbox-project/lockbox/api/adminb\x06proto3"
 
 var (
 	file_admin_admin_proto_rawDescOnce sync.Once
@@ -2052,120 +2194,124 @@ func file_admin_admin_proto_rawDescGZIP() []byte {
 	return file_admin_admin_proto_rawDescData
 }
 
-var file_admin_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_admin_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_admin_admin_proto_goTypes = []any{
-	(*CreateSecretRequest)(nil),            // 0: lockbox.admin.CreateSecretRequest
-	(*CreateSecretResponse)(nil),           // 1: lockbox.admin.CreateSecretResponse
-	(*GetSecretRequest)(nil),               // 2: lockbox.admin.GetSecretRequest
-	(*GetSecretResponse)(nil),              // 3: lockbox.admin.GetSecretResponse
-	(*ListSecretsRequest)(nil),             // 4: lockbox.admin.ListSecretsRequest
-	(*ListSecretsResponse)(nil),            // 5: lockbox.admin.ListSecretsResponse
-	(*UpdateSecretRequest)(nil),            // 6: lockbox.admin.UpdateSecretRequest
-	(*UpdateSecretResponse)(nil),           // 7: lockbox.admin.UpdateSecretResponse
-	(*RemoveSecretRequest)(nil),            // 8: lockbox.admin.RemoveSecretRequest
-	(*RemoveSecretResponse)(nil),           // 9: lockbox.admin.RemoveSecretResponse
-	(*CreateServiceRequest)(nil),           // 10: lockbox.admin.CreateServiceRequest
-	(*CreateServiceResponse)(nil),          // 11: lockbox.admin.CreateServiceResponse
-	(*GetServiceRequest)(nil),              // 12: lockbox.admin.GetServiceRequest
-	(*GetServiceResponse)(nil),             // 13: lockbox.admin.GetServiceResponse
-	(*ListServicesRequest)(nil),            // 14: lockbox.admin.ListServicesRequest
-	(*ListServicesResponse)(nil),           // 15: lockbox.admin.ListServicesResponse
-	(*UpdateServiceRequest)(nil),           // 16: lockbox.admin.UpdateServiceRequest
-	(*UpdateServiceResponse)(nil),          // 17: lockbox.admin.UpdateServiceResponse
-	(*RemoveServiceRequest)(nil),           // 18: lockbox.admin.RemoveServiceRequest
-	(*RemoveServiceResponse)(nil),          // 19: lockbox.admin.RemoveServiceResponse
-	(*GetNodeRequest)(nil),                 // 20: lockbox.admin.GetNodeRequest
-	(*GetNodeResponse)(nil),                // 21: lockbox.admin.GetNodeResponse
-	(*ListNodesRequest)(nil),               // 22: lockbox.admin.ListNodesRequest
-	(*ListNodesResponse)(nil),              // 23: lockbox.admin.ListNodesResponse
-	(*UpdateNodeRequest)(nil),              // 24: lockbox.admin.UpdateNodeRequest
-	(*UpdateNodeResponse)(nil),             // 25: lockbox.admin.UpdateNodeResponse
-	(*RemoveNodeRequest)(nil),              // 26: lockbox.admin.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),             // 27: lockbox.admin.RemoveNodeResponse
-	(*GetJoinTokenRequest)(nil),            // 28: lockbox.admin.GetJoinTokenRequest
-	(*GetJoinTokenResponse)(nil),           // 29: lockbox.admin.GetJoinTokenResponse
-	(*GetUnlockKeyRequest)(nil),            // 30: lockbox.admin.GetUnlockKeyRequest
-	(*GetUnlockKeyResponse)(nil),           // 31: lockbox.admin.GetUnlockKeyResponse
-	(*UnlockRequest)(nil),                  // 32: lockbox.admin.UnlockRequest
-	(*UnlockResponse)(nil),                 // 33: lockbox.admin.UnlockResponse
-	(*RotateDataKeyRequest)(nil),           // 34: lockbox.admin.RotateDataKeyRequest
-	(*RotateDataKeyResponse)(nil),          // 35: lockbox.admin.RotateDataKeyResponse
-	(*IssueAdminCredentialsRequest)(nil),   // 36: lockbox.admin.IssueAdminCredentialsRequest
-	(*IssueAdminCredentialsResponse)(nil),  // 37: lockbox.admin.IssueAdminCredentialsResponse
-	(*RevokeAdminCredentialsRequest)(nil),  // 38: lockbox.admin.RevokeAdminCredentialsRequest
-	(*RevokeAdminCredentialsResponse)(nil), // 39: lockbox.admin.RevokeAdminCredentialsResponse
-	(*RotateKeyEncryptionKeyRequest)(nil),  // 40: lockbox.admin.RotateKeyEncryptionKeyRequest
-	(*RotateKeyEncryptionKeyResponse)(nil), // 41: lockbox.admin.RotateKeyEncryptionKeyResponse
-	(*types.SecretSpec)(nil),               // 42: lockbox.types.SecretSpec
-	(*types.Secret)(nil),                   // 43: lockbox.types.Secret
-	(*types.ServiceSpec)(nil),              // 44: lockbox.types.ServiceSpec
-	(*types.Service)(nil),                  // 45: lockbox.types.Service
-	(*types.Node)(nil),                     // 46: lockbox.types.Node
-	(*types.NodeSpec)(nil),                 // 47: lockbox.types.NodeSpec
-	(types.NodeRole)(0),                    // 48: lockbox.types.NodeRole
+	(*VersionRequest)(nil),                 // 0: lockbox.admin.VersionRequest
+	(*VersionResponse)(nil),                // 1: lockbox.admin.VersionResponse
+	(*CreateSecretRequest)(nil),            // 2: lockbox.admin.CreateSecretRequest
+	(*CreateSecretResponse)(nil),           // 3: lockbox.admin.CreateSecretResponse
+	(*GetSecretRequest)(nil),               // 4: lockbox.admin.GetSecretRequest
+	(*GetSecretResponse)(nil),              // 5: lockbox.admin.GetSecretResponse
+	(*ListSecretsRequest)(nil),             // 6: lockbox.admin.ListSecretsRequest
+	(*ListSecretsResponse)(nil),            // 7: lockbox.admin.ListSecretsResponse
+	(*UpdateSecretRequest)(nil),            // 8: lockbox.admin.UpdateSecretRequest
+	(*UpdateSecretResponse)(nil),           // 9: lockbox.admin.UpdateSecretResponse
+	(*RemoveSecretRequest)(nil),            // 10: lockbox.admin.RemoveSecretRequest
+	(*RemoveSecretResponse)(nil),           // 11: lockbox.admin.RemoveSecretResponse
+	(*CreateServiceRequest)(nil),           // 12: lockbox.admin.CreateServiceRequest
+	(*CreateServiceResponse)(nil),          // 13: lockbox.admin.CreateServiceResponse
+	(*GetServiceRequest)(nil),              // 14: lockbox.admin.GetServiceRequest
+	(*GetServiceResponse)(nil),             // 15: lockbox.admin.GetServiceResponse
+	(*ListServicesRequest)(nil),            // 16: lockbox.admin.ListServicesRequest
+	(*ListServicesResponse)(nil),           // 17: lockbox.admin.ListServicesResponse
+	(*UpdateServiceRequest)(nil),           // 18: lockbox.admin.UpdateServiceRequest
+	(*UpdateServiceResponse)(nil),          // 19: lockbox.admin.UpdateServiceResponse
+	(*RemoveServiceRequest)(nil),           // 20: lockbox.admin.RemoveServiceRequest
+	(*RemoveServiceResponse)(nil),          // 21: lockbox.admin.RemoveServiceResponse
+	(*GetNodeRequest)(nil),                 // 22: lockbox.admin.GetNodeRequest
+	(*GetNodeResponse)(nil),                // 23: lockbox.admin.GetNodeResponse
+	(*ListNodesRequest)(nil),               // 24: lockbox.admin.ListNodesRequest
+	(*ListNodesResponse)(nil),              // 25: lockbox.admin.ListNodesResponse
+	(*UpdateNodeRequest)(nil),              // 26: lockbox.admin.UpdateNodeRequest
+	(*UpdateNodeResponse)(nil),             // 27: lockbox.admin.UpdateNodeResponse
+	(*RemoveNodeRequest)(nil),              // 28: lockbox.admin.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),             // 29: lockbox.admin.RemoveNodeResponse
+	(*GetJoinTokenRequest)(nil),            // 30: lockbox.admin.GetJoinTokenRequest
+	(*GetJoinTokenResponse)(nil),           // 31: lockbox.admin.GetJoinTokenResponse
+	(*GetUnlockKeyRequest)(nil),            // 32: lockbox.admin.GetUnlockKeyRequest
+	(*GetUnlockKeyResponse)(nil),           // 33: lockbox.admin.GetUnlockKeyResponse
+	(*UnlockRequest)(nil),                  // 34: lockbox.admin.UnlockRequest
+	(*UnlockResponse)(nil),                 // 35: lockbox.admin.UnlockResponse
+	(*RotateDataKeyRequest)(nil),           // 36: lockbox.admin.RotateDataKeyRequest
+	(*RotateDataKeyResponse)(nil),          // 37: lockbox.admin.RotateDataKeyResponse
+	(*IssueAdminCredentialsRequest)(nil),   // 38: lockbox.admin.IssueAdminCredentialsRequest
+	(*IssueAdminCredentialsResponse)(nil),  // 39: lockbox.admin.IssueAdminCredentialsResponse
+	(*RevokeAdminCredentialsRequest)(nil),  // 40: lockbox.admin.RevokeAdminCredentialsRequest
+	(*RevokeAdminCredentialsResponse)(nil), // 41: lockbox.admin.RevokeAdminCredentialsResponse
+	(*RotateKeyEncryptionKeyRequest)(nil),  // 42: lockbox.admin.RotateKeyEncryptionKeyRequest
+	(*RotateKeyEncryptionKeyResponse)(nil), // 43: lockbox.admin.RotateKeyEncryptionKeyResponse
+	(*types.SecretSpec)(nil),               // 44: lockbox.types.SecretSpec
+	(*types.Secret)(nil),                   // 45: lockbox.types.Secret
+	(*types.ServiceSpec)(nil),              // 46: lockbox.types.ServiceSpec
+	(*types.Service)(nil),                  // 47: lockbox.types.Service
+	(*types.Node)(nil),                     // 48: lockbox.types.Node
+	(*types.NodeSpec)(nil),                 // 49: lockbox.types.NodeSpec
+	(types.NodeRole)(0),                    // 50: lockbox.types.NodeRole
 }
 var file_admin_admin_proto_depIdxs = []int32{
-	42, // 0: lockbox.admin.CreateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
-	43, // 1: lockbox.admin.CreateSecretResponse.secret:type_name -> lockbox.types.Secret
-	43, // 2: lockbox.admin.GetSecretResponse.secret:type_name -> lockbox.types.Secret
-	43, // 3: lockbox.admin.ListSecretsResponse.secrets:type_name -> lockbox.types.Secret
-	42, // 4: lockbox.admin.UpdateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
-	43, // 5: lockbox.admin.UpdateSecretResponse.secret:type_name -> lockbox.types.Secret
-	44, // 6: lockbox.admin.CreateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
-	45, // 7: lockbox.admin.CreateServiceResponse.service:type_name -> lockbox.types.Service
-	45, // 8: lockbox.admin.GetServiceResponse.service:type_name -> lockbox.types.Service
-	45, // 9: lockbox.admin.ListServicesResponse.services:type_name -> lockbox.types.Service
-	44, // 10: lockbox.admin.UpdateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
-	45, // 11: lockbox.admin.UpdateServiceResponse.service:type_name -> lockbox.types.Service
-	46, // 12: lockbox.admin.GetNodeResponse.node:type_name -> lockbox.types.Node
-	46, // 13: lockbox.admin.ListNodesResponse.nodes:type_name -> lockbox.types.Node
-	47, // 14: lockbox.admin.UpdateNodeRequest.spec:type_name -> lockbox.types.NodeSpec
-	46, // 15: lockbox.admin.UpdateNodeResponse.node:type_name -> lockbox.types.Node
-	48, // 16: lockbox.admin.GetJoinTokenRequest.role:type_name -> lockbox.types.NodeRole
-	0,  // 17: lockbox.admin.Admin.CreateSecret:input_type -> lockbox.admin.CreateSecretRequest
-	2,  // 18: lockbox.admin.Admin.GetSecret:input_type -> lockbox.admin.GetSecretRequest
-	4,  // 19: lockbox.admin.Admin.ListSecrets:input_type -> lockbox.admin.ListSecretsRequest
-	6,  // 20: lockbox.admin.Admin.UpdateSecret:input_type -> lockbox.admin.UpdateSecretRequest
-	8,  // 21: lockbox.admin.Admin.RemoveSecret:input_type -> lockbox.admin.RemoveSecretRequest
-	10, // 22: lockbox.admin.Admin.CreateService:input_type -> lockbox.admin.CreateServiceRequest
-	12, // 23: lockbox.admin.Admin.GetService:input_type -> lockbox.admin.GetServiceRequest
-	14, // 24: lockbox.admin.Admin.ListServices:input_type -> lockbox.admin.ListServicesRequest
-	16, // 25: lockbox.admin.Admin.UpdateService:input_type -> lockbox.admin.UpdateServiceRequest
-	18, // 26: lockbox.admin.Admin.RemoveService:input_type -> lockbox.admin.RemoveServiceRequest
-	20, // 27: lockbox.admin.Admin.GetNode:input_type -> lockbox.admin.GetNodeRequest
-	22, // 28: lockbox.admin.Admin.ListNodes:input_type -> lockbox.admin.ListNodesRequest
-	24, // 29: lockbox.admin.Admin.UpdateNode:input_type -> lockbox.admin.UpdateNodeRequest
-	26, // 30: lockbox.admin.Admin.RemoveNode:input_type -> lockbox.admin.RemoveNodeRequest
-	28, // 31: lockbox.admin.Admin.GetJoinToken:input_type -> lockbox.admin.GetJoinTokenRequest
-	30, // 32: lockbox.admin.Admin.GetUnlockKey:input_type -> lockbox.admin.GetUnlockKeyRequest
-	32, // 33: lockbox.admin.Admin.Unlock:input_type -> lockbox.admin.UnlockRequest
-	34, // 34: lockbox.admin.Admin.RotateDataKey:input_type -> lockbox.admin.RotateDataKeyRequest
-	40, // 35: lockbox.admin.Admin.RotateKeyEncryptionKey:input_type -> lockbox.admin.RotateKeyEncryptionKeyRequest
-	36, // 36: lockbox.admin.Admin.IssueAdminCredentials:input_type -> lockbox.admin.IssueAdminCredentialsRequest
-	38, // 37: lockbox.admin.Admin.RevokeAdminCredentials:input_type -> lockbox.admin.RevokeAdminCredentialsRequest
-	1,  // 38: lockbox.admin.Admin.CreateSecret:output_type -> lockbox.admin.CreateSecretResponse
-	3,  // 39: lockbox.admin.Admin.GetSecret:output_type -> lockbox.admin.GetSecretResponse
-	5,  // 40: lockbox.admin.Admin.ListSecrets:output_type -> lockbox.admin.ListSecretsResponse
-	7,  // 41: lockbox.admin.Admin.UpdateSecret:output_type -> lockbox.admin.UpdateSecretResponse
-	9,  // 42: lockbox.admin.Admin.RemoveSecret:output_type -> lockbox.admin.RemoveSecretResponse
-	11, // 43: lockbox.admin.Admin.CreateService:output_type -> lockbox.admin.CreateServiceResponse
-	13, // 44: lockbox.admin.Admin.GetService:output_type -> lockbox.admin.GetServiceResponse
-	15, // 45: lockbox.admin.Admin.ListServices:output_type -> lockbox.admin.ListServicesResponse
-	17, // 46: lockbox.admin.Admin.UpdateService:output_type -> lockbox.admin.UpdateServiceResponse
-	19, // 47: lockbox.admin.Admin.RemoveService:output_type -> lockbox.admin.RemoveServiceResponse
-	21, // 48: lockbox.admin.Admin.GetNode:output_type -> lockbox.admin.GetNodeResponse
-	23, // 49: lockbox.admin.Admin.ListNodes:output_type -> lockbox.admin.ListNodesResponse
-	25, // 50: lockbox.admin.Admin.UpdateNode:output_type -> lockbox.admin.UpdateNodeResponse
-	27, // 51: lockbox.admin.Admin.RemoveNode:output_type -> lockbox.admin.RemoveNodeResponse
-	29, // 52: lockbox.admin.Admin.GetJoinToken:output_type -> lockbox.admin.GetJoinTokenResponse
-	31, // 53: lockbox.admin.Admin.GetUnlockKey:output_type -> lockbox.admin.GetUnlockKeyResponse
-	33, // 54: lockbox.admin.Admin.Unlock:output_type -> lockbox.admin.UnlockResponse
-	35, // 55: lockbox.admin.Admin.RotateDataKey:output_type -> lockbox.admin.RotateDataKeyResponse
-	41, // 56: lockbox.admin.Admin.RotateKeyEncryptionKey:output_type -> lockbox.admin.RotateKeyEncryptionKeyResponse
-	37, // 57: lockbox.admin.Admin.IssueAdminCredentials:output_type -> lockbox.admin.IssueAdminCredentialsResponse
-	39, // 58: lockbox.admin.Admin.RevokeAdminCredentials:output_type -> lockbox.admin.RevokeAdminCredentialsResponse
-	38, // [38:59] is the sub-list for method output_type
-	17, // [17:38] is the sub-list for method input_type
+	44, // 0: lockbox.admin.CreateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
+	45, // 1: lockbox.admin.CreateSecretResponse.secret:type_name -> lockbox.types.Secret
+	45, // 2: lockbox.admin.GetSecretResponse.secret:type_name -> lockbox.types.Secret
+	45, // 3: lockbox.admin.ListSecretsResponse.secrets:type_name -> lockbox.types.Secret
+	44, // 4: lockbox.admin.UpdateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
+	45, // 5: lockbox.admin.UpdateSecretResponse.secret:type_name -> lockbox.types.Secret
+	46, // 6: lockbox.admin.CreateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
+	47, // 7: lockbox.admin.CreateServiceResponse.service:type_name -> lockbox.types.Service
+	47, // 8: lockbox.admin.GetServiceResponse.service:type_name -> lockbox.types.Service
+	47, // 9: lockbox.admin.ListServicesResponse.services:type_name -> lockbox.types.Service
+	46, // 10: lockbox.admin.UpdateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
+	47, // 11: lockbox.admin.UpdateServiceResponse.service:type_name -> lockbox.types.Service
+	48, // 12: lockbox.admin.GetNodeResponse.node:type_name -> lockbox.types.Node
+	48, // 13: lockbox.admin.ListNodesResponse.nodes:type_name -> lockbox.types.Node
+	49, // 14: lockbox.admin.UpdateNodeRequest.spec:type_name -> lockbox.types.NodeSpec
+	48, // 15: lockbox.admin.UpdateNodeResponse.node:type_name -> lockbox.types.Node
+	50, // 16: lockbox.admin.GetJoinTokenRequest.role:type_name -> lockbox.types.NodeRole
+	2,  // 17: lockbox.admin.Admin.CreateSecret:input_type -> lockbox.admin.CreateSecretRequest
+	4,  // 18: lockbox.admin.Admin.GetSecret:input_type -> lockbox.admin.GetSecretRequest
+	6,  // 19: lockbox.admin.Admin.ListSecrets:input_type -> lockbox.admin.ListSecretsRequest
+	8,  // 20: lockbox.admin.Admin.UpdateSecret:input_type -> lockbox.admin.UpdateSecretRequest
+	10, // 21: lockbox.admin.Admin.RemoveSecret:input_type -> lockbox.admin.RemoveSecretRequest
+	12, // 22: lockbox.admin.Admin.CreateService:input_type -> lockbox.admin.CreateServiceRequest
+	14, // 23: lockbox.admin.Admin.GetService:input_type -> lockbox.admin.GetServiceRequest
+	16, // 24: lockbox.admin.Admin.ListServices:input_type -> lockbox.admin.ListServicesRequest
+	18, // 25: lockbox.admin.Admin.UpdateService:input_type -> lockbox.admin.UpdateServiceRequest
+	20, // 26: lockbox.admin.Admin.RemoveService:input_type -> lockbox.admin.RemoveServiceRequest
+	22, // 27: lockbox.admin.Admin.GetNode:input_type -> lockbox.admin.GetNodeRequest
+	24, // 28: lockbox.admin.Admin.ListNodes:input_type -> lockbox.admin.ListNodesRequest
+	26, // 29: lockbox.admin.Admin.UpdateNode:input_type -> lockbox.admin.UpdateNodeRequest
+	28, // 30: lockbox.admin.Admin.RemoveNode:input_type -> lockbox.admin.RemoveNodeRequest
+	30, // 31: lockbox.admin.Admin.GetJoinToken:input_type -> lockbox.admin.GetJoinTokenRequest
+	32, // 32: lockbox.admin.Admin.GetUnlockKey:input_type -> lockbox.admin.GetUnlockKeyRequest
+	34, // 33: lockbox.admin.Admin.Unlock:input_type -> lockbox.admin.UnlockRequest
+	36, // 34: lockbox.admin.Admin.RotateDataKey:input_type -> lockbox.admin.RotateDataKeyRequest
+	42, // 35: lockbox.admin.Admin.RotateKeyEncryptionKey:input_type -> lockbox.admin.RotateKeyEncryptionKeyRequest
+	38, // 36: lockbox.admin.Admin.IssueAdminCredentials:input_type -> lockbox.admin.IssueAdminCredentialsRequest
+	40, // 37: lockbox.admin.Admin.RevokeAdminCredentials:input_type -> lockbox.admin.RevokeAdminCredentialsRequest
+	0,  // 38: lockbox.admin.Admin.Version:input_type -> lockbox.admin.VersionRequest
+	3,  // 39: lockbox.admin.Admin.CreateSecret:output_type -> lockbox.admin.CreateSecretResponse
+	5,  // 40: lockbox.admin.Admin.GetSecret:output_type -> lockbox.admin.GetSecretResponse
+	7,  // 41: lockbox.admin.Admin.ListSecrets:output_type -> lockbox.admin.ListSecretsResponse
+	9,  // 42: lockbox.admin.Admin.UpdateSecret:output_type -> lockbox.admin.UpdateSecretResponse
+	11, // 43: lockbox.admin.Admin.RemoveSecret:output_type -> lockbox.admin.RemoveSecretResponse
+	13, // 44: lockbox.admin.Admin.CreateService:output_type -> lockbox.admin.CreateServiceResponse
+	15, // 45: lockbox.admin.Admin.GetService:output_type -> lockbox.admin.GetServiceResponse
+	17, // 46: lockbox.admin.Admin.ListServices:output_type -> lockbox.admin.ListServicesResponse
+	19, // 47: lockbox.admin.Admin.UpdateService:output_type -> lockbox.admin.UpdateServiceResponse
+	21, // 48: lockbox.admin.Admin.RemoveService:output_type -> lockbox.admin.RemoveServiceResponse
+	23, // 49: lockbox.admin.Admin.GetNode:output_type -> lockbox.admin.GetNodeResponse
+	25, // 50: lockbox.admin.Admin.ListNodes:output_type -> lockbox.admin.ListNodesResponse
+	27, // 51: lockbox.admin.Admin.UpdateNode:output_type -> lockbox.admin.UpdateNodeResponse
+	29, // 52: lockbox.admin.Admin.RemoveNode:output_type -> lockbox.admin.RemoveNodeResponse
+	31, // 53: lockbox.admin.Admin.GetJoinToken:output_type -> lockbox.admin.GetJoinTokenResponse
+	33, // 54: lockbox.admin.Admin.GetUnlockKey:output_type -> lockbox.admin.GetUnlockKeyResponse
+	35, // 55: lockbox.admin.Admin.Unlock:output_type -> lockbox.admin.UnlockResponse
+	37, // 56: lockbox.admin.Admin.RotateDataKey:output_type -> lockbox.admin.RotateDataKeyResponse
+	43, // 57: lockbox.admin.Admin.RotateKeyEncryptionKey:output_type -> lockbox.admin.RotateKeyEncryptionKeyResponse
+	39, // 58: lockbox.admin.Admin.IssueAdminCredentials:output_type -> lockbox.admin.IssueAdminCredentialsResponse
+	41, // 59: lockbox.admin.Admin.RevokeAdminCredentials:output_type -> lockbox.admin.RevokeAdminCredentialsResponse
+	1,  // 60: lockbox.admin.Admin.Version:output_type -> lockbox.admin.VersionResponse
+	39, // [39:61] is the sub-list for method output_type
+	17, // [17:39] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -2182,7 +2328,7 @@ func file_admin_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_admin_proto_rawDesc), len(file_admin_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,6 +43,7 @@ const (
 	Admin_RotateKeyEncryptionKey_FullMethodName = "/lockbox.admin.Admin/RotateKeyEncryptionKey"
 	Admin_IssueAdminCredentials_FullMethodName  = "/lockbox.admin.Admin/IssueAdminCredentials"
 	Admin_RevokeAdminCredentials_FullMethodName = "/lockbox.admin.Admin/RevokeAdminCredentials"
+	Admin_Version_FullMethodName                = "/lockbox.admin.Admin/Version"
 )
 
 // AdminClient is the client API for Admin service.
@@ -82,6 +83,9 @@ type AdminClient interface {
 	// RevokeAdminCredentials revokes an admin certificate by its ID, on
 	// every manager, through the cluster's revocation list.
 	RevokeAdminCredentials(ctx context.Context, in *RevokeAdminCredentialsRequest, opts ...grpc.CallOption) (*RevokeAdminCredentialsResponse, error)
+	// Version reports the build of the manager that answers (lockbox
+	// version's Server section).
+	Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionResponse, error)
 }
 
 type adminClient struct {
@@ -302,6 +306,16 @@ func (c *adminClient) RevokeAdminCredentials(ctx context.Context, in *RevokeAdmi
 	return out, nil
 }
 
+func (c *adminClient) Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VersionResponse)
+	err := c.cc.Invoke(ctx, Admin_Version_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -339,6 +353,9 @@ type AdminServer interface {
 	// RevokeAdminCredentials revokes an admin certificate by its ID, on
 	// every manager, through the cluster's revocation list.
 	RevokeAdminCredentials(context.Context, *RevokeAdminCredentialsRequest) (*RevokeAdminCredentialsResponse, error)
+	// Version reports the build of the manager that answers (lockbox
+	// version's Server section).
+	Version(context.Context, *VersionRequest) (*VersionResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -411,6 +428,9 @@ func (UnimplementedAdminServer) IssueAdminCredentials(context.Context, *IssueAdm
 }
 func (UnimplementedAdminServer) RevokeAdminCredentials(context.Context, *RevokeAdminCredentialsRequest) (*RevokeAdminCredentialsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeAdminCredentials not implemented")
+}
+func (UnimplementedAdminServer) Version(context.Context, *VersionRequest) (*VersionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Version not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -811,6 +831,24 @@ func _Admin_RevokeAdminCredentials_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Version_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Version(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Version_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Version(ctx, req.(*VersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -901,6 +939,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeAdminCredentials",
 			Handler:    _Admin_RevokeAdminCredentials_Handler,
+		},
+		{
+			MethodName: "Version",
+			Handler:    _Admin_Version_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
