@@ -87,4 +87,3 @@ func (s *logSink) String() string {
 	defer s.mu.Unlock()
 	return s.buf.String()
 }
-
