@@ -330,3 +330,61 @@ func TestNRIDaemonSet(t *testing.T) {
 		}
 	}
 }
+
+// make install copies the binaries that exist in BIN, the two units with
+// PREFIX's bin in ExecStart, and nothing else, under DESTDIR.
+func TestMakeInstall(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make not installed")
+	}
+	bin, dest := t.TempDir(), t.TempDir()
+	for _, b := range []string{"lockbox", "lockbox-runtime", "containerd-shim-lockbox-v2"} { // no lockbox-nri
+		if err := os.WriteFile(filepath.Join(bin, b), []byte("#!/bin/true\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command("make", "-C", "..", "install", "BIN="+bin, "DESTDIR="+dest, "PREFIX=/opt/lb").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	got := map[string]os.FileMode{}
+	err = filepath.WalkDir(dest, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dest, p)
+		got["/"+rel] = fi.Mode().Perm()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]os.FileMode{
+		"/opt/lb/bin/lockbox": 0o755, "/opt/lb/bin/lockbox-runtime": 0o755, "/opt/lb/bin/containerd-shim-lockbox-v2": 0o755,
+		"/lib/systemd/system/lockbox-manager.service": 0o644, "/lib/systemd/system/lockbox-agent.service": 0o644,
+	}
+	if len(got) != len(want) {
+		t.Errorf("installed %v, want %v", got, want)
+	}
+	for p, m := range want {
+		if got[p] != m {
+			t.Errorf("%s: mode %v, want %v", p, got[p], m)
+		}
+	}
+	unit, err := os.ReadFile(filepath.Join(dest, "lib/systemd/system/lockbox-agent.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(unit, []byte("ExecStart=/opt/lb/bin/lockbox agent ")) || bytes.Contains(unit, []byte("/usr/local/bin")) {
+		t.Errorf("installed unit does not run PREFIX's lockbox:\n%s", unit)
+	}
+	// Without make build first, install says so and installs nothing.
+	out, err = exec.Command("make", "-C", "..", "install", "BIN="+t.TempDir(), "DESTDIR="+t.TempDir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "run make build first") {
+		t.Errorf("make install with no binaries: %v\n%s", err, out)
+	}
+}
