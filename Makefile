@@ -5,7 +5,7 @@ BIN         := bin
 export PATH := $(LOCKBOX_TOOLS)/bin:$(PATH)
 export LOCKBOX_TOOLS
 
-.PHONY: all deps build test unit windows integration bench proto lint demo clean
+.PHONY: all deps build test unit windows integration bench proto lint demo clean install
 
 all: build
 
@@ -51,3 +51,21 @@ demo: deps build
 
 clean:
 	rm -rf $(BIN)
+
+# install copies what make build made (and lockbox-nri, if built into bin/)
+# and the systemd units; it builds nothing, so that "sudo make install"
+# never runs the Go toolchain as root. DESTDIR stages a package.
+PREFIX      ?= /usr/local
+SYSTEMDUNITDIR ?= /lib/systemd/system
+INSTALL     ?= install
+install:
+	@test -x $(BIN)/lockbox || { echo "make install: run make build first" >&2; exit 1; }
+	$(INSTALL) -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSTEMDUNITDIR)
+	for b in lockbox lockbox-runtime containerd-shim-lockbox-v2 lockbox-nri; do \
+		if [ -x $(BIN)/$$b ]; then $(INSTALL) -m 0755 $(BIN)/$$b $(DESTDIR)$(PREFIX)/bin/$$b || exit 1; fi; \
+	done
+	for u in contrib/systemd/*.service; do \
+		sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' $$u >$(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}.tmp && \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}.tmp && \
+		mv $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}.tmp $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/} || exit 1; \
+	done

@@ -10,8 +10,13 @@ STATICCHECK_VERSION=v0.8.2
 CRICTL_VERSION=v1.37.0
 PROTOC_GEN_GO_VERSION=v1.36.11
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.0
+# etcdctl and etcdutl for the backup and restore in docs/operations.md: the
+# release of the etcd the managers embed (go.mod).
+ETCD_VERSION=v3.7.3
 
 packages=(runc crun busybox-static protobuf-compiler libprotobuf-dev containerd iproute2 util-linux wine64 binutils-mingw-w64-x86-64)
+# systemd-analyze verify checks contrib/systemd (it needs no running systemd).
+command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -44,4 +49,25 @@ install_go crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION
 install_go staticcheck honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION
 install_go protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION
 install_go protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION
+# etcd's tools: their go.mod files hold replace directives, so go install
+# refuses them; a throwaway module that requires them builds them.
+install_etcd_tools() {
+	if [ -x "$bin/etcdctl" ] && [ -x "$bin/etcdutl" ] && [ "$(cat "$bin/.etcd-tools.version" 2>/dev/null)" = "$ETCD_VERSION" ]; then
+		return
+	fi
+	echo "deps: build etcdctl and etcdutl $ETCD_VERSION"
+	local d
+	d=$(mktemp -d)
+	(
+		cd "$d"
+		export GOFLAGS=-buildvcs=false
+		go mod init lockbox.tools/etcd >/dev/null 2>&1
+		go get "go.etcd.io/etcd/etcdctl/v3@$ETCD_VERSION" "go.etcd.io/etcd/etcdutl/v3@$ETCD_VERSION" >/dev/null 2>&1
+		go build -o "$bin/etcdctl" go.etcd.io/etcd/etcdctl/v3
+		go build -o "$bin/etcdutl" go.etcd.io/etcd/etcdutl/v3
+	)
+	rm -rf "$d"
+	echo "$ETCD_VERSION" >"$bin/.etcd-tools.version"
+}
+install_etcd_tools
 echo "deps: ready ($bin)"

@@ -26,6 +26,136 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type VersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionRequest) Reset() {
+	*x = VersionRequest{}
+	mi := &file_admin_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionRequest) ProtoMessage() {}
+
+func (x *VersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
+func (*VersionRequest) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{0}
+}
+
+type VersionResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// commit is the VCS revision the build recorded, "" if none.
+	Commit    string `protobuf:"bytes,2,opt,name=commit,proto3" json:"commit,omitempty"`
+	Modified  bool   `protobuf:"varint,3,opt,name=modified,proto3" json:"modified,omitempty"`
+	GoVersion string `protobuf:"bytes,4,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
+	Os        string `protobuf:"bytes,5,opt,name=os,proto3" json:"os,omitempty"`
+	Arch      string `protobuf:"bytes,6,opt,name=arch,proto3" json:"arch,omitempty"`
+	// build_time is the commit's time (RFC 3339), "" if unknown.
+	BuildTime     string `protobuf:"bytes,7,opt,name=build_time,json=buildTime,proto3" json:"build_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionResponse) Reset() {
+	*x = VersionResponse{}
+	mi := &file_admin_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionResponse) ProtoMessage() {}
+
+func (x *VersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
+func (*VersionResponse) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VersionResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetModified() bool {
+	if x != nil {
+		return x.Modified
+	}
+	return false
+}
+
+func (x *VersionResponse) GetGoVersion() string {
+	if x != nil {
+		return x.GoVersion
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *VersionResponse) GetBuildTime() string {
+	if x != nil {
+		return x.BuildTime
+	}
+	return ""
+}
+
 type CreateSecretRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *types.SecretSpec      `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -36,7 +166,7 @@ type CreateSecretRequest struct {
 
 func (x *CreateSecretRequest) Reset() {
 	*x = CreateSecretRequest{}
-	mi := &file_admin_admin_proto_msgTypes[0]
+	mi := &file_admin_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +178,7 @@ func (x *CreateSecretRequest) String() string {
 func (*CreateSecretRequest) ProtoMessage() {}
 
 func (x *CreateSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[0]
+	mi := &file_admin_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +191,7 @@ func (x *CreateSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSecretRequest.ProtoReflect.Descriptor instead.
 func (*CreateSecretRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{0}
+	return file_admin_admin_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateSecretRequest) GetSpec() *types.SecretSpec {
@@ -87,7 +217,7 @@ type CreateSecretResponse struct {
 
 func (x *CreateSecretResponse) Reset() {
 	*x = CreateSecretResponse{}
-	mi := &file_admin_admin_proto_msgTypes[1]
+	mi := &file_admin_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +229,7 @@ func (x *CreateSecretResponse) String() string {
 func (*CreateSecretResponse) ProtoMessage() {}
 
 func (x *CreateSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[1]
+	mi := &file_admin_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,7 +242,7 @@ func (x *CreateSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSecretResponse.ProtoReflect.Descriptor instead.
 func (*CreateSecretResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{1}
+	return file_admin_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateSecretResponse) GetSecret() *types.Secret {
@@ -131,7 +261,7 @@ type GetSecretRequest struct {
 
 func (x *GetSecretRequest) Reset() {
 	*x = GetSecretRequest{}
-	mi := &file_admin_admin_proto_msgTypes[2]
+	mi := &file_admin_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -143,7 +273,7 @@ func (x *GetSecretRequest) String() string {
 func (*GetSecretRequest) ProtoMessage() {}
 
 func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[2]
+	mi := &file_admin_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -156,7 +286,7 @@ func (x *GetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretRequest.ProtoReflect.Descriptor instead.
 func (*GetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{2}
+	return file_admin_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetSecretRequest) GetNameOrId() string {
@@ -175,7 +305,7 @@ type GetSecretResponse struct {
 
 func (x *GetSecretResponse) Reset() {
 	*x = GetSecretResponse{}
-	mi := &file_admin_admin_proto_msgTypes[3]
+	mi := &file_admin_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -187,7 +317,7 @@ func (x *GetSecretResponse) String() string {
 func (*GetSecretResponse) ProtoMessage() {}
 
 func (x *GetSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[3]
+	mi := &file_admin_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -200,7 +330,7 @@ func (x *GetSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSecretResponse.ProtoReflect.Descriptor instead.
 func (*GetSecretResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{3}
+	return file_admin_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetSecretResponse) GetSecret() *types.Secret {
@@ -218,7 +348,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_admin_admin_proto_msgTypes[4]
+	mi := &file_admin_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -230,7 +360,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[4]
+	mi := &file_admin_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -243,7 +373,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{4}
+	return file_admin_admin_proto_rawDescGZIP(), []int{6}
 }
 
 type ListSecretsResponse struct {
@@ -255,7 +385,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_admin_admin_proto_msgTypes[5]
+	mi := &file_admin_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +397,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[5]
+	mi := &file_admin_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +410,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{5}
+	return file_admin_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*types.Secret {
@@ -301,7 +431,7 @@ type UpdateSecretRequest struct {
 
 func (x *UpdateSecretRequest) Reset() {
 	*x = UpdateSecretRequest{}
-	mi := &file_admin_admin_proto_msgTypes[6]
+	mi := &file_admin_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -313,7 +443,7 @@ func (x *UpdateSecretRequest) String() string {
 func (*UpdateSecretRequest) ProtoMessage() {}
 
 func (x *UpdateSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[6]
+	mi := &file_admin_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -326,7 +456,7 @@ func (x *UpdateSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSecretRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSecretRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{6}
+	return file_admin_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpdateSecretRequest) GetNameOrId() string {
@@ -359,7 +489,7 @@ type UpdateSecretResponse struct {
 
 func (x *UpdateSecretResponse) Reset() {
 	*x = UpdateSecretResponse{}
-	mi := &file_admin_admin_proto_msgTypes[7]
+	mi := &file_admin_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -371,7 +501,7 @@ func (x *UpdateSecretResponse) String() string {
 func (*UpdateSecretResponse) ProtoMessage() {}
 
 func (x *UpdateSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[7]
+	mi := &file_admin_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -384,7 +514,7 @@ func (x *UpdateSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSecretResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSecretResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{7}
+	return file_admin_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateSecretResponse) GetSecret() *types.Secret {
@@ -403,7 +533,7 @@ type RemoveSecretRequest struct {
 
 func (x *RemoveSecretRequest) Reset() {
 	*x = RemoveSecretRequest{}
-	mi := &file_admin_admin_proto_msgTypes[8]
+	mi := &file_admin_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +545,7 @@ func (x *RemoveSecretRequest) String() string {
 func (*RemoveSecretRequest) ProtoMessage() {}
 
 func (x *RemoveSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[8]
+	mi := &file_admin_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +558,7 @@ func (x *RemoveSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSecretRequest.ProtoReflect.Descriptor instead.
 func (*RemoveSecretRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{8}
+	return file_admin_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveSecretRequest) GetNameOrId() string {
@@ -446,7 +576,7 @@ type RemoveSecretResponse struct {
 
 func (x *RemoveSecretResponse) Reset() {
 	*x = RemoveSecretResponse{}
-	mi := &file_admin_admin_proto_msgTypes[9]
+	mi := &file_admin_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +588,7 @@ func (x *RemoveSecretResponse) String() string {
 func (*RemoveSecretResponse) ProtoMessage() {}
 
 func (x *RemoveSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[9]
+	mi := &file_admin_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +601,7 @@ func (x *RemoveSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSecretResponse.ProtoReflect.Descriptor instead.
 func (*RemoveSecretResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{9}
+	return file_admin_admin_proto_rawDescGZIP(), []int{11}
 }
 
 type CreateServiceRequest struct {
@@ -483,7 +613,7 @@ type CreateServiceRequest struct {
 
 func (x *CreateServiceRequest) Reset() {
 	*x = CreateServiceRequest{}
-	mi := &file_admin_admin_proto_msgTypes[10]
+	mi := &file_admin_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +625,7 @@ func (x *CreateServiceRequest) String() string {
 func (*CreateServiceRequest) ProtoMessage() {}
 
 func (x *CreateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[10]
+	mi := &file_admin_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +638,7 @@ func (x *CreateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceRequest.ProtoReflect.Descriptor instead.
 func (*CreateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{10}
+	return file_admin_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateServiceRequest) GetSpec() *types.ServiceSpec {
@@ -527,7 +657,7 @@ type CreateServiceResponse struct {
 
 func (x *CreateServiceResponse) Reset() {
 	*x = CreateServiceResponse{}
-	mi := &file_admin_admin_proto_msgTypes[11]
+	mi := &file_admin_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +669,7 @@ func (x *CreateServiceResponse) String() string {
 func (*CreateServiceResponse) ProtoMessage() {}
 
 func (x *CreateServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[11]
+	mi := &file_admin_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +682,7 @@ func (x *CreateServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceResponse.ProtoReflect.Descriptor instead.
 func (*CreateServiceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{11}
+	return file_admin_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateServiceResponse) GetService() *types.Service {
@@ -571,7 +701,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_admin_admin_proto_msgTypes[12]
+	mi := &file_admin_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +713,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[12]
+	mi := &file_admin_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +726,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{12}
+	return file_admin_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetServiceRequest) GetNameOrId() string {
@@ -615,7 +745,7 @@ type GetServiceResponse struct {
 
 func (x *GetServiceResponse) Reset() {
 	*x = GetServiceResponse{}
-	mi := &file_admin_admin_proto_msgTypes[13]
+	mi := &file_admin_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +757,7 @@ func (x *GetServiceResponse) String() string {
 func (*GetServiceResponse) ProtoMessage() {}
 
 func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[13]
+	mi := &file_admin_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +770,7 @@ func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{13}
+	return file_admin_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetServiceResponse) GetService() *types.Service {
@@ -658,7 +788,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_admin_admin_proto_msgTypes[14]
+	mi := &file_admin_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +800,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[14]
+	mi := &file_admin_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +813,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{14}
+	return file_admin_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type ListServicesResponse struct {
@@ -695,7 +825,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_admin_admin_proto_msgTypes[15]
+	mi := &file_admin_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +837,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[15]
+	mi := &file_admin_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +850,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{15}
+	return file_admin_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListServicesResponse) GetServices() []*types.Service {
@@ -742,7 +872,7 @@ type UpdateServiceRequest struct {
 
 func (x *UpdateServiceRequest) Reset() {
 	*x = UpdateServiceRequest{}
-	mi := &file_admin_admin_proto_msgTypes[16]
+	mi := &file_admin_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +884,7 @@ func (x *UpdateServiceRequest) String() string {
 func (*UpdateServiceRequest) ProtoMessage() {}
 
 func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[16]
+	mi := &file_admin_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +897,7 @@ func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{16}
+	return file_admin_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdateServiceRequest) GetNameOrId() string {
@@ -800,7 +930,7 @@ type UpdateServiceResponse struct {
 
 func (x *UpdateServiceResponse) Reset() {
 	*x = UpdateServiceResponse{}
-	mi := &file_admin_admin_proto_msgTypes[17]
+	mi := &file_admin_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +942,7 @@ func (x *UpdateServiceResponse) String() string {
 func (*UpdateServiceResponse) ProtoMessage() {}
 
 func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[17]
+	mi := &file_admin_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +955,7 @@ func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateServiceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{17}
+	return file_admin_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateServiceResponse) GetService() *types.Service {
@@ -844,7 +974,7 @@ type RemoveServiceRequest struct {
 
 func (x *RemoveServiceRequest) Reset() {
 	*x = RemoveServiceRequest{}
-	mi := &file_admin_admin_proto_msgTypes[18]
+	mi := &file_admin_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +986,7 @@ func (x *RemoveServiceRequest) String() string {
 func (*RemoveServiceRequest) ProtoMessage() {}
 
 func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[18]
+	mi := &file_admin_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +999,7 @@ func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServiceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{18}
+	return file_admin_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveServiceRequest) GetNameOrId() string {
@@ -887,7 +1017,7 @@ type RemoveServiceResponse struct {
 
 func (x *RemoveServiceResponse) Reset() {
 	*x = RemoveServiceResponse{}
-	mi := &file_admin_admin_proto_msgTypes[19]
+	mi := &file_admin_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +1029,7 @@ func (x *RemoveServiceResponse) String() string {
 func (*RemoveServiceResponse) ProtoMessage() {}
 
 func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[19]
+	mi := &file_admin_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1042,7 @@ func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServiceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{19}
+	return file_admin_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type GetNodeRequest struct {
@@ -924,7 +1054,7 @@ type GetNodeRequest struct {
 
 func (x *GetNodeRequest) Reset() {
 	*x = GetNodeRequest{}
-	mi := &file_admin_admin_proto_msgTypes[20]
+	mi := &file_admin_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1066,7 @@ func (x *GetNodeRequest) String() string {
 func (*GetNodeRequest) ProtoMessage() {}
 
 func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[20]
+	mi := &file_admin_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1079,7 @@ func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{20}
+	return file_admin_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetNodeRequest) GetNameOrId() string {
@@ -970,7 +1100,7 @@ type GetNodeResponse struct {
 
 func (x *GetNodeResponse) Reset() {
 	*x = GetNodeResponse{}
-	mi := &file_admin_admin_proto_msgTypes[21]
+	mi := &file_admin_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1112,7 @@ func (x *GetNodeResponse) String() string {
 func (*GetNodeResponse) ProtoMessage() {}
 
 func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[21]
+	mi := &file_admin_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1125,7 @@ func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{21}
+	return file_admin_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetNodeResponse) GetNode() *types.Node {
@@ -1020,7 +1150,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_admin_admin_proto_msgTypes[22]
+	mi := &file_admin_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1162,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[22]
+	mi := &file_admin_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1175,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{22}
+	return file_admin_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type ListNodesResponse struct {
@@ -1059,7 +1189,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_admin_admin_proto_msgTypes[23]
+	mi := &file_admin_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1201,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[23]
+	mi := &file_admin_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1214,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{23}
+	return file_admin_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListNodesResponse) GetNodes() []*types.Node {
@@ -1112,7 +1242,7 @@ type UpdateNodeRequest struct {
 
 func (x *UpdateNodeRequest) Reset() {
 	*x = UpdateNodeRequest{}
-	mi := &file_admin_admin_proto_msgTypes[24]
+	mi := &file_admin_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1254,7 @@ func (x *UpdateNodeRequest) String() string {
 func (*UpdateNodeRequest) ProtoMessage() {}
 
 func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[24]
+	mi := &file_admin_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1267,7 @@ func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{24}
+	return file_admin_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateNodeRequest) GetNameOrId() string {
@@ -1170,7 +1300,7 @@ type UpdateNodeResponse struct {
 
 func (x *UpdateNodeResponse) Reset() {
 	*x = UpdateNodeResponse{}
-	mi := &file_admin_admin_proto_msgTypes[25]
+	mi := &file_admin_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1312,7 @@ func (x *UpdateNodeResponse) String() string {
 func (*UpdateNodeResponse) ProtoMessage() {}
 
 func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[25]
+	mi := &file_admin_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1325,7 @@ func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeResponse.ProtoReflect.Descriptor instead.
 func (*UpdateNodeResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{25}
+	return file_admin_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateNodeResponse) GetNode() *types.Node {
@@ -1215,7 +1345,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_admin_admin_proto_msgTypes[26]
+	mi := &file_admin_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1357,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[26]
+	mi := &file_admin_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1370,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{26}
+	return file_admin_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RemoveNodeRequest) GetNameOrId() string {
@@ -1265,7 +1395,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_admin_admin_proto_msgTypes[27]
+	mi := &file_admin_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1407,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[27]
+	mi := &file_admin_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1420,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{27}
+	return file_admin_admin_proto_rawDescGZIP(), []int{29}
 }
 
 type GetJoinTokenRequest struct {
@@ -1303,7 +1433,7 @@ type GetJoinTokenRequest struct {
 
 func (x *GetJoinTokenRequest) Reset() {
 	*x = GetJoinTokenRequest{}
-	mi := &file_admin_admin_proto_msgTypes[28]
+	mi := &file_admin_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1445,7 @@ func (x *GetJoinTokenRequest) String() string {
 func (*GetJoinTokenRequest) ProtoMessage() {}
 
 func (x *GetJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[28]
+	mi := &file_admin_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1458,7 @@ func (x *GetJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*GetJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{28}
+	return file_admin_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetJoinTokenRequest) GetRole() types.NodeRole {
@@ -1356,7 +1486,7 @@ type GetJoinTokenResponse struct {
 
 func (x *GetJoinTokenResponse) Reset() {
 	*x = GetJoinTokenResponse{}
-	mi := &file_admin_admin_proto_msgTypes[29]
+	mi := &file_admin_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1498,7 @@ func (x *GetJoinTokenResponse) String() string {
 func (*GetJoinTokenResponse) ProtoMessage() {}
 
 func (x *GetJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[29]
+	mi := &file_admin_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1511,7 @@ func (x *GetJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*GetJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{29}
+	return file_admin_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetJoinTokenResponse) GetToken() string {
@@ -1407,7 +1537,7 @@ type GetUnlockKeyRequest struct {
 
 func (x *GetUnlockKeyRequest) Reset() {
 	*x = GetUnlockKeyRequest{}
-	mi := &file_admin_admin_proto_msgTypes[30]
+	mi := &file_admin_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1549,7 @@ func (x *GetUnlockKeyRequest) String() string {
 func (*GetUnlockKeyRequest) ProtoMessage() {}
 
 func (x *GetUnlockKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[30]
+	mi := &file_admin_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1562,7 @@ func (x *GetUnlockKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUnlockKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetUnlockKeyRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{30}
+	return file_admin_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetUnlockKeyRequest) GetRotate() bool {
@@ -1452,7 +1582,7 @@ type GetUnlockKeyResponse struct {
 
 func (x *GetUnlockKeyResponse) Reset() {
 	*x = GetUnlockKeyResponse{}
-	mi := &file_admin_admin_proto_msgTypes[31]
+	mi := &file_admin_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1594,7 @@ func (x *GetUnlockKeyResponse) String() string {
 func (*GetUnlockKeyResponse) ProtoMessage() {}
 
 func (x *GetUnlockKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[31]
+	mi := &file_admin_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1607,7 @@ func (x *GetUnlockKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUnlockKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetUnlockKeyResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{31}
+	return file_admin_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetUnlockKeyResponse) GetUnlockKey() string {
@@ -1503,7 +1633,7 @@ type UnlockRequest struct {
 
 func (x *UnlockRequest) Reset() {
 	*x = UnlockRequest{}
-	mi := &file_admin_admin_proto_msgTypes[32]
+	mi := &file_admin_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1645,7 @@ func (x *UnlockRequest) String() string {
 func (*UnlockRequest) ProtoMessage() {}
 
 func (x *UnlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[32]
+	mi := &file_admin_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1658,7 @@ func (x *UnlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockRequest.ProtoReflect.Descriptor instead.
 func (*UnlockRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{32}
+	return file_admin_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UnlockRequest) GetUnlockKey() string {
@@ -1546,7 +1676,7 @@ type UnlockResponse struct {
 
 func (x *UnlockResponse) Reset() {
 	*x = UnlockResponse{}
-	mi := &file_admin_admin_proto_msgTypes[33]
+	mi := &file_admin_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1688,7 @@ func (x *UnlockResponse) String() string {
 func (*UnlockResponse) ProtoMessage() {}
 
 func (x *UnlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[33]
+	mi := &file_admin_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1701,7 @@ func (x *UnlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockResponse.ProtoReflect.Descriptor instead.
 func (*UnlockResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{33}
+	return file_admin_admin_proto_rawDescGZIP(), []int{35}
 }
 
 type RotateDataKeyRequest struct {
@@ -1582,7 +1712,7 @@ type RotateDataKeyRequest struct {
 
 func (x *RotateDataKeyRequest) Reset() {
 	*x = RotateDataKeyRequest{}
-	mi := &file_admin_admin_proto_msgTypes[34]
+	mi := &file_admin_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1724,7 @@ func (x *RotateDataKeyRequest) String() string {
 func (*RotateDataKeyRequest) ProtoMessage() {}
 
 func (x *RotateDataKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[34]
+	mi := &file_admin_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1737,7 @@ func (x *RotateDataKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateDataKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateDataKeyRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{34}
+	return file_admin_admin_proto_rawDescGZIP(), []int{36}
 }
 
 type RotateDataKeyResponse struct {
@@ -1619,7 +1749,7 @@ type RotateDataKeyResponse struct {
 
 func (x *RotateDataKeyResponse) Reset() {
 	*x = RotateDataKeyResponse{}
-	mi := &file_admin_admin_proto_msgTypes[35]
+	mi := &file_admin_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +1761,7 @@ func (x *RotateDataKeyResponse) String() string {
 func (*RotateDataKeyResponse) ProtoMessage() {}
 
 func (x *RotateDataKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[35]
+	mi := &file_admin_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +1774,7 @@ func (x *RotateDataKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateDataKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateDataKeyResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{35}
+	return file_admin_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RotateDataKeyResponse) GetResealed() uint64 {
@@ -1665,7 +1795,7 @@ type IssueAdminCredentialsRequest struct {
 
 func (x *IssueAdminCredentialsRequest) Reset() {
 	*x = IssueAdminCredentialsRequest{}
-	mi := &file_admin_admin_proto_msgTypes[36]
+	mi := &file_admin_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1807,7 @@ func (x *IssueAdminCredentialsRequest) String() string {
 func (*IssueAdminCredentialsRequest) ProtoMessage() {}
 
 func (x *IssueAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[36]
+	mi := &file_admin_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1820,7 @@ func (x *IssueAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*IssueAdminCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{36}
+	return file_admin_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *IssueAdminCredentialsRequest) GetLifetimeSeconds() int64 {
@@ -1714,7 +1844,7 @@ type IssueAdminCredentialsResponse struct {
 
 func (x *IssueAdminCredentialsResponse) Reset() {
 	*x = IssueAdminCredentialsResponse{}
-	mi := &file_admin_admin_proto_msgTypes[37]
+	mi := &file_admin_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1856,7 @@ func (x *IssueAdminCredentialsResponse) String() string {
 func (*IssueAdminCredentialsResponse) ProtoMessage() {}
 
 func (x *IssueAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[37]
+	mi := &file_admin_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1869,7 @@ func (x *IssueAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*IssueAdminCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{37}
+	return file_admin_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *IssueAdminCredentialsResponse) GetId() string {
@@ -1786,7 +1916,7 @@ type RevokeAdminCredentialsRequest struct {
 
 func (x *RevokeAdminCredentialsRequest) Reset() {
 	*x = RevokeAdminCredentialsRequest{}
-	mi := &file_admin_admin_proto_msgTypes[38]
+	mi := &file_admin_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1928,7 @@ func (x *RevokeAdminCredentialsRequest) String() string {
 func (*RevokeAdminCredentialsRequest) ProtoMessage() {}
 
 func (x *RevokeAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[38]
+	mi := &file_admin_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1941,7 @@ func (x *RevokeAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{38}
+	return file_admin_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RevokeAdminCredentialsRequest) GetId() string {
@@ -1829,7 +1959,7 @@ type RevokeAdminCredentialsResponse struct {
 
 func (x *RevokeAdminCredentialsResponse) Reset() {
 	*x = RevokeAdminCredentialsResponse{}
-	mi := &file_admin_admin_proto_msgTypes[39]
+	mi := &file_admin_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1971,7 @@ func (x *RevokeAdminCredentialsResponse) String() string {
 func (*RevokeAdminCredentialsResponse) ProtoMessage() {}
 
 func (x *RevokeAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[39]
+	mi := &file_admin_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1984,7 @@ func (x *RevokeAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{39}
+	return file_admin_admin_proto_rawDescGZIP(), []int{41}
 }
 
 type RotateKeyEncryptionKeyRequest struct {
@@ -1865,7 +1995,7 @@ type RotateKeyEncryptionKeyRequest struct {
 
 func (x *RotateKeyEncryptionKeyRequest) Reset() {
 	*x = RotateKeyEncryptionKeyRequest{}
-	mi := &file_admin_admin_proto_msgTypes[40]
+	mi := &file_admin_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +2007,7 @@ func (x *RotateKeyEncryptionKeyRequest) String() string {
 func (*RotateKeyEncryptionKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyEncryptionKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[40]
+	mi := &file_admin_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2020,7 @@ func (x *RotateKeyEncryptionKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyEncryptionKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyEncryptionKeyRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{40}
+	return file_admin_admin_proto_rawDescGZIP(), []int{42}
 }
 
 type RotateKeyEncryptionKeyResponse struct {
@@ -1901,7 +2031,7 @@ type RotateKeyEncryptionKeyResponse struct {
 
 func (x *RotateKeyEncryptionKeyResponse) Reset() {
 	*x = RotateKeyEncryptionKeyResponse{}
-	mi := &file_admin_admin_proto_msgTypes[41]
+	mi := &file_admin_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2043,7 @@ func (x *RotateKeyEncryptionKeyResponse) String() string {
 func (*RotateKeyEncryptionKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyEncryptionKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[41]
+	mi := &file_admin_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2056,7 @@ func (x *RotateKeyEncryptionKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyEncryptionKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyEncryptionKeyResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{41}
+	return file_admin_admin_proto_rawDescGZIP(), []int{43}
 }
 
 type ListAuditRequest struct {
@@ -1944,7 +2074,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_admin_admin_proto_msgTypes[42]
+	mi := &file_admin_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1956,7 +2086,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[42]
+	mi := &file_admin_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1969,7 +2099,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{42}
+	return file_admin_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -2004,7 +2134,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_admin_admin_proto_msgTypes[43]
+	mi := &file_admin_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2146,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[43]
+	mi := &file_admin_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2159,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{43}
+	return file_admin_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListAuditResponse) GetEntries() []*types.AuditEntry {
@@ -2050,7 +2180,18 @@ var File_admin_admin_proto protoreflect.FileDescriptor
 
 const file_admin_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x11admin/admin.proto\x12\rlockbox.admin\x1a\x11types/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"X\n" +
+	"\x11admin/admin.proto\x12\rlockbox.admin\x1a\x11types/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n" +
+	"\x0eVersionRequest\"\xc1\x01\n" +
+	"\x0fVersionResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
+	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x1a\n" +
+	"\bmodified\x18\x03 \x01(\bR\bmodified\x12\x1d\n" +
+	"\n" +
+	"go_version\x18\x04 \x01(\tR\tgoVersion\x12\x0e\n" +
+	"\x02os\x18\x05 \x01(\tR\x02os\x12\x12\n" +
+	"\x04arch\x18\x06 \x01(\tR\x04arch\x12\x1d\n" +
+	"\n" +
+	"build_time\x18\a \x01(\tR\tbuildTime\"X\n" +
 	"\x13CreateSecretRequest\x12-\n" +
 	"\x04spec\x18\x01 \x01(\v2\x19.lockbox.types.SecretSpecR\x04spec\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"E\n" +
@@ -2161,7 +2302,7 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\"e\n" +
 	"\x11ListAuditResponse\x123\n" +
 	"\aentries\x18\x01 \x03(\v2\x19.lockbox.types.AuditEntryR\aentries\x12\x1b\n" +
-	"\tnext_page\x18\x02 \x01(\tR\bnextPage2\xbf\x0f\n" +
+	"\tnext_page\x18\x02 \x01(\tR\bnextPage2\x89\x10\n" +
 	"\x05Admin\x12W\n" +
 	"\fCreateSecret\x12\".lockbox.admin.CreateSecretRequest\x1a#.lockbox.admin.CreateSecretResponse\x12N\n" +
 	"\tGetSecret\x12\x1f.lockbox.admin.GetSecretRequest\x1a .lockbox.admin.GetSecretResponse\x12T\n" +
@@ -2187,7 +2328,8 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\x16RotateKeyEncryptionKey\x12,.lockbox.admin.RotateKeyEncryptionKeyRequest\x1a-.lockbox.admin.RotateKeyEncryptionKeyResponse\x12r\n" +
 	"\x15IssueAdminCredentials\x12+.lockbox.admin.IssueAdminCredentialsRequest\x1a,.lockbox.admin.IssueAdminCredentialsResponse\x12u\n" +
 	"\x16RevokeAdminCredentials\x12,.lockbox.admin.RevokeAdminCredentialsRequest\x1a-.lockbox.admin.RevokeAdminCredentialsResponse\x12N\n" +
-	"\tListAudit\x12\x1f.lockbox.admin.ListAuditRequest\x1a .lockbox.admin.ListAuditResponseB.Z,github.com/lockbox-project/lockbox/api/adminb\x06proto3"
+	"\tListAudit\x12\x1f.lockbox.admin.ListAuditRequest\x1a .lockbox.admin.ListAuditResponse\x12H\n" +
+	"\aVersion\x12\x1d.lockbox.admin.VersionRequest\x1a\x1e.lockbox.admin.VersionResponseB.Z,github.com/lockbox-project/lockbox/api/adminb\x06proto3"
 
 var (
 	file_admin_admin_proto_rawDescOnce sync.Once
@@ -2201,133 +2343,137 @@ func file_admin_admin_proto_rawDescGZIP() []byte {
 	return file_admin_admin_proto_rawDescData
 }
 
-var file_admin_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_admin_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_admin_admin_proto_goTypes = []any{
-	(*CreateSecretRequest)(nil),            // 0: lockbox.admin.CreateSecretRequest
-	(*CreateSecretResponse)(nil),           // 1: lockbox.admin.CreateSecretResponse
-	(*GetSecretRequest)(nil),               // 2: lockbox.admin.GetSecretRequest
-	(*GetSecretResponse)(nil),              // 3: lockbox.admin.GetSecretResponse
-	(*ListSecretsRequest)(nil),             // 4: lockbox.admin.ListSecretsRequest
-	(*ListSecretsResponse)(nil),            // 5: lockbox.admin.ListSecretsResponse
-	(*UpdateSecretRequest)(nil),            // 6: lockbox.admin.UpdateSecretRequest
-	(*UpdateSecretResponse)(nil),           // 7: lockbox.admin.UpdateSecretResponse
-	(*RemoveSecretRequest)(nil),            // 8: lockbox.admin.RemoveSecretRequest
-	(*RemoveSecretResponse)(nil),           // 9: lockbox.admin.RemoveSecretResponse
-	(*CreateServiceRequest)(nil),           // 10: lockbox.admin.CreateServiceRequest
-	(*CreateServiceResponse)(nil),          // 11: lockbox.admin.CreateServiceResponse
-	(*GetServiceRequest)(nil),              // 12: lockbox.admin.GetServiceRequest
-	(*GetServiceResponse)(nil),             // 13: lockbox.admin.GetServiceResponse
-	(*ListServicesRequest)(nil),            // 14: lockbox.admin.ListServicesRequest
-	(*ListServicesResponse)(nil),           // 15: lockbox.admin.ListServicesResponse
-	(*UpdateServiceRequest)(nil),           // 16: lockbox.admin.UpdateServiceRequest
-	(*UpdateServiceResponse)(nil),          // 17: lockbox.admin.UpdateServiceResponse
-	(*RemoveServiceRequest)(nil),           // 18: lockbox.admin.RemoveServiceRequest
-	(*RemoveServiceResponse)(nil),          // 19: lockbox.admin.RemoveServiceResponse
-	(*GetNodeRequest)(nil),                 // 20: lockbox.admin.GetNodeRequest
-	(*GetNodeResponse)(nil),                // 21: lockbox.admin.GetNodeResponse
-	(*ListNodesRequest)(nil),               // 22: lockbox.admin.ListNodesRequest
-	(*ListNodesResponse)(nil),              // 23: lockbox.admin.ListNodesResponse
-	(*UpdateNodeRequest)(nil),              // 24: lockbox.admin.UpdateNodeRequest
-	(*UpdateNodeResponse)(nil),             // 25: lockbox.admin.UpdateNodeResponse
-	(*RemoveNodeRequest)(nil),              // 26: lockbox.admin.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),             // 27: lockbox.admin.RemoveNodeResponse
-	(*GetJoinTokenRequest)(nil),            // 28: lockbox.admin.GetJoinTokenRequest
-	(*GetJoinTokenResponse)(nil),           // 29: lockbox.admin.GetJoinTokenResponse
-	(*GetUnlockKeyRequest)(nil),            // 30: lockbox.admin.GetUnlockKeyRequest
-	(*GetUnlockKeyResponse)(nil),           // 31: lockbox.admin.GetUnlockKeyResponse
-	(*UnlockRequest)(nil),                  // 32: lockbox.admin.UnlockRequest
-	(*UnlockResponse)(nil),                 // 33: lockbox.admin.UnlockResponse
-	(*RotateDataKeyRequest)(nil),           // 34: lockbox.admin.RotateDataKeyRequest
-	(*RotateDataKeyResponse)(nil),          // 35: lockbox.admin.RotateDataKeyResponse
-	(*IssueAdminCredentialsRequest)(nil),   // 36: lockbox.admin.IssueAdminCredentialsRequest
-	(*IssueAdminCredentialsResponse)(nil),  // 37: lockbox.admin.IssueAdminCredentialsResponse
-	(*RevokeAdminCredentialsRequest)(nil),  // 38: lockbox.admin.RevokeAdminCredentialsRequest
-	(*RevokeAdminCredentialsResponse)(nil), // 39: lockbox.admin.RevokeAdminCredentialsResponse
-	(*RotateKeyEncryptionKeyRequest)(nil),  // 40: lockbox.admin.RotateKeyEncryptionKeyRequest
-	(*RotateKeyEncryptionKeyResponse)(nil), // 41: lockbox.admin.RotateKeyEncryptionKeyResponse
-	(*ListAuditRequest)(nil),               // 42: lockbox.admin.ListAuditRequest
-	(*ListAuditResponse)(nil),              // 43: lockbox.admin.ListAuditResponse
-	nil,                                    // 44: lockbox.admin.ListNodesResponse.LiveEntry
-	(*types.SecretSpec)(nil),               // 45: lockbox.types.SecretSpec
-	(*types.Secret)(nil),                   // 46: lockbox.types.Secret
-	(*types.ServiceSpec)(nil),              // 47: lockbox.types.ServiceSpec
-	(*types.Service)(nil),                  // 48: lockbox.types.Service
-	(*types.Node)(nil),                     // 49: lockbox.types.Node
-	(*types.NodeLiveStatus)(nil),           // 50: lockbox.types.NodeLiveStatus
-	(*types.NodeSpec)(nil),                 // 51: lockbox.types.NodeSpec
-	(types.NodeRole)(0),                    // 52: lockbox.types.NodeRole
-	(*timestamppb.Timestamp)(nil),          // 53: google.protobuf.Timestamp
-	(*types.AuditEntry)(nil),               // 54: lockbox.types.AuditEntry
+	(*VersionRequest)(nil),                 // 0: lockbox.admin.VersionRequest
+	(*VersionResponse)(nil),                // 1: lockbox.admin.VersionResponse
+	(*CreateSecretRequest)(nil),            // 2: lockbox.admin.CreateSecretRequest
+	(*CreateSecretResponse)(nil),           // 3: lockbox.admin.CreateSecretResponse
+	(*GetSecretRequest)(nil),               // 4: lockbox.admin.GetSecretRequest
+	(*GetSecretResponse)(nil),              // 5: lockbox.admin.GetSecretResponse
+	(*ListSecretsRequest)(nil),             // 6: lockbox.admin.ListSecretsRequest
+	(*ListSecretsResponse)(nil),            // 7: lockbox.admin.ListSecretsResponse
+	(*UpdateSecretRequest)(nil),            // 8: lockbox.admin.UpdateSecretRequest
+	(*UpdateSecretResponse)(nil),           // 9: lockbox.admin.UpdateSecretResponse
+	(*RemoveSecretRequest)(nil),            // 10: lockbox.admin.RemoveSecretRequest
+	(*RemoveSecretResponse)(nil),           // 11: lockbox.admin.RemoveSecretResponse
+	(*CreateServiceRequest)(nil),           // 12: lockbox.admin.CreateServiceRequest
+	(*CreateServiceResponse)(nil),          // 13: lockbox.admin.CreateServiceResponse
+	(*GetServiceRequest)(nil),              // 14: lockbox.admin.GetServiceRequest
+	(*GetServiceResponse)(nil),             // 15: lockbox.admin.GetServiceResponse
+	(*ListServicesRequest)(nil),            // 16: lockbox.admin.ListServicesRequest
+	(*ListServicesResponse)(nil),           // 17: lockbox.admin.ListServicesResponse
+	(*UpdateServiceRequest)(nil),           // 18: lockbox.admin.UpdateServiceRequest
+	(*UpdateServiceResponse)(nil),          // 19: lockbox.admin.UpdateServiceResponse
+	(*RemoveServiceRequest)(nil),           // 20: lockbox.admin.RemoveServiceRequest
+	(*RemoveServiceResponse)(nil),          // 21: lockbox.admin.RemoveServiceResponse
+	(*GetNodeRequest)(nil),                 // 22: lockbox.admin.GetNodeRequest
+	(*GetNodeResponse)(nil),                // 23: lockbox.admin.GetNodeResponse
+	(*ListNodesRequest)(nil),               // 24: lockbox.admin.ListNodesRequest
+	(*ListNodesResponse)(nil),              // 25: lockbox.admin.ListNodesResponse
+	(*UpdateNodeRequest)(nil),              // 26: lockbox.admin.UpdateNodeRequest
+	(*UpdateNodeResponse)(nil),             // 27: lockbox.admin.UpdateNodeResponse
+	(*RemoveNodeRequest)(nil),              // 28: lockbox.admin.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),             // 29: lockbox.admin.RemoveNodeResponse
+	(*GetJoinTokenRequest)(nil),            // 30: lockbox.admin.GetJoinTokenRequest
+	(*GetJoinTokenResponse)(nil),           // 31: lockbox.admin.GetJoinTokenResponse
+	(*GetUnlockKeyRequest)(nil),            // 32: lockbox.admin.GetUnlockKeyRequest
+	(*GetUnlockKeyResponse)(nil),           // 33: lockbox.admin.GetUnlockKeyResponse
+	(*UnlockRequest)(nil),                  // 34: lockbox.admin.UnlockRequest
+	(*UnlockResponse)(nil),                 // 35: lockbox.admin.UnlockResponse
+	(*RotateDataKeyRequest)(nil),           // 36: lockbox.admin.RotateDataKeyRequest
+	(*RotateDataKeyResponse)(nil),          // 37: lockbox.admin.RotateDataKeyResponse
+	(*IssueAdminCredentialsRequest)(nil),   // 38: lockbox.admin.IssueAdminCredentialsRequest
+	(*IssueAdminCredentialsResponse)(nil),  // 39: lockbox.admin.IssueAdminCredentialsResponse
+	(*RevokeAdminCredentialsRequest)(nil),  // 40: lockbox.admin.RevokeAdminCredentialsRequest
+	(*RevokeAdminCredentialsResponse)(nil), // 41: lockbox.admin.RevokeAdminCredentialsResponse
+	(*RotateKeyEncryptionKeyRequest)(nil),  // 42: lockbox.admin.RotateKeyEncryptionKeyRequest
+	(*RotateKeyEncryptionKeyResponse)(nil), // 43: lockbox.admin.RotateKeyEncryptionKeyResponse
+	(*ListAuditRequest)(nil),               // 44: lockbox.admin.ListAuditRequest
+	(*ListAuditResponse)(nil),              // 45: lockbox.admin.ListAuditResponse
+	nil,                                    // 46: lockbox.admin.ListNodesResponse.LiveEntry
+	(*types.SecretSpec)(nil),               // 47: lockbox.types.SecretSpec
+	(*types.Secret)(nil),                   // 48: lockbox.types.Secret
+	(*types.ServiceSpec)(nil),              // 49: lockbox.types.ServiceSpec
+	(*types.Service)(nil),                  // 50: lockbox.types.Service
+	(*types.Node)(nil),                     // 51: lockbox.types.Node
+	(*types.NodeLiveStatus)(nil),           // 52: lockbox.types.NodeLiveStatus
+	(*types.NodeSpec)(nil),                 // 53: lockbox.types.NodeSpec
+	(types.NodeRole)(0),                    // 54: lockbox.types.NodeRole
+	(*timestamppb.Timestamp)(nil),          // 55: google.protobuf.Timestamp
+	(*types.AuditEntry)(nil),               // 56: lockbox.types.AuditEntry
 }
 var file_admin_admin_proto_depIdxs = []int32{
-	45, // 0: lockbox.admin.CreateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
-	46, // 1: lockbox.admin.CreateSecretResponse.secret:type_name -> lockbox.types.Secret
-	46, // 2: lockbox.admin.GetSecretResponse.secret:type_name -> lockbox.types.Secret
-	46, // 3: lockbox.admin.ListSecretsResponse.secrets:type_name -> lockbox.types.Secret
-	45, // 4: lockbox.admin.UpdateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
-	46, // 5: lockbox.admin.UpdateSecretResponse.secret:type_name -> lockbox.types.Secret
-	47, // 6: lockbox.admin.CreateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
-	48, // 7: lockbox.admin.CreateServiceResponse.service:type_name -> lockbox.types.Service
-	48, // 8: lockbox.admin.GetServiceResponse.service:type_name -> lockbox.types.Service
-	48, // 9: lockbox.admin.ListServicesResponse.services:type_name -> lockbox.types.Service
-	47, // 10: lockbox.admin.UpdateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
-	48, // 11: lockbox.admin.UpdateServiceResponse.service:type_name -> lockbox.types.Service
-	49, // 12: lockbox.admin.GetNodeResponse.node:type_name -> lockbox.types.Node
-	50, // 13: lockbox.admin.GetNodeResponse.live:type_name -> lockbox.types.NodeLiveStatus
-	49, // 14: lockbox.admin.ListNodesResponse.nodes:type_name -> lockbox.types.Node
-	44, // 15: lockbox.admin.ListNodesResponse.live:type_name -> lockbox.admin.ListNodesResponse.LiveEntry
-	51, // 16: lockbox.admin.UpdateNodeRequest.spec:type_name -> lockbox.types.NodeSpec
-	49, // 17: lockbox.admin.UpdateNodeResponse.node:type_name -> lockbox.types.Node
-	52, // 18: lockbox.admin.GetJoinTokenRequest.role:type_name -> lockbox.types.NodeRole
-	53, // 19: lockbox.admin.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	54, // 20: lockbox.admin.ListAuditResponse.entries:type_name -> lockbox.types.AuditEntry
-	50, // 21: lockbox.admin.ListNodesResponse.LiveEntry.value:type_name -> lockbox.types.NodeLiveStatus
-	0,  // 22: lockbox.admin.Admin.CreateSecret:input_type -> lockbox.admin.CreateSecretRequest
-	2,  // 23: lockbox.admin.Admin.GetSecret:input_type -> lockbox.admin.GetSecretRequest
-	4,  // 24: lockbox.admin.Admin.ListSecrets:input_type -> lockbox.admin.ListSecretsRequest
-	6,  // 25: lockbox.admin.Admin.UpdateSecret:input_type -> lockbox.admin.UpdateSecretRequest
-	8,  // 26: lockbox.admin.Admin.RemoveSecret:input_type -> lockbox.admin.RemoveSecretRequest
-	10, // 27: lockbox.admin.Admin.CreateService:input_type -> lockbox.admin.CreateServiceRequest
-	12, // 28: lockbox.admin.Admin.GetService:input_type -> lockbox.admin.GetServiceRequest
-	14, // 29: lockbox.admin.Admin.ListServices:input_type -> lockbox.admin.ListServicesRequest
-	16, // 30: lockbox.admin.Admin.UpdateService:input_type -> lockbox.admin.UpdateServiceRequest
-	18, // 31: lockbox.admin.Admin.RemoveService:input_type -> lockbox.admin.RemoveServiceRequest
-	20, // 32: lockbox.admin.Admin.GetNode:input_type -> lockbox.admin.GetNodeRequest
-	22, // 33: lockbox.admin.Admin.ListNodes:input_type -> lockbox.admin.ListNodesRequest
-	24, // 34: lockbox.admin.Admin.UpdateNode:input_type -> lockbox.admin.UpdateNodeRequest
-	26, // 35: lockbox.admin.Admin.RemoveNode:input_type -> lockbox.admin.RemoveNodeRequest
-	28, // 36: lockbox.admin.Admin.GetJoinToken:input_type -> lockbox.admin.GetJoinTokenRequest
-	30, // 37: lockbox.admin.Admin.GetUnlockKey:input_type -> lockbox.admin.GetUnlockKeyRequest
-	32, // 38: lockbox.admin.Admin.Unlock:input_type -> lockbox.admin.UnlockRequest
-	34, // 39: lockbox.admin.Admin.RotateDataKey:input_type -> lockbox.admin.RotateDataKeyRequest
-	40, // 40: lockbox.admin.Admin.RotateKeyEncryptionKey:input_type -> lockbox.admin.RotateKeyEncryptionKeyRequest
-	36, // 41: lockbox.admin.Admin.IssueAdminCredentials:input_type -> lockbox.admin.IssueAdminCredentialsRequest
-	38, // 42: lockbox.admin.Admin.RevokeAdminCredentials:input_type -> lockbox.admin.RevokeAdminCredentialsRequest
-	42, // 43: lockbox.admin.Admin.ListAudit:input_type -> lockbox.admin.ListAuditRequest
-	1,  // 44: lockbox.admin.Admin.CreateSecret:output_type -> lockbox.admin.CreateSecretResponse
-	3,  // 45: lockbox.admin.Admin.GetSecret:output_type -> lockbox.admin.GetSecretResponse
-	5,  // 46: lockbox.admin.Admin.ListSecrets:output_type -> lockbox.admin.ListSecretsResponse
-	7,  // 47: lockbox.admin.Admin.UpdateSecret:output_type -> lockbox.admin.UpdateSecretResponse
-	9,  // 48: lockbox.admin.Admin.RemoveSecret:output_type -> lockbox.admin.RemoveSecretResponse
-	11, // 49: lockbox.admin.Admin.CreateService:output_type -> lockbox.admin.CreateServiceResponse
-	13, // 50: lockbox.admin.Admin.GetService:output_type -> lockbox.admin.GetServiceResponse
-	15, // 51: lockbox.admin.Admin.ListServices:output_type -> lockbox.admin.ListServicesResponse
-	17, // 52: lockbox.admin.Admin.UpdateService:output_type -> lockbox.admin.UpdateServiceResponse
-	19, // 53: lockbox.admin.Admin.RemoveService:output_type -> lockbox.admin.RemoveServiceResponse
-	21, // 54: lockbox.admin.Admin.GetNode:output_type -> lockbox.admin.GetNodeResponse
-	23, // 55: lockbox.admin.Admin.ListNodes:output_type -> lockbox.admin.ListNodesResponse
-	25, // 56: lockbox.admin.Admin.UpdateNode:output_type -> lockbox.admin.UpdateNodeResponse
-	27, // 57: lockbox.admin.Admin.RemoveNode:output_type -> lockbox.admin.RemoveNodeResponse
-	29, // 58: lockbox.admin.Admin.GetJoinToken:output_type -> lockbox.admin.GetJoinTokenResponse
-	31, // 59: lockbox.admin.Admin.GetUnlockKey:output_type -> lockbox.admin.GetUnlockKeyResponse
-	33, // 60: lockbox.admin.Admin.Unlock:output_type -> lockbox.admin.UnlockResponse
-	35, // 61: lockbox.admin.Admin.RotateDataKey:output_type -> lockbox.admin.RotateDataKeyResponse
-	41, // 62: lockbox.admin.Admin.RotateKeyEncryptionKey:output_type -> lockbox.admin.RotateKeyEncryptionKeyResponse
-	37, // 63: lockbox.admin.Admin.IssueAdminCredentials:output_type -> lockbox.admin.IssueAdminCredentialsResponse
-	39, // 64: lockbox.admin.Admin.RevokeAdminCredentials:output_type -> lockbox.admin.RevokeAdminCredentialsResponse
-	43, // 65: lockbox.admin.Admin.ListAudit:output_type -> lockbox.admin.ListAuditResponse
-	44, // [44:66] is the sub-list for method output_type
-	22, // [22:44] is the sub-list for method input_type
+	47, // 0: lockbox.admin.CreateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
+	48, // 1: lockbox.admin.CreateSecretResponse.secret:type_name -> lockbox.types.Secret
+	48, // 2: lockbox.admin.GetSecretResponse.secret:type_name -> lockbox.types.Secret
+	48, // 3: lockbox.admin.ListSecretsResponse.secrets:type_name -> lockbox.types.Secret
+	47, // 4: lockbox.admin.UpdateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
+	48, // 5: lockbox.admin.UpdateSecretResponse.secret:type_name -> lockbox.types.Secret
+	49, // 6: lockbox.admin.CreateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
+	50, // 7: lockbox.admin.CreateServiceResponse.service:type_name -> lockbox.types.Service
+	50, // 8: lockbox.admin.GetServiceResponse.service:type_name -> lockbox.types.Service
+	50, // 9: lockbox.admin.ListServicesResponse.services:type_name -> lockbox.types.Service
+	49, // 10: lockbox.admin.UpdateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
+	50, // 11: lockbox.admin.UpdateServiceResponse.service:type_name -> lockbox.types.Service
+	51, // 12: lockbox.admin.GetNodeResponse.node:type_name -> lockbox.types.Node
+	52, // 13: lockbox.admin.GetNodeResponse.live:type_name -> lockbox.types.NodeLiveStatus
+	51, // 14: lockbox.admin.ListNodesResponse.nodes:type_name -> lockbox.types.Node
+	46, // 15: lockbox.admin.ListNodesResponse.live:type_name -> lockbox.admin.ListNodesResponse.LiveEntry
+	53, // 16: lockbox.admin.UpdateNodeRequest.spec:type_name -> lockbox.types.NodeSpec
+	51, // 17: lockbox.admin.UpdateNodeResponse.node:type_name -> lockbox.types.Node
+	54, // 18: lockbox.admin.GetJoinTokenRequest.role:type_name -> lockbox.types.NodeRole
+	55, // 19: lockbox.admin.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	56, // 20: lockbox.admin.ListAuditResponse.entries:type_name -> lockbox.types.AuditEntry
+	52, // 21: lockbox.admin.ListNodesResponse.LiveEntry.value:type_name -> lockbox.types.NodeLiveStatus
+	2,  // 22: lockbox.admin.Admin.CreateSecret:input_type -> lockbox.admin.CreateSecretRequest
+	4,  // 23: lockbox.admin.Admin.GetSecret:input_type -> lockbox.admin.GetSecretRequest
+	6,  // 24: lockbox.admin.Admin.ListSecrets:input_type -> lockbox.admin.ListSecretsRequest
+	8,  // 25: lockbox.admin.Admin.UpdateSecret:input_type -> lockbox.admin.UpdateSecretRequest
+	10, // 26: lockbox.admin.Admin.RemoveSecret:input_type -> lockbox.admin.RemoveSecretRequest
+	12, // 27: lockbox.admin.Admin.CreateService:input_type -> lockbox.admin.CreateServiceRequest
+	14, // 28: lockbox.admin.Admin.GetService:input_type -> lockbox.admin.GetServiceRequest
+	16, // 29: lockbox.admin.Admin.ListServices:input_type -> lockbox.admin.ListServicesRequest
+	18, // 30: lockbox.admin.Admin.UpdateService:input_type -> lockbox.admin.UpdateServiceRequest
+	20, // 31: lockbox.admin.Admin.RemoveService:input_type -> lockbox.admin.RemoveServiceRequest
+	22, // 32: lockbox.admin.Admin.GetNode:input_type -> lockbox.admin.GetNodeRequest
+	24, // 33: lockbox.admin.Admin.ListNodes:input_type -> lockbox.admin.ListNodesRequest
+	26, // 34: lockbox.admin.Admin.UpdateNode:input_type -> lockbox.admin.UpdateNodeRequest
+	28, // 35: lockbox.admin.Admin.RemoveNode:input_type -> lockbox.admin.RemoveNodeRequest
+	30, // 36: lockbox.admin.Admin.GetJoinToken:input_type -> lockbox.admin.GetJoinTokenRequest
+	32, // 37: lockbox.admin.Admin.GetUnlockKey:input_type -> lockbox.admin.GetUnlockKeyRequest
+	34, // 38: lockbox.admin.Admin.Unlock:input_type -> lockbox.admin.UnlockRequest
+	36, // 39: lockbox.admin.Admin.RotateDataKey:input_type -> lockbox.admin.RotateDataKeyRequest
+	42, // 40: lockbox.admin.Admin.RotateKeyEncryptionKey:input_type -> lockbox.admin.RotateKeyEncryptionKeyRequest
+	38, // 41: lockbox.admin.Admin.IssueAdminCredentials:input_type -> lockbox.admin.IssueAdminCredentialsRequest
+	40, // 42: lockbox.admin.Admin.RevokeAdminCredentials:input_type -> lockbox.admin.RevokeAdminCredentialsRequest
+	44, // 43: lockbox.admin.Admin.ListAudit:input_type -> lockbox.admin.ListAuditRequest
+	0,  // 44: lockbox.admin.Admin.Version:input_type -> lockbox.admin.VersionRequest
+	3,  // 45: lockbox.admin.Admin.CreateSecret:output_type -> lockbox.admin.CreateSecretResponse
+	5,  // 46: lockbox.admin.Admin.GetSecret:output_type -> lockbox.admin.GetSecretResponse
+	7,  // 47: lockbox.admin.Admin.ListSecrets:output_type -> lockbox.admin.ListSecretsResponse
+	9,  // 48: lockbox.admin.Admin.UpdateSecret:output_type -> lockbox.admin.UpdateSecretResponse
+	11, // 49: lockbox.admin.Admin.RemoveSecret:output_type -> lockbox.admin.RemoveSecretResponse
+	13, // 50: lockbox.admin.Admin.CreateService:output_type -> lockbox.admin.CreateServiceResponse
+	15, // 51: lockbox.admin.Admin.GetService:output_type -> lockbox.admin.GetServiceResponse
+	17, // 52: lockbox.admin.Admin.ListServices:output_type -> lockbox.admin.ListServicesResponse
+	19, // 53: lockbox.admin.Admin.UpdateService:output_type -> lockbox.admin.UpdateServiceResponse
+	21, // 54: lockbox.admin.Admin.RemoveService:output_type -> lockbox.admin.RemoveServiceResponse
+	23, // 55: lockbox.admin.Admin.GetNode:output_type -> lockbox.admin.GetNodeResponse
+	25, // 56: lockbox.admin.Admin.ListNodes:output_type -> lockbox.admin.ListNodesResponse
+	27, // 57: lockbox.admin.Admin.UpdateNode:output_type -> lockbox.admin.UpdateNodeResponse
+	29, // 58: lockbox.admin.Admin.RemoveNode:output_type -> lockbox.admin.RemoveNodeResponse
+	31, // 59: lockbox.admin.Admin.GetJoinToken:output_type -> lockbox.admin.GetJoinTokenResponse
+	33, // 60: lockbox.admin.Admin.GetUnlockKey:output_type -> lockbox.admin.GetUnlockKeyResponse
+	35, // 61: lockbox.admin.Admin.Unlock:output_type -> lockbox.admin.UnlockResponse
+	37, // 62: lockbox.admin.Admin.RotateDataKey:output_type -> lockbox.admin.RotateDataKeyResponse
+	43, // 63: lockbox.admin.Admin.RotateKeyEncryptionKey:output_type -> lockbox.admin.RotateKeyEncryptionKeyResponse
+	39, // 64: lockbox.admin.Admin.IssueAdminCredentials:output_type -> lockbox.admin.IssueAdminCredentialsResponse
+	41, // 65: lockbox.admin.Admin.RevokeAdminCredentials:output_type -> lockbox.admin.RevokeAdminCredentialsResponse
+	45, // 66: lockbox.admin.Admin.ListAudit:output_type -> lockbox.admin.ListAuditResponse
+	1,  // 67: lockbox.admin.Admin.Version:output_type -> lockbox.admin.VersionResponse
+	45, // [45:68] is the sub-list for method output_type
+	22, // [22:45] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
 	22, // [22:22] is the sub-list for extension extendee
 	0,  // [0:22] is the sub-list for field type_name
@@ -2344,7 +2490,7 @@ func file_admin_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_admin_proto_rawDesc), len(file_admin_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,7 @@ const (
 	Admin_IssueAdminCredentials_FullMethodName  = "/lockbox.admin.Admin/IssueAdminCredentials"
 	Admin_RevokeAdminCredentials_FullMethodName = "/lockbox.admin.Admin/RevokeAdminCredentials"
 	Admin_ListAudit_FullMethodName              = "/lockbox.admin.Admin/ListAudit"
+	Admin_Version_FullMethodName                = "/lockbox.admin.Admin/Version"
 )
 
 // AdminClient is the client API for Admin service.
@@ -86,6 +87,9 @@ type AdminClient interface {
 	// ListAudit reads the managers' audit log, oldest first, one page at a
 	// time.
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// Version reports the build of the manager that answers (lockbox
+	// version's Server section).
+	Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionResponse, error)
 }
 
 type adminClient struct {
@@ -316,6 +320,16 @@ func (c *adminClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VersionResponse)
+	err := c.cc.Invoke(ctx, Admin_Version_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -356,6 +370,9 @@ type AdminServer interface {
 	// ListAudit reads the managers' audit log, oldest first, one page at a
 	// time.
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// Version reports the build of the manager that answers (lockbox
+	// version's Server section).
+	Version(context.Context, *VersionRequest) (*VersionResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -431,6 +448,9 @@ func (UnimplementedAdminServer) RevokeAdminCredentials(context.Context, *RevokeA
 }
 func (UnimplementedAdminServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedAdminServer) Version(context.Context, *VersionRequest) (*VersionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Version not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -849,6 +869,24 @@ func _Admin_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Version_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Version(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Version_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Version(ctx, req.(*VersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -943,6 +981,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAudit",
 			Handler:    _Admin_ListAudit_Handler,
+		},
+		{
+			MethodName: "Version",
+			Handler:    _Admin_Version_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

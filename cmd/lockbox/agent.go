@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -21,7 +20,7 @@ func addAgentCommand(root *cobra.Command) {
 	var (
 		o        daemon.Options
 		managers string
-		debug    bool
+		logs     logFlags
 		token    tokenFlags
 	)
 	cmd := &cobra.Command{
@@ -44,6 +43,9 @@ runtime adapters on a root-only unix socket.`,
 			if err := token.check(cmd.Flags()); err != nil {
 				return err
 			}
+			if err := logs.check(); err != nil {
+				return err
+			}
 			if err := daemon.Reexec(); err != nil {
 				return err
 			}
@@ -55,17 +57,15 @@ runtime adapters on a root-only unix socket.`,
 			}
 			defer clear(tok)
 			o.Token = tok
-			level := slog.LevelInfo
-			if debug {
-				level = slog.LevelDebug
+			if o.Log, err = logs.logger(cmd.ErrOrStderr()); err != nil {
+				return err
 			}
-			o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			for _, m := range strings.Split(managers, ",") {
 				if m = strings.TrimSpace(m); m != "" {
 					o.Managers = append(o.Managers, m)
 				}
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return daemon.Run(ctx, o)
 		},
@@ -80,7 +80,7 @@ runtime adapters on a root-only unix socket.`,
 	f.StringVar(&o.NRISocket, "nri-socket", "", "containerd's NRI socket (default: NRI's own default)")
 	f.BoolVar(&o.RequireBitLocker, "require-bitlocker", false, "Windows: refuse to start unless the state directory's volume is BitLocker-protected")
 	f.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics (plain HTTP, no authentication: bind to loopback or a management network; default off)")
-	f.BoolVar(&debug, "debug", false, "log at debug level")
+	logs.add(f)
 
 	cmd.AddCommand(newAgentLsCommand())
 	root.AddCommand(cmd)

@@ -27,5 +27,6 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newStackCommand())
 	addManagerCommand(root)
 	addAgentCommand(root)
+	root.AddCommand(newVersionCommand())
 	return root
 }

@@ -1,16 +1,13 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
 
 	"github.com/lockbox-project/lockbox/manager"
 	"github.com/lockbox-project/lockbox/manager/etcd"
@@ -21,7 +18,7 @@ func addManagerCommand(root *cobra.Command) {
 		cfg       manager.Config
 		endpoints string
 		etcdTLS   etcd.TLSFiles
-		debug     bool
+		logs      logFlags
 		token     tokenFlags
 	)
 	cmd := &cobra.Command{
@@ -46,24 +43,27 @@ next port on the advertised address. The admin socket (default
 			if err := token.check(cmd.Flags()); err != nil {
 				return err
 			}
+			if err := logs.check(); err != nil {
+				return err
+			}
 			tok, err := token.read(cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
 			cfg.JoinToken = tok
-			level := slog.LevelInfo
-			if debug {
-				level = slog.LevelDebug
+			if cfg.Logger, err = logs.logger(cmd.ErrOrStderr()); err != nil {
+				clear(tok)
+				return err
 			}
-			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			if endpoints != "" {
 				cfg.EtcdEndpoints = strings.Split(endpoints, ",")
 				if etcdTLS.CertFile != "" {
 					cfg.EtcdTLS = &etcdTLS
 				}
 			}
-			if zl, err := zap.NewProduction(zap.IncreaseLevel(zap.ErrorLevel)); err == nil {
-				cfg.EtcdLogger = zl
+			if cfg.EtcdLogger, err = logs.etcdLogger(cmd.ErrOrStderr()); err != nil {
+				clear(tok)
+				return err
 			}
 			cfg.Out = cmd.OutOrStdout()
 			m, err := manager.New(cfg)
@@ -71,7 +71,7 @@ next port on the advertised address. The admin socket (default
 				clear(tok)
 				return err
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			// A join zeroes the token itself, a restart never reads it:
 			// either way nothing needs it once the manager is up (or gone).
@@ -106,7 +106,7 @@ next port on the advertised address. The admin socket (default
 	f.IntVar(&cfg.EtcdPeerPort, "etcd-peer-port", 0, "embedded etcd peer port (default: the --listen port plus one)")
 	f.DurationVar(&cfg.HeartbeatPeriod, "heartbeat-period", 0, "heartbeat period told to agents (default 5s)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics (plain HTTP, no authentication: bind to loopback or a management network; default off)")
-	f.BoolVar(&debug, "debug", false, "debug logging")
+	logs.add(f)
 	cmd.MarkFlagRequired("data-dir")
 	root.AddCommand(cmd)
 }

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	"github.com/lockbox-project/lockbox/internal/buildinfo"
+)
+
+// versionInfo is one side of lockbox version, with docker version's
+// field names so that --format templates carry over
+// ({{.Client.Version}}, {{.Server.GitCommit}}).
+type versionInfo struct {
+	Version   string
+	GitCommit string
+	GoVersion string
+	Os        string
+	Arch      string
+	BuildTime string `json:",omitempty"`
+}
+
+// versionOutput is what --format sees; Server is nil when no manager
+// answered.
+type versionOutput struct {
+	Client versionInfo
+	Server *versionInfo
+}
+
+func clientVersion() versionInfo {
+	i := buildinfo.Get()
+	return versionInfo{Version: i.Version, GitCommit: i.ShortCommit(), GoVersion: i.GoVersion, Os: i.OS, Arch: i.Arch, BuildTime: i.BuildTime}
+}
+
+func serverVersion(r *adminapi.VersionResponse) *versionInfo {
+	i := buildinfo.Info{Version: r.GetVersion(), Commit: r.GetCommit(), Modified: r.GetModified()}
+	return &versionInfo{Version: i.Version, GitCommit: i.ShortCommit(), GoVersion: r.GetGoVersion(), Os: r.GetOs(), Arch: r.GetArch(), BuildTime: r.GetBuildTime()}
+}
+
+// newVersionCommand is docker version's shape: a Client section always,
+// a Server section from the manager -H names; a manager that does not
+// answer is an error (exit 1) after the Client section, as with docker.
+func newVersionCommand() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "version [--format TEMPLATE|json]",
+		Short: "Show the version of the lockbox client and of the manager it talks to",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := connFlagsOf(cmd)
+			if err != nil {
+				return err
+			}
+			out := versionOutput{Client: clientVersion()}
+			// A short wait: version is what one runs to see whether the
+			// manager is there at all.
+			if c.timeout > 10*time.Second {
+				c.timeout = 10 * time.Second
+			}
+			serr := c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
+				r, err := cl.Version(ctx, &adminapi.VersionRequest{})
+				if err != nil {
+					return err
+				}
+				out.Server = serverVersion(r)
+				return nil
+			})
+			if err := printVersion(cmd.OutOrStdout(), format, out); err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "", "format the output with a Go template, or json")
+	return cmd
+}
+
+// connFlagsOf reads the global connection flags (addAdminCommands
+// declares them on the root) from cmd.
+func connFlagsOf(cmd *cobra.Command) (*connFlags, error) {
+	f := cmd.Flags()
+	c := &connFlags{}
+	var err error
+	for _, s := range []struct {
+		name string
+		to   *string
+	}{{"host", &c.host}, {"tlscacert", &c.caCert}, {"tlscert", &c.cert}, {"tlskey", &c.key}} {
+		if *s.to, err = f.GetString(s.name); err != nil {
+			return nil, err
+		}
+	}
+	if c.timeout, err = f.GetDuration("timeout"); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func printVersion(w io.Writer, format string, v versionOutput) error {
+	switch format {
+	case "":
+	case "json":
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, string(b))
+		return err
+	default:
+		return executeTemplate(w, format, []any{v})
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	section := func(title string, i versionInfo) {
+		fmt.Fprintln(tw, title)
+		fmt.Fprintf(tw, " Version:\t%s\n", i.Version)
+		fmt.Fprintf(tw, " Go version:\t%s\n", i.GoVersion)
+		fmt.Fprintf(tw, " Git commit:\t%s\n", i.GitCommit)
+		if i.BuildTime != "" {
+			fmt.Fprintf(tw, " Built:\t%s\n", i.BuildTime)
+		}
+		fmt.Fprintf(tw, " OS/Arch:\t%s/%s\n", i.Os, i.Arch)
+	}
+	section("Client:", v.Client)
+	if v.Server != nil {
+		fmt.Fprintln(tw)
+		section("Server: Lockbox manager", *v.Server)
+	}
+	return tw.Flush()
+}
