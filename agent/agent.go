@@ -29,6 +29,9 @@ type Config struct {
 	// Mount's mounter.Handoverer) are found by type assertion.
 	Mounter mounter.Mounter
 	Log     *slog.Logger
+	// Reports, if set, is told of every mount and wipe (the session, for
+	// the managers' audit log).
+	Reports Reporter
 }
 
 // held is one container the agent has mounted. mount is nil for containers
@@ -56,6 +59,8 @@ type Agent struct {
 
 	// exits watches the processes of held containers (nil: no watch).
 	exits *exitWatch
+	// reports is Config.Reports (nil: none).
+	reports Reporter
 	// closed is set by Close: a release the exit watch scheduled earlier
 	// is then left to the next agent's recovery.
 	closed   atomic.Bool
@@ -82,7 +87,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{grants: cfg.Grants, mounter: cfg.Mounter, records: rs, log: cfg.Log, held: map[string]*held{}}
+	a := &Agent{grants: cfg.Grants, mounter: cfg.Mounter, records: rs, log: cfg.Log, held: map[string]*held{}, reports: cfg.Reports}
 	a.selfNS, _ = mntNS("self")
 	a.recover()
 	a.startExitWatch()
@@ -267,6 +272,11 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 		return nil, nil, err
 	}
 	a.log.Info("secrets mounted", "container", id, "service", rec.Service, "files", len(plan.Files), "attach", req.GetAttach(), "pid", rec.Pid)
+	names := make([]string, len(plan.Files))
+	for i, f := range plan.Files {
+		names[i] = f.SecretName
+	}
+	a.reportMounted(id, rec.Service, names)
 	return resp, files, nil
 }
 

@@ -149,6 +149,7 @@ func (a *Agent) release(id string, cause releaseCause) error {
 	if h != nil {
 		a.released[cause].Add(1)
 		a.log.Info("secrets released", "container", id, "service", h.rec.Service, "recovered", h.mount == nil)
+		a.reportWiped(id, h.rec.Service)
 	}
 	return nil
 }

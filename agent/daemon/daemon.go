@@ -16,12 +16,14 @@ import (
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	"github.com/lockbox-project/lockbox/agent/session"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/buildinfo"
 	"github.com/lockbox-project/lockbox/internal/secretmem"
 	"github.com/lockbox-project/lockbox/plugin/nri"
 )
 
-// Version is reported to the managers as the agent's version.
-var Version = "dev"
+// Version is reported to the managers as the agent's version: the
+// build's (internal/buildinfo, one home for it).
+var Version = buildinfo.Get().Version
 
 // Options are the agent's command-line settings.
 type Options struct {
@@ -108,7 +110,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	core, err := agent.New(agent.Config{StateDir: o.StateDir, Grants: cache, Mounter: m, Log: o.Log.With("part", "agent")})
+	core, err := agent.New(agent.Config{StateDir: o.StateDir, Grants: cache, Mounter: m, Log: o.Log.With("part", "agent"), Reports: sess})
 	if err != nil {
 		return err
 	}
