@@ -54,7 +54,7 @@ type contextTLS struct {
 // contextMeta is meta.json.
 type contextMeta struct {
 	Name        string
-	Description string      `json:",omitempty"`
+	Description string `json:",omitempty"`
 	Host        string
 	TLS         *contextTLS `json:",omitempty"`
 }
