@@ -23,6 +23,14 @@ import (
 func addContextFlag(root *cobra.Command, c *connFlags) {
 	var name string
 	root.PersistentFlags().StringVar(&name, "context", "", "context to use to reach the manager (overrides LOCKBOX_HOST, LOCKBOX_CONTEXT and 'lockbox context use'; see 'lockbox context ls')")
+	root.RegisterFlagCompletionFunc("context", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		names := []string{defaultContext}
+		if st, err := contextStoreFromEnv(); err == nil {
+			more, _ := st.list()
+			names = append(names, more...)
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	})
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if !talksToManager(cmd) {
 			return nil
@@ -139,7 +147,7 @@ func newContextCommand() *cobra.Command {
 		Short: "Manage contexts: named managers and their TLS files, so that -H and --tls* are not repeated",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newContextCreateCommand(), newContextLsCommand(), newContextUseCommand(),
+	cmd.AddCommand(newContextCreateCommand(), newContextUpdateCommand(), newContextLsCommand(), newContextUseCommand(),
 		newContextInspectCommand(), newContextRmCommand(), newContextShowCommand())
 	return cmd
 }

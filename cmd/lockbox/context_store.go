@@ -195,6 +195,18 @@ func (s *contextStore) create(m *contextMeta) error {
 	return err
 }
 
+// update rewrites an existing context's meta.json.
+func (s *contextStore) update(m *contextMeta) error {
+	if _, err := s.get(m.Name); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(m, "", "\t")
+	if err != nil {
+		return err
+	}
+	return writePrivate(s.metaPath(m.Name), append(b, '\n'))
+}
+
 // remove deletes a stored context.
 func (s *contextStore) remove(name string) error {
 	if _, err := s.get(name); err != nil {

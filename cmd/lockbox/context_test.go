@@ -184,6 +184,78 @@ func TestContextVerbs(t *testing.T) {
 	}
 }
 
+// update replaces what its flags give and checks the result as create
+// does; a group-readable key is warned about at create and update.
+func TestContextUpdate(t *testing.T) {
+	ctxEnv(t)
+	first, second := tlsFiles(t), tlsFiles(t)
+	mustLockbox(t, "context", "create", "prod", "-H", "tcp://mgr1:4242", "--tls-dir", first, "--description", "old")
+	inspect := func() contextView {
+		t.Helper()
+		var v []contextView
+		if err := json.Unmarshal([]byte(mustLockbox(t, "context", "inspect", "prod")), &v); err != nil || len(v) != 1 {
+			t.Fatalf("inspect: %v", err)
+		}
+		return v[0]
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		check   func(v contextView) bool
+		wantErr string
+	}{
+		{name: "description only", args: []string{"--description", "new"}, check: func(v contextView) bool {
+			return v.Description == "new" && v.Host == "tcp://mgr1:4242" && v.TLS != nil && v.TLS.Key == filepath.Join(first, "key.pem")
+		}},
+		{name: "new TLS files", args: []string{"--tls-dir", second}, check: func(v contextView) bool {
+			return v.Description == "new" && v.TLS != nil && v.TLS.CA == filepath.Join(second, "ca.pem")
+		}},
+		{name: "new tcp host keeps the files", args: []string{"-H", "tcp://mgr2:4242"}, check: func(v contextView) bool {
+			return v.Host == "tcp://mgr2:4242" && v.TLS != nil && v.TLS.Cert == filepath.Join(second, "cert.pem")
+		}},
+		{name: "unix host drops them", args: []string{"-H", "unix:///run/x.sock"}, check: func(v contextView) bool {
+			return v.Host == "unix:///run/x.sock" && v.TLS == nil
+		}},
+		{name: "tcp again needs files", args: []string{"-H", "tcp://mgr1:4242"}, wantErr: "a tcp:// context needs --tls-dir"},
+		{name: "bad host", args: []string{"-H", "tcp://mgr1"}, wantErr: "missing port"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := lockbox(t, "", append([]string{"context", "update", "prod"}, tc.args...)...)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v := inspect(); !tc.check(v) {
+				t.Fatalf("after update: %+v %+v", v, v.TLS)
+			}
+		})
+	}
+	for args, want := range map[string]string{"default": `context "default" cannot be updated`, "nope": `context "nope" does not exist`} {
+		if _, _, err := lockbox(t, "", "context", "update", args, "--description", "x"); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("update %s: %v", args, err)
+		}
+	}
+
+	open := tlsFiles(t)
+	if err := os.Chmod(filepath.Join(open, "key.pem"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errw, err := lockbox(t, "", "context", "create", "open", "-H", "tcp://mgr1:4242", "--tls-dir", open)
+	if err != nil || !strings.Contains(errw, "Warning: "+filepath.Join(open, "key.pem")+" can be read by other users (mode 0644)") {
+		t.Fatalf("create with a 0644 key: %v %q", err, errw)
+	}
+
+	// --context completes with the stored names.
+	if out := mustLockbox(t, "__complete", "--context", ""); !strings.HasPrefix(out, "default\nopen\nprod\n") {
+		t.Fatalf("completion: %q", out)
+	}
+}
+
 // chooseContext is docker's precedence: --context > -H > LOCKBOX_HOST >
 // LOCKBOX_CONTEXT > config file > default.
 func TestChooseContext(t *testing.T) {

@@ -3,10 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // The context verbs: docker context create/ls/use/inspect/rm/show.
@@ -14,10 +18,47 @@ import (
 // defaultContextDescription is docker's, with Lockbox's variable.
 const defaultContextDescription = "Current " + hostEnv + " based configuration"
 
+// contextFlags are the connection flags of create and update: the names
+// of the global ones, so that a command line's connection flags become a
+// context by putting 'context create NAME' before them.
+type contextFlags struct {
+	m         contextMeta
+	tlsDir    string
+	tls       contextTLS
+	dockerOpt string
+}
+
+func (cf *contextFlags) add(f *pflag.FlagSet) {
+	f.StringVar(&cf.m.Description, "description", "", "description of the context")
+	f.StringVarP(&cf.m.Host, "host", "H", "", "manager: unix://PATH or tcp://HOST:PORT")
+	f.StringVar(&cf.tlsDir, "tls-dir", "", "directory with ca.pem, cert.pem and key.pem, as 'lockbox admin-credentials create --dir' writes")
+	f.StringVar(&cf.tls.CA, "tlscacert", "", "CA certificate that signed the manager's certificate")
+	f.StringVar(&cf.tls.Cert, "tlscert", "", "admin client certificate")
+	f.StringVar(&cf.tls.Key, "tlskey", "", "admin client key")
+	f.StringVar(&cf.dockerOpt, "docker", "", "docker's endpoint option: not used by Lockbox, see -H and --tls-dir")
+	f.MarkHidden("docker")
+}
+
+func (cf *contextFlags) checkDocker() error {
+	if cf.dockerOpt != "" {
+		return fmt.Errorf("--docker: a Lockbox context has one endpoint, the manager: give its parts as flags, -H HOST --tlscacert CA --tlscert CERT --tlskey KEY (or --tls-dir DIR), for %q", cf.dockerOpt)
+	}
+	return nil
+}
+
+// warnOpenKey says when the context's key file can be read by others:
+// the context does not copy it, so its mode is the operator's to fix.
+func warnOpenKey(w io.Writer, m *contextMeta) {
+	if m.TLS == nil || runtime.GOOS == "windows" {
+		return
+	}
+	if fi, err := os.Stat(m.TLS.Key); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		fmt.Fprintf(w, "Warning: %s can be read by other users (mode %#o): chmod 600 it\n", m.TLS.Key, fi.Mode().Perm())
+	}
+}
+
 func newContextCreateCommand() *cobra.Command {
-	var m contextMeta
-	var tlsDir, dockerOpt string
-	t := contextTLS{}
+	var cf contextFlags
 	cmd := &cobra.Command{
 		Use:   "create [OPTIONS] CONTEXT",
 		Short: "Create a context: a manager address and its admin TLS files",
@@ -32,14 +73,15 @@ into the same DIR keeps the context working, and no second copy of an admin key 
   lockbox context use prod`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if dockerOpt != "" {
-				return fmt.Errorf("--docker: a Lockbox context has one endpoint, the manager: give its parts as flags, -H HOST --tlscacert CA --tlscert CERT --tlskey KEY (or --tls-dir DIR), for %q", dockerOpt)
+			if err := cf.checkDocker(); err != nil {
+				return err
 			}
+			m := cf.m
 			m.Name = args[0]
 			if err := checkContextName(m.Name); err != nil {
 				return err
 			}
-			if err := buildContext(&m, tlsDir, t); err != nil {
+			if err := buildContext(&m, cf.tlsDir, cf.tls); err != nil {
 				return err
 			}
 			st, err := contextStoreFromEnv()
@@ -49,22 +91,64 @@ into the same DIR keeps the context working, and no second copy of an admin key 
 			if err := st.create(&m); err != nil {
 				return err
 			}
+			warnOpenKey(cmd.ErrOrStderr(), &m)
 			fmt.Fprintln(cmd.OutOrStdout(), m.Name)
 			fmt.Fprintf(cmd.ErrOrStderr(), "Successfully created context %q\n", m.Name)
 			return nil
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&m.Description, "description", "", "description of the context")
-	// The same names as the global flags: a command line's connection
-	// flags become a context by putting 'context create NAME' before them.
-	f.StringVarP(&m.Host, "host", "H", "", "manager: unix://PATH or tcp://HOST:PORT")
-	f.StringVar(&tlsDir, "tls-dir", "", "directory with ca.pem, cert.pem and key.pem, as 'lockbox admin-credentials create --dir' writes")
-	f.StringVar(&t.CA, "tlscacert", "", "CA certificate that signed the manager's certificate")
-	f.StringVar(&t.Cert, "tlscert", "", "admin client certificate")
-	f.StringVar(&t.Key, "tlskey", "", "admin client key")
-	f.StringVar(&dockerOpt, "docker", "", "docker's endpoint option: not used by Lockbox, see -H and --tls-dir")
-	f.MarkHidden("docker")
+	cf.add(cmd.Flags())
+	return cmd
+}
+
+func newContextUpdateCommand() *cobra.Command {
+	var cf contextFlags
+	cmd := &cobra.Command{
+		Use:   "update [OPTIONS] CONTEXT",
+		Short: "Change a context's description, host or TLS files (the flags given replace the stored ones)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := cf.checkDocker(); err != nil {
+				return err
+			}
+			if args[0] == defaultContext {
+				return fmt.Errorf("context %q cannot be updated: it is -H, LOCKBOX_HOST or the local socket", defaultContext)
+			}
+			st, err := contextStoreFromEnv()
+			if err != nil {
+				return err
+			}
+			m, err := st.get(args[0])
+			if err != nil {
+				return err
+			}
+			f := cmd.Flags()
+			if f.Changed("description") {
+				m.Description = cf.m.Description
+			}
+			if f.Changed("host") {
+				m.Host = cf.m.Host
+			}
+			// New TLS flags replace the whole set; without them the stored
+			// files are checked again against the (maybe new) host.
+			tlsDir, t := cf.tlsDir, cf.tls
+			if tlsDir == "" && t == (contextTLS{}) && m.TLS != nil && strings.HasPrefix(m.Host, "tcp://") {
+				t = *m.TLS
+			}
+			m.TLS = nil
+			if err := buildContext(m, tlsDir, t); err != nil {
+				return err
+			}
+			if err := st.update(m); err != nil {
+				return err
+			}
+			warnOpenKey(cmd.ErrOrStderr(), m)
+			fmt.Fprintln(cmd.OutOrStdout(), m.Name)
+			fmt.Fprintf(cmd.ErrOrStderr(), "Successfully updated context %q\n", m.Name)
+			return nil
+		},
+	}
+	cf.add(cmd.Flags())
 	return cmd
 }
 
