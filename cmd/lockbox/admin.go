@@ -58,39 +58,56 @@ func addAdminCommands(root *cobra.Command) {
 		newAdminCredentialsCommand(c),
 		newKEKCommand(c),
 		newAuditCommand(c),
+		newContextCommand(),
 	)
+	addContextFlag(root, c)
 }
 
 // dial connects to the manager c names. The connection is lazy: errors
 // reaching the manager show up on the first call.
 func (c *connFlags) dial() (*grpc.ClientConn, error) {
-	scheme, addr, ok := strings.Cut(c.host, "://")
-	if !ok {
-		return nil, fmt.Errorf("-H %q: want unix://PATH or tcp://ADDR", c.host)
+	scheme, addr, err := parseHost(c.host)
+	if err != nil {
+		return nil, err
 	}
-	switch scheme {
-	case "unix":
-		if addr == "" {
-			return nil, fmt.Errorf("-H %q: empty socket path", c.host)
-		}
+	if scheme == "unix" {
 		if c.caCert != "" || c.cert != "" || c.key != "" {
 			return nil, errors.New("--tlscacert, --tlscert and --tlskey are for tcp:// hosts; the unix socket is authorised by its owner")
 		}
 		// The socket is root-only and the manager checks SO_PEERCRED: no
 		// TLS on a local socket, as with dockerd.
 		return grpc.NewClient("unix://"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	case "tcp":
-		creds, err := c.tlsCredentials(addr)
-		if err != nil {
-			return nil, err
-		}
-		return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
-	default:
-		return nil, fmt.Errorf("-H %q: unknown scheme %q; want unix:// or tcp://", c.host, scheme)
 	}
+	creds, err := c.tlsCredentials()
+	if err != nil {
+		return nil, err
+	}
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 }
 
-func (c *connFlags) tlsCredentials(addr string) (credentials.TransportCredentials, error) {
+// parseHost checks a manager address, from -H, LOCKBOX_HOST or a context,
+// and splits it into its scheme (unix or tcp) and address.
+func parseHost(host string) (scheme, addr string, err error) {
+	scheme, addr, ok := strings.Cut(host, "://")
+	if !ok {
+		return "", "", fmt.Errorf("-H %q: want unix://PATH or tcp://ADDR", host)
+	}
+	switch scheme {
+	case "unix":
+		if addr == "" {
+			return "", "", fmt.Errorf("-H %q: empty socket path", host)
+		}
+	case "tcp":
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return "", "", fmt.Errorf("-H %s: %w", host, err)
+		}
+	default:
+		return "", "", fmt.Errorf("-H %q: unknown scheme %q; want unix:// or tcp://", host, scheme)
+	}
+	return scheme, addr, nil
+}
+
+func (c *connFlags) tlsCredentials() (credentials.TransportCredentials, error) {
 	if c.caCert == "" || c.cert == "" || c.key == "" {
 		return nil, fmt.Errorf("-H %s: a tcp:// manager needs --tlscacert, --tlscert and --tlskey: short-lived ones from 'lockbox admin-credentials create --dir DIR' on the manager (as root), or, without autolock, those written at init under the manager's data dir", c.host)
 	}
@@ -108,9 +125,6 @@ func (c *connFlags) tlsCredentials(addr string) (credentials.TransportCredential
 			return nil, fmt.Errorf("--tlscert/--tlskey: %w (a manager with autolock writes no admin key at init: issue short-lived credentials with 'lockbox admin-credentials create --dir DIR' on the manager, as root)", err)
 		}
 		return nil, fmt.Errorf("--tlscert/--tlskey: %w", err)
-	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("-H %s: %w", c.host, err)
 	}
 	// The admin certificate dials managers like any node does.
 	return credentials.NewTLS(pki.ClientTLS(pool, func() *tls.Certificate { return &pair })), nil
@@ -141,7 +155,7 @@ func (c *connFlags) explain(err error) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
-		return fmt.Errorf("cannot reach the manager at %s: %s (is it running? choose another with -H or LOCKBOX_HOST)", c.host, st.Message())
+		return fmt.Errorf("cannot reach the manager at %s: %s (is it running? choose another with -H, LOCKBOX_HOST or --context)", c.host, st.Message())
 	case codes.DeadlineExceeded:
 		return fmt.Errorf("the manager at %s did not answer within %s", c.host, c.timeout)
 	case codes.PermissionDenied, codes.Unauthenticated:
