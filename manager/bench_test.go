@@ -23,6 +23,7 @@ import (
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 	"github.com/lockbox-project/lockbox/pki"
 )
 
@@ -399,6 +400,7 @@ func benchGRPC(b *testing.B, n int) {
 	b.ReportMetric(pctMS(fx.lat, 0.5)/pctMS(ad.lat, 0.5), "fixed/adaptive-p50")
 	b.ReportMetric(pctMS(fx.lat, 0.99)/pctMS(ad.lat, 0.99), "fixed/adaptive-p99")
 	b.ReportMetric(float64(fx.mgrCPU)/float64(ad.mgrCPU), "fixed/adaptive-manager-cpu")
+	benchinfo.Print(b)
 }
 
 // pctMS is the q-quantile of d in milliseconds; it sorts d.
