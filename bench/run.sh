@@ -28,7 +28,7 @@ sets=(
 	"agentmem|bin|./agent/daemon|-bench BenchmarkAgentRSS -benchtime 1x -count 3"
 	"readclaim|-|./plugin/runtime/hotpath|-bench BenchmarkReadClaim"
 	"shimopts|-|./plugin/shim|-bench BenchmarkRuncOptionsAny"
-	"grpc|bin|./manager|-bench BenchmarkGRPCStreams -benchtime 1x -count 2"
+	"grpc|-|./manager|-bench BenchmarkGRPCStreams -benchtime 1x -count 2"
 	"containerd|containerd|./bench|-bench BenchmarkContainerLifecycle -benchtime 100x"
 	"wrapperexec|containerd|./bench|-bench BenchmarkWrapperExec -benchtime 1000x"
 	"shim|containerd|./bench|-bench BenchmarkShimLifecycle -benchtime 100x"
@@ -71,10 +71,13 @@ for name in $want; do
 	esac
 	# The -bench regexp is one word: split the flags on spaces after it.
 	read -r -a args <<<"$flags"
-	echo "== $name: $GO test -run '^\$' ${args[*]} $pkg"
+	echo "== $name: $GO test -v -run '^\$' ${args[*]} $pkg"
 	echo "== commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty)'), $($GO version | cut -d' ' -f3), $(nproc) CPUs, loadavg $(cat /proc/loadavg)"
 	start=$SECONDS
-	if ! $GO test -run '^$' "${args[@]}" -timeout 60m "$pkg"; then
+	# -v: the testing package then prints a benchmark's name with its
+	# result, so the lines benchmarks print (the machine, tables) stand on
+	# their own and benchstat still reads every result line.
+	if ! $GO test -v -run '^$' "${args[@]}" -timeout 60m "$pkg"; then
 		failed+=("$name")
 	fi
 	echo "== $name: $((SECONDS - start)) s, loadavg $(cat /proc/loadavg)"
