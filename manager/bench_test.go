@@ -360,8 +360,11 @@ func benchGRPC(b *testing.B, n int) {
 			for i, w := range r.worst {
 				worst[i] = fmt.Sprint(w.Milliseconds())
 			}
-			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream; each update's slowest stream (ms): %s",
-				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n), strings.Join(worst, " "))
+			// RSS growth is printed for every phase, though only the
+			// first's means much: later phases reuse what the manager
+			// already holds.
+			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream, RSS growth %d B/stream; each update's slowest stream (ms): %s",
+				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n), r.rss/int64(n), strings.Join(worst, " "))
 		}
 	}
 	b.StopTimer()
