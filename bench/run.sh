@@ -20,7 +20,7 @@ sets=(
 	"seal|-|./manager/keys|-bench BenchmarkSealRecord -count 5"
 	"create|-|./manager/admin|-bench BenchmarkSecretCreate -benchtime 3000x -count 3"
 	"fanout|-|./manager/dispatcher|-bench BenchmarkFanOut"
-	"sessionmem|-|./manager/dispatcher|-bench BenchmarkSessionMemory"
+	"sessionmem|-|./manager/dispatcher|-bench BenchmarkSessionMemory -benchtime 1x -count 3"
 	"mounter|root|./linux|-bench BenchmarkSetup|BenchmarkWipe -benchtime 3000x"
 	"attach|root|./linux|-bench BenchmarkAttach"
 	"localapi|root|./agent|-bench BenchmarkLocalAPI"
