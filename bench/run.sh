@@ -71,7 +71,8 @@ for name in $want; do
 	esac
 	# The -bench regexp is one word: split the flags on spaces after it.
 	read -r -a args <<<"$flags"
-	echo "== $name: $GO test -v -run '^\$' ${args[*]} $pkg"
+	# Quoted (printf %q) so that the line can be pasted into a shell.
+	echo "== $name: $GO test -v -run '^\$' $(printf '%q ' "${args[@]}")$pkg"
 	echo "== commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty)'), $($GO version | cut -d' ' -f3), $(nproc) CPUs, loadavg $(cat /proc/loadavg)"
 	start=$SECONDS
 	# -v: the testing package then prints a benchmark's name with its
