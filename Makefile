@@ -33,8 +33,13 @@ windows:
 integration: build
 	LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 40m -tags integration ./integration/...
 
+# bench runs the benchmark sets behind docs/performance.md (bench/README.md
+# says what each prints and its baseline): by default the fast ones (a few
+# minutes); BENCH='fanout grpc' names sets, BENCH=all runs every set,
+# BENCH=list lists them.
+BENCH       ?=
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	LOCKBOX_BIN=$(CURDIR)/$(BIN) GO=$(GO) ./bench/run.sh $(BENCH)
 
 proto:
 	./api/gen.sh

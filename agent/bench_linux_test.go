@@ -11,6 +11,7 @@ import (
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	api "github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 	"github.com/lockbox-project/lockbox/linux"
 )
 
@@ -61,6 +62,7 @@ func BenchmarkLocalAPI(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			benchinfo.Print(b)
 		})
 		b.Run(fmt.Sprintf("prepare-release/%dx%dKiB", tc.n, tc.size>>10), func(b *testing.B) {
 			req := &api.PrepareRequest{Container: &api.Container{Id: "bench", Service: "web", Rootfs: "/nonexistent"}}
@@ -76,6 +78,7 @@ func BenchmarkLocalAPI(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			benchinfo.Print(b)
 		})
 		cl.Close()
 		srv.Close()

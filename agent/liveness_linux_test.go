@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 )
 
 // TestLiveness covers the two ways a record names its container: a pid
@@ -255,6 +257,7 @@ func BenchmarkHookContainerProcess(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		benchinfo.Print(b)
 	})
 	for _, claimed := range []int{1, 0} {
 		b.Run(fmt.Sprintf("claimed=%d", claimed), func(b *testing.B) {
@@ -263,6 +266,7 @@ func BenchmarkHookContainerProcess(b *testing.B) {
 					b.Fatal(p, err)
 				}
 			}
+			benchinfo.Print(b)
 		})
 	}
 }

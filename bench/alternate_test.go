@@ -4,11 +4,11 @@ package bench
 
 import (
 	"fmt"
-	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 )
 
 // alternate runs every variant once to warm caches, then b.N rounds in
@@ -40,8 +40,7 @@ func report(b *testing.B, names []string, times [][]time.Duration) []time.Durati
 	for i, t := range times {
 		meds[i] = median(t)
 	}
-	load, _ := os.ReadFile("/proc/loadavg")
-	lines := []string{fmt.Sprintf("%s: n=%d per variant, %d CPUs, loadavg %s", b.Name(), b.N, runtime.NumCPU(), strings.TrimSpace(string(load)))}
+	lines := []string{fmt.Sprintf("%s: n=%d per variant, %s", b.Name(), b.N, benchinfo.Machine())}
 	for i, name := range names {
 		lines = append(lines, fmt.Sprintf("%-24s median %8.2fms  p90 %8.2fms  ratio %.4f  added %+.2fms",
 			name, ms(meds[i]), ms(pct(times[i], 0.9)), float64(meds[i])/float64(meds[0]), ms(meds[i]-meds[0])))

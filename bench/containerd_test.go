@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 
 	"github.com/lockbox-project/lockbox/integration/harness"
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 	"github.com/lockbox-project/lockbox/mounter"
 	"github.com/lockbox-project/lockbox/plugin/ocispec"
 )
@@ -233,7 +234,8 @@ func BenchmarkWrapperExec(b *testing.B) {
 		line += fmt.Sprintf("; %s median %.3fms, added %+.3fms", paths[2], ms(c), ms(c-d))
 		b.ReportMetric(ms(c-d), "compare-added-ms")
 	}
-	b.Logf("%s", line)
+	// Printed, not logged, with the machine (as report does).
+	fmt.Printf("%s: %s, %s\n", b.Name(), line, benchinfo.Machine())
 	b.ReportMetric(ms(w-d), "added-ms")
 	b.ReportMetric(float64(w)/float64(d), "wrapped/runc")
 }

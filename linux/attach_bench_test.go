@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 	"github.com/lockbox-project/lockbox/mounter"
 )
 
@@ -61,6 +62,7 @@ func BenchmarkAttach(b *testing.B) {
 				}
 				b.StartTimer()
 			}
+			benchinfo.Print(b)
 		})
 	}
 }

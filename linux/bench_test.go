@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 	"github.com/lockbox-project/lockbox/mounter"
 )
 
@@ -99,6 +100,7 @@ func (s *samples) report(b *testing.B) {
 		b.ReportMetric(d, "docker-"+p.name+"-µs")
 		b.ReportMetric(l/d, "ratio-"+p.name)
 	}
+	benchinfo.Print(b)
 }
 
 // BenchmarkSetup times Build (a detached tmpfs, written and made read-only;

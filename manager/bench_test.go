@@ -23,6 +23,7 @@ import (
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 	"github.com/lockbox-project/lockbox/pki"
 )
 
@@ -359,8 +360,11 @@ func benchGRPC(b *testing.B, n int) {
 			for i, w := range r.worst {
 				worst[i] = fmt.Sprint(w.Milliseconds())
 			}
-			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream; each update's slowest stream (ms): %s",
-				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n), strings.Join(worst, " "))
+			// RSS growth is printed for every phase, though only the
+			// first's means much: later phases reuse what the manager
+			// already holds.
+			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream, RSS growth %d B/stream; each update's slowest stream (ms): %s",
+				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n), r.rss/int64(n), strings.Join(worst, " "))
 		}
 	}
 	b.StopTimer()
@@ -399,6 +403,7 @@ func benchGRPC(b *testing.B, n int) {
 	b.ReportMetric(pctMS(fx.lat, 0.5)/pctMS(ad.lat, 0.5), "fixed/adaptive-p50")
 	b.ReportMetric(pctMS(fx.lat, 0.99)/pctMS(ad.lat, 0.99), "fixed/adaptive-p99")
 	b.ReportMetric(float64(fx.mgrCPU)/float64(ad.mgrCPU), "fixed/adaptive-manager-cpu")
+	benchinfo.Print(b)
 }
 
 // pctMS is the q-quantile of d in milliseconds; it sorts d.

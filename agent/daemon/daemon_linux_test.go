@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	api "github.com/lockbox-project/lockbox/api/agent"
-	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
 	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
 )
@@ -182,49 +181,6 @@ func lockboxBinary(b testing.TB) string {
 		b.Fatalf("build lockbox: %v\n%s", err, out)
 	}
 	return bin
-}
-
-// BenchmarkAgentRSS measures the resident memory of a "lockbox agent"
-// process with 1,000 grants (100 services of 10 secrets of 1 KiB) against
-// the same process with none, in the same run.
-func BenchmarkAgentRSS(b *testing.B) {
-	bin := lockboxBinary(b)
-	for range b.N {
-		tm := managertest.Start(b)
-		dir := b.TempDir()
-		spec := childSpecIn(b, dir, []string{tm.Addr}, tm.WorkerToken())
-		spec.Binary = bin
-		c := startChild(b, spec)
-		cl := c.client(b)
-		tm.Service("probe")
-		waitUntil(b, "the first snapshot", func() bool { return granted(b, cl, "probe") })
-		base := procStatusKiB(b, c.pid(), "VmRSS")
-		baseAnon := procStatusKiB(b, c.pid(), "RssAnon")
-
-		data := make([]byte, 1024)
-		for s := range 100 {
-			var secs []*types.Secret
-			for i := range 10 {
-				rand.Read(data)
-				secs = append(secs, tm.Secret(fmt.Sprintf("s%03d-%d", s, i), data))
-			}
-			tm.Service(fmt.Sprintf("svc%03d", s), secs...)
-		}
-		// Messages apply in order: the last service granted means all are.
-		waitUntil(b, "the 1000 grants", func() bool { return granted(b, cl, "svc099") })
-		if lck := procStatusKiB(b, c.pid(), "VmLck"); lck < 1000 {
-			b.Fatalf("VmLck %d KiB with 1000 secrets of 1 KiB", lck)
-		}
-		full := procStatusKiB(b, c.pid(), "VmRSS")
-		b.ReportMetric(float64(base)/1024, "MiB-rss-0-grants")
-		b.ReportMetric(float64(full)/1024, "MiB-rss-1000-grants")
-		b.ReportMetric(float64(full)/float64(base), "ratio")
-		b.ReportMetric(float64(baseAnon)/1024, "MiB-anon-0-grants")
-		b.ReportMetric(float64(procStatusKiB(b, c.pid(), "RssAnon"))/1024, "MiB-anon-1000-grants")
-		b.ReportMetric(float64(procStatusKiB(b, c.pid(), "VmLck"))/1024, "MiB-locked-1000-grants")
-		c.stop()
-		tm.Stop()
-	}
 }
 
 // TestNRIReconnects: with --nri and no containerd to talk to, the agent

@@ -8,6 +8,7 @@ import (
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 	"github.com/lockbox-project/lockbox/manager/admin"
 )
 
@@ -37,6 +38,7 @@ func BenchmarkSecretCreate(b *testing.B) {
 			}
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+		benchinfo.Print(b)
 	})
 	b.Run("admin-create", func(b *testing.B) {
 		b.SetParallelism(8)
@@ -53,6 +55,7 @@ func BenchmarkSecretCreate(b *testing.B) {
 			}
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+		benchinfo.Print(b)
 	})
 	b.Run("baseline=etcd-put-serial", func(b *testing.B) {
 		cli := e.store.Client()
@@ -62,6 +65,7 @@ func BenchmarkSecretCreate(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+		benchinfo.Print(b)
 	})
 	b.Run("admin-create-serial", func(b *testing.B) {
 		for b.Loop() {
@@ -74,5 +78,6 @@ func BenchmarkSecretCreate(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+		benchinfo.Print(b)
 	})
 }

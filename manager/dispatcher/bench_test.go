@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
 	"github.com/lockbox-project/lockbox/manager/keys"
 	"github.com/lockbox-project/lockbox/manager/store"
@@ -174,6 +175,7 @@ func BenchmarkFanOut(b *testing.B) {
 			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
 			b.ReportMetric(float64(base.Microseconds())/1000, "baseline-watch-ms")
 			b.ReportMetric(float64(p99)/float64(base), "p99/baseline")
+			benchinfo.Print(b)
 		})
 	}
 }
@@ -188,6 +190,7 @@ func BenchmarkSessionMemory(b *testing.B) {
 				bc := setupBenchSessionsOnly(b, n)
 				bc.cancel()
 			}
+			benchinfo.Print(b)
 		})
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 )
 
 func mustRing(t testing.TB) *Keyring {
@@ -247,6 +249,7 @@ func BenchmarkSealRecord(b *testing.B) {
 			for b.Loop() {
 				r.sealV1ForTest(plain)
 			}
+			benchinfo.Print(b)
 		})
 		b.Run(fmt.Sprintf("v2-%d", size), func(b *testing.B) {
 			for b.Loop() {
@@ -254,6 +257,7 @@ func BenchmarkSealRecord(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			benchinfo.Print(b)
 		})
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 )
 
 func mustAny(t *testing.T, m proto.Message) *anypb.Any {
@@ -250,6 +252,7 @@ func BenchmarkRuncOptionsAny(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	benchinfo.Print(b)
 }
 
 // The shim's -info, as CRI runs it for each runtime handler at start:

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 )
 
 // A containerd-sized config.json (about 8 KiB) with and without a claim:
@@ -46,6 +48,7 @@ func BenchmarkReadClaim(b *testing.B) {
 					b.Fatal(c, err)
 				}
 			}
+			benchinfo.Print(b)
 		})
 		b.Run(name+"/full-spec", func(b *testing.B) {
 			dir := benchBundle(b, claim)
@@ -63,6 +66,7 @@ func BenchmarkReadClaim(b *testing.B) {
 					b.Fatal("claim not seen")
 				}
 			}
+			benchinfo.Print(b)
 		})
 	}
 }
