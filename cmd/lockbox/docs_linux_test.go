@@ -1,0 +1,109 @@
+package main
+
+import (
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// docsNotRun are the code-block commands that name nothing to fill in but
+// cannot run here, each with why. Keyed by page and the command's text.
+var docsNotRun = map[string]string{
+	"docs/install.md: lockbox -H tcp://mgr1:4242 --tlscacert ca.pem --tlscert cert.pem --tlskey key.pem secret ls": "a remote manager mgr1 and its admin credentials; the same call over the admin socket runs from the line above",
+}
+
+// docsFixtures are the files a page's commands name, as the test has them.
+var docsFixtures = map[string]map[string]string{
+	"docs/compose.md": {"compose.yaml": "testdata/compose/wordpress/compose.yaml"},
+}
+
+// docsSetup are commands the test runs before a page's command, to make
+// the state the page shows it in: compose.md's stack rm shows a secret
+// held by a service outside the stack.
+var docsSetup = map[string][][]string{
+	"docs/compose.md: $ lockbox stack rm wp": {{"service", "create", "backup", "--secret", "wp_db_root_password"}},
+}
+
+// wantOutput matches what a console block shows after a command (its
+// output, and "lockbox: " and the error, as main prints it) against what
+// ran: white space compares as any white space, "..." as anything.
+func wantOutput(want []string, out string, err error) bool {
+	got := out
+	if err != nil {
+		got += "\nlockbox: " + err.Error()
+	}
+	var re strings.Builder
+	re.WriteString(`(?s)^`)
+	for i, part := range strings.Split(strings.Join(strings.Fields(strings.Join(want, " ")), " "), "...") {
+		if i > 0 {
+			re.WriteString(`.*?`)
+		}
+		re.WriteString(strings.ReplaceAll(regexp.QuoteMeta(part), " ", `\s+`))
+	}
+	re.WriteString(`$`)
+	return regexp.MustCompile(re.String()).MatchString(strings.Join(strings.Fields(got), " "))
+}
+
+// TestDocsCommandsRun runs, against real managers and in the pages'
+// order, every lockbox command of a code block that names nothing to fill
+// in and starts no daemon: unlock-key on an autolock manager, the rest on
+// one without. A command shown with its output (a "$ " console block)
+// must print it, an error included; any other must succeed.
+func TestDocsCommandsRun(t *testing.T) {
+	cmds := docCommands(t)
+	for _, c := range cmds {
+		if _, err := checkDocCommand(c); err != nil {
+			t.Fatalf("%v\n\t%v (TestDocsCommandsParse)", c, err)
+		}
+	}
+	plainHost, _, _, _ := runManagerCLI(t, filepath.Join(t.TempDir(), "data"))
+	lockedHost, _, _, _ := runManagerCLI(t, filepath.Join(t.TempDir(), "data"), "--autolock")
+	plain, locked := &cliEnv{host: plainHost}, &cliEnv{host: lockedHost}
+	ran, parsed := 0, 0
+	for _, c := range cmds {
+		if c.inline {
+			continue
+		}
+		parsed++
+		path, _ := checkDocCommand(c)
+		key := c.file + ": " + c.text
+		switch {
+		case c.synopsis:
+			continue // names something to fill in
+		case path == "manager" || path == "agent":
+			continue // starts a daemon
+		case docsNotRun[key] != "":
+			t.Logf("%v: not run: %s", c, docsNotRun[key])
+			continue
+		}
+		e := plain
+		if strings.HasPrefix(path, "unlock-key") {
+			e = locked
+		}
+		args := append([]string(nil), c.args...)
+		for i, a := range args {
+			if f, ok := docsFixtures[c.file][a]; ok {
+				args[i] = f
+			}
+		}
+		if path == "completion" {
+			args = append(args, "--help") // the script itself is cobra's
+		}
+		for _, setup := range docsSetup[key] {
+			e.mustRun(t, "", setup...)
+		}
+		out, err := e.run(t, c.stdin, args...)
+		ran++
+		switch {
+		case c.console && !wantOutput(c.want, out, err):
+			t.Errorf("%v\n\tthe page shows:\n%s\n\tit printed:\n%s\n\terror: %v", c, strings.Join(c.want, "\n"), out, err)
+		case !c.console && err != nil:
+			t.Errorf("%v\n\t%v\n%s", c, err, out)
+		}
+	}
+	t.Logf("code-block commands: %d parse-checked, %d run against a manager", parsed, ran)
+	if ran < 20 {
+		t.Fatalf("ran only %d of the pages' commands", ran)
+	}
+}
