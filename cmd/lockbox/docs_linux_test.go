@@ -39,9 +39,26 @@ func wantOutput(want []string, out string, err error) bool {
 	text = abbreviatedID.ReplaceAllString(text, "...")
 	var re strings.Builder
 	re.WriteString(`(?s)^`)
-	for i, part := range strings.Split(text, "...") {
+	// "..." may stand for nothing; a word it stands beside stays a whole
+	// word ("SECRETS ..." is not "SECRETSX").
+	parts := strings.Split(text, "...")
+	for i, part := range parts {
 		if i > 0 {
-			re.WriteString(`.*?`)
+			left, right := strings.HasSuffix(parts[i-1], " "), strings.HasPrefix(part, " ")
+			switch {
+			case left && right:
+				re.WriteString(`\s(?:.*?\s)?`)
+			case left:
+				re.WriteString(`(?:\s.*?)?`)
+			case right:
+				re.WriteString(`(?:.*?\s)?`)
+			default:
+				re.WriteString(`.*?`)
+			}
+			part = strings.TrimLeft(part, " ")
+		}
+		if i < len(parts)-1 {
+			part = strings.TrimRight(part, " ")
 		}
 		re.WriteString(strings.ReplaceAll(regexp.QuoteMeta(part), " ", `\s+`))
 	}
@@ -64,6 +81,13 @@ func TestWantOutput(t *testing.T) {
 		{[]string{"lockbox: --claim: bad (...), so"}, "", nil, false},
 		{[]string{"Failed 5d0c...: in use", "lockbox: failed"}, "Failed 5d0c0123: in use\n", errors.New("failed"), true},
 		{[]string{"a.b"}, "axb", nil, false},
+		{[]string{"ID NAME", "..."}, "ID   NAME\n", nil, true},
+		{[]string{"ID NAME", "..."}, "ID   NAME\nx y\n", nil, true},
+		{[]string{"ID NAME", "..."}, "ID   NAMES\nx y\n", nil, false},
+		{[]string{"a ... b"}, "a b", nil, true},
+		{[]string{"a ... b"}, "a x y b", nil, true},
+		{[]string{"a ... b"}, "ax b", nil, false},
+		{[]string{"ID NAME", "..."}, "NAME ID\n", nil, false},
 		{[]string{"Failed 5d0c...: in use"}, "Failed 70tb1tqonu2ap: in use", nil, true},
 		{[]string{"Failed 5d0c...: in use"}, "Failed 70tb1tqonu2ap: in use by", nil, false},
 	} {
