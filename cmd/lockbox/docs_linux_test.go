@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -185,5 +186,87 @@ func TestDocsCommandsRun(t *testing.T) {
 	t.Logf("code-block commands: %d parse-checked, %d run against a manager", parsed, ran)
 	if ran < 20 {
 		t.Fatalf("ran only %d of the pages' commands", ran)
+	}
+}
+
+// TestDocsContainerdToolFlags: the ctr and crictl commands the pages show
+// use subcommands and flags those tools have (the ones hack/deps.sh
+// installs: ctr of containerd 2.4.2, crictl). They are not run: that
+// needs containerd (integration/ starts containers the same ways).
+func TestDocsContainerdToolFlags(t *testing.T) {
+	toolsPath(t, "ctr", "crictl")
+	subWord := regexp.MustCompile(`^[a-z][a-z-]*$`)
+	help := map[string]string{}
+	checked := 0
+	for _, file := range docFiles(t) {
+		blocks, spans := splitDoc(readDoc(t, file))
+		type shown struct {
+			line int
+			text string
+		}
+		var lines []shown
+		for _, b := range blocks {
+			if !shellBlock(b.lang) {
+				continue
+			}
+			for i := 0; i < len(b.lines); i++ {
+				n, l := b.start+i, strings.TrimPrefix(b.lines[i], "$ ")
+				for strings.HasSuffix(l, `\`) && i+1 < len(b.lines) {
+					i++
+					l = strings.TrimSuffix(l, `\`) + " " + b.lines[i]
+				}
+				lines = append(lines, shown{n, l})
+			}
+		}
+		for _, s := range spans {
+			lines = append(lines, shown{s.line, s.text})
+		}
+		for _, l := range lines {
+			words := shellWords(l.text)
+			if len(words) < 2 || words[0] != "ctr" && words[0] != "crictl" {
+				continue
+			}
+			var sub []string
+			for _, w := range words[1:] {
+				if !subWord.MatchString(w) || len(sub) == 2 {
+					break
+				}
+				sub = append(sub, w)
+			}
+			// The longest subcommand path the tool knows; a shorter one
+			// that has subcommands of its own means a misspelt one.
+			var out string
+			full := len(sub)
+			for ; len(sub) > 0; sub = sub[:len(sub)-1] {
+				key := words[0] + " " + strings.Join(sub, " ")
+				if h, ok := help[key]; ok {
+					out = h
+					break
+				}
+				b, err := exec.Command(words[0], append(sub, "--help")...).CombinedOutput()
+				if err == nil && !strings.Contains(string(b), "No help topic") {
+					help[key], out = string(b), string(b)
+					break
+				}
+			}
+			if out == "" || len(sub) < full && strings.Contains(out, "\nCOMMANDS:") {
+				t.Errorf("%s:%d: %s: %s has no such command", file, l.line, l.text, words[0])
+				continue
+			}
+			for _, w := range words[1:] {
+				if !strings.HasPrefix(w, "--") || w == "--" {
+					continue
+				}
+				flag, _, _ := strings.Cut(w, "=")
+				if !regexp.MustCompile(`(^|[\s,])` + regexp.QuoteMeta(flag) + `([\s,=]|$)`).MatchString(out) {
+					t.Errorf("%s:%d: %s: %s %s has no flag %s", file, l.line, l.text, words[0], strings.Join(sub, " "), flag)
+				}
+				checked++
+			}
+		}
+	}
+	t.Logf("checked %d ctr and crictl flags against %d help pages", checked, len(help))
+	if checked < 10 {
+		t.Fatalf("checked only %d flags: is the extraction broken?", checked)
 	}
 }
