@@ -591,3 +591,102 @@ func TestDocsRuntimeReferences(t *testing.T) {
 		t.Fatalf("found too few references (%v): is the extraction broken?", counts)
 	}
 }
+
+// TestDocsMakeAndUnits: the make targets, systemd units and LOCKBOX_*
+// variables the pages name exist: targets in the Makefile, units in
+// contrib/systemd, variables in a unit, the Makefile, or the tree's Go
+// code and scripts.
+func TestDocsMakeAndUnits(t *testing.T) {
+	read := func(path string) string {
+		b, err := os.ReadFile(filepath.Join("..", "..", filepath.FromSlash(path)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	makefile := read("Makefile")
+	var known strings.Builder // where a LOCKBOX_ variable may be read: units, Makefile, code
+	units, err := filepath.Glob(filepath.Join("..", "..", "contrib", "systemd", "*.service"))
+	if err != nil || len(units) == 0 {
+		t.Fatalf("no units in contrib/systemd: %v", err)
+	}
+	for _, u := range units {
+		known.WriteString(read("contrib/systemd/" + filepath.Base(u)))
+	}
+	known.WriteString(makefile)
+	// The tree's code and scripts, but not these tests, which name
+	// variables in their tables.
+	err = filepath.WalkDir(filepath.Join("..", ".."), func(path string, d os.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata" || d.Name() == "docs"):
+			return filepath.SkipDir
+		case d.IsDir(), strings.HasPrefix(d.Name(), "docs_"):
+			return nil
+		case strings.HasSuffix(path, ".go") || strings.HasSuffix(path, ".sh"):
+			b, err := os.ReadFile(path)
+			known.Write(b)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockboxVar := regexp.MustCompile(`\bLOCKBOX_[A-Z_]+\b`)
+	checked := 0
+	for _, file := range docFiles(t) {
+		blocks, spans := splitDoc(readDoc(t, file))
+		type shown struct {
+			line int
+			text string
+		}
+		var lines []shown
+		for _, b := range blocks {
+			if shellBlock(b.lang) {
+				for i, l := range b.lines {
+					lines = append(lines, shown{b.start + i, l})
+				}
+			}
+		}
+		for _, s := range spans {
+			lines = append(lines, shown{s.line, s.text})
+		}
+		for _, l := range lines {
+			words := shellWords(strings.TrimPrefix(l.text, "$ "))
+			for i := 0; i < len(words); i++ {
+				switch words[i] {
+				case "make":
+					for _, target := range words[i+1:] {
+						if target == "&&" || target == "|" || strings.Contains(target, "=") {
+							break
+						}
+						checked++
+						if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(target) + `:`).MatchString(makefile) {
+							t.Errorf("%s:%d: %s: the Makefile has no target %q", file, l.line, l.text, target)
+						}
+					}
+				case "systemctl":
+					if i+1 < len(words) {
+						unit := words[len(words)-1]
+						checked++
+						if _, err := os.Stat(filepath.Join("..", "..", "contrib", "systemd", strings.TrimSuffix(unit, ".service")+".service")); err != nil {
+							t.Errorf("%s:%d: %s: no unit %s in contrib/systemd", file, l.line, l.text, unit)
+						}
+					}
+				}
+			}
+			for _, v := range lockboxVar.FindAllString(l.text, -1) {
+				checked++
+				if !strings.Contains(known.String(), v) {
+					t.Errorf("%s:%d: %s: nothing reads %s", file, l.line, l.text, v)
+				}
+			}
+		}
+	}
+	if checked < 8 {
+		t.Fatalf("checked only %d names: is the extraction broken?", checked)
+	}
+	t.Logf("checked %d make targets, units and variables", checked)
+}
