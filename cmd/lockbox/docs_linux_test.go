@@ -199,28 +199,7 @@ func TestDocsContainerdToolFlags(t *testing.T) {
 	help := map[string]string{}
 	checked := 0
 	for _, file := range docFiles(t) {
-		blocks, spans := splitDoc(readDoc(t, file))
-		type shown struct {
-			line int
-			text string
-		}
-		var lines []shown
-		for _, b := range blocks {
-			if !shellBlock(b.lang) {
-				continue
-			}
-			for i := 0; i < len(b.lines); i++ {
-				n, l := b.start+i, strings.TrimPrefix(b.lines[i], "$ ")
-				for strings.HasSuffix(l, `\`) && i+1 < len(b.lines) {
-					i++
-					l = strings.TrimSuffix(l, `\`) + " " + b.lines[i]
-				}
-				lines = append(lines, shown{n, l})
-			}
-		}
-		for _, s := range spans {
-			lines = append(lines, shown{s.line, s.text})
-		}
+		lines := shownLines(readDoc(t, file))
 		for _, l := range lines {
 			words := shellWords(l.text)
 			if len(words) < 2 || words[0] != "ctr" && words[0] != "crictl" {
