@@ -131,23 +131,15 @@ func TestDocsCommandsRun(t *testing.T) {
 	plainHost, plainAddr, _, _ := runManagerCLI(t, filepath.Join(t.TempDir(), "data"))
 	lockedHost, _, _, _ := runManagerCLI(t, filepath.Join(t.TempDir(), "data"), "--autolock")
 	plain, locked := &cliEnv{host: plainHost}, &cliEnv{host: lockedHost}
-	// install.md's manager mgr1 over TCP, with admin credentials issued
-	// as install.md says.
-	creds := t.TempDir()
+	// The pages' first manager, mgr1, over TCP, with admin credentials
+	// issued into ~/.lockbox as install.md issues them.
+	creds := filepath.Join(home, ".lockbox")
 	plain.mustRun(t, "", "admin-credentials", "create", "--dir", creds)
-	fixtures := map[string]map[string]string{"docs/install.md": {
+	everywhere := map[string]string{
 		"tcp://mgr1:4242": "tcp://" + plainAddr,
 		"ca.pem":          filepath.Join(creds, "ca.pem"),
 		"cert.pem":        filepath.Join(creds, "cert.pem"),
 		"key.pem":         filepath.Join(creds, "key.pem"),
-	}}
-	for file, m := range docsFixtures {
-		if fixtures[file] == nil {
-			fixtures[file] = map[string]string{}
-		}
-		for k, v := range m {
-			fixtures[file][k] = v
-		}
 	}
 	ran, parsed, ranInline := 0, 0, 0
 	for _, c := range cmds {
@@ -180,8 +172,12 @@ func TestDocsCommandsRun(t *testing.T) {
 		}
 		args := append([]string(nil), c.args...)
 		for i, a := range args {
-			if f, ok := fixtures[c.file][a]; ok {
+			if f, ok := docsFixtures[c.file][a]; ok {
 				args[i] = f
+			} else if f, ok := everywhere[a]; ok {
+				args[i] = f
+			} else if strings.HasPrefix(a, "~/") {
+				args[i] = filepath.Join(home, a[2:]) // as sh expands it
 			}
 		}
 		for _, setup := range docsSetup[key] {
