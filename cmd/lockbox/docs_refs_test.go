@@ -312,3 +312,69 @@ func TestDocsInlineFlags(t *testing.T) {
 		t.Fatalf("checked only %d: is the extraction broken?", checked)
 	}
 }
+
+// TestDocsGoCommands: the go commands the pages show name packages that
+// exist, benchmarks (-bench) those packages have, and crictl at the
+// version hack/deps.sh installs.
+func TestDocsGoCommands(t *testing.T) {
+	deps, err := os.ReadFile(filepath.Join("..", "..", "hack", "deps.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	benchFunc := regexp.MustCompile(`(?m)^func (Benchmark\w*)\(`)
+	checked := 0
+	for _, file := range docFiles(t) {
+		for _, l := range shownLines(readDoc(t, file)) {
+			words := shellWords(l.text)
+			for i := 0; i+1 < len(words); i++ {
+				if words[i] != "go" {
+					continue
+				}
+				var bench string
+				for j := i + 2; j < len(words); j++ {
+					w := words[j]
+					switch {
+					case w == "-bench" && j+1 < len(words):
+						bench = words[j+1]
+					case strings.HasPrefix(w, "./"):
+						dir := filepath.Join("..", "..", filepath.FromSlash(strings.TrimSuffix(strings.TrimSuffix(w, "..."), "/")))
+						checked++
+						if _, err := os.Stat(dir); err != nil {
+							t.Errorf("%s:%d: %s: no package %s", file, l.line, l.text, w)
+							continue
+						}
+						if bench == "" || bench == "." {
+							continue
+						}
+						re, err := regexp.Compile(bench)
+						if err != nil {
+							t.Errorf("%s:%d: %s: -bench %s: %v", file, l.line, l.text, bench, err)
+							continue
+						}
+						tests, _ := filepath.Glob(filepath.Join(dir, "*_test.go"))
+						found := false
+						for _, f := range tests {
+							b, _ := os.ReadFile(f)
+							for _, m := range benchFunc.FindAllStringSubmatch(string(b), -1) {
+								found = found || re.MatchString(m[1])
+							}
+						}
+						if !found {
+							t.Errorf("%s:%d: %s: no benchmark matching %q in %s", file, l.line, l.text, bench, w)
+						}
+					case strings.Contains(w, "/cmd/crictl@"):
+						checked++
+						_, v, _ := strings.Cut(w, "@")
+						if !strings.Contains(string(deps), "CRICTL_VERSION="+v) && !strings.Contains(string(deps), "CRICTL_VERSION=${CRICTL_VERSION:-"+v+"}") {
+							t.Errorf("%s:%d: %s: hack/deps.sh installs another crictl", file, l.line, l.text)
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("checked %d go packages and versions", checked)
+	if checked < 8 {
+		t.Fatalf("checked only %d: is the extraction broken?", checked)
+	}
+}
