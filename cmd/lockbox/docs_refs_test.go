@@ -378,3 +378,80 @@ func TestDocsGoCommands(t *testing.T) {
 		t.Fatalf("checked only %d: is the extraction broken?", checked)
 	}
 }
+
+// docsForeignPaths are paths in prose that are another project's.
+var docsForeignPaths = map[string]string{
+	"internal/cri/server/container_create.go": "containerd's source",
+}
+
+// TestDocsRepoReferences: the files, packages, symbols (pkg.Name) and
+// tests (pkg/TestName, or TestName alone) that prose names in `code`
+// exist, so that a rename does not leave the docs pointing at nothing.
+func TestDocsRepoReferences(t *testing.T) {
+	root := filepath.Join("..", "..")
+	repoPath := regexp.MustCompile(`^(api|pki|internal|manager|agent|mounter|linux|windows|plugin|cmd|integration|bench|hack|contrib|docs|\.ci)/[\w./*-]*$`)
+	qualified := regexp.MustCompile(`^(.*)[./]((?:Test|Benchmark)?[A-Z]\w*)$`)
+	testName := regexp.MustCompile(`^(Test|Benchmark)[A-Z]\w*(/[\w/-]+)?$`)
+	callArgs := regexp.MustCompile(`\([^)]*\)$`) // pkg.Func(arg) names pkg.Func
+	// Every test and benchmark function of the tree, by name.
+	funcs := map[string]bool{}
+	decl := regexp.MustCompile(`(?m)^func ((?:Test|Benchmark)\w*)\(`)
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		for _, m := range decl.FindAllStringSubmatch(string(b), -1) {
+			funcs[m[1]] = true
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	declares := func(dir, name string) bool {
+		files, _ := filepath.Glob(filepath.Join(root, filepath.FromSlash(dir), "*.go"))
+		re := regexp.MustCompile(`(?m)^(func (\([^)]*\) )?|type |const |var |\t)` + regexp.QuoteMeta(name) + `\b`)
+		for _, f := range files {
+			if b, err := os.ReadFile(f); err == nil && re.Match(b) {
+				return true
+			}
+		}
+		return false
+	}
+	checked := 0
+	for _, file := range docFiles(t) {
+		_, spans := splitDoc(readDoc(t, file))
+		for _, s := range spans {
+			text := callArgs.ReplaceAllString(s.text, "")
+			switch {
+			case testName.MatchString(text):
+				checked++
+				name, _, _ := strings.Cut(text, "/")
+				if !funcs[name] {
+					t.Errorf("%s:%d: `%s`: no such test or benchmark", file, s.line, s.text)
+				}
+			case repoPath.MatchString(text) && docsForeignPaths[text] == "":
+				checked++
+				path := strings.TrimSuffix(strings.TrimSuffix(text, "..."), "/")
+				if m := qualified.FindStringSubmatch(path); m != nil {
+					if !declares(m[1], m[2]) {
+						t.Errorf("%s:%d: `%s`: %s declares no %s", file, s.line, s.text, m[1], m[2])
+					}
+					continue
+				}
+				if strings.Contains(path, "*") {
+					if m, _ := filepath.Glob(filepath.Join(root, filepath.FromSlash(path))); len(m) == 0 {
+						t.Errorf("%s:%d: `%s`: matches nothing", file, s.line, s.text)
+					}
+				} else if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(path))); err != nil {
+					t.Errorf("%s:%d: `%s`: no such file or directory", file, s.line, s.text)
+				}
+			}
+		}
+	}
+	t.Logf("checked %d paths, symbols and tests named in prose", checked)
+	if checked < 50 {
+		t.Fatalf("checked only %d: is the extraction broken?", checked)
+	}
+}
