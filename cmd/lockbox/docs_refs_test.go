@@ -455,3 +455,84 @@ func TestDocsRepoReferences(t *testing.T) {
 		t.Fatalf("checked only %d: is the extraction broken?", checked)
 	}
 }
+
+// githubAnchor is the anchor GitHub gives a heading: lower case, spaces to
+// "-", punctuation but "-" and "_" dropped.
+func githubAnchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r > 127:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// TestDocsLinks: every relative link of the pages leads to a file or
+// directory of the tree, and every #anchor to a heading of its page.
+func TestDocsLinks(t *testing.T) {
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	heading := regexp.MustCompile(`^#+\s+(.*)$`)
+	anchors := map[string]map[string]bool{}
+	anchorsOf := func(file string) map[string]bool {
+		if a, ok := anchors[file]; ok {
+			return a
+		}
+		a := map[string]bool{}
+		in := false
+		for _, l := range readDoc(t, file) {
+			if strings.HasPrefix(strings.TrimSpace(l), "```") {
+				in = !in
+			}
+			if m := heading.FindStringSubmatch(l); m != nil && !in {
+				a[githubAnchor(m[1])] = true
+			}
+		}
+		anchors[file] = a
+		return a
+	}
+	checked := 0
+	for _, file := range docFiles(t) {
+		for n, l := range readDoc(t, file) {
+			for _, m := range link.FindAllStringSubmatch(l, -1) {
+				target := m[1]
+				if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+					continue
+				}
+				checked++
+				path, anchor, _ := strings.Cut(target, "#")
+				dest := file
+				if path != "" {
+					dest = filepath.ToSlash(filepath.Join(filepath.Dir(file), path))
+					if _, err := os.Stat(filepath.Join("..", "..", filepath.FromSlash(dest))); err != nil {
+						t.Errorf("%s:%d: link %s: no such file", file, n+1, target)
+						continue
+					}
+				}
+				if anchor != "" && !anchorsOf(dest)[anchor] {
+					t.Errorf("%s:%d: link %s: %s has no heading with that anchor", file, n+1, target, dest)
+				}
+			}
+		}
+	}
+	t.Logf("checked %d links", checked)
+	if checked < 20 {
+		t.Fatalf("checked only %d links: is the extraction broken?", checked)
+	}
+}
+
+func TestGithubAnchor(t *testing.T) {
+	for heading, want := range map[string]string{
+		"containerd: the runtime wrapper":                                 "containerd-the-runtime-wrapper",
+		"Fail closed: a plugin away between create and start":             "fail-closed-a-plugin-away-between-create-and-start",
+		"The runtime shim: `containerd-shim-lockbox-v2` (containerd 2.x)": "the-runtime-shim-containerd-shim-lockbox-v2-containerd-2x",
+		"Nodes (`lockbox node ls`, `lockbox node inspect`)":               "nodes-lockbox-node-ls-lockbox-node-inspect",
+	} {
+		if got := githubAnchor(heading); got != want {
+			t.Errorf("githubAnchor(%q) = %q, want %q", heading, got, want)
+		}
+	}
+}
