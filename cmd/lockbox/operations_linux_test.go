@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -16,8 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/spf13/pflag"
 
 	"github.com/lockbox-project/lockbox/manager"
 )
@@ -208,99 +205,4 @@ func peerPort(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// docCommands returns every lockbox command line docs/operations.md shows:
-// the lines of its code blocks and its inline code, as argument lists.
-func docCommands(t *testing.T) [][]string {
-	t.Helper()
-	b, err := os.ReadFile("../../docs/operations.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []string
-	in := false
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "```") {
-			in = !in
-			continue
-		}
-		if in && strings.HasPrefix(line, "lockbox ") {
-			line, _, _ = strings.Cut(line, "  #")
-			lines = append(lines, line)
-		}
-	}
-	for _, m := range regexp.MustCompile("`(lockbox [^`]*)`").FindAllStringSubmatch(string(b), -1) {
-		lines = append(lines, m[1])
-	}
-	var cmds [][]string
-	for _, line := range lines {
-		var args []string
-		// Words, a '…' quoted one as one word; "a|b" stands for a.
-		for _, w := range regexp.MustCompile(`'[^']*'|\S+`).FindAllString(line, -1) {
-			w = strings.Trim(w, "'")
-			if !strings.HasPrefix(w, "{{") {
-				w, _, _ = strings.Cut(w, "|")
-			}
-			args = append(args, w)
-		}
-		cmds = append(cmds, args[1:])
-	}
-	if len(cmds) < 10 {
-		t.Fatalf("found only %d lockbox commands in docs/operations.md", len(cmds))
-	}
-	return cmds
-}
-
-// placeholder reports whether a doc command names something to fill in.
-func placeholder(args []string) bool {
-	for _, a := range args {
-		if a == strings.ToUpper(a) && regexp.MustCompile(`^[A-Z_]+$`).MatchString(a) {
-			return true
-		}
-	}
-	return false
-}
-
-// Every lockbox command docs/operations.md shows exists, with the flags it
-// shows; those that name nothing to fill in run against real managers
-// (unlock-key on an autolock one), and succeed.
-func TestOperationsCommands(t *testing.T) {
-	cmds := docCommands(t)
-	for _, args := range cmds {
-		root := newRootCommand()
-		root.InitDefaultCompletionCmd() // cobra adds it at Execute
-		cmd, rest, err := root.Find(args)
-		if err != nil || cmd == root {
-			t.Errorf("lockbox %s: no such command (%v)", strings.Join(args, " "), err)
-			continue
-		}
-		if err := cmd.ParseFlags(rest); err != nil && !errors.Is(err, pflag.ErrHelp) {
-			t.Errorf("lockbox %s: %v", strings.Join(args, " "), err)
-		}
-	}
-	if t.Failed() {
-		return
-	}
-	plainHost, _, _, _ := runManagerCLI(t, filepath.Join(t.TempDir(), "data"))
-	lockedHost, _, _, _ := runManagerCLI(t, filepath.Join(t.TempDir(), "data"), "--autolock")
-	plain, locked := &cliEnv{host: plainHost}, &cliEnv{host: lockedHost}
-	ran := 0
-	for _, args := range cmds {
-		if placeholder(args) || args[0] == "unlock" || args[0] == "agent" || args[0] == "manager" {
-			continue // needs an ID, a key or a node of its own
-		}
-		e := plain
-		if args[0] == "unlock-key" {
-			e = locked
-		}
-		if args[0] == "completion" {
-			args = append(args, "--help")
-		}
-		e.mustRun(t, "", args...)
-		ran++
-	}
-	if ran < 8 {
-		t.Fatalf("ran only %d of the page's commands", ran)
-	}
 }
