@@ -68,7 +68,13 @@ func newAuditLsCommand(c *connFlags) *cobra.Command {
 					}
 					for _, e := range resp.Entries {
 						r := auditRowOf(e)
-						obj := strings.TrimSpace(r.Kind + " " + r.Object)
+						// An object with no name (admin credentials) is
+						// shown by its ID.
+						name := r.Object
+						if name == "" {
+							name = r.ObjectID
+						}
+						obj := strings.TrimSpace(r.Kind + " " + name)
 						t.add(r.ID, r, r.Time.UTC().Format(time.RFC3339), r.Actor, r.Action, obj, r.Node, strings.Join(r.Secrets, ","))
 					}
 					if resp.NextPage == "" {
