@@ -21,7 +21,10 @@ build:
 
 # test is what CI runs: lint, unit tests (with the race detector), then the
 # root integration tests against real containerd, runc, crun and etcd.
-test: deps lint unit windows integration
+test: deps lint unit windows integration fuzz
+# make test fuzzes each target for 1 s (33 targets, about 70 s here); make
+# fuzz and make test-resilience for 5 s.
+test: FUZZTIME = 1s
 
 unit:
 	$(GO) test -race -count=1 ./...

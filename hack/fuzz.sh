@@ -18,7 +18,13 @@ start=$(date +%s)
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
-targets=$($GO test -list '^Fuzz' ./... | awk '/^Fuzz/ {f[++k] = $1; next} /^ok/ {for (i = 1; i <= k; i++) print $2 "@" f[i]; k = 0}')
+# A package whose tests do not build would otherwise just drop out of the list.
+if ! $GO test -list '^Fuzz' ./... >"$out" 2>&1; then
+	cat "$out"
+	echo "fuzz.sh: go test -list failed" >&2
+	exit 1
+fi
+targets=$(awk '/^Fuzz/ {f[++k] = $1; next} /^ok/ {for (i = 1; i <= k; i++) print $2 "@" f[i]; k = 0}' "$out")
 if [ -z "$targets" ]; then
 	echo "fuzz.sh: no fuzz targets found" >&2
 	exit 1
