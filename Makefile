@@ -20,7 +20,8 @@ build:
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/containerd-shim-lockbox-v2
 
 # test is what CI runs: lint, unit tests (with the race detector), then the
-# root integration tests against real containerd, runc, crun and etcd.
+# root integration tests against real containerd, runc, crun and etcd, then
+# a short fuzz of every target.
 test: deps lint unit windows integration fuzz
 # make test fuzzes each target for 1 s (33 targets, about 70 s here); make
 # fuzz and make test-resilience for 5 s.
