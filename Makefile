@@ -37,25 +37,6 @@ windows:
 integration: build
 	LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 40m -tags integration ./integration/...
 
-# fuzz runs every Fuzz target that builds on this OS for FUZZTIME each and
-# prints the inputs each tried (hack/fuzz.sh). FUZZTIME=10m for the figures.
-FUZZTIME    ?= 5s
-fuzz:
-	GO=$(GO) FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
-
-# test-resilience: the fault suite of docs/reliability.md (kill -9 of a
-# manager, network partition, kill -9 of the agent, exit and shim-kill wipes,
-# the 1,000 cycles, NRI evictions while the plugin was away) and the fuzz
-# targets.
-RESILIENCE_TESTS := TestPartition|TestAgentKilled|TestWipeOnExit|TestShimKilled|TestShimCyclesLeaveNothing|TestCyclesLeaveNothing|TestNRIEvictStartedWhileAway
-# verbose runs go test -v into a log and shows only results and t.Log lines
-# (the figures), or the whole log when a test fails.
-verbose = log=$$(mktemp); $(1) -v >$$log 2>&1; rc=$$?; \
-	if [ $$rc -eq 0 ]; then grep -E '^(--- |ok)|_test.go:[0-9]+: ' $$log; else cat $$log; fi; rm -f $$log; exit $$rc
-test-resilience: build fuzz
-	@$(call verbose,$(GO) test -count=1 -run '^(TestKillDuringCreates|TestHAKillLeader)$$' ./manager/)
-	@$(call verbose,LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -tags integration -run '^($(RESILIENCE_TESTS))$$' ./integration/)
-
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
@@ -92,3 +73,22 @@ install:
 		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}.tmp && \
 		mv $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}.tmp $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/} || exit 1; \
 	done
+
+# fuzz runs every Fuzz target that builds on this OS for FUZZTIME each and
+# prints the inputs each tried (hack/fuzz.sh). FUZZTIME=10m for the figures.
+FUZZTIME    ?= 5s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
+
+# test-resilience: the fault suite of docs/reliability.md (kill -9 of a
+# manager, network partition, kill -9 of the agent, exit and shim-kill wipes,
+# the 1,000 cycles, NRI evictions while the plugin was away) and the fuzz
+# targets.
+RESILIENCE_TESTS := TestPartition|TestAgentKilled|TestWipeOnExit|TestShimKilled|TestShimCyclesLeaveNothing|TestCyclesLeaveNothing|TestNRIEvictStartedWhileAway
+# verbose runs go test -v into a log and shows only results and t.Log lines
+# (the figures), or the whole log when a test fails.
+verbose = log=$$(mktemp); $(1) -v >$$log 2>&1; rc=$$?; \
+	if [ $$rc -eq 0 ]; then grep -E '^(--- |ok)|_test.go:[0-9]+: ' $$log; else cat $$log; fi; rm -f $$log; exit $$rc
+test-resilience: build fuzz
+	@$(call verbose,$(GO) test -count=1 -run '^(TestKillDuringCreates|TestHAKillLeader)$$' ./manager/)
+	@$(call verbose,LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -tags integration -run '^($(RESILIENCE_TESTS))$$' ./integration/)
