@@ -5,7 +5,7 @@ BIN         := bin
 export PATH := $(LOCKBOX_TOOLS)/bin:$(PATH)
 export LOCKBOX_TOOLS
 
-.PHONY: all deps build test unit windows integration bench proto lint demo clean install
+.PHONY: all deps build test unit windows integration bench proto lint demo clean install fuzz test-resilience
 
 all: build
 
@@ -20,8 +20,12 @@ build:
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/containerd-shim-lockbox-v2
 
 # test is what CI runs: lint, unit tests (with the race detector), then the
-# root integration tests against real containerd, runc, crun and etcd.
-test: deps lint unit windows integration
+# root integration tests against real containerd, runc, crun and etcd, then
+# a short fuzz of every target.
+test: deps lint unit windows integration fuzz
+# make test fuzzes each target for 1 s (33 targets, about 70 s here); make
+# fuzz and make test-resilience for 5 s.
+test: FUZZTIME = 1s
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -74,3 +78,22 @@ install:
 		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}.tmp && \
 		mv $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}.tmp $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/} || exit 1; \
 	done
+
+# fuzz runs every Fuzz target that builds on this OS for FUZZTIME each and
+# prints the inputs each tried (hack/fuzz.sh). FUZZTIME=10m for the figures.
+FUZZTIME    ?= 5s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
+
+# test-resilience: the fault suite of docs/reliability.md (kill -9 of a
+# manager, network partition, kill -9 of the agent, exit and shim-kill wipes,
+# the 1,000 cycles, NRI evictions while the plugin was away) and the fuzz
+# targets.
+RESILIENCE_TESTS := TestPartition|TestAgentKilled|TestWipeOnExit|TestShimKilled|TestShimCyclesLeaveNothing|TestCyclesLeaveNothing|TestNRIEvictStartedWhileAway
+# verbose runs go test -v into a log and shows only results and t.Log lines
+# (the figures), or the whole log when a test fails.
+verbose = log=$$(mktemp); $(1) -v >$$log 2>&1; rc=$$?; \
+	if [ $$rc -eq 0 ]; then grep -E '^(--- |ok)|_test.go:[0-9]+: ' $$log; else cat $$log; fi; rm -f $$log; exit $$rc
+test-resilience: build fuzz
+	@$(call verbose,$(GO) test -count=1 -run '^(TestKillDuringCreates|TestHAKillLeader)$$' ./manager/)
+	@$(call verbose,LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -tags integration -run '^($(RESILIENCE_TESTS))$$' ./integration/)

@@ -31,12 +31,21 @@ type Proc struct {
 // it is stopped when the test ends.
 func StartProc(t testing.TB, name, logPath, bin string, args ...string) *Proc {
 	t.Helper()
+	return StartProcPrefix(t, name, logPath, nil, bin, args...)
+}
+
+// StartProcPrefix is StartProc with bin run through a prefix command that
+// execs it (for instance NetnsExec's nsenter, to start a daemon inside a
+// network namespace): the pid is then the daemon's own, and signals reach it.
+func StartProcPrefix(t testing.TB, name, logPath string, prefix []string, bin string, args ...string) *Proc {
+	t.Helper()
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(bin, args...)
+	argv := append(append(append([]string(nil), prefix...), bin), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// No Pdeathsig: it fires when the forking OS thread exits, and the
 	// attach code in this process deliberately ends locked threads.
@@ -63,6 +72,25 @@ func (p *Proc) Stop() {
 		p.cmd.Process.Kill()
 		<-p.done
 	}
+	p.cmd = nil
+}
+
+// Pid is the daemon's process id (0 once stopped).
+func (p *Proc) Pid() int {
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// Kill sends SIGKILL, as in a crash (no shutdown code runs), and waits for
+// the process to end.
+func (p *Proc) Kill() {
+	if p.cmd == nil {
+		return
+	}
+	p.cmd.Process.Kill()
+	<-p.done
 	p.cmd = nil
 }
 
@@ -113,6 +141,20 @@ type Manager struct {
 // listening for agents on a free loopback port.
 func StartManager(t testing.TB, binDir string) *Manager {
 	t.Helper()
+	return StartManagerWith(t, binDir, ManagerOptions{})
+}
+
+// ManagerOptions change how StartManagerWith starts a manager.
+type ManagerOptions struct {
+	// Prefix runs the manager through a command that execs it (NetnsExec).
+	Prefix []string
+	// Addr is the agents' listen address (a free loopback one when empty).
+	Addr string
+}
+
+// StartManagerWith is StartManager with options.
+func StartManagerWith(t testing.TB, binDir string, o ManagerOptions) *Manager {
+	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "lbx-mgr-")
 	if err != nil {
 		t.Fatal(err)
@@ -122,9 +164,12 @@ func StartManager(t testing.TB, binDir string) *Manager {
 		Bin:         filepath.Join(binDir, "lockbox"),
 		DataDir:     filepath.Join(dir, "data"),
 		AdminSocket: filepath.Join(dir, "manager.sock"),
-		Addr:        freeAddr(t),
+		Addr:        o.Addr,
 	}
-	m.Proc = StartProc(t, "lockbox manager", filepath.Join(dir, "manager.log"), m.Bin,
+	if m.Addr == "" {
+		m.Addr = freeAddr(t)
+	}
+	m.Proc = StartProcPrefix(t, "lockbox manager", filepath.Join(dir, "manager.log"), o.Prefix, m.Bin,
 		"manager", "--data-dir", m.DataDir, "--listen", m.Addr, "--admin-socket", m.AdminSocket)
 	m.waitFor(t, "admin API", time.Minute, func() error {
 		_, err := m.CLI(context.Background(), "secret", "ls", "-q")
@@ -157,12 +202,33 @@ type Agent struct {
 	*Proc
 	Socket   string
 	StateDir string
+
+	// What Restart starts again.
+	dir, bin string
+	prefix   []string
+	args     []string
+	starts   int
 }
 
 // StartAgent joins an agent to m with a fresh worker token. extra flags
 // (for instance --nri) are appended.
 func StartAgent(t testing.TB, binDir string, m *Manager, extra ...string) *Agent {
 	t.Helper()
+	return StartAgentWith(t, binDir, m, AgentOptions{Extra: extra})
+}
+
+// AgentOptions change how StartAgentWith starts an agent.
+type AgentOptions struct {
+	// Prefix runs the agent through a command that execs it (NetnsExec).
+	Prefix []string
+	// Extra flags are appended to the agent's.
+	Extra []string
+}
+
+// StartAgentWith is StartAgent with options.
+func StartAgentWith(t testing.TB, binDir string, m *Manager, o AgentOptions) *Agent {
+	t.Helper()
+	extra := o.Extra
 	token, err := m.CLI(context.Background(), "join-token", "worker", "-q")
 	if err != nil {
 		t.Fatal(err)
@@ -182,12 +248,35 @@ func StartAgent(t testing.TB, binDir string, m *Manager, extra ...string) *Agent
 	// (the managers keep worker hostnames unique).
 	args := append([]string{"agent", "--manager", m.Addr, "--token-file", tokenFile, "--hostname", filepath.Base(dir),
 		"--state-dir", a.StateDir, "--socket", a.Socket}, extra...)
-	a.Proc = StartProc(t, "lockbox agent", filepath.Join(dir, "agent.log"), filepath.Join(binDir, "lockbox"), args...)
+	a.dir, a.bin, a.prefix, a.args = dir, filepath.Join(binDir, "lockbox"), o.Prefix, args
+	a.start(t)
+	return a
+}
+
+// start runs the agent with the arguments it was first given, logging to
+// agent.log (agent.<n>.log after a restart), and waits for its local API.
+func (a *Agent) start(t testing.TB) {
+	t.Helper()
+	a.starts++
+	log := "agent.log"
+	if a.starts > 1 {
+		log = fmt.Sprintf("agent.%d.log", a.starts)
+	}
+	a.Proc = StartProcPrefix(t, "lockbox agent", filepath.Join(a.dir, log), a.prefix, a.bin, a.args...)
 	a.waitFor(t, "local API", time.Minute, func() error {
 		_, err := a.List(context.Background())
 		return err
 	})
-	return a
+}
+
+// Restart starts the agent again on the same state dir, socket and flags
+// (after Kill or Stop), and waits for its local API.
+func (a *Agent) Restart(t testing.TB) {
+	t.Helper()
+	if a.Proc != nil && a.Pid() != 0 {
+		t.Fatal("agent Restart: the agent still runs (Kill or Stop it first)")
+	}
+	a.start(t)
 }
 
 // List asks the agent which containers it holds mounts for (by ID).

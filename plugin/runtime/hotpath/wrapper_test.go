@@ -538,7 +538,9 @@ func FuzzReadClaim(f *testing.F) {
 		case c == nil:
 			return
 		}
-		want := &Claim{Service: service}
+		// The facts come from the annotations the full decode read: the
+		// partial decode must read the same ones.
+		want := &Claim{Service: service, Facts: SpecFacts(spec.Annotations)}
 		if spec.Root != nil {
 			want.RootPath, want.ReadonlyRootfs = spec.Root.Path, spec.Root.Readonly
 		}
