@@ -126,8 +126,8 @@ show "ctr tasks exec demo cat /run/secrets/db_password"
 ctr_ tasks exec --exec-id cat --fifo-dir "$work/fifo" demo cat /run/secrets/db_password
 echo
 pid=$(ctr_ tasks ls | awk '$1 == "demo" {print $2}')
-show "findmnt -N $pid /run/secrets   # inside the container's mount namespace"
-findmnt -N "$pid" -o TARGET,FSTYPE,OPTIONS /run/secrets
+show "findmnt -N $pid   # inside the container's mount namespace: one read-only file mount per secret"
+findmnt -N "$pid" -l -o TARGET,FSTYPE,OPTIONS | awk 'NR == 1 || $1 ~ "^/run/secrets/"'
 show "lockbox agent ls   # what the agent holds"
 "$bin/lockbox" agent ls --socket "$work/agent/agent.sock"
 show "findmnt /run/secrets   # the host never sees it"
