@@ -133,7 +133,16 @@ func TestHAKillLeaderAgents(t *testing.T) {
 					t.Fatalf("agent %d's new session is on the killed manager %s", i, up.Manager)
 				}
 				took[i] = up.Time.Sub(killedAt)
-				t.Logf("agent %d: session up on %s %v after the kill", i, up.Manager, took[i].Round(time.Millisecond))
+				// What the agent went through: each failed attempt, by
+				// manager, with when it ended.
+				var tries []string
+				for _, e := range sessionLines(t, a.LogPath, "session with manager ended; grants held stay served") {
+					if e.Time.After(killedAt) && !e.Time.After(up.Time) {
+						tries = append(tries, fmt.Sprintf("%s at +%v (%.60s)", e.Manager, e.Time.Sub(killedAt).Round(time.Millisecond), e.Err))
+					}
+				}
+				t.Logf("agent %d: session up on %s %v after the kill (first message %s); sessions ended before it: %v",
+					i, up.Manager, took[i].Round(time.Millisecond), up.Type, tries)
 				break
 			}
 			if time.Now().After(deadline) {
@@ -242,11 +251,23 @@ type sessionUp struct {
 	Time    time.Time `json:"time"`
 	Msg     string    `json:"msg"`
 	Manager string    `json:"manager"`
+	Err     string    `json:"err"`
+	// Type is the first message's: INCREMENTAL when the new manager
+	// resumed from the revision the agent held, COMPLETE when it sent the
+	// whole set again.
+	Type string `json:"type"`
 }
 
 // sessionsUp reads an agent's JSON log for its "session with manager up"
 // lines, in order.
 func sessionsUp(t *testing.T, path string) []sessionUp {
+	t.Helper()
+	return sessionLines(t, path, "session with manager up")
+}
+
+// sessionLines reads an agent's JSON log for its lines with message msg,
+// in order.
+func sessionLines(t *testing.T, path, msg string) []sessionUp {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -258,7 +279,7 @@ func sessionsUp(t *testing.T, path string) []sessionUp {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var l sessionUp
-		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "session with manager up" {
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == msg {
 			ups = append(ups, l)
 		}
 	}
