@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,9 +32,9 @@ const haAgents = 5
 const haReconnectBound = 30 * time.Second
 
 // Three real managers (the first bootstraps, the other two join with
-// single-use manager join tokens, each on a loopback address of its own)
-// and five real agents that know all three, all with their session on the
-// etcd leader. The leader is killed with SIGKILL. Each agent's reconnect
+// single-use manager join tokens, each on a loopback address of its own;
+// etcd leadership is moved to one of the joined two) and five real agents
+// that know all three, all with their session on the etcd leader. The leader is killed with SIGKILL. Each agent's reconnect
 // time is read from its own log: the time of its first "session with
 // manager up" line after the kill (the agent logs it when the first
 // message of a new session, the complete set, is applied), less the kill's
@@ -63,7 +64,11 @@ func TestHAKillLeaderAgents(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	leader := etcdLeaderOf(t, ctx, managers)
+	// A fresh cluster keeps its first member as leader: leadership is
+	// moved to one of the joined managers, picked at random, so that the
+	// manager killed is not always the bootstrapping one the agents'
+	// tokens come from.
+	leader := moveLeader(t, ctx, managers, managers[1+rand.IntN(2)])
 	// The leader first: every agent's first session is on it. The others
 	// follow in a different order per agent.
 	var survivors []*harness.Manager
@@ -75,7 +80,7 @@ func TestHAKillLeaderAgents(t *testing.T) {
 	agents := make([]*harness.Agent, haAgents)
 	for i := range agents {
 		list := []string{leader.Addr, survivors[i%2].Addr, survivors[(i+1)%2].Addr}
-		agents[i] = harness.StartAgentWith(t, bin, leader, harness.AgentOptions{
+		agents[i] = harness.StartAgentWith(t, bin, m1, harness.AgentOptions{
 			Managers: list, Extra: []string{"--log-format", "json"}})
 	}
 	for i, a := range agents {
@@ -225,6 +230,42 @@ func etcdLeaderOf(t *testing.T, ctx context.Context, ms []*harness.Manager) *har
 			t.Fatalf("no etcd leader the members agree on (%v, %d leaders seen)", last, len(leaders))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// moveLeader makes to's etcd member the leader (etcd's leadership
+// transfer, asked of the current leader) and returns to once every member
+// agrees.
+func moveLeader(t *testing.T, ctx context.Context, ms []*harness.Manager, to *harness.Manager) *harness.Manager {
+	t.Helper()
+	from := etcdLeaderOf(t, ctx, ms)
+	if from == to {
+		return to
+	}
+	toID, _, err := etcdStatus(ctx, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	ep := "unix://" + etcd.ClientSocket(filepath.Join(from.DataDir, "etcd"))
+	cli, err := etcd.Connect(cctx, []string{ep}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.MoveLeader(cctx, toID); err != nil {
+		t.Fatalf("move etcd leadership from %s to %s: %v", from.Addr, to.Addr, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if now := etcdLeaderOf(t, ctx, ms); now == to {
+			return to
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("etcd leadership did not move to %s", to.Addr)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
