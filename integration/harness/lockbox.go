@@ -150,6 +150,10 @@ type ManagerOptions struct {
 	Prefix []string
 	// Addr is the agents' listen address (a free loopback one when empty).
 	Addr string
+	// Join, when set, makes the manager join Join's cluster (--join, with a
+	// single-use manager join token from Join's admin API in a root-only
+	// token file) instead of bootstrapping its own.
+	Join *Manager
 }
 
 // StartManagerWith is StartManager with options.
@@ -169,8 +173,21 @@ func StartManagerWith(t testing.TB, binDir string, o ManagerOptions) *Manager {
 	if m.Addr == "" {
 		m.Addr = freeAddr(t)
 	}
-	m.Proc = StartProcPrefix(t, "lockbox manager", filepath.Join(dir, "manager.log"), o.Prefix, m.Bin,
-		"manager", "--data-dir", m.DataDir, "--listen", m.Addr, "--admin-socket", m.AdminSocket)
+	args := []string{"manager", "--data-dir", m.DataDir, "--listen", m.Addr, "--admin-socket", m.AdminSocket}
+	if o.Join != nil {
+		// As docs/operations.md "Adding and removing managers" says: the
+		// token in a root-only file, never in argv.
+		token, err := o.Join.CLI(context.Background(), "join-token", "manager", "-q")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokenFile := filepath.Join(dir, "manager-join-token")
+		if err := os.WriteFile(tokenFile, []byte(strings.TrimSpace(token)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--join", o.Join.Addr, "--token-file", tokenFile)
+	}
+	m.Proc = StartProcPrefix(t, "lockbox manager", filepath.Join(dir, "manager.log"), o.Prefix, m.Bin, args...)
 	m.waitFor(t, "admin API", time.Minute, func() error {
 		_, err := m.CLI(context.Background(), "secret", "ls", "-q")
 		return err
@@ -223,6 +240,9 @@ type AgentOptions struct {
 	Prefix []string
 	// Extra flags are appended to the agent's.
 	Extra []string
+	// Managers is the agent's --manager list (m's address alone when
+	// empty); the join token still comes from m.
+	Managers []string
 }
 
 // StartAgentWith is StartAgent with options.
@@ -246,7 +266,11 @@ func StartAgentWith(t testing.TB, binDir string, m *Manager, o AgentOptions) *Ag
 	}
 	// Several agents share this host: each joins under a name of its own
 	// (the managers keep worker hostnames unique).
-	args := append([]string{"agent", "--manager", m.Addr, "--token-file", tokenFile, "--hostname", filepath.Base(dir),
+	managers := m.Addr
+	if len(o.Managers) > 0 {
+		managers = strings.Join(o.Managers, ",")
+	}
+	args := append([]string{"agent", "--manager", managers, "--token-file", tokenFile, "--hostname", filepath.Base(dir),
 		"--state-dir", a.StateDir, "--socket", a.Socket}, extra...)
 	a.dir, a.bin, a.prefix, a.args = dir, filepath.Join(binDir, "lockbox"), o.Prefix, args
 	a.start(t)
@@ -312,20 +336,27 @@ func (a *Agent) WaitUntil(t testing.TB, what string, cond func() error) {
 // neighbour as a source port before the manager binds it.
 func freeAddr(t testing.TB) string {
 	t.Helper()
+	return FreeAddrOn(t, "127.0.0.1")
+}
+
+// FreeAddrOn is freeAddr on another local address (127.0.0.2, ...: each
+// manager of a cluster on a loopback address of its own).
+func FreeAddrOn(t testing.TB, ip string) string {
+	t.Helper()
 	lo, _ := ephemeralRange()
 	for range 200 {
 		port := 10000 + rand.IntN(lo-10001)
-		a, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		a, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port)))
 		if err != nil {
 			continue
 		}
-		b, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
+		b, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port+1)))
 		a.Close()
 		if err != nil {
 			continue
 		}
 		b.Close()
-		return fmt.Sprintf("127.0.0.1:%d", port)
+		return net.JoinHostPort(ip, fmt.Sprint(port))
 	}
 	t.Fatal("no two free consecutive loopback ports below the ephemeral range")
 	return ""
