@@ -27,6 +27,12 @@ type CRI struct {
 	dir string
 }
 
+// importPause imports a locally built pause image into CRI's namespace
+// under the name containerd pins, so that nothing is pulled.
+func (c *Containerd) importPause() {
+	c.Import("k8s.io", ImageConfig{Name: PauseImage, Entrypoint: []string{"/bin/sleep", "2147483647"}})
+}
+
 // CRI connects a CRI client to c (started with Options.CRI) and imports the
 // pause image into the k8s.io namespace.
 func (c *Containerd) CRI() *CRI {
@@ -36,7 +42,7 @@ func (c *Containerd) CRI() *CRI {
 		c.t.Fatalf("cri client: %v", err)
 	}
 	c.t.Cleanup(func() { conn.Close() })
-	c.Import("k8s.io", ImageConfig{Name: PauseImage, Entrypoint: []string{"/bin/sleep", "2147483647"}})
+	c.importPause()
 	dir := filepath.Join(c.Dir, "pods")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		c.t.Fatal(err)

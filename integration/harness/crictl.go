@@ -40,7 +40,7 @@ func (c *Containerd) Crictl() *Crictl {
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 60\n", ep, ep)), 0o600); err != nil {
 		c.t.Fatal(err)
 	}
-	c.Import("k8s.io", ImageConfig{Name: PauseImage, Entrypoint: []string{"/bin/sleep", "2147483647"}})
+	c.importPause()
 	return &Crictl{c: c, bin: bin, cfg: cfg, dir: dir}
 }
 
