@@ -72,7 +72,10 @@ func wantEntry(t *testing.T, e *types.AuditEntry, action, node, service string, 
 // A node's grants are recorded per service when they change: given,
 // changed, revoked; not again for a reconnect that changes nothing, and
 // never with secret data. The live status counts the grants held.
-func TestAuditGrantsPerNodeAndService(t *testing.T) {
+// auditHarness runs a dispatcher ("mgr1") on a real etcd whose audit
+// entries reach the returned auditor.
+func auditHarness(t *testing.T) (*harness, *signalAuditor) {
+	t.Helper()
 	m := etcdtest.Start(t)
 	ring, err := keys.NewKeyring()
 	if err != nil {
@@ -86,7 +89,12 @@ func TestAuditGrantsPerNodeAndService(t *testing.T) {
 	d := New(Config{Store: st, History: st, Audit: aud, NodeID: "mgr1"})
 	go d.Run(ctx)
 	<-d.Ready()
-	h := &harness{t: t, st: st, d: d, ctx: ctx, nodes: map[string]string{}}
+	return &harness{t: t, st: st, d: d, ctx: ctx, nodes: map[string]string{}}, aud
+}
+
+func TestAuditGrantsPerNodeAndService(t *testing.T) {
+	h, aud := auditHarness(t)
+	st, d, ctx := h.st, h.d, h.ctx
 
 	marker := "GRANT-MARKER-0b5e61c2d9"
 	n1 := h.node("n1", nil)
@@ -102,7 +110,7 @@ func TestAuditGrantsPerNodeAndService(t *testing.T) {
 		t.Fatalf("live status %v, want a session holding 1 grant", live)
 	}
 
-	web, err = st.UpdateService(ctx, web.Id, web.Meta.Version, spec("web", nil, s1, s2))
+	web, err := st.UpdateService(ctx, web.Id, web.Meta.Version, spec("web", nil, s1, s2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,25 +188,13 @@ func nodeContext(t *testing.T, nodeID string) context.Context {
 // under the certificate's node, all or none; reports that break the rules
 // record nothing.
 func TestAuditMountReports(t *testing.T) {
-	m := etcdtest.Start(t)
-	ring, err := keys.NewKeyring()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ring.Close)
-	st := store.New(m.Client(), ring)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	aud := &signalAuditor{st: st, ch: make(chan *types.AuditEntry, 64)}
-	d := New(Config{Store: st, History: st, Audit: aud, NodeID: "mgr1"})
-	go d.Run(ctx)
-	<-d.Ready()
-	h := &harness{t: t, st: st, d: d, ctx: ctx, nodes: map[string]string{}}
+	h, aud := auditHarness(t)
+	d := h.d
 	n1 := h.node("n1", nil)
 	h.sync()
 	nctx := nodeContext(t, n1)
 
-	_, err = d.Heartbeat(nctx, &dapi.HeartbeatRequest{Reports: []*dapi.MountReport{
+	_, err := d.Heartbeat(nctx, &dapi.HeartbeatRequest{Reports: []*dapi.MountReport{
 		{Event: dapi.MountReport_MOUNTED, ContainerId: "c1", ServiceName: "web", SecretNames: []string{"db_pw"}},
 		{Event: dapi.MountReport_WIPED, ContainerId: "c1", ServiceName: "web", SecretNames: []string{"db_pw"}},
 	}})
@@ -237,20 +233,8 @@ func TestAuditMountReports(t *testing.T) {
 // The audit story, create → grant → mount → wipe, read back in
 // order, with no byte of the secret anywhere in the log.
 func TestAuditStory(t *testing.T) {
-	m := etcdtest.Start(t)
-	ring, err := keys.NewKeyring()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ring.Close)
-	st := store.New(m.Client(), ring)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	aud := &signalAuditor{st: st, ch: make(chan *types.AuditEntry, 64)}
-	d := New(Config{Store: st, History: st, Audit: aud, NodeID: "mgr1"})
-	go d.Run(ctx)
-	<-d.Ready()
-	h := &harness{t: t, st: st, d: d, ctx: ctx, nodes: map[string]string{}}
+	h, aud := auditHarness(t)
+	st, d, ctx := h.st, h.d, h.ctx
 	n1 := h.node("n1", nil)
 
 	marker := "STORY-MARKER-5aa9c03e18"
