@@ -125,6 +125,11 @@ type MountReport_Event int32
 const (
 	MountReport_MOUNTED MountReport_Event = 0
 	MountReport_WIPED   MountReport_Event = 1
+	// UPDATED: a live update changed the container's files.
+	MountReport_UPDATED MountReport_Event = 2
+	// UPDATE_FAILED: a live update could not be applied; the container
+	// keeps its previous files and the agent retries.
+	MountReport_UPDATE_FAILED MountReport_Event = 3
 )
 
 // Enum value maps for MountReport_Event.
@@ -132,10 +137,14 @@ var (
 	MountReport_Event_name = map[int32]string{
 		0: "MOUNTED",
 		1: "WIPED",
+		2: "UPDATED",
+		3: "UPDATE_FAILED",
 	}
 	MountReport_Event_value = map[string]int32{
-		"MOUNTED": 0,
-		"WIPED":   1,
+		"MOUNTED":       0,
+		"WIPED":         1,
+		"UPDATED":       2,
+		"UPDATE_FAILED": 3,
 	}
 )
 
@@ -284,10 +293,13 @@ func (x *SecretData) GetData() []byte {
 
 // Grant is one secret reference of one service, as delivered to a node.
 type Grant struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SecretId      string                 `protobuf:"bytes,1,opt,name=secret_id,json=secretId,proto3" json:"secret_id,omitempty"`
-	SecretName    string                 `protobuf:"bytes,2,opt,name=secret_name,json=secretName,proto3" json:"secret_name,omitempty"`
-	Target        *types.FileTarget      `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	SecretId   string                 `protobuf:"bytes,1,opt,name=secret_id,json=secretId,proto3" json:"secret_id,omitempty"`
+	SecretName string                 `protobuf:"bytes,2,opt,name=secret_name,json=secretName,proto3" json:"secret_name,omitempty"`
+	Target     *types.FileTarget      `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	// signal, as in lockbox.types.SecretReference: sent to the container's
+	// init after a live update changed this grant's file.
+	Signal        string `protobuf:"bytes,4,opt,name=signal,proto3" json:"signal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -343,16 +355,26 @@ func (x *Grant) GetTarget() *types.FileTarget {
 	return nil
 }
 
+func (x *Grant) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
 // ServiceGrants is every grant of one service placed on the node, with the
 // service's claim rules: the agent admits a container's claim only when
 // they hold (api/claimrule). An agent that cannot read a rule refuses every
 // claim of the service.
 type ServiceGrants struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ServiceId     string                 `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
-	ServiceName   string                 `protobuf:"bytes,2,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
-	Grants        []*Grant               `protobuf:"bytes,3,rep,name=grants,proto3" json:"grants,omitempty"`
-	ClaimRules    []string               `protobuf:"bytes,4,rep,name=claim_rules,json=claimRules,proto3" json:"claim_rules,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ServiceId   string                 `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	ServiceName string                 `protobuf:"bytes,2,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	Grants      []*Grant               `protobuf:"bytes,3,rep,name=grants,proto3" json:"grants,omitempty"`
+	ClaimRules  []string               `protobuf:"bytes,4,rep,name=claim_rules,json=claimRules,proto3" json:"claim_rules,omitempty"`
+	// live_update: the agent applies a change of these grants to the
+	// service's running containers on the node.
+	LiveUpdate    bool `protobuf:"varint,5,opt,name=live_update,json=liveUpdate,proto3" json:"live_update,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -413,6 +435,13 @@ func (x *ServiceGrants) GetClaimRules() []string {
 		return x.ClaimRules
 	}
 	return nil
+}
+
+func (x *ServiceGrants) GetLiveUpdate() bool {
+	if x != nil {
+		return x.LiveUpdate
+	}
+	return false
 }
 
 type Assignment struct {
@@ -646,7 +675,12 @@ type MountReport struct {
 	ContainerId string                 `protobuf:"bytes,2,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	ServiceName string                 `protobuf:"bytes,3,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
 	// secret_names are the secrets the container got (or had), by name.
-	SecretNames   []string `protobuf:"bytes,4,rep,name=secret_names,json=secretNames,proto3" json:"secret_names,omitempty"`
+	SecretNames []string `protobuf:"bytes,4,rep,name=secret_names,json=secretNames,proto3" json:"secret_names,omitempty"`
+	// secret_ids are the secrets the container now holds, by ID, in the
+	// order of secret_names: the versions `lockbox service ps` shows.
+	SecretIds []string `protobuf:"bytes,5,rep,name=secret_ids,json=secretIds,proto3" json:"secret_ids,omitempty"`
+	// error says why an update failed (UPDATE_FAILED); never data.
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -707,6 +741,20 @@ func (x *MountReport) GetSecretNames() []string {
 		return x.SecretNames
 	}
 	return nil
+}
+
+func (x *MountReport) GetSecretIds() []string {
+	if x != nil {
+		return x.SecretIds
+	}
+	return nil
+}
+
+func (x *MountReport) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
 }
 
 type HeartbeatRequest struct {
@@ -811,19 +859,22 @@ const file_dispatcher_dispatcher_proto_rawDesc = "" +
 	"SecretData\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"x\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\x90\x01\n" +
 	"\x05Grant\x12\x1b\n" +
 	"\tsecret_id\x18\x01 \x01(\tR\bsecretId\x12\x1f\n" +
 	"\vsecret_name\x18\x02 \x01(\tR\n" +
 	"secretName\x121\n" +
-	"\x06target\x18\x03 \x01(\v2\x19.lockbox.types.FileTargetR\x06target\"\xa5\x01\n" +
+	"\x06target\x18\x03 \x01(\v2\x19.lockbox.types.FileTargetR\x06target\x12\x16\n" +
+	"\x06signal\x18\x04 \x01(\tR\x06signal\"\xc6\x01\n" +
 	"\rServiceGrants\x12\x1d\n" +
 	"\n" +
 	"service_id\x18\x01 \x01(\tR\tserviceId\x12!\n" +
 	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x121\n" +
 	"\x06grants\x18\x03 \x03(\v2\x19.lockbox.dispatcher.GrantR\x06grants\x12\x1f\n" +
 	"\vclaim_rules\x18\x04 \x03(\tR\n" +
-	"claimRules\"\x8d\x01\n" +
+	"claimRules\x12\x1f\n" +
+	"\vlive_update\x18\x05 \x01(\bR\n" +
+	"liveUpdate\"\x8d\x01\n" +
 	"\n" +
 	"Assignment\x128\n" +
 	"\x06secret\x18\x01 \x01(\v2\x1e.lockbox.dispatcher.SecretDataH\x00R\x06secret\x12=\n" +
@@ -848,15 +899,20 @@ const file_dispatcher_dispatcher_proto_rawDesc = "" +
 	"\x13heartbeat_period_ms\x18\x06 \x01(\rR\x11heartbeatPeriodMs\"%\n" +
 	"\x04Type\x12\f\n" +
 	"\bCOMPLETE\x10\x00\x12\x0f\n" +
-	"\vINCREMENTAL\x10\x01\"\xd4\x01\n" +
+	"\vINCREMENTAL\x10\x01\"\xa9\x02\n" +
 	"\vMountReport\x12;\n" +
 	"\x05event\x18\x01 \x01(\x0e2%.lockbox.dispatcher.MountReport.EventR\x05event\x12!\n" +
 	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\x12!\n" +
 	"\fservice_name\x18\x03 \x01(\tR\vserviceName\x12!\n" +
-	"\fsecret_names\x18\x04 \x03(\tR\vsecretNames\"\x1f\n" +
+	"\fsecret_names\x18\x04 \x03(\tR\vsecretNames\x12\x1d\n" +
+	"\n" +
+	"secret_ids\x18\x05 \x03(\tR\tsecretIds\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"?\n" +
 	"\x05Event\x12\v\n" +
 	"\aMOUNTED\x10\x00\x12\t\n" +
-	"\x05WIPED\x10\x01\"M\n" +
+	"\x05WIPED\x10\x01\x12\v\n" +
+	"\aUPDATED\x10\x02\x12\x11\n" +
+	"\rUPDATE_FAILED\x10\x03\"M\n" +
 	"\x10HeartbeatRequest\x129\n" +
 	"\areports\x18\x01 \x03(\v2\x1f.lockbox.dispatcher.MountReportR\areports\"0\n" +
 	"\x11HeartbeatResponse\x12\x1b\n" +

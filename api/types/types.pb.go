@@ -391,10 +391,14 @@ func (x *FileTarget) GetMode() uint32 {
 
 // SecretReference is one secret a service asks for.
 type SecretReference struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SecretId      string                 `protobuf:"bytes,1,opt,name=secret_id,json=secretId,proto3" json:"secret_id,omitempty"`
-	SecretName    string                 `protobuf:"bytes,2,opt,name=secret_name,json=secretName,proto3" json:"secret_name,omitempty"`
-	Target        *FileTarget            `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	SecretId   string                 `protobuf:"bytes,1,opt,name=secret_id,json=secretId,proto3" json:"secret_id,omitempty"`
+	SecretName string                 `protobuf:"bytes,2,opt,name=secret_name,json=secretName,proto3" json:"secret_name,omitempty"`
+	Target     *FileTarget            `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	// signal is sent to the container's init process after a live update
+	// changed its files (api/validation.ParseSignal: "SIGHUP", "HUP" or a
+	// number). Empty: no signal.
+	Signal        string `protobuf:"bytes,4,opt,name=signal,proto3" json:"signal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -448,6 +452,13 @@ func (x *SecretReference) GetTarget() *FileTarget {
 		return x.Target
 	}
 	return nil
+}
+
+func (x *SecretReference) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
 }
 
 // Placement lists constraints, all of which must hold for a node:
@@ -509,7 +520,12 @@ type ServiceSpec struct {
 	// "container.image==docker.io/library/nginx", each also with "!=". No
 	// rule: containers outside Kubernetes may claim it, Kubernetes pods may
 	// not (a pod needs a k8s.namespace== rule naming its namespace).
-	ClaimRules    []string `protobuf:"bytes,5,rep,name=claim_rules,json=claimRules,proto3" json:"claim_rules,omitempty"`
+	ClaimRules []string `protobuf:"bytes,5,rep,name=claim_rules,json=claimRules,proto3" json:"claim_rules,omitempty"`
+	// live_update: a change of the service's references reaches its running
+	// containers (their files are swapped in place, atomically per file).
+	// False, swarm's behaviour: running containers keep what they started
+	// with, new containers get the current references.
+	LiveUpdate    bool `protobuf:"varint,6,opt,name=live_update,json=liveUpdate,proto3" json:"live_update,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -577,6 +593,13 @@ func (x *ServiceSpec) GetClaimRules() []string {
 		return x.ClaimRules
 	}
 	return nil
+}
+
+func (x *ServiceSpec) GetLiveUpdate() bool {
+	if x != nil {
+		return x.LiveUpdate
+	}
+	return false
 }
 
 // Service is a workload identity: containers claim it by annotation.
@@ -1225,21 +1248,24 @@ const file_types_types_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03uid\x18\x02 \x01(\tR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x03 \x01(\tR\x03gid\x12\x12\n" +
-	"\x04mode\x18\x04 \x01(\rR\x04mode\"\x82\x01\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\"\x9a\x01\n" +
 	"\x0fSecretReference\x12\x1b\n" +
 	"\tsecret_id\x18\x01 \x01(\tR\bsecretId\x12\x1f\n" +
 	"\vsecret_name\x18\x02 \x01(\tR\n" +
 	"secretName\x121\n" +
-	"\x06target\x18\x03 \x01(\v2\x19.lockbox.types.FileTargetR\x06target\"-\n" +
+	"\x06target\x18\x03 \x01(\v2\x19.lockbox.types.FileTargetR\x06target\x12\x16\n" +
+	"\x06signal\x18\x04 \x01(\tR\x06signal\"-\n" +
 	"\tPlacement\x12 \n" +
-	"\vconstraints\x18\x01 \x03(\tR\vconstraints\"\xaf\x02\n" +
+	"\vconstraints\x18\x01 \x03(\tR\vconstraints\"\xd0\x02\n" +
 	"\vServiceSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\x06labels\x18\x02 \x03(\v2&.lockbox.types.ServiceSpec.LabelsEntryR\x06labels\x128\n" +
 	"\asecrets\x18\x03 \x03(\v2\x1e.lockbox.types.SecretReferenceR\asecrets\x126\n" +
 	"\tplacement\x18\x04 \x01(\v2\x18.lockbox.types.PlacementR\tplacement\x12\x1f\n" +
 	"\vclaim_rules\x18\x05 \x03(\tR\n" +
-	"claimRules\x1a9\n" +
+	"claimRules\x12\x1f\n" +
+	"\vlive_update\x18\x06 \x01(\bR\n" +
+	"liveUpdate\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"r\n" +

@@ -1,6 +1,7 @@
 // Package validation holds the limits that the managers enforce when a
 // secret or service is created and that every node-side component relies
-// on: the name rules and the secret size bound. It is the one home of those
+// on: the name rules, the secret size bound and the live-update signal names.
+// It is the one home of those
 // rules (manager/admin, mounter, the agent's local API and the CLI use it).
 //
 // It imports only the standard library and compiles no regular expression:
