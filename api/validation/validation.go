@@ -1,8 +1,8 @@
 // Package validation holds the limits that the managers enforce when a
 // secret or service is created and that every node-side component relies
-// on: the name rules, the secret size bound and the live-update signal names.
-// It is the one home of those
-// rules (manager/admin, mounter, the agent's local API and the CLI use it).
+// on: the name rules, the secret size bound and the live-update signal
+// names. It is the one home of those rules (manager/admin, mounter, the
+// agent's local API and the CLI use it).
 //
 // It imports only the standard library and compiles no regular expression:
 // lockbox-runtime, on every runc call, links it through mounter.
