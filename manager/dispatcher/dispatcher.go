@@ -418,9 +418,9 @@ func newChange(c change, data []byte) *dapi.AssignmentChange {
 // them again and refuses every claim of a service whose rules it cannot
 // read.
 func serviceGrants(s *types.Service) *dapi.ServiceGrants {
-	g := &dapi.ServiceGrants{ServiceId: s.Id, ServiceName: s.GetSpec().GetName(), ClaimRules: s.GetSpec().GetClaimRules()}
+	g := &dapi.ServiceGrants{ServiceId: s.Id, ServiceName: s.GetSpec().GetName(), ClaimRules: s.GetSpec().GetClaimRules(), LiveUpdate: s.GetSpec().GetLiveUpdate()}
 	for _, ref := range s.GetSpec().GetSecrets() {
-		g.Grants = append(g.Grants, &dapi.Grant{SecretId: ref.GetSecretId(), SecretName: ref.GetSecretName(), Target: ref.GetTarget()})
+		g.Grants = append(g.Grants, &dapi.Grant{SecretId: ref.GetSecretId(), SecretName: ref.GetSecretName(), Target: ref.GetTarget(), Signal: ref.GetSignal()})
 	}
 	return g
 }
