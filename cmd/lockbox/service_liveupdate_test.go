@@ -211,3 +211,24 @@ func TestCLIServicePs(t *testing.T) {
 		t.Fatalf("unknown service: %v", err)
 	}
 }
+
+// A stack redeploy keeps the live-update signals an operator gave: by the
+// file a reference fills, so a rotation (a new secret, the same target)
+// keeps signalling the process that reads it.
+func TestStackRedeployKeepsSignals(t *testing.T) {
+	ref := func(secret, target, signal string) *types.SecretReference {
+		return &types.SecretReference{SecretName: secret, Target: &types.FileTarget{Name: target}, Signal: signal}
+	}
+	cur := []*types.SecretReference{ref("wp_cert_v1", "cert.pem", "HUP"), ref("wp_key", "", "USR1"), ref("wp_db", "db", "")}
+	want := []*types.SecretReference{ref("wp_cert_v2", "cert.pem", ""), ref("wp_key", "", ""), ref("wp_db", "db", ""), ref("wp_new", "new", "")}
+	var got []string
+	for _, r := range keepSignals(cur, want) {
+		got = append(got, r.SecretName+":"+r.Signal)
+	}
+	if strings.Join(got, ",") != "wp_cert_v2:HUP,wp_key:USR1,wp_db:,wp_new:" {
+		t.Fatalf("keepSignals = %q", got)
+	}
+	if want[0].Signal != "" {
+		t.Fatal("keepSignals changed the file's references in place")
+	}
+}
