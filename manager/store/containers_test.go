@@ -236,3 +236,19 @@ func TestContainerReportsRefuseBadInput(t *testing.T) {
 		t.Error("an error with a control character was accepted")
 	}
 }
+
+// FuzzValidateContainerUpdate: whatever is accepted is bounded printable
+// text, and no accepted secret ID can reach another key.
+func FuzzValidateContainerUpdate(f *testing.F) {
+	f.Add("nfhlvlrrslchsdbu3m3a07a3b", "rename: device busy")
+	f.Add("a/b", "")
+	f.Add("", "\x1b[2J")
+	f.Fuzz(func(t *testing.T, id, errText string) {
+		if store.ValidateContainerUpdate([]string{id}, errText) != nil {
+			return
+		}
+		if strings.ContainsAny(id, "/\x00") || len(errText) > store.MaxContainerError || strings.ContainsFunc(errText+id, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			t.Fatalf("accepted id %q, error %q", id, errText)
+		}
+	})
+}
