@@ -125,9 +125,14 @@ func listServiceContainers(ctx context.Context, cl adminapi.AdminClient, nameOrI
 	return out, nil
 }
 
+// psNode is the NODE cell: the hostname, or the ID of a node without one
+// (or removed since it reported).
 func psNode(c *adminapi.ServiceContainer) string {
-	if c.NodeRemoved || c.NodeHostname == "" {
+	switch {
+	case c.NodeRemoved:
 		return c.NodeId + " (removed)"
+	case c.NodeHostname == "":
+		return c.NodeId
 	}
 	return c.NodeHostname
 }
@@ -143,7 +148,7 @@ func psID(id string, noTrunc bool) string {
 
 func psRowOf(svc string, c *adminapi.ServiceContainer, now time.Time, noTrunc bool) psRow {
 	r := psRow{ID: psID(c.ContainerId, noTrunc), Name: svc, Node: psNode(c), NodeID: c.NodeId, State: c.State, Error: c.Error,
-		MountedAt: timeOf(c.MountedAt), UpdatedAt: timeOf(c.UpdatedAt), full: c.ContainerId}
+		MountedAt: timeOf(c.MountedAt), UpdatedAt: timeOf(c.UpdatedAt), full: c.ContainerId, Secrets: []string{}}
 	for _, s := range c.Secrets {
 		if s.SecretId == "" {
 			r.Secrets = append(r.Secrets, s.SecretName)
