@@ -6,7 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/store"
 )
@@ -157,7 +161,7 @@ func TestCLIServicePs(t *testing.T) {
 		}
 	}
 	want := []struct{ has, hasNot []string }{
-		{[]string{"0123456789ab ", "web", "node-a", "pw@" + pw[:12], "Updated Less than a second ago"}, []string{long, pw}},
+		{[]string{"0123456789ab ", "web", "node-a", "pw@" + pw[:12], "Updated less than a second ago"}, []string{long, pw}},
 		{[]string{"b-short", "node-a", "pw ", "Update failed", `"rename /run/secrets/pw: devic…"`}, []string{failure}},
 		{[]string{"c-gone", "removednode (removed)", "Mounted"}, nil},
 	}
@@ -230,5 +234,39 @@ func TestStackRedeployKeepsSignals(t *testing.T) {
 	}
 	if want[0].Signal != "" {
 		t.Fatal("keepSignals changed the file's references in place")
+	}
+}
+
+// service ps's cells as docker's task formatter makes them
+// (docker/cli cli/command/task/formatter.go):
+//
+//	return fmt.Sprintf("%s %s ago", formatter.PrettyPrint(c.task.Status.State),
+//		strings.ToLower(units.HumanDuration(time.Since(c.task.Status.Timestamp))))
+//	...
+//	if c.trunc { taskErr = formatter.Ellipsis(taskErr, maxErrLength) }   // maxErrLength = 30
+//	if len(taskErr) > 0 { taskErr = fmt.Sprintf(`"%s"`, taskErr) }
+func TestServicePsCellsAsDocker(t *testing.T) {
+	for _, tc := range []struct {
+		err     string
+		noTrunc bool
+		want    string
+	}{
+		{"", false, ""},
+		{"short", false, `"short"`},
+		{strings.Repeat("x", 30), false, `"` + strings.Repeat("x", 30) + `"`},
+		{strings.Repeat("x", 31), false, `"` + strings.Repeat("x", 29) + `…"`},
+		{strings.Repeat("x", 31), true, `"` + strings.Repeat("x", 31) + `"`},
+		{strings.Repeat("é", 31), false, `"` + strings.Repeat("é", 29) + `…"`},
+	} {
+		if got := psError(tc.err, tc.noTrunc); got != tc.want {
+			t.Errorf("psError(%q, %v) = %q, want %q", tc.err, tc.noTrunc, got, tc.want)
+		}
+	}
+	now := time.Now()
+	for state, want := range map[string]string{"mounted": "Mounted about an hour ago", "update-failed": "Update failed about an hour ago"} {
+		c := &adminapi.ServiceContainer{ContainerId: "c", State: state, UpdatedAt: timestamppb.New(now.Add(-time.Hour))}
+		if got := psRowOf("web", c, now, false).CurrentState; got != want {
+			t.Errorf("CurrentState of %s = %q, want %q", state, got, want)
+		}
 	}
 }

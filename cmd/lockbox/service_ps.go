@@ -28,10 +28,11 @@ type psRow struct {
 	Secrets      []string // name@version: the secrets the container holds
 	CurrentState string   // "Updated 2 seconds ago"
 	State        string   `json:"-"` // mounted, updated or update-failed
-	Error        string
-	MountedAt    time.Time `json:"-"`
-	UpdatedAt    time.Time `json:"-"`
-	full         string    // the container ID, never truncated (filters)
+	Error        string   // quoted, and cut unless --no-trunc, as docker's
+
+	MountedAt time.Time `json:"-"`
+	UpdatedAt time.Time `json:"-"`
+	full      string    // the container ID, never truncated (filters)
 }
 
 // psStates names each row state as docker names a task's ("Running").
@@ -72,14 +73,7 @@ func newServicePsCommand(c *connFlags) *cobra.Command {
 						if !psMatch(filters, row) {
 							continue
 						}
-						errCell := row.Error
-						if errCell != "" {
-							if !noTrunc && len(errCell) > psErrorMax {
-								errCell = errCell[:psErrorMax-1] + "…"
-							}
-							errCell = `"` + errCell + `"`
-						}
-						t.add(row.ID, row, row.ID, row.Name, row.Node, strings.Join(row.Secrets, ","), row.CurrentState, errCell)
+						t.add(row.ID, row, row.ID, row.Name, row.Node, strings.Join(row.Secrets, ","), row.CurrentState, row.Error)
 					}
 				}
 				return t.print(cmd.OutOrStdout(), f)
@@ -147,7 +141,7 @@ func psID(id string, noTrunc bool) string {
 }
 
 func psRowOf(svc string, c *adminapi.ServiceContainer, now time.Time, noTrunc bool) psRow {
-	r := psRow{ID: psID(c.ContainerId, noTrunc), Name: svc, Node: psNode(c), NodeID: c.NodeId, State: c.State, Error: c.Error,
+	r := psRow{ID: psID(c.ContainerId, noTrunc), Name: svc, Node: psNode(c), NodeID: c.NodeId, State: c.State, Error: psError(c.Error, noTrunc),
 		MountedAt: timeOf(c.MountedAt), UpdatedAt: timeOf(c.UpdatedAt), full: c.ContainerId, Secrets: []string{}}
 	for _, s := range c.Secrets {
 		if s.SecretId == "" {
@@ -160,8 +154,21 @@ func psRowOf(svc string, c *adminapi.ServiceContainer, now time.Time, noTrunc bo
 	if state == "" {
 		state = c.State
 	}
-	r.CurrentState = state + " " + ago(r.UpdatedAt, now)
+	// docker: "Running 2 hours ago", the duration in lower case.
+	r.CurrentState = state + " " + strings.ToLower(ago(r.UpdatedAt, now))
 	return r
+}
+
+// psError is docker's ERROR cell (cli/command/task formatter): cut to
+// psErrorMax characters with an ellipsis unless --no-trunc, then quoted.
+func psError(e string, noTrunc bool) string {
+	if e == "" {
+		return ""
+	}
+	if r := []rune(e); !noTrunc && len(r) > psErrorMax {
+		e = string(r[:psErrorMax-1]) + "…"
+	}
+	return `"` + e + `"`
 }
 
 // psMatch applies the filters: each key given must match one of its values.

@@ -129,17 +129,22 @@ func (d *Dispatcher) recordReports(ctx context.Context, nodeID string, reports [
 	if d.cfg.Audit == nil {
 		return nil
 	}
-	now := timestamppb.Now()
+	// The log orders entries by time, then by (random) ID: each entry of
+	// the batch is a nanosecond after the one before, so the log keeps the
+	// order the node reported in (a mount before the update that follows
+	// it).
+	now := time.Now()
 	var entries []*types.AuditEntry
 	for i, r := range reports {
 		if !keep[i] {
 			continue
 		}
+		at := timestamppb.New(now.Add(time.Duration(len(entries))))
 		svcID := ""
 		if rowOf[i] >= 0 {
 			svcID = rows[rowOf[i]].ServiceID
 		}
-		entries = append(entries, &types.AuditEntry{Id: identity.NewID(), Time: now, Actor: store.AuditActorNode(nodeID), Action: reportActions[r.GetEvent()].action,
+		entries = append(entries, &types.AuditEntry{Id: identity.NewID(), Time: at, Actor: store.AuditActorNode(nodeID), Action: reportActions[r.GetEvent()].action,
 			ObjectKind: "service", ObjectId: svcID, ObjectName: r.GetServiceName(), NodeId: nodeID, Container: r.GetContainerId(), Secrets: auditSecrets(r)})
 	}
 	if len(entries) == 0 {

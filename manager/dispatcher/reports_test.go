@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
@@ -176,5 +177,42 @@ func TestReportValidation(t *testing.T) {
 	if err := validateReport(&dapi.MountReport{Event: dapi.MountReport_UPDATED, ContainerId: "c", ServiceName: "web",
 		SecretNames: []string{"a", "b"}, SecretIds: []string{"x", "y"}}); err != nil {
 		t.Errorf("a good report: %v", err)
+	}
+}
+
+// The reports of one heartbeat are read back from the log in the order the
+// node sent them (they share the manager's clock reading; the log orders
+// by time, then by a random ID).
+func TestReportsKeepTheirOrder(t *testing.T) {
+	h, aud := auditHarness(t)
+	d, st, ctx := h.d, h.st, h.ctx
+	n1 := h.node("n1", nil)
+	h.service("web", nil, h.secret("pw", "1"))
+	h.sync()
+	var want []string
+	for i := range 8 {
+		c := fmt.Sprintf("c%d", i)
+		var batch []*dapi.MountReport
+		for _, ev := range []dapi.MountReport_Event{dapi.MountReport_MOUNTED, dapi.MountReport_UPDATED, dapi.MountReport_UPDATE_FAILED, dapi.MountReport_WIPED} {
+			batch = append(batch, &dapi.MountReport{Event: ev, ContainerId: c, ServiceName: "web"})
+			want = append(want, reportActions[ev].action+" "+c)
+		}
+		if _, err := d.Heartbeat(nodeContext(t, n1), &dapi.HeartbeatRequest{Reports: batch}); err != nil {
+			t.Fatal(err)
+		}
+		for range batch {
+			aud.next(t)
+		}
+	}
+	log, _, err := st.ListAudit(ctx, time.Time{}, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range log {
+		got = append(got, e.Action+" "+e.Container)
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
