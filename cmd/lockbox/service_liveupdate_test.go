@@ -191,6 +191,10 @@ func TestCLIServicePs(t *testing.T) {
 	if out := e.mustRun(t, "", "service", "ps", "-q", "-f", "node="+nodeA.Id, "-f", "id=0123", "web"); out != "0123456789ab\n" {
 		t.Fatalf("-f node=ID -f id=0123:\n%s", out)
 	}
+	out = e.mustRun(t, "", "service", "ps", "--no-resolve", "--format", "{{.Name}} {{.Node}}", "-f", "node=node-a", "-f", "id=b-", "web")
+	if out != svc.Id+" "+nodeA.Id+"\n" {
+		t.Fatalf("--no-resolve:\n%s", out)
+	}
 	out = e.mustRun(t, "", "service", "ps", "--format", "json", "web")
 	var first map[string]any
 	if err := json.Unmarshal([]byte(strings.Split(out, "\n")[0]), &first); err != nil {

@@ -33,6 +33,7 @@ type psRow struct {
 	MountedAt time.Time `json:"-"`
 	UpdatedAt time.Time `json:"-"`
 	full      string    // the container ID, never truncated (filters)
+	host      string    // the node's hostname (filters)
 }
 
 // psStates names each row state as docker names a task's ("Running").
@@ -46,7 +47,7 @@ var psFilterKeys = []string{"id", "node", "state"}
 
 func newServicePsCommand(c *connFlags) *cobra.Command {
 	var f listFlags
-	var noTrunc bool
+	var noTrunc, noResolve bool
 	filters := filterFlag{}
 	cmd := &cobra.Command{
 		Use:   "ps [OPTIONS] SERVICE [SERVICE...]",
@@ -70,6 +71,9 @@ func newServicePsCommand(c *connFlags) *cobra.Command {
 					}
 					for _, r := range rows {
 						row := psRowOf(r.svc, r.c, now, noTrunc)
+						if noResolve {
+							row.Name, row.Node = r.svcID, r.c.NodeId
+						}
 						if !psMatch(filters, row) {
 							continue
 						}
@@ -83,13 +87,14 @@ func newServicePsCommand(c *connFlags) *cobra.Command {
 	f.add(cmd)
 	cmd.Flags().Lookup("quiet").Usage = "only display container IDs"
 	cmd.Flags().BoolVar(&noTrunc, "no-trunc", false, "do not truncate output (container and secret IDs, errors)")
+	cmd.Flags().BoolVar(&noResolve, "no-resolve", false, "do not map IDs to names: the service and node IDs in NAME and NODE")
 	cmd.Flags().VarP(filters, "filter", "f", "filter output: node=ID|HOSTNAME, id=CONTAINER-ID-PREFIX, state=mounted|updated|update-failed (repeatable)")
 	return cmd
 }
 
 type serviceContainer struct {
-	svc string
-	c   *adminapi.ServiceContainer
+	svc, svcID string
+	c          *adminapi.ServiceContainer
 }
 
 // listServiceContainers reads every page of a service's containers, ordered
@@ -103,7 +108,7 @@ func listServiceContainers(ctx context.Context, cl adminapi.AdminClient, nameOrI
 			return nil, err
 		}
 		for _, c := range resp.Containers {
-			out = append(out, serviceContainer{svc: resp.GetService().GetSpec().GetName(), c: c})
+			out = append(out, serviceContainer{svc: resp.GetService().GetSpec().GetName(), svcID: resp.GetService().GetId(), c: c})
 		}
 		if resp.NextPage == "" || resp.NextPage == after {
 			break
@@ -142,7 +147,7 @@ func psID(id string, noTrunc bool) string {
 
 func psRowOf(svc string, c *adminapi.ServiceContainer, now time.Time, noTrunc bool) psRow {
 	r := psRow{ID: psID(c.ContainerId, noTrunc), Name: svc, Node: psNode(c), NodeID: c.NodeId, State: c.State, Error: psError(c.Error, noTrunc),
-		MountedAt: timeOf(c.MountedAt), UpdatedAt: timeOf(c.UpdatedAt), full: c.ContainerId, Secrets: []string{}}
+		MountedAt: timeOf(c.MountedAt), UpdatedAt: timeOf(c.UpdatedAt), full: c.ContainerId, Secrets: []string{}, host: c.NodeHostname}
 	for _, s := range c.Secrets {
 		if s.SecretId == "" {
 			r.Secrets = append(r.Secrets, s.SecretName)
@@ -174,7 +179,7 @@ func psError(e string, noTrunc bool) string {
 // psMatch applies the filters: each key given must match one of its values.
 func psMatch(f filterFlag, r psRow) bool {
 	if vs := f["node"]; len(vs) > 0 && !slices.ContainsFunc(vs, func(v string) bool {
-		return v == r.NodeID || strings.EqualFold(v, strings.TrimSuffix(r.Node, " (removed)"))
+		return v == r.NodeID || r.host != "" && strings.EqualFold(v, r.host)
 	}) {
 		return false
 	}
