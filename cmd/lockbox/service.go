@@ -194,7 +194,7 @@ func newServiceUpdateCommand(c *connFlags) *cobra.Command {
 	var liveUpdate bool
 	cmd := &cobra.Command{
 		Use:   "update [OPTIONS] SERVICE",
-		Short: "Add or remove a service's secret references, constraints, claim rules and labels",
+		Short: "Add or remove a service's secret references, constraints, claim rules and labels; turn live update on or off",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			adds, err := parseSecretRefs(secretAdd)
