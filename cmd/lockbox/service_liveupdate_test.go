@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -271,6 +273,19 @@ func TestServicePsCellsAsDocker(t *testing.T) {
 		c := &adminapi.ServiceContainer{ContainerId: "c", State: state, UpdatedAt: timestamppb.New(now.Add(-time.Hour))}
 		if got := psRowOf("web", c, now, false).CurrentState; got != want {
 			t.Errorf("CurrentState of %s = %q, want %q", state, got, want)
+		}
+	}
+}
+
+// The pages state the table's bound per node as the store has it.
+func TestDocsStateContainerCap(t *testing.T) {
+	for _, page := range []string{"../../docs/cli.md", "../../docs/operations.md", "../../docs/metrics.md"} {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), strconv.Itoa(store.MaxContainersPerNode)+" ") {
+			t.Errorf("%s does not state store.MaxContainersPerNode (%d)", page, store.MaxContainersPerNode)
 		}
 	}
 }
