@@ -246,6 +246,7 @@ func (m *Manager) Run(ctx context.Context) (err error) {
 		Logger:          m.log,
 		Audit:           m.store,
 		NodeID:          m.st.NodeID,
+		Containers:      m.store,
 	})
 	go func() {
 		if err := m.disp.Run(runCtx); err != nil && runCtx.Err() == nil {

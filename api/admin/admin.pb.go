@@ -1045,6 +1045,301 @@ func (*RemoveServiceResponse) Descriptor() ([]byte, []int) {
 	return file_admin_admin_proto_rawDescGZIP(), []int{21}
 }
 
+type ListServiceContainersRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NameOrId string                 `protobuf:"bytes,1,opt,name=name_or_id,json=nameOrId,proto3" json:"name_or_id,omitempty"`
+	// after is the next_page of the previous page; empty for the first.
+	After string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	// limit bounds the page; 0 or more than the manager's maximum means the
+	// maximum.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServiceContainersRequest) Reset() {
+	*x = ListServiceContainersRequest{}
+	mi := &file_admin_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServiceContainersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServiceContainersRequest) ProtoMessage() {}
+
+func (x *ListServiceContainersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServiceContainersRequest.ProtoReflect.Descriptor instead.
+func (*ListServiceContainersRequest) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListServiceContainersRequest) GetNameOrId() string {
+	if x != nil {
+		return x.NameOrId
+	}
+	return ""
+}
+
+func (x *ListServiceContainersRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *ListServiceContainersRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListServiceContainersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// service is the service listed (its ID and name, as resolved).
+	Service    *types.Service      `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Containers []*ServiceContainer `protobuf:"bytes,2,rep,name=containers,proto3" json:"containers,omitempty"`
+	// next_page is set when more containers follow: pass it as after.
+	NextPage      string `protobuf:"bytes,3,opt,name=next_page,json=nextPage,proto3" json:"next_page,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServiceContainersResponse) Reset() {
+	*x = ListServiceContainersResponse{}
+	mi := &file_admin_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServiceContainersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServiceContainersResponse) ProtoMessage() {}
+
+func (x *ListServiceContainersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServiceContainersResponse.ProtoReflect.Descriptor instead.
+func (*ListServiceContainersResponse) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListServiceContainersResponse) GetService() *types.Service {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
+func (x *ListServiceContainersResponse) GetContainers() []*ServiceContainer {
+	if x != nil {
+		return x.Containers
+	}
+	return nil
+}
+
+func (x *ListServiceContainersResponse) GetNextPage() string {
+	if x != nil {
+		return x.NextPage
+	}
+	return ""
+}
+
+// ServiceContainer is one container holding a service's secrets, as its
+// node last reported it. Times are the manager's clock when the reports
+// arrived, never the node's.
+type ServiceContainer struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	NodeId      string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// node_hostname is the hostname the node joined with; empty when the
+	// node is no longer in the cluster (node_removed).
+	NodeHostname string `protobuf:"bytes,3,opt,name=node_hostname,json=nodeHostname,proto3" json:"node_hostname,omitempty"`
+	NodeRemoved  bool   `protobuf:"varint,4,opt,name=node_removed,json=nodeRemoved,proto3" json:"node_removed,omitempty"`
+	// state is "mounted", "updated" or "update-failed" (manager/store's
+	// ContainerState words).
+	State   string             `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	Secrets []*ContainerSecret `protobuf:"bytes,6,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// error says why the last live update failed (update-failed only).
+	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	MountedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=mounted_at,json=mountedAt,proto3" json:"mounted_at,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceContainer) Reset() {
+	*x = ServiceContainer{}
+	mi := &file_admin_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceContainer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceContainer) ProtoMessage() {}
+
+func (x *ServiceContainer) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceContainer.ProtoReflect.Descriptor instead.
+func (*ServiceContainer) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ServiceContainer) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ServiceContainer) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ServiceContainer) GetNodeHostname() string {
+	if x != nil {
+		return x.NodeHostname
+	}
+	return ""
+}
+
+func (x *ServiceContainer) GetNodeRemoved() bool {
+	if x != nil {
+		return x.NodeRemoved
+	}
+	return false
+}
+
+func (x *ServiceContainer) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ServiceContainer) GetSecrets() []*ContainerSecret {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *ServiceContainer) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ServiceContainer) GetMountedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MountedAt
+	}
+	return nil
+}
+
+func (x *ServiceContainer) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// ContainerSecret is a secret a container holds: secret_id is the version
+// (empty when the node's agent did not say).
+type ContainerSecret struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SecretId      string                 `protobuf:"bytes,1,opt,name=secret_id,json=secretId,proto3" json:"secret_id,omitempty"`
+	SecretName    string                 `protobuf:"bytes,2,opt,name=secret_name,json=secretName,proto3" json:"secret_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerSecret) Reset() {
+	*x = ContainerSecret{}
+	mi := &file_admin_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerSecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerSecret) ProtoMessage() {}
+
+func (x *ContainerSecret) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerSecret.ProtoReflect.Descriptor instead.
+func (*ContainerSecret) Descriptor() ([]byte, []int) {
+	return file_admin_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ContainerSecret) GetSecretId() string {
+	if x != nil {
+		return x.SecretId
+	}
+	return ""
+}
+
+func (x *ContainerSecret) GetSecretName() string {
+	if x != nil {
+		return x.SecretName
+	}
+	return ""
+}
+
 type GetNodeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NameOrId      string                 `protobuf:"bytes,1,opt,name=name_or_id,json=nameOrId,proto3" json:"name_or_id,omitempty"`
@@ -1054,7 +1349,7 @@ type GetNodeRequest struct {
 
 func (x *GetNodeRequest) Reset() {
 	*x = GetNodeRequest{}
-	mi := &file_admin_admin_proto_msgTypes[22]
+	mi := &file_admin_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1361,7 @@ func (x *GetNodeRequest) String() string {
 func (*GetNodeRequest) ProtoMessage() {}
 
 func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[22]
+	mi := &file_admin_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1374,7 @@ func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{22}
+	return file_admin_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetNodeRequest) GetNameOrId() string {
@@ -1100,7 +1395,7 @@ type GetNodeResponse struct {
 
 func (x *GetNodeResponse) Reset() {
 	*x = GetNodeResponse{}
-	mi := &file_admin_admin_proto_msgTypes[23]
+	mi := &file_admin_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1407,7 @@ func (x *GetNodeResponse) String() string {
 func (*GetNodeResponse) ProtoMessage() {}
 
 func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[23]
+	mi := &file_admin_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1420,7 @@ func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{23}
+	return file_admin_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetNodeResponse) GetNode() *types.Node {
@@ -1150,7 +1445,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_admin_admin_proto_msgTypes[24]
+	mi := &file_admin_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1457,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[24]
+	mi := &file_admin_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1470,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{24}
+	return file_admin_admin_proto_rawDescGZIP(), []int{28}
 }
 
 type ListNodesResponse struct {
@@ -1189,7 +1484,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_admin_admin_proto_msgTypes[25]
+	mi := &file_admin_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1496,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[25]
+	mi := &file_admin_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1509,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{25}
+	return file_admin_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListNodesResponse) GetNodes() []*types.Node {
@@ -1242,7 +1537,7 @@ type UpdateNodeRequest struct {
 
 func (x *UpdateNodeRequest) Reset() {
 	*x = UpdateNodeRequest{}
-	mi := &file_admin_admin_proto_msgTypes[26]
+	mi := &file_admin_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1549,7 @@ func (x *UpdateNodeRequest) String() string {
 func (*UpdateNodeRequest) ProtoMessage() {}
 
 func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[26]
+	mi := &file_admin_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1562,7 @@ func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{26}
+	return file_admin_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateNodeRequest) GetNameOrId() string {
@@ -1300,7 +1595,7 @@ type UpdateNodeResponse struct {
 
 func (x *UpdateNodeResponse) Reset() {
 	*x = UpdateNodeResponse{}
-	mi := &file_admin_admin_proto_msgTypes[27]
+	mi := &file_admin_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1607,7 @@ func (x *UpdateNodeResponse) String() string {
 func (*UpdateNodeResponse) ProtoMessage() {}
 
 func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[27]
+	mi := &file_admin_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1620,7 @@ func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeResponse.ProtoReflect.Descriptor instead.
 func (*UpdateNodeResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{27}
+	return file_admin_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UpdateNodeResponse) GetNode() *types.Node {
@@ -1345,7 +1640,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_admin_admin_proto_msgTypes[28]
+	mi := &file_admin_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1652,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[28]
+	mi := &file_admin_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1665,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{28}
+	return file_admin_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RemoveNodeRequest) GetNameOrId() string {
@@ -1395,7 +1690,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_admin_admin_proto_msgTypes[29]
+	mi := &file_admin_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1702,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[29]
+	mi := &file_admin_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1715,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{29}
+	return file_admin_admin_proto_rawDescGZIP(), []int{33}
 }
 
 type GetJoinTokenRequest struct {
@@ -1433,7 +1728,7 @@ type GetJoinTokenRequest struct {
 
 func (x *GetJoinTokenRequest) Reset() {
 	*x = GetJoinTokenRequest{}
-	mi := &file_admin_admin_proto_msgTypes[30]
+	mi := &file_admin_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1740,7 @@ func (x *GetJoinTokenRequest) String() string {
 func (*GetJoinTokenRequest) ProtoMessage() {}
 
 func (x *GetJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[30]
+	mi := &file_admin_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1753,7 @@ func (x *GetJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*GetJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{30}
+	return file_admin_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetJoinTokenRequest) GetRole() types.NodeRole {
@@ -1486,7 +1781,7 @@ type GetJoinTokenResponse struct {
 
 func (x *GetJoinTokenResponse) Reset() {
 	*x = GetJoinTokenResponse{}
-	mi := &file_admin_admin_proto_msgTypes[31]
+	mi := &file_admin_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1793,7 @@ func (x *GetJoinTokenResponse) String() string {
 func (*GetJoinTokenResponse) ProtoMessage() {}
 
 func (x *GetJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[31]
+	mi := &file_admin_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1806,7 @@ func (x *GetJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*GetJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{31}
+	return file_admin_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetJoinTokenResponse) GetToken() string {
@@ -1537,7 +1832,7 @@ type GetUnlockKeyRequest struct {
 
 func (x *GetUnlockKeyRequest) Reset() {
 	*x = GetUnlockKeyRequest{}
-	mi := &file_admin_admin_proto_msgTypes[32]
+	mi := &file_admin_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1844,7 @@ func (x *GetUnlockKeyRequest) String() string {
 func (*GetUnlockKeyRequest) ProtoMessage() {}
 
 func (x *GetUnlockKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[32]
+	mi := &file_admin_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1857,7 @@ func (x *GetUnlockKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUnlockKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetUnlockKeyRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{32}
+	return file_admin_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetUnlockKeyRequest) GetRotate() bool {
@@ -1582,7 +1877,7 @@ type GetUnlockKeyResponse struct {
 
 func (x *GetUnlockKeyResponse) Reset() {
 	*x = GetUnlockKeyResponse{}
-	mi := &file_admin_admin_proto_msgTypes[33]
+	mi := &file_admin_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1889,7 @@ func (x *GetUnlockKeyResponse) String() string {
 func (*GetUnlockKeyResponse) ProtoMessage() {}
 
 func (x *GetUnlockKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[33]
+	mi := &file_admin_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1902,7 @@ func (x *GetUnlockKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUnlockKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetUnlockKeyResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{33}
+	return file_admin_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetUnlockKeyResponse) GetUnlockKey() string {
@@ -1633,7 +1928,7 @@ type UnlockRequest struct {
 
 func (x *UnlockRequest) Reset() {
 	*x = UnlockRequest{}
-	mi := &file_admin_admin_proto_msgTypes[34]
+	mi := &file_admin_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +1940,7 @@ func (x *UnlockRequest) String() string {
 func (*UnlockRequest) ProtoMessage() {}
 
 func (x *UnlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[34]
+	mi := &file_admin_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +1953,7 @@ func (x *UnlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockRequest.ProtoReflect.Descriptor instead.
 func (*UnlockRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{34}
+	return file_admin_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UnlockRequest) GetUnlockKey() string {
@@ -1676,7 +1971,7 @@ type UnlockResponse struct {
 
 func (x *UnlockResponse) Reset() {
 	*x = UnlockResponse{}
-	mi := &file_admin_admin_proto_msgTypes[35]
+	mi := &file_admin_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1983,7 @@ func (x *UnlockResponse) String() string {
 func (*UnlockResponse) ProtoMessage() {}
 
 func (x *UnlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[35]
+	mi := &file_admin_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1996,7 @@ func (x *UnlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockResponse.ProtoReflect.Descriptor instead.
 func (*UnlockResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{35}
+	return file_admin_admin_proto_rawDescGZIP(), []int{39}
 }
 
 type RotateDataKeyRequest struct {
@@ -1712,7 +2007,7 @@ type RotateDataKeyRequest struct {
 
 func (x *RotateDataKeyRequest) Reset() {
 	*x = RotateDataKeyRequest{}
-	mi := &file_admin_admin_proto_msgTypes[36]
+	mi := &file_admin_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1724,7 +2019,7 @@ func (x *RotateDataKeyRequest) String() string {
 func (*RotateDataKeyRequest) ProtoMessage() {}
 
 func (x *RotateDataKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[36]
+	mi := &file_admin_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1737,7 +2032,7 @@ func (x *RotateDataKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateDataKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateDataKeyRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{36}
+	return file_admin_admin_proto_rawDescGZIP(), []int{40}
 }
 
 type RotateDataKeyResponse struct {
@@ -1749,7 +2044,7 @@ type RotateDataKeyResponse struct {
 
 func (x *RotateDataKeyResponse) Reset() {
 	*x = RotateDataKeyResponse{}
-	mi := &file_admin_admin_proto_msgTypes[37]
+	mi := &file_admin_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +2056,7 @@ func (x *RotateDataKeyResponse) String() string {
 func (*RotateDataKeyResponse) ProtoMessage() {}
 
 func (x *RotateDataKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[37]
+	mi := &file_admin_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +2069,7 @@ func (x *RotateDataKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateDataKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateDataKeyResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{37}
+	return file_admin_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RotateDataKeyResponse) GetResealed() uint64 {
@@ -1795,7 +2090,7 @@ type IssueAdminCredentialsRequest struct {
 
 func (x *IssueAdminCredentialsRequest) Reset() {
 	*x = IssueAdminCredentialsRequest{}
-	mi := &file_admin_admin_proto_msgTypes[38]
+	mi := &file_admin_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +2102,7 @@ func (x *IssueAdminCredentialsRequest) String() string {
 func (*IssueAdminCredentialsRequest) ProtoMessage() {}
 
 func (x *IssueAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[38]
+	mi := &file_admin_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +2115,7 @@ func (x *IssueAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*IssueAdminCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{38}
+	return file_admin_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *IssueAdminCredentialsRequest) GetLifetimeSeconds() int64 {
@@ -1844,7 +2139,7 @@ type IssueAdminCredentialsResponse struct {
 
 func (x *IssueAdminCredentialsResponse) Reset() {
 	*x = IssueAdminCredentialsResponse{}
-	mi := &file_admin_admin_proto_msgTypes[39]
+	mi := &file_admin_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2151,7 @@ func (x *IssueAdminCredentialsResponse) String() string {
 func (*IssueAdminCredentialsResponse) ProtoMessage() {}
 
 func (x *IssueAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[39]
+	mi := &file_admin_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2164,7 @@ func (x *IssueAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueAdminCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*IssueAdminCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{39}
+	return file_admin_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *IssueAdminCredentialsResponse) GetId() string {
@@ -1916,7 +2211,7 @@ type RevokeAdminCredentialsRequest struct {
 
 func (x *RevokeAdminCredentialsRequest) Reset() {
 	*x = RevokeAdminCredentialsRequest{}
-	mi := &file_admin_admin_proto_msgTypes[40]
+	mi := &file_admin_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2223,7 @@ func (x *RevokeAdminCredentialsRequest) String() string {
 func (*RevokeAdminCredentialsRequest) ProtoMessage() {}
 
 func (x *RevokeAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[40]
+	mi := &file_admin_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2236,7 @@ func (x *RevokeAdminCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{40}
+	return file_admin_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RevokeAdminCredentialsRequest) GetId() string {
@@ -1959,7 +2254,7 @@ type RevokeAdminCredentialsResponse struct {
 
 func (x *RevokeAdminCredentialsResponse) Reset() {
 	*x = RevokeAdminCredentialsResponse{}
-	mi := &file_admin_admin_proto_msgTypes[41]
+	mi := &file_admin_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2266,7 @@ func (x *RevokeAdminCredentialsResponse) String() string {
 func (*RevokeAdminCredentialsResponse) ProtoMessage() {}
 
 func (x *RevokeAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[41]
+	mi := &file_admin_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2279,7 @@ func (x *RevokeAdminCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{41}
+	return file_admin_admin_proto_rawDescGZIP(), []int{45}
 }
 
 type RotateKeyEncryptionKeyRequest struct {
@@ -1995,7 +2290,7 @@ type RotateKeyEncryptionKeyRequest struct {
 
 func (x *RotateKeyEncryptionKeyRequest) Reset() {
 	*x = RotateKeyEncryptionKeyRequest{}
-	mi := &file_admin_admin_proto_msgTypes[42]
+	mi := &file_admin_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2007,7 +2302,7 @@ func (x *RotateKeyEncryptionKeyRequest) String() string {
 func (*RotateKeyEncryptionKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyEncryptionKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[42]
+	mi := &file_admin_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2020,7 +2315,7 @@ func (x *RotateKeyEncryptionKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyEncryptionKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyEncryptionKeyRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{42}
+	return file_admin_admin_proto_rawDescGZIP(), []int{46}
 }
 
 type RotateKeyEncryptionKeyResponse struct {
@@ -2031,7 +2326,7 @@ type RotateKeyEncryptionKeyResponse struct {
 
 func (x *RotateKeyEncryptionKeyResponse) Reset() {
 	*x = RotateKeyEncryptionKeyResponse{}
-	mi := &file_admin_admin_proto_msgTypes[43]
+	mi := &file_admin_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2043,7 +2338,7 @@ func (x *RotateKeyEncryptionKeyResponse) String() string {
 func (*RotateKeyEncryptionKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyEncryptionKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[43]
+	mi := &file_admin_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2056,7 +2351,7 @@ func (x *RotateKeyEncryptionKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyEncryptionKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyEncryptionKeyResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{43}
+	return file_admin_admin_proto_rawDescGZIP(), []int{47}
 }
 
 type ListAuditRequest struct {
@@ -2074,7 +2369,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_admin_admin_proto_msgTypes[44]
+	mi := &file_admin_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2381,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[44]
+	mi := &file_admin_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2394,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{44}
+	return file_admin_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -2134,7 +2429,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_admin_admin_proto_msgTypes[45]
+	mi := &file_admin_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2441,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_admin_proto_msgTypes[45]
+	mi := &file_admin_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2454,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_admin_admin_proto_rawDescGZIP(), []int{45}
+	return file_admin_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListAuditResponse) GetEntries() []*types.AuditEntry {
@@ -2238,7 +2533,34 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\x14RemoveServiceRequest\x12\x1c\n" +
 	"\n" +
 	"name_or_id\x18\x01 \x01(\tR\bnameOrId\"\x17\n" +
-	"\x15RemoveServiceResponse\".\n" +
+	"\x15RemoveServiceResponse\"h\n" +
+	"\x1cListServiceContainersRequest\x12\x1c\n" +
+	"\n" +
+	"name_or_id\x18\x01 \x01(\tR\bnameOrId\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\tR\x05after\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xaf\x01\n" +
+	"\x1dListServiceContainersResponse\x120\n" +
+	"\aservice\x18\x01 \x01(\v2\x16.lockbox.types.ServiceR\aservice\x12?\n" +
+	"\n" +
+	"containers\x18\x02 \x03(\v2\x1f.lockbox.admin.ServiceContainerR\n" +
+	"containers\x12\x1b\n" +
+	"\tnext_page\x18\x03 \x01(\tR\bnextPage\"\xf2\x02\n" +
+	"\x10ServiceContainer\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12#\n" +
+	"\rnode_hostname\x18\x03 \x01(\tR\fnodeHostname\x12!\n" +
+	"\fnode_removed\x18\x04 \x01(\bR\vnodeRemoved\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x128\n" +
+	"\asecrets\x18\x06 \x03(\v2\x1e.lockbox.admin.ContainerSecretR\asecrets\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x129\n" +
+	"\n" +
+	"mounted_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tmountedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"O\n" +
+	"\x0fContainerSecret\x12\x1b\n" +
+	"\tsecret_id\x18\x01 \x01(\tR\bsecretId\x12\x1f\n" +
+	"\vsecret_name\x18\x02 \x01(\tR\n" +
+	"secretName\".\n" +
 	"\x0eGetNodeRequest\x12\x1c\n" +
 	"\n" +
 	"name_or_id\x18\x01 \x01(\tR\bnameOrId\"m\n" +
@@ -2302,7 +2624,7 @@ const file_admin_admin_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\"e\n" +
 	"\x11ListAuditResponse\x123\n" +
 	"\aentries\x18\x01 \x03(\v2\x19.lockbox.types.AuditEntryR\aentries\x12\x1b\n" +
-	"\tnext_page\x18\x02 \x01(\tR\bnextPage2\x89\x10\n" +
+	"\tnext_page\x18\x02 \x01(\tR\bnextPage2\xfd\x10\n" +
 	"\x05Admin\x12W\n" +
 	"\fCreateSecret\x12\".lockbox.admin.CreateSecretRequest\x1a#.lockbox.admin.CreateSecretResponse\x12N\n" +
 	"\tGetSecret\x12\x1f.lockbox.admin.GetSecretRequest\x1a .lockbox.admin.GetSecretResponse\x12T\n" +
@@ -2314,7 +2636,8 @@ const file_admin_admin_proto_rawDesc = "" +
 	"GetService\x12 .lockbox.admin.GetServiceRequest\x1a!.lockbox.admin.GetServiceResponse\x12W\n" +
 	"\fListServices\x12\".lockbox.admin.ListServicesRequest\x1a#.lockbox.admin.ListServicesResponse\x12Z\n" +
 	"\rUpdateService\x12#.lockbox.admin.UpdateServiceRequest\x1a$.lockbox.admin.UpdateServiceResponse\x12Z\n" +
-	"\rRemoveService\x12#.lockbox.admin.RemoveServiceRequest\x1a$.lockbox.admin.RemoveServiceResponse\x12H\n" +
+	"\rRemoveService\x12#.lockbox.admin.RemoveServiceRequest\x1a$.lockbox.admin.RemoveServiceResponse\x12r\n" +
+	"\x15ListServiceContainers\x12+.lockbox.admin.ListServiceContainersRequest\x1a,.lockbox.admin.ListServiceContainersResponse\x12H\n" +
 	"\aGetNode\x12\x1d.lockbox.admin.GetNodeRequest\x1a\x1e.lockbox.admin.GetNodeResponse\x12N\n" +
 	"\tListNodes\x12\x1f.lockbox.admin.ListNodesRequest\x1a .lockbox.admin.ListNodesResponse\x12Q\n" +
 	"\n" +
@@ -2343,7 +2666,7 @@ func file_admin_admin_proto_rawDescGZIP() []byte {
 	return file_admin_admin_proto_rawDescData
 }
 
-var file_admin_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_admin_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_admin_admin_proto_goTypes = []any{
 	(*VersionRequest)(nil),                 // 0: lockbox.admin.VersionRequest
 	(*VersionResponse)(nil),                // 1: lockbox.admin.VersionResponse
@@ -2367,116 +2690,127 @@ var file_admin_admin_proto_goTypes = []any{
 	(*UpdateServiceResponse)(nil),          // 19: lockbox.admin.UpdateServiceResponse
 	(*RemoveServiceRequest)(nil),           // 20: lockbox.admin.RemoveServiceRequest
 	(*RemoveServiceResponse)(nil),          // 21: lockbox.admin.RemoveServiceResponse
-	(*GetNodeRequest)(nil),                 // 22: lockbox.admin.GetNodeRequest
-	(*GetNodeResponse)(nil),                // 23: lockbox.admin.GetNodeResponse
-	(*ListNodesRequest)(nil),               // 24: lockbox.admin.ListNodesRequest
-	(*ListNodesResponse)(nil),              // 25: lockbox.admin.ListNodesResponse
-	(*UpdateNodeRequest)(nil),              // 26: lockbox.admin.UpdateNodeRequest
-	(*UpdateNodeResponse)(nil),             // 27: lockbox.admin.UpdateNodeResponse
-	(*RemoveNodeRequest)(nil),              // 28: lockbox.admin.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),             // 29: lockbox.admin.RemoveNodeResponse
-	(*GetJoinTokenRequest)(nil),            // 30: lockbox.admin.GetJoinTokenRequest
-	(*GetJoinTokenResponse)(nil),           // 31: lockbox.admin.GetJoinTokenResponse
-	(*GetUnlockKeyRequest)(nil),            // 32: lockbox.admin.GetUnlockKeyRequest
-	(*GetUnlockKeyResponse)(nil),           // 33: lockbox.admin.GetUnlockKeyResponse
-	(*UnlockRequest)(nil),                  // 34: lockbox.admin.UnlockRequest
-	(*UnlockResponse)(nil),                 // 35: lockbox.admin.UnlockResponse
-	(*RotateDataKeyRequest)(nil),           // 36: lockbox.admin.RotateDataKeyRequest
-	(*RotateDataKeyResponse)(nil),          // 37: lockbox.admin.RotateDataKeyResponse
-	(*IssueAdminCredentialsRequest)(nil),   // 38: lockbox.admin.IssueAdminCredentialsRequest
-	(*IssueAdminCredentialsResponse)(nil),  // 39: lockbox.admin.IssueAdminCredentialsResponse
-	(*RevokeAdminCredentialsRequest)(nil),  // 40: lockbox.admin.RevokeAdminCredentialsRequest
-	(*RevokeAdminCredentialsResponse)(nil), // 41: lockbox.admin.RevokeAdminCredentialsResponse
-	(*RotateKeyEncryptionKeyRequest)(nil),  // 42: lockbox.admin.RotateKeyEncryptionKeyRequest
-	(*RotateKeyEncryptionKeyResponse)(nil), // 43: lockbox.admin.RotateKeyEncryptionKeyResponse
-	(*ListAuditRequest)(nil),               // 44: lockbox.admin.ListAuditRequest
-	(*ListAuditResponse)(nil),              // 45: lockbox.admin.ListAuditResponse
-	nil,                                    // 46: lockbox.admin.ListNodesResponse.LiveEntry
-	(*types.SecretSpec)(nil),               // 47: lockbox.types.SecretSpec
-	(*types.Secret)(nil),                   // 48: lockbox.types.Secret
-	(*types.ServiceSpec)(nil),              // 49: lockbox.types.ServiceSpec
-	(*types.Service)(nil),                  // 50: lockbox.types.Service
-	(*types.Node)(nil),                     // 51: lockbox.types.Node
-	(*types.NodeLiveStatus)(nil),           // 52: lockbox.types.NodeLiveStatus
-	(*types.NodeSpec)(nil),                 // 53: lockbox.types.NodeSpec
-	(types.NodeRole)(0),                    // 54: lockbox.types.NodeRole
+	(*ListServiceContainersRequest)(nil),   // 22: lockbox.admin.ListServiceContainersRequest
+	(*ListServiceContainersResponse)(nil),  // 23: lockbox.admin.ListServiceContainersResponse
+	(*ServiceContainer)(nil),               // 24: lockbox.admin.ServiceContainer
+	(*ContainerSecret)(nil),                // 25: lockbox.admin.ContainerSecret
+	(*GetNodeRequest)(nil),                 // 26: lockbox.admin.GetNodeRequest
+	(*GetNodeResponse)(nil),                // 27: lockbox.admin.GetNodeResponse
+	(*ListNodesRequest)(nil),               // 28: lockbox.admin.ListNodesRequest
+	(*ListNodesResponse)(nil),              // 29: lockbox.admin.ListNodesResponse
+	(*UpdateNodeRequest)(nil),              // 30: lockbox.admin.UpdateNodeRequest
+	(*UpdateNodeResponse)(nil),             // 31: lockbox.admin.UpdateNodeResponse
+	(*RemoveNodeRequest)(nil),              // 32: lockbox.admin.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),             // 33: lockbox.admin.RemoveNodeResponse
+	(*GetJoinTokenRequest)(nil),            // 34: lockbox.admin.GetJoinTokenRequest
+	(*GetJoinTokenResponse)(nil),           // 35: lockbox.admin.GetJoinTokenResponse
+	(*GetUnlockKeyRequest)(nil),            // 36: lockbox.admin.GetUnlockKeyRequest
+	(*GetUnlockKeyResponse)(nil),           // 37: lockbox.admin.GetUnlockKeyResponse
+	(*UnlockRequest)(nil),                  // 38: lockbox.admin.UnlockRequest
+	(*UnlockResponse)(nil),                 // 39: lockbox.admin.UnlockResponse
+	(*RotateDataKeyRequest)(nil),           // 40: lockbox.admin.RotateDataKeyRequest
+	(*RotateDataKeyResponse)(nil),          // 41: lockbox.admin.RotateDataKeyResponse
+	(*IssueAdminCredentialsRequest)(nil),   // 42: lockbox.admin.IssueAdminCredentialsRequest
+	(*IssueAdminCredentialsResponse)(nil),  // 43: lockbox.admin.IssueAdminCredentialsResponse
+	(*RevokeAdminCredentialsRequest)(nil),  // 44: lockbox.admin.RevokeAdminCredentialsRequest
+	(*RevokeAdminCredentialsResponse)(nil), // 45: lockbox.admin.RevokeAdminCredentialsResponse
+	(*RotateKeyEncryptionKeyRequest)(nil),  // 46: lockbox.admin.RotateKeyEncryptionKeyRequest
+	(*RotateKeyEncryptionKeyResponse)(nil), // 47: lockbox.admin.RotateKeyEncryptionKeyResponse
+	(*ListAuditRequest)(nil),               // 48: lockbox.admin.ListAuditRequest
+	(*ListAuditResponse)(nil),              // 49: lockbox.admin.ListAuditResponse
+	nil,                                    // 50: lockbox.admin.ListNodesResponse.LiveEntry
+	(*types.SecretSpec)(nil),               // 51: lockbox.types.SecretSpec
+	(*types.Secret)(nil),                   // 52: lockbox.types.Secret
+	(*types.ServiceSpec)(nil),              // 53: lockbox.types.ServiceSpec
+	(*types.Service)(nil),                  // 54: lockbox.types.Service
 	(*timestamppb.Timestamp)(nil),          // 55: google.protobuf.Timestamp
-	(*types.AuditEntry)(nil),               // 56: lockbox.types.AuditEntry
+	(*types.Node)(nil),                     // 56: lockbox.types.Node
+	(*types.NodeLiveStatus)(nil),           // 57: lockbox.types.NodeLiveStatus
+	(*types.NodeSpec)(nil),                 // 58: lockbox.types.NodeSpec
+	(types.NodeRole)(0),                    // 59: lockbox.types.NodeRole
+	(*types.AuditEntry)(nil),               // 60: lockbox.types.AuditEntry
 }
 var file_admin_admin_proto_depIdxs = []int32{
-	47, // 0: lockbox.admin.CreateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
-	48, // 1: lockbox.admin.CreateSecretResponse.secret:type_name -> lockbox.types.Secret
-	48, // 2: lockbox.admin.GetSecretResponse.secret:type_name -> lockbox.types.Secret
-	48, // 3: lockbox.admin.ListSecretsResponse.secrets:type_name -> lockbox.types.Secret
-	47, // 4: lockbox.admin.UpdateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
-	48, // 5: lockbox.admin.UpdateSecretResponse.secret:type_name -> lockbox.types.Secret
-	49, // 6: lockbox.admin.CreateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
-	50, // 7: lockbox.admin.CreateServiceResponse.service:type_name -> lockbox.types.Service
-	50, // 8: lockbox.admin.GetServiceResponse.service:type_name -> lockbox.types.Service
-	50, // 9: lockbox.admin.ListServicesResponse.services:type_name -> lockbox.types.Service
-	49, // 10: lockbox.admin.UpdateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
-	50, // 11: lockbox.admin.UpdateServiceResponse.service:type_name -> lockbox.types.Service
-	51, // 12: lockbox.admin.GetNodeResponse.node:type_name -> lockbox.types.Node
-	52, // 13: lockbox.admin.GetNodeResponse.live:type_name -> lockbox.types.NodeLiveStatus
-	51, // 14: lockbox.admin.ListNodesResponse.nodes:type_name -> lockbox.types.Node
-	46, // 15: lockbox.admin.ListNodesResponse.live:type_name -> lockbox.admin.ListNodesResponse.LiveEntry
-	53, // 16: lockbox.admin.UpdateNodeRequest.spec:type_name -> lockbox.types.NodeSpec
-	51, // 17: lockbox.admin.UpdateNodeResponse.node:type_name -> lockbox.types.Node
-	54, // 18: lockbox.admin.GetJoinTokenRequest.role:type_name -> lockbox.types.NodeRole
-	55, // 19: lockbox.admin.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	56, // 20: lockbox.admin.ListAuditResponse.entries:type_name -> lockbox.types.AuditEntry
-	52, // 21: lockbox.admin.ListNodesResponse.LiveEntry.value:type_name -> lockbox.types.NodeLiveStatus
-	2,  // 22: lockbox.admin.Admin.CreateSecret:input_type -> lockbox.admin.CreateSecretRequest
-	4,  // 23: lockbox.admin.Admin.GetSecret:input_type -> lockbox.admin.GetSecretRequest
-	6,  // 24: lockbox.admin.Admin.ListSecrets:input_type -> lockbox.admin.ListSecretsRequest
-	8,  // 25: lockbox.admin.Admin.UpdateSecret:input_type -> lockbox.admin.UpdateSecretRequest
-	10, // 26: lockbox.admin.Admin.RemoveSecret:input_type -> lockbox.admin.RemoveSecretRequest
-	12, // 27: lockbox.admin.Admin.CreateService:input_type -> lockbox.admin.CreateServiceRequest
-	14, // 28: lockbox.admin.Admin.GetService:input_type -> lockbox.admin.GetServiceRequest
-	16, // 29: lockbox.admin.Admin.ListServices:input_type -> lockbox.admin.ListServicesRequest
-	18, // 30: lockbox.admin.Admin.UpdateService:input_type -> lockbox.admin.UpdateServiceRequest
-	20, // 31: lockbox.admin.Admin.RemoveService:input_type -> lockbox.admin.RemoveServiceRequest
-	22, // 32: lockbox.admin.Admin.GetNode:input_type -> lockbox.admin.GetNodeRequest
-	24, // 33: lockbox.admin.Admin.ListNodes:input_type -> lockbox.admin.ListNodesRequest
-	26, // 34: lockbox.admin.Admin.UpdateNode:input_type -> lockbox.admin.UpdateNodeRequest
-	28, // 35: lockbox.admin.Admin.RemoveNode:input_type -> lockbox.admin.RemoveNodeRequest
-	30, // 36: lockbox.admin.Admin.GetJoinToken:input_type -> lockbox.admin.GetJoinTokenRequest
-	32, // 37: lockbox.admin.Admin.GetUnlockKey:input_type -> lockbox.admin.GetUnlockKeyRequest
-	34, // 38: lockbox.admin.Admin.Unlock:input_type -> lockbox.admin.UnlockRequest
-	36, // 39: lockbox.admin.Admin.RotateDataKey:input_type -> lockbox.admin.RotateDataKeyRequest
-	42, // 40: lockbox.admin.Admin.RotateKeyEncryptionKey:input_type -> lockbox.admin.RotateKeyEncryptionKeyRequest
-	38, // 41: lockbox.admin.Admin.IssueAdminCredentials:input_type -> lockbox.admin.IssueAdminCredentialsRequest
-	40, // 42: lockbox.admin.Admin.RevokeAdminCredentials:input_type -> lockbox.admin.RevokeAdminCredentialsRequest
-	44, // 43: lockbox.admin.Admin.ListAudit:input_type -> lockbox.admin.ListAuditRequest
-	0,  // 44: lockbox.admin.Admin.Version:input_type -> lockbox.admin.VersionRequest
-	3,  // 45: lockbox.admin.Admin.CreateSecret:output_type -> lockbox.admin.CreateSecretResponse
-	5,  // 46: lockbox.admin.Admin.GetSecret:output_type -> lockbox.admin.GetSecretResponse
-	7,  // 47: lockbox.admin.Admin.ListSecrets:output_type -> lockbox.admin.ListSecretsResponse
-	9,  // 48: lockbox.admin.Admin.UpdateSecret:output_type -> lockbox.admin.UpdateSecretResponse
-	11, // 49: lockbox.admin.Admin.RemoveSecret:output_type -> lockbox.admin.RemoveSecretResponse
-	13, // 50: lockbox.admin.Admin.CreateService:output_type -> lockbox.admin.CreateServiceResponse
-	15, // 51: lockbox.admin.Admin.GetService:output_type -> lockbox.admin.GetServiceResponse
-	17, // 52: lockbox.admin.Admin.ListServices:output_type -> lockbox.admin.ListServicesResponse
-	19, // 53: lockbox.admin.Admin.UpdateService:output_type -> lockbox.admin.UpdateServiceResponse
-	21, // 54: lockbox.admin.Admin.RemoveService:output_type -> lockbox.admin.RemoveServiceResponse
-	23, // 55: lockbox.admin.Admin.GetNode:output_type -> lockbox.admin.GetNodeResponse
-	25, // 56: lockbox.admin.Admin.ListNodes:output_type -> lockbox.admin.ListNodesResponse
-	27, // 57: lockbox.admin.Admin.UpdateNode:output_type -> lockbox.admin.UpdateNodeResponse
-	29, // 58: lockbox.admin.Admin.RemoveNode:output_type -> lockbox.admin.RemoveNodeResponse
-	31, // 59: lockbox.admin.Admin.GetJoinToken:output_type -> lockbox.admin.GetJoinTokenResponse
-	33, // 60: lockbox.admin.Admin.GetUnlockKey:output_type -> lockbox.admin.GetUnlockKeyResponse
-	35, // 61: lockbox.admin.Admin.Unlock:output_type -> lockbox.admin.UnlockResponse
-	37, // 62: lockbox.admin.Admin.RotateDataKey:output_type -> lockbox.admin.RotateDataKeyResponse
-	43, // 63: lockbox.admin.Admin.RotateKeyEncryptionKey:output_type -> lockbox.admin.RotateKeyEncryptionKeyResponse
-	39, // 64: lockbox.admin.Admin.IssueAdminCredentials:output_type -> lockbox.admin.IssueAdminCredentialsResponse
-	41, // 65: lockbox.admin.Admin.RevokeAdminCredentials:output_type -> lockbox.admin.RevokeAdminCredentialsResponse
-	45, // 66: lockbox.admin.Admin.ListAudit:output_type -> lockbox.admin.ListAuditResponse
-	1,  // 67: lockbox.admin.Admin.Version:output_type -> lockbox.admin.VersionResponse
-	45, // [45:68] is the sub-list for method output_type
-	22, // [22:45] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	51, // 0: lockbox.admin.CreateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
+	52, // 1: lockbox.admin.CreateSecretResponse.secret:type_name -> lockbox.types.Secret
+	52, // 2: lockbox.admin.GetSecretResponse.secret:type_name -> lockbox.types.Secret
+	52, // 3: lockbox.admin.ListSecretsResponse.secrets:type_name -> lockbox.types.Secret
+	51, // 4: lockbox.admin.UpdateSecretRequest.spec:type_name -> lockbox.types.SecretSpec
+	52, // 5: lockbox.admin.UpdateSecretResponse.secret:type_name -> lockbox.types.Secret
+	53, // 6: lockbox.admin.CreateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
+	54, // 7: lockbox.admin.CreateServiceResponse.service:type_name -> lockbox.types.Service
+	54, // 8: lockbox.admin.GetServiceResponse.service:type_name -> lockbox.types.Service
+	54, // 9: lockbox.admin.ListServicesResponse.services:type_name -> lockbox.types.Service
+	53, // 10: lockbox.admin.UpdateServiceRequest.spec:type_name -> lockbox.types.ServiceSpec
+	54, // 11: lockbox.admin.UpdateServiceResponse.service:type_name -> lockbox.types.Service
+	54, // 12: lockbox.admin.ListServiceContainersResponse.service:type_name -> lockbox.types.Service
+	24, // 13: lockbox.admin.ListServiceContainersResponse.containers:type_name -> lockbox.admin.ServiceContainer
+	25, // 14: lockbox.admin.ServiceContainer.secrets:type_name -> lockbox.admin.ContainerSecret
+	55, // 15: lockbox.admin.ServiceContainer.mounted_at:type_name -> google.protobuf.Timestamp
+	55, // 16: lockbox.admin.ServiceContainer.updated_at:type_name -> google.protobuf.Timestamp
+	56, // 17: lockbox.admin.GetNodeResponse.node:type_name -> lockbox.types.Node
+	57, // 18: lockbox.admin.GetNodeResponse.live:type_name -> lockbox.types.NodeLiveStatus
+	56, // 19: lockbox.admin.ListNodesResponse.nodes:type_name -> lockbox.types.Node
+	50, // 20: lockbox.admin.ListNodesResponse.live:type_name -> lockbox.admin.ListNodesResponse.LiveEntry
+	58, // 21: lockbox.admin.UpdateNodeRequest.spec:type_name -> lockbox.types.NodeSpec
+	56, // 22: lockbox.admin.UpdateNodeResponse.node:type_name -> lockbox.types.Node
+	59, // 23: lockbox.admin.GetJoinTokenRequest.role:type_name -> lockbox.types.NodeRole
+	55, // 24: lockbox.admin.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	60, // 25: lockbox.admin.ListAuditResponse.entries:type_name -> lockbox.types.AuditEntry
+	57, // 26: lockbox.admin.ListNodesResponse.LiveEntry.value:type_name -> lockbox.types.NodeLiveStatus
+	2,  // 27: lockbox.admin.Admin.CreateSecret:input_type -> lockbox.admin.CreateSecretRequest
+	4,  // 28: lockbox.admin.Admin.GetSecret:input_type -> lockbox.admin.GetSecretRequest
+	6,  // 29: lockbox.admin.Admin.ListSecrets:input_type -> lockbox.admin.ListSecretsRequest
+	8,  // 30: lockbox.admin.Admin.UpdateSecret:input_type -> lockbox.admin.UpdateSecretRequest
+	10, // 31: lockbox.admin.Admin.RemoveSecret:input_type -> lockbox.admin.RemoveSecretRequest
+	12, // 32: lockbox.admin.Admin.CreateService:input_type -> lockbox.admin.CreateServiceRequest
+	14, // 33: lockbox.admin.Admin.GetService:input_type -> lockbox.admin.GetServiceRequest
+	16, // 34: lockbox.admin.Admin.ListServices:input_type -> lockbox.admin.ListServicesRequest
+	18, // 35: lockbox.admin.Admin.UpdateService:input_type -> lockbox.admin.UpdateServiceRequest
+	20, // 36: lockbox.admin.Admin.RemoveService:input_type -> lockbox.admin.RemoveServiceRequest
+	22, // 37: lockbox.admin.Admin.ListServiceContainers:input_type -> lockbox.admin.ListServiceContainersRequest
+	26, // 38: lockbox.admin.Admin.GetNode:input_type -> lockbox.admin.GetNodeRequest
+	28, // 39: lockbox.admin.Admin.ListNodes:input_type -> lockbox.admin.ListNodesRequest
+	30, // 40: lockbox.admin.Admin.UpdateNode:input_type -> lockbox.admin.UpdateNodeRequest
+	32, // 41: lockbox.admin.Admin.RemoveNode:input_type -> lockbox.admin.RemoveNodeRequest
+	34, // 42: lockbox.admin.Admin.GetJoinToken:input_type -> lockbox.admin.GetJoinTokenRequest
+	36, // 43: lockbox.admin.Admin.GetUnlockKey:input_type -> lockbox.admin.GetUnlockKeyRequest
+	38, // 44: lockbox.admin.Admin.Unlock:input_type -> lockbox.admin.UnlockRequest
+	40, // 45: lockbox.admin.Admin.RotateDataKey:input_type -> lockbox.admin.RotateDataKeyRequest
+	46, // 46: lockbox.admin.Admin.RotateKeyEncryptionKey:input_type -> lockbox.admin.RotateKeyEncryptionKeyRequest
+	42, // 47: lockbox.admin.Admin.IssueAdminCredentials:input_type -> lockbox.admin.IssueAdminCredentialsRequest
+	44, // 48: lockbox.admin.Admin.RevokeAdminCredentials:input_type -> lockbox.admin.RevokeAdminCredentialsRequest
+	48, // 49: lockbox.admin.Admin.ListAudit:input_type -> lockbox.admin.ListAuditRequest
+	0,  // 50: lockbox.admin.Admin.Version:input_type -> lockbox.admin.VersionRequest
+	3,  // 51: lockbox.admin.Admin.CreateSecret:output_type -> lockbox.admin.CreateSecretResponse
+	5,  // 52: lockbox.admin.Admin.GetSecret:output_type -> lockbox.admin.GetSecretResponse
+	7,  // 53: lockbox.admin.Admin.ListSecrets:output_type -> lockbox.admin.ListSecretsResponse
+	9,  // 54: lockbox.admin.Admin.UpdateSecret:output_type -> lockbox.admin.UpdateSecretResponse
+	11, // 55: lockbox.admin.Admin.RemoveSecret:output_type -> lockbox.admin.RemoveSecretResponse
+	13, // 56: lockbox.admin.Admin.CreateService:output_type -> lockbox.admin.CreateServiceResponse
+	15, // 57: lockbox.admin.Admin.GetService:output_type -> lockbox.admin.GetServiceResponse
+	17, // 58: lockbox.admin.Admin.ListServices:output_type -> lockbox.admin.ListServicesResponse
+	19, // 59: lockbox.admin.Admin.UpdateService:output_type -> lockbox.admin.UpdateServiceResponse
+	21, // 60: lockbox.admin.Admin.RemoveService:output_type -> lockbox.admin.RemoveServiceResponse
+	23, // 61: lockbox.admin.Admin.ListServiceContainers:output_type -> lockbox.admin.ListServiceContainersResponse
+	27, // 62: lockbox.admin.Admin.GetNode:output_type -> lockbox.admin.GetNodeResponse
+	29, // 63: lockbox.admin.Admin.ListNodes:output_type -> lockbox.admin.ListNodesResponse
+	31, // 64: lockbox.admin.Admin.UpdateNode:output_type -> lockbox.admin.UpdateNodeResponse
+	33, // 65: lockbox.admin.Admin.RemoveNode:output_type -> lockbox.admin.RemoveNodeResponse
+	35, // 66: lockbox.admin.Admin.GetJoinToken:output_type -> lockbox.admin.GetJoinTokenResponse
+	37, // 67: lockbox.admin.Admin.GetUnlockKey:output_type -> lockbox.admin.GetUnlockKeyResponse
+	39, // 68: lockbox.admin.Admin.Unlock:output_type -> lockbox.admin.UnlockResponse
+	41, // 69: lockbox.admin.Admin.RotateDataKey:output_type -> lockbox.admin.RotateDataKeyResponse
+	47, // 70: lockbox.admin.Admin.RotateKeyEncryptionKey:output_type -> lockbox.admin.RotateKeyEncryptionKeyResponse
+	43, // 71: lockbox.admin.Admin.IssueAdminCredentials:output_type -> lockbox.admin.IssueAdminCredentialsResponse
+	45, // 72: lockbox.admin.Admin.RevokeAdminCredentials:output_type -> lockbox.admin.RevokeAdminCredentialsResponse
+	49, // 73: lockbox.admin.Admin.ListAudit:output_type -> lockbox.admin.ListAuditResponse
+	1,  // 74: lockbox.admin.Admin.Version:output_type -> lockbox.admin.VersionResponse
+	51, // [51:75] is the sub-list for method output_type
+	27, // [27:51] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_admin_admin_proto_init() }
@@ -2490,7 +2824,7 @@ func file_admin_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_admin_proto_rawDesc), len(file_admin_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	Admin_ListServices_FullMethodName           = "/lockbox.admin.Admin/ListServices"
 	Admin_UpdateService_FullMethodName          = "/lockbox.admin.Admin/UpdateService"
 	Admin_RemoveService_FullMethodName          = "/lockbox.admin.Admin/RemoveService"
+	Admin_ListServiceContainers_FullMethodName  = "/lockbox.admin.Admin/ListServiceContainers"
 	Admin_GetNode_FullMethodName                = "/lockbox.admin.Admin/GetNode"
 	Admin_ListNodes_FullMethodName              = "/lockbox.admin.Admin/ListNodes"
 	Admin_UpdateNode_FullMethodName             = "/lockbox.admin.Admin/UpdateNode"
@@ -62,6 +63,10 @@ type AdminClient interface {
 	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
 	UpdateService(ctx context.Context, in *UpdateServiceRequest, opts ...grpc.CallOption) (*UpdateServiceResponse, error)
 	RemoveService(ctx context.Context, in *RemoveServiceRequest, opts ...grpc.CallOption) (*RemoveServiceResponse, error)
+	// ListServiceContainers lists the containers that hold a service's
+	// secrets, as their nodes last reported them (lockbox service ps), one
+	// page at a time.
+	ListServiceContainers(ctx context.Context, in *ListServiceContainersRequest, opts ...grpc.CallOption) (*ListServiceContainersResponse, error)
 	GetNode(ctx context.Context, in *GetNodeRequest, opts ...grpc.CallOption) (*GetNodeResponse, error)
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 	UpdateNode(ctx context.Context, in *UpdateNodeRequest, opts ...grpc.CallOption) (*UpdateNodeResponse, error)
@@ -194,6 +199,16 @@ func (c *adminClient) RemoveService(ctx context.Context, in *RemoveServiceReques
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RemoveServiceResponse)
 	err := c.cc.Invoke(ctx, Admin_RemoveService_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListServiceContainers(ctx context.Context, in *ListServiceContainersRequest, opts ...grpc.CallOption) (*ListServiceContainersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListServiceContainersResponse)
+	err := c.cc.Invoke(ctx, Admin_ListServiceContainers_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -345,6 +360,10 @@ type AdminServer interface {
 	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
 	UpdateService(context.Context, *UpdateServiceRequest) (*UpdateServiceResponse, error)
 	RemoveService(context.Context, *RemoveServiceRequest) (*RemoveServiceResponse, error)
+	// ListServiceContainers lists the containers that hold a service's
+	// secrets, as their nodes last reported them (lockbox service ps), one
+	// page at a time.
+	ListServiceContainers(context.Context, *ListServiceContainersRequest) (*ListServiceContainersResponse, error)
 	GetNode(context.Context, *GetNodeRequest) (*GetNodeResponse, error)
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	UpdateNode(context.Context, *UpdateNodeRequest) (*UpdateNodeResponse, error)
@@ -412,6 +431,9 @@ func (UnimplementedAdminServer) UpdateService(context.Context, *UpdateServiceReq
 }
 func (UnimplementedAdminServer) RemoveService(context.Context, *RemoveServiceRequest) (*RemoveServiceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveService not implemented")
+}
+func (UnimplementedAdminServer) ListServiceContainers(context.Context, *ListServiceContainersRequest) (*ListServiceContainersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListServiceContainers not implemented")
 }
 func (UnimplementedAdminServer) GetNode(context.Context, *GetNodeRequest) (*GetNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetNode not implemented")
@@ -649,6 +671,24 @@ func _Admin_RemoveService_Handler(srv interface{}, ctx context.Context, dec func
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).RemoveService(ctx, req.(*RemoveServiceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListServiceContainers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListServiceContainersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListServiceContainers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListServiceContainers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListServiceContainers(ctx, req.(*ListServiceContainersRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -933,6 +973,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveService",
 			Handler:    _Admin_RemoveService_Handler,
+		},
+		{
+			MethodName: "ListServiceContainers",
+			Handler:    _Admin_ListServiceContainers_Handler,
 		},
 		{
 			MethodName: "GetNode",

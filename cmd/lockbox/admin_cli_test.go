@@ -17,6 +17,7 @@ import (
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/api/validation"
 	"github.com/lockbox-project/lockbox/internal/identity"
 	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
@@ -344,7 +345,7 @@ func writeFile(t *testing.T, path, data string) {
 }
 
 func FuzzParseSecretRef(f *testing.F) {
-	for _, s := range []string{"db", "source=db,target=x,uid=1,gid=2,mode=0400", `source=db,"target=a,b"`, "mode=", ",,"} {
+	for _, s := range []string{"db", "source=db,target=x,uid=1,gid=2,mode=0400", `source=db,"target=a,b"`, "mode=", ",,", "source=db,signal=SIGHUP", "source=db,signal=9"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -354,6 +355,9 @@ func FuzzParseSecretRef(f *testing.F) {
 		}
 		if r.SecretName == "" || r.Target == nil || r.Target.Mode > 1<<32-1 {
 			t.Fatalf("%q parsed to %v", s, r)
+		}
+		if _, err := validation.ParseSignal(r.Signal); r.Signal != "" && err != nil {
+			t.Fatalf("%q parsed to signal %q, which the nodes refuse: %v", s, r.Signal, err)
 		}
 	})
 }

@@ -265,6 +265,7 @@ var docsForeignFlags = map[string]string{
 	"--pid-file":       "runc, crun",
 	"--cgroup-manager": "crun",
 	"--read-only":      "nerdctl, docker run",
+	"--stop-signal":    "docker service create (cli.md: signal= reads signals as it does)",
 }
 
 // TestDocsInlineFlags: a flag that prose names in `code` (`--etcd-endpoints`)

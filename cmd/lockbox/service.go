@@ -16,19 +16,24 @@ import (
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	"github.com/lockbox-project/lockbox/api/claimrule"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/api/validation"
+	"github.com/lockbox-project/lockbox/manager/admin"
 	"github.com/lockbox-project/lockbox/manager/constraint"
 )
 
 func newServiceCommand(c *connFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "service", Short: "Manage services: the secret references and placement containers claim"}
 	cmd.AddCommand(newServiceCreateCommand(c), newServiceUpdateCommand(c), newServiceLsCommand(c),
-		newServiceInspectCommand(c), newServiceRmCommand(c))
+		newServiceInspectCommand(c), newServicePsCommand(c), newServiceRmCommand(c))
 	return cmd
 }
 
 // parseSecretRef parses --secret: "NAME" or
-// "source=NAME[,target=T][,uid=U][,gid=G][,mode=0400]", as docker does.
-// Ranges are checked by the manager; this only reads the syntax.
+// "source=NAME[,target=T][,uid=U][,gid=G][,mode=0400][,signal=SIG]", as
+// docker does, plus Lockbox's signal (sent after a live update; read by
+// api/validation.ParseSignal and kept as written, as docker keeps
+// --stop-signal). Ranges are checked by the manager; this only reads the
+// syntax.
 func parseSecretRef(s string) (*types.SecretReference, error) {
 	ref := &types.SecretReference{Target: &types.FileTarget{}}
 	if !strings.Contains(s, "=") {
@@ -62,8 +67,13 @@ func parseSecretRef(s string) (*types.SecretReference, error) {
 				return nil, fmt.Errorf("--secret %q: %w", s, err)
 			}
 			ref.Target.Mode = m
+		case "signal":
+			if _, err := validation.ParseSignal(v); err != nil {
+				return nil, fmt.Errorf("--secret %q: %w", s, err)
+			}
+			ref.Signal = v
 		default:
-			return nil, fmt.Errorf("--secret %q: unknown field %q (want source, target, uid, gid, mode)", s, k)
+			return nil, fmt.Errorf("--secret %q: unknown field %q (want source, target, uid, gid, mode, signal)", s, k)
 		}
 	}
 	if ref.SecretName == "" {
@@ -109,6 +119,7 @@ func parseSecretRefs(specs []string) ([]*types.SecretReference, error) {
 
 func newServiceCreateCommand(c *connFlags) *cobra.Command {
 	var secrets, constraints, labels, claims []string
+	var liveUpdate bool
 	cmd := &cobra.Command{
 		Use:   "create [OPTIONS] NAME",
 		Short: "Create a service",
@@ -126,9 +137,13 @@ func newServiceCreateCommand(c *connFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			spec := &types.ServiceSpec{Name: args[0], Labels: lbl, Secrets: refs, ClaimRules: rules}
+			spec := &types.ServiceSpec{Name: args[0], Labels: lbl, Secrets: refs, ClaimRules: rules, LiveUpdate: liveUpdate}
 			if len(constraints) > 0 {
 				spec.Placement = &types.Placement{Constraints: constraints}
+			}
+			// The managers' rule, checked before anything is sent.
+			if err := admin.CheckSignals(spec); err != nil {
+				return err
 			}
 			return c.run(cmd, func(ctx context.Context, cl adminapi.AdminClient) error {
 				resp, err := cl.CreateService(ctx, &adminapi.CreateServiceRequest{Spec: spec})
@@ -140,12 +155,17 @@ func newServiceCreateCommand(c *connFlags) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringArrayVar(&secrets, "secret", nil, "secret reference: NAME or source=NAME[,target=T][,uid=U][,gid=G][,mode=0400] (repeatable; mode as docker reads it: 0400, 0o400 or decimal 256)")
+	cmd.Flags().StringArrayVar(&secrets, "secret", nil, "secret reference: NAME or source=NAME[,target=T][,uid=U][,gid=G][,mode=0400][,signal=SIGHUP] (repeatable; mode as docker reads it: 0400, 0o400 or decimal 256; signal: sent to the container's init after a live update, needs --live-update)")
 	cmd.Flags().StringArrayVar(&constraints, "constraint", nil, "placement constraint such as node.labels.zone==east (repeatable)")
 	cmd.Flags().StringArrayVarP(&labels, "label", "l", nil, "service label KEY=VALUE (repeatable)")
 	cmd.Flags().StringArrayVar(&claims, "claim", nil, claimFlagHelp)
+	cmd.Flags().BoolVar(&liveUpdate, "live-update", false, liveUpdateHelp)
 	return cmd
 }
+
+// liveUpdateHelp is --live-update's help on create and update.
+const liveUpdateHelp = "change the files of running containers when the service's secret references change (atomically per file); " +
+	"without it, as in swarm, running containers keep what they started with"
 
 // claimFlagHelp is --claim's help: the keys, and the default that holds
 // without a rule.
@@ -171,9 +191,10 @@ const maxUpdateAttempts = 10
 
 func newServiceUpdateCommand(c *connFlags) *cobra.Command {
 	var secretAdd, secretRm, consAdd, consRm, labelAdd, labelRm, claimAdd, claimRm []string
+	var liveUpdate bool
 	cmd := &cobra.Command{
 		Use:   "update [OPTIONS] SERVICE",
-		Short: "Add or remove a service's secret references, constraints, claim rules and labels",
+		Short: "Add or remove a service's secret references, constraints, claim rules and labels; turn live update on or off",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			adds, err := parseSecretRefs(secretAdd)
@@ -186,6 +207,9 @@ func newServiceUpdateCommand(c *connFlags) *cobra.Command {
 			}
 			edits := serviceEdits{secretAdd: adds, secretRm: secretRm, consAdd: consAdd, consRm: consRm,
 				labelAdd: lblAdd, labelRm: labelRm, claimAdd: claimAdd, claimRm: claimRm}
+			if cmd.Flags().Changed("live-update") {
+				edits.liveUpdate = &liveUpdate
+			}
 			if err := edits.check(); err != nil {
 				return err
 			}
@@ -223,6 +247,7 @@ func newServiceUpdateCommand(c *connFlags) *cobra.Command {
 	fl.StringArrayVar(&labelRm, "label-rm", nil, "remove a label")
 	fl.StringArrayVar(&claimAdd, "claim-add", nil, "add a claim rule (same syntax as --claim)")
 	fl.StringArrayVar(&claimRm, "claim-rm", nil, "remove a claim rule (one the service lacks is skipped, as docker's --constraint-rm does)")
+	fl.BoolVar(&liveUpdate, "live-update", false, liveUpdateHelp+" (changed only when given: --live-update=false turns it off)")
 	return cmd
 }
 
@@ -233,6 +258,7 @@ type serviceEdits struct {
 	labelAdd                  map[string]string
 	labelRm                   []string
 	claimAdd, claimRm         []string
+	liveUpdate                *bool // nil: unchanged
 }
 
 // check refuses malformed claim rules before anything is read or sent.
@@ -300,6 +326,14 @@ func applyServiceUpdate(spec *types.ServiceSpec, ed serviceEdits) error {
 	}
 	for k, v := range lblAdd {
 		spec.Labels[k] = v
+	}
+	if ed.liveUpdate != nil {
+		spec.LiveUpdate = *ed.liveUpdate
+	}
+	// What the service would end with is checked before it is sent: a
+	// signal needs live update, whichever of the two this update changes.
+	if err := admin.CheckSignals(spec); err != nil {
+		return fmt.Errorf("service '%s': %w", spec.Name, err)
 	}
 	return nil
 }
@@ -407,6 +441,9 @@ type serviceInspect struct {
 		// purpose: "Claims" would read as the containers that claimed the
 		// service, which "service ps" shows.
 		ClaimRules []string
+		// LiveUpdate is always present: false is swarm's behaviour, a
+		// decision rather than a missing field.
+		LiveUpdate bool
 	}
 }
 
@@ -422,6 +459,9 @@ type refInspect struct {
 		GID  string
 		Mode os.FileMode
 	}
+	// Signal is Lockbox's (docker has no live update): left out when the
+	// reference has none, so docker's shape is unchanged.
+	Signal string `json:",omitempty"`
 }
 
 func inspectService(s *types.Service) serviceInspect {
@@ -433,9 +473,10 @@ func inspectService(s *types.Service) serviceInspect {
 	// Always present, [] when empty: no rules is a decision (the default),
 	// not a missing field.
 	v.Spec.ClaimRules = append([]string{}, s.GetSpec().GetClaimRules()...)
+	v.Spec.LiveUpdate = s.GetSpec().GetLiveUpdate()
 	v.Spec.Secrets = []refInspect{}
 	for _, r := range s.GetSpec().GetSecrets() {
-		ri := refInspect{SecretID: r.SecretId, SecretName: r.SecretName}
+		ri := refInspect{SecretID: r.SecretId, SecretName: r.SecretName, Signal: r.Signal}
 		// Show the defaults the nodes will apply, as docker does.
 		ri.File.Name, ri.File.UID, ri.File.GID = r.GetTarget().GetName(), r.GetTarget().GetUid(), r.GetTarget().GetGid()
 		if ri.File.Name == "" {

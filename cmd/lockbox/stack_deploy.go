@@ -196,14 +196,16 @@ func (d *stackDeployer) sameData(ctx context.Context, stack string, cur *types.S
 }
 
 // updateService gives an existing stack service the file's references,
-// constraints and labels. Its claim rules are kept: compose files have
-// none, and dropping rules an operator added would widen who may claim
-// the service. Nothing is written when nothing changed.
+// constraints and labels. Its claim rules, live update and signals are
+// kept: compose files have none, dropping rules an operator added would
+// widen who may claim the service, and dropping the others would silently
+// stop a rotation reaching running containers. Nothing is written when
+// nothing changed.
 func (d *stackDeployer) updateService(ctx context.Context, cur *types.Service, want *types.ServiceSpec) error {
 	fmt.Fprintf(d.out, "Updating service %s (id: %s)\n", want.Name, cur.Id)
 	for attempt := 1; ; attempt++ {
 		next := proto.Clone(cur.GetSpec()).(*types.ServiceSpec)
-		next.Secrets, next.Placement, next.Labels = want.Secrets, want.Placement, want.Labels
+		next.Secrets, next.Placement, next.Labels = keepSignals(cur.GetSpec().GetSecrets(), want.Secrets), want.Placement, want.Labels
 		if sameStackSpec(cur.GetSpec(), next) {
 			return nil
 		}
@@ -221,6 +223,35 @@ func (d *stackDeployer) updateService(ctx context.Context, cur *types.Service, w
 		}
 		return nil
 	}
+}
+
+// keepSignals returns the file's references with the live-update signals
+// an operator gave the service's current ones (compose files have none):
+// a reference keeps the signal of the current one for the same file (its
+// target, or its secret when neither names a target), so a rotation by
+// redeploy still signals the process that reads the file.
+func keepSignals(cur, want []*types.SecretReference) []*types.SecretReference {
+	file := func(r *types.SecretReference) string {
+		if t := r.GetTarget().GetName(); t != "" {
+			return "target:" + t
+		}
+		return "secret:" + r.GetSecretName()
+	}
+	signals := map[string]string{}
+	for _, r := range cur {
+		if r.GetSignal() != "" {
+			signals[file(r)] = r.GetSignal()
+		}
+	}
+	out := make([]*types.SecretReference, len(want))
+	for i, r := range want {
+		out[i] = r
+		if sig := signals[file(r)]; sig != "" && r.GetSignal() == "" {
+			out[i] = proto.Clone(r).(*types.SecretReference)
+			out[i].Signal = sig
+		}
+	}
+	return out
 }
 
 // stackUpdateAttempts bounds the read-modify-write retries of a service

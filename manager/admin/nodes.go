@@ -93,6 +93,12 @@ func (s *Server) RemoveNode(ctx context.Context, req *adminapi.RemoveNodeRequest
 	if _, err := s.cfg.Store.RemoveNode(audited(ctx), n.Id); err != nil {
 		return nil, toStatus(err)
 	}
+	// The node's container rows (service ps) go with it. The node is gone
+	// whatever happens here: rows left behind are shown as on a removed
+	// node, and a second removal is refused (not found), so say it.
+	if _, err := s.cfg.Store.RemoveNodeContainers(ctx, n.Id); err != nil {
+		s.log.Warn("node removed, but not its container rows; service ps shows them as on a removed node", "node", n.Id, "err", err)
+	}
 	return &adminapi.RemoveNodeResponse{}, nil
 }
 

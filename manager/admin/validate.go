@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"unicode"
@@ -148,6 +149,47 @@ func validateServiceSpec(spec *types.ServiceSpec) error {
 	}
 	if err := mounter.ValidateReferences(osys, grants); err != nil {
 		return invalid("%v", err)
+	}
+	if err := checkSignals(spec, osys == mounter.Windows); err != nil {
+		return invalid("%v", err)
+	}
+	return nil
+}
+
+// CheckSignals is the rule for the references' live-update signals, for
+// the managers (validateServiceSpec) and the CLI, which checks before it
+// sends: each signal is one api/validation.ParseSignal reads, sent only
+// by a live update (a service without --live-update never changes a
+// running container's files, so a signal would never be sent: refused as
+// docker refuses flags that mean nothing), and never to Windows
+// containers, which have no signals. A signal is stored as the user wrote
+// it, as docker keeps --stop-signal: nodes parse it with the same rule.
+// Constraints that do not parse count as no Windows placement; the caller
+// reports them.
+func CheckSignals(spec *types.ServiceSpec) error {
+	cons, _ := constraint.ParseAll(spec.GetPlacement().GetConstraints())
+	return checkSignals(spec, placedOnWindows(cons))
+}
+
+func checkSignals(spec *types.ServiceSpec, windows bool) error {
+	for _, ref := range spec.GetSecrets() {
+		sig := ref.GetSignal()
+		if sig == "" {
+			continue
+		}
+		name := ref.GetSecretName()
+		if name == "" {
+			name = ref.GetSecretId()
+		}
+		if _, err := validation.ParseSignal(sig); err != nil {
+			return fmt.Errorf("secret reference '%s': %w", name, err)
+		}
+		if windows {
+			return fmt.Errorf("secret reference '%s': signal=%s: Windows containers cannot take signals, and this service is placed on Windows nodes (node.platform.os==windows)", name, sig)
+		}
+		if !spec.GetLiveUpdate() {
+			return fmt.Errorf("secret reference '%s': signal=%s needs --live-update: the signal is sent after a live update changed the container's files, and without it they never change", name, sig)
+		}
 	}
 	return nil
 }

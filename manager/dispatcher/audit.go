@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
@@ -227,44 +225,6 @@ func withID(e *types.AuditEntry) *types.AuditEntry {
 		e.Id = identity.NewID()
 	}
 	return e
-}
-
-// recordReports writes what a node reports about its mounts, in one
-// transaction: all recorded, or none (the agent sends them again). The
-// node is named by its certificate, the time is the manager's: a node
-// cannot write under another's name or place entries in the past.
-func (d *Dispatcher) recordReports(ctx context.Context, nodeID string, reports []*dapi.MountReport) error {
-	if len(reports) == 0 {
-		return nil
-	}
-	if d.cfg.Audit == nil {
-		// Nothing to record into: accepting lets the agent drop them.
-		return nil
-	}
-	if len(reports) > dapi.MaxMountReports {
-		return status.Errorf(codes.InvalidArgument, "at most %d mount reports per heartbeat, not %d", dapi.MaxMountReports, len(reports))
-	}
-	now := timestamppb.Now()
-	entries := make([]*types.AuditEntry, 0, len(reports))
-	for _, r := range reports {
-		if err := store.ValidateNodeReport(r.GetContainerId(), r.GetServiceName(), r.GetSecretNames()); err != nil {
-			return status.Error(codes.InvalidArgument, err.Error())
-		}
-		action := store.AuditMount
-		if r.GetEvent() == dapi.MountReport_WIPED {
-			action = store.AuditWipe
-		}
-		entries = append(entries, &types.AuditEntry{Id: identity.NewID(), Time: now, Actor: store.AuditActorNode(nodeID), Action: action,
-			ObjectKind: "service", ObjectName: r.GetServiceName(), NodeId: nodeID, Container: r.GetContainerId(), Secrets: r.GetSecretNames()})
-	}
-	if !d.reportBudget.take(nodeID, len(reports), time.Now(), d.cfg.HeartbeatPeriod) {
-		// The agent keeps them and sends them with a later beat.
-		return status.Errorf(codes.ResourceExhausted, "at most %d mount reports per heartbeat period; send the rest later", dapi.MaxMountReports)
-	}
-	if err := d.cfg.Audit.AppendAudit(ctx, entries...); err != nil {
-		return status.Errorf(codes.Unavailable, "record mount reports: %v", err)
-	}
-	return nil
 }
 
 // reportBudget allows each node dapi.MaxMountReports reports per heartbeat

@@ -86,7 +86,7 @@ func auditHarness(t *testing.T) (*harness, *signalAuditor) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	aud := &signalAuditor{st: st, ch: make(chan *types.AuditEntry, 64)}
-	d := New(Config{Store: st, History: st, Audit: aud, NodeID: "mgr1"})
+	d := New(Config{Store: st, History: st, Audit: aud, NodeID: "mgr1", Containers: st})
 	go d.Run(ctx)
 	<-d.Ready()
 	return &harness{t: t, st: st, d: d, ctx: ctx, nodes: map[string]string{}}, aud
@@ -191,6 +191,7 @@ func TestAuditMountReports(t *testing.T) {
 	h, aud := auditHarness(t)
 	d := h.d
 	n1 := h.node("n1", nil)
+	h.service("web", nil, h.secret("db_pw", "x"))
 	h.sync()
 	nctx := nodeContext(t, n1)
 

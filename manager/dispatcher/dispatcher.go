@@ -51,6 +51,9 @@ type Config struct {
 	Audit Auditor
 	// NodeID is this manager's node ID: the actor of those entries.
 	NodeID string
+	// Containers, when set, keeps the agents' reports of each container
+	// (reports.go): what `lockbox service ps` lists.
+	Containers ContainerTable
 }
 
 // Dispatcher fans store changes out to node sessions.

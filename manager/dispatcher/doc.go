@@ -22,6 +22,13 @@
 // revision etcd still holds, with the INCREMENTAL difference between its view
 // at that revision and its view now.
 //
+// Heartbeats carry the agents' mount reports (reports.go): each is
+// checked against the services placed on the reporting node (a report
+// about any other is dropped and counted), kept in the store's container
+// table for `lockbox service ps` (ContainerTable) and appended to the
+// audit log (Auditor), under the node's certificate identity and this
+// manager's clock.
+//
 // The node's identity comes only from its verified client certificate. The
 // package does not issue certificates, check tokens or authorise admin
 // calls; it relies on the server's TLS configuration and interceptor for

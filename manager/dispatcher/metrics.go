@@ -24,6 +24,9 @@ type metrics struct {
 	messagesSent                  *prometheus.CounterVec
 	fanOut                        prometheus.Histogram
 	closed                        *prometheus.CounterVec
+	// reportsDropped counts mount reports not recorded, by reason
+	// (reports.go).
+	reportsDropped *prometheus.CounterVec
 
 	sessions, services, nodes *prometheus.Desc
 }
@@ -62,6 +65,10 @@ func newMetrics() *metrics {
 			Name: "lockbox_manager_sessions_closed_total",
 			Help: "Node sessions that ended, by reason.",
 		}, []string{"reason"}),
+		reportsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lockbox_manager_mount_reports_dropped_total",
+			Help: "Agents' mount reports not kept, by reason: not_placed (the report names a service not placed on the node; nothing recorded), over_cap (the node holds the most container rows it may; audited, not listed by service ps).",
+		}, []string{"reason"}),
 		sessions: prometheus.NewDesc("lockbox_manager_sessions",
 			"Node sessions connected to this manager.", nil, nil),
 		services: prometheus.NewDesc("lockbox_manager_services",
@@ -75,6 +82,9 @@ func newMetrics() *metrics {
 	// appears late misses its first increase.
 	for _, r := range closeReasons {
 		m.closed.WithLabelValues(r)
+	}
+	for _, r := range dropReasons {
+		m.reportsDropped.WithLabelValues(r)
 	}
 	return m
 }
@@ -124,6 +134,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	m.messagesSent.Describe(ch)
 	m.fanOut.Describe(ch)
 	m.closed.Describe(ch)
+	m.reportsDropped.Describe(ch)
 	ch <- m.sessions
 	ch <- m.services
 	ch <- m.nodes
@@ -137,6 +148,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	m.messagesSent.Collect(ch)
 	m.fanOut.Collect(ch)
 	m.closed.Collect(ch)
+	m.reportsDropped.Collect(ch)
 
 	nodes := map[roleState]int{}
 	d.mu.Lock()

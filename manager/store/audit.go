@@ -234,6 +234,11 @@ func (s *Store) CompactAudit(ctx context.Context, keep int) (int, error) {
 const (
 	AuditMount = "mount"
 	AuditWipe  = "wipe"
+	// AuditLiveUpdate: a live update changed a running container's files;
+	// AuditLiveUpdateFailed: it could not, and the container keeps its
+	// previous files (service ps shows why).
+	AuditLiveUpdate       = "live-update"
+	AuditLiveUpdateFailed = "live-update.failed"
 	// MaxNodeReportSecrets bounds the secret names of one report.
 	MaxNodeReportSecrets = 64
 	// MaxNodeReportField bounds each name in a report.

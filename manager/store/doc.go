@@ -46,6 +46,15 @@
 //	cluster/certs/<node>/<serial>  JSON {issued, not_after, peer}: a certificate (hex serial) issued to <node>
 //	                               (older records: the RFC 3339 time only; read as peer, no expiry)
 //	cluster/managers/<node>        advertised address of a running manager, under its lease
+//	containers/<service id>/<node id>/<container id, path-escaped>
+//	                               JSON ContainerStatus: what the node last reported about a
+//	                               container holding the service's secrets (containers.go; service
+//	                               ps). Written only from the node's own heartbeat, under its
+//	                               certificate identity and the manager's clock; removed on a wipe
+//	                               report, with the service, and (RemoveNodeContainers) with the node
+//	nodecontainers/<node id>/<container id, path-escaped>
+//	                               <service id>: the node's index of those rows, to bound them
+//	                               (MaxContainersPerNode) and remove them with the node
 //	audit/<unix nanos, 20 digits>-<id>
 //	                               types.AuditEntry, protobuf: the append-only audit log (audit.go);
 //	                               created once (compare create revision 0), never rewritten; the

@@ -261,6 +261,9 @@ func (s *Store) RemoveService(ctx context.Context, ref string) error {
 		for id := range secretIDs(svc.Spec) {
 			ops = append(ops, clientv3.OpDelete(s.refKey(id, svc.Id)))
 		}
+		// Its container rows go with it (service ps has nothing to show);
+		// the nodes' index entries go when the containers are wiped.
+		ops = append(ops, clientv3.OpDelete(s.containerPrefix(svc.Id), clientv3.WithPrefix()))
 		auditCmps, auditPuts, err := s.auditOps(ctx, AuditServiceRemove, "service", svc.Id, svc.Spec.GetName())
 		if err != nil {
 			return err
