@@ -30,7 +30,7 @@ test: FUZZTIME = 1s
 unit:
 	$(GO) test -race -count=1 ./...
 
-# windows runs the Windows tests of mounter/ and windows/ under wine64.
+# windows runs the Windows tests of mounter/, windows/ and plugin/shimproxy/ under wine64.
 windows:
 	./hack/test-windows.sh
 

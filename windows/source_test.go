@@ -28,7 +28,7 @@ func TestMountSource(t *testing.T) {
 		{name: "not a token directory", owners: map[string]string{"notatoken": "c1"}, id: "c1", wantErr: "holds no secrets directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			state := t.TempDir()
+			state := plainTempDir(t)
 			for tok, owner := range tc.owners {
 				dir := filepath.Join(state, secretsDirName, tok)
 				if err := os.MkdirAll(filepath.Join(dir, filesDirName), 0o700); err != nil {
@@ -55,4 +55,32 @@ func TestMountSource(t *testing.T) {
 			}
 		})
 	}
+}
+
+// plainTempDir is t.TempDir, removed entry by entry: os.RemoveAll's
+// handle-based walk fails under wine, where hack/test-windows.sh runs this
+// test too.
+func plainTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "lockbox-windows-source-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		var remove func(p string) error
+		remove = func(p string) error {
+			if entries, err := os.ReadDir(p); err == nil {
+				for _, e := range entries {
+					if err := remove(filepath.Join(p, e.Name())); err != nil {
+						return err
+					}
+				}
+			}
+			return os.Remove(p)
+		}
+		if err := remove(dir); err != nil {
+			t.Errorf("clean up %s: %v", dir, err)
+		}
+	})
+	return dir
 }
