@@ -49,6 +49,9 @@ func startProxy(ctx context.Context, self, dir, addr string, args []string) erro
 			return fmt.Errorf("create the proxy's socket: %w", err)
 		}
 	}
+	// The serving process owns the socket from here: closing this
+	// process's listener must not unlink it.
+	l.SetUnlinkOnClose(false)
 	f, err := l.File()
 	l.Close()
 	if err != nil {
