@@ -31,7 +31,8 @@ test: FUZZTIME = 1s
 unit:
 	$(GO) test -race -count=1 ./...
 
-# windows runs the Windows tests of mounter/, windows/ and plugin/shimproxy/ under wine64.
+# windows runs the Windows tests of mounter/, windows/, plugin/shimproxy/ and
+# agent/daemon/ under wine64.
 windows:
 	./hack/test-windows.sh
 
