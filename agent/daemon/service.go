@@ -15,14 +15,17 @@ const ServiceName = "lockbox-agent"
 // after the time, before the message and attributes: the first level key
 // is the line's, whatever the message says.
 func eventLevel(line []byte) slog.Level {
+	const textKey, jsonKey = "level=", `"level":"`
+	ti, ji := bytes.Index(line, []byte(textKey)), bytes.Index(line, []byte(jsonKey))
 	var value []byte
-	if i := bytes.Index(line, []byte(`"level":"`)); i >= 0 && (bytes.Index(line, []byte("level=")) < 0 || i < bytes.Index(line, []byte("level="))) {
-		value = line[i+len(`"level":"`):]
+	switch {
+	case ji >= 0 && (ti < 0 || ji < ti):
+		value = line[ji+len(jsonKey):]
 		if j := bytes.IndexByte(value, '"'); j >= 0 {
 			value = value[:j]
 		}
-	} else if i := bytes.Index(line, []byte("level=")); i >= 0 {
-		value = line[i+len("level="):]
+	case ti >= 0:
+		value = line[ti+len(textKey):]
 		if j := bytes.IndexAny(value, " \n"); j >= 0 {
 			value = value[:j]
 		}
