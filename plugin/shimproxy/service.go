@@ -9,9 +9,11 @@ import (
 	"sync"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
@@ -88,6 +90,9 @@ func (s *Service) RegisterTTRPC(server *ttrpc.Server) error {
 // the inner shim): it must not run without what it was promised, and left
 // to containerd the cleanup hangs on the live init's stdio.
 func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	if err := checkOptions(r.Options); err != nil {
+		return nil, fmt.Errorf("lockbox: container %s: %w", r.ID, err)
+	}
 	c, err := hotpath.ReadClaim(r.Bundle)
 	if err != nil {
 		var pe *os.PathError
@@ -259,4 +264,18 @@ func requestNamespace(ctx context.Context) string {
 		return ""
 	}
 	return ns
+}
+
+// checkOptions refuses the generic runtime options containerd's CRI sends
+// a runtime type it does not know (runtimeoptions.v1.Options: the
+// handler's options table as TOML) when the handler has an options table.
+// The proxy hands the inner shim the create's options as they are, and
+// both runc's and runhcs' shims read them with an unchecked type
+// assertion: they would panic. Without an options table CRI sends none,
+// and ctr and the Go client send the inner shim's own type.
+func checkOptions(a *anypb.Any) error {
+	if a.MessageIs((*runtimeoptions.Options)(nil)) {
+		return fmt.Errorf("runtime options of type %s: %s passes the inner shim only its own options type; leave the CRI runtime handler's options table out", a.GetTypeUrl(), RuntimeType)
+	}
+	return nil
 }

@@ -8,8 +8,11 @@ import (
 	"testing"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Every call the proxy does not intercept reaches the inner shim as it
@@ -266,5 +269,35 @@ func TestInnerTaskAPIv2(t *testing.T) {
 	}
 	if _, err := newInnerTasks(client, 4); err == nil {
 		t.Error("task API version 4 accepted")
+	}
+}
+
+// CRI's generic options (a handler with an options table) are refused
+// before the inner shim, which would panic on them, sees them; the inner
+// shim's own options pass as they are.
+func TestCreateOptions(t *testing.T) {
+	generic, err := anypb.New(&runtimeoptions.Options{ConfigBody: []byte("BinaryName = 'runc'")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := anypb.New(&runcoptions.Options{Root: "/run/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := newFakeInner()
+	s := startProxyService(t, inner, newFakeAgent(), nil)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: writeBundle(t, nil), Options: generic}); err == nil || !strings.Contains(err.Error(), "options table out") {
+		t.Fatalf("Create with CRI's generic options: %v, want a refusal", err)
+	}
+	if got := inner.Calls(); len(got) != 0 {
+		t.Fatalf("inner shim got %v", got)
+	}
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c2", Bundle: writeBundle(t, nil), Options: own}); err != nil {
+		t.Fatal(err)
+	}
+	var o runcoptions.Options
+	if err := inner.created[0].Options.UnmarshalTo(&o); err != nil || o.Root != "/run/x" {
+		t.Errorf("inner shim got options %v (%v), want runc's Root /run/x", inner.created[0].Options, err)
 	}
 }
