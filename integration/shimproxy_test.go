@@ -93,6 +93,7 @@ func TestShimProxyCtr(t *testing.T) {
 
 	t.Run("not granted", func(t *testing.T) {
 		const id = "px-denied"
+		mounts := mountsUnder(t, c.Dir)
 		_, err := run(id, "payments", "true")
 		var ce *harness.CtrError
 		if !errors.As(err, &ce) || !strings.Contains(ce.Stderr, `"payments"`) {
@@ -105,6 +106,9 @@ func TestShimProxyCtr(t *testing.T) {
 			t.Errorf("agent holds %v after a refused claim", held)
 		}
 		c.Ctr(ctx, "default", "containers", "delete", id)
+		if got := mountsUnder(t, c.Dir); got != mounts {
+			t.Errorf("%d mounts under %s after the refused claim, %d before", got, c.Dir, mounts)
+		}
 	})
 
 	t.Run("exit releases, then delete", func(t *testing.T) {
@@ -224,6 +228,7 @@ func TestShimProxyKilled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const id = "px-killed"
+	mounts := mountsUnder(t, c.Dir)
 	args := []string{"run", "-d", "--runtime", proxyRuntime, "--fifo-dir", c.FifoDir,
 		"--annotation", "lockbox.service=web", busybox, id, "sleep", "600"}
 	if out, err := c.Ctr(ctx, "default", args...); err != nil {
@@ -271,6 +276,69 @@ func TestShimProxyKilled(t *testing.T) {
 	if out, err := c.Ctr(ctx, "default", "containers", "delete", id); err != nil {
 		t.Errorf("remove the container: %v: %s", err, out)
 	}
+	if got := mountsUnder(t, c.Dir); got != mounts {
+		t.Errorf("%d mounts under %s after the cleanup, %d before the container", got, c.Dir, mounts)
+	}
+}
+
+// The proxy as a CRI runtime handler, driven by the real crictl: a pod
+// whose annotation claims a service (the pause container passes
+// unclaimed), one proxy and one runc shim per pod, a claim not granted
+// refused naming the service, and a handler with an options table refused
+// with the fix in the error (the inner shim would crash on CRI's generic
+// options).
+func TestShimProxyCRI(t *testing.T) {
+	bin := harness.LockboxBin(t)
+	if _, err := os.Stat(filepath.Join(bin, "containerd-shim-lockbox-v1")); err != nil {
+		t.Fatalf("%v (make build)", err)
+	}
+	a := harness.StartTestAgent(t, shimGrants(), testSecrets)
+	const table = "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.lockbox-proxy]\n  runtime_type = '" + proxyRuntime + "'\n" +
+		"  pod_annotations = ['lockbox.service']\n  container_annotations = ['lockbox.service']\n" +
+		"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.lockbox-proxy-opts]\n  runtime_type = '" + proxyRuntime + "'\n" +
+		"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.lockbox-proxy-opts.options]\n  BinaryName = 'runc'\n"
+	c := harness.StartContainerd(t, harness.Options{CRI: true, ShimDir: bin, ExtraConfig: table,
+		Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
+	c.Import("k8s.io", harness.ImageConfig{Name: busybox})
+	k := c.Crictl()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	pod, err := k.RunPod(ctx, "web", "lockbox-proxy", map[string]string{"lockbox.service": "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held := a.Held(); len(held) != 0 {
+		t.Fatalf("agent holds %v after the pod's sandbox started", held)
+	}
+	out, code, err := k.RunContainer(ctx, pod, harness.CrictlContainer{Name: "web", Image: busybox, Command: []string{"sh", "-c", inspectScript}})
+	if err != nil || code != 0 {
+		t.Fatalf("exit %d, %v\n%s", code, err, out)
+	}
+	checkInspect(t, out)
+	// One proxy and the runc shim behind it serve the pod.
+	if shims := c.Shims(); len(shims) != 2 {
+		t.Errorf("%d shims serve one pod through the proxy: %v, want the proxy and runc's", len(shims), shims)
+	}
+	_, _, err = k.RunContainer(ctx, pod, harness.CrictlContainer{Name: "denied", Image: busybox, Command: []string{"true"},
+		Annotations: map[string]string{"lockbox.service": "payments"}})
+	// crictl prints the error quoted: the service's quotes come escaped.
+	if err == nil || !strings.Contains(err.Error(), "claims service") || !strings.Contains(err.Error(), "payments") {
+		t.Fatalf("claiming a service with no grant: %v, want a failure naming it", err)
+	}
+	t.Logf("refused as it should be: %v", err)
+	if err := k.StopPod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	noShimLeft(t, c)
+	if held := a.Held(); len(held) != 0 {
+		t.Errorf("agent holds %v after the pod's removal", held)
+	}
+
+	if _, err := k.RunPod(ctx, "opts", "lockbox-proxy-opts", nil); err == nil || !strings.Contains(err.Error(), "options table out") {
+		t.Errorf("pod on a handler with an options table: %v, want the proxy's refusal", err)
+	}
+	noShimLeft(t, c)
 }
 
 // procsNamed lists the processes whose executable's base name is name and
