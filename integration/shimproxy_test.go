@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -366,4 +367,55 @@ func procsNamed(name, id string) []int {
 		}
 	}
 	return pids
+}
+
+// TestShimProxyCost measures a container's life (create, start, exit,
+// delete, through the Go client) under the proxy against the runc shim
+// itself and the Lockbox runc shim (io.containerd.lockbox.v2), alternating
+// runs so that load on the machine falls on all alike. It runs only with
+// LOCKBOX_PROXY_COST=N (N rounds); it asserts nothing but that every run
+// works, and logs the medians and their ratios.
+func TestShimProxyCost(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("LOCKBOX_PROXY_COST"))
+	if n <= 0 {
+		t.Skip("LOCKBOX_PROXY_COST=N measures N rounds")
+	}
+	c, _ := startProxyContainerd(t)
+	cl, ctx := c.Client("default")
+	type variant struct {
+		name, runtime string
+		opts          []oci.SpecOpts
+	}
+	variants := []variant{
+		{"runc shim", "io.containerd.runc.v2", nil},
+		{"proxy, not claiming", proxyRuntime, nil},
+		{"lockbox.v2 shim, claiming", shimRuntime, []oci.SpecOpts{ocispec.WithService("web")}},
+		{"proxy, claiming", proxyRuntime, []oci.SpecOpts{ocispec.WithService("web")}},
+	}
+	took := make([][]time.Duration, len(variants))
+	for i := 0; i < n+1; i++ {
+		for j, v := range variants {
+			id := fmt.Sprintf("cost%d-%d", j, i)
+			opts := append([]oci.SpecOpts{oci.WithProcessArgs("true")}, v.opts...)
+			start := time.Now()
+			out, code, err := c.GoRunRuntime(ctx, cl, busybox, id, v.runtime, nil, opts...)
+			d := time.Since(start)
+			if err != nil || code != 0 {
+				t.Fatalf("%s: exit %d, %v: %s", v.name, code, err, out)
+			}
+			if i > 0 { // the first round warms caches
+				took[j] = append(took[j], d)
+			}
+		}
+	}
+	median := func(ds []time.Duration) time.Duration {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	base := median(took[0])
+	for j, v := range variants {
+		m := median(took[j])
+		t.Logf("%-28s median %6.1f ms over %d runs (%.2fx the runc shim, %+.1f ms)", v.name, float64(m)/1e6, len(took[j]), float64(m)/float64(base), float64(m-base)/1e6)
+	}
 }
