@@ -21,7 +21,7 @@ const innerDialTimeout = 10 * time.Second
 // -info and the long-lived server) and does not return.
 func Main() {
 	register(AgentSocket(os.Getenv))
-	shim.RunShim(context.Background(), NewManager())
+	shim.RunShim(context.Background(), NewManager(), runOpts...)
 }
 
 // register registers the proxy's task service as the shim's TTRPC "task"

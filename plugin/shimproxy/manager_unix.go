@@ -18,6 +18,10 @@ import (
 // defaultInnerShim is the runc shim.
 const defaultInnerShim = "containerd-shim-runc-v2"
 
+// runOpts are pkg/shim's defaults: the proxy logs to the bundle's log
+// fifo, which the inner shim writes to as well.
+var runOpts []shim.BinaryOpts
+
 // proxyAddress is the proxy's socket for a group: beside the shims'
 // sockets, named from the group with a suffix so that it is never the
 // inner shim's.
