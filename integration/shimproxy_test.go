@@ -224,7 +224,20 @@ func TestShimProxyGoClient(t *testing.T) {
 // runs the runc shim's own delete and releases from the record in the
 // bundle: nothing is left (no shim, runc init, runc state or task, and the
 // agent holds nothing), and the container can be removed.
+//
+// Then the same with the runc shim behind a proxy killed instead: the
+// proxy follows it (its connection to the inner shim closed), and the
+// same cleanup leaves nothing.
 func TestShimProxyKilled(t *testing.T) {
+	for _, tc := range []struct{ name, kill string }{
+		{"proxy", "containerd-shim-lockbox-v1"},
+		{"inner shim", "containerd-shim-runc-v2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testShimProxyKilled(t, tc.kill) })
+	}
+}
+
+func testShimProxyKilled(t *testing.T, kill string) {
 	c, a := startProxyContainerd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -244,7 +257,11 @@ func TestShimProxyKilled(t *testing.T) {
 	if len(proxies) != 1 || len(inner) != 1 {
 		t.Fatalf("proxy processes %v and runc shims %v of %s, want one each", proxies, inner, id)
 	}
-	if err := unix.Kill(proxies[0], unix.SIGKILL); err != nil {
+	victim := proxies[0]
+	if kill != "containerd-shim-lockbox-v1" {
+		victim = inner[0]
+	}
+	if err := unix.Kill(victim, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	waitCond(t, "the agent to let go of the container", func() error {
