@@ -85,6 +85,17 @@ func TestShimProxyCtr(t *testing.T) {
 		}
 	})
 
+	t.Run("claim with a read-only root", func(t *testing.T) {
+		// The proxy has the runc create make the mountpoints (read-only
+		// binds of the agent's empty file) before the root turns read-only.
+		args := append(c.ShimRunArgs(proxyRuntime), "--read-only", "--annotation", "lockbox.service=ro",
+			busybox, "px-ro", "sh", "-c", "cat /run/secrets/db_pw; touch /x 2>&1; true")
+		out, err := c.Ctr(ctx, "default", args...)
+		if err != nil || !strings.Contains(out, "hunter2-db") || !strings.Contains(out, "Read-only") {
+			t.Fatalf("read-only claiming container: %v: %s", err, out)
+		}
+	})
+
 	t.Run("not claiming", func(t *testing.T) {
 		out, err := run("px-plain", "", "sh", "-c", "ls /run/secrets 2>&1; true")
 		if err != nil || !strings.Contains(out, "No such file") {
