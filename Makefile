@@ -18,6 +18,7 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/lockbox
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/lockbox-runtime
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/containerd-shim-lockbox-v2
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/containerd-shim-lockbox-v1
 
 # test is what CI runs: lint, unit tests (with the race detector), then the
 # root integration tests against real containerd, runc, crun and etcd, then
@@ -30,7 +31,8 @@ test: FUZZTIME = 1s
 unit:
 	$(GO) test -race -count=1 ./...
 
-# windows runs the Windows tests of mounter/ and windows/ under wine64.
+# windows runs the Windows tests of mounter/, windows/, plugin/shimproxy/ and
+# agent/daemon/ under wine64.
 windows:
 	./hack/test-windows.sh
 
@@ -70,7 +72,7 @@ INSTALL     ?= install
 install:
 	@test -x $(BIN)/lockbox || { echo "make install: run make build first" >&2; exit 1; }
 	$(INSTALL) -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSTEMDUNITDIR)
-	for b in lockbox lockbox-runtime containerd-shim-lockbox-v2 lockbox-nri; do \
+	for b in lockbox lockbox-runtime containerd-shim-lockbox-v2 containerd-shim-lockbox-v1 lockbox-nri; do \
 		if [ -x $(BIN)/$$b ]; then $(INSTALL) -m 0755 $(BIN)/$$b $(DESTDIR)$(PREFIX)/bin/$$b || exit 1; fi; \
 	done
 	for u in contrib/systemd/*.service; do \

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs the Windows tests of ./mounter and ./windows under wine, on Linux.
+# Runs the Windows tests of ./mounter, ./windows, ./plugin/shimproxy and
+# ./agent/daemon under wine, on Linux.
 #
 # It builds the test binaries with GOOS=windows and runs them with Debian's
 # wine64 (8.0) in a throwaway wine prefix. Tests that wine cannot run are
 # skipped by name below, each with the reason; they run on real Windows
-# (`go test ./mounter/ ./windows/`).
+# (`go test ./mounter/ ./windows/ ./plugin/shimproxy/`).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ GO=${GO:-go}
 WINE=/usr/lib/wine/wine64         # Debian installs the loader here, not on PATH
 WINESERVER=/usr/lib/wine/wineserver64
 
-# Wine cannot do these; everything else in the two packages runs.
+# Wine cannot do these; everything else in the packages runs.
 skip=(
 	# Wine keeps no security descriptors on files: GetNamedSecurityInfo
 	# returns a DACL made up from the Unix mode (SYSTEM, the user, Everyone),
@@ -46,8 +47,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for pkg in mounter windows; do
-	GOOS=windows GOARCH=amd64 "$GO" test -c -o "$work/$pkg.test.exe" "./$pkg/"
+pkgs=(mounter windows plugin/shimproxy agent/daemon)
+for pkg in "${pkgs[@]}"; do
+	GOOS=windows GOARCH=amd64 "$GO" test -c -o "$work/${pkg//\//_}.test.exe" "./$pkg/"
 done
 
 "$WINE" wineboot --init >/dev/null 2>&1
@@ -70,8 +72,8 @@ skipRE="^($(
 	echo "${skip[*]}"
 ))\$"
 status=0
-for pkg in mounter windows; do
+for pkg in "${pkgs[@]}"; do
 	echo "== wine: ./$pkg (skipped: ${skip[*]})"
-	(cd "$pkg" && "$WINE" "$work/$pkg.test.exe" -test.count=1 -test.skip "$skipRE" "$@") || status=1
+	(cd "$pkg" && "$WINE" "$work/${pkg//\//_}.test.exe" -test.count=1 -test.skip "$skipRE" "$@") || status=1
 done
 exit $status

@@ -9,34 +9,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sync"
 
 	winapi "golang.org/x/sys/windows"
 
 	"github.com/lockbox-project/lockbox/mounter"
 )
-
-// The agent's state directory holds:
-//
-//	<state>\secrets\                 ACL: Administrators and SYSTEM only
-//	<state>\secrets\<token>\         one built plan
-//	<state>\secrets\<token>\files\   the secret files, one per grant, named
-//	                                 File.Name; mounted read-only into the
-//	                                 container (Mount.Source)
-//	<state>\secrets\<token>\container
-//	                                 the container's ID, written by Attach,
-//	                                 so that Recover can tell whose it is
-//
-// The token is random: Build runs before the container is known, and a
-// name nobody can predict cannot be prepared in advance.
-const (
-	secretsDirName = "secrets"
-	filesDirName   = "files"
-	ownerFileName  = "container"
-)
-
-var tokenRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // Mounter builds plans for Windows containers in a private directory under
 // the agent's state directory.

@@ -57,13 +57,30 @@ runtime adapters on a root-only unix socket.`,
 			}
 			defer clear(tok)
 			o.Token = tok
-			if o.Log, err = logs.logger(cmd.ErrOrStderr()); err != nil {
-				return err
-			}
 			for _, m := range strings.Split(managers, ",") {
 				if m = strings.TrimSpace(m); m != "" {
 					o.Managers = append(o.Managers, m)
 				}
+			}
+			// Started by Windows' service control manager: no console, so
+			// the log goes to the event log, and the SCM stops the agent.
+			asService, err := daemon.IsService()
+			if err != nil {
+				return err
+			}
+			if asService {
+				w, err := daemon.EventLogWriter(daemon.ServiceName)
+				if err != nil {
+					return err
+				}
+				defer w.Close()
+				if o.Log, err = logs.logger(w); err != nil {
+					return err
+				}
+				return daemon.RunService(daemon.ServiceName, func(ctx context.Context) error { return daemon.Run(ctx, o) })
+			}
+			if o.Log, err = logs.logger(cmd.ErrOrStderr()); err != nil {
+				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -82,7 +99,7 @@ runtime adapters on a root-only unix socket.`,
 	f.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics (plain HTTP, no authentication: bind to loopback or a management network; default off)")
 	logs.add(f)
 
-	cmd.AddCommand(newAgentLsCommand())
+	cmd.AddCommand(newAgentLsCommand(), newAgentInstallServiceCommand(), newAgentUninstallServiceCommand())
 	root.AddCommand(cmd)
 }
 
@@ -131,4 +148,53 @@ func newAgentLsCommand() *cobra.Command {
 	cmd.Flags().StringVar(&socket, "socket", "", "agent socket (default $LOCKBOX_AGENT_SOCKET or "+localapi.DefaultSocket+")")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only container IDs")
 	return cmd
+}
+
+// newAgentInstallServiceCommand registers `lockbox agent` with the flags
+// after "--" as a Windows service (automatic start, restarted by the SCM
+// after a crash or a failed exit, logging to the event log).
+func newAgentInstallServiceCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "install-service -- AGENT-FLAGS...",
+		Short: "Windows: register the agent, with the flags after --, as the lockbox-agent service",
+		Long: `Register "lockbox agent AGENT-FLAGS..." as the Windows service lockbox-agent:
+started automatically at boot, as LocalSystem, restarted by the service
+control manager 5 s, 10 s and 30 s after a crash or a failed exit (the count
+resets after a day), logging to the Windows event log (source lockbox-agent).
+The service has no standard input: give the first start's join token as
+--token-file FILE, not --token-file -. Start it with "sc.exe start
+lockbox-agent".`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.ArgsLenAtDash() != 0 {
+				return fmt.Errorf("give the agent's flags after --: lockbox agent install-service -- --manager ADDR --state-dir DIR")
+			}
+			for i, a := range args {
+				if a == "--token-file=-" || (a == "--token-file" && i+1 < len(args) && args[i+1] == "-") {
+					return fmt.Errorf("--token-file -: a service has no standard input; give the token in a file (--token-file FILE)")
+				}
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if err := daemon.InstallService(daemon.ServiceName, exe, append([]string{"agent"}, args...)); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "installed service %s; start it with: sc.exe start %s\n", daemon.ServiceName, daemon.ServiceName)
+			return nil
+		},
+	}
+}
+
+// newAgentUninstallServiceCommand stops and removes the Windows service.
+func newAgentUninstallServiceCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "uninstall-service",
+		Short: "Windows: stop and remove the lockbox-agent service",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return daemon.UninstallService(daemon.ServiceName)
+		},
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
+	"github.com/lockbox-project/lockbox/plugin/shimproxy"
 )
 
 // runtimeRef is a runtime name or path a page gives containerd, nerdctl,
@@ -135,12 +136,13 @@ func TestDocsRuntimeReferences(t *testing.T) {
 	const prefix = "/usr/local/bin/" // make install's PREFIX
 	shimPath, wrapper := prefix+shimBin, prefix+"lockbox-runtime"
 	allowed := map[string][]string{
-		"--runtime": {rt, shimPath, wrapper},
+		// windows.md's proxy shim names its own runtime type.
+		"--runtime": {rt, shimPath, wrapper, shimproxy.RuntimeType},
 		// containerd.md's CRI handler, the RuntimeClass's handler:
 		"crictl --runtime": {"lockbox"},
 		"runtime:":         {rt, wrapper},
-		"runtime_type":     {rt, "io.containerd.runc.v2"},
-		"WithRuntime":      {rt, "io.containerd.runc.v2"},
+		"runtime_type":     {rt, "io.containerd.runc.v2", shimproxy.RuntimeType},
+		"WithRuntime":      {rt, "io.containerd.runc.v2", shimproxy.RuntimeType},
 		"BinaryName":       {wrapper},
 		"--runc-binary":    {wrapper},
 		"hook":             {hotpath.CreateContainer, hotpath.Poststop},
@@ -383,6 +385,8 @@ func TestDocsGoCommands(t *testing.T) {
 // docsForeignPaths are paths in prose that are another project's.
 var docsForeignPaths = map[string]string{
 	"internal/cri/server/container_create.go": "containerd's source",
+	"cmd/containerd-shim-runc-v2/manager":     "containerd's source",
+	"cmd/containerd-shim-runhcs-v1":           "hcsshim's source",
 }
 
 // TestDocsRepoReferences: the files, packages, symbols (pkg.Name) and
