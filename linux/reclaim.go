@@ -1,0 +1,138 @@
+//go:build linux
+
+package linux
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lockbox-project/lockbox/mounter"
+)
+
+// Retired files (the old version of a file a live update replaced) must be
+// overwritten, but not under a reader: a process that opened the old file
+// before the swap keeps reading it, and must read valid old bytes to the
+// end, never zeros mid-read. The kernel says when nobody holds a file
+// open: a write lease (fcntl F_SETLEASE F_WRLCK) is granted only when the
+// file has no open file description but the caller's (an mmap holds one
+// too). reclaim takes it, overwrites the file with zeros, drops the lease,
+// truncates and unlinks the file; a refused lease is tried again later.
+//
+// A process that had the old file's path looked up but not yet opened
+// when the old mount was detached could open it just after; the first try
+// waits reclaimGrace so that such a lookup has long finished. One that
+// holds an O_PATH fd (which is no open file for the kernel's count) and
+// reopens it through /proc after the overwrite finds an empty file.
+
+// reclaimDelays space the tries: the first after reclaimGrace, then
+// backing off to the last, repeated until the files go or the mount is
+// wiped.
+var reclaimDelays = []time.Duration{reclaimGrace, 2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second}
+
+const reclaimGrace = time.Second
+
+// Retired returns how many replaced files wait to be overwritten because
+// a reader still holds them open.
+func (m *Mount) Retired() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.retired)
+}
+
+// scheduleReclaim starts the reclaim timer if files are retired and none
+// is due. m.mu is held.
+func (m *Mount) scheduleReclaim() {
+	if len(m.retired) == 0 || m.reclaimTimer != nil || m.wiped {
+		return
+	}
+	d := reclaimDelays[min(m.reclaimTries, len(reclaimDelays)-1)]
+	m.reclaimTimer = time.AfterFunc(d, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.reclaimTimer = nil
+		if m.wiped {
+			return
+		}
+		if m.reclaimLocked() > 0 {
+			m.reclaimTries++
+		} else {
+			m.reclaimTries = 0
+		}
+		m.scheduleReclaim()
+	})
+}
+
+// reclaim overwrites and removes every retired file nobody holds open and
+// returns how many are left.
+func (m *Mount) reclaim() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reclaimLocked()
+}
+
+func (m *Mount) reclaimLocked() int {
+	if len(m.retired) == 0 || m.fd < 0 {
+		return len(m.retired)
+	}
+	if err := m.setWritable(true); err != nil {
+		return len(m.retired)
+	}
+	var left []mounter.File
+	for _, f := range m.retired {
+		done, err := reclaimFile(m.fd, f)
+		if err != nil || !done {
+			left = append(left, f)
+		}
+	}
+	m.retired = left
+	if err := m.setWritable(false); err != nil {
+		m.broken = err
+	}
+	return len(left)
+}
+
+// reclaimFile overwrites and unlinks f if nothing holds it open, and
+// reports whether it did.
+func reclaimFile(dirfd int, f mounter.File) (bool, error) {
+	fd, err := openRegular(dirfd, f.Name)
+	if errors.Is(err, unix.ENOENT) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reclaim secret %q: open: %w", f.SecretName, err)
+	}
+	if fd < 0 {
+		// Not a regular file: nothing to overwrite, only a name.
+		return true, unlinkName(dirfd, f)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_WRLCK); err != nil {
+		// EAGAIN: someone holds it open; later.
+		return false, nil
+	}
+	var st unix.Stat_t
+	err = unix.Fstat(fd, &st)
+	if err == nil {
+		err = zeroFill(fd, max(st.Size, f.Size))
+	}
+	// Drop the lease before truncating: a truncate is what a lease
+	// guards against, and the overwrite is done.
+	unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
+	if err == nil {
+		err = unix.Ftruncate(fd, 0)
+	}
+	if err != nil {
+		return false, fmt.Errorf("reclaim secret %q: %w", f.SecretName, err)
+	}
+	return true, unlinkName(dirfd, f)
+}
+
+func unlinkName(dirfd int, f mounter.File) error {
+	if err := unix.Unlinkat(dirfd, f.Name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("reclaim secret %q: unlink: %w", f.SecretName, err)
+	}
+	return nil
+}
