@@ -32,6 +32,8 @@ type Config struct {
 	// Reports, if set, is told of every mount and wipe (the session, for
 	// the managers' audit log).
 	Reports Reporter
+	// LiveUpdates, if set, is told of every live update tried (metrics).
+	LiveUpdates LiveUpdateObserver
 }
 
 // held is one container the agent has mounted. mount is nil for containers
@@ -43,6 +45,9 @@ type held struct {
 	// uid and gid are the user-namespace mappings the mount was handed
 	// over or attached for: its files are owned for them.
 	uid, gid []mounter.IDMapping
+	// files are the files the container holds now (the plan's at
+	// Prepare, then each live update's); guarded by the container's lock.
+	files []mounter.File
 }
 
 // Agent serves the local API. It implements localapi.Handler.
@@ -67,6 +72,8 @@ type Agent struct {
 	released [numCauses]atomic.Uint64
 	// refused counts the claims the claim rules refused (targets.go).
 	refused refusals
+	// live is the live updates' retry state (liveupdate.go).
+	live liveState
 }
 
 var _ localapi.Handler = (*Agent)(nil)
@@ -88,6 +95,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{grants: cfg.Grants, mounter: cfg.Mounter, records: rs, log: cfg.Log, held: map[string]*held{}, reports: cfg.Reports}
+	a.live.obs = cfg.LiveUpdates
 	a.selfNS, _ = mntNS("self")
 	a.recover()
 	a.startExitWatch()
@@ -106,7 +114,7 @@ func (a *Agent) recover() {
 		// No /proc to tell: every recorded container is taken to run, and
 		// the platform mounter sorts out what it left on disk.
 		for _, r := range recs {
-			a.held[r.ID] = &held{rec: r}
+			a.held[r.ID] = &held{rec: r, files: r.files()}
 		}
 		a.recoverStore()
 		return
@@ -117,7 +125,7 @@ func (a *Agent) recover() {
 			live = liveNamespaces()
 		}
 		if pid, ok := r.alive(live); ok {
-			h := &held{rec: r}
+			h := &held{rec: r, files: r.files()}
 			// Take the mounts back so that Release can wipe them; the
 			// container keeps its files either way.
 			c := mounter.Container{ID: r.ID, Pid: pid}
@@ -241,9 +249,10 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 		return nil, nil, fmt.Errorf("container %s, service %q: build secrets mount: %w", id, c.GetService(), err)
 	}
 	rec := record{ID: id, Service: c.GetService(), Pid: who.Pid, PidStart: who.PidStart, MntNS: who.MntNS}
-	for _, f := range plan.Files {
-		rec.Targets = append(rec.Targets, f.Target)
+	if osys != mounter.Linux {
+		rec.OS = string(osys)
 	}
+	rec.setFiles(plan.Files)
 	if req.GetAttach() && rec.Pid > 0 {
 		// A hook's rootfs is the bundle's, which the container's
 		// namespace loses at pivot_root: Recover then goes by
@@ -263,7 +272,7 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 		return nil, nil, err
 	}
 	a.mu.Lock()
-	a.held[id] = &held{rec: rec, mount: m, uid: mc.UIDMappings, gid: mc.GIDMappings}
+	a.held[id] = &held{rec: rec, mount: m, uid: mc.UIDMappings, gid: mc.GIDMappings, files: plan.Files}
 	a.mu.Unlock()
 	if err := a.watchPrepared(rec); err != nil {
 		for _, f := range files {
@@ -272,11 +281,8 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 		return nil, nil, err
 	}
 	a.log.Info("secrets mounted", "container", id, "service", rec.Service, "files", len(plan.Files), "attach", req.GetAttach(), "pid", rec.Pid)
-	names := make([]string, len(plan.Files))
-	for i, f := range plan.Files {
-		names[i] = f.SecretName
-	}
-	a.reportMounted(id, rec.Service, names)
+	names, ids := fileNames(plan.Files)
+	a.reportMounted(id, rec.Service, names, ids)
 	return resp, files, nil
 }
 
@@ -466,7 +472,7 @@ func (a *Agent) Close() {
 		if c, ok := h.mount.(interface{ Close() error }); ok {
 			c.Close()
 		}
-		a.held[id] = &held{rec: h.rec}
+		a.held[id] = &held{rec: h.rec, files: h.files}
 	}
 }
 
