@@ -30,11 +30,12 @@ import (
 // relative and an absolute single-file target) as fast as busybox sh can,
 // logs every read that is not a whole version ("...-ok"), and ends when it
 // reads "final".
-const liveReader = `n=0; bad=0
+const liveReader = `n=0; bad=0; seen=0; last=
 while :; do
   for f in /run/secrets/rot /etc/app/rot.pem; do
     c=$(cat $f 2>&1) || { echo "ERR $f [$c]"; bad=$((bad+1)); }
-    case "$c" in *-ok) ;; final) echo "reads $n bad $bad"; exit 0;; *) echo "BAD $f [$c]"; bad=$((bad+1));; esac
+    [ "$c" = "$last" ] || { seen=$((seen+1)); last=$c; }
+    case "$c" in *-ok) ;; final) echo "reads $n versions $seen bad $bad"; exit 0;; *) echo "BAD $f [$c]"; bad=$((bad+1));; esac
   done
   n=$((n+1))
 done`
@@ -68,11 +69,16 @@ func liveRef(s *types.Secret, target, signal string) *types.SecretReference {
 	return &types.SecretReference{SecretId: s.GetId(), SecretName: s.GetSpec().GetName(), Target: &types.FileTarget{Name: target}, Signal: signal}
 }
 
-// service creates (svc nil) or updates a service with refs; pods in the
-// default namespace may claim it.
+// service creates (svc nil) or updates a service with refs. A name ending
+// in "-k8s" is for pods in the default namespace (a pod may claim only a
+// service whose claim rules name its namespace, which other containers
+// then may not).
 func (l *liveAdmin) service(ctx context.Context, svc *types.Service, name string, live bool, refs ...*types.SecretReference) *types.Service {
 	l.t.Helper()
-	spec := &types.ServiceSpec{Name: name, Secrets: refs, LiveUpdate: live, ClaimRules: []string{"k8s.namespace==default"}}
+	spec := &types.ServiceSpec{Name: name, Secrets: refs, LiveUpdate: live}
+	if strings.HasSuffix(name, "-k8s") {
+		spec.ClaimRules = []string{"k8s.namespace==default"}
+	}
 	if svc == nil {
 		resp, err := l.admin.CreateService(ctx, &adminapi.CreateServiceRequest{Spec: spec})
 		if err != nil {
@@ -90,17 +96,18 @@ func (l *liveAdmin) service(ctx context.Context, svc *types.Service, name string
 // rotation is the live service's state: its two references rotate
 // together, each to a new secret per version.
 type rotation struct {
-	l   *liveAdmin
-	svc *types.Service
-	n   int
+	l    *liveAdmin
+	name string
+	svc  *types.Service
+	n    int
 }
 
 func (r *rotation) to(ctx context.Context, version string) {
 	r.l.t.Helper()
 	r.n++
-	a := r.l.secret(ctx, fmt.Sprintf("rot-%d", r.n), version)
-	b := r.l.secret(ctx, fmt.Sprintf("pem-%d", r.n), version)
-	r.svc = r.l.service(ctx, r.svc, "live", true, liveRef(a, "rot", ""), liveRef(b, "/etc/app/rot.pem", ""))
+	a := r.l.secret(ctx, fmt.Sprintf("%s-rot-%d", r.name, r.n), version)
+	b := r.l.secret(ctx, fmt.Sprintf("%s-pem-%d", r.name, r.n), version)
+	r.svc = r.l.service(ctx, r.svc, r.name, true, liveRef(a, "rot", ""), liveRef(b, "/etc/app/rot.pem", ""))
 }
 
 // heldPid waits until the agent holds container id and returns its
@@ -156,8 +163,6 @@ func TestLiveUpdate(t *testing.T) {
 	l := dialAdmin(t, m)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	rot := &rotation{l: l}
-	rot.to(ctx, "v0-ok")
 	static := l.service(ctx, nil, "static", false, liveRef(l.secret(ctx, "static-1", "static-old"), "stat", ""))
 	sigSvc := l.service(ctx, nil, "sig", true, liveRef(l.secret(ctx, "sig-1", "sig-one"), "sig", "SIGHUP"))
 
@@ -175,17 +180,17 @@ func TestLiveUpdate(t *testing.T) {
 	// run starts a claiming container through the adapter and returns
 	// its output once it exits.
 	adapters := []struct {
-		name string
-		run  func(id, service, script string) (string, error)
+		name, service string
+		run           func(id, service, script string) (string, error)
 	}{
-		{"wrapper", func(id, service, script string) (string, error) {
+		{"wrapper", "live-wrapper", func(id, service, script string) (string, error) {
 			return ctrRun(ctx, c, bin, id, service, "sh", "-c", script)
 		}},
-		{"shim", func(id, service, script string) (string, error) {
+		{"shim", "live-shim", func(id, service, script string) (string, error) {
 			args := append(append(c.ShimRunArgs(shimRuntime), "--annotation", "lockbox.service="+service, busybox, id), "sh", "-c", script)
 			return c.Ctr(ctx, "default", args...)
 		}},
-		{"nri", func(id, service, script string) (string, error) {
+		{"nri", "live-k8s", func(id, service, script string) (string, error) {
 			out, code, err := cri.RunContainer(ctx, pod, id, busybox, harness.ContainerOptions{Annotations: map[string]string{"lockbox.service": service}}, "sh", "-c", script)
 			if err == nil && code != 0 {
 				err = fmt.Errorf("exit %d: %s", code, out)
@@ -195,7 +200,7 @@ func TestLiveUpdate(t *testing.T) {
 	}
 	// CRI names containers by ID, not by the name given: find the ID the
 	// agent holds that is not one of the others.
-	heldNew := func(before []string) string {
+	heldNew := func(t *testing.T, before []string) string {
 		var id string
 		a.WaitUntil(t, "a new container held", func() error {
 			now, err := a.List(ctx)
@@ -214,20 +219,22 @@ func TestLiveUpdate(t *testing.T) {
 	}
 	for _, ad := range adapters {
 		t.Run(ad.name, func(t *testing.T) {
+			rot := &rotation{l: l, name: ad.service}
+			rot.to(ctx, "v0-ok")
 			start := time.Now()
 			// Rotations under a reader loop.
 			before, _ := a.List(ctx)
 			done := make(chan string, 1)
 			errc := make(chan error, 1)
 			go func() {
-				out, err := ad.run(fmt.Sprintf("live-%s", ad.name), "live", liveReader)
+				out, err := ad.run(fmt.Sprintf("live-%s", ad.name), ad.service, liveReader)
 				done <- out
 				errc <- err
 			}()
-			id := heldNew(before)
+			id := heldNew(t, before)
 			const rotations = 100
 			for v := 1; v <= rotations; v++ {
-				rot.to(ctx, fmt.Sprintf("%s-v%d-ok", ad.name, v)+strings.Repeat("x", v%7))
+				rot.to(ctx, fmt.Sprintf("%s-v%d%s-ok", ad.name, v, strings.Repeat("x", v%7)))
 			}
 			rot.to(ctx, "final")
 			out := <-done
@@ -237,8 +244,12 @@ func TestLiveUpdate(t *testing.T) {
 			if !strings.Contains(out, "bad 0") || strings.Contains(out, "BAD") || strings.Contains(out, "ERR") {
 				t.Errorf("the reader saw bad reads across %d rotations:\n%s", rotations, out)
 			}
+			// The rotations happened under the reader, not before it read.
+			var reads, versions, bad int
+			if _, err := fmt.Sscanf(lastLine(out), "reads %d versions %d bad %d", &reads, &versions, &bad); err != nil || versions < 4 {
+				t.Errorf("the reader saw %d versions (%v): %q", versions, err, lastLine(out))
+			}
 			t.Logf("%s: container %s, %d rotations: %s (%v)", ad.name, id, rotations, strings.TrimSpace(lastLine(out)), time.Since(start).Round(time.Millisecond))
-			rot.to(ctx, fmt.Sprintf("%s-next-ok", ad.name)) // the next reader starts from a live version
 		})
 	}
 
@@ -291,7 +302,7 @@ func TestLiveUpdateCatchUp(t *testing.T) {
 	l := dialAdmin(t, m)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	rot := &rotation{l: l}
+	rot := &rotation{l: l, name: "live"}
 	rot.to(ctx, "v0-ok")
 	a := harness.StartAgentWith(t, bin, m, harness.AgentOptions{Prefix: harness.NetnsExec(n.B)})
 	c := harness.StartContainerd(t, harness.Options{ShimDir: bin, Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
@@ -322,6 +333,16 @@ func TestLiveUpdateCatchUp(t *testing.T) {
 		return err
 	})
 	n.Cut(t)
+	// Wait for the agent to see its session end: the update must come
+	// back through a new session (its snapshot or resume), not through
+	// the old stream's retransmissions.
+	a.WaitUntil(t, "the agent's session to end", func() error {
+		b, err := os.ReadFile(a.LogPath)
+		if err == nil && !strings.Contains(string(b), "session with manager ended") {
+			err = fmt.Errorf("session still up")
+		}
+		return err
+	})
 	rot.to(ctx, "final")
 	restored := time.Now()
 	n.Restore(t)
