@@ -123,10 +123,11 @@ func (a *Agent) LiveUpdatePass(ctx context.Context, seen time.Time) time.Time {
 	a.mu.Unlock()
 	sort.Strings(ids)
 	var (
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, liveWorkers)
-		mu   sync.Mutex
-		next time.Time
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, liveWorkers)
+		mu    sync.Mutex
+		next  time.Time
+		dirty []string
 	)
 	for _, id := range ids {
 		if ctx.Err() != nil || a.closed.Load() {
@@ -136,17 +137,20 @@ func (a *Agent) LiveUpdatePass(ctx context.Context, seen time.Time) time.Time {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			due := a.liveUpdate(ctx, id, seen)
-			if !due.IsZero() {
-				mu.Lock()
-				if next.IsZero() || due.Before(next) {
-					next = due
-				}
-				mu.Unlock()
+			var d bool
+			due := a.liveUpdate(ctx, id, seen, &d)
+			mu.Lock()
+			if !due.IsZero() && (next.IsZero() || due.Before(next)) {
+				next = due
 			}
+			if d {
+				dirty = append(dirty, id)
+			}
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	a.putRecords(dirty)
 	a.live.mu.Lock()
 	for id := range a.live.retry {
 		if !sliceHas(ids, id) {
@@ -157,6 +161,28 @@ func (a *Agent) LiveUpdatePass(ctx context.Context, seen time.Time) time.Time {
 	return next
 }
 
+// putRecords rewrites the records of the containers ids, as they are now,
+// under each container's lock (a release meanwhile removed its record:
+// nothing is written back).
+func (a *Agent) putRecords(ids []string) {
+	for _, id := range ids {
+		unlock := a.locks.lock(id)
+		a.mu.Lock()
+		h := a.held[id]
+		var rec record
+		if h != nil {
+			rec = h.rec
+		}
+		a.mu.Unlock()
+		if h != nil {
+			if err := a.records.put(rec); err != nil {
+				a.log.Warn("live update: record the container's files", "container", id, "err", err)
+			}
+		}
+		unlock()
+	}
+}
+
 func sliceHas(sorted []string, s string) bool {
 	i := sort.SearchStrings(sorted, s)
 	return i < len(sorted) && sorted[i] == s
@@ -164,7 +190,8 @@ func sliceHas(sorted []string, s string) bool {
 
 // liveUpdate brings one container up to date, under its lock, and returns
 // when it is to be tried again (zero: up to date, or nothing to do).
-func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time) time.Time {
+// dirty is set when the container's record is to be rewritten.
+func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time, dirty *bool) time.Time {
 	unlock := a.locks.lock(id)
 	defer unlock()
 	a.mu.Lock()
@@ -213,6 +240,16 @@ func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time) time.
 		// Ended: the exit watch (or Reap) releases it.
 		return time.Time{}
 	}
+	if len(diff.Added) > 0 {
+		// Recorded before the new mounts can appear, as at Prepare: a
+		// restarted agent takes back (to wipe) the mounts at the targets
+		// its record names.
+		rec := h.rec
+		rec.setFiles(append(append([]mounter.File(nil), h.files...), diff.Added...))
+		if err := a.records.put(rec); err != nil {
+			return a.liveFailed(h, want, nil, err.Error())
+		}
+	}
 	mc := mounter.Container{ID: id, Pid: h.rec.Pid, UIDMappings: h.uid, GIDMappings: h.gid}
 	files, uerr := up.Update(ctx, mc, plan, view)
 	// What changed, even part way: its signals are owed.
@@ -221,11 +258,11 @@ func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time) time.
 	a.mu.Lock()
 	h.files = files
 	h.rec.setFiles(files)
-	rec := h.rec
 	a.mu.Unlock()
-	if err := a.records.put(rec); err != nil {
-		a.log.Warn("live update: record the container's files", "container", id, "err", err)
-	}
+	// The record is rewritten after the pass (LiveUpdatePass): a file
+	// write costs as much as the swap, and each one here would delay
+	// every container after it. Its targets already cover the mounts.
+	*dirty = true
 	if uerr != nil {
 		return a.liveFailed(h, want, signals, uerr.Error())
 	}
