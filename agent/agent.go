@@ -132,12 +132,18 @@ func (a *Agent) recover() {
 			if pid == r.Pid {
 				c.Rootfs = r.Rootfs
 			}
-			m, err := recoverMount(context.Background(), a.mounter, c, r.Targets)
+			m, err := recoverMount(context.Background(), a.mounter, c, r.files())
 			if err != nil {
 				a.log.Warn("container still running after restart; cannot take its secrets mount back, it goes with the container", "container", r.ID, "err", err)
 			} else {
 				h.mount = m
+				// A live update starts from what was found: a target
+				// whose mount is gone holds nothing now.
+				if fl, ok := m.(interface{ Files() []mounter.File }); ok {
+					h.files = fl.Files()
+				}
 			}
+			h.uid, h.gid = r.UIDMappings, r.GIDMappings
 			a.held[r.ID] = h
 			a.log.Info("container still running after restart; its secrets stay until it stops", "container", r.ID, "service", r.Service, "recovered", h.mount != nil)
 			continue
@@ -248,7 +254,8 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	if err != nil {
 		return nil, nil, fmt.Errorf("container %s, service %q: build secrets mount: %w", id, c.GetService(), err)
 	}
-	rec := record{ID: id, Service: c.GetService(), Pid: who.Pid, PidStart: who.PidStart, MntNS: who.MntNS}
+	rec := record{ID: id, Service: c.GetService(), Pid: who.Pid, PidStart: who.PidStart, MntNS: who.MntNS,
+		UIDMappings: mc.UIDMappings, GIDMappings: mc.GIDMappings}
 	if osys != mounter.Linux {
 		rec.OS = string(osys)
 	}

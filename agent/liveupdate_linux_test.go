@@ -132,6 +132,21 @@ func TestLiveUpdate(t *testing.T) {
 			if h == nil || len(h.files) != 2 || h.files[0].SecretID != "v2" || h.files[0].Target != "/run/secrets/db_pw" {
 				t.Fatalf("restarted agent holds %+v", h)
 			}
+			// ... and updates it again.
+			brep := &fakeReporter{}
+			b.reports = brep
+			if err := c.Apply(liveMsg(dispatcher.SessionMessage_INCREMENTAL, 3, live, "v3", "three", "")); err != nil {
+				t.Fatal(err)
+			}
+			if due := b.LiveUpdatePass(ctx, time.Now()); !due.IsZero() {
+				t.Errorf("restarted agent: a retry is due: %v", brep.events(dispatcher.MountReport_UPDATE_FAILED))
+			}
+			if got, err := catIn(t, r, "c1", "/run/secrets/db_pw"); err != nil || got != "three" {
+				t.Errorf("after the restarted agent's update the container reads %q (%v)", got, err)
+			}
+			if up := brep.events(dispatcher.MountReport_UPDATED); len(up) != 1 || up[0].GetSecretIds()[0] != "v3" {
+				t.Errorf("restarted agent's reports %v", up)
+			}
 		})
 	}
 }

@@ -45,6 +45,11 @@ type record struct {
 	// and what a later update must change. Records of agents before live
 	// updates have Targets only.
 	Files []recordFile `json:"files,omitempty"`
+	// UIDMappings and GIDMappings are the container's user-namespace
+	// mappings its files are owned for: a restarted agent owns a live
+	// update's new files the same way.
+	UIDMappings []mounter.IDMapping `json:"uid_mappings,omitempty"`
+	GIDMappings []mounter.IDMapping `json:"gid_mappings,omitempty"`
 }
 
 // recordFile is one file of a record: names and IDs, never data.

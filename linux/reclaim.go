@@ -5,6 +5,8 @@ package linux
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -39,13 +41,22 @@ const reclaimGrace = time.Second
 func (m *Mount) Retired() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.retired)
+	return m.pending()
+}
+
+func (m *Mount) pending() int { return len(m.retired) + len(m.retiredClones) }
+
+// retiredClone is a recovered file an update replaced: its clone (one of
+// m.clones) is the only way to it.
+type retiredClone struct {
+	fd     int
+	secret string
 }
 
 // scheduleReclaim starts the reclaim timer if files are retired and none
 // is due. m.mu is held.
 func (m *Mount) scheduleReclaim() {
-	if len(m.retired) == 0 || m.reclaimTimer != nil || m.wiped {
+	if m.pending() == 0 || m.reclaimTimer != nil || m.wiped {
 		return
 	}
 	d := reclaimDelays[min(m.reclaimTries, len(reclaimDelays)-1)]
@@ -74,11 +85,12 @@ func (m *Mount) reclaim() int {
 }
 
 func (m *Mount) reclaimLocked() int {
+	m.reclaimClones()
 	if len(m.retired) == 0 || m.fd < 0 {
-		return len(m.retired)
+		return m.pending()
 	}
 	if err := m.setWritable(true); err != nil {
-		return len(m.retired)
+		return m.pending()
 	}
 	var left []mounter.File
 	for _, f := range m.retired {
@@ -91,7 +103,50 @@ func (m *Mount) reclaimLocked() int {
 	if err := m.setWritable(false); err != nil {
 		m.broken = err
 	}
-	return len(left)
+	return m.pending()
+}
+
+// reclaimClones overwrites the retired recovered files nobody holds open,
+// through their clones, and drops the clones.
+func (m *Mount) reclaimClones() {
+	var left []retiredClone
+	for _, rc := range m.retiredClones {
+		done, err := reclaimClone(rc.fd)
+		if err != nil || !done {
+			left = append(left, rc)
+			continue
+		}
+		unix.Close(rc.fd)
+		m.clones = slices.DeleteFunc(m.clones, func(fd int) bool { return fd == rc.fd })
+	}
+	m.retiredClones = left
+}
+
+// reclaimClone overwrites the file a recovered single-file clone shows if
+// nothing holds it open, and reports whether it did. The clone is the
+// agent's own private mount: making it writable shows nothing to anyone.
+func reclaimClone(clone int) (bool, error) {
+	if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}); err != nil {
+		return false, err
+	}
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(clone), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false, err
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_WRLCK); err != nil {
+		return false, nil
+	}
+	err = zeroFill(fd, st.Size)
+	unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
+	if err == nil {
+		err = unix.Ftruncate(fd, 0)
+	}
+	return err == nil, err
 }
 
 // reclaimFile overwrites and unlinks f if nothing holds it open, and

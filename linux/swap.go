@@ -63,8 +63,6 @@ func (m *Mount) Update(ctx context.Context, c mounter.Container, next *mounter.P
 	switch {
 	case m.wiped:
 		return m.current(), errors.New("update: the mount has been wiped")
-	case m.recovered:
-		return m.current(), errors.New("update: the secrets were mounted before the agent restarted; it can wipe them but not update them (restart the container to get the new files)")
 	case next == nil || next.OS != mounter.Linux:
 		return m.current(), errors.New("update: not a linux plan")
 	case c.Pid <= 0:
@@ -111,6 +109,14 @@ func (m *Mount) Update(ctx context.Context, c mounter.Container, next *mounter.P
 	m.unstage(staged, ops[:done])
 	m.scheduleReclaim()
 	return m.current(), err
+}
+
+// Files returns the files the container holds now, as its plan names
+// them: for a recovered mount, those found in the container.
+func (m *Mount) Files() []mounter.File {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.current()
 }
 
 // current returns the files the container holds, as the plan named them.
@@ -309,6 +315,19 @@ type swapOp struct {
 
 type fileID struct{ dev, ino uint64 }
 
+// oldID is the identity of the file f the container holds: in the tmpfs,
+// or, for a file recovered after an agent restart, its clone's.
+func (m *Mount) oldID(f mounter.File) (fileID, error) {
+	if fd, ok := m.cloneOf[f.Target]; ok {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fileID{}, err
+		}
+		return fileID{dev: st.Dev, ino: st.Ino}, nil
+	}
+	return m.statName(f.Name)
+}
+
 func (m *Mount) statName(name string) (fileID, error) {
 	var st unix.Stat_t
 	if err := unix.Fstatat(m.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -341,7 +360,7 @@ func (m *Mount) swapOps(diff mounter.FileDiff, staged map[string]mounter.File) (
 		if hasOld {
 			o := cur[target]
 			op.old = &o
-			id, err := m.statName(o.Name)
+			id, err := m.oldID(o)
 			if err != nil {
 				return fmt.Errorf("%s: the current file: %w", target, err)
 			}
@@ -409,9 +428,17 @@ func (m *Mount) applied(op swapOp) {
 		files = append(files, *op.new)
 	}
 	m.files = files
-	if op.old != nil {
-		m.retired = append(m.retired, *op.old)
+	if op.old == nil {
+		return
 	}
+	if fd, ok := m.cloneOf[op.target]; ok {
+		// A file the agent recovered: it is reached only through its
+		// clone.
+		delete(m.cloneOf, op.target)
+		m.retiredClones = append(m.retiredClones, retiredClone{fd: fd, secret: op.old.SecretName})
+		return
+	}
+	m.retired = append(m.retired, *op.old)
 }
 
 // apply carries out op inside the container's mount namespace; root is

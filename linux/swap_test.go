@@ -388,3 +388,81 @@ func TestUpdateWithoutBeneath(t *testing.T) {
 		t.Errorf("tmpfs holds %v", names)
 	}
 }
+
+// TestUpdateRecovered: after an agent restart (its tmpfs fd gone, the
+// container's mounts taken back by Recover) a live update still replaces a
+// file, in a tmpfs of its own, keeps the others, and the old file, reached
+// only through its clone, is overwritten once nobody holds it; a second
+// update and the wipe at the end reach both generations.
+func TestUpdateRecovered(t *testing.T) {
+	src := memSource{"id-1": secretData("one", 700), "id-2": secretData("two", 50), "id-k": secretData("keep", 20), "id-3": secretData("three", 9)}
+	r, _, id, pid := runContainer(t, busybox.Options{})
+	grants := func(a string) []mounter.Grant {
+		return []mounter.Grant{{SecretID: a, SecretName: "s"}, {SecretID: "id-k", SecretName: "k", Target: "/etc/k"}}
+	}
+	plan, m := buildOwned(t, grants("id-1"), src, id)
+	c := mounter.Container{ID: id, Pid: pid}
+	if err := m.Attach(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	// The agent dies: its fd closes without a wipe.
+	unix.Close(m.fd)
+	m.fd, m.wiped = -1, true
+	held, err := os.Open(filepath.Join("/proc", itoa(pid), "root/run/secrets/s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+
+	rec, err := New().Recover(context.Background(), c, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rec.Wipe() })
+	if d := mounter.DiffFiles(rec.Files(), plan.Files); !d.Empty() {
+		t.Fatalf("recovered files differ from the plan: %+v", d)
+	}
+	next := nextPlan(t, grants("id-2"), src)
+	next.Owner = id
+	files, err := rec.Update(context.Background(), c, next, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := mounter.DiffFiles(files, next.Files); !d.Empty() {
+		t.Errorf("Update returned files that differ from the plan: %+v", d)
+	}
+	if got := execOK(t, r, id, "cat /run/secrets/s /etc/k"); got != string(src["id-2"])+string(src["id-k"]) {
+		t.Errorf("container sees %q", got)
+	}
+	if left := rec.reclaim(); left != 1 {
+		t.Errorf("reclaim with the old file open left %d, want 1", left)
+	}
+	b := new(bytes.Buffer)
+	if _, err := b.ReadFrom(held); err != nil || !bytes.Equal(b.Bytes(), src["id-1"]) {
+		t.Errorf("the open reader read %d bytes (%v), want the old secret", b.Len(), err)
+	}
+	held.Close()
+	if left := rec.reclaim(); left != 0 {
+		t.Errorf("reclaim after the reader closed left %d", left)
+	}
+	// A second update replaces a file of the new tmpfs.
+	next = nextPlan(t, grants("id-3"), src)
+	if _, err := rec.Update(context.Background(), c, next, src); err != nil {
+		t.Fatal(err)
+	}
+	if got := execOK(t, r, id, "cat /run/secrets/s /etc/k"); got != string(src["id-3"])+string(src["id-k"]) {
+		t.Errorf("container sees %q", got)
+	}
+	// A restarted agent finds the new file too: it carries the mark.
+	again, err := New().Recover(context.Background(), c, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again.clones) != 2 {
+		t.Errorf("a second recovery found %d mounts, want 2", len(again.clones))
+	}
+	again.Wipe()
+	if got := execOK(t, r, id, "stat -c %s /run/secrets/s /etc/k"); got != "0\n0\n" {
+		t.Errorf("after the wipe the container sees sizes %q", got)
+	}
+}

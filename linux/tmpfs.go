@@ -252,6 +252,12 @@ type Mount struct {
 	recovered bool
 	clones    []int
 	wiped     bool
+	// cloneOf maps a recovered target that no update has replaced yet to
+	// its clone in clones: its file lives in the tmpfs the agent lost.
+	cloneOf map[string]int
+	// retiredClones are recovered files an update replaced, waiting, in
+	// clones, until reclaim overwrites them.
+	retiredClones []retiredClone
 
 	// owner is the Mounter that built the mount (an update of a mount
 	// built with no file makes its tmpfs with it).
@@ -327,6 +333,7 @@ func (m *Mount) wipeLocked() error {
 		}
 	}
 	m.fd, m.clones, m.retired, m.wiped = -1, nil, nil, true
+	m.cloneOf, m.retiredClones = nil, nil
 	return errors.Join(errs...)
 }
 
