@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"sort"
 	"strconv"
 	"strings"
@@ -407,6 +406,3 @@ func fileNames(files []mounter.File) (names, ids []string) {
 	}
 	return names, ids
 }
-
-// errNoSignals is signalContainer where the platform has no pidfd.
-var errNoSignals = errors.New("signals after a live update are sent on Linux only")
