@@ -263,6 +263,11 @@ func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time, dirty
 	// every container after it. Its targets already cover the mounts.
 	*dirty = true
 	if uerr != nil {
+		if _, alive := h.rec.alive(nil); !alive {
+			// It ended meanwhile: nothing failed that matters; the
+			// exit watch releases it.
+			return time.Time{}
+		}
 		return a.liveFailed(h, want, signals, uerr.Error())
 	}
 	signals = append(a.liveDone(id), signals...)

@@ -106,6 +106,11 @@ func (m *Mount) Update(ctx context.Context, c mounter.Container, next *mounter.P
 	for _, op := range ops[:done] {
 		m.applied(op)
 	}
+	for _, op := range ops[done:] {
+		if op.clone >= 0 {
+			unix.Close(op.clone)
+		}
+	}
 	m.unstage(staged, ops[:done])
 	m.scheduleReclaim()
 	return m.current(), err
