@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
 	"github.com/lockbox-project/lockbox/linux"
+	"github.com/lockbox-project/lockbox/mounter"
 )
 
 // liveMsg is a message placing service web (live update as live) with the
@@ -242,4 +245,86 @@ func TestLiveUpdateUnreachable(t *testing.T) {
 	if due := a.LiveUpdatePass(ctx, time.Now()); !due.IsZero() {
 		t.Errorf("retry still due after release: %v", due)
 	}
+}
+
+// flakyMounter builds mounts whose Update fails a number of times before
+// it applies.
+type flakyMounter struct {
+	mu       sync.Mutex
+	failures int
+	tries    int
+}
+
+func (f *flakyMounter) Build(ctx context.Context, plan *mounter.Plan, src mounter.SecretSource) (mounter.Mount, error) {
+	return &flakyMount{m: f, files: plan.Files}, nil
+}
+
+type flakyMount struct {
+	m     *flakyMounter
+	files []mounter.File
+}
+
+func (f *flakyMount) Attach(context.Context, mounter.Container) error { return nil }
+func (f *flakyMount) Wipe() error                                     { return nil }
+
+func (f *flakyMount) Update(_ context.Context, _ mounter.Container, next *mounter.Plan, _ mounter.SecretSource) ([]mounter.File, error) {
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	f.m.tries++
+	if f.m.tries <= f.m.failures {
+		return f.files, errors.New("swap refused")
+	}
+	f.files = next.Files
+	return f.files, nil
+}
+
+// chanReporter sends every report on a channel.
+type chanReporter chan *dispatcher.MountReport
+
+func (c chanReporter) Report(r *dispatcher.MountReport) { c <- r }
+
+// TestLiveUpdateRetries: RunLiveUpdates applies a change as it arrives;
+// a failure keeps the old files, is reported, and is retried (after the
+// backoff) until it applies.
+func TestLiveUpdateRetries(t *testing.T) {
+	c := liveCache(t, true, "")
+	fm := &flakyMounter{failures: 2}
+	rep := make(chanReporter, 16)
+	a, err := New(Config{StateDir: t.TempDir(), Grants: c, Mounter: fm, Log: testLog(t), Reports: rep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The test's own process stands in for the container's.
+	if _, _, err := a.Prepare(ctx, &api.PrepareRequest{Attach: true, Container: &api.Container{Id: "c1", Service: "web", Pid: int32(os.Getpid())}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-rep; r.GetEvent() != dispatcher.MountReport_MOUNTED {
+		t.Fatalf("first report %v", r)
+	}
+	done := make(chan struct{})
+	go func() { a.RunLiveUpdates(ctx); close(done) }()
+	if err := c.Apply(liveMsg(dispatcher.SessionMessage_INCREMENTAL, 2, true, "v2", "two", "")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r := <-rep
+	if r.GetEvent() != dispatcher.MountReport_UPDATE_FAILED || r.GetError() != "swap refused" || r.GetSecretIds()[0] != "v1" {
+		t.Fatalf("report %v, want the failure with the files kept (v1)", r)
+	}
+	// The second failure says the same: not reported again. Then it applies.
+	r = <-rep
+	if r.GetEvent() != dispatcher.MountReport_UPDATED || r.GetSecretIds()[0] != "v2" {
+		t.Fatalf("report %v, want the update applied", r)
+	}
+	if took := time.Since(start); took < liveRetryMin+liveRetryMin*2 {
+		t.Errorf("applied after %v: retries did not back off", took)
+	}
+	if n := a.LiveUpdateCounts(); n.Applied != 1 || n.Failed != 2 {
+		t.Errorf("counts %+v, want 1 applied, 2 failed", n)
+	}
+	cancel()
+	<-done
 }
