@@ -23,18 +23,30 @@ import (
 // too). reclaim takes it, overwrites the file with zeros, drops the lease,
 // truncates and unlinks the file; a refused lease is tried again later.
 //
-// A process that had the old file's path looked up but not yet opened
-// when the old mount was detached could open it just after; the first try
-// waits reclaimGrace so that such a lookup has long finished. One that
-// holds an O_PATH fd (which is no open file for the kernel's count) and
-// reopens it through /proc after the overwrite finds an empty file.
+// What the lease cannot see, and the grace before the first try covers:
+//   - a process whose open of the target had looked the path up (on the
+//     old mount) but not yet opened the file when the old mount was
+//     detached opens it just after;
+//   - bytes a reader spliced into a pipe (sendfile, splice: busybox cat
+//     does) are the file's own pages, referenced by the pipe after the
+//     reader closed the file: a consumer that reads the pipe after the
+//     overwrite reads zeros. Seen in TestUpdateRotations with a 1 s grace,
+//     once in about ten runs, on a 2-core machine at load 10-18 with four
+//     host readers spinning: the container's shell had not read its
+//     `$(cat ...)` pipe a second after cat closed the file.
+// So the first try waits reclaimGrace, far longer than a path lookup or a
+// pipe's consumer normally takes, at the price of the old bytes living on
+// (in the container's tmpfs, never swapped) that long after a rotation.
+// A process that holds an O_PATH fd (which the kernel does not count as
+// open) and reopens it through /proc after the overwrite finds an empty
+// file, never a secret.
 
 // reclaimDelays space the tries: the first after reclaimGrace, then
 // backing off to the last, repeated until the files go or the mount is
 // wiped.
-var reclaimDelays = []time.Duration{reclaimGrace, 2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second}
+var reclaimDelays = []time.Duration{reclaimGrace, 10 * time.Second, 30 * time.Second, 60 * time.Second}
 
-const reclaimGrace = time.Second
+const reclaimGrace = 5 * time.Second
 
 // Retired returns how many replaced files wait to be overwritten because
 // a reader still holds them open.
