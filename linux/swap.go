@@ -87,6 +87,11 @@ func (m *Mount) Update(ctx context.Context, c mounter.Container, next *mounter.P
 	own := ownBindAt(m.mountpointSource)
 	proc, err := procForMountinfo()
 	if err != nil {
+		for _, op := range ops {
+			if op.clone >= 0 {
+				unix.Close(op.clone)
+			}
+		}
 		m.unstage(staged, nil)
 		return m.current(), err
 	}
