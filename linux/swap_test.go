@@ -368,7 +368,11 @@ func TestUpdateWithoutBeneath(t *testing.T) {
 	if err := m.Attach(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
+	fds := openFDs(t)
 	files, err := m.Update(context.Background(), c, nextPlan(t, []mounter.Grant{{SecretID: "id-2", SecretName: "s"}}, src), src)
+	if after := openFDs(t); len(after) != len(fds) {
+		t.Errorf("a failed update left fds: %v, before: %v", after, fds)
+	}
 	if !errors.Is(err, ErrBeneathUnsupported) {
 		t.Fatalf("Update = %v, want ErrBeneathUnsupported", err)
 	}
