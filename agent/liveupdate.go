@@ -81,17 +81,30 @@ func (a *Agent) LiveUpdateCounts() LiveUpdateCounts {
 // to date after every change of the grants, and retries failures, until
 // ctx ends.
 func (a *Agent) RunLiveUpdates(ctx context.Context) {
-	var timer *time.Timer
+	var (
+		timer   *time.Timer
+		writers sync.WaitGroup
+	)
 	defer func() {
 		if timer != nil {
 			timer.Stop()
 		}
+		writers.Wait()
 	}()
 	for {
 		// Taken before the pass: a change during the pass wakes the next.
 		changed := a.grants.Changed()
 		seen := time.Now()
-		due := a.LiveUpdatePass(ctx, seen)
+		// The records are rewritten beside the next pass, not before it:
+		// a change that arrives meanwhile does not wait for the disk.
+		due, dirty := a.pass(ctx, seen)
+		if len(dirty) > 0 {
+			writers.Add(1)
+			go func() {
+				defer writers.Done()
+				a.putRecords(dirty)
+			}()
+		}
 		var retry <-chan time.Time
 		if !due.IsZero() {
 			if timer != nil {
@@ -114,6 +127,14 @@ func (a *Agent) RunLiveUpdates(ctx context.Context) {
 // the grant change was noticed (the latency measured). It returns when
 // the earliest retry is due (zero: none).
 func (a *Agent) LiveUpdatePass(ctx context.Context, seen time.Time) time.Time {
+	due, dirty := a.pass(ctx, seen)
+	a.putRecords(dirty)
+	return due
+}
+
+// pass is LiveUpdatePass, returning the containers whose records are to
+// be rewritten instead of rewriting them.
+func (a *Agent) pass(ctx context.Context, seen time.Time) (time.Time, []string) {
 	a.mu.Lock()
 	ids := make([]string, 0, len(a.held))
 	for id := range a.held {
@@ -149,7 +170,6 @@ func (a *Agent) LiveUpdatePass(ctx context.Context, seen time.Time) time.Time {
 		}()
 	}
 	wg.Wait()
-	a.putRecords(dirty)
 	a.live.mu.Lock()
 	for id := range a.live.retry {
 		if !sliceHas(ids, id) {
@@ -157,7 +177,7 @@ func (a *Agent) LiveUpdatePass(ctx context.Context, seen time.Time) time.Time {
 		}
 	}
 	a.live.mu.Unlock()
-	return next
+	return next, dirty
 }
 
 // putRecords rewrites the records of the containers ids, as they are now,
