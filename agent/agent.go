@@ -32,6 +32,8 @@ type Config struct {
 	// Reports, if set, is told of every mount and wipe (the session, for
 	// the managers' audit log).
 	Reports Reporter
+	// LiveUpdates, if set, is told of every live update tried (metrics).
+	LiveUpdates LiveUpdateObserver
 }
 
 // held is one container the agent has mounted. mount is nil for containers
@@ -43,6 +45,9 @@ type held struct {
 	// uid and gid are the user-namespace mappings the mount was handed
 	// over or attached for: its files are owned for them.
 	uid, gid []mounter.IDMapping
+	// files are the files the container holds now (the plan's at
+	// Prepare, then each live update's); guarded by the container's lock.
+	files []mounter.File
 }
 
 // Agent serves the local API. It implements localapi.Handler.
@@ -67,6 +72,8 @@ type Agent struct {
 	released [numCauses]atomic.Uint64
 	// refused counts the claims the claim rules refused (targets.go).
 	refused refusals
+	// live is the live updates' retry state (liveupdate.go).
+	live liveState
 }
 
 var _ localapi.Handler = (*Agent)(nil)
@@ -88,6 +95,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{grants: cfg.Grants, mounter: cfg.Mounter, records: rs, log: cfg.Log, held: map[string]*held{}, reports: cfg.Reports}
+	a.live.obs = cfg.LiveUpdates
 	a.selfNS, _ = mntNS("self")
 	a.recover()
 	a.startExitWatch()
@@ -106,7 +114,7 @@ func (a *Agent) recover() {
 		// No /proc to tell: every recorded container is taken to run, and
 		// the platform mounter sorts out what it left on disk.
 		for _, r := range recs {
-			a.held[r.ID] = &held{rec: r}
+			a.held[r.ID] = &held{rec: r, files: r.files()}
 		}
 		a.recoverStore()
 		return
@@ -117,19 +125,25 @@ func (a *Agent) recover() {
 			live = liveNamespaces()
 		}
 		if pid, ok := r.alive(live); ok {
-			h := &held{rec: r}
+			h := &held{rec: r, files: r.files()}
 			// Take the mounts back so that Release can wipe them; the
 			// container keeps its files either way.
 			c := mounter.Container{ID: r.ID, Pid: pid}
 			if pid == r.Pid {
 				c.Rootfs = r.Rootfs
 			}
-			m, err := recoverMount(context.Background(), a.mounter, c, r.Targets)
+			m, err := recoverMount(context.Background(), a.mounter, c, r.files())
 			if err != nil {
 				a.log.Warn("container still running after restart; cannot take its secrets mount back, it goes with the container", "container", r.ID, "err", err)
 			} else {
 				h.mount = m
+				// A live update starts from what was found: a target
+				// whose mount is gone holds nothing now.
+				if fl, ok := m.(interface{ Files() []mounter.File }); ok {
+					h.files = fl.Files()
+				}
 			}
+			h.uid, h.gid = r.UIDMappings, r.GIDMappings
 			a.held[r.ID] = h
 			a.log.Info("container still running after restart; its secrets stay until it stops", "container", r.ID, "service", r.Service, "recovered", h.mount != nil)
 			continue
@@ -240,10 +254,12 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	if err != nil {
 		return nil, nil, fmt.Errorf("container %s, service %q: build secrets mount: %w", id, c.GetService(), err)
 	}
-	rec := record{ID: id, Service: c.GetService(), Pid: who.Pid, PidStart: who.PidStart, MntNS: who.MntNS}
-	for _, f := range plan.Files {
-		rec.Targets = append(rec.Targets, f.Target)
+	rec := record{ID: id, Service: c.GetService(), Pid: who.Pid, PidStart: who.PidStart, MntNS: who.MntNS,
+		UIDMappings: mc.UIDMappings, GIDMappings: mc.GIDMappings}
+	if osys != mounter.Linux {
+		rec.OS = string(osys)
 	}
+	rec.setFiles(plan.Files)
 	if req.GetAttach() && rec.Pid > 0 {
 		// A hook's rootfs is the bundle's, which the container's
 		// namespace loses at pivot_root: Recover then goes by
@@ -263,7 +279,7 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 		return nil, nil, err
 	}
 	a.mu.Lock()
-	a.held[id] = &held{rec: rec, mount: m, uid: mc.UIDMappings, gid: mc.GIDMappings}
+	a.held[id] = &held{rec: rec, mount: m, uid: mc.UIDMappings, gid: mc.GIDMappings, files: plan.Files}
 	a.mu.Unlock()
 	if err := a.watchPrepared(rec); err != nil {
 		for _, f := range files {
@@ -272,11 +288,8 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 		return nil, nil, err
 	}
 	a.log.Info("secrets mounted", "container", id, "service", rec.Service, "files", len(plan.Files), "attach", req.GetAttach(), "pid", rec.Pid)
-	names := make([]string, len(plan.Files))
-	for i, f := range plan.Files {
-		names[i] = f.SecretName
-	}
-	a.reportMounted(id, rec.Service, names)
+	names, ids := fileNames(plan.Files)
+	a.reportMounted(id, rec.Service, names, ids)
 	return resp, files, nil
 }
 
@@ -466,7 +479,7 @@ func (a *Agent) Close() {
 		if c, ok := h.mount.(interface{ Close() error }); ok {
 			c.Close()
 		}
-		a.held[id] = &held{rec: h.rec}
+		a.held[id] = &held{rec: h.rec, files: h.files}
 	}
 }
 

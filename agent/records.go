@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/lockbox-project/lockbox/internal/atomicfile"
+	"github.com/lockbox-project/lockbox/mounter"
 )
 
 // record is what the state directory keeps of a mounted container: enough
@@ -35,6 +37,61 @@ type record struct {
 	// lives. The kernel reuses these inodes, so such a record may take a
 	// later container for its own; a Pid never does.
 	MntNS uint64 `json:"mntns,omitempty"`
+	// OS is the container's platform ("linux" when empty).
+	OS string `json:"os,omitempty"`
+	// Files are the files the container holds now, by target: which
+	// secret (ID, the version) with which owner and mode. A live update
+	// rewrites them, so that a restarted agent knows what a container has
+	// and what a later update must change. Records of agents before live
+	// updates have Targets only.
+	Files []recordFile `json:"files,omitempty"`
+	// UIDMappings and GIDMappings are the container's user-namespace
+	// mappings its files are owned for: a restarted agent owns a live
+	// update's new files the same way.
+	UIDMappings []mounter.IDMapping `json:"uid_mappings,omitempty"`
+	GIDMappings []mounter.IDMapping `json:"gid_mappings,omitempty"`
+}
+
+// recordFile is one file of a record: names and IDs, never data.
+type recordFile struct {
+	Target     string `json:"target"`
+	SecretID   string `json:"secret_id"`
+	SecretName string `json:"secret_name"`
+	UID        uint32 `json:"uid"`
+	GID        uint32 `json:"gid"`
+	Mode       uint32 `json:"mode"`
+	Size       int64  `json:"size"`
+	Signal     string `json:"signal,omitempty"`
+}
+
+// setFiles records files as the container's current files (and targets).
+func (r *record) setFiles(files []mounter.File) {
+	r.Files = make([]recordFile, len(files))
+	r.Targets = make([]string, len(files))
+	for i, f := range files {
+		r.Files[i] = recordFile{Target: f.Target, SecretID: f.SecretID, SecretName: f.SecretName,
+			UID: f.UID, GID: f.GID, Mode: uint32(f.Mode.Perm()), Size: f.Size, Signal: f.Signal}
+		r.Targets[i] = f.Target
+	}
+}
+
+// files returns the recorded files; a record without them (an older
+// agent's) gives its targets with nothing known of their secrets, which
+// every later update changes.
+func (r record) files() []mounter.File {
+	if len(r.Files) == 0 {
+		out := make([]mounter.File, len(r.Targets))
+		for i, t := range r.Targets {
+			out[i] = mounter.File{Target: t}
+		}
+		return out
+	}
+	out := make([]mounter.File, len(r.Files))
+	for i, f := range r.Files {
+		out[i] = mounter.File{Target: f.Target, SecretID: f.SecretID, SecretName: f.SecretName, Name: f.SecretID,
+			UID: f.UID, GID: f.GID, Mode: fs.FileMode(f.Mode), Size: f.Size, Signal: f.Signal}
+	}
+	return out
 }
 
 // identity is what the agent knows of the container a request comes from

@@ -10,15 +10,15 @@ import (
 // recoverMount takes back the mounts of a running container after a
 // restart, so that they can be wiped when it stops, from a mounter that
 // can (mounter.Recoverer).
-func recoverMount(ctx context.Context, m mounter.Mounter, c mounter.Container, targets []string) (mounter.Mount, error) {
+// files are what the container's record says it holds (targets only for
+// an older agent's record): the mounter starts a later live update from
+// them.
+func recoverMount(ctx context.Context, m mounter.Mounter, c mounter.Container, files []mounter.File) (mounter.Mount, error) {
 	r, ok := m.(mounter.Recoverer)
 	if !ok {
 		return nil, errors.New("the mounter cannot take mounts back from a running container")
 	}
-	plan := &mounter.Plan{OS: mounter.Linux}
-	for _, t := range targets {
-		plan.Files = append(plan.Files, mounter.File{Target: t})
-	}
+	plan := &mounter.Plan{OS: mounter.Linux, Files: files}
 	return r.RecoverMount(ctx, c, plan)
 }
 

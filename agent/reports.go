@@ -11,10 +11,11 @@ type Reporter interface {
 	Report(*dapi.MountReport)
 }
 
-// reportMounted reports that container id got the secrets named.
-func (a *Agent) reportMounted(id, service string, secrets []string) {
+// reportMounted reports that container id got the secrets named, with
+// their IDs (the versions `lockbox service ps` shows), in the same order.
+func (a *Agent) reportMounted(id, service string, secrets, ids []string) {
 	if a.reports != nil {
-		a.reports.Report(&dapi.MountReport{Event: dapi.MountReport_MOUNTED, ContainerId: id, ServiceName: service, SecretNames: secrets})
+		a.reports.Report(&dapi.MountReport{Event: dapi.MountReport_MOUNTED, ContainerId: id, ServiceName: service, SecretNames: secrets, SecretIds: ids})
 	}
 }
 

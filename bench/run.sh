@@ -23,6 +23,8 @@ sets=(
 	"sessionmem|-|./manager/dispatcher|-bench BenchmarkSessionMemory -benchtime 1x -count 3"
 	"mounter|root|./linux|-bench BenchmarkSetup|BenchmarkWipe -benchtime 3000x"
 	"attach|root|./linux|-bench BenchmarkAttach"
+	"update|root|./linux|-bench BenchmarkUpdate -benchtime 500x"
+	"liveupdate|root|./bench|-bench BenchmarkLiveUpdate -benchtime 20x"
 	"localapi|root|./agent|-bench BenchmarkLocalAPI"
 	"hookpid|root|./agent|-bench BenchmarkHookContainerProcess"
 	"agentmem|bin|./agent/daemon|-bench BenchmarkAgentRSS -benchtime 1x -count 3"

@@ -186,21 +186,27 @@ func attachAll(root, proc int, own ownBind, hs []mounter.Handover) error {
 
 // attachOne moves the detached mount h.File onto h.Target inside root.
 func attachOne(root, proc int, own ownBind, h mounter.Handover) error {
+	return attachFd(root, proc, own, h.Target, h.Secret, int(h.File.Fd()))
+}
+
+// attachFd moves the detached mount fd onto target inside root; secret
+// names the secret in errors (may be empty). The caller still closes fd.
+func attachFd(root, proc int, own ownBind, target, secret string, fd int) error {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(h.File.Fd()), &st); err != nil {
-		return fmt.Errorf("attach %s: stat the mount: %w", h.Target, err)
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("attach %s: stat the mount: %w", target, err)
 	}
 	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	mp, err := mountpoint(root, h.Target, dir, own, h.Secret)
+	mp, err := mountpoint(root, target, dir, own, secret)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(mp)
-	if err := refuseShared(mp, proc, h.Target); err != nil {
+	if err := refuseShared(mp, proc, target); err != nil {
 		return err
 	}
-	if err := unix.MoveMount(int(h.File.Fd()), "", mp, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
-		return fmt.Errorf("attach %s: move mount: %w", h.Target, err)
+	if err := unix.MoveMount(fd, "", mp, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach %s: move mount: %w", target, err)
 	}
 	return nil
 }

@@ -56,6 +56,16 @@
 // may leave the mounts it already made in the container; the caller fails
 // the container's start, which tears them down with its namespace.
 //
+// A live update (Mount.Update, swap.go) changes a running container's
+// files target by target: the new file is written under a new name in the
+// tmpfs, cloned read-only and mounted beneath the container's mount at the
+// target (MOVE_MOUNT_BENEATH), and the old mount, then on top, is
+// detached, so the target never shows no file; it touches a target only
+// while its top mount is exactly the file it put there. Old files are
+// overwritten once no open file holds them, which a write lease tells
+// (reclaim.go). A kernel without MOVE_MOUNT_BENEATH gets a refusal, never
+// a swap that would show readers an empty target.
+//
 // The package is linked into lockbox-runtime, the container-start hot path:
 // it imports only the standard library, golang.org/x/sys/unix and mounter.
 // It knows nothing of the agent, gRPC or containerd.

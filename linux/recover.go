@@ -31,8 +31,11 @@ import (
 // agents that wrote no container ID ("1") are therefore never taken: such a
 // container keeps its files until it ends, when the kernel frees them.
 //
-// The returned Mount can only be wiped: Wipe overwrites, truncates and
-// removes every file it reaches through the clones.
+// The returned Mount cannot be handed over again. Wipe overwrites,
+// truncates and removes every file it reaches through the clones; Update
+// (a live update) replaces files: the new ones live in a tmpfs of their
+// own, and an old one is retired through its clone. plan's files (the
+// agent's record of what the container holds) say what each target holds.
 func (m *Mounter) Recover(ctx context.Context, c mounter.Container, plan *mounter.Plan) (*Mount, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -47,19 +50,23 @@ func (m *Mounter) Recover(ctx context.Context, c mounter.Container, plan *mounte
 		return nil, errors.New("recover: the container's ID is required")
 	}
 	mark := markFor(c.ID)
-	targets := make([]string, len(plan.Files))
-	for i, f := range plan.Files {
-		targets[i] = f.Target
+	mnt := &Mount{fd: -1, recovered: true, mark: mark, owner: m, mountpointSource: m.MountpointSource, cloneOf: map[string]int{}}
+	if mnt.mountpointSource == "" {
+		mnt.mountpointSource = mounter.LinuxMountpointSource
 	}
-	mnt := &Mount{fd: -1, recovered: true}
 	err := inMountNamespace(c.Pid, c.Rootfs, func(root int) error {
-		for _, t := range targets {
-			fd, err := cloneOurs(root, t, mark)
+		for _, f := range plan.Files {
+			fd, err := cloneOurs(root, f.Target, mark)
 			if err != nil {
 				return err
 			}
 			if fd >= 0 {
 				mnt.clones = append(mnt.clones, fd)
+				// The file the container holds there, as the plan
+				// (the agent's record) names it: a live update
+				// starts from it.
+				mnt.files = append(mnt.files, f)
+				mnt.cloneOf[f.Target] = fd
 			}
 		}
 		return nil

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -47,7 +49,7 @@ func (m *Mounter) BuildTmpfs(ctx context.Context, plan *mounter.Plan, src mounte
 	if len(plan.Owner) > maxOwner {
 		return nil, fmt.Errorf("build tmpfs: owner is %d bytes long, at most %d", len(plan.Owner), maxOwner)
 	}
-	mnt := &Mount{files: plan.Files, fd: -1, mark: markFor(plan.Owner), mountpointSource: m.MountpointSource}
+	mnt := &Mount{files: plan.Files, fd: -1, mark: markFor(plan.Owner), mountpointSource: m.MountpointSource, owner: m}
 	if mnt.mountpointSource == "" {
 		mnt.mountpointSource = mounter.LinuxMountpointSource
 	}
@@ -85,7 +87,16 @@ func (m *Mount) setWritable(w bool) error {
 	if w {
 		attr = &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}
 	}
-	if err := unix.MountSetattr(m.fd, "", unix.AT_EMPTY_PATH, attr); err != nil {
+	var err error
+	for try := 0; try < 50; try++ {
+		// EBUSY: the kernel still counts a writer that has just closed
+		// (Docker retries its read-only remount the same way, moby#48783).
+		if err = unix.MountSetattr(m.fd, "", unix.AT_EMPTY_PATH, attr); !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err != nil {
 		return fmt.Errorf("set mount writable=%v: %w", w, err)
 	}
 	return nil
@@ -241,6 +252,29 @@ type Mount struct {
 	recovered bool
 	clones    []int
 	wiped     bool
+	// cloneOf maps a recovered target that no update has replaced yet to
+	// its clone in clones: its file lives in the tmpfs the agent lost.
+	cloneOf map[string]int
+	// retiredClones are recovered files an update replaced, waiting, in
+	// clones, until reclaim overwrites them.
+	retiredClones []retiredClone
+
+	// owner is the Mounter that built the mount (an update of a mount
+	// built with no file makes its tmpfs with it).
+	owner *Mounter
+	// gen numbers the files updates write, so that a file's name in the
+	// tmpfs is never reused ("ID@gen"; see swap.go).
+	gen uint64
+	// retired are files an update took out of the container, still in
+	// the tmpfs until reclaim overwrites them (once no open file holds
+	// them), or Wipe does.
+	retired []mounter.File
+	// reclaimTimer runs reclaim while files are retired (nil: none due).
+	reclaimTimer *time.Timer
+	reclaimTries int
+	// broken is set when the tmpfs could not be made read-only again:
+	// nothing more is cloned from it.
+	broken error
 }
 
 var _ mounter.Mount = (*Mount)(nil)
@@ -263,6 +297,10 @@ func (m *Mount) wipeLocked() error {
 	if m.wiped {
 		return nil
 	}
+	if m.reclaimTimer != nil {
+		m.reclaimTimer.Stop()
+		m.reclaimTimer = nil
+	}
 	var errs []error
 	if m.fd >= 0 {
 		// A mount made read-only by a failed build's last step is already
@@ -271,7 +309,7 @@ func (m *Mount) wipeLocked() error {
 		if err := m.setWritable(true); err != nil {
 			errs = append(errs, fmt.Errorf("wipe: %w", err))
 		}
-		for _, f := range m.files {
+		for _, f := range slices.Concat(m.files, m.retired) {
 			if err := wipeFile(m.fd, f); err != nil {
 				errs = append(errs, err)
 			}
@@ -294,7 +332,8 @@ func (m *Mount) wipeLocked() error {
 			errs = append(errs, fmt.Errorf("wipe: close recovered mount: %w", err))
 		}
 	}
-	m.fd, m.clones, m.wiped = -1, nil, true
+	m.fd, m.clones, m.retired, m.wiped = -1, nil, nil, true
+	m.cloneOf, m.retiredClones = nil, nil
 	return errors.Join(errs...)
 }
 

@@ -74,7 +74,7 @@ func newLinuxPlan(grants []Grant) (*Plan, error) {
 		}
 		p.Files = append(p.Files, File{
 			SecretID: g.SecretID, SecretName: g.SecretName, Name: name,
-			Target: target, UID: uid, GID: gid, Mode: mode, Size: g.Size,
+			Target: target, UID: uid, GID: gid, Mode: mode, Size: g.Size, Signal: g.Signal,
 		})
 		p.Size += g.Size
 	}

@@ -72,8 +72,9 @@ type Handoverer interface {
 // Recoverer is a Mounter that can take back, after an agent restart, the
 // mounts it made in c, a container that still runs, so that they can be
 // wiped when it stops (Linux: they live on in the container's mount
-// namespace). plan needs only the files' targets. The returned Mount can
-// only be wiped.
+// namespace). plan's files say what the container holds at each target
+// (its targets alone are enough to wipe). The returned Mount cannot be
+// handed over again; it can be wiped and, where it is an Updater, updated.
 type Recoverer interface {
 	RecoverMount(ctx context.Context, c Container, plan *Plan) (Mount, error)
 }

@@ -31,6 +31,10 @@ type Grant struct {
 	GID  string
 	Mode uint32 // 0 means the platform default
 	Size int64  // length of the secret's data
+	// Signal is the signal (api/validation.ParseSignal's syntax) the agent
+	// sends the container's init after a live update changed this grant's
+	// file; empty sends none. Plans carry it to File; mounters ignore it.
+	Signal string
 }
 
 // File is one validated secret file of a plan.
@@ -48,6 +52,8 @@ type File struct {
 	GID    uint32
 	Mode   fs.FileMode
 	Size   int64
+	// Signal is the grant's Signal: the agent's, never the mounter's.
+	Signal string
 }
 
 // Plan is what one container gets. It is the only input a Mounter needs

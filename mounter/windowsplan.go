@@ -113,8 +113,9 @@ func windowsFile(g Grant) (File, error) {
 		Target:     resolved,
 		// The internal directory is mounted read-only and its ACL, not
 		// these bits, decides who reads; 0444 says what a reader sees.
-		Mode: fs.FileMode(0o444),
-		Size: g.Size,
+		Mode:   fs.FileMode(0o444),
+		Size:   g.Size,
+		Signal: g.Signal,
 	}, nil
 }
 

@@ -110,7 +110,8 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	core, err := agent.New(agent.Config{StateDir: o.StateDir, Grants: cache, Mounter: m, Log: o.Log.With("part", "agent"), Reports: sess})
+	liveMetrics := newLiveUpdateMetrics()
+	core, err := agent.New(agent.Config{StateDir: o.StateDir, Grants: cache, Mounter: m, Log: o.Log.With("part", "agent"), Reports: sess, LiveUpdates: liveMetrics})
 	if err != nil {
 		return err
 	}
@@ -124,7 +125,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.MetricsAddr != "" {
 		apiMetrics := newLocalAPIMetrics()
 		srv.SetObserver(apiMetrics)
-		ms, err := serveMetrics(o.MetricsAddr, sess, cache, core, apiMetrics, o)
+		ms, err := serveMetrics(o.MetricsAddr, sess, cache, core, apiMetrics, o, liveMetrics.collectors()...)
 		if err != nil {
 			ln.Close()
 			return err
@@ -151,10 +152,15 @@ func Run(ctx context.Context, o Options) error {
 			o.Log.Error("session to the managers stopped", "err", err)
 		}
 	}()
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		reap(ctx, core, o.ReapInterval)
+	}()
+	go func() {
+		defer wg.Done()
+		// Running containers of live-update services follow their grants.
+		core.RunLiveUpdates(ctx)
 	}()
 	if o.NRI {
 		wg.Add(1)

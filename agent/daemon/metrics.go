@@ -46,8 +46,9 @@ func (m *localAPIMetrics) ObserveRequest(op, result string, took time.Duration) 
 // serveMetrics starts the /metrics listener of --metrics-addr. Every
 // value is read at scrape time from the pieces that hold it; none names a
 // container or a secret.
-func serveMetrics(addr string, sess *session.Session, cache *grants.Cache, core localapi.Handler, api *localAPIMetrics, o Options) (*metrics.Server, error) {
+func serveMetrics(addr string, sess *session.Session, cache *grants.Cache, core localapi.Handler, api *localAPIMetrics, o Options, extra ...prometheus.Collector) (*metrics.Server, error) {
 	reg := metrics.NewRegistry()
+	reg.MustRegister(extra...)
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}

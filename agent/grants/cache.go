@@ -49,11 +49,23 @@ type Cache struct {
 	dropped uint64
 	// synced is set by the first message applied.
 	synced bool
+	// changed is closed, and replaced, by every message applied (Changed).
+	changed chan struct{}
 }
 
 // NewCache returns an empty cache.
 func NewCache() *Cache {
-	return &Cache{byName: map[string]string{}, data: map[string]*secretmem.Buffer{}}
+	return &Cache{byName: map[string]string{}, data: map[string]*secretmem.Buffer{}, changed: make(chan struct{})}
+}
+
+// Changed returns a channel that is closed when the next message is
+// applied: the agent then looks whether a live-update service's running
+// containers need new files. Take the channel before reading the grants,
+// so that a change in between is not missed.
+func (c *Cache) Changed() <-chan struct{} {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.changed
 }
 
 // Apply reconciles msg into the cache. Whatever happens, every secret's
@@ -102,6 +114,8 @@ func (c *Cache) Apply(msg *dispatcher.SessionMessage) error {
 	for id, svc := range next.Services {
 		c.byName[svc.Name] = id
 	}
+	close(c.changed)
+	c.changed = make(chan struct{})
 	return nil
 }
 
@@ -172,7 +186,7 @@ func (c *Cache) Restrict(service string) (*Restricted, error) {
 		return nil, &NotGrantedError{Service: service, NodeID: c.nodeID, NoSnapshot: !c.synced}
 	}
 	svc := c.state.Services[id]
-	r := &Restricted{service: svc.Name, rules: svc.Rules, grants: make([]mounter.Grant, len(svc.Grants)), data: map[string]*secretmem.Buffer{}}
+	r := &Restricted{service: svc.Name, rules: svc.Rules, live: svc.LiveUpdate, grants: make([]mounter.Grant, len(svc.Grants)), data: map[string]*secretmem.Buffer{}}
 	for i, g := range svc.Grants {
 		g.Size = c.state.Secrets[g.SecretID].Size
 		r.grants[i] = g
@@ -217,6 +231,7 @@ func (c *Cache) Close() {
 type Restricted struct {
 	service string
 	rules   claimrule.Set
+	live    bool
 	grants  []mounter.Grant
 	data    map[string]*secretmem.Buffer
 }
@@ -230,6 +245,10 @@ func (r *Restricted) Service() string { return r.service }
 // a caller that checks them with Decide before mounting checks the rules
 // that guard exactly these grants.
 func (r *Restricted) Rules() claimrule.Set { return r.rules }
+
+// LiveUpdate says whether the service's running containers follow a
+// change of its grants (a live update).
+func (r *Restricted) LiveUpdate() bool { return r.live }
 
 // Grants returns the service's grants with their sizes.
 func (r *Restricted) Grants() []mounter.Grant {

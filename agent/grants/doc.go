@@ -8,6 +8,10 @@
 // else: least privilege as a type. Each service keeps the claim rules it
 // arrived with (api/claimrule); Rules and Restricted.Rules hand them to the
 // agent, which decides a claim with them before it mounts anything.
+// Each service also keeps its live_update flag and each grant its signal
+// (Restricted.LiveUpdate, mounter.Grant.Signal); Changed tells the agent
+// that a message was applied, so that it can bring the running containers
+// of live-update services up to date.
 //
 // It knows nothing of the stream, the local API or mounts beyond the
 // mounter's Grant and SecretSource types.

@@ -20,6 +20,9 @@ type Service struct {
 	// it cannot read refuse every claim (claimrule.FromWire) rather than
 	// fail the message, which would stop every other update too.
 	Rules claimrule.Set
+	// LiveUpdate says the service's running containers get a change of
+	// these grants (a live update); without it they keep what they have.
+	LiveUpdate bool
 }
 
 // SecretMeta is what the node knows about a secret it holds the bytes of.
@@ -134,7 +137,7 @@ func Reconcile(cur State, msg *dispatcher.SessionMessage) (State, Diff, error) {
 				return fail("change %d: service %s without a name", i, sg.GetServiceId())
 			}
 			svc := Service{ID: sg.GetServiceId(), Name: sg.GetServiceName(), Grants: make([]mounter.Grant, 0, len(sg.GetGrants())),
-				Rules: claimrule.FromWire(sg.GetClaimRules())}
+				Rules: claimrule.FromWire(sg.GetClaimRules()), LiveUpdate: sg.GetLiveUpdate()}
 			for _, g := range sg.GetGrants() {
 				if g.GetSecretId() == "" {
 					return fail("change %d: service %q: grant without a secret ID", i, svc.Name)
@@ -147,6 +150,7 @@ func Reconcile(cur State, msg *dispatcher.SessionMessage) (State, Diff, error) {
 					UID:        t.GetUid(),
 					GID:        t.GetGid(),
 					Mode:       t.GetMode(),
+					Signal:     g.GetSignal(),
 				})
 			}
 			next.Services[svc.ID] = svc
