@@ -68,7 +68,7 @@ func BenchmarkShimLifecycle(b *testing.B) {
 		}
 		id := fmt.Sprintf("%s-%d", v.name, i)
 		start := time.Now()
-		code, out, err := lifecycle(ctx, cl, c.FifoDir, img, id, v.runtime, opts)
+		code, out, err := lifecycle(ctx, cl, c.FifoDir, img, id, v.runtime, opts, nil)
 		d := time.Since(start)
 		if err != nil || code != 0 {
 			b.Fatalf("%s: exit %d, %v: %s", id, code, err, out)
@@ -87,8 +87,12 @@ func BenchmarkShimLifecycle(b *testing.B) {
 
 // lifecycle runs one container to its exit through rt (a runtime type,
 // no options: the shim's defaults) and deletes it, returning its exit code
-// and output.
-func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img containerd.Image, id, rt string, opts []oci.SpecOpts) (uint32, string, error) {
+// and output. mark, if not nil, is called as each client call returns
+// (the phase benchmark's timestamps).
+func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img containerd.Image, id, rt string, opts []oci.SpecOpts, mark func(step string)) (uint32, string, error) {
+	if mark == nil {
+		mark = func(string) {}
+	}
 	ctr, err := cl.NewContainer(ctx, id,
 		containerd.WithNewSnapshot(id, img),
 		containerd.WithRuntime(rt, nil),
@@ -97,13 +101,18 @@ func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img c
 	if err != nil {
 		return 0, "", fmt.Errorf("new container: %w", err)
 	}
-	defer ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
+	mark("container-created")
+	defer func() {
+		ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
+		mark("container-deleted")
+	}()
 	// Separate buffers: the two streams are copied by separate goroutines.
 	var stdout, stderr bytes.Buffer
 	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &stdout, &stderr), cio.WithFIFODir(fifoDir)))
 	if err != nil {
 		return 0, "", fmt.Errorf("new task: %w", err)
 	}
+	mark("task-created")
 	defer task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
 	exitc, err := task.Wait(ctx)
 	if err != nil {
@@ -112,6 +121,7 @@ func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img c
 	if err := task.Start(ctx); err != nil {
 		return 0, "", fmt.Errorf("start: %w", err)
 	}
+	mark("started")
 	var st containerd.ExitStatus
 	select {
 	case st = <-exitc:
@@ -119,13 +129,16 @@ func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img c
 		task.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
 		return 0, "", ctx.Err()
 	}
+	mark("exited")
 	code, _, err := st.Result()
 	if err != nil {
 		return 0, "", err
 	}
 	task.IO().Wait()
+	mark("io-done")
 	if _, err := task.Delete(ctx); err != nil {
 		return code, "", fmt.Errorf("delete task: %w", err)
 	}
+	mark("task-deleted")
 	return code, stdout.String() + stderr.String(), nil
 }

@@ -41,10 +41,13 @@ type service struct {
 	// falls back to containerd's layout (the shim's cwd is one bundle, the
 	// others are its siblings).
 	bundles map[string]string
+	// trace is the phase benchmark's tracer (trace_linux.go), nil
+	// otherwise.
+	trace *tracer
 }
 
 func newService(inner taskAPI.TTRPCTaskService, socket string) *service {
-	return &service{TTRPCTaskService: inner, socket: socket, bundles: map[string]string{}}
+	return &service{TTRPCTaskService: inner, socket: socket, bundles: map[string]string{}, trace: processTracer}
 }
 
 // AgentSocket is the agent's socket as lockbox-runtime finds it:
@@ -69,7 +72,10 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 // was promised, and left to containerd the cleanup hangs on the live
 // init's stdio.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	s.trace.mark(r.ID, "create")
+	defer s.trace.mark(r.ID, "create-done")
 	c, err := hotpath.ReadClaim(r.Bundle)
+	s.trace.mark(r.ID, "claim-read")
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -79,6 +85,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, fmt.Errorf("lockbox: container %s: %w", r.ID, err)
 	}
 	if c == nil {
+		s.trace.mark(r.ID, "runc-create")
 		return s.TTRPCTaskService.Create(ctx, r)
 	}
 	// The claim rules' containerd namespace: the one containerd's request
@@ -94,6 +101,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, fail(fmt.Errorf("lockbox agent not reachable: %w", err))
 	}
 	defer cl.Close()
+	s.trace.mark(r.ID, "dialled")
 	if c.NeedsMountpoints() {
 		// After the create the agent cannot make the mountpoints (a
 		// read-only root, a user namespace): runc must. A claim the agent
@@ -101,12 +109,15 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		if err := addMountpoints(ctx, cl, c, r.ID); err != nil {
 			return nil, fail(err)
 		}
+		s.trace.mark(r.ID, "targets")
 	}
 
+	s.trace.mark(r.ID, "runc-create")
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
 	if err != nil {
 		return nil, err
 	}
+	s.trace.mark(r.ID, "runc-created")
 	s.mu.Lock()
 	s.bundles[r.ID] = r.Bundle
 	s.mu.Unlock()
@@ -150,10 +161,12 @@ func (s *service) prepare(ctx context.Context, cl *localapi.Client, c *hotpath.C
 	if err := writeRecord(bundle, record{ID: id, Service: c.Service, Pid: int32(pid), PidStart: start}); err != nil {
 		return err
 	}
+	s.trace.mark(id, "recorded")
 	req := &agent.PrepareRequest{Attach: true, Container: toAgentContainer(c.Container(id, pid, "/"))}
 	actx, cancel := context.WithTimeout(ctx, agentTimeout)
 	defer cancel()
 	resp, files, err := cl.Prepare(actx, req)
+	s.trace.mark(id, "prepared")
 	for _, f := range files {
 		// The agent attached itself; an fd here is unexpected and not
 		// ours to keep.
@@ -197,10 +210,13 @@ func (s *service) takeBack(ctx context.Context, id, bundle string) {
 // release does not fail the delete; the record stays for the manager's
 // Stop to try again.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	s.trace.mark(r.ID, "delete")
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil || r.ExecID != "" {
 		return resp, err
 	}
+	s.trace.mark(r.ID, "runc-deleted")
+	defer s.trace.mark(r.ID, "delete-done")
 	bundle := s.forget(r.ID)
 	if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
 		log.G(ctx).WithError(err).WithField("id", r.ID).Warn("lockbox: release")
