@@ -4,8 +4,10 @@
 // with a task service wrapped around the runc one. The wrapper gives a
 // container that claims a service (api/claim) its secrets between the
 // runc create and the start, with no exec on that path: it asks the agent
-// (agent/localapi) to attach the tmpfs into the container by its init pid,
-// and has the agent release it when the container is deleted, or, from the
+// (agent/localapi's socket, through lockbox-runtime's hand-encoded client
+// agentconn) to attach the tmpfs into the container by its init pid, and
+// has the agent release it as soon as the container's init exits (the runc
+// service's TaskExit event), checked again at its delete, or, from the
 // record it keeps in the bundle, when the shim manager's Stop cleans up
 // after a shim that died.
 //

@@ -18,13 +18,19 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/lockbox-project/lockbox/agent/localapi"
-	"github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 )
 
 // agentTimeout bounds each call to the agent.
 const agentTimeout = 30 * time.Second
+
+// The shim talks to the agent with agentconn, lockbox-runtime's
+// hand-encoded client, not agent/localapi's: every container gets a fresh
+// shim process, and there the protobuf runtime's first use of the local
+// API's messages (building their marshal tables) and the net package's
+// poller cost about half a millisecond of CPU on the claim's critical path,
+// between runc's create and the agent's attach (BenchmarkShimPhases).
 
 // cleanupTimeout bounds taking back a container whose claim failed.
 const cleanupTimeout = 30 * time.Second
@@ -37,17 +43,25 @@ type service struct {
 	socket string
 
 	mu sync.Mutex
-	// bundles maps a container ID to its bundle, learnt at Create. Delete
-	// falls back to containerd's layout (the shim's cwd is one bundle, the
-	// others are its siblings).
-	bundles map[string]string
+	// claims are the claiming containers this shim created, by ID. Delete
+	// falls back to containerd's layout for one it does not know (the
+	// shim's cwd is one bundle, the others are its siblings).
+	claims map[string]*claimed
 	// trace is the phase benchmark's tracer (trace_linux.go), nil
 	// otherwise.
 	trace *tracer
 }
 
 func newService(inner taskAPI.TTRPCTaskService, socket string) *service {
-	return &service{TTRPCTaskService: inner, socket: socket, bundles: map[string]string{}, trace: processTracer}
+	return &service{TTRPCTaskService: inner, socket: socket, claims: map[string]*claimed{}, trace: processTracer}
+}
+
+// claimed is a claiming container of this shim.
+type claimed struct {
+	bundle string
+	// released is closed when the release started at the exit of the
+	// container's init (initExited) has ended; nil until it starts.
+	released chan struct{}
 }
 
 // AgentSocket is the agent's socket as lockbox-runtime finds it:
@@ -96,7 +110,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	}
 	// Connect first: on a node whose agent is down the create fails before
 	// runc builds a container only to take it back.
-	cl, err := localapi.Dial(s.socket)
+	cl, err := agentconn.Dial(s.socket, callTimeout(ctx))
 	if err != nil {
 		return nil, fail(fmt.Errorf("lockbox agent not reachable: %w", err))
 	}
@@ -119,7 +133,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	}
 	s.trace.mark(r.ID, "runc-created")
 	s.mu.Lock()
-	s.bundles[r.ID] = r.Bundle
+	s.claims[r.ID] = &claimed{bundle: r.Bundle}
 	s.mu.Unlock()
 
 	pid := int(resp.Pid)
@@ -133,17 +147,15 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 
 // addMountpoints asks the agent for the claim's targets and adds a
 // mountpoint bind for each to the bundle's config.json.
-func addMountpoints(ctx context.Context, cl *localapi.Client, c *hotpath.Claim, id string) error {
-	actx, cancel := context.WithTimeout(ctx, agentTimeout)
-	defer cancel()
-	resp, err := cl.Targets(actx, &agent.TargetsRequest{Container: toAgentContainer(c.Container(id, 0, ""))})
+func addMountpoints(ctx context.Context, cl *agentconn.Conn, c *hotpath.Claim, id string) error {
+	targets, err := cl.Targets(c.Container(id, 0, ""))
 	if err != nil {
 		return err
 	}
-	if len(resp.GetTargets()) == 0 {
+	if len(targets) == 0 {
 		return nil
 	}
-	if err := c.AddMountpoints(resp.GetTargets()); err != nil {
+	if err := c.AddMountpoints(targets); err != nil {
 		return err
 	}
 	return c.WriteSpec()
@@ -153,7 +165,7 @@ func addMountpoints(ctx context.Context, cl *localapi.Client, c *hotpath.Claim, 
 // anything, so that a shim that dies here still leaves its Stop what to
 // release), then has the agent attach the secrets into the container's
 // mount namespace by its init pid.
-func (s *service) prepare(ctx context.Context, cl *localapi.Client, c *hotpath.Claim, id, bundle string, pid int) error {
+func (s *service) prepare(ctx context.Context, cl *agentconn.Conn, c *hotpath.Claim, id, bundle string, pid int) error {
 	start, err := procStart(pid)
 	if err != nil {
 		return fmt.Errorf("container init %d: %w", pid, err)
@@ -162,10 +174,7 @@ func (s *service) prepare(ctx context.Context, cl *localapi.Client, c *hotpath.C
 		return err
 	}
 	s.trace.mark(id, "recorded")
-	req := &agent.PrepareRequest{Attach: true, Container: toAgentContainer(c.Container(id, pid, "/"))}
-	actx, cancel := context.WithTimeout(ctx, agentTimeout)
-	defer cancel()
-	resp, files, err := cl.Prepare(actx, req)
+	mounts, files, err := cl.Prepare(c.Container(id, pid, "/"), true)
 	s.trace.mark(id, "prepared")
 	for _, f := range files {
 		// The agent attached itself; an fd here is unexpected and not
@@ -175,9 +184,9 @@ func (s *service) prepare(ctx context.Context, cl *localapi.Client, c *hotpath.C
 	if err != nil {
 		return err
 	}
-	for _, m := range resp.GetMounts() {
+	for _, m := range mounts {
 		if !m.Attached() {
-			return fmt.Errorf("agent left mount %s for the caller to attach", m.GetTarget())
+			return fmt.Errorf("agent left mount %s for the caller to attach", m.Target)
 		}
 	}
 	return nil
@@ -198,17 +207,17 @@ func (s *service) takeBack(ctx context.Context, id, bundle string) {
 	if _, err := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: id}); err != nil {
 		lg.WithError(err).Warn("lockbox: delete container after failed claim")
 	}
-	s.forget(id)
-	if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
+	if err := s.releaseDeleted(ctx, id); err != nil {
 		lg.WithError(err).Warn("lockbox: release after failed claim")
 	}
 }
 
-// Delete deletes the container (or exec) with runc, then has the agent
-// wipe a claiming container's secrets. The release comes before the
-// delete answers: containerd may reuse the ID only after that. A failed
-// release does not fail the delete; the record stays for the manager's
-// Stop to try again.
+// Delete deletes the container (or exec) with runc, then makes sure the
+// agent has wiped a claiming container's secrets: the release started when
+// its init exited (initExited) has ended, or this one has. The release is
+// done before the delete answers: containerd may reuse the ID only after
+// that. A failed release does not fail the delete; the record stays for the
+// manager's Stop to try again.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	s.trace.mark(r.ID, "delete")
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
@@ -217,23 +226,68 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	s.trace.mark(r.ID, "runc-deleted")
 	defer s.trace.mark(r.ID, "delete-done")
-	bundle := s.forget(r.ID)
-	if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
+	if err := s.releaseDeleted(ctx, r.ID); err != nil {
 		log.G(ctx).WithError(err).WithField("id", r.ID).Warn("lockbox: release")
 	}
 	return resp, nil
 }
 
-// forget returns the container's bundle and drops it from the map.
-func (s *service) forget(id string) string {
+// initExited starts the release of a claiming container whose init
+// process has exited (the runc service's TaskExit event, exitPublisher):
+// the secrets are wiped when the container stops, whatever the client does
+// next (nerdctl stop deletes nothing), and the release is off the delete's
+// critical path. The init's exit ends the container: the runc shim kills
+// whatever else runs in it then (a container sharing the host's pid
+// namespace included). It does not wait for the release.
+func (s *service) initExited(id string) {
 	s.mu.Lock()
-	b, ok := s.bundles[id]
-	delete(s.bundles, id)
+	c := s.claims[id]
+	if c == nil || c.released != nil {
+		s.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	c.released = done
+	bundle := c.bundle
+	s.mu.Unlock()
+	go func() {
+		defer close(done)
+		ctx := context.Background()
+		if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
+			// Delete, and the manager's Stop after it, try again from
+			// the record, which a failed release keeps.
+			log.G(ctx).WithError(err).WithField("id", id).Warn("lockbox: release at exit")
+		}
+	}()
+}
+
+// releaseDeleted releases a deleted container: it waits for the release
+// its exit started, if any, then releases from the record, which is a
+// no-op once that release succeeded (it removed the record) and a second
+// try if it failed. The container is forgotten.
+func (s *service) releaseDeleted(ctx context.Context, id string) error {
+	bundle, released := s.forget(id)
+	if released != nil {
+		select {
+		case <-released:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return releaseFromDisk(ctx, s.socket, bundle)
+}
+
+// forget returns the container's bundle and the channel closed when the
+// release its exit started has ended (nil if none started), and drops it.
+func (s *service) forget(id string) (string, <-chan struct{}) {
+	s.mu.Lock()
+	c, ok := s.claims[id]
+	delete(s.claims, id)
 	s.mu.Unlock()
 	if ok {
-		return b
+		return c.bundle, c.released
 	}
-	return siblingBundle(id)
+	return siblingBundle(id), nil
 }
 
 // siblingBundle is the bundle of container id as containerd lays bundles
@@ -258,32 +312,27 @@ func releaseFromDisk(ctx context.Context, socket, bundle string) error {
 	if err != nil || rec == nil {
 		return err
 	}
-	cl, err := localapi.Dial(socket)
+	cl, err := agentconn.Dial(socket, callTimeout(ctx))
 	if err != nil {
 		return fmt.Errorf("release %s: lockbox agent not reachable: %w", rec.ID, err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
-	defer cancel()
-	if err := cl.ReleaseProcess(ctx, rec.ID, rec.Pid, rec.PidStart); err != nil {
+	if err := cl.Release(rec.ID, agentconn.Process{Pid: int(rec.Pid), Start: rec.PidStart}); err != nil {
 		return fmt.Errorf("release %s: %w", rec.ID, err)
 	}
 	return removeRecord(bundle)
 }
 
-// toAgentContainer is the local API's form of the claim's container.
-func toAgentContainer(ctr *agentconn.Container) *agent.Container {
-	return &agent.Container{
-		Id:             ctr.ID,
-		Service:        ctr.Service,
-		Pid:            int32(ctr.Pid),
-		Rootfs:         ctr.Rootfs,
-		ReadonlyRootfs: ctr.ReadonlyRootfs,
-		UidMappings:    idMappings(ctr.UIDMappings),
-		GidMappings:    idMappings(ctr.GIDMappings),
-		Os:             ctr.OS,
-		Facts:          toAgentFacts(ctr.Facts),
+// callTimeout bounds each call on an agent connection: agentTimeout, or
+// less when ctx ends sooner. agentconn's calls block in the kernel with
+// socket timeouts; they do not watch ctx.
+func callTimeout(ctx context.Context) time.Duration {
+	d := agentTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		// At least a millisecond: zero would mean no limit at all.
+		d = max(min(d, time.Until(dl)), time.Millisecond)
 	}
+	return d
 }
 
 // requestNamespace is the containerd namespace of a task request, "" when
@@ -294,30 +343,6 @@ func requestNamespace(ctx context.Context) string {
 		return ""
 	}
 	return ns
-}
-
-// toAgentFacts is the local API's form of the facts hotpath read; the
-// shim, like lockbox-runtime, never knows pod labels.
-func toAgentFacts(f *agentconn.Facts) *agent.ContainerFacts {
-	if f == nil {
-		return nil
-	}
-	out := &agent.ContainerFacts{ContainerdNamespace: f.ContainerdNamespace, Image: f.Image}
-	if f.Pod != nil {
-		out.Pod = &agent.PodFacts{Namespace: f.Pod.Namespace}
-	}
-	return out
-}
-
-func idMappings(in []agentconn.IDMapping) []*agent.IDMapping {
-	if len(in) == 0 {
-		return nil
-	}
-	out := make([]*agent.IDMapping, len(in))
-	for i, m := range in {
-		out[i] = &agent.IDMapping{ContainerId: m.ContainerID, HostId: m.HostID, Size: m.Size}
-	}
-	return out
 }
 
 // taskService is the runc task service as task.NewTaskService returns it.

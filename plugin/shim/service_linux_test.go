@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/core/events"
 	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/ttrpc"
@@ -380,3 +382,116 @@ func TestWrapForwardsInterceptor(t *testing.T) {
 		t.Error("forwarded interceptor is not the service's")
 	}
 }
+
+// The exit of a claiming container's init releases it at once, before any
+// delete (nerdctl stop deletes nothing); the delete then finds nothing
+// left to release. The exit of an exec, or of a container that claims
+// nothing, releases nothing.
+func TestInitExitReleases(t *testing.T) {
+	a, sock := startFakeAgent(t)
+	inner := &fakeTasks{pid: uint32(os.Getpid())}
+	s := newService(inner, sock)
+	pub := &exitPublisher{Publisher: nopPublisher{}}
+	pub.onExit.Store(s.initExited)
+	ctx := context.Background()
+	claiming := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: claiming}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "plain", Bundle: writeBundle(t, nil, false)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*eventstypes.TaskExit{
+		{ContainerID: "c1", ID: "exec1"},
+		{ContainerID: "plain", ID: "plain"},
+	} {
+		if err := pub.Publish(ctx, "/tasks/exit", e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	started := s.claims["c1"].released != nil
+	s.mu.Unlock()
+	if _, n := a.counts(); started || n != 0 {
+		t.Fatalf("an exec's or another container's exit released c1 (started %v, %d releases)", started, n)
+	}
+
+	if err := pub.Publish(ctx, "/tasks/exit", &eventstypes.TaskExit{ContainerID: "c1", ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	done := s.claims["c1"].released
+	s.mu.Unlock()
+	if done == nil {
+		t.Fatal("the init's exit started no release")
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the release at exit did not end")
+	}
+	if _, n := a.counts(); n != 1 || a.releases[0].GetContainerId() != "c1" || a.releases[0].GetPid() != int32(os.Getpid()) {
+		t.Fatalf("releases %v after the init's exit, want one of c1 naming its init", a.releases)
+	}
+	if rec, _ := readRecord(claiming); rec != nil {
+		t.Errorf("record %+v kept after the release at exit", rec)
+	}
+	// A second exit event (containerd replays none, but be sure) starts
+	// nothing.
+	pub.Publish(ctx, "/tasks/exit", &eventstypes.TaskExit{ContainerID: "c1", ID: "c1"})
+	for _, id := range []string{"c1", "plain"} {
+		if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, n := a.counts(); n != 1 {
+		t.Errorf("%d releases after the deletes, want the exit's one only", n)
+	}
+}
+
+// A release at exit that fails (the agent is down) keeps the record, and
+// the delete tries again from it once the agent is back.
+func TestDeleteRetriesFailedExitRelease(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := localapi.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &fakeAgent{}
+	srv := localapi.NewServer(a, nil)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	s := newService(&fakeTasks{pid: uint32(os.Getpid())}, sock)
+	ctx := context.Background()
+	bundle := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	<-done
+	s.initExited("c1")
+	s.mu.Lock()
+	released := s.claims["c1"].released
+	s.mu.Unlock()
+	<-released
+	if rec, _ := readRecord(bundle); rec == nil {
+		t.Fatal("a failed release at exit dropped the record")
+	}
+
+	a2, sock2 := startFakeAgent(t)
+	s.socket = sock2
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := a2.counts(); n != 1 {
+		t.Fatalf("%d releases at delete after a failed one at exit, want 1", n)
+	}
+	if rec, _ := readRecord(bundle); rec != nil {
+		t.Errorf("record %+v kept after the delete's release", rec)
+	}
+}
+
+type nopPublisher struct{}
+
+func (nopPublisher) Publish(context.Context, string, events.Event) error { return nil }
+func (nopPublisher) Close() error                                        { return nil }
