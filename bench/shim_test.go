@@ -80,6 +80,8 @@ func BenchmarkShimLifecycle(b *testing.B) {
 	b.ReportMetric(float64(meds[1])/float64(meds[0]), "plain/runc-shim")
 	b.ReportMetric(float64(meds[2])/float64(meds[0]), "claim/runc-shim")
 	b.ReportMetric(ms(meds[2]-meds[0]), "claim-added-ms")
+	b.ReportMetric(ms(median(pairedDiffs(times[0], times[2]))), "claim-added-ms-paired")
+	b.ReportMetric(ms(median(pairedDiffs(times[0], times[1]))), "plain-added-ms-paired")
 	if held := a.Held(); len(held) != 0 {
 		b.Errorf("agent still holds %d mounts after all containers were deleted", len(held))
 	}
