@@ -174,24 +174,27 @@ func attachHandovers(rootfs string, own ownBind, hs []mounter.Handover) error {
 }
 
 // attachAll attaches hs under root; proc is procForMountinfo's, own the
-// agent's mountpoint file.
+// agent's mountpoint file. The targets share one walk of the root, so
+// directories common to several are resolved once.
 func attachAll(root, proc int, own ownBind, hs []mounter.Handover) error {
+	w := newRootWalk(root)
+	defer w.close()
 	for _, h := range hs {
-		if err := attachOne(root, proc, own, h); err != nil {
+		if err := attachOne(w, proc, own, h); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// attachOne moves the detached mount h.File onto h.Target inside root.
-func attachOne(root, proc int, own ownBind, h mounter.Handover) error {
+// attachOne moves the detached mount h.File onto h.Target inside w's root.
+func attachOne(w *rootWalk, proc int, own ownBind, h mounter.Handover) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(h.File.Fd()), &st); err != nil {
 		return fmt.Errorf("attach %s: stat the mount: %w", h.Target, err)
 	}
 	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	mp, err := mountpoint(root, h.Target, dir, own, h.Secret)
+	mp, err := w.mountpoint(h.Target, dir, own, h.Secret)
 	if err != nil {
 		return err
 	}
@@ -201,6 +204,11 @@ func attachOne(root, proc int, own ownBind, h mounter.Handover) error {
 	}
 	if err := unix.MoveMount(int(h.File.Fd()), "", mp, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
 		return fmt.Errorf("attach %s: move mount: %w", h.Target, err)
+	}
+	if dir {
+		// The directory mount now covers whatever the walk resolved
+		// below its target: look those up afresh.
+		w.forget()
 	}
 	return nil
 }
