@@ -13,11 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/pkg/oci"
 	"golang.org/x/sys/unix"
 
-	"github.com/lockbox-project/lockbox/integration/harness"
-	"github.com/lockbox-project/lockbox/plugin/ocispec"
 	"github.com/lockbox-project/lockbox/plugin/shim"
 )
 
@@ -58,73 +55,35 @@ var shimSteps = []struct{ name, what string }{
 // median time from the previous step each variant has, and the claim's
 // difference to the runc shim and to the plain Lockbox shim.
 func BenchmarkShimPhases(b *testing.B) {
-	dir := os.Getenv("LOCKBOX_BIN")
-	if dir == "" {
-		b.Fatal("LOCKBOX_BIN is not set: run make build and point it at bin/")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "containerd-shim-lockbox-v2")); err != nil {
-		b.Fatalf("%v (make build)", err)
-	}
 	trace := filepath.Join(b.TempDir(), "shim-trace")
-	grants, secrets := tenSecrets()
-	a := harness.StartTestAgent(b, grants, secrets)
-	c := harness.StartContainerd(b, harness.Options{ShimDir: dir, Env: []string{
-		"LOCKBOX_AGENT_SOCKET=" + a.Socket, shim.TraceEnv + "=" + trace,
-	}})
-	c.Import("default", harness.ImageConfig{Name: image})
-	cl, ctx := c.Client("default")
-	img, err := cl.GetImage(ctx, image)
-	if err != nil {
-		b.Fatal(err)
-	}
-
-	type variant struct {
-		name, runtime string
-		claim         bool
-	}
-	variants := []*variant{
-		{name: "runc-shim", runtime: runcShim},
-		{name: "lockbox-shim-plain", runtime: lockboxShim},
-		{name: "lockbox-shim-claim", runtime: lockboxShim, claim: true},
-	}
-	// marks[id][step] = CLOCK_MONOTONIC ns; start[id] the lifecycle's.
+	variants, _ := shimVariants(b, shim.TraceEnv+"="+trace)
+	// marks[id][step] = CLOCK_MONOTONIC ns ("begin": the lifecycle's).
 	var mu sync.Mutex
 	marks := map[string]map[string]int64{}
 	variantOf := map[string]int{}
-	run := func(v *variant, i int) time.Duration {
-		opts := []oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs("/bin/true")}
-		if v.claim {
-			opts = append(opts, ocispec.WithService("bench"))
-		}
+	index := map[*shimVariant]int{}
+	for k, v := range variants {
+		index[v] = k
+	}
+	run := func(v *shimVariant, i int) time.Duration {
 		id := fmt.Sprintf("%s-%d", v.name, i)
 		m := map[string]int64{"begin": monotonic()}
-		mark := func(step string) {
+		d := v.run(b, i, func(step string) {
 			t := monotonic()
 			mu.Lock()
 			m[step] = t
 			mu.Unlock()
-		}
-		start := time.Now()
-		code, out, err := lifecycle(ctx, cl, c.FifoDir, img, id, v.runtime, opts, mark)
-		d := time.Since(start)
-		if err != nil || code != 0 {
-			b.Fatalf("%s: exit %d, %v: %s", id, code, err, out)
-		}
+		})
 		if i < 1000000 { // not the warm-up run
 			mu.Lock()
 			marks[id] = m
-			for k, vv := range variants {
-				if vv == v {
-					variantOf[id] = k
-				}
-			}
+			variantOf[id] = index[v]
 			mu.Unlock()
 		}
 		return d
 	}
 	times := alternate(b, variants, run)
-	names := []string{"runc-shim", "lockbox-shim-plain", "lockbox-shim-claim"}
-	meds := report(b, names, times)
+	meds := report(b, variantNames(variants), times)
 	if err := readShimTrace(trace, marks); err != nil {
 		b.Fatal(err)
 	}
@@ -146,27 +105,45 @@ func BenchmarkShimPhases(b *testing.B) {
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%s: median ms from the previous step the variant has (n=%d per variant)\n", b.Name(), b.N)
-	fmt.Fprintf(&sb, "%-18s %9s %9s %9s %9s %9s  %s\n", "step", "runc", "plain", "claim", "claim-runc", "claim-plain", "what")
-	cell := func(k int, step string) (float64, string) {
+	cols := []string{"runc", "plain", "claim", "real-claim"}[:len(variants)]
+	fmt.Fprintf(&sb, "%-18s", "step")
+	for _, c := range cols {
+		fmt.Fprintf(&sb, " %10s", c)
+	}
+	fmt.Fprintf(&sb, " %11s %11s", "claim-runc", "claim-plain")
+	if len(variants) > 3 {
+		fmt.Fprintf(&sb, " %11s", "real-runc")
+	}
+	sb.WriteString("  what\n")
+	cell := func(k int, step string) (float64, bool) {
 		d := segs[k][step]
 		if len(d) == 0 {
-			return 0, "-"
+			return 0, false
 		}
-		v := ms(median(d))
-		return v, strconv.FormatFloat(v, 'f', 3, 64)
+		return ms(median(d)), true
 	}
-	for _, s := range shimSteps {
-		r, rs := cell(0, s.name)
-		p, ps := cell(1, s.name)
-		cv, cs := cell(2, s.name)
-		dr, dp := "", ""
-		if cs != "-" && rs != "-" {
-			dr = fmt.Sprintf("%+.3f", cv-r)
+	diff := func(a, b int, step string) string {
+		x, okx := cell(a, step)
+		y, oky := cell(b, step)
+		if !okx || !oky {
+			return ""
 		}
-		if cs != "-" && ps != "-" {
-			dp = fmt.Sprintf("%+.3f", cv-p)
+		return fmt.Sprintf("%+.3f", x-y)
+	}
+	for _, st := range shimSteps {
+		fmt.Fprintf(&sb, "%-18s", st.name)
+		for k := range variants {
+			if v, ok := cell(k, st.name); ok {
+				fmt.Fprintf(&sb, " %10.3f", v)
+			} else {
+				fmt.Fprintf(&sb, " %10s", "-")
+			}
 		}
-		fmt.Fprintf(&sb, "%-18s %9s %9s %9s %9s %9s  %s\n", s.name, rs, ps, cs, dr, dp, s.what)
+		fmt.Fprintf(&sb, " %11s %11s", diff(2, 0, st.name), diff(2, 1, st.name))
+		if len(variants) > 3 {
+			fmt.Fprintf(&sb, " %11s", diff(3, 0, st.name))
+		}
+		fmt.Fprintf(&sb, "  %s\n", st.what)
 	}
 	fmt.Print(sb.String())
 	b.ReportMetric(float64(meds[2])/float64(meds[0]), "claim/runc-shim")
