@@ -391,7 +391,8 @@ func TestInitExitReleases(t *testing.T) {
 	a, sock := startFakeAgent(t)
 	inner := &fakeTasks{pid: uint32(os.Getpid())}
 	s := newService(inner, sock)
-	pub := &exitPublisher{Publisher: nopPublisher{}}
+	inner2 := &recordingPublisher{}
+	pub := &exitPublisher{Publisher: inner2}
 	pub.onExit.Store(s.initExited)
 	ctx := context.Background()
 	claiming := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
@@ -447,6 +448,10 @@ func TestInitExitReleases(t *testing.T) {
 	if _, n := a.counts(); n != 1 {
 		t.Errorf("%d releases after the deletes, want the exit's one only", n)
 	}
+	// Every event still reaches containerd.
+	if got := inner2.count(); got != 4 {
+		t.Errorf("%d events forwarded, want all 4", got)
+	}
 }
 
 // A release at exit that fails (the agent is down) keeps the record, and
@@ -491,7 +496,23 @@ func TestDeleteRetriesFailedExitRelease(t *testing.T) {
 	}
 }
 
-type nopPublisher struct{}
+// recordingPublisher counts the events it is given.
+type recordingPublisher struct {
+	mu sync.Mutex
+	n  int
+}
 
-func (nopPublisher) Publish(context.Context, string, events.Event) error { return nil }
-func (nopPublisher) Close() error                                        { return nil }
+func (p *recordingPublisher) Publish(context.Context, string, events.Event) error {
+	p.mu.Lock()
+	p.n++
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *recordingPublisher) Close() error { return nil }
+
+func (p *recordingPublisher) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
+}
