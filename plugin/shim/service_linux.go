@@ -139,6 +139,13 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	pid := int(resp.Pid)
 	err = s.prepare(ctx, cl, c, r.ID, r.Bundle, pid)
 	if err == nil {
+		// The release starts when the init exits. Without a pidfd (a
+		// kernel before 5.10) the runc service's TaskExit event starts it
+		// (exitPublisher), later, or the delete does.
+		id := r.ID
+		if werr := watchExit(pid, func() { s.initExited(id) }); werr != nil {
+			log.G(ctx).WithError(werr).WithField("id", id).Debug("lockbox: no pidfd to watch the init's exit; releasing at its exit event")
+		}
 		return resp, nil
 	}
 	s.takeBack(ctx, r.ID, r.Bundle)
@@ -233,7 +240,8 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 }
 
 // initExited starts the release of a claiming container whose init
-// process has exited (the runc service's TaskExit event, exitPublisher):
+// process has exited (its pidfd, watchExit, or the runc service's TaskExit
+// event, exitPublisher, whichever comes first):
 // the secrets are wiped when the container stops, whatever the client does
 // next (nerdctl stop deletes nothing), and the release is off the delete's
 // critical path. The init's exit ends the container: the runc shim kills
@@ -252,6 +260,8 @@ func (s *service) initExited(id string) {
 	s.mu.Unlock()
 	go func() {
 		defer close(done)
+		s.trace.mark(id, "exit-release")
+		defer s.trace.mark(id, "exit-released")
 		ctx := context.Background()
 		if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
 			// Delete, and the manager's Stop after it, try again from
