@@ -145,19 +145,19 @@ func BenchmarkShimPhases(b *testing.B) {
 		}
 		fmt.Fprintf(&sb, "  %s\n", st.what)
 	}
-	// The release at the init's exit runs beside the chain: when it
-	// started after the client saw the exit, how long it took, and when it
-	// ended against the delete's runc delete (negative: before it).
+	// The release beside runc's delete runs beside the chain: when it
+	// started after the shim's Delete began, how long it took, and when it
+	// ended against runc's delete (negative: before it).
 	for k, v := range variants {
 		var start, took, end []time.Duration
 		for id, m := range marks {
-			rs, ok1 := m["exit-release"]
-			re, ok2 := m["exit-released"]
+			rs, ok1 := m["early-release"]
+			re, ok2 := m["early-released"]
 			if variantOf[id] != k || !ok1 || !ok2 {
 				continue
 			}
 			took = append(took, time.Duration(re-rs))
-			if t, ok := m["exited"]; ok {
+			if t, ok := m["delete"]; ok {
 				start = append(start, time.Duration(rs-t))
 			}
 			if t, ok := m["runc-deleted"]; ok {
@@ -165,7 +165,7 @@ func BenchmarkShimPhases(b *testing.B) {
 			}
 		}
 		if len(took) > 0 {
-			fmt.Fprintf(&sb, "%s: release at exit: starts %+.3f ms after the client's exit event, takes %.3f ms, ends %+.3f ms after runc delete (medians)\n",
+			fmt.Fprintf(&sb, "%s: release beside runc delete: starts %+.3f ms after the shim's Delete, takes %.3f ms, ends %+.3f ms after runc delete (medians)\n",
 				v.name, ms(median(start)), ms(median(took)), ms(median(end)))
 		}
 	}

@@ -15,8 +15,8 @@ import (
 // event says the same, but it reaches the shim's publisher only when the
 // event forwarder, which sends every event to containerd one at a time,
 // gets to it: under load after the client has seen the exit through its
-// Wait and asked for the delete, too late to take the release off the
-// delete's path (BenchmarkShimPhases).
+// Wait and asked for the delete (BenchmarkShimPhases), too late for the
+// delete to know it may release beside runc's delete.
 func watchExit(pid int, fn func()) error {
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {

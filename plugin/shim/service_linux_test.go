@@ -39,6 +39,8 @@ type fakeTasks struct {
 	mountsAt  []string
 	// mounts are the bundle's mounts at Create, whole.
 	mounts []mountSpec
+	// onDelete, if set, runs in Delete (runc's delete).
+	onDelete func()
 }
 
 type mountSpec struct {
@@ -80,6 +82,9 @@ func (f *fakeTasks) Wait(_ context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 }
 
 func (f *fakeTasks) Delete(_ context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	if f.onDelete != nil {
+		f.onDelete()
+	}
 	call := "delete " + r.ID
 	if r.ExecID != "" {
 		call += "/" + r.ExecID
@@ -103,6 +108,8 @@ type fakeAgent struct {
 	targets  int
 	// onTargets, if set, sees every targets request.
 	onTargets func(*agent.TargetsRequest)
+	// released gets a value at every release.
+	released chan struct{}
 }
 
 func (a *fakeAgent) Prepare(_ context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
@@ -133,8 +140,30 @@ func (a *fakeAgent) Release(context.Context, string) error { return errors.New("
 func (a *fakeAgent) ReleaseRequest(_ context.Context, req *agent.ReleaseRequest) error {
 	a.mu.Lock()
 	a.releases = append(a.releases, req)
+	if a.released == nil {
+		a.released = make(chan struct{}, 16)
+	}
+	ch := a.released
 	a.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 	return nil
+}
+
+// waitRelease waits up to d for a release to arrive.
+func (a *fakeAgent) waitRelease(d time.Duration) {
+	a.mu.Lock()
+	if a.released == nil {
+		a.released = make(chan struct{}, 16)
+	}
+	ch := a.released
+	a.mu.Unlock()
+	select {
+	case <-ch:
+	case <-time.After(d):
+	}
 }
 
 func (a *fakeAgent) List(context.Context) (*agent.ListResponse, error) {
@@ -383,116 +412,82 @@ func TestWrapForwardsInterceptor(t *testing.T) {
 	}
 }
 
-// The exit of a claiming container's init releases it at once, before any
-// delete (nerdctl stop deletes nothing); the delete then finds nothing
-// left to release. The exit of an exec, or of a container that claims
-// nothing, releases nothing.
-func TestInitExitReleases(t *testing.T) {
+// Once a claiming container's init has exited (here told by the exit
+// event) its delete releases it beside runc's delete: the release has
+// reached the agent before runc's delete returns. The exit of an exec, or
+// of another container, tells nothing, and every event still reaches
+// containerd.
+func TestExitedReleasesBesideRuncDelete(t *testing.T) {
 	a, sock := startFakeAgent(t)
 	inner := &fakeTasks{pid: uint32(os.Getpid())}
 	s := newService(inner, sock)
-	inner2 := &recordingPublisher{}
-	pub := &exitPublisher{Publisher: inner2}
+	fwd := &recordingPublisher{}
+	pub := &exitPublisher{Publisher: fwd}
 	pub.onExit.Store(s.initExited)
-	ctx := context.Background()
-	claiming := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
-	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: claiming}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "plain", Bundle: writeBundle(t, nil, false)}); err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range []*eventstypes.TaskExit{
-		{ContainerID: "c1", ID: "exec1"},
-		{ContainerID: "plain", ID: "plain"},
-	} {
-		if err := pub.Publish(ctx, "/tasks/exit", e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.mu.Lock()
-	started := s.claims["c1"].released != nil
-	s.mu.Unlock()
-	if _, n := a.counts(); started || n != 0 {
-		t.Fatalf("an exec's or another container's exit released c1 (started %v, %d releases)", started, n)
-	}
-
-	if err := pub.Publish(ctx, "/tasks/exit", &eventstypes.TaskExit{ContainerID: "c1", ID: "c1"}); err != nil {
-		t.Fatal(err)
-	}
-	s.mu.Lock()
-	done := s.claims["c1"].released
-	s.mu.Unlock()
-	if done == nil {
-		t.Fatal("the init's exit started no release")
-	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the release at exit did not end")
-	}
-	if _, n := a.counts(); n != 1 || a.releases[0].GetContainerId() != "c1" || a.releases[0].GetPid() != int32(os.Getpid()) {
-		t.Fatalf("releases %v after the init's exit, want one of c1 naming its init", a.releases)
-	}
-	if rec, _ := readRecord(claiming); rec != nil {
-		t.Errorf("record %+v kept after the release at exit", rec)
-	}
-	// A second exit event (containerd replays none, but be sure) starts
-	// nothing.
-	pub.Publish(ctx, "/tasks/exit", &eventstypes.TaskExit{ContainerID: "c1", ID: "c1"})
-	for _, id := range []string{"c1", "plain"} {
-		if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: id}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, n := a.counts(); n != 1 {
-		t.Errorf("%d releases after the deletes, want the exit's one only", n)
-	}
-	// Every event still reaches containerd.
-	if got := inner2.count(); got != 4 {
-		t.Errorf("%d events forwarded, want all 4", got)
-	}
-}
-
-// A release at exit that fails (the agent is down) keeps the record, and
-// the delete tries again from it once the agent is back.
-func TestDeleteRetriesFailedExitRelease(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := localapi.Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &fakeAgent{}
-	srv := localapi.NewServer(a, nil)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	s := newService(&fakeTasks{pid: uint32(os.Getpid())}, sock)
 	ctx := context.Background()
 	bundle := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
 	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}); err != nil {
 		t.Fatal(err)
 	}
-	srv.Close()
-	<-done
-	s.initExited("c1")
+	for _, e := range []*eventstypes.TaskExit{
+		{ContainerID: "c1", ID: "exec1"},
+		{ContainerID: "other", ID: "other"},
+	} {
+		pub.Publish(ctx, "/tasks/exit", e)
+	}
 	s.mu.Lock()
-	released := s.claims["c1"].released
+	exited := s.claims["c1"].exited
 	s.mu.Unlock()
-	<-released
-	if rec, _ := readRecord(bundle); rec == nil {
-		t.Fatal("a failed release at exit dropped the record")
+	if exited {
+		t.Fatal("an exec's or another container's exit marked c1 exited")
+	}
+	pub.Publish(ctx, "/tasks/exit", &eventstypes.TaskExit{ContainerID: "c1", ID: "c1"})
+	if _, n := a.counts(); n != 0 {
+		t.Fatalf("%d releases at the exit itself, want none (the agent's exit watch wipes)", n)
 	}
 
-	a2, sock2 := startFakeAgent(t)
-	s.socket = sock2
+	// runc's delete waits until the agent has the release.
+	inner.onDelete = func() {
+		a.waitRelease(10 * time.Second)
+		if _, n := a.counts(); n != 1 {
+			t.Error("runc's delete ran to its end before the release reached the agent")
+		}
+	}
 	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, n := a2.counts(); n != 1 {
-		t.Fatalf("%d releases at delete after a failed one at exit, want 1", n)
+	if _, n := a.counts(); n != 1 || a.releases[0].GetContainerId() != "c1" || a.releases[0].GetPid() != int32(os.Getpid()) {
+		t.Fatalf("releases %v, want one of c1 naming its init", a.releases)
 	}
 	if rec, _ := readRecord(bundle); rec != nil {
-		t.Errorf("record %+v kept after the delete's release", rec)
+		t.Errorf("record %+v kept after the release", rec)
+	}
+	if got := fwd.count(); got != 3 {
+		t.Errorf("%d events forwarded, want all 3", got)
+	}
+}
+
+// A container whose init has not exited is released only after runc's
+// delete (which kills it) succeeded: a delete runc refuses must not cost a
+// live container its secrets.
+func TestNotExitedReleasedAfterRuncDelete(t *testing.T) {
+	a, sock := startFakeAgent(t)
+	inner := &fakeTasks{pid: uint32(os.Getpid())}
+	s := newService(inner, sock)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: writeBundle(t, map[string]string{"lockbox.service": "web"}, false)}); err != nil {
+		t.Fatal(err)
+	}
+	released := -1
+	inner.onDelete = func() { _, released = a.counts() }
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if released != 0 {
+		t.Errorf("%d releases while runc's delete ran, want 0", released)
+	}
+	if _, n := a.counts(); n != 1 {
+		t.Errorf("%d releases after the delete, want 1", n)
 	}
 }
 

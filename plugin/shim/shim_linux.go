@@ -81,8 +81,8 @@ type exitWatcher interface{ initExited(id string) }
 
 // exitPublisher is the runc service's event publisher with a look at each
 // event on its way out: the TaskExit of a container's init process (ID ==
-// ContainerID) starts the container's release (service.initExited) before
-// the event is forwarded.
+// ContainerID) tells the wrapper (service.initExited) before the event is
+// forwarded.
 type exitPublisher struct {
 	shim.Publisher
 	// onExit is a func(id string), set once the wrapper exists.
