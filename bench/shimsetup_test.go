@@ -34,10 +34,9 @@ type shimVariant struct {
 // lockbox-shim-plain and lockbox-shim-claim; with LOCKBOX_BENCH_REAL_AGENT
 // set, also real-agent-shim-claim: the same claim through a second
 // containerd whose shims talk to a real manager and "lockbox agent" (its
-// own process, its records and exit watch), as on a node. The test agent
-// runs in the benchmark's process, beside the client, which flatters the
-// claim: the client is awake from the agent's work when the create
-// answers. It also returns the test agent, whose mounts must all be
+// own process, its records and exit watch), as on a node; the test agent
+// runs in the benchmark's process, beside the client, and keeps no
+// records. It also returns the test agent, whose mounts must all be
 // released at the end.
 func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAgent) {
 	dir := os.Getenv("LOCKBOX_BIN")
