@@ -145,30 +145,6 @@ func BenchmarkShimPhases(b *testing.B) {
 		}
 		fmt.Fprintf(&sb, "  %s\n", st.what)
 	}
-	// The release beside runc's delete runs beside the chain: when it
-	// started after the shim's Delete began, how long it took, and when it
-	// ended against runc's delete (negative: before it).
-	for k, v := range variants {
-		var start, took, end []time.Duration
-		for id, m := range marks {
-			rs, ok1 := m["early-release"]
-			re, ok2 := m["early-released"]
-			if variantOf[id] != k || !ok1 || !ok2 {
-				continue
-			}
-			took = append(took, time.Duration(re-rs))
-			if t, ok := m["delete"]; ok {
-				start = append(start, time.Duration(rs-t))
-			}
-			if t, ok := m["runc-deleted"]; ok {
-				end = append(end, time.Duration(re-t))
-			}
-		}
-		if len(took) > 0 {
-			fmt.Fprintf(&sb, "%s: release beside runc delete: starts %+.3f ms after the shim's Delete, takes %.3f ms, ends %+.3f ms after runc delete (medians)\n",
-				v.name, ms(median(start)), ms(median(took)), ms(median(end)))
-		}
-	}
 	fmt.Print(sb.String())
 	b.ReportMetric(float64(meds[2])/float64(meds[0]), "claim/runc-shim")
 	b.ReportMetric(ms(meds[2]-meds[0]), "claim-added-ms")

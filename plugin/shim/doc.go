@@ -6,9 +6,8 @@
 // runc create and the start, with no exec on that path: it asks the agent
 // (agent/localapi's socket, through lockbox-runtime's hand-encoded client
 // agentconn) to attach the tmpfs into the container by its init pid, and
-// has the agent release it at the container's delete (beside runc's delete
-// once the init has exited: the shim watches it through a pidfd), or, from
-// the record it keeps in the bundle, when the shim manager's Stop cleans up
+// has the agent release it when the container is deleted, or, from the
+// record it keeps in the bundle, when the shim manager's Stop cleans up
 // after a shim that died. The agent's own exit watch wipes the secrets
 // when the container stops, whether or not anything deletes it.
 //

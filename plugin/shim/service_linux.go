@@ -59,11 +59,6 @@ func newService(inner taskAPI.TTRPCTaskService, socket string) *service {
 // claimed is a claiming container of this shim.
 type claimed struct {
 	bundle string
-	// exited is set once the container's init has exited (initExited).
-	exited bool
-	// released is closed when the release started beside runc's delete
-	// (startRelease) has ended; nil until it starts.
-	released chan struct{}
 }
 
 // AgentSocket is the agent's socket as lockbox-runtime finds it:
@@ -141,13 +136,6 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	pid := int(resp.Pid)
 	err = s.prepare(ctx, cl, c, r.ID, r.Bundle, pid)
 	if err == nil {
-		// Learn of the init's exit, so that the delete can release beside
-		// runc's delete. Without a pidfd (a kernel before 5.10) the runc
-		// service's TaskExit event tells (exitPublisher), later.
-		id := r.ID
-		if werr := watchExit(pid, func() { s.initExited(id) }); werr != nil {
-			log.G(ctx).WithError(werr).WithField("id", id).Debug("lockbox: no pidfd to watch the init's exit; releasing at its exit event")
-		}
 		return resp, nil
 	}
 	s.takeBack(ctx, r.ID, r.Bundle)
@@ -221,25 +209,20 @@ func (s *service) takeBack(ctx context.Context, id, bundle string) {
 	}
 }
 
-// Delete deletes the container (or exec) with runc and has the agent wipe
-// a claiming container's secrets. Once the container's init has exited the
-// release runs beside runc's delete (startRelease), off the delete's
-// critical path; before that (a container created and never started,
-// whose init runc's delete kills) it runs after, so that a delete runc
-// refuses never costs a live container its secrets. Either way the release
-// is done before the delete answers: containerd may reuse the ID only after
-// that. A failed release does not fail the delete; the record stays for the
-// manager's Stop to try again.
+// Delete deletes the container (or exec) with runc, then has the agent
+// wipe a claiming container's secrets. The release comes before the delete
+// answers: containerd may reuse the ID only after that. A failed release
+// does not fail the delete; the record stays for the manager's Stop to try
+// again. The agent's own exit watch has usually wiped the secrets already,
+// when the container's init exited; the release then only confirms it.
 //
-// The release is not made at the exit itself: the agent's own exit watch
-// already wipes a container's secrets when its init exits (a pidfd), and a
-// second release there ran beside containerd's handling of the exit, which
-// it slowed by more than it saved at the delete (BenchmarkShimPhases).
+// Two earlier starts of the release were tried and measured
+// (BenchmarkShimPhases, docs/performance.md): at the init's exit it ran
+// beside containerd's handling of the exit and delayed the client's exit
+// event by more than it saved here; beside runc's delete it slowed runc's
+// delete as much. On a loaded machine neither beat this order.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	s.trace.mark(r.ID, "delete")
-	if r.ExecID == "" {
-		s.startRelease(r.ID)
-	}
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil || r.ExecID != "" {
 		return resp, err
@@ -252,73 +235,22 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	return resp, nil
 }
 
-// initExited notes that a claiming container's init process has exited
-// (its pidfd, watchExit, or the runc service's TaskExit event,
-// exitPublisher, whichever comes first). The init's exit ends the
-// container: the runc shim kills whatever else runs in it then (a
-// container sharing the host's pid namespace included), before it answers
-// the client's Wait that precedes a delete.
-func (s *service) initExited(id string) {
-	s.mu.Lock()
-	if c := s.claims[id]; c != nil {
-		c.exited = true
-	}
-	s.mu.Unlock()
-}
-
-// startRelease starts the release of a claiming container whose init has
-// exited, if none has started; it does not wait for it.
-func (s *service) startRelease(id string) {
-	s.mu.Lock()
-	c := s.claims[id]
-	if c == nil || !c.exited || c.released != nil {
-		s.mu.Unlock()
-		return
-	}
-	done := make(chan struct{})
-	c.released = done
-	bundle := c.bundle
-	s.mu.Unlock()
-	go func() {
-		defer close(done)
-		s.trace.mark(id, "early-release")
-		defer s.trace.mark(id, "early-released")
-		ctx := context.Background()
-		if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
-			// releaseDeleted, and the manager's Stop after it, try
-			// again from the record, which a failed release keeps.
-			log.G(ctx).WithError(err).WithField("id", id).Warn("lockbox: release beside runc delete")
-		}
-	}()
-}
-
-// releaseDeleted releases a deleted container: it waits for the release
-// startRelease started, if any, then releases from the record, which is a
-// no-op once that release succeeded (it removed the record) and a second
-// try if it failed. The container is forgotten.
+// releaseDeleted releases a deleted container from its record and forgets
+// it.
 func (s *service) releaseDeleted(ctx context.Context, id string) error {
-	bundle, released := s.forget(id)
-	if released != nil {
-		select {
-		case <-released:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return releaseFromDisk(ctx, s.socket, bundle)
+	return releaseFromDisk(ctx, s.socket, s.forget(id))
 }
 
-// forget returns the container's bundle and the channel closed when the
-// release startRelease started has ended (nil if none), and drops it.
-func (s *service) forget(id string) (string, <-chan struct{}) {
+// forget returns the container's bundle and drops it.
+func (s *service) forget(id string) string {
 	s.mu.Lock()
 	c, ok := s.claims[id]
 	delete(s.claims, id)
 	s.mu.Unlock()
 	if ok {
-		return c.bundle, c.released
+		return c.bundle
 	}
-	return siblingBundle(id), nil
+	return siblingBundle(id)
 }
 
 // siblingBundle is the bundle of container id as containerd lays bundles

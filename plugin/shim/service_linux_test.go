@@ -15,9 +15,7 @@ import (
 	"testing"
 	"time"
 
-	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
-	"github.com/containerd/containerd/v2/core/events"
 	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/ttrpc"
@@ -108,8 +106,6 @@ type fakeAgent struct {
 	targets  int
 	// onTargets, if set, sees every targets request.
 	onTargets func(*agent.TargetsRequest)
-	// released gets a value at every release.
-	released chan struct{}
 }
 
 func (a *fakeAgent) Prepare(_ context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
@@ -140,30 +136,8 @@ func (a *fakeAgent) Release(context.Context, string) error { return errors.New("
 func (a *fakeAgent) ReleaseRequest(_ context.Context, req *agent.ReleaseRequest) error {
 	a.mu.Lock()
 	a.releases = append(a.releases, req)
-	if a.released == nil {
-		a.released = make(chan struct{}, 16)
-	}
-	ch := a.released
 	a.mu.Unlock()
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
 	return nil
-}
-
-// waitRelease waits up to d for a release to arrive.
-func (a *fakeAgent) waitRelease(d time.Duration) {
-	a.mu.Lock()
-	if a.released == nil {
-		a.released = make(chan struct{}, 16)
-	}
-	ch := a.released
-	a.mu.Unlock()
-	select {
-	case <-ch:
-	case <-time.After(d):
-	}
 }
 
 func (a *fakeAgent) List(context.Context) (*agent.ListResponse, error) {
@@ -412,65 +386,10 @@ func TestWrapForwardsInterceptor(t *testing.T) {
 	}
 }
 
-// Once a claiming container's init has exited (here told by the exit
-// event) its delete releases it beside runc's delete: the release has
-// reached the agent before runc's delete returns. The exit of an exec, or
-// of another container, tells nothing, and every event still reaches
-// containerd.
-func TestExitedReleasesBesideRuncDelete(t *testing.T) {
-	a, sock := startFakeAgent(t)
-	inner := &fakeTasks{pid: uint32(os.Getpid())}
-	s := newService(inner, sock)
-	fwd := &recordingPublisher{}
-	pub := &exitPublisher{Publisher: fwd}
-	pub.onExit.Store(s.initExited)
-	ctx := context.Background()
-	bundle := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
-	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}); err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range []*eventstypes.TaskExit{
-		{ContainerID: "c1", ID: "exec1"},
-		{ContainerID: "other", ID: "other"},
-	} {
-		pub.Publish(ctx, "/tasks/exit", e)
-	}
-	s.mu.Lock()
-	exited := s.claims["c1"].exited
-	s.mu.Unlock()
-	if exited {
-		t.Fatal("an exec's or another container's exit marked c1 exited")
-	}
-	pub.Publish(ctx, "/tasks/exit", &eventstypes.TaskExit{ContainerID: "c1", ID: "c1"})
-	if _, n := a.counts(); n != 0 {
-		t.Fatalf("%d releases at the exit itself, want none (the agent's exit watch wipes)", n)
-	}
-
-	// runc's delete waits until the agent has the release.
-	inner.onDelete = func() {
-		a.waitRelease(10 * time.Second)
-		if _, n := a.counts(); n != 1 {
-			t.Error("runc's delete ran to its end before the release reached the agent")
-		}
-	}
-	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, n := a.counts(); n != 1 || a.releases[0].GetContainerId() != "c1" || a.releases[0].GetPid() != int32(os.Getpid()) {
-		t.Fatalf("releases %v, want one of c1 naming its init", a.releases)
-	}
-	if rec, _ := readRecord(bundle); rec != nil {
-		t.Errorf("record %+v kept after the release", rec)
-	}
-	if got := fwd.count(); got != 3 {
-		t.Errorf("%d events forwarded, want all 3", got)
-	}
-}
-
-// A container whose init has not exited is released only after runc's
-// delete (which kills it) succeeded: a delete runc refuses must not cost a
-// live container its secrets.
-func TestNotExitedReleasedAfterRuncDelete(t *testing.T) {
+// A container is released only after runc's delete succeeded: a delete
+// runc refuses (a running task) must not cost a live container its
+// secrets.
+func TestReleasedAfterRuncDelete(t *testing.T) {
 	a, sock := startFakeAgent(t)
 	inner := &fakeTasks{pid: uint32(os.Getpid())}
 	s := newService(inner, sock)
@@ -489,25 +408,4 @@ func TestNotExitedReleasedAfterRuncDelete(t *testing.T) {
 	if _, n := a.counts(); n != 1 {
 		t.Errorf("%d releases after the delete, want 1", n)
 	}
-}
-
-// recordingPublisher counts the events it is given.
-type recordingPublisher struct {
-	mu sync.Mutex
-	n  int
-}
-
-func (p *recordingPublisher) Publish(context.Context, string, events.Event) error {
-	p.mu.Lock()
-	p.n++
-	p.mu.Unlock()
-	return nil
-}
-
-func (p *recordingPublisher) Close() error { return nil }
-
-func (p *recordingPublisher) count() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.n
 }

@@ -8,16 +8,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 
-	eventstypes "github.com/containerd/containerd/api/events"
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types"
 
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
-	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/containerd/v2/plugins"
@@ -53,14 +50,11 @@ func register(socket string) {
 			if err != nil {
 				return nil, err
 			}
-			pub := &exitPublisher{Publisher: pp.(shim.Publisher)}
-			inner, err := task.NewTaskService(ic.Context, pub, ss.(shutdown.Service))
+			inner, err := task.NewTaskService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service))
 			if err != nil {
 				return nil, err
 			}
-			w := wrap(inner, socket)
-			pub.onExit.Store(w.(exitWatcher).initExited)
-			return w, nil
+			return wrap(inner, socket), nil
 		},
 	})
 }
@@ -74,28 +68,6 @@ func wrap(inner any, socket string) any {
 		return &interceptingService{service: s, inner: o}
 	}
 	return s
-}
-
-// exitWatcher is told of the exits of containers' init processes.
-type exitWatcher interface{ initExited(id string) }
-
-// exitPublisher is the runc service's event publisher with a look at each
-// event on its way out: the TaskExit of a container's init process (ID ==
-// ContainerID) tells the wrapper (service.initExited) before the event is
-// forwarded.
-type exitPublisher struct {
-	shim.Publisher
-	// onExit is a func(id string), set once the wrapper exists.
-	onExit atomic.Value
-}
-
-func (p *exitPublisher) Publish(ctx context.Context, topic string, event events.Event) error {
-	if e, ok := event.(*eventstypes.TaskExit); ok && e.ID == e.ContainerID {
-		if fn, ok := p.onExit.Load().(func(string)); ok {
-			fn(e.ContainerID)
-		}
-	}
-	return p.Publisher.Publish(ctx, topic, event)
 }
 
 type interceptingService struct {
