@@ -25,40 +25,35 @@ import (
 // agentTimeout bounds each call to the agent.
 const agentTimeout = 30 * time.Second
 
-// The shim talks to the agent with agentconn, lockbox-runtime's
-// hand-encoded client, not agent/localapi's: every container gets a fresh
-// shim process, and there the protobuf runtime's first use of the local
-// API's messages (building their marshal tables) and the net package's
-// poller cost about half a millisecond of CPU on the claim's critical path,
-// between runc's create and the agent's attach (BenchmarkShimPhases).
-
 // cleanupTimeout bounds taking back a container whose claim failed.
 const cleanupTimeout = 30 * time.Second
 
 // service is the runc task service with claims: Create and Delete talk to
 // the agent, every other call goes straight to the runc service.
+//
+// It talks to the agent with agentconn, lockbox-runtime's hand-encoded
+// client, not agent/localapi's: every container gets a fresh shim process,
+// and there the protobuf runtime's first use of the local API's messages
+// (building their marshal tables) and the heap growth behind it cost about
+// a millisecond of CPU on the claim's critical path, between runc's create
+// and the agent's attach (BenchmarkShimPhases, docs/performance.md).
 type service struct {
 	taskAPI.TTRPCTaskService
 	// socket is the agent's local API socket.
 	socket string
 
 	mu sync.Mutex
-	// claims are the claiming containers this shim created, by ID. Delete
-	// falls back to containerd's layout for one it does not know (the
-	// shim's cwd is one bundle, the others are its siblings).
-	claims map[string]*claimed
+	// bundles maps a container ID to its bundle, learnt at Create. Delete
+	// falls back to containerd's layout (the shim's cwd is one bundle, the
+	// others are its siblings).
+	bundles map[string]string
 	// trace is the phase benchmark's tracer (trace_linux.go), nil
 	// otherwise.
 	trace *tracer
 }
 
 func newService(inner taskAPI.TTRPCTaskService, socket string) *service {
-	return &service{TTRPCTaskService: inner, socket: socket, claims: map[string]*claimed{}, trace: processTracer}
-}
-
-// claimed is a claiming container of this shim.
-type claimed struct {
-	bundle string
+	return &service{TTRPCTaskService: inner, socket: socket, bundles: map[string]string{}, trace: processTracer}
 }
 
 // AgentSocket is the agent's socket as lockbox-runtime finds it:
@@ -130,7 +125,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	}
 	s.trace.mark(r.ID, "runc-created")
 	s.mu.Lock()
-	s.claims[r.ID] = &claimed{bundle: r.Bundle}
+	s.bundles[r.ID] = r.Bundle
 	s.mu.Unlock()
 
 	pid := int(resp.Pid)
@@ -204,7 +199,8 @@ func (s *service) takeBack(ctx context.Context, id, bundle string) {
 	if _, err := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: id}); err != nil {
 		lg.WithError(err).Warn("lockbox: delete container after failed claim")
 	}
-	if err := s.releaseDeleted(ctx, id); err != nil {
+	s.forget(id)
+	if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
 		lg.WithError(err).Warn("lockbox: release after failed claim")
 	}
 }
@@ -229,26 +225,21 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	s.trace.mark(r.ID, "runc-deleted")
 	defer s.trace.mark(r.ID, "delete-done")
-	if err := s.releaseDeleted(ctx, r.ID); err != nil {
+	bundle := s.forget(r.ID)
+	if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
 		log.G(ctx).WithError(err).WithField("id", r.ID).Warn("lockbox: release")
 	}
 	return resp, nil
 }
 
-// releaseDeleted releases a deleted container from its record and forgets
-// it.
-func (s *service) releaseDeleted(ctx context.Context, id string) error {
-	return releaseFromDisk(ctx, s.socket, s.forget(id))
-}
-
-// forget returns the container's bundle and drops it.
+// forget returns the container's bundle and drops it from the map.
 func (s *service) forget(id string) string {
 	s.mu.Lock()
-	c, ok := s.claims[id]
-	delete(s.claims, id)
+	b, ok := s.bundles[id]
+	delete(s.bundles, id)
 	s.mu.Unlock()
 	if ok {
-		return c.bundle
+		return b
 	}
 	return siblingBundle(id)
 }
