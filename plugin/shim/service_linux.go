@@ -209,14 +209,17 @@ func (s *service) takeBack(ctx context.Context, id, bundle string) {
 // wipe a claiming container's secrets. The release comes before the delete
 // answers: containerd may reuse the ID only after that. A failed release
 // does not fail the delete; the record stays for the manager's Stop to try
-// again. The agent's own exit watch has usually wiped the secrets already,
-// when the container's init exited; the release then only confirms it.
+// again. The agent's own exit watch wipes too, but only exitDrain (300 ms)
+// after the init's exit, when its stdout pipe may no longer hold the
+// secret files' pages: a delete, which clients make after draining the
+// container's output, usually comes first.
 //
 // Two earlier starts of the release were tried and measured
 // (BenchmarkShimPhases, docs/performance.md): at the init's exit it ran
 // beside containerd's handling of the exit and delayed the client's exit
-// event by more than it saved here; beside runc's delete it slowed runc's
-// delete as much. On a loaded machine neither beat this order.
+// event by about what it saved here (and it would have wiped before the
+// output was drained); beside runc's delete it slowed runc's delete more
+// than it saved. On a loaded machine neither beat this order.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	s.trace.mark(r.ID, "delete")
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
