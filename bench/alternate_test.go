@@ -45,6 +45,24 @@ func report(b *testing.B, names []string, times [][]time.Duration) []time.Durati
 		lines = append(lines, fmt.Sprintf("%-24s median %8.2fms  p90 %8.2fms  ratio %.4f  added %+.2fms",
 			name, ms(meds[i]), ms(pct(times[i], 0.9)), float64(meds[i])/float64(meds[0]), ms(meds[i]-meds[0])))
 	}
+	for i := 1; i < len(names); i++ {
+		d := pairedDiffs(times[0], times[i])
+		lines = append(lines, fmt.Sprintf("%-24s paired: median of per-round differences to %s %+.2fms (p25 %+.2fms, p75 %+.2fms)",
+			names[i], names[0], ms(median(d)), ms(pct(d, 0.25)), ms(pct(d, 0.75))))
+	}
 	fmt.Println(strings.Join(lines, "\n"))
 	return meds
+}
+
+// pairedDiffs returns v's time minus the baseline's in each round: the two
+// ran one after the other, so load that drifts over the run (other users
+// of a shared machine) falls on both and cancels, where the difference of
+// the medians carries it.
+func pairedDiffs(base, v []time.Duration) []time.Duration {
+	n := min(len(base), len(v))
+	d := make([]time.Duration, n)
+	for r := range n {
+		d[r] = v[r] - base[r]
+	}
+	return d
 }

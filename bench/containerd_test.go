@@ -107,7 +107,7 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 			&variant{name: "compare-claim-attach", c: ca, runtime: other, claim: true})
 	}
 	if os.Getenv("LOCKBOX_BENCH_REAL_AGENT") != "" {
-		cr := realAgentContainerd(b, secrets)
+		cr := realAgentContainerd(b, secrets, "", nil)
 		clients[cr], _ = cr.Client("default")
 		variants = append(variants, &variant{name: "real-agent-claim-attach", c: cr, runtime: bin, claim: true})
 	}
@@ -144,10 +144,11 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 
 // realAgentContainerd starts a manager holding secrets and a service
 // "bench" that references them all, a "lockbox agent" joined to it, and a
-// containerd whose lockbox-runtime talks to that agent. It returns once a
-// claiming container has started there (grants reach the agent
-// asynchronously).
-func realAgentContainerd(b *testing.B, secrets map[string][]byte) *harness.Containerd {
+// containerd whose lockbox-runtime (and, with shimDir, whose
+// containerd-shim-lockbox-v2) talks to that agent, with env added to its
+// environment. It returns once a claiming container has started there
+// (grants reach the agent asynchronously).
+func realAgentContainerd(b *testing.B, secrets map[string][]byte, shimDir string, env []string) *harness.Containerd {
 	dir := harness.LockboxBin(b)
 	m := harness.StartManager(b, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -163,7 +164,7 @@ func realAgentContainerd(b *testing.B, secrets map[string][]byte) *harness.Conta
 		b.Fatal(err)
 	}
 	a := harness.StartAgent(b, dir, m)
-	c := harness.StartContainerd(b, harness.Options{Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket, "LOCKBOX_RUNTIME_MODE=attach"}})
+	c := harness.StartContainerd(b, harness.Options{ShimDir: shimDir, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + a.Socket, "LOCKBOX_RUNTIME_MODE=attach"}, env...)})
 	c.Import("default", harness.ImageConfig{Name: image})
 	cl, nsctx := c.Client("default")
 	n := 0

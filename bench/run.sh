@@ -33,7 +33,8 @@ sets=(
 	"grpc|-|./manager|-bench BenchmarkGRPCStreams -benchtime 1x -count 2"
 	"containerd|containerd|./bench|-bench BenchmarkContainerLifecycle -benchtime 100x"
 	"wrapperexec|containerd|./bench|-bench BenchmarkWrapperExec -benchtime 1000x"
-	"shim|containerd|./bench|-bench BenchmarkShimLifecycle -benchtime 100x"
+	"shim|containerd|./bench|-bench BenchmarkShimLifecycle -benchtime 200x"
+	"shimphases|containerd|./bench|-bench BenchmarkShimPhases -benchtime 100x"
 )
 # The default: a few minutes on 2 cores, nothing that starts containerd or
 # thousands of TLS connections.

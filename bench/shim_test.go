@@ -6,8 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -15,9 +13,6 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
-
-	"github.com/lockbox-project/lockbox/integration/harness"
-	"github.com/lockbox-project/lockbox/plugin/ocispec"
 )
 
 // The runtime types the shim benchmark compares.
@@ -30,56 +25,23 @@ const (
 // Go client for containerd's own runc shim (the baseline), for
 // containerd-shim-lockbox-v2 with a container that claims nothing, and for
 // the same shim claiming a service of 10 × 4 KiB secrets from the in-process
-// test agent. One containerd serves every variant; variants alternate in
+// test agent (LOCKBOX_BENCH_REAL_AGENT adds a real agent's: shimVariants).
+// One containerd serves these variants; variants alternate in
 // rotating order in each iteration, so drift in the machine's load falls on
 // all of them alike. Run with -benchtime=Nx (N iterations of every variant);
 // LOCKBOX_BIN must hold containerd-shim-lockbox-v2 (make build).
 func BenchmarkShimLifecycle(b *testing.B) {
-	dir := os.Getenv("LOCKBOX_BIN")
-	if dir == "" {
-		b.Fatal("LOCKBOX_BIN is not set: run make build and point it at bin/")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "containerd-shim-lockbox-v2")); err != nil {
-		b.Fatalf("%v (make build)", err)
-	}
-	grants, secrets := tenSecrets()
-	a := harness.StartTestAgent(b, grants, secrets)
-	c := harness.StartContainerd(b, harness.Options{ShimDir: dir, Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
-	c.Import("default", harness.ImageConfig{Name: image})
-	cl, ctx := c.Client("default")
-	img, err := cl.GetImage(ctx, image)
-	if err != nil {
-		b.Fatal(err)
-	}
-
-	type shimVariant struct {
-		name, runtime string
-		claim         bool
-	}
-	variants := []*shimVariant{
-		{name: "runc-shim", runtime: runcShim},
-		{name: "lockbox-shim-plain", runtime: lockboxShim},
-		{name: "lockbox-shim-claim", runtime: lockboxShim, claim: true},
-	}
-	run := func(v *shimVariant, i int) time.Duration {
-		opts := []oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs("/bin/true")}
-		if v.claim {
-			opts = append(opts, ocispec.WithService("bench"))
-		}
-		id := fmt.Sprintf("%s-%d", v.name, i)
-		start := time.Now()
-		code, out, err := lifecycle(ctx, cl, c.FifoDir, img, id, v.runtime, opts)
-		d := time.Since(start)
-		if err != nil || code != 0 {
-			b.Fatalf("%s: exit %d, %v: %s", id, code, err, out)
-		}
-		return d
-	}
-	times := alternate(b, variants, run)
-	meds := report(b, []string{"runc-shim", "lockbox-shim-plain", "lockbox-shim-claim"}, times)
+	variants, a := shimVariants(b)
+	times := alternate(b, variants, func(v *shimVariant, i int) time.Duration { return v.run(b, i, nil) })
+	meds := report(b, variantNames(variants), times)
 	b.ReportMetric(float64(meds[1])/float64(meds[0]), "plain/runc-shim")
 	b.ReportMetric(float64(meds[2])/float64(meds[0]), "claim/runc-shim")
 	b.ReportMetric(ms(meds[2]-meds[0]), "claim-added-ms")
+	b.ReportMetric(ms(median(pairedDiffs(times[0], times[2]))), "claim-added-ms-paired")
+	b.ReportMetric(ms(median(pairedDiffs(times[0], times[1]))), "plain-added-ms-paired")
+	if len(variants) > 3 {
+		b.ReportMetric(ms(median(pairedDiffs(times[0], times[3]))), "real-agent-claim-added-ms-paired")
+	}
 	if held := a.Held(); len(held) != 0 {
 		b.Errorf("agent still holds %d mounts after all containers were deleted", len(held))
 	}
@@ -87,8 +49,12 @@ func BenchmarkShimLifecycle(b *testing.B) {
 
 // lifecycle runs one container to its exit through rt (a runtime type,
 // no options: the shim's defaults) and deletes it, returning its exit code
-// and output.
-func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img containerd.Image, id, rt string, opts []oci.SpecOpts) (uint32, string, error) {
+// and output. mark, if not nil, is called as each client call returns
+// (the phase benchmark's timestamps).
+func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img containerd.Image, id, rt string, opts []oci.SpecOpts, mark func(step string)) (uint32, string, error) {
+	if mark == nil {
+		mark = func(string) {}
+	}
 	ctr, err := cl.NewContainer(ctx, id,
 		containerd.WithNewSnapshot(id, img),
 		containerd.WithRuntime(rt, nil),
@@ -97,13 +63,18 @@ func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img c
 	if err != nil {
 		return 0, "", fmt.Errorf("new container: %w", err)
 	}
-	defer ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
+	mark("container-created")
+	defer func() {
+		ctr.Delete(context.WithoutCancel(ctx), containerd.WithSnapshotCleanup)
+		mark("container-deleted")
+	}()
 	// Separate buffers: the two streams are copied by separate goroutines.
 	var stdout, stderr bytes.Buffer
 	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &stdout, &stderr), cio.WithFIFODir(fifoDir)))
 	if err != nil {
 		return 0, "", fmt.Errorf("new task: %w", err)
 	}
+	mark("task-created")
 	defer task.Delete(context.WithoutCancel(ctx), containerd.WithProcessKill)
 	exitc, err := task.Wait(ctx)
 	if err != nil {
@@ -112,6 +83,7 @@ func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img c
 	if err := task.Start(ctx); err != nil {
 		return 0, "", fmt.Errorf("start: %w", err)
 	}
+	mark("started")
 	var st containerd.ExitStatus
 	select {
 	case st = <-exitc:
@@ -119,13 +91,16 @@ func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img c
 		task.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
 		return 0, "", ctx.Err()
 	}
+	mark("exited")
 	code, _, err := st.Result()
 	if err != nil {
 		return 0, "", err
 	}
 	task.IO().Wait()
+	mark("io-done")
 	if _, err := task.Delete(ctx); err != nil {
 		return code, "", fmt.Errorf("delete task: %w", err)
 	}
+	mark("task-deleted")
 	return code, stdout.String() + stderr.String(), nil
 }

@@ -174,30 +174,33 @@ func attachHandovers(rootfs string, own ownBind, hs []mounter.Handover) error {
 }
 
 // attachAll attaches hs under root; proc is procForMountinfo's, own the
-// agent's mountpoint file.
+// agent's mountpoint file. The targets share one walk of the root, so
+// directories common to several are resolved once.
 func attachAll(root, proc int, own ownBind, hs []mounter.Handover) error {
+	w := newRootWalk(root)
+	defer w.close()
 	for _, h := range hs {
-		if err := attachOne(root, proc, own, h); err != nil {
+		if err := attachOne(w, proc, own, h); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// attachOne moves the detached mount h.File onto h.Target inside root.
-func attachOne(root, proc int, own ownBind, h mounter.Handover) error {
-	return attachFd(root, proc, own, h.Target, h.Secret, int(h.File.Fd()))
+// attachOne moves the detached mount h.File onto h.Target inside w's root.
+func attachOne(w *rootWalk, proc int, own ownBind, h mounter.Handover) error {
+	return attachFd(w, proc, own, h.Target, h.Secret, int(h.File.Fd()))
 }
 
-// attachFd moves the detached mount fd onto target inside root; secret
+// attachFd moves the detached mount fd onto target inside w's root; secret
 // names the secret in errors (may be empty). The caller still closes fd.
-func attachFd(root, proc int, own ownBind, target, secret string, fd int) error {
+func attachFd(w *rootWalk, proc int, own ownBind, target, secret string, fd int) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("attach %s: stat the mount: %w", target, err)
 	}
 	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	mp, err := mountpoint(root, target, dir, own, secret)
+	mp, err := w.mountpoint(target, dir, own, secret)
 	if err != nil {
 		return err
 	}
@@ -207,6 +210,11 @@ func attachFd(root, proc int, own ownBind, target, secret string, fd int) error 
 	}
 	if err := unix.MoveMount(fd, "", mp, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
 		return fmt.Errorf("attach %s: move mount: %w", target, err)
+	}
+	if dir {
+		// The directory mount now covers whatever the walk resolved
+		// below its target: look those up afresh.
+		w.forget()
 	}
 	return nil
 }

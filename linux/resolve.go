@@ -41,6 +41,63 @@ func openInRoot(root int, rel string, flags int) (int, error) {
 	return -1, err
 }
 
+// rootWalk is one attach's view of a container's root: the directories it
+// has resolved (or made) inside it so far, kept open for the attach's later
+// targets (ten secrets under /run/secrets resolve /run and /run/secrets
+// once, not ten times), and the root's own stat. It lives for one attach,
+// before anything in the container has started; forget drops the
+// directories once a mount moved in may cover one of them.
+type rootWalk struct {
+	root  int
+	rst   unix.Stat_t
+	rstOK bool
+	dirs  map[string]int
+}
+
+func newRootWalk(root int) *rootWalk { return &rootWalk{root: root} }
+
+// dir returns an fd on relDir inside the root (mkdirAll), the root itself
+// for "."; the walk owns it.
+func (w *rootWalk) dir(target, relDir string) (int, error) {
+	if relDir == "." {
+		return w.root, nil
+	}
+	if fd, ok := w.dirs[relDir]; ok {
+		return fd, nil
+	}
+	fd, err := mkdirAll(w.root, target, relDir)
+	if err != nil {
+		return -1, err
+	}
+	if w.dirs == nil {
+		w.dirs = map[string]int{}
+	}
+	w.dirs[relDir] = fd
+	return fd, nil
+}
+
+// rootStat is the root's stat, taken once.
+func (w *rootWalk) rootStat(target string) (*unix.Stat_t, error) {
+	if !w.rstOK {
+		if err := unix.Fstat(w.root, &w.rst); err != nil {
+			return nil, fmt.Errorf("attach %s: stat container root: %w", target, err)
+		}
+		w.rstOK = true
+	}
+	return &w.rst, nil
+}
+
+// forget closes and drops the directories resolved so far.
+func (w *rootWalk) forget() {
+	for _, fd := range w.dirs {
+		unix.Close(fd)
+	}
+	w.dirs = nil
+}
+
+// close releases the walk's fds (not the root's).
+func (w *rootWalk) close() { w.forget() }
+
 // mountpoint returns an O_PATH fd on target inside root, creating it (an
 // empty directory or file, and any missing parents) if it is missing. An
 // existing target that is the root of a mount other than own (the agent's
@@ -53,36 +110,31 @@ func openInRoot(root int, rel string, flags int) (int, error) {
 // is ever created outside root. A symlink that leads nowhere is refused, not
 // completed.
 func mountpoint(root int, target string, dir bool, own ownBind, secret string) (int, error) {
+	w := newRootWalk(root)
+	defer w.close()
+	return w.mountpoint(target, dir, own, secret)
+}
+
+// mountpoint is mountpoint() with the walk's directories. It creates the
+// target first and looks it up after: a container's secrets are new files,
+// so the lookup that would find nothing is skipped. Creation is exclusive
+// and never follows a symlink (O_EXCL|O_NOFOLLOW, mkdirat): EEXIST says the
+// target existed (or is a symlink, which the lookup then resolves inside
+// root, or refuses when it leads nowhere). The kernel answers EEXIST before
+// EROFS, so an existing target on a read-only root is looked up, and a
+// missing one there fails with ErrNoMountpoint.
+func (w *rootWalk) mountpoint(target string, dir bool, own ownBind, secret string) (int, error) {
 	if !path.IsAbs(target) || path.Clean(target) != target || target == "/" {
 		return -1, fmt.Errorf("attach %q: a target is an absolute, clean path below /", target)
 	}
 	rel := strings.TrimPrefix(target, "/")
-	parent, err := mkdirAll(root, target, path.Dir(rel))
+	parent, err := w.dir(target, path.Dir(rel))
 	if err != nil {
 		return -1, err
 	}
-	if parent != root {
-		defer unix.Close(parent)
-	}
 	base := path.Base(rel)
-	existed := true
+	existed := false
 	for range 2 {
-		fd, err := openInRoot(root, rel, unix.O_PATH)
-		if err == nil {
-			if err := checkMountpoint(root, fd, target, dir); err != nil {
-				unix.Close(fd)
-				return -1, err
-			}
-			if err := refuseCollision(root, fd, target, secret, existed, own); err != nil {
-				unix.Close(fd)
-				return -1, err
-			}
-			return fd, nil
-		}
-		if !errors.Is(err, unix.ENOENT) {
-			return -1, fmt.Errorf("attach %s: resolve mountpoint: %w", target, err)
-		}
-		existed = false
 		if dir {
 			err = unix.Mkdirat(parent, base, 0o755)
 		} else {
@@ -93,13 +145,34 @@ func mountpoint(root int, target string, dir bool, own ownBind, secret string) (
 			}
 		}
 		switch {
-		case err == nil, errors.Is(err, unix.EEXIST):
-			// EEXIST: created meanwhile, or a dangling symlink; look again.
+		case err == nil:
+		case errors.Is(err, unix.EEXIST):
+			// There before the attach, made meanwhile, or a symlink.
+			existed = true
 		case errors.Is(err, unix.EROFS):
 			return -1, fmt.Errorf("attach %s: %w", target, ErrNoMountpoint)
 		default:
 			return -1, fmt.Errorf("attach %s: create mountpoint: %w", target, err)
 		}
+		fd, err := openInRoot(w.root, rel, unix.O_PATH)
+		if err == nil {
+			rst, err := w.rootStat(target)
+			if err == nil {
+				err = checkMountpoint(rst, fd, target, dir)
+			}
+			if err == nil {
+				err = refuseCollision(w.root, fd, target, secret, existed, own)
+			}
+			if err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+			return fd, nil
+		}
+		if !errors.Is(err, unix.ENOENT) {
+			return -1, fmt.Errorf("attach %s: resolve mountpoint: %w", target, err)
+		}
+		// A dangling symlink, or a name removed meanwhile: try once more.
 	}
 	return -1, fmt.Errorf("attach %s: %w", target, errDangling)
 }
@@ -153,15 +226,12 @@ func mkdirAll(root int, target, relDir string) (int, error) {
 }
 
 // checkMountpoint refuses a mountpoint of the wrong type, the container's
-// root itself (a /run/secrets symlinked to / would hide the whole root), and
+// root itself (rst is its stat) (a /run/secrets symlinked to / would hide the whole root), and
 // kernel file systems a symlink may lead to.
-func checkMountpoint(root, fd int, target string, dir bool) error {
-	var st, rst unix.Stat_t
+func checkMountpoint(rst *unix.Stat_t, fd int, target string, dir bool) error {
+	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("attach %s: stat mountpoint: %w", target, err)
-	}
-	if err := unix.Fstat(root, &rst); err != nil {
-		return fmt.Errorf("attach %s: stat container root: %w", target, err)
 	}
 	if st.Dev == rst.Dev && st.Ino == rst.Ino {
 		return fmt.Errorf("attach %s: the target resolves to the container's root", target)

@@ -455,7 +455,9 @@ func (m *Mount) applied(op swapOp) {
 // the container's root, proc and own as for attachOne.
 func (op *swapOp) apply(root, proc int, own ownBind) error {
 	if op.old == nil {
-		return attachFd(root, proc, own, op.target, op.new.SecretName, op.clone)
+		w := newRootWalk(root)
+		defer w.close()
+		return attachFd(w, proc, own, op.target, op.new.SecretName, op.clone)
 	}
 	rel := strings.TrimPrefix(op.target, "/")
 	parent := root

@@ -39,7 +39,12 @@ func TestCreateReportsFacts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a, sock := startFakeAgent(t)
 			var got []*agent.ContainerFacts
+			// Under the agent's lock: the shim's client (agentconn) makes
+			// raw syscalls, which give the race detector no edge between
+			// this goroutine and the agent's.
+			a.mu.Lock()
 			a.onTargets = func(r *agent.TargetsRequest) { got = append(got, r.GetContainer().GetFacts()) }
+			a.mu.Unlock()
 			s := newService(&fakeTasks{pid: uint32(os.Getpid())}, sock)
 			ctx := context.Background()
 			if tc.ns != "" {

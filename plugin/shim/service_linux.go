@@ -18,7 +18,6 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/lockbox-project/lockbox/agent/localapi"
-	"github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 )
@@ -31,6 +30,13 @@ const cleanupTimeout = 30 * time.Second
 
 // service is the runc task service with claims: Create and Delete talk to
 // the agent, every other call goes straight to the runc service.
+//
+// It talks to the agent with agentconn, lockbox-runtime's hand-encoded
+// client, not agent/localapi's: every container gets a fresh shim process,
+// and there the protobuf runtime's first use of the local API's messages
+// (building their marshal tables) and the heap growth behind it cost about
+// a millisecond of CPU on the claim's critical path, between runc's create
+// and the agent's attach (BenchmarkShimPhases, docs/performance.md).
 type service struct {
 	taskAPI.TTRPCTaskService
 	// socket is the agent's local API socket.
@@ -41,10 +47,13 @@ type service struct {
 	// falls back to containerd's layout (the shim's cwd is one bundle, the
 	// others are its siblings).
 	bundles map[string]string
+	// trace is the phase benchmark's tracer (trace_linux.go), nil
+	// otherwise.
+	trace *tracer
 }
 
 func newService(inner taskAPI.TTRPCTaskService, socket string) *service {
-	return &service{TTRPCTaskService: inner, socket: socket, bundles: map[string]string{}}
+	return &service{TTRPCTaskService: inner, socket: socket, bundles: map[string]string{}, trace: processTracer}
 }
 
 // AgentSocket is the agent's socket as lockbox-runtime finds it:
@@ -69,7 +78,10 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 // was promised, and left to containerd the cleanup hangs on the live
 // init's stdio.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	s.trace.mark(r.ID, "create")
+	defer s.trace.mark(r.ID, "create-done")
 	c, err := hotpath.ReadClaim(r.Bundle)
+	s.trace.mark(r.ID, "claim-read")
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -79,6 +91,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, fmt.Errorf("lockbox: container %s: %w", r.ID, err)
 	}
 	if c == nil {
+		s.trace.mark(r.ID, "runc-create")
 		return s.TTRPCTaskService.Create(ctx, r)
 	}
 	// The claim rules' containerd namespace: the one containerd's request
@@ -89,11 +102,12 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	}
 	// Connect first: on a node whose agent is down the create fails before
 	// runc builds a container only to take it back.
-	cl, err := localapi.Dial(s.socket)
+	cl, err := agentconn.Dial(s.socket, callTimeout(ctx))
 	if err != nil {
 		return nil, fail(fmt.Errorf("lockbox agent not reachable: %w", err))
 	}
 	defer cl.Close()
+	s.trace.mark(r.ID, "dialled")
 	if c.NeedsMountpoints() {
 		// After the create the agent cannot make the mountpoints (a
 		// read-only root, a user namespace): runc must. A claim the agent
@@ -101,12 +115,15 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		if err := addMountpoints(ctx, cl, c, r.ID); err != nil {
 			return nil, fail(err)
 		}
+		s.trace.mark(r.ID, "targets")
 	}
 
+	s.trace.mark(r.ID, "runc-create")
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
 	if err != nil {
 		return nil, err
 	}
+	s.trace.mark(r.ID, "runc-created")
 	s.mu.Lock()
 	s.bundles[r.ID] = r.Bundle
 	s.mu.Unlock()
@@ -122,17 +139,15 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 
 // addMountpoints asks the agent for the claim's targets and adds a
 // mountpoint bind for each to the bundle's config.json.
-func addMountpoints(ctx context.Context, cl *localapi.Client, c *hotpath.Claim, id string) error {
-	actx, cancel := context.WithTimeout(ctx, agentTimeout)
-	defer cancel()
-	resp, err := cl.Targets(actx, &agent.TargetsRequest{Container: toAgentContainer(c.Container(id, 0, ""))})
+func addMountpoints(ctx context.Context, cl *agentconn.Conn, c *hotpath.Claim, id string) error {
+	targets, err := cl.Targets(c.Container(id, 0, ""))
 	if err != nil {
 		return err
 	}
-	if len(resp.GetTargets()) == 0 {
+	if len(targets) == 0 {
 		return nil
 	}
-	if err := c.AddMountpoints(resp.GetTargets()); err != nil {
+	if err := c.AddMountpoints(targets); err != nil {
 		return err
 	}
 	return c.WriteSpec()
@@ -142,7 +157,7 @@ func addMountpoints(ctx context.Context, cl *localapi.Client, c *hotpath.Claim, 
 // anything, so that a shim that dies here still leaves its Stop what to
 // release), then has the agent attach the secrets into the container's
 // mount namespace by its init pid.
-func (s *service) prepare(ctx context.Context, cl *localapi.Client, c *hotpath.Claim, id, bundle string, pid int) error {
+func (s *service) prepare(ctx context.Context, cl *agentconn.Conn, c *hotpath.Claim, id, bundle string, pid int) error {
 	start, err := procStart(pid)
 	if err != nil {
 		return fmt.Errorf("container init %d: %w", pid, err)
@@ -150,10 +165,9 @@ func (s *service) prepare(ctx context.Context, cl *localapi.Client, c *hotpath.C
 	if err := writeRecord(bundle, record{ID: id, Service: c.Service, Pid: int32(pid), PidStart: start}); err != nil {
 		return err
 	}
-	req := &agent.PrepareRequest{Attach: true, Container: toAgentContainer(c.Container(id, pid, "/"))}
-	actx, cancel := context.WithTimeout(ctx, agentTimeout)
-	defer cancel()
-	resp, files, err := cl.Prepare(actx, req)
+	s.trace.mark(id, "recorded")
+	mounts, files, err := cl.Prepare(c.Container(id, pid, "/"), true)
+	s.trace.mark(id, "prepared")
 	for _, f := range files {
 		// The agent attached itself; an fd here is unexpected and not
 		// ours to keep.
@@ -162,9 +176,9 @@ func (s *service) prepare(ctx context.Context, cl *localapi.Client, c *hotpath.C
 	if err != nil {
 		return err
 	}
-	for _, m := range resp.GetMounts() {
+	for _, m := range mounts {
 		if !m.Attached() {
-			return fmt.Errorf("agent left mount %s for the caller to attach", m.GetTarget())
+			return fmt.Errorf("agent left mount %s for the caller to attach", m.Target)
 		}
 	}
 	return nil
@@ -192,15 +206,28 @@ func (s *service) takeBack(ctx context.Context, id, bundle string) {
 }
 
 // Delete deletes the container (or exec) with runc, then has the agent
-// wipe a claiming container's secrets. The release comes before the
-// delete answers: containerd may reuse the ID only after that. A failed
-// release does not fail the delete; the record stays for the manager's
-// Stop to try again.
+// wipe a claiming container's secrets. The release comes before the delete
+// answers: containerd may reuse the ID only after that. A failed release
+// does not fail the delete; the record stays for the manager's Stop to try
+// again. The agent's own exit watch wipes too, but only exitDrain (300 ms)
+// after the init's exit, when its stdout pipe may no longer hold the
+// secret files' pages: a delete, which clients make after draining the
+// container's output, usually comes first.
+//
+// Two earlier starts of the release were tried and measured
+// (BenchmarkShimPhases, docs/performance.md): at the init's exit it ran
+// beside containerd's handling of the exit and delayed the client's exit
+// event by about what it saved here (and it would have wiped before the
+// output was drained); beside runc's delete it slowed runc's delete more
+// than it saved. On a loaded machine neither beat this order.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	s.trace.mark(r.ID, "delete")
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil || r.ExecID != "" {
 		return resp, err
 	}
+	s.trace.mark(r.ID, "runc-deleted")
+	defer s.trace.mark(r.ID, "delete-done")
 	bundle := s.forget(r.ID)
 	if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
 		log.G(ctx).WithError(err).WithField("id", r.ID).Warn("lockbox: release")
@@ -242,32 +269,27 @@ func releaseFromDisk(ctx context.Context, socket, bundle string) error {
 	if err != nil || rec == nil {
 		return err
 	}
-	cl, err := localapi.Dial(socket)
+	cl, err := agentconn.Dial(socket, callTimeout(ctx))
 	if err != nil {
 		return fmt.Errorf("release %s: lockbox agent not reachable: %w", rec.ID, err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
-	defer cancel()
-	if err := cl.ReleaseProcess(ctx, rec.ID, rec.Pid, rec.PidStart); err != nil {
+	if err := cl.Release(rec.ID, agentconn.Process{Pid: int(rec.Pid), Start: rec.PidStart}); err != nil {
 		return fmt.Errorf("release %s: %w", rec.ID, err)
 	}
 	return removeRecord(bundle)
 }
 
-// toAgentContainer is the local API's form of the claim's container.
-func toAgentContainer(ctr *agentconn.Container) *agent.Container {
-	return &agent.Container{
-		Id:             ctr.ID,
-		Service:        ctr.Service,
-		Pid:            int32(ctr.Pid),
-		Rootfs:         ctr.Rootfs,
-		ReadonlyRootfs: ctr.ReadonlyRootfs,
-		UidMappings:    idMappings(ctr.UIDMappings),
-		GidMappings:    idMappings(ctr.GIDMappings),
-		Os:             ctr.OS,
-		Facts:          toAgentFacts(ctr.Facts),
+// callTimeout bounds each call on an agent connection: agentTimeout, or
+// less when ctx ends sooner. agentconn's calls block in the kernel with
+// socket timeouts; they do not watch ctx.
+func callTimeout(ctx context.Context) time.Duration {
+	d := agentTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		// At least a millisecond: zero would mean no limit at all.
+		d = max(min(d, time.Until(dl)), time.Millisecond)
 	}
+	return d
 }
 
 // requestNamespace is the containerd namespace of a task request, "" when
@@ -278,30 +300,6 @@ func requestNamespace(ctx context.Context) string {
 		return ""
 	}
 	return ns
-}
-
-// toAgentFacts is the local API's form of the facts hotpath read; the
-// shim, like lockbox-runtime, never knows pod labels.
-func toAgentFacts(f *agentconn.Facts) *agent.ContainerFacts {
-	if f == nil {
-		return nil
-	}
-	out := &agent.ContainerFacts{ContainerdNamespace: f.ContainerdNamespace, Image: f.Image}
-	if f.Pod != nil {
-		out.Pod = &agent.PodFacts{Namespace: f.Pod.Namespace}
-	}
-	return out
-}
-
-func idMappings(in []agentconn.IDMapping) []*agent.IDMapping {
-	if len(in) == 0 {
-		return nil
-	}
-	out := make([]*agent.IDMapping, len(in))
-	for i, m := range in {
-		out[i] = &agent.IDMapping{ContainerId: m.ContainerID, HostId: m.HostID, Size: m.Size}
-	}
-	return out
 }
 
 // taskService is the runc task service as task.NewTaskService returns it.

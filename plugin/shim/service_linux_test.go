@@ -37,6 +37,8 @@ type fakeTasks struct {
 	mountsAt  []string
 	// mounts are the bundle's mounts at Create, whole.
 	mounts []mountSpec
+	// onDelete, if set, runs in Delete (runc's delete).
+	onDelete func()
 }
 
 type mountSpec struct {
@@ -78,6 +80,9 @@ func (f *fakeTasks) Wait(_ context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 }
 
 func (f *fakeTasks) Delete(_ context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	if f.onDelete != nil {
+		f.onDelete()
+	}
 	call := "delete " + r.ID
 	if r.ExecID != "" {
 		call += "/" + r.ExecID
@@ -378,5 +383,29 @@ func TestWrapForwardsInterceptor(t *testing.T) {
 	w.UnaryServerInterceptor()(context.Background(), nil, nil, func(context.Context, func(any) error) (any, error) { return nil, nil })
 	if !called {
 		t.Error("forwarded interceptor is not the service's")
+	}
+}
+
+// A container is released only after runc's delete succeeded: a delete
+// runc refuses (a running task) must not cost a live container its
+// secrets.
+func TestReleasedAfterRuncDelete(t *testing.T) {
+	a, sock := startFakeAgent(t)
+	inner := &fakeTasks{pid: uint32(os.Getpid())}
+	s := newService(inner, sock)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: writeBundle(t, map[string]string{"lockbox.service": "web"}, false)}); err != nil {
+		t.Fatal(err)
+	}
+	released := -1
+	inner.onDelete = func() { _, released = a.counts() }
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if released != 0 {
+		t.Errorf("%d releases while runc's delete ran, want 0", released)
+	}
+	if _, n := a.counts(); n != 1 {
+		t.Errorf("%d releases after the delete, want 1", n)
 	}
 }

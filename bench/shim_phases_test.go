@@ -1,0 +1,187 @@
+//go:build linux
+
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lockbox-project/lockbox/plugin/shim"
+)
+
+// shimSteps is the order of a lifecycle's steps: the client's (each as its
+// call returned) and the Lockbox shim's (shim.TraceEnv; the runc shim has
+// none). A segment is the time from the step before that the container
+// has to this one; steps a variant lacks are skipped, so the runc shim's
+// "task-created" segment spans what the Lockbox shim splits.
+var shimSteps = []struct{ name, what string }{
+	{"container-created", "client: container record and snapshot"},
+	{"create", "shim started (containerd spawns it, bootstrap, TTRPC) until its Create runs"},
+	{"claim-read", "shim: claim read from config.json"},
+	{"dialled", "shim: agent connection"},
+	{"targets", "shim: Targets round trip (read-only root or user namespace only)"},
+	{"runc-create", "shim: before the inner create"},
+	{"runc-created", "shim: runc create (the runc task service's Create)"},
+	{"recorded", "shim: init's start time read, claim record written to the bundle"},
+	{"prepared", "shim: agent Prepare round trip (build tmpfs, enter namespace, attach)"},
+	{"create-done", "shim: Create returns"},
+	{"task-created", "client: NewTask returned"},
+	{"started", "client: Start returned"},
+	{"exited", "client: exit event received"},
+	{"io-done", "client: stdio copied"},
+	{"delete", "shim: Delete runs"},
+	{"runc-deleted", "shim: runc delete (the runc task service's Delete)"},
+	{"delete-done", "shim: release (record read, agent Release, record removed)"},
+	{"stop", "shim manager's Stop (a separate process) runs"},
+	{"stop-done", "shim manager's Stop, with its release from disk"},
+	{"task-deleted", "client: task Delete returned"},
+	{"container-deleted", "client: container and snapshot removed"},
+}
+
+// BenchmarkShimPhases splits BenchmarkShimLifecycle's containers by step:
+// the same three variants (runc shim, Lockbox shim plain and claiming 10 ×
+// 4 KiB), alternating in rotating order, each step timestamped on
+// CLOCK_MONOTONIC by the client as its call returns and by the Lockbox
+// shim (shim.TraceEnv, set for this benchmark only). Prints, per step, the
+// median time from the previous step each variant has, and the claim's
+// difference to the runc shim and to the plain Lockbox shim.
+func BenchmarkShimPhases(b *testing.B) {
+	trace := filepath.Join(b.TempDir(), "shim-trace")
+	variants, _ := shimVariants(b, shim.TraceEnv+"="+trace)
+	// marks[id][step] = CLOCK_MONOTONIC ns ("begin": the lifecycle's).
+	var mu sync.Mutex
+	marks := map[string]map[string]int64{}
+	variantOf := map[string]int{}
+	index := map[*shimVariant]int{}
+	for k, v := range variants {
+		index[v] = k
+	}
+	run := func(v *shimVariant, i int) time.Duration {
+		id := fmt.Sprintf("%s-%d", v.name, i)
+		m := map[string]int64{"begin": monotonic()}
+		d := v.run(b, i, func(step string) {
+			t := monotonic()
+			mu.Lock()
+			m[step] = t
+			mu.Unlock()
+		})
+		if i < 1000000 { // not the warm-up run
+			mu.Lock()
+			marks[id] = m
+			variantOf[id] = index[v]
+			mu.Unlock()
+		}
+		return d
+	}
+	times := alternate(b, variants, run)
+	meds := report(b, variantNames(variants), times)
+	if err := readShimTrace(trace, marks); err != nil {
+		b.Fatal(err)
+	}
+	segs := make([]map[string][]time.Duration, len(variants))
+	for i := range segs {
+		segs[i] = map[string][]time.Duration{}
+	}
+	for id, m := range marks {
+		k := variantOf[id]
+		prev := m["begin"]
+		for _, s := range shimSteps {
+			t, ok := m[s.name]
+			if !ok {
+				continue
+			}
+			segs[k][s.name] = append(segs[k][s.name], time.Duration(t-prev))
+			prev = t
+		}
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s: median ms from the previous step the variant has (n=%d per variant)\n", b.Name(), b.N)
+	cols := []string{"runc", "plain", "claim", "real-claim"}[:len(variants)]
+	fmt.Fprintf(&sb, "%-18s", "step")
+	for _, c := range cols {
+		fmt.Fprintf(&sb, " %10s", c)
+	}
+	fmt.Fprintf(&sb, " %11s %11s", "claim-runc", "claim-plain")
+	if len(variants) > 3 {
+		fmt.Fprintf(&sb, " %11s", "real-runc")
+	}
+	sb.WriteString("  what\n")
+	cell := func(k int, step string) (float64, bool) {
+		d := segs[k][step]
+		if len(d) == 0 {
+			return 0, false
+		}
+		return ms(median(d)), true
+	}
+	diff := func(a, b int, step string) string {
+		x, okx := cell(a, step)
+		y, oky := cell(b, step)
+		if !okx || !oky {
+			return ""
+		}
+		return fmt.Sprintf("%+.3f", x-y)
+	}
+	for _, st := range shimSteps {
+		fmt.Fprintf(&sb, "%-18s", st.name)
+		for k := range variants {
+			if v, ok := cell(k, st.name); ok {
+				fmt.Fprintf(&sb, " %10.3f", v)
+			} else {
+				fmt.Fprintf(&sb, " %10s", "-")
+			}
+		}
+		fmt.Fprintf(&sb, " %11s %11s", diff(2, 0, st.name), diff(2, 1, st.name))
+		if len(variants) > 3 {
+			fmt.Fprintf(&sb, " %11s", diff(3, 0, st.name))
+		}
+		fmt.Fprintf(&sb, "  %s\n", st.what)
+	}
+	fmt.Print(sb.String())
+	b.ReportMetric(float64(meds[2])/float64(meds[0]), "claim/runc-shim")
+	b.ReportMetric(ms(meds[2]-meds[0]), "claim-added-ms")
+}
+
+// monotonic is CLOCK_MONOTONIC in ns, the clock of the shim's trace.
+func monotonic() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic(err)
+	}
+	return ts.Nano()
+}
+
+// readShimTrace adds the shim's trace lines ("<id> <step> <ns>") to the
+// marks of the containers the benchmark timed.
+func readShimTrace(path string, marks map[string]map[string]int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("shim trace: %w (is the shim built from this tree?)", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) != 3 {
+			continue
+		}
+		m := marks[fs[0]]
+		if m == nil {
+			continue
+		}
+		t, err := strconv.ParseInt(fs[2], 10, 64)
+		if err != nil {
+			return fmt.Errorf("shim trace: %q: %w", sc.Text(), err)
+		}
+		m[fs[1]] = t
+	}
+	return sc.Err()
+}

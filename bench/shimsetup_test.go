@@ -1,0 +1,98 @@
+//go:build linux
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/oci"
+
+	"github.com/lockbox-project/lockbox/integration/harness"
+	"github.com/lockbox-project/lockbox/plugin/ocispec"
+)
+
+// shimVariant is one variant of the shim benchmarks: a runtime type on a
+// containerd, claiming the bench service or not.
+type shimVariant struct {
+	name, runtime string
+	claim         bool
+	c             *harness.Containerd
+	cl            *containerd.Client
+	ctx           context.Context
+	img           containerd.Image
+}
+
+// shimVariants starts the in-process test agent and a containerd whose
+// shims talk to it (env is added to containerd's environment), and returns
+// the shim benchmarks' variants: runc-shim (the baseline),
+// lockbox-shim-plain and lockbox-shim-claim; with LOCKBOX_BENCH_REAL_AGENT
+// set, also real-agent-shim-claim: the same claim through a second
+// containerd whose shims talk to a real manager and "lockbox agent" (its
+// own process, its records and exit watch), as on a node; the test agent
+// runs in the benchmark's process, beside the client, and keeps no
+// records. It also returns the test agent, whose mounts must all be
+// released at the end.
+func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAgent) {
+	dir := os.Getenv("LOCKBOX_BIN")
+	if dir == "" {
+		b.Fatal("LOCKBOX_BIN is not set: run make build and point it at bin/")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "containerd-shim-lockbox-v2")); err != nil {
+		b.Fatalf("%v (make build)", err)
+	}
+	grants, secrets := tenSecrets()
+	a := harness.StartTestAgent(b, grants, secrets)
+	c := harness.StartContainerd(b, harness.Options{ShimDir: dir, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}, env...)})
+	c.Import("default", harness.ImageConfig{Name: image})
+	on := func(c *harness.Containerd, vs ...*shimVariant) []*shimVariant {
+		cl, ctx := c.Client("default")
+		img, err := cl.GetImage(ctx, image)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, v := range vs {
+			v.c, v.cl, v.ctx, v.img = c, cl, ctx, img
+		}
+		return vs
+	}
+	variants := on(c,
+		&shimVariant{name: "runc-shim", runtime: runcShim},
+		&shimVariant{name: "lockbox-shim-plain", runtime: lockboxShim},
+		&shimVariant{name: "lockbox-shim-claim", runtime: lockboxShim, claim: true})
+	if os.Getenv("LOCKBOX_BENCH_REAL_AGENT") != "" {
+		cr := realAgentContainerd(b, secrets, dir, env)
+		variants = append(variants, on(cr, &shimVariant{name: "real-agent-shim-claim", runtime: lockboxShim, claim: true})...)
+	}
+	return variants, a
+}
+
+// run runs the variant's container i through its lifecycle and returns
+// its duration; mark is lifecycle's.
+func (v *shimVariant) run(b *testing.B, i int, mark func(string)) time.Duration {
+	opts := []oci.SpecOpts{oci.WithImageConfig(v.img), oci.WithProcessArgs("/bin/true")}
+	if v.claim {
+		opts = append(opts, ocispec.WithService("bench"))
+	}
+	id := fmt.Sprintf("%s-%d", v.name, i)
+	start := time.Now()
+	code, out, err := lifecycle(v.ctx, v.cl, v.c.FifoDir, v.img, id, v.runtime, opts, mark)
+	d := time.Since(start)
+	if err != nil || code != 0 {
+		b.Fatalf("%s: exit %d, %v: %s", id, code, err, out)
+	}
+	return d
+}
+
+func variantNames(vs []*shimVariant) []string {
+	names := make([]string, len(vs))
+	for i, v := range vs {
+		names[i] = v.name
+	}
+	return names
+}
