@@ -70,6 +70,11 @@ type Dispatcher struct {
 	// advanced is closed and replaced whenever ix.rev moves.
 	advanced chan struct{}
 
+	// interned holds the views sessions attached with, by content, while
+	// the services of index internedIx are at generation internedGen.
+	interned    map[string]view
+	internedIx  *index
+	internedGen int64
 	// lastRevHead is the encoded type and revision last sent (revHeader).
 	lastRevHead atomic.Pointer[revHead]
 

@@ -128,3 +128,22 @@ func (mc *moveCache) moveOf(old view, n *types.Node, services map[string]*servic
 	}
 	return mv
 }
+
+// intern returns the view with v's content that a session attached with
+// since the services last changed, or keeps v as that view: nodes with the
+// same placement share one view from their first message on (a reconnect
+// storm builds one map per placement, not per node), and the first fan-out
+// finds their shared move by identity. Node writes (every session's own
+// "ready") do not reset it; a service change does, so it never keeps a
+// service that is gone. d.mu must be held.
+func (d *Dispatcher) intern(v view) view {
+	if d.interned == nil || d.internedIx != d.ix || d.internedGen != d.ix.servicesGen {
+		d.interned, d.internedIx, d.internedGen = map[string]view{}, d.ix, d.ix.servicesGen
+	}
+	k := viewContent(v)
+	if w, ok := d.interned[k]; ok {
+		return w
+	}
+	d.interned[k] = v
+	return v
+}

@@ -44,7 +44,12 @@ func TestSharedMovesKeepPlacementExact(t *testing.T) {
 	}
 	eastNodes, westNodes := []string{"e1", "e2", "e3"}, []string{"w1", "w2"}
 
-	// An update every node sees: views that were equal become one.
+	// Nodes with the same placement attached with one view.
+	if h.viewID("e1") != h.viewID("e2") || h.viewID("w1") != h.viewID("w2") || h.viewID("e1") == h.viewID("w1") {
+		t.Fatal("sessions did not attach with one view per placement")
+	}
+
+	// An update every node sees: they keep sharing.
 	sp := spec("all", nil, s1)
 	sp.Labels = map[string]string{"round": "1"}
 	if _, err := h.st.UpdateService(h.ctx, all.Id, all.Meta.Version, sp); err != nil {

@@ -404,7 +404,7 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 		return nil, firstMessage{}, status.Errorf(codes.PermissionDenied, "node %s is not part of the cluster (removed?)", nodeID)
 	}
 	s := newSession(nodeID)
-	s.view = viewOf(d.ix.services, n)
+	s.view = d.intern(viewOf(d.ix.services, n))
 	// Views are replaced by fan-out, never changed in place: this one
 	// stays valid after the lock is released.
 	cur := s.view
