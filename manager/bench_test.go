@@ -382,8 +382,12 @@ func benchGRPC(b *testing.B, n int) {
 			// RSS growth is printed for every phase, though only the
 			// first's means much: later phases reuse what the manager
 			// already holds.
-			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream, RSS growth %d B/stream; GCs in the updates: manager %d, agents %d; each update's slowest stream (ms; m, a: a GC in the manager, the agents' process): %s",
-				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n), r.rss/int64(n), r.mgrGCs, r.agentGCs, strings.Join(worst, " "))
+			gcs := "GCs not counted (LOCKBOX_BENCH_GCTAGS)"
+			if gcTags {
+				gcs = fmt.Sprintf("GCs in the updates: manager %d, agents %d", r.mgrGCs, r.agentGCs)
+			}
+			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream, RSS growth %d B/stream; %s; each update's slowest stream (ms; m, a: a GC in the manager, the agents' process): %s",
+				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n), r.rss/int64(n), gcs, strings.Join(worst, " "))
 		}
 	}
 	b.StopTimer()
