@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,6 +46,7 @@ import (
 //
 // LOCKBOX_BENCH_STORM_SERVICES (default 10) services, each with one 1 KiB
 // secret, are placed on every node. 10,000 agents need LOCKBOX_BENCH_10K=1.
+// LOCKBOX_BENCH_CPUPROFILE=dir profiles each restarted manager's storm.
 func BenchmarkReconnectStorm(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
@@ -165,6 +168,10 @@ func benchStorm(b *testing.B, n int) {
 	if v, err := strconv.Atoi(os.Getenv("LOCKBOX_BENCH_STORM_SERVICES")); err == nil && v > 0 {
 		services = v
 	}
+	// LOCKBOX_BENCH_CPUPROFILE=dir: each restarted manager writes a CPU
+	// profile of the storm (from ready until every agent holds a
+	// snapshot) to dir/storm-<agents>-<variant>.pprof.
+	profDir := os.Getenv("LOCKBOX_BENCH_CPUPROFILE")
 	cc := newChildConfig(tb, "127.0.0.1")
 	cc.MetricsAddr = fmt.Sprintf("127.0.0.1:%d", freePort(tb, "127.0.0.1"))
 	// The simulated agents do not heartbeat (see benchGRPC).
@@ -253,13 +260,23 @@ func benchStorm(b *testing.B, n int) {
 			attempts0 += a.attempts.Load()
 		}
 		m.kill()
+		if profDir != "" {
+			b.Setenv("LOCKBOX_TEST_CPUPROFILE", filepath.Join(profDir, fmt.Sprintf("storm-%d-%s.pprof", n, v)))
+		}
 		start := time.Now()
 		m = startChild(tb, cc)
 		ready := time.Since(start)
 		pid := m.cmd.Process.Pid
+		if profDir != "" {
+			m.cmd.Process.Signal(syscall.SIGUSR2)
+		}
 		b.StartTimer()
 		lat := waitAll(start, 10*time.Minute)
 		b.StopTimer()
+		if profDir != "" {
+			m.cmd.Process.Signal(syscall.SIGUSR2)
+			<-m.profiled
+		}
 		var attempts int64
 		for _, a := range agents {
 			attempts += a.attempts.Load()
