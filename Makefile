@@ -89,7 +89,7 @@ fuzz:
 # manager, network partition, kill -9 of the agent, exit and shim-kill wipes,
 # the 1,000 cycles, NRI evictions while the plugin was away) and the fuzz
 # targets.
-RESILIENCE_TESTS := TestPartition|TestAgentKilled|TestWipeOnExit|TestShimKilled|TestShimCyclesLeaveNothing|TestCyclesLeaveNothing|TestNRIEvictStartedWhileAway|TestHAKillLeaderAgents
+RESILIENCE_TESTS := TestPartition|TestAllManagersDown|TestAgentKilled|TestWipeOnExit|TestShimKilled|TestShimCyclesLeaveNothing|TestCyclesLeaveNothing|TestNRIEvictStartedWhileAway|TestHAKillLeaderAgents
 # verbose runs go test -v into a log and shows only results and t.Log lines
 # (the figures), or the whole log when a test fails.
 verbose = log=$$(mktemp); $(1) -v >$$log 2>&1; rc=$$?; \
