@@ -96,4 +96,4 @@ verbose = log=$$(mktemp); $(1) -v >$$log 2>&1; rc=$$?; \
 	if [ $$rc -eq 0 ]; then grep -E '^(--- |ok)|_test.go:[0-9]+: ' $$log; else cat $$log; fi; rm -f $$log; exit $$rc
 test-resilience: build fuzz
 	@$(call verbose,$(GO) test -count=1 -run '^(TestKillDuringCreates|TestHAKillLeader)$$' ./manager/)
-	@$(call verbose,LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -tags integration -run '^($(RESILIENCE_TESTS))$$' ./integration/)
+	@$(call verbose,LOCKBOX_OUTAGE=60s LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -tags integration -run '^($(RESILIENCE_TESTS))$$' ./integration/)
