@@ -91,11 +91,11 @@ fuzz:
 # manager, network partition, kill -9 of the agent, exit and shim-kill wipes,
 # the 1,000 cycles, NRI evictions while the plugin was away) and the fuzz
 # targets.
-RESILIENCE_TESTS := TestPartition|TestAgentKilled|TestWipeOnExit|TestShimKilled|TestShimCyclesLeaveNothing|TestCyclesLeaveNothing|TestNRIEvictStartedWhileAway|TestHAKillLeaderAgents
+RESILIENCE_TESTS := TestPartition|TestAllManagersDown|TestAgentKilled|TestWipeOnExit|TestShimKilled|TestShimCyclesLeaveNothing|TestCyclesLeaveNothing|TestNRIEvictStartedWhileAway|TestHAKillLeaderAgents
 # verbose runs go test -v into a log and shows only results and t.Log lines
 # (the figures), or the whole log when a test fails.
 verbose = log=$$(mktemp); $(1) -v >$$log 2>&1; rc=$$?; \
 	if [ $$rc -eq 0 ]; then grep -E '^(--- |ok)|_test.go:[0-9]+: ' $$log; else cat $$log; fi; rm -f $$log; exit $$rc
 test-resilience: build fuzz
 	@$(call verbose,$(GO) test -count=1 -run '^(TestKillDuringCreates|TestHAKillLeader)$$' ./manager/)
-	@$(call verbose,LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -tags integration -run '^($(RESILIENCE_TESTS))$$' ./integration/)
+	@$(call verbose,LOCKBOX_OUTAGE=60s LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -tags integration -run '^($(RESILIENCE_TESTS))$$' ./integration/)

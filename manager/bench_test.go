@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/metrics"
 	"slices"
 	"sort"
 	"strconv"
@@ -152,6 +153,10 @@ type phaseResult struct {
 	live, rss        int64 // growth while the streams connected
 	mallocs          uint64
 	worst            []time.Duration // each update's slowest stream
+	// gcs marks each update during which the manager ("m") or the
+	// agents' process ("a") ran a garbage collection.
+	gcs              []string
+	mgrGCs, agentGCs int64
 }
 
 func benchGRPC(b *testing.B, n int) {
@@ -164,6 +169,10 @@ func benchGRPC(b *testing.B, n int) {
 		b.Setenv("LOCKBOX_TEST_CPUPROFILE", filepath.Join(profDir, fmt.Sprintf("fanout-%d.pprof", n)))
 	}
 	updates := 20
+	// LOCKBOX_BENCH_GCTAGS=1: count each process's garbage collections
+	// during each update (one scrape of the manager's metrics before and
+	// after it, outside the timed span, but in its CPU and allocations).
+	gcTags := os.Getenv("LOCKBOX_BENCH_GCTAGS") != ""
 	if v, err := strconv.Atoi(os.Getenv("LOCKBOX_BENCH_UPDATES")); err == nil && v > 0 {
 		updates = v
 	}
@@ -303,9 +312,19 @@ func benchGRPC(b *testing.B, n int) {
 			m.cmd.Process.Signal(syscall.SIGUSR2)
 		}
 		for i := 0; i < updates; i++ {
+			var mgc0, agc0, mgc, agc int64
+			if gcTags {
+				mgc0, agc0 = managerGCs(tb, cc.MetricsAddr), agentGCs()
+			}
 			l := update(agents)
+			if gcTags {
+				mgc, agc = managerGCs(tb, cc.MetricsAddr)-mgc0, agentGCs()-agc0
+			}
 			r.lat = append(r.lat, l...)
 			r.worst = append(r.worst, slices.Max(l))
+			r.gcs = append(r.gcs, strings.Repeat("m", int(mgc))+strings.Repeat("a", int(agc)))
+			r.mgrGCs += mgc
+			r.agentGCs += agc
 		}
 		r.mgrCPU, r.agentCPU = procCPU(b, m.cmd.Process.Pid)-mgrCPU0, procCPU(b, os.Getpid())-agentCPU0
 		if profile {
@@ -358,13 +377,17 @@ func benchGRPC(b *testing.B, n int) {
 			results[v.name] = append(results[v.name], r)
 			worst := make([]string, len(r.worst))
 			for i, w := range r.worst {
-				worst[i] = fmt.Sprint(w.Milliseconds())
+				worst[i] = fmt.Sprint(w.Milliseconds()) + r.gcs[i]
 			}
 			// RSS growth is printed for every phase, though only the
 			// first's means much: later phases reuse what the manager
 			// already holds.
-			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream, RSS growth %d B/stream; each update's slowest stream (ms): %s",
-				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n), r.rss/int64(n), strings.Join(worst, " "))
+			gcs := "GCs not counted (LOCKBOX_BENCH_GCTAGS)"
+			if gcTags {
+				gcs = fmt.Sprintf("GCs in the updates: manager %d, agents %d", r.mgrGCs, r.agentGCs)
+			}
+			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream, RSS growth %d B/stream; %s; each update's slowest stream (ms; m, a: a GC in the manager, the agents' process): %s",
+				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n), r.rss/int64(n), gcs, strings.Join(worst, " "))
 		}
 	}
 	b.StopTimer()
@@ -410,4 +433,23 @@ func benchGRPC(b *testing.B, n int) {
 func pctMS(d []time.Duration, q float64) float64 {
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	return float64(d[int(float64(len(d)-1)*q)].Microseconds()) / 1000
+}
+
+// managerGCs is the number of garbage collections the manager at addr
+// (its metrics listener) has completed: one scrape, outside the timed
+// span of an update.
+func managerGCs(tb testing.TB, addr string) int64 {
+	mf := scrape(tb, addr)["go_gc_duration_seconds"]
+	if mf == nil || len(mf.GetMetric()) == 0 {
+		tb.Fatal("the manager's metrics have no go_gc_duration_seconds")
+	}
+	return int64(mf.GetMetric()[0].GetSummary().GetSampleCount())
+}
+
+// agentGCs is the number of garbage collections of this process, the
+// simulated agents'.
+func agentGCs() int64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return int64(s[0].Value.Uint64())
 }

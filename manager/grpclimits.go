@@ -16,4 +16,19 @@ const (
 	// holds one session and a few unary calls; an admin client a few
 	// calls.
 	maxConcurrentStreams = 64
+
+	// Per-connection buffers: a manager holds one connection per agent,
+	// thousands of them mostly idle, so what each keeps between messages
+	// is what a manager's memory grows by per agent (docs/performance.md).
+	//
+	// writeBufferSize batches a connection's frames into TLS records. gRPC
+	// takes it from a pool for each write and gives it back once flushed
+	// (its shared write buffer), so idle connections hold none.
+	writeBufferSize = 16 << 10
+	// readBufferSize is 0: no bufio.Reader between HTTP/2 and TLS. TLS
+	// already keeps each decrypted record in memory and hands it out in
+	// whatever pieces the HTTP/2 framer asks for, so a second buffer
+	// saved no system calls, only cost 4 KiB per connection, held for
+	// the connection's life. (Measured: docs/performance.md.)
+	readBufferSize = 0
 )

@@ -34,12 +34,9 @@ func (m *Manager) tcpServer(adminSrv *admin.Server) (*grpc.Server, error) {
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		// Thousands of mostly idle agent connections: each reads through a
-		// small buffer (messages are small; a big one just takes more
-		// reads) and writes through a smaller one (gRPC pools it between
-		// writes). Measured: 77 -> 47 KB live per connected stream.
-		grpc.WriteBufferSize(16<<10),
-		grpc.ReadBufferSize(4<<10),
+		// Thousands of mostly idle agent connections: see grpclimits.go.
+		grpc.WriteBufferSize(writeBufferSize),
+		grpc.ReadBufferSize(readBufferSize),
 		// The dispatcher sends session messages pre-encoded, each change
 		// marshalled once per fan-out for every node.
 		grpc.ForceServerCodecV2(dispatcher.Codec{}),

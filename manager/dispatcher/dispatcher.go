@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -71,6 +72,14 @@ type Dispatcher struct {
 	ready    chan struct{}
 	// advanced is closed and replaced whenever ix.rev moves.
 	advanced chan struct{}
+
+	// interned holds the views sessions attached with, by content, while
+	// the services of index internedIx are at generation internedGen.
+	interned    map[string]view
+	internedIx  *index
+	internedGen int64
+	// lastRevHead is the encoded type and revision last sent (revHeader).
+	lastRevHead atomic.Pointer[revHead]
 
 	hb           heartbeats
 	grants       *grantLog
@@ -234,10 +243,10 @@ func (d *Dispatcher) follow(ctx context.Context, rev int64) error {
 	}
 }
 
-// pendingUpdate is the changes of one session from one fan-out.
+// pendingUpdate is one session's move in one fan-out.
 type pendingUpdate struct {
-	s       *session
-	changes []change
+	s  *session
+	mv *move
 }
 
 // fanOut turns a delta into queued changes on every affected session.
@@ -249,7 +258,13 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta, since time.Time) {
 	}
 	d.mu.Lock()
 	rev := d.ix.rev
-	var work []pendingUpdate
+	changed := make([]string, 0, len(dl.services))
+	for id := range dl.services {
+		changed = append(changed, id)
+	}
+	cache := newMoveCache()
+	var moves []*move // distinct, in the order first seen
+	work := make([]pendingUpdate, 0, len(d.sessions))
 	need := map[string]bool{}
 	for nodeID, s := range d.sessions {
 		n := d.ix.nodes[nodeID]
@@ -260,46 +275,28 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta, since time.Time) {
 			d.reportBudget.forget(nodeID)
 			continue
 		}
-		var nv view
+		var mv *move
 		if dl.nodes[nodeID] {
-			nv = viewOf(d.ix.services, n)
-		} else {
-			nv = nil
-			for id := range dl.services {
-				svc := d.ix.services[id]
-				inNew := svc != nil && svc.matches(n)
-				old, inOld := s.view[id]
-				if !inNew && !inOld || inNew && old == svc.svc {
-					continue
-				}
-				if nv == nil {
-					nv = make(view, len(s.view)+1)
-					for k, v := range s.view {
-						nv[k] = v
-					}
-				}
-				if inNew {
-					nv[id] = svc.svc
-				} else {
-					delete(nv, id)
-				}
-			}
-			if nv == nil {
-				continue
-			}
-		}
-		ch := diff(s.view, nv)
-		s.view = nv
-		d.grants.noteChanges(nodeID, ch)
-		if len(ch) == 0 {
+			nv := viewOf(d.ix.services, n)
+			mv = &move{view: nv, changes: diff(s.view, nv)}
+		} else if mv = cache.moveOf(s.view, n, d.ix.services, changed); mv == nil {
 			continue
 		}
-		for _, c := range ch {
-			if !c.remove && c.secretID != "" {
-				need[c.secretID] = true
+		s.view = mv.view
+		d.grants.noteChanges(nodeID, mv.changes)
+		if len(mv.changes) == 0 {
+			continue
+		}
+		if !mv.built {
+			mv.built = true
+			moves = append(moves, mv)
+			for _, c := range mv.changes {
+				if !c.remove && c.secretID != "" {
+					need[c.secretID] = true
+				}
 			}
 		}
-		work = append(work, pendingUpdate{s: s, changes: ch})
+		work = append(work, pendingUpdate{s: s, mv: mv})
 	}
 	d.mu.Unlock()
 	if len(work) == 0 {
@@ -318,19 +315,30 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta, since time.Time) {
 		data[id] = b
 	}
 	cc := changeCache{}
+	for _, mv := range moves {
+		mv.items, mv.err = cc.build(mv.changes, data)
+	}
 	for _, w := range work {
-		items, err := cc.build(w.changes, data)
-		if err != nil {
+		if w.mv.err != nil {
 			// The node must not miss a change: make it reconnect, and
 			// resume or start over from a fresh read.
-			w.s.end(status.Error(codes.Unavailable, err.Error()))
+			w.s.end(status.Error(codes.Unavailable, w.mv.err.Error()))
 			continue
 		}
-		w.s.push(rev, items)
+		for _, it := range w.mv.items {
+			it.change.Ref() // the session's own, released once sent
+		}
+		w.s.push(rev, w.mv.items)
 	}
 	d.metrics.observeFanOut(since)
 	// The encodings hold the only copies of the data now; sessions hold
 	// their references until sent.
+	for _, mv := range moves {
+		for _, it := range mv.items {
+			it.release()
+		}
+		mv.items = nil
+	}
 	cc.release()
 	for _, b := range data {
 		clear(b)

@@ -7,11 +7,16 @@
 // changed services against every connected node, and every service against
 // a node whose labels changed. Each connected node has a "view" (the
 // services placed on it); the difference between its old and new view is
-// queued on its session as INCREMENTAL changes. Secret data is read from the
+// queued on its session as INCREMENTAL changes. Nodes that held the same
+// view and match the changed services the same way (the same placement)
+// share one "move" per batch: its new view, diff and queued items are
+// computed once, and from then on those nodes share one view (move.go);
+// views are never modified, only replaced. Secret data is read from the
 // store once per batch; each distinct change is encoded once, and its bytes
 // are shared by every session that sends it and zeroed when the last of them
 // (and gRPC's writer) is done with them. Sessions send these pre-encoded
-// messages, so the gRPC server must use Codec.
+// messages (type and revision encoded once per batch, the node's own header
+// fields once per session), so the gRPC server must use Codec.
 //
 // Collector exposes the dispatcher's counters (messages and changes sent,
 // sessions closed by reason, fan-out latency) and gauges read from its

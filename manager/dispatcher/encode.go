@@ -30,22 +30,22 @@ const (
 	fieldHeartbeat protowire.Number = 6
 )
 
-// encodedMessage is a SessionMessage as wire bytes: head holds the
-// session's own fields, changes the shared, reference-counted encodings of
-// its changes. Only Codec knows how to send it.
+// encodedMessage is a SessionMessage as wire bytes, in three parts that
+// are each encoded once and shared: revHead (type and revision: the same
+// for every session a fan-out reaches), sessHead (the session's own node
+// ID, heartbeat period and manager list: the same for every message of the
+// session) and changes (each distinct change of a fan-out, shared by every
+// session that sends it). Only Codec knows how to send it.
 type encodedMessage struct {
-	rev     int64 // for tests and benchmarks; also in head
-	head    []byte
-	changes []mem.Buffer
+	rev      int64 // for tests and benchmarks; also in revHead
+	revHead  mem.Buffer
+	sessHead mem.Buffer
+	changes  []mem.Buffer
 }
 
-// header encodes the fields of a SessionMessage other than its changes.
-func header(typ dapi.SessionMessage_Type, rev int64, nodeID string, heartbeatMS uint32, managers []string) []byte {
-	n := 3*(1+protowire.SizeVarint(uint64(rev))) + protowire.SizeBytes(len(nodeID)) + 1
-	for _, m := range managers {
-		n += 1 + protowire.SizeBytes(len(m))
-	}
-	b := make([]byte, 0, n)
+// revHeader encodes the type and revision fields of a SessionMessage.
+func revHeader(typ dapi.SessionMessage_Type, rev int64) mem.Buffer {
+	b := make([]byte, 0, 2*(1+protowire.SizeVarint(uint64(max(rev, int64(typ))))))
 	if typ != 0 {
 		b = protowire.AppendTag(b, fieldType, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(typ))
@@ -54,6 +54,18 @@ func header(typ dapi.SessionMessage_Type, rev int64, nodeID string, heartbeatMS 
 		b = protowire.AppendTag(b, fieldRevision, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(rev))
 	}
+	return mem.SliceBuffer(b)
+}
+
+// sessionHeader encodes the fields of a SessionMessage that belong to the
+// session rather than to one message: node ID, heartbeat period, managers.
+func sessionHeader(nodeID string, heartbeatMS uint32, managers []string) mem.Buffer {
+	n := protowire.SizeTag(fieldNodeID) + protowire.SizeBytes(len(nodeID)) +
+		protowire.SizeTag(fieldHeartbeat) + protowire.SizeVarint(uint64(heartbeatMS))
+	for _, m := range managers {
+		n += protowire.SizeTag(fieldManagers) + protowire.SizeBytes(len(m))
+	}
+	b := make([]byte, 0, n)
 	for _, m := range managers {
 		b = protowire.AppendTag(b, fieldManagers, protowire.BytesType)
 		b = protowire.AppendString(b, m)
@@ -66,7 +78,7 @@ func header(typ dapi.SessionMessage_Type, rev int64, nodeID string, heartbeatMS 
 		b = protowire.AppendTag(b, fieldHeartbeat, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(heartbeatMS))
 	}
-	return b
+	return mem.SliceBuffer(b)
 }
 
 // encodeChange marshals c as one "changes" field of a SessionMessage. The
@@ -125,7 +137,8 @@ var protoCodec = encoding.GetCodecV2(proto.Name)
 func (Codec) Name() string { return proto.Name }
 
 // Marshal returns the bytes of v. For a pre-encoded message it takes a
-// reference on each shared change for gRPC, which frees it once written.
+// reference on each shared part for gRPC, which frees it once written; the
+// only allocation is the slice that lists them.
 // The same buffer object goes to many streams at once: gRPC's writer only
 // reads a message's buffers (ReadOnlyData) and frees them (atomic), which
 // the -race tests over real connections check on every gRPC upgrade.
@@ -134,8 +147,13 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	if !ok {
 		return protoCodec.Marshal(v)
 	}
-	out := make(mem.BufferSlice, 0, 1+len(m.changes))
-	out = append(out, mem.SliceBuffer(m.head))
+	out := make(mem.BufferSlice, 0, 2+len(m.changes))
+	for _, h := range [...]mem.Buffer{m.revHead, m.sessHead} {
+		if h != nil {
+			h.Ref()
+			out = append(out, h)
+		}
+	}
 	for _, c := range m.changes {
 		c.Ref()
 		out = append(out, c)

@@ -44,7 +44,7 @@ func TestEncodedMessageIsTheProtobufMessage(t *testing.T) {
 		"big secret": {Revision: 9, Changes: []*dapi.AssignmentChange{secret("big", big), secret("empty", nil)}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			m := &encodedMessage{rev: int64(want.Revision), head: header(want.Type, int64(want.Revision), want.NodeId, want.HeartbeatPeriodMs, want.Managers)}
+			m := &encodedMessage{rev: int64(want.Revision), revHead: revHeader(want.Type, int64(want.Revision)), sessHead: sessionHeader(want.NodeId, want.HeartbeatPeriodMs, want.Managers)}
 			for _, c := range want.Changes {
 				enc, err := encodeChange(c, c.GetAssignment().GetSecret() != nil)
 				if err != nil {
@@ -76,7 +76,7 @@ func TestSecretEncodingZeroedAfterLastReference(t *testing.T) {
 	}
 	raw := enc.ReadOnlyData()
 	raw = raw[:cap(raw)]
-	m := &encodedMessage{head: header(0, 1, "n", 0, nil), changes: []mem.Buffer{enc}}
+	m := &encodedMessage{revHead: revHeader(0, 1), sessHead: sessionHeader("n", 0, nil), changes: []mem.Buffer{enc}}
 	sent, err := Codec{}.Marshal(m) // what gRPC holds until written
 	if err != nil {
 		t.Fatal(err)

@@ -32,6 +32,9 @@ type index struct {
 	rev      int64
 	services map[string]*service
 	nodes    map[string]*types.Node
+	// servicesGen counts the service changes applied: views interned at
+	// one value hold no service that is gone (Dispatcher.intern).
+	servicesGen int64
 }
 
 func newIndex(snap *store.Snapshot) *index {
@@ -68,6 +71,7 @@ func (ix *index) apply(b store.Batch, d *delta) {
 				ix.services[ev.ID] = newService(ev.Service)
 			}
 			d.services[ev.ID] = true
+			ix.servicesGen++
 		case store.KindNode:
 			if ev.Deleted {
 				delete(ix.nodes, ev.ID)

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +36,15 @@ type session struct {
 	// announce asks for a message even without changes: the manager list
 	// changed.
 	announce bool
+	// spare is the emptied queue of the last send, reused by push.
+	spare []item
+
+	// Used only by the session's own goroutine (send): the message it
+	// fills for each send and its encoded header fields.
+	msg           encodedMessage
+	head          mem.Buffer
+	headManagers  []string
+	headHeartbeat uint32
 }
 
 func newSession(nodeID string) *session {
@@ -58,6 +68,9 @@ func (s *session) push(rev int64, items []item) {
 			it.release()
 		}
 		return
+	}
+	if s.pending == nil {
+		s.pending, s.spare = s.spare, nil
 	}
 	s.pending = append(s.pending, items...)
 	s.rev = rev
@@ -97,6 +110,20 @@ func (s *session) take() ([]item, int64, bool) {
 	items, announce := s.pending, s.announce
 	s.pending, s.announce = nil, false
 	return items, s.rev, announce
+}
+
+// recycle keeps the queue send emptied for the next push: a session then
+// allocates no new queue for each message.
+func (s *session) recycle(items []item) {
+	if cap(items) == 0 || cap(items) > 64 {
+		return
+	}
+	clear(items)
+	s.mu.Lock()
+	if s.spare == nil && !s.ended {
+		s.spare = items[:0]
+	}
+	s.mu.Unlock()
 }
 
 // drop releases queued data of a session that is gone.
@@ -263,7 +290,7 @@ func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) (err err
 		d.mu.Unlock()
 		s.drop()
 	}()
-	if err := d.send(stream, nodeID, first.typ, first.rev, first.items); err != nil {
+	if err := d.send(stream, s, first.typ, first.rev, first.items); err != nil {
 		sendFailed = true
 		return err
 	}
@@ -284,25 +311,29 @@ func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) (err err
 		if len(items) == 0 && !announce {
 			continue
 		}
-		if err := d.send(stream, nodeID, dapi.SessionMessage_INCREMENTAL, rev, items); err != nil {
+		if err := d.send(stream, s, dapi.SessionMessage_INCREMENTAL, rev, items); err != nil {
 			sendFailed = true
 			return err
 		}
+		s.recycle(items)
 	}
 }
 
 // send sends items as one message and drops their references (gRPC holds
-// its own until the bytes are written).
-func (d *Dispatcher) send(stream Sender, nodeID string, typ dapi.SessionMessage_Type, rev int64, items []item) error {
-	m := &encodedMessage{
-		rev:     rev,
-		head:    header(typ, rev, nodeID, uint32(d.cfg.HeartbeatPeriod.Milliseconds()), d.cfg.Managers()),
-		changes: make([]mem.Buffer, len(items)),
-	}
-	for i, it := range items {
-		m.changes[i] = it.change
+// its own until the bytes are written). It runs on the session's own
+// goroutine, the only user of s.msg and s.head: a send allocates nothing
+// of its own but the list of parts Codec hands to gRPC.
+func (d *Dispatcher) send(stream Sender, s *session, typ dapi.SessionMessage_Type, rev int64, items []item) error {
+	m := &s.msg
+	m.rev = rev
+	m.revHead = d.revHeader(typ, rev)
+	m.sessHead = s.header(uint32(d.cfg.HeartbeatPeriod.Milliseconds()), d.cfg.Managers())
+	for _, it := range items {
+		m.changes = append(m.changes, it.change)
 	}
 	err := stream.SendMsg(m)
+	clear(m.changes)
+	m.changes = m.changes[:0]
 	for _, it := range items {
 		it.release()
 	}
@@ -310,6 +341,36 @@ func (d *Dispatcher) send(stream Sender, nodeID string, typ dapi.SessionMessage_
 		d.metrics.sent(typ, len(items))
 	}
 	return err
+}
+
+// revHead is the encoded type and revision of the messages of one
+// fan-out, shared by every session that sends them.
+type revHead struct {
+	typ dapi.SessionMessage_Type
+	rev int64
+	buf mem.Buffer
+}
+
+// revHeader returns the encoding of typ and rev, from the last one made
+// when it matches (every session of a fan-out sends the same pair).
+func (d *Dispatcher) revHeader(typ dapi.SessionMessage_Type, rev int64) mem.Buffer {
+	if h := d.lastRevHead.Load(); h != nil && h.typ == typ && h.rev == rev {
+		return h.buf
+	}
+	h := &revHead{typ: typ, rev: rev, buf: revHeader(typ, rev)}
+	d.lastRevHead.Store(h)
+	return h.buf
+}
+
+// header returns the session's own header fields, encoded again only when
+// the manager list changes.
+func (s *session) header(heartbeatMS uint32, managers []string) mem.Buffer {
+	if s.head == nil || s.headHeartbeat != heartbeatMS || !slices.Equal(s.headManagers, managers) {
+		s.headManagers = slices.Clone(managers)
+		s.headHeartbeat = heartbeatMS
+		s.head = sessionHeader(s.nodeID, heartbeatMS, managers)
+	}
+	return s.head
 }
 
 type firstMessage struct {
@@ -343,7 +404,7 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 		return nil, firstMessage{}, status.Errorf(codes.PermissionDenied, "node %s is not part of the cluster (removed?)", nodeID)
 	}
 	s := newSession(nodeID)
-	s.view = viewOf(d.ix.services, n)
+	s.view = d.intern(viewOf(d.ix.services, n))
 	// Views are replaced by fan-out, never changed in place: this one
 	// stays valid after the lock is released.
 	cur := s.view
