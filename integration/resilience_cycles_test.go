@@ -5,6 +5,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,7 +63,10 @@ func TestCyclesRealAgent(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(bin, "containerd-shim-lockbox-v2")); err != nil {
 		t.Fatalf("%v (make build)", err)
 	}
-	_, a := e2eSetup(t, bin)
+	// The agent's Prometheus metrics carry its Go runtime's figures (live
+	// heap, goroutines): what the resident memory alone cannot tell apart.
+	metricsAddr := harness.FreeAddrOn(t, "127.0.0.1")
+	_, a := webSetup(t, bin, nil, "--metrics-addr", metricsAddr)
 	c := harness.StartContainerd(t, harness.Options{ShimDir: bin, Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
 	c.Import("default", harness.ImageConfig{Name: busybox})
 	cl, ctx := c.Client("default")
@@ -100,6 +105,7 @@ func TestCyclesRealAgent(t *testing.T) {
 	base := cycleCounts{
 		hostMounts: countMounts(t), ctdMounts: mountsUnder(t, c.Dir), agentMounts: mountsUnder(t, filepath.Dir(a.StateDir)),
 		agentFDs: agentFDs(t, a), ctdFDs: procFDs(t, ctdPid), shmem: shmemKB(t), agent: readSmaps(t, a.Pid()),
+		rt: scrapeRuntime(t, metricsAddr),
 	}
 	start := time.Now()
 	step := max(n/10, 1)
@@ -108,9 +114,9 @@ func TestCyclesRealAgent(t *testing.T) {
 			t.Fatal(err)
 		}
 		if (i+1)%step == 0 && i+1 < n {
-			m := readSmaps(t, a.Pid())
-			t.Logf("  %6d cycles, %v: agent Anonymous %d kB (%+d), agent fds %d", i+1,
-				time.Since(start).Round(time.Second), m.anon, m.anon-base.agent.anon, agentFDs(t, a))
+			m, rt := readSmaps(t, a.Pid()), scrapeRuntime(t, metricsAddr)
+			t.Logf("  %6d cycles, %v: agent Anonymous %d kB (%+d), fds %d, %s", i+1,
+				time.Since(start).Round(time.Second), m.anon, m.anon-base.agent.anon, agentFDs(t, a), rt)
 		}
 	}
 	took := time.Since(start)
@@ -144,6 +150,7 @@ func TestCyclesRealAgent(t *testing.T) {
 	got := cycleCounts{
 		hostMounts: countMounts(t), ctdMounts: mountsUnder(t, c.Dir), agentMounts: mountsUnder(t, filepath.Dir(a.StateDir)),
 		agentFDs: gotFDs, ctdFDs: procFDs(t, ctdPid), shmem: shmemKB(t), agent: readSmaps(t, a.Pid()),
+		rt: scrapeRuntime(t, metricsAddr),
 	}
 	shim1 := shimRSS(ctx, t, c, "agshim-after")
 	t.Logf("agent fds %d -> %d; containerd fds %d -> %d; host mountinfo %d -> %d (under containerd's dir %d -> %d, the agent's %d -> %d); Shmem %d kB -> %d kB",
@@ -153,6 +160,12 @@ func TestCyclesRealAgent(t *testing.T) {
 		base.agent.rss, got.agent.rss, base.agent.anon, got.agent.anon, got.agent.anon-base.agent.anon,
 		float64(got.agent.anon-base.agent.anon)*1024/float64(n), base.agent.locked, got.agent.locked, shim0, shim1)
 
+	t.Logf("agent Go runtime: %s -> %s", base.rt, got.rt)
+	// A goroutine per container left behind would show n; a few come and
+	// go with the session (a heartbeat in flight).
+	if got.rt.goroutines > base.rt.goroutines+10 {
+		t.Errorf("the agent runs %d goroutines, %d before the cycles", got.rt.goroutines, base.rt.goroutines)
+	}
 	// containerd's own count moves by a few (gRPC streams, GC): a leak per
 	// cycle would show n.
 	if got.ctdFDs > base.ctdFDs+10 {
@@ -193,6 +206,57 @@ type cycleCounts struct {
 	agentFDs, ctdFDs                   int
 	shmem                              int64
 	agent                              smaps
+	rt                                 goRuntime
+}
+
+// goRuntime is what the agent's Prometheus Go collector says of its
+// runtime: goroutines, the live heap (bytes in allocated objects) and the
+// heap's spans in use.
+type goRuntime struct {
+	goroutines           int
+	heapAlloc, heapInuse float64
+}
+
+func (g goRuntime) String() string {
+	return fmt.Sprintf("goroutines %d, heap alloc %.0f kB, heap in use %.0f kB", g.goroutines, g.heapAlloc/1024, g.heapInuse/1024)
+}
+
+// scrapeRuntime reads goRuntime from the agent's /metrics on addr.
+func scrapeRuntime(t *testing.T, addr string) goRuntime {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g goRuntime
+	seen := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 2 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			continue
+		}
+		switch f[0] {
+		case "go_goroutines":
+			g.goroutines, seen = int(v), seen+1
+		case "go_memstats_heap_alloc_bytes":
+			g.heapAlloc, seen = v, seen+1
+		case "go_memstats_heap_inuse_bytes":
+			g.heapInuse, seen = v, seen+1
+		}
+	}
+	if seen != 3 {
+		t.Fatalf("the agent's metrics lack go_goroutines or go_memstats_heap_{alloc,inuse}_bytes")
+	}
+	return g
 }
 
 // smaps is one reading of /proc/<pid>/smaps_rollup, in kB: Anonymous is

@@ -54,22 +54,11 @@ var outageSecrets = map[string]string{
 func TestAllManagersDown(t *testing.T) {
 	outage := outageFor(t)
 	bin := harness.LockboxBin(t)
-	m := harness.StartManager(t, bin)
+	// The agent logs JSON: the test reads it for its session's ends and
+	// returns.
+	m, a := webSetup(t, bin, map[string]string{"late": "added-after-the-outage"}, "--log-format", "json")
 	ctx, cancel := context.WithTimeout(context.Background(), outage+5*time.Minute)
 	defer cancel()
-	for name, data := range map[string]string{"db_pw": "hunter2-db", "api_key": "api-key-bytes", "tls": "PEM-BYTES", "late": "added-after-the-outage"} {
-		if _, err := m.CLIStdin(ctx, []byte(data), "secret", "create", name, "-"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The web service of e2eSetup; the agent logs JSON, which the test
-	// reads for its session's ends and returns.
-	if _, err := m.CLI(ctx, "service", "create", "web", "--secret", "source=db_pw",
-		"--secret", "source=api_key,target=app/key,uid=1000,gid=1000,mode=0400",
-		"--secret", "source=tls,target=/etc/app/tls.pem,mode=0440"); err != nil {
-		t.Fatal(err)
-	}
-	a := harness.StartAgentWith(t, bin, m, harness.AgentOptions{Extra: []string{"--log-format", "json"}})
 	c := harness.StartContainerd(t, harness.Options{ShimDir: bin, Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
 	c.Import("default", harness.ImageConfig{Name: busybox})
 
@@ -210,4 +199,29 @@ func TestAllManagersDown(t *testing.T) {
 	if err := holds(ctx, a, 0); err != nil {
 		t.Error(err)
 	}
+}
+
+// webSetup is e2eSetup's manager and web service (db_pw, app/key,
+// /etc/app/tls.pem), with more secrets created (not granted), and an agent
+// started with extra flags.
+func webSetup(t *testing.T, bin string, more map[string]string, extra ...string) (*harness.Manager, *harness.Agent) {
+	t.Helper()
+	m := harness.StartManager(t, bin)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	secrets := map[string]string{"db_pw": "hunter2-db", "api_key": "api-key-bytes", "tls": "PEM-BYTES"}
+	for name, data := range more {
+		secrets[name] = data
+	}
+	for name, data := range secrets {
+		if _, err := m.CLIStdin(ctx, []byte(data), "secret", "create", name, "-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.CLI(ctx, "service", "create", "web", "--secret", "source=db_pw",
+		"--secret", "source=api_key,target=app/key,uid=1000,gid=1000,mode=0400",
+		"--secret", "source=tls,target=/etc/app/tls.pem,mode=0440"); err != nil {
+		t.Fatal(err)
+	}
+	return m, harness.StartAgentWith(t, bin, m, harness.AgentOptions{Extra: extra})
 }
