@@ -224,7 +224,10 @@ func (g goRuntime) String() string {
 // scrapeRuntime reads goRuntime from the agent's /metrics on addr.
 func scrapeRuntime(t *testing.T, addr string) goRuntime {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	// No keep-alive: a connection the client kept open would be one more
+	// fd of the agent's, counted against its baseline.
+	cl := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := cl.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
