@@ -88,14 +88,19 @@ fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
 
 # test-resilience: the fault suite of docs/reliability.md (kill -9 of a
-# manager, network partition, kill -9 of the agent, exit and shim-kill wipes,
-# the 1,000 cycles, NRI evictions while the plugin was away) and the fuzz
-# targets.
-RESILIENCE_TESTS := TestPartition|TestAllManagersDown|TestAgentKilled|TestWipeOnExit|TestShimKilled|TestShimCyclesLeaveNothing|TestCyclesLeaveNothing|TestNRIEvictStartedWhileAway|TestHAKillLeaderAgents
+# manager, every manager down, network partition, kill -9 of the agent, exit
+# and shim-kill wipes, the 1,000 cycles, NRI evictions while the plugin was
+# away), the fuzz targets, and RESILIENCE_CYCLES (10,000) cycles through the
+# shim with the real agent (about 30 min here; its own run, so that
+# LOCKBOX_CYCLES does not lengthen the 1,000-cycle tests).
+# LOCKBOX_OUTAGE=10m lengthens TestAllManagersDown's outage (30 s).
+RESILIENCE_TESTS := TestPartition|TestAgentKilled|TestAllManagersDown|TestWipeOnExit|TestShimKilled|TestShimCyclesLeaveNothing|TestCyclesLeaveNothing|TestNRIEvictStartedWhileAway|TestHAKillLeaderAgents
+RESILIENCE_CYCLES ?= 10000
 # verbose runs go test -v into a log and shows only results and t.Log lines
 # (the figures), or the whole log when a test fails.
 verbose = log=$$(mktemp); $(1) -v >$$log 2>&1; rc=$$?; \
 	if [ $$rc -eq 0 ]; then grep -E '^(--- |ok)|_test.go:[0-9]+: ' $$log; else cat $$log; fi; rm -f $$log; exit $$rc
 test-resilience: build fuzz
 	@$(call verbose,$(GO) test -count=1 -run '^(TestKillDuringCreates|TestHAKillLeader)$$' ./manager/)
-	@$(call verbose,LOCKBOX_OUTAGE=60s LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -tags integration -run '^($(RESILIENCE_TESTS))$$' ./integration/)
+	@$(call verbose,LOCKBOX_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 40m -tags integration -run '^($(RESILIENCE_TESTS))$$' ./integration/)
+	@$(call verbose,LOCKBOX_BIN=$(CURDIR)/$(BIN) LOCKBOX_CYCLES=$(RESILIENCE_CYCLES) $(GO) test -count=1 -timeout 90m -tags integration -run '^TestCyclesRealAgent$$' ./integration/)

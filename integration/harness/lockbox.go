@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -135,6 +136,11 @@ type Manager struct {
 	DataDir     string
 	AdminSocket string
 	Addr        string
+
+	// What Restart starts again.
+	dir          string
+	prefix, args []string
+	starts       int
 }
 
 // StartManager starts a single manager (embedded etcd) on a temp dir,
@@ -187,12 +193,41 @@ func StartManagerWith(t testing.TB, binDir string, o ManagerOptions) *Manager {
 		}
 		args = append(args, "--join", o.Join.Addr, "--token-file", tokenFile)
 	}
-	m.Proc = StartProcPrefix(t, "lockbox manager", filepath.Join(dir, "manager.log"), o.Prefix, m.Bin, args...)
+	m.dir, m.prefix, m.args = dir, o.Prefix, args
+	m.start(t)
+	return m
+}
+
+// start runs the manager with the arguments it was first given, logging
+// to manager.log (manager.<n>.log after a restart), and waits for its
+// admin API.
+func (m *Manager) start(t testing.TB) {
+	t.Helper()
+	m.starts++
+	log := "manager.log"
+	if m.starts > 1 {
+		log = fmt.Sprintf("manager.%d.log", m.starts)
+	}
+	m.Proc = StartProcPrefix(t, "lockbox manager", filepath.Join(m.dir, log), m.prefix, m.Bin, m.args...)
 	m.waitFor(t, "admin API", time.Minute, func() error {
 		_, err := m.CLI(context.Background(), "secret", "ls", "-q")
 		return err
 	})
-	return m
+}
+
+// Restart starts a bootstrapping manager (one started without Join) again
+// on the same data dir, address and flags, after Kill or Stop, and waits
+// for its admin API. A joined manager's flags name a single-use token:
+// restarting one is not supported here.
+func (m *Manager) Restart(t testing.TB) {
+	t.Helper()
+	if m.Proc != nil && m.Pid() != 0 {
+		t.Fatal("manager Restart: the manager still runs (Kill or Stop it first)")
+	}
+	if slices.Contains(m.args, "--join") {
+		t.Fatal("manager Restart: a joined manager's token is single-use")
+	}
+	m.start(t)
 }
 
 // CLI runs "lockbox -H unix://<admin socket> args..." and returns stdout.
