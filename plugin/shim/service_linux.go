@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/lockbox-project/lockbox/agent/localapi"
+	"github.com/lockbox-project/lockbox/plugin/claimrecord"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 )
@@ -162,7 +162,7 @@ func (s *service) prepare(ctx context.Context, cl *agentconn.Conn, c *hotpath.Cl
 	if err != nil {
 		return fmt.Errorf("container init %d: %w", pid, err)
 	}
-	if err := writeRecord(bundle, record{ID: id, Service: c.Service, Pid: int32(pid), PidStart: start}); err != nil {
+	if err := claimrecord.Write(bundle, claimrecord.Record{ID: id, Service: c.Service, Pid: int32(pid), PidStart: start}); err != nil {
 		return err
 	}
 	s.trace.mark(id, "recorded")
@@ -244,18 +244,7 @@ func (s *service) forget(id string) string {
 	if ok {
 		return b
 	}
-	return siblingBundle(id)
-}
-
-// siblingBundle is the bundle of container id as containerd lays bundles
-// out: siblings of the shim's working directory, the bundle it was started
-// in (the runc shim manager's Stop uses the same rule).
-func siblingBundle(id string) string {
-	cwd, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(filepath.Dir(cwd), id)
+	return claimrecord.SiblingBundle(id)
 }
 
 // releaseFromDisk releases the container recorded in bundle, if any, and
@@ -265,7 +254,7 @@ func releaseFromDisk(ctx context.Context, socket, bundle string) error {
 	if bundle == "" {
 		return nil
 	}
-	rec, err := readRecord(bundle)
+	rec, err := claimrecord.Read(bundle)
 	if err != nil || rec == nil {
 		return err
 	}
@@ -277,7 +266,7 @@ func releaseFromDisk(ctx context.Context, socket, bundle string) error {
 	if err := cl.Release(rec.ID, agentconn.Process{Pid: int(rec.Pid), Start: rec.PidStart}); err != nil {
 		return fmt.Errorf("release %s: %w", rec.ID, err)
 	}
-	return removeRecord(bundle)
+	return claimrecord.Remove(bundle)
 }
 
 // callTimeout bounds each call on an agent connection: agentTimeout, or

@@ -23,6 +23,7 @@ import (
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	"github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/api/claim"
+	"github.com/lockbox-project/lockbox/plugin/claimrecord"
 )
 
 // fakeTasks is the runc task service as far as the wrapper uses it: it
@@ -257,7 +258,7 @@ func TestCreate(t *testing.T) {
 					t.Errorf("prepare %v", a.prepares[0])
 				}
 			}
-			rec, err := readRecord(bundle)
+			rec, err := claimrecord.Read(bundle)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -301,7 +302,7 @@ func TestDeleteReleasesFromRecord(t *testing.T) {
 	if r := a.releases[0]; r.GetContainerId() != "c1" || r.GetPid() != int32(os.Getpid()) || r.GetPidStart() != start {
 		t.Errorf("release %v, want c1 naming pid %d start %d", r, os.Getpid(), start)
 	}
-	if rec, _ := readRecord(bundle); rec != nil {
+	if rec, _ := claimrecord.Read(bundle); rec != nil {
 		t.Errorf("record %+v kept after the release", rec)
 	}
 	if err := releaseFromDisk(ctx, sock, bundle); err != nil {
@@ -320,14 +321,14 @@ func TestStopReleasesWhatDeleteCouldNot(t *testing.T) {
 	if err := os.Mkdir(bundle, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeRecord(bundle, record{ID: "c1", Service: "web", Pid: 42, PidStart: 7}); err != nil {
+	if err := claimrecord.Write(bundle, claimrecord.Record{ID: "c1", Service: "web", Pid: 42, PidStart: 7}); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
 	if err := releaseFromDisk(ctx, filepath.Join(t.TempDir(), "none.sock"), bundle); err == nil {
 		t.Fatal("release with no agent succeeded")
 	}
-	if rec, _ := readRecord(bundle); rec == nil {
+	if rec, _ := claimrecord.Read(bundle); rec == nil {
 		t.Fatal("failed release dropped the record")
 	}
 
@@ -347,7 +348,7 @@ func TestStopReleasesWhatDeleteCouldNot(t *testing.T) {
 	if _, n := a.counts(); n != 1 || a.releases[0].GetPid() != 42 || a.releases[0].GetPidStart() != 7 {
 		t.Fatalf("Stop released %v, want c1 naming pid 42 start 7", a.releases)
 	}
-	if rec, _ := readRecord(bundle); rec != nil {
+	if rec, _ := claimrecord.Read(bundle); rec != nil {
 		t.Errorf("record %+v kept after Stop's release", rec)
 	}
 }

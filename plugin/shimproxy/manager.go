@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lockbox-project/lockbox/internal/atomicfile"
+	"github.com/lockbox-project/lockbox/plugin/claimrecord"
 )
 
 // RuntimeType is the runtime type containerd knows the proxy by; it runs
@@ -219,7 +220,7 @@ func stopBundle(ctx context.Context, id string) string {
 	if o, ok := ctx.Value(shim.OptsKey{}).(shim.Opts); ok && o.BundlePath != "" {
 		return o.BundlePath
 	}
-	return siblingBundle(id)
+	return claimrecord.SiblingBundle(id)
 }
 
 // cleanInner removes task id from the inner shim if it still runs it (a

@@ -17,6 +17,7 @@ import (
 
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/plugin/claimrecord"
 )
 
 // socketAgent is the agent's local API over a real socket, recording
@@ -87,7 +88,7 @@ func TestStopAfterDeadProxy(t *testing.T) {
 	if err := writeState(bundle, proxyState{InnerBinary: bin, InnerAddress: "unix://" + sock, InnerVersion: 3, Address: "unix://" + filepath.Join(dir, "gone.sock")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeRecord(bundle, record{ID: "c1", Service: "web", Pid: 42, PidStart: 7}); err != nil {
+	if err := claimrecord.Write(bundle, claimrecord.Record{ID: "c1", Service: "web", Pid: 42, PidStart: 7}); err != nil {
 		t.Fatal(err)
 	}
 	m := &Manager{getenv: func(k string) string {
@@ -114,7 +115,7 @@ func TestStopAfterDeadProxy(t *testing.T) {
 	if len(rel) != 1 || rel[0].GetContainerId() != "c1" || rel[0].GetPid() != 42 || rel[0].GetPidStart() != 7 {
 		t.Fatalf("releases %v, want c1 naming pid 42 start 7", rel)
 	}
-	if r, _ := readRecord(bundle); r != nil {
+	if r, _ := claimrecord.Read(bundle); r != nil {
 		t.Errorf("record %+v kept after the release", r)
 	}
 	// Again (containerd retries a failed cleanup): nothing more to release.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/internal/procstat"
+	"github.com/lockbox-project/lockbox/plugin/claimrecord"
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 )
 
@@ -50,7 +51,7 @@ func (linuxPlatform) afterCreate(ctx context.Context, ag agentClient, c *hotpath
 	if err != nil {
 		return fmt.Errorf("container init %d: %w", pid, err)
 	}
-	if err := writeRecord(r.Bundle, record{ID: r.ID, Service: c.Service, Pid: int32(pid), PidStart: st.Start}); err != nil {
+	if err := claimrecord.Write(r.Bundle, claimrecord.Record{ID: r.ID, Service: c.Service, Pid: int32(pid), PidStart: st.Start}); err != nil {
 		return err
 	}
 	req := &agent.PrepareRequest{Attach: true, Container: toAgentContainer(c.Container(r.ID, int(pid), "/"))}

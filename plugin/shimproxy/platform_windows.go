@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 
 	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/plugin/claimrecord"
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 	"github.com/lockbox-project/lockbox/windows"
 )
@@ -64,7 +65,7 @@ func AgentStateDir(getenv func(string) string) string {
 func (p windowsPlatform) beforeCreate(ctx context.Context, ag agentClient, c *hotpath.Claim, r *taskAPI.CreateTaskRequest) error {
 	// Recorded before the agent holds anything: a proxy that dies from
 	// here on leaves the manager's Stop what to release.
-	if err := writeRecord(r.Bundle, record{ID: r.ID, Service: c.Service}); err != nil {
+	if err := claimrecord.Write(r.Bundle, claimrecord.Record{ID: r.ID, Service: c.Service}); err != nil {
 		return err
 	}
 	root, unmount, err := p.rootfs(c, r)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/mounter"
+	"github.com/lockbox-project/lockbox/plugin/claimrecord"
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 )
 
@@ -82,7 +83,7 @@ func TestWindowsBeforeCreate(t *testing.T) {
 				if !req.GetAttach() || c.GetOs() != "windows" || c.GetRootfs() != target || c.GetPid() != 0 || c.GetId() != "c1" {
 					t.Errorf("prepare %v: want an attach of windows container c1 into %s", req, target)
 				}
-				if rec, _ := readRecord(bundle); rec == nil || rec.ID != "c1" {
+				if rec, _ := claimrecord.Read(bundle); rec == nil || rec.ID != "c1" {
 					t.Errorf("no record when the agent prepares: %+v", rec)
 				}
 			}

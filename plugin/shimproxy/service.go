@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/lockbox-project/lockbox/plugin/claimrecord"
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 )
 
@@ -242,18 +242,7 @@ func (s *Service) forget(id string) string {
 	if ok {
 		return b
 	}
-	return siblingBundle(id)
-}
-
-// siblingBundle is the bundle of container id as containerd lays bundles
-// out: siblings of the shim's working directory, the bundle it was started
-// in.
-func siblingBundle(id string) string {
-	cwd, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(filepath.Dir(cwd), id)
+	return claimrecord.SiblingBundle(id)
 }
 
 // requestNamespace is the containerd namespace of a task request, "" when

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lockbox-project/lockbox/plugin/claimrecord"
+
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
@@ -131,7 +133,7 @@ func TestCreate(t *testing.T) {
 			if tc.wantErr != "" && prepares > 0 && releases != prepares {
 				t.Errorf("%d releases after a failed create with %d prepares", releases, prepares)
 			}
-			rec, err := readRecord(bundle)
+			rec, err := claimrecord.Read(bundle)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +166,7 @@ func TestExitReleases(t *testing.T) {
 		t.Fatalf("released %s at exit, want c1", id)
 	}
 	s.relMu.Lock() // the release has removed the record
-	rec, _ := readRecord(bundle)
+	rec, _ := claimrecord.Read(bundle)
 	s.relMu.Unlock()
 	if rec != nil {
 		t.Errorf("record %+v kept after the release at exit", rec)
@@ -199,7 +201,7 @@ func TestDeleteReleasesOnce(t *testing.T) {
 	if _, n := ag.counts(); n != 1 || ag.releases[0].GetContainerId() != "c1" {
 		t.Fatalf("releases %v after the delete, want one of c1", ag.releases)
 	}
-	if rec, _ := readRecord(bundle); rec != nil {
+	if rec, _ := claimrecord.Read(bundle); rec != nil {
 		t.Errorf("record %+v kept after the release", rec)
 	}
 	// A second delete is the inner shim's not found, and no release.
