@@ -103,9 +103,13 @@ func (a *Agent) releaseAfterReply(id string, unlock func()) {
 
 // asyncWipes tracks the wipes that run after their release has answered,
 // so that Close lets them finish rather than close the mounts under them.
+// A count under a mutex, not a WaitGroup: a wait may come from a goroutine
+// the starter is ordered with only through a socket (a test waiting after
+// the local API's answer), which the race detector cannot see.
 type asyncWipes struct {
 	mu     sync.Mutex
-	n      sync.WaitGroup
+	idle   *sync.Cond // on mu; made at first use
+	n      int
 	closed bool
 	// hook, if set (tests), runs in each wiper before it wipes: the
 	// window between the answer and the wipe.
@@ -119,18 +123,41 @@ func (w *asyncWipes) start() bool {
 	if w.closed {
 		return false
 	}
-	w.n.Add(1)
+	w.n++
 	return true
 }
 
-func (w *asyncWipes) done() { w.n.Done() }
+func (w *asyncWipes) done() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n--
+	if w.n == 0 && w.idle != nil {
+		w.idle.Broadcast()
+	}
+}
+
+// wait returns once no wipe is under way.
+func (w *asyncWipes) wait() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.waitLocked()
+}
+
+func (w *asyncWipes) waitLocked() {
+	for w.n > 0 {
+		if w.idle == nil {
+			w.idle = sync.NewCond(&w.mu)
+		}
+		w.idle.Wait()
+	}
+}
 
 // close waits for the wipes under way; later releases are synchronous.
 func (w *asyncWipes) close() {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.closed = true
-	w.mu.Unlock()
-	w.n.Wait()
+	w.waitLocked()
 }
 
 // holderRuns reports whether the container h was recorded for provably

@@ -164,7 +164,7 @@ func TestReleaseOfSameIDInAnotherNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Its process has exited: the wipe follows the answer.
-	a.wiping.n.Wait()
+	a.wiping.wait()
 	if n, _ := ended.ReadAt(buf, 0); n != 0 {
 		t.Errorf("an ended holder's secret still reads %q after a release naming nothing", buf[:n])
 	}
