@@ -79,9 +79,10 @@ func (a *Agent) ReleaseRequest(ctx context.Context, req *api.ReleaseRequest) err
 // pid in its record, no pidfd here), is wiped before the answer, as
 // before.
 //
-// No exitDrain here, as there never was for a release: every adapter
-// releases after the container's output is drained. The shim releases
-// after the runc shim's delete, which waits (up to 10 s) for its copies of
+// No exitDrain here, as there never was for a synchronous release:
+// answering first only moves the wipe later. The release this is for, the
+// shim's at Delete, comes after the container's output is drained: it
+// follows the runc shim's delete, which waits (up to 10 s) for its copies of
 // the container's stdio pipes to reach EOF before it deletes
 // (containerd v2.4.2 cmd/containerd-shim-runc-v2/process/init.go,
 // Init.delete: waitTimeout(ctx, &p.wg, ...); process/io.go copyPipes:
