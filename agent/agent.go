@@ -70,6 +70,8 @@ type Agent struct {
 	// is then left to the next agent's recovery.
 	closed   atomic.Bool
 	released [numCauses]atomic.Uint64
+	// wiping is the wipes that follow their release's answer (release.go).
+	wiping asyncWipes
 	// refused counts the claims the claim rules refused (targets.go).
 	refused refusals
 	// live is the live updates' retry state (liveupdate.go).
@@ -472,6 +474,8 @@ func (a *Agent) List(ctx context.Context) (*api.ListResponse, error) {
 // The kernel frees each tmpfs when its container's mount namespace goes.
 func (a *Agent) Close() {
 	a.closed.Store(true)
+	// Before the fds go: a wipe whose release has answered must finish.
+	a.wiping.close()
 	a.stopExitWatch()
 	a.mu.Lock()
 	defer a.mu.Unlock()

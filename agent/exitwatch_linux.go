@@ -217,3 +217,33 @@ func (w *exitWatch) close() {
 	unix.Close(w.wakeFd)
 	unix.Close(w.epfd)
 }
+
+// processExited reports whether who's process is known to have exited: a
+// pidfd on its pid is readable (the process is a zombie or reaped), the
+// pid is free, or it names a process that started later (who's has gone).
+// It is false when it cannot tell (no pid or start time in the record, a
+// kernel without pidfd_open): the caller then treats the process as
+// possibly running.
+func processExited(who identity) bool {
+	if who.Pid <= 0 || who.PidStart == 0 {
+		return false
+	}
+	fd, err := unix.PidfdOpen(who.Pid, 0)
+	if err != nil {
+		return errors.Is(err, unix.ESRCH)
+	}
+	defer unix.Close(fd)
+	// The pidfd names whatever had the pid at pidfd_open: another start
+	// time means who's process had gone before that.
+	if start, err := pidStart(who.Pid); err == nil && start != who.PidStart {
+		return true
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return err == nil && n == 1 && fds[0].Revents&unix.POLLIN != 0
+	}
+}

@@ -419,3 +419,50 @@ func TestExitWipeSparesDrainingOutput(t *testing.T) {
 	}
 	t.Logf("wiped %v after the kill", waitReleased(t, a, "c1", kill, wipeDeadline))
 }
+
+// TestProcessExited: a release answers before its wipe only when this
+// says the holder's process has exited; a running process, or a record
+// that names none, must never pass for exited.
+func TestProcessExited(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	start, err := pidStart(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := []struct {
+		name string
+		who  identity
+		want bool
+	}{
+		{"running", identity{Pid: pid, PidStart: start}, false},
+		{"no pid", identity{}, false},
+		{"no start time", identity{Pid: pid}, false},
+		{"the pid with another start (its process has gone)", identity{Pid: pid, PidStart: start + 1}, true},
+	}
+	for _, tc := range running {
+		if got := processExited(tc.who); got != tc.want {
+			t.Errorf("%s: processExited = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// A zombie (exited, not yet reaped) has exited; so has a reaped one.
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the exit without reaping it.
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !processExited(identity{Pid: pid, PidStart: start}) {
+		t.Error("a zombie is taken to run")
+	}
+	cmd.Wait()
+	if !processExited(identity{Pid: pid, PidStart: start}) {
+		t.Error("a reaped process is taken to run")
+	}
+}

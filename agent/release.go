@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/lockbox-project/lockbox/agent/errdefs"
 	"github.com/lockbox-project/lockbox/agent/localapi"
@@ -40,17 +41,124 @@ func (a *Agent) ReleaseRequest(ctx context.Context, req *api.ReleaseRequest) err
 		return errdefs.Errorf(errdefs.Invalid, "container %s: pid %d is not a process", id, req.GetPid())
 	}
 	unlock := a.locks.lock(id)
-	defer unlock()
 	a.mu.Lock()
 	h := a.held[id]
 	a.mu.Unlock()
 	if h != nil {
 		if pid, runs := a.holderRuns(h); runs && !h.rec.identity().same(a.releaser(ctx, req)) {
+			unlock()
 			a.log.Warn("release of a container ID held by another running container; left alone", "container", id, "holder_pid", pid, "release_pid", req.GetPid())
 			return nil
 		}
+		if h.mount != nil && processExited(h.rec.identity()) && a.wiping.start() {
+			// The wiper owns the container's lock from here.
+			go a.releaseAfterReply(id, unlock)
+			return nil
+		}
 	}
+	defer unlock()
 	return a.release(id, causeRelease)
+}
+
+// Release after the reply. A release is on the delete path of every
+// claiming container (the shim's Delete answers containerd only after it),
+// and the wipe is most of its cost (BenchmarkShimPhases,
+// docs/performance.md). Once the holder's process has exited (a pidfd says
+// so, processExited), nothing can read the secrets any more but whoever
+// still holds their pages, so the caller need not wait for the overwrite:
+// ReleaseRequest answers while a goroutine that holds the container's lock
+// (taken before the answer, kept until the wipe is done) wipes. Holding
+// the lock across the answer is what keeps the guarantees of the
+// synchronous release: a Prepare reusing the ID, an attach, a live update,
+// the exit watch or Reap all wait for the wipe and then find the container
+// gone, as they would have after a synchronous release. The record is
+// removed only after the wipe (release): an agent killed in between leaves
+// it, and the next agent's recovery finds a container that has ended (its
+// tmpfs went with the killed agent's fds, the only reference left) and
+// forgets it. A holder that still runs, or whose exit cannot be told (no
+// pid in its record, no pidfd here), is wiped before the answer, as
+// before.
+//
+// No exitDrain here, as there never was for a synchronous release:
+// answering first only moves the wipe later. The release this is for, the
+// shim's at Delete, comes after the container's output is drained: it
+// follows the runc shim's delete, which waits (up to 10 s) for its copies of
+// the container's stdio pipes to reach EOF before it deletes
+// (containerd v2.4.2 cmd/containerd-shim-runc-v2/process/init.go,
+// Init.delete: waitTimeout(ctx, &p.wg, ...); process/io.go copyPipes:
+// wg.Done after io.CopyBuffer returns), and containerd's client drains the
+// task's IO before it asks for the delete (client/task.go, task.Delete:
+// t.io.Wait()). Answering first only moves the wipe later.
+func (a *Agent) releaseAfterReply(id string, unlock func()) {
+	defer a.wiping.done()
+	defer unlock()
+	if a.wiping.hook != nil {
+		a.wiping.hook(id)
+	}
+	if err := a.release(id, causeRelease); err != nil {
+		// The record and the mount stay: Reap retries (the container has
+		// ended), as would a Prepare reusing the ID.
+		a.log.Warn("wipe secrets after release", "container", id, "err", err)
+	}
+}
+
+// asyncWipes tracks the wipes that run after their release has answered,
+// so that Close lets them finish rather than close the mounts under them.
+// A count under a mutex, not a WaitGroup: a wait may come from a goroutine
+// the starter is ordered with only through a socket (a test waiting after
+// the local API's answer), which the race detector cannot see.
+type asyncWipes struct {
+	mu     sync.Mutex
+	idle   *sync.Cond // on mu; made at first use
+	n      int
+	closed bool
+	// hook, if set (tests), runs in each wiper before it wipes: the
+	// window between the answer and the wipe.
+	hook func(id string)
+}
+
+// start counts a wipe to come; false once closing (release synchronously).
+func (w *asyncWipes) start() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return false
+	}
+	w.n++
+	return true
+}
+
+func (w *asyncWipes) done() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n--
+	if w.n == 0 && w.idle != nil {
+		w.idle.Broadcast()
+	}
+}
+
+// wait returns once no wipe is under way.
+func (w *asyncWipes) wait() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.waitLocked()
+}
+
+func (w *asyncWipes) waitLocked() {
+	for w.n > 0 {
+		if w.idle == nil {
+			w.idle = sync.NewCond(&w.mu)
+		}
+		w.idle.Wait()
+	}
+}
+
+// close waits for the wipes under way; later releases are synchronous.
+func (w *asyncWipes) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	w.waitLocked()
 }
 
 // holderRuns reports whether the container h was recorded for provably

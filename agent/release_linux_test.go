@@ -163,11 +163,133 @@ func TestReleaseOfSameIDInAnotherNamespace(t *testing.T) {
 	if err := cl.Release(ctx, "ended"); err != nil {
 		t.Fatal(err)
 	}
+	// Its process has exited: the wipe follows the answer.
+	a.wiping.wait()
 	if n, _ := ended.ReadAt(buf, 0); n != 0 {
 		t.Errorf("an ended holder's secret still reads %q after a release naming nothing", buf[:n])
 	}
 	if l, _ := a.List(ctx); len(l.GetContainers()) != 0 {
 		t.Errorf("the agent lists %v after every release", l)
+	}
+}
+
+// TestReleaseAnswersBeforeWipe: the release of a container whose process
+// has exited (what the shim's Delete sends, after runc's delete) answers
+// before the wipe, which follows with the container's lock held: a Prepare
+// reusing the ID waits for it, and the record stays on disk until the wipe
+// is done, so that an agent killed between the answer and the wipe leaves
+// its successor the record to recover from. A running holder's own
+// release still wipes before it answers.
+func TestReleaseAnswersBeforeWipe(t *testing.T) {
+	state := t.TempDir()
+	a := newAgent(t, state, newCache(t))
+	defer a.Close()
+	reached, proceed := make(chan string, 1), make(chan struct{})
+	a.wiping.hook = func(id string) {
+		reached <- id
+		<-proceed
+	}
+	ctx := context.Background()
+	ns := busybox.NewRunc(t)
+	pid := runContainer(t, ns, "gone")
+	if _, _, err := a.Prepare(ctx, &api.PrepareRequest{Attach: true, Container: &api.Container{Id: "gone", Service: "web", Pid: int32(pid)}}); err != nil {
+		t.Fatal(err)
+	}
+	start, err := pidStart(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := os.Open(fmt.Sprintf("/proc/%d/root/run/secrets/db_pw", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer secret.Close()
+	read := func() string {
+		buf := make([]byte, 16)
+		n, _ := secret.ReadAt(buf, 0)
+		return string(buf[:n])
+	}
+	if err := ns.Delete(busybox.Context(t), "gone"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The answer comes while the wiper waits in the hook.
+	if err := a.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: "gone", Pid: int32(pid), PidStart: start}); err != nil {
+		t.Fatal(err)
+	}
+	if id := <-reached; id != "gone" {
+		t.Fatalf("wiper for %q", id)
+	}
+	if got := read(); got != "hunter2" {
+		t.Fatalf("before the wipe the secret reads %q: the release did not answer first", got)
+	}
+	if rec := readRecord(t, state, "gone"); rec.Pid != pid {
+		t.Fatalf("between the answer and the wipe the record names pid %d, want %d", rec.Pid, pid)
+	}
+
+	// An agent killed here: its successor finds the record of a container
+	// that has ended and forgets it (the tmpfs went with the killed
+	// agent's fds).
+	succ := filepath.Join(t.TempDir(), "state")
+	if err := os.CopyFS(succ, os.DirFS(state)); err != nil {
+		t.Fatal(err)
+	}
+	next := newAgent(t, succ, newCache(t))
+	if l, _ := next.List(ctx); len(l.GetContainers()) != 0 {
+		t.Errorf("the successor holds %v", l.GetContainers())
+	}
+	if _, err := os.Stat(filepath.Join(succ, "containers", "gone.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the successor kept the ended container's record: %v", err)
+	}
+	next.Close()
+
+	// A Prepare reusing the ID waits for the wipe (the wiper holds the
+	// container's lock), then builds its own mount.
+	pid2 := runContainer(t, ns, "gone")
+	prepared := make(chan error, 1)
+	go func() {
+		_, _, err := a.Prepare(ctx, &api.PrepareRequest{Attach: true, Container: &api.Container{Id: "gone", Service: "web", Pid: int32(pid2)}})
+		prepared <- err
+	}()
+	select {
+	case err := <-prepared:
+		t.Fatalf("a Prepare reusing the ID returned (%v) before the wipe", err)
+	default:
+	}
+	close(proceed)
+	if err := <-prepared; err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != "" {
+		t.Errorf("after the wipe the old secret reads %q", got)
+	}
+	if c := a.ReleaseCounts(); c.Release != 1 || c.Reuse != 0 {
+		t.Errorf("release counts %+v: want the release's wipe, before the reusing Prepare", c)
+	}
+	if rec := readRecord(t, state, "gone"); rec.Pid != pid2 {
+		t.Errorf("the reusing container's record names pid %d, want %d", rec.Pid, pid2)
+	}
+
+	// The running holder's own release wipes before it answers.
+	a.wiping.hook = func(id string) { t.Errorf("release of running %s wiped after its answer", id) }
+	now, err := os.Open(fmt.Sprintf("/proc/%d/root/run/secrets/db_pw", pid2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer now.Close()
+	start2, err := pidStart(pid2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: "gone", Pid: int32(pid2), PidStart: start2}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	if n, _ := now.ReadAt(buf, 0); n != 0 {
+		t.Errorf("a running holder's release answered before its wipe: %q", buf[:n])
+	}
+	if _, err := os.Stat(filepath.Join(state, "containers", "gone.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("record left after the running holder's release: %v", err)
 	}
 }
 

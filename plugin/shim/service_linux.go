@@ -206,13 +206,25 @@ func (s *service) takeBack(ctx context.Context, id, bundle string) {
 }
 
 // Delete deletes the container (or exec) with runc, then has the agent
-// wipe a claiming container's secrets. The release comes before the delete
-// answers: containerd may reuse the ID only after that. A failed release
-// does not fail the delete; the record stays for the manager's Stop to try
-// again. The agent's own exit watch wipes too, but only exitDrain (300 ms)
-// after the init's exit, when its stdout pipe may no longer hold the
-// secret files' pages: a delete, which clients make after draining the
-// container's output, usually comes first.
+// release a claiming container's secrets. The release comes before the delete
+// answers: containerd may reuse the ID only after that. The agent answers
+// it as soon as it has taken the container (its lock held, the init's exit
+// confirmed by a pidfd) and wipes right after (agent/release.go): a
+// Prepare reusing the ID waits for that wipe, so the delete need not. A
+// failed release does not fail the delete; the record stays for the
+// manager's Stop to try again. The agent's own exit watch wipes too, but
+// only exitDrain (300 ms) after the init's exit, when its stdout pipe may
+// no longer hold the secret files' pages: a delete usually comes first.
+//
+// The delete path needs no such drain: by the time runc's delete returns,
+// the container's stdio pipes have been read to EOF. containerd v2.4.2's
+// runc shim waits for its pipe copies before it deletes
+// (cmd/containerd-shim-runc-v2/process/init.go, Init.delete:
+// waitTimeout(ctx, &p.wg, 10*time.Second); process/io.go, copyPipes:
+// wg.Done once io.CopyBuffer has returned), and its client drains the
+// task's IO before asking (client/task.go, task.Delete: t.io.Wait()). A
+// pipe still held open by a process outside the container past those 10 s
+// is the one case the wipe may zero pages a reader has not copied yet.
 //
 // Two earlier starts of the release were tried and measured
 // (BenchmarkShimPhases, docs/performance.md): at the init's exit it ran
