@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lockbox-project/lockbox/integration/harness"
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 	"github.com/lockbox-project/lockbox/plugin/ocispec"
 )
 
@@ -33,7 +34,7 @@ const proxyRuntime = "io.containerd.lockbox.v1"
 // startProxyContainerd starts a containerd 2.4.2 that finds the built
 // proxy (and, on its PATH, containerd-shim-runc-v2), with a test agent
 // serving shimGrants, and busybox in "default".
-func startProxyContainerd(t *testing.T) (*harness.Containerd, *harness.TestAgent) {
+func startProxyContainerd(t testing.TB) (*harness.Containerd, *harness.TestAgent) {
 	bin := harness.LockboxBin(t)
 	if _, err := os.Stat(filepath.Join(bin, "containerd-shim-lockbox-v1")); err != nil {
 		t.Fatalf("%v (make build)", err)
@@ -397,31 +398,28 @@ func procsNamed(name, id string) []int {
 	return pids
 }
 
-// TestShimProxyCost measures a container's life (create, start, exit,
-// delete, through the Go client) under the proxy against the runc shim
-// itself and the Lockbox runc shim (io.containerd.lockbox.v2), alternating
-// runs so that load on the machine falls on all alike. It runs only with
-// LOCKBOX_PROXY_COST=N (N rounds); it asserts nothing but that every run
-// works, and logs the medians and their ratios.
-func TestShimProxyCost(t *testing.T) {
-	n, _ := strconv.Atoi(os.Getenv("LOCKBOX_PROXY_COST"))
-	if n <= 0 {
-		t.Skip("LOCKBOX_PROXY_COST=N measures N rounds")
-	}
-	c, _ := startProxyContainerd(t)
+// BenchmarkShimProxyCost measures a container's life (create, start,
+// exit, delete, through the Go client) under the proxy against the runc
+// shim itself and the Lockbox runc shim (io.containerd.lockbox.v2),
+// alternating variants in every round so that load on the machine falls
+// on all alike; b.N rounds after one warm-up round. It reports each
+// variant's median over the runc shim's:
+// `LOCKBOX_BIN=$PWD/bin go test -tags integration -run '^$' -bench ShimProxyCost -benchtime 30x ./integration/`.
+func BenchmarkShimProxyCost(b *testing.B) {
+	c, _ := startProxyContainerd(b)
 	cl, ctx := c.Client("default")
 	type variant struct {
-		name, runtime string
-		opts          []oci.SpecOpts
+		name, metric, runtime string
+		opts                  []oci.SpecOpts
 	}
 	variants := []variant{
-		{"runc shim", "io.containerd.runc.v2", nil},
-		{"proxy, not claiming", proxyRuntime, nil},
-		{"lockbox.v2 shim, claiming", shimRuntime, []oci.SpecOpts{ocispec.WithService("web")}},
-		{"proxy, claiming", proxyRuntime, []oci.SpecOpts{ocispec.WithService("web")}},
+		{"runc shim", "", "io.containerd.runc.v2", nil},
+		{"proxy, not claiming", "proxy-plain/runc-shim", proxyRuntime, nil},
+		{"lockbox.v2 shim, claiming", "v2-claim/runc-shim", shimRuntime, []oci.SpecOpts{ocispec.WithService("web")}},
+		{"proxy, claiming", "proxy-claim/runc-shim", proxyRuntime, []oci.SpecOpts{ocispec.WithService("web")}},
 	}
 	took := make([][]time.Duration, len(variants))
-	for i := 0; i < n+1; i++ {
+	round := func(i int, keep bool) {
 		for j, v := range variants {
 			id := fmt.Sprintf("cost%d-%d", j, i)
 			opts := append([]oci.SpecOpts{oci.WithProcessArgs("true")}, v.opts...)
@@ -429,21 +427,31 @@ func TestShimProxyCost(t *testing.T) {
 			out, code, err := c.GoRunRuntime(ctx, cl, busybox, id, v.runtime, nil, opts...)
 			d := time.Since(start)
 			if err != nil || code != 0 {
-				t.Fatalf("%s: exit %d, %v: %s", v.name, code, err, out)
+				b.Fatalf("%s: exit %d, %v: %s", v.name, code, err, out)
 			}
-			if i > 0 { // the first round warms caches
+			if keep {
 				took[j] = append(took[j], d)
 			}
 		}
 	}
+	round(0, false) // warms caches
+	b.ResetTimer()
+	for i := 1; i <= b.N; i++ {
+		round(i, true)
+	}
+	b.StopTimer()
 	median := func(ds []time.Duration) time.Duration {
 		s := slices.Clone(ds)
 		slices.Sort(s)
 		return s[len(s)/2]
 	}
 	base := median(took[0])
+	b.Logf("%s", benchinfo.Machine())
 	for j, v := range variants {
 		m := median(took[j])
-		t.Logf("%-28s median %6.1f ms over %d runs (%.2fx the runc shim, %+.1f ms)", v.name, float64(m)/1e6, len(took[j]), float64(m)/float64(base), float64(m-base)/1e6)
+		b.Logf("%-28s median %6.1f ms over %d runs (%.3fx the runc shim, %+.1f ms)", v.name, float64(m)/1e6, len(took[j]), float64(m)/float64(base), float64(m-base)/1e6)
+		if v.metric != "" {
+			b.ReportMetric(float64(m)/float64(base), v.metric)
+		}
 	}
 }
