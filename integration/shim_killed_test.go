@@ -71,15 +71,7 @@ func TestShimKilled(t *testing.T) {
 		}
 		return nil
 	})
-	waitCond(t, "the container's processes to end", func() error {
-		if inits := runcInits("/" + id); len(inits) != 0 {
-			return fmt.Errorf("runc init %v", inits)
-		}
-		if unix.Kill(pid, 0) == nil {
-			return fmt.Errorf("init %d still runs", pid)
-		}
-		return nil
-	})
+	waitInitEnded(t, id, pid)
 	waitCond(t, "nothing to hold the secrets tmpfs", func() error {
 		if h := devHolders(dev); len(h) != 0 {
 			return fmt.Errorf("held by %v", h)
@@ -132,4 +124,19 @@ func shimPids(id string) []int {
 		}
 	}
 	return pids
+}
+
+// waitInitEnded waits until container id's runc init and its init process
+// pid are gone: after its shim died, nothing of the container may run on.
+func waitInitEnded(t *testing.T, id string, pid int) {
+	t.Helper()
+	waitCond(t, "the container's processes to end", func() error {
+		if inits := runcInits("/" + id); len(inits) != 0 {
+			return fmt.Errorf("runc init %v", inits)
+		}
+		if unix.Kill(pid, 0) == nil {
+			return fmt.Errorf("init %d still runs", pid)
+		}
+		return nil
+	})
 }

@@ -282,15 +282,7 @@ func testShimProxyKilled(t *testing.T, kill string) {
 		}
 		return nil
 	})
-	waitCond(t, "the container's processes to end", func() error {
-		if inits := runcInits("/" + id); len(inits) != 0 {
-			return fmt.Errorf("runc init %v", inits)
-		}
-		if unix.Kill(pid, 0) == nil {
-			return fmt.Errorf("init %d still runs", pid)
-		}
-		return nil
-	})
+	waitInitEnded(t, id, pid)
 	waitCond(t, "containerd to drop the task", func() error {
 		out, err := c.Ctr(ctx, "default", "tasks", "ls", "-q")
 		if err != nil {
