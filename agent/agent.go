@@ -258,6 +258,9 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	}
 	rec := record{ID: id, Service: c.GetService(), Pid: who.Pid, PidStart: who.PidStart, MntNS: who.MntNS,
 		UIDMappings: mc.UIDMappings, GIDMappings: mc.GIDMappings}
+	if who.Pid > 0 {
+		rec.PreStartExe = exeID(who.Pid)
+	}
 	if osys != mounter.Linux {
 		rec.OS = string(osys)
 	}

@@ -48,6 +48,17 @@ func nsInode(pid, kind string) (uint64, error) {
 	return st.Ino, nil
 }
 
+// exeID names the file pid executes ("dev:inode" of /proc/<pid>/exe), or
+// "" if it cannot be read. The kernel resolves the link whatever the
+// process's mount namespace, and an exec changes it.
+func exeID(pid int) string {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/exe", &st); err != nil {
+		return ""
+	}
+	return strconv.FormatUint(st.Dev, 10) + ":" + strconv.FormatUint(st.Ino, 10)
+}
+
 // innerPid returns pid as its own pid namespace numbers it: the last entry
 // of NSpid in /proc/<pid>/status.
 func innerPid(pid int) (int, error) {

@@ -8,6 +8,8 @@ var errNoProc = errors.New("no /proc on this platform")
 
 func pidStart(pid int) (uint64, error) { return 0, errNoProc }
 
+func exeID(pid int) string { return "" }
+
 func mntNS(pid string) (uint64, error) { return 0, errNoProc }
 
 // hookContainerProcess needs /proc; the agent never calls it without

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"strconv"
 	"strings"
@@ -304,7 +305,11 @@ func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time, dirty
 		a.reports.Report(&dapi.MountReport{Event: dapi.MountReport_UPDATED, ContainerId: id, ServiceName: h.rec.Service, SecretNames: names, SecretIds: ids})
 	}
 	for _, sig := range dedupe(signals) {
-		if err := signalContainer(h.rec.Pid, h.rec.PidStart, sig); err != nil {
+		if err := signalContainer(h.rec.Pid, h.rec.PidStart, h.rec.PreStartExe, sig); err != nil {
+			if errors.Is(err, errNotStarted) {
+				a.log.Info("live update: no signal", "container", id, "service", h.rec.Service, "signal", sig, "reason", err)
+				continue
+			}
 			a.log.Warn("live update: signal the container", "container", id, "service", h.rec.Service, "signal", sig, "err", err)
 			continue
 		}
@@ -312,6 +317,10 @@ func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time, dirty
 	}
 	return time.Time{}
 }
+
+// errNotStarted: the container's process still runs the runtime's init
+// (record.PreStartExe), so no signal is sent.
+var errNotStarted = errors.New("the container has not started: its program reads the new files when it starts")
 
 // liveWaiting reports whether a failed update of id for the same files is
 // still waiting for its retry, and when that is due.

@@ -11,8 +11,10 @@ import (
 // signalContainer sends sig (validation.ParseSignal's syntax) to the
 // container's process pid, started at start, through a pidfd: the pid is
 // checked to still name that process after the pidfd pins it, so that a
-// reused pid is never signalled.
-func signalContainer(pid int, start uint64, sig string) error {
+// reused pid is never signalled. A process that still executes
+// preStartExe (the runtime's init, see record.PreStartExe) is not
+// signalled: errNotStarted.
+func signalContainer(pid int, start uint64, preStartExe, sig string) error {
 	n, err := validation.ParseSignal(sig)
 	if err != nil {
 		return err
@@ -24,6 +26,9 @@ func signalContainer(pid int, start uint64, sig string) error {
 	defer unix.Close(pidfd)
 	if got, err := pidStart(pid); err != nil || got != start {
 		return fmt.Errorf("pid %d is no longer the container's process", pid)
+	}
+	if preStartExe != "" && exeID(pid) == preStartExe {
+		return errNotStarted
 	}
 	if err := unix.PidfdSendSignal(pidfd, unix.Signal(n), nil, 0); err != nil {
 		return fmt.Errorf("signal %s to pid %d: %w", sig, pid, err)

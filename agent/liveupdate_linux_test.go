@@ -155,34 +155,57 @@ func TestLiveUpdate(t *testing.T) {
 }
 
 // TestLiveUpdateSignal: the grant's signal reaches the container's init,
-// once, after its file changed.
+// once, after its file changed. The agent attaches between runc's create
+// and start, as every adapter does; an update in that window changes the
+// file but signals nothing: the process is still runc's init, which a
+// SIGHUP kills (the container then failed to start: "cannot start a
+// container that has stopped"), and the program reads the new file when
+// it starts.
 func TestLiveUpdateSignal(t *testing.T) {
 	c := liveCache(t, true, "SIGHUP")
 	rep := &fakeReporter{}
 	a := liveAgent(t, t.TempDir(), c, rep)
 	r := busybox.NewRunc(t)
 	b, err := busybox.NewBundle(filepath.Join(t.TempDir(), "c1"), busybox.Options{
-		Args: []string{"sh", "-c", `trap 'echo hup >> /tmp/hups' HUP; touch /tmp/ready; while true; do sleep 0.05; done`}})
+		Args: []string{"sh", "-c", `cat /run/secrets/db_pw > /tmp/first; trap 'echo hup >> /tmp/hups' HUP; touch /tmp/ready; while true; do sleep 0.05; done`}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := busybox.Context(t)
-	if err := r.Run(ctx, "c1", b); err != nil {
+	if err := r.Create(ctx, "c1", b); err != nil {
 		t.Fatal(err)
 	}
 	pid, err := r.Pid(ctx, "c1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFile(t, filepath.Join(b.Rootfs, "tmp/ready"))
 	if _, _, err := a.Prepare(ctx, &api.PrepareRequest{Attach: true, Container: &api.Container{Id: "c1", Service: "web", Pid: int32(pid)}}); err != nil {
 		t.Fatal(err)
 	}
+	// Created, not started: the file changes, runc's init gets nothing.
 	if err := c.Apply(liveMsg(dispatcher.SessionMessage_INCREMENTAL, 2, true, "v2", "two", "SIGHUP")); err != nil {
 		t.Fatal(err)
 	}
 	a.LiveUpdatePass(ctx, time.Now())
+	if n := len(rep.events(dispatcher.MountReport_UPDATED)); n != 1 {
+		t.Fatalf("%d UPDATED reports before start, want 1", n)
+	}
+	if err := r.Start(ctx, "c1"); err != nil {
+		t.Fatalf("start after a live update in the create-start window: %v", err)
+	}
+	waitFile(t, filepath.Join(b.Rootfs, "tmp/ready"))
+	if got, _ := catIn(t, r, "c1", "/tmp/first"); got != "two" {
+		t.Errorf("the program first read %q, want the update's two", got)
+	}
 	hups := filepath.Join(b.Rootfs, "tmp/hups")
+	if _, err := os.Stat(hups); err == nil {
+		t.Fatal("the container got a signal for the update made before it started")
+	}
+	// Started: the next update signals its program, once.
+	if err := c.Apply(liveMsg(dispatcher.SessionMessage_INCREMENTAL, 3, true, "v3", "three", "SIGHUP")); err != nil {
+		t.Fatal(err)
+	}
+	a.LiveUpdatePass(ctx, time.Now())
 	waitFile(t, hups)
 	// A pass with nothing to change sends nothing.
 	a.LiveUpdatePass(ctx, time.Now())

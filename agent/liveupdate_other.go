@@ -8,4 +8,4 @@ import "errors"
 var errNoSignals = errors.New("signals after a live update are sent on Linux only")
 
 // signalContainer: see liveupdate_linux.go.
-func signalContainer(pid int, start uint64, sig string) error { return errNoSignals }
+func signalContainer(pid int, start uint64, preStartExe, sig string) error { return errNoSignals }

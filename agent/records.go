@@ -28,6 +28,14 @@ type record struct {
 	// reuse. The container lives exactly as long as that process.
 	Pid      int    `json:"pid,omitempty"`
 	PidStart uint64 `json:"pid_start,omitempty"`
+	// PreStartExe names the file Pid executed when the agent attached
+	// ("dev:inode" of /proc/<pid>/exe): every adapter attaches between the
+	// runtime's create and start, so this is the runtime's init (runc
+	// init, crun) waiting to exec the container's program. While Pid still
+	// runs it, the container has not started: a live update's signal would
+	// kill the runtime's init (Go's runtime exits on SIGHUP), and the
+	// program reads the new files when it starts anyway.
+	PreStartExe string `json:"pre_start_exe,omitempty"`
 	// Rootfs is the container's root as seen in its mount namespace, when
 	// the agent attached through Pid.
 	Rootfs string `json:"rootfs,omitempty"`

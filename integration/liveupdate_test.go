@@ -132,10 +132,16 @@ func heldPid(t *testing.T, a *harness.Agent, id string) int {
 	return pid
 }
 
-// catchesSignal waits until pid has a handler for sig (its trap is set).
+// catchesSignal waits until pid, the container's shell, has a handler for
+// sig (its trap is set). Before the container starts, pid is runc's init,
+// whose Go runtime catches every signal: the shell's name tells the two
+// apart.
 func catchesSignal(t *testing.T, a *harness.Agent, pid, sig int) {
 	t.Helper()
 	a.WaitUntil(t, "the container's trap", func() error {
+		if comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); err != nil || strings.TrimSpace(string(comm)) != "sh" {
+			return fmt.Errorf("pid %d runs %q, not the container's shell yet (%v)", pid, comm, err)
+		}
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 		if err != nil {
 			return err
