@@ -1,8 +1,10 @@
 package windows
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"regexp"
 	"strings"
 
@@ -19,6 +21,20 @@ import (
 //	<state>\secrets\<token>\container
 //	                                 the container's ID, written by Attach,
 //	                                 so that Recover can tell whose it is
+//	<state>\secrets\<token>\files.json
+//	                                 which file of files\ is at which target
+//	                                 (secret names and IDs, never data),
+//	                                 written by Attach and by every live
+//	                                 update, read back by Recover
+//	<state>\secrets\<token>\staging-<random>
+//	                                 a live update's new file while it is
+//	                                 written, before it replaces one in
+//	                                 files\ (outside files\, so that the
+//	                                 container never sees it half written)
+//	<state>\secrets\<token>\retired-<random>
+//	                                 an old file a live update replaced or
+//	                                 removed, kept by this second name until
+//	                                 no reader holds it, then overwritten
 //
 // The token is random: Build runs before the container is known, and a
 // name nobody can predict cannot be prepared in advance.
@@ -26,6 +42,9 @@ const (
 	secretsDirName = "secrets"
 	filesDirName   = "files"
 	ownerFileName  = "container"
+	indexFileName  = "files.json"
+	stagingPrefix  = "staging-"
+	retiredPrefix  = "retired-"
 )
 
 var tokenRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -123,4 +142,45 @@ func checkPrivateDACL(sddl string) error {
 		return fmt.Errorf("DACL %q does not allow both Administrators and SYSTEM", dacl)
 	}
 	return nil
+}
+
+// indexFile is one file of files.json: what is at a target. It holds no
+// secret data.
+type indexFile struct {
+	Target     string `json:"target"`
+	Name       string `json:"name"`
+	SecretID   string `json:"secret_id"`
+	SecretName string `json:"secret_name"`
+	Size       int64  `json:"size"`
+	Mode       uint32 `json:"mode"`
+}
+
+// encodeIndex is the content of files.json for files.
+func encodeIndex(files []mounter.File) ([]byte, error) {
+	out := make([]indexFile, len(files))
+	for i, f := range files {
+		out[i] = indexFile{Target: f.Target, Name: f.Name, SecretID: f.SecretID, SecretName: f.SecretName, Size: f.Size, Mode: uint32(f.Mode.Perm())}
+	}
+	return json.Marshal(out)
+}
+
+// decodeIndex reads files.json back, refusing a name or target that a
+// Mount would not have written: the names are opened and replaced in
+// files\, so one that climbs out of it must never be taken.
+func decodeIndex(b []byte) ([]mounter.File, error) {
+	var in []indexFile
+	if err := json.Unmarshal(b, &in); err != nil {
+		return nil, fmt.Errorf("%s: %w", indexFileName, err)
+	}
+	files := make([]mounter.File, len(in))
+	for i, f := range in {
+		if err := mounter.CheckWindowsName(f.Name); err != nil || strings.HasPrefix(f.Name, ".") {
+			return nil, fmt.Errorf("%s: file name %q is not a plain Windows name", indexFileName, f.Name)
+		}
+		if t, err := mounter.ResolveWindowsTarget(f.Target); err != nil || t != f.Target {
+			return nil, fmt.Errorf("%s: target %q is not a resolved Windows target", indexFileName, f.Target)
+		}
+		files[i] = mounter.File{Target: f.Target, Name: f.Name, SecretID: f.SecretID, SecretName: f.SecretName, Size: f.Size, Mode: fs.FileMode(f.Mode).Perm()}
+	}
+	return files, nil
 }
