@@ -20,9 +20,11 @@ skip=(
 	# never protected, whatever SetNamedSecurityInfo/CreateDirectory set.
 	TestBuildACL
 	TestNewRepairsRootACL
+	TestUpdateACL
 	# Wine keeps only some file attributes: FILE_ATTRIBUTE_TEMPORARY and
 	# FILE_ATTRIBUTE_NOT_CONTENT_INDEXED read back as 0x20 (ARCHIVE).
 	TestBuildSetsFileAttributes
+	TestUpdateSetsFileAttributes
 	# Wine 8.0's CreateSymbolicLinkW returns success and creates nothing.
 	TestAttachLinks
 	# Wine's powershell.exe is a stub that prints nothing; there is no WMI

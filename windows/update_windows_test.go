@@ -429,3 +429,47 @@ func TestUpdateAfterWipe(t *testing.T) {
 		t.Error("a wiped mount was updated")
 	}
 }
+
+// updated returns a mount whose db target a live update has changed, and
+// the path of the file the container's link names.
+func updated(t *testing.T) (*Mount, string) {
+	t.Helper()
+	m, _ := newMounter(t)
+	src := updateSource()
+	mt := attached(t, m, src)
+	t.Cleanup(func() { mt.Wipe() })
+	if _, err := mt.Update(context.Background(), mounter.Container{ID: "c1"}, winPlan(t, db2, api1), src); err != nil {
+		t.Fatal(err)
+	}
+	return mt, filepath.Join(mt.Source(), links(mt)[dbTarget])
+}
+
+// TestUpdateACL: the file a live update puts in place has the private ACL
+// (Administrators and SYSTEM, protected), as Build's files. (Wine keeps no
+// ACLs: hack/test-windows.sh skips this test.)
+func TestUpdateACL(t *testing.T) {
+	_, path := updated(t)
+	sd, err := winapi.GetNamedSecurityInfo(path, winapi.SE_FILE_OBJECT, winapi.DACL_SECURITY_INFORMATION)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkPrivateDACL(sd.String()); err != nil {
+		t.Errorf("%s: %v", path, err)
+	}
+}
+
+// TestUpdateSetsFileAttributes: the new file keeps the cache manager and
+// the indexer away, as Build's files. (Wine drops these attributes:
+// hack/test-windows.sh skips this test.)
+func TestUpdateSetsFileAttributes(t *testing.T) {
+	_, path := updated(t)
+	p, _ := winapi.UTF16PtrFromString(path)
+	attrs, err := winapi.GetFileAttributes(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = winapi.FILE_ATTRIBUTE_TEMPORARY | winapi.FILE_ATTRIBUTE_NOT_CONTENT_INDEXED
+	if attrs&want != want {
+		t.Fatalf("attributes %#x, want %#x set", attrs, want)
+	}
+}
