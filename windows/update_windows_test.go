@@ -473,3 +473,44 @@ func TestUpdateSetsFileAttributes(t *testing.T) {
 		t.Fatalf("attributes %#x, want %#x set", attrs, want)
 	}
 }
+
+// TestUpdateRemoveWhileReaderHolds: a target whose file a reader holds
+// open without FILE_SHARE_DELETE cannot be renamed out (Windows denies the
+// DELETE access it needs): the removal fails, the file stays whole for the
+// reader and at its name, and the retry after the reader closed removes it.
+func TestUpdateRemoveWhileReaderHolds(t *testing.T) {
+	m, _ := newMounter(t)
+	src := updateSource()
+	mt := attached(t, m, src)
+	defer mt.Wipe()
+	linked := links(mt)
+	reader, err := os.Open(filepath.Join(mt.Source(), linked[apiTarget]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := winPlan(t, db1)
+	files, err := mt.Update(context.Background(), mounter.Container{ID: "c1"}, next, src)
+	if err == nil || !strings.Contains(err.Error(), "FILE_SHARE_DELETE") {
+		t.Fatalf("Update error = %v, want the reader's handle named", err)
+	}
+	if len(files) != 2 {
+		t.Errorf("Update says the container holds %v, want both files still", files)
+	}
+	if got, err := seen(t, mt, linked, apiTarget); err != nil || got != "api-key-one" {
+		t.Errorf("api reads %q, %v; want it kept", got, err)
+	}
+	b, err := io.ReadAll(reader)
+	if err != nil || string(b) != "api-key-one" {
+		t.Errorf("the reader read %q, %v", b, err)
+	}
+	reader.Close()
+	if _, err := mt.Update(context.Background(), mounter.Container{ID: "c1"}, next, src); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if _, err := seen(t, mt, linked, apiTarget); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("api after the retry: %v, want it gone", err)
+	}
+	if left := mt.reclaim(); left != 0 {
+		t.Errorf("%d left", left)
+	}
+}
