@@ -22,8 +22,10 @@ import (
 //	                                 the container's ID, written by Attach,
 //	                                 so that Recover can tell whose it is
 //	<state>\secrets\<token>\files.json
-//	                                 which file of files\ is at which target
-//	                                 (secret names and IDs, never data),
+//	                                 which file of files\ is at which target,
+//	                                 and the names removed targets' links
+//	                                 still name (secret names and IDs, never
+//	                                 data),
 //	                                 written by Attach and by every live
 //	                                 update, read back by Recover
 //	<state>\secrets\<token>\staging-<random>
@@ -144,8 +146,16 @@ func checkPrivateDACL(sddl string) error {
 	return nil
 }
 
-// indexFile is one file of files.json: what is at a target. It holds no
-// secret data.
+// index is the content of files.json: what is at each target, and the
+// names of the files a live update removed, by target, whose links the
+// container still has (a reference added back gets its file there). It
+// holds no secret data.
+type index struct {
+	Files   []indexFile       `json:"files"`
+	Removed map[string]string `json:"removed,omitempty"`
+}
+
+// indexFile is one file of files.json.
 type indexFile struct {
 	Target     string `json:"target"`
 	Name       string `json:"name"`
@@ -155,32 +165,45 @@ type indexFile struct {
 	Mode       uint32 `json:"mode"`
 }
 
-// encodeIndex is the content of files.json for files.
-func encodeIndex(files []mounter.File) ([]byte, error) {
-	out := make([]indexFile, len(files))
+// encodeIndex is the content of files.json.
+func encodeIndex(files []mounter.File, removed map[string]string) ([]byte, error) {
+	ix := index{Files: make([]indexFile, len(files)), Removed: removed}
 	for i, f := range files {
-		out[i] = indexFile{Target: f.Target, Name: f.Name, SecretID: f.SecretID, SecretName: f.SecretName, Size: f.Size, Mode: uint32(f.Mode.Perm())}
+		ix.Files[i] = indexFile{Target: f.Target, Name: f.Name, SecretID: f.SecretID, SecretName: f.SecretName, Size: f.Size, Mode: uint32(f.Mode.Perm())}
 	}
-	return json.Marshal(out)
+	return json.Marshal(ix)
 }
 
 // decodeIndex reads files.json back, refusing a name or target that a
 // Mount would not have written: the names are opened and replaced in
 // files\, so one that climbs out of it must never be taken.
-func decodeIndex(b []byte) ([]mounter.File, error) {
-	var in []indexFile
-	if err := json.Unmarshal(b, &in); err != nil {
-		return nil, fmt.Errorf("%s: %w", indexFileName, err)
+func decodeIndex(b []byte) ([]mounter.File, map[string]string, error) {
+	var ix index
+	if err := json.Unmarshal(b, &ix); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", indexFileName, err)
 	}
-	files := make([]mounter.File, len(in))
-	for i, f := range in {
-		if err := mounter.CheckWindowsName(f.Name); err != nil || strings.HasPrefix(f.Name, ".") {
-			return nil, fmt.Errorf("%s: file name %q is not a plain Windows name", indexFileName, f.Name)
+	check := func(target, name string) error {
+		if err := mounter.CheckWindowsName(name); err != nil || strings.HasPrefix(name, ".") {
+			return fmt.Errorf("%s: file name %q is not a plain Windows name", indexFileName, name)
 		}
-		if t, err := mounter.ResolveWindowsTarget(f.Target); err != nil || t != f.Target {
-			return nil, fmt.Errorf("%s: target %q is not a resolved Windows target", indexFileName, f.Target)
+		if t, err := mounter.ResolveWindowsTarget(target); err != nil || t != target {
+			return fmt.Errorf("%s: target %q is not a resolved Windows target", indexFileName, target)
+		}
+		return nil
+	}
+	files := make([]mounter.File, len(ix.Files))
+	for i, f := range ix.Files {
+		if err := check(f.Target, f.Name); err != nil {
+			return nil, nil, err
 		}
 		files[i] = mounter.File{Target: f.Target, Name: f.Name, SecretID: f.SecretID, SecretName: f.SecretName, Size: f.Size, Mode: fs.FileMode(f.Mode).Perm()}
 	}
-	return files, nil
+	removed := make(map[string]string, len(ix.Removed))
+	for target, name := range ix.Removed {
+		if err := check(target, name); err != nil {
+			return nil, nil, err
+		}
+		removed[target] = name
+	}
+	return files, removed, nil
 }

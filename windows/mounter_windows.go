@@ -215,6 +215,9 @@ type Mount struct {
 	// name in Source(), which a live update keeps (the container's link
 	// points at it). Nil for a recovered mount without an index.
 	files []mounter.File
+	// removed holds, by target, the names of the files a live update
+	// removed: the container's links still name them.
+	removed map[string]string
 	// retired names, in dir, the old files a live update replaced or
 	// removed, to be overwritten once no handle holds them (reclaim).
 	retired      []string

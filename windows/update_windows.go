@@ -50,7 +50,9 @@ import (
 //     removal then fails and is retried.
 //   - an added target: it needs a new link in the container's filesystem,
 //     which only exists for the agent before the container starts. Refused
-//     (ErrAddNeedsRestart); the container's other targets are updated.
+//     (ErrAddNeedsRestart); the container's other targets are updated. A
+//     target a live update removed still has its link: added back, its new
+//     file is renamed (not replacing anything) to the name the link names.
 //
 // Old files (retired-*) are overwritten once no handle holds them
 // (reclaim_windows.go).
@@ -87,7 +89,15 @@ func (mt *Mount) Update(ctx context.Context, c mounter.Container, next *mounter.
 	if diff.Empty() {
 		return mt.current(), nil
 	}
-	staged, err := mt.stage(diff.Changed, src)
+	// New bytes for every changed target, and for every added one whose
+	// link is still there.
+	toStage := append([]mounter.File(nil), diff.Changed...)
+	for _, f := range diff.Added {
+		if _, ok := mt.removed[f.Target]; ok {
+			toStage = append(toStage, f)
+		}
+	}
+	staged, err := mt.stage(toStage, src)
 	if err != nil {
 		return mt.current(), fmt.Errorf("windows mounter: update: %w", err)
 	}
@@ -124,10 +134,25 @@ func (mt *Mount) Update(ctx context.Context, c mounter.Container, next *mounter.
 		var err error
 		switch {
 		case o.old == nil:
-			err = ErrAddNeedsRestart
+			name, ok := mt.removed[o.target]
+			if !ok {
+				err = ErrAddNeedsRestart
+				break
+			}
+			if err = mt.restore(name, staged[o.target]); err == nil {
+				f := *o.new
+				f.Name = name
+				mt.setFile(o.target, &f)
+				delete(mt.removed, o.target)
+				delete(staged, o.target)
+			}
 		case o.new == nil:
 			if err = mt.remove(*o.old); err == nil {
 				mt.setFile(o.target, nil)
+				if mt.removed == nil {
+					mt.removed = map[string]string{}
+				}
+				mt.removed[o.target] = o.old.Name
 			}
 		default:
 			if err = mt.replace(*o.old, staged[o.target]); err == nil {
@@ -177,16 +202,22 @@ func (mt *Mount) current() []mounter.File {
 	return append([]mounter.File{}, mt.files...)
 }
 
-// setFile puts f at target (nil: removes the target), keeping the order.
+// setFile puts f at target (nil: removes the target), keeping the order;
+// a new target goes last.
 func (mt *Mount) setFile(target string, f *mounter.File) {
-	out := make([]mounter.File, 0, len(mt.files))
+	out := make([]mounter.File, 0, len(mt.files)+1)
+	placed := false
 	for _, cur := range mt.files {
 		switch {
 		case cur.Target != target:
 			out = append(out, cur)
 		case f != nil:
 			out = append(out, *f)
+			placed = true
 		}
+	}
+	if f != nil && !placed {
+		out = append(out, *f)
 	}
 	mt.files = out
 }
@@ -287,6 +318,19 @@ func (mt *Mount) retireByLink(old mounter.File) (string, error) {
 		return "", fmt.Errorf("keep the old file: %w", err)
 	}
 	return retired, nil
+}
+
+// restore puts the staged file at name in files\, where nothing is: the
+// name a removed target's link still names.
+func (mt *Mount) restore(name string, s stagedFile) error {
+	err := withDir(mt.Source(), func(dir winapi.Handle) error {
+		return renameHandle(winapi.Handle(s.f.Fd()), dir, name, winapi.FileRenameInformation, 0)
+	})
+	if err != nil {
+		return fmt.Errorf("put the file back: %w", err)
+	}
+	s.f.Close()
+	return nil
 }
 
 // remove takes old's file out of files\ by renaming it to a retired name.
@@ -402,7 +446,7 @@ func openEntry(path string, access, share uint32) (winapi.Handle, error) {
 // writeIndex records the container's files in files.json (replaced whole:
 // a crash leaves the old index or the new one).
 func (mt *Mount) writeIndex() error {
-	b, err := encodeIndex(mt.files)
+	b, err := encodeIndex(mt.files, mt.removed)
 	if err != nil {
 		return err
 	}
@@ -424,8 +468,8 @@ func (mt *Mount) load() {
 	mt.mu.Lock()
 	defer mt.mu.Unlock()
 	if b, err := os.ReadFile(filepath.Join(mt.dir, indexFileName)); err == nil {
-		if files, err := decodeIndex(b); err == nil {
-			mt.files = files
+		if files, removed, err := decodeIndex(b); err == nil {
+			mt.files, mt.removed = files, removed
 		}
 	}
 	entries, err := os.ReadDir(mt.dir)

@@ -152,7 +152,7 @@ func TestUpdate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			indexed, err := decodeIndex(b)
+			indexed, _, err := decodeIndex(b)
 			if err != nil || len(indexed) != len(files) {
 				t.Errorf("index %v (%v), want %v", indexed, err, files)
 			}
@@ -512,5 +512,50 @@ func TestUpdateRemoveWhileReaderHolds(t *testing.T) {
 	}
 	if left := mt.reclaim(); left != 0 {
 		t.Errorf("%d left", left)
+	}
+}
+
+// TestUpdateAddBack: a target a live update removed keeps its link in the
+// container; added back (also after an agent restart), its new file goes
+// to the name that link names, where nothing was: the container reads it
+// again without a restart.
+func TestUpdateAddBack(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		name := map[bool]string{false: "same agent", true: "after a restart"}[restart]
+		t.Run(name, func(t *testing.T) {
+			m, state := newMounter(t)
+			src := updateSource()
+			mt := attached(t, m, src)
+			defer mt.Wipe()
+			linked := links(mt)
+			if _, err := mt.Update(context.Background(), mounter.Container{ID: "c1"}, winPlan(t, db1), src); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := seen(t, mt, linked, apiTarget); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("api after removal: %v", err)
+			}
+			up := mounter.Updater(mt)
+			if restart {
+				m2, err := New(state)
+				if err != nil {
+					t.Fatal(err)
+				}
+				kept, err := m2.RecoverStore(func(string) (bool, error) { return true, nil })
+				if err != nil {
+					t.Fatal(err)
+				}
+				up = kept["c1"].(mounter.Updater)
+			}
+			files, err := up.Update(context.Background(), mounter.Container{ID: "c1"}, winPlan(t, db1, api2), src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := seen(t, mt, linked, apiTarget); err != nil || got != "api-key-two" {
+				t.Errorf("api added back reads %q, %v", got, err)
+			}
+			if len(files) != 2 || files[1].Target != apiTarget || files[1].Name != linked[apiTarget] || files[1].SecretID != "api2" {
+				t.Errorf("files after adding back: %+v", files)
+			}
+		})
 	}
 }
