@@ -245,7 +245,10 @@ func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time, dirty
 	if due, wait := a.liveWaiting(id, want); wait {
 		return due
 	}
-	if h.rec.Pid <= 0 {
+	// A Windows container has no pid: its files are reached through the
+	// mount alone, and it lives until its release (no exit watch there).
+	windows := osys == mounter.Windows
+	if h.rec.Pid <= 0 && !windows {
 		return a.liveFailed(h, want, nil, "the container was mounted from inside its own mount namespace by an OCI hook that named no process; the agent cannot reach it: restart the container to get the new files")
 	}
 	up, ok := h.mount.(mounter.Updater)
@@ -256,7 +259,7 @@ func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time, dirty
 		}
 		return a.liveFailed(h, want, nil, reason)
 	}
-	if pid, alive := h.rec.alive(nil); !alive || pid != h.rec.Pid {
+	if pid, alive := h.rec.alive(nil); !windows && (!alive || pid != h.rec.Pid) {
 		// Ended: the exit watch (or Reap) releases it.
 		return time.Time{}
 	}
@@ -284,7 +287,7 @@ func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time, dirty
 	// every container after it. Its targets already cover the mounts.
 	*dirty = true
 	if uerr != nil {
-		if _, alive := h.rec.alive(nil); !alive {
+		if _, alive := h.rec.alive(nil); !alive && !windows {
 			// It ended meanwhile: nothing failed that matters; the
 			// exit watch releases it.
 			return time.Time{}
@@ -303,6 +306,11 @@ func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time, dirty
 	a.log.Info("secrets updated live", "container", id, "service", h.rec.Service, "secrets", names, "took", took)
 	if a.reports != nil {
 		a.reports.Report(&dapi.MountReport{Event: dapi.MountReport_UPDATED, ContainerId: id, ServiceName: h.rec.Service, SecretNames: names, SecretIds: ids})
+	}
+	if windows {
+		// Windows containers take no signals (the managers refuse
+		// them for Windows services).
+		signals = nil
 	}
 	for _, sig := range dedupe(signals) {
 		if err := signalContainer(h.rec.Pid, h.rec.PidStart, h.rec.PreStartExe, sig); err != nil {

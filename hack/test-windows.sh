@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the Windows tests of ./mounter, ./windows, ./plugin/shimproxy and
-# ./agent/daemon under wine, on Linux.
+# Runs the Windows tests of ./mounter, ./windows, ./plugin/shimproxy,
+# ./agent (its platform-neutral tests and the live update of a Windows
+# container through the real Windows mounter) and ./agent/daemon under
+# wine, on Linux.
 #
 # It builds the test binaries with GOOS=windows and runs them with Debian's
 # wine64 (8.0) in a throwaway wine prefix. Tests that wine cannot run are
@@ -20,9 +22,11 @@ skip=(
 	# never protected, whatever SetNamedSecurityInfo/CreateDirectory set.
 	TestBuildACL
 	TestNewRepairsRootACL
+	TestUpdateACL
 	# Wine keeps only some file attributes: FILE_ATTRIBUTE_TEMPORARY and
 	# FILE_ATTRIBUTE_NOT_CONTENT_INDEXED read back as 0x20 (ARCHIVE).
 	TestBuildSetsFileAttributes
+	TestUpdateSetsFileAttributes
 	# Wine 8.0's CreateSymbolicLinkW returns success and creates nothing.
 	TestAttachLinks
 	# Wine's powershell.exe is a stub that prints nothing; there is no WMI
@@ -47,7 +51,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pkgs=(mounter windows plugin/shimproxy agent/daemon)
+pkgs=(mounter windows plugin/shimproxy agent agent/daemon)
 for pkg in "${pkgs[@]}"; do
 	GOOS=windows GOARCH=amd64 "$GO" test -c -o "$work/${pkg//\//_}.test.exe" "./$pkg/"
 done

@@ -68,11 +68,17 @@ func ensurePrivateDir(dir string, sa *winapi.SecurityAttributes) error {
 // data in memory rather than write it back to disk while memory allows;
 // NOT_CONTENT_INDEXED keeps the search indexer away from it.
 func createSecretFile(path string, sa *winapi.SecurityAttributes) (*os.File, error) {
+	return createSecretFileAccess(path, sa, winapi.GENERIC_WRITE)
+}
+
+// createSecretFileAccess is createSecretFile with the handle's access
+// rights: a live update's new file is also renamed (DELETE) through it.
+func createSecretFileAccess(path string, sa *winapi.SecurityAttributes, access uint32) (*os.File, error) {
 	p, err := winapi.UTF16PtrFromString(path)
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", path, err)
 	}
-	h, err := winapi.CreateFile(p, winapi.GENERIC_WRITE, 0, sa, winapi.CREATE_NEW,
+	h, err := winapi.CreateFile(p, access, 0, sa, winapi.CREATE_NEW,
 		winapi.FILE_ATTRIBUTE_TEMPORARY|winapi.FILE_ATTRIBUTE_NOT_CONTENT_INDEXED, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "create", Path: path, Err: err}

@@ -6,9 +6,14 @@
 // container gets that directory as one read-only mount at
 // mounter.WindowsInternalSecretsDir (plugin/ocispec.WithSecretsMount, for containerd Go-client users), and Attach makes
 // each target a symbolic link into it, created inside the container's root
-// filesystem and resolved so that it cannot land outside it. Wipe
-// overwrites every file and removes the directory; Recover removes what
-// containers that no longer exist left behind. BitLockerProtected tells
+// filesystem and resolved so that it cannot land outside it. Update (a
+// live update, mounter.Updater) changes a running container's files in
+// that directory, under the names its links point at: a new file renamed
+// over the old one in one call, the old one kept by a second name until no
+// reader holds it, then overwritten. Wipe overwrites every file and
+// removes the directory; Recover removes what containers that no longer
+// exist left behind, and gives back the others' mounts, updatable from
+// the index each keeps. BitLockerProtected tells
 // the agent whether the state volume is encrypted at rest.
 //
 // The package touches only its own directory under the state dir and the

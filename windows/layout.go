@@ -1,8 +1,10 @@
 package windows
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"regexp"
 	"strings"
 
@@ -19,6 +21,22 @@ import (
 //	<state>\secrets\<token>\container
 //	                                 the container's ID, written by Attach,
 //	                                 so that Recover can tell whose it is
+//	<state>\secrets\<token>\files.json
+//	                                 which file of files\ is at which target,
+//	                                 and the names removed targets' links
+//	                                 still name (secret names and IDs, never
+//	                                 data),
+//	                                 written by Attach and by every live
+//	                                 update, read back by Recover
+//	<state>\secrets\<token>\staging-<random>
+//	                                 a live update's new file while it is
+//	                                 written, before it replaces one in
+//	                                 files\ (outside files\, so that the
+//	                                 container never sees it half written)
+//	<state>\secrets\<token>\retired-<random>
+//	                                 an old file a live update replaced or
+//	                                 removed, kept by this second name until
+//	                                 no reader holds it, then overwritten
 //
 // The token is random: Build runs before the container is known, and a
 // name nobody can predict cannot be prepared in advance.
@@ -26,6 +44,9 @@ const (
 	secretsDirName = "secrets"
 	filesDirName   = "files"
 	ownerFileName  = "container"
+	indexFileName  = "files.json"
+	stagingPrefix  = "staging-"
+	retiredPrefix  = "retired-"
 )
 
 var tokenRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -123,4 +144,66 @@ func checkPrivateDACL(sddl string) error {
 		return fmt.Errorf("DACL %q does not allow both Administrators and SYSTEM", dacl)
 	}
 	return nil
+}
+
+// index is the content of files.json: what is at each target, and the
+// names of the files a live update removed, by target, whose links the
+// container still has (a reference added back gets its file there). It
+// holds no secret data.
+type index struct {
+	Files   []indexFile       `json:"files"`
+	Removed map[string]string `json:"removed,omitempty"`
+}
+
+// indexFile is one file of files.json.
+type indexFile struct {
+	Target     string `json:"target"`
+	Name       string `json:"name"`
+	SecretID   string `json:"secret_id"`
+	SecretName string `json:"secret_name"`
+	Size       int64  `json:"size"`
+	Mode       uint32 `json:"mode"`
+}
+
+// encodeIndex is the content of files.json.
+func encodeIndex(files []mounter.File, removed map[string]string) ([]byte, error) {
+	ix := index{Files: make([]indexFile, len(files)), Removed: removed}
+	for i, f := range files {
+		ix.Files[i] = indexFile{Target: f.Target, Name: f.Name, SecretID: f.SecretID, SecretName: f.SecretName, Size: f.Size, Mode: uint32(f.Mode.Perm())}
+	}
+	return json.Marshal(ix)
+}
+
+// decodeIndex reads files.json back, refusing a name or target that a
+// Mount would not have written: the names are opened and replaced in
+// files\, so one that climbs out of it must never be taken.
+func decodeIndex(b []byte) ([]mounter.File, map[string]string, error) {
+	var ix index
+	if err := json.Unmarshal(b, &ix); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", indexFileName, err)
+	}
+	check := func(target, name string) error {
+		if err := mounter.CheckWindowsName(name); err != nil || strings.HasPrefix(name, ".") {
+			return fmt.Errorf("%s: file name %q is not a plain Windows name", indexFileName, name)
+		}
+		if t, err := mounter.ResolveWindowsTarget(target); err != nil || t != target {
+			return fmt.Errorf("%s: target %q is not a resolved Windows target", indexFileName, target)
+		}
+		return nil
+	}
+	files := make([]mounter.File, len(ix.Files))
+	for i, f := range ix.Files {
+		if err := check(f.Target, f.Name); err != nil {
+			return nil, nil, err
+		}
+		files[i] = mounter.File{Target: f.Target, Name: f.Name, SecretID: f.SecretID, SecretName: f.SecretName, Size: f.Size, Mode: fs.FileMode(f.Mode).Perm()}
+	}
+	removed := make(map[string]string, len(ix.Removed))
+	for target, name := range ix.Removed {
+		if err := check(target, name); err != nil {
+			return nil, nil, err
+		}
+		removed[target] = name
+	}
+	return files, removed, nil
 }

@@ -98,3 +98,52 @@ func TestCheckPrivateDACL(t *testing.T) {
 		}
 	}
 }
+
+// TestIndex: files.json gives back what was written, and refuses names
+// and targets a Mount never writes (a name that climbs out of files\ would
+// be opened and replaced by a live update).
+func TestIndex(t *testing.T) {
+	plan, err := mounter.NewPlan(mounter.Windows, []mounter.Grant{
+		{SecretID: "abc", SecretName: "db", Size: 3},
+		{SecretID: "abc", SecretName: "db", Target: `C:\app\db`, Size: 3},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := map[string]string{`C:\old`: "xyz"}
+	b, err := encodeIndex(plan.Files, removed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, gotRemoved, err := decodeIndex(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gotRemoved) != 1 || gotRemoved[`C:\old`] != "xyz" {
+		t.Errorf("removed %v, want %v", gotRemoved, removed)
+	}
+	for i, f := range plan.Files {
+		f.Signal = "" // the agent's, not the mounter's
+		if got[i] != f {
+			t.Errorf("file %d: %+v, want %+v", i, got[i], f)
+		}
+	}
+	if empty, _, err := decodeIndex([]byte(`{"files":[]}`)); err != nil || empty == nil || len(empty) != 0 {
+		t.Errorf("empty index: %v, %v; want no files (not unknown)", empty, err)
+	}
+	for _, tc := range []struct{ name, json, err string }{
+		{"climbs out", `{"files":[{"target":"C:\\a","name":"..\\..\\x"}]}`, "not a plain Windows name"},
+		{"separator", `{"files":[{"target":"C:\\a","name":"a\\b"}]}`, "not a plain Windows name"},
+		{"hidden", `{"files":[{"target":"C:\\a","name":".x"}]}`, "not a plain Windows name"},
+		{"device", `{"files":[{"target":"C:\\a","name":"NUL"}]}`, "not a plain Windows name"},
+		{"unresolved target", `{"files":[{"target":"a","name":"x"}]}`, "not a resolved Windows target"},
+		{"other drive", `{"files":[{"target":"D:\\a","name":"x"}]}`, "not a resolved Windows target"},
+		{"removed climbs out", `{"files":[],"removed":{"C:\\a":"..\\x"}}`, "not a plain Windows name"},
+		{"removed target", `{"files":[],"removed":{"\\\\srv\\x":"x"}}`, "not a resolved Windows target"},
+		{"not json", `{`, indexFileName},
+	} {
+		if _, _, err := decodeIndex([]byte(tc.json)); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.err)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	winapi "golang.org/x/sys/windows"
 
@@ -63,7 +64,7 @@ func (m *Mounter) Build(ctx context.Context, plan *mounter.Plan, src mounter.Sec
 	if err != nil {
 		return nil, fmt.Errorf("windows mounter: %w", err)
 	}
-	mt := &Mount{dir: filepath.Join(m.root, token), files: append([]mounter.File(nil), plan.Files...)}
+	mt := &Mount{dir: filepath.Join(m.root, token), sa: m.sa, files: append([]mounter.File(nil), plan.Files...)}
 	m.mu.Lock()
 	m.live[token] = true
 	m.mu.Unlock()
@@ -122,9 +123,23 @@ func (m *Mounter) RecoverStore(exists func(containerID string) (bool, error)) (m
 	out := make(map[string]mounter.Mount, len(kept))
 	for id, mnt := range kept {
 		out[id] = mnt
+		if mnt.Files() == nil {
+			// Attached by an agent that kept no index: nothing says
+			// which file is at which target, so it cannot be updated.
+			out[id] = staticMount{mnt}
+		}
 	}
 	return out, err
 }
+
+// staticMount is a recovered Mount that cannot be updated live: the agent
+// then tells the operator to restart the container.
+type staticMount struct{ mt *Mount }
+
+func (s staticMount) Attach(ctx context.Context, c mounter.Container) error {
+	return s.mt.Attach(ctx, c)
+}
+func (s staticMount) Wipe() error { return s.mt.Wipe() }
 
 var _ mounter.StoreRecoverer = (*Mounter)(nil)
 
@@ -152,7 +167,7 @@ func (m *Mounter) Recover(exists func(containerID string) (bool, error)) (map[st
 		if live {
 			continue
 		}
-		mt := &Mount{dir: filepath.Join(m.root, e.Name()), recovered: true}
+		mt := &Mount{dir: filepath.Join(m.root, e.Name()), sa: m.sa, recovered: true}
 		id, err := mt.owner()
 		if err != nil {
 			errs = append(errs, err)
@@ -166,6 +181,9 @@ func (m *Mounter) Recover(exists func(containerID string) (bool, error)) (map[st
 				continue
 			}
 			if ok {
+				// What a live update needs: the files the container
+				// holds, and old files still to overwrite.
+				mt.load()
 				kept[id] = mt
 				continue
 			}
@@ -182,16 +200,29 @@ func (m *Mounter) Recover(exists func(containerID string) (bool, error)) (map[st
 
 // Mount is one built plan: a private directory of secret files.
 type Mount struct {
-	dir   string
-	files []mounter.File
+	dir string
+	sa  *winapi.SecurityAttributes // the private ACL, for a live update's new files
 	// recovered mounts were found on disk by Recover: they can be wiped
-	// but not attached, since their plan is gone.
+	// and updated (their files are read back from the index), but not
+	// attached again.
 	recovered bool
 	// forget tells the Mounter that built this mount that it is gone.
 	forget func()
 
 	mu    sync.Mutex
 	wiped bool
+	// files are what the container holds, by target; Name is the file's
+	// name in Source(), which a live update keeps (the container's link
+	// points at it). Nil for a recovered mount without an index.
+	files []mounter.File
+	// removed holds, by target, the names of the files a live update
+	// removed: the container's links still name them.
+	removed map[string]string
+	// retired names, in dir, the old files a live update replaced or
+	// removed, to be overwritten once no handle holds them (reclaim).
+	retired      []string
+	reclaimTimer *time.Timer
+	reclaimTries int
 }
 
 var _ mounter.Mount = (*Mount)(nil)
@@ -225,6 +256,10 @@ func (mt *Mount) Attach(ctx context.Context, c mounter.Container) error {
 	if err := mt.setOwner(c.ID); err != nil {
 		return fmt.Errorf("windows mounter: attach %s: %w", c.ID, err)
 	}
+	// Before the links: a restarted agent updates the container from it.
+	if err := mt.writeIndex(); err != nil {
+		return fmt.Errorf("windows mounter: attach %s: %w", c.ID, err)
+	}
 	for _, f := range mt.files {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -245,6 +280,10 @@ func (mt *Mount) Wipe() error {
 	defer mt.mu.Unlock()
 	if mt.wiped {
 		return nil
+	}
+	if mt.reclaimTimer != nil {
+		mt.reclaimTimer.Stop()
+		mt.reclaimTimer = nil
 	}
 	if err := wipeTree(mt.dir); err != nil {
 		return fmt.Errorf("windows mounter: wipe %s: %w", mt.dir, err)
