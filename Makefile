@@ -31,8 +31,8 @@ test: FUZZTIME = 1s
 unit:
 	$(GO) test -race -count=1 ./...
 
-# windows runs the Windows tests of mounter/, windows/, plugin/shimproxy/ and
-# agent/daemon/ under wine64.
+# windows runs the Windows tests of mounter/, windows/, plugin/shimproxy/,
+# agent/ and agent/daemon/ under wine64 (hack/test-windows.sh lists them).
 windows:
 	./hack/test-windows.sh
 
