@@ -1,0 +1,590 @@
+//go:build linux
+
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
+	"github.com/lockbox-project/lockbox/pki"
+
+	// Test-only: the simulated agents apply the stream with the agent's
+	// own grant cache and plan their files with the agent's own diff. The
+	// manager package itself never imports agent/ (docs/architecture.md).
+	"github.com/lockbox-project/lockbox/agent/grants"
+	"github.com/lockbox-project/lockbox/mounter"
+)
+
+// BenchmarkLiveUpdateAgents measures a live update (issue 14) across N
+// simulated agents: from the admin UpdateService call that rotates a
+// live-update service's secret (same target, new secret: what `lockbox
+// service update --secret-rm old --secret-add source=new,target=SAME`
+// sends) on one real manager (a child process: embedded etcd, real TLS)
+// until the last simulated agent has changed its container's file, and
+// until the manager has recorded every agent's UPDATED report (what
+// `lockbox service ps` shows).
+//
+// A simulated agent is a real mTLS dispatcher session (its own node
+// certificate, connection and Session stream, dialled with the agents'
+// transport options, as in BenchmarkGRPCStreams) holding one simulated
+// running container of the service, which is placed on every node. What
+// is the agent's real code: every message goes through grants.Cache.Apply
+// (locked memory, reconcile), and the container's new files are decided as
+// agent.liveUpdate decides them (Cache.Restrict, Restricted.LiveUpdate,
+// mounter.NewPlan, mounter.DiffFiles, Restricted.WithSecret for the
+// bytes). What is simulated: the swap is a write of the new bytes to a
+// file beside the old one in a per-agent directory on a tmpfs, renamed
+// over it (the real mounter mounts the new file beneath the old one inside
+// the container's mount namespace: BenchmarkUpdate in ./linux, 0.25-0.7 ms
+// on this machine); there is no container record to rewrite, no pidfd
+// check and no signal; and the UPDATED report goes to the manager at once
+// on a Heartbeat call, where lockbox agent queues it for its next periodic
+// heartbeat (every 5 s by default: add 0 to one period to the report end
+// point for a real agent).
+//
+// Each run alternates live rotations with the baseline, same run: the
+// same rotation of a second service, placed the same way but without live
+// update, which the agents receive and apply (grant delivery alone) and
+// whose running container must keep its files (checked). Both services
+// hold one 64-byte secret. Reported, over the rotations (nearest rank:
+// with 20 rotations p99 is the slowest): the time until the last agent's
+// file changed (live-file-last-*), the last UPDATED report recorded
+// (live-reported-last-*), the last agent applied the message (the live
+// rotation's own delivery, live-applied-last-*, and the baseline's,
+// plain-applied-last-*), the same over every agent and rotation
+// (live-file-all-*), the manager's RSS and peak RSS, its CPU per rotation,
+// and the load average; the simulated agents share the manager's cores.
+//
+// Run it with -benchtime 1x: LOCKBOX_BENCH_ROTATIONS (default 20) live
+// rotations, as many baseline ones. 10,000 agents need LOCKBOX_BENCH_10K=1.
+// LOCKBOX_BENCH_CPUPROFILE=dir writes the manager's CPU profile of the
+// timed rotations to dir/liveagents-<agents>.pprof. LOCKBOX_BENCH_TMPFS
+// (default /dev/shm) is where the containers' files are: it must be a
+// tmpfs.
+func BenchmarkLiveUpdateAgents(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
+			if n == 10000 && os.Getenv("LOCKBOX_BENCH_10K") == "" {
+				b.Skip("set LOCKBOX_BENCH_10K=1: 10,000 TLS agents take minutes on 2 cores")
+			}
+			benchLiveAgents(b, n)
+		})
+	}
+}
+
+const (
+	liveBenchService  = "live"
+	plainBenchService = "plain"
+	liveBenchBytes    = 64
+)
+
+// liveEvent is what a simulated agent did with one message: when it had
+// applied it, when its container's file changed and when the manager had
+// recorded its UPDATED report (zero: not done).
+type liveEvent struct {
+	rev                        uint64
+	changes                    int
+	applied, changed, reported time.Time
+	err                        error
+}
+
+// liveAgent is a simulated agent holding one running container of the
+// live-update service.
+type liveAgent struct {
+	container string
+	dir       string // the container's files, on a tmpfs
+	conn      *grpc.ClientConn
+	cancel    context.CancelFunc
+	disp      dapi.DispatcherClient
+	cache     *grants.Cache
+	files     []mounter.File // what the container holds
+	events    chan liveEvent
+}
+
+func (a *liveAgent) close() {
+	a.cancel()
+	a.conn.Close()
+	a.cache.Close()
+}
+
+// connectLiveAgent opens nd's session, applies its COMPLETE message,
+// "starts" its container (its files written, a MOUNTED report recorded),
+// then follows the stream.
+func connectLiveAgent(nd node, addr, dir string) (*liveAgent, error) {
+	cfg, err := pki.ClientTLSFromPEM(nd.root, nd.cert)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, append(dapi.Transport{}.DialOptions(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))...)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &liveAgent{container: "c-" + nd.id, dir: dir, conn: conn, cancel: cancel, disp: dapi.NewDispatcherClient(conn),
+		cache: grants.NewCache(), events: make(chan liveEvent, 64)}
+	fail := func(err error) (*liveAgent, error) {
+		a.close()
+		return nil, err
+	}
+	ss, err := a.disp.Session(ctx, &dapi.SessionRequest{Description: &types.NodeDescription{Hostname: "h"}})
+	if err != nil {
+		return fail(err)
+	}
+	first, err := ss.Recv()
+	if err != nil {
+		return fail(err)
+	}
+	if err := a.cache.Apply(first); err != nil {
+		return fail(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fail(err)
+	}
+	// The container starts with the service's files: the first pass
+	// "mounts" them all (everything is Added).
+	changed, err := a.livePass()
+	if err == nil && !changed {
+		err = errors.New("the service's grants gave the container no file")
+	}
+	if err == nil {
+		err = a.report(dapi.MountReport_MOUNTED)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	go func() {
+		defer close(a.events)
+		for {
+			m, err := ss.Recv()
+			if err != nil {
+				return
+			}
+			a.events <- a.handle(m)
+		}
+	}()
+	return a, nil
+}
+
+// handle applies one message and does what the agent's live pass does for
+// its one container.
+func (a *liveAgent) handle(m *dapi.SessionMessage) liveEvent {
+	ev := liveEvent{rev: m.GetRevision(), changes: len(m.GetChanges())}
+	if ev.err = a.cache.Apply(m); ev.err != nil {
+		return ev
+	}
+	ev.applied = time.Now()
+	changed, err := a.livePass()
+	if err != nil || !changed {
+		ev.err = err
+		return ev
+	}
+	ev.changed = time.Now()
+	if ev.err = a.report(dapi.MountReport_UPDATED); ev.err == nil {
+		ev.reported = time.Now()
+	}
+	return ev
+}
+
+// livePass is agent.liveUpdate for one container, with the swap
+// simulated: it reports whether the container's files changed.
+func (a *liveAgent) livePass() (bool, error) {
+	view, err := a.cache.Restrict(liveBenchService)
+	if err != nil || !view.LiveUpdate() {
+		return false, err
+	}
+	plan, err := mounter.NewPlan(mounter.Linux, view.Grants())
+	if err != nil {
+		return false, err
+	}
+	plan.Owner = a.container
+	diff := mounter.DiffFiles(a.files, plan.Files)
+	if diff.Empty() {
+		return false, nil
+	}
+	for _, f := range append(diff.Added, diff.Changed...) {
+		if err := a.swap(f, view); err != nil {
+			return false, err
+		}
+	}
+	for _, f := range diff.Removed {
+		if err := os.Remove(a.path(f)); err != nil {
+			return false, err
+		}
+	}
+	a.files = plan.Files
+	return true, nil
+}
+
+// path is where the simulated container sees f: one file per target.
+func (a *liveAgent) path(f mounter.File) string {
+	return filepath.Join(a.dir, strings.ReplaceAll(strings.TrimPrefix(f.Target, "/"), "/", "%"))
+}
+
+// swap writes f's bytes beside the file at its target and renames them
+// over it: a reader sees the old file or the new one, never a partial one.
+func (a *liveAgent) swap(f mounter.File, view *grants.Restricted) error {
+	dst := a.path(f)
+	tmp := dst + ".new"
+	err := view.WithSecret(f.SecretID, func(data []byte) error {
+		fd, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, f.Mode.Perm())
+		if err != nil {
+			return err
+		}
+		_, werr := fd.Write(data)
+		if cerr := fd.Close(); werr == nil {
+			werr = cerr
+		}
+		return werr
+	})
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// report sends what the container holds now, with the secret IDs, as the
+// agent's report does; it returns once the manager has recorded it.
+func (a *liveAgent) report(ev dapi.MountReport_Event) error {
+	r := &dapi.MountReport{Event: ev, ContainerId: a.container, ServiceName: liveBenchService}
+	for _, f := range a.files {
+		r.SecretNames = append(r.SecretNames, f.SecretName)
+		r.SecretIds = append(r.SecretIds, f.SecretID)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := a.disp.Heartbeat(ctx, &dapi.HeartbeatRequest{Reports: []*dapi.MountReport{r}})
+	return err
+}
+
+// liveRotator rotates one service's secret: a new secret, then the
+// service updated to reference it at the same target.
+type liveRotator struct {
+	adm    adminapi.AdminClient
+	name   string
+	live   bool
+	svc    *types.Service
+	n      int
+	data   string
+	secret string // the current secret's ID
+}
+
+// rotate returns when the UpdateService call was made and the revision
+// it wrote.
+func (r *liveRotator) rotate(ctx context.Context) (time.Time, uint64, error) {
+	r.n++
+	r.data = fmt.Sprintf("%s-%d-", r.name, r.n)
+	r.data += strings.Repeat("x", liveBenchBytes-len(r.data))
+	cr, err := r.adm.CreateSecret(ctx, &adminapi.CreateSecretRequest{Spec: &types.SecretSpec{Name: fmt.Sprintf("%s-%d", r.name, r.n)}, Data: []byte(r.data)})
+	if err != nil {
+		return time.Time{}, 0, err
+	}
+	r.secret = cr.GetSecret().GetId()
+	spec := &types.ServiceSpec{Name: r.name, LiveUpdate: r.live, Secrets: []*types.SecretReference{{
+		SecretId: r.secret, SecretName: cr.GetSecret().GetSpec().GetName(), Target: &types.FileTarget{Name: r.name}}}}
+	t0 := time.Now()
+	if r.svc == nil {
+		resp, err := r.adm.CreateService(ctx, &adminapi.CreateServiceRequest{Spec: spec})
+		if err != nil {
+			return time.Time{}, 0, err
+		}
+		r.svc = resp.GetService()
+		return t0, r.svc.GetMeta().GetVersion(), nil
+	}
+	resp, err := r.adm.UpdateService(ctx, &adminapi.UpdateServiceRequest{NameOrId: r.svc.GetId(), Version: r.svc.GetMeta().GetVersion(), Spec: spec})
+	if err != nil {
+		return time.Time{}, 0, err
+	}
+	r.svc = resp.GetService()
+	return t0, r.svc.GetMeta().GetVersion(), nil
+}
+
+// liveTmpfs is a fresh directory on a tmpfs for the containers' files.
+func liveTmpfs(b *testing.B) string {
+	base := os.Getenv("LOCKBOX_BENCH_TMPFS")
+	if base == "" {
+		base = "/dev/shm"
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(base, &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		b.Fatalf("LOCKBOX_BENCH_TMPFS=%s is not a tmpfs (%v): the containers' files must not touch disk", base, err)
+	}
+	dir, err := os.MkdirTemp(base, "lockbox-liveagents-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// load1 is the 1-minute load average.
+func load1() float64 {
+	data, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return math.NaN()
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
+// nearestRank is the q-quantile of d (nearest rank) in milliseconds.
+func nearestRank(d []time.Duration, q float64) float64 {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := max(0, int(math.Ceil(q*float64(len(s))))-1)
+	return float64(s[i].Microseconds()) / 1000
+}
+
+func benchLiveAgents(b *testing.B, n int) {
+	ctx := context.Background()
+	tb := testing.TB(b)
+	rotations := 20
+	if v, err := strconv.Atoi(os.Getenv("LOCKBOX_BENCH_ROTATIONS")); err == nil && v > 0 {
+		rotations = v
+	}
+	// Each agent reports once per live rotation, plus its mount and the
+	// untimed rotation; the manager takes dapi.MaxMountReports per node
+	// per heartbeat period (an hour here).
+	if reports := b.N*rotations + 2; reports > dapi.MaxMountReports {
+		b.Fatalf("%d rotations make %d reports per node, more than the %d a node may send per heartbeat period: run with -benchtime 1x and LOCKBOX_BENCH_ROTATIONS <= %d",
+			b.N*rotations, reports, dapi.MaxMountReports, dapi.MaxMountReports-2)
+	}
+	shm := liveTmpfs(b)
+	profDir := os.Getenv("LOCKBOX_BENCH_CPUPROFILE")
+	if profDir != "" {
+		b.Setenv("LOCKBOX_TEST_CPUPROFILE", filepath.Join(profDir, fmt.Sprintf("liveagents-%d.pprof", n)))
+	}
+	cc := newChildConfig(tb, "127.0.0.1")
+	// The simulated agents beat only to report: a long period keeps the
+	// manager from marking them down (etcd writes) while it is measured.
+	cc.HeartbeatPeriod = time.Hour
+	cc.NoUnauthLimit = true
+	m := startChild(tb, cc)
+	pid := m.cmd.Process.Pid
+	adm := m.admin()
+	tok := token(tb, adm, types.NodeRole_NODE_ROLE_WORKER, false)
+	live := &liveRotator{adm: adm, name: liveBenchService, live: true}
+	plain := &liveRotator{adm: adm, name: plainBenchService}
+	for _, r := range []*liveRotator{live, plain} {
+		if _, _, err := r.rotate(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	nodes := make([]node, n)
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				nodes[i] = joinNode(tb, m.addr, tok, fmt.Sprintf("n%d", i))
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+
+	rssBefore := vmRSS(b, pid)
+	agents := make([]*liveAgent, n)
+	errs := make([]error, n)
+	idx := make(chan int)
+	connectStart := time.Now()
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range idx {
+				// Retried as an agent retries: under a burst of
+				// handshakes on 2 cores a few miss gRPC's deadline.
+				for try := 0; try < 3; try++ {
+					dir := filepath.Join(shm, strconv.Itoa(i))
+					if agents[i], errs[i] = connectLiveAgent(nodes[i], m.addr, dir); errs[i] == nil {
+						break
+					}
+				}
+			}
+		}()
+	}
+	for i := range n {
+		idx <- i
+	}
+	close(idx)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			b.Fatalf("agent %d of %d: %v", i, n, err)
+		}
+	}
+	defer func() {
+		for _, a := range agents {
+			a.close()
+		}
+	}()
+	rss := vmRSS(b, pid)
+	b.Logf("%d agents connected, each holding a running container, in %.1f s; manager RSS %.1f MiB (%.1f KiB more per agent)",
+		n, time.Since(connectStart).Seconds(), float64(rss)/(1<<20), float64(rss-rssBefore)/1024/float64(n))
+
+	// rotate makes one rotation of r and waits for every agent's event
+	// for it.
+	type outcome struct {
+		applied, changed, reported []time.Duration
+	}
+	rotate := func(r *liveRotator) outcome {
+		t0, want, err := r.rotate(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		o := outcome{applied: make([]time.Duration, n)}
+		if r.live {
+			o.changed, o.reported = make([]time.Duration, n), make([]time.Duration, n)
+		}
+		for i, a := range agents {
+			timeout := time.After(2 * time.Minute)
+			for {
+				var ev liveEvent
+				var ok bool
+				select {
+				case ev, ok = <-a.events:
+				case <-timeout:
+					b.Fatalf("%s rotation %d: agent %d has no message of revision %d after 2 minutes", r.name, r.n, i, want)
+				}
+				if !ok {
+					b.Fatalf("%s rotation %d: agent %d: the stream ended", r.name, r.n, i)
+				}
+				if ev.err != nil {
+					b.Fatalf("%s rotation %d: agent %d: %v", r.name, r.n, i, ev.err)
+				}
+				if ev.rev < want || ev.changes == 0 {
+					continue
+				}
+				o.applied[i] = ev.applied.Sub(t0)
+				switch {
+				case r.live && ev.reported.IsZero():
+					b.Fatalf("live rotation %d: agent %d applied revision %d but its container's file did not change", r.n, i, ev.rev)
+				case r.live:
+					o.changed[i], o.reported[i] = ev.changed.Sub(t0), ev.reported.Sub(t0)
+				case !ev.changed.IsZero():
+					b.Fatalf("rotation %d of %s, a service without live update: agent %d changed its running container's file", r.n, r.name, i)
+				}
+				break
+			}
+		}
+		return o
+	}
+
+	// One untimed rotation of each first: the first write on each new
+	// connection sets up buffers that later writes reuse (see benchGRPC).
+	rotate(live)
+	rotate(plain)
+
+	var (
+		liveFile, liveReported, liveApplied, plainApplied []time.Duration // the last agent's, per rotation
+		allFile                                           []time.Duration // every agent's, every rotation
+	)
+	load0 := load1()
+	if profDir != "" {
+		m.cmd.Process.Signal(syscall.SIGUSR2)
+	}
+	cpu0 := procCPU(b, pid)
+	b.ResetTimer()
+	for i := 0; i < b.N*rotations; i++ {
+		// Alternating, and each pair in turn starting with the other, so
+		// that neither always follows the other.
+		order := []*liveRotator{live, plain}
+		if i%2 == 1 {
+			order = []*liveRotator{plain, live}
+		}
+		for _, r := range order {
+			o := rotate(r)
+			if !r.live {
+				plainApplied = append(plainApplied, slices.Max(o.applied))
+				continue
+			}
+			liveApplied = append(liveApplied, slices.Max(o.applied))
+			liveFile = append(liveFile, slices.Max(o.changed))
+			liveReported = append(liveReported, slices.Max(o.reported))
+			allFile = append(allFile, o.changed...)
+			b.Logf("live rotation %d: last agent applied %.1f ms, last file changed %.1f ms (p50 of agents %.1f ms), last report recorded %.1f ms",
+				i, ms(slices.Max(o.applied)), ms(slices.Max(o.changed)), nearestRank(o.changed, 0.5), ms(slices.Max(o.reported)))
+		}
+	}
+	b.StopTimer()
+	cpu := procCPU(b, pid) - cpu0
+	if profDir != "" {
+		m.cmd.Process.Signal(syscall.SIGUSR2)
+		<-m.profiled
+	}
+	load := load1()
+	peak := vmHWM(b, pid)
+
+	// What `lockbox service ps` shows: every container updated to the
+	// last secret. And every container's file holds its bytes.
+	var rows []*adminapi.ServiceContainer
+	for after := ""; ; {
+		resp, err := adm.ListServiceContainers(ctx, &adminapi.ListServiceContainersRequest{NameOrId: liveBenchService, After: after})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rows = append(rows, resp.GetContainers()...)
+		if after = resp.GetNextPage(); after == "" {
+			break
+		}
+	}
+	if len(rows) != n {
+		b.Fatalf("service ps lists %d containers, want %d", len(rows), n)
+	}
+	for _, row := range rows {
+		if s := row.GetSecrets(); row.GetState() != "updated" || len(s) != 1 || s[0].GetSecretId() != live.secret {
+			b.Fatalf("service ps: container %s is %q with %v, want updated with %s", row.GetContainerId(), row.GetState(), s, live.secret)
+		}
+	}
+	for _, a := range agents {
+		got, err := os.ReadFile(a.path(a.files[0]))
+		if err != nil || string(got) != live.data {
+			b.Fatalf("%s holds %q (%v), want %q", a.path(a.files[0]), got, err, live.data)
+		}
+	}
+
+	b.ReportMetric(nearestRank(liveFile, 0.5), "live-file-last-p50-ms")
+	b.ReportMetric(nearestRank(liveFile, 0.99), "live-file-last-p99-ms")
+	b.ReportMetric(nearestRank(liveReported, 0.5), "live-reported-last-p50-ms")
+	b.ReportMetric(nearestRank(liveReported, 0.99), "live-reported-last-p99-ms")
+	b.ReportMetric(nearestRank(liveApplied, 0.5), "live-applied-last-p50-ms")
+	b.ReportMetric(nearestRank(allFile, 0.5), "live-file-all-p50-ms")
+	b.ReportMetric(nearestRank(allFile, 0.99), "live-file-all-p99-ms")
+	b.ReportMetric(nearestRank(plainApplied, 0.5), "plain-applied-last-p50-ms")
+	b.ReportMetric(nearestRank(plainApplied, 0.99), "plain-applied-last-p99-ms")
+	b.ReportMetric(nearestRank(liveFile, 0.5)/nearestRank(plainApplied, 0.5), "live-file/plain-applied-p50")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(2*b.N*rotations), "manager-cpu-ms/rotation")
+	b.ReportMetric(float64(rss)/(1<<20), "manager-rss-MiB")
+	b.ReportMetric(float64(peak)/(1<<20), "manager-peak-rss-MiB")
+	b.ReportMetric(load0, "loadavg-1m-start")
+	b.ReportMetric(load, "loadavg-1m-end")
+	benchinfo.Print(b)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
