@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -98,13 +99,20 @@ const (
 )
 
 // liveEvent is what a simulated agent did with one message: when it had
-// applied it, when its container's file changed and when the manager had
-// recorded its UPDATED report (zero: not done).
+// applied it and when its container's file changed (zero: not changed).
 type liveEvent struct {
-	rev                        uint64
-	changes                    int
-	applied, changed, reported time.Time
-	err                        error
+	rev              uint64
+	changes          int
+	applied, changed time.Time
+	err              error
+}
+
+// reportAck is an UPDATED report the manager recorded: the secret the
+// container then held, and when the heartbeat that carried it returned.
+type reportAck struct {
+	secret string
+	at     time.Time
+	err    error
 }
 
 // liveAgent is a simulated agent holding one running container of the
@@ -118,6 +126,13 @@ type liveAgent struct {
 	cache     *grants.Cache
 	files     []mounter.File // what the container holds
 	events    chan liveEvent
+	acks      chan reportAck
+	// now sends each UPDATED report at once on its own heartbeat; else
+	// it waits for the agent's next periodic heartbeat, as lockbox agent
+	// does (agent/session: the report queue).
+	now     bool
+	mu      sync.Mutex
+	pending []*dapi.MountReport
 }
 
 func (a *liveAgent) close() {
@@ -129,7 +144,7 @@ func (a *liveAgent) close() {
 // connectLiveAgent opens nd's session, applies its COMPLETE message,
 // "starts" its container (its files written, a MOUNTED report recorded),
 // then follows the stream.
-func connectLiveAgent(nd node, hostname, addr, dir string) (*liveAgent, error) {
+func connectLiveAgent(nd node, hostname, addr, dir string, now bool, beat time.Duration) (*liveAgent, error) {
 	cfg, err := pki.ClientTLSFromPEM(nd.root, nd.cert)
 	if err != nil {
 		return nil, err
@@ -140,7 +155,7 @@ func connectLiveAgent(nd node, hostname, addr, dir string) (*liveAgent, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &liveAgent{container: "c-" + nd.id, dir: dir, conn: conn, cancel: cancel, disp: dapi.NewDispatcherClient(conn),
-		cache: grants.NewCache(), events: make(chan liveEvent, 64)}
+		cache: grants.NewCache(), events: make(chan liveEvent, 64), acks: make(chan reportAck, 64), now: now}
 	fail := func(err error) (*liveAgent, error) {
 		a.close()
 		return nil, err
@@ -168,11 +183,13 @@ func connectLiveAgent(nd node, hostname, addr, dir string) (*liveAgent, error) {
 		err = errors.New("the service's grants gave the container no file")
 	}
 	if err == nil {
-		err = a.report(dapi.MountReport_MOUNTED)
+		// Sent at once: the start is not what is measured.
+		_, err = a.heartbeat([]*dapi.MountReport{a.report(dapi.MountReport_MOUNTED)})
 	}
 	if err != nil {
 		return fail(err)
 	}
+	go a.beat(ctx, beat)
 	go func() {
 		defer close(a.events)
 		for {
@@ -200,10 +217,42 @@ func (a *liveAgent) handle(m *dapi.SessionMessage) liveEvent {
 		return ev
 	}
 	ev.changed = time.Now()
-	if ev.err = a.report(dapi.MountReport_UPDATED); ev.err == nil {
-		ev.reported = time.Now()
+	r := a.report(dapi.MountReport_UPDATED)
+	if !a.now {
+		a.mu.Lock()
+		a.pending = append(a.pending, r)
+		a.mu.Unlock()
+		return ev
 	}
+	at, err := a.heartbeat([]*dapi.MountReport{r})
+	a.acks <- reportAck{secret: strings.Join(r.SecretIds, ","), at: at, err: err}
 	return ev
+}
+
+// beat heartbeats every period from a random phase, as lockbox agent does
+// (agent/session), carrying the reports queued since the last beat.
+func (a *liveAgent) beat(ctx context.Context, period time.Duration) {
+	t := time.NewTimer(rand.N(period))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.mu.Lock()
+		sent := a.pending
+		a.pending = nil
+		a.mu.Unlock()
+		at, err := a.heartbeat(sent)
+		if ctx.Err() != nil {
+			return
+		}
+		for _, r := range sent {
+			a.acks <- reportAck{secret: strings.Join(r.SecretIds, ","), at: at, err: err}
+		}
+		t.Reset(period)
+	}
 }
 
 // livePass is agent.liveUpdate for one container, with the swap
@@ -263,18 +312,24 @@ func (a *liveAgent) swap(f mounter.File, view *grants.Restricted) error {
 	return os.Rename(tmp, dst)
 }
 
-// report sends what the container holds now, with the secret IDs, as the
-// agent's report does; it returns once the manager has recorded it.
-func (a *liveAgent) report(ev dapi.MountReport_Event) error {
+// report is what the container holds now, with the secret IDs, as the
+// agent's report says it.
+func (a *liveAgent) report(ev dapi.MountReport_Event) *dapi.MountReport {
 	r := &dapi.MountReport{Event: ev, ContainerId: a.container, ServiceName: liveBenchService}
 	for _, f := range a.files {
 		r.SecretNames = append(r.SecretNames, f.SecretName)
 		r.SecretIds = append(r.SecretIds, f.SecretID)
 	}
+	return r
+}
+
+// heartbeat sends reports on one heartbeat and returns when the manager
+// had recorded them (the call returned).
+func (a *liveAgent) heartbeat(reports []*dapi.MountReport) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err := a.disp.Heartbeat(ctx, &dapi.HeartbeatRequest{Reports: []*dapi.MountReport{r}})
-	return err
+	_, err := a.disp.Heartbeat(ctx, &dapi.HeartbeatRequest{Reports: reports})
+	return time.Now(), err
 }
 
 // liveRotator rotates one service's secret: a new secret, then the
@@ -363,9 +418,27 @@ func benchLiveAgents(b *testing.B, n int) {
 	if v, err := strconv.Atoi(os.Getenv("LOCKBOX_BENCH_ROTATIONS")); err == nil && v > 0 {
 		rotations = v
 	}
+	// How the agents deliver their UPDATED reports: "beat" (the default)
+	// on their next periodic heartbeat, as lockbox agent does; "now" at
+	// once, each on its own heartbeat (the least a report can take, and
+	// the most load it puts on the manager while the fan-out runs).
+	mode := os.Getenv("LOCKBOX_BENCH_LIVE_REPORTS")
+	switch mode {
+	case "":
+		mode = "beat"
+	case "beat", "now":
+	default:
+		b.Fatalf("LOCKBOX_BENCH_LIVE_REPORTS=%q: beat or now", mode)
+	}
+	// The heartbeat period the manager tells agents (its default, 5 s);
+	// every agent beats at it.
+	period := 5 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("LOCKBOX_BENCH_HEARTBEAT")); err == nil && v > 0 {
+		period = v
+	}
 	// Each agent reports once per live rotation, plus its mount and the
 	// untimed rotation; the manager takes dapi.MaxMountReports per node
-	// per heartbeat period (an hour here).
+	// per heartbeat period.
 	if reports := b.N*rotations + 2; reports > dapi.MaxMountReports {
 		b.Fatalf("%d rotations make %d reports per node, more than the %d a node may send per heartbeat period: run with -benchtime 1x and LOCKBOX_BENCH_ROTATIONS <= %d",
 			b.N*rotations, reports, dapi.MaxMountReports, dapi.MaxMountReports-2)
@@ -376,9 +449,7 @@ func benchLiveAgents(b *testing.B, n int) {
 		b.Setenv("LOCKBOX_TEST_CPUPROFILE", filepath.Join(profDir, fmt.Sprintf("liveagents-%d.pprof", n)))
 	}
 	cc := newChildConfig(tb, "127.0.0.1")
-	// The simulated agents beat only to report: a long period keeps the
-	// manager from marking them down (etcd writes) while it is measured.
-	cc.HeartbeatPeriod = time.Hour
+	cc.HeartbeatPeriod = period
 	cc.NoUnauthLimit = true
 	m := startChild(tb, cc)
 	pid := m.cmd.Process.Pid
@@ -424,7 +495,7 @@ func benchLiveAgents(b *testing.B, n int) {
 				// handshakes on 2 cores a few miss gRPC's deadline.
 				for try := 0; try < 3; try++ {
 					dir := filepath.Join(shm, strconv.Itoa(i))
-					if agents[i], errs[i] = connectLiveAgent(nodes[i], fmt.Sprintf("n%d", i), m.addr, dir); errs[i] == nil {
+					if agents[i], errs[i] = connectLiveAgent(nodes[i], fmt.Sprintf("n%d", i), m.addr, dir, mode == "now", period); errs[i] == nil {
 						break
 					}
 				}
@@ -447,8 +518,8 @@ func benchLiveAgents(b *testing.B, n int) {
 		}
 	}()
 	rss := vmRSS(b, pid)
-	b.Logf("%d agents connected, each holding a running container, in %.1f s; manager RSS %.1f MiB (%.1f KiB more per agent)",
-		n, time.Since(connectStart).Seconds(), float64(rss)/(1<<20), float64(rss-rssBefore)/1024/float64(n))
+	b.Logf("%d agents connected, each holding a running container, in %.1f s; manager RSS %.1f MiB (%.1f KiB more per agent); reports %s, heartbeat every %v",
+		n, time.Since(connectStart).Seconds(), float64(rss)/(1<<20), float64(rss-rssBefore)/1024/float64(n), mode, period)
 
 	// rotate makes one rotation of r and waits for every agent's event
 	// for it.
@@ -485,14 +556,37 @@ func benchLiveAgents(b *testing.B, n int) {
 				}
 				o.applied[i] = ev.applied.Sub(t0)
 				switch {
-				case r.live && ev.reported.IsZero():
+				case r.live && ev.changed.IsZero():
 					b.Fatalf("live rotation %d: agent %d applied revision %d but its container's file did not change", r.n, i, ev.rev)
 				case r.live:
-					o.changed[i], o.reported[i] = ev.changed.Sub(t0), ev.reported.Sub(t0)
+					o.changed[i] = ev.changed.Sub(t0)
 				case !ev.changed.IsZero():
 					b.Fatalf("rotation %d of %s, a service without live update: agent %d changed its running container's file", r.n, r.name, i)
 				}
 				break
+			}
+		}
+		if !r.live {
+			return o
+		}
+		// Every UPDATED report recorded: the rotation's load on the
+		// manager is over, and `service ps` shows it.
+		for i, a := range agents {
+			timeout := time.After(2*time.Minute + period)
+			for {
+				var ack reportAck
+				select {
+				case ack = <-a.acks:
+				case <-timeout:
+					b.Fatalf("live rotation %d: agent %d's report of %s not recorded after 2 minutes and a heartbeat period", r.n, i, r.secret)
+				}
+				if ack.err != nil {
+					b.Fatalf("live rotation %d: agent %d's report: %v", r.n, i, ack.err)
+				}
+				if ack.secret == r.secret {
+					o.reported[i] = ack.at.Sub(t0)
+					break
+				}
 			}
 		}
 		return o
@@ -502,6 +596,12 @@ func benchLiveAgents(b *testing.B, n int) {
 	// connection sets up buffers that later writes reuse (see benchGRPC).
 	rotate(live)
 	rotate(plain)
+	// The manager's CPU over one heartbeat period with no rotation: every
+	// agent's empty beat. A live rotation in beat mode spans about one
+	// period (it waits for every agent's report), so it includes these.
+	idle0 := procCPU(b, pid)
+	time.Sleep(period) // a measurement window, not a wait for an event
+	idleCPU := procCPU(b, pid) - idle0
 
 	var (
 		liveFile, liveReported, liveApplied, plainApplied []time.Duration // the last agent's, per rotation
@@ -523,8 +623,6 @@ func benchLiveAgents(b *testing.B, n int) {
 		for _, r := range order {
 			c0 := procCPU(b, pid)
 			o := rotate(r)
-			// Every agent's event comes after its report was recorded:
-			// the rotation's work on the manager is done.
 			c := procCPU(b, pid) - c0
 			if !r.live {
 				plainCPU += c
@@ -588,6 +686,7 @@ func benchLiveAgents(b *testing.B, n int) {
 	b.ReportMetric(nearestRank(liveFile, 0.5)/nearestRank(plainApplied, 0.5), "live-file/plain-applied-p50")
 	b.ReportMetric(ms(liveCPU)/float64(b.N*rotations), "manager-cpu-ms/live-rotation")
 	b.ReportMetric(ms(plainCPU)/float64(b.N*rotations), "manager-cpu-ms/plain-rotation")
+	b.ReportMetric(ms(idleCPU), "manager-cpu-ms/idle-period")
 	b.ReportMetric(float64(rss)/(1<<20), "manager-rss-MiB")
 	b.ReportMetric(float64(peak)/(1<<20), "manager-peak-rss-MiB")
 	b.ReportMetric(load0, "loadavg-1m-start")
