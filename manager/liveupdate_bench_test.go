@@ -57,10 +57,12 @@ import (
 // over it (the real mounter mounts the new file beneath the old one inside
 // the container's mount namespace: BenchmarkUpdate in ./linux, 0.25-0.7 ms
 // on this machine); there is no container record to rewrite, no pidfd
-// check and no signal; and the UPDATED report goes to the manager at once
-// on a Heartbeat call, where lockbox agent queues it for its next periodic
-// heartbeat (every 5 s by default: add 0 to one period to the report end
-// point for a real agent).
+// check and no signal. Every agent heartbeats at the manager's period (5 s,
+// LOCKBOX_BENCH_HEARTBEAT) from a random phase, and its UPDATED report,
+// with the secret IDs, rides its next heartbeat, as lockbox agent sends it
+// (agent/session's report queue); LOCKBOX_BENCH_LIVE_REPORTS=now sends it
+// at once on its own heartbeat instead: the least a report can take, and
+// the most load the reports put on the manager while the fan-out runs.
 //
 // Each run alternates live rotations with the baseline, same run: the
 // same rotation of a second service, placed the same way but without live
@@ -72,10 +74,15 @@ import (
 // (live-reported-last-*), the last agent applied the message (the live
 // rotation's own delivery, live-applied-last-*, and the baseline's,
 // plain-applied-last-*), the same over every agent and rotation
-// (live-file-all-*), the manager's RSS and peak RSS, its CPU per rotation,
-// and the load average; the simulated agents share the manager's cores.
+// (live-file-all-*), the manager's RSS and peak RSS, its CPU per live and
+// per baseline rotation and over one idle heartbeat period (every agent's
+// empty beat), and the load average; the simulated agents share the
+// manager's cores. At the end, `service ps` (ListServiceContainers) must
+// list every container as updated to the last secret, and every
+// container's file must hold its bytes.
 //
-// Run it with -benchtime 1x: LOCKBOX_BENCH_ROTATIONS (default 20) live
+// Run it with -benchtime 1x: LOCKBOX_BENCH_ROTATIONS (default 20, at most
+// 62: the manager takes 64 reports per node per heartbeat period) live
 // rotations, as many baseline ones. 10,000 agents need LOCKBOX_BENCH_10K=1.
 // LOCKBOX_BENCH_CPUPROFILE=dir writes the manager's CPU profile of the
 // timed rotations to dir/liveagents-<agents>.pprof. LOCKBOX_BENCH_TMPFS
