@@ -4,7 +4,6 @@ package manager
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -66,8 +65,10 @@ import (
 //
 // Each run alternates live rotations with the baseline, same run: the
 // same rotation of a second service, placed the same way but without live
-// update, which the agents receive and apply (grant delivery alone) and
-// whose running container must keep its files (checked). Both services
+// update, which the agents receive and apply (grant delivery alone). Each
+// agent holds a running container of each service; the pass over both
+// runs on every message, and the one without live update must keep the
+// files it started with (checked at the end). Both services
 // hold one 64-byte secret. Reported, over the rotations (nearest rank:
 // with 20 rotations p99 is the slowest): the time until the last agent's
 // file changed (live-file-last-*), the last UPDATED report recorded
@@ -122,18 +123,23 @@ type reportAck struct {
 	err    error
 }
 
-// liveAgent is a simulated agent holding one running container of the
-// live-update service.
+// simContainer is a simulated running container: its service and the
+// files it holds, in its own directory on a tmpfs.
+type simContainer struct {
+	id, service, dir string
+	files            []mounter.File
+}
+
+// liveAgent is a simulated agent holding one running container of each
+// service: the live-update one first, then the one without.
 type liveAgent struct {
-	container string
-	dir       string // the container's files, on a tmpfs
-	conn      *grpc.ClientConn
-	cancel    context.CancelFunc
-	disp      dapi.DispatcherClient
-	cache     *grants.Cache
-	files     []mounter.File // what the container holds
-	events    chan liveEvent
-	acks      chan reportAck
+	containers []*simContainer
+	conn       *grpc.ClientConn
+	cancel     context.CancelFunc
+	disp       dapi.DispatcherClient
+	cache      *grants.Cache
+	events     chan liveEvent
+	acks       chan reportAck
 	// now sends each UPDATED report at once on its own heartbeat; else
 	// it waits for the agent's next periodic heartbeat, as lockbox agent
 	// does (agent/session: the report queue).
@@ -149,7 +155,7 @@ func (a *liveAgent) close() {
 }
 
 // connectLiveAgent opens nd's session, applies its COMPLETE message,
-// "starts" its container (its files written, a MOUNTED report recorded),
+// "starts" its containers (their files written, MOUNTED reports recorded),
 // then follows the stream.
 func connectLiveAgent(nd node, hostname, addr, dir string, now bool, beat time.Duration) (*liveAgent, error) {
 	cfg, err := pki.ClientTLSFromPEM(nd.root, nd.cert)
@@ -161,8 +167,11 @@ func connectLiveAgent(nd node, hostname, addr, dir string, now bool, beat time.D
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &liveAgent{container: "c-" + nd.id, dir: dir, conn: conn, cancel: cancel, disp: dapi.NewDispatcherClient(conn),
+	a := &liveAgent{conn: conn, cancel: cancel, disp: dapi.NewDispatcherClient(conn),
 		cache: grants.NewCache(), events: make(chan liveEvent, 64), acks: make(chan reportAck, 64), now: now}
+	for _, svc := range []string{liveBenchService, plainBenchService} {
+		a.containers = append(a.containers, &simContainer{id: svc + "-" + nd.id, service: svc, dir: filepath.Join(dir, svc)})
+	}
 	fail := func(err error) (*liveAgent, error) {
 		a.close()
 		return nil, err
@@ -180,20 +189,24 @@ func connectLiveAgent(nd node, hostname, addr, dir string, now bool, beat time.D
 	if err := a.cache.Apply(first); err != nil {
 		return fail(err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fail(err)
+	// Each container starts with its service's files: a pass that mounts
+	// (everything is Added), live update or not.
+	var mounted []*dapi.MountReport
+	for _, c := range a.containers {
+		if err := os.MkdirAll(c.dir, 0o700); err != nil {
+			return fail(err)
+		}
+		changed, err := a.pass(c, true)
+		if err == nil && !changed {
+			err = fmt.Errorf("service %s's grants gave its container no file", c.service)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		mounted = append(mounted, c.report(dapi.MountReport_MOUNTED))
 	}
-	// The container starts with the service's files: the first pass
-	// "mounts" them all (everything is Added).
-	changed, err := a.livePass()
-	if err == nil && !changed {
-		err = errors.New("the service's grants gave the container no file")
-	}
-	if err == nil {
-		// Sent at once: the start is not what is measured.
-		_, err = a.heartbeat([]*dapi.MountReport{a.report(dapi.MountReport_MOUNTED)})
-	}
-	if err != nil {
+	// Sent at once: the start is not what is measured.
+	if _, err := a.heartbeat(mounted); err != nil {
 		return fail(err)
 	}
 	go a.beat(ctx, beat)
@@ -218,13 +231,26 @@ func (a *liveAgent) handle(m *dapi.SessionMessage) liveEvent {
 		return ev
 	}
 	ev.applied = time.Now()
-	changed, err := a.livePass()
-	if err != nil || !changed {
-		ev.err = err
+	// The agent's pass over every container it holds.
+	live := a.containers[0]
+	for _, c := range a.containers {
+		changed, err := a.pass(c, false)
+		if err != nil {
+			ev.err = err
+			return ev
+		}
+		if changed && c != live {
+			ev.err = fmt.Errorf("container %s of %s, a service without live update, had its files changed", c.id, c.service)
+			return ev
+		}
+		if changed {
+			ev.changed = time.Now()
+		}
+	}
+	if ev.changed.IsZero() {
 		return ev
 	}
-	ev.changed = time.Now()
-	r := a.report(dapi.MountReport_UPDATED)
+	r := live.report(dapi.MountReport_UPDATED)
 	if !a.now {
 		a.mu.Lock()
 		a.pending = append(a.pending, r)
@@ -262,45 +288,51 @@ func (a *liveAgent) beat(ctx context.Context, period time.Duration) {
 	}
 }
 
-// livePass is agent.liveUpdate for one container, with the swap
-// simulated: it reports whether the container's files changed.
-func (a *liveAgent) livePass() (bool, error) {
-	view, err := a.cache.Restrict(liveBenchService)
-	if err != nil || !view.LiveUpdate() {
+// pass is agent.liveUpdate for one container, with the swap simulated
+// (mount: the container's start, which takes its service's files whether
+// or not it has live update). It reports whether the files changed.
+func (a *liveAgent) pass(c *simContainer, mount bool) (bool, error) {
+	view, err := a.cache.Restrict(c.service)
+	if err != nil {
 		return false, err
+	}
+	if !mount && !view.LiveUpdate() {
+		// Running containers of a service without live update keep
+		// what they have, as under swarm.
+		return false, nil
 	}
 	plan, err := mounter.NewPlan(mounter.Linux, view.Grants())
 	if err != nil {
 		return false, err
 	}
-	plan.Owner = a.container
-	diff := mounter.DiffFiles(a.files, plan.Files)
+	plan.Owner = c.id
+	diff := mounter.DiffFiles(c.files, plan.Files)
 	if diff.Empty() {
 		return false, nil
 	}
 	for _, f := range append(diff.Added, diff.Changed...) {
-		if err := a.swap(f, view); err != nil {
+		if err := c.swap(f, view); err != nil {
 			return false, err
 		}
 	}
 	for _, f := range diff.Removed {
-		if err := os.Remove(a.path(f)); err != nil {
+		if err := os.Remove(c.path(f)); err != nil {
 			return false, err
 		}
 	}
-	a.files = plan.Files
+	c.files = plan.Files
 	return true, nil
 }
 
 // path is where the simulated container sees f: one file per target.
-func (a *liveAgent) path(f mounter.File) string {
-	return filepath.Join(a.dir, strings.ReplaceAll(strings.TrimPrefix(f.Target, "/"), "/", "%"))
+func (c *simContainer) path(f mounter.File) string {
+	return filepath.Join(c.dir, strings.ReplaceAll(strings.TrimPrefix(f.Target, "/"), "/", "%"))
 }
 
 // swap writes f's bytes beside the file at its target and renames them
 // over it: a reader sees the old file or the new one, never a partial one.
-func (a *liveAgent) swap(f mounter.File, view *grants.Restricted) error {
-	dst := a.path(f)
+func (c *simContainer) swap(f mounter.File, view *grants.Restricted) error {
+	dst := c.path(f)
 	tmp := dst + ".new"
 	err := view.WithSecret(f.SecretID, func(data []byte) error {
 		fd, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, f.Mode.Perm())
@@ -321,9 +353,9 @@ func (a *liveAgent) swap(f mounter.File, view *grants.Restricted) error {
 
 // report is what the container holds now, with the secret IDs, as the
 // agent's report says it.
-func (a *liveAgent) report(ev dapi.MountReport_Event) *dapi.MountReport {
-	r := &dapi.MountReport{Event: ev, ContainerId: a.container, ServiceName: liveBenchService}
-	for _, f := range a.files {
+func (c *simContainer) report(ev dapi.MountReport_Event) *dapi.MountReport {
+	r := &dapi.MountReport{Event: ev, ContainerId: c.id, ServiceName: c.service}
+	for _, f := range c.files {
 		r.SecretNames = append(r.SecretNames, f.SecretName)
 		r.SecretIds = append(r.SecretIds, f.SecretID)
 	}
@@ -348,6 +380,7 @@ type liveRotator struct {
 	svc    *types.Service
 	n      int
 	data   string
+	first  string // the data of the first secret
 	secret string // the current secret's ID
 }
 
@@ -357,6 +390,9 @@ func (r *liveRotator) rotate(ctx context.Context) (time.Time, uint64, error) {
 	r.n++
 	r.data = fmt.Sprintf("%s-%d-", r.name, r.n)
 	r.data += strings.Repeat("x", liveBenchBytes-len(r.data))
+	if r.n == 1 {
+		r.first = r.data
+	}
 	cr, err := r.adm.CreateSecret(ctx, &adminapi.CreateSecretRequest{Spec: &types.SecretSpec{Name: fmt.Sprintf("%s-%d", r.name, r.n)}, Data: []byte(r.data)})
 	if err != nil {
 		return time.Time{}, 0, err
@@ -443,12 +479,12 @@ func benchLiveAgents(b *testing.B, n int) {
 	if v, err := time.ParseDuration(os.Getenv("LOCKBOX_BENCH_HEARTBEAT")); err == nil && v > 0 {
 		period = v
 	}
-	// Each agent reports once per live rotation, plus its mount and the
-	// untimed rotation; the manager takes dapi.MaxMountReports per node
-	// per heartbeat period.
-	if reports := b.N*rotations + 2; reports > dapi.MaxMountReports {
+	// Each agent reports once per live rotation, plus its two mounts and
+	// the untimed rotation; the manager takes dapi.MaxMountReports per
+	// node per heartbeat period.
+	if reports := b.N*rotations + 3; reports > dapi.MaxMountReports {
 		b.Fatalf("%d rotations make %d reports per node, more than the %d a node may send per heartbeat period: run with -benchtime 1x and LOCKBOX_BENCH_ROTATIONS <= %d",
-			b.N*rotations, reports, dapi.MaxMountReports, dapi.MaxMountReports-2)
+			b.N*rotations, reports, dapi.MaxMountReports, dapi.MaxMountReports-3)
 	}
 	shm := liveTmpfs(b)
 	profDir := os.Getenv("LOCKBOX_BENCH_CPUPROFILE")
@@ -525,7 +561,7 @@ func benchLiveAgents(b *testing.B, n int) {
 		}
 	}()
 	rss := vmRSS(b, pid)
-	b.Logf("%d agents connected, each holding a running container, in %.1f s; manager RSS %.1f MiB (%.1f KiB more per agent); reports %s, heartbeat every %v",
+	b.Logf("%d agents connected, each holding a running container of each service, in %.1f s; manager RSS %.1f MiB (%.1f KiB more per agent); reports %s, heartbeat every %v",
 		n, time.Since(connectStart).Seconds(), float64(rss)/(1<<20), float64(rss-rssBefore)/1024/float64(n), mode, period)
 
 	// rotate makes one rotation of r and waits for every agent's event
@@ -568,7 +604,7 @@ func benchLiveAgents(b *testing.B, n int) {
 				case r.live:
 					o.changed[i] = ev.changed.Sub(t0)
 				case !ev.changed.IsZero():
-					b.Fatalf("rotation %d of %s, a service without live update: agent %d changed its running container's file", r.n, r.name, i)
+					b.Fatalf("rotation %d of %s: agent %d changed the files of its %s container, whose grants did not change", r.n, r.name, i, liveBenchService)
 				}
 				break
 			}
@@ -674,10 +710,15 @@ func benchLiveAgents(b *testing.B, n int) {
 			b.Fatalf("service ps: container %s is %q with %v, want updated with %s", row.GetContainerId(), row.GetState(), s, live.secret)
 		}
 	}
+	// The containers of the service without live update kept the bytes
+	// they started with.
 	for _, a := range agents {
-		got, err := os.ReadFile(a.path(a.files[0]))
-		if err != nil || string(got) != live.data {
-			b.Fatalf("%s holds %q (%v), want %q", a.path(a.files[0]), got, err, live.data)
+		for i, want := range []string{live.data, plain.first} {
+			c := a.containers[i]
+			got, err := os.ReadFile(c.path(c.files[0]))
+			if err != nil || string(got) != want {
+				b.Fatalf("%s holds %q (%v), want %q", c.path(c.files[0]), got, err, want)
+			}
 		}
 	}
 
