@@ -16,11 +16,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
@@ -79,6 +82,9 @@ type liveAgent struct {
 	now     bool
 	mu      sync.Mutex
 	pending []*dapi.MountReport
+	// refused counts the heartbeats with reports that the manager
+	// refused (etcd overloaded: the reports wait for the next beat).
+	refused atomic.Int64
 }
 
 func (a *liveAgent) close() {
@@ -191,8 +197,26 @@ func (a *liveAgent) handle(m *dapi.SessionMessage) liveEvent {
 		return ev
 	}
 	at, err := a.heartbeat([]*dapi.MountReport{r})
+	if a.keep([]*dapi.MountReport{r}, err) {
+		return ev // the next beat sends it again
+	}
 	a.acks <- reportAck{secret: strings.Join(r.SecretIds, ","), at: at, err: err}
 	return ev
+}
+
+// keep puts reports that a heartbeat failed to deliver back at the head of
+// the queue, as the agent's report queue does for any error but
+// InvalidArgument (agent/session), counts the refusal, and reports whether
+// it did.
+func (a *liveAgent) keep(sent []*dapi.MountReport, err error) bool {
+	if err == nil || status.Code(err) == codes.InvalidArgument {
+		return false
+	}
+	a.refused.Add(1)
+	a.mu.Lock()
+	a.pending = append(sent, a.pending...)
+	a.mu.Unlock()
+	return true
 }
 
 // beat heartbeats every period from a random phase, as lockbox agent does
@@ -213,6 +237,10 @@ func (a *liveAgent) beat(ctx context.Context, period time.Duration) {
 		at, err := a.heartbeat(sent)
 		if ctx.Err() != nil {
 			return
+		}
+		if a.keep(sent, err) {
+			t.Reset(period)
+			continue
 		}
 		for _, r := range sent {
 			a.acks <- reportAck{secret: strings.Join(r.SecretIds, ","), at: at, err: err}

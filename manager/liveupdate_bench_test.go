@@ -408,6 +408,13 @@ func benchLiveAgents(b *testing.B, n int) {
 	}
 	load := load1()
 	peak := vmHWM(b, pid)
+	var refused int64
+	for _, a := range agents {
+		refused += a.refused.Load()
+	}
+	if refused > 0 {
+		b.Logf("the manager refused %d heartbeats with reports (the agents sent them again on their next beat)", refused)
+	}
 
 	// What `lockbox service ps` shows: every container updated to the
 	// last secret. And every container's file holds its bytes.
@@ -457,6 +464,7 @@ func benchLiveAgents(b *testing.B, n int) {
 	b.ReportMetric(ms(idleCPU), "manager-cpu-ms/idle-period")
 	b.ReportMetric(float64(rss)/(1<<20), "manager-rss-MiB")
 	b.ReportMetric(float64(peak)/(1<<20), "manager-peak-rss-MiB")
+	b.ReportMetric(float64(refused), "report-beats-refused")
 	b.ReportMetric(load0, "loadavg-1m-start")
 	b.ReportMetric(load, "loadavg-1m-end")
 	benchinfo.Print(b)
