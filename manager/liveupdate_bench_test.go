@@ -53,6 +53,9 @@ import (
 // (agent/session's report queue); LOCKBOX_BENCH_LIVE_REPORTS=now sends it
 // at once on its own heartbeat instead: the least a report can take, and
 // the most load the reports put on the manager while the fan-out runs.
+// A heartbeat whose reports the manager refuses (etcd's "too many
+// requests" at 10,000 agents) keeps them for the next beat, as the agent's
+// report queue does (report-beats-refused counts them).
 //
 // Each run alternates live rotations with the baseline, same run: the
 // same rotation of a second service, placed the same way but without live
