@@ -32,6 +32,7 @@ sets=(
 	"shimopts|-|./plugin/shim|-bench BenchmarkRuncOptionsAny"
 	"grpc|-|./manager|-bench BenchmarkGRPCStreams -benchtime 1x -count 2"
 	"storm|-|./manager|-bench BenchmarkReconnectStorm -benchtime 1x -count 2"
+	"liveagents|-|./manager|-bench BenchmarkLiveUpdateAgents -benchtime 1x"
 	"containerd|containerd|./bench|-bench BenchmarkContainerLifecycle -benchtime 100x"
 	"wrapperexec|containerd|./bench|-bench BenchmarkWrapperExec -benchtime 1000x"
 	"shim|containerd|./bench|-bench BenchmarkShimLifecycle -benchtime 200x"
