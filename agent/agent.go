@@ -16,8 +16,13 @@ import (
 	"github.com/lockbox-project/lockbox/agent/grants"
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	api "github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/internal/steptrace"
 	"github.com/lockbox-project/lockbox/mounter"
 )
+
+// trace is the phase benchmark's step trace (internal/steptrace): nil, and
+// each step a nil check, unless its variable is set when the agent starts.
+var trace = steptrace.Open(os.Getenv)
 
 // Config is what an Agent is made of.
 type Config struct {
@@ -193,6 +198,7 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	if !validContainerID(id) {
 		return nil, nil, errdefs.Errorf(errdefs.Invalid, "container id %q: not a container ID", id)
 	}
+	trace.Mark(id, "agent-prepare")
 	if c.GetService() == "" {
 		return nil, nil, errdefs.Errorf(errdefs.Invalid, "container %s claims no service", id)
 	}
@@ -207,6 +213,7 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	if err != nil {
 		return nil, nil, err
 	}
+	trace.Mark(id, "agent-identified")
 	mc := toMounterContainer(c)
 	a.mu.Lock()
 	h := a.held[id]
@@ -252,10 +259,12 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	// The mount is marked for this container: after a restart the agent
 	// takes back this container's mounts and no other's.
 	plan.Owner = id
+	trace.Mark(id, "agent-planned")
 	m, err := a.mounter.Build(ctx, plan, view)
 	if err != nil {
 		return nil, nil, fmt.Errorf("container %s, service %q: build secrets mount: %w", id, c.GetService(), err)
 	}
+	trace.Mark(id, "agent-built")
 	rec := record{ID: id, Service: c.GetService(), Pid: who.Pid, PidStart: who.PidStart, MntNS: who.MntNS,
 		UIDMappings: mc.UIDMappings, GIDMappings: mc.GIDMappings}
 	if who.Pid > 0 {
@@ -277,12 +286,14 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 		m.Wipe()
 		return nil, nil, err
 	}
+	trace.Mark(id, "agent-recorded")
 	resp, files, err := a.deliver(ctx, m, req, mc, plan)
 	if err != nil {
 		m.Wipe()
 		a.records.remove(id)
 		return nil, nil, err
 	}
+	trace.Mark(id, "agent-attached")
 	a.mu.Lock()
 	a.held[id] = &held{rec: rec, mount: m, uid: mc.UIDMappings, gid: mc.GIDMappings, files: plan.Files}
 	a.mu.Unlock()
@@ -292,9 +303,12 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 		}
 		return nil, nil, err
 	}
+	trace.Mark(id, "agent-watched")
 	a.log.Info("secrets mounted", "container", id, "service", rec.Service, "files", len(plan.Files), "attach", req.GetAttach(), "pid", rec.Pid)
 	names, ids := fileNames(plan.Files)
+	trace.Mark(id, "agent-logged")
 	a.reportMounted(id, rec.Service, names, ids)
+	trace.Mark(id, "agent-reported")
 	return resp, files, nil
 }
 

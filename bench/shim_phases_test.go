@@ -32,6 +32,15 @@ var shimSteps = []struct{ name, what string }{
 	{"runc-create", "shim: before the inner create"},
 	{"runc-created", "shim: runc create (the runc task service's Create)"},
 	{"recorded", "shim: init's start time read, claim record written to the bundle"},
+	{"agent-prepare", "agent (real agent only): Prepare request decoded and handed to the agent"},
+	{"agent-identified", "agent: container lock, caller's process identified (/proc stat, mount namespace)"},
+	{"agent-planned", "agent: claim rules admitted, plan made"},
+	{"agent-built", "agent: tmpfs built, files written"},
+	{"agent-recorded", "agent: container record written"},
+	{"agent-attached", "agent: attached into the container (pidfd, setns, move_mount)"},
+	{"agent-watched", "agent: exit watch registered"},
+	{"agent-logged", "agent: 'secrets mounted' logged"},
+	{"agent-reported", "agent: mount reported to the session"},
 	{"prepared", "shim: agent Prepare round trip (build tmpfs, enter namespace, attach)"},
 	{"create-done", "shim: Create returns"},
 	{"task-created", "client: NewTask returned"},
@@ -40,6 +49,8 @@ var shimSteps = []struct{ name, what string }{
 	{"io-done", "client: stdio copied"},
 	{"delete", "shim: Delete runs"},
 	{"runc-deleted", "shim: runc delete (the runc task service's Delete)"},
+	{"agent-release", "agent (real agent only): Release request decoded"},
+	{"agent-released", "agent: released (answered; its wipe may follow)"},
 	{"delete-done", "shim: release (record read, agent Release, record removed)"},
 	{"stop", "shim manager's Stop (a separate process) runs"},
 	{"stop-done", "shim manager's Stop, with its release from disk"},
@@ -56,6 +67,9 @@ var shimSteps = []struct{ name, what string }{
 // difference to the runc shim and to the plain Lockbox shim.
 func BenchmarkShimPhases(b *testing.B) {
 	trace := filepath.Join(b.TempDir(), "shim-trace")
+	// In the environment too: the real agent (LOCKBOX_BENCH_REAL_AGENT)
+	// inherits it and traces its side of a Prepare and a Release.
+	b.Setenv(shim.TraceEnv, trace)
 	variants, _ := shimVariants(b, shim.TraceEnv+"="+trace)
 	// marks[id][step] = CLOCK_MONOTONIC ns ("begin": the lifecycle's).
 	var mu sync.Mutex

@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/lockbox-project/lockbox/agent/localapi"
+	"github.com/lockbox-project/lockbox/internal/steptrace"
 	"github.com/lockbox-project/lockbox/plugin/claimrecord"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
@@ -49,7 +50,7 @@ type service struct {
 	bundles map[string]string
 	// trace is the phase benchmark's tracer (trace_linux.go), nil
 	// otherwise.
-	trace *tracer
+	trace *steptrace.Tracer
 }
 
 func newService(inner taskAPI.TTRPCTaskService, socket string) *service {
@@ -78,10 +79,10 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 // was promised, and left to containerd the cleanup hangs on the live
 // init's stdio.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
-	s.trace.mark(r.ID, "create")
-	defer s.trace.mark(r.ID, "create-done")
+	s.trace.Mark(r.ID, "create")
+	defer s.trace.Mark(r.ID, "create-done")
 	c, err := hotpath.ReadClaim(r.Bundle)
-	s.trace.mark(r.ID, "claim-read")
+	s.trace.Mark(r.ID, "claim-read")
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -91,7 +92,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, fmt.Errorf("lockbox: container %s: %w", r.ID, err)
 	}
 	if c == nil {
-		s.trace.mark(r.ID, "runc-create")
+		s.trace.Mark(r.ID, "runc-create")
 		return s.TTRPCTaskService.Create(ctx, r)
 	}
 	// The claim rules' containerd namespace: the one containerd's request
@@ -107,7 +108,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, fail(fmt.Errorf("lockbox agent not reachable: %w", err))
 	}
 	defer cl.Close()
-	s.trace.mark(r.ID, "dialled")
+	s.trace.Mark(r.ID, "dialled")
 	if c.NeedsMountpoints() {
 		// After the create the agent cannot make the mountpoints (a
 		// read-only root, a user namespace): runc must. A claim the agent
@@ -115,15 +116,15 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		if err := addMountpoints(ctx, cl, c, r.ID); err != nil {
 			return nil, fail(err)
 		}
-		s.trace.mark(r.ID, "targets")
+		s.trace.Mark(r.ID, "targets")
 	}
 
-	s.trace.mark(r.ID, "runc-create")
+	s.trace.Mark(r.ID, "runc-create")
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	s.trace.mark(r.ID, "runc-created")
+	s.trace.Mark(r.ID, "runc-created")
 	s.mu.Lock()
 	s.bundles[r.ID] = r.Bundle
 	s.mu.Unlock()
@@ -165,9 +166,9 @@ func (s *service) prepare(ctx context.Context, cl *agentconn.Conn, c *hotpath.Cl
 	if err := claimrecord.Write(bundle, claimrecord.Record{ID: id, Service: c.Service, Pid: int32(pid), PidStart: start}); err != nil {
 		return err
 	}
-	s.trace.mark(id, "recorded")
+	s.trace.Mark(id, "recorded")
 	mounts, files, err := cl.Prepare(c.Container(id, pid, "/"), true)
-	s.trace.mark(id, "prepared")
+	s.trace.Mark(id, "prepared")
 	for _, f := range files {
 		// The agent attached itself; an fd here is unexpected and not
 		// ours to keep.
@@ -233,13 +234,13 @@ func (s *service) takeBack(ctx context.Context, id, bundle string) {
 // output was drained); beside runc's delete it slowed runc's delete more
 // than it saved. On a loaded machine neither beat this order.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
-	s.trace.mark(r.ID, "delete")
+	s.trace.Mark(r.ID, "delete")
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil || r.ExecID != "" {
 		return resp, err
 	}
-	s.trace.mark(r.ID, "runc-deleted")
-	defer s.trace.mark(r.ID, "delete-done")
+	s.trace.Mark(r.ID, "runc-deleted")
+	defer s.trace.Mark(r.ID, "delete-done")
 	bundle := s.forget(r.ID)
 	if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
 		log.G(ctx).WithError(err).WithField("id", r.ID).Warn("lockbox: release")
