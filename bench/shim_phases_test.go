@@ -119,14 +119,14 @@ func BenchmarkShimPhases(b *testing.B) {
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%s: median ms from the previous step the variant has (n=%d per variant)\n", b.Name(), b.N)
-	cols := []string{"runc", "plain", "claim", "real-claim"}[:len(variants)]
+	cols := []string{"runc", "plain", "claim", "real-runc", "real-claim"}[:len(variants)]
 	fmt.Fprintf(&sb, "%-18s", "step")
 	for _, c := range cols {
 		fmt.Fprintf(&sb, " %10s", c)
 	}
 	fmt.Fprintf(&sb, " %11s %11s", "claim-runc", "claim-plain")
-	if len(variants) > 3 {
-		fmt.Fprintf(&sb, " %11s", "real-runc")
+	if len(variants) > realRunc {
+		fmt.Fprintf(&sb, " %11s", "real-r-runc")
 	}
 	sb.WriteString("  what\n")
 	cell := func(k int, step string) (float64, bool) {
@@ -154,14 +154,17 @@ func BenchmarkShimPhases(b *testing.B) {
 			}
 		}
 		fmt.Fprintf(&sb, " %11s %11s", diff(2, 0, st.name), diff(2, 1, st.name))
-		if len(variants) > 3 {
-			fmt.Fprintf(&sb, " %11s", diff(3, 0, st.name))
+		if len(variants) > realRunc {
+			fmt.Fprintf(&sb, " %11s", diff(realRunc+1, realRunc, st.name))
 		}
 		fmt.Fprintf(&sb, "  %s\n", st.what)
 	}
 	fmt.Print(sb.String())
 	b.ReportMetric(float64(meds[2])/float64(meds[0]), "claim/runc-shim")
 	b.ReportMetric(ms(meds[2]-meds[0]), "claim-added-ms")
+	if len(variants) > realRunc {
+		reportRealAgent(b, times[realRunc], times[realRunc+1])
+	}
 }
 
 // monotonic is CLOCK_MONOTONIC in ns, the clock of the shim's trace.

@@ -32,9 +32,10 @@ type shimVariant struct {
 // shims talk to it (env is added to containerd's environment), and returns
 // the shim benchmarks' variants: runc-shim (the baseline),
 // lockbox-shim-plain and lockbox-shim-claim; with LOCKBOX_BENCH_REAL_AGENT
-// set, also real-agent-shim-claim: the same claim through a second
-// containerd whose shims talk to a real manager and "lockbox agent" (its
-// own process, its records and exit watch), as on a node; the test agent
+// set, also real-agent-runc-shim and real-agent-shim-claim: the runc
+// shim and the same claim through a second containerd whose shims talk to
+// a real manager and "lockbox agent" (its own process, its records and
+// exit watch), as on a node; the test agent
 // runs in the benchmark's process, beside the client, and keeps no
 // records. It also returns the test agent, whose mounts must all be
 // released at the end.
@@ -67,7 +68,12 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 		&shimVariant{name: "lockbox-shim-claim", runtime: lockboxShim, claim: true})
 	if os.Getenv("LOCKBOX_BENCH_REAL_AGENT") != "" {
 		cr := realAgentContainerd(b, secrets, dir, env)
-		variants = append(variants, on(cr, &shimVariant{name: "real-agent-shim-claim", runtime: lockboxShim, claim: true})...)
+		// Its own runc baseline: a second containerd is another process
+		// with its own state, and the claim is compared with what a plain
+		// runc container costs on that one.
+		variants = append(variants, on(cr,
+			&shimVariant{name: "real-agent-runc-shim", runtime: runcShim},
+			&shimVariant{name: "real-agent-shim-claim", runtime: lockboxShim, claim: true})...)
 	}
 	return variants, a
 }
@@ -96,3 +102,7 @@ func variantNames(vs []*shimVariant) []string {
 	}
 	return names
 }
+
+// realRunc is the index of real-agent-runc-shim among shimVariants' variants
+// (real-agent-shim-claim follows it), when LOCKBOX_BENCH_REAL_AGENT is set.
+const realRunc = 3
