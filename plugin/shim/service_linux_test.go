@@ -40,6 +40,8 @@ type fakeTasks struct {
 	mounts []mountSpec
 	// onDelete, if set, runs in Delete (runc's delete).
 	onDelete func()
+	// deleteErr, if set, is runc's delete's answer.
+	deleteErr error
 }
 
 type mountSpec struct {
@@ -89,6 +91,9 @@ func (f *fakeTasks) Delete(_ context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		call += "/" + r.ExecID
 	}
 	f.record(call)
+	if f.deleteErr != nil {
+		return nil, f.deleteErr
+	}
 	return &taskAPI.DeleteResponse{}, nil
 }
 
@@ -408,5 +413,47 @@ func TestReleasedAfterRuncDelete(t *testing.T) {
 	}
 	if _, n := a.counts(); n != 1 {
 		t.Errorf("%d releases after the delete, want 1", n)
+	}
+}
+
+// The release is made ready beside runc's delete (record read, agent
+// dialled) but sent only once runc's delete has succeeded: a delete runc
+// refuses leaves the container its secrets and the record for later.
+func TestReleaseWaitsForRuncDelete(t *testing.T) {
+	tests := []struct {
+		name       string
+		deleteErr  error
+		releases   int
+		recordKept bool
+	}{
+		{"runc's delete succeeds: released, record removed", nil, 1, false},
+		{"runc's delete fails: nothing released, record kept", errors.New("cannot delete running task"), 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, sock := startFakeAgent(t)
+			inner := &fakeTasks{pid: uint32(os.Getpid()), deleteErr: tc.deleteErr}
+			s := newService(inner, sock)
+			ctx := context.Background()
+			bundle := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
+			if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}); err != nil {
+				t.Fatal(err)
+			}
+			released := -1
+			inner.onDelete = func() { _, released = a.counts() }
+			_, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"})
+			if (err != nil) != (tc.deleteErr != nil) {
+				t.Fatalf("Delete: %v, want runc's error %v", err, tc.deleteErr)
+			}
+			if released != 0 {
+				t.Errorf("%d releases while runc's delete ran, want 0", released)
+			}
+			if _, n := a.counts(); n != tc.releases {
+				t.Errorf("%d releases after the delete, want %d", n, tc.releases)
+			}
+			if rec, _ := claimrecord.Read(bundle); (rec != nil) != tc.recordKept {
+				t.Errorf("record after the delete: %+v, want kept %v", rec, tc.recordKept)
+			}
+		})
 	}
 }
