@@ -280,27 +280,35 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 		// /proc/<pid>/root instead.
 		rec.Rootfs = c.GetRootfs()
 	}
-	// Record before the files can appear in the container, so that a
-	// crash right after leaves a trace to clean up.
-	if err := a.records.put(rec); err != nil {
-		m.Wipe()
-		return nil, nil, err
-	}
-	trace.Mark(id, "agent-recorded")
+	// The record is written beside the attach (each about a tenth and a
+	// half of a millisecond, on the claim's critical path: BenchmarkShimPhases),
+	// and both are done before the answer. The answer is what commits the
+	// container: every caller fails closed without it (the shim and the
+	// runtime wrapper kill and delete the container, NRI fails its start, a
+	// hook fails runc's create), so an agent that dies between the attach
+	// and the record leaves files only in a container that never starts,
+	// and they go with its mount namespace (the dead agent's fds were the
+	// tmpfs's only other reference). A record that lands without its attach
+	// is found ended or released by the caller's cleanup, as before.
+	recorded := make(chan error, 1)
+	go func() { recorded <- a.records.put(rec) }()
 	resp, files, err := a.deliver(ctx, m, req, mc, plan)
+	trace.Mark(id, "agent-attached")
+	if perr := <-recorded; perr != nil && err == nil {
+		closeFiles(files)
+		err = perr
+	}
 	if err != nil {
 		m.Wipe()
 		a.records.remove(id)
 		return nil, nil, err
 	}
-	trace.Mark(id, "agent-attached")
+	trace.Mark(id, "agent-recorded")
 	a.mu.Lock()
 	a.held[id] = &held{rec: rec, mount: m, uid: mc.UIDMappings, gid: mc.GIDMappings, files: plan.Files}
 	a.mu.Unlock()
 	if err := a.watchPrepared(rec); err != nil {
-		for _, f := range files {
-			f.Close()
-		}
+		closeFiles(files)
 		return nil, nil, err
 	}
 	trace.Mark(id, "agent-watched")
@@ -461,6 +469,12 @@ func (a *Agent) again(ctx context.Context, h *held, req *api.PrepareRequest, mc 
 		return resp, nil, nil
 	}
 	return a.deliver(ctx, h.mount, req, mc, nil)
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 func targets(p *mounter.Plan) []string {
