@@ -31,7 +31,7 @@ var shimSteps = []struct{ name, what string }{
 	{"targets", "shim: Targets round trip (read-only root or user namespace only)"},
 	{"runc-create", "shim: before the inner create"},
 	{"runc-created", "shim: runc create (the runc task service's Create)"},
-	{"recorded", "shim: init's start time read, claim record written to the bundle"},
+	{"recorded", "shim: waited for the claim record, written to the bundle beside runc's create"},
 	{"agent-prepare", "agent (real agent only): Prepare request decoded and handed to the agent"},
 	{"agent-identified", "agent: container lock, caller's process identified (/proc stat, mount namespace)"},
 	{"agent-planned", "agent: claim rules admitted, plan made"},
