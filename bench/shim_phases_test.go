@@ -128,13 +128,19 @@ func BenchmarkShimPhases(b *testing.B) {
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%s: median ms from the previous step the variant has (n=%d per variant)\n", b.Name(), b.N)
-	cols := []string{"runc", "plain", "claim", "real-runc", "real-claim"}[:len(variants)]
+	short := map[string]string{"runc-shim": "runc", "lockbox-shim-plain": "plain", "lockbox-shim-claim": "claim",
+		"real-agent-runc-shim": "real-runc", "real-agent-shim-claim": "real-claim",
+		"compare-shim-claim": "cmp-claim", "compare-real-shim-claim": "cmp-real"}
+	cols := make([]string, len(variants))
+	for k, v := range variants {
+		cols[k] = short[v.name]
+	}
 	fmt.Fprintf(&sb, "%-18s", "step")
 	for _, c := range cols {
 		fmt.Fprintf(&sb, " %10s", c)
 	}
 	fmt.Fprintf(&sb, " %11s %11s", "claim-runc", "claim-plain")
-	if len(variants) > realRunc {
+	if hasRealAgent(variants) {
 		fmt.Fprintf(&sb, " %11s", "real-r-runc")
 	}
 	sb.WriteString("  what\n")
@@ -163,7 +169,7 @@ func BenchmarkShimPhases(b *testing.B) {
 			}
 		}
 		fmt.Fprintf(&sb, " %11s %11s", diff(2, 0, st.name), diff(2, 1, st.name))
-		if len(variants) > realRunc {
+		if hasRealAgent(variants) {
 			fmt.Fprintf(&sb, " %11s", diff(realRunc+1, realRunc, st.name))
 		}
 		fmt.Fprintf(&sb, "  %s\n", st.what)
@@ -194,7 +200,7 @@ func BenchmarkShimPhases(b *testing.B) {
 	fmt.Print(sb.String())
 	b.ReportMetric(float64(meds[2])/float64(meds[0]), "claim/runc-shim")
 	b.ReportMetric(ms(meds[2]-meds[0]), "claim-added-ms")
-	if len(variants) > realRunc {
+	if hasRealAgent(variants) {
 		reportRealAgent(b, times[realRunc], times[realRunc+1])
 	}
 }

@@ -39,7 +39,7 @@ func BenchmarkShimLifecycle(b *testing.B) {
 	b.ReportMetric(ms(meds[2]-meds[0]), "claim-added-ms")
 	b.ReportMetric(ms(median(pairedDiffs(times[0], times[2]))), "claim-added-ms-paired")
 	b.ReportMetric(ms(median(pairedDiffs(times[0], times[1]))), "plain-added-ms-paired")
-	if len(variants) > realRunc {
+	if hasRealAgent(variants) {
 		reportRealAgent(b, times[realRunc], times[realRunc+1])
 	}
 	if held := a.Held(); len(held) != 0 {

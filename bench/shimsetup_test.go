@@ -37,8 +37,10 @@ type shimVariant struct {
 // a real manager and "lockbox agent" (its own process, its records and
 // exit watch), as on a node; the test agent
 // runs in the benchmark's process, beside the client, and keeps no
-// records. It also returns the test agent, whose mounts must all be
-// released at the end.
+// records. LOCKBOX_BENCH_COMPARE_BIN=DIR adds compare-shim-claim (and,
+// with the real agent, compare-real-shim-claim): the same claims through
+// DIR's build, each on a containerd of its own. It also returns the test
+// agent, whose mounts must all be released at the end.
 func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAgent) {
 	dir := os.Getenv("LOCKBOX_BIN")
 	if dir == "" {
@@ -75,6 +77,18 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 			&shimVariant{name: "real-agent-runc-shim", runtime: runcShim},
 			&shimVariant{name: "real-agent-shim-claim", runtime: lockboxShim, claim: true})...)
 	}
+	if cmp := os.Getenv("LOCKBOX_BENCH_COMPARE_BIN"); cmp != "" {
+		// Another build's shim (and, with the real agent, its manager and
+		// agent) in the same alternation: before and after under the same
+		// load, which runs one after the other on a shared machine are not.
+		cc := harness.StartContainerd(b, harness.Options{ShimDir: cmp, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}, env...)})
+		cc.Import("default", harness.ImageConfig{Name: image})
+		variants = append(variants, on(cc, &shimVariant{name: "compare-shim-claim", runtime: lockboxShim, claim: true})...)
+		if os.Getenv("LOCKBOX_BENCH_REAL_AGENT") != "" {
+			cr := realAgentContainerd(b, secrets, cmp, env)
+			variants = append(variants, on(cr, &shimVariant{name: "compare-real-shim-claim", runtime: lockboxShim, claim: true})...)
+		}
+	}
 	return variants, a
 }
 
@@ -106,3 +120,9 @@ func variantNames(vs []*shimVariant) []string {
 // realRunc is the index of real-agent-runc-shim among shimVariants' variants
 // (real-agent-shim-claim follows it), when LOCKBOX_BENCH_REAL_AGENT is set.
 const realRunc = 3
+
+// hasRealAgent reports whether variants hold the real agent's pair at
+// realRunc.
+func hasRealAgent(variants []*shimVariant) bool {
+	return len(variants) > realRunc+1 && variants[realRunc].name == "real-agent-runc-shim"
+}
