@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// exitWatch tells the agent, within exitPoll, that the process of a
+// exitWatch tells the agent, within milliseconds, that the process of a
 // container it holds has exited: a pidfd per watched process, all in one
 // epoll set, waited on by one goroutine. A pidfd becomes readable when its
 // process exits (zombie or reaped), and names that process and no other, so
@@ -40,9 +39,6 @@ type pidWatch struct {
 
 // wakeKey is the epoll data of wakeFd; watch keys start at 1.
 const wakeKey = 0
-
-// exitPoll is how often the loop looks for exits (loop).
-const exitPoll = 200 * time.Millisecond
 
 // exitWatchKnown: this platform can watch a container's process exit.
 const exitWatchKnown = true
@@ -164,30 +160,11 @@ func (w *exitWatch) start() {
 	go w.loop(w.done)
 }
 
-// loop looks for exits every exitPoll, not as they happen: it sleeps on
-// the wake eventfd alone and then takes the pidfds that have become
-// readable without blocking. Woken by each exit, the agent ran on the
-// container's exit path, beside the runtime's reaper and containerd's
-// handling of the exit, on machines with no core to spare
-// (BenchmarkShimPhases: the real agent's exit event came 0.5–2 ms after
-// its runc baseline's, the test agent's, which watches nothing, less). A
-// tick that finds nothing costs two syscalls; an exit is now seen up to
-// exitPoll late, and wiped at most exitPoll + exitDrain after it, within
-// the second issue 12 allows.
 func (w *exitWatch) loop(done chan struct{}) {
 	defer close(done)
 	events := make([]unix.EpollEvent, 64)
-	wake := []unix.PollFd{{Fd: int32(w.wakeFd), Events: unix.POLLIN}}
 	for {
-		wake[0].Revents = 0
-		if _, err := unix.Poll(wake, int(exitPoll/time.Millisecond)); err != nil && !errors.Is(err, unix.EINTR) {
-			// Cannot happen with a valid eventfd; Reap remains.
-			return
-		}
-		if wake[0].Revents != 0 {
-			return
-		}
-		n, err := unix.EpollWait(w.epfd, events, 0)
+		n, err := unix.EpollWait(w.epfd, events, -1)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
