@@ -112,12 +112,18 @@ type fakeAgent struct {
 	targets  int
 	// onTargets, if set, sees every targets request.
 	onTargets func(*agent.TargetsRequest)
+	// onPrepare, if set, sees every prepare request before it is served.
+	onPrepare func(*agent.PrepareRequest)
 }
 
 func (a *fakeAgent) Prepare(_ context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
 	a.mu.Lock()
 	a.prepares = append(a.prepares, req)
+	on := a.onPrepare
 	a.mu.Unlock()
+	if on != nil {
+		on(req)
+	}
 	if req.GetContainer().GetService() != "web" {
 		return nil, nil, localapi.Errorf(agent.Error_NOT_GRANTED, "service %q has no grant", req.GetContainer().GetService())
 	}
@@ -470,5 +476,29 @@ func TestReleaseWaitsForRuncDelete(t *testing.T) {
 				t.Errorf("record after the delete: %+v, want kept %v", rec, tc.recordKept)
 			}
 		})
+	}
+}
+
+// The claim record is written beside runc's create but is on disk before
+// the agent is asked for anything: a shim killed once it has asked still
+// leaves its manager's Stop a record to release from.
+func TestClaimRecordedBeforePrepare(t *testing.T) {
+	a, sock := startFakeAgent(t)
+	bundle := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
+	// A channel, not a variable: the agent's goroutine is ordered with
+	// the test only through the socket, which the race detector cannot see.
+	seen := make(chan *claimrecord.Record, 1)
+	a.mu.Lock()
+	a.onPrepare = func(*agent.PrepareRequest) {
+		rec, _ := claimrecord.Read(bundle)
+		seen <- rec
+	}
+	a.mu.Unlock()
+	s := newService(&fakeTasks{pid: uint32(os.Getpid())}, sock)
+	if _, err := s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	if atPrepare := <-seen; atPrepare == nil || atPrepare.ID != "c1" || atPrepare.Service != "web" {
+		t.Fatalf("record when the agent was asked: %+v, want c1 of web", atPrepare)
 	}
 }
