@@ -404,3 +404,34 @@ func TestReap(t *testing.T) {
 		t.Errorf("release counts %+v, want one reap", got)
 	}
 }
+
+// The record is written beside the attach: a record that cannot be
+// written fails the Prepare after the attach, and the secrets it attached
+// are wiped before the answer (the caller then kills the container; its
+// files must not outlive the failure either way), with nothing held or
+// recorded.
+func TestPrepareRecordFailureWipesTheAttach(t *testing.T) {
+	state := t.TempDir()
+	a := newAgent(t, state, newCache(t))
+	r := busybox.NewRunc(t)
+	pid := runContainer(t, r, "c1")
+	// A non-empty directory where the record goes: the rename over it
+	// fails, for root as for anyone.
+	blocker := filepath.Join(state, "containers", "c1.json")
+	if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := a.Prepare(context.Background(), &api.PrepareRequest{Attach: true, Container: &api.Container{Id: "c1", Service: "web", Pid: int32(pid)}})
+	if err == nil || !strings.Contains(err.Error(), "record container c1") {
+		t.Fatalf("Prepare with an unwritable record: %v, want the record's error", err)
+	}
+	if got, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/run/secrets/db_pw", pid)); err == nil && strings.Contains(string(got), "hunter2") {
+		t.Error("secret readable in the container after the failed Prepare")
+	}
+	if list, _ := a.List(context.Background()); len(list.GetContainers()) != 0 {
+		t.Errorf("agent holds %v after the failed Prepare", list)
+	}
+	if fi, err := os.Stat(blocker); err != nil || !fi.IsDir() {
+		t.Errorf("record path after the failed Prepare: %v, %v", fi, err)
+	}
+}

@@ -40,6 +40,8 @@ func (a *Agent) ReleaseRequest(ctx context.Context, req *api.ReleaseRequest) err
 	if req.GetPid() < 0 {
 		return errdefs.Errorf(errdefs.Invalid, "container %s: pid %d is not a process", id, req.GetPid())
 	}
+	trace.Mark(id, "agent-release")
+	defer trace.Mark(id, "agent-released")
 	unlock := a.locks.lock(id)
 	a.mu.Lock()
 	h := a.held[id]

@@ -349,3 +349,51 @@ func releaseFrom(t *testing.T, sock string, pid int, id string) error {
 	}
 	return nil
 }
+
+// A holder whose process has exited but is not reaped yet (a zombie: runc
+// deleting a created container kills its init, and the shim reaps it a
+// moment later) does not run (readStat takes a zombie for gone): a release
+// naming no process, as the shim's after runc's delete does (plugin/shim
+// recordClaim relies on this), wipes it then, not at the exit watch's
+// drain 300 ms later.
+func TestReleaseWipesZombieHolder(t *testing.T) {
+	a := newAgent(t, t.TempDir(), newCache(t))
+	t.Cleanup(a.Close)
+	ctx := context.Background()
+	cmd := exec.Command("sleep", "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	reaped := false
+	t.Cleanup(func() {
+		if !reaped {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	_, files, err := a.Prepare(ctx, &api.PrepareRequest{Container: &api.Container{Id: "z1", Service: "web", Pid: int32(cmd.Process.Pid), Rootfs: "/nonexistent"}})
+	for _, f := range files {
+		f.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Killed, not waited for: a zombie until the test reaps it.
+	if err := cmd.Process.Signal(os.Kill); err != nil {
+		t.Fatal(err)
+	}
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	if err := a.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: "z1"}); err != nil {
+		t.Fatal(err)
+	}
+	a.wiping.wait()
+	if list, _ := a.List(ctx); len(list.GetContainers()) != 0 {
+		t.Errorf("zombie holder still held after a release (%v after its exit): %v", time.Since(killed), list)
+	}
+	cmd.Wait()
+	reaped = true
+}

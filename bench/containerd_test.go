@@ -149,7 +149,12 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 // environment. It returns once a claiming container has started there
 // (grants reach the agent asynchronously).
 func realAgentContainerd(b *testing.B, secrets map[string][]byte, shimDir string, env []string) *harness.Containerd {
-	dir := harness.LockboxBin(b)
+	// A shim directory is a whole build: the manager and agent come from
+	// it too (LOCKBOX_BENCH_COMPARE_BIN compares two builds' real agents).
+	dir := shimDir
+	if dir == "" {
+		dir = harness.LockboxBin(b)
+	}
 	m := harness.StartManager(b, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -31,7 +31,16 @@ var shimSteps = []struct{ name, what string }{
 	{"targets", "shim: Targets round trip (read-only root or user namespace only)"},
 	{"runc-create", "shim: before the inner create"},
 	{"runc-created", "shim: runc create (the runc task service's Create)"},
-	{"recorded", "shim: init's start time read, claim record written to the bundle"},
+	{"recorded", "shim: waited for the claim record, written to the bundle beside runc's create"},
+	{"agent-prepare", "agent (real agent only): Prepare request decoded and handed to the agent"},
+	{"agent-identified", "agent: container lock, caller's process identified (/proc stat, mount namespace)"},
+	{"agent-planned", "agent: claim rules admitted, plan made"},
+	{"agent-built", "agent: tmpfs built, files written"},
+	{"agent-attached", "agent: attached into the container (pidfd, setns, move_mount), the record written beside it"},
+	{"agent-recorded", "agent: the container record's write, if the attach finished first"},
+	{"agent-watched", "agent: exit watch registered"},
+	{"agent-logged", "agent: 'secrets mounted' logged"},
+	{"agent-reported", "agent: mount reported to the session"},
 	{"prepared", "shim: agent Prepare round trip (build tmpfs, enter namespace, attach)"},
 	{"create-done", "shim: Create returns"},
 	{"task-created", "client: NewTask returned"},
@@ -40,11 +49,22 @@ var shimSteps = []struct{ name, what string }{
 	{"io-done", "client: stdio copied"},
 	{"delete", "shim: Delete runs"},
 	{"runc-deleted", "shim: runc delete (the runc task service's Delete)"},
+	{"agent-release", "agent (real agent only): Release request decoded"},
+	{"agent-released", "agent: released (answered; its wipe may follow)"},
 	{"delete-done", "shim: release (record read, agent Release, record removed)"},
 	{"stop", "shim manager's Stop (a separate process) runs"},
 	{"stop-done", "shim manager's Stop, with its release from disk"},
 	{"task-deleted", "client: task Delete returned"},
 	{"container-deleted", "client: container and snapshot removed"},
+}
+
+// shimSpans are the stretches of a claiming container's lifecycle that
+// the claim adds to: from runc's create to the shim's Create returning
+// (claim record, Prepare round trip), and from runc's delete to the
+// shim's Delete returning (the release).
+var shimSpans = []struct{ name, from, to string }{
+	{"create-claim", "runc-created", "create-done"},
+	{"delete-release", "runc-deleted", "delete-done"},
 }
 
 // BenchmarkShimPhases splits BenchmarkShimLifecycle's containers by step:
@@ -56,6 +76,9 @@ var shimSteps = []struct{ name, what string }{
 // difference to the runc shim and to the plain Lockbox shim.
 func BenchmarkShimPhases(b *testing.B) {
 	trace := filepath.Join(b.TempDir(), "shim-trace")
+	// In the environment too: the real agent (LOCKBOX_BENCH_REAL_AGENT)
+	// inherits it and traces its side of a Prepare and a Release.
+	b.Setenv(shim.TraceEnv, trace)
 	variants, _ := shimVariants(b, shim.TraceEnv+"="+trace)
 	// marks[id][step] = CLOCK_MONOTONIC ns ("begin": the lifecycle's).
 	var mu sync.Mutex
@@ -105,14 +128,20 @@ func BenchmarkShimPhases(b *testing.B) {
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%s: median ms from the previous step the variant has (n=%d per variant)\n", b.Name(), b.N)
-	cols := []string{"runc", "plain", "claim", "real-claim"}[:len(variants)]
+	short := map[string]string{"runc-shim": "runc", "lockbox-shim-plain": "plain", "lockbox-shim-claim": "claim",
+		"real-agent-runc-shim": "real-runc", "real-agent-shim-claim": "real-claim",
+		"compare-shim-claim": "cmp-claim", "compare-real-shim-claim": "cmp-real"}
+	cols := make([]string, len(variants))
+	for k, v := range variants {
+		cols[k] = short[v.name]
+	}
 	fmt.Fprintf(&sb, "%-18s", "step")
 	for _, c := range cols {
 		fmt.Fprintf(&sb, " %10s", c)
 	}
 	fmt.Fprintf(&sb, " %11s %11s", "claim-runc", "claim-plain")
-	if len(variants) > 3 {
-		fmt.Fprintf(&sb, " %11s", "real-runc")
+	if hasRealAgent(variants) {
+		fmt.Fprintf(&sb, " %11s", "real-r-runc")
 	}
 	sb.WriteString("  what\n")
 	cell := func(k int, step string) (float64, bool) {
@@ -140,14 +169,40 @@ func BenchmarkShimPhases(b *testing.B) {
 			}
 		}
 		fmt.Fprintf(&sb, " %11s %11s", diff(2, 0, st.name), diff(2, 1, st.name))
-		if len(variants) > 3 {
-			fmt.Fprintf(&sb, " %11s", diff(3, 0, st.name))
+		if hasRealAgent(variants) {
+			fmt.Fprintf(&sb, " %11s", diff(realRunc+1, realRunc, st.name))
 		}
 		fmt.Fprintf(&sb, "  %s\n", st.what)
 	}
+	// The claim's own spans, per container (a median of sums, which the
+	// sum of the steps' medians above is not).
+	fmt.Fprintf(&sb, "spans (median per container, ms):")
+	for _, sp := range shimSpans {
+		fmt.Fprintf(&sb, "  %s:", sp.name)
+		for k := range variants {
+			var d []time.Duration
+			for id, m := range marks {
+				if variantOf[id] != k {
+					continue
+				}
+				a, okA := m[sp.from]
+				z, okZ := m[sp.to]
+				if okA && okZ {
+					d = append(d, time.Duration(z-a))
+				}
+			}
+			if len(d) > 0 {
+				fmt.Fprintf(&sb, " %s %.3f", cols[k], ms(median(d)))
+			}
+		}
+	}
+	sb.WriteString("\n")
 	fmt.Print(sb.String())
 	b.ReportMetric(float64(meds[2])/float64(meds[0]), "claim/runc-shim")
 	b.ReportMetric(ms(meds[2]-meds[0]), "claim-added-ms")
+	if hasRealAgent(variants) {
+		reportRealAgent(b, times[realRunc], times[realRunc+1])
+	}
 }
 
 // monotonic is CLOCK_MONOTONIC in ns, the clock of the shim's trace.

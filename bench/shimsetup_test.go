@@ -32,12 +32,15 @@ type shimVariant struct {
 // shims talk to it (env is added to containerd's environment), and returns
 // the shim benchmarks' variants: runc-shim (the baseline),
 // lockbox-shim-plain and lockbox-shim-claim; with LOCKBOX_BENCH_REAL_AGENT
-// set, also real-agent-shim-claim: the same claim through a second
-// containerd whose shims talk to a real manager and "lockbox agent" (its
-// own process, its records and exit watch), as on a node; the test agent
+// set, also real-agent-runc-shim and real-agent-shim-claim: the runc
+// shim and the same claim through a second containerd whose shims talk to
+// a real manager and "lockbox agent" (its own process, its records and
+// exit watch), as on a node; the test agent
 // runs in the benchmark's process, beside the client, and keeps no
-// records. It also returns the test agent, whose mounts must all be
-// released at the end.
+// records. LOCKBOX_BENCH_COMPARE_BIN=DIR adds compare-shim-claim (and,
+// with the real agent, compare-real-shim-claim): the same claims through
+// DIR's build, each on a containerd of its own. It also returns the test
+// agent, whose mounts must all be released at the end.
 func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAgent) {
 	dir := os.Getenv("LOCKBOX_BIN")
 	if dir == "" {
@@ -67,7 +70,24 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 		&shimVariant{name: "lockbox-shim-claim", runtime: lockboxShim, claim: true})
 	if os.Getenv("LOCKBOX_BENCH_REAL_AGENT") != "" {
 		cr := realAgentContainerd(b, secrets, dir, env)
-		variants = append(variants, on(cr, &shimVariant{name: "real-agent-shim-claim", runtime: lockboxShim, claim: true})...)
+		// Its own runc baseline: a second containerd is another process
+		// with its own state, and the claim is compared with what a plain
+		// runc container costs on that one.
+		variants = append(variants, on(cr,
+			&shimVariant{name: "real-agent-runc-shim", runtime: runcShim},
+			&shimVariant{name: "real-agent-shim-claim", runtime: lockboxShim, claim: true})...)
+	}
+	if cmp := os.Getenv("LOCKBOX_BENCH_COMPARE_BIN"); cmp != "" {
+		// Another build's shim (and, with the real agent, its manager and
+		// agent) in the same alternation: before and after under the same
+		// load, which runs one after the other on a shared machine are not.
+		cc := harness.StartContainerd(b, harness.Options{ShimDir: cmp, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}, env...)})
+		cc.Import("default", harness.ImageConfig{Name: image})
+		variants = append(variants, on(cc, &shimVariant{name: "compare-shim-claim", runtime: lockboxShim, claim: true})...)
+		if os.Getenv("LOCKBOX_BENCH_REAL_AGENT") != "" {
+			cr := realAgentContainerd(b, secrets, cmp, env)
+			variants = append(variants, on(cr, &shimVariant{name: "compare-real-shim-claim", runtime: lockboxShim, claim: true})...)
+		}
 	}
 	return variants, a
 }
@@ -95,4 +115,14 @@ func variantNames(vs []*shimVariant) []string {
 		names[i] = v.name
 	}
 	return names
+}
+
+// realRunc is the index of real-agent-runc-shim among shimVariants' variants
+// (real-agent-shim-claim follows it), when LOCKBOX_BENCH_REAL_AGENT is set.
+const realRunc = 3
+
+// hasRealAgent reports whether variants hold the real agent's pair at
+// realRunc.
+func hasRealAgent(variants []*shimVariant) bool {
+	return len(variants) > realRunc+1 && variants[realRunc].name == "real-agent-runc-shim"
 }

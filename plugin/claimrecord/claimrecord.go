@@ -28,7 +28,9 @@ const File = "lockbox-claim.json"
 // /proc/<pid>/stat field 22), so that the release cannot wipe another
 // container holding the same ID in another containerd namespace
 // (agent.ReleaseRequest). On Windows the pid is zero: the agent tells
-// containers apart by ID there.
+// containers apart by ID there. The Linux shim leaves it zero too: it
+// writes the record beside runc's create, before the pid exists, and
+// releases only containers that have ended (plugin/shim recordClaim).
 type Record struct {
 	ID       string `json:"id"`
 	Service  string `json:"service"`

@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/lockbox-project/lockbox/agent/localapi"
+	"github.com/lockbox-project/lockbox/internal/steptrace"
 	"github.com/lockbox-project/lockbox/plugin/claimrecord"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
@@ -49,7 +50,7 @@ type service struct {
 	bundles map[string]string
 	// trace is the phase benchmark's tracer (trace_linux.go), nil
 	// otherwise.
-	trace *tracer
+	trace *steptrace.Tracer
 }
 
 func newService(inner taskAPI.TTRPCTaskService, socket string) *service {
@@ -78,10 +79,10 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 // was promised, and left to containerd the cleanup hangs on the live
 // init's stdio.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
-	s.trace.mark(r.ID, "create")
-	defer s.trace.mark(r.ID, "create-done")
+	s.trace.Mark(r.ID, "create")
+	defer s.trace.Mark(r.ID, "create-done")
 	c, err := hotpath.ReadClaim(r.Bundle)
-	s.trace.mark(r.ID, "claim-read")
+	s.trace.Mark(r.ID, "claim-read")
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -91,7 +92,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, fmt.Errorf("lockbox: container %s: %w", r.ID, err)
 	}
 	if c == nil {
-		s.trace.mark(r.ID, "runc-create")
+		s.trace.Mark(r.ID, "runc-create")
 		return s.TTRPCTaskService.Create(ctx, r)
 	}
 	// The claim rules' containerd namespace: the one containerd's request
@@ -107,7 +108,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, fail(fmt.Errorf("lockbox agent not reachable: %w", err))
 	}
 	defer cl.Close()
-	s.trace.mark(r.ID, "dialled")
+	s.trace.Mark(r.ID, "dialled")
 	if c.NeedsMountpoints() {
 		// After the create the agent cannot make the mountpoints (a
 		// read-only root, a user namespace): runc must. A claim the agent
@@ -115,26 +116,53 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		if err := addMountpoints(ctx, cl, c, r.ID); err != nil {
 			return nil, fail(err)
 		}
-		s.trace.mark(r.ID, "targets")
+		s.trace.Mark(r.ID, "targets")
 	}
 
-	s.trace.mark(r.ID, "runc-create")
+	// The claim is recorded in the bundle while runc creates the
+	// container, and the record is on disk before the agent is asked for
+	// anything (recordClaim).
+	recorded := make(chan error, 1)
+	go func() { recorded <- recordClaim(r.Bundle, r.ID, c.Service) }()
+	s.trace.Mark(r.ID, "runc-create")
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
+	rerr := <-recorded
 	if err != nil {
+		claimrecord.Remove(r.Bundle)
 		return nil, err
 	}
-	s.trace.mark(r.ID, "runc-created")
+	s.trace.Mark(r.ID, "runc-created")
 	s.mu.Lock()
 	s.bundles[r.ID] = r.Bundle
 	s.mu.Unlock()
 
 	pid := int(resp.Pid)
-	err = s.prepare(ctx, cl, c, r.ID, r.Bundle, pid)
+	err = rerr
+	if err == nil {
+		err = s.prepare(cl, c, r.ID, pid)
+	}
 	if err == nil {
 		return resp, nil
 	}
-	s.takeBack(ctx, r.ID, r.Bundle)
+	s.takeBack(ctx, r.ID, r.Bundle, pid)
 	return nil, fail(err)
+}
+
+// recordClaim records a claim in the container's bundle, before the agent
+// holds anything for it, so that a shim that dies after asking still
+// leaves its manager's Stop (a separate process) what to release. It is
+// written beside runc's create (about 0.2 ms of file work off the claim's
+// path, BenchmarkShimPhases), so it cannot name the container's init: it
+// need not. Every release the shim sends from it comes after the
+// container has been deleted (Delete, after runc's delete; Stop, after the
+// runc manager's forced delete; takeBack, after its kill, wait and delete),
+// and the agent wipes the mount of a holder that has ended whatever the
+// release names. A release naming no process never wipes a holder that
+// still runs (agent.ReleaseRequest): not this container if a forced delete
+// failed (its exit wipes it), nor another namespace's container holding
+// the same ID.
+func recordClaim(bundle, id, service string) error {
+	return claimrecord.Write(bundle, claimrecord.Record{ID: id, Service: service})
 }
 
 // addMountpoints asks the agent for the claim's targets and adds a
@@ -153,21 +181,12 @@ func addMountpoints(ctx context.Context, cl *agentconn.Conn, c *hotpath.Claim, i
 	return c.WriteSpec()
 }
 
-// prepare records the claim in the bundle (before the agent holds
-// anything, so that a shim that dies here still leaves its Stop what to
-// release), then has the agent attach the secrets into the container's
-// mount namespace by its init pid.
-func (s *service) prepare(ctx context.Context, cl *agentconn.Conn, c *hotpath.Claim, id, bundle string, pid int) error {
-	start, err := procStart(pid)
-	if err != nil {
-		return fmt.Errorf("container init %d: %w", pid, err)
-	}
-	if err := claimrecord.Write(bundle, claimrecord.Record{ID: id, Service: c.Service, Pid: int32(pid), PidStart: start}); err != nil {
-		return err
-	}
-	s.trace.mark(id, "recorded")
+// prepare has the agent attach the secrets into the container's mount
+// namespace by its init pid (the claim is recorded in the bundle already).
+func (s *service) prepare(cl *agentconn.Conn, c *hotpath.Claim, id string, pid int) error {
+	s.trace.Mark(id, "recorded")
 	mounts, files, err := cl.Prepare(c.Container(id, pid, "/"), true)
-	s.trace.mark(id, "prepared")
+	s.trace.Mark(id, "prepared")
 	for _, f := range files {
 		// The agent attached itself; an fd here is unexpected and not
 		// ours to keep.
@@ -185,8 +204,10 @@ func (s *service) prepare(ctx context.Context, cl *agentconn.Conn, c *hotpath.Cl
 }
 
 // takeBack kills, waits for and deletes a container whose claim failed,
-// then releases whatever the agent may hold for it.
-func (s *service) takeBack(ctx context.Context, id, bundle string) {
+// then releases whatever the agent may hold for it, naming its init pid:
+// if the kill or the delete failed, the container may still run, and the
+// release must still wipe what the agent attached there.
+func (s *service) takeBack(ctx context.Context, id, bundle string, pid int) {
 	// The caller's context may be what failed the claim.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
@@ -200,7 +221,15 @@ func (s *service) takeBack(ctx context.Context, id, bundle string) {
 		lg.WithError(err).Warn("lockbox: delete container after failed claim")
 	}
 	s.forget(id)
-	if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
+	r, err := readyFromDisk(ctx, s.socket, bundle)
+	if err == nil && r != nil {
+		if r.rec.Pid == 0 {
+			// The agent reads the start time of the process now.
+			r.rec.Pid = int32(pid)
+		}
+		err = r.send(bundle)
+	}
+	if err != nil {
 		lg.WithError(err).Warn("lockbox: release after failed claim")
 	}
 }
@@ -230,28 +259,37 @@ func (s *service) takeBack(ctx context.Context, id, bundle string) {
 // (BenchmarkShimPhases, docs/performance.md): at the init's exit it ran
 // beside containerd's handling of the exit and delayed the client's exit
 // event by about what it saved here (and it would have wiped before the
-// output was drained); beside runc's delete it slowed runc's delete more
-// than it saved. On a loaded machine neither beat this order.
+// output was drained); the whole release (its wipe included) beside
+// runc's delete slowed runc's delete more than it saved. On a loaded
+// machine neither beat this order. Only the release's record read and the
+// agent's dial run beside runc's delete (earlyRelease: little CPU, most of
+// it waiting on the agent's accept); the Release itself is sent only once
+// runc's delete has succeeded.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
-	s.trace.mark(r.ID, "delete")
+	s.trace.Mark(r.ID, "delete")
+	if r.ExecID != "" {
+		return s.TTRPCTaskService.Delete(ctx, r)
+	}
+	early := startRelease(ctx, s.socket, s.bundleOf(r.ID))
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
-	if err != nil || r.ExecID != "" {
+	if err != nil {
+		early.abandon()
 		return resp, err
 	}
-	s.trace.mark(r.ID, "runc-deleted")
-	defer s.trace.mark(r.ID, "delete-done")
-	bundle := s.forget(r.ID)
-	if err := releaseFromDisk(ctx, s.socket, bundle); err != nil {
+	s.trace.Mark(r.ID, "runc-deleted")
+	defer s.trace.Mark(r.ID, "delete-done")
+	s.forget(r.ID)
+	if err := early.finish(); err != nil {
 		log.G(ctx).WithError(err).WithField("id", r.ID).Warn("lockbox: release")
 	}
 	return resp, nil
 }
 
-// forget returns the container's bundle and drops it from the map.
-func (s *service) forget(id string) string {
+// bundleOf returns the container's bundle: the one Create learnt, else
+// containerd's layout.
+func (s *service) bundleOf(id string) string {
 	s.mu.Lock()
 	b, ok := s.bundles[id]
-	delete(s.bundles, id)
 	s.mu.Unlock()
 	if ok {
 		return b
@@ -259,26 +297,13 @@ func (s *service) forget(id string) string {
 	return claimrecord.SiblingBundle(id)
 }
 
-// releaseFromDisk releases the container recorded in bundle, if any, and
-// removes the record once the agent has released it. Releasing is
-// idempotent: an agent that holds nothing for the ID answers yes.
-func releaseFromDisk(ctx context.Context, socket, bundle string) error {
-	if bundle == "" {
-		return nil
-	}
-	rec, err := claimrecord.Read(bundle)
-	if err != nil || rec == nil {
-		return err
-	}
-	cl, err := agentconn.Dial(socket, callTimeout(ctx))
-	if err != nil {
-		return fmt.Errorf("release %s: lockbox agent not reachable: %w", rec.ID, err)
-	}
-	defer cl.Close()
-	if err := cl.Release(rec.ID, agentconn.Process{Pid: int(rec.Pid), Start: rec.PidStart}); err != nil {
-		return fmt.Errorf("release %s: %w", rec.ID, err)
-	}
-	return claimrecord.Remove(bundle)
+// forget returns the container's bundle and drops it from the map.
+func (s *service) forget(id string) string {
+	b := s.bundleOf(id)
+	s.mu.Lock()
+	delete(s.bundles, id)
+	s.mu.Unlock()
+	return b
 }
 
 // callTimeout bounds each call on an agent connection: agentTimeout, or

@@ -40,6 +40,8 @@ type fakeTasks struct {
 	mounts []mountSpec
 	// onDelete, if set, runs in Delete (runc's delete).
 	onDelete func()
+	// deleteErr, if set, is runc's delete's answer.
+	deleteErr error
 }
 
 type mountSpec struct {
@@ -89,6 +91,9 @@ func (f *fakeTasks) Delete(_ context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		call += "/" + r.ExecID
 	}
 	f.record(call)
+	if f.deleteErr != nil {
+		return nil, f.deleteErr
+	}
 	return &taskAPI.DeleteResponse{}, nil
 }
 
@@ -107,12 +112,18 @@ type fakeAgent struct {
 	targets  int
 	// onTargets, if set, sees every targets request.
 	onTargets func(*agent.TargetsRequest)
+	// onPrepare, if set, sees every prepare request before it is served.
+	onPrepare func(*agent.PrepareRequest)
 }
 
 func (a *fakeAgent) Prepare(_ context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
 	a.mu.Lock()
 	a.prepares = append(a.prepares, req)
+	on := a.onPrepare
 	a.mu.Unlock()
+	if on != nil {
+		on(req)
+	}
 	if req.GetContainer().GetService() != "web" {
 		return nil, nil, localapi.Errorf(agent.Error_NOT_GRANTED, "service %q has no grant", req.GetContainer().GetService())
 	}
@@ -191,11 +202,14 @@ func TestCreate(t *testing.T) {
 		annotations map[string]string
 		readonly    bool
 		noAgent     bool
+		createErr   error
 		wantErr     string
 		wantCalls   []string
 		wantPrepare int
 		wantMounts  []string
 		wantRecord  bool
+		// wantRelease: the pids the agent was asked to release, in order.
+		wantRelease []int32
 	}{
 		{name: "not claiming", annotations: nil, noAgent: true,
 			wantCalls: []string{"create c1"}, wantMounts: []string{"/proc"}},
@@ -208,7 +222,10 @@ func TestCreate(t *testing.T) {
 		{name: "read-only rootfs, not granted fails before runc", annotations: map[string]string{"lockbox.service": "payments"}, readonly: true,
 			wantErr: `claims service "payments"`},
 		{name: "not granted is taken back", annotations: map[string]string{"lockbox.service": "payments"},
-			wantErr: `claims service "payments"`, wantCalls: []string{"create c1", "kill c1", "wait c1", "delete c1"}, wantPrepare: 1, wantMounts: []string{"/proc"}},
+			wantErr: `claims service "payments"`, wantCalls: []string{"create c1", "kill c1", "wait c1", "delete c1"}, wantPrepare: 1, wantMounts: []string{"/proc"},
+			wantRelease: []int32{int32(self)}},
+		{name: "runc's create fails: no record left, nothing asked", annotations: map[string]string{"lockbox.service": "web"}, createErr: errors.New("runc: exec failed"),
+			wantErr: "runc: exec failed", wantCalls: []string{"create c1"}, wantMounts: []string{"/proc"}},
 		{name: "agent down fails before runc", annotations: map[string]string{"lockbox.service": "web"}, noAgent: true,
 			wantErr: "lockbox agent not reachable"},
 		{name: "empty service", annotations: map[string]string{"lockbox.service": ""}, noAgent: true,
@@ -219,7 +236,7 @@ func TestCreate(t *testing.T) {
 			if tc.noAgent {
 				sock = filepath.Join(t.TempDir(), "none.sock")
 			}
-			inner := &fakeTasks{pid: self}
+			inner := &fakeTasks{pid: self, createErr: tc.createErr}
 			s := newService(inner, sock)
 			bundle := writeBundle(t, tc.annotations, tc.readonly)
 			_, err := s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle})
@@ -265,11 +282,19 @@ func TestCreate(t *testing.T) {
 			if (rec != nil) != tc.wantRecord {
 				t.Fatalf("record %+v, want one: %v", rec, tc.wantRecord)
 			}
-			if rec != nil {
-				start, _ := procStart(int(self))
-				if rec.ID != "c1" || rec.Pid != int32(self) || rec.PidStart != start || start == 0 {
-					t.Errorf("record %+v, want c1 pid %d start %d", rec, self, start)
-				}
+			// Written beside runc's create: it names the container, not
+			// its init (recordClaim).
+			if rec != nil && *rec != (claimrecord.Record{ID: "c1", Service: "web"}) {
+				t.Errorf("record %+v, want c1 of web", rec)
+			}
+			a.mu.Lock()
+			var released []int32
+			for _, r := range a.releases {
+				released = append(released, r.GetPid())
+			}
+			a.mu.Unlock()
+			if !slices.Equal(released, tc.wantRelease) {
+				t.Errorf("releases naming pids %v, want %v", released, tc.wantRelease)
 			}
 		})
 	}
@@ -298,9 +323,10 @@ func TestDeleteReleasesFromRecord(t *testing.T) {
 	if _, n := a.counts(); n != 1 {
 		t.Fatalf("%d releases after the delete, want 1", n)
 	}
-	start, _ := procStart(os.Getpid())
-	if r := a.releases[0]; r.GetContainerId() != "c1" || r.GetPid() != int32(os.Getpid()) || r.GetPidStart() != start {
-		t.Errorf("release %v, want c1 naming pid %d start %d", r, os.Getpid(), start)
+	// After runc's delete the container has ended: the release need not
+	// name its process (recordClaim).
+	if r := a.releases[0]; r.GetContainerId() != "c1" || r.GetPid() != 0 {
+		t.Errorf("release %v, want c1", r)
 	}
 	if rec, _ := claimrecord.Read(bundle); rec != nil {
 		t.Errorf("record %+v kept after the release", rec)
@@ -408,5 +434,71 @@ func TestReleasedAfterRuncDelete(t *testing.T) {
 	}
 	if _, n := a.counts(); n != 1 {
 		t.Errorf("%d releases after the delete, want 1", n)
+	}
+}
+
+// The release is made ready beside runc's delete (record read, agent
+// dialled) but sent only once runc's delete has succeeded: a delete runc
+// refuses leaves the container its secrets and the record for later.
+func TestReleaseWaitsForRuncDelete(t *testing.T) {
+	tests := []struct {
+		name       string
+		deleteErr  error
+		releases   int
+		recordKept bool
+	}{
+		{"runc's delete succeeds: released, record removed", nil, 1, false},
+		{"runc's delete fails: nothing released, record kept", errors.New("cannot delete running task"), 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, sock := startFakeAgent(t)
+			inner := &fakeTasks{pid: uint32(os.Getpid()), deleteErr: tc.deleteErr}
+			s := newService(inner, sock)
+			ctx := context.Background()
+			bundle := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
+			if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}); err != nil {
+				t.Fatal(err)
+			}
+			released := -1
+			inner.onDelete = func() { _, released = a.counts() }
+			_, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"})
+			if (err != nil) != (tc.deleteErr != nil) {
+				t.Fatalf("Delete: %v, want runc's error %v", err, tc.deleteErr)
+			}
+			if released != 0 {
+				t.Errorf("%d releases while runc's delete ran, want 0", released)
+			}
+			if _, n := a.counts(); n != tc.releases {
+				t.Errorf("%d releases after the delete, want %d", n, tc.releases)
+			}
+			if rec, _ := claimrecord.Read(bundle); (rec != nil) != tc.recordKept {
+				t.Errorf("record after the delete: %+v, want kept %v", rec, tc.recordKept)
+			}
+		})
+	}
+}
+
+// The claim record is written beside runc's create but is on disk before
+// the agent is asked for anything: a shim killed once it has asked still
+// leaves its manager's Stop a record to release from.
+func TestClaimRecordedBeforePrepare(t *testing.T) {
+	a, sock := startFakeAgent(t)
+	bundle := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
+	// A channel, not a variable: the agent's goroutine is ordered with
+	// the test only through the socket, which the race detector cannot see.
+	seen := make(chan *claimrecord.Record, 1)
+	a.mu.Lock()
+	a.onPrepare = func(*agent.PrepareRequest) {
+		rec, _ := claimrecord.Read(bundle)
+		seen <- rec
+	}
+	a.mu.Unlock()
+	s := newService(&fakeTasks{pid: uint32(os.Getpid())}, sock)
+	if _, err := s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	if atPrepare := <-seen; atPrepare == nil || atPrepare.ID != "c1" || atPrepare.Service != "web" {
+		t.Fatalf("record when the agent was asked: %+v, want c1 of web", atPrepare)
 	}
 }

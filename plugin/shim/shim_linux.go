@@ -118,8 +118,8 @@ func (m *lockboxManager) Info(ctx context.Context, optionsR io.Reader) (*types.R
 }
 
 func (m *lockboxManager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
-	processTracer.mark(id, "stop")
-	defer processTracer.mark(id, "stop-done")
+	processTracer.Mark(id, "stop")
+	defer processTracer.Mark(id, "stop-done")
 	st, err := m.Shim.Stop(ctx, id)
 	// The same bundle the runc manager's Stop works in: a sibling of the
 	// cwd containerd starts it in.
