@@ -98,11 +98,15 @@ func TestKill9HookMode(t *testing.T) {
 	if err := r.Delete(busybox.Context(t), "live"); err != nil {
 		t.Fatal(err)
 	}
-	if list, _ := cl2.List(ctx); len(list.GetContainers()) != 0 {
-		t.Errorf("after the container's delete the agent still lists %v", list)
-	}
-	ents, _ := os.ReadDir(filepath.Join(spec.StateDir, "containers"))
-	if len(ents) != 0 {
-		t.Errorf("records left: %d", len(ents))
-	}
+	// The release of an exited container answers before its wipe
+	// (agent/release.go): the agent lists it, and keeps its record, until
+	// the wipe is done.
+	waitUntil(t, "the agent to forget the deleted container", func() bool {
+		list, err := cl2.List(ctx)
+		return err == nil && len(list.GetContainers()) == 0
+	})
+	waitUntil(t, "the container's record to go", func() bool {
+		ents, err := os.ReadDir(filepath.Join(spec.StateDir, "containers"))
+		return err == nil && len(ents) == 0
+	})
 }
