@@ -418,13 +418,26 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 	d.grants.note(nodeID, cur)
 
 	fm := firstMessage{typ: dapi.SessionMessage_COMPLETE, rev: rev}
-	var cs []change
+	var items []item
+	var err error
 	if pastOK && resume <= rev {
 		fm.typ = dapi.SessionMessage_INCREMENTAL
-		cs = diff(past, cur)
+		items, err = d.readChanges(ctx, diff(past, cur))
 	} else {
-		cs = diff(view{}, cur)
+		// Shared by every session attaching with the same view (first.go).
+		items, err = d.completeFor(ctx, cur)
 	}
+	if err != nil {
+		d.EndSession(nodeID, nil)
+		return nil, firstMessage{}, status.Error(codes.Unavailable, err.Error())
+	}
+	fm.items = items
+	return s, fm, nil
+}
+
+// readChanges reads the secrets cs adds and encodes cs: one store read and
+// unseal per secret, the plaintext zeroed once encoded.
+func (d *Dispatcher) readChanges(ctx context.Context, cs []change) ([]item, error) {
 	data := map[string][]byte{}
 	defer func() {
 		for _, b := range data {
@@ -437,18 +450,11 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 		}
 		b, err := d.cfg.Store.SecretData(ctx, c.secretID)
 		if err != nil {
-			d.EndSession(nodeID, nil)
-			return nil, firstMessage{}, status.Errorf(codes.Unavailable, "read secret %s: %v", c.secretID, err)
+			return nil, &secretReadError{id: c.secretID, err: err}
 		}
 		data[c.secretID] = b
 	}
-	items, err := buildChanges(cs, data)
-	if err != nil {
-		d.EndSession(nodeID, nil)
-		return nil, firstMessage{}, status.Error(codes.Unavailable, err.Error())
-	}
-	fm.items = items
-	return s, fm, nil
+	return buildChanges(cs, data)
 }
 
 // Heartbeat implements the Dispatcher RPC.
