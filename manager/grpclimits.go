@@ -1,6 +1,14 @@
 package manager
 
 import (
+	"errors"
+	"net"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+
+	"google.golang.org/grpc/credentials"
+
 	"github.com/lockbox-project/lockbox/manager/admin"
 )
 
@@ -32,3 +40,95 @@ const (
 	// the connection's life. (Measured: docs/performance.md.)
 	readBufferSize = 0
 )
+
+// handshakeSlots bounds the TLS handshakes a manager computes at once:
+// twice its cores, and at least four.
+func handshakeSlots() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
+
+// handshakeLimit admits TLS handshakes to the CPU a few at a time.
+//
+// Why: after a manager restart every agent reconnects at once. Run all
+// together, thousands of handshakes share the cores and each takes as long
+// as the whole burst; past the clients' connect deadline (20 s in gRPC)
+// they all fail, their CPU wasted, and are dialled again: the storm
+// collapses instead of converging (docs/performance.md, "Reconnect
+// storm"). Admitted a few at a time, each handshake finishes in
+// milliseconds, in the order the connections arrived, and every one the
+// manager computes is one an agent gets.
+//
+// A slot is held only while a handshake computes: it is given back
+// whenever the handshake waits to read from its client, so a client that
+// connects and sends nothing, or stalls mid-handshake, holds no slot and
+// delays nobody. Once the handshake is done the connection reads
+// straight through. Nothing about the TLS configuration changes.
+type handshakeLimit struct {
+	credentials.TransportCredentials
+	slots chan struct{}
+}
+
+func newHandshakeLimit(c credentials.TransportCredentials, slots int) *handshakeLimit {
+	return &handshakeLimit{TransportCredentials: c, slots: make(chan struct{}, slots)}
+}
+
+// ServerHandshake runs the wrapped handshake with the connection's reads
+// giving back its slot.
+func (h *handshakeLimit) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	// The first read (the ClientHello) takes the slot.
+	c := &slotConn{Conn: raw, slots: h.slots}
+	conn, info, err := h.TransportCredentials.ServerHandshake(c)
+	c.finish()
+	return conn, info, err
+}
+
+// Clone keeps the limit (shared slots) around a clone of the credentials.
+func (h *handshakeLimit) Clone() credentials.TransportCredentials {
+	return &handshakeLimit{TransportCredentials: h.TransportCredentials.Clone(), slots: h.slots}
+}
+
+// slotConn is a connection whose handshake holds a slot while it computes.
+// Only the handshake's goroutine reads it until finish; after that, reads
+// pass through (done), from whichever goroutine.
+type slotConn struct {
+	net.Conn
+	slots chan struct{}
+	held  bool // used by the handshake's goroutine only
+	done  atomic.Bool
+}
+
+func (c *slotConn) acquire() {
+	c.slots <- struct{}{}
+	c.held = true
+}
+
+func (c *slotConn) release() {
+	if c.held {
+		<-c.slots
+		c.held = false
+	}
+}
+
+// finish ends the handshake: the slot is given back for good.
+func (c *slotConn) finish() {
+	c.release()
+	c.done.Store(true)
+}
+
+func (c *slotConn) Read(p []byte) (int, error) {
+	if c.done.Load() {
+		return c.Conn.Read(p)
+	}
+	c.release()
+	n, err := c.Conn.Read(p)
+	c.acquire()
+	return n, err
+}
+
+// SyscallConn keeps the raw socket reachable (gRPC's channelz and socket
+// options look for it), as the unwrapped connection would.
+func (c *slotConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("not a socket")
+	}
+	return sc.SyscallConn()
+}

@@ -152,6 +152,31 @@ func (a *stormAgent) once(ctx context.Context, cfg *tls.Config, want int) bool {
 	}
 }
 
+// listenOverflows is the machine's count of connections a full listen
+// queue dropped (TcpExt ListenOverflows): each one is a client whose
+// SYN is retransmitted a second or more later. Machine-wide; -1 when
+// unknown.
+func listenOverflows() int64 {
+	data, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return -1
+	}
+	lines := strings.Split(string(data), "\n")
+	for i := 0; i+1 < len(lines); i += 2 {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "TcpExt:" || len(values) != len(names) {
+			continue
+		}
+		for j, name := range names {
+			if name == "ListenOverflows" {
+				v, _ := strconv.ParseInt(values[j], 10, 64)
+				return v
+			}
+		}
+	}
+	return -1
+}
+
 // vmHWM is the peak RSS of process pid.
 func vmHWM(b *testing.B, pid int) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -266,6 +291,7 @@ func benchStorm(b *testing.B, n int) {
 			a.firstAt.Store(0)
 			attempts0 += a.attempts.Load()
 		}
+		overflows0 := listenOverflows()
 		m.kill()
 		if profDir != "" {
 			b.Setenv("LOCKBOX_TEST_CPUPROFILE", filepath.Join(profDir, fmt.Sprintf("storm-%d-%s.pprof", n, v)))
@@ -303,6 +329,7 @@ func benchStorm(b *testing.B, n int) {
 		for _, a := range agents {
 			dialLag = append(dialLag, max(0, time.Unix(0, a.dialAt.Load()).Sub(readyAt)))
 		}
+		overflows := listenOverflows() - overflows0
 		var attempts int64
 		for _, a := range agents {
 			attempts += a.attempts.Load()
@@ -313,9 +340,9 @@ func benchStorm(b *testing.B, n int) {
 		peak := vmHWM(b, pid)
 		live, _ := m.liveMemory()
 		all := slices.Max(lat)
-		b.Logf("%s: manager ready %.2f s after start; every agent holds a snapshot %.2f s after start (p50 %.2f s, p99 %.2f s); successful dial after ready p50 %.2f s, p99 %.2f s, max %.2f s; %d attempts for %d agents; manager peak RSS %.1f MiB, live %.1f MiB after",
+		b.Logf("%s: manager ready %.2f s after start; every agent holds a snapshot %.2f s after start (p50 %.2f s, p99 %.2f s); successful dial after ready p50 %.2f s, p99 %.2f s, max %.2f s; %d listen-queue overflows; %d attempts for %d agents; manager peak RSS %.1f MiB, live %.1f MiB after",
 			v, ready.Seconds(), all.Seconds(), pctMS(lat, 0.5)/1000, pctMS(lat, 0.99)/1000,
-			pctMS(dialLag, 0.5)/1000, pctMS(dialLag, 0.99)/1000, slices.Max(dialLag).Seconds(),
+			pctMS(dialLag, 0.5)/1000, pctMS(dialLag, 0.99)/1000, slices.Max(dialLag).Seconds(), overflows,
 			attempts-attempts0, n, float64(peak)/(1<<20), float64(live)/(1<<20))
 		b.ReportMetric(pctMS(dialLag, 0.5)/1000, v+"-dial-after-ready-p50-s")
 		b.ReportMetric(all.Seconds(), v+"-all-s")
