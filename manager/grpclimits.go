@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -52,22 +53,25 @@ func handshakeSlots() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
 // as the whole burst; past the clients' connect deadline (20 s in gRPC)
 // they all fail, their CPU wasted, and are dialled again: the storm
 // collapses instead of converging (docs/performance.md, "Reconnect
-// storm"). Admitted a few at a time, each handshake finishes in
-// milliseconds, in the order the connections arrived, and every one the
-// manager computes is one an agent gets.
+// storm"). Admitted a few at a time, handshakes finish in the order the
+// connections arrived, and every one the manager computes is one an agent
+// gets.
 //
 // A slot is held only while a handshake computes: it is given back
 // whenever the handshake waits to read from its client, so a client that
 // connects and sends nothing, or stalls mid-handshake, holds no slot and
-// delays nobody. Once the handshake is done the connection reads
-// straight through. Nothing about the TLS configuration changes.
+// delays nobody. A handshake coming back with its client's answer goes
+// before handshakes not yet started: otherwise every handshake's second
+// half would queue behind every first half, and all would end together
+// at the end of the burst. Once the handshake is done the connection
+// reads straight through. Nothing about the TLS configuration changes.
 type handshakeLimit struct {
 	credentials.TransportCredentials
-	slots chan struct{}
+	slots *cpuSlots
 }
 
 func newHandshakeLimit(c credentials.TransportCredentials, slots int) *handshakeLimit {
-	return &handshakeLimit{TransportCredentials: c, slots: make(chan struct{}, slots)}
+	return &handshakeLimit{TransportCredentials: c, slots: &cpuSlots{free: slots}}
 }
 
 // ServerHandshake runs the wrapped handshake with the connection's reads
@@ -85,24 +89,61 @@ func (h *handshakeLimit) Clone() credentials.TransportCredentials {
 	return &handshakeLimit{TransportCredentials: h.TransportCredentials.Clone(), slots: h.slots}
 }
 
+// cpuSlots is a counting semaphore with two queues, each first come first
+// served: a waiter of the first (handshakes under way) is always served
+// before any of the second (new ones).
+type cpuSlots struct {
+	mu       sync.Mutex
+	free     int
+	cont, nw []chan struct{}
+}
+
+func (s *cpuSlots) acquire(underway bool) {
+	s.mu.Lock()
+	if s.free > 0 && len(s.cont) == 0 && (underway || len(s.nw) == 0) {
+		s.free--
+		s.mu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	if underway {
+		s.cont = append(s.cont, ch)
+	} else {
+		s.nw = append(s.nw, ch)
+	}
+	s.mu.Unlock()
+	<-ch // the slot is handed over by release
+}
+
+func (s *cpuSlots) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range []*[]chan struct{}{&s.cont, &s.nw} {
+		if len(*q) > 0 {
+			ch := (*q)[0]
+			(*q)[0] = nil
+			*q = (*q)[1:]
+			close(ch)
+			return
+		}
+	}
+	s.free++
+}
+
 // slotConn is a connection whose handshake holds a slot while it computes.
 // Only the handshake's goroutine reads it until finish; after that, reads
 // pass through (done), from whichever goroutine.
 type slotConn struct {
 	net.Conn
-	slots chan struct{}
-	held  bool // used by the handshake's goroutine only
-	done  atomic.Bool
-}
-
-func (c *slotConn) acquire() {
-	c.slots <- struct{}{}
-	c.held = true
+	slots *cpuSlots
+	// Used by the handshake's goroutine only.
+	held, underway bool
+	done           atomic.Bool
 }
 
 func (c *slotConn) release() {
 	if c.held {
-		<-c.slots
+		c.slots.release()
 		c.held = false
 	}
 }
@@ -119,7 +160,8 @@ func (c *slotConn) Read(p []byte) (int, error) {
 	}
 	c.release()
 	n, err := c.Conn.Read(p)
-	c.acquire()
+	c.slots.acquire(c.underway)
+	c.held, c.underway = true, true
 	return n, err
 }
 

@@ -98,6 +98,52 @@ func (c *firstFlightOnly) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// Handshakes under way are served before new ones, each queue in order.
+func TestCPUSlotsOrder(t *testing.T) {
+	s := &cpuSlots{free: 1}
+	s.acquire(false) // the one slot, taken
+	order := make(chan string, 4)
+	queued := func(name string, underway bool, waiters int) {
+		go func() {
+			s.acquire(underway)
+			order <- name
+			s.release()
+		}()
+		// Wait until it is queued: the queues are the condition.
+		for {
+			s.mu.Lock()
+			n := len(s.cont) + len(s.nw)
+			s.mu.Unlock()
+			if n == waiters {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	queued("new1", false, 1)
+	queued("new2", false, 2)
+	queued("underway1", true, 3)
+	queued("underway2", true, 4)
+	s.release()
+	for _, want := range []string{"underway1", "underway2", "new1", "new2"} {
+		if got := <-order; got != want {
+			t.Fatalf("served %s, want %s", got, want)
+		}
+	}
+	// The last one served gives its slot back.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		free := s.free
+		s.mu.Unlock()
+		if free == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots free after all released, want 1", free)
+		}
+	}
+}
+
 // The limit admits handshakes to the CPU, not connections: clients that
 // connect and send nothing, or stop mid-handshake, hold no slot, so with
 // a single slot an honest client still gets through; while every slot is
@@ -127,14 +173,14 @@ func TestHandshakeLimit(t *testing.T) {
 	}
 
 	// Every slot taken: no handshake completes until one is given back.
-	h.slots <- struct{}{}
+	h.slots.acquire(false)
 	done := dialDone(addr, pool)
 	select {
 	case err := <-done:
 		t.Fatalf("a handshake completed with no slot free (err %v)", err)
 	case <-time.After(200 * time.Millisecond): // waiting for something that must not happen
 	}
-	<-h.slots
+	h.slots.release()
 	if err := <-done; err != nil {
 		t.Fatalf("the handshake waiting for a slot: %v", err)
 	}
@@ -151,8 +197,8 @@ func TestHandshakeLimit(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
-	h.slots <- struct{}{}
-	defer func() { <-h.slots }()
+	h.slots.acquire(false)
+	defer h.slots.release()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Write([]byte("b")); err != nil {
 		t.Fatal(err)
