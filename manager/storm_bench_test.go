@@ -129,15 +129,19 @@ func (a *stormAgent) once(ctx context.Context, cfg *tls.Config, want int) (deliv
 	defer first.Stop()
 	dialAt := time.Now().UnixNano()
 	resume := a.rev.Load()
-	if a.fresh.Swap(false) {
+	// Until a session of this restart delivers, every attempt starts
+	// over (an agent that lost its state keeps none across attempts).
+	if a.fresh.Load() {
 		resume = 0
 	}
 	ss, err := dapi.NewDispatcherClient(conn).Session(ctx, &dapi.SessionRequest{Description: &types.NodeDescription{Hostname: "h"}, ResumeRevision: resume})
 	if err != nil {
+		failures.note(err)
 		return false, false
 	}
 	m, err := ss.Recv()
 	if err != nil {
+		failures.note(err)
 		return false, false
 	}
 	first.Stop()
@@ -146,6 +150,7 @@ func (a *stormAgent) once(ctx context.Context, cfg *tls.Config, want int) (deliv
 	if !complete {
 		a.bad.Store(fmt.Sprintf("first message %v with %d changes (resume %d, want %d)", m.Type, len(m.Changes), resume, want))
 	}
+	a.fresh.Store(false)
 	a.rev.Store(m.Revision)
 	a.dialAt.Store(dialAt)
 	a.firstAt.Store(time.Now().UnixNano())
@@ -156,6 +161,54 @@ func (a *stormAgent) once(ctx context.Context, cfg *tls.Config, want int) (deliv
 		}
 		a.rev.Store(m.Revision)
 	}
+}
+
+// failures counts why attempts failed before their first message, by
+// kind: gRPC code and the first words of the message, digits dropped.
+var failures = &failureCount{n: map[string]int{}}
+
+type failureCount struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (f *failureCount) note(err error) {
+	k := strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return -1
+		}
+		return r
+	}, err.Error())
+	if len(k) > 90 {
+		k = k[:90]
+	}
+	f.mu.Lock()
+	f.n[k]++
+	f.mu.Unlock()
+}
+
+// take returns the counts so far, most first, and starts again.
+func (f *failureCount) take() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	type kv struct {
+		k string
+		n int
+	}
+	var all []kv
+	for k, n := range f.n {
+		all = append(all, kv{k, n})
+	}
+	clear(f.n)
+	slices.SortFunc(all, func(a, b kv) int { return b.n - a.n })
+	var out []string
+	for i, e := range all {
+		if i == 4 {
+			break
+		}
+		out = append(out, fmt.Sprintf("%d × %q", e.n, e.k))
+	}
+	return strings.Join(out, "; ")
 }
 
 // listenOverflows is the machine's count of connections a full listen
@@ -297,6 +350,7 @@ func benchStorm(b *testing.B, n int) {
 			a.firstAt.Store(0)
 			attempts0 += a.attempts.Load()
 		}
+		failures.take()
 		overflows0 := listenOverflows()
 		m.kill()
 		if profDir != "" {
@@ -350,6 +404,9 @@ func benchStorm(b *testing.B, n int) {
 			v, ready.Seconds(), all.Seconds(), slices.Min(lat).Seconds(), pctMS(lat, 0.5)/1000, pctMS(lat, 0.99)/1000,
 			pctMS(dialLag, 0.5)/1000, pctMS(dialLag, 0.99)/1000, slices.Max(dialLag).Seconds(), overflows,
 			attempts-attempts0, n, float64(peak)/(1<<20), float64(live)/(1<<20))
+		if f := failures.take(); f != "" {
+			b.Logf("%s: failed attempts: %s", v, f)
+		}
 		b.ReportMetric(pctMS(dialLag, 0.5)/1000, v+"-dial-after-ready-p50-s")
 		b.ReportMetric(all.Seconds(), v+"-all-s")
 		b.ReportMetric(pctMS(lat, 0.5)/1000, v+"-p50-s")
