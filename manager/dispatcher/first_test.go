@@ -2,10 +2,15 @@ package dispatcher
 
 import (
 	"context"
+	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
@@ -162,5 +167,67 @@ func TestCompleteSetExpiresZeroed(t *testing.T) {
 		if contains(r, "hunter2") {
 			t.Fatal("secret bytes left in a dropped complete set's encoding")
 		}
+	}
+}
+
+// sessionStream is the gRPC server stream of a Session call in tests.
+type sessionStream struct {
+	grpc.ServerStream
+	*fakeStream
+}
+
+func (s sessionStream) Context() context.Context { return s.fakeStream.Context() }
+func (s sessionStream) SendMsg(v any) error      { return s.fakeStream.SendMsg(v) }
+func (s sessionStream) Send(m *dapi.SessionMessage) error {
+	return errors.New("sessions send pre-encoded messages")
+}
+
+// At most startSlots sessions start at once: with every slot taken a new
+// session waits (sends nothing), leaves the queue when its agent hangs
+// up, and starts as soon as a slot is free.
+func TestSessionStartsAreBounded(t *testing.T) {
+	h := newHarness(t)
+	id := h.node("a", nil)
+	h.service("svc", nil, h.secret("s", "one"))
+	h.sync()
+	for range startSlots {
+		h.d.starting <- struct{}{}
+	}
+	call := func(ctx context.Context) (*fakeStream, chan error) {
+		fs := &fakeStream{ctx: ctx, ch: make(chan *dapi.SessionMessage, 4)}
+		errc := make(chan error, 1)
+		go func() { errc <- h.d.Session(&dapi.SessionRequest{}, sessionStream{fakeStream: fs}) }()
+		return fs, errc
+	}
+	who := nodeContext(t, id)
+	if p, ok := peer.FromContext(who); ok {
+		who = peer.NewContext(who, &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, AuthInfo: p.AuthInfo})
+	}
+
+	gone, cancel := context.WithCancel(who)
+	_, errc := call(gone)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a waiting session whose agent left: %v, want context.Canceled", err)
+	}
+
+	ctx, stop := context.WithCancel(who)
+	defer stop()
+	fs, errc := call(ctx)
+	select {
+	case m := <-fs.ch:
+		t.Fatalf("a session started with no slot free: %v", summary(m))
+	case err := <-errc:
+		t.Fatalf("session ended: %v", err)
+	case <-time.After(200 * time.Millisecond): // waiting for something that must not happen
+	}
+	<-h.d.starting
+	select {
+	case m := <-fs.ch:
+		expect(t, m, dapi.SessionMessage_COMPLETE, "+secret:s=one", "+service:svc[s]")
+	case err := <-errc:
+		t.Fatalf("session ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no first message once a slot was free")
 	}
 }

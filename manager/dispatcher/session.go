@@ -158,9 +158,16 @@ func (d *Dispatcher) Session(req *dapi.SessionRequest, stream dapi.Dispatcher_Se
 		}
 	}
 	ctx := stream.Context()
+	// A bounded number of sessions start at once (startSlots).
+	select {
+	case d.starting <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	var s *session
 	var first firstMessage
 	err = onOwnStack(func() error {
+		defer func() { <-d.starting }()
 		rev, err := d.markReady(ctx, who.NodeID, req.GetDescription(), addr)
 		if err != nil {
 			return err
@@ -197,6 +204,18 @@ func onOwnStack(fn func() error) error {
 	go func() { done <- fn() }()
 	return <-done
 }
+
+// startSlots bounds the sessions that start at once: their node's
+// "ready" write, the first message's reads and its encoding. A reconnect
+// storm otherwise puts thousands of writes and linearizable reads into
+// etcd at once; each read waits until etcd has applied every write before
+// it, every session waits for the whole burst, and agents give up on
+// their first message (30 s) and dial again, adding to the burst: the
+// storm collapsed (docs/performance.md, "Reconnect storm"). Admitted in
+// order, each start takes milliseconds and etcd still gets enough at once
+// to batch its commits. A session whose agent hangs up while it waits
+// leaves the queue.
+const startSlots = 128
 
 // indexWait bounds how long a session waits for the index to catch up
 // with its own node's registration.
