@@ -25,9 +25,7 @@ func (m *Manager) tcpServer(adminSrv *admin.Server) (*grpc.Server, error) {
 	c := m.ca()
 	az := &authorizer{ca: m.ca, locked: m.keys.Locked}
 	s := grpc.NewServer(
-		// A reconnect storm's handshakes are admitted a few at a time
-		// (grpclimits.go).
-		grpc.Creds(newHandshakeLimit(credentials.NewTLS(c.ServerTLS(m.own.Load)), handshakeSlots())),
+		grpc.Creds(credentials.NewTLS(c.ServerTLS(m.own.Load))),
 		// Counted first, so that refusals count too; the rate limit
 		// comes before any work.
 		grpc.ChainUnaryInterceptor(m.adminMetrics.unary, newPeerLimiter(m.cfg.UnauthRate, m.cfg.UnauthBurst).unary, az.unary),
