@@ -184,16 +184,3 @@ func refItems(items []item) []item {
 	}
 	return out
 }
-
-// completeCached is the number of complete sets held (tests).
-func (d *Dispatcher) completeCached() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n := 0
-	for _, set := range d.completes {
-		if set.items != nil {
-			n++
-		}
-	}
-	return n
-}

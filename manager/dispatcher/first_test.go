@@ -231,3 +231,16 @@ func TestSessionStartsAreBounded(t *testing.T) {
 		t.Fatal("no first message once a slot was free")
 	}
 }
+
+// completeCached is the number of complete sets held.
+func (d *Dispatcher) completeCached() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, set := range d.completes {
+		if set.items != nil {
+			n++
+		}
+	}
+	return n
+}
