@@ -179,8 +179,10 @@ func (f *failureCount) note(err error) {
 		}
 		return r
 	}, err.Error())
-	if len(k) > 90 {
-		k = k[:90]
+	// The cause is at the end of gRPC's message ("... connect:
+	// connection refused"); the code at the start.
+	if len(k) > 110 {
+		k = k[:40] + " … " + k[len(k)-70:]
 	}
 	f.mu.Lock()
 	f.n[k]++
