@@ -90,8 +90,13 @@ func (a *stormAgent) run(ctx context.Context, want int) {
 		a.bad.Store(err.Error())
 		return
 	}
-	// The agents' own reconnect policy.
+	// The agents' own reconnect policy. LOCKBOX_BENCH_STORM_MAX_UNREACHED
+	// (a duration) overrides its cap for attempts that reached no manager,
+	// to compare with agents that back off from a missing one all the way.
 	var backoff dapi.Backoff
+	if d, err := time.ParseDuration(os.Getenv("LOCKBOX_BENCH_STORM_MAX_UNREACHED")); err == nil {
+		backoff.MaxUnreached = d
+	}
 	for ctx.Err() == nil {
 		a.attempts.Add(1)
 		delivered, reached := a.once(ctx, cfg, want)
