@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -44,8 +44,9 @@ type Config struct {
 	Cache       Applier
 	Log         *slog.Logger
 	// MinBackoff and MaxBackoff bound the wait between attempts; defaults
-	// 100ms and 10s.
-	MinBackoff, MaxBackoff time.Duration
+	// 100ms and 10s. MaxUnreachedBackoff bounds it while no manager
+	// listens at all; default 1s (api/dispatcher.Backoff says why).
+	MinBackoff, MaxBackoff, MaxUnreachedBackoff time.Duration
 	// FirstMessageTimeout bounds the wait for a session's first message,
 	// so that a manager that accepts the stream but never answers does
 	// not hold the node; default 30s.
@@ -244,7 +245,10 @@ func (s *Session) Run(ctx context.Context) error {
 	}()
 	defer wg.Wait()
 
-	backoff := s.cfg.MinBackoff
+	// The reconnect policy is shared with the manager's storm benchmark
+	// (api/dispatcher.Backoff): jittered, doubling, and quick to find a
+	// manager that is back.
+	backoff := dapi.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff, MaxUnreached: s.cfg.MaxUnreachedBackoff}
 	next := 0
 	for {
 		managers := s.Managers()
@@ -253,7 +257,7 @@ func (s *Session) Run(ctx context.Context) error {
 		}
 		addr := managers[next%len(managers)]
 		next++
-		delivered, err := s.runOnce(ctx, addr)
+		delivered, reached, err := s.runOnce(ctx, addr)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -262,23 +266,29 @@ func (s *Session) Run(ctx context.Context) error {
 			// its certificate. What it holds is no longer its to serve.
 			s.dropAll(err)
 		}
-		if delivered {
-			backoff = s.cfg.MinBackoff
-		}
 		s.log.Warn("session with manager ended; grants held stay served", "manager", addr, "err", err)
-		// Full jitter: a fleet of nodes that lost the same manager does
-		// not come back in step.
-		wait := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(wait):
+		case <-time.After(backoff.Next(delivered, reached)):
 		}
-		backoff = min(backoff*2, s.cfg.MaxBackoff)
 	}
 }
 
-func (s *Session) dial(addr string) (*grpc.ClientConn, error) {
+// dial returns a client for addr; reached, when not nil, is set once a TCP
+// connection to addr is made (the reconnect policy tells a manager that
+// is not there from one that failed).
+func (s *Session) dial(addr string, reached *atomic.Bool) (*grpc.ClientConn, error) {
+	dialer := dialScrubbed
+	if reached != nil {
+		dialer = func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := dialScrubbed(ctx, addr)
+			if err == nil {
+				reached.Store(true)
+			}
+			return c, err
+		}
+	}
 	// Keepalive and fixed flow-control windows come from the API package,
 	// which the manager's benchmarks dial with too.
 	opts := append(dapi.Transport{}.DialOptions(),
@@ -288,17 +298,21 @@ func (s *Session) dial(addr string) (*grpc.ClientConn, error) {
 		// No bufio buffer between TLS and the HTTP/2 framer: it would keep
 		// a plaintext copy of the last frames read.
 		grpc.WithReadBufferSize(0),
-		grpc.WithContextDialer(dialScrubbed),
+		grpc.WithContextDialer(dialer),
 	)
 	return grpc.NewClient(addr, opts...)
 }
 
 // runOnce holds one session with addr until it fails. delivered says
-// whether at least one message was applied.
-func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err error) {
-	conn, err := s.dial(addr)
+// whether at least one message was applied, reached whether a TCP
+// connection to addr was made.
+func (s *Session) runOnce(ctx context.Context, addr string) (delivered, reached bool, err error) {
+	var tcp atomic.Bool
+	// Every return reports whether TCP got through, whatever it says.
+	defer func() { reached = tcp.Load() }()
+	conn, err := s.dial(addr, &tcp)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(ctx)
@@ -316,7 +330,7 @@ func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err
 	client := dapi.NewDispatcherClient(conn)
 	stream, err := client.Session(ctx, &dapi.SessionRequest{Description: s.cfg.Description, ResumeRevision: resume})
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	hbDone := make(chan struct{})
 	defer func() {
@@ -329,11 +343,11 @@ func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
-			return delivered, err
+			return delivered, false, err
 		}
 		if id := msg.GetNodeId(); id != "" && id != s.id.NodeID {
 			zeroSecrets(msg)
-			return delivered, fmt.Errorf("manager %s speaks to node %s, this node is %s", addr, id, s.id.NodeID)
+			return delivered, false, fmt.Errorf("manager %s speaks to node %s, this node is %s", addr, id, s.id.NodeID)
 		}
 		if p := msg.GetHeartbeatPeriodMs(); p > 0 {
 			s.period.Store(int64(time.Duration(p) * time.Millisecond))
@@ -344,7 +358,7 @@ func (s *Session) runOnce(ctx context.Context, addr string) (delivered bool, err
 		if err := s.cfg.Cache.Apply(msg); err != nil {
 			// Start over from a complete snapshot.
 			s.full.Store(true)
-			return delivered, fmt.Errorf("apply message from %s: %w", addr, err)
+			return delivered, false, fmt.Errorf("apply message from %s: %w", addr, err)
 		}
 		s.full.Store(false)
 		s.log.Debug("applied", "manager", addr, "type", msg.GetType().String(), "revision", msg.GetRevision(), "changes", len(msg.GetChanges()))
@@ -447,7 +461,7 @@ func (s *Session) renewLoop(ctx context.Context) {
 func (s *Session) Renew(ctx context.Context) error {
 	var errs []error
 	for _, addr := range s.Managers() {
-		conn, err := s.dial(addr)
+		conn, err := s.dial(addr, nil)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -78,6 +78,14 @@ type Dispatcher struct {
 	interned    map[string]view
 	internedIx  *index
 	internedGen int64
+	// starting holds a token per session starting (startSlots).
+	starting chan struct{}
+	// completes holds the shared changes of COMPLETE messages, by
+	// interned view (first.go).
+	completes map[uintptr]*completeSet
+	// completeTTL is how long an unused set is kept (completeTTL; tests
+	// shorten it).
+	completeTTL time.Duration
 	// lastRevHead is the encoded type and revision last sent (revHeader).
 	lastRevHead atomic.Pointer[revHead]
 
@@ -103,7 +111,7 @@ func New(cfg Config) *Dispatcher {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Dispatcher{cfg: cfg, log: log, sessions: map[string]*session{}, ready: make(chan struct{}), advanced: make(chan struct{}), hb: heartbeats{seen: map[string]*nodeBeat{}}, grants: newGrantLog(cfg.NodeID, cfg.Audit != nil), metrics: newMetrics()}
+	return &Dispatcher{cfg: cfg, log: log, sessions: map[string]*session{}, ready: make(chan struct{}), advanced: make(chan struct{}), hb: heartbeats{seen: map[string]*nodeBeat{}}, grants: newGrantLog(cfg.NodeID, cfg.Audit != nil), metrics: newMetrics(), completeTTL: completeTTL, starting: make(chan struct{}, startSlots)}
 }
 
 // ErrNodeRemoved ends the session of a node that left the store.

@@ -25,7 +25,11 @@
 //
 // A session starts with a COMPLETE message, or, when the node resumes from a
 // revision etcd still holds, with the INCREMENTAL difference between its view
-// at that revision and its view now.
+// at that revision and its view now. Sessions that attach with the same
+// (interned) view share one COMPLETE build: its secret reads, unseals and
+// encodings, kept while attaches use them (first.go). At most startSlots
+// sessions start at once, so that a reconnect storm does not put every
+// node's "ready" write and first reads into etcd at the same moment.
 //
 // Heartbeats carry the agents' mount reports (reports.go): each is
 // checked against the services placed on the reporting node (a report

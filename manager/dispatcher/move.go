@@ -139,6 +139,7 @@ func (mc *moveCache) moveOf(old view, n *types.Node, services map[string]*servic
 func (d *Dispatcher) intern(v view) view {
 	if d.interned == nil || d.internedIx != d.ix || d.internedGen != d.ix.servicesGen {
 		d.interned, d.internedIx, d.internedGen = map[string]view{}, d.ix, d.ix.servicesGen
+		d.dropCompletesLocked()
 	}
 	k := viewContent(v)
 	if w, ok := d.interned[k]; ok {

@@ -157,23 +157,65 @@ func (d *Dispatcher) Session(req *dapi.SessionRequest, stream dapi.Dispatcher_Se
 			addr = host
 		}
 	}
-	rev, err := d.markReady(stream.Context(), who.NodeID, req.GetDescription(), addr)
+	ctx := stream.Context()
+	// A bounded number of sessions start at once (startSlots).
+	select {
+	case d.starting <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	var s *session
+	var first firstMessage
+	err = onOwnStack(func() error {
+		defer func() { <-d.starting }()
+		rev, err := d.markReady(ctx, who.NodeID, req.GetDescription(), addr)
+		if err != nil {
+			return err
+		}
+		// A node that just joined can connect before the watch has
+		// brought its registration into the index; it must not be told
+		// it was removed. The node exists in the store at rev: wait for
+		// the index.
+		if !d.nodeKnown(who.NodeID) {
+			wctx, cancel := context.WithTimeout(ctx, indexWait)
+			err := d.WaitIndexed(wctx, rev)
+			cancel()
+			if err != nil {
+				return status.Errorf(codes.Unavailable, "node %s is not indexed yet; retry: %v", who.NodeID, err)
+			}
+		}
+		s, first, err = d.start(ctx, who.NodeID, req.GetResumeRevision())
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	// A node that just joined can connect before the watch has brought
-	// its registration into the index; it must not be told it was
-	// removed. The node exists in the store at rev: wait for the index.
-	if !d.nodeKnown(who.NodeID) {
-		wctx, cancel := context.WithTimeout(stream.Context(), indexWait)
-		err := d.WaitIndexed(wctx, rev)
-		cancel()
-		if err != nil {
-			return status.Errorf(codes.Unavailable, "node %s is not indexed yet; retry: %v", who.NodeID, err)
-		}
-	}
-	return d.Serve(stream, who.NodeID, req.GetResumeRevision())
+	return d.serve(stream, s, first)
 }
+
+// onOwnStack runs fn on a goroutine of its own and waits for it. A
+// session's goroutine lives as long as its node stays connected and keeps
+// the largest stack it ever grew; the etcd reads and writes of a session's
+// start need a deep one, its sends a shallow one. Run apart, the deep
+// stack is freed (and reused by the next session's start) instead of being
+// held by every idle session (docs/performance.md: memory per agent).
+func onOwnStack(fn func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	return <-done
+}
+
+// startSlots bounds the sessions that start at once: their node's
+// "ready" write, the first message's reads and its encoding. A reconnect
+// storm otherwise puts thousands of writes and linearizable reads into
+// etcd at once; each read waits until etcd has applied every write before
+// it, every session waits for the whole burst, and agents give up on
+// their first message (30 s) and dial again, adding to the burst: the
+// storm collapsed (docs/performance.md, "Reconnect storm"). Admitted in
+// order, each start takes milliseconds and etcd still gets enough at once
+// to batch its commits. A session whose agent hangs up while it waits
+// leaves the queue.
+const startSlots = 128
 
 // indexWait bounds how long a session waits for the index to catch up
 // with its own node's registration.
@@ -265,17 +307,34 @@ func reportedDescription(joined, session *types.NodeDescription) *types.NodeDesc
 // Serve runs the session of nodeID on stream: the first message, then
 // every change, until the stream or the session ends. The node must have
 // been authenticated by the caller.
-func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) (err error) {
-	ctx := stream.Context()
-	select {
-	case <-d.ready:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	s, first, err := d.attach(ctx, nodeID, int64(resume))
+func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) error {
+	var s *session
+	var first firstMessage
+	err := onOwnStack(func() (err error) {
+		s, first, err = d.start(stream.Context(), nodeID, resume)
+		return err
+	})
 	if err != nil {
 		return err
 	}
+	return d.serve(stream, s, first)
+}
+
+// start waits for the index and attaches the session of nodeID.
+func (d *Dispatcher) start(ctx context.Context, nodeID string, resume uint64) (*session, firstMessage, error) {
+	select {
+	case <-d.ready:
+	case <-ctx.Done():
+		return nil, firstMessage{}, ctx.Err()
+	}
+	return d.attach(ctx, nodeID, int64(resume))
+}
+
+// serve sends s's first message and then every change, until the stream
+// or the session ends.
+func (d *Dispatcher) serve(stream Sender, s *session, first firstMessage) (err error) {
+	ctx := stream.Context()
+	nodeID := s.nodeID
 	sendFailed := false
 	defer func() {
 		reason := closeReason(err, ctx.Err())
@@ -418,37 +477,84 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 	d.grants.note(nodeID, cur)
 
 	fm := firstMessage{typ: dapi.SessionMessage_COMPLETE, rev: rev}
-	var cs []change
+	var items []item
+	var err error
 	if pastOK && resume <= rev {
 		fm.typ = dapi.SessionMessage_INCREMENTAL
-		cs = diff(past, cur)
+		items, err = d.readChanges(ctx, diff(past, cur))
 	} else {
-		cs = diff(view{}, cur)
+		// Shared by every session attaching with the same view (first.go).
+		items, err = d.completeFor(ctx, cur)
 	}
-	data := map[string][]byte{}
-	defer func() {
-		for _, b := range data {
-			clear(b)
-		}
-	}()
-	for _, c := range cs {
-		if c.remove || c.secretID == "" {
-			continue
-		}
-		b, err := d.cfg.Store.SecretData(ctx, c.secretID)
-		if err != nil {
-			d.EndSession(nodeID, nil)
-			return nil, firstMessage{}, status.Errorf(codes.Unavailable, "read secret %s: %v", c.secretID, err)
-		}
-		data[c.secretID] = b
-	}
-	items, err := buildChanges(cs, data)
 	if err != nil {
 		d.EndSession(nodeID, nil)
 		return nil, firstMessage{}, status.Error(codes.Unavailable, err.Error())
 	}
 	fm.items = items
 	return s, fm, nil
+}
+
+// readChanges reads the secrets cs adds and encodes cs: one store read and
+// unseal per secret, the plaintext zeroed once encoded.
+func (d *Dispatcher) readChanges(ctx context.Context, cs []change) ([]item, error) {
+	var ids []string
+	for _, c := range cs {
+		if !c.remove && c.secretID != "" {
+			ids = append(ids, c.secretID)
+		}
+	}
+	data, err := d.readSecrets(ctx, ids)
+	defer func() {
+		for _, b := range data {
+			clear(b)
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	return buildChanges(cs, data)
+}
+
+// maxParallelReads bounds the store reads one first message makes at once.
+const maxParallelReads = 16
+
+// readSecrets reads the data of ids, at most maxParallelReads at a time.
+// In parallel because each is a linearizable etcd read: during a
+// reconnect storm each waits until etcd has applied every write before it
+// (thousands of nodes' "ready" writes), and ten in a row waited ten times.
+// On error the data read so far is returned too, for the caller to zero.
+func (d *Dispatcher) readSecrets(ctx context.Context, ids []string) (map[string][]byte, error) {
+	data := make(map[string][]byte, len(ids))
+	if len(ids) == 0 {
+		return data, nil
+	}
+	type result struct {
+		id  string
+		b   []byte
+		err error
+	}
+	out := make(chan result, len(ids))
+	sem := make(chan struct{}, maxParallelReads)
+	for _, id := range ids {
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			b, err := d.cfg.Store.SecretData(ctx, id)
+			out <- result{id, b, err}
+		}()
+	}
+	var first error
+	for range ids {
+		r := <-out
+		if r.err != nil {
+			if first == nil {
+				first = &secretReadError{id: r.id, err: r.err}
+			}
+			continue
+		}
+		data[r.id] = r.b
+	}
+	return data, first
 }
 
 // Heartbeat implements the Dispatcher RPC.
