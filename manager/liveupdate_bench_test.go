@@ -378,6 +378,12 @@ func benchLiveAgents(b *testing.B, n int) {
 	if profDir != "" {
 		m.cmd.Process.Signal(syscall.SIGUSR2)
 	}
+	var probe *liveProbe
+	if os.Getenv("LOCKBOX_BENCH_LIVE_PROBE") != "" {
+		probe = newLiveProbe(b, m)
+		defer probe.close()
+		probe.log(b, -1, m, agents)
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N*rotations; i++ {
 		// Alternating, and each pair in turn starting with the other, so
@@ -402,6 +408,9 @@ func benchLiveAgents(b *testing.B, n int) {
 			allFile = append(allFile, o.changed...)
 			b.Logf("live rotation %d: last agent applied %.1f ms, last file changed %.1f ms (p50 of agents %.1f ms), last report recorded %.1f ms",
 				i, ms(slices.Max(o.applied)), ms(slices.Max(o.changed)), nearestRank(o.changed, 0.5), ms(slices.Max(o.reported)))
+		}
+		if probe != nil {
+			probe.log(b, i, m, agents)
 		}
 	}
 	b.StopTimer()
