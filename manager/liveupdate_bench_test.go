@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,12 +17,15 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
+	"github.com/lockbox-project/lockbox/manager/etcd"
+	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 // BenchmarkLiveUpdateAgents measures a live update (issue 14) across N
@@ -80,7 +84,9 @@ import (
 // 62: the manager takes 64 reports per node per heartbeat period) live
 // rotations, as many baseline ones. 10,000 agents need LOCKBOX_BENCH_10K=1.
 // LOCKBOX_BENCH_CPUPROFILE=dir writes the manager's CPU profile of the
-// timed rotations to dir/liveagents-<agents>.pprof. LOCKBOX_BENCH_TMPFS
+// timed rotations to dir/liveagents-<agents>.pprof.
+// LOCKBOX_BENCH_LIVE_PROBE=1 logs, after each pair of rotations, what
+// could grow from one to the next (liveProbe). LOCKBOX_BENCH_TMPFS
 // (default /dev/shm) is where the containers' files are: it must be a
 // tmpfs.
 func BenchmarkLiveUpdateAgents(b *testing.B) {
@@ -378,6 +384,12 @@ func benchLiveAgents(b *testing.B, n int) {
 	if profDir != "" {
 		m.cmd.Process.Signal(syscall.SIGUSR2)
 	}
+	var probe *liveProbe
+	if os.Getenv("LOCKBOX_BENCH_LIVE_PROBE") != "" {
+		probe = newLiveProbe(b, m)
+		defer probe.close()
+		probe.log(b, -1, m, agents)
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N*rotations; i++ {
 		// Alternating, and each pair in turn starting with the other, so
@@ -393,6 +405,7 @@ func benchLiveAgents(b *testing.B, n int) {
 			if !r.live {
 				plainCPU += c
 				plainApplied = append(plainApplied, slices.Max(o.applied))
+				b.Logf("baseline rotation %d: last agent applied %.1f ms; manager CPU %.0f ms", i, ms(slices.Max(o.applied)), ms(c))
 				continue
 			}
 			liveCPU += c
@@ -400,8 +413,11 @@ func benchLiveAgents(b *testing.B, n int) {
 			liveFile = append(liveFile, slices.Max(o.changed))
 			liveReported = append(liveReported, slices.Max(o.reported))
 			allFile = append(allFile, o.changed...)
-			b.Logf("live rotation %d: last agent applied %.1f ms, last file changed %.1f ms (p50 of agents %.1f ms), last report recorded %.1f ms",
-				i, ms(slices.Max(o.applied)), ms(slices.Max(o.changed)), nearestRank(o.changed, 0.5), ms(slices.Max(o.reported)))
+			b.Logf("live rotation %d: last agent applied %.1f ms, last file changed %.1f ms (p50 of agents %.1f ms), last report recorded %.1f ms; manager CPU %.0f ms",
+				i, ms(slices.Max(o.applied)), ms(slices.Max(o.changed)), nearestRank(o.changed, 0.5), ms(slices.Max(o.reported)), ms(c))
+		}
+		if probe != nil {
+			probe.log(b, i, m, agents)
 		}
 	}
 	b.StopTimer()
@@ -474,3 +490,64 @@ func benchLiveAgents(b *testing.B, n int) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// liveProbe: what grows between the rotations of BenchmarkLiveUpdateAgents
+// (LOCKBOX_BENCH_LIVE_PROBE=1). After each pair of rotations it logs the
+// manager's live heap and goroutines (after a GC), its CPU and the test
+// process's (the simulated agents) since the last probe, the embedded
+// etcd's revision, database size and key counts by prefix, and the
+// reports the simulated agents still hold.
+type liveProbe struct {
+	cli             *clientv3.Client
+	ep              string
+	mgrCPU, selfCPU time.Duration
+	at              time.Time
+}
+
+func newLiveProbe(b *testing.B, m *childManager) *liveProbe {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ep := "unix://" + etcd.ClientSocket(filepath.Join(m.cc.DataDir, "etcd"))
+	cli, err := etcd.Connect(ctx, []string{ep}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &liveProbe{cli: cli, ep: ep, mgrCPU: procCPU(b, m.cmd.Process.Pid), selfCPU: procCPU(b, os.Getpid()), at: time.Now()}
+}
+
+func (p *liveProbe) close() { p.cli.Close() }
+
+func (p *liveProbe) count(ctx context.Context, b *testing.B, prefix string) int64 {
+	resp, err := p.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return resp.Count
+}
+
+func (p *liveProbe) log(b *testing.B, i int, m *childManager, agents []*liveAgent) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	mgr, self := procCPU(b, m.cmd.Process.Pid), procCPU(b, os.Getpid())
+	wall := time.Since(p.at)
+	heap, goroutines := m.liveMemory()
+	st, err := p.cli.Status(ctx, p.ep)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pending := 0
+	for _, a := range agents {
+		a.mu.Lock()
+		pending += len(a.pending)
+		a.mu.Unlock()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	pre := store.DefaultPrefix
+	b.Logf("probe %d: wall %.1f s; manager CPU %.1f s, heap+stacks %.0f MiB, %d goroutines; agents' process CPU %.1f s, heap %.0f MiB, %d goroutines, %d reports pending; etcd rev %d, db %.0f MiB (in use %.0f MiB), keys %d: audit %d, containers %d, nodecontainers %d",
+		i, wall.Seconds(), (mgr - p.mgrCPU).Seconds(), float64(heap)/(1<<20), goroutines,
+		(self - p.selfCPU).Seconds(), float64(ms.HeapInuse)/(1<<20), runtime.NumGoroutine(), pending,
+		st.Header.Revision, float64(st.DbSize)/(1<<20), float64(st.DbSizeInUse)/(1<<20),
+		p.count(ctx, b, pre), p.count(ctx, b, pre+"audit/"), p.count(ctx, b, pre+"containers/"), p.count(ctx, b, pre+"nodecontainers/"))
+	p.mgrCPU, p.selfCPU, p.at = procCPU(b, m.cmd.Process.Pid), procCPU(b, os.Getpid()), time.Now()
+}
