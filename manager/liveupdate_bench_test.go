@@ -235,29 +235,14 @@ func benchLiveAgents(b *testing.B, n int) {
 		}
 	}
 
-	nodes := make([]node, n)
-	var wg sync.WaitGroup
-	work := make(chan int)
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				nodes[i] = joinNode(tb, m.addr, tok, fmt.Sprintf("n%d", i))
-			}
-		}()
-	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	nodes := joinNodes(tb, m.addr, tok, n)
 
 	rssBefore := vmRSS(b, pid)
 	agents := make([]*liveAgent, n)
 	errs := make([]error, n)
 	idx := make(chan int)
 	connectStart := time.Now()
+	var wg sync.WaitGroup
 	for w := 0; w < 16; w++ {
 		wg.Add(1)
 		go func() {

@@ -282,23 +282,7 @@ func benchStorm(b *testing.B, n int) {
 		sec := createSecret(tb, adm, fmt.Sprintf("s%d", i), strings.Repeat("x", 1024))
 		createService(tb, adm, fmt.Sprintf("svc%d", i), nil, sec)
 	}
-	nodes := make([]node, n)
-	var wg sync.WaitGroup
-	work := make(chan int)
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				nodes[i] = joinNode(tb, m.addr, tok, fmt.Sprintf("n%d", i))
-			}
-		}()
-	}
-	for i := 0; i < n; i++ {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	nodes := joinNodes(tb, m.addr, tok, n)
 
 	// Baseline: the manager's own restart with no agent connected.
 	m.kill()

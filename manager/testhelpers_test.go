@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -182,6 +183,30 @@ func joinNode(t testing.TB, addr, token, hostname string) node {
 		t.Fatalf("join %s: %v", hostname, err)
 	}
 	return n
+}
+
+// joinNodes joins n nodes (hostnames n0, n1, ...), eight at a time: the
+// benchmarks' thousands of simulated agents.
+func joinNodes(t testing.TB, addr, token string, n int) []node {
+	t.Helper()
+	nodes := make([]node, n)
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				nodes[i] = joinNode(t, addr, token, fmt.Sprintf("n%d", i))
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return nodes
 }
 
 // joinNodeAs joins as agents join, with the description desc, and returns
