@@ -83,21 +83,8 @@ func (m *Mount) chownFor(c mounter.Container) error {
 
 func (m *Mount) chownMapped(c mounter.Container) error {
 	for _, f := range m.files {
-		uid, ok := mapID(f.UID, c.UIDMappings)
-		if !ok {
-			return &UnmappedError{Secret: f.SecretName, Kind: "uid", ID: f.UID}
-		}
-		gid, ok := mapID(f.GID, c.GIDMappings)
-		if !ok {
-			return &UnmappedError{Secret: f.SecretName, Kind: "gid", ID: f.GID}
-		}
-		if err := unix.Fchownat(m.fd, f.Name, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("chown secret %q to %d:%d: %w", f.SecretName, uid, gid, err)
-		}
-		// chown clears no permission bit we use, but re-apply the mode so
-		// that it never depends on that.
-		if err := unix.Fchmodat(m.fd, f.Name, uint32(f.Mode.Perm()), 0); err != nil {
-			return fmt.Errorf("chmod secret %q: %w", f.SecretName, err)
+		if err := m.chownOne(f, c); err != nil {
+			return err
 		}
 	}
 	return nil

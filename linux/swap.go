@@ -253,7 +253,8 @@ func fspick(fd int) (int, error) {
 }
 
 // chownOne gives f the host ids that c's user namespace shows as the
-// grant's ids (Build set the grant's own ids).
+// grant's ids (Build set the grant's own ids): at attach (chownMapped)
+// and for a live update's new files.
 func (m *Mount) chownOne(f mounter.File, c mounter.Container) error {
 	if len(c.UIDMappings) == 0 && len(c.GIDMappings) == 0 {
 		return nil
@@ -269,6 +270,8 @@ func (m *Mount) chownOne(f mounter.File, c mounter.Container) error {
 	if err := unix.Fchownat(m.fd, f.Name, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("chown secret %q to %d:%d: %w", f.SecretName, uid, gid, err)
 	}
+	// chown clears no permission bit we use, but re-apply the mode so
+	// that it never depends on that.
 	if err := unix.Fchmodat(m.fd, f.Name, uint32(f.Mode.Perm()), 0); err != nil {
 		return fmt.Errorf("chmod secret %q: %w", f.SecretName, err)
 	}
