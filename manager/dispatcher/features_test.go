@@ -2,11 +2,13 @@ package dispatcher
 
 import (
 	"bytes"
+	"slices"
 	"sync"
 	"testing"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 // oldAgent is the session request of an agent built before claim rules: it
@@ -129,4 +131,149 @@ func TestOldAgentGetsNoClaimRuledService(t *testing.T) {
 	}
 	co.quiet()
 	cc.quiet()
+}
+
+// TestSamePlacementOldAndCurrentAgents: nodes with the same placement, some
+// with current agents and some with old ones, attached at once. Each gets
+// exactly its own set: the COMPLETE builds and the moves they share (by
+// interned view) never carry a claim-ruled service to an old agent, nor
+// keep one from a current agent.
+func TestSamePlacementOldAndCurrentAgents(t *testing.T) {
+	h := newHarness(t)
+	p, r, r3 := h.secret("p", "plain-data"), h.secret("r", "RULED-DATA"), h.secret("r3", "RULED-DATA-3")
+	rules := []string{"containerd.namespace==prod"}
+	plain := h.service("plain", nil, p)
+	ruled, err := h.st.CreateService(h.ctx, ruledSpec("ruled", rules, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	curNames, oldNames := []string{"c1", "c2", "c3"}, []string{"o1", "o2", "o3"}
+	for _, name := range slicesConcat(curNames, oldNames) {
+		h.node(name, nil)
+	}
+	h.sync()
+	conns := map[string]*conn{}
+	leaks := map[string]*leakStream{}
+	for i := range curNames {
+		// Interleaved, all attaching at once.
+		conns[curNames[i]] = h.connect(h.nodes[curNames[i]], 0)
+		conns[oldNames[i]], leaks[oldNames[i]] = h.connectLeak(h.nodes[oldNames[i]], oldAgent(0))
+	}
+	step := func(names []string, typ dapi.SessionMessage_Type, want ...string) {
+		t.Helper()
+		for _, name := range names {
+			expect(t, conns[name].next(), typ, want...)
+		}
+	}
+	step(curNames, dapi.SessionMessage_COMPLETE, "+secret:p=plain-data", "+secret:r=RULED-DATA", "+service:plain[p]", "+service:ruled[r]")
+	step(oldNames, dapi.SessionMessage_COMPLETE, "+secret:p=plain-data", "+service:plain[p]")
+	if h.viewID("c1") != h.viewID("c2") || h.viewID("o1") != h.viewID("o3") || h.viewID("c1") == h.viewID("o1") {
+		t.Fatal("sessions did not attach with one view per placement and announcement")
+	}
+
+	// plain gains claim rules: removed from the old agents only.
+	if _, err := h.st.UpdateService(h.ctx, plain.Id, plain.Meta.Version, ruledSpec("plain", rules, p)); err != nil {
+		t.Fatal(err)
+	}
+	step(curNames, dapi.SessionMessage_INCREMENTAL, "+service:plain[p]")
+	step(oldNames, dapi.SessionMessage_INCREMENTAL, "-service:plain", "-secret:p")
+
+	// A new claim-ruled service: the current agents only.
+	if _, err := h.st.CreateService(h.ctx, ruledSpec("ruled3", rules, r3)); err != nil {
+		t.Fatal(err)
+	}
+	step(curNames, dapi.SessionMessage_INCREMENTAL, "+secret:r3=RULED-DATA-3", "+service:ruled3[r3]")
+
+	// ruled loses its rules: now the old agents get it too.
+	if _, err := h.st.UpdateService(h.ctx, ruled.Id, ruled.Meta.Version, ruledSpec("ruled", nil, r)); err != nil {
+		t.Fatal(err)
+	}
+	step(curNames, dapi.SessionMessage_INCREMENTAL, "+service:ruled[r]")
+	step(oldNames, dapi.SessionMessage_INCREMENTAL, "+secret:r=RULED-DATA", "+service:ruled[r]")
+	for _, name := range oldNames {
+		conns[name].quiet()
+		if ls := leaks[name]; ls.sent([]byte("RULED-DATA-3")) || ls.sent([]byte(r3.Id)) || ls.sent([]byte(rules[0])) {
+			t.Errorf("old agent %s was sent a claim-ruled service's data or rules", name)
+		}
+	}
+}
+
+func slicesConcat(a, b []string) []string { return append(append([]string(nil), a...), b...) }
+
+// TestServable is the rule itself.
+func TestServable(t *testing.T) {
+	plain := &types.Service{Spec: &types.ServiceSpec{Name: "plain"}}
+	ruled := &types.Service{Spec: &types.ServiceSpec{Name: "ruled", ClaimRules: []string{"k8s.namespace==a"}}}
+	for _, tc := range []struct {
+		name string
+		req  *dapi.SessionRequest
+		svc  *types.Service
+		want bool
+	}{
+		{"old agent, plain service", oldAgent(0), plain, true},
+		{"old agent, claim rules", oldAgent(0), ruled, false},
+		{"live update only, claim rules", &dapi.SessionRequest{Features: []dapi.AgentFeature{dapi.AgentFeature_AGENT_FEATURE_LIVE_UPDATE}}, ruled, false},
+		{"unknown feature numbers, claim rules", &dapi.SessionRequest{Features: []dapi.AgentFeature{0, 99}}, ruled, false},
+		{"current agent, claim rules", current(0), ruled, true},
+		{"current agent, plain service", current(0), plain, true},
+	} {
+		if got := capsOf(tc.req).servable(tc.svc); got != tc.want {
+			t.Errorf("%s: servable %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestSessionWarnings: the node shows the manager's warning while its
+// agent does not enforce claim rules, and loses it once the agent does;
+// the agent's own warnings stay, within the store's limit.
+func TestSessionWarnings(t *testing.T) {
+	many := make([]string, store.MaxNodeWarnings)
+	for i := range many {
+		many[i] = "agent warning"
+	}
+	for _, tc := range []struct {
+		name  string
+		agent []string
+		c     caps
+		want  []string
+	}{
+		{"current, none", nil, allCaps, nil},
+		{"current, agent's kept", []string{"a"}, allCaps, []string{"a"}},
+		{"current, an earlier session's manager warning dropped", []string{"a", noClaimRulesWarning}, allCaps, []string{"a"}},
+		{"old, added", []string{"a"}, caps{}, []string{"a", noClaimRulesWarning}},
+		{"old, not twice", []string{noClaimRulesWarning}, caps{}, []string{noClaimRulesWarning}},
+		{"old, within the limit", many, caps{}, append(slicesConcat(nil, many[:store.MaxNodeWarnings-1]), noClaimRulesWarning)},
+	} {
+		got := sessionWarnings(tc.agent, tc.c)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+		if err := store.ValidateNodeDescription(&types.NodeDescription{Warnings: got}); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+
+	// Through markReady, into the store: what `lockbox node inspect` shows.
+	h := newHarness(t)
+	a := h.node("a", nil)
+	warnings := func() []string {
+		n, err := h.st.GetNode(h.ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.GetDescription().GetWarnings()
+	}
+	desc := &types.NodeDescription{AgentVersion: "0.9.0", Warnings: []string{"state dir not encrypted"}}
+	if _, err := h.d.markReady(h.ctx, a, desc, "", capsOf(oldAgent(0))); err != nil {
+		t.Fatal(err)
+	}
+	if got := warnings(); !slices.Equal(got, []string{"state dir not encrypted", noClaimRulesWarning}) {
+		t.Fatalf("old agent: warnings %q", got)
+	}
+	if _, err := h.d.markReady(h.ctx, a, desc, "", capsOf(current(0))); err != nil {
+		t.Fatal(err)
+	}
+	if got := warnings(); !slices.Equal(got, []string{"state dir not encrypted"}) {
+		t.Fatalf("upgraded agent: warnings %q", got)
+	}
 }
