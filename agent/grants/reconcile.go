@@ -54,7 +54,7 @@ type Diff struct {
 
 // ErrUnknownServiceFields is why every claim of a service is refused when
 // it arrived with fields this agent does not know (Service.Rules).
-var ErrUnknownServiceFields = errors.New("the manager sent the service with fields this agent does not know; one may restrict who may claim it, so every claim is refused until the agent is upgraded")
+var ErrUnknownServiceFields = errors.New("the manager sent the service with fields this agent does not know (one may restrict who may claim it)")
 
 // ReconcileError is a message that cannot be applied; the session should
 // ask for a complete snapshot again.

@@ -32,6 +32,11 @@ func (f *fakeStream) SendMsg(v any) error {
 	if err != nil {
 		return err
 	}
+	// The pre-encoded parts must be exactly the fields a current agent
+	// knows: it refuses every claim of a service with unknown ones.
+	if dapi.HasUnknownFields(m) {
+		return fmt.Errorf("sent a message with fields a current agent does not know: %v", summary(m))
+	}
 	select {
 	case f.ch <- m:
 		return nil

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 
+	"google.golang.org/grpc/mem"
+
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/store"
@@ -275,5 +277,41 @@ func TestSessionWarnings(t *testing.T) {
 	}
 	if got := warnings(); !slices.Equal(got, []string{"state dir not encrypted"}) {
 		t.Fatalf("upgraded agent: warnings %q", got)
+	}
+}
+
+// TestEncodedServiceHasNoUnknownFields: a service with every field set, as
+// the dispatcher pre-encodes it, decodes with no field a current agent does
+// not know (it would refuse every claim of it, agent/grants), and carries
+// every field of ServiceGrants: one the dispatcher forgot to fill would be
+// a rule that never reaches the agents.
+func TestEncodedServiceHasNoUnknownFields(t *testing.T) {
+	svc := &types.Service{Id: "svc-1", Meta: &types.Meta{Version: 3}, Spec: &types.ServiceSpec{
+		Name:       "db",
+		ClaimRules: []string{"k8s.namespace==payments"},
+		LiveUpdate: true,
+		Placement:  &types.Placement{Constraints: []string{"node.labels.zone==east"}},
+		Secrets: []*types.SecretReference{{SecretId: "sec-1", SecretName: "pw", Signal: "SIGHUP",
+			Target: &types.FileTarget{Name: "pw", Uid: "1", Gid: "2", Mode: 0o400}}},
+	}}
+	enc, err := encodeChange(newChange(change{service: svc}, nil), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Free()
+	m, err := decode(&encodedMessage{rev: 5, revHead: revHeader(dapi.SessionMessage_INCREMENTAL, 5),
+		sessHead: sessionHeader("node-1", 5000, []string{"10.0.0.1:4243"}), changes: []mem.Buffer{enc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dapi.HasUnknownFields(m) {
+		t.Fatalf("decoded with unknown fields: %v", m)
+	}
+	sg := m.GetChanges()[0].GetAssignment().GetService()
+	fields := sg.ProtoReflect().Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		if fd := fields.Get(i); !sg.ProtoReflect().Has(fd) {
+			t.Errorf("ServiceGrants.%s is not sent (serviceGrants)", fd.Name())
+		}
 	}
 }
