@@ -2,11 +2,17 @@ package dispatcher
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
+	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/peer"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
@@ -313,5 +319,103 @@ func TestEncodedServiceHasNoUnknownFields(t *testing.T) {
 		if fd := fields.Get(i); !sg.ProtoReflect().Has(fd) {
 			t.Errorf("ServiceGrants.%s is not sent (serviceGrants)", fd.Name())
 		}
+	}
+}
+
+// syncBuffer is a log sink tests read while the dispatcher writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSessionRPCOfOldAgent: through the Session RPC (certificate identity,
+// "ready" write), an old agent's session is withheld the claim-ruled
+// service, its node carries the manager's warning, and the manager logs
+// it once per session, naming no service and no secret; a current
+// agent's session on the same node clears the warning.
+func TestSessionRPCOfOldAgent(t *testing.T) {
+	h := newHarness(t)
+	logs := &syncBuffer{}
+	d := New(Config{Store: h.st, History: h.st, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	go d.Run(ctx)
+	<-d.Ready()
+	h.d = d
+	a := h.node("a", nil)
+	p, r := h.secret("p", "plain-data"), h.secret("r", "RULED-DATA")
+	h.service("plain", nil, p)
+	if _, err := h.st.CreateService(h.ctx, ruledSpec("ruled", []string{"containerd.namespace==prod"}, r)); err != nil {
+		t.Fatal(err)
+	}
+	h.sync()
+	open := func(req *dapi.SessionRequest) (*fakeStream, context.CancelFunc, chan error) {
+		who := nodeContext(t, a)
+		if pr, ok := peer.FromContext(who); ok {
+			who = peer.NewContext(who, &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, AuthInfo: pr.AuthInfo})
+		}
+		sctx, stop := context.WithCancel(who)
+		fs := &fakeStream{ctx: sctx, ch: make(chan *dapi.SessionMessage, 4)}
+		errc := make(chan error, 1)
+		go func() { errc <- d.Session(req, sessionStream{fakeStream: fs}) }()
+		return fs, stop, errc
+	}
+	next := func(fs *fakeStream) *dapi.SessionMessage {
+		t.Helper()
+		select {
+		case m := <-fs.ch:
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatal("no message in 10s")
+		}
+		return nil
+	}
+	warned := func() bool {
+		n, err := h.st.GetNode(h.ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.Contains(n.GetDescription().GetWarnings(), noClaimRulesWarning)
+	}
+
+	req := oldAgent(0)
+	req.Description = &types.NodeDescription{AgentVersion: "0.9.0"}
+	fs, stop, errc := open(req)
+	expect(t, next(fs), dapi.SessionMessage_COMPLETE, "+secret:p=plain-data", "+service:plain[p]")
+	if !warned() {
+		t.Error("the node of an old agent carries no warning")
+	}
+	out := logs.String()
+	if strings.Count(out, "does not announce claim-rule enforcement") != 1 || !strings.Contains(out, "agent_version=0.9.0") {
+		t.Errorf("want one log line naming the agent version, got:\n%s", out)
+	}
+	for _, leak := range []string{"ruled", "RULED-DATA", "plain-data", r.Id} {
+		if strings.Contains(out, leak) {
+			t.Errorf("the log names %q:\n%s", leak, out)
+		}
+	}
+	stop()
+	<-errc
+
+	fs, stop, errc = open(current(0))
+	defer func() { stop(); <-errc }()
+	expect(t, next(fs), dapi.SessionMessage_COMPLETE, "+secret:p=plain-data", "+secret:r=RULED-DATA", "+service:plain[p]", "+service:ruled[r]")
+	if warned() {
+		t.Error("the warning stayed after a current agent's session")
+	}
+	if n := strings.Count(logs.String(), "does not announce claim-rule enforcement"); n != 1 {
+		t.Errorf("%d log lines after a current agent's session, want still 1", n)
 	}
 }
