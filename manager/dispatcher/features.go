@@ -52,7 +52,13 @@ func (c caps) warning() string {
 	return noClaimRulesWarning
 }
 
+// managerWarningPrefix starts every warning the manager sets on a node.
+// The node's warnings are replaced at each session: those with this prefix
+// are the manager's, so an earlier session's go (whatever their wording in
+// the manager version that set them), and an agent cannot pass its own off
+// as the manager's.
+const managerWarningPrefix = "manager: "
+
 // noClaimRulesWarning is the manager's warning on a node whose agent does
-// not enforce claim rules. It is set by the manager, not the agent, and
-// replaced at each session.
-const noClaimRulesWarning = "manager: this node's agent does not enforce claim rules (it is older than them); services with claim rules are withheld from this node, and their claims fail here, until the agent is upgraded"
+// not enforce claim rules.
+const noClaimRulesWarning = managerWarningPrefix + "this node's agent does not enforce claim rules (it is older than them); services with claim rules are withheld from this node, and their claims fail here, until the agent is upgraded"

@@ -248,6 +248,8 @@ func TestSessionWarnings(t *testing.T) {
 		{"current, none", nil, allCaps, nil},
 		{"current, agent's kept", []string{"a"}, allCaps, []string{"a"}},
 		{"current, an earlier session's manager warning dropped", []string{"a", noClaimRulesWarning}, allCaps, []string{"a"}},
+		{"current, an older manager's wording dropped", []string{"manager: older words", "a"}, allCaps, []string{"a"}},
+		{"current, an agent's warning posing as the manager's dropped", []string{"manager: all is well"}, allCaps, nil},
 		{"old, added", []string{"a"}, caps{}, []string{"a", noClaimRulesWarning}},
 		{"old, not twice", []string{noClaimRulesWarning}, caps{}, []string{noClaimRulesWarning}},
 		{"old, within the limit", many, caps{}, append(slicesConcat(nil, many[:store.MaxNodeWarnings-1]), noClaimRulesWarning)},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -285,13 +286,13 @@ func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.N
 }
 
 // sessionWarnings is the node's warnings for a session: the agent's
-// (without any the manager set for an earlier session) and then the
-// manager's own for c, within store.MaxNodeWarnings (the manager's is kept,
-// the agent's last one gives way).
+// (without any that read as the manager's: managerWarningPrefix) and then
+// the manager's own for c, within store.MaxNodeWarnings (the manager's is
+// kept, the agent's last one gives way).
 func sessionWarnings(agent []string, c caps) []string {
 	out := make([]string, 0, len(agent)+1)
 	for _, w := range agent {
-		if w != noClaimRulesWarning {
+		if !strings.HasPrefix(w, managerWarningPrefix) {
 			out = append(out, w)
 		}
 	}
