@@ -1,8 +1,11 @@
 package dispatcher
 
 import (
+	"strings"
+
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/manager/store"
 )
 
 // An agent enforces only what it was built to read. One built before claim
@@ -62,3 +65,26 @@ const managerWarningPrefix = "manager: "
 // noClaimRulesWarning is the manager's warning on a node whose agent does
 // not enforce claim rules.
 const noClaimRulesWarning = managerWarningPrefix + "this node's agent does not enforce claim rules (it is older than them); services with claim rules are withheld from this node, and their claims fail here, until the agent is upgraded"
+
+// sessionWarnings is the node's warnings for a session: the agent's
+// (without any that read as the manager's: managerWarningPrefix) and then
+// the manager's own for c, within store.MaxNodeWarnings (the manager's is
+// kept, the agent's last one gives way).
+func sessionWarnings(agent []string, c caps) []string {
+	out := make([]string, 0, len(agent)+1)
+	for _, w := range agent {
+		if !strings.HasPrefix(w, managerWarningPrefix) {
+			out = append(out, w)
+		}
+	}
+	if w := c.warning(); w != "" {
+		if len(out) >= store.MaxNodeWarnings {
+			out = out[:store.MaxNodeWarnings-1]
+		}
+		out = append(out, w)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}

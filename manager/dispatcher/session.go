@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -283,29 +282,6 @@ func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.N
 	}
 	d.hb.beat(nodeID, now.AsTime())
 	return int64(n.GetMeta().GetVersion()), nil
-}
-
-// sessionWarnings is the node's warnings for a session: the agent's
-// (without any that read as the manager's: managerWarningPrefix) and then
-// the manager's own for c, within store.MaxNodeWarnings (the manager's is
-// kept, the agent's last one gives way).
-func sessionWarnings(agent []string, c caps) []string {
-	out := make([]string, 0, len(agent)+1)
-	for _, w := range agent {
-		if !strings.HasPrefix(w, managerWarningPrefix) {
-			out = append(out, w)
-		}
-	}
-	if w := c.warning(); w != "" {
-		if len(out) >= store.MaxNodeWarnings {
-			out = out[:store.MaxNodeWarnings-1]
-		}
-		out = append(out, w)
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
 }
 
 // logCut bounds what a node chose that goes into a log line (slog quotes
