@@ -110,7 +110,7 @@ func connectAgent(nd node, addr string, tr dapi.Transport) (*benchAgent, error) 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &benchAgent{msgs: make(chan *dapi.SessionMessage, 64), conn: conn, cancel: cancel}
-	ss, err := dapi.NewDispatcherClient(conn).Session(ctx, &dapi.SessionRequest{Description: &types.NodeDescription{Hostname: "h"}})
+	ss, err := dapi.NewDispatcherClient(conn).Session(ctx, &dapi.SessionRequest{Description: &types.NodeDescription{Hostname: "h"}, Features: dapi.AgentFeatures()})
 	if err == nil {
 		_, err = ss.Recv()
 	}

@@ -139,7 +139,7 @@ func (a *stormAgent) once(ctx context.Context, cfg *tls.Config, want int) (deliv
 	if a.fresh.Load() {
 		resume = 0
 	}
-	ss, err := dapi.NewDispatcherClient(conn).Session(ctx, &dapi.SessionRequest{Description: &types.NodeDescription{Hostname: "h"}, ResumeRevision: resume})
+	ss, err := dapi.NewDispatcherClient(conn).Session(ctx, &dapi.SessionRequest{Description: &types.NodeDescription{Hostname: "h"}, ResumeRevision: resume, Features: dapi.AgentFeatures()})
 	if err != nil {
 		failures.note(err)
 		return false, false

@@ -243,7 +243,7 @@ func (n node) sessionAs(t testing.TB, addr string, resume uint64, desc *types.No
 	// Dialled as an agent dials.
 	cl := dapi.NewDispatcherClient(dialTLS(t, addr, n.root, n.cert, dapi.Transport{}.DialOptions()...))
 	s := &stream{t: t, msgs: make(chan *dapi.SessionMessage, 64), errc: make(chan error, 1), cancel: cancel}
-	ss, err := cl.Session(ctx, &dapi.SessionRequest{ResumeRevision: resume, Description: desc})
+	ss, err := cl.Session(ctx, &dapi.SessionRequest{ResumeRevision: resume, Description: desc, Features: dapi.AgentFeatures()})
 	if err != nil {
 		s.errc <- err
 		return s

@@ -51,7 +51,9 @@ func (s *signalling) waitFor(t *testing.T, what string, cond func() bool) {
 // TestClaimRulesReachTheAgentCache: rules set through the admin API (as
 // "lockbox service create --claim" sends them) reach a real agent session's
 // cache in canonical form, an update of the rules alone replaces them
-// there, and the cache decides with them.
+// there, and the cache decides with them. It also proves that a real
+// session announces claim-rule enforcement (api/dispatcher.AgentFeatures):
+// without that, the managers withhold db from the node.
 func TestClaimRulesReachTheAgentCache(t *testing.T) {
 	tm := managertest.Start(t)
 	sec := tm.Secret("pw", []byte("x"))

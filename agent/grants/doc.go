@@ -7,7 +7,10 @@
 // the buffers. Restrict hands a caller one service's grants and nothing
 // else: least privilege as a type. Each service keeps the claim rules it
 // arrived with (api/claimrule); Rules and Restricted.Rules hand them to the
-// agent, which decides a claim with them before it mounts anything.
+// agent, which decides a claim with them before it mounts anything. A
+// service that arrives with fields this agent does not know (a newer
+// manager's, perhaps a rule) gets rules that refuse every claim
+// (ErrUnknownServiceFields).
 // Each service also keeps its live_update flag and each grant its signal
 // (Restricted.LiveUpdate, mounter.Grant.Signal); Changed tells the agent
 // that a message was applied, so that it can bring the running containers

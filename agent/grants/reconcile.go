@@ -1,6 +1,7 @@
 package grants
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -50,6 +51,10 @@ type Diff struct {
 	// memory and zeroes it.
 	Load []*dispatcher.SecretData
 }
+
+// ErrUnknownServiceFields is why every claim of a service is refused when
+// it arrived with fields this agent does not know (Service.Rules).
+var ErrUnknownServiceFields = errors.New("the manager sent the service with fields this agent does not know (one may restrict who may claim it)")
 
 // ReconcileError is a message that cannot be applied; the session should
 // ask for a complete snapshot again.
@@ -138,6 +143,13 @@ func Reconcile(cur State, msg *dispatcher.SessionMessage) (State, Diff, error) {
 			}
 			svc := Service{ID: sg.GetServiceId(), Name: sg.GetServiceName(), Grants: make([]mounter.Grant, 0, len(sg.GetGrants())),
 				Rules: claimrule.FromWire(sg.GetClaimRules()), LiveUpdate: sg.GetLiveUpdate()}
+			if dispatcher.HasUnknownFields(sg) {
+				// A newer manager's field may restrict who may claim
+				// the service: refuse every claim rather than admit
+				// what it would forbid. The grants stay (nothing is
+				// mounted from them) so the rest of the message applies.
+				svc.Rules = claimrule.Unreadable(ErrUnknownServiceFields)
+			}
 			for _, g := range sg.GetGrants() {
 				if g.GetSecretId() == "" {
 					return fail("change %d: service %q: grant without a secret ID", i, svc.Name)

@@ -3,7 +3,9 @@
 // token's digest, the same join a manager makes),
 // keeps the node's key and certificate in the state directory and renews the
 // certificate before it expires, and holds one Dispatcher.Session stream to
-// some manager, feeding every message to the grant cache.
+// some manager, feeding every message to the grant cache. Each session
+// announces what this agent enforces (api/dispatcher.AgentFeatures): a
+// manager withholds services with claim rules from an agent that does not.
 //
 // When every manager is gone it keeps retrying, with jittered exponential
 // backoff, across every manager it has heard of (the flag, the join answer

@@ -328,7 +328,7 @@ func (s *Session) runOnce(ctx context.Context, addr string) (delivered, reached 
 		resume = 0
 	}
 	client := dapi.NewDispatcherClient(conn)
-	stream, err := client.Session(ctx, &dapi.SessionRequest{Description: s.cfg.Description, ResumeRevision: resume})
+	stream, err := client.Session(ctx, &dapi.SessionRequest{Description: s.cfg.Description, ResumeRevision: resume, Features: dapi.AgentFeatures()})
 	if err != nil {
 		return false, false, err
 	}

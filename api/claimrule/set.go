@@ -55,6 +55,13 @@ func FromWire(ss []string) Set {
 	return s
 }
 
+// Unreadable is a Set that refuses every claim because of err: the agent
+// could not read all of what a manager sent with the service (a field it
+// does not know may be a rule it would not enforce; agent/grants).
+func Unreadable(err error) Set {
+	return Set{unreadable: err}
+}
+
 // Len is the number of rules.
 func (s Set) Len() int { return len(s.rules) }
 

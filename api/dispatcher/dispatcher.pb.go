@@ -26,6 +26,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AgentFeature is one thing an agent announces it enforces
+// (SessionRequest.features; api/dispatcher/features.go lists what this
+// build's agent announces).
+type AgentFeature int32
+
+const (
+	AgentFeature_AGENT_FEATURE_UNSPECIFIED AgentFeature = 0
+	// CLAIM_RULES: the agent admits a container's claim only when the
+	// service's claim_rules hold, and refuses every claim of a service it
+	// received with fields it does not know.
+	AgentFeature_AGENT_FEATURE_CLAIM_RULES AgentFeature = 1
+	// LIVE_UPDATE: the agent applies ServiceGrants.live_update. Shown to
+	// operators only: an agent without it keeps what its containers started
+	// with, which leaks nothing, so no service is withheld for it.
+	AgentFeature_AGENT_FEATURE_LIVE_UPDATE AgentFeature = 2
+)
+
+// Enum value maps for AgentFeature.
+var (
+	AgentFeature_name = map[int32]string{
+		0: "AGENT_FEATURE_UNSPECIFIED",
+		1: "AGENT_FEATURE_CLAIM_RULES",
+		2: "AGENT_FEATURE_LIVE_UPDATE",
+	}
+	AgentFeature_value = map[string]int32{
+		"AGENT_FEATURE_UNSPECIFIED": 0,
+		"AGENT_FEATURE_CLAIM_RULES": 1,
+		"AGENT_FEATURE_LIVE_UPDATE": 2,
+	}
+)
+
+func (x AgentFeature) Enum() *AgentFeature {
+	p := new(AgentFeature)
+	*p = x
+	return p
+}
+
+func (x AgentFeature) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AgentFeature) Descriptor() protoreflect.EnumDescriptor {
+	return file_dispatcher_dispatcher_proto_enumTypes[0].Descriptor()
+}
+
+func (AgentFeature) Type() protoreflect.EnumType {
+	return &file_dispatcher_dispatcher_proto_enumTypes[0]
+}
+
+func (x AgentFeature) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AgentFeature.Descriptor instead.
+func (AgentFeature) EnumDescriptor() ([]byte, []int) {
+	return file_dispatcher_dispatcher_proto_rawDescGZIP(), []int{0}
+}
+
 type AssignmentChange_Action int32
 
 const (
@@ -56,11 +114,11 @@ func (x AssignmentChange_Action) String() string {
 }
 
 func (AssignmentChange_Action) Descriptor() protoreflect.EnumDescriptor {
-	return file_dispatcher_dispatcher_proto_enumTypes[0].Descriptor()
+	return file_dispatcher_dispatcher_proto_enumTypes[1].Descriptor()
 }
 
 func (AssignmentChange_Action) Type() protoreflect.EnumType {
-	return &file_dispatcher_dispatcher_proto_enumTypes[0]
+	return &file_dispatcher_dispatcher_proto_enumTypes[1]
 }
 
 func (x AssignmentChange_Action) Number() protoreflect.EnumNumber {
@@ -104,11 +162,11 @@ func (x SessionMessage_Type) String() string {
 }
 
 func (SessionMessage_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_dispatcher_dispatcher_proto_enumTypes[1].Descriptor()
+	return file_dispatcher_dispatcher_proto_enumTypes[2].Descriptor()
 }
 
 func (SessionMessage_Type) Type() protoreflect.EnumType {
-	return &file_dispatcher_dispatcher_proto_enumTypes[1]
+	return &file_dispatcher_dispatcher_proto_enumTypes[2]
 }
 
 func (x SessionMessage_Type) Number() protoreflect.EnumNumber {
@@ -159,11 +217,11 @@ func (x MountReport_Event) String() string {
 }
 
 func (MountReport_Event) Descriptor() protoreflect.EnumDescriptor {
-	return file_dispatcher_dispatcher_proto_enumTypes[2].Descriptor()
+	return file_dispatcher_dispatcher_proto_enumTypes[3].Descriptor()
 }
 
 func (MountReport_Event) Type() protoreflect.EnumType {
-	return &file_dispatcher_dispatcher_proto_enumTypes[2]
+	return &file_dispatcher_dispatcher_proto_enumTypes[3]
 }
 
 func (x MountReport_Event) Number() protoreflect.EnumNumber {
@@ -181,8 +239,18 @@ type SessionRequest struct {
 	// resume_revision is the revision of the last message the agent applied,
 	// or 0 for a complete snapshot.
 	ResumeRevision uint64 `protobuf:"varint,2,opt,name=resume_revision,json=resumeRevision,proto3" json:"resume_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// features is what this agent enforces of what the managers send
+	// (AgentFeature). An enum rather than free-form strings: one home for
+	// the names, and a value a manager does not know is just a number it
+	// ignores. The dispatcher withholds every service that needs a feature
+	// the session did not announce: an agent built before claim rules
+	// ignores ServiceGrants.claim_rules (an unknown field to it) and would
+	// admit any claim of the service, so a service with claim rules is
+	// placed only on nodes whose session announces
+	// AGENT_FEATURE_CLAIM_RULES (fail closed until the agent is upgraded).
+	Features      []AgentFeature `protobuf:"varint,3,rep,packed,name=features,proto3,enum=lockbox.dispatcher.AgentFeature" json:"features,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionRequest) Reset() {
@@ -227,6 +295,13 @@ func (x *SessionRequest) GetResumeRevision() uint64 {
 		return x.ResumeRevision
 	}
 	return 0
+}
+
+func (x *SessionRequest) GetFeatures() []AgentFeature {
+	if x != nil {
+		return x.Features
+	}
+	return nil
 }
 
 // SecretData is a secret's payload, sent only to nodes that hold a grant
@@ -851,10 +926,11 @@ var File_dispatcher_dispatcher_proto protoreflect.FileDescriptor
 
 const file_dispatcher_dispatcher_proto_rawDesc = "" +
 	"\n" +
-	"\x1bdispatcher/dispatcher.proto\x12\x12lockbox.dispatcher\x1a\x11types/types.proto\"{\n" +
+	"\x1bdispatcher/dispatcher.proto\x12\x12lockbox.dispatcher\x1a\x11types/types.proto\"\xb9\x01\n" +
 	"\x0eSessionRequest\x12@\n" +
 	"\vdescription\x18\x01 \x01(\v2\x1e.lockbox.types.NodeDescriptionR\vdescription\x12'\n" +
-	"\x0fresume_revision\x18\x02 \x01(\x04R\x0eresumeRevision\"D\n" +
+	"\x0fresume_revision\x18\x02 \x01(\x04R\x0eresumeRevision\x12<\n" +
+	"\bfeatures\x18\x03 \x03(\x0e2 .lockbox.dispatcher.AgentFeatureR\bfeatures\"D\n" +
 	"\n" +
 	"SecretData\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -916,7 +992,11 @@ const file_dispatcher_dispatcher_proto_rawDesc = "" +
 	"\x10HeartbeatRequest\x129\n" +
 	"\areports\x18\x01 \x03(\v2\x1f.lockbox.dispatcher.MountReportR\areports\"0\n" +
 	"\x11HeartbeatResponse\x12\x1b\n" +
-	"\tperiod_ms\x18\x01 \x01(\rR\bperiodMs2\xbb\x01\n" +
+	"\tperiod_ms\x18\x01 \x01(\rR\bperiodMs*k\n" +
+	"\fAgentFeature\x12\x1d\n" +
+	"\x19AGENT_FEATURE_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19AGENT_FEATURE_CLAIM_RULES\x10\x01\x12\x1d\n" +
+	"\x19AGENT_FEATURE_LIVE_UPDATE\x10\x022\xbb\x01\n" +
 	"\n" +
 	"Dispatcher\x12S\n" +
 	"\aSession\x12\".lockbox.dispatcher.SessionRequest\x1a\".lockbox.dispatcher.SessionMessage0\x01\x12X\n" +
@@ -934,46 +1014,48 @@ func file_dispatcher_dispatcher_proto_rawDescGZIP() []byte {
 	return file_dispatcher_dispatcher_proto_rawDescData
 }
 
-var file_dispatcher_dispatcher_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_dispatcher_dispatcher_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_dispatcher_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_dispatcher_dispatcher_proto_goTypes = []any{
-	(AssignmentChange_Action)(0),  // 0: lockbox.dispatcher.AssignmentChange.Action
-	(SessionMessage_Type)(0),      // 1: lockbox.dispatcher.SessionMessage.Type
-	(MountReport_Event)(0),        // 2: lockbox.dispatcher.MountReport.Event
-	(*SessionRequest)(nil),        // 3: lockbox.dispatcher.SessionRequest
-	(*SecretData)(nil),            // 4: lockbox.dispatcher.SecretData
-	(*Grant)(nil),                 // 5: lockbox.dispatcher.Grant
-	(*ServiceGrants)(nil),         // 6: lockbox.dispatcher.ServiceGrants
-	(*Assignment)(nil),            // 7: lockbox.dispatcher.Assignment
-	(*AssignmentChange)(nil),      // 8: lockbox.dispatcher.AssignmentChange
-	(*SessionMessage)(nil),        // 9: lockbox.dispatcher.SessionMessage
-	(*MountReport)(nil),           // 10: lockbox.dispatcher.MountReport
-	(*HeartbeatRequest)(nil),      // 11: lockbox.dispatcher.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 12: lockbox.dispatcher.HeartbeatResponse
-	(*types.NodeDescription)(nil), // 13: lockbox.types.NodeDescription
-	(*types.FileTarget)(nil),      // 14: lockbox.types.FileTarget
+	(AgentFeature)(0),             // 0: lockbox.dispatcher.AgentFeature
+	(AssignmentChange_Action)(0),  // 1: lockbox.dispatcher.AssignmentChange.Action
+	(SessionMessage_Type)(0),      // 2: lockbox.dispatcher.SessionMessage.Type
+	(MountReport_Event)(0),        // 3: lockbox.dispatcher.MountReport.Event
+	(*SessionRequest)(nil),        // 4: lockbox.dispatcher.SessionRequest
+	(*SecretData)(nil),            // 5: lockbox.dispatcher.SecretData
+	(*Grant)(nil),                 // 6: lockbox.dispatcher.Grant
+	(*ServiceGrants)(nil),         // 7: lockbox.dispatcher.ServiceGrants
+	(*Assignment)(nil),            // 8: lockbox.dispatcher.Assignment
+	(*AssignmentChange)(nil),      // 9: lockbox.dispatcher.AssignmentChange
+	(*SessionMessage)(nil),        // 10: lockbox.dispatcher.SessionMessage
+	(*MountReport)(nil),           // 11: lockbox.dispatcher.MountReport
+	(*HeartbeatRequest)(nil),      // 12: lockbox.dispatcher.HeartbeatRequest
+	(*HeartbeatResponse)(nil),     // 13: lockbox.dispatcher.HeartbeatResponse
+	(*types.NodeDescription)(nil), // 14: lockbox.types.NodeDescription
+	(*types.FileTarget)(nil),      // 15: lockbox.types.FileTarget
 }
 var file_dispatcher_dispatcher_proto_depIdxs = []int32{
-	13, // 0: lockbox.dispatcher.SessionRequest.description:type_name -> lockbox.types.NodeDescription
-	14, // 1: lockbox.dispatcher.Grant.target:type_name -> lockbox.types.FileTarget
-	5,  // 2: lockbox.dispatcher.ServiceGrants.grants:type_name -> lockbox.dispatcher.Grant
-	4,  // 3: lockbox.dispatcher.Assignment.secret:type_name -> lockbox.dispatcher.SecretData
-	6,  // 4: lockbox.dispatcher.Assignment.service:type_name -> lockbox.dispatcher.ServiceGrants
-	0,  // 5: lockbox.dispatcher.AssignmentChange.action:type_name -> lockbox.dispatcher.AssignmentChange.Action
-	7,  // 6: lockbox.dispatcher.AssignmentChange.assignment:type_name -> lockbox.dispatcher.Assignment
-	1,  // 7: lockbox.dispatcher.SessionMessage.type:type_name -> lockbox.dispatcher.SessionMessage.Type
-	8,  // 8: lockbox.dispatcher.SessionMessage.changes:type_name -> lockbox.dispatcher.AssignmentChange
-	2,  // 9: lockbox.dispatcher.MountReport.event:type_name -> lockbox.dispatcher.MountReport.Event
-	10, // 10: lockbox.dispatcher.HeartbeatRequest.reports:type_name -> lockbox.dispatcher.MountReport
-	3,  // 11: lockbox.dispatcher.Dispatcher.Session:input_type -> lockbox.dispatcher.SessionRequest
-	11, // 12: lockbox.dispatcher.Dispatcher.Heartbeat:input_type -> lockbox.dispatcher.HeartbeatRequest
-	9,  // 13: lockbox.dispatcher.Dispatcher.Session:output_type -> lockbox.dispatcher.SessionMessage
-	12, // 14: lockbox.dispatcher.Dispatcher.Heartbeat:output_type -> lockbox.dispatcher.HeartbeatResponse
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	14, // 0: lockbox.dispatcher.SessionRequest.description:type_name -> lockbox.types.NodeDescription
+	0,  // 1: lockbox.dispatcher.SessionRequest.features:type_name -> lockbox.dispatcher.AgentFeature
+	15, // 2: lockbox.dispatcher.Grant.target:type_name -> lockbox.types.FileTarget
+	6,  // 3: lockbox.dispatcher.ServiceGrants.grants:type_name -> lockbox.dispatcher.Grant
+	5,  // 4: lockbox.dispatcher.Assignment.secret:type_name -> lockbox.dispatcher.SecretData
+	7,  // 5: lockbox.dispatcher.Assignment.service:type_name -> lockbox.dispatcher.ServiceGrants
+	1,  // 6: lockbox.dispatcher.AssignmentChange.action:type_name -> lockbox.dispatcher.AssignmentChange.Action
+	8,  // 7: lockbox.dispatcher.AssignmentChange.assignment:type_name -> lockbox.dispatcher.Assignment
+	2,  // 8: lockbox.dispatcher.SessionMessage.type:type_name -> lockbox.dispatcher.SessionMessage.Type
+	9,  // 9: lockbox.dispatcher.SessionMessage.changes:type_name -> lockbox.dispatcher.AssignmentChange
+	3,  // 10: lockbox.dispatcher.MountReport.event:type_name -> lockbox.dispatcher.MountReport.Event
+	11, // 11: lockbox.dispatcher.HeartbeatRequest.reports:type_name -> lockbox.dispatcher.MountReport
+	4,  // 12: lockbox.dispatcher.Dispatcher.Session:input_type -> lockbox.dispatcher.SessionRequest
+	12, // 13: lockbox.dispatcher.Dispatcher.Heartbeat:input_type -> lockbox.dispatcher.HeartbeatRequest
+	10, // 14: lockbox.dispatcher.Dispatcher.Session:output_type -> lockbox.dispatcher.SessionMessage
+	13, // 15: lockbox.dispatcher.Dispatcher.Heartbeat:output_type -> lockbox.dispatcher.HeartbeatResponse
+	14, // [14:16] is the sub-list for method output_type
+	12, // [12:14] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_dispatcher_dispatcher_proto_init() }
@@ -990,7 +1072,7 @@ func file_dispatcher_dispatcher_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dispatcher_dispatcher_proto_rawDesc), len(file_dispatcher_dispatcher_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -123,7 +123,7 @@ func TestAuditGrantsPerNodeAndService(t *testing.T) {
 	// A new session with the same grants records nothing.
 	c.stop()
 	c2 := &conn{t: t, s: &fakeStream{ctx: ctx, ch: make(chan *dapi.SessionMessage, 64)}, errc: make(chan error, 1), stop: func() {}}
-	go func() { c2.errc <- d.Serve(c2.s, n1, 0) }()
+	go func() { c2.errc <- d.Serve(c2.s, n1, current(0)) }()
 	expect(t, c2.next(), dapi.SessionMessage_COMPLETE, "+secret:s1="+marker, "+secret:s2="+marker+"2", "+service:web[s1][s2]")
 	aud.none(t)
 

@@ -105,7 +105,7 @@ func setupBench(b *testing.B, n int) *benchCluster {
 	}
 	bc := &benchCluster{st: st, d: d, svc: svc, arrivals: make(chan arrival, 4*n), n: n, cancel: cancel}
 	for _, id := range ids {
-		go d.Serve(&benchStream{ctx: ctx, arrivals: bc.arrivals}, id, 0)
+		go d.Serve(&benchStream{ctx: ctx, arrivals: bc.arrivals}, id, current(0))
 	}
 	for i := 0; i < n; i++ {
 		<-bc.arrivals // COMPLETE
@@ -239,7 +239,7 @@ func setupBenchSessionsOnly(b *testing.B, n int) *benchCluster {
 	before := memNow()
 	sctx, cancel := context.WithCancel(ctx)
 	for _, id := range ids {
-		go bc.d.Serve(&benchStream{ctx: sctx, arrivals: arrivals}, id, 0)
+		go bc.d.Serve(&benchStream{ctx: sctx, arrivals: arrivals}, id, current(0))
 	}
 	for i := 0; i < n; i++ {
 		<-arrivals

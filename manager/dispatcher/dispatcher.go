@@ -285,9 +285,9 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta, since time.Time) {
 		}
 		var mv *move
 		if dl.nodes[nodeID] {
-			nv := viewOf(d.ix.services, n)
+			nv := viewOf(d.ix.services, n, s.caps)
 			mv = &move{view: nv, changes: diff(s.view, nv)}
-		} else if mv = cache.moveOf(s.view, n, d.ix.services, changed); mv == nil {
+		} else if mv = cache.moveOf(s.view, n, s.caps, d.ix.services, changed); mv == nil {
 			continue
 		}
 		s.view = mv.view

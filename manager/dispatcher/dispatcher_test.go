@@ -32,6 +32,11 @@ func (f *fakeStream) SendMsg(v any) error {
 	if err != nil {
 		return err
 	}
+	// The pre-encoded parts must be exactly the fields a current agent
+	// knows: it refuses every claim of a service with unknown ones.
+	if dapi.HasUnknownFields(m) {
+		return fmt.Errorf("sent a message with fields a current agent does not know: %v", summary(m))
+	}
 	select {
 	case f.ch <- m:
 		return nil
@@ -133,11 +138,31 @@ func (h *harness) sync() {
 	}
 }
 
+// current is the session request of a current agent: it announces what
+// this build enforces.
+func current(resume uint64) *dapi.SessionRequest {
+	return &dapi.SessionRequest{ResumeRevision: resume, Features: dapi.AgentFeatures()}
+}
+
+// connect opens a current agent's session.
 func (h *harness) connect(nodeID string, resume uint64) *conn {
+	return h.connectReq(nodeID, current(resume))
+}
+
+// connectReq opens a session that sends req.
+func (h *harness) connectReq(nodeID string, req *dapi.SessionRequest) *conn {
+	fs := &fakeStream{}
+	return h.connectStream(nodeID, req, fs, fs)
+}
+
+// connectStream opens a session that sends req on stream, whose messages
+// fs (the fakeStream stream is or wraps) collects.
+func (h *harness) connectStream(nodeID string, req *dapi.SessionRequest, fs *fakeStream, stream Sender) *conn {
 	h.sync()
 	ctx, cancel := context.WithCancel(h.ctx)
-	c := &conn{t: h.t, s: &fakeStream{ctx: ctx, ch: make(chan *dapi.SessionMessage, 64)}, errc: make(chan error, 1), stop: cancel}
-	go func() { c.errc <- h.d.Serve(c.s, nodeID, resume) }()
+	fs.ctx, fs.ch = ctx, make(chan *dapi.SessionMessage, 64)
+	c := &conn{t: h.t, s: fs, errc: make(chan error, 1), stop: cancel}
+	go func() { c.errc <- h.d.Serve(stream, nodeID, req) }()
 	h.t.Cleanup(cancel)
 	return c
 }
@@ -272,7 +297,7 @@ func TestCompleteThenIncremental(t *testing.T) {
 		t.Fatal("removed node's session did not end")
 	}
 	// And it cannot open a new one.
-	if err := h.d.Serve(&fakeStream{ctx: h.ctx, ch: make(chan *dapi.SessionMessage, 1)}, b, 0); status.Code(err) != codes.PermissionDenied {
+	if err := h.d.Serve(&fakeStream{ctx: h.ctx, ch: make(chan *dapi.SessionMessage, 1)}, b, current(0)); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("removed node opened a session: %v", err)
 	}
 	// Revocation ends a session too.
@@ -352,7 +377,7 @@ func TestHeartbeatsMarkNodesDownAndReady(t *testing.T) {
 		return n.State
 	}
 	h.sync()
-	if _, err := h.d.markReady(h.ctx, a, &types.NodeDescription{Hostname: "a2"}, "10.0.0.9"); err != nil {
+	if _, err := h.d.markReady(h.ctx, a, &types.NodeDescription{Hostname: "a2"}, "10.0.0.9", allCaps); err != nil {
 		t.Fatal(err)
 	}
 	n, _ := h.st.GetNode(h.ctx, a)
@@ -396,7 +421,7 @@ func TestManagersChangedReachesSessions(t *testing.T) {
 }
 
 func TestSlowSessionIsCutOff(t *testing.T) {
-	s := newSession("n")
+	s := newSession("n", allCaps)
 	enc, err := encodeChange(&dapi.AssignmentChange{Assignment: &dapi.Assignment{Item: &dapi.Assignment_Secret{Secret: &dapi.SecretData{Data: []byte("secret")}}}}, true)
 	if err != nil {
 		t.Fatal(err)
@@ -449,7 +474,7 @@ func TestSharedChangesMarshalConcurrently(t *testing.T) {
 		id := h.node(fmt.Sprintf("n%d", i), nil)
 		h.sync()
 		s := &marshalStream{ctx: h.ctx, msgs: make(chan []byte, 8)}
-		go h.d.Serve(s, id, 0)
+		go h.d.Serve(s, id, current(0))
 		<-s.msgs
 		streams = append(streams, s)
 	}

@@ -11,7 +11,12 @@
 // view and match the changed services the same way (the same placement)
 // share one "move" per batch: its new view, diff and queued items are
 // computed once, and from then on those nodes share one view (move.go);
-// views are never modified, only replaced. Secret data is read from the
+// views are never modified, only replaced. What a session's agent announced
+// it enforces (SessionRequest.features) is part of the placement: a service
+// with claim rules is not placed on the node of a session that did not
+// announce claim-rule enforcement (features.go), so such nodes hold other
+// views than their placement peers and never share a move or a COMPLETE
+// build that carries the service. Secret data is read from the
 // store once per batch; each distinct change is encoded once, and its bytes
 // are shared by every session that sends it and zeroed when the last of them
 // (and gRPC's writer) is done with them. Sessions send these pre-encoded

@@ -196,7 +196,7 @@ func TestSessionStartsAreBounded(t *testing.T) {
 	call := func(ctx context.Context) (*fakeStream, chan error) {
 		fs := &fakeStream{ctx: ctx, ch: make(chan *dapi.SessionMessage, 4)}
 		errc := make(chan error, 1)
-		go func() { errc <- h.d.Session(&dapi.SessionRequest{}, sessionStream{fakeStream: fs}) }()
+		go func() { errc <- h.d.Session(current(0), sessionStream{fakeStream: fs}) }()
 		return fs, errc
 	}
 	who := nodeContext(t, id)

@@ -25,6 +25,13 @@ func (s *service) matches(n *types.Node) bool {
 	return s.valid && constraint.Match(s.cons, n)
 }
 
+// placedOn reports whether s goes to the session of node n whose agent
+// announced c: its placement matches the node, and the agent enforces
+// what s needs (caps.servable, features.go).
+func (s *service) placedOn(n *types.Node, c caps) bool {
+	return c.servable(s.svc) && s.matches(n)
+}
+
 // index is every service and node at revision rev. Objects in it are never
 // modified: a change replaces the pointer, so views can hold pointers and
 // compare them.
@@ -118,11 +125,12 @@ func samePlacementInputs(a, b *types.Node) bool {
 // view is the services placed on one node, by ID.
 type view map[string]*types.Service
 
-// viewOf computes a node's view from scratch.
-func viewOf(services map[string]*service, n *types.Node) view {
+// viewOf computes from scratch the view of node n's session, whose agent
+// announced c.
+func viewOf(services map[string]*service, n *types.Node, c caps) view {
 	v := view{}
 	for id, s := range services {
-		if s.matches(n) {
+		if s.placedOn(n, c) {
 			v[id] = s.svc
 		}
 	}

@@ -70,15 +70,18 @@ func viewContent(v view) string {
 	return string(b)
 }
 
-// moveOf is the move of a session whose node n is unchanged and whose view
-// is old, nil when the changed services (in the fixed order of changed)
-// leave it as it is.
-func (mc *moveCache) moveOf(old view, n *types.Node, services map[string]*service, changed []string) *move {
+// moveOf is the move of a session whose node n is unchanged, whose agent
+// announced c and whose view is old, nil when the changed services (in the
+// fixed order of changed) leave it as it is. The match bits include c
+// (service.placedOn): sessions of nodes with the same placement but a
+// different announcement share a move only when it gives them the same
+// services.
+func (mc *moveCache) moveOf(old view, n *types.Node, c caps, services map[string]*service, changed []string) *move {
 	var in matchBits
 	touched := false
 	for i, id := range changed {
 		svc := services[id]
-		inNew := svc != nil && svc.matches(n)
+		inNew := svc != nil && svc.placedOn(n, c)
 		if inNew && i < maxKeyedServices {
 			in[i/64] |= 1 << (i % 64)
 		}
@@ -113,7 +116,7 @@ func (mc *moveCache) moveOf(old view, n *types.Node, services map[string]*servic
 		if i < maxKeyedServices {
 			inNew = in[i/64]&(1<<(i%64)) != 0
 		} else {
-			inNew = svc != nil && svc.matches(n)
+			inNew = svc != nil && svc.placedOn(n, c)
 		}
 		if inNew {
 			nv[id] = svc.svc

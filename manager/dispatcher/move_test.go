@@ -107,7 +107,7 @@ func (s *nullStream) SendMsg(v any) error {
 func TestSendAllocatesOnlyThePartList(t *testing.T) {
 	managers := []string{"10.0.0.1:4242", "10.0.0.2:4242"} // as the manager keeps its list
 	d := New(Config{Managers: func() []string { return managers }})
-	s := newSession("node-1")
+	s := newSession("node-1", allCaps)
 	enc, err := encodeChange(&dapi.AssignmentChange{Action: dapi.AssignmentChange_REMOVE}, false)
 	if err != nil {
 		t.Fatal(err)

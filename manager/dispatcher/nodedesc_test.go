@@ -27,7 +27,7 @@ func TestSessionReportCannotClaimAnotherNodesGrants(t *testing.T) {
 	h.service("by-os", []string{"node.platform.os==windows"}, h.secret("os-secret", "for windows only"))
 
 	claim := &types.NodeDescription{Hostname: "victim", Platform: &types.Platform{Os: "windows", Architecture: "amd64"}, AgentVersion: "v9"}
-	if _, err := h.d.markReady(h.ctx, attacker, claim, "10.0.0.66"); err != nil {
+	if _, err := h.d.markReady(h.ctx, attacker, claim, "10.0.0.66", allCaps); err != nil {
 		t.Fatalf("the node is still served: %v", err)
 	}
 	c := h.connect(attacker, 0)
@@ -48,7 +48,7 @@ func TestSessionReportCannotClaimAnotherNodesGrants(t *testing.T) {
 	}
 
 	// The constraints do place: the real victim gets both.
-	if _, err := h.d.markReady(h.ctx, victim, &types.NodeDescription{Hostname: "victim", Platform: &types.Platform{Os: "windows", Architecture: "amd64"}}, ""); err != nil {
+	if _, err := h.d.markReady(h.ctx, victim, &types.NodeDescription{Hostname: "victim", Platform: &types.Platform{Os: "windows", Architecture: "amd64"}}, "", allCaps); err != nil {
 		t.Fatal(err)
 	}
 	v := h.connect(victim, 0)

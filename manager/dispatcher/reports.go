@@ -175,7 +175,7 @@ func validateReport(r *dapi.MountReport) error {
 
 // placedByName is the services placed on nodeID now, by name (the name is
 // what a report carries): the view its session was sent, or, without a
-// session on this manager, the one the index gives.
+// session on this manager, the one the index gives to a current agent.
 func (d *Dispatcher) placedByName(nodeID string) map[string]string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -184,7 +184,10 @@ func (d *Dispatcher) placedByName(nodeID string) map[string]string {
 		v = s.view
 	} else if d.ix != nil {
 		if n := d.ix.nodes[nodeID]; n != nil {
-			v = viewOf(d.ix.services, n)
+			// Without a session here, what the agent announced is not
+			// known: a report about a claim-ruled service is accepted
+			// (it only records what the agent says it did).
+			v = viewOf(d.ix.services, n, allCaps)
 		}
 	}
 	m := make(map[string]string, len(v))

@@ -24,7 +24,10 @@ import (
 // stream's goroutine.
 type session struct {
 	nodeID string
-	view   view
+	// caps is what the node's agent announced it enforces: part of the
+	// placement of every view the session gets (service.placedOn).
+	caps caps
+	view view
 
 	mu      sync.Mutex
 	pending []item
@@ -47,8 +50,8 @@ type session struct {
 	headHeartbeat uint32
 }
 
-func newSession(nodeID string) *session {
-	return &session{nodeID: nodeID, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newSession(nodeID string, c caps) *session {
+	return &session{nodeID: nodeID, caps: c, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // maxPending bounds what a session may have queued: a node that reads
@@ -158,6 +161,7 @@ func (d *Dispatcher) Session(req *dapi.SessionRequest, stream dapi.Dispatcher_Se
 		}
 	}
 	ctx := stream.Context()
+	c := capsOf(req)
 	// A bounded number of sessions start at once (startSlots).
 	select {
 	case d.starting <- struct{}{}:
@@ -168,9 +172,15 @@ func (d *Dispatcher) Session(req *dapi.SessionRequest, stream dapi.Dispatcher_Se
 	var first firstMessage
 	err = onOwnStack(func() error {
 		defer func() { <-d.starting }()
-		rev, err := d.markReady(ctx, who.NodeID, req.GetDescription(), addr)
+		rev, err := d.markReady(ctx, who.NodeID, req.GetDescription(), addr, c)
 		if err != nil {
 			return err
+		}
+		if !c.claimRules {
+			// Once per session; names only what the agent said of
+			// itself (quoted by slog), never a service or secret.
+			d.log.Warn("node's agent does not announce claim-rule enforcement; services with claim rules are withheld from it until it is upgraded",
+				"node", who.NodeID, "agent_version", logCut(req.GetDescription().GetAgentVersion()))
 		}
 		// A node that just joined can connect before the watch has
 		// brought its registration into the index; it must not be told
@@ -184,7 +194,7 @@ func (d *Dispatcher) Session(req *dapi.SessionRequest, stream dapi.Dispatcher_Se
 				return status.Errorf(codes.Unavailable, "node %s is not indexed yet; retry: %v", who.NodeID, err)
 			}
 		}
-		s, first, err = d.start(ctx, who.NodeID, req.GetResumeRevision())
+		s, first, err = d.start(ctx, who.NodeID, req.GetResumeRevision(), c)
 		return err
 	})
 	if err != nil {
@@ -228,20 +238,25 @@ const indexWait = 10 * time.Second
 // hostname and be handed that node's grants). A session that reports
 // others keeps being served; the difference is logged and kept apart in
 // Node.Reported for operators. The agent version and warnings, which no
-// constraint reads, follow the session when they are valid.
-func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.NodeDescription, addr string) (int64, error) {
+// constraint reads, follow the session when they are valid; to the
+// warnings the manager adds its own about what the session's agent does
+// not enforce (c.warning), so that `lockbox node inspect` shows why a
+// service is withheld.
+func (d *Dispatcher) markReady(ctx context.Context, nodeID string, desc *types.NodeDescription, addr string, c caps) (int64, error) {
 	now := timestamppb.Now()
 	var reported *types.NodeDescription
 	n, err := d.cfg.Store.UpdateNode(ctx, nodeID, func(n *types.Node) error {
 		reported = reportedDescription(n.Description, desc)
 		n.Reported = reported
-		if desc != nil && store.ValidateNodeDescription(&types.NodeDescription{AgentVersion: desc.AgentVersion, Warnings: desc.Warnings}) == nil {
-			if n.Description == nil {
-				n.Description = &types.NodeDescription{}
-			}
-			n.Description.AgentVersion = desc.AgentVersion
-			n.Description.Warnings = desc.Warnings
+		if n.Description == nil {
+			n.Description = &types.NodeDescription{}
 		}
+		warnings := n.Description.Warnings
+		if desc != nil && store.ValidateNodeDescription(&types.NodeDescription{AgentVersion: desc.AgentVersion, Warnings: desc.Warnings}) == nil {
+			n.Description.AgentVersion = desc.AgentVersion
+			warnings = desc.Warnings
+		}
+		n.Description.Warnings = sessionWarnings(warnings, c)
 		n.State = types.NodeState_NODE_STATE_READY
 		n.LastSeen = now
 		if addr != "" {
@@ -304,14 +319,15 @@ func reportedDescription(joined, session *types.NodeDescription) *types.NodeDesc
 	return r
 }
 
-// Serve runs the session of nodeID on stream: the first message, then
-// every change, until the stream or the session ends. The node must have
-// been authenticated by the caller.
-func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) error {
+// Serve runs the session of nodeID, as req asks (resume revision,
+// announced features), on stream: the first message, then every change,
+// until the stream or the session ends. The node must have been
+// authenticated by the caller.
+func (d *Dispatcher) Serve(stream Sender, nodeID string, req *dapi.SessionRequest) error {
 	var s *session
 	var first firstMessage
 	err := onOwnStack(func() (err error) {
-		s, first, err = d.start(stream.Context(), nodeID, resume)
+		s, first, err = d.start(stream.Context(), nodeID, req.GetResumeRevision(), capsOf(req))
 		return err
 	})
 	if err != nil {
@@ -320,14 +336,15 @@ func (d *Dispatcher) Serve(stream Sender, nodeID string, resume uint64) error {
 	return d.serve(stream, s, first)
 }
 
-// start waits for the index and attaches the session of nodeID.
-func (d *Dispatcher) start(ctx context.Context, nodeID string, resume uint64) (*session, firstMessage, error) {
+// start waits for the index and attaches the session of nodeID, whose
+// agent announced c.
+func (d *Dispatcher) start(ctx context.Context, nodeID string, resume uint64, c caps) (*session, firstMessage, error) {
 	select {
 	case <-d.ready:
 	case <-ctx.Done():
 		return nil, firstMessage{}, ctx.Err()
 	}
-	return d.attach(ctx, nodeID, int64(resume))
+	return d.attach(ctx, nodeID, int64(resume), c)
 }
 
 // serve sends s's first message and then every change, until the stream
@@ -438,9 +455,12 @@ type firstMessage struct {
 	items []item
 }
 
-// attach registers a session for nodeID, replacing an older one, and
-// computes its first message.
-func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*session, firstMessage, error) {
+// attach registers a session for nodeID, whose agent announced c,
+// replacing an older one, and computes its first message. The past view of
+// a resume is computed with c too: the agent announces what its build
+// enforces, the same on every session of one agent process, and a resume
+// comes from the same process (the grant cache lives in memory only).
+func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64, c caps) (*session, firstMessage, error) {
 	// Read the past outside the lock; it is checked against the index
 	// revision below.
 	var past view
@@ -452,7 +472,7 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 			for _, s := range svcs {
 				ss[s.Id] = newService(s)
 			}
-			past, pastOK = viewOf(ss, n), true
+			past, pastOK = viewOf(ss, n, c), true
 		}
 	}
 
@@ -462,8 +482,8 @@ func (d *Dispatcher) attach(ctx context.Context, nodeID string, resume int64) (*
 		d.mu.Unlock()
 		return nil, firstMessage{}, status.Errorf(codes.PermissionDenied, "node %s is not part of the cluster (removed?)", nodeID)
 	}
-	s := newSession(nodeID)
-	s.view = d.intern(viewOf(d.ix.services, n))
+	s := newSession(nodeID, c)
+	s.view = d.intern(viewOf(d.ix.services, n, c))
 	// Views are replaced by fan-out, never changed in place: this one
 	// stays valid after the lock is released.
 	cur := s.view
