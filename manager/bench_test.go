@@ -151,8 +151,12 @@ type phaseResult struct {
 	updates, streams int
 	mgrCPU, agentCPU time.Duration
 	live, rss        int64 // growth while the streams connected
-	mallocs          uint64
-	worst            []time.Duration // each update's slowest stream
+	// rssSettled is the RSS growth with the streams still connected after
+	// the phase's updates: what a manager holds per agent once the
+	// handshakes' garbage has been collected (and partly returned).
+	rssSettled int64
+	mallocs    uint64
+	worst      []time.Duration // each update's slowest stream
 	// gcs marks each update during which the manager ("m") or the
 	// agents' process ("a") ran a garbage collection.
 	gcs              []string
@@ -333,6 +337,7 @@ func benchGRPC(b *testing.B, n int) {
 		}
 		_, _, mallocsAfter := m.memStats()
 		r.mallocs = mallocsAfter - mallocsBefore
+		r.rssSettled = vmRSS(b, m.cmd.Process.Pid) - rssBefore
 		r.updates, r.streams = updates, n
 		for _, a := range agents {
 			a.close()
@@ -386,8 +391,8 @@ func benchGRPC(b *testing.B, n int) {
 			if gcTags {
 				gcs = fmt.Sprintf("GCs in the updates: manager %d, agents %d", r.mgrGCs, r.agentGCs)
 			}
-			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream, RSS growth %d B/stream; %s; each update's slowest stream (ms; m, a: a GC in the manager, the agents' process): %s",
-				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n), r.rss/int64(n), gcs, strings.Join(worst, " "))
+			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream, RSS growth %d B/stream (%d after the updates); %s; each update's slowest stream (ms; m, a: a GC in the manager, the agents' process): %s",
+				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n), r.rss/int64(n), r.rssSettled/int64(n), gcs, strings.Join(worst, " "))
 		}
 	}
 	b.StopTimer()
@@ -422,6 +427,7 @@ func benchGRPC(b *testing.B, n int) {
 		b.ReportMetric(float64(a.mallocs)/float64(a.updates*n), name+"-manager-allocs/send")
 	}
 	b.ReportMetric(float64(results[firstPhase][0].rss)/float64(n), "first-phase-"+firstPhase+"-manager-rss-bytes/stream")
+	b.ReportMetric(float64(results[firstPhase][0].rssSettled)/float64(n), "first-phase-"+firstPhase+"-manager-rss-settled-bytes/stream")
 	ad, fx := agg["adaptive"], agg["fixed"]
 	b.ReportMetric(pctMS(fx.lat, 0.5)/pctMS(ad.lat, 0.5), "fixed/adaptive-p50")
 	b.ReportMetric(pctMS(fx.lat, 0.99)/pctMS(ad.lat, 0.99), "fixed/adaptive-p99")
