@@ -940,8 +940,12 @@ func (x *ContainerInventory) GetContainerIds() []string {
 }
 
 type HeartbeatResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PeriodMs      uint32                 `protobuf:"varint,1,opt,name=period_ms,json=periodMs,proto3" json:"period_ms,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	PeriodMs uint32                 `protobuf:"varint,1,opt,name=period_ms,json=periodMs,proto3" json:"period_ms,omitempty"`
+	// send_inventory asks the agent to send its inventory with the next
+	// beat: this beat's could not be applied (its reports were recorded, so
+	// the beat itself succeeded and they are not sent again).
+	SendInventory bool `protobuf:"varint,2,opt,name=send_inventory,json=sendInventory,proto3" json:"send_inventory,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -981,6 +985,13 @@ func (x *HeartbeatResponse) GetPeriodMs() uint32 {
 		return x.PeriodMs
 	}
 	return 0
+}
+
+func (x *HeartbeatResponse) GetSendInventory() bool {
+	if x != nil {
+		return x.SendInventory
+	}
+	return false
 }
 
 var File_dispatcher_dispatcher_proto protoreflect.FileDescriptor
@@ -1054,9 +1065,10 @@ const file_dispatcher_dispatcher_proto_rawDesc = "" +
 	"\areports\x18\x01 \x03(\v2\x1f.lockbox.dispatcher.MountReportR\areports\x12D\n" +
 	"\tinventory\x18\x02 \x01(\v2&.lockbox.dispatcher.ContainerInventoryR\tinventory\"9\n" +
 	"\x12ContainerInventory\x12#\n" +
-	"\rcontainer_ids\x18\x01 \x03(\tR\fcontainerIds\"0\n" +
+	"\rcontainer_ids\x18\x01 \x03(\tR\fcontainerIds\"W\n" +
 	"\x11HeartbeatResponse\x12\x1b\n" +
-	"\tperiod_ms\x18\x01 \x01(\rR\bperiodMs*k\n" +
+	"\tperiod_ms\x18\x01 \x01(\rR\bperiodMs\x12%\n" +
+	"\x0esend_inventory\x18\x02 \x01(\bR\rsendInventory*k\n" +
 	"\fAgentFeature\x12\x1d\n" +
 	"\x19AGENT_FEATURE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19AGENT_FEATURE_CLAIM_RULES\x10\x01\x12\x1d\n" +

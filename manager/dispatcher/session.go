@@ -586,10 +586,17 @@ func (d *Dispatcher) Heartbeat(ctx context.Context, req *dapi.HeartbeatRequest) 
 	if err := d.heartbeat(ctx, who.NodeID); err != nil {
 		return nil, err
 	}
+	// Before anything is recorded: a refused inventory records nothing.
+	if err := validateInventory(req.GetInventory()); err != nil {
+		return nil, err
+	}
 	if err := d.recordReports(ctx, who.NodeID, req.GetReports()); err != nil {
 		return nil, err
 	}
-	return &dapi.HeartbeatResponse{PeriodMs: uint32(d.cfg.HeartbeatPeriod.Milliseconds())}, nil
+	// After the reports: a wipe among them has removed its row, and a
+	// container mounted after the agent took them is in neither.
+	again := d.reconcileInventory(ctx, who.NodeID, req.GetInventory())
+	return &dapi.HeartbeatResponse{PeriodMs: uint32(d.cfg.HeartbeatPeriod.Milliseconds()), SendInventory: again}, nil
 }
 
 func (d *Dispatcher) nodeKnown(nodeID string) bool {
