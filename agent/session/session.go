@@ -62,6 +62,8 @@ type Session struct {
 	mu       sync.Mutex
 	managers []string
 	current  string // the manager of the live session, if any
+	// inventory lists the containers the node holds (SetInventory).
+	inventory Inventory
 
 	// full asks the next session for a COMPLETE message: set after a
 	// message could not be applied.
@@ -397,8 +399,11 @@ func (s *Session) dropAll(cause error) {
 	s.log.Error("the cluster refused this node; every grant it held is dropped", "node", s.id.NodeID, "cause", cause)
 }
 
-// heartbeat beats at the period the manager asks for until ctx ends.
+// heartbeat beats at the period the manager asks for until ctx ends. It
+// runs once per session: its first beat carries the inventory
+// (inventory.go).
 func (s *Session) heartbeat(ctx context.Context, client dapi.DispatcherClient) {
+	inv := inventoryDue{want: true}
 	for {
 		period := time.Duration(s.period.Load())
 		if period <= 0 {
@@ -413,17 +418,38 @@ func (s *Session) heartbeat(ctx context.Context, client dapi.DispatcherClient) {
 		sent, dropped := s.reports.batch()
 		if dropped > 0 {
 			s.log.Warn("mount reports were dropped while no manager took them: the audit log misses them", "dropped", dropped)
+			// A lost WIPED would leave its container listed by service
+			// ps: the inventory corrects the rows.
+			inv.want = true
 		}
-		resp, err := client.Heartbeat(hctx, &dapi.HeartbeatRequest{Reports: sent})
+		// Taken after the batch, never before: see takeInventory.
+		req := &dapi.HeartbeatRequest{Reports: sent, Inventory: s.takeInventory(&inv)}
+		resp, err := client.Heartbeat(hctx, req)
 		cancel()
+		if req.Inventory != nil && status.Code(err) == codes.InvalidArgument {
+			// The manager checks the inventory before it records
+			// anything, so the reports are kept; the beats of this
+			// session go without an inventory (an invalid report is
+			// then refused and dropped on its own).
+			inv.refused = true
+			s.log.Error("the manager refused the container inventory; service ps may list containers that ended until the next session", "containers", len(req.Inventory.GetContainerIds()), "err", err)
+			continue
+		}
 		if s.reports.done(sent, err) && err != nil {
 			s.log.Warn("the manager refused mount reports; they are dropped", "reports", len(sent), "err", err)
+			inv.want = true
 		}
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("heartbeat failed", "err", err)
 			}
 			continue
+		}
+		if req.Inventory != nil {
+			inv.want = false
+		}
+		if resp.GetSendInventory() {
+			inv.want = true
 		}
 		if p := resp.GetPeriodMs(); p > 0 {
 			s.period.Store(int64(time.Duration(p) * time.Millisecond))
