@@ -1,6 +1,9 @@
 package session
 
 import (
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 )
 
@@ -30,6 +33,10 @@ func (s *Session) SetInventory(inv Inventory) {
 // again until a beat that carries it succeeds.
 type inventoryDue struct {
 	want bool
+	// suspect: a beat with the inventory was refused as invalid, which
+	// its inventory or one of its reports may have caused; the reports go
+	// again without it to tell which.
+	suspect bool
 	// refused: a manager refused this session's inventory as invalid;
 	// none is sent until the next session.
 	refused bool
@@ -45,7 +52,7 @@ type inventoryDue struct {
 // container mounted in between would have its MOUNTED in the batch but
 // not be in the inventory, and lose its row.
 func (s *Session) takeInventory(due *inventoryDue) *dapi.ContainerInventory {
-	if !due.want || due.refused {
+	if !due.want || due.suspect || due.refused {
 		return nil
 	}
 	s.mu.Lock()
@@ -65,4 +72,37 @@ func (s *Session) takeInventory(due *inventoryDue) *dapi.ContainerInventory {
 		return nil
 	}
 	return &dapi.ContainerInventory{ContainerIds: ids}
+}
+
+// settleInventory updates due after a beat that carried inv (nil: none)
+// was answered resp, err. It returns true when the beat's reports must be
+// kept whatever err says: a refusal that may be the inventory's.
+func (s *Session) settleInventory(due *inventoryDue, inv *dapi.ContainerInventory, resp *dapi.HeartbeatResponse, err error) (keepReports bool) {
+	invalid := status.Code(err) == codes.InvalidArgument
+	switch {
+	case inv != nil && invalid:
+		// The manager checks the inventory before it records any report,
+		// so nothing of the beat was recorded: its reports go again,
+		// without the inventory, to tell which was refused.
+		due.suspect = true
+		s.log.Warn("the manager refused a heartbeat with the container inventory; its reports go again without it", "err", err)
+		return true
+	case due.suspect && err == nil:
+		// The same reports went through without it.
+		due.suspect, due.refused = false, true
+		s.log.Error("the manager refused the container inventory; service ps may list containers that ended until the next session")
+	case due.suspect && invalid:
+		// Refused without it too: a report was invalid (the reports are
+		// dropped, and the inventory is due as after any drop).
+		due.suspect = false
+	}
+	if err == nil {
+		if inv != nil {
+			due.want = false
+		}
+		if resp.GetSendInventory() {
+			due.want = true
+		}
+	}
+	return false
 }

@@ -214,27 +214,52 @@ func TestInventoryOverTheBoundIsNotSent(t *testing.T) {
 	}
 }
 
-// A manager that refuses the inventory recorded nothing of the beat: its
-// reports are sent again, without an inventory for the rest of the
-// session; the next session tries again.
+// A manager that refuses a beat with an inventory as invalid recorded
+// nothing of it: its reports go again without the inventory, which tells
+// whether the inventory or a report was refused. A refused inventory is
+// not sent again in the session (the next session tries again); a report
+// refused on its own is dropped, and the inventory goes with the next beat
+// as after any drop.
 func TestInventoryRefused(t *testing.T) {
-	b := newBeats(t, &fakeHolder{ids: []string{"c1"}})
-	b.s.Report(&dapi.MountReport{ContainerId: "a"})
-	if req := b.beat(answer{err: status.Error(codes.InvalidArgument, "container inventory: bad")}); inv(req) != "[c1]" || containers(req) != "a" {
-		t.Fatalf("first beat: inventory %s, reports %q", inv(req), containers(req))
-	}
-	b.s.Report(&dapi.MountReport{ContainerId: "b", Event: dapi.MountReport_WIPED})
-	if req := b.beat(accept); inv(req) != "-" || containers(req) != "ab" {
-		t.Fatalf("after the refusal: inventory %s, reports %q; want none and ab", inv(req), containers(req))
-	}
-	b.s.Report(&dapi.MountReport{ContainerId: "c"})
-	if req := b.beat(answer{err: status.Error(codes.InvalidArgument, "bad report")}); inv(req) != "-" {
-		t.Fatalf("inventory %s sent again in the session that had it refused", inv(req))
-	}
-	b.session()
-	if req := b.beat(accept); inv(req) != "[c1]" {
-		t.Fatalf("next session's first beat: inventory %s, want [c1]", inv(req))
-	}
+	invalid := answer{err: status.Error(codes.InvalidArgument, "invalid")}
+	t.Run("the inventory", func(t *testing.T) {
+		b := newBeats(t, &fakeHolder{ids: []string{"c1"}})
+		b.s.Report(&dapi.MountReport{ContainerId: "a"})
+		if req := b.beat(invalid); inv(req) != "[c1]" || containers(req) != "a" {
+			t.Fatalf("first beat: inventory %s, reports %q", inv(req), containers(req))
+		}
+		b.s.Report(&dapi.MountReport{ContainerId: "b", Event: dapi.MountReport_WIPED})
+		if req := b.beat(accept); inv(req) != "-" || containers(req) != "ab" {
+			t.Fatalf("after the refusal: inventory %s, reports %q; want none and ab", inv(req), containers(req))
+		}
+		b.s.Report(&dapi.MountReport{ContainerId: "c"})
+		if req := b.beat(invalid); inv(req) != "-" {
+			t.Fatalf("inventory %s sent again in the session that had it refused", inv(req))
+		}
+		if req := b.beat(accept); inv(req) != "-" || containers(req) != "" {
+			t.Fatalf("after a refused report: inventory %s, reports %q; want neither", inv(req), containers(req))
+		}
+		b.session()
+		if req := b.beat(accept); inv(req) != "[c1]" {
+			t.Fatalf("next session's first beat: inventory %s, want [c1]", inv(req))
+		}
+	})
+	t.Run("a report", func(t *testing.T) {
+		b := newBeats(t, &fakeHolder{ids: []string{"c1"}})
+		b.s.Report(&dapi.MountReport{ContainerId: "bad"})
+		if req := b.beat(invalid); inv(req) != "[c1]" || containers(req) != "bad" {
+			t.Fatalf("first beat: inventory %s, reports %q", inv(req), containers(req))
+		}
+		if req := b.beat(invalid); inv(req) != "-" || containers(req) != "bad" {
+			t.Fatalf("second beat: inventory %s, reports %q; want the reports alone", inv(req), containers(req))
+		}
+		if req := b.beat(accept); inv(req) != "[c1]" || containers(req) != "" {
+			t.Fatalf("after the report was dropped: inventory %s, reports %q; want the inventory alone", inv(req), containers(req))
+		}
+		if req := b.beat(accept); inv(req) != "-" {
+			t.Fatalf("inventory %s sent again", inv(req))
+		}
+	})
 }
 
 // Without a list of containers (no agent given), beats carry none: the

@@ -426,13 +426,9 @@ func (s *Session) heartbeat(ctx context.Context, client dapi.DispatcherClient) {
 		req := &dapi.HeartbeatRequest{Reports: sent, Inventory: s.takeInventory(&inv)}
 		resp, err := client.Heartbeat(hctx, req)
 		cancel()
-		if req.Inventory != nil && status.Code(err) == codes.InvalidArgument {
-			// The manager checks the inventory before it records
-			// anything, so the reports are kept; the beats of this
-			// session go without an inventory (an invalid report is
-			// then refused and dropped on its own).
-			inv.refused = true
-			s.log.Error("the manager refused the container inventory; service ps may list containers that ended until the next session", "containers", len(req.Inventory.GetContainerIds()), "err", err)
+		if s.settleInventory(&inv, req.Inventory, resp, err) {
+			// Refused, maybe for the inventory: nothing of the beat was
+			// recorded, and its reports go again.
 			continue
 		}
 		if s.reports.done(sent, err) && err != nil {
@@ -444,12 +440,6 @@ func (s *Session) heartbeat(ctx context.Context, client dapi.DispatcherClient) {
 				s.log.Warn("heartbeat failed", "err", err)
 			}
 			continue
-		}
-		if req.Inventory != nil {
-			inv.want = false
-		}
-		if resp.GetSendInventory() {
-			inv.want = true
 		}
 		if p := resp.GetPeriodMs(); p > 0 {
 			s.period.Store(int64(time.Duration(p) * time.Millisecond))
