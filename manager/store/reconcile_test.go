@@ -123,3 +123,49 @@ func TestReconcileNodeContainersManyRows(t *testing.T) {
 		t.Errorf("rows %q, want n1/c007 only", rows)
 	}
 }
+
+// BenchmarkReconcileNodeContainers: what an inventory costs the manager
+// when nothing is to be removed (the common case: the first beat of every
+// session, so a reconnect storm pays it once per node), at a node's
+// largest table and at a typical one; beside it, as the baseline of the
+// same run, a beat's single report (ApplyContainerReports reads the
+// node's index too).
+func BenchmarkReconcileNodeContainers(b *testing.B) {
+	for _, op := range []string{"reconcile", "one-report"} {
+		for _, n := range []int{100, store.MaxContainersPerNode} {
+			benchmarkNodeTable(b, op, n)
+		}
+	}
+}
+
+func benchmarkNodeTable(b *testing.B, op string, n int) {
+	b.Run(fmt.Sprintf("%s/rows=%d", op, n), func(b *testing.B) {
+		ctx := context.Background()
+		s := newStore(b)
+		var fill []store.ContainerReport
+		holds := make([]string, n)
+		for i := range n {
+			holds[i] = fmt.Sprintf("%064x", i)
+			fill = append(fill, mounted(holds[i], "svc1", "a@v1"))
+		}
+		for len(fill) > 0 {
+			k := min(len(fill), 50)
+			if _, err := s.ApplyContainerReports(ctx, "n1", fill[:k]); err != nil {
+				b.Fatal(err)
+			}
+			fill = fill[k:]
+		}
+		b.ResetTimer()
+		for range b.N {
+			if op == "one-report" {
+				if _, err := s.ApplyContainerReports(ctx, "n1", []store.ContainerReport{mounted(holds[0], "svc1", "a@v1")}); err != nil {
+					b.Fatal(err)
+				}
+				continue
+			}
+			if got, err := s.ReconcileNodeContainers(ctx, "n1", holds); err != nil || len(got) != 0 {
+				b.Fatalf("removed %d, %v", len(got), err)
+			}
+		}
+	})
+}
