@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/lockbox-project/lockbox/manager/store"
 )
@@ -166,6 +168,24 @@ func benchmarkNodeTable(b *testing.B, op string, n int) {
 			if got, err := s.ReconcileNodeContainers(ctx, "n1", holds); err != nil || len(got) != 0 {
 				b.Fatalf("removed %d, %v", len(got), err)
 			}
+		}
+	})
+}
+
+// FuzzValidateNodeContainerID: a container ID a node names (in a report or
+// its inventory) is accepted only as bounded, printable, valid UTF-8 text.
+func FuzzValidateNodeContainerID(f *testing.F) {
+	f.Add("4f2a91c0be7d")
+	f.Add("")
+	f.Add("c\x00")
+	f.Add("\x1b]0;x\a")
+	f.Add(strings.Repeat("c", store.MaxNodeReportField+1))
+	f.Fuzz(func(t *testing.T, id string) {
+		if store.ValidateNodeContainerID(id) != nil {
+			return
+		}
+		if id == "" || len(id) > store.MaxNodeReportField || !utf8.ValidString(id) || strings.ContainsFunc(id, func(r rune) bool { return !unicode.IsPrint(r) }) {
+			t.Fatalf("accepted %q", id)
 		}
 	})
 }
