@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"slices"
+
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 )
 
@@ -24,4 +26,20 @@ func (a *Agent) reportWiped(id, service string) {
 	if a.reports != nil {
 		a.reports.Report(&dapi.MountReport{Event: dapi.MountReport_WIPED, ContainerId: id, ServiceName: service})
 	}
+}
+
+// Containers lists, sorted, the containers the agent holds secrets for, by
+// ID: the session's inventory for the managers (agent/session). The order
+// of its map and its reports is what makes an inventory taken after a
+// batch of reports agree with it: Prepare holds a container before it
+// reports it MOUNTED, and a release forgets it before it reports it WIPED.
+func (a *Agent) Containers() []string {
+	a.mu.Lock()
+	ids := make([]string, 0, len(a.held))
+	for id := range a.held {
+		ids = append(ids, id)
+	}
+	a.mu.Unlock()
+	slices.Sort(ids)
+	return ids
 }

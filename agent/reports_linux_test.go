@@ -67,3 +67,60 @@ func TestReportsMountAndWipe(t *testing.T) {
 		}
 	}
 }
+
+// inventoryReporter checks, at each report, what the agent lists then.
+type inventoryReporter struct {
+	a    *Agent
+	errs chan string
+}
+
+func (f *inventoryReporter) Report(r *dapi.MountReport) {
+	held := slices.Contains(f.a.Containers(), r.GetContainerId())
+	switch {
+	case r.GetEvent() == dapi.MountReport_MOUNTED && !held:
+		f.errs <- "MOUNTED of " + r.GetContainerId() + " reported before the agent lists it"
+	case r.GetEvent() == dapi.MountReport_WIPED && held:
+		f.errs <- "WIPED of " + r.GetContainerId() + " reported while the agent still lists it"
+	}
+}
+
+// TestContainersListsWhatIsHeld: the inventory the session sends lists
+// exactly the containers the agent holds, and agrees with the reports: a
+// container is listed before its MOUNTED is queued and no longer listed
+// when its WIPED is (an inventory taken after a batch then never misses a
+// container whose mount is in the batch).
+func TestContainersListsWhatIsHeld(t *testing.T) {
+	rep := &inventoryReporter{errs: make(chan string, 8)}
+	a, err := New(Config{StateDir: t.TempDir(), Grants: newCache(t), Mounter: linux.New(), Log: testLog(t), Reports: rep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.a = a
+	t.Cleanup(a.Close)
+	if got := a.Containers(); len(got) != 0 {
+		t.Fatalf("a new agent lists %q", got)
+	}
+	r := busybox.NewRunc(t)
+	ctx := context.Background()
+	pids := map[string]int{}
+	for _, id := range []string{"c2", "c1"} {
+		pids[id] = runContainer(t, r, id)
+		if _, _, err := a.Prepare(ctx, &api.PrepareRequest{Attach: true, Container: &api.Container{Id: id, Service: "web", Pid: int32(pids[id])}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := a.Containers(); !slices.Equal(got, []string{"c1", "c2"}) {
+		t.Errorf("Containers() = %q, want [c1 c2]", got)
+	}
+	if err := a.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: "c1", Pid: int32(pids["c1"])}); err != nil {
+		t.Fatal(err)
+	}
+	a.wiping.wait() // a release whose holder has exited wipes after its answer
+	if got := a.Containers(); !slices.Equal(got, []string{"c2"}) {
+		t.Errorf("after c1's release: Containers() = %q, want [c2]", got)
+	}
+	close(rep.errs)
+	for e := range rep.errs {
+		t.Error(e)
+	}
+}

@@ -116,6 +116,9 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer core.Close()
+	// Heartbeats carry, now and then, the containers the agent holds: the
+	// managers drop service ps rows whose WIPED report was lost.
+	sess.SetInventory(core)
 
 	ln, err := localapi.Listen(o.Socket)
 	if err != nil {

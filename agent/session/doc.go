@@ -13,6 +13,11 @@
 // goes on serving what it holds. On reconnect it resumes from the last
 // revision it applied.
 //
+// Heartbeats carry the agent's mount reports (reports.go) and, on the
+// first beat of each session and after reports were dropped or refused,
+// the inventory of the containers the agent holds (inventory.go), from
+// which the managers correct `service ps` when a WIPED report was lost.
+//
 // It never writes secret data: the state directory holds credentials (key,
 // certificate, root CA) and manager addresses, nothing else.
 package session

@@ -62,6 +62,8 @@ type Session struct {
 	mu       sync.Mutex
 	managers []string
 	current  string // the manager of the live session, if any
+	// inventory lists the containers the node holds (SetInventory).
+	inventory Inventory
 
 	// full asks the next session for a COMPLETE message: set after a
 	// message could not be applied.
@@ -397,8 +399,11 @@ func (s *Session) dropAll(cause error) {
 	s.log.Error("the cluster refused this node; every grant it held is dropped", "node", s.id.NodeID, "cause", cause)
 }
 
-// heartbeat beats at the period the manager asks for until ctx ends.
+// heartbeat beats at the period the manager asks for until ctx ends. It
+// runs once per session: its first beat carries the inventory
+// (inventory.go).
 func (s *Session) heartbeat(ctx context.Context, client dapi.DispatcherClient) {
+	inv := inventoryDue{want: true}
 	for {
 		period := time.Duration(s.period.Load())
 		if period <= 0 {
@@ -413,11 +418,22 @@ func (s *Session) heartbeat(ctx context.Context, client dapi.DispatcherClient) {
 		sent, dropped := s.reports.batch()
 		if dropped > 0 {
 			s.log.Warn("mount reports were dropped while no manager took them: the audit log misses them", "dropped", dropped)
+			// A lost WIPED would leave its container listed by service
+			// ps: the inventory corrects the rows.
+			inv.want = true
 		}
-		resp, err := client.Heartbeat(hctx, &dapi.HeartbeatRequest{Reports: sent})
+		// Taken after the batch, never before: see takeInventory.
+		req := &dapi.HeartbeatRequest{Reports: sent, Inventory: s.takeInventory(&inv)}
+		resp, err := client.Heartbeat(hctx, req)
 		cancel()
+		if s.settleInventory(&inv, req.Inventory, resp, err) {
+			// Refused, maybe for the inventory: nothing of the beat was
+			// recorded, and its reports go again.
+			continue
+		}
 		if s.reports.done(sent, err) && err != nil {
 			s.log.Warn("the manager refused mount reports; they are dropped", "reports", len(sent), "err", err)
+			inv.want = true
 		}
 		if err != nil {
 			if ctx.Err() == nil {

@@ -836,7 +836,13 @@ type HeartbeatRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// reports not yet acknowledged: a heartbeat that succeeds has recorded
 	// them all; one that fails recorded none, and the agent sends them again.
-	Reports       []*MountReport `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	Reports []*MountReport `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	// inventory, when present, is every container the node holds secrets
+	// for, taken after this beat's reports: the manager removes the node's
+	// `service ps` rows of containers not in it (a WIPED report that was
+	// lost). Absent (an older agent, or a beat that carries none) says
+	// nothing; present and empty says the node holds no container.
+	Inventory     *ContainerInventory `protobuf:"bytes,2,opt,name=inventory,proto3" json:"inventory,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -878,16 +884,75 @@ func (x *HeartbeatRequest) GetReports() []*MountReport {
 	return nil
 }
 
-type HeartbeatResponse struct {
+func (x *HeartbeatRequest) GetInventory() *ContainerInventory {
+	if x != nil {
+		return x.Inventory
+	}
+	return nil
+}
+
+// ContainerInventory is the containers a node holds secrets for, by ID
+// only (never data), at most MaxInventoryContainers (limits.go). A message,
+// not a bare repeated field, so that "absent" and "empty" differ on the
+// wire.
+type ContainerInventory struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	PeriodMs      uint32                 `protobuf:"varint,1,opt,name=period_ms,json=periodMs,proto3" json:"period_ms,omitempty"`
+	ContainerIds  []string               `protobuf:"bytes,1,rep,name=container_ids,json=containerIds,proto3" json:"container_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerInventory) Reset() {
+	*x = ContainerInventory{}
+	mi := &file_dispatcher_dispatcher_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerInventory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerInventory) ProtoMessage() {}
+
+func (x *ContainerInventory) ProtoReflect() protoreflect.Message {
+	mi := &file_dispatcher_dispatcher_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerInventory.ProtoReflect.Descriptor instead.
+func (*ContainerInventory) Descriptor() ([]byte, []int) {
+	return file_dispatcher_dispatcher_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ContainerInventory) GetContainerIds() []string {
+	if x != nil {
+		return x.ContainerIds
+	}
+	return nil
+}
+
+type HeartbeatResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	PeriodMs uint32                 `protobuf:"varint,1,opt,name=period_ms,json=periodMs,proto3" json:"period_ms,omitempty"`
+	// send_inventory asks the agent to send its inventory with the next
+	// beat: this beat's could not be applied (its reports were recorded, so
+	// the beat itself succeeded and they are not sent again).
+	SendInventory bool `protobuf:"varint,2,opt,name=send_inventory,json=sendInventory,proto3" json:"send_inventory,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_dispatcher_dispatcher_proto_msgTypes[9]
+	mi := &file_dispatcher_dispatcher_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +964,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dispatcher_dispatcher_proto_msgTypes[9]
+	mi := &file_dispatcher_dispatcher_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +977,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_dispatcher_dispatcher_proto_rawDescGZIP(), []int{9}
+	return file_dispatcher_dispatcher_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HeartbeatResponse) GetPeriodMs() uint32 {
@@ -920,6 +985,13 @@ func (x *HeartbeatResponse) GetPeriodMs() uint32 {
 		return x.PeriodMs
 	}
 	return 0
+}
+
+func (x *HeartbeatResponse) GetSendInventory() bool {
+	if x != nil {
+		return x.SendInventory
+	}
+	return false
 }
 
 var File_dispatcher_dispatcher_proto protoreflect.FileDescriptor
@@ -988,11 +1060,15 @@ const file_dispatcher_dispatcher_proto_rawDesc = "" +
 	"\aMOUNTED\x10\x00\x12\t\n" +
 	"\x05WIPED\x10\x01\x12\v\n" +
 	"\aUPDATED\x10\x02\x12\x11\n" +
-	"\rUPDATE_FAILED\x10\x03\"M\n" +
+	"\rUPDATE_FAILED\x10\x03\"\x93\x01\n" +
 	"\x10HeartbeatRequest\x129\n" +
-	"\areports\x18\x01 \x03(\v2\x1f.lockbox.dispatcher.MountReportR\areports\"0\n" +
+	"\areports\x18\x01 \x03(\v2\x1f.lockbox.dispatcher.MountReportR\areports\x12D\n" +
+	"\tinventory\x18\x02 \x01(\v2&.lockbox.dispatcher.ContainerInventoryR\tinventory\"9\n" +
+	"\x12ContainerInventory\x12#\n" +
+	"\rcontainer_ids\x18\x01 \x03(\tR\fcontainerIds\"W\n" +
 	"\x11HeartbeatResponse\x12\x1b\n" +
-	"\tperiod_ms\x18\x01 \x01(\rR\bperiodMs*k\n" +
+	"\tperiod_ms\x18\x01 \x01(\rR\bperiodMs\x12%\n" +
+	"\x0esend_inventory\x18\x02 \x01(\bR\rsendInventory*k\n" +
 	"\fAgentFeature\x12\x1d\n" +
 	"\x19AGENT_FEATURE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19AGENT_FEATURE_CLAIM_RULES\x10\x01\x12\x1d\n" +
@@ -1015,7 +1091,7 @@ func file_dispatcher_dispatcher_proto_rawDescGZIP() []byte {
 }
 
 var file_dispatcher_dispatcher_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_dispatcher_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_dispatcher_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_dispatcher_dispatcher_proto_goTypes = []any{
 	(AgentFeature)(0),             // 0: lockbox.dispatcher.AgentFeature
 	(AssignmentChange_Action)(0),  // 1: lockbox.dispatcher.AssignmentChange.Action
@@ -1030,14 +1106,15 @@ var file_dispatcher_dispatcher_proto_goTypes = []any{
 	(*SessionMessage)(nil),        // 10: lockbox.dispatcher.SessionMessage
 	(*MountReport)(nil),           // 11: lockbox.dispatcher.MountReport
 	(*HeartbeatRequest)(nil),      // 12: lockbox.dispatcher.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 13: lockbox.dispatcher.HeartbeatResponse
-	(*types.NodeDescription)(nil), // 14: lockbox.types.NodeDescription
-	(*types.FileTarget)(nil),      // 15: lockbox.types.FileTarget
+	(*ContainerInventory)(nil),    // 13: lockbox.dispatcher.ContainerInventory
+	(*HeartbeatResponse)(nil),     // 14: lockbox.dispatcher.HeartbeatResponse
+	(*types.NodeDescription)(nil), // 15: lockbox.types.NodeDescription
+	(*types.FileTarget)(nil),      // 16: lockbox.types.FileTarget
 }
 var file_dispatcher_dispatcher_proto_depIdxs = []int32{
-	14, // 0: lockbox.dispatcher.SessionRequest.description:type_name -> lockbox.types.NodeDescription
+	15, // 0: lockbox.dispatcher.SessionRequest.description:type_name -> lockbox.types.NodeDescription
 	0,  // 1: lockbox.dispatcher.SessionRequest.features:type_name -> lockbox.dispatcher.AgentFeature
-	15, // 2: lockbox.dispatcher.Grant.target:type_name -> lockbox.types.FileTarget
+	16, // 2: lockbox.dispatcher.Grant.target:type_name -> lockbox.types.FileTarget
 	6,  // 3: lockbox.dispatcher.ServiceGrants.grants:type_name -> lockbox.dispatcher.Grant
 	5,  // 4: lockbox.dispatcher.Assignment.secret:type_name -> lockbox.dispatcher.SecretData
 	7,  // 5: lockbox.dispatcher.Assignment.service:type_name -> lockbox.dispatcher.ServiceGrants
@@ -1047,15 +1124,16 @@ var file_dispatcher_dispatcher_proto_depIdxs = []int32{
 	9,  // 9: lockbox.dispatcher.SessionMessage.changes:type_name -> lockbox.dispatcher.AssignmentChange
 	3,  // 10: lockbox.dispatcher.MountReport.event:type_name -> lockbox.dispatcher.MountReport.Event
 	11, // 11: lockbox.dispatcher.HeartbeatRequest.reports:type_name -> lockbox.dispatcher.MountReport
-	4,  // 12: lockbox.dispatcher.Dispatcher.Session:input_type -> lockbox.dispatcher.SessionRequest
-	12, // 13: lockbox.dispatcher.Dispatcher.Heartbeat:input_type -> lockbox.dispatcher.HeartbeatRequest
-	10, // 14: lockbox.dispatcher.Dispatcher.Session:output_type -> lockbox.dispatcher.SessionMessage
-	13, // 15: lockbox.dispatcher.Dispatcher.Heartbeat:output_type -> lockbox.dispatcher.HeartbeatResponse
-	14, // [14:16] is the sub-list for method output_type
-	12, // [12:14] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	13, // 12: lockbox.dispatcher.HeartbeatRequest.inventory:type_name -> lockbox.dispatcher.ContainerInventory
+	4,  // 13: lockbox.dispatcher.Dispatcher.Session:input_type -> lockbox.dispatcher.SessionRequest
+	12, // 14: lockbox.dispatcher.Dispatcher.Heartbeat:input_type -> lockbox.dispatcher.HeartbeatRequest
+	10, // 15: lockbox.dispatcher.Dispatcher.Session:output_type -> lockbox.dispatcher.SessionMessage
+	14, // 16: lockbox.dispatcher.Dispatcher.Heartbeat:output_type -> lockbox.dispatcher.HeartbeatResponse
+	15, // [15:17] is the sub-list for method output_type
+	13, // [13:15] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_dispatcher_dispatcher_proto_init() }
@@ -1073,7 +1151,7 @@ func file_dispatcher_dispatcher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dispatcher_dispatcher_proto_rawDesc), len(file_dispatcher_dispatcher_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

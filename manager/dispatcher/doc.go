@@ -41,7 +41,10 @@
 // about any other is dropped and counted), kept in the store's container
 // table for `lockbox service ps` (ContainerTable) and appended to the
 // audit log (Auditor), under the node's certificate identity and this
-// manager's clock.
+// manager's clock. Now and then a heartbeat also carries the node's
+// inventory, the containers its agent holds (inventory.go): after the
+// beat's reports, the node's rows of containers not in it are removed
+// (their WIPED reports were lost), counted and audited as reconciled.
 //
 // The node's identity comes only from its verified client certificate. The
 // package does not issue certificates, check tokens or authorise admin

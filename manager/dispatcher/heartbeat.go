@@ -10,8 +10,10 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/store"
+	"github.com/lockbox-project/lockbox/pki"
 )
 
 // heartbeats tracks when this manager last heard from each node.
@@ -41,6 +43,29 @@ func (h *heartbeats) beat(nodeID string, t time.Time) (wasDown bool) {
 }
 
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
+
+// Heartbeat implements the Dispatcher RPC.
+func (d *Dispatcher) Heartbeat(ctx context.Context, req *dapi.HeartbeatRequest) (*dapi.HeartbeatResponse, error) {
+	who, err := pki.PeerIdentity(ctx)
+	if err != nil || (who.Role != pki.RoleWorker && who.Role != pki.RoleManager) {
+		return nil, status.Error(codes.PermissionDenied, "a heartbeat needs a node certificate")
+	}
+	if err := d.heartbeat(ctx, who.NodeID); err != nil {
+		return nil, err
+	}
+	// Before any report is recorded: a refused inventory records none
+	// (the agent sends them again) and removes nothing.
+	if err := validateInventory(req.GetInventory()); err != nil {
+		return nil, err
+	}
+	if err := d.recordReports(ctx, who.NodeID, req.GetReports()); err != nil {
+		return nil, err
+	}
+	// After the reports: a wipe among them has removed its row, and a
+	// container mounted after the agent took them is in neither.
+	again := d.reconcileInventory(ctx, who.NodeID, req.GetInventory())
+	return &dapi.HeartbeatResponse{PeriodMs: uint32(d.cfg.HeartbeatPeriod.Milliseconds()), SendInventory: again}, nil
+}
 
 // heartbeat records a beat; a node this manager had marked down is marked
 // ready again. Beats are kept in memory: writing each to etcd would cost

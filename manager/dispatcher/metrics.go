@@ -27,6 +27,9 @@ type metrics struct {
 	// reportsDropped counts mount reports not recorded, by reason
 	// (reports.go).
 	reportsDropped *prometheus.CounterVec
+	// rowsReconciled counts container rows removed because their node's
+	// inventory no longer lists them (inventory.go).
+	rowsReconciled prometheus.Counter
 
 	sessions, services, nodes *prometheus.Desc
 }
@@ -69,6 +72,10 @@ func newMetrics() *metrics {
 			Name: "lockbox_manager_mount_reports_dropped_total",
 			Help: "Agents' mount reports not kept, by reason: not_placed (the report names a service not placed on the node; nothing recorded), over_cap (the node holds the most container rows it may; audited, not listed by service ps).",
 		}, []string{"reason"}),
+		rowsReconciled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lockbox_manager_container_rows_reconciled_total",
+			Help: "Container rows (service ps) removed because their node's inventory no longer lists the container: its wipe report was lost.",
+		}),
 		sessions: prometheus.NewDesc("lockbox_manager_sessions",
 			"Node sessions connected to this manager.", nil, nil),
 		services: prometheus.NewDesc("lockbox_manager_services",
@@ -135,6 +142,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	m.fanOut.Describe(ch)
 	m.closed.Describe(ch)
 	m.reportsDropped.Describe(ch)
+	m.rowsReconciled.Describe(ch)
 	ch <- m.sessions
 	ch <- m.services
 	ch <- m.nodes
@@ -149,6 +157,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	m.fanOut.Collect(ch)
 	m.closed.Collect(ch)
 	m.reportsDropped.Collect(ch)
+	m.rowsReconciled.Collect(ch)
 
 	nodes := map[roleState]int{}
 	d.mu.Lock()

@@ -18,6 +18,9 @@ import (
 // (manager/store.Store implements it): the rows `lockbox service ps` shows.
 type ContainerTable interface {
 	ApplyContainerReports(ctx context.Context, nodeID string, reports []store.ContainerReport) ([]store.ReportOutcome, error)
+	// ReconcileNodeContainers removes the node's rows of containers not
+	// in holds, its inventory (inventory.go).
+	ReconcileNodeContainers(ctx context.Context, nodeID string, holds []string) ([]store.ReconciledContainer, error)
 }
 
 // Reasons a mount report is dropped, the values of the reason label.

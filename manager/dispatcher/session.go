@@ -577,21 +577,6 @@ func (d *Dispatcher) readSecrets(ctx context.Context, ids []string) (map[string]
 	return data, first
 }
 
-// Heartbeat implements the Dispatcher RPC.
-func (d *Dispatcher) Heartbeat(ctx context.Context, req *dapi.HeartbeatRequest) (*dapi.HeartbeatResponse, error) {
-	who, err := pki.PeerIdentity(ctx)
-	if err != nil || (who.Role != pki.RoleWorker && who.Role != pki.RoleManager) {
-		return nil, status.Error(codes.PermissionDenied, "a heartbeat needs a node certificate")
-	}
-	if err := d.heartbeat(ctx, who.NodeID); err != nil {
-		return nil, err
-	}
-	if err := d.recordReports(ctx, who.NodeID, req.GetReports()); err != nil {
-		return nil, err
-	}
-	return &dapi.HeartbeatResponse{PeriodMs: uint32(d.cfg.HeartbeatPeriod.Milliseconds())}, nil
-}
-
 func (d *Dispatcher) nodeKnown(nodeID string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()

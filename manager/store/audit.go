@@ -234,6 +234,10 @@ func (s *Store) CompactAudit(ctx context.Context, keep int) (int, error) {
 const (
 	AuditMount = "mount"
 	AuditWipe  = "wipe"
+	// AuditWipeReconciled: a container's row was removed because its node's
+	// inventory no longer lists it (its wipe report was lost): what the
+	// manager concluded from the node's word, not a report of a wipe.
+	AuditWipeReconciled = "wipe.reconciled"
 	// AuditLiveUpdate: a live update changed a running container's files;
 	// AuditLiveUpdateFailed: it could not, and the container keeps its
 	// previous files (service ps shows why).
@@ -251,16 +255,33 @@ func AuditActorNode(nodeID string) string { return "node " + nodeID }
 // ValidateNodeReport checks the names of one mount report: printable text,
 // bounded in length and number.
 func ValidateNodeReport(container, service string, secrets []string) error {
-	if container == "" {
-		return errorf(ErrInvalid, "a mount report names no container")
+	if err := ValidateNodeContainerID(container); err != nil {
+		return err
 	}
 	if len(secrets) > MaxNodeReportSecrets {
 		return errorf(ErrInvalid, "a mount report may name at most %d secrets, not %d", MaxNodeReportSecrets, len(secrets))
 	}
-	for _, v := range append([]string{container, service}, secrets...) {
-		if len(v) > MaxNodeReportField || !utf8.ValidString(v) || !allRunes(v, unicode.IsPrint) {
+	for _, v := range append([]string{service}, secrets...) {
+		if !validReportField(v) {
 			return errorf(ErrInvalid, "mount report field %s is not valid: at most %d bytes of printable text", quoteShort(v), MaxNodeReportField)
 		}
 	}
 	return nil
+}
+
+// ValidateNodeContainerID is the rule for a container ID a node names, in
+// a mount report or in its inventory (ReconcileNodeContainers): not empty,
+// printable text, at most MaxNodeReportField bytes.
+func ValidateNodeContainerID(id string) error {
+	if id == "" {
+		return errorf(ErrInvalid, "a mount report names no container")
+	}
+	if !validReportField(id) {
+		return errorf(ErrInvalid, "mount report field %s is not valid: at most %d bytes of printable text", quoteShort(id), MaxNodeReportField)
+	}
+	return nil
+}
+
+func validReportField(v string) bool {
+	return len(v) <= MaxNodeReportField && utf8.ValidString(v) && allRunes(v, unicode.IsPrint)
 }

@@ -347,3 +347,105 @@ func (s *Store) RemoveNodeContainers(ctx context.Context, nodeID string) (int, e
 	}
 	return len(idx.Kvs), nil
 }
+
+// ReconciledContainer is a row ReconcileNodeContainers removed.
+type ReconciledContainer struct {
+	ContainerID string
+	ServiceID   string
+}
+
+// maxReconcileTries bounds how often ReconcileNodeContainers reads the
+// node's rows again after another write to them won the race.
+const maxReconcileTries = 3
+
+// ReconcileNodeContainers removes nodeID's rows of the containers not in
+// holds, the node's inventory of the containers it holds secrets for, and
+// returns them: a row whose wipe report was lost (an agent's queue that
+// overflowed, a refused batch, an agent killed with reports queued) would
+// otherwise say forever that the container holds secrets. It only
+// removes: a container in holds without a row stays without one (its
+// mount report makes it). Rows are keyed by the node given (the caller's
+// authenticated identity), so no inventory can reach another node's.
+//
+// The node's rows are read at one revision and removed in transactions
+// that each hold only if nothing under the node's index range changed
+// since (a compare on the whole range): a row another heartbeat of the
+// node wrote meanwhile is never removed on an older view. Such a race is
+// read again, up to maxReconcileTries times. Removal is in chunks of
+// maxContainerTxnOps operations; a failure part way returns the rows
+// removed so far with the error (the rest go at the next inventory).
+func (s *Store) ReconcileNodeContainers(ctx context.Context, nodeID string, holds []string) ([]ReconciledContainer, error) {
+	if !validRef(nodeID) {
+		return nil, errorf(ErrInvalid, "node ID %q is not valid", nodeID)
+	}
+	if len(holds) > MaxContainersPerNode {
+		return nil, errorf(ErrInvalid, "a node inventory may list at most %d containers, not %d", MaxContainersPerNode, len(holds))
+	}
+	keep := make(map[string]bool, len(holds))
+	for _, id := range holds {
+		if err := ValidateNodeContainerID(id); err != nil {
+			return nil, err
+		}
+		keep[id] = true
+	}
+	var removed []ReconciledContainer
+	for try := 1; ; try++ {
+		done, raced, err := s.reconcileOnce(ctx, nodeID, keep)
+		removed = append(removed, done...)
+		if err != nil || !raced {
+			return removed, err
+		}
+		if try == maxReconcileTries {
+			return removed, errorf(ErrVersionConflict, "container rows of node %s kept changing while reconciled; try again", nodeID)
+		}
+	}
+}
+
+// reconcileOnce is one read and removal of ReconcileNodeContainers; raced
+// says a chunk was not removed because the node's rows changed.
+func (s *Store) reconcileOnce(ctx context.Context, nodeID string, keep map[string]bool) (removed []ReconciledContainer, raced bool, err error) {
+	p := s.nodeContainerPrefix(nodeID)
+	idx, err := s.cli.Get(ctx, p, clientv3.WithPrefix())
+	if err != nil {
+		return nil, false, fmt.Errorf("read container rows of node %s: %w", nodeID, err)
+	}
+	var gone []ReconciledContainer
+	for _, kv := range idx.Kvs {
+		cid, err := url.PathUnescape(strings.TrimPrefix(string(kv.Key), p))
+		if err != nil || keep[cid] {
+			continue
+		}
+		gone = append(gone, ReconciledContainer{ContainerID: cid, ServiceID: string(kv.Value)})
+	}
+	return s.removeRowsAt(ctx, nodeID, idx.Header.Revision, gone)
+}
+
+// removeRowsAt removes nodeID's rows gone, read at revision rev, as long as
+// nothing under the node's index changed since rev: the compare covers
+// the range, a key created since included. Whole rows go per transaction
+// (each row is one or two deletes), so that what is returned as removed
+// was removed.
+func (s *Store) removeRowsAt(ctx context.Context, nodeID string, rev int64, gone []ReconciledContainer) (removed []ReconciledContainer, raced bool, err error) {
+	unchanged := clientv3.Compare(clientv3.ModRevision(s.nodeContainerPrefix(nodeID)), "<", rev+1).WithPrefix()
+	for len(gone) > 0 {
+		var ops []clientv3.Op
+		rows := 0
+		for ; rows < len(gone) && len(ops)+2 <= maxContainerTxnOps; rows++ {
+			r := gone[rows]
+			if validRef(r.ServiceID) {
+				ops = append(ops, clientv3.OpDelete(s.containerKey(r.ServiceID, nodeID, r.ContainerID)))
+			}
+			ops = append(ops, clientv3.OpDelete(s.nodeContainerKey(nodeID, r.ContainerID)))
+		}
+		resp, err := s.cli.Txn(ctx).If(unchanged).Then(ops...).Commit()
+		if err != nil {
+			return removed, false, fmt.Errorf("remove container rows of node %s: %w", nodeID, err)
+		}
+		if !resp.Succeeded {
+			return removed, true, nil
+		}
+		removed = append(removed, gone[:rows]...)
+		gone = gone[rows:]
+	}
+	return removed, false, nil
+}

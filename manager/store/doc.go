@@ -51,7 +51,9 @@
 //	                               container holding the service's secrets (containers.go; service
 //	                               ps). Written only from the node's own heartbeat, under its
 //	                               certificate identity and the manager's clock; removed on a wipe
-//	                               report, with the service, and (RemoveNodeContainers) with the node
+//	                               report, when the node's inventory no longer lists the container
+//	                               (ReconcileNodeContainers), with the service, and
+//	                               (RemoveNodeContainers) with the node
 //	nodecontainers/<node id>/<container id, path-escaped>
 //	                               <service id>: the node's index of those rows, to bound them
 //	                               (MaxContainersPerNode) and remove them with the node
