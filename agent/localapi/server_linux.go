@@ -163,6 +163,15 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		}
 		start := time.Now()
 		resp, out := dispatch(ctx, s.handler, &req)
+		if noReply(&req) {
+			// The caller is not reading (it may have closed, or exited):
+			// an answer would only fail. What it would have said is
+			// logged instead.
+			closeAll(out)
+			s.observe(opName(&req), resultName(resp), start)
+			s.logUnanswered(cred.Pid, resp)
+			continue
+		}
 		err = send(conn, resp, out)
 		closeAll(out)
 		if errors.Is(err, errTruncated) || errors.Is(err, errTooManyFDs) {
@@ -178,6 +187,14 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 			s.log.Warn("agent socket: reply failed", "pid", cred.Pid, "err", err)
 			return
 		}
+	}
+}
+
+// logUnanswered logs the failure of a request that asked for no answer
+// (the caller cannot learn of it otherwise).
+func (s *Server) logUnanswered(pid int32, resp *agent.Response) {
+	if e := resp.GetError(); e != nil {
+		s.log.Warn("agent socket: unanswered release failed", "pid", pid, "code", e.GetCode().String(), "err", e.GetMessage())
 	}
 }
 
