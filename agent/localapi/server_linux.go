@@ -15,6 +15,7 @@ import (
 
 	"github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/internal/sockdir"
+	"github.com/lockbox-project/lockbox/internal/steptrace"
 )
 
 // Server accepts connections on the agent socket and serves root callers.
@@ -172,7 +173,10 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 			s.logUnanswered(cred.Pid, resp)
 			continue
 		}
+		id := traceID(&req)
+		trace.Mark(id, "agent-answer")
 		err = send(conn, resp, out)
+		trace.Mark(id, "agent-sent")
 		closeAll(out)
 		if errors.Is(err, errTruncated) || errors.Is(err, errTooManyFDs) {
 			// Nothing was sent: say why instead of leaving the caller
@@ -188,6 +192,21 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 			return
 		}
 	}
+}
+
+// trace is the phase benchmark's tracer (internal/steptrace), nil unless
+// its variable is set when the agent starts: then a step costs a nil check.
+var trace = steptrace.Open(os.Getenv)
+
+// traceID is the container a traced request names ("" untraced).
+func traceID(req *agent.Request) string {
+	if trace == nil {
+		return ""
+	}
+	if p := req.GetPrepare(); p != nil {
+		return p.GetContainer().GetId()
+	}
+	return ""
 }
 
 // logUnanswered logs the failure of a request that asked for no answer

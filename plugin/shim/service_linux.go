@@ -185,6 +185,9 @@ func addMountpoints(ctx context.Context, cl *agentconn.Conn, c *hotpath.Claim, i
 // namespace by its init pid (the claim is recorded in the bundle already).
 func (s *service) prepare(cl *agentconn.Conn, c *hotpath.Claim, id string, pid int) error {
 	s.trace.Mark(id, "recorded")
+	if s.trace != nil {
+		cl.Received = func() { s.trace.Mark(id, "answer-read") }
+	}
 	mounts, files, err := cl.Prepare(c.Container(id, pid, "/"), true)
 	s.trace.Mark(id, "prepared")
 	for _, f := range files {

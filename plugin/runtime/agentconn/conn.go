@@ -25,6 +25,9 @@ type Conn struct {
 	// broken is set once a request failed mid-way: a late response could
 	// otherwise be read as the answer to the next request.
 	broken error
+	// Received, if set, is called as soon as a response has been read,
+	// before it is decoded (the shim's phase trace).
+	Received func()
 }
 
 // Dial connects to the agent's socket. Every later call on the
@@ -173,6 +176,9 @@ func (c *Conn) roundTrip(req []byte) (*response, []*os.File, error) {
 		n, oobn, flags, _, err = unix.Recvmsg(c.fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		return err
 	})
+	if c.Received != nil {
+		c.Received()
+	}
 	if err != nil {
 		c.broken = fmt.Errorf("agent: receive: %w", timeoutErr(err))
 		return nil, nil, c.broken
