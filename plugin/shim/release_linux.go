@@ -60,10 +60,13 @@ func (r *readyRelease) send(bundle string) error {
 // that has ended (its tmpfs went with the dead agent's fds). What the
 // caller gives up is the outcome, so only the Delete posts: the manager's
 // Stop and a failed claim's take-back wait for the answer (send).
-func (r *readyRelease) post(bundle string) error {
+func (r *readyRelease) post(bundle string, mark func(step string)) error {
 	defer r.cl.Close()
 	if err := r.cl.SendRelease(r.rec.ID, agentconn.Process{Pid: int(r.rec.Pid), Start: r.rec.PidStart}); err != nil {
 		return fmt.Errorf("release %s: %w", r.rec.ID, err)
+	}
+	if mark != nil {
+		mark("release-sent")
 	}
 	return claimrecord.Remove(bundle)
 }
@@ -104,13 +107,16 @@ func startRelease(ctx context.Context, socket, bundle string) *earlyRelease {
 }
 
 // finish posts the release made ready: it returns once the agent has the
-// request, not its answer (post).
-func (e *earlyRelease) finish() error {
+// request, not its answer (post). mark, if set, is the phase trace's.
+func (e *earlyRelease) finish(mark func(step string)) error {
 	<-e.done
+	if mark != nil {
+		mark("release-ready")
+	}
 	if e.err != nil || e.r == nil {
 		return e.err
 	}
-	return e.r.post(e.bundle)
+	return e.r.post(e.bundle, mark)
 }
 
 // abandon drops the release made ready (runc's delete failed, or the

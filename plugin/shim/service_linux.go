@@ -290,7 +290,11 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	s.trace.Mark(r.ID, "runc-deleted")
 	defer s.trace.Mark(r.ID, "delete-done")
 	s.forget(r.ID)
-	if err := early.finish(); err != nil {
+	var mark func(string)
+	if s.trace != nil {
+		mark = func(step string) { s.trace.Mark(r.ID, step) }
+	}
+	if err := early.finish(mark); err != nil {
 		log.G(ctx).WithError(err).WithField("id", r.ID).Warn("lockbox: release")
 	}
 	return resp, nil
