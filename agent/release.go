@@ -183,8 +183,23 @@ func (a *Agent) holderRuns(h *held) (int, bool) {
 // agent can tell: the mount namespace of a caller inside a container (its
 // OCI hook; a pid it names is ignored, numbered in a pid namespace the
 // agent does not see), else the process the request names, else nothing.
+//
+// A release that asks for no answer (no_reply: the shim's at Delete) is
+// never taken to come from inside a container. Its caller may have closed
+// the connection and exited before the agent reads the request, and the
+// peer's pid is the one SO_PEERCRED took at connect: /proc/<pid>/ns/mnt
+// read now may belong to whatever process has the pid since, possibly one
+// inside the running holder of the same ID (another namespace's
+// container), whose namespace would let the release wipe that holder. So
+// such a release is judged by what it carries alone: the process it names
+// (whose start time is checked as in any release) or nothing, and nothing
+// wipes only a holder that has ended. This is all that reads the caller's
+// /proc after the accept on a release; the claim checks of a Prepare
+// (identify) read it too, but a Prepare's caller waits for the answer. The
+// shim's release names no process and comes after runc's delete: the
+// holder has ended, and the release wipes it as before.
 func (a *Agent) releaser(ctx context.Context, req *api.ReleaseRequest) identity {
-	if p, ok := localapi.PeerFromContext(ctx); ok && p.Pid > 0 {
+	if p, ok := localapi.PeerFromContext(ctx); ok && p.Pid > 0 && !req.GetNoReply() {
 		if ns, err := mntNS(strconv.Itoa(int(p.Pid))); err == nil && ns != 0 && ns != a.selfNS {
 			return identity{MntNS: ns}
 		}

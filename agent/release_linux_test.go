@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -297,6 +298,9 @@ func TestReleaseAnswersBeforeWipe(t *testing.T) {
 // inside a container's mount namespace, as an OCI hook does: "pid,socket,id".
 const releaseFromEnv = "LOCKBOX_AGENT_TEST_RELEASE_FROM"
 
+// releaseNoReplyEnv, set, makes that release one that asks for no answer.
+const releaseNoReplyEnv = "LOCKBOX_AGENT_TEST_RELEASE_NO_REPLY"
+
 func init() {
 	if os.Getenv(releaseFromEnv) != "" {
 		// The agent reads the caller's namespace from /proc/<pid>/ns/mnt,
@@ -331,6 +335,18 @@ func releaseFromMain(spec string) int {
 	if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
 		fmt.Fprintln(os.Stderr, "setns:", err)
 		return 1
+	}
+	if os.Getenv(releaseNoReplyEnv) != "" {
+		// Written, not waited for; the connection closed at once. The
+		// process stays in the namespace until its stdin closes: what a
+		// pid reused there would show the agent.
+		if err := c.SendRelease(parts[2], agentconn.Process{}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		c.Close()
+		io.Copy(io.Discard, os.Stdin)
+		return 0
 	}
 	if err := c.Release(parts[2], agentconn.Process{}); err != nil {
 		fmt.Fprintln(os.Stderr, err)

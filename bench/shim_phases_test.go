@@ -41,6 +41,9 @@ var shimSteps = []struct{ name, what string }{
 	{"agent-watched", "agent: exit watch registered"},
 	{"agent-logged", "agent: 'secrets mounted' logged"},
 	{"agent-reported", "agent: mount reported to the session"},
+	{"agent-answer", "agent: Prepare returned to the local API server (container unlocked)"},
+	{"agent-sent", "agent: answer marshalled and sent (sendmsg)"},
+	{"answer-read", "shim: answer read (its thread woken from recvmsg)"},
 	{"prepared", "shim: agent Prepare round trip (build tmpfs, enter namespace, attach)"},
 	{"create-done", "shim: Create returns"},
 	{"task-created", "client: NewTask returned"},
@@ -49,9 +52,11 @@ var shimSteps = []struct{ name, what string }{
 	{"io-done", "client: stdio copied"},
 	{"delete", "shim: Delete runs"},
 	{"runc-deleted", "shim: runc delete (the runc task service's Delete)"},
+	{"release-ready", "shim: the release's record read and agent dial (beside runc's delete) waited for"},
+	{"release-sent", "shim: Release written to the agent (not answered)"},
 	{"agent-release", "agent (real agent only): Release request decoded"},
 	{"agent-released", "agent: released (answered; its wipe may follow)"},
-	{"delete-done", "shim: release (record read, agent Release, record removed)"},
+	{"delete-done", "shim: claim record removed, Delete returns"},
 	{"stop", "shim manager's Stop (a separate process) runs"},
 	{"stop-done", "shim manager's Stop, with its release from disk"},
 	{"task-deleted", "client: task Delete returned"},
@@ -60,11 +65,16 @@ var shimSteps = []struct{ name, what string }{
 
 // shimSpans are the stretches of a claiming container's lifecycle that
 // the claim adds to: from runc's create to the shim's Create returning
-// (claim record, Prepare round trip), and from runc's delete to the
-// shim's Delete returning (the release).
+// (claim record, Prepare round trip), from runc's delete to the shim's
+// Delete returning (the release), and from NewTask returning to the exit
+// event (Start and the exit).
 var shimSpans = []struct{ name, from, to string }{
 	{"create-claim", "runc-created", "create-done"},
 	{"delete-release", "runc-deleted", "delete-done"},
+	// The client's Start call and the exit event together: a claiming
+	// container's Start returns sooner than a plain one's, which makes
+	// the exit step alone look later than it is.
+	{"start-to-exit", "task-created", "exited"},
 }
 
 // BenchmarkShimPhases splits BenchmarkShimLifecycle's containers by step:

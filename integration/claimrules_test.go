@@ -400,7 +400,7 @@ func TestClaimRulesCtr(t *testing.T) {
 				log, _ := os.ReadFile(a.LogPath)
 				t.Errorf("ctr container claiming a service without rules: %v: %q\nagent log:\n%s", err, out, log)
 			}
-			if held, err := a.List(ctx); err != nil || len(held) != 0 {
+			if held, err := a.ListReleased(ctx); err != nil || len(held) != 0 {
 				t.Errorf("agent holds %v (%v) after every container was removed", held, err)
 			}
 		})

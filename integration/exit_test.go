@@ -78,7 +78,7 @@ func TestWipeOnExit(t *testing.T) {
 			t.Logf("%s: kill to wipe over %d containers: p50 %v, max %v (from the start of `ctr task kill`)", ad.name, len(took), took[len(took)/2], took[len(took)-1])
 		})
 	}
-	if held, err := a.List(ctx); err != nil || len(held) != 0 {
+	if held, err := a.ListReleased(ctx); err != nil || len(held) != 0 {
 		t.Errorf("agent holds %v (%v) after every container was removed", held, err)
 	}
 }

@@ -146,7 +146,7 @@ func TestLayoutShim(t *testing.T) {
 	checkUserns(t, func() (string, error) {
 		return c.Ctr(ctx, "default", append(c.ShimRunArgs(shimRuntime), usernsArgs...)...)
 	})
-	if held := a.Held(); len(held) != 0 {
+	if held := a.HeldReleased(); len(held) != 0 {
 		t.Errorf("agent still holds mounts after the containers were removed: %v", held)
 	}
 }

@@ -193,7 +193,7 @@ func TestHAKillLeaderAgents(t *testing.T) {
 	}
 	// Nothing left held on any agent once the containers are gone.
 	for i, a := range agents {
-		if held, err := a.List(ctx); err != nil || len(held) != 0 {
+		if held, err := a.ListReleased(ctx); err != nil || len(held) != 0 {
 			t.Errorf("agent %d holds %v (%v) after every container was removed", i, held, err)
 		}
 	}

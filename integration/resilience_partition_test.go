@@ -120,7 +120,7 @@ func TestPartition(t *testing.T) {
 	}
 	t.Logf("partition %v; the service update made during it reached the agent %v after the link came back (%d container runs in all)",
 		restored.Sub(cutAt).Round(time.Millisecond), time.Since(restored).Round(time.Millisecond), runs)
-	if held, err := a.List(ctx); err != nil || len(held) != 0 {
+	if held, err := a.ListReleased(ctx); err != nil || len(held) != 0 {
 		t.Errorf("agent holds %v (%v) after every container was removed", held, err)
 	}
 }

@@ -109,7 +109,7 @@ func TestShimGoClient(t *testing.T) {
 		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil {
 			t.Fatal(err)
 		}
-		if held := a.Held(); len(held) != 0 {
+		if held := a.HeldReleased(); len(held) != 0 {
 			t.Errorf("agent holds %v after the delete", held)
 		}
 		checkNoTrace(ctx, t, c, "default", c.RuncRoot, id)
@@ -126,7 +126,7 @@ func TestShimGoClient(t *testing.T) {
 		checkNoTrace(ctx, t, c, "default", runcDefaultRoot, id)
 	})
 
-	if held := a.Held(); len(held) != 0 {
+	if held := a.HeldReleased(); len(held) != 0 {
 		t.Errorf("agent holds %v after every container was removed", held)
 	}
 
@@ -164,7 +164,7 @@ func TestShimUserNamespace(t *testing.T) {
 		t.Fatalf("container is not user-namespaced: %s", out)
 	}
 	checkInspect(t, out)
-	if held := a.Held(); len(held) != 0 {
+	if held := a.HeldReleased(); len(held) != 0 {
 		t.Errorf("agent holds %v after the container was removed", held)
 	}
 }
@@ -221,7 +221,7 @@ func TestShimCyclesLeaveNothing(t *testing.T) {
 	if pids := runcInitsContaining("/shimcycle"); len(pids) != 0 {
 		t.Errorf("runc init processes left: %v", pids)
 	}
-	if held := a.Held(); len(held) != 0 {
+	if held := a.HeldReleased(); len(held) != 0 {
 		t.Errorf("agent holds %d mounts", len(held))
 	}
 	gotAgent, gotCtd := countFDs(t), procFDs(t, ctdPid)

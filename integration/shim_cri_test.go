@@ -138,7 +138,7 @@ func TestShimCRI(t *testing.T) {
 		}
 		// The pause container has the pod's annotation in its spec too,
 		// and passes unclaimed.
-		if held := a.Held(); len(held) != 0 {
+		if held := a.HeldReleased(); len(held) != 0 {
 			t.Fatalf("agent holds %v after the pod's sandbox started", held)
 		}
 		// A claiming container that keeps running, then one that reads.
@@ -167,7 +167,7 @@ func TestShimCRI(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if held := a.Held(); len(held) != 0 {
+		if held := a.HeldReleased(); len(held) != 0 {
 			t.Errorf("agent holds %v after crictl rm", held)
 		}
 		stopPod(t, pod)
@@ -248,7 +248,7 @@ func TestShimCRI(t *testing.T) {
 		if shims := c.Shims(); len(shims) != 1 {
 			t.Errorf("%d shims for one pod after the refused start: %v", len(shims), shims)
 		}
-		if held := a.Held(); len(held) != 0 {
+		if held := a.HeldReleased(); len(held) != 0 {
 			t.Errorf("agent holds %v after a refused claim", held)
 		}
 		if _, err := k.Run(ctx, "rm", id); err != nil {
@@ -266,7 +266,7 @@ func TestShimCRI(t *testing.T) {
 		t.Logf("refused as it should be: %s", strings.TrimSpace(ce.Stderr))
 	})
 
-	if held := a.Held(); len(held) != 0 {
+	if held := a.HeldReleased(); len(held) != 0 {
 		t.Errorf("agent holds %v after every container was removed", held)
 	}
 

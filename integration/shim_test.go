@@ -155,20 +155,21 @@ func TestShimCtr(t *testing.T) {
 				t.Fatalf("%v: %s", err, out)
 			}
 		}
-		if held, err := a.List(ctx); err != nil || len(held) != 0 {
+		if held, err := a.ListReleased(ctx); err != nil || len(held) != 0 {
 			t.Errorf("agent holds %v (%v) after the delete", held, err)
 		}
 		if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("runc state of %s remains after the delete (%v)", id, err)
 		}
-		// The delete answers once the agent has released: by then no
-		// process may hold the tmpfs, neither mounted nor by an fd.
+		// Once the agent has served the delete's release (written, not
+		// waited for: plugin/shim), no process may hold the tmpfs,
+		// neither mounted nor by an fd.
 		if holders := devHolders(dev); len(holders) != 0 {
 			t.Errorf("the secrets tmpfs (dev %d:%d) is still held after the delete: %v", unix.Major(dev), unix.Minor(dev), holders)
 		}
 	})
 
-	if held, err := a.List(ctx); err != nil || len(held) != 0 {
+	if held, err := a.ListReleased(ctx); err != nil || len(held) != 0 {
 		t.Errorf("agent holds %v (%v) after every container was removed", held, err)
 	}
 }

@@ -32,6 +32,13 @@ func opName(req *agent.Request) string {
 	return "none"
 }
 
+// noReply reports whether req asks for no answer (a release with
+// no_reply): the server sends nothing back, whatever the outcome.
+func noReply(req *agent.Request) bool {
+	r, ok := req.GetOp().(*agent.Request_Release)
+	return ok && r.Release.GetNoReply()
+}
+
 // resultName is the result label of an answer: OK or its error code.
 func resultName(resp *agent.Response) string {
 	if e := resp.GetError(); e != nil {

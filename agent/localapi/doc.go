@@ -6,7 +6,8 @@
 // lockbox-runtime, on the container-start hot path, does not link it (it
 // uses plugin/runtime/agentconn, which encodes its two requests by hand).
 // The package imports only the standard library, golang.org/x/sys/unix,
-// protobuf, api/agent, api/validation and agent/errdefs: no gRPC, no etcd,
+// protobuf, api/agent, api/validation, agent/errdefs and internal/steptrace
+// (the phase benchmark's trace, a nil check when off): no gRPC, no etcd,
 // nothing of the agent's internals. The server half checks every peer with
 // SO_PEERCRED and serves root only; it hands requests to a Handler, maps
 // its domain errors onto wire codes (WireError), and knows nothing of

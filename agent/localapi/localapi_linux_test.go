@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -329,5 +330,50 @@ func TestPeerCredRefusesNonRoot(t *testing.T) {
 	defer h.mu.Unlock()
 	if len(h.prepared) != 0 {
 		t.Errorf("handler reached: %v", h.prepared)
+	}
+}
+
+// A release that asks for no answer gets none, served or refused: the
+// next answer on the connection is the next request's.
+func TestNoReplyReleaseGetsNoAnswer(t *testing.T) {
+	tests := []struct {
+		name     string
+		id       string
+		released []string
+	}{
+		{"served", "c1", []string{"c1"}},
+		{"refused (no container id)", "", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			h := &fakeHandler{dir: dir}
+			sock := filepath.Join(dir, "agent.sock")
+			startServer(t, h, sock)
+			conn, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := send(conn, &agent.Request{Op: &agent.Request_Release{Release: &agent.ReleaseRequest{ContainerId: tc.id, NoReply: true}}}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := send(conn, &agent.Request{Op: &agent.Request_List{List: &agent.ListRequest{}}}, nil); err != nil {
+				t.Fatal(err)
+			}
+			var resp agent.Response
+			if _, err := recv(conn, &resp, nil); err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetList() == nil {
+				t.Fatalf("first answer %v, want the list's: the release was answered", &resp)
+			}
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if !slices.Equal(h.released, tc.released) {
+				t.Errorf("released %v, want %v", h.released, tc.released)
+			}
+		})
 	}
 }

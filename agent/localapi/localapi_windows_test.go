@@ -316,3 +316,47 @@ func FuzzReadMsg(f *testing.F) {
 		}
 	})
 }
+
+// A release that asks for no answer gets none, served or refused: the
+// next answer on the pipe is the next request's.
+func TestPipeNoReplyReleaseGetsNoAnswer(t *testing.T) {
+	tests := []struct {
+		name     string
+		id       string
+		released []string
+	}{
+		{"served", "c1", []string{"c1"}},
+		{"refused (no container id)", "", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &pipeHandler{}
+			path, _ := startPipe(t, h, nil)
+			timeout := 5 * time.Second
+			conn, err := winio.DialPipe(path, &timeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := writeMsg(conn, &agent.Request{Op: &agent.Request_Release{Release: &agent.ReleaseRequest{ContainerId: tc.id, NoReply: true}}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := writeMsg(conn, &agent.Request{Op: &agent.Request_List{List: &agent.ListRequest{}}}); err != nil {
+				t.Fatal(err)
+			}
+			var resp agent.Response
+			if err := readMsg(conn, &resp, make([]byte, MaxMessageSize)); err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetList() == nil {
+				t.Fatalf("first answer %v, want the list's: the release was answered", &resp)
+			}
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if fmt.Sprint(h.released) != fmt.Sprint(tc.released) {
+				t.Errorf("released %v, want %v", h.released, tc.released)
+			}
+		})
+	}
+}

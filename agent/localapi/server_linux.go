@@ -15,6 +15,7 @@ import (
 
 	"github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/internal/sockdir"
+	"github.com/lockbox-project/lockbox/internal/steptrace"
 )
 
 // Server accepts connections on the agent socket and serves root callers.
@@ -163,7 +164,19 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		}
 		start := time.Now()
 		resp, out := dispatch(ctx, s.handler, &req)
+		if noReply(&req) {
+			// The caller is not reading (it may have closed, or exited):
+			// an answer would only fail. What it would have said is
+			// logged instead.
+			closeAll(out)
+			s.observe(opName(&req), resultName(resp), start)
+			s.logUnanswered(cred.Pid, resp)
+			continue
+		}
+		id := traceID(&req)
+		trace.Mark(id, "agent-answer")
 		err = send(conn, resp, out)
+		trace.Mark(id, "agent-sent")
 		closeAll(out)
 		if errors.Is(err, errTruncated) || errors.Is(err, errTooManyFDs) {
 			// Nothing was sent: say why instead of leaving the caller
@@ -178,6 +191,29 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 			s.log.Warn("agent socket: reply failed", "pid", cred.Pid, "err", err)
 			return
 		}
+	}
+}
+
+// trace is the phase benchmark's tracer (internal/steptrace), nil unless
+// its variable is set when the agent starts: then a step costs a nil check.
+var trace = steptrace.Open(os.Getenv)
+
+// traceID is the container a traced request names ("" untraced).
+func traceID(req *agent.Request) string {
+	if trace == nil {
+		return ""
+	}
+	if p := req.GetPrepare(); p != nil {
+		return p.GetContainer().GetId()
+	}
+	return ""
+}
+
+// logUnanswered logs the failure of a request that asked for no answer
+// (the caller cannot learn of it otherwise).
+func (s *Server) logUnanswered(pid int32, resp *agent.Response) {
+	if e := resp.GetError(); e != nil {
+		s.log.Warn("agent socket: unanswered release failed", "pid", pid, "code", e.GetCode().String(), "err", e.GetMessage())
 	}
 }
 

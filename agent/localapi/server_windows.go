@@ -106,6 +106,17 @@ func (s *Server) serveConn(conn net.Conn) {
 		}
 		start := time.Now()
 		resp, files := dispatch(ctx, s.handler, &req)
+		if noReply(&req) {
+			// The caller is not reading: an answer would only fail.
+			closeAll(files)
+			if s.observer != nil {
+				s.observer.ObserveRequest(opName(&req), resultName(resp), time.Since(start))
+			}
+			if e := resp.GetError(); e != nil {
+				s.log.Warn("agent pipe: unanswered release failed", "code", e.GetCode().String(), "err", e.GetMessage())
+			}
+			continue
+		}
 		if len(files) > 0 {
 			// A handler has nothing to send on Windows; a pipe cannot
 			// carry them, so they must not be kept open either.

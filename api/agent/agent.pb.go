@@ -797,7 +797,19 @@ type ReleaseRequest struct {
 	// pid_start is that process's start time (clock ticks since boot,
 	// /proc/<pid>/stat field 22, runc's state.json init_process_start), so
 	// that a reused pid does not pass for the container; 0 if unknown.
-	PidStart      uint64 `protobuf:"varint,3,opt,name=pid_start,json=pidStart,proto3" json:"pid_start,omitempty"`
+	PidStart uint64 `protobuf:"varint,3,opt,name=pid_start,json=pidStart,proto3" json:"pid_start,omitempty"`
+	// no_reply: the caller does not wait for the answer and may have closed
+	// the connection, or exited, by the time the agent reads the request
+	// (SOCK_SEQPACKET delivers a datagram written before the close). The
+	// agent releases as it would otherwise and sends nothing back, failures
+	// included (it logs them). A caller that has gone shows the agent no mount
+	// namespace: its release counts as one from outside every container, and
+	// a pid it names is judged as in any release. The shim's release at
+	// Delete sends it (the agent's records, exit watch and restart recovery
+	// guarantee the wipe; the release only makes it prompt); a caller that
+	// must know the outcome (the shim manager's Stop, a failed claim's
+	// take-back) does not.
+	NoReply       bool `protobuf:"varint,4,opt,name=no_reply,json=noReply,proto3" json:"no_reply,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -851,6 +863,13 @@ func (x *ReleaseRequest) GetPidStart() uint64 {
 		return x.PidStart
 	}
 	return 0
+}
+
+func (x *ReleaseRequest) GetNoReply() bool {
+	if x != nil {
+		return x.NoReply
+	}
+	return false
 }
 
 type ReleaseResponse struct {
@@ -1252,11 +1271,12 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x19\n" +
 	"\bfd_index\x18\x02 \x01(\x05R\afdIndex\"D\n" +
 	"\x0fPrepareResponse\x121\n" +
-	"\x06mounts\x18\x01 \x03(\v2\x19.lockbox.agent.MountPointR\x06mounts\"b\n" +
+	"\x06mounts\x18\x01 \x03(\v2\x19.lockbox.agent.MountPointR\x06mounts\"}\n" +
 	"\x0eReleaseRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x1b\n" +
-	"\tpid_start\x18\x03 \x01(\x04R\bpidStart\"\x11\n" +
+	"\tpid_start\x18\x03 \x01(\x04R\bpidStart\x12\x19\n" +
+	"\bno_reply\x18\x04 \x01(\bR\anoReply\"\x11\n" +
 	"\x0fReleaseResponse\"\r\n" +
 	"\vListRequest\"V\n" +
 	"\x10MountedContainer\x12\x0e\n" +

@@ -356,6 +356,31 @@ func (a *Agent) List(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
+// releaseWait bounds how long a check waits for the agent to have served
+// a release it was sent but not asked to answer.
+const releaseWait = 30 * time.Second
+
+// ListReleased is List once the agent holds nothing, or what it still
+// holds after releaseWait: the shim's release at Delete is written to the
+// agent, not waited for (plugin/shim), so right after a delete the agent
+// may not have served it yet. For checks that nothing is left.
+func (a *Agent) ListReleased(ctx context.Context) ([]string, error) {
+	deadline := time.Now().Add(releaseWait)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ids, err := a.List(ctx)
+		if (err == nil && len(ids) == 0) || time.Now().After(deadline) {
+			return ids, err
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ids, err
+		}
+	}
+}
+
 // WaitUntil polls cond (for instance "a claiming container starts") until
 // it holds: grants reach the agent asynchronously after a change on the
 // manager.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	"github.com/lockbox-project/lockbox/api/agent"
@@ -24,7 +25,12 @@ import (
 type TestAgent struct {
 	Socket string
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// released is closed (and replaced) at every release, for
+	// HeldReleased.
+	released chan struct{}
+	// wiping counts the releases taken out of mounts and not yet wiped.
+	wiping   int
 	services map[string][]mounter.Grant
 	secrets  map[string][]byte
 	mounts   map[string]*linux.Mount
@@ -52,6 +58,7 @@ func StartTestAgent(t testing.TB, services map[string][]mounter.Grant, secrets m
 		secrets:  secrets,
 		mounts:   map[string]*linux.Mount{},
 		m:        linux.New(),
+		released: make(chan struct{}),
 	}
 	ln, err := localapi.Listen(a.Socket)
 	if err != nil {
@@ -90,6 +97,27 @@ func (a *TestAgent) Held() []string {
 		ids = append(ids, id)
 	}
 	return ids
+}
+
+// HeldReleased is Held once the agent holds nothing, or what it still
+// holds after 30 s: the shim's release at Delete is written to the agent,
+// not waited for (plugin/shim), so right after a delete the agent may not
+// have served it yet. For checks that nothing is left.
+func (a *TestAgent) HeldReleased() []string {
+	timeout := time.After(30 * time.Second)
+	for {
+		a.mu.Lock()
+		n, ch := len(a.mounts)+a.wiping, a.released
+		a.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-timeout:
+			return a.Held()
+		}
+	}
 }
 
 // WithSecret implements mounter.SecretSource.
@@ -176,11 +204,18 @@ func (a *TestAgent) Release(ctx context.Context, id string) error {
 	a.mu.Lock()
 	m := a.mounts[id]
 	delete(a.mounts, id)
+	a.wiping++
 	a.mu.Unlock()
-	if m == nil {
-		return nil
+	var err error
+	if m != nil {
+		err = m.Wipe()
 	}
-	return m.Wipe()
+	a.mu.Lock()
+	a.wiping--
+	close(a.released)
+	a.released = make(chan struct{})
+	a.mu.Unlock()
+	return err
 }
 
 // List implements localapi.Handler.

@@ -46,6 +46,31 @@ func (r *readyRelease) send(bundle string) error {
 	return claimrecord.Remove(bundle)
 }
 
+// post sends the release without waiting for the agent's answer (the
+// agent reads a request written before the close: SOCK_SEQPACKET) and
+// removes the record once the request is written. It closes the
+// connection. A dial or a write that fails leaves the record for the shim
+// manager's Stop.
+//
+// The wipe does not hang on this release: the agent's record of the
+// container, its exit watch (a wipe within exitDrain of the init's exit)
+// and its restart recovery guarantee it; the release only makes it
+// prompt. An agent that dies after reading the request but before wiping
+// leaves its record, and the next agent's recovery forgets a container
+// that has ended (its tmpfs went with the dead agent's fds). What the
+// caller gives up is the outcome, so only the Delete posts: the manager's
+// Stop and a failed claim's take-back wait for the answer (send).
+func (r *readyRelease) post(bundle string, mark func(step string)) error {
+	defer r.cl.Close()
+	if err := r.cl.SendRelease(r.rec.ID, agentconn.Process{Pid: int(r.rec.Pid), Start: r.rec.PidStart}); err != nil {
+		return fmt.Errorf("release %s: %w", r.rec.ID, err)
+	}
+	if mark != nil {
+		mark("release-sent")
+	}
+	return claimrecord.Remove(bundle)
+}
+
 // releaseFromDisk releases the container recorded in bundle, if any, and
 // removes the record once the agent has released it. Releasing is
 // idempotent: an agent that holds nothing for the ID answers yes.
@@ -81,13 +106,17 @@ func startRelease(ctx context.Context, socket, bundle string) *earlyRelease {
 	return e
 }
 
-// finish sends the release made ready.
-func (e *earlyRelease) finish() error {
+// finish posts the release made ready: it returns once the agent has the
+// request, not its answer (post). mark, if set, is the phase trace's.
+func (e *earlyRelease) finish(mark func(step string)) error {
 	<-e.done
+	if mark != nil {
+		mark("release-ready")
+	}
 	if e.err != nil || e.r == nil {
 		return e.err
 	}
-	return e.r.send(e.bundle)
+	return e.r.post(e.bundle, mark)
 }
 
 // abandon drops the release made ready (runc's delete failed, or the

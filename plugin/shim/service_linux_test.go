@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -114,6 +115,10 @@ type fakeAgent struct {
 	onTargets func(*agent.TargetsRequest)
 	// onPrepare, if set, sees every prepare request before it is served.
 	onPrepare func(*agent.PrepareRequest)
+	// onRelease, if set, sees every release request before it is served.
+	onRelease func(*agent.ReleaseRequest)
+	// released is closed (and replaced) at each release served.
+	released chan struct{}
 }
 
 func (a *fakeAgent) Prepare(_ context.Context, req *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
@@ -147,9 +152,43 @@ func (a *fakeAgent) Release(context.Context, string) error { return errors.New("
 
 func (a *fakeAgent) ReleaseRequest(_ context.Context, req *agent.ReleaseRequest) error {
 	a.mu.Lock()
+	on := a.onRelease
+	a.mu.Unlock()
+	if on != nil {
+		on(req)
+	}
+	a.mu.Lock()
 	a.releases = append(a.releases, req)
+	if a.released != nil {
+		close(a.released)
+	}
+	a.released = make(chan struct{})
 	a.mu.Unlock()
 	return nil
+}
+
+// waitReleases waits until the agent has served n releases: the Delete's
+// release is not answered, so the shim returns before the agent has it.
+func (a *fakeAgent) waitReleases(t *testing.T, n int) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		a.mu.Lock()
+		got := len(a.releases)
+		if a.released == nil {
+			a.released = make(chan struct{})
+		}
+		ch := a.released
+		a.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timeout:
+			t.Fatalf("%d releases served after 10 s, want %d", got, n)
+		}
+	}
 }
 
 func (a *fakeAgent) List(context.Context) (*agent.ListResponse, error) {
@@ -320,8 +359,13 @@ func TestDeleteReleasesFromRecord(t *testing.T) {
 	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"}); err != nil {
 		t.Fatal(err)
 	}
+	a.waitReleases(t, 1)
 	if _, n := a.counts(); n != 1 {
 		t.Fatalf("%d releases after the delete, want 1", n)
+	}
+	// Sent without waiting for the answer (the agent answers nothing).
+	if r := a.releases[0]; !r.GetNoReply() {
+		t.Errorf("the delete's release %v waits for an answer", r)
 	}
 	// After runc's delete the container has ended: the release need not
 	// name its process (recordClaim).
@@ -432,6 +476,7 @@ func TestReleasedAfterRuncDelete(t *testing.T) {
 	if released != 0 {
 		t.Errorf("%d releases while runc's delete ran, want 0", released)
 	}
+	a.waitReleases(t, 1)
 	if _, n := a.counts(); n != 1 {
 		t.Errorf("%d releases after the delete, want 1", n)
 	}
@@ -469,6 +514,10 @@ func TestReleaseWaitsForRuncDelete(t *testing.T) {
 			if released != 0 {
 				t.Errorf("%d releases while runc's delete ran, want 0", released)
 			}
+			// A release is served after the delete returns (not
+			// answered); one that was never sent is not there when the
+			// delete returns, and never comes.
+			a.waitReleases(t, tc.releases)
 			if _, n := a.counts(); n != tc.releases {
 				t.Errorf("%d releases after the delete, want %d", n, tc.releases)
 			}
@@ -500,5 +549,113 @@ func TestClaimRecordedBeforePrepare(t *testing.T) {
 	}
 	if atPrepare := <-seen; atPrepare == nil || atPrepare.ID != "c1" || atPrepare.Service != "web" {
 		t.Fatalf("record when the agent was asked: %+v, want c1 of web", atPrepare)
+	}
+}
+
+// The Delete's release is written, not waited for: Delete returns while
+// the agent still holds the request, with the record already removed.
+func TestDeleteDoesNotWaitForTheRelease(t *testing.T) {
+	a, sock := startFakeAgent(t)
+	holding, proceed := make(chan struct{}), make(chan struct{})
+	a.mu.Lock()
+	a.onRelease = func(*agent.ReleaseRequest) {
+		close(holding)
+		<-proceed
+	}
+	a.mu.Unlock()
+	// The agent is let go whatever happens, so that its server can close.
+	t.Cleanup(func() {
+		select {
+		case <-proceed:
+		default:
+			close(proceed)
+		}
+	})
+	s := newService(&fakeTasks{pid: uint32(os.Getpid())}, sock)
+	ctx := context.Background()
+	bundle := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := make(chan error, 1)
+	go func() {
+		_, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"})
+		deleted <- err
+	}()
+	<-holding
+	select {
+	case err := <-deleted:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Delete waits for the agent's answer to its release")
+	}
+	if rec, _ := claimrecord.Read(bundle); rec != nil {
+		t.Errorf("record %+v kept after the release was written", rec)
+	}
+	close(proceed)
+	a.waitReleases(t, 1)
+}
+
+// A release that cannot be written (the agent accepted the dial, then
+// died) keeps the record, and the shim manager's Stop releases from it,
+// waiting for the answer.
+func TestDeleteToADeadAgentKeepsTheRecord(t *testing.T) {
+	parent := t.TempDir()
+	bundle := filepath.Join(parent, "c1")
+	if err := os.Rename(writeBundle(t, map[string]string{"lockbox.service": "web"}, false), bundle); err != nil {
+		t.Fatal(err)
+	}
+	// An agent that serves the Create, then one that accepts the Delete's
+	// dial and dies before the release is written.
+	_, live := startFakeAgent(t)
+	s := newService(&fakeTasks{pid: uint32(os.Getpid())}, live)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	dying := filepath.Join(t.TempDir(), "dying.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: dying, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	died := make(chan struct{})
+	go func() {
+		defer close(died)
+		if c, err := ln.AcceptUnix(); err == nil {
+			c.Close()
+		}
+	}()
+	s.socket = dying
+	inner := s.TTRPCTaskService.(*fakeTasks)
+	// runc's delete ends after the agent has died: the dial beside it
+	// was accepted, the write after it finds no one.
+	inner.onDelete = func() { <-died }
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := claimrecord.Read(bundle); rec == nil {
+		t.Fatal("a release that could not be written dropped the record")
+	}
+
+	a, sock := startFakeAgent(t)
+	t.Setenv("LOCKBOX_AGENT_SOCKET", sock)
+	first := filepath.Join(parent, "first")
+	if err := os.Mkdir(first, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(first)
+	m := &lockboxManager{Shim: fakeShim{}}
+	if _, err := m.Stop(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	// Stop waits for the answer: the release is served when it returns.
+	if _, n := a.counts(); n != 1 || a.releases[0].GetContainerId() != "c1" || a.releases[0].GetNoReply() {
+		t.Fatalf("Stop released %v, want c1, answered", a.releases)
+	}
+	if rec, _ := claimrecord.Read(bundle); rec != nil {
+		t.Errorf("record %+v kept after Stop's release", rec)
 	}
 }

@@ -25,6 +25,9 @@ type Conn struct {
 	// broken is set once a request failed mid-way: a late response could
 	// otherwise be read as the answer to the next request.
 	broken error
+	// Received, if set, is called as soon as a response has been read,
+	// before it is decoded (the shim's phase trace).
+	Received func()
 }
 
 // Dial connects to the agent's socket. Every later call on the
@@ -124,13 +127,33 @@ func (c *Conn) Targets(ctr *Container) ([]string, error) {
 // if not): while the container the agent holds under id still runs, only a
 // release naming its process wipes it (api/agent ReleaseRequest).
 func (c *Conn) Release(id string, p Process) error {
-	resp, files, err := c.roundTrip(encodeRelease(id, p))
+	resp, files, err := c.roundTrip(encodeRelease(id, p, false))
 	closeAll(files)
 	if err != nil {
 		return err
 	}
 	if !resp.released {
 		return errors.New("agent: release: response without a result")
+	}
+	return nil
+}
+
+// SendRelease writes a release the agent does not answer (api/agent
+// ReleaseRequest's no_reply) and returns once the request is written to
+// the socket: on SOCK_SEQPACKET a datagram written before the caller
+// closes is still read by the agent. It says nothing of the release's
+// outcome: a nil error means only that the agent will read the request
+// (an agent that dies first does not; its records and restart recovery
+// wipe instead). The connection takes no further request.
+func (c *Conn) SendRelease(id string, p Process) error {
+	if c.broken != nil {
+		return fmt.Errorf("agent: connection unusable after an earlier failure: %w", c.broken)
+	}
+	// Nothing comes back to tell a later request's answer from.
+	c.broken = errors.New("a release without an answer was sent on it")
+	// MSG_NOSIGNAL: an agent gone since the dial is an EPIPE, not a signal.
+	if err := retry(func() error { return unix.Sendmsg(c.fd, encodeRelease(id, p, true), nil, nil, unix.MSG_NOSIGNAL) }); err != nil {
+		return fmt.Errorf("agent: send: %w", timeoutErr(err))
 	}
 	return nil
 }
@@ -153,6 +176,9 @@ func (c *Conn) roundTrip(req []byte) (*response, []*os.File, error) {
 		n, oobn, flags, _, err = unix.Recvmsg(c.fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		return err
 	})
+	if c.Received != nil {
+		c.Received()
+	}
 	if err != nil {
 		c.broken = fmt.Errorf("agent: receive: %w", timeoutErr(err))
 		return nil, nil, c.broken

@@ -1,6 +1,7 @@
 // Package agentconn is the node agent's local API client that
 // lockbox-runtime links: Prepare, Targets and Release over the agent's
-// SOCK_SEQPACKET socket, with the peer's credentials checked.
+// SOCK_SEQPACKET socket, with the peer's credentials checked, and
+// SendRelease, a release the agent does not answer (the shim's at Delete).
 //
 // It speaks the same messages as agent/localapi (api/agent's Request and
 // Response, one protobuf message per datagram, mount fds in SCM_RIGHTS) but

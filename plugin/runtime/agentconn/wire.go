@@ -50,6 +50,7 @@ const (
 	relContainerID = 1
 	relPid         = 2
 	relPidStart    = 3
+	relNoReply     = 4
 	// Response
 	respError   = 1
 	respPrepare = 2
@@ -159,12 +160,13 @@ func encodeTargets(c *Container) []byte {
 }
 
 // encodeRelease encodes Request{release: ReleaseRequest{container_id, pid,
-// pid_start}}.
-func encodeRelease(id string, p Process) []byte {
+// pid_start, no_reply}}.
+func encodeRelease(id string, p Process, noReply bool) []byte {
 	return appendMessage(nil, reqRelease, func(b []byte) []byte {
 		b = appendString(b, relContainerID, id)
 		b = appendInt32(b, relPid, int32(p.Pid))
-		return appendVarint(b, relPidStart, p.Start)
+		b = appendVarint(b, relPidStart, p.Start)
+		return appendBool(b, relNoReply, noReply)
 	})
 }
 

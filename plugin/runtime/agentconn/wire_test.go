@@ -70,12 +70,14 @@ func TestEncodeMatchesProto(t *testing.T) {
 	}
 	for _, id := range []string{"", "c1", string(bytes.Repeat([]byte("x"), 200))} {
 		for _, p := range []Process{{}, {Pid: 4242}, {Pid: 4242, Start: 1 << 40}, {Start: 7}} {
-			want, err := proto.Marshal(&agent.Request{Op: &agent.Request_Release{Release: &agent.ReleaseRequest{ContainerId: id, Pid: int32(p.Pid), PidStart: p.Start}}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := encodeRelease(id, p); !bytes.Equal(got, want) {
-				t.Fatalf("release %q %+v encoding\n got %x\nwant %x", id, p, got, want)
+			for _, noReply := range []bool{false, true} {
+				want, err := proto.Marshal(&agent.Request{Op: &agent.Request_Release{Release: &agent.ReleaseRequest{ContainerId: id, Pid: int32(p.Pid), PidStart: p.Start, NoReply: noReply}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := encodeRelease(id, p, noReply); !bytes.Equal(got, want) {
+					t.Fatalf("release %q %+v no_reply %v encoding\n got %x\nwant %x", id, p, noReply, got, want)
+				}
 			}
 		}
 	}
