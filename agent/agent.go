@@ -367,6 +367,14 @@ func (a *Agent) identify(ctx context.Context, req *api.PrepareRequest) (identity
 		return identity{}, nil
 	}
 	cp, err := hookContainerProcess(peer, pid)
+	// Everything above read /proc/<peer>: it described the caller only if
+	// the caller still runs now (its pid cannot have been reused while it
+	// did). A caller that exited mid-request (a hook killed on its
+	// timeout) may have left its pid to a process in another container,
+	// whose namespace would then be taken for the claim's.
+	if err := p.Alive(); err != nil {
+		return identity{}, errdefs.Errorf(errdefs.Invalid, "container %s: %v", id, err)
+	}
 	if err != nil {
 		if pid != 0 {
 			return identity{}, errdefs.Errorf(errdefs.Invalid, "container %s: pid %d is not the process of the container the caller runs in", id, pid)

@@ -193,14 +193,17 @@ func (a *Agent) holderRuns(h *held) (int, bool) {
 // container), whose namespace would let the release wipe that holder. So
 // such a release is judged by what it carries alone: the process it names
 // (whose start time is checked as in any release) or nothing, and nothing
-// wipes only a holder that has ended. This is all that reads the caller's
-// /proc after the accept on a release; the claim checks of a Prepare
-// (identify) read it too, but a Prepare's caller waits for the answer. The
+// wipes only a holder that has ended. Any other release (and a Prepare's
+// claim checks, identify) reads the caller's /proc and then asks the
+// caller's pidfd, taken at accept, whether it still runs (Peer.Alive): a
+// caller killed mid-request may have left its pid to another process. The
 // shim's release names no process and comes after runc's delete: the
 // holder has ended, and the release wipes it as before.
 func (a *Agent) releaser(ctx context.Context, req *api.ReleaseRequest) identity {
 	if p, ok := localapi.PeerFromContext(ctx); ok && p.Pid > 0 && !req.GetNoReply() {
-		if ns, err := mntNS(strconv.Itoa(int(p.Pid))); err == nil && ns != 0 && ns != a.selfNS {
+		// Alive after the read: the namespace was the caller's only if
+		// the caller still runs (see identify).
+		if ns, err := mntNS(strconv.Itoa(int(p.Pid))); err == nil && ns != 0 && ns != a.selfNS && p.Alive() == nil {
 			return identity{MntNS: ns}
 		}
 	}

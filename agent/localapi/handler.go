@@ -50,6 +50,10 @@ type Peer struct {
 	Pid int32
 	UID uint32
 	GID uint32
+
+	// proc pins the process that connected (a pidfd on Linux), so that
+	// Alive can tell whether Pid still names it.
+	proc *peerProc
 }
 
 type peerKey struct{}

@@ -250,6 +250,9 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv(fakeAgentEnv); sock != "" {
 		os.Exit(runFakeAgent(sock))
 	}
+	if sock := os.Getenv(sendAndExitEnv); sock != "" {
+		os.Exit(runSendAndExit(sock))
+	}
 	os.Exit(m.Run())
 }
 

@@ -149,7 +149,9 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 		}}, nil)
 		return
 	}
-	ctx := context.WithValue(context.Background(), peerKey{}, Peer{Pid: cred.Pid, UID: cred.Uid, GID: cred.Gid})
+	proc := openPeerProc(conn, cred.Pid)
+	defer proc.close()
+	ctx := context.WithValue(context.Background(), peerKey{}, Peer{Pid: cred.Pid, UID: cred.Uid, GID: cred.Gid, proc: proc})
 	rb := newRecvBuf()
 	for {
 		var req agent.Request
