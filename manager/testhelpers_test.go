@@ -3,7 +3,6 @@
 package manager
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -30,6 +29,7 @@ import (
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/testutil/logbuf"
 	"github.com/lockbox-project/lockbox/pki"
 	"github.com/lockbox-project/lockbox/pki/jointoken"
 )
@@ -50,28 +50,11 @@ type testManager struct {
 	t      testing.TB
 	cancel context.CancelFunc
 	done   chan error
-	out    *syncBuffer
+	out    *logbuf.Buffer
 	dir    string
 	sock   string
 	cfg    Config
 	once   sync.Once
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func testConfig(t testing.TB, ip string) Config {
@@ -94,7 +77,7 @@ func testConfig(t testing.TB, ip string) Config {
 // startManager runs a manager in this process until the test ends.
 func startManager(t testing.TB, cfg Config) *testManager {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &logbuf.Buffer{}
 	cfg.Out = out
 	m, err := New(cfg)
 	if err != nil {

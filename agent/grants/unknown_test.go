@@ -5,29 +5,12 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lockbox-project/lockbox/api/claimrule"
 	"github.com/lockbox-project/lockbox/api/dispatcher"
+	"github.com/lockbox-project/lockbox/internal/testutil/protoext"
 )
-
-// newerField returns m as a newer manager that knows one more field
-// (number 99, say a rule) would send it.
-func newerField[M proto.Message](t *testing.T, m M) M {
-	t.Helper()
-	b, err := proto.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = protowire.AppendTag(b, 99, protowire.BytesType)
-	b = protowire.AppendString(b, "k8s.namespace==prod")
-	out := m.ProtoReflect().New().Interface().(M)
-	if err := proto.Unmarshal(b, out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // TestUnknownServiceFieldsRefuseEveryClaim: a service that arrives with a
 // field this agent does not know, in the service, a grant or a target,
@@ -43,13 +26,13 @@ func TestUnknownServiceFieldsRefuseEveryClaim(t *testing.T) {
 		refuse bool
 	}{
 		{"every field known", func(sg *dispatcher.ServiceGrants) *dispatcher.ServiceGrants { return sg }, false},
-		{"unknown field in the service", func(sg *dispatcher.ServiceGrants) *dispatcher.ServiceGrants { return newerField(t, sg) }, true},
+		{"unknown field in the service", func(sg *dispatcher.ServiceGrants) *dispatcher.ServiceGrants { return protoext.WithUnknown(t, sg) }, true},
 		{"unknown field in a grant", func(sg *dispatcher.ServiceGrants) *dispatcher.ServiceGrants {
-			sg.Grants[0] = newerField(t, sg.Grants[0])
+			sg.Grants[0] = protoext.WithUnknown(t, sg.Grants[0])
 			return sg
 		}, true},
 		{"unknown field in a target", func(sg *dispatcher.ServiceGrants) *dispatcher.ServiceGrants {
-			sg.Grants[0].Target = newerField(t, sg.Grants[0].Target)
+			sg.Grants[0].Target = protoext.WithUnknown(t, sg.Grants[0].Target)
 			return sg
 		}, true},
 	} {

@@ -16,6 +16,7 @@ import (
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
+	"github.com/lockbox-project/lockbox/internal/testutil/logbuf"
 	"github.com/lockbox-project/lockbox/manager/store"
 )
 
@@ -324,24 +325,6 @@ func TestEncodedServiceHasNoUnknownFields(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink tests read while the dispatcher writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestSessionRPCOfOldAgent: through the Session RPC (certificate identity,
 // "ready" write), an old agent's session is withheld the claim-ruled
 // service, its node carries the manager's warning, and the manager logs
@@ -349,7 +332,7 @@ func (s *syncBuffer) String() string {
 // agent's session on the same node clears the warning.
 func TestSessionRPCOfOldAgent(t *testing.T) {
 	h := newHarness(t)
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	d := New(Config{Store: h.st, History: h.st, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	ctx, cancel := context.WithCancel(h.ctx)
 	defer cancel()
