@@ -161,6 +161,20 @@ func TestCyclesRealAgent(t *testing.T) {
 		float64(got.agent.anon-base.agent.anon)*1024/float64(n), base.agent.locked, got.agent.locked, shim0, shim1)
 
 	t.Logf("agent Go runtime: %s -> %s", base.rt, got.rt)
+	// LOCKBOX_CYCLES_SETTLE (a duration, for the figures; unset in CI):
+	// leave the agent idle that long and read its memory again. The Go
+	// runtime forces a collection every two minutes, after which its
+	// scavenger hands back heap freed and kept since: growth that then
+	// goes was the heap breathing; growth that stays is held.
+	if s := os.Getenv("LOCKBOX_CYCLES_SETTLE"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("LOCKBOX_CYCLES_SETTLE=%q: %v", s, err)
+		}
+		time.Sleep(d)
+		m, rt := readSmaps(t, a.Pid()), scrapeRuntime(t, metricsAddr)
+		t.Logf("after %v idle: agent Anonymous %d kB (%+d against the baseline), Rss %d kB; Go runtime: %s", d, m.anon, m.anon-base.agent.anon, m.rss, rt)
+	}
 	// A goroutine per container left behind would show n; a few come and
 	// go with the session (a heartbeat in flight).
 	if got.rt.goroutines > base.rt.goroutines+10 {
