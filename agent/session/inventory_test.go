@@ -74,16 +74,25 @@ type beats struct {
 	s     *Session
 	c     *invClient
 	ticks chan time.Time
+	// waits are the pauses the heartbeat loop asked for, in order.
+	waits chan time.Duration
 	stop  func()
 }
 
 func newBeats(t *testing.T, holder Inventory) *beats {
 	ticks := make(chan time.Time)
-	s := &Session{log: slog.New(slog.NewTextHandler(io.Discard, nil)), after: func(time.Duration) <-chan time.Time { return ticks }}
+	waits := make(chan time.Duration, 1024)
+	s := &Session{log: slog.New(slog.NewTextHandler(io.Discard, nil)), after: func(d time.Duration) <-chan time.Time {
+		select {
+		case waits <- d:
+		default:
+		}
+		return ticks
+	}}
 	if holder != nil {
 		s.SetInventory(holder)
 	}
-	b := &beats{t: t, s: s, c: &invClient{reqs: make(chan *dapi.HeartbeatRequest, 1), answers: make(chan answer, 1)}, ticks: ticks}
+	b := &beats{t: t, s: s, c: &invClient{reqs: make(chan *dapi.HeartbeatRequest, 1), answers: make(chan answer, 1)}, ticks: ticks, waits: waits}
 	b.session()
 	t.Cleanup(func() { b.stop() })
 	return b

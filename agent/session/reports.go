@@ -61,3 +61,10 @@ func (q *reportQueue) done(sent []*dapi.MountReport, err error) bool {
 	q.pending = q.pending[len(sent):]
 	return true
 }
+
+// len is how many reports wait.
+func (q *reportQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending)
+}

@@ -404,15 +404,22 @@ func (s *Session) dropAll(cause error) {
 // (inventory.go).
 func (s *Session) heartbeat(ctx context.Context, client dapi.DispatcherClient) {
 	inv := inventoryDue{want: true}
+	draining := false
 	for {
 		period := time.Duration(s.period.Load())
 		if period <= 0 {
 			period = 5 * time.Second
 		}
+		wait := period
+		if draining {
+			// More than a beat's worth is queued: the manager takes
+			// ReportBeatsPerPeriod full beats a period.
+			wait = period / dapi.ReportBeatsPerPeriod
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.after(period):
+		case <-s.after(wait):
 		}
 		hctx, cancel := context.WithTimeout(ctx, period)
 		sent, dropped := s.reports.batch()
@@ -426,6 +433,7 @@ func (s *Session) heartbeat(ctx context.Context, client dapi.DispatcherClient) {
 		req := &dapi.HeartbeatRequest{Reports: sent, Inventory: s.takeInventory(&inv)}
 		resp, err := client.Heartbeat(hctx, req)
 		cancel()
+		draining = false
 		if s.settleInventory(&inv, req.Inventory, resp, err) {
 			// Refused, maybe for the inventory: nothing of the beat was
 			// recorded, and its reports go again.
@@ -435,12 +443,19 @@ func (s *Session) heartbeat(ctx context.Context, client dapi.DispatcherClient) {
 			s.log.Warn("the manager refused mount reports; they are dropped", "reports", len(sent), "err", err)
 			inv.want = true
 		}
+		if status.Code(err) == codes.ResourceExhausted {
+			// Over this period's report budget: the reports stay queued
+			// for the next period.
+			s.log.Debug("the manager defers mount reports to the next period", "queued", s.reports.len())
+			continue
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("heartbeat failed", "err", err)
 			}
 			continue
 		}
+		draining = len(sent) == dapi.MaxMountReports && s.reports.len() > 0
 		if p := resp.GetPeriodMs(); p > 0 {
 			s.period.Store(int64(time.Duration(p) * time.Millisecond))
 		}

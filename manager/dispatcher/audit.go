@@ -227,12 +227,15 @@ func withID(e *types.AuditEntry) *types.AuditEntry {
 	return e
 }
 
-// reportBudget allows each node dapi.MaxMountReports reports per heartbeat
-// period however often it beats: the log keeps a count of entries, and a
-// node must not be able to push everyone else's out of it quickly.
+// reportBudget allows each node dapi.ReportBeatsPerPeriod ×
+// dapi.MaxMountReports reports per heartbeat period however often it
+// beats: the log keeps a count of entries, and a node must not be able to
+// push everyone else's out of it quickly.
 type reportBudget struct {
 	mu    sync.Mutex
 	nodes map[string]*nodeBudget
+	// limit is the reports per node and period; 0 is the default above.
+	limit int
 }
 
 type nodeBudget struct {
@@ -251,7 +254,11 @@ func (b *reportBudget) take(nodeID string, n int, now time.Time, period time.Dur
 		nb = &nodeBudget{start: now}
 		b.nodes[nodeID] = nb
 	}
-	if nb.used+n > dapi.MaxMountReports {
+	limit := b.limit
+	if limit == 0 {
+		limit = dapi.ReportBeatsPerPeriod * dapi.MaxMountReports
+	}
+	if nb.used+n > limit {
 		return false
 	}
 	nb.used += n

@@ -190,6 +190,7 @@ func nodeContext(t *testing.T, nodeID string) context.Context {
 func TestAuditMountReports(t *testing.T) {
 	h, aud := auditHarness(t)
 	d := h.d
+	d.reportBudget.limit = dapi.MaxMountReports
 	n1 := h.node("n1", nil)
 	h.service("web", nil, h.secret("db_pw", "x"))
 	h.sync()
@@ -219,8 +220,9 @@ func TestAuditMountReports(t *testing.T) {
 			t.Errorf("%s: %v, want InvalidArgument", name, err)
 		}
 	}
-	// Within one heartbeat period a node gets MaxMountReports in all: two
-	// went above, so a full batch now waits.
+	// Within one heartbeat period a node gets its budget in all (here
+	// one beat's worth, for a short test: TestReportBudget has the
+	// default): two went above, so a full batch now waits.
 	full := make([]*dapi.MountReport, dapi.MaxMountReports)
 	for i := range full {
 		full[i] = &dapi.MountReport{ContainerId: "c2", ServiceName: "web"}
@@ -284,5 +286,29 @@ func TestAuditStory(t *testing.T) {
 func TestMountReportsFitOneAppend(t *testing.T) {
 	if dapi.MaxMountReports > store.MaxAuditAppend {
 		t.Fatalf("a heartbeat may carry %d reports, an audit append takes %d", dapi.MaxMountReports, store.MaxAuditAppend)
+	}
+}
+
+// TestReportBudget: a node gets ReportBeatsPerPeriod full beats of
+// reports per heartbeat period, in as many heartbeats as it likes; the
+// next period starts it over; nodes do not share a budget.
+func TestReportBudget(t *testing.T) {
+	const period = 5 * time.Second
+	full := dapi.MaxMountReports
+	t0 := time.Unix(1000, 0)
+	var b reportBudget
+	for i := range dapi.ReportBeatsPerPeriod {
+		if !b.take("n1", full, t0.Add(time.Duration(i)*time.Second), period) {
+			t.Fatalf("full beat %d of %d in one period refused", i+1, dapi.ReportBeatsPerPeriod)
+		}
+	}
+	if b.take("n1", 1, t0.Add(4*time.Second), period) {
+		t.Error("a report over the period's budget was taken")
+	}
+	if !b.take("n2", full, t0.Add(4*time.Second), period) {
+		t.Error("another node's beat was refused: budgets are per node")
+	}
+	if !b.take("n1", full, t0.Add(period), period) {
+		t.Error("the next period's first beat was refused")
 	}
 }
