@@ -402,19 +402,7 @@ func TestStopReleasesWhatDeleteCouldNot(t *testing.T) {
 		t.Fatal("failed release dropped the record")
 	}
 
-	a, sock := startFakeAgent(t)
-	t.Setenv("LOCKBOX_AGENT_SOCKET", sock)
-	// containerd runs Stop in the bundle of the shim's first container:
-	// another sibling.
-	first := filepath.Join(parent, "first")
-	if err := os.Mkdir(first, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	t.Chdir(first)
-	m := &lockboxManager{Shim: fakeShim{}}
-	if _, err := m.Stop(ctx, "c1"); err != nil {
-		t.Fatal(err)
-	}
+	a := stopFromSibling(ctx, t, parent, "c1")
 	if _, n := a.counts(); n != 1 || a.releases[0].GetPid() != 42 || a.releases[0].GetPidStart() != 7 {
 		t.Fatalf("Stop released %v, want c1 naming pid 42 start 7", a.releases)
 	}
@@ -640,6 +628,21 @@ func TestDeleteToADeadAgentKeepsTheRecord(t *testing.T) {
 		t.Fatal("a release that could not be written dropped the record")
 	}
 
+	a := stopFromSibling(ctx, t, parent, "c1")
+	// Stop waits for the answer: the release is served when it returns.
+	if _, n := a.counts(); n != 1 || a.releases[0].GetContainerId() != "c1" || a.releases[0].GetNoReply() {
+		t.Fatalf("Stop released %v, want c1, answered", a.releases)
+	}
+	if rec, _ := claimrecord.Read(bundle); rec != nil {
+		t.Errorf("record %+v kept after Stop's release", rec)
+	}
+}
+
+// stopFromSibling starts a fake agent and runs the shim manager's Stop of
+// id as containerd does: in the bundle of the shim's first container,
+// another directory under parent. It returns the agent.
+func stopFromSibling(ctx context.Context, t *testing.T, parent, id string) *fakeAgent {
+	t.Helper()
 	a, sock := startFakeAgent(t)
 	t.Setenv("LOCKBOX_AGENT_SOCKET", sock)
 	first := filepath.Join(parent, "first")
@@ -648,14 +651,8 @@ func TestDeleteToADeadAgentKeepsTheRecord(t *testing.T) {
 	}
 	t.Chdir(first)
 	m := &lockboxManager{Shim: fakeShim{}}
-	if _, err := m.Stop(ctx, "c1"); err != nil {
+	if _, err := m.Stop(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	// Stop waits for the answer: the release is served when it returns.
-	if _, n := a.counts(); n != 1 || a.releases[0].GetContainerId() != "c1" || a.releases[0].GetNoReply() {
-		t.Fatalf("Stop released %v, want c1, answered", a.releases)
-	}
-	if rec, _ := claimrecord.Read(bundle); rec != nil {
-		t.Errorf("record %+v kept after Stop's release", rec)
-	}
+	return a
 }
