@@ -54,19 +54,29 @@ func BenchmarkGRPCStreams(b *testing.B) {
 	}
 }
 
-func vmRSS(b *testing.B, pid int) int64 {
+func vmRSS(b *testing.B, pid int) int64 { return procStatus(b, pid, "VmRSS") }
+
+// rssParts splits a process's RSS: anonymous memory (heap, stacks) and
+// file-backed pages (the binary's text, and the manager's etcd database,
+// which bbolt maps and reads through the page cache).
+func rssParts(b *testing.B, pid int) (anon, file int64) {
+	return procStatus(b, pid, "RssAnon"), procStatus(b, pid, "RssFile")
+}
+
+// procStatus is field (a size in kB) of /proc/<pid>/status, in bytes.
+func procStatus(b *testing.B, pid int, field string) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
+		if strings.HasPrefix(line, field+":") {
 			f := strings.Fields(line)
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb * 1024
 		}
 	}
-	b.Fatal("no VmRSS")
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
 
@@ -155,8 +165,11 @@ type phaseResult struct {
 	// the phase's updates: what a manager holds per agent once the
 	// handshakes' garbage has been collected (and partly returned).
 	rssSettled int64
-	mallocs    uint64
-	worst      []time.Duration // each update's slowest stream
+	// anonSettled and fileSettled split rssSettled: anonymous memory
+	// (heap, stacks) and file-backed pages (mostly etcd's database).
+	anonSettled, fileSettled int64
+	mallocs                  uint64
+	worst                    []time.Duration // each update's slowest stream
 	// gcs marks each update during which the manager ("m") or the
 	// agents' process ("a") ran a garbage collection.
 	gcs              []string
@@ -277,6 +290,7 @@ func benchGRPC(b *testing.B, n int) {
 	phase := func(v variant, profile bool) phaseResult {
 		var r phaseResult
 		rssBefore := vmRSS(b, m.cmd.Process.Pid)
+		anonBefore, fileBefore := rssParts(b, m.cmd.Process.Pid)
 		liveBefore, _ := m.liveMemory()
 		agents := make([]*benchAgent, n)
 		errs := make([]error, n)
@@ -338,6 +352,8 @@ func benchGRPC(b *testing.B, n int) {
 		_, _, mallocsAfter := m.memStats()
 		r.mallocs = mallocsAfter - mallocsBefore
 		r.rssSettled = vmRSS(b, m.cmd.Process.Pid) - rssBefore
+		anon, file := rssParts(b, m.cmd.Process.Pid)
+		r.anonSettled, r.fileSettled = anon-anonBefore, file-fileBefore
 		r.updates, r.streams = updates, n
 		for _, a := range agents {
 			a.close()
@@ -391,8 +407,8 @@ func benchGRPC(b *testing.B, n int) {
 			if gcTags {
 				gcs = fmt.Sprintf("GCs in the updates: manager %d, agents %d", r.mgrGCs, r.agentGCs)
 			}
-			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream, RSS growth %d B/stream (%d after the updates); %s; each update's slowest stream (ms; m, a: a GC in the manager, the agents' process): %s",
-				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n), r.rss/int64(n), r.rssSettled/int64(n), gcs, strings.Join(worst, " "))
+			b.Logf("round %d %s: p50 %.1f ms p99 %.1f ms, manager CPU %.1f ms/update, live %d B/stream, RSS growth %d B/stream (%d after the updates: anonymous %d, file-backed %d); %s; each update's slowest stream (ms; m, a: a GC in the manager, the agents' process): %s",
+				round, v.name, pctMS(r.lat, 0.5), pctMS(r.lat, 0.99), float64(r.mgrCPU.Microseconds())/1000/float64(r.updates), r.live/int64(n), r.rss/int64(n), r.rssSettled/int64(n), r.anonSettled/int64(n), r.fileSettled/int64(n), gcs, strings.Join(worst, " "))
 		}
 	}
 	b.StopTimer()
@@ -428,6 +444,8 @@ func benchGRPC(b *testing.B, n int) {
 	}
 	b.ReportMetric(float64(results[firstPhase][0].rss)/float64(n), "first-phase-"+firstPhase+"-manager-rss-bytes/stream")
 	b.ReportMetric(float64(results[firstPhase][0].rssSettled)/float64(n), "first-phase-"+firstPhase+"-manager-rss-settled-bytes/stream")
+	b.ReportMetric(float64(results[firstPhase][0].anonSettled)/float64(n), "first-phase-"+firstPhase+"-manager-rss-settled-anon-bytes/stream")
+	b.ReportMetric(float64(results[firstPhase][0].fileSettled)/float64(n), "first-phase-"+firstPhase+"-manager-rss-settled-file-bytes/stream")
 	ad, fx := agg["adaptive"], agg["fixed"]
 	b.ReportMetric(pctMS(fx.lat, 0.5)/pctMS(ad.lat, 0.5), "fixed/adaptive-p50")
 	b.ReportMetric(pctMS(fx.lat, 0.99)/pctMS(ad.lat, 0.99), "fixed/adaptive-p99")

@@ -77,16 +77,25 @@ func runManagerChild() int {
 		fmt.Printf("READY %s %s\n", m.Addr(), m.NodeID())
 	}()
 	// SIGUSR1: report live memory (after a GC) and the allocations so far
-	// for the benchmarks.
+	// for the benchmarks; with LOCKBOX_TEST_HEAPPROFILE, also write a heap
+	// profile, to that path plus ".N" for the Nth report, sampled finely
+	// enough to attribute a few hundred bytes per stream.
+	heapProfile := os.Getenv("LOCKBOX_TEST_HEAPPROFILE")
+	if heapProfile != "" {
+		runtime.MemProfileRate = 512
+	}
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	go func() {
+		profiles := 0
 		for range usr1 {
 			runtime.GC()
 			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			fmt.Printf("MEM %d %d %d %d\n", ms.HeapAlloc, ms.StackInuse, runtime.NumGoroutine(), ms.Mallocs)
+			profiles++
+			writeHeapProfile(heapProfile, profiles)
 		}
 	}()
 	// SIGUSR2 starts, and the next one stops, a CPU profile written to
@@ -101,6 +110,21 @@ func runManagerChild() int {
 		return 1
 	}
 	return 0
+}
+
+func writeHeapProfile(path string, n int) {
+	if path == "" {
+		return
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%d", path, n))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
 }
 
 func toggleCPUProfile(path string, withTrace bool, sig <-chan os.Signal) {

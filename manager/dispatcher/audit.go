@@ -27,14 +27,20 @@ type Auditor interface {
 // AuditDropped entry.
 const auditQueue = 8192
 
-// grantLog remembers, per node, the grants the dispatcher last sent it: by
-// service, the sorted names of its secrets. An audit entry is made only
-// when that changes (not per message, not per reconnect), so the log grows
-// with what nodes are given, not with traffic. It also answers "grants
-// held" for node ls.
+// grantLog remembers, per node, the view the dispatcher last sent it. An
+// audit entry is made only when a service's grants (its name and the sorted
+// names of its secrets) change for a node (not per message, not per
+// reconnect), so the log grows with what nodes are given, not with
+// traffic. It also answers "grants held" for node ls.
+//
+// It keeps the views themselves, not a copy of their grants per node:
+// views are shared by every node of one placement and never changed in
+// place (the fan-out replaces them), so a node costs the log one map entry
+// instead of a map of its services and their secret names (about half a
+// kilobyte per connected agent; docs/performance.md, memory per agent).
 type grantLog struct {
 	mu   sync.Mutex
-	sent map[string]map[string]grantSet // node ID → service ID → grants
+	sent map[string]view // node ID → the view last sent
 
 	actor string
 	queue chan *types.AuditEntry // nil: no audit log
@@ -52,7 +58,7 @@ func (g grantSet) same(o grantSet) bool {
 }
 
 func newGrantLog(nodeID string, on bool) *grantLog {
-	g := &grantLog{sent: map[string]map[string]grantSet{}, actor: store.AuditActorManager(nodeID)}
+	g := &grantLog{sent: map[string]view{}, actor: store.AuditActorManager(nodeID)}
 	if on {
 		g.queue = make(chan *types.AuditEntry, auditQueue)
 	}
@@ -71,55 +77,59 @@ func grantsOf(s *types.Service) grantSet {
 // note records that nodeID now holds v, and queues an entry for every
 // service whose grants it gained, changed or lost.
 func (gl *grantLog) note(nodeID string, v view) {
-	now := map[string]grantSet{}
-	for id, s := range v {
-		now[id] = grantsOf(s)
-	}
 	gl.mu.Lock()
 	defer gl.mu.Unlock()
 	before := gl.sent[nodeID]
-	gl.sent[nodeID] = now
-	for id, g := range now {
-		if old, ok := before[id]; !ok || !old.same(g) {
-			gl.enqueue(&types.AuditEntry{Action: store.AuditGrant, ObjectKind: "service", ObjectId: id, ObjectName: g.name, NodeId: nodeID, Secrets: g.secrets})
-		}
+	gl.sent[nodeID] = v
+	for id, s := range v {
+		gl.noteService(nodeID, before[id], s)
 	}
-	for id, g := range before {
-		if _, ok := now[id]; !ok {
-			gl.enqueue(&types.AuditEntry{Action: store.AuditRevoke, ObjectKind: "service", ObjectId: id, ObjectName: g.name, NodeId: nodeID, Secrets: g.secrets})
+	for id, old := range before {
+		if _, ok := v[id]; !ok {
+			gl.noteRevoke(nodeID, old)
 		}
 	}
 }
 
-// noteChanges is note for a fan-out, which moves only the services in cs:
-// its cost follows the change, not the size of the node's view.
-func (gl *grantLog) noteChanges(nodeID string, cs []change) {
+// noteMove is note for a fan-out, which moves nodeID to v through cs: its
+// cost follows the change, not the size of the node's view.
+func (gl *grantLog) noteMove(nodeID string, v view, cs []change) {
 	gl.mu.Lock()
 	defer gl.mu.Unlock()
-	m := gl.sent[nodeID]
-	if m == nil {
-		m = map[string]grantSet{}
-		gl.sent[nodeID] = m
-	}
+	before := gl.sent[nodeID]
+	gl.sent[nodeID] = v
 	for _, c := range cs {
 		if c.service == nil {
 			continue
 		}
-		id := c.service.GetId()
+		old := before[c.service.GetId()]
 		if c.remove {
-			if old, ok := m[id]; ok {
-				delete(m, id)
-				gl.enqueue(&types.AuditEntry{Action: store.AuditRevoke, ObjectKind: "service", ObjectId: id, ObjectName: old.name, NodeId: nodeID, Secrets: old.secrets})
+			if old != nil {
+				gl.noteRevoke(nodeID, old)
 			}
 			continue
 		}
-		g := grantsOf(c.service)
-		old, ok := m[id]
-		m[id] = g
-		if !ok || !old.same(g) {
-			gl.enqueue(&types.AuditEntry{Action: store.AuditGrant, ObjectKind: "service", ObjectId: id, ObjectName: g.name, NodeId: nodeID, Secrets: g.secrets})
-		}
+		gl.noteService(nodeID, old, c.service)
 	}
+}
+
+// noteService queues a grant entry if s's grants differ from old's (nil:
+// the node did not have the service). Must be called with gl.mu held.
+func (gl *grantLog) noteService(nodeID string, old, s *types.Service) {
+	if old == s {
+		return
+	}
+	g := grantsOf(s)
+	if old != nil && grantsOf(old).same(g) {
+		return
+	}
+	gl.enqueue(&types.AuditEntry{Action: store.AuditGrant, ObjectKind: "service", ObjectId: s.GetId(), ObjectName: g.name, NodeId: nodeID, Secrets: g.secrets})
+}
+
+// noteRevoke queues a revoke entry for old. Must be called with gl.mu held.
+func (gl *grantLog) noteRevoke(nodeID string, old *types.Service) {
+	g := grantsOf(old)
+	gl.enqueue(&types.AuditEntry{Action: store.AuditRevoke, ObjectKind: "service", ObjectId: old.GetId(), ObjectName: g.name, NodeId: nodeID, Secrets: g.secrets})
 }
 
 // forget drops a node that left the cluster.
@@ -134,10 +144,10 @@ func (gl *grantLog) forget(nodeID string) {
 func (gl *grantLog) held(nodeID string) (int, bool) {
 	gl.mu.Lock()
 	defer gl.mu.Unlock()
-	m, ok := gl.sent[nodeID]
+	v, ok := gl.sent[nodeID]
 	n := 0
-	for _, g := range m {
-		n += len(g.secrets)
+	for _, s := range v {
+		n += len(s.GetSpec().GetSecrets())
 	}
 	return n, ok
 }

@@ -291,7 +291,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta, since time.Time) {
 			continue
 		}
 		s.view = mv.view
-		d.grants.noteChanges(nodeID, mv.changes)
+		d.grants.noteMove(nodeID, mv.view, mv.changes)
 		if len(mv.changes) == 0 {
 			continue
 		}

@@ -98,9 +98,12 @@ func TestOldAgentGetsNoClaimRuledService(t *testing.T) {
 	if _, err := h.st.CreateService(h.ctx, ruledSpec("ruled2", rules, ruledOnly2)); err != nil {
 		t.Fatal(err)
 	}
+	// Each change is awaited before the next is made: a session sends
+	// what is queued when it gets to send, so two quick changes may
+	// arrive as one message.
+	expect(t, cc.next(), dapi.SessionMessage_INCREMENTAL, "+secret:ruledonly2=RULED-ONLY-2", "+service:ruled2[ruledonly2]")
 	plain2Only := h.secret("plain2only", "plain2-data")
 	h.service("plain2", nil, plain2Only)
-	expect(t, cc.next(), dapi.SessionMessage_INCREMENTAL, "+secret:ruledonly2=RULED-ONLY-2", "+service:ruled2[ruledonly2]")
 	expect(t, cc.next(), dapi.SessionMessage_INCREMENTAL, "+secret:plain2only=plain2-data", "+service:plain2[plain2only]")
 	co, lo2 := h.connectLeak(old, oldAgent(first.Revision))
 	expect(t, co.next(), dapi.SessionMessage_INCREMENTAL, "+secret:plain2only=plain2-data", "+service:plain2[plain2only]")
