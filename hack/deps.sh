@@ -33,18 +33,22 @@ fi
 
 bin=$LOCKBOX_TOOLS/bin
 mkdir -p "$bin"
-install_go() { # name module@version
+install_go() { # name module@version [VAR=value ...: the build's environment]
 	local name=$1 mod=$2
-	if [ -x "$bin/$name" ] && [ -f "$bin/.$name.version" ] && [ "$(cat "$bin/.$name.version")" = "$mod" ]; then
+	shift 2
+	local want="$mod${*:+ $*}"
+	if [ -x "$bin/$name" ] && [ -f "$bin/.$name.version" ] && [ "$(cat "$bin/.$name.version")" = "$want" ]; then
 		return
 	fi
-	echo "deps: go install $mod"
-	GOBIN=$bin GOFLAGS=-buildvcs=false go install "$mod"
-	echo "$mod" >"$bin/.$name.version"
+	echo "deps: $* go install $mod"
+	env "$@" GOBIN="$bin" GOFLAGS=-buildvcs=false go install "$mod"
+	echo "$want" >"$bin/.$name.version"
 }
 install_go containerd github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION
 install_go ctr github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION
-install_go containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION
+# Static, as containerd's releases build it (SHIM_CGO_ENABLED ?= 0): the
+# baseline of the shim benchmarks, whose Lockbox shim is built the same way.
+install_go containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION CGO_ENABLED=0
 install_go crictl sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION
 install_go staticcheck honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION
 install_go protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION

@@ -50,10 +50,41 @@ func FuzzMountpoint(f *testing.F) {
 	}
 	f.Cleanup(func() { unix.Close(rootfd) })
 
+	// Each input starts from the same tree: what an input created is
+	// removed after it, so that a failure replays alone and the fuzzing
+	// workers, which are stopped without their cleanup running, do not
+	// leave hundreds of megabytes of mountpoints in the temp dir.
+	initial := map[string]bool{}
+	for _, d := range []string{root, filepath.Join(root, "run")} {
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, e := range ents {
+			initial[filepath.Join(d, e.Name())] = true
+		}
+	}
+	reset := func(t *testing.T) {
+		for _, d := range []string{root, filepath.Join(root, "run")} {
+			ents, err := os.ReadDir(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range ents {
+				if p := filepath.Join(d, e.Name()); !initial[p] {
+					if err := os.RemoveAll(p); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+	}
+
 	f.Fuzz(func(t *testing.T, target string, dir bool) {
 		if !path.IsAbs(target) || path.Clean(target) != target || strings.ContainsRune(target, 0) || len(target) > 512 {
 			return
 		}
+		defer reset(t)
 		fd, err := mountpoint(rootfd, target, dir, ownBind{}, "")
 		if err == nil {
 			unix.Close(fd)
