@@ -229,10 +229,17 @@ type cycleCounts struct {
 type goRuntime struct {
 	goroutines           int
 	heapAlloc, heapInuse float64
+	// heapKept is heap the runtime has freed and not yet returned to
+	// the kernel (heap idle less heap released): resident, and part of
+	// Anonymous, until the scavenger gives it back. stacks and meta are
+	// goroutine stacks and the runtime's own structures (spans, GC
+	// metadata, other).
+	heapKept, stacks, meta float64
 }
 
 func (g goRuntime) String() string {
-	return fmt.Sprintf("goroutines %d, heap alloc %.0f kB, heap in use %.0f kB", g.goroutines, g.heapAlloc/1024, g.heapInuse/1024)
+	return fmt.Sprintf("goroutines %d, heap alloc %.0f kB, heap in use %.0f kB, freed heap kept %.0f kB, stacks %.0f kB, runtime metadata %.0f kB",
+		g.goroutines, g.heapAlloc/1024, g.heapInuse/1024, g.heapKept/1024, g.stacks/1024, g.meta/1024)
 }
 
 // scrapeRuntime reads goRuntime from the agent's /metrics on addr.
@@ -251,6 +258,7 @@ func scrapeRuntime(t *testing.T, addr string) goRuntime {
 		t.Fatal(err)
 	}
 	var g goRuntime
+	var idle, released float64
 	seen := 0
 	for _, l := range strings.Split(string(b), "\n") {
 		f := strings.Fields(l)
@@ -268,8 +276,17 @@ func scrapeRuntime(t *testing.T, addr string) goRuntime {
 			g.heapAlloc, seen = v, seen+1
 		case "go_memstats_heap_inuse_bytes":
 			g.heapInuse, seen = v, seen+1
+		case "go_memstats_heap_idle_bytes":
+			idle = v
+		case "go_memstats_heap_released_bytes":
+			released = v
+		case "go_memstats_stack_inuse_bytes":
+			g.stacks = v
+		case "go_memstats_mspan_inuse_bytes", "go_memstats_gc_sys_bytes", "go_memstats_other_sys_bytes":
+			g.meta += v
 		}
 	}
+	g.heapKept = idle - released
 	if seen != 3 {
 		t.Fatalf("the agent's metrics lack go_goroutines or go_memstats_heap_{alloc,inuse}_bytes")
 	}
