@@ -77,6 +77,15 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 			&shimVariant{name: "real-agent-runc-shim", runtime: runcShim},
 			&shimVariant{name: "real-agent-shim-claim", runtime: lockboxShim, claim: true})...)
 	}
+	if os.Getenv("LOCKBOX_BENCH_CHILD_AGENT") != "" {
+		// The same test agent in a process of its own, on a containerd
+		// of its own with its own runc baseline.
+		cc := harness.StartContainerd(b, harness.Options{ShimDir: dir, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + startChildAgent(b)}, env...)})
+		cc.Import("default", harness.ImageConfig{Name: image})
+		variants = append(variants, on(cc,
+			&shimVariant{name: "child-agent-runc-shim", runtime: runcShim},
+			&shimVariant{name: "child-agent-shim-claim", runtime: lockboxShim, claim: true})...)
+	}
 	if cmp := os.Getenv("LOCKBOX_BENCH_COMPARE_BIN"); cmp != "" {
 		// Another build's shim (and, with the real agent, its manager and
 		// agent) in the same alternation: before and after under the same
