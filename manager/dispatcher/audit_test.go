@@ -312,3 +312,69 @@ func TestReportBudget(t *testing.T) {
 		t.Error("the next period's first beat was refused")
 	}
 }
+
+// The grant log keeps the views it was given, which nodes share: each
+// move makes entries from what changed for that node alone, a view shared
+// by another node is never changed through it, and held counts the
+// references of the node's last view.
+func TestGrantLogSharedViews(t *testing.T) {
+	svc := func(id string, version uint64, secrets ...string) *types.Service {
+		sp := &types.ServiceSpec{Name: "svc-" + id}
+		for _, s := range secrets {
+			sp.Secrets = append(sp.Secrets, &types.SecretReference{SecretName: s})
+		}
+		return &types.Service{Id: id, Meta: &types.Meta{Version: version}, Spec: sp}
+	}
+	a1, b1 := svc("a", 1, "x", "y"), svc("b", 1, "z")
+	a2same := svc("a", 2, "y", "x") // a new version, the same grants
+	a3 := svc("a", 3, "x")
+	shared := view{"a": a1, "b": b1}
+
+	entries := func(gl *grantLog) []string {
+		var out []string
+		for len(gl.queue) > 0 {
+			e := <-gl.queue
+			out = append(out, e.Action+" "+e.NodeId+" "+e.ObjectName+" "+strings.Join(e.Secrets, ","))
+		}
+		return out
+	}
+	gl := newGrantLog("mgr1", true)
+	gl.note("n1", shared)
+	gl.note("n2", shared)
+	if got := entries(gl); len(got) != 4 {
+		t.Fatalf("first views: %q, want a grant of each service to each node", got)
+	}
+	gl.note("n1", shared) // a reconnect with the same view
+	for _, step := range []struct {
+		name  string
+		node  string
+		v     view
+		cs    []change
+		want  []string
+		held  int
+		other int // n2's grants, which no move of n1 may change
+	}{
+		{"same grants, new version", "n1", view{"a": a2same, "b": b1}, []change{{service: a2same}}, nil, 3, 3},
+		{"grants changed", "n1", view{"a": a3, "b": b1}, []change{{service: a3}}, []string{store.AuditGrant + " n1 svc-a x"}, 2, 3},
+		{"service removed", "n1", view{"a": a3}, []change{{remove: true, service: b1}}, []string{store.AuditRevoke + " n1 svc-b z"}, 1, 3},
+		{"secret-only change", "n1", view{"a": a3}, []change{{secretID: "x"}}, nil, 1, 3},
+	} {
+		gl.noteMove(step.node, step.v, step.cs)
+		if got := entries(gl); strings.Join(got, "|") != strings.Join(step.want, "|") {
+			t.Errorf("%s: entries %q, want %q", step.name, got, step.want)
+		}
+		if n, ok := gl.held("n1"); !ok || n != step.held {
+			t.Errorf("%s: n1 holds %d (known %v), want %d", step.name, n, ok, step.held)
+		}
+		if n, _ := gl.held("n2"); n != step.other {
+			t.Errorf("%s: n2 holds %d, want %d", step.name, n, step.other)
+		}
+	}
+	if len(shared) != 2 || shared["a"] != a1 || shared["b"] != b1 {
+		t.Fatal("a view shared with another node was changed")
+	}
+	gl.forget("n1")
+	if _, ok := gl.held("n1"); ok {
+		t.Fatal("a forgotten node is still known")
+	}
+}
