@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 
 	"github.com/lockbox-project/lockbox/integration/harness"
+	"github.com/lockbox-project/lockbox/internal/testutil/procmem"
 	"github.com/lockbox-project/lockbox/plugin/ocispec"
 )
 
@@ -338,16 +339,5 @@ func shimRSS(ctx context.Context, t *testing.T, c *harness.Containerd, id string
 	if len(pids) != 1 {
 		t.Fatalf("%d shims serve containerd with one container running: %v", len(pids), pids)
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pids[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			v, _ := strconv.Atoi(f[1])
-			return v
-		}
-	}
-	t.Fatalf("no VmRSS in /proc/%d/status", pids[0])
-	return 0
+	return int(procmem.KiB(t, pids[0], "VmRSS"))
 }

@@ -25,6 +25,7 @@ import (
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
+	"github.com/lockbox-project/lockbox/internal/testutil/procmem"
 	"github.com/lockbox-project/lockbox/pki"
 )
 
@@ -54,30 +55,13 @@ func BenchmarkGRPCStreams(b *testing.B) {
 	}
 }
 
-func vmRSS(b *testing.B, pid int) int64 { return procStatus(b, pid, "VmRSS") }
+func vmRSS(b *testing.B, pid int) int64 { return procmem.Bytes(b, pid, "VmRSS") }
 
 // rssParts splits a process's RSS: anonymous memory (heap, stacks) and
 // file-backed pages (the binary's text, and the manager's etcd database,
 // which bbolt maps and reads through the page cache).
 func rssParts(b *testing.B, pid int) (anon, file int64) {
-	return procStatus(b, pid, "RssAnon"), procStatus(b, pid, "RssFile")
-}
-
-// procStatus is field (a size in kB) of /proc/<pid>/status, in bytes.
-func procStatus(b *testing.B, pid int, field string) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, field+":") {
-			f := strings.Fields(line)
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024
-		}
-	}
-	b.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
+	return procmem.Bytes(b, pid, "RssAnon"), procmem.Bytes(b, pid, "RssFile")
 }
 
 // procCPU is the user plus system CPU time process pid has used.

@@ -25,6 +25,7 @@ import (
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
+	"github.com/lockbox-project/lockbox/internal/testutil/procmem"
 	"github.com/lockbox-project/lockbox/pki"
 )
 
@@ -244,20 +245,7 @@ func listenOverflows() int64 {
 }
 
 // vmHWM is the peak RSS of process pid.
-func vmHWM(b *testing.B, pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			kb, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
-			return kb * 1024
-		}
-	}
-	b.Fatal("no VmHWM")
-	return 0
-}
+func vmHWM(b *testing.B, pid int) int64 { return procmem.Bytes(b, pid, "VmHWM") }
 
 func benchStorm(b *testing.B, n int) {
 	b.StopTimer()

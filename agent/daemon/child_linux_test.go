@@ -328,25 +328,6 @@ func markerLocations(t testing.TB, pid int, markers ...[]byte) []string {
 	return where
 }
 
-func procStatusKiB(t testing.TB, pid int, field string) int {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, field+":"); ok {
-			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
-}
-
 func childSpecIn(t testing.TB, dir string, managers []string, token string) childSpec {
 	return childSpec{Managers: managers, Token: token, StateDir: filepath.Join(dir, "state"),
 		Socket: filepath.Join(dir, "run", "agent.sock"), LogFile: filepath.Join(dir, "agent.log")}

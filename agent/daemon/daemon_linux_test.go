@@ -14,6 +14,7 @@ import (
 	api "github.com/lockbox-project/lockbox/api/agent"
 	"github.com/lockbox-project/lockbox/internal/testutil/busybox"
 	"github.com/lockbox-project/lockbox/internal/testutil/managertest"
+	"github.com/lockbox-project/lockbox/internal/testutil/procmem"
 )
 
 func marker(t testing.TB, tag string) []byte {
@@ -65,14 +66,14 @@ func testNoSecretInMemory(t *testing.T, binary string, size int) {
 			t.Fatalf("marker %d not found while granted: the scan does not work", i)
 		}
 	}
-	vmlck := procStatusKiB(t, c.pid(), "VmLck")
-	if vmlck < size/1024 {
+	vmlck := procmem.KiB(t, c.pid(), "VmLck")
+	if vmlck < int64(size/1024) {
 		t.Errorf("VmLck %d KiB while a %d-byte secret is held", vmlck, size)
 	}
 
 	// The grant leaves the node: the service stays, without the secret.
 	tm.UpdateService(svc)
-	waitUntil(t, "the grant to leave the agent", func() bool { return procStatusKiB(t, c.pid(), "VmLck") < vmlck })
+	waitUntil(t, "the grant to leave the agent", func() bool { return procmem.KiB(t, c.pid(), "VmLck") < vmlck })
 	n := scanMemory(t, c.pid(), markers...)
 	for i, hits := range n {
 		if hits != 0 {
@@ -86,7 +87,7 @@ func testNoSecretInMemory(t *testing.T, binary string, size int) {
 			t.Log(w)
 		}
 	}
-	t.Logf("%d-byte secret: hits while granted %v, after removal %v; VmLck %d -> %d KiB", size, whileGranted, n, vmlck, procStatusKiB(t, c.pid(), "VmLck"))
+	t.Logf("%d-byte secret: hits while granted %v, after removal %v; VmLck %d -> %d KiB", size, whileGranted, n, vmlck, procmem.KiB(t, c.pid(), "VmLck"))
 }
 
 // TestKill9WithContainersRunning kills the agent with SIGKILL while two
