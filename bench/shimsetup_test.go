@@ -5,6 +5,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,13 +43,14 @@ type shimVariant struct {
 // DIR's build, each on a containerd of its own. It also returns the test
 // agent, whose mounts must all be released at the end.
 func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAgent) {
-	dir := os.Getenv("LOCKBOX_BIN")
-	if dir == "" {
+	build := os.Getenv("LOCKBOX_BIN")
+	if build == "" {
 		b.Fatal("LOCKBOX_BIN is not set: run make build and point it at bin/")
 	}
-	if _, err := os.Stat(filepath.Join(dir, "containerd-shim-lockbox-v2")); err != nil {
+	if _, err := os.Stat(filepath.Join(build, "containerd-shim-lockbox-v2")); err != nil {
 		b.Fatalf("%v (make build)", err)
 	}
+	dir := freshCopies(b, build)
 	grants, secrets := tenSecrets()
 	a := harness.StartTestAgent(b, grants, secrets)
 	c := harness.StartContainerd(b, harness.Options{ShimDir: dir, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}, env...)})
@@ -87,6 +89,7 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 			&shimVariant{name: "child-agent-shim-claim", runtime: lockboxShim, claim: true})...)
 	}
 	if cmp := os.Getenv("LOCKBOX_BENCH_COMPARE_BIN"); cmp != "" {
+		cmp = freshCopies(b, cmp)
 		// Another build's shim (and, with the real agent, its manager and
 		// agent) in the same alternation: before and after under the same
 		// load, which runs one after the other on a shared machine are not.
@@ -97,6 +100,14 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 			cr := realAgentContainerd(b, secrets, cmp, env)
 			variants = append(variants, on(cr, &shimVariant{name: "compare-real-shim-claim", runtime: lockboxShim, claim: true})...)
 		}
+	}
+	if os.Getenv("LOCKBOX_BENCH_CONTROL") != "" {
+		// containerd's runc shim again, another fresh copy run by its
+		// path: what two copies of one binary differ by in this run, the
+		// resolution the other variants' differences are read against.
+		// Last, after every variant the metrics index.
+		ctl := freshCopies(b, dir, runcShimBinary)
+		variants = append(variants, on(c, &shimVariant{name: "runc-shim-copy", runtime: filepath.Join(ctl, runcShimBinary)})...)
 	}
 	return variants, a
 }
@@ -134,4 +145,67 @@ const realRunc = 3
 // realRunc.
 func hasRealAgent(variants []*shimVariant) bool {
 	return len(variants) > realRunc+1 && variants[realRunc].name == "real-agent-runc-shim"
+}
+
+// runcShimBinary is the file containerd runs for io.containerd.runc.v2.
+const runcShimBinary = "containerd-shim-runc-v2"
+
+// freshCopies copies the named files of dir (every regular file when none
+// is named), and containerd's runc shim from the tools when dir lacks it,
+// into a new directory, each written anew, and returns that directory.
+// A shim binary is executed three times per container, and where its
+// pages stand in the page cache shows in the lifecycle: on the project's
+// machine (whose host pages out file pages no process has mapped for a
+// minute, a DAMON pageout scheme) the baseline installed hours before ran
+// 1.5 ms slower than a copy of it made minutes before, in two runs, and
+// 0.7 ms faster once it was itself copied anew. Copies written at the
+// start of the run compare like with like.
+func freshCopies(b *testing.B, dir string, names ...string) string {
+	b.Helper()
+	if len(names) == 0 {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, e := range ents {
+			if e.Type().IsRegular() {
+				names = append(names, e.Name())
+			}
+		}
+	}
+	srcs := map[string]string{}
+	for _, n := range names {
+		srcs[n] = filepath.Join(dir, n)
+	}
+	if _, ok := srcs[runcShimBinary]; !ok {
+		srcs[runcShimBinary] = filepath.Join(harness.ToolsDir(), runcShimBinary)
+	}
+	out := b.TempDir()
+	for n, src := range srcs {
+		if err := copyExecutable(src, filepath.Join(out, n)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return out
+}
+
+func copyExecutable(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, st.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
