@@ -169,7 +169,7 @@ func realAgentContainerd(b *testing.B, secrets map[string][]byte, shimDir string
 		b.Fatal(err)
 	}
 	a := harness.StartAgent(b, dir, m)
-	c := harness.StartContainerd(b, harness.Options{ShimDir: shimDir, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + a.Socket, "LOCKBOX_RUNTIME_MODE=attach"}, env...)})
+	c := harness.StartContainerd(b, harness.Options{StateOnTmpfs: true, ShimDir: shimDir, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + a.Socket, "LOCKBOX_RUNTIME_MODE=attach"}, env...)})
 	c.Import("default", harness.ImageConfig{Name: image})
 	cl, nsctx := c.Client("default")
 	n := 0

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -47,17 +48,18 @@ func BenchmarkShimLifecycle(b *testing.B) {
 	}
 }
 
-// lifecycle runs one container to its exit through rt (a runtime type,
-// no options: the shim's defaults) and deletes it, returning its exit code
-// and output. mark, if not nil, is called as each client call returns
-// (the phase benchmark's timestamps).
-func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img containerd.Image, id, rt string, opts []oci.SpecOpts, mark func(step string)) (uint32, string, error) {
+// lifecycle runs one container to its exit through rt (a runtime type or
+// a shim's absolute path) with runc's options ropts (nil: the shim's
+// defaults) and deletes it, returning its exit code and output. mark, if
+// not nil, is called as each client call returns (the phase benchmark's
+// timestamps).
+func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img containerd.Image, id, rt string, ropts *options.Options, opts []oci.SpecOpts, mark func(step string)) (uint32, string, error) {
 	if mark == nil {
 		mark = func(string) {}
 	}
 	ctr, err := cl.NewContainer(ctx, id,
 		containerd.WithNewSnapshot(id, img),
-		containerd.WithRuntime(rt, nil),
+		containerd.WithRuntime(rt, runtimeOptions(ropts)),
 		containerd.WithNewSpec(opts...),
 	)
 	if err != nil {
@@ -116,4 +118,13 @@ func reportRealAgent(b *testing.B, base, claim []time.Duration) {
 	b.ReportMetric(float64(mc)/float64(mb), "real-claim/real-runc")
 	b.ReportMetric(ms(mc-mb), "real-claim-added-ms")
 	b.ReportMetric(ms(median(d)), "real-claim-added-ms-paired")
+}
+
+// runtimeOptions is ropts as WithRuntime takes it: a nil *options.Options
+// in an interface is not nil, and containerd would send empty options.
+func runtimeOptions(ropts *options.Options) any {
+	if ropts == nil {
+		return nil
+	}
+	return ropts
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 
@@ -53,7 +54,7 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 	dir := freshCopies(b, build)
 	grants, secrets := tenSecrets()
 	a := harness.StartTestAgent(b, grants, secrets)
-	c := harness.StartContainerd(b, harness.Options{ShimDir: dir, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}, env...)})
+	c := harness.StartContainerd(b, harness.Options{StateOnTmpfs: true, ShimDir: dir, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}, env...)})
 	c.Import("default", harness.ImageConfig{Name: image})
 	on := func(c *harness.Containerd, vs ...*shimVariant) []*shimVariant {
 		cl, ctx := c.Client("default")
@@ -82,7 +83,7 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 	if os.Getenv("LOCKBOX_BENCH_CHILD_AGENT") != "" {
 		// The same test agent in a process of its own, on a containerd
 		// of its own with its own runc baseline.
-		cc := harness.StartContainerd(b, harness.Options{ShimDir: dir, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + startChildAgent(b)}, env...)})
+		cc := harness.StartContainerd(b, harness.Options{StateOnTmpfs: true, ShimDir: dir, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + startChildAgent(b)}, env...)})
 		cc.Import("default", harness.ImageConfig{Name: image})
 		variants = append(variants, on(cc,
 			&shimVariant{name: "child-agent-runc-shim", runtime: runcShim},
@@ -93,9 +94,9 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 		// Another build's shim (and, with the real agent, its manager and
 		// agent) in the same alternation: before and after under the same
 		// load, which runs one after the other on a shared machine are not.
-		cc := harness.StartContainerd(b, harness.Options{ShimDir: cmp, Env: append([]string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}, env...)})
-		cc.Import("default", harness.ImageConfig{Name: image})
-		variants = append(variants, on(cc, &shimVariant{name: "compare-shim-claim", runtime: lockboxShim, claim: true})...)
+		// Its shim runs by its path on the first containerd, beside this
+		// build's: one containerd's state for both.
+		variants = append(variants, on(c, &shimVariant{name: "compare-shim-claim", runtime: filepath.Join(cmp, "containerd-shim-lockbox-v2"), claim: true})...)
 		if os.Getenv("LOCKBOX_BENCH_REAL_AGENT") != "" {
 			cr := realAgentContainerd(b, secrets, cmp, env)
 			variants = append(variants, on(cr, &shimVariant{name: "compare-real-shim-claim", runtime: lockboxShim, claim: true})...)
@@ -121,7 +122,9 @@ func (v *shimVariant) run(b *testing.B, i int, mark func(string)) time.Duration 
 	}
 	id := fmt.Sprintf("%s-%d", v.name, i)
 	start := time.Now()
-	code, out, err := lifecycle(v.ctx, v.cl, v.c.FifoDir, v.img, id, v.runtime, opts, mark)
+	// runc's state in the containerd's own tmpfs, beside its bundles, as
+	// /run/containerd/runc is on a node.
+	code, out, err := lifecycle(v.ctx, v.cl, v.c.FifoDir, v.img, id, v.runtime, &options.Options{Root: v.c.RuncRoot}, opts, mark)
 	d := time.Since(start)
 	if err != nil || code != 0 {
 		b.Fatalf("%s: exit %d, %v: %s", id, code, err, out)

@@ -64,6 +64,10 @@ type Options struct {
 	NRITolerateAnnotation string
 	// Env is added to containerd's environment (and so to its shims').
 	Env []string
+	// StateOnTmpfs puts containerd's state (the bundles), runc's state and
+	// the IO fifos on a tmpfs each, as /run/containerd is on a node; the
+	// temp dir holding them is on the disk.
+	StateOnTmpfs bool
 	// ShimDir, when set, is put first on containerd's PATH, where it finds
 	// the shim of a runtime type (containerd-shim-lockbox-v2 for
 	// io.containerd.lockbox.v2).
@@ -131,10 +135,25 @@ func StartContainerd(t testing.TB, opts Options) *Containerd {
 	}
 	t.Cleanup(func() {
 		c.stop()
+		if opts.StateOnTmpfs {
+			// stop unmounts them only when containerd ran.
+			UnmountUnder(t, dir)
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove %s: %v", dir, err)
 		}
 	})
+	if opts.StateOnTmpfs {
+		for _, d := range []string{"state", "runc", "fifo"} {
+			p := filepath.Join(dir, d)
+			if err := os.Mkdir(p, 0o711); err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Mount("tmpfs", p, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=0711"); err != nil {
+				t.Fatalf("mount a tmpfs on %s: %v", p, err)
+			}
+		}
+	}
 	cfg := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfg, []byte(c.config(opts)), 0o600); err != nil {
 		t.Fatal(err)
