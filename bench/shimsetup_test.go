@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,6 +101,19 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 		if os.Getenv("LOCKBOX_BENCH_REAL_AGENT") != "" {
 			cr := realAgentContainerd(b, secrets, cmp, env)
 			variants = append(variants, on(cr, &shimVariant{name: "compare-real-shim-claim", runtime: lockboxShim, claim: true})...)
+		}
+	}
+	if extra := os.Getenv("LOCKBOX_BENCH_SHIMS"); extra != "" {
+		// Other shim binaries, each run by its path on the first
+		// containerd: builds compared in one alternation. A name ending in
+		// "-claim" claims the bench service; the others claim nothing.
+		for _, kv := range strings.Split(extra, ",") {
+			name, path, ok := strings.Cut(kv, "=")
+			if !ok || !filepath.IsAbs(path) {
+				b.Fatalf("LOCKBOX_BENCH_SHIMS: %q is not NAME=/ABSOLUTE/PATH", kv)
+			}
+			d := freshCopies(b, filepath.Dir(path), filepath.Base(path))
+			variants = append(variants, on(c, &shimVariant{name: name, runtime: filepath.Join(d, filepath.Base(path)), claim: strings.HasSuffix(name, "-claim")})...)
 		}
 	}
 	if os.Getenv("LOCKBOX_BENCH_CONTROL") != "" {
