@@ -137,14 +137,14 @@ func TestAuditSinceAndCompact(t *testing.T) {
 			t.Errorf("since %v: %q, want %q", c.since, got, c.want)
 		}
 	}
-	n, err := s.CompactAudit(ctx, 3)
+	n, err := s.CompactAudit(ctx, store.AuditRetention{Others: 3, NodeReported: 3})
 	if err != nil || n != 4 {
 		t.Fatalf("compact: %d, %v; want 4 removed", n, err)
 	}
 	if got := names(allAudit(t, s, time.Time{})); got != "456" {
 		t.Fatalf("after compaction: %q, want the newest three", got)
 	}
-	if n, err := s.CompactAudit(ctx, 3); err != nil || n != 0 {
+	if n, err := s.CompactAudit(ctx, store.AuditRetention{Others: 3, NodeReported: 3}); err != nil || n != 0 {
 		t.Fatalf("compact again: %d, %v", n, err)
 	}
 }
