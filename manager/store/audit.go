@@ -71,14 +71,16 @@ func AuditActorManager(nodeID string) string { return "manager " + nodeID }
 //
 // A worker may send reports at its full budget (api/dispatcher:
 // ReportBeatsPerPeriod × MaxMountReports, about 50 a second), and would so
-// push any older entry out of a single count within the hour; with a budget
-// per class, no number of node reports removes an entry that is not
-// node-reported. Both defaults are 100,000 entries: others grow with what
-// people and managers change (a grant entry per node and service whose
-// grants change), node reports with container starts and stops; at a few
-// hundred bytes an entry, the log stays under about 60 MiB of etcd.
-// One node's reports can still push out other nodes' older reports: the
-// node class is shared by every node.
+// push every older entry out of a single count of 100,000 in about half an
+// hour; with a budget per class, no number of node reports removes an
+// entry that is not node-reported. Both defaults are 100,000 entries, the
+// single count's before the split: others grow with what people and
+// managers change (a grant entry per node and service whose grants
+// change), node reports with container starts and stops; the log can so
+// hold twice as many entries as before (an estimate, not measured: a few
+// hundred bytes each, some tens of MiB of etcd). One node's reports can
+// still push out other nodes' older reports: the node class is shared by
+// every node.
 const (
 	// DefaultAuditRetention is how many entries that are not
 	// node-reported the cluster keeps.
