@@ -7,8 +7,9 @@ import (
 	"github.com/lockbox-project/lockbox/manager/store"
 )
 
-// auditCompactEvery is how often the audit log is cut back to
-// store.DefaultAuditRetention entries.
+// auditCompactEvery is how often the audit log is cut back to its
+// retention (store.DefaultAuditRetentions: a budget for node-reported
+// entries and one for the others).
 const auditCompactEvery = 10 * time.Minute
 
 // compactAuditLoop keeps the audit log bounded. The manager whose embedded
@@ -20,10 +21,11 @@ func (m *Manager) compactAuditLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if m.member == nil || m.member.IsLeader() {
-			if n, err := m.store.CompactAudit(ctx, store.DefaultAuditRetention); err != nil && ctx.Err() == nil {
+			keep := store.DefaultAuditRetentions()
+			if n, err := m.store.CompactAudit(ctx, keep); err != nil && ctx.Err() == nil {
 				m.log.Warn("cannot compact the audit log", "err", err)
 			} else if n > 0 {
-				m.log.Info("audit log compacted", "removed", n, "kept", store.DefaultAuditRetention)
+				m.log.Info("audit log compacted", "removed", n, "kept", keep.Others, "kept_node_reported", keep.NodeReported)
 			}
 		}
 		select {

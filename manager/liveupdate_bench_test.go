@@ -529,10 +529,11 @@ func (p *liveProbe) log(b *testing.B, i int, m *childManager, agents []*liveAgen
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	pre := store.DefaultPrefix
+	// "audit" counts both classes of the audit log: audit/ and audit-node/.
 	b.Logf("probe %d: wall %.1f s; manager CPU %.1f s, heap+stacks %.0f MiB, %d goroutines; agents' process CPU %.1f s, heap %.0f MiB, %d goroutines, %d reports pending; etcd rev %d, db %.0f MiB (in use %.0f MiB), keys %d: audit %d, containers %d, nodecontainers %d",
 		i, wall.Seconds(), (mgr - p.mgrCPU).Seconds(), float64(heap)/(1<<20), goroutines,
 		(self - p.selfCPU).Seconds(), float64(ms.HeapInuse)/(1<<20), runtime.NumGoroutine(), pending,
 		st.Header.Revision, float64(st.DbSize)/(1<<20), float64(st.DbSizeInUse)/(1<<20),
-		p.count(ctx, b, pre), p.count(ctx, b, pre+"audit/"), p.count(ctx, b, pre+"containers/"), p.count(ctx, b, pre+"nodecontainers/"))
+		p.count(ctx, b, pre), p.count(ctx, b, pre+"audit"), p.count(ctx, b, pre+"containers/"), p.count(ctx, b, pre+"nodecontainers/"))
 	p.mgrCPU, p.selfCPU, p.at = procCPU(b, m.cmd.Process.Pid), procCPU(b, os.Getpid()), time.Now()
 }

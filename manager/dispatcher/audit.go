@@ -18,7 +18,14 @@ import (
 
 // Auditor appends to the cluster's audit log (manager/store.Store).
 type Auditor interface {
+	// AppendAudit appends what this manager did (grants, revokes,
+	// audit.dropped).
 	AppendAudit(ctx context.Context, entries ...*types.AuditEntry) error
+	// AppendNodeAudit appends what node nodeID reported (reports.go,
+	// inventory.go), under the node's retention budget, so that no number
+	// of reports can push the other entries out of the log. nodeID is
+	// always the one the node's certificate names.
+	AppendNodeAudit(ctx context.Context, nodeID string, entries ...*types.AuditEntry) error
 }
 
 // auditQueue bounds the grant entries waiting to be written: a burst (a

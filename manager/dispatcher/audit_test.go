@@ -41,6 +41,16 @@ func (a *signalAuditor) AppendAudit(ctx context.Context, es ...*types.AuditEntry
 	return nil
 }
 
+func (a *signalAuditor) AppendNodeAudit(ctx context.Context, nodeID string, es ...*types.AuditEntry) error {
+	if err := a.st.AppendNodeAudit(ctx, nodeID, es...); err != nil {
+		return err
+	}
+	for _, e := range es {
+		a.ch <- e
+	}
+	return nil
+}
+
 func (a *signalAuditor) next(t *testing.T) *types.AuditEntry {
 	t.Helper()
 	select {

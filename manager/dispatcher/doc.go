@@ -40,8 +40,10 @@
 // checked against the services placed on the reporting node (a report
 // about any other is dropped and counted), kept in the store's container
 // table for `lockbox service ps` (ContainerTable) and appended to the
-// audit log (Auditor), under the node's certificate identity and this
-// manager's clock. Now and then a heartbeat also carries the node's
+// audit log (Auditor.AppendNodeAudit: the node-reported class, with a
+// retention budget of its own, so that a node's reports never push out
+// what admins and managers did), under the node's certificate identity
+// and this manager's clock. Now and then a heartbeat also carries the node's
 // inventory, the containers its agent holds (inventory.go): after the
 // beat's reports, the node's rows of containers not in it are removed
 // (their WIPED reports were lost), counted and audited as reconciled.

@@ -82,7 +82,7 @@ func (d *Dispatcher) reconcileInventory(ctx context.Context, nodeID string, inv 
 	}
 	for len(entries) > 0 {
 		n := min(len(entries), store.MaxAuditAppend)
-		if err := d.cfg.Audit.AppendAudit(ctx, entries[:n]...); err != nil {
+		if err := d.cfg.Audit.AppendNodeAudit(ctx, nodeID, entries[:n]...); err != nil {
 			// The rows are gone already; the log misses these entries.
 			d.log.Warn("cannot audit reconciled container rows", "node", nodeID, "entries", len(entries), "err", err)
 			break

@@ -153,7 +153,7 @@ func (d *Dispatcher) recordReports(ctx context.Context, nodeID string, reports [
 	if len(entries) == 0 {
 		return nil
 	}
-	if err := d.cfg.Audit.AppendAudit(ctx, entries...); err != nil {
+	if err := d.cfg.Audit.AppendNodeAudit(ctx, nodeID, entries...); err != nil {
 		return status.Errorf(codes.Unavailable, "record mount reports: %v", err)
 	}
 	return nil

@@ -216,3 +216,65 @@ func TestReportsKeepTheirOrder(t *testing.T) {
 		t.Fatalf("log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// The attack, through heartbeats: after an admin's secret and service and
+// the manager's grant, a node reports more containers than the audit
+// log's whole retention (within its report budget), and the leader
+// compacts. What the admin and the manager did is still listed; of the
+// reports, the newest NodeReported. Before node reports had a budget of
+// their own, the reports took the whole count and compaction removed the
+// rest.
+func TestNodeReportsCannotFlushAuditLog(t *testing.T) {
+	h, aud := auditHarness(t)
+	st, d, ctx := h.st, h.d, h.ctx
+	n1 := h.node("n1", nil)
+	admin := store.WithAuditActor(ctx, "admin-0123456789ab")
+	sec, err := st.CreateSecret(admin, &types.SecretSpec{Name: "db_pw"}, []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateService(admin, spec("web", nil, sec)); err != nil {
+		t.Fatal(err)
+	}
+	c := h.connect(n1, 0)
+	expect(t, c.next(), dapi.SessionMessage_COMPLETE, "+secret:db_pw=x", "+service:web[db_pw]")
+	aud.next(t) // the grant
+
+	keep := store.AuditRetention{Others: 3, NodeReported: 5}
+	const beats, perBeat = 3, 16 // within one period's report budget
+	nctx := nodeContext(t, n1)
+	for b := range beats {
+		var batch []*dapi.MountReport
+		for i := range perBeat {
+			batch = append(batch, &dapi.MountReport{Event: dapi.MountReport_MOUNTED, ContainerId: fmt.Sprint("c", b*perBeat+i), ServiceName: "web", SecretNames: []string{"db_pw"}})
+		}
+		if _, err := d.Heartbeat(nctx, &dapi.HeartbeatRequest{Reports: batch}); err != nil {
+			t.Fatal(err)
+		}
+		for range batch {
+			aud.next(t)
+		}
+	}
+	if _, err := st.CompactAudit(ctx, keep); err != nil {
+		t.Fatal(err)
+	}
+	log, _, err := st.ListAudit(ctx, time.Time{}, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range log {
+		got = append(got, e.Actor+" "+e.Action+" "+e.ObjectName+" "+e.Container)
+	}
+	want := []string{
+		"admin-0123456789ab secret.create db_pw ",
+		"admin-0123456789ab service.create web ",
+		"manager mgr1 grant web ",
+	}
+	for i := beats*perBeat - keep.NodeReported; i < beats*perBeat; i++ {
+		want = append(want, fmt.Sprintf("node %s mount web c%d", n1, i))
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("log after the flood and a compaction:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

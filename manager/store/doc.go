@@ -58,11 +58,21 @@
 //	                               <service id>: the node's index of those rows, to bound them
 //	                               (MaxContainersPerNode) and remove them with the node
 //	audit/<unix nanos, 20 digits>-<id>
-//	                               types.AuditEntry, protobuf: the append-only audit log (audit.go);
-//	                               created once (compare create revision 0), never rewritten; the
-//	                               oldest beyond DefaultAuditRetention entries are removed by
-//	                               CompactAudit. Admin writes put their entry in the change's own
-//	                               transaction (WithAuditActor). Names and IDs only, never data.
+//	                               types.AuditEntry, protobuf: the append-only audit log (audit.go),
+//	                               entries that are not node-reported (admins', managers'); created
+//	                               once (compare create revision 0, of this key and of the same
+//	                               suffix under audit-node/), never rewritten; CompactAudit removes
+//	                               the oldest beyond AuditRetention.Others (DefaultAuditRetention).
+//	                               Admin writes put their entry in the change's own transaction
+//	                               (WithAuditActor). Names and IDs only, never data. Node reports
+//	                               written here before audit-node/ existed stay, listed and counted
+//	                               as this class.
+//	audit-node/<unix nanos, 20 digits>-<id>
+//	                               the same, for node-reported entries (AppendNodeAudit: mount
+//	                               reports, wipe.reconciled), with a budget of their own
+//	                               (AuditRetention.NodeReported, DefaultNodeAuditRetention), so no
+//	                               number of node reports removes another entry. ListAudit merges
+//	                               both prefixes by suffix; a page token is a suffix.
 //
 // The cluster keys are compared and swapped where two managers may write
 // at once (tokens, root, CRL, keyring: SwapX with the version read), and a
