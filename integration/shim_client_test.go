@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"golang.org/x/sys/unix"
 
 	"github.com/lockbox-project/lockbox/integration/harness"
 	"github.com/lockbox-project/lockbox/plugin/ocispec"
@@ -301,4 +303,59 @@ func runcInitsContaining(sub string) []int {
 		}
 	}
 	return pids
+}
+
+// The shim with containerd's state, runc's state and the fifos each on a
+// tmpfs, as /run/containerd is on a node (harness.Options.StateOnTmpfs, what
+// the shim benchmarks run on): a claim is served, and after the delete no
+// bundle, claim record or runc state is left on them, and the harness takes
+// its mounts down with containerd.
+func TestShimStateOnTmpfs(t *testing.T) {
+	bin := harness.LockboxBin(t)
+	a := harness.StartTestAgent(t, shimGrants(), testSecrets)
+	c := harness.StartContainerd(t, harness.Options{StateOnTmpfs: true, ShimDir: bin, Env: []string{"LOCKBOX_AGENT_SOCKET=" + a.Socket}})
+	c.Import("default", harness.ImageConfig{Name: busybox})
+	dirs := []string{filepath.Join(c.Dir, "state"), c.RuncRoot, c.FifoDir}
+	for _, d := range dirs {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(d, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Type != unix.TMPFS_MAGIC {
+			t.Fatalf("%s is not a tmpfs (file system type %#x)", d, st.Type)
+		}
+	}
+	cl, ctx := c.Client("default")
+	out, code, err := c.GoRunRuntime(ctx, cl, busybox, "tmpfs-state", shimRuntime, &options.Options{Root: c.RuncRoot},
+		oci.WithProcessArgs("cat", "/run/secrets/db_pw"), ocispec.WithService("web"))
+	if err != nil || code != 0 || out != "hunter2-db" {
+		t.Fatalf("exit %d, %v: %q", code, err, out)
+	}
+	waitCond(t, "the shim to exit", func() error {
+		if pids := c.Shims(); len(pids) != 0 {
+			return fmt.Errorf("shims %v still run", pids)
+		}
+		return nil
+	})
+	if held := a.Held(); len(held) != 0 {
+		t.Errorf("the agent still holds %v", held)
+	}
+	// What containerd keeps of its own there (its mount manager's
+	// database) stays; the bundles, runc's state and the fifos must not.
+	bundles := filepath.Join(c.Dir, "state", "io.containerd.runtime.v2.task", "default")
+	if _, err := os.Stat(bundles); err != nil {
+		t.Fatalf("the bundles' directory: %v", err)
+	}
+	var left []string
+	for _, d := range []string{bundles, c.RuncRoot, c.FifoDir} {
+		filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
+			if err == nil && !e.IsDir() {
+				left = append(left, p)
+			}
+			return nil
+		})
+	}
+	if len(left) != 0 {
+		t.Errorf("left on the state tmpfs after the delete: %v", left)
+	}
 }
