@@ -269,17 +269,12 @@ func TestAuditStory(t *testing.T) {
 		}
 		aud.next(t)
 	}
-	log, _, err := st.ListAudit(ctx, time.Time{}, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range log {
-		got = append(got, e.Actor+" "+e.Action+" "+e.ObjectName+" "+e.Container)
+	got := auditLines(ctx, t, st, func(e *types.AuditEntry) string {
 		if strings.Contains(e.String(), marker) {
 			t.Fatalf("entry %v holds the secret", e)
 		}
-	}
+		return e.Actor + " " + e.Action + " " + e.ObjectName + " " + e.Container
+	})
 	want := []string{
 		"admin-0123456789ab secret.create db_pw ",
 		"admin-0123456789ab service.create web ",
@@ -387,4 +382,19 @@ func TestGrantLogSharedViews(t *testing.T) {
 	if _, ok := gl.held("n1"); ok {
 		t.Fatal("a forgotten node is still known")
 	}
+}
+
+// auditLines lists the whole audit log (one page, oldest first) and returns
+// line(e) for each entry.
+func auditLines(ctx context.Context, t *testing.T, st *store.Store, line func(*types.AuditEntry) string) []string {
+	t.Helper()
+	log, _, err := st.ListAudit(ctx, time.Time{}, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := make([]string, 0, len(log))
+	for _, e := range log {
+		lines = append(lines, line(e))
+	}
+	return lines
 }

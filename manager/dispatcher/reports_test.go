@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 	"github.com/lockbox-project/lockbox/api/types"
@@ -204,14 +203,7 @@ func TestReportsKeepTheirOrder(t *testing.T) {
 			aud.next(t)
 		}
 	}
-	log, _, err := st.ListAudit(ctx, time.Time{}, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range log {
-		got = append(got, e.Action+" "+e.Container)
-	}
+	got := auditLines(ctx, t, st, func(e *types.AuditEntry) string { return e.Action + " " + e.Container })
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -258,14 +250,9 @@ func TestNodeReportsCannotFlushAuditLog(t *testing.T) {
 	if _, err := st.CompactAudit(ctx, keep); err != nil {
 		t.Fatal(err)
 	}
-	log, _, err := st.ListAudit(ctx, time.Time{}, "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range log {
-		got = append(got, e.Actor+" "+e.Action+" "+e.ObjectName+" "+e.Container)
-	}
+	got := auditLines(ctx, t, st, func(e *types.AuditEntry) string {
+		return e.Actor + " " + e.Action + " " + e.ObjectName + " " + e.Container
+	})
 	want := []string{
 		"admin-0123456789ab secret.create db_pw ",
 		"admin-0123456789ab service.create web ",
