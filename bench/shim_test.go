@@ -49,8 +49,8 @@ func BenchmarkShimLifecycle(b *testing.B) {
 }
 
 // lifecycle runs one container to its exit through rt (a runtime type or
-// a shim's absolute path) with runc's options ropts (nil: the shim's
-// defaults) and deletes it, returning its exit code and output. mark, if
+// a shim's absolute path) with runc's options ropts and deletes it,
+// returning its exit code and output. mark, if
 // not nil, is called as each client call returns (the phase benchmark's
 // timestamps).
 func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img containerd.Image, id, rt string, ropts *options.Options, opts []oci.SpecOpts, mark func(step string)) (uint32, string, error) {
@@ -59,7 +59,7 @@ func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img c
 	}
 	ctr, err := cl.NewContainer(ctx, id,
 		containerd.WithNewSnapshot(id, img),
-		containerd.WithRuntime(rt, runtimeOptions(ropts)),
+		containerd.WithRuntime(rt, ropts),
 		containerd.WithNewSpec(opts...),
 	)
 	if err != nil {
@@ -118,13 +118,4 @@ func reportRealAgent(b *testing.B, base, claim []time.Duration) {
 	b.ReportMetric(float64(mc)/float64(mb), "real-claim/real-runc")
 	b.ReportMetric(ms(mc-mb), "real-claim-added-ms")
 	b.ReportMetric(ms(median(d)), "real-claim-added-ms-paired")
-}
-
-// runtimeOptions is ropts as WithRuntime takes it: a nil *options.Options
-// in an interface is not nil, and containerd would send empty options.
-func runtimeOptions(ropts *options.Options) any {
-	if ropts == nil {
-		return nil
-	}
-	return ropts
 }

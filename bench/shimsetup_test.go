@@ -167,9 +167,10 @@ func hasRealAgent(variants []*shimVariant) bool {
 // runcShimBinary is the file containerd runs for io.containerd.runc.v2.
 const runcShimBinary = "containerd-shim-runc-v2"
 
-// freshCopies copies the named files of dir (every regular file when none
-// is named), and containerd's runc shim from the tools when dir lacks it,
-// into a new directory, each written anew, and returns that directory.
+// freshCopies copies the named files of dir into a new directory, each
+// written anew, and returns that directory. With no name it copies every
+// regular file of dir (a build's bin/), and containerd's runc shim from
+// the tools unless dir has one: the shims that directory's containerd runs.
 // A shim binary is executed three times per container, and where its
 // pages stand in the page cache shows in the lifecycle: on the project's
 // machine (whose host pages out file pages no process has mapped for a
@@ -179,7 +180,8 @@ const runcShimBinary = "containerd-shim-runc-v2"
 // start of the run compare like with like.
 func freshCopies(b *testing.B, dir string, names ...string) string {
 	b.Helper()
-	if len(names) == 0 {
+	whole := len(names) == 0
+	if whole {
 		ents, err := os.ReadDir(dir)
 		if err != nil {
 			b.Fatal(err)
@@ -194,8 +196,10 @@ func freshCopies(b *testing.B, dir string, names ...string) string {
 	for _, n := range names {
 		srcs[n] = filepath.Join(dir, n)
 	}
-	if _, ok := srcs[runcShimBinary]; !ok {
-		srcs[runcShimBinary] = filepath.Join(harness.ToolsDir(), runcShimBinary)
+	if whole {
+		if _, ok := srcs[runcShimBinary]; !ok {
+			srcs[runcShimBinary] = filepath.Join(harness.ToolsDir(), runcShimBinary)
+		}
 	}
 	out := b.TempDir()
 	for n, src := range srcs {
