@@ -4,6 +4,9 @@ package bench
 
 import (
 	"fmt"
+	"math"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,13 +14,17 @@ import (
 	"github.com/lockbox-project/lockbox/internal/testutil/benchinfo"
 )
 
-// alternate runs every variant once to warm caches, then b.N rounds in
-// which each variant runs once, in an order that rotates every round, so
-// that drift in the machine's load falls on all of them alike. It returns
-// each variant's times, in the order of vs.
+// warmupRound is the round number alternate gives each variant's warm-up
+// run.
+const warmupRound = 1000000
+
+// alternate runs every variant once to warm caches (round warmupRound),
+// then b.N rounds in which each variant runs once, in an order that
+// rotates every round, so that drift in the machine's load falls on all of
+// them alike. It returns each variant's times, in the order of vs.
 func alternate[V any](b *testing.B, vs []V, run func(v V, i int) time.Duration) [][]time.Duration {
 	for _, v := range vs {
-		run(v, 1000000)
+		run(v, warmupRound)
 	}
 	times := make([][]time.Duration, len(vs))
 	b.ResetTimer()
@@ -65,4 +72,95 @@ func pairedDiffs(base, v []time.Duration) []time.Duration {
 		d[r] = v[r] - base[r]
 	}
 	return d
+}
+
+// machineCPU is the CPU time every task on the machine has used so far:
+// the root cgroup's cpuacct.usage (cgroup v1, nanoseconds, the scheduler's
+// own accounting, not ticks). ok is false where there is none.
+func machineCPU() (d time.Duration, ok bool) {
+	for _, p := range []string{"/sys/fs/cgroup/cpuacct/cpuacct.usage", "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		return time.Duration(n), true
+	}
+	return 0, false
+}
+
+// cpuMeter keeps, per variant, the machine's CPU time over each of its
+// runs: what a container costs the machine in CPU, which the wall clock
+// of a 2-core machine hides wherever the work runs beside a wait.
+type cpuMeter struct {
+	ok  bool
+	per [][]time.Duration
+}
+
+func newCPUMeter(variants int) *cpuMeter {
+	_, ok := machineCPU()
+	return &cpuMeter{ok: ok, per: make([][]time.Duration, variants)}
+}
+
+// measure runs run and adds the CPU time the machine used meanwhile to
+// variant v's, unless it is a warm-up round.
+func (m *cpuMeter) measure(v, round int, run func() time.Duration) time.Duration {
+	if !m.ok {
+		return run()
+	}
+	c0, _ := machineCPU()
+	d := run()
+	c1, _ := machineCPU()
+	if round != warmupRound {
+		m.per[v] = append(m.per[v], c1-c0)
+	}
+	return d
+}
+
+// report prints each variant's mean CPU time per run and its difference
+// to the first variant's, paired by round, with the standard error of
+// that difference: means, because CPU time adds up. Work a run leaves
+// behind (a shim's exit, an agent's wipe) falls in the next run's window,
+// which in alternate's rotation is mostly the next variant's.
+func (m *cpuMeter) report(names []string) {
+	if !m.ok || len(m.per[0]) == 0 {
+		return
+	}
+	lines := []string{"CPU time of the whole machine per run (root cgroup cpuacct.usage), mean; difference to " + names[0] + " paired by round, ± its standard error:"}
+	for i, name := range names {
+		line := fmt.Sprintf("%-24s cpu %8.2fms", name, ms(meanDur(m.per[i])))
+		if i > 0 {
+			d := pairedDiffs(m.per[0], m.per[i])
+			line += fmt.Sprintf("  added %+.3fms ± %.3f", ms(meanDur(d)), ms(stdErr(d)))
+		}
+		lines = append(lines, line)
+	}
+	fmt.Println(strings.Join(lines, "\n"))
+}
+
+func meanDur(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return sum / time.Duration(len(ds))
+}
+
+// stdErr is the standard error of the mean of ds.
+func stdErr(ds []time.Duration) time.Duration {
+	if len(ds) < 2 {
+		return 0
+	}
+	m := float64(meanDur(ds))
+	var ss float64
+	for _, d := range ds {
+		ss += (float64(d) - m) * (float64(d) - m)
+	}
+	return time.Duration(math.Sqrt(ss / float64(len(ds)-1) / float64(len(ds))))
 }

@@ -107,7 +107,7 @@ func BenchmarkShimPhases(b *testing.B) {
 			m[step] = t
 			mu.Unlock()
 		})
-		if i < 1000000 { // not the warm-up run
+		if i != warmupRound {
 			mu.Lock()
 			marks[id] = m
 			variantOf[id] = index[v]

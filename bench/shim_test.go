@@ -33,8 +33,16 @@ const (
 // LOCKBOX_BIN must hold containerd-shim-lockbox-v2 (make build).
 func BenchmarkShimLifecycle(b *testing.B) {
 	variants, a := shimVariants(b)
-	times := alternate(b, variants, func(v *shimVariant, i int) time.Duration { return v.run(b, i, nil) })
+	index := map[*shimVariant]int{}
+	for i, v := range variants {
+		index[v] = i
+	}
+	cpu := newCPUMeter(len(variants))
+	times := alternate(b, variants, func(v *shimVariant, i int) time.Duration {
+		return cpu.measure(index[v], i, func() time.Duration { return v.run(b, i, nil) })
+	})
 	meds := report(b, variantNames(variants), times)
+	cpu.report(variantNames(variants))
 	b.ReportMetric(float64(meds[1])/float64(meds[0]), "plain/runc-shim")
 	b.ReportMetric(float64(meds[2])/float64(meds[0]), "claim/runc-shim")
 	b.ReportMetric(ms(meds[2]-meds[0]), "claim-added-ms")
