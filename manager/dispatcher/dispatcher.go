@@ -285,7 +285,11 @@ func (d *Dispatcher) fanOut(ctx context.Context, dl *delta, since time.Time) {
 		}
 		var mv *move
 		if dl.nodes[nodeID] {
-			nv := viewOf(d.ix.services, n, s.caps)
+			// Interned as at attach: a node event the fan-out reaches
+			// after the session attached (its own creation, a label
+			// change that moves nothing) must not take it off the view it
+			// shares with the nodes of its placement.
+			nv := d.intern(viewOf(d.ix.services, n, s.caps))
 			mv = &move{view: nv, changes: diff(s.view, nv)}
 		} else if mv = cache.moveOf(s.view, n, s.caps, d.ix.services, changed); mv == nil {
 			continue

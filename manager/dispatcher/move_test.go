@@ -4,6 +4,7 @@ import (
 	"context"
 	"reflect"
 	"testing"
+	"time"
 
 	dapi "github.com/lockbox-project/lockbox/api/dispatcher"
 )
@@ -122,4 +123,30 @@ func TestSendAllocatesOnlyThePartList(t *testing.T) {
 	if allocs > 1 {
 		t.Fatalf("a send allocates %.1f times, want at most 1", allocs)
 	}
+}
+
+// A fan-out for a node event that moves nothing (the node's own creation
+// reached after its session attached, a label no constraint reads) leaves
+// the session on the view it shares with the other nodes of its placement:
+// it used to give the node a copy of its own, which made the test above
+// fail now and then under load (the creation's fan-out lagging the attach).
+func TestNodeEventKeepsSharedView(t *testing.T) {
+	h := newHarness(t)
+	h.node("a", map[string]string{"zone": "east"})
+	h.node("b", map[string]string{"zone": "east"})
+	s1 := h.secret("s1", "one")
+	h.service("all", nil, s1)
+	ca, cb := h.connect(h.nodes["a"], 0), h.connect(h.nodes["b"], 0)
+	ca.next()
+	cb.next() // COMPLETE each
+	if h.viewID("a") != h.viewID("b") {
+		t.Fatal("sessions did not attach with one view")
+	}
+	// The fan-out a node event makes, run here so that it comes after the
+	// attach whatever the machine's load.
+	h.d.fanOut(h.ctx, &delta{services: map[string]bool{}, nodes: map[string]bool{h.nodes["a"]: true}}, time.Time{})
+	if h.viewID("a") != h.viewID("b") {
+		t.Fatal("a node event that moved nothing took the node off its shared view")
+	}
+	ca.quiet()
 }
