@@ -131,25 +131,14 @@ func (m *cpuMeter) report(names []string) {
 	}
 	lines := []string{"CPU time of the whole machine per run (root cgroup cpuacct.usage), mean; difference to " + names[0] + " paired by round, ± its standard error:"}
 	for i, name := range names {
-		line := fmt.Sprintf("%-24s cpu %8.2fms", name, ms(meanDur(m.per[i])))
+		line := fmt.Sprintf("%-24s cpu %8.2fms", name, ms(mean(m.per[i])))
 		if i > 0 {
 			d := pairedDiffs(m.per[0], m.per[i])
-			line += fmt.Sprintf("  added %+.3fms ± %.3f", ms(meanDur(d)), ms(stdErr(d)))
+			line += fmt.Sprintf("  added %+.3fms ± %.3f", ms(mean(d)), ms(stdErr(d)))
 		}
 		lines = append(lines, line)
 	}
 	fmt.Println(strings.Join(lines, "\n"))
-}
-
-func meanDur(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	var sum time.Duration
-	for _, d := range ds {
-		sum += d
-	}
-	return sum / time.Duration(len(ds))
 }
 
 // stdErr is the standard error of the mean of ds.
@@ -157,7 +146,7 @@ func stdErr(ds []time.Duration) time.Duration {
 	if len(ds) < 2 {
 		return 0
 	}
-	m := float64(meanDur(ds))
+	m := float64(mean(ds))
 	var ss float64
 	for _, d := range ds {
 		ss += (float64(d) - m) * (float64(d) - m)
