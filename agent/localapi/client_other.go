@@ -10,10 +10,11 @@ import (
 	"os"
 
 	"github.com/lockbox-project/lockbox/api/agent"
+	"github.com/lockbox-project/lockbox/internal/agentsocket"
 )
 
 // DefaultSocket is where the agent listens unless told otherwise.
-const DefaultSocket = "/run/lockbox/agent.sock"
+const DefaultSocket = agentsocket.Default
 
 var errUnsupported = errors.New("agent local API: SOCK_SEQPACKET sockets are Linux-only")
 

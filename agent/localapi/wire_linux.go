@@ -9,6 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/lockbox-project/lockbox/internal/agentsocket"
 )
 
 const (
@@ -22,7 +24,7 @@ const (
 )
 
 // DefaultSocket is where the agent listens unless told otherwise.
-const DefaultSocket = "/run/lockbox/agent.sock"
+const DefaultSocket = agentsocket.Default
 
 var errTruncated = errors.New("message larger than the datagram limit")
 

@@ -8,6 +8,8 @@ import (
 	"net"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/lockbox-project/lockbox/internal/agentsocket"
 )
 
 // MaxMessageSize bounds one message, as on Linux: a caller of either
@@ -16,7 +18,7 @@ const MaxMessageSize = 128 << 10
 
 // DefaultSocket is where the agent listens unless told otherwise: a named
 // pipe, Windows' counterpart of the Linux agent socket.
-const DefaultSocket = `\\.\pipe\lockbox-agent`
+const DefaultSocket = agentsocket.Default
 
 var errTruncated = errors.New("message larger than the message limit")
 

@@ -15,17 +15,14 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/lockbox-project/lockbox/internal/agentsocket"
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
 )
-
-// defaultSocket is agent/localapi.DefaultSocket, repeated so that this
-// binary does not link the agent's protobuf API.
-const defaultSocket = "/run/lockbox/agent.sock"
 
 func main() {
 	socket := os.Getenv("LOCKBOX_AGENT_SOCKET")
 	if socket == "" {
-		socket = defaultSocket
+		socket = agentsocket.Default
 	}
 	if len(os.Args) > 1 && os.Args[1] == "hook" {
 		os.Exit(runHook(os.Args[2:], socket))

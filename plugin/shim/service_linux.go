@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 
+	"github.com/lockbox-project/lockbox/internal/agentsocket"
 	"github.com/lockbox-project/lockbox/internal/steptrace"
 	"github.com/lockbox-project/lockbox/plugin/claimrecord"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
@@ -56,20 +57,13 @@ func newService(inner taskAPI.TTRPCTaskService, socket string) *service {
 	return &service{TTRPCTaskService: inner, socket: socket, bundles: map[string]string{}, trace: processTracer}
 }
 
-// defaultSocket is agent/localapi.DefaultSocket, repeated (a test holds
-// them equal) so that the shim does not link the agent's protobuf API and
-// what it registers: linked into a shim, never called, Lockbox's packages
-// cost the machine about a millisecond of CPU a container
-// (docs/performance.md).
-const defaultSocket = "/run/lockbox/agent.sock"
-
 // AgentSocket is the agent's socket as lockbox-runtime finds it:
 // LOCKBOX_AGENT_SOCKET, else the agent's default socket.
 func AgentSocket(getenv func(string) string) string {
 	if s := getenv("LOCKBOX_AGENT_SOCKET"); s != "" {
 		return s
 	}
-	return defaultSocket
+	return agentsocket.Default
 }
 
 // RegisterTTRPC registers the wrapper, not the runc service, as the task

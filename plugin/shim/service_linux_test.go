@@ -657,9 +657,9 @@ func stopFromSibling(ctx context.Context, t *testing.T, parent, id string) *fake
 	return a
 }
 
-// The shim's default agent socket is the agent's: it is repeated there so
-// that the shim does not link the agent's API.
-func TestDefaultSocketIsTheAgents(t *testing.T) {
+// The shim finds the agent where the agent listens by default, or where
+// LOCKBOX_AGENT_SOCKET says.
+func TestAgentSocket(t *testing.T) {
 	if got := AgentSocket(func(string) string { return "" }); got != localapi.DefaultSocket {
 		t.Fatalf("shim's default agent socket %q, the agent listens on %q", got, localapi.DefaultSocket)
 	}
