@@ -152,7 +152,8 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 	proc := openPeerProc(conn, cred.Pid)
 	defer proc.close()
 	ctx := context.WithValue(context.Background(), peerKey{}, Peer{Pid: cred.Pid, UID: cred.Uid, GID: cred.Gid, proc: proc})
-	rb := newRecvBuf()
+	rb := getRecvBuf()
+	defer putRecvBuf(rb)
 	for {
 		var req agent.Request
 		files, err := recv(conn, &req, rb)
