@@ -107,7 +107,7 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 			&variant{name: "compare-claim-attach", c: ca, runtime: other, claim: true})
 	}
 	if os.Getenv("LOCKBOX_BENCH_REAL_AGENT") != "" {
-		cr := realAgentContainerd(b, secrets, "", nil)
+		cr, _ := realAgentContainerd(b, secrets, "", nil)
 		clients[cr], _ = cr.Client("default")
 		variants = append(variants, &variant{name: "real-agent-claim-attach", c: cr, runtime: bin, claim: true})
 	}
@@ -146,9 +146,10 @@ func BenchmarkContainerLifecycle(b *testing.B) {
 // "bench" that references them all, a "lockbox agent" joined to it, and a
 // containerd whose lockbox-runtime (and, with shimDir, whose
 // containerd-shim-lockbox-v2) talks to that agent, with env added to its
-// environment. It returns once a claiming container has started there
-// (grants reach the agent asynchronously).
-func realAgentContainerd(b *testing.B, secrets map[string][]byte, shimDir string, env []string) *harness.Containerd {
+// environment. It returns the containerd and the agent's pid once a
+// claiming container has started there (grants reach the agent
+// asynchronously).
+func realAgentContainerd(b *testing.B, secrets map[string][]byte, shimDir string, env []string) (*harness.Containerd, int) {
 	// A shim directory is a whole build: the manager and agent come from
 	// it too (LOCKBOX_BENCH_COMPARE_BIN compares two builds' real agents).
 	dir := shimDir
@@ -182,7 +183,7 @@ func realAgentContainerd(b *testing.B, secrets map[string][]byte, shimDir string
 		}
 		return err
 	})
-	return c
+	return c, a.Pid()
 }
 
 func median(d []time.Duration) time.Duration { return pct(d, 0.5) }

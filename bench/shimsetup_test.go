@@ -29,6 +29,9 @@ type shimVariant struct {
 	cl            *containerd.Client
 	ctx           context.Context
 	img           containerd.Image
+	// agentPid is the real agent's process when the variant's claims go
+	// to one (0: the in-process test agent, or no claim).
+	agentPid int
 }
 
 // shimVariants starts the in-process test agent and a containerd whose
@@ -73,13 +76,13 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 		&shimVariant{name: "lockbox-shim-plain", runtime: lockboxShim},
 		&shimVariant{name: "lockbox-shim-claim", runtime: lockboxShim, claim: true})
 	if os.Getenv("LOCKBOX_BENCH_REAL_AGENT") != "" {
-		cr := realAgentContainerd(b, secrets, dir, env)
+		cr, agent := realAgentContainerd(b, secrets, dir, env)
 		// Its own runc baseline: a second containerd is another process
 		// with its own state, and the claim is compared with what a plain
 		// runc container costs on that one.
 		variants = append(variants, on(cr,
 			&shimVariant{name: "real-agent-runc-shim", runtime: runcShim},
-			&shimVariant{name: "real-agent-shim-claim", runtime: lockboxShim, claim: true})...)
+			&shimVariant{name: "real-agent-shim-claim", runtime: lockboxShim, claim: true, agentPid: agent})...)
 	}
 	if os.Getenv("LOCKBOX_BENCH_CHILD_AGENT") != "" {
 		// The same test agent in a process of its own, on a containerd
@@ -99,8 +102,8 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 		// build's: one containerd's state for both.
 		variants = append(variants, on(c, &shimVariant{name: "compare-shim-claim", runtime: filepath.Join(cmp, "containerd-shim-lockbox-v2"), claim: true})...)
 		if os.Getenv("LOCKBOX_BENCH_REAL_AGENT") != "" {
-			cr := realAgentContainerd(b, secrets, cmp, env)
-			variants = append(variants, on(cr, &shimVariant{name: "compare-real-shim-claim", runtime: lockboxShim, claim: true})...)
+			cr, agent := realAgentContainerd(b, secrets, cmp, env)
+			variants = append(variants, on(cr, &shimVariant{name: "compare-real-shim-claim", runtime: lockboxShim, claim: true, agentPid: agent})...)
 		}
 	}
 	if extra := os.Getenv("LOCKBOX_BENCH_SHIMS"); extra != "" {

@@ -1,6 +1,7 @@
 // Package procstat reads what Lockbox needs of /proc/<pid>/stat: a
 // process's parent and its start time, the pair (pid, start) that names a
-// process without the risk of a reused pid. The agent and the runtime shim
+// process without the risk of a reused pid, and the CPU time it has used
+// (the benchmarks' measure of the agent). The agent and the runtime shim
 // read it the same way; it knows nothing of containers.
 package procstat
 
@@ -24,7 +25,16 @@ type Stat struct {
 	PPid int
 	// Start is field 22, the start time in clock ticks after boot.
 	Start uint64
+	// UTime and STime are fields 14 and 15, the CPU time the process has
+	// used in user and kernel mode, in clock ticks (USER_HZ), its threads'
+	// included, those that have exited too.
+	UTime, STime uint64
 }
+
+// TicksPerSecond is USER_HZ, the unit of Start, UTime and STime: fixed at
+// 100 by the kernel's ABI for /proc on every architecture Lockbox builds
+// for.
+const TicksPerSecond = 100
 
 // Read reads pid's stat; an exited process is ErrExited.
 func Read(pid int) (Stat, error) {
@@ -56,9 +66,12 @@ func Parse(s string) (Stat, error) {
 	if err != nil || ppid < 0 {
 		return Stat{}, errMalformed
 	}
-	start, err := strconv.ParseUint(fields[19], 10, 64)
-	if err != nil {
-		return Stat{}, errMalformed
+	// fields[11] and fields[12] are fields 14 and 15.
+	var ticks [3]uint64
+	for i, f := range [3]int{19, 11, 12} {
+		if ticks[i], err = strconv.ParseUint(fields[f], 10, 64); err != nil {
+			return Stat{}, errMalformed
+		}
 	}
-	return Stat{PPid: ppid, Start: start}, nil
+	return Stat{PPid: ppid, Start: ticks[0], UTime: ticks[1], STime: ticks[2]}, nil
 }

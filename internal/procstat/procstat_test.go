@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -15,12 +16,14 @@ func TestParse(t *testing.T) {
 		want Stat
 		err  error // nil: must parse; errMalformed or ErrExited otherwise
 	}{
-		{"plain", "1234 (sleep) S 7" + tail, Stat{PPid: 7, Start: 987654}, nil},
-		{"name with spaces and parentheses", "1234 (a b) c)) S 7" + tail, Stat{PPid: 7, Start: 987654}, nil},
+		{"plain", "1234 (sleep) S 7" + tail, Stat{PPid: 7, Start: 987654, UTime: 10, STime: 11}, nil},
+		{"name with spaces and parentheses", "1234 (a b) c)) S 7" + tail, Stat{PPid: 7, Start: 987654, UTime: 10, STime: 11}, nil},
 		{"zombie", "1234 (sleep) Z 7" + tail, Stat{}, ErrExited},
 		{"short", "1234 (sleep) S 1 2", Stat{}, errMalformed},
 		{"no parenthesis", "no paren", Stat{}, errMalformed},
 		{"start not a number", "1 (x) S 7 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 x 19", Stat{}, errMalformed},
+		{"utime not a number", "1 (x) S 7 1 2 3 4 5 6 7 8 9 x 11 12 13 14 15 16 17 18 19", Stat{}, errMalformed},
+		{"stime negative", "1 (x) S 7 1 2 3 4 5 6 7 8 9 10 -1 12 13 14 15 16 17 18 19", Stat{}, errMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := Parse(tc.line)
@@ -38,5 +41,12 @@ func TestReadSelf(t *testing.T) {
 	st, err := Read(os.Getpid())
 	if err != nil || st.PPid != os.Getppid() || st.Start == 0 {
 		t.Fatalf("Read(self) = %+v, %v; parent %d", st, err, os.Getppid())
+	}
+	// Use more than a clock tick of CPU: the count must grow by it.
+	for end := time.Now().Add(3 * time.Second / TicksPerSecond); time.Now().Before(end); {
+	}
+	after, err := Read(os.Getpid())
+	if err != nil || after.UTime+after.STime <= st.UTime+st.STime {
+		t.Fatalf("CPU ticks %d+%d, then %d+%d after 30 ms of work (%v)", st.UTime, st.STime, after.UTime, after.STime, err)
 	}
 }
