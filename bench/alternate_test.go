@@ -5,6 +5,7 @@ package bench
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -19,18 +20,33 @@ import (
 const warmupRound = 1000000
 
 // alternate runs every variant once to warm caches (round warmupRound),
-// then b.N rounds in which each variant runs once, in an order that
-// rotates every round, so that drift in the machine's load falls on all of
-// them alike. It returns each variant's times, in the order of vs.
+// then b.N rounds in which each variant runs once, in an order drawn anew
+// every round, so that drift in the machine's load falls on all of them
+// alike, and so does the work a run leaves behind. A rotating order
+// (i + k mod n), as before 2026-12-05, always put the same variant after
+// each one: what a real agent's claim leaves running (its wipe, its exit
+// watch, the manager's report writes) then always fell on the one variant
+// after it, which in the shim benchmark was the next containerd's baseline
+// or the A/A control (that one read 2.1 ms more of the machine's CPU than
+// another copy of the same shim, in one run). LOCKBOX_BENCH_SEED fixes the
+// order (printed). It returns each variant's times, in the order of vs.
 func alternate[V any](b *testing.B, vs []V, run func(v V, i int) time.Duration) [][]time.Duration {
 	for _, v := range vs {
 		run(v, warmupRound)
 	}
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("LOCKBOX_BENCH_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseInt(s, 10, 64); err != nil {
+			b.Fatalf("LOCKBOX_BENCH_SEED: %v", err)
+		}
+	}
+	fmt.Printf("%s: variants in a random order each round, LOCKBOX_BENCH_SEED=%d\n", b.Name(), seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
 	times := make([][]time.Duration, len(vs))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		for k := range vs {
-			j := (i + k) % len(vs)
+		for _, j := range rng.Perm(len(vs)) {
 			times[j] = append(times[j], run(vs[j], i))
 		}
 	}
@@ -124,7 +140,7 @@ func (m *cpuMeter) measure(v, round int, run func() time.Duration) time.Duration
 // to the first variant's, paired by round, with the standard error of
 // that difference: means, because CPU time adds up. Work a run leaves
 // behind (a shim's exit, an agent's wipe) falls in the next run's window,
-// which in alternate's rotation is mostly the next variant's.
+// which alternate's random order spreads over the variants.
 func (m *cpuMeter) report(names []string) {
 	if !m.ok || len(m.per[0]) == 0 {
 		return

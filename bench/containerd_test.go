@@ -67,7 +67,7 @@ type variant struct {
 // client for: runc itself (baseline), lockbox-runtime with a container that
 // claims nothing, lockbox-runtime claiming a service of 10 x 4 KiB secrets
 // (attach after create, the default), and the same with the createContainer
-// hook. Variants alternate in each iteration, in rotating order. Run with
+// hook. Variants alternate in each iteration, in a random order. Run with
 // -benchtime=Nx (N iterations of every variant).
 //
 // LOCKBOX_BENCH_COMPARE=PATH adds two variants run through another

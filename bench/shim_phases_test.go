@@ -79,7 +79,7 @@ var shimSpans = []struct{ name, from, to string }{
 
 // BenchmarkShimPhases splits BenchmarkShimLifecycle's containers by step:
 // the same three variants (runc shim, Lockbox shim plain and claiming 10 ×
-// 4 KiB), alternating in rotating order, each step timestamped on
+// 4 KiB), alternating in a random order, each step timestamped on
 // CLOCK_MONOTONIC by the client as its call returns and by the Lockbox
 // shim (shim.TraceEnv, set for this benchmark only). Prints, per step, the
 // median time from the previous step each variant has, and the claim's

@@ -31,7 +31,7 @@ const (
 // the same shim claiming a service of 10 × 4 KiB secrets from the in-process
 // test agent (LOCKBOX_BENCH_REAL_AGENT adds a real agent's: shimVariants).
 // One containerd serves these variants; variants alternate in
-// rotating order in each iteration, so drift in the machine's load falls on
+// a random order in each iteration, so drift in the machine's load falls on
 // all of them alike. Run with -benchtime=Nx (N iterations of every variant);
 // LOCKBOX_BIN must hold containerd-shim-lockbox-v2 (make build).
 func BenchmarkShimLifecycle(b *testing.B) {
