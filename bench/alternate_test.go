@@ -26,10 +26,10 @@ const warmupRound = 1000000
 // (i + k mod n), as before 2026-12-05, always put the same variant after
 // each one: what a real agent's claim leaves running (its wipe, its exit
 // watch, the manager's report writes) then always fell on the one variant
-// after it, which in the shim benchmark was the next containerd's baseline
-// or the A/A control (that one read 2.1 ms more of the machine's CPU than
-// another copy of the same shim, in one run). LOCKBOX_BENCH_SEED fixes the
-// order (printed). It returns each variant's times, in the order of vs.
+// after it: in the shim benchmark the first containerd's baseline, or
+// another build's claim, which read 2.1 ms more of the machine's CPU per
+// run than the same claim through this build's shim (one run, n = 400).
+// LOCKBOX_BENCH_SEED fixes the order (printed). It returns each variant's times, in the order of vs.
 func alternate[V any](b *testing.B, vs []V, run func(v V, i int) time.Duration) [][]time.Duration {
 	for _, v := range vs {
 		run(v, warmupRound)
