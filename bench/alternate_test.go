@@ -29,7 +29,8 @@ const warmupRound = 1000000
 // after it: in the shim benchmark the first containerd's baseline, or
 // another build's claim, which read 2.1 ms more of the machine's CPU per
 // run than the same claim through this build's shim (one run, n = 400).
-// LOCKBOX_BENCH_SEED fixes the order (printed). It returns each variant's times, in the order of vs.
+// LOCKBOX_BENCH_SEED fixes the order (printed). It returns each variant's
+// times, in the order of vs.
 func alternate[V any](b *testing.B, vs []V, run func(v V, i int) time.Duration) [][]time.Duration {
 	for _, v := range vs {
 		run(v, warmupRound)

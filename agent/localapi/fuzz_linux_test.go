@@ -1,14 +1,12 @@
 package localapi
 
 import (
-	"net"
-	"os"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/lockbox-project/lockbox/api/agent"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/lockbox-project/lockbox/api/agent"
 )
 
 // FuzzServeDatagram feeds arbitrary datagrams to a server connection: the
@@ -29,30 +27,15 @@ func FuzzServeDatagram(f *testing.F) {
 		if len(datagram) == 0 {
 			return // a zero-length datagram is the peer closing
 		}
-		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		srvFile, cliFile := os.NewFile(uintptr(fds[0]), "srv"), os.NewFile(uintptr(fds[1]), "cli")
-		srvConn, err := net.FileConn(srvFile)
-		srvFile.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cliConn, err := net.FileConn(cliFile)
-		cliFile.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cliConn.Close()
+		pair := socketPair(t)
 		h := &fakeHandler{dir: t.TempDir(), payload: "x"}
 		s := NewServer(h, nil)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			s.serveConn(srvConn.(*net.UnixConn))
+			s.serveConn(pair[0])
 		}()
-		cli := cliConn.(*net.UnixConn)
+		cli := pair[1]
 		cli.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, _, err := cli.WriteMsgUnix(datagram, nil, nil); err != nil {
 			t.Fatal(err)
