@@ -50,6 +50,13 @@ type Manager struct {
 
 	// onKEK hears every change of the KEK in use (see OnKEKChange).
 	onKEK func(*KEK)
+	// notifying is held from the install of a new KEK until onKEK has
+	// heard it, taken under mu so that notifications keep install order.
+	// A rotation whose ring this manager's own watch installed first
+	// (installNewer finds it newer) waits on it for that notification: the
+	// rotation must not answer before the key files are re-sealed under
+	// the new unlock key. onKEK must not take mu.
+	notifying sync.Mutex
 }
 
 // OnKEKChange sets fn to be called, outside the Manager's lock, with a copy
@@ -104,16 +111,38 @@ func (m *Manager) install(ring *Keyring, kek *KEK, rev int64) {
 	m.mu.Lock()
 	oldRing, oldKEK := m.ring, m.kek
 	m.ring, m.kek, m.rev = ring, kek, rev
-	var fresh *KEK
-	if kek != nil && (oldKEK == nil || oldKEK.id() != kek.id()) {
-		fresh = cloneKEK(kek)
-	}
+	fresh := m.freshLocked(oldKEK, kek)
 	m.mu.Unlock()
 	m.zeroReplaced(oldRing, oldKEK, ring, kek)
-	if fresh != nil {
-		m.notifyKEK(fresh)
-		fresh.Zero()
+	m.notifyFresh(fresh)
+}
+
+// freshLocked returns a copy of kek when it replaces another, and then
+// holds notifying until notifyFresh has delivered it; nil otherwise. The
+// caller holds mu.
+func (m *Manager) freshLocked(oldKEK, kek *KEK) *KEK {
+	if kek == nil || (oldKEK != nil && oldKEK.id() == kek.id()) {
+		return nil
 	}
+	m.notifying.Lock()
+	return cloneKEK(kek)
+}
+
+// waitNotified returns once no KEK installed before is still being
+// delivered to onKEK.
+func (m *Manager) waitNotified() {
+	m.notifying.Lock()
+	defer m.notifying.Unlock()
+}
+
+// notifyFresh delivers what freshLocked returned, outside mu.
+func (m *Manager) notifyFresh(fresh *KEK) {
+	if fresh == nil {
+		return
+	}
+	defer m.notifying.Unlock()
+	m.notifyKEK(fresh)
+	fresh.Zero()
 }
 
 // installNewer installs ring only if it is newer than the one in use and
@@ -125,20 +154,17 @@ func (m *Manager) installNewer(ring *Keyring, kek *KEK, rev int64) {
 		m.mu.Unlock()
 		ring.Close()
 		kek.Zero()
+		// What installed the newer ring (a reload) may still be telling
+		// onKEK of its KEK: wait for it.
+		m.waitNotified()
 		return
 	}
 	oldRing, oldKEK := m.ring, m.kek
 	m.ring, m.kek, m.rev = ring, kek, rev
-	var fresh *KEK
-	if kek != nil && (oldKEK == nil || oldKEK.id() != kek.id()) {
-		fresh = cloneKEK(kek)
-	}
+	fresh := m.freshLocked(oldKEK, kek)
 	m.mu.Unlock()
 	m.zeroReplaced(oldRing, oldKEK, ring, kek)
-	if fresh != nil {
-		m.notifyKEK(fresh)
-		fresh.Zero()
-	}
+	m.notifyFresh(fresh)
 }
 
 func (m *Manager) zeroReplaced(oldRing *Keyring, oldKEK *KEK, ring *Keyring, kek *KEK) {

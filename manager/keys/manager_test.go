@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/lockbox-project/lockbox/api/types"
 	"github.com/lockbox-project/lockbox/manager/etcd/etcdtest"
@@ -484,4 +486,49 @@ func TestDropForward(t *testing.T) {
 	if data, err := c.sa.SecretData(ctx, sec.Id); err != nil || string(data) != "pw" {
 		t.Fatalf("%q %v", data, err)
 	}
+}
+
+// TestRotationWaitsForItsKEKToBeHeard: an unlock-key rotation answers
+// only once OnKEKChange has heard the new KEK (the daemon re-seals its key
+// files there), even when the manager's own keyring watch installed the
+// new ring first and is still telling OnKEKChange of it. Before, the
+// rotation then answered at once, and a key file read right after was
+// still sealed under the old key (TestAutolockLeavesNoKeyInClear failed so
+// in a fresh-clone CI run).
+func TestRotationWaitsForItsKEKToBeHeard(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := newCluster(t)
+	var mu sync.Mutex
+	var heard [8]byte
+	c.a.OnKEKChange(func(k *keys.KEK) {
+		// A slow listener, as a re-seal that writes and syncs a file is.
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		heard = k.ID()
+		mu.Unlock()
+		k.Zero()
+	})
+	key, _ := keys.NewUnlockKey()
+	kek, _ := keys.KEKFromUnlockKey(key)
+	if _, err := c.a.Bootstrap(ctx, kek, key); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { c.a.WatchKeyring(ctx, nil); close(done) }()
+	for i := range 15 {
+		newKey, err := c.a.RotateUnlockKey(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := keys.KEKFromUnlockKey(newKey)
+		mu.Lock()
+		got := heard
+		mu.Unlock()
+		if got != want.ID() {
+			t.Fatalf("rotation %d answered before its new KEK was heard", i)
+		}
+	}
+	cancel()
+	<-done
 }
