@@ -15,6 +15,8 @@ import (
 	"github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/lockbox-project/lockbox/integration/harness"
 	"github.com/lockbox-project/lockbox/plugin/ocispec"
@@ -25,10 +27,12 @@ import (
 type shimVariant struct {
 	name, runtime string
 	claim         bool
-	c             *harness.Containerd
-	cl            *containerd.Client
-	ctx           context.Context
-	img           containerd.Image
+	// binds are mounts added to the spec (hostSecretBinds).
+	binds []specs.Mount
+	c     *harness.Containerd
+	cl    *containerd.Client
+	ctx   context.Context
+	img   containerd.Image
 	// agentPid is the real agent's process when the variant's claims go
 	// to one (0: the in-process test agent, or no claim).
 	agentPid int
@@ -45,7 +49,8 @@ type shimVariant struct {
 // runs in the benchmark's process, beside the client, and keeps no
 // records. LOCKBOX_BENCH_COMPARE_BIN=DIR adds compare-shim-claim (and,
 // with the real agent, compare-real-shim-claim): the same claims through
-// DIR's build, each on a containerd of its own. It also returns the test
+// DIR's build, each on a containerd of its own. LOCKBOX_BENCH_BINDS adds
+// runc-shim-binds and runc-shim-bind-dir (hostSecretBinds). It also returns the test
 // agent, whose mounts must all be released at the end.
 func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAgent) {
 	build := os.Getenv("LOCKBOX_BIN")
@@ -119,6 +124,17 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 			variants = append(variants, on(c, &shimVariant{name: name, runtime: filepath.Join(d, filepath.Base(path)), claim: strings.HasSuffix(name, "-claim")})...)
 		}
 	}
+	if os.Getenv("LOCKBOX_BENCH_BINDS") != "" {
+		// The same ten secrets mounted by runc itself from a tmpfs on the
+		// host, with no agent: one bind per file, as Docker lays out a
+		// service's secrets, and one bind of a directory holding all ten.
+		// What the kernel's and runc's part of a claim's mounts costs,
+		// whoever makes them.
+		files, dir := hostSecretBinds(b)
+		variants = append(variants, on(c,
+			&shimVariant{name: "runc-shim-binds", runtime: runcShim, binds: files},
+			&shimVariant{name: "runc-shim-bind-dir", runtime: runcShim, binds: dir})...)
+	}
 	if os.Getenv("LOCKBOX_BENCH_CONTROL") != "" {
 		// containerd's runc shim again, another fresh copy run by its
 		// path: what two copies of one binary differ by in this run, the
@@ -136,6 +152,9 @@ func (v *shimVariant) run(b *testing.B, i int, mark func(string)) time.Duration 
 	opts := []oci.SpecOpts{oci.WithImageConfig(v.img), oci.WithProcessArgs("/bin/true")}
 	if v.claim {
 		opts = append(opts, ocispec.WithService("bench"))
+	}
+	if len(v.binds) != 0 {
+		opts = append(opts, oci.WithMounts(v.binds))
 	}
 	id := fmt.Sprintf("%s-%d", v.name, i)
 	start := time.Now()
@@ -155,6 +174,34 @@ func variantNames(vs []*shimVariant) []string {
 		names[i] = v.name
 	}
 	return names
+}
+
+// hostSecretBinds writes ten 4 KiB files into a tmpfs of its own, twice,
+// and returns the spec mounts that bind them read-only at
+// /run/secrets/s0..s9 one file at a time, and the one mount that binds a
+// directory of the same ten at /run/secrets.
+func hostSecretBinds(b *testing.B) (files, dir []specs.Mount) {
+	d := b.TempDir()
+	if err := unix.Mount("tmpfs", d, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=1m,mode=0700"); err != nil {
+		b.Fatalf("a tmpfs for the host's secret files: %v", err)
+	}
+	b.Cleanup(func() { unix.Unmount(d, unix.MNT_DETACH) })
+	opts := []string{"rbind", "ro", "nosuid", "nodev", "noexec"}
+	if err := os.Mkdir(filepath.Join(d, "dir"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	_, secrets := tenSecrets()
+	for i := 0; i < 10; i++ {
+		name := fmt.Sprintf("s%d", i)
+		for _, f := range []string{filepath.Join(d, name), filepath.Join(d, "dir", name)} {
+			if err := os.WriteFile(f, secrets[name], 0o444); err != nil {
+				b.Fatal(err)
+			}
+		}
+		files = append(files, specs.Mount{Type: "bind", Source: filepath.Join(d, name), Destination: "/run/secrets/" + name, Options: opts})
+	}
+	dir = []specs.Mount{{Type: "bind", Source: filepath.Join(d, "dir"), Destination: "/run/secrets", Options: opts}}
+	return files, dir
 }
 
 // realRunc is the index of real-agent-runc-shim among shimVariants' variants
