@@ -36,7 +36,7 @@ unit:
 	$(GO) test -race -count=1 ./...
 
 # windows runs the Windows tests of mounter/, windows/, plugin/shimproxy/,
-# agent/ and agent/daemon/ under wine64 (hack/test-windows.sh lists them).
+# agent/, agent/daemon/ and agent/localapi/ under wine64 (hack/test-windows.sh lists them).
 windows:
 	./hack/test-windows.sh
 

@@ -23,7 +23,6 @@ var dialTimeout = 5 * time.Second
 type Client struct {
 	mu   sync.Mutex
 	conn net.Conn
-	buf  []byte
 	// broken is set once a request failed mid-way: a late response could
 	// otherwise be read as the answer to the next request.
 	broken error
@@ -36,7 +35,7 @@ func Dial(socketPath string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial agent at %s: %w", socketPath, err)
 	}
-	return &Client{conn: conn, buf: make([]byte, MaxMessageSize)}, nil
+	return &Client{conn: conn}, nil
 }
 
 // Close closes the connection.
@@ -134,7 +133,7 @@ func (c *Client) roundTrip(ctx context.Context, req *agent.Request) (*agent.Resp
 		return nil, c.broken
 	}
 	resp := &agent.Response{}
-	if err := readMsg(c.conn, resp, c.buf); err != nil {
+	if err := readMsg(c.conn, resp); err != nil {
 		c.broken = c.wrap(ctx, err)
 		return nil, c.broken
 	}

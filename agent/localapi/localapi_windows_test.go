@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -299,10 +300,9 @@ func FuzzReadMsg(f *testing.F) {
 	f.Add(frame(nil))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Add(frame(good)[:5])
-	buf := make([]byte, MaxMessageSize)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var req agent.Request
-		err := readMsg(bytes.NewReader(b), &req, buf)
+		err := readMsg(bytes.NewReader(b), &req)
 		if err != nil {
 			return
 		}
@@ -315,6 +315,32 @@ func FuzzReadMsg(f *testing.F) {
 			t.Fatal("decoded something other than the frame's message")
 		}
 	})
+}
+
+// A message's buffer is its own size: reading small requests, one after
+// another as a connection does, does not allocate the limit's 128 KiB each
+// time (it did, once per connection, before).
+func TestReadMsgSizesItsBuffer(t *testing.T) {
+	req, _ := proto.Marshal(&agent.Request{Op: &agent.Request_Prepare{Prepare: prepareReq("c1", true)}})
+	frame := binary.LittleEndian.AppendUint32(nil, uint32(len(req)))
+	frame = append(frame, req...)
+	const reads = 100
+	stream := bytes.Repeat(frame, reads)
+	r := bytes.NewReader(stream)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range reads {
+		var m agent.Request
+		if err := readMsg(r, &m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	per := (after.TotalAlloc - before.TotalAlloc) / reads
+	t.Logf("%d bytes allocated per %d-byte message", per, len(req))
+	if per >= MaxMessageSize/2 {
+		t.Fatalf("%d bytes allocated per read of a %d-byte message: a buffer of the limit's size each time", per, len(req))
+	}
 }
 
 // A release that asks for no answer gets none, served or refused: the
@@ -346,7 +372,7 @@ func TestPipeNoReplyReleaseGetsNoAnswer(t *testing.T) {
 				t.Fatal(err)
 			}
 			var resp agent.Response
-			if err := readMsg(conn, &resp, make([]byte, MaxMessageSize)); err != nil {
+			if err := readMsg(conn, &resp); err != nil {
 				t.Fatal(err)
 			}
 			if resp.GetList() == nil {

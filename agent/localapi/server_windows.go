@@ -95,10 +95,9 @@ func (s *Server) Close() error { return s.conns.close() }
 func (s *Server) serveConn(conn net.Conn) {
 	defer conn.Close()
 	ctx := context.Background()
-	buf := make([]byte, MaxMessageSize)
 	for {
 		var req agent.Request
-		if err := readMsg(conn, &req, buf); err != nil {
+		if err := readMsg(conn, &req); err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, winio.ErrFileClosed) {
 				s.log.Warn("agent pipe: bad request", "err", err)
 			}

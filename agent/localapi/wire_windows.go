@@ -54,9 +54,12 @@ func writeMsg(c net.Conn, m proto.Message) error {
 	return nil
 }
 
-// readMsg reads one message into m, using buf (at least MaxMessageSize
-// bytes) for its bytes. A pipe closed between messages is io.EOF.
-func readMsg(c io.Reader, m proto.Message, buf []byte) error {
+// readMsg reads one message into m. Its buffer is the message's own size,
+// known from the length before the bytes: a small request costs a small
+// allocation, not the limit's 128 KiB (the Linux side, whose datagrams
+// come without a length, keeps limit-sized buffers in a pool instead). The
+// bytes are cleared once decoded. A pipe closed between messages is io.EOF.
+func readMsg(c io.Reader, m proto.Message) error {
 	var hdr [lenSize]byte
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
 		return err
@@ -65,13 +68,15 @@ func readMsg(c io.Reader, m proto.Message, buf []byte) error {
 	if n > MaxMessageSize {
 		return fmt.Errorf("receive %d bytes: %w", n, errTruncated)
 	}
-	if _, err := io.ReadFull(c, buf[:n]); err != nil {
+	buf := make([]byte, n)
+	defer clear(buf)
+	if _, err := io.ReadFull(c, buf); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return fmt.Errorf("receive: %w", err)
 	}
-	if err := proto.Unmarshal(buf[:n], m); err != nil {
+	if err := proto.Unmarshal(buf, m); err != nil {
 		return fmt.Errorf("unmarshal: %w", err)
 	}
 	return nil
