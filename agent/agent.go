@@ -325,6 +325,9 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 // identify finds out which container a Prepare comes from, as far as the
 // agent can tell.
 //
+// Before the container's create (before_create, the runtime shim) there is
+// nothing to tell: the container is held unknown until its Bind.
+//
 // With attach (the runtime wrapper, the NRI plugin), pid is the container's
 // process as the agent's /proc numbers it. Without attach the caller is in
 // the container (an OCI createContainer hook) and pid is whatever the OCI
@@ -339,6 +342,14 @@ func (a *Agent) identify(ctx context.Context, req *api.PrepareRequest) (identity
 	id, pid := c.GetId(), int(c.GetPid())
 	if pid < 0 {
 		return identity{}, errdefs.Errorf(errdefs.Invalid, "container %s: pid %d is not a process", id, pid)
+	}
+	if req.GetBeforeCreate() {
+		// No container yet: nothing to know it by until its Bind, whatever
+		// namespace the caller is in (the runtime shim, on the host).
+		if req.GetAttach() || pid != 0 {
+			return identity{}, errdefs.Errorf(errdefs.Invalid, "container %s: before its create a container has no process: no attach, no pid", id)
+		}
+		return identity{}, nil
 	}
 	if !livenessKnown {
 		return identity{Pid: pid}, nil

@@ -141,6 +141,46 @@ func AttachHandovers(rootfs string, hs []mounter.Handover) error {
 	return attachHandovers(rootfs, ownBindAt(mounter.LinuxMountpointSource), hs)
 }
 
+// AttachHandoversInto attaches hs at the root of process pid's mount
+// namespace, entered through a pidfd from a throwaway thread, as the
+// agent's own Attach does; it is what the runtime shim calls with the fds
+// the agent handed over before runc created the container. Targets
+// resolve, and collisions are refused, as in AttachHandovers. A process
+// whose root is the caller's is refused: it is no container's, and the
+// secrets would land on the host. The caller still closes the Files.
+func AttachHandoversInto(pid int, hs []mounter.Handover) error {
+	if len(hs) == 0 {
+		return nil
+	}
+	if pid <= 0 {
+		return fmt.Errorf("attach: pid %d is not a container's process", pid)
+	}
+	var host unix.Stat_t
+	if err := unix.Stat("/", &host); err != nil {
+		return fmt.Errorf("attach: stat own root: %w", err)
+	}
+	own := ownBindAt(mounter.LinuxMountpointSource)
+	proc, err := procForMountinfo()
+	if err != nil {
+		return err
+	}
+	if proc >= 0 {
+		defer unix.Close(proc)
+	}
+	return inMountNamespace(pid, "", func(root int) error {
+		// root is pid's own root, opened through /proc/<pid>/root while
+		// the pidfd proved the pid still named that process.
+		var st unix.Stat_t
+		if err := unix.Fstat(root, &st); err != nil {
+			return fmt.Errorf("attach: stat root of pid %d: %w", pid, err)
+		}
+		if st.Dev == host.Dev && st.Ino == host.Ino {
+			return fmt.Errorf("attach: pid %d has the caller's root: it is no container's process", pid)
+		}
+		return attachAll(root, proc, own, hs)
+	})
+}
+
 func attachHandovers(rootfs string, own ownBind, hs []mounter.Handover) error {
 	if rootfs == "" {
 		return errors.New("attach: no container rootfs given")

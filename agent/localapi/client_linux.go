@@ -108,6 +108,20 @@ func (c *Client) Targets(ctx context.Context, req *agent.TargetsRequest) (*agent
 	return resp.GetTargets(), nil
 }
 
+// Bind names the process of a container prepared before_create
+// (agent.BindRequest).
+func (c *Client) Bind(ctx context.Context, req *agent.BindRequest) error {
+	resp, files, err := c.roundTrip(ctx, &agent.Request{Op: &agent.Request_Bind{Bind: req}})
+	closeAll(files)
+	if err != nil {
+		return err
+	}
+	if resp.GetBind() == nil {
+		return errors.New("agent: bind: response without a result")
+	}
+	return nil
+}
+
 // List returns the containers the agent holds mounts for.
 func (c *Client) List(ctx context.Context) (*agent.ListResponse, error) {
 	resp, files, err := c.roundTrip(ctx, &agent.Request{Op: &agent.Request_List{List: &agent.ListRequest{}}})

@@ -28,6 +28,8 @@ func opName(req *agent.Request) string {
 		return "list"
 	case *agent.Request_Targets:
 		return "targets"
+	case *agent.Request_Bind:
+		return "bind"
 	}
 	return "none"
 }
@@ -101,6 +103,21 @@ func dispatch(ctx context.Context, h Handler, req *agent.Request) (*agent.Respon
 			resp = &agent.TargetsResponse{}
 		}
 		return &agent.Response{Result: &agent.Response_Targets{Targets: resp}}, nil
+	case *agent.Request_Bind:
+		if op.Bind.GetContainerId() == "" {
+			return fail(Errorf(agent.Error_INVALID, "bind: container id is empty"))
+		}
+		if op.Bind.GetPid() <= 0 {
+			return fail(Errorf(agent.Error_INVALID, "bind: container %q: pid %d is not a process", op.Bind.GetContainerId(), op.Bind.GetPid()))
+		}
+		bh, ok := h.(Binder)
+		if !ok {
+			return fail(Errorf(agent.Error_INVALID, "bind: this agent cannot hold a container's secrets before the container exists"))
+		}
+		if err := bh.Bind(ctx, op.Bind); err != nil {
+			return fail(err)
+		}
+		return &agent.Response{Result: &agent.Response_Bind{Bind: &agent.BindResponse{}}}, nil
 	case *agent.Request_List:
 		resp, err := h.List(ctx)
 		if err != nil {

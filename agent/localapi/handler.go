@@ -34,8 +34,15 @@ type Targeter interface {
 	Targets(ctx context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error)
 }
 
+// Binder is a Handler that can hold a container prepared before it was
+// created and learn its process afterwards (agent.BindRequest); the server
+// answers a bind request with INVALID when the Handler lacks it.
+type Binder interface {
+	Bind(ctx context.Context, req *agent.BindRequest) error
+}
+
 // Observer is told of every request the server answers: its operation
-// ("prepare", "release", "list", "targets", or "none" for a request that names
+// ("prepare", "release", "list", "targets", "bind", or "none" for a request that names
 // none), the result ("OK" or the agent.Error_Code's name) and how long
 // the server took to answer it, from the request read to the answer sent.
 // It is called on the connection's goroutine and must not block; it is

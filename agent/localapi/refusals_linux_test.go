@@ -39,6 +39,10 @@ func TestPrepareRequestValidation(t *testing.T) {
 		// namespace: the host's.
 		{"attach without pid", &agent.PrepareRequest{Attach: true, Container: &agent.Container{Id: "c1", Service: "web", Rootfs: "/"}}},
 		{"attach with negative pid", &agent.PrepareRequest{Attach: true, Container: &agent.Container{Id: "c1", Service: "web", Pid: -1}}},
+		// Before its create a container has no process to attach in or
+		// to name.
+		{"before create, attach", &agent.PrepareRequest{BeforeCreate: true, Attach: true, Container: &agent.Container{Id: "c1", Service: "web", Pid: 7}}},
+		{"before create, a pid", &agent.PrepareRequest{BeforeCreate: true, Container: &agent.Container{Id: "c1", Service: "web", Pid: 7}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -54,6 +58,71 @@ func TestPrepareRequestValidation(t *testing.T) {
 	if len(h.prepared) != 0 {
 		t.Errorf("handler reached with %v", h.prepared)
 	}
+}
+
+// TestBindRequestValidation covers the binds the server refuses before a
+// handler sees them, and a handler that cannot bind.
+func TestBindRequestValidation(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	binder := &bindingHandler{fakeHandler: fakeHandler{dir: dir}}
+	for _, tt := range []struct {
+		name string
+		h    Handler
+		req  *agent.BindRequest
+		want string
+	}{
+		{"no id", binder, &agent.BindRequest{Pid: 7}, "container id is empty"},
+		{"no pid", binder, &agent.BindRequest{ContainerId: "c1"}, "pid 0 is not a process"},
+		{"negative pid", binder, &agent.BindRequest{ContainerId: "c1", Pid: -7}, "pid -7 is not a process"},
+		{"a handler that cannot bind", &fakeHandler{dir: dir}, &agent.BindRequest{ContainerId: "c1", Pid: 7}, "cannot hold a container's secrets before the container exists"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "agent.sock")
+			startServer(t, tt.h, sock)
+			c, err := Dial(sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.Bind(ctx, tt.req); !IsCode(err, agent.Error_INVALID) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("bind %v: %v, want INVALID with %q", tt.req, err, tt.want)
+			}
+		})
+	}
+	binder.mu.Lock()
+	defer binder.mu.Unlock()
+	if len(binder.bound) != 0 {
+		t.Errorf("handler reached with %v", binder.bound)
+	}
+	// And a valid one reaches it.
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	startServer(t, binder, sock)
+	c, err := Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	binder.mu.Unlock()
+	err = c.Bind(ctx, &agent.BindRequest{ContainerId: "c1", Pid: 7})
+	binder.mu.Lock()
+	if err != nil || len(binder.bound) != 1 {
+		t.Errorf("bind: %v, handler saw %v", err, binder.bound)
+	}
+}
+
+// bindingHandler is a fakeHandler that can bind.
+type bindingHandler struct {
+	fakeHandler
+	bound []*agent.BindRequest
+}
+
+func (h *bindingHandler) Bind(_ context.Context, req *agent.BindRequest) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.bound = append(h.bound, req)
+	return nil
 }
 
 // fakeAgentEnv makes the test binary listen on a socket as a stand-in

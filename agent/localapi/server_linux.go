@@ -225,6 +225,11 @@ func (s *Server) logUnanswered(pid int32, resp *agent.Response) {
 // Without one it would attach in its own namespace, the host's: the secrets
 // would appear on the host.
 func checkPrepare(p *agent.PrepareRequest) error {
+	if p.GetBeforeCreate() && (p.GetAttach() || p.GetContainer().GetPid() != 0) {
+		// Before the container exists there is no process to attach in or
+		// to name: its pid comes with the BindRequest.
+		return Errorf(agent.Error_INVALID, "prepare: container %q: before its create a container has no process: no attach, no pid", p.GetContainer().GetId())
+	}
 	if p.GetAttach() && p.GetContainer().GetPid() <= 0 {
 		return Errorf(agent.Error_INVALID, "prepare: container %q: attach needs the pid of a process in the container", p.GetContainer().GetId())
 	}

@@ -63,7 +63,7 @@ func (s *Server) SetObserver(o Observer) { s.observer = o }
 // the way a unix socket carries fds, and a Windows container's secrets are
 // links the agent makes in the container's root filesystem itself.
 func checkPrepare(p *agent.PrepareRequest) error {
-	if !p.GetAttach() {
+	if !p.GetAttach() || p.GetBeforeCreate() {
 		return Errorf(agent.Error_INVALID, "prepare: container %q: on Windows the agent attaches the secrets itself: set attach", p.GetContainer().GetId())
 	}
 	return nil

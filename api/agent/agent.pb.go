@@ -86,7 +86,7 @@ func (x Error_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Error_Code.Descriptor instead.
 func (Error_Code) EnumDescriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{16, 0}
+	return file_agent_agent_proto_rawDescGZIP(), []int{18, 0}
 }
 
 type IDMapping struct {
@@ -422,6 +422,7 @@ type Request struct {
 	//	*Request_Release
 	//	*Request_List
 	//	*Request_Targets
+	//	*Request_Bind
 	Op            isRequest_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -500,6 +501,15 @@ func (x *Request) GetTargets() *TargetsRequest {
 	return nil
 }
 
+func (x *Request) GetBind() *BindRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Request_Bind); ok {
+			return x.Bind
+		}
+	}
+	return nil
+}
+
 type isRequest_Op interface {
 	isRequest_Op()
 }
@@ -520,6 +530,10 @@ type Request_Targets struct {
 	Targets *TargetsRequest `protobuf:"bytes,4,opt,name=targets,proto3,oneof"`
 }
 
+type Request_Bind struct {
+	Bind *BindRequest `protobuf:"bytes,5,opt,name=bind,proto3,oneof"`
+}
+
 func (*Request_Prepare) isRequest_Op() {}
 
 func (*Request_Release) isRequest_Op() {}
@@ -527,6 +541,8 @@ func (*Request_Release) isRequest_Op() {}
 func (*Request_List) isRequest_Op() {}
 
 func (*Request_Targets) isRequest_Op() {}
+
+func (*Request_Bind) isRequest_Op() {}
 
 // TargetsRequest asks which targets a container's claim would get, before
 // the runtime creates the container: an adapter that must have the runtime
@@ -633,7 +649,17 @@ type PrepareRequest struct {
 	// attach: the agent attaches the secrets itself (setns into pid's mount
 	// namespace). Otherwise the response carries the mount fd(s) and the
 	// caller, already in the container's mount namespace, attaches them.
-	Attach        bool `protobuf:"varint,2,opt,name=attach,proto3" json:"attach,omitempty"`
+	Attach bool `protobuf:"varint,2,opt,name=attach,proto3" json:"attach,omitempty"`
+	// before_create: the runtime has not created the container yet (the
+	// runtime shim asks beside runc's create, so that building the secrets
+	// is off the container's start path). attach must be false and the
+	// container's pid zero: the agent builds and hands the mounts over, and
+	// holds them for a container it does not know yet, whatever mount
+	// namespace the caller is in. Once the container exists and the caller
+	// has attached the mounts, a BindRequest names its process. Until then
+	// only a release takes them back (the shim's, from its claim record): the
+	// exit watch has no process to watch.
+	BeforeCreate  bool `protobuf:"varint,3,opt,name=before_create,json=beforeCreate,proto3" json:"before_create,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -682,6 +708,109 @@ func (x *PrepareRequest) GetAttach() bool {
 	return false
 }
 
+func (x *PrepareRequest) GetBeforeCreate() bool {
+	if x != nil {
+		return x.BeforeCreate
+	}
+	return false
+}
+
+// BindRequest names the process of a container prepared before_create,
+// once the runtime has created it and the caller has attached its secrets:
+// the agent records the process (pid and start time) and watches it, as it
+// does for a container prepared with a pid. The caller must not let the
+// container start before the answer: until then nothing wipes its secrets
+// when it exits. A container already bound to this very process answers
+// yes again; one bound to another process, or not held, is refused.
+type BindRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// pid is the container's process as the agent's /proc numbers it.
+	Pid           int32 `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindRequest) Reset() {
+	*x = BindRequest{}
+	mi := &file_agent_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindRequest) ProtoMessage() {}
+
+func (x *BindRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindRequest.ProtoReflect.Descriptor instead.
+func (*BindRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *BindRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *BindRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+type BindResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindResponse) Reset() {
+	*x = BindResponse{}
+	mi := &file_agent_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindResponse) ProtoMessage() {}
+
+func (x *BindResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindResponse.ProtoReflect.Descriptor instead.
+func (*BindResponse) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{9}
+}
+
 type MountPoint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// target is the absolute path inside the container.
@@ -695,7 +824,7 @@ type MountPoint struct {
 
 func (x *MountPoint) Reset() {
 	*x = MountPoint{}
-	mi := &file_agent_agent_proto_msgTypes[8]
+	mi := &file_agent_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +836,7 @@ func (x *MountPoint) String() string {
 func (*MountPoint) ProtoMessage() {}
 
 func (x *MountPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[8]
+	mi := &file_agent_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +849,7 @@ func (x *MountPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountPoint.ProtoReflect.Descriptor instead.
 func (*MountPoint) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MountPoint) GetTarget() string {
@@ -746,7 +875,7 @@ type PrepareResponse struct {
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_agent_agent_proto_msgTypes[9]
+	mi := &file_agent_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +887,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[9]
+	mi := &file_agent_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +900,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PrepareResponse) GetMounts() []*MountPoint {
@@ -816,7 +945,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_agent_agent_proto_msgTypes[10]
+	mi := &file_agent_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +957,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[10]
+	mi := &file_agent_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +970,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReleaseRequest) GetContainerId() string {
@@ -880,7 +1009,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_agent_agent_proto_msgTypes[11]
+	mi := &file_agent_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1021,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[11]
+	mi := &file_agent_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1034,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_agent_proto_rawDescGZIP(), []int{13}
 }
 
 type ListRequest struct {
@@ -916,7 +1045,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_agent_agent_proto_msgTypes[12]
+	mi := &file_agent_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1057,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[12]
+	mi := &file_agent_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1070,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_agent_proto_rawDescGZIP(), []int{14}
 }
 
 type MountedContainer struct {
@@ -955,7 +1084,7 @@ type MountedContainer struct {
 
 func (x *MountedContainer) Reset() {
 	*x = MountedContainer{}
-	mi := &file_agent_agent_proto_msgTypes[13]
+	mi := &file_agent_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1096,7 @@ func (x *MountedContainer) String() string {
 func (*MountedContainer) ProtoMessage() {}
 
 func (x *MountedContainer) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[13]
+	mi := &file_agent_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1109,7 @@ func (x *MountedContainer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountedContainer.ProtoReflect.Descriptor instead.
 func (*MountedContainer) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MountedContainer) GetId() string {
@@ -1013,7 +1142,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_agent_agent_proto_msgTypes[14]
+	mi := &file_agent_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1154,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[14]
+	mi := &file_agent_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1167,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListResponse) GetContainers() []*MountedContainer {
@@ -1058,6 +1187,7 @@ type Response struct {
 	//	*Response_Release
 	//	*Response_List
 	//	*Response_Targets
+	//	*Response_Bind
 	Result        isResponse_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1065,7 +1195,7 @@ type Response struct {
 
 func (x *Response) Reset() {
 	*x = Response{}
-	mi := &file_agent_agent_proto_msgTypes[15]
+	mi := &file_agent_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1207,7 @@ func (x *Response) String() string {
 func (*Response) ProtoMessage() {}
 
 func (x *Response) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[15]
+	mi := &file_agent_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1220,7 @@ func (x *Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Response.ProtoReflect.Descriptor instead.
 func (*Response) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Response) GetError() *Error {
@@ -1143,6 +1273,15 @@ func (x *Response) GetTargets() *TargetsResponse {
 	return nil
 }
 
+func (x *Response) GetBind() *BindResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Response_Bind); ok {
+			return x.Bind
+		}
+	}
+	return nil
+}
+
 type isResponse_Result interface {
 	isResponse_Result()
 }
@@ -1163,6 +1302,10 @@ type Response_Targets struct {
 	Targets *TargetsResponse `protobuf:"bytes,5,opt,name=targets,proto3,oneof"`
 }
 
+type Response_Bind struct {
+	Bind *BindResponse `protobuf:"bytes,6,opt,name=bind,proto3,oneof"`
+}
+
 func (*Response_Prepare) isResponse_Result() {}
 
 func (*Response_Release) isResponse_Result() {}
@@ -1170,6 +1313,8 @@ func (*Response_Release) isResponse_Result() {}
 func (*Response_List) isResponse_Result() {}
 
 func (*Response_Targets) isResponse_Result() {}
+
+func (*Response_Bind) isResponse_Result() {}
 
 type Error struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1181,7 +1326,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_agent_agent_proto_msgTypes[16]
+	mi := &file_agent_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1338,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[16]
+	mi := &file_agent_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1351,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Error) GetCode() Error_Code {
@@ -1252,20 +1397,26 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\flabels_known\x18\x03 \x01(\bR\vlabelsKnown\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x02\n" +
 	"\aRequest\x129\n" +
 	"\aprepare\x18\x01 \x01(\v2\x1d.lockbox.agent.PrepareRequestH\x00R\aprepare\x129\n" +
 	"\arelease\x18\x02 \x01(\v2\x1d.lockbox.agent.ReleaseRequestH\x00R\arelease\x120\n" +
 	"\x04list\x18\x03 \x01(\v2\x1a.lockbox.agent.ListRequestH\x00R\x04list\x129\n" +
-	"\atargets\x18\x04 \x01(\v2\x1d.lockbox.agent.TargetsRequestH\x00R\atargetsB\x04\n" +
+	"\atargets\x18\x04 \x01(\v2\x1d.lockbox.agent.TargetsRequestH\x00R\atargets\x120\n" +
+	"\x04bind\x18\x05 \x01(\v2\x1a.lockbox.agent.BindRequestH\x00R\x04bindB\x04\n" +
 	"\x02op\"H\n" +
 	"\x0eTargetsRequest\x126\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x18.lockbox.agent.ContainerR\tcontainer\"+\n" +
 	"\x0fTargetsResponse\x12\x18\n" +
-	"\atargets\x18\x01 \x03(\tR\atargets\"`\n" +
+	"\atargets\x18\x01 \x03(\tR\atargets\"\x85\x01\n" +
 	"\x0ePrepareRequest\x126\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x18.lockbox.agent.ContainerR\tcontainer\x12\x16\n" +
-	"\x06attach\x18\x02 \x01(\bR\x06attach\"?\n" +
+	"\x06attach\x18\x02 \x01(\bR\x06attach\x12#\n" +
+	"\rbefore_create\x18\x03 \x01(\bR\fbeforeCreate\"B\n" +
+	"\vBindRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\"\x0e\n" +
+	"\fBindResponse\"?\n" +
 	"\n" +
 	"MountPoint\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x19\n" +
@@ -1286,13 +1437,14 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\fListResponse\x12?\n" +
 	"\n" +
 	"containers\x18\x01 \x03(\v2\x1f.lockbox.agent.MountedContainerR\n" +
-	"containers\"\xa7\x02\n" +
+	"containers\"\xda\x02\n" +
 	"\bResponse\x12*\n" +
 	"\x05error\x18\x01 \x01(\v2\x14.lockbox.agent.ErrorR\x05error\x12:\n" +
 	"\aprepare\x18\x02 \x01(\v2\x1e.lockbox.agent.PrepareResponseH\x00R\aprepare\x12:\n" +
 	"\arelease\x18\x03 \x01(\v2\x1e.lockbox.agent.ReleaseResponseH\x00R\arelease\x121\n" +
 	"\x04list\x18\x04 \x01(\v2\x1b.lockbox.agent.ListResponseH\x00R\x04list\x12:\n" +
-	"\atargets\x18\x05 \x01(\v2\x1e.lockbox.agent.TargetsResponseH\x00R\atargetsB\b\n" +
+	"\atargets\x18\x05 \x01(\v2\x1e.lockbox.agent.TargetsResponseH\x00R\atargets\x121\n" +
+	"\x04bind\x18\x06 \x01(\v2\x1b.lockbox.agent.BindResponseH\x00R\x04bindB\b\n" +
 	"\x06result\"\xb6\x01\n" +
 	"\x05Error\x12-\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x19.lockbox.agent.Error.CodeR\x04code\x12\x18\n" +
@@ -1318,7 +1470,7 @@ func file_agent_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_agent_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_agent_agent_proto_goTypes = []any{
 	(Error_Code)(0),          // 0: lockbox.agent.Error.Code
 	(*IDMapping)(nil),        // 1: lockbox.agent.IDMapping
@@ -1329,42 +1481,46 @@ var file_agent_agent_proto_goTypes = []any{
 	(*TargetsRequest)(nil),   // 6: lockbox.agent.TargetsRequest
 	(*TargetsResponse)(nil),  // 7: lockbox.agent.TargetsResponse
 	(*PrepareRequest)(nil),   // 8: lockbox.agent.PrepareRequest
-	(*MountPoint)(nil),       // 9: lockbox.agent.MountPoint
-	(*PrepareResponse)(nil),  // 10: lockbox.agent.PrepareResponse
-	(*ReleaseRequest)(nil),   // 11: lockbox.agent.ReleaseRequest
-	(*ReleaseResponse)(nil),  // 12: lockbox.agent.ReleaseResponse
-	(*ListRequest)(nil),      // 13: lockbox.agent.ListRequest
-	(*MountedContainer)(nil), // 14: lockbox.agent.MountedContainer
-	(*ListResponse)(nil),     // 15: lockbox.agent.ListResponse
-	(*Response)(nil),         // 16: lockbox.agent.Response
-	(*Error)(nil),            // 17: lockbox.agent.Error
-	nil,                      // 18: lockbox.agent.PodFacts.LabelsEntry
+	(*BindRequest)(nil),      // 9: lockbox.agent.BindRequest
+	(*BindResponse)(nil),     // 10: lockbox.agent.BindResponse
+	(*MountPoint)(nil),       // 11: lockbox.agent.MountPoint
+	(*PrepareResponse)(nil),  // 12: lockbox.agent.PrepareResponse
+	(*ReleaseRequest)(nil),   // 13: lockbox.agent.ReleaseRequest
+	(*ReleaseResponse)(nil),  // 14: lockbox.agent.ReleaseResponse
+	(*ListRequest)(nil),      // 15: lockbox.agent.ListRequest
+	(*MountedContainer)(nil), // 16: lockbox.agent.MountedContainer
+	(*ListResponse)(nil),     // 17: lockbox.agent.ListResponse
+	(*Response)(nil),         // 18: lockbox.agent.Response
+	(*Error)(nil),            // 19: lockbox.agent.Error
+	nil,                      // 20: lockbox.agent.PodFacts.LabelsEntry
 }
 var file_agent_agent_proto_depIdxs = []int32{
 	1,  // 0: lockbox.agent.Container.uid_mappings:type_name -> lockbox.agent.IDMapping
 	1,  // 1: lockbox.agent.Container.gid_mappings:type_name -> lockbox.agent.IDMapping
 	3,  // 2: lockbox.agent.Container.facts:type_name -> lockbox.agent.ContainerFacts
 	4,  // 3: lockbox.agent.ContainerFacts.pod:type_name -> lockbox.agent.PodFacts
-	18, // 4: lockbox.agent.PodFacts.labels:type_name -> lockbox.agent.PodFacts.LabelsEntry
+	20, // 4: lockbox.agent.PodFacts.labels:type_name -> lockbox.agent.PodFacts.LabelsEntry
 	8,  // 5: lockbox.agent.Request.prepare:type_name -> lockbox.agent.PrepareRequest
-	11, // 6: lockbox.agent.Request.release:type_name -> lockbox.agent.ReleaseRequest
-	13, // 7: lockbox.agent.Request.list:type_name -> lockbox.agent.ListRequest
+	13, // 6: lockbox.agent.Request.release:type_name -> lockbox.agent.ReleaseRequest
+	15, // 7: lockbox.agent.Request.list:type_name -> lockbox.agent.ListRequest
 	6,  // 8: lockbox.agent.Request.targets:type_name -> lockbox.agent.TargetsRequest
-	2,  // 9: lockbox.agent.TargetsRequest.container:type_name -> lockbox.agent.Container
-	2,  // 10: lockbox.agent.PrepareRequest.container:type_name -> lockbox.agent.Container
-	9,  // 11: lockbox.agent.PrepareResponse.mounts:type_name -> lockbox.agent.MountPoint
-	14, // 12: lockbox.agent.ListResponse.containers:type_name -> lockbox.agent.MountedContainer
-	17, // 13: lockbox.agent.Response.error:type_name -> lockbox.agent.Error
-	10, // 14: lockbox.agent.Response.prepare:type_name -> lockbox.agent.PrepareResponse
-	12, // 15: lockbox.agent.Response.release:type_name -> lockbox.agent.ReleaseResponse
-	15, // 16: lockbox.agent.Response.list:type_name -> lockbox.agent.ListResponse
-	7,  // 17: lockbox.agent.Response.targets:type_name -> lockbox.agent.TargetsResponse
-	0,  // 18: lockbox.agent.Error.code:type_name -> lockbox.agent.Error.Code
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	9,  // 9: lockbox.agent.Request.bind:type_name -> lockbox.agent.BindRequest
+	2,  // 10: lockbox.agent.TargetsRequest.container:type_name -> lockbox.agent.Container
+	2,  // 11: lockbox.agent.PrepareRequest.container:type_name -> lockbox.agent.Container
+	11, // 12: lockbox.agent.PrepareResponse.mounts:type_name -> lockbox.agent.MountPoint
+	16, // 13: lockbox.agent.ListResponse.containers:type_name -> lockbox.agent.MountedContainer
+	19, // 14: lockbox.agent.Response.error:type_name -> lockbox.agent.Error
+	12, // 15: lockbox.agent.Response.prepare:type_name -> lockbox.agent.PrepareResponse
+	14, // 16: lockbox.agent.Response.release:type_name -> lockbox.agent.ReleaseResponse
+	17, // 17: lockbox.agent.Response.list:type_name -> lockbox.agent.ListResponse
+	7,  // 18: lockbox.agent.Response.targets:type_name -> lockbox.agent.TargetsResponse
+	10, // 19: lockbox.agent.Response.bind:type_name -> lockbox.agent.BindResponse
+	0,  // 20: lockbox.agent.Error.code:type_name -> lockbox.agent.Error.Code
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_agent_agent_proto_init() }
@@ -1377,12 +1533,14 @@ func file_agent_agent_proto_init() {
 		(*Request_Release)(nil),
 		(*Request_List)(nil),
 		(*Request_Targets)(nil),
+		(*Request_Bind)(nil),
 	}
-	file_agent_agent_proto_msgTypes[15].OneofWrappers = []any{
+	file_agent_agent_proto_msgTypes[17].OneofWrappers = []any{
 		(*Response_Prepare)(nil),
 		(*Response_Release)(nil),
 		(*Response_List)(nil),
 		(*Response_Targets)(nil),
+		(*Response_Bind)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1390,7 +1548,7 @@ func file_agent_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_agent_proto_rawDesc), len(file_agent_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/lockbox-project/lockbox/internal/agentsocket"
 	"github.com/lockbox-project/lockbox/internal/steptrace"
+	"github.com/lockbox-project/lockbox/linux"
+	"github.com/lockbox-project/lockbox/mounter"
 	"github.com/lockbox-project/lockbox/plugin/claimrecord"
 	"github.com/lockbox-project/lockbox/plugin/runtime/agentconn"
 	"github.com/lockbox-project/lockbox/plugin/runtime/hotpath"
@@ -44,6 +47,9 @@ type service struct {
 	socket string
 
 	mu sync.Mutex
+	// binds are the Binds of the containers created, by ID, until their
+	// Delete (bind).
+	binds map[string]*binding
 	// bundles maps a container ID to its bundle, learnt at Create. Delete
 	// falls back to containerd's layout (the shim's cwd is one bundle, the
 	// others are its siblings).
@@ -54,7 +60,7 @@ type service struct {
 }
 
 func newService(inner taskAPI.TTRPCTaskService, socket string) *service {
-	return &service{TTRPCTaskService: inner, socket: socket, bundles: map[string]string{}, trace: processTracer}
+	return &service{TTRPCTaskService: inner, socket: socket, bundles: map[string]string{}, binds: map[string]*binding{}, trace: processTracer}
 }
 
 // AgentSocket is the agent's socket as lockbox-runtime finds it:
@@ -74,10 +80,18 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 }
 
 // Create creates the container with runc and, when it claims a service,
-// has the agent attach its secrets before anything can start it. A claim
-// that fails takes the container back: it must not run without what it
-// was promised, and left to containerd the cleanup hangs on the live
-// init's stdio.
+// attaches its secrets before anything can start it. The agent builds
+// them while runc creates the container: it is asked before the create
+// (api/agent PrepareRequest.before_create) and hands them over as
+// detached mounts, which the shim attaches into the container's mount
+// namespace by its init's pidfd once runc's create has returned. That
+// leaves only the attach between runc's create and Create's answer (0.5
+// ms, where the agent's Prepare round trip after the create took 1.7–1.9
+// ms: BenchmarkShimPhases, docs/performance.md). The agent then learns
+// the container's process from a Bind, whose answer Start waits for
+// (bind). A claim that fails takes the container back: it must not run
+// without what it was promised, and left to containerd the cleanup hangs
+// on the live init's stdio.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
 	s.trace.Mark(r.ID, "create")
 	defer s.trace.Mark(r.ID, "create-done")
@@ -107,28 +121,35 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if err != nil {
 		return nil, fail(fmt.Errorf("lockbox agent not reachable: %w", err))
 	}
-	defer cl.Close()
+	// The connection is the Bind's once the container is attached.
+	bound := false
+	defer func() {
+		if !bound {
+			cl.Close()
+		}
+	}()
 	s.trace.Mark(r.ID, "dialled")
 	if c.NeedsMountpoints() {
-		// After the create the agent cannot make the mountpoints (a
-		// read-only root, a user namespace): runc must. A claim the agent
-		// could not serve fails here, before runc builds anything.
+		// After the create nobody can make the mountpoints (a read-only
+		// root, a user namespace): runc must. A claim the agent could not
+		// serve fails here, before runc builds anything.
 		if err := addMountpoints(ctx, cl, c, r.ID); err != nil {
 			return nil, fail(err)
 		}
 		s.trace.Mark(r.ID, "targets")
 	}
 
-	// The claim is recorded in the bundle while runc creates the
-	// container, and the record is on disk before the agent is asked for
-	// anything (recordClaim).
-	recorded := make(chan error, 1)
-	go func() { recorded <- recordClaim(r.Bundle, r.ID, c.Service) }()
+	// Beside runc's create: the claim is recorded in the bundle, then the
+	// agent builds the secrets and hands them over. The record is on disk
+	// before the agent is asked for anything (recordClaim).
+	early := make(chan handover, 1)
+	go func() { early <- s.handover(cl, c, r) }()
 	s.trace.Mark(r.ID, "runc-create")
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
-	rerr := <-recorded
+	ho := <-early
+	defer ho.close()
 	if err != nil {
-		claimrecord.Remove(r.Bundle)
+		s.createFailed(ctx, r, ho)
 		return nil, err
 	}
 	s.trace.Mark(r.ID, "runc-created")
@@ -137,15 +158,141 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	s.mu.Unlock()
 
 	pid := int(resp.Pid)
-	err = rerr
+	err = ho.err
 	if err == nil {
-		err = s.prepare(cl, c, r.ID, pid)
+		err = linux.AttachHandoversInto(pid, ho.hs)
+		s.trace.Mark(r.ID, "attached")
 	}
-	if err == nil {
-		return resp, nil
+	if err != nil {
+		s.takeBack(ctx, r.ID, r.Bundle, pid)
+		return nil, fail(err)
 	}
-	s.takeBack(ctx, r.ID, r.Bundle, pid)
-	return nil, fail(err)
+	s.bind(cl, r.ID, pid)
+	bound = true
+	return resp, nil
+}
+
+// handover is what the agent handed over before runc's create: the
+// detached mounts and where each goes.
+type handover struct {
+	// recorded: the claim record is in the bundle (and the agent may hold
+	// something for it).
+	recorded bool
+	hs       []mounter.Handover
+	files    []*os.File
+	err      error
+}
+
+// close closes the handed-over mounts: once attached, the container's
+// mount namespace holds them; unattached, they go.
+func (h handover) close() {
+	for _, f := range h.files {
+		f.Close()
+	}
+}
+
+// handover records the claim in the bundle and has the agent build the
+// secrets of a container runc is creating, and hand them over.
+func (s *service) handover(cl *agentconn.Conn, c *hotpath.Claim, r *taskAPI.CreateTaskRequest) handover {
+	if err := recordClaim(r.Bundle, r.ID, c.Service); err != nil {
+		return handover{err: err}
+	}
+	s.trace.Mark(r.ID, "recorded")
+	if s.trace != nil {
+		cl.Received = func() { s.trace.Mark(r.ID, "answer-read") }
+	}
+	mounts, files, err := cl.PrepareBeforeCreate(c.Container(r.ID, 0, ""))
+	s.trace.Mark(r.ID, "prepared")
+	h := handover{recorded: true, files: files, err: err}
+	if err != nil {
+		return h
+	}
+	h.hs = make([]mounter.Handover, 0, len(mounts))
+	for _, m := range mounts {
+		i, ok := m.Fd(len(files))
+		if !ok {
+			h.err = fmt.Errorf("agent sent mount %s without its fd", m.Target)
+			return h
+		}
+		h.hs = append(h.hs, mounter.Handover{Target: m.Target, File: files[i]})
+	}
+	return h
+}
+
+// createFailed cleans up after a runc create that failed while the agent
+// was preparing: what the agent holds for the container is released (the
+// claim record names it; a release that fails leaves the record for the
+// shim manager's Stop), else the record goes.
+func (s *service) createFailed(ctx context.Context, r *taskAPI.CreateTaskRequest, ho handover) {
+	if !ho.recorded {
+		claimrecord.Remove(r.Bundle)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if err := releaseFromDisk(ctx, s.socket, r.Bundle); err != nil {
+		log.G(ctx).WithError(err).WithField("id", r.ID).Warn("lockbox: release after failed create")
+	}
+}
+
+// binding is a container's Bind: done is closed once err is set.
+type binding struct {
+	done chan struct{}
+	err  error
+}
+
+// bind has the agent learn the container's process (api/agent
+// BindRequest) on cl, which it closes, without holding up Create: Start
+// waits for the answer (waitBound), so that no claiming container runs
+// before the agent watches its process, which is what wipes its secrets
+// when it exits.
+func (s *service) bind(cl *agentconn.Conn, id string, pid int) {
+	b := &binding{done: make(chan struct{})}
+	s.mu.Lock()
+	s.binds[id] = b
+	s.mu.Unlock()
+	go func() {
+		defer cl.Close()
+		b.err = cl.Bind(id, pid)
+		s.trace.Mark(id, "bound")
+		close(b.done)
+	}()
+}
+
+// waitBound waits for the container's Bind, if it has one, and returns
+// its error.
+func (s *service) waitBound(ctx context.Context, id string) error {
+	s.mu.Lock()
+	b := s.binds[id]
+	s.mu.Unlock()
+	if b == nil {
+		return nil
+	}
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the lockbox agent to watch the container: %w", ctx.Err())
+	}
+	if b.err == nil {
+		return nil
+	}
+	var ae *agentconn.Error
+	if errors.As(b.err, &ae) && ae.Code == agentconn.Invalid && strings.Contains(ae.Message, "names no operation") {
+		// An agent from before Bind reads it as an empty request.
+		return fmt.Errorf("the lockbox agent is older than this shim and cannot watch a container prepared before its create: upgrade the agent (%w)", b.err)
+	}
+	return fmt.Errorf("the lockbox agent cannot watch the container, so nothing would wipe its secrets when it exits: %w", b.err)
+}
+
+// Start starts the container once the agent watches it (waitBound); an
+// exec's start goes straight to runc.
+func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	if r.ExecID == "" {
+		if err := s.waitBound(ctx, r.ID); err != nil {
+			return nil, fmt.Errorf("lockbox: container %s: %w", r.ID, err)
+		}
+	}
+	return s.TTRPCTaskService.Start(ctx, r)
 }
 
 // recordClaim records a claim in the container's bundle, before the agent
@@ -179,31 +326,6 @@ func addMountpoints(ctx context.Context, cl *agentconn.Conn, c *hotpath.Claim, i
 		return err
 	}
 	return c.WriteSpec()
-}
-
-// prepare has the agent attach the secrets into the container's mount
-// namespace by its init pid (the claim is recorded in the bundle already).
-func (s *service) prepare(cl *agentconn.Conn, c *hotpath.Claim, id string, pid int) error {
-	s.trace.Mark(id, "recorded")
-	if s.trace != nil {
-		cl.Received = func() { s.trace.Mark(id, "answer-read") }
-	}
-	mounts, files, err := cl.Prepare(c.Container(id, pid, "/"), true)
-	s.trace.Mark(id, "prepared")
-	for _, f := range files {
-		// The agent attached itself; an fd here is unexpected and not
-		// ours to keep.
-		f.Close()
-	}
-	if err != nil {
-		return err
-	}
-	for _, m := range mounts {
-		if !m.Attached() {
-			return fmt.Errorf("agent left mount %s for the caller to attach", m.Target)
-		}
-	}
-	return nil
 }
 
 // takeBack kills, waits for and deletes a container whose claim failed,
@@ -317,6 +439,7 @@ func (s *service) forget(id string) string {
 	b := s.bundleOf(id)
 	s.mu.Lock()
 	delete(s.bundles, id)
+	delete(s.binds, id)
 	s.mu.Unlock()
 	return b
 }

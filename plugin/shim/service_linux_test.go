@@ -20,6 +20,7 @@ import (
 	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
 
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	"github.com/lockbox-project/lockbox/api/agent"
@@ -73,6 +74,15 @@ func (f *fakeTasks) Create(_ context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	return &taskAPI.CreateTaskResponse{Pid: f.pid}, nil
 }
 
+func (f *fakeTasks) Start(_ context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	call := "start " + r.ID
+	if r.ExecID != "" {
+		call += "/" + r.ExecID
+	}
+	f.record(call)
+	return &taskAPI.StartResponse{Pid: f.pid}, nil
+}
+
 func (f *fakeTasks) Kill(_ context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
 	f.record("kill " + r.ID)
 	return &ptypes.Empty{}, nil
@@ -110,11 +120,17 @@ type fakeAgent struct {
 	mu       sync.Mutex
 	prepares []*agent.PrepareRequest
 	releases []*agent.ReleaseRequest
+	binds    []*agent.BindRequest
 	targets  int
 	// onTargets, if set, sees every targets request.
 	onTargets func(*agent.TargetsRequest)
 	// onPrepare, if set, sees every prepare request before it is served.
 	onPrepare func(*agent.PrepareRequest)
+	// handover, if set, answers a granted prepare: the mounts and their
+	// fds (by default none: there is nothing to attach).
+	handover func(t *agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error)
+	// onBind, if set, sees every bind request and answers it.
+	onBind func(*agent.BindRequest) error
 	// onRelease, if set, sees every release request before it is served.
 	onRelease func(*agent.ReleaseRequest)
 	// released is closed (and replaced) at each release served.
@@ -132,7 +148,24 @@ func (a *fakeAgent) Prepare(_ context.Context, req *agent.PrepareRequest) (*agen
 	if req.GetContainer().GetService() != "web" {
 		return nil, nil, localapi.Errorf(agent.Error_NOT_GRANTED, "service %q has no grant", req.GetContainer().GetService())
 	}
-	return &agent.PrepareResponse{Mounts: []*agent.MountPoint{agent.AttachedMount("/run/secrets")}}, nil, nil
+	a.mu.Lock()
+	ho := a.handover
+	a.mu.Unlock()
+	if ho != nil {
+		return ho(req)
+	}
+	return &agent.PrepareResponse{}, nil, nil
+}
+
+func (a *fakeAgent) Bind(_ context.Context, req *agent.BindRequest) error {
+	a.mu.Lock()
+	a.binds = append(a.binds, req)
+	on := a.onBind
+	a.mu.Unlock()
+	if on != nil {
+		return on(req)
+	}
+	return nil
 }
 
 func (a *fakeAgent) Targets(_ context.Context, req *agent.TargetsRequest) (*agent.TargetsResponse, error) {
@@ -263,8 +296,9 @@ func TestCreate(t *testing.T) {
 		{name: "not granted is taken back", annotations: map[string]string{"lockbox.service": "payments"},
 			wantErr: `claims service "payments"`, wantCalls: []string{"create c1", "kill c1", "wait c1", "delete c1"}, wantPrepare: 1, wantMounts: []string{"/proc"},
 			wantRelease: []int32{int32(self)}},
-		{name: "runc's create fails: no record left, nothing asked", annotations: map[string]string{"lockbox.service": "web"}, createErr: errors.New("runc: exec failed"),
-			wantErr: "runc: exec failed", wantCalls: []string{"create c1"}, wantMounts: []string{"/proc"}},
+		{name: "runc's create fails: what the agent built is released, no record left", annotations: map[string]string{"lockbox.service": "web"}, createErr: errors.New("runc: exec failed"),
+			wantErr: "runc: exec failed", wantCalls: []string{"create c1"}, wantPrepare: 1, wantMounts: []string{"/proc"},
+			wantRelease: []int32{0}},
 		{name: "agent down fails before runc", annotations: map[string]string{"lockbox.service": "web"}, noAgent: true,
 			wantErr: "lockbox agent not reachable"},
 		{name: "empty service", annotations: map[string]string{"lockbox.service": ""}, noAgent: true,
@@ -309,10 +343,30 @@ func TestCreate(t *testing.T) {
 				t.Errorf("%d prepares, want %d", n, tc.wantPrepare)
 			}
 			if tc.wantPrepare > 0 {
-				c := a.prepares[0].GetContainer()
-				if !a.prepares[0].GetAttach() || c.GetPid() != int32(self) || c.GetId() != "c1" || c.GetRootfs() != "/" || c.GetReadonlyRootfs() != tc.readonly {
-					t.Errorf("prepare %v", a.prepares[0])
+				// Asked beside runc's create: no process yet, the mounts
+				// handed over for the shim to attach.
+				p := a.prepares[0]
+				c := p.GetContainer()
+				if p.GetAttach() || !p.GetBeforeCreate() || c.GetPid() != 0 || c.GetId() != "c1" || c.GetRootfs() != "" || c.GetReadonlyRootfs() != tc.readonly {
+					t.Errorf("prepare %v", p)
 				}
+			}
+			// Bound to runc's init once attached, and only then.
+			a.mu.Lock()
+			binds := a.binds
+			a.mu.Unlock()
+			if tc.wantErr == "" && tc.wantPrepare > 0 {
+				if _, err := s.Start(context.Background(), &taskAPI.StartRequest{ID: "c1"}); err != nil {
+					t.Fatalf("Start: %v", err)
+				}
+				a.mu.Lock()
+				binds = a.binds
+				a.mu.Unlock()
+				if len(binds) != 1 || binds[0].GetContainerId() != "c1" || binds[0].GetPid() != int32(self) {
+					t.Errorf("binds %v, want c1 to pid %d", binds, self)
+				}
+			} else if len(binds) != 0 {
+				t.Errorf("binds %v of a container that failed or claimed nothing", binds)
 			}
 			rec, err := claimrecord.Read(bundle)
 			if err != nil {
@@ -665,5 +719,133 @@ func TestAgentSocket(t *testing.T) {
 	}
 	if got := AgentSocket(func(string) string { return "/x.sock" }); got != "/x.sock" {
 		t.Fatalf("LOCKBOX_AGENT_SOCKET ignored: %q", got)
+	}
+}
+
+// Start waits for the agent to have bound the container to its process:
+// until then nothing wipes its secrets when it exits. A bind the agent
+// refuses fails the start, before runc starts anything; an exec's start
+// does not wait.
+func TestStartWaitsForBind(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		bindErr error
+		wantErr string
+	}{
+		{"bound", nil, ""},
+		{"refused", localapi.Errorf(agent.Error_INVALID, "container c1 is held for another process"),
+			"the lockbox agent cannot watch the container, so nothing would wipe its secrets when it exits"},
+		// What an agent from before Bind answers (dispatch's default).
+		{"agent too old", localapi.Errorf(agent.Error_INVALID, "request names no operation"),
+			"the lockbox agent is older than this shim"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, sock := startFakeAgent(t)
+			binding, answer := make(chan struct{}), make(chan struct{})
+			a.mu.Lock()
+			a.onBind = func(*agent.BindRequest) error {
+				close(binding)
+				<-answer
+				return tc.bindErr
+			}
+			a.mu.Unlock()
+			t.Cleanup(func() {
+				select {
+				case <-answer:
+				default:
+					close(answer)
+				}
+			})
+			inner := &fakeTasks{pid: uint32(os.Getpid())}
+			s := newService(inner, sock)
+			ctx := context.Background()
+			if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: writeBundle(t, map[string]string{"lockbox.service": "web"}, false)}); err != nil {
+				t.Fatal(err)
+			}
+			<-binding
+			started := make(chan error, 1)
+			go func() {
+				_, err := s.Start(ctx, &taskAPI.StartRequest{ID: "c1"})
+				started <- err
+			}()
+			if _, err := s.Start(ctx, &taskAPI.StartRequest{ID: "c1", ExecID: "e1"}); err != nil {
+				t.Fatalf("exec start: %v", err)
+			}
+			select {
+			case err := <-started:
+				t.Fatalf("Start returned (%v) before the agent answered the bind", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			if got := inner.Calls(); !slices.Equal(got, []string{"create c1", "start c1/e1"}) {
+				t.Fatalf("runc calls %v before the bind's answer", got)
+			}
+			close(answer)
+			err := <-started
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Start: %v", err)
+				}
+				if got := inner.Calls(); !slices.Equal(got, []string{"create c1", "start c1/e1", "start c1"}) {
+					t.Errorf("runc calls %v", got)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Start: %v, want an error with %q", err, tc.wantErr)
+			}
+			if got := inner.Calls(); slices.Contains(got, "start c1") {
+				t.Errorf("runc started a container the agent does not watch: %v", got)
+			}
+		})
+	}
+}
+
+// A handed-over mount the shim cannot attach fails the claim and takes
+// the container back. Here runc's "init" is the test itself, whose root
+// is the host's: the shim refuses to attach there (the secrets would land
+// on the host's /run/secrets).
+func TestAttachRefusesTheHostsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: a detached mount to hand over")
+	}
+	a, sock := startFakeAgent(t)
+	a.mu.Lock()
+	a.handover = func(*agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
+		fs, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer unix.Close(fs)
+		if err := unix.FsconfigCreate(fs); err != nil {
+			return nil, nil, err
+		}
+		m, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY)
+		if err != nil {
+			return nil, nil, err
+		}
+		return &agent.PrepareResponse{Mounts: []*agent.MountPoint{agent.HandedOverMount("/run/secrets/lockbox-test-must-not-exist", 0)}},
+			[]*os.File{os.NewFile(uintptr(m), "detached")}, nil
+	}
+	a.mu.Unlock()
+	self := uint32(os.Getpid())
+	inner := &fakeTasks{pid: self}
+	s := newService(inner, sock)
+	_, err := s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "c1", Bundle: writeBundle(t, map[string]string{"lockbox.service": "web"}, false)})
+	if err == nil || !strings.Contains(err.Error(), "it is no container's process") {
+		t.Fatalf("Create: %v, want the host's root refused", err)
+	}
+	if _, err := os.Lstat("/run/secrets/lockbox-test-must-not-exist"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the host has the target: %v", err)
+	}
+	if got, want := inner.Calls(), []string{"create c1", "kill c1", "wait c1", "delete c1"}; !slices.Equal(got, want) {
+		t.Errorf("runc calls %v, want %v", got, want)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.binds) != 0 {
+		t.Errorf("bound %v", a.binds)
+	}
+	if len(a.releases) != 1 || a.releases[0].GetPid() != int32(self) {
+		t.Errorf("releases %v, want one naming pid %d", a.releases, self)
 	}
 }

@@ -89,7 +89,45 @@ func (c *Conn) Close() error {
 // attach the returned mounts name, by FdIndex, the returned files, which
 // the caller owns and must close.
 func (c *Conn) Prepare(ctr *Container, attach bool) ([]Mount, []*os.File, error) {
-	resp, files, err := c.roundTrip(encodePrepare(ctr, attach))
+	return c.prepare(encodePrepare(ctr, attach, false))
+}
+
+// PrepareBeforeCreate asks the agent to build the secrets of ctr, a
+// container the runtime has not created yet (no pid), and hand them over:
+// every returned mount names, by FdIndex, one of the returned files, which
+// the caller owns, attaches and closes. Once the container exists, Bind
+// names its process (api/agent PrepareRequest.before_create).
+func (c *Conn) PrepareBeforeCreate(ctr *Container) ([]Mount, []*os.File, error) {
+	mounts, files, err := c.prepare(encodePrepare(ctr, false, true))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, m := range mounts {
+		if m.Attached() {
+			closeAll(files)
+			return nil, nil, fmt.Errorf("agent: prepare: mount %s attached by the agent before the container exists", m.Target)
+		}
+	}
+	return mounts, files, nil
+}
+
+// Bind names the process of a container prepared with
+// PrepareBeforeCreate, as this process's /proc numbers it; the agent
+// watches it from then on, and wipes the secrets when it exits.
+func (c *Conn) Bind(id string, pid int) error {
+	resp, files, err := c.roundTrip(encodeBind(id, pid))
+	closeAll(files)
+	if err != nil {
+		return err
+	}
+	if !resp.bound {
+		return errors.New("agent: bind: response without a result")
+	}
+	return nil
+}
+
+func (c *Conn) prepare(req []byte) ([]Mount, []*os.File, error) {
+	resp, files, err := c.roundTrip(req)
 	if err != nil {
 		return nil, nil, err
 	}

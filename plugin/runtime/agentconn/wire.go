@@ -19,13 +19,18 @@ const (
 	reqPrepare = 1
 	reqRelease = 2
 	reqTargets = 4
+	reqBind    = 5
+	// BindRequest
+	bindContainerID = 1
+	bindPid         = 2
 	// TargetsRequest
 	tgtContainer = 1
 	// TargetsResponse
 	tgtTargets = 1
 	// PrepareRequest
-	prepContainer = 1
-	prepAttach    = 2
+	prepContainer    = 1
+	prepAttach       = 2
+	prepBeforeCreate = 3
 	// Container
 	ctrID          = 1
 	ctrService     = 2
@@ -57,6 +62,7 @@ const (
 	respRelease = 3
 	respList    = 4
 	respTargets = 5
+	respBind    = 6
 	// Error
 	errCode    = 1
 	errMessage = 2
@@ -144,11 +150,21 @@ func appendContainer(b []byte, c *Container) []byte {
 	return b
 }
 
-// encodePrepare encodes Request{prepare: PrepareRequest{container, attach}}.
-func encodePrepare(c *Container, attach bool) []byte {
+// encodePrepare encodes Request{prepare: PrepareRequest{container, attach,
+// before_create}}.
+func encodePrepare(c *Container, attach, beforeCreate bool) []byte {
 	return appendMessage(nil, reqPrepare, func(b []byte) []byte {
 		b = appendMessage(b, prepContainer, func(b []byte) []byte { return appendContainer(b, c) })
-		return appendBool(b, prepAttach, attach)
+		b = appendBool(b, prepAttach, attach)
+		return appendBool(b, prepBeforeCreate, beforeCreate)
+	})
+}
+
+// encodeBind encodes Request{bind: BindRequest{container_id, pid}}.
+func encodeBind(id string, pid int) []byte {
+	return appendMessage(nil, reqBind, func(b []byte) []byte {
+		b = appendString(b, bindContainerID, id)
+		return appendInt32(b, bindPid, int32(pid))
 	})
 }
 
@@ -252,6 +268,7 @@ type response struct {
 	prepared  bool
 	mounts    []Mount
 	released  bool
+	bound     bool
 	targeted  bool
 	targets   []string
 	hasResult bool
@@ -282,6 +299,7 @@ func decodeResponse(b []byte) (*response, error) {
 				return nil, err
 			}
 		case respPrepare:
+			resp.bound = false
 			if !resp.prepared {
 				// A oneof switching members starts the new one afresh.
 				resp.mounts = nil
@@ -293,6 +311,7 @@ func decodeResponse(b []byte) (*response, error) {
 			}
 			resp.mounts = append(resp.mounts, ms...)
 		case respTargets:
+			resp.bound = false
 			if !resp.targeted {
 				resp.targets = nil
 			}
@@ -303,10 +322,14 @@ func decodeResponse(b []byte) (*response, error) {
 			}
 			resp.targets = append(resp.targets, ts...)
 		case respRelease:
+			resp.bound = false
 			resp.prepared, resp.released, resp.targeted, resp.hasResult, resp.mounts, resp.targets = false, true, false, true, nil, nil
 		case respList:
 			// A result, but none the client asks for.
+			resp.bound = false
 			resp.prepared, resp.released, resp.targeted, resp.hasResult, resp.mounts, resp.targets = false, false, false, true, nil, nil
+		case respBind:
+			resp.prepared, resp.released, resp.targeted, resp.bound, resp.hasResult, resp.mounts, resp.targets = false, false, false, true, true, nil, nil
 		}
 	}
 	return resp, nil

@@ -48,13 +48,15 @@ func TestEncodeMatchesProto(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			want, err := proto.MarshalOptions{Deterministic: true}.Marshal(&agent.Request{Op: &agent.Request_Prepare{
-				Prepare: &agent.PrepareRequest{Container: tt.want, Attach: tt.attach}}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := encodePrepare(&tt.ctr, tt.attach); !bytes.Equal(got, want) {
-				t.Fatalf("prepare encoding\n got %x\nwant %x", got, want)
+			for _, before := range []bool{false, true} {
+				want, err := proto.MarshalOptions{Deterministic: true}.Marshal(&agent.Request{Op: &agent.Request_Prepare{
+					Prepare: &agent.PrepareRequest{Container: tt.want, Attach: tt.attach, BeforeCreate: before}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := encodePrepare(&tt.ctr, tt.attach, before); !bytes.Equal(got, want) {
+					t.Fatalf("prepare (before_create %v) encoding\n got %x\nwant %x", before, got, want)
+				}
 			}
 		})
 	}
@@ -81,6 +83,17 @@ func TestEncodeMatchesProto(t *testing.T) {
 			}
 		}
 	}
+	for _, id := range []string{"", "c1", string(bytes.Repeat([]byte("x"), 200))} {
+		for _, pid := range []int{0, 1, 4242, -3, 1<<31 - 1} {
+			want, err := proto.Marshal(&agent.Request{Op: &agent.Request_Bind{Bind: &agent.BindRequest{ContainerId: id, Pid: int32(pid)}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := encodeBind(id, pid); !bytes.Equal(got, want) {
+				t.Fatalf("bind %q %d encoding\n got %x\nwant %x", id, pid, got, want)
+			}
+		}
+	}
 }
 
 func TestDecodeResponse(t *testing.T) {
@@ -99,6 +112,8 @@ func TestDecodeResponse(t *testing.T) {
 			&response{prepared: true, hasResult: true}},
 		{"released", &agent.Response{Result: &agent.Response_Release{Release: &agent.ReleaseResponse{}}},
 			&response{released: true, hasResult: true}},
+		{"bound", &agent.Response{Result: &agent.Response_Bind{Bind: &agent.BindResponse{}}},
+			&response{bound: true, hasResult: true}},
 		{"list", &agent.Response{Result: &agent.Response_List{List: &agent.ListResponse{}}}, &response{hasResult: true}},
 		{"targets", &agent.Response{Result: &agent.Response_Targets{Targets: &agent.TargetsResponse{Targets: []string{"/run/secrets/a", "/etc/app/cert.pem"}}}},
 			&response{targeted: true, hasResult: true, targets: []string{"/run/secrets/a", "/etc/app/cert.pem"}}},
@@ -151,6 +166,7 @@ func FuzzDecodeResponse(f *testing.F) {
 		{Error: &agent.Error{Code: agent.Error_INVALID, Message: "bad"}},
 		{Result: &agent.Response_List{List: &agent.ListResponse{Containers: []*agent.MountedContainer{{Id: "c"}}}}},
 		{Result: &agent.Response_Targets{Targets: &agent.TargetsResponse{Targets: []string{"/run/secrets/a", "/x"}}}},
+		{Result: &agent.Response_Bind{Bind: &agent.BindResponse{}}},
 	} {
 		b, _ := proto.Marshal(m)
 		f.Add(b)
@@ -172,7 +188,7 @@ func FuzzDecodeResponse(f *testing.F) {
 		if got.err != nil && (int32(got.err.Code) != int32(want.GetError().GetCode()) || got.err.Message != want.GetError().GetMessage()) {
 			t.Fatalf("%x: error %+v vs %v", b, got.err, want.GetError())
 		}
-		if got.prepared != (want.GetPrepare() != nil) || got.released != (want.GetRelease() != nil) || got.targeted != (want.GetTargets() != nil) || got.hasResult != (want.GetResult() != nil) {
+		if got.prepared != (want.GetPrepare() != nil) || got.released != (want.GetRelease() != nil) || got.targeted != (want.GetTargets() != nil) || got.bound != (want.GetBind() != nil) || got.hasResult != (want.GetResult() != nil) {
 			t.Fatalf("%x: result %+v vs %v", b, got, &want)
 		}
 		if len(got.mounts) != len(want.GetPrepare().GetMounts()) {
@@ -196,10 +212,11 @@ func FuzzEncodePrepare(f *testing.F) {
 	f.Add("c1", "web", int32(4242), "/", true, true, uint32(0), uint32(100000), uint32(65536), "linux")
 	f.Add("", "", int32(-1), "", false, false, uint32(1<<31), uint32(0), uint32(1), "")
 	f.Fuzz(func(t *testing.T, id, service string, pid int32, rootfs string, ro, attach bool, cid, hid, size uint32, os string) {
+		before := !attach && pid == 0
 		c := Container{ID: id, Service: service, Pid: int(pid), Rootfs: rootfs, ReadonlyRootfs: ro, OS: os,
 			UIDMappings: []IDMapping{{cid, hid, size}}, GIDMappings: []IDMapping{{hid, cid, size}, {}}}
 		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(&agent.Request{Op: &agent.Request_Prepare{Prepare: &agent.PrepareRequest{
-			Attach: attach,
+			Attach: attach, BeforeCreate: before,
 			Container: &agent.Container{Id: id, Service: service, Pid: pid, Rootfs: rootfs, ReadonlyRootfs: ro, Os: os,
 				UidMappings: []*agent.IDMapping{{ContainerId: cid, HostId: hid, Size: size}},
 				GidMappings: []*agent.IDMapping{{ContainerId: hid, HostId: cid, Size: size}, {}}},
@@ -207,7 +224,7 @@ func FuzzEncodePrepare(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if got := encodePrepare(&c, attach); !bytes.Equal(got, want) {
+		if got := encodePrepare(&c, attach, before); !bytes.Equal(got, want) {
 			t.Fatalf("\n got %x\nwant %x", got, want)
 		}
 	})
