@@ -199,6 +199,17 @@ func (a *TestAgent) Targets(ctx context.Context, req *agent.TargetsRequest) (*ag
 	return resp, nil
 }
 
+// Bind implements localapi.Binder: the test agent watches no process, so
+// it only checks that it holds the container.
+func (a *TestAgent) Bind(ctx context.Context, req *agent.BindRequest) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.mounts[req.GetContainerId()] == nil {
+		return localapi.Errorf(agent.Error_NOT_FOUND, "container %s: no secrets held", req.GetContainerId())
+	}
+	return nil
+}
+
 // Release implements localapi.Handler.
 func (a *TestAgent) Release(ctx context.Context, id string) error {
 	a.mu.Lock()
