@@ -30,23 +30,30 @@ var shimSteps = []struct{ name, what string }{
 	{"dialled", "shim: agent connection"},
 	{"targets", "shim: Targets round trip (read-only root or user namespace only)"},
 	{"runc-create", "shim: before the inner create"},
-	{"runc-created", "shim: runc create (the runc task service's Create)"},
-	{"recorded", "shim: waited for the claim record, written to the bundle beside runc's create"},
+	// Beside runc's create: the record, and the agent's before-create
+	// Prepare (build and hand over). A build before the Bind has these
+	// after runc-created, its Prepare attaching by pid.
+	{"recorded", "shim: claim record written to the bundle (beside runc's create)"},
 	{"agent-prepare", "agent (real agent only): Prepare request decoded and handed to the agent"},
-	{"agent-identified", "agent: container lock, caller's process identified (/proc stat, mount namespace)"},
+	{"agent-identified", "agent: container lock, caller identified (before the create: nothing to identify)"},
 	{"agent-planned", "agent: claim rules admitted, plan made"},
 	{"agent-built", "agent: tmpfs built, files written"},
-	{"agent-attached", "agent: attached into the container (pidfd, setns, move_mount), the record written beside it"},
-	{"agent-recorded", "agent: the container record's write, if the attach finished first"},
-	{"agent-watched", "agent: exit watch registered"},
+	{"agent-attached", "agent: handed over (open_tree clones; a build before the Bind: attached by pidfd and setns), the record written beside it"},
+	{"agent-recorded", "agent: the container record's write, if the handover finished first"},
+	{"agent-watched", "agent: exit watch registered (before the create: none yet)"},
 	{"agent-logged", "agent: 'secrets mounted' logged"},
 	{"agent-reported", "agent: mount reported to the session"},
 	{"agent-answer", "agent: Prepare returned to the local API server (container unlocked)"},
 	{"agent-sent", "agent: answer marshalled and sent (sendmsg)"},
 	{"answer-read", "shim: answer read (its thread woken from recvmsg)"},
-	{"prepared", "shim: agent Prepare round trip (build tmpfs, enter namespace, attach)"},
-	{"create-done", "shim: Create returns"},
+	{"prepared", "shim: agent Prepare round trip done"},
+	{"runc-created", "shim: runc create (the runc task service's Create), waited with the Prepare beside it"},
+	{"attached", "shim: handed-over mounts attached in the container (pidfd, setns, move_mount)"},
+	{"create-done", "shim: Create returns (the Bind sent, not waited for)"},
 	{"task-created", "client: NewTask returned"},
+	{"agent-bound", "agent (real agent only): Bind: the container's process recorded"},
+	{"agent-bound-watched", "agent: its exit watched"},
+	{"bound", "shim: Bind answered (Start waits for it)"},
 	{"started", "client: Start returned"},
 	{"exited", "client: exit event received"},
 	{"io-done", "client: stdio copied"},
@@ -65,9 +72,10 @@ var shimSteps = []struct{ name, what string }{
 
 // shimSpans are the stretches of a claiming container's lifecycle that
 // the claim adds to: from runc's create to the shim's Create returning
-// (claim record, Prepare round trip), from runc's delete to the shim's
-// Delete returning (the release), and from NewTask returning to the exit
-// event (Start and the exit).
+// (the attach; in a build before the Bind, the record and the Prepare
+// round trip), from runc's delete to the shim's Delete returning (the
+// release), and from NewTask returning to the exit event (Start, which
+// waits for the Bind, and the exit).
 var shimSpans = []struct{ name, from, to string }{
 	{"create-claim", "runc-created", "create-done"},
 	{"delete-release", "runc-deleted", "delete-done"},
