@@ -53,6 +53,10 @@ type held struct {
 	// files are the files the container holds now (the plan's at
 	// Prepare, then each live update's); guarded by the container's lock.
 	files []mounter.File
+	// pending: prepared before its create and not bound yet (Bind): no
+	// process to watch or to reach, and no record on disk. Guarded by the
+	// container's lock.
+	pending bool
 }
 
 // Agent serves the local API. It implements localapi.Handler.
@@ -218,6 +222,12 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	a.mu.Lock()
 	h := a.held[id]
 	a.mu.Unlock()
+	if h != nil && h.pending {
+		// Another create of the same ID (another containerd namespace)
+		// must not share the tmpfs of one not bound yet; its own create's
+		// failure or its shim manager's Stop releases it.
+		return nil, nil, errdefs.Errorf(errdefs.Invalid, "container ID %s is held for a container being created (its secrets handed over, its process not bound yet)", id)
+	}
 	if h != nil {
 		v, pid := a.judgeHeld(h, who)
 		switch v {
@@ -293,7 +303,17 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	// its record). A record that lands without its attach is found ended or
 	// released by the caller's cleanup, as before.
 	recorded := make(chan error, 1)
-	go func() { recorded <- a.records.put(rec) }()
+	pending := req.GetBeforeCreate()
+	if pending {
+		// No record until the Bind: one without a process would tell a
+		// restarted agent nothing it could act on. If this agent dies
+		// before the Bind, the Bind fails, the container never starts,
+		// and its secrets go with its mount namespace (the shim closed
+		// its fds after the attach; this agent's went with it).
+		recorded <- nil
+	} else {
+		go func() { recorded <- a.records.put(rec) }()
+	}
 	resp, files, err := a.deliver(ctx, m, req, mc, plan)
 	trace.Mark(id, "agent-attached")
 	if perr := <-recorded; perr != nil && err == nil {
@@ -307,7 +327,7 @@ func (a *Agent) Prepare(ctx context.Context, req *api.PrepareRequest) (*api.Prep
 	}
 	trace.Mark(id, "agent-recorded")
 	a.mu.Lock()
-	a.held[id] = &held{rec: rec, mount: m, uid: mc.UIDMappings, gid: mc.GIDMappings, files: plan.Files}
+	a.held[id] = &held{rec: rec, mount: m, uid: mc.UIDMappings, gid: mc.GIDMappings, files: plan.Files, pending: pending}
 	a.mu.Unlock()
 	if err := a.watchPrepared(rec); err != nil {
 		closeFiles(files)

@@ -36,7 +36,8 @@ func (a *Agent) Bind(ctx context.Context, req *api.BindRequest) error {
 		return errdefs.Errorf(errdefs.NotFound, "container %s: the agent holds no secrets for it (released, or never prepared)", id)
 	}
 	if !livenessKnown {
-		// Nothing to know a process by on this platform.
+		// Nothing to know a process by on this platform (no before-create
+		// Prepare either: the Windows local API refuses it).
 		return nil
 	}
 	who, err := processIdentity(id, pid)
@@ -55,12 +56,15 @@ func (a *Agent) Bind(ctx context.Context, req *api.BindRequest) error {
 	rec := h.rec
 	rec.Pid, rec.PidStart, rec.MntNS = who.Pid, who.PidStart, who.MntNS
 	rec.PreStartExe = exeID(who.Pid)
+	// The container's first record (a pending one has none): from here
+	// on a restarted agent takes it back as any other.
 	if err := a.records.put(rec); err != nil {
 		return err
 	}
 	trace.Mark(id, "agent-bound")
 	a.mu.Lock()
 	h.rec = rec
+	h.pending = false
 	a.mu.Unlock()
 	// A process that ended already is the container ended: wiped now, and
 	// the caller's start fails.

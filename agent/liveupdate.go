@@ -44,6 +44,9 @@ const (
 	// liveWorkers bounds how many containers are updated at once: each
 	// update runs on its own OS thread in the container's namespace.
 	liveWorkers = 4
+	// livePendingRetry is how soon a container being created (prepared,
+	// not bound yet) is looked at again.
+	livePendingRetry = 100 * time.Millisecond
 )
 
 // liveState is the agent's live-update bookkeeping.
@@ -244,6 +247,12 @@ func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time, dirty
 	want := fingerprint(plan.Files)
 	if due, wait := a.liveWaiting(id, want); wait {
 		return due
+	}
+	if h.pending {
+		// Being created: its files are not in place until the shim's
+		// attach, nor reachable until its Bind names the process, which
+		// follows within milliseconds (or the create fails).
+		return time.Now().Add(livePendingRetry)
 	}
 	// A Windows container has no pid: its files are reached through the
 	// mount alone, and it lives until its release (no exit watch there).

@@ -351,3 +351,49 @@ func TestLiveUpdateRetries(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestLiveUpdateWaitsForTheBind: a rotation that lands while a container
+// is being created (prepared before its create, its process not bound yet)
+// is neither failed nor lost: the pass asks to be run again shortly, and
+// once the shim has attached and bound, the next pass updates the file.
+func TestLiveUpdateWaitsForTheBind(t *testing.T) {
+	state := t.TempDir()
+	c := liveCache(t, true, "")
+	a := liveAgent(t, state, c, &fakeReporter{})
+	ctx := context.Background()
+	hs := prepareBeforeCreate(t, a, "c1")
+	changed := c.Changed()
+	if err := c.Apply(liveMsg(dispatcher.SessionMessage_INCREMENTAL, 2, true, "v2", "two", "")); err != nil {
+		t.Fatal(err)
+	}
+	<-changed
+	before := time.Now()
+	due := a.LiveUpdatePass(ctx, time.Now())
+	if due.IsZero() || due.Sub(before) > time.Second {
+		t.Fatalf("pass during the create: due %v, want a retry within a second", due)
+	}
+	if n := a.LiveUpdateCounts(); n != (LiveUpdateCounts{}) {
+		t.Fatalf("counts %+v during the create, want none", n)
+	}
+
+	r := busybox.NewRunc(t)
+	pid := runContainer(t, r, "c1")
+	if err := linux.AttachHandoversInto(pid, hs); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Bind(ctx, &api.BindRequest{ContainerId: "c1", Pid: int32(pid)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := catIn(t, r, "c1", "/run/secrets/db_pw"); err != nil || got != "one" {
+		t.Fatalf("container reads %q (%v) before the pass, want the file it was created with", got, err)
+	}
+	if due := a.LiveUpdatePass(ctx, time.Now()); !due.IsZero() {
+		t.Errorf("a retry is due at %v after the bind", due)
+	}
+	if got, err := catIn(t, r, "c1", "/run/secrets/db_pw"); err != nil || got != "two" {
+		t.Errorf("container reads %q (%v) after the pass, want the rotated file", got, err)
+	}
+	if n := a.LiveUpdateCounts(); n != (LiveUpdateCounts{Applied: 1}) {
+		t.Errorf("counts %+v, want one applied", n)
+	}
+}
