@@ -5,7 +5,8 @@
 // source: agent/agent.proto
 
 // Package lockbox.agent is the node-local API between the runtime adapters
-// (lockbox-runtime, its OCI hooks, the NRI plugin) and the agent. It is not
+// (the runtime shims, lockbox-runtime, its OCI hooks, the NRI plugin) and
+// the agent. It is not
 // gRPC: each message is one datagram on a SOCK_SEQPACKET unix socket, so that
 // a mount fd can ride along with SCM_RIGHTS and the hot-path binary links no
 // gRPC. The agent checks every caller with SO_PEERCRED (root only).
@@ -165,7 +166,8 @@ type Container struct {
 	// ancestors in the caller's mount and pid namespaces, refuses a pid it
 	// does not find there, and never enters it: it records the process (pid
 	// and start time) to know when the container ends and to tell it from
-	// another container that reuses its ID.
+	// another container that reuses its ID. In a Prepare before_create it is
+	// zero: the BindRequest names the process once the container exists.
 	Pid int32 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
 	// rootfs is the container's root as seen from the mount namespace the
 	// attach happens in ("/" after pivot_root, the bundle rootfs in a
