@@ -83,6 +83,15 @@ var shimSpans = []struct{ name, from, to string }{
 	// container's Start returns sooner than a plain one's, which makes
 	// the exit step alone look later than it is.
 	{"start-to-exit", "task-created", "exited"},
+	// The client's calls, which every variant has, and the shim's Create
+	// with runc's create inside it: where work the claim moved (the
+	// Prepare beside runc's create, what containerd finishes after a
+	// Create answers) lands.
+	{"new-task", "container-created", "task-created"},
+	{"shim-create", "runc-create", "create-done"},
+	{"start", "task-created", "started"},
+	{"exit", "started", "exited"},
+	{"task-delete", "io-done", "task-deleted"},
 }
 
 // BenchmarkShimPhases splits BenchmarkShimLifecycle's containers by step:
