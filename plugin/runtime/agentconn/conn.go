@@ -28,6 +28,10 @@ type Conn struct {
 	// Received, if set, is called as soon as a response has been read,
 	// before it is decoded (the shim's phase trace).
 	Received func()
+	// buf and oob receive the responses: allocated at the first, reused
+	// by the next (the shim makes two or three round trips a claim, and a
+	// response never carries a secret).
+	buf, oob []byte
 }
 
 // Dial connects to the agent's socket. Every later call on the
@@ -207,8 +211,11 @@ func (c *Conn) roundTrip(req []byte) (*response, []*os.File, error) {
 		c.broken = fmt.Errorf("agent: send: %w", timeoutErr(err))
 		return nil, nil, c.broken
 	}
-	buf := make([]byte, maxMessage+1)
-	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
+	if c.buf == nil {
+		c.buf = make([]byte, maxMessage+1)
+		c.oob = make([]byte, unix.CmsgSpace(maxFDs*4))
+	}
+	buf, oob := c.buf, c.oob
 	var n, oobn, flags int
 	err := retry(func() (err error) {
 		n, oobn, flags, _, err = unix.Recvmsg(c.fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
