@@ -139,13 +139,6 @@ func (w *asyncWipes) done() {
 	}
 }
 
-// wait returns once no wipe is under way.
-func (w *asyncWipes) wait() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.waitLocked()
-}
-
 func (w *asyncWipes) waitLocked() {
 	for w.n > 0 {
 		if w.idle == nil {

@@ -413,3 +413,11 @@ func TestReleaseWipesZombieHolder(t *testing.T) {
 	cmd.Wait()
 	reaped = true
 }
+
+// wait returns once no wipe is under way (the tests' view of the wipes
+// that follow their release's answer).
+func (w *asyncWipes) wait() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.waitLocked()
+}

@@ -3,12 +3,10 @@ package manager
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 
 	"github.com/lockbox-project/lockbox/internal/atomicfile"
-	"github.com/lockbox-project/lockbox/internal/sockdir"
 )
 
 // state is what a manager remembers about itself between starts. It holds
@@ -50,27 +48,4 @@ func (m *Manager) saveState(s *state) error {
 		return err
 	}
 	return atomicfile.WriteFile(m.path("state.json"), append(b, '\n'), 0o600)
-}
-
-// listenUnix listens on path with the socket itself 0600, in a directory
-// that follows sockdir's rule: made 0700 when missing, never chmod'ed when
-// it exists (an --admin-socket in /tmp must not close /tmp), refused when
-// others could replace the socket.
-func listenUnix(path string) (*net.UnixListener, error) {
-	if err := sockdir.Ensure(filepath.Dir(path), "admin socket", filepath.Dir(DefaultAdminSocket)); err != nil {
-		return nil, err
-	}
-	// A socket left by a crashed manager would make the listen fail.
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		os.Remove(path)
-	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("admin socket: chmod %s: %w", path, err)
-	}
-	return l, nil
 }

@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lockbox-project/lockbox/internal/sockdir"
 )
 
 // rootOnlyListener accepts only connections whose peer runs as uid 0,
@@ -61,4 +65,27 @@ func listenAdminSocket(path string, log *slog.Logger) (net.Listener, error) {
 		return nil, err
 	}
 	return rootOnlyListener{UnixListener: l, log: log}, nil
+}
+
+// listenUnix listens on path with the socket itself 0600, in a directory
+// that follows sockdir's rule: made 0700 when missing, never chmod'ed when
+// it exists (an --admin-socket in /tmp must not close /tmp), refused when
+// others could replace the socket.
+func listenUnix(path string) (*net.UnixListener, error) {
+	if err := sockdir.Ensure(filepath.Dir(path), "admin socket", filepath.Dir(DefaultAdminSocket)); err != nil {
+		return nil, err
+	}
+	// A socket left by a crashed manager would make the listen fail.
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("admin socket: chmod %s: %w", path, err)
+	}
+	return l, nil
 }

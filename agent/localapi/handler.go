@@ -58,9 +58,9 @@ type Peer struct {
 	UID uint32
 	GID uint32
 
-	// proc pins the process that connected (a pidfd on Linux), so that
-	// Alive can tell whether Pid still names it.
-	proc *peerProc
+	// peerPin pins the process that connected where the platform can (a
+	// pidfd on Linux), so that Alive can tell whether Pid still names it.
+	peerPin
 }
 
 type peerKey struct{}

@@ -17,6 +17,10 @@ var ErrPeerGone = errors.New("the caller exited during its request")
 // connected and never to another that later gets its pid.
 type peerProc struct{ fd int }
 
+// peerPin is Peer's hold on the process that connected: its pidfd, nil
+// when the kernel gave none.
+type peerPin struct{ proc *peerProc }
+
 // openPeerProc takes a pidfd of conn's peer. SO_PEERPIDFD (Linux 6.5)
 // gives the process the kernel recorded at connect. Before that, the pid
 // SO_PEERCRED gave is opened now: the window in which that pid could have
@@ -56,6 +60,15 @@ func (p *peerProc) close() {
 // process that is alive then held its pid throughout, so what was read was
 // its own. ErrPeerGone when it has exited.
 func (p Peer) Alive() error {
+	err := p.alive()
+	if err == nil || errors.Is(err, ErrPeerGone) {
+		return err
+	}
+	return fmt.Errorf("check the caller (pid %d): %w", p.Pid, err)
+}
+
+// alive is Alive for the pinned process: nil when nothing is pinned.
+func (p peerPin) alive() error {
 	if p.proc == nil {
 		return nil
 	}
@@ -65,6 +78,6 @@ func (p Peer) Alive() error {
 	case errors.Is(err, unix.ESRCH):
 		return ErrPeerGone
 	default:
-		return fmt.Errorf("check the caller (pid %d): %w", p.Pid, err)
+		return err
 	}
 }

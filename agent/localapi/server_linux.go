@@ -151,7 +151,7 @@ func (s *Server) serveConn(conn *net.UnixConn) {
 	}
 	proc := openPeerProc(conn, cred.Pid)
 	defer proc.close()
-	ctx := context.WithValue(context.Background(), peerKey{}, Peer{Pid: cred.Pid, UID: cred.Uid, GID: cred.Gid, proc: proc})
+	ctx := context.WithValue(context.Background(), peerKey{}, Peer{Pid: cred.Pid, UID: cred.Uid, GID: cred.Gid, peerPin: peerPin{proc: proc}})
 	rb := getRecvBuf()
 	defer putRecvBuf(rb)
 	for {

@@ -164,3 +164,31 @@ func TestAgentJSONLog(t *testing.T) {
 		}
 	}
 }
+
+// logSink collects a daemon's log and says when a line with a given
+// message has been written.
+type logSink struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	want  string
+	found chan struct{}
+	once  sync.Once
+}
+
+func newLogSink(want string) *logSink { return &logSink{want: want, found: make(chan struct{})} }
+
+func (s *logSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf.Write(p)
+	if strings.Contains(s.buf.String(), s.want) {
+		s.once.Do(func() { close(s.found) })
+	}
+	return len(p), nil
+}
+
+func (s *logSink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
