@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	"github.com/lockbox-project/lockbox/api/agent"
@@ -847,5 +848,58 @@ func TestAttachRefusesTheHostsRoot(t *testing.T) {
 	}
 	if len(a.releases) != 1 || a.releases[0].GetPid() != int32(self) {
 		t.Errorf("releases %v, want one naming pid %d", a.releases, self)
+	}
+}
+
+// An agent that dies between its before-create Prepare and the Bind (it
+// answered the Prepare, then its connection closed) fails the container's
+// start: nothing would wipe its secrets at its exit. The record stays for
+// the delete's release.
+func TestBindToAGoneAgentFailsTheStart(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "dying.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	answer, err := proto.Marshal(&agent.Response{Result: &agent.Response_Prepare{Prepare: &agent.PrepareResponse{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			served <- err
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 1<<16)
+		if _, err := c.Read(buf); err != nil { // the Prepare
+			served <- err
+			return
+		}
+		_, err = c.Write(answer)
+		served <- err
+	}()
+	inner := &fakeTasks{pid: uint32(os.Getpid())}
+	s := newService(inner, sock)
+	bundle := writeBundle(t, map[string]string{"lockbox.service": "web"}, false)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Start(ctx, &taskAPI.StartRequest{ID: "c1"})
+	if err == nil || !strings.Contains(err.Error(), "nothing would wipe its secrets") {
+		t.Fatalf("Start after the agent went: %v, want refused", err)
+	}
+	if slices.Contains(inner.Calls(), "start c1") {
+		t.Errorf("runc started the container: %v", inner.Calls())
+	}
+	if rec, _ := claimrecord.Read(bundle); rec == nil {
+		t.Error("the claim record is gone: nothing left for the delete to release")
 	}
 }
