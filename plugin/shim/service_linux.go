@@ -235,60 +235,84 @@ func (s *service) createFailed(ctx context.Context, r *taskAPI.CreateTaskRequest
 	}
 }
 
-// binding is a container's Bind: done is closed once err is set.
+// binding is a container's Bind: sent at Create, its answer read once,
+// by the container's Start (or dropped by its Delete).
 type binding struct {
-	done chan struct{}
-	err  error
+	mu  sync.Mutex
+	cl  *agentconn.Conn
+	err error
 }
 
 // bind has the agent learn the container's process (api/agent
-// BindRequest) on cl, which it closes, without holding up Create: Start
-// waits for the answer (waitBound), so that no claiming container runs
-// before the agent watches its process, which is what wipes its secrets
-// when it exits.
+// BindRequest) on cl without waiting for the answer: Start reads it
+// (waitBound), so that no claiming container runs before the agent
+// watches its process, which is what wipes its secrets when it exits. By
+// then the answer is usually there: reading it costs no wait, and no
+// thread of the shim sits blocked on it meanwhile.
 func (s *service) bind(cl *agentconn.Conn, id string, pid int) {
-	b := &binding{done: make(chan struct{})}
+	b := &binding{cl: cl}
+	if err := cl.SendBind(id, pid); err != nil {
+		b.cl, b.err = nil, err
+		cl.Close()
+	}
+	s.trace.Mark(id, "bind-sent")
 	s.mu.Lock()
 	s.binds[id] = b
 	s.mu.Unlock()
-	go func() {
-		defer cl.Close()
-		b.err = cl.Bind(id, pid)
-		s.trace.Mark(id, "bound")
-		close(b.done)
-	}()
 }
 
-// waitBound waits for the container's Bind, if it has one, and returns
-// its error.
-func (s *service) waitBound(ctx context.Context, id string) error {
+// answer reads the Bind's answer the first time, and returns it every
+// time.
+func (b *binding) answer() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cl != nil {
+		b.err = b.cl.BindAnswer()
+		b.cl.Close()
+		b.cl = nil
+	}
+	return b.err
+}
+
+// drop closes the Bind's connection if its answer was never read.
+func (b *binding) drop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cl != nil {
+		b.cl.Close()
+		b.cl = nil
+		b.err = errors.New("container deleted before its start")
+	}
+}
+
+// waitBound returns the container's Bind's answer, if it has a Bind,
+// reading it from the agent when Start is the first to ask (within the
+// connection's timeout, agentTimeout at most).
+func (s *service) waitBound(id string) error {
 	s.mu.Lock()
 	b := s.binds[id]
 	s.mu.Unlock()
 	if b == nil {
 		return nil
 	}
-	select {
-	case <-b.done:
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for the lockbox agent to watch the container: %w", ctx.Err())
-	}
-	if b.err == nil {
+	err := b.answer()
+	s.trace.Mark(id, "bound")
+	if err == nil {
 		return nil
 	}
 	var ae *agentconn.Error
-	if errors.As(b.err, &ae) && ae.Code == agentconn.Invalid && strings.Contains(ae.Message, "names no operation") {
+	if errors.As(err, &ae) && ae.Code == agentconn.Invalid && strings.Contains(ae.Message, "names no operation") {
 		// An agent from before Bind reads it as an empty request.
-		return fmt.Errorf("the lockbox agent is older than this shim and cannot watch a container prepared before its create: upgrade the agent (%w)", b.err)
+		return fmt.Errorf("the lockbox agent is older than this shim and cannot watch a container prepared before its create: upgrade the agent (%w)", err)
 	}
-	return fmt.Errorf("the lockbox agent cannot watch the container, so nothing would wipe its secrets when it exits: %w", b.err)
+	return fmt.Errorf("the lockbox agent cannot watch the container, so nothing would wipe its secrets when it exits: %w", err)
 }
 
 // Start starts the container once the agent watches it (waitBound); an
 // exec's start goes straight to runc.
 func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	if r.ExecID == "" {
-		if err := s.waitBound(ctx, r.ID); err != nil {
+		if err := s.waitBound(r.ID); err != nil {
 			return nil, fmt.Errorf("lockbox: container %s: %w", r.ID, err)
 		}
 	}
@@ -439,8 +463,12 @@ func (s *service) forget(id string) string {
 	b := s.bundleOf(id)
 	s.mu.Lock()
 	delete(s.bundles, id)
+	bd := s.binds[id]
 	delete(s.binds, id)
 	s.mu.Unlock()
+	if bd != nil {
+		bd.drop()
+	}
 	return b
 }
 

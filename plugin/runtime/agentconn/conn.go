@@ -119,7 +119,28 @@ func (c *Conn) PrepareBeforeCreate(ctr *Container) ([]Mount, []*os.File, error) 
 // PrepareBeforeCreate, as this process's /proc numbers it; the agent
 // watches it from then on, and wipes the secrets when it exits.
 func (c *Conn) Bind(id string, pid int) error {
-	resp, files, err := c.roundTrip(encodeBind(id, pid))
+	if err := c.SendBind(id, pid); err != nil {
+		return err
+	}
+	return c.BindAnswer()
+}
+
+// SendBind writes Bind's request and returns without its answer, which
+// BindAnswer reads; no other request may come between them.
+func (c *Conn) SendBind(id string, pid int) error {
+	if c.broken != nil {
+		return fmt.Errorf("agent: connection unusable after an earlier failure: %w", c.broken)
+	}
+	if err := retry(func() error { return unix.Sendmsg(c.fd, encodeBind(id, pid), nil, nil, unix.MSG_NOSIGNAL) }); err != nil {
+		c.broken = fmt.Errorf("agent: send: %w", timeoutErr(err))
+		return c.broken
+	}
+	return nil
+}
+
+// BindAnswer reads the answer to SendBind's request.
+func (c *Conn) BindAnswer() error {
+	resp, files, err := c.receive()
 	closeAll(files)
 	if err != nil {
 		return err
@@ -211,6 +232,11 @@ func (c *Conn) roundTrip(req []byte) (*response, []*os.File, error) {
 		c.broken = fmt.Errorf("agent: send: %w", timeoutErr(err))
 		return nil, nil, c.broken
 	}
+	return c.receive()
+}
+
+// receive reads the answer to the request last sent.
+func (c *Conn) receive() (*response, []*os.File, error) {
 	if c.buf == nil {
 		c.buf = make([]byte, maxMessage+1)
 		c.oob = make([]byte, unix.CmsgSpace(maxFDs*4))
