@@ -89,6 +89,17 @@ type Agent struct {
 
 var _ localapi.Handler = (*Agent)(nil)
 
+// lockHeld takes id's lock and returns what the agent holds under id (nil
+// if nothing) with the unlock: a held container is read and changed only
+// under its lock.
+func (a *Agent) lockHeld(id string) (*held, func()) {
+	unlock := a.locks.lock(id)
+	a.mu.Lock()
+	h := a.held[id]
+	a.mu.Unlock()
+	return h, unlock
+}
+
 // New returns an Agent and recovers its records: containers that no longer
 // exist are forgotten, running ones are listed again.
 func New(cfg Config) (*Agent, error) {

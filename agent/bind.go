@@ -27,11 +27,8 @@ func (a *Agent) Bind(ctx context.Context, req *api.BindRequest) error {
 	if pid <= 0 {
 		return errdefs.Errorf(errdefs.Invalid, "container %s: pid %d is not a process", id, pid)
 	}
-	unlock := a.locks.lock(id)
+	h, unlock := a.lockHeld(id)
 	defer unlock()
-	a.mu.Lock()
-	h := a.held[id]
-	a.mu.Unlock()
 	if h == nil {
 		return errdefs.Errorf(errdefs.NotFound, "container %s: the agent holds no secrets for it (released, or never prepared)", id)
 	}

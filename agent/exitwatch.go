@@ -128,11 +128,8 @@ func (a *Agent) releaseExited(id string, who identity) {
 	if a.closed.Load() {
 		return // the containers stay held for the next agent to recover
 	}
-	unlock := a.locks.lock(id)
+	h, unlock := a.lockHeld(id)
 	defer unlock()
-	a.mu.Lock()
-	h := a.held[id]
-	a.mu.Unlock()
 	if h == nil || !h.rec.identity().same(who) {
 		return
 	}

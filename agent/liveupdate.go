@@ -215,11 +215,8 @@ func sliceHas(sorted []string, s string) bool {
 // when it is to be tried again (zero: up to date, or nothing to do).
 // dirty is set when the container's record is to be rewritten.
 func (a *Agent) liveUpdate(ctx context.Context, id string, seen time.Time, dirty *bool) time.Time {
-	unlock := a.locks.lock(id)
+	h, unlock := a.lockHeld(id)
 	defer unlock()
-	a.mu.Lock()
-	h := a.held[id]
-	a.mu.Unlock()
 	if h == nil {
 		return time.Time{}
 	}

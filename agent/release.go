@@ -42,10 +42,7 @@ func (a *Agent) ReleaseRequest(ctx context.Context, req *api.ReleaseRequest) err
 	}
 	trace.Mark(id, "agent-release")
 	defer trace.Mark(id, "agent-released")
-	unlock := a.locks.lock(id)
-	a.mu.Lock()
-	h := a.held[id]
-	a.mu.Unlock()
+	h, unlock := a.lockHeld(id)
 	if h != nil {
 		if pid, runs := a.holderRuns(h); runs && !h.rec.identity().same(a.releaser(ctx, req)) {
 			unlock()
@@ -315,11 +312,8 @@ func (a *Agent) Reap(ctx context.Context) int {
 }
 
 func (a *Agent) reapOne(id string, live map[uint64]int) bool {
-	unlock := a.locks.lock(id)
+	h, unlock := a.lockHeld(id)
 	defer unlock()
-	a.mu.Lock()
-	h := a.held[id]
-	a.mu.Unlock()
 	// A record that names neither a process nor a namespace cannot be
 	// judged: leave it to an explicit Release.
 	if h == nil || !h.rec.identity().known() {
