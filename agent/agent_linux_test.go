@@ -435,3 +435,32 @@ func TestPrepareRecordFailureWipesTheAttach(t *testing.T) {
 		t.Errorf("record path after the failed Prepare: %v, %v", fi, err)
 	}
 }
+
+// A root caller that names a host process for the agent to attach in (here
+// the test itself, whose root is the agent's) gets nothing: the agent
+// refuses a process whose root is its own, and the host's /run/secrets is
+// left as it was. The shim's attach goes through the same check
+// (linux.AttachHandoversInto).
+func TestAttachRefusesAHostProcess(t *testing.T) {
+	const target = "/run/secrets/db_pw"
+	if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the host has %s before the test: %v", target, err)
+	}
+	state := t.TempDir()
+	a := newAgent(t, state, newCache(t))
+	t.Cleanup(a.Close)
+	_, files, err := a.Prepare(context.Background(), &api.PrepareRequest{Attach: true, Container: &api.Container{Id: "host", Service: "web", Pid: int32(os.Getpid())}})
+	closeFiles(files)
+	if err == nil || !strings.Contains(err.Error(), "no container's process") {
+		t.Fatalf("attach into the agent's own root: %v, want refused", err)
+	}
+	if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the host has %s after the refused attach: %v", target, err)
+	}
+	if list, _ := a.List(context.Background()); len(list.GetContainers()) != 0 {
+		t.Errorf("held after the refused attach: %v", list)
+	}
+	if _, err := os.Stat(filepath.Join(state, "containers", "host.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("record kept after the refused attach: %v", err)
+	}
+}

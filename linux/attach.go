@@ -113,14 +113,7 @@ func (m *Mount) Attach(ctx context.Context, c mounter.Container) error {
 	if c.Pid == 0 {
 		return attachHandovers(c.Rootfs, own, hs)
 	}
-	proc, err := procForMountinfo()
-	if err != nil {
-		return err
-	}
-	if proc >= 0 {
-		defer unix.Close(proc)
-	}
-	return inMountNamespace(c.Pid, c.Rootfs, func(root int) error { return attachAll(root, proc, own, hs) })
+	return attachByPid(c.Pid, c.Rootfs, own, hs)
 }
 
 func closeHandovers(hs []mounter.Handover) {
@@ -142,12 +135,9 @@ func AttachHandovers(rootfs string, hs []mounter.Handover) error {
 }
 
 // AttachHandoversInto attaches hs at the root of process pid's mount
-// namespace, entered through a pidfd from a throwaway thread, as the
-// agent's own Attach does; it is what the runtime shim calls with the fds
-// the agent handed over before runc created the container. Targets
-// resolve, and collisions are refused, as in AttachHandovers. A process
-// whose root is the caller's is refused: it is no container's, and the
-// secrets would land on the host. The caller still closes the Files.
+// namespace, as the agent's own Attach does (attachByPid); it is what the
+// runtime shim calls with the fds the agent handed over before runc
+// created the container. The caller still closes the Files.
 func AttachHandoversInto(pid int, hs []mounter.Handover) error {
 	if len(hs) == 0 {
 		return nil
@@ -155,11 +145,19 @@ func AttachHandoversInto(pid int, hs []mounter.Handover) error {
 	if pid <= 0 {
 		return fmt.Errorf("attach: pid %d is not a container's process", pid)
 	}
+	return attachByPid(pid, "", ownBindAt(mounter.LinuxMountpointSource), hs)
+}
+
+// attachByPid attaches hs in the mount namespace of process pid, entered
+// through a pidfd from a throwaway thread, under rootfs opened there (the
+// process's own root when empty); own is the agent's mountpoint file. A
+// process whose root is the caller's is refused: it is no container's, and
+// the secrets would land on the host.
+func attachByPid(pid int, rootfs string, own ownBind, hs []mounter.Handover) error {
 	var host unix.Stat_t
 	if err := unix.Stat("/", &host); err != nil {
 		return fmt.Errorf("attach: stat own root: %w", err)
 	}
-	own := ownBindAt(mounter.LinuxMountpointSource)
 	proc, err := procForMountinfo()
 	if err != nil {
 		return err
@@ -167,9 +165,9 @@ func AttachHandoversInto(pid int, hs []mounter.Handover) error {
 	if proc >= 0 {
 		defer unix.Close(proc)
 	}
-	return inMountNamespace(pid, "", func(root int) error {
-		// root is pid's own root, opened through /proc/<pid>/root while
-		// the pidfd proved the pid still named that process.
+	return inMountNamespace(pid, rootfs, func(root int) error {
+		// root was opened while the pidfd proved the pid still named
+		// that process.
 		var st unix.Stat_t
 		if err := unix.Fstat(root, &st); err != nil {
 			return fmt.Errorf("attach: stat root of pid %d: %w", pid, err)

@@ -115,27 +115,13 @@ func (c *Conn) PrepareBeforeCreate(ctr *Container) ([]Mount, []*os.File, error) 
 	return mounts, files, nil
 }
 
-// Bind names the process of a container prepared with
-// PrepareBeforeCreate, as this process's /proc numbers it; the agent
-// watches it from then on, and wipes the secrets when it exits.
-func (c *Conn) Bind(id string, pid int) error {
-	if err := c.SendBind(id, pid); err != nil {
-		return err
-	}
-	return c.BindAnswer()
-}
-
-// SendBind writes Bind's request and returns without its answer, which
-// BindAnswer reads; no other request may come between them.
+// SendBind names the process of a container prepared with
+// PrepareBeforeCreate, as this process's /proc numbers it (api/agent
+// BindRequest), and returns without the answer, which BindAnswer reads;
+// no other request may come between them. The agent watches the process
+// from then on, and wipes the secrets when it exits.
 func (c *Conn) SendBind(id string, pid int) error {
-	if c.broken != nil {
-		return fmt.Errorf("agent: connection unusable after an earlier failure: %w", c.broken)
-	}
-	if err := retry(func() error { return unix.Sendmsg(c.fd, encodeBind(id, pid), nil, nil, unix.MSG_NOSIGNAL) }); err != nil {
-		c.broken = fmt.Errorf("agent: send: %w", timeoutErr(err))
-		return c.broken
-	}
-	return nil
+	return c.send(encodeBind(id, pid))
 }
 
 // BindAnswer reads the answer to SendBind's request.
@@ -209,30 +195,35 @@ func (c *Conn) Release(id string, p Process) error {
 // (an agent that dies first does not; its records and restart recovery
 // wipe instead). The connection takes no further request.
 func (c *Conn) SendRelease(id string, p Process) error {
-	if c.broken != nil {
-		return fmt.Errorf("agent: connection unusable after an earlier failure: %w", c.broken)
+	err := c.send(encodeRelease(id, p, true))
+	if c.broken == nil {
+		// Nothing comes back to tell a later request's answer from.
+		c.broken = errors.New("a release without an answer was sent on it")
 	}
-	// Nothing comes back to tell a later request's answer from.
-	c.broken = errors.New("a release without an answer was sent on it")
-	// MSG_NOSIGNAL: an agent gone since the dial is an EPIPE, not a signal.
-	if err := retry(func() error { return unix.Sendmsg(c.fd, encodeRelease(id, p, true), nil, nil, unix.MSG_NOSIGNAL) }); err != nil {
-		return fmt.Errorf("agent: send: %w", timeoutErr(err))
-	}
-	return nil
+	return err
 }
 
 func (c *Conn) roundTrip(req []byte) (*response, []*os.File, error) {
-	if c.broken != nil {
-		return nil, nil, fmt.Errorf("agent: connection unusable after an earlier failure: %w", c.broken)
-	}
-	if len(req) > maxMessage {
-		return nil, nil, fmt.Errorf("agent: request of %d bytes is larger than a datagram", len(req))
-	}
-	if err := retry(func() error { return unix.Sendmsg(c.fd, req, nil, nil, 0) }); err != nil {
-		c.broken = fmt.Errorf("agent: send: %w", timeoutErr(err))
-		return nil, nil, c.broken
+	if err := c.send(req); err != nil {
+		return nil, nil, err
 	}
 	return c.receive()
+}
+
+// send writes one request. MSG_NOSIGNAL: an agent gone since the dial is
+// an EPIPE, not a signal.
+func (c *Conn) send(req []byte) error {
+	if c.broken != nil {
+		return fmt.Errorf("agent: connection unusable after an earlier failure: %w", c.broken)
+	}
+	if len(req) > maxMessage {
+		return fmt.Errorf("agent: request of %d bytes is larger than a datagram", len(req))
+	}
+	if err := retry(func() error { return unix.Sendmsg(c.fd, req, nil, nil, unix.MSG_NOSIGNAL) }); err != nil {
+		c.broken = fmt.Errorf("agent: send: %w", timeoutErr(err))
+		return c.broken
+	}
+	return nil
 }
 
 // receive reads the answer to the request last sent.
