@@ -99,7 +99,7 @@ fuzz:
 # shim with the real agent (about 30 min here; its own run, so that
 # LOCKBOX_CYCLES does not lengthen the 1,000-cycle tests).
 # LOCKBOX_OUTAGE=10m lengthens TestAllManagersDown's outage (30 s).
-RESILIENCE_TESTS := TestPartition|TestAgentKilled|TestAllManagersDown|TestWipeOnExit|TestShimKilled|TestShimCyclesLeaveNothing|TestCyclesLeaveNothing|TestNRIEvictStartedWhileAway|TestHAKillLeaderAgents
+RESILIENCE_TESTS := TestPartition|TestAgentKilled|TestAgentKilledBeforeBind|TestAllManagersDown|TestWipeOnExit|TestShimKilled|TestShimCyclesLeaveNothing|TestCyclesLeaveNothing|TestNRIEvictStartedWhileAway|TestHAKillLeaderAgents
 RESILIENCE_CYCLES ?= 10000
 # verbose runs go test -v into a log and shows only results and t.Log lines
 # (the figures), or the whole log when a test fails.

@@ -310,13 +310,34 @@ func (s *service) waitBound(id string) error {
 
 // Start starts the container once the agent watches it (waitBound); an
 // exec's start goes straight to runc.
+//
+// A container the agent cannot watch is killed before the error returns:
+// its secrets are attached already, nothing would wipe them at its exit,
+// and left created it would keep them (and take execs) until its client
+// deletes it, which a client that lost the agent may never do. Killing
+// its init takes its mount namespace, and the secrets with it, down now;
+// the client's delete finds a stopped task.
 func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	if r.ExecID == "" {
 		if err := s.waitBound(r.ID); err != nil {
+			s.killUnwatched(ctx, r.ID)
 			return nil, fmt.Errorf("lockbox: container %s: %w", r.ID, err)
 		}
 	}
 	return s.TTRPCTaskService.Start(ctx, r)
+}
+
+// killUnwatched kills a created container whose Bind failed and waits for
+// its init, so that its secrets are gone when Start's error returns.
+func (s *service) killUnwatched(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	lg := log.G(ctx).WithField("id", id)
+	if _, err := s.TTRPCTaskService.Kill(ctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGKILL), All: true}); err != nil {
+		lg.WithError(err).Warn("lockbox: kill the container the agent cannot watch")
+	} else if _, err := s.TTRPCTaskService.Wait(ctx, &taskAPI.WaitRequest{ID: id}); err != nil {
+		lg.WithError(err).Warn("lockbox: wait for the container the agent cannot watch")
+	}
 }
 
 // recordClaim records a claim in the container's bundle, before the agent
