@@ -9,7 +9,8 @@
 // and hand them over as detached mounts (a before-create Prepare); once
 // runc's create returns it attaches them into the container's mount
 // namespace by its init's pidfd (linux.AttachHandoversInto) and tells the
-// agent the container's process (Bind), whose answer Start waits for. It
+// agent the container's process (Bind), whose answer Start waits for (a
+// container the agent cannot watch is killed, never started). It
 // has the agent release the secrets when the container is deleted, or,
 // from the record it keeps in the bundle, when the shim manager's Stop
 // cleans up after a shim that died. The agent's own exit watch wipes the
