@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,7 +21,11 @@ import (
 // event read just before its pidfd is closed, and a new pidfd reusing the fd
 // number, cannot be confused.
 type exitWatch struct {
-	epfd   int
+	epfd int
+	// ep owns epfd, and rc waits on it in the Go runtime's netpoller (see
+	// loop).
+	ep     *os.File
+	rc     syscall.RawConn
 	wakeFd int // eventfd: stops the loop
 	onExit func(id string, who identity)
 
@@ -62,7 +68,21 @@ func newExitWatch(onExit func(id string, who identity)) (*exitWatch, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("exit watch: %w", err)
 	}
-	return &exitWatch{epfd: epfd, wakeFd: wake, onExit: onExit, byKey: map[uint64]*pidWatch{}, byID: map[string]uint64{}, next: wakeKey + 1}, nil
+	// An epoll set is itself pollable (readable while one of its fds is
+	// ready). Non-blocking, os.NewFile hands it to the runtime's netpoller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(wake)
+		unix.Close(epfd)
+		return nil, fmt.Errorf("exit watch: %w", err)
+	}
+	ep := os.NewFile(uintptr(epfd), "lockbox-exit-watch")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		unix.Close(wake)
+		ep.Close()
+		return nil, fmt.Errorf("exit watch: %w", err)
+	}
+	return &exitWatch{epfd: epfd, ep: ep, rc: rc, wakeFd: wake, onExit: onExit, byKey: map[uint64]*pidWatch{}, byID: map[string]uint64{}, next: wakeKey + 1}, nil
 }
 
 // epollEvent carries key in the 64 bits of epoll data (Fd and Pad).
@@ -160,15 +180,31 @@ func (w *exitWatch) start() {
 	go w.loop(w.done)
 }
 
+// loop waits for the set in the runtime's netpoller and reads it without
+// blocking. It used to block in epoll_wait, and a goroutine in a blocking
+// system call keeps its processor for up to 10 ms (the runtime takes it
+// back only then when there is nothing else to run): every exit the loop
+// went back into epoll_wait kept the runtime's sysmon thread polling for
+// that long (docs/performance.md). Parked in the netpoller, the goroutine
+// holds neither a thread nor a processor.
 func (w *exitWatch) loop(done chan struct{}) {
 	defer close(done)
 	events := make([]unix.EpollEvent, 64)
 	for {
-		n, err := unix.EpollWait(w.epfd, events, -1)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
+		var n int
+		var werr error
+		err := w.rc.Read(func(fd uintptr) bool {
+			for {
+				n, werr = unix.EpollWait(int(fd), events, 0)
+				if !errors.Is(werr, unix.EINTR) {
+					return werr != nil || n > 0
+				}
 			}
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
 			// Cannot happen with a valid epoll fd; Reap remains.
 			return
 		}
@@ -215,7 +251,7 @@ func (w *exitWatch) close() {
 		w.dropLocked(key)
 	}
 	unix.Close(w.wakeFd)
-	unix.Close(w.epfd)
+	w.ep.Close()
 }
 
 // processExited reports whether who's process is known to have exited: a

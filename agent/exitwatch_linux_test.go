@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -464,5 +465,64 @@ func TestProcessExited(t *testing.T) {
 	cmd.Wait()
 	if !processExited(identity{Pid: pid, PidStart: start}) {
 		t.Error("a reaped process is taken to run")
+	}
+}
+
+// TestExitWatchManyAtOnce: more processes exit before the loop reads than
+// one read of the set takes (64). The loop waits for the set in the
+// runtime's netpoller, which reports it once when it becomes ready: every
+// exit must still be reported, each once, with nothing new arriving to
+// wake the loop again.
+func TestExitWatchManyAtOnce(t *testing.T) {
+	const n = 150
+	var mu sync.Mutex
+	seen := map[string]int{}
+	all := make(chan struct{})
+	w, err := newExitWatch(func(id string, _ identity) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[id]++
+		if len(seen) == n {
+			close(all)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	var stops []func()
+	for i := range n {
+		cmd, stop := startSleeper(t)
+		start, err := pidStart(cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.add(fmt.Sprintf("c%d", i), identity{Pid: cmd.Process.Pid, PidStart: start}); err != nil {
+			t.Fatal(err)
+		}
+		stops = append(stops, stop)
+	}
+	// All of them have exited (and been reaped) before the loop runs.
+	for _, stop := range stops {
+		stop()
+	}
+	w.start()
+	select {
+	case <-all:
+	case <-time.After(10 * time.Second):
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("%d of %d exits reported", len(seen), n)
+	}
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	for id, k := range seen {
+		if k != 1 {
+			t.Errorf("%s reported %d times", id, k)
+		}
+	}
+	if got := w.watching(); got != 0 {
+		t.Errorf("still watching %d", got)
 	}
 }

@@ -6,6 +6,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -71,6 +74,7 @@ type agentCPU struct {
 	names []string
 	pids  []int
 	start []procstat.Stat
+	wakes []map[int]int
 }
 
 func readAgentCPU(b *testing.B, variants []*shimVariant) *agentCPU {
@@ -84,8 +88,50 @@ func readAgentCPU(b *testing.B, variants []*shimVariant) *agentCPU {
 			b.Fatalf("%s: the real agent's CPU time: %v", v.name, err)
 		}
 		a.names, a.pids, a.start = append(a.names, v.name), append(a.pids, v.agentPid), append(a.start, st)
+		a.wakes = append(a.wakes, threadWakes(v.agentPid))
 	}
 	return a
+}
+
+// threadWakes reads the voluntary context switches of each of pid's
+// threads: each is a wake-up from a sleep, the Go runtime's included.
+func threadWakes(pid int) map[int]int {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, _ := os.ReadDir(dir)
+	out := map[int]int{}
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "status"))
+		if err != nil {
+			continue // ended meanwhile
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+					out[tid] = n
+				}
+			}
+		}
+	}
+	return out
+}
+
+// wakesPerClaim is what the threads of pid woke between before and after,
+// in all and its sysmon thread's (internal/sysmon: the lowest thread ID
+// above the process's), per claim. Threads that ended meanwhile are not
+// counted.
+func wakesPerClaim(pid int, before, after map[int]int, claims int) (all, sysmon float64) {
+	first, total := 0, 0
+	for tid, n := range after {
+		total += n - before[tid]
+		if tid > pid && (first == 0 || tid < first) {
+			first = tid
+		}
+	}
+	return float64(total) / float64(claims), float64(after[first]-before[first]) / float64(claims)
 }
 
 // report prints each agent's CPU time per claim, claims being how many
@@ -103,9 +149,11 @@ func (a *agentCPU) report(b *testing.B, claims int) {
 			b.Fatalf("%s: the real agent's CPU time: %v", a.names[i], err)
 		}
 		u, s := st.UTime-a.start[i].UTime, st.STime-a.start[i].STime
-		lines = append(lines, fmt.Sprintf("%-24s agent cpu %6.3fms  (user %.3fms, system %.3fms)", a.names[i], perClaim(u+s), perClaim(u), perClaim(s)))
+		all, sm := wakesPerClaim(pid, a.wakes[i], threadWakes(pid), claims)
+		lines = append(lines, fmt.Sprintf("%-24s agent cpu %6.3fms  (user %.3fms, system %.3fms); thread wake-ups %.1f, of them sysmon's %.1f", a.names[i], perClaim(u+s), perClaim(u), perClaim(s), all, sm))
 		if a.names[i] == "real-agent-shim-claim" {
 			b.ReportMetric(perClaim(u+s), "real-agent-cpu-ms")
+			b.ReportMetric(all, "real-agent-wakes")
 		}
 	}
 	fmt.Println(strings.Join(lines, "\n"))
