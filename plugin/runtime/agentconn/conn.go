@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,7 +22,15 @@ const (
 // Conn is one connection to the agent. Requests are served one at a time;
 // a Conn is not safe for concurrent use.
 type Conn struct {
-	fd int
+	// f owns the socket once it is connected, non-blocking, and rc waits
+	// on it in the Go runtime's netpoller: a goroutine waiting for the
+	// agent's answer parks rather than hold a thread in recvmsg, which a
+	// runtime shim (a fresh process for each container) had to start one
+	// for while runc's create held another (docs/performance.md).
+	f  *os.File
+	rc syscall.RawConn
+	// timeout bounds each call (zero: none).
+	timeout time.Duration
 	// broken is set once a request failed mid-way: a late response could
 	// otherwise be read as the answer to the next request.
 	broken error
@@ -41,30 +50,41 @@ func Dial(socket string, timeout time.Duration) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial agent at %s: %w", socket, err)
 	}
-	c := &Conn{fd: fd}
-	if err := c.dial(socket, timeout); err != nil {
+	if err := dial(fd, socket, timeout); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	return c, nil
+	// Non-blocking from here on: os.NewFile hands it to the netpoller.
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("dial agent at %s: %w", socket, err)
+	}
+	f := os.NewFile(uintptr(fd), "lockbox-agent")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("dial agent at %s: %w", socket, err)
+	}
+	return &Conn{f: f, rc: rc, timeout: timeout}, nil
 }
 
-func (c *Conn) dial(socket string, timeout time.Duration) error {
+// dial connects fd, still blocking (a connect to a listener whose backlog
+// is full waits, for timeout at most, rather than fail), and checks who
+// answers.
+func dial(fd int, socket string, timeout time.Duration) error {
 	if timeout > 0 {
 		tv := unix.NsecToTimeval(timeout.Nanoseconds())
-		for _, opt := range []int{unix.SO_SNDTIMEO, unix.SO_RCVTIMEO} {
-			if err := unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, opt, &tv); err != nil {
-				return fmt.Errorf("dial agent at %s: set timeout: %w", socket, err)
-			}
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+			return fmt.Errorf("dial agent at %s: set timeout: %w", socket, err)
 		}
 	}
-	if err := retry(func() error { return unix.Connect(c.fd, &unix.SockaddrUnix{Name: socket}) }); err != nil {
-		return fmt.Errorf("dial agent at %s: %w", socket, &os.SyscallError{Syscall: "connect", Err: err})
+	if err := retry(func() error { return unix.Connect(fd, &unix.SockaddrUnix{Name: socket}) }); err != nil {
+		return fmt.Errorf("dial agent at %s: %w", socket, &os.SyscallError{Syscall: "connect", Err: timeoutErr(err)})
 	}
 	// The agent is root: a process of another user answering here (one
 	// that could write the socket's directory) would be handed every
 	// container's claim and could hand back mounts of its choosing.
-	cred, err := unix.GetsockoptUcred(c.fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 	if err != nil {
 		return fmt.Errorf("dial agent at %s: peer credentials: %w", socket, err)
 	}
@@ -85,7 +105,14 @@ func retry(fn func() error) error {
 
 // Close closes the connection. Files returned by Prepare stay open.
 func (c *Conn) Close() error {
-	return unix.Close(c.fd)
+	return c.f.Close()
+}
+
+// deadline starts the timeout of one call.
+func (c *Conn) deadline() {
+	if c.timeout > 0 {
+		c.f.SetDeadline(time.Now().Add(c.timeout))
+	}
 }
 
 // Prepare asks the agent to build the container's secrets mount, and with
@@ -219,7 +246,15 @@ func (c *Conn) send(req []byte) error {
 	if len(req) > maxMessage {
 		return fmt.Errorf("agent: request of %d bytes is larger than a datagram", len(req))
 	}
-	if err := retry(func() error { return unix.Sendmsg(c.fd, req, nil, nil, unix.MSG_NOSIGNAL) }); err != nil {
+	c.deadline()
+	var err error
+	if werr := c.rc.Write(func(fd uintptr) bool {
+		err = retry(func() error { return unix.Sendmsg(int(fd), req, nil, nil, unix.MSG_NOSIGNAL) })
+		return err != unix.EAGAIN
+	}); werr != nil {
+		err = werr
+	}
+	if err != nil {
 		c.broken = fmt.Errorf("agent: send: %w", timeoutErr(err))
 		return c.broken
 	}
@@ -234,10 +269,17 @@ func (c *Conn) receive() (*response, []*os.File, error) {
 	}
 	buf, oob := c.buf, c.oob
 	var n, oobn, flags int
-	err := retry(func() (err error) {
-		n, oobn, flags, _, err = unix.Recvmsg(c.fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
-		return err
-	})
+	var err error
+	c.deadline()
+	if rerr := c.rc.Read(func(fd uintptr) bool {
+		err = retry(func() (err error) {
+			n, oobn, flags, _, err = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
+			return err
+		})
+		return err != unix.EAGAIN
+	}); rerr != nil {
+		err = rerr
+	}
 	if c.Received != nil {
 		c.Received()
 	}
@@ -277,9 +319,10 @@ func (c *Conn) receive() (*response, []*os.File, error) {
 	return resp, files, nil
 }
 
-// timeoutErr names the socket timeout for what it is.
+// timeoutErr names a call's timeout for what it is: the connection's
+// deadline, or a blocking connect's SO_SNDTIMEO.
 func timeoutErr(err error) error {
-	if err == unix.EAGAIN {
+	if err == unix.EAGAIN || errors.Is(err, os.ErrDeadlineExceeded) {
 		return errors.New("timed out waiting for the agent")
 	}
 	return err

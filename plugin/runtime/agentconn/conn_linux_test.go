@@ -274,3 +274,53 @@ func TestOversizedRequestIsRefused(t *testing.T) {
 		t.Fatal("the agent saw the oversized request")
 	}
 }
+
+// TestWaitingHoldsNoThread: callers waiting for the agent's answers park
+// in the Go runtime's netpoller; blocked in recvmsg, each would hold an OS
+// thread, which a runtime shim (a fresh process a container) has to start.
+func TestWaitingHoldsNoThread(t *testing.T) {
+	const n = 20
+	h := &handler{block: make(chan struct{})}
+	sock := serve(t, h)
+	threads := func() int {
+		ents, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	// The server's side waits in the netpoller too (agent/localapi); its
+	// blocked handlers are goroutines, not threads.
+	before := threads()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		c, err := Dial(sock, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := c.Prepare(&Container{ID: "c1", Service: "web", Pid: 1}, true)
+			errs <- err
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	during := threads()
+	close(h.block)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Blocked in recvmsg, n waiting callers took n threads (checked
+	// against the build before the netpoller).
+	if during-before >= n/2 {
+		t.Errorf("%d threads while %d callers wait for the agent, %d before", during, n, before)
+	}
+	t.Logf("%d threads while %d callers waited, %d before", during, n, before)
+}
