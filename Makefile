@@ -17,9 +17,11 @@ deps:
 # shim manager's delete): built static (no cgo), as containerd builds its
 # own shims (its Makefile's SHIM_CGO_ENABLED ?= 0), they skip the dynamic
 # loader (about 0.9-1.1 ms an exec here). hack/deps.sh builds the baseline,
-# containerd-shim-runc-v2, the same way.
+# containerd-shim-runc-v2, the same way. lockbox (manager, agent, CLI) is
+# static too: it needs nothing of libc (Go's own resolver and user
+# lookup), and one binary then runs on any node's distribution.
 build:
-	$(GO) build -o $(BIN)/ ./cmd/lockbox
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/lockbox
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/lockbox-runtime
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/containerd-shim-lockbox-v2
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/containerd-shim-lockbox-v1
