@@ -296,7 +296,7 @@ func (c *Conn) receive() (*response, []*os.File, error) {
 	switch {
 	case n == 0 && oobn == 0:
 		// A zero-length datagram on SOCK_SEQPACKET is the peer closing.
-		err = errors.New("agent closed the connection")
+		err = errors.New("the agent closed the connection (stopped or restarted)")
 	case n > maxMessage || flags&unix.MSG_TRUNC != 0:
 		err = errors.New("response larger than a datagram")
 	case flags&unix.MSG_CTRUNC != 0:
@@ -319,11 +319,16 @@ func (c *Conn) receive() (*response, []*os.File, error) {
 	return resp, files, nil
 }
 
-// timeoutErr names a call's timeout for what it is: the connection's
-// deadline, or a blocking connect's SO_SNDTIMEO.
+// timeoutErr names what a failed call means for the caller: a timeout
+// (the connection's deadline, or a blocking connect's SO_SNDTIMEO), or an
+// agent that closed the connection under a request (it stopped, was
+// killed or restarted: whatever it held for the request is gone with it).
 func timeoutErr(err error) error {
-	if err == unix.EAGAIN || errors.Is(err, os.ErrDeadlineExceeded) {
+	switch {
+	case err == unix.EAGAIN || errors.Is(err, os.ErrDeadlineExceeded):
 		return errors.New("timed out waiting for the agent")
+	case errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET):
+		return fmt.Errorf("the agent closed the connection (stopped or restarted): %w", err)
 	}
 	return err
 }

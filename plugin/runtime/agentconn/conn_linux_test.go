@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/lockbox-project/lockbox/agent/localapi"
@@ -323,4 +325,58 @@ func TestWaitingHoldsNoThread(t *testing.T) {
 		t.Errorf("%d threads while %d callers wait for the agent, %d before", during, n, before)
 	}
 	t.Logf("%d threads while %d callers waited, %d before", during, n, before)
+}
+
+// TestAgentGoneMidRequest: an agent that closes the connection under a
+// request (it was killed or restarted) is named as such, whether the
+// caller was waiting for the answer or writing the next request.
+func TestAgentGoneMidRequest(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			// Read the request, then die without an answer.
+			buf := make([]byte, maxMessage)
+			conn.Read(buf)
+			conn.Close()
+		}
+	}()
+	c, err := Dial(sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _, err = c.PrepareBeforeCreate(&Container{ID: "c1", Service: "web"})
+	if err == nil || !strings.Contains(err.Error(), "the agent closed the connection") {
+		t.Fatalf("prepare with the agent gone: %v, want it named", err)
+	}
+
+	c2, err := Dial(sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if err := c2.SendBind("c1", 1); err != nil {
+		t.Fatal(err)
+	}
+	// The agent has read the Bind and closed: the next write finds it gone.
+	waitGone := time.Now().Add(5 * time.Second)
+	for {
+		err = c2.send(encodeBind("c1", 1))
+		if err != nil || time.Now().After(waitGone) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err == nil || !strings.Contains(err.Error(), "the agent closed the connection") || !(errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET)) {
+		t.Fatalf("send with the agent gone: %v, want it named, with its errno", err)
+	}
 }
