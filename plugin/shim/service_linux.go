@@ -332,11 +332,17 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 func (s *service) killUnwatched(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
+	s.killAndWait(ctx, id, "the container the agent cannot watch")
+}
+
+// killAndWait kills every process of container id and waits for its init;
+// what fails is logged, what is the container says.
+func (s *service) killAndWait(ctx context.Context, id, what string) {
 	lg := log.G(ctx).WithField("id", id)
 	if _, err := s.TTRPCTaskService.Kill(ctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGKILL), All: true}); err != nil {
-		lg.WithError(err).Warn("lockbox: kill the container the agent cannot watch")
+		lg.WithError(err).Warn("lockbox: kill " + what)
 	} else if _, err := s.TTRPCTaskService.Wait(ctx, &taskAPI.WaitRequest{ID: id}); err != nil {
-		lg.WithError(err).Warn("lockbox: wait for the container the agent cannot watch")
+		lg.WithError(err).Warn("lockbox: wait for " + what)
 	}
 }
 
@@ -382,11 +388,7 @@ func (s *service) takeBack(ctx context.Context, id, bundle string, pid int) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	lg := log.G(ctx).WithField("id", id)
-	if _, err := s.TTRPCTaskService.Kill(ctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGKILL), All: true}); err != nil {
-		lg.WithError(err).Warn("lockbox: kill container after failed claim")
-	} else if _, err := s.TTRPCTaskService.Wait(ctx, &taskAPI.WaitRequest{ID: id}); err != nil {
-		lg.WithError(err).Warn("lockbox: wait for container after failed claim")
-	}
+	s.killAndWait(ctx, id, "container after failed claim")
 	if _, err := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: id}); err != nil {
 		lg.WithError(err).Warn("lockbox: delete container after failed claim")
 	}
