@@ -79,7 +79,7 @@ func dial(fd int, socket string, timeout time.Duration) error {
 		}
 	}
 	if err := retry(func() error { return unix.Connect(fd, &unix.SockaddrUnix{Name: socket}) }); err != nil {
-		return fmt.Errorf("dial agent at %s: %w", socket, &os.SyscallError{Syscall: "connect", Err: timeoutErr(err)})
+		return fmt.Errorf("dial agent at %s: %w", socket, &os.SyscallError{Syscall: "connect", Err: callErr(err)})
 	}
 	// The agent is root: a process of another user answering here (one
 	// that could write the socket's directory) would be handed every
@@ -255,7 +255,7 @@ func (c *Conn) send(req []byte) error {
 		err = werr
 	}
 	if err != nil {
-		c.broken = fmt.Errorf("agent: send: %w", timeoutErr(err))
+		c.broken = fmt.Errorf("agent: send: %w", callErr(err))
 		return c.broken
 	}
 	return nil
@@ -284,7 +284,7 @@ func (c *Conn) receive() (*response, []*os.File, error) {
 		c.Received()
 	}
 	if err != nil {
-		c.broken = fmt.Errorf("agent: receive: %w", timeoutErr(err))
+		c.broken = fmt.Errorf("agent: receive: %w", callErr(err))
 		return nil, nil, c.broken
 	}
 	files, err := parseRights(oob[:oobn])
@@ -319,11 +319,11 @@ func (c *Conn) receive() (*response, []*os.File, error) {
 	return resp, files, nil
 }
 
-// timeoutErr names what a failed call means for the caller: a timeout
+// callErr names what a failed call means for the caller: a timeout
 // (the connection's deadline, or a blocking connect's SO_SNDTIMEO), or an
 // agent that closed the connection under a request (it stopped, was
 // killed or restarted: whatever it held for the request is gone with it).
-func timeoutErr(err error) error {
+func callErr(err error) error {
 	switch {
 	case err == unix.EAGAIN || errors.Is(err, os.ErrDeadlineExceeded):
 		return errors.New("timed out waiting for the agent")
