@@ -144,8 +144,15 @@ func TestAgentKilledBeforeBind(t *testing.T) {
 		if err := unix.Kill(a.Pid(), syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
+		killed := false
+		defer func() {
+			if !killed {
+				a.Kill() // a stopped agent would hang the test's cleanup
+			}
+		}()
 		ctr, done, goOn := create(t, id)
 		a.Kill()
+		killed = true
 		goOn()
 		cr := <-done
 		if cr.err == nil {
