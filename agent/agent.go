@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lockbox-project/lockbox/agent/errdefs"
 	"github.com/lockbox-project/lockbox/agent/grants"
@@ -57,6 +58,9 @@ type held struct {
 	// process to watch or to reach, and no record on disk. Guarded by the
 	// container's lock.
 	pending bool
+	// drain is the release exitDrain after the process's exit (exited),
+	// stopped if a release comes first. Guarded by a.mu.
+	drain *time.Timer
 }
 
 // Agent serves the local API. It implements localapi.Handler.

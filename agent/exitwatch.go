@@ -118,9 +118,17 @@ func (a *Agent) unwatchExit(id string) {
 // container id, has exited. After exitDrain it releases id as a release
 // bound to that holder would: only if the agent still holds id for that
 // very process (not released meanwhile, nor replaced by a new container
-// reusing the ID).
+// reusing the ID). A release that comes first (the runtime's delete,
+// usually) stops it.
 func (a *Agent) exited(id string, who identity) {
-	time.AfterFunc(exitDrain, func() { a.releaseExited(id, who) })
+	t := time.AfterFunc(exitDrain, func() { a.releaseExited(id, who) })
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if h := a.held[id]; h != nil && h.rec.identity().same(who) {
+		h.drain = t
+	} else {
+		t.Stop() // released already: nothing to drain
+	}
 }
 
 // releaseExited is exited's release, once the container's output drained.

@@ -526,3 +526,47 @@ func TestExitWatchManyAtOnce(t *testing.T) {
 		t.Errorf("still watching %d", got)
 	}
 }
+
+// TestReleaseStopsTheExitDrain: a container released after its process's
+// exit but before exitDrain (the runtime's delete, usually) leaves no
+// drain to fire: the release stops it.
+func TestReleaseStopsTheExitDrain(t *testing.T) {
+	a := newAgent(t, t.TempDir(), newCache(t))
+	t.Cleanup(a.Close)
+	ctx := context.Background()
+	cmd, stop := startSleeper(t)
+	pid := cmd.Process.Pid
+	_, files, err := a.Prepare(ctx, &api.PrepareRequest{Container: &api.Container{Id: "c1", Service: "web", Pid: int32(pid), Rootfs: "/nonexistent"}})
+	for _, f := range files {
+		f.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	exitedAt := time.Now()
+	var drain *time.Timer
+	for drain == nil {
+		a.mu.Lock()
+		if h := a.held["c1"]; h != nil {
+			drain = h.drain
+		}
+		a.mu.Unlock()
+		if time.Since(exitedAt) > 5*time.Second {
+			t.Fatal("the exit was not seen within 5 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := a.ReleaseRequest(ctx, &api.ReleaseRequest{ContainerId: "c1", Pid: int32(pid)}); err != nil {
+		t.Fatal(err)
+	}
+	// The wipe of an ended holder runs after the answer.
+	waitReleased(t, a, "c1", exitedAt, 5*time.Second)
+	a.wiping.wait()
+	if got := a.ReleaseCounts(); got != (ReleaseCounts{Release: 1}) {
+		t.Fatalf("release counts %+v %v after the exit, want the release's alone (did the drain come first?)", got, time.Since(exitedAt))
+	}
+	if drain.Stop() {
+		t.Error("the exit's drain was still armed after the release")
+	}
+}

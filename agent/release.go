@@ -262,6 +262,11 @@ func (a *Agent) release(id string, cause releaseCause) error {
 	}
 	a.mu.Lock()
 	delete(a.held, id)
+	if h != nil && h.drain != nil {
+		// An exit's release waiting for the output to drain has nothing
+		// left to do.
+		h.drain.Stop()
+	}
 	a.mu.Unlock()
 	a.unwatchExit(id)
 	if h != nil {
