@@ -5,7 +5,7 @@ BIN         := bin
 export PATH := $(LOCKBOX_TOOLS)/bin:$(PATH)
 export LOCKBOX_TOOLS
 
-.PHONY: all deps build test unit windows integration bench proto lint demo clean install fuzz test-resilience
+.PHONY: all deps build test unit windows integration bench proto lint demo clean install install-node fuzz test-resilience
 
 all: build
 
@@ -20,8 +20,12 @@ deps:
 # containerd-shim-runc-v2, the same way. lockbox (manager, agent, CLI) is
 # static too: it needs nothing of libc (Go's own resolver and user
 # lookup), and one binary then runs on any node's distribution.
+# bin/node/lockbox is its node build (cmd/lockbox/node): the agent alone,
+# without the manager, etcd and the admin CLI, which a node never runs and
+# whose text would stay resident in the agent (docs/performance.md).
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/lockbox
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/node/lockbox ./cmd/lockbox/node
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/lockbox-runtime
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/containerd-shim-lockbox-v2
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/containerd-shim-lockbox-v1
@@ -76,17 +80,25 @@ clean:
 PREFIX      ?= /usr/local
 SYSTEMDUNITDIR ?= /lib/systemd/system
 INSTALL     ?= install
+# install-node is install with the node build as lockbox and the agent's
+# unit alone: what a containerd node needs.
+LOCKBOX_BINARY ?= $(BIN)/lockbox
+UNITS       ?= contrib/systemd/*.service
 install:
-	@test -x $(BIN)/lockbox || { echo "make install: run make build first" >&2; exit 1; }
+	@test -x $(LOCKBOX_BINARY) || { echo "make install: run make build first" >&2; exit 1; }
 	$(INSTALL) -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSTEMDUNITDIR)
-	for b in lockbox lockbox-runtime containerd-shim-lockbox-v2 containerd-shim-lockbox-v1 lockbox-nri; do \
+	$(INSTALL) -m 0755 $(LOCKBOX_BINARY) $(DESTDIR)$(PREFIX)/bin/lockbox
+	for b in lockbox-runtime containerd-shim-lockbox-v2 containerd-shim-lockbox-v1 lockbox-nri; do \
 		if [ -x $(BIN)/$$b ]; then $(INSTALL) -m 0755 $(BIN)/$$b $(DESTDIR)$(PREFIX)/bin/$$b || exit 1; fi; \
 	done
-	for u in contrib/systemd/*.service; do \
+	for u in $(UNITS); do \
 		sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' $$u >$(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}.tmp && \
 		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}.tmp && \
 		mv $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/}.tmp $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/} || exit 1; \
 	done
+
+install-node:
+	$(MAKE) install LOCKBOX_BINARY=$(BIN)/node/lockbox UNITS=contrib/systemd/lockbox-agent.service
 
 # fuzz runs every Fuzz target that builds on this OS for FUZZTIME each and
 # prints the inputs each tried (hack/fuzz.sh). FUZZTIME=10m for the figures.

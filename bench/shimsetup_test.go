@@ -219,8 +219,9 @@ const runcShimBinary = "containerd-shim-runc-v2"
 
 // freshCopies copies the named files of dir into a new directory, each
 // written anew, and returns that directory. With no name it copies every
-// regular file of dir (a build's bin/), and containerd's runc shim from
-// the tools unless dir has one: the shims that directory's containerd runs.
+// regular file of dir (a build's bin/) and its node build (node/lockbox),
+// and containerd's runc shim from the tools unless dir has one: the shims
+// that directory's containerd runs.
 // A shim binary is executed three times per container, and where its
 // pages stand in the page cache shows in the lifecycle: on the project's
 // machine (whose host pages out file pages no process has mapped for a
@@ -246,12 +247,21 @@ func freshCopies(b *testing.B, dir string, names ...string) string {
 	for _, n := range names {
 		srcs[n] = filepath.Join(dir, n)
 	}
+	out := b.TempDir()
 	if whole {
 		if _, ok := srcs[runcShimBinary]; !ok {
 			srcs[runcShimBinary] = filepath.Join(harness.ToolsDir(), runcShimBinary)
 		}
+		// The node build, which the harness runs as the agent
+		// (harness.AgentBinary), where the build has one.
+		node := filepath.Join("node", "lockbox")
+		if _, err := os.Stat(filepath.Join(dir, node)); err == nil {
+			if err := os.Mkdir(filepath.Join(out, "node"), 0o755); err != nil {
+				b.Fatal(err)
+			}
+			srcs[node] = filepath.Join(dir, node)
+		}
 	}
-	out := b.TempDir()
 	for n, src := range srcs {
 		if err := copyExecutable(src, filepath.Join(out, n)); err != nil {
 			b.Fatal(err)

@@ -11,7 +11,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=$root/bin
 tools=${LOCKBOX_TOOLS:-/opt/lockbox/tools}/bin
-for b in "$bin/lockbox" "$bin/containerd-shim-lockbox-v2" "$tools/containerd" "$tools/ctr" "$(command -v runc || echo /usr/sbin/runc)" /bin/busybox; do
+for b in "$bin/lockbox" "$bin/node/lockbox" "$bin/containerd-shim-lockbox-v2" "$tools/containerd" "$tools/ctr" "$(command -v runc || echo /usr/sbin/runc)" /bin/busybox; do
 	[ -x "$b" ] || { echo "demo: $b is missing: run 'make deps build'" >&2; exit 1; }
 done
 
@@ -76,8 +76,10 @@ lockbox secret ls
 lockbox service ls
 
 step "Start an agent on this node, joined with a worker token"
-# The token goes in on stdin, never on the daemon's command line.
-lockbox join-token worker -q | "$bin/lockbox" agent --manager "127.0.0.1:$port" --token-file - --state-dir "$work/agent" --socket "$work/agent/agent.sock" >"$work/agent.log" 2>&1 &
+# The token goes in on stdin, never on the daemon's command line. The agent
+# is lockbox's node build (bin/node/lockbox): the agent alone, which is what
+# a node runs; the full lockbox runs it the same way.
+lockbox join-token worker -q | "$bin/node/lockbox" agent --manager "127.0.0.1:$port" --token-file - --state-dir "$work/agent" --socket "$work/agent/agent.sock" >"$work/agent.log" 2>&1 &
 pids+=($!)
 wait_for "the agent socket" test -S "$work/agent/agent.sock"
 

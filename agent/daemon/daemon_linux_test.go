@@ -171,15 +171,22 @@ func TestKill9WithContainersRunning(t *testing.T) {
 	}
 }
 
-// lockboxBinary returns $LOCKBOX_BIN/lockbox, or builds cmd/lockbox.
+// lockboxBinary returns the full build: $LOCKBOX_BIN/lockbox, or cmd/lockbox
+// built.
 func lockboxBinary(b testing.TB) string {
+	return lockboxBuild(b, "cmd/lockbox", "lockbox")
+}
+
+// lockboxBuild returns $LOCKBOX_BIN/path (make build's), or builds the
+// module's package pkg (cmd/lockbox, or its node build cmd/lockbox/node).
+func lockboxBuild(b testing.TB, pkg, path string) string {
 	if dir := os.Getenv("LOCKBOX_BIN"); dir != "" {
-		return filepath.Join(dir, "lockbox")
+		return filepath.Join(dir, path)
 	}
 	bin := filepath.Join(b.TempDir(), "lockbox")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/lockbox-project/lockbox/cmd/lockbox").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/lockbox-project/lockbox/"+pkg).CombinedOutput()
 	if err != nil {
-		b.Fatalf("build lockbox: %v\n%s", err, out)
+		b.Fatalf("build %s: %v\n%s", pkg, err, out)
 	}
 	return bin
 }

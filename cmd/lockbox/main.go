@@ -1,5 +1,6 @@
 // Command lockbox is the Lockbox CLI and its daemons: the manager that keeps
-// secrets and the agent that serves them on a containerd node.
+// secrets and the agent that serves them on a containerd node. Its node
+// build, cmd/lockbox/node, is the agent alone.
 package main
 
 import (
@@ -7,6 +8,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lockbox-project/lockbox/cmd/lockbox/internal/agentcmd"
 )
 
 func main() {
@@ -26,7 +29,7 @@ func newRootCommand() *cobra.Command {
 	addAdminCommands(root)
 	root.AddCommand(newStackCommand())
 	addManagerCommand(root)
-	addAgentCommand(root)
+	root.AddCommand(agentcmd.New())
 	root.AddCommand(newVersionCommand())
 	return root
 }

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lockbox-project/lockbox/cmd/lockbox/internal/daemonflags"
 )
 
 // lockboxBin returns $LOCKBOX_BIN/lockbox, or builds this command: the
@@ -46,7 +48,7 @@ func freeTCPPort(t *testing.T, ip string) string {
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, joinTokenEnv+"=") {
+		if !strings.HasPrefix(kv, daemonflags.JoinTokenEnv+"=") {
 			env = append(env, kv)
 		}
 	}
@@ -228,9 +230,9 @@ func TestRetiredTokenWaysFail(t *testing.T) {
 		{"agent --token", append(agent, "--token", tok), false, []string{"--token is no longer accepted", "--token-file"}},
 		{"agent --token=", append(agent, "--token="+tok), false, []string{"--token is no longer accepted", "--token-file"}},
 		{"manager --token", append(manager, "--token", tok), false, []string{"--token is no longer accepted", "--token-file"}},
-		{"agent LOCKBOX_JOIN_TOKEN", append(agent, "--token-file", tokenFile), true, []string{joinTokenEnv, "--token-file"}},
-		{"manager LOCKBOX_JOIN_TOKEN", append(manager, "--token-file", tokenFile), true, []string{joinTokenEnv, "--token-file"}},
-		{"agent LOCKBOX_JOIN_TOKEN alone", agent, true, []string{joinTokenEnv, "--token-file"}},
+		{"agent LOCKBOX_JOIN_TOKEN", append(agent, "--token-file", tokenFile), true, []string{daemonflags.JoinTokenEnv, "--token-file"}},
+		{"manager LOCKBOX_JOIN_TOKEN", append(manager, "--token-file", tokenFile), true, []string{daemonflags.JoinTokenEnv, "--token-file"}},
+		{"agent LOCKBOX_JOIN_TOKEN alone", agent, true, []string{daemonflags.JoinTokenEnv, "--token-file"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,7 +241,7 @@ func TestRetiredTokenWaysFail(t *testing.T) {
 			cmd := exec.CommandContext(ctx, bin, tt.args...)
 			cmd.Env = cleanEnv()
 			if tt.env {
-				cmd.Env = append(cmd.Env, joinTokenEnv+"="+tok)
+				cmd.Env = append(cmd.Env, daemonflags.JoinTokenEnv+"="+tok)
 			}
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr

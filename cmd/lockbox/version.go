@@ -5,42 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	adminapi "github.com/lockbox-project/lockbox/api/admin"
+	"github.com/lockbox-project/lockbox/cmd/lockbox/internal/versioninfo"
 	"github.com/lockbox-project/lockbox/internal/buildinfo"
 )
 
-// versionInfo is one side of lockbox version, with docker version's
-// field names so that --format templates carry over
-// ({{.Client.Version}}, {{.Server.GitCommit}}).
-type versionInfo struct {
-	Version   string
-	GitCommit string
-	GoVersion string
-	Os        string
-	Arch      string
-	BuildTime string `json:",omitempty"`
-}
-
-// versionOutput is what --format sees; Server is nil when no manager
-// answered.
-type versionOutput struct {
-	Client versionInfo
-	Server *versionInfo
-}
-
-func clientVersion() versionInfo {
-	i := buildinfo.Get()
-	return versionInfo{Version: i.Version, GitCommit: i.ShortCommit(), GoVersion: i.GoVersion, Os: i.OS, Arch: i.Arch, BuildTime: i.BuildTime}
-}
-
-func serverVersion(r *adminapi.VersionResponse) *versionInfo {
+func serverVersion(r *adminapi.VersionResponse) *versioninfo.Info {
 	i := buildinfo.Info{Version: r.GetVersion(), Commit: r.GetCommit(), Modified: r.GetModified()}
-	return &versionInfo{Version: i.Version, GitCommit: i.ShortCommit(), GoVersion: r.GetGoVersion(), Os: r.GetOs(), Arch: r.GetArch(), BuildTime: r.GetBuildTime()}
+	return &versioninfo.Info{Version: i.Version, GitCommit: i.ShortCommit(), GoVersion: r.GetGoVersion(), Os: r.GetOs(), Arch: r.GetArch(), BuildTime: r.GetBuildTime()}
 }
 
 // newVersionCommand is docker version's shape: a Client section always,
@@ -57,7 +33,7 @@ func newVersionCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := versionOutput{Client: clientVersion()}
+			out := versioninfo.Output{Client: versioninfo.Client()}
 			// A short wait: version is what one runs to see whether the
 			// manager is there at all.
 			if c.timeout > 10*time.Second {
@@ -101,9 +77,10 @@ func connFlagsOf(cmd *cobra.Command) (*connFlags, error) {
 	return c, nil
 }
 
-func printVersion(w io.Writer, format string, v versionOutput) error {
+func printVersion(w io.Writer, format string, v versioninfo.Output) error {
 	switch format {
 	case "":
+		return versioninfo.Write(w, v)
 	case "json":
 		b, err := json.Marshal(v)
 		if err != nil {
@@ -114,21 +91,4 @@ func printVersion(w io.Writer, format string, v versionOutput) error {
 	default:
 		return executeTemplate(w, format, []any{v})
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
-	section := func(title string, i versionInfo) {
-		fmt.Fprintln(tw, title)
-		fmt.Fprintf(tw, " Version:\t%s\n", i.Version)
-		fmt.Fprintf(tw, " Go version:\t%s\n", i.GoVersion)
-		fmt.Fprintf(tw, " Git commit:\t%s\n", i.GitCommit)
-		if i.BuildTime != "" {
-			fmt.Fprintf(tw, " Built:\t%s\n", i.BuildTime)
-		}
-		fmt.Fprintf(tw, " OS/Arch:\t%s/%s\n", i.Os, i.Arch)
-	}
-	section("Client:", v.Client)
-	if v.Server != nil {
-		fmt.Fprintln(tw)
-		section("Server: Lockbox manager", *v.Server)
-	}
-	return tw.Flush()
 }

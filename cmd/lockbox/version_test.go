@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/lockbox-project/lockbox/cmd/lockbox/internal/versioninfo"
 )
 
 // lockbox version has docker version's shape: a Client section, then the
@@ -31,7 +33,7 @@ func TestVersionClientAndServer(t *testing.T) {
 		t.Fatalf("sections:\n%s", out)
 	}
 
-	var v versionOutput
+	var v versioninfo.Output
 	if err := json.Unmarshal([]byte(e.mustRun(t, "", "version", "--format", "json")), &v); err != nil || v.Server == nil || v.Server.GoVersion != runtime.Version() {
 		t.Fatalf("version --format json: %+v, %v", v, err)
 	}

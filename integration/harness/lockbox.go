@@ -307,9 +307,21 @@ func StartAgentWith(t testing.TB, binDir string, m *Manager, o AgentOptions) *Ag
 	}
 	args := append([]string{"agent", "--manager", managers, "--token-file", tokenFile, "--hostname", filepath.Base(dir),
 		"--state-dir", a.StateDir, "--socket", a.Socket}, extra...)
-	a.dir, a.bin, a.prefix, a.args = dir, filepath.Join(binDir, "lockbox"), o.Prefix, args
+	a.dir, a.bin, a.prefix, a.args = dir, AgentBinary(binDir), o.Prefix, args
 	a.start(t)
 	return a
+}
+
+// AgentBinary is the lockbox a node runs in binDir (a build's bin/): its
+// node build, node/lockbox (cmd/lockbox/node), which make build makes
+// beside the full one; binDir/lockbox for builds made before it had one,
+// as a benchmark's build to compare with may be.
+func AgentBinary(binDir string) string {
+	node := filepath.Join(binDir, "node", "lockbox")
+	if _, err := os.Stat(node); err == nil {
+		return node
+	}
+	return filepath.Join(binDir, "lockbox")
 }
 
 // start runs the agent with the arguments it was first given, logging to

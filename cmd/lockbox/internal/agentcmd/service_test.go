@@ -1,4 +1,4 @@
-package main
+package agentcmd
 
 import (
 	"bytes"
@@ -21,7 +21,7 @@ func TestAgentInstallServiceArgs(t *testing.T) {
 		{name: "token on stdin, = form", args: []string{"agent", "install-service", "--", "--token-file=-"}, wantErr: "no standard input"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			root := newRootCommand()
+			root := newRoot()
 			root.SetArgs(tc.args)
 			root.SetOut(&bytes.Buffer{})
 			root.SetErr(&bytes.Buffer{})
@@ -35,7 +35,7 @@ func TestAgentInstallServiceArgs(t *testing.T) {
 			{"agent", "install-service", "--", "--manager", "m:4243", "--token-file", `C:\lockbox\token`},
 			{"agent", "uninstall-service"},
 		} {
-			root := newRootCommand()
+			root := newRoot()
 			root.SetArgs(args)
 			root.SetOut(&bytes.Buffer{})
 			root.SetErr(&bytes.Buffer{})

@@ -1,4 +1,4 @@
-package main
+package daemonflags
 
 import (
 	"os"
@@ -49,8 +49,8 @@ func TestTokenFileRead(t *testing.T) {
 			if tt.unixOnly && runtime.GOOS == "windows" {
 				t.Skip("no Unix modes")
 			}
-			tf := tokenFlags{file: tt.file}
-			got, err := tf.read(strings.NewReader(tt.stdin))
+			tf := Token{file: tt.file}
+			got, err := tf.Read(strings.NewReader(tt.stdin))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("got %q, %v; want an error saying %q", got, err, tt.wantErr)

@@ -1,4 +1,4 @@
-package main
+package daemonflags
 
 import (
 	"bytes"
@@ -11,39 +11,40 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// joinTokenEnv is the environment variable that used to carry a join token.
+// JoinTokenEnv is the environment variable that used to carry a join token.
 // It is refused: /proc/PID/environ keeps a process's initial environment
 // for its whole life, even after unsetenv, so a daemon cannot make it safe.
-const joinTokenEnv = "LOCKBOX_JOIN_TOKEN"
+const JoinTokenEnv = "LOCKBOX_JOIN_TOKEN"
 
 // maxTokenFile bounds what --token-file reads: a token is ~110 bytes.
 const maxTokenFile = 4 << 10
 
-// tokenFlags is how a daemon takes a join token: --token-file FILE, or - for
+// Token is how a daemon takes a join token: --token-file FILE, or - for
 // stdin. A token on the command line sits in /proc/PID/cmdline, readable by
 // every local user, for as long as the daemon runs, so --token is kept only
 // to tell old scripts what to use instead.
-type tokenFlags struct {
+type Token struct {
 	file    string
 	retired string
 }
 
-func (t *tokenFlags) add(f *pflag.FlagSet, usage string) {
+// Add declares the flags on f; usage says what the file holds.
+func (t *Token) Add(f *pflag.FlagSet, usage string) {
 	f.StringVar(&t.file, "token-file", "", usage+" (read once at start; - reads stdin)")
 	f.StringVar(&t.retired, "token", "", "retired: use --token-file")
 	f.MarkHidden("token")
 }
 
-// check refuses the retired ways of passing a token. It runs before
+// Check refuses the retired ways of passing a token. It runs before
 // anything else, so that the process exits at once.
-func (t *tokenFlags) check(f *pflag.FlagSet) error {
+func (t *Token) Check(f *pflag.FlagSet) error {
 	if f.Changed("token") {
 		return errors.New("--token is no longer accepted: a token in the command line stays readable by every local user in /proc/PID/cmdline while the daemon runs. " +
 			"Put the token in a file only root can read and pass --token-file FILE, or pipe it in with --token-file - (for example: lockbox join-token -q worker | ssh node lockbox agent ... --token-file -)")
 	}
-	if _, ok := os.LookupEnv(joinTokenEnv); ok {
+	if _, ok := os.LookupEnv(JoinTokenEnv); ok {
 		return fmt.Errorf("%s is no longer read, and refused: a process's initial environment stays readable in /proc/PID/environ for its whole life. "+
-			"Unset it and pass the token with --token-file FILE or --token-file -", joinTokenEnv)
+			"Unset it and pass the token with --token-file FILE or --token-file -", JoinTokenEnv)
 	}
 	return nil
 }
@@ -62,10 +63,10 @@ func private(f *os.File) error {
 	return nil
 }
 
-// read returns the token from --token-file (nil without one): read once,
+// Read returns the token from --token-file (nil without one): read once,
 // surrounding white space trimmed. The caller zeroes it when done; read
 // zeroes its own buffer.
-func (t *tokenFlags) read(stdin io.Reader) ([]byte, error) {
+func (t *Token) Read(stdin io.Reader) ([]byte, error) {
 	if t.file == "" {
 		return nil, nil
 	}

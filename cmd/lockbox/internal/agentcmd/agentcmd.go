@@ -1,4 +1,8 @@
-package main
+// Package agentcmd is the "lockbox agent" command: the node agent and what
+// operates it on a node (ls, and the Windows service's install and
+// uninstall). The full lockbox build and its node build (cmd/lockbox/node)
+// both add it, so it links neither the manager nor etcd.
+package agentcmd
 
 import (
 	"context"
@@ -14,14 +18,16 @@ import (
 
 	"github.com/lockbox-project/lockbox/agent/daemon"
 	"github.com/lockbox-project/lockbox/agent/localapi"
+	"github.com/lockbox-project/lockbox/cmd/lockbox/internal/daemonflags"
 )
 
-func addAgentCommand(root *cobra.Command) {
+// New returns the agent command, with its subcommands.
+func New() *cobra.Command {
 	var (
 		o        daemon.Options
 		managers string
-		logs     logFlags
-		token    tokenFlags
+		logs     daemonflags.Log
+		token    daemonflags.Token
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --manager ADDR[,ADDR...] --token-file FILE|- --state-dir DIR [--socket PATH] [--nri]",
@@ -40,10 +46,10 @@ memory only, keeps serving them when every manager is gone, and answers the
 runtime adapters on a root-only unix socket.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := token.check(cmd.Flags()); err != nil {
+			if err := token.Check(cmd.Flags()); err != nil {
 				return err
 			}
-			if err := logs.check(); err != nil {
+			if err := logs.Check(); err != nil {
 				return err
 			}
 			if err := daemon.Reexec(); err != nil {
@@ -51,7 +57,7 @@ runtime adapters on a root-only unix socket.`,
 			}
 			// Read after the re-execution, which keeps stdin: the
 			// token is read by the process that uses it, once.
-			tok, err := token.read(cmd.InOrStdin())
+			tok, err := token.Read(cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
@@ -74,12 +80,12 @@ runtime adapters on a root-only unix socket.`,
 					return err
 				}
 				defer w.Close()
-				if o.Log, err = logs.logger(w); err != nil {
+				if o.Log, err = logs.Logger(w); err != nil {
 					return err
 				}
 				return daemon.RunService(daemon.ServiceName, func(ctx context.Context) error { return daemon.Run(ctx, o) })
 			}
-			if o.Log, err = logs.logger(cmd.ErrOrStderr()); err != nil {
+			if o.Log, err = logs.Logger(cmd.ErrOrStderr()); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
@@ -89,7 +95,7 @@ runtime adapters on a root-only unix socket.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&managers, "manager", "", "manager addresses, comma-separated (host:port)")
-	token.add(f, "file holding the worker join token (first start only)")
+	token.Add(f, "file holding the worker join token (first start only)")
 	f.StringVar(&o.StateDir, "state-dir", "/var/lib/lockbox/agent", "directory for the node's credentials and container records")
 	f.StringVar(&o.Hostname, "hostname", "", "hostname the node joins with (default: the host's name; fixed at the first start, unique among workers)")
 	f.StringVar(&o.Socket, "socket", localapi.DefaultSocket, "local API socket (a missing directory is made 0700; an existing one must be root's alone to write)")
@@ -97,15 +103,15 @@ runtime adapters on a root-only unix socket.`,
 	f.StringVar(&o.NRISocket, "nri-socket", "", "containerd's NRI socket (default: NRI's own default)")
 	f.BoolVar(&o.RequireBitLocker, "require-bitlocker", false, "Windows: refuse to start unless the state directory's volume is BitLocker-protected")
 	f.StringVar(&o.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://ADDR/metrics (plain HTTP, no authentication: bind to loopback or a management network; default off)")
-	logs.add(f)
+	logs.Add(f)
 
-	cmd.AddCommand(newAgentLsCommand(), newAgentInstallServiceCommand(), newAgentUninstallServiceCommand())
-	root.AddCommand(cmd)
+	cmd.AddCommand(newLsCommand(), newInstallServiceCommand(), newUninstallServiceCommand())
+	return cmd
 }
 
-// newAgentLsCommand lists what the local agent has mounted, through its
+// newLsCommand lists what the local agent has mounted, through its
 // local API (root only).
-func newAgentLsCommand() *cobra.Command {
+func newLsCommand() *cobra.Command {
 	var socket string
 	var quiet bool
 	cmd := &cobra.Command{
@@ -150,10 +156,10 @@ func newAgentLsCommand() *cobra.Command {
 	return cmd
 }
 
-// newAgentInstallServiceCommand registers `lockbox agent` with the flags
+// newInstallServiceCommand registers `lockbox agent` with the flags
 // after "--" as a Windows service (automatic start, restarted by the SCM
 // after a crash or a failed exit, logging to the event log).
-func newAgentInstallServiceCommand() *cobra.Command {
+func newInstallServiceCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "install-service -- AGENT-FLAGS...",
 		Short: "Windows: register the agent, with the flags after --, as the lockbox-agent service",
@@ -187,8 +193,8 @@ lockbox-agent".`,
 	}
 }
 
-// newAgentUninstallServiceCommand stops and removes the Windows service.
-func newAgentUninstallServiceCommand() *cobra.Command {
+// newUninstallServiceCommand stops and removes the Windows service.
+func newUninstallServiceCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "uninstall-service",
 		Short: "Windows: stop and remove the lockbox-agent service",

@@ -1,4 +1,4 @@
-package main
+package agentcmd
 
 import (
 	"bytes"
@@ -8,9 +8,18 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+
 	"github.com/lockbox-project/lockbox/agent/localapi"
 	api "github.com/lockbox-project/lockbox/api/agent"
 )
+
+// newRoot is a lockbox root command holding the agent command alone.
+func newRoot() *cobra.Command {
+	root := &cobra.Command{Use: "lockbox", SilenceUsage: true, SilenceErrors: true}
+	root.AddCommand(New())
+	return root
+}
 
 // lsAgent is an agent that holds two containers.
 type lsAgent struct{}
@@ -45,7 +54,7 @@ func TestAgentLs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			root := newRootCommand()
+			root := newRoot()
 			var out bytes.Buffer
 			root.SetOut(&out)
 			root.SetArgs(tt.args)
@@ -58,7 +67,7 @@ func TestAgentLs(t *testing.T) {
 		})
 	}
 
-	root := newRootCommand()
+	root := newRoot()
 	root.SetArgs([]string{"agent", "ls", "--socket", filepath.Join(t.TempDir(), "none.sock")})
 	root.SetOut(&bytes.Buffer{})
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "dial agent") {
