@@ -54,6 +54,8 @@ func BenchmarkShimLifecycle(b *testing.B) {
 	b.ReportMetric(float64(meds[1])/float64(meds[0]), "plain/runc-shim")
 	b.ReportMetric(float64(meds[2])/float64(meds[0]), "claim/runc-shim")
 	b.ReportMetric(ms(meds[2]-meds[0]), "claim-added-ms")
+	_, hi := addedCI(times[0], times[2])
+	b.ReportMetric(ms(hi), "claim-added-ms-ci95-hi")
 	b.ReportMetric(ms(median(pairedDiffs(times[0], times[2]))), "claim-added-ms-paired")
 	b.ReportMetric(ms(median(pairedDiffs(times[0], times[1]))), "plain-added-ms-paired")
 	if hasRealAgent(variants) {
@@ -224,9 +226,11 @@ func lifecycle(ctx context.Context, cl *containerd.Client, fifoDir string, img c
 func reportRealAgent(b *testing.B, base, claim []time.Duration) {
 	mb, mc := median(base), median(claim)
 	d := pairedDiffs(base, claim)
-	fmt.Printf("%s: real agent, against the runc shim on its containerd: ratio %.4f, added %+.2fms; paired median %+.2fms (p25 %+.2fms, p75 %+.2fms)\n",
-		b.Name(), float64(mc)/float64(mb), ms(mc-mb), ms(median(d)), ms(pct(d, 0.25)), ms(pct(d, 0.75)))
+	lo, hi := addedCI(base, claim)
+	fmt.Printf("%s: real agent, against the runc shim on its containerd: ratio %.4f, added %+.2fms (95%% interval %+.2fms to %+.2fms); paired median %+.2fms (p25 %+.2fms, p75 %+.2fms)\n",
+		b.Name(), float64(mc)/float64(mb), ms(mc-mb), ms(lo), ms(hi), ms(median(d)), ms(pct(d, 0.25)), ms(pct(d, 0.75)))
 	b.ReportMetric(float64(mc)/float64(mb), "real-claim/real-runc")
 	b.ReportMetric(ms(mc-mb), "real-claim-added-ms")
+	b.ReportMetric(ms(hi), "real-claim-added-ms-ci95-hi")
 	b.ReportMetric(ms(median(d)), "real-claim-added-ms-paired")
 }
