@@ -67,7 +67,9 @@ func notInNodeBuild(word string) error {
 }
 
 // newVersionCommand is the full build's lockbox version without its
-// Server section: this build has no manager to ask.
+// Server section: this build has no manager to ask. A --format template
+// runs with text/template's own functions only, not the admin CLI's
+// docker-like ones (json, join, ...), which this build does not link.
 func newVersionCommand() *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
