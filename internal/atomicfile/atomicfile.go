@@ -14,9 +14,8 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp) // a no-op once renamed
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	if err := rename(tmp, path); err != nil {
+		return err
 	}
 	syncDir(filepath.Dir(path))
 	return nil
@@ -54,8 +53,16 @@ func ReplaceFile(path string, data []byte, perm os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp) // a no-op once renamed
+	return rename(tmp, path)
+}
+
+// rename moves the written temp file onto path, and removes it if it
+// cannot: once renamed there is nothing left to remove, and a remove of
+// the old name would be a system call (a lookup in the directory) that can
+// only fail, on every write, the agent's container records among them.
+func rename(tmp, path string) error {
 	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

@@ -82,6 +82,32 @@ func TestWriteLeavesOldOrNew(t *testing.T) {
 	}
 }
 
+// A rename that fails (the path is a directory that holds something)
+// leaves the directory as it was and no temp file beside it.
+func TestFailedRenameLeavesNothing(t *testing.T) {
+	for name, op := range map[string]func(string, []byte, os.FileMode) error{"WriteFile": WriteFile, "ReplaceFile": ReplaceFile} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "state.json")
+			if err := os.MkdirAll(filepath.Join(path, "inside"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := op(path, []byte("new content"), 0o600); err == nil {
+				t.Fatal("a write over a directory succeeded")
+			}
+			ents, _ := os.ReadDir(dir)
+			for _, e := range ents {
+				if e.Name() != "state.json" {
+					t.Errorf("left behind: %s", e.Name())
+				}
+			}
+			if fi, err := os.Stat(path); err != nil || !fi.IsDir() {
+				t.Errorf("the directory after the failed write: %v, %v", fi, err)
+			}
+		})
+	}
+}
+
 func TestWriteFileMode(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("Windows has no Unix modes")
