@@ -164,7 +164,11 @@ func reclaimClone(clone int) (bool, error) {
 // reclaimFile overwrites and unlinks f if nothing holds it open, and
 // reports whether it did.
 func reclaimFile(dirfd int, f mounter.File) (bool, error) {
-	fd, err := openRegular(dirfd, f.Name)
+	// The size openRegular read is not used: it was read before the
+	// lease, and a process that opened, grew and closed the file in
+	// between would leave it short. Once the lease is held, nobody else
+	// has the file open, and the fstat below reads the size to overwrite.
+	fd, _, err := openRegular(dirfd, f.Name)
 	if errors.Is(err, unix.ENOENT) {
 		return true, nil
 	}

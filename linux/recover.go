@@ -195,18 +195,13 @@ func wipeDir(d, depth int) error {
 			// have become a FIFO or a symlink since. A symlink, FIFO or
 			// socket holds no data, but its name would keep the
 			// directory from going.
-			w, err := openRegular(d, name)
+			w, size, err := openRegular(d, name)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("wipe: open %s: %w", name, err))
 				continue
 			}
 			if w >= 0 {
-				var wst unix.Stat_t
-				if err := unix.Fstat(w, &wst); err != nil {
-					errs = append(errs, fmt.Errorf("wipe: stat %s: %w", name, err))
-				} else {
-					errs = append(errs, overwrite(w, wst.Size))
-				}
+				errs = append(errs, overwrite(w, size))
 				unix.Close(w)
 			}
 			if err := unix.Unlinkat(d, name, 0); err != nil {

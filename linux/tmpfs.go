@@ -365,7 +365,7 @@ func zeroFill(fd int, size int64) error {
 
 func wipeFile(dirfd int, f mounter.File) error {
 	// What is not a regular file is only unlinked (see openRegular).
-	fd, err := openRegular(dirfd, f.Name)
+	fd, size, err := openRegular(dirfd, f.Name)
 	if errors.Is(err, unix.ENOENT) {
 		return nil // a failed build never created it
 	}
@@ -373,14 +373,9 @@ func wipeFile(dirfd int, f mounter.File) error {
 		return fmt.Errorf("wipe secret %q: open: %w", f.SecretName, err)
 	}
 	if fd >= 0 {
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			unix.Close(fd)
-			return fmt.Errorf("wipe secret %q: stat: %w", f.SecretName, err)
-		}
 		// A container that remounted its view writable may have grown the
 		// file: overwrite all of it, not just the secret's size.
-		err = overwrite(fd, max(st.Size, f.Size))
+		err = overwrite(fd, max(size, f.Size))
 		unix.Close(fd)
 		if err != nil {
 			return fmt.Errorf("wipe secret %q: %w", f.SecretName, err)
@@ -393,8 +388,9 @@ func wipeFile(dirfd int, f mounter.File) error {
 }
 
 // openRegular opens name under dirfd for overwriting if, and only if, it is
-// a regular file; otherwise it returns -1 and no error: a FIFO, socket or
-// symlink holds no secret, only a name to unlink. The wipe runs on a tmpfs
+// a regular file, and returns its size as the fd's fstat found it;
+// otherwise it returns -1 and no error: a FIFO, socket or symlink holds no
+// secret, only a name to unlink. The wipe runs on a tmpfs
 // a container may have remounted writable (see the package doc) and so
 // filled with whatever it likes, between any check and the open:
 //   - O_NONBLOCK: opening a FIFO for writing blocks until someone opens it
@@ -406,22 +402,22 @@ func wipeFile(dirfd int, f mounter.File) error {
 //     never overwrites anything outside the tmpfs;
 //   - the type is decided by fstat on the fd opened, never by a stat of the
 //     name before the open, which a rename could change in between.
-func openRegular(dirfd int, name string) (int, error) {
-	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+func openRegular(dirfd int, name string) (fd int, size int64, err error) {
+	fd, err = unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	switch {
 	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENXIO):
-		return -1, nil // a symlink; a FIFO nobody reads, or a socket
+		return -1, 0, nil // a symlink; a FIFO nobody reads, or a socket
 	case err != nil:
-		return -1, err
+		return -1, 0, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("stat: %w", err)
+		return -1, 0, fmt.Errorf("stat: %w", err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		return -1, nil
+		return -1, 0, nil
 	}
-	return fd, nil
+	return fd, st.Size, nil
 }
