@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"time"
 
@@ -78,17 +76,7 @@ func connFlagsOf(cmd *cobra.Command) (*connFlags, error) {
 }
 
 func printVersion(w io.Writer, format string, v versioninfo.Output) error {
-	switch format {
-	case "":
-		return versioninfo.Write(w, v)
-	case "json":
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(w, string(b))
-		return err
-	default:
+	return versioninfo.Print(w, format, v, func(w io.Writer, format string, v versioninfo.Output) error {
 		return executeTemplate(w, format, []any{v})
-	}
+	})
 }

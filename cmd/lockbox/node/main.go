@@ -9,8 +9,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/template"
@@ -77,29 +77,24 @@ func newVersionCommand() *cobra.Command {
 		Short: "Show the version of this lockbox",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			out, w := versioninfo.Output{Client: versioninfo.Client()}, cmd.OutOrStdout()
-			switch format {
-			case "":
-				return versioninfo.Write(w, out)
-			case "json":
-				b, err := json.Marshal(out)
-				if err != nil {
-					return err
-				}
-				_, err = fmt.Fprintln(w, string(b))
-				return err
-			}
-			tmpl, err := template.New("format").Parse(format)
-			if err != nil {
-				return fmt.Errorf("--format: template parsing error: %w", err)
-			}
-			if err := tmpl.Execute(w, out); err != nil {
-				return fmt.Errorf("--format: template parsing error: %w", err)
-			}
-			_, err = fmt.Fprintln(w)
-			return err
+			out := versioninfo.Output{Client: versioninfo.Client()}
+			return versioninfo.Print(cmd.OutOrStdout(), format, out, executeTemplate)
 		},
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "", "format the output with a Go template, or json")
 	return cmd
+}
+
+// executeTemplate runs a --format template on v, with text/template's own
+// functions.
+func executeTemplate(w io.Writer, format string, v versioninfo.Output) error {
+	tmpl, err := template.New("format").Parse(format)
+	if err != nil {
+		return fmt.Errorf("--format: template parsing error: %w", err)
+	}
+	if err := tmpl.Execute(w, v); err != nil {
+		return fmt.Errorf("--format: template parsing error: %w", err)
+	}
+	_, err = fmt.Fprintln(w)
+	return err
 }

@@ -6,6 +6,7 @@
 package versioninfo
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -56,4 +57,24 @@ func Write(w io.Writer, v Output) error {
 		section("Server: Lockbox manager", *v.Server)
 	}
 	return tw.Flush()
+}
+
+// Print writes v as --format asks: docker version's text when format is
+// empty, one JSON object for "json", else through template, the build's
+// own --format executor (the full build's has the admin CLI's docker-like
+// functions; the node build's text/template's own only).
+func Print(w io.Writer, format string, v Output, template func(w io.Writer, format string, v Output) error) error {
+	switch format {
+	case "":
+		return Write(w, v)
+	case "json":
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, string(b))
+		return err
+	default:
+		return template(w, format, v)
+	}
 }
