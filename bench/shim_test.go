@@ -44,10 +44,14 @@ func BenchmarkShimLifecycle(b *testing.B) {
 		index[v] = i
 	}
 	cpu := newCPUMeter(len(variants))
+	spans := newSpanLog(len(variants))
 	agents := readAgentCPU(b, variants)
 	times := alternate(b, variants, func(v *shimVariant, i int) time.Duration {
-		return cpu.measure(index[v], i, func() time.Duration { return v.run(b, i, nil) })
+		return cpu.measure(index[v], i, func() time.Duration {
+			return spans.measure(index[v], i, func() time.Duration { return v.run(b, i, nil) })
+		})
 	})
+	spans.write(b, variantNames(variants))
 	meds := report(b, variantNames(variants), times)
 	cpu.report(variantNames(variants))
 	agents.report(b, b.N+1) // the warm-up claimed too
