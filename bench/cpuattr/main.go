@@ -232,7 +232,9 @@ func parseFrame(line string) frame {
 func program(s sample) string {
 	for i := len(s.stack) - 1; i >= 0; i-- {
 		d := s.stack[i].dso
-		if d == "" || strings.HasPrefix(d, "[") || strings.Contains(path.Base(d), ".so") {
+		// "/" is what perf makes of runc's init once it has pivoted into
+		// the container's root: its command names it better.
+		if d == "" || d == "/" || strings.HasPrefix(d, "[") || strings.Contains(path.Base(d), ".so") {
 			continue
 		}
 		// The agent is node/lockbox, the manager lockbox: keep the
