@@ -39,9 +39,18 @@ type Conn struct {
 	Received func()
 	// buf and oob receive the responses: allocated at the first, reused
 	// by the next (the shim makes two or three round trips a claim, and a
-	// response never carries a secret).
+	// response never carries a secret). buf grows to the largest response
+	// read (receive), from firstBuf.
 	buf, oob []byte
 }
+
+// firstBuf is the receive buffer a connection starts with: larger than
+// any answer to a claim of a few dozen secrets. A buffer of a whole
+// datagram (maxMessage, 128 KiB) was most of what a claim allocated in a
+// runtime shim, a fresh process that collects its garbage at GOGC 40
+// (containerd's pkg/shim): it brought the shim's next collection forward
+// into the container's exit (docs/performance.md).
+const firstBuf = 4 << 10
 
 // Dial connects to the agent's socket. Every later call on the
 // connection fails after timeout (zero: no limit).
@@ -264,21 +273,40 @@ func (c *Conn) send(req []byte) error {
 // receive reads the answer to the request last sent.
 func (c *Conn) receive() (*response, []*os.File, error) {
 	if c.buf == nil {
-		c.buf = make([]byte, maxMessage+1)
+		c.buf = make([]byte, firstBuf)
 		c.oob = make([]byte, unix.CmsgSpace(maxFDs*4))
 	}
-	buf, oob := c.buf, c.oob
 	var n, oobn, flags int
 	var err error
 	c.deadline()
+	// The datagram's length first: on SOCK_SEQPACKET, MSG_PEEK|MSG_TRUNC
+	// returns its whole length and leaves it queued (with no control
+	// buffer, the peek installs none of its fds). A buffer too short for
+	// it grows to it, up to one byte over the largest datagram, so that a
+	// longer one still shows as truncated.
 	if rerr := c.rc.Read(func(fd uintptr) bool {
 		err = retry(func() (err error) {
-			n, oobn, flags, _, err = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
+			n, _, err = unix.Recvfrom(int(fd), c.buf[:1], unix.MSG_PEEK|unix.MSG_TRUNC)
 			return err
 		})
 		return err != unix.EAGAIN
 	}); rerr != nil {
 		err = rerr
+	}
+	if err == nil && n >= len(c.buf) {
+		c.buf = make([]byte, min(n, maxMessage)+1)
+	}
+	buf, oob := c.buf, c.oob
+	if err == nil {
+		if rerr := c.rc.Read(func(fd uintptr) bool {
+			err = retry(func() (err error) {
+				n, oobn, flags, _, err = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
+				return err
+			})
+			return err != unix.EAGAIN
+		}); rerr != nil {
+			err = rerr
+		}
 	}
 	if c.Received != nil {
 		c.Received()

@@ -380,3 +380,80 @@ func TestAgentGoneMidRequest(t *testing.T) {
 		t.Fatalf("send with the agent gone: %v, want it named, with its errno", err)
 	}
 }
+
+// TestResponsesOfEverySize: the receive buffer starts small (firstBuf) and
+// grows to the answer's length, which a peek learns before the answer is
+// read; the fds come with the read, not the peek (none leaks), and an
+// answer longer than the largest datagram still fails as truncated.
+func TestResponsesOfEverySize(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "secret")
+	if err := os.WriteFile(p, []byte("s3cret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// mounts makes the answer n bytes long or a little more: each mount
+	// has a target of its own, and all but the last share one fd.
+	var mounts int
+	h := &handler{prepare: func(*agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
+		resp := &agent.PrepareResponse{}
+		for i := 0; i < mounts; i++ {
+			resp.Mounts = append(resp.Mounts, &agent.MountPoint{Target: "/run/secrets/" + strings.Repeat("t", 80) + string(rune('a'+i%26)), FdIndex: 0})
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		return resp, []*os.File{f}, nil
+	}}
+	sock := serve(t, h)
+	c, err := Dial(sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// open counts this process's fds on the secret's file: the handler's
+	// are closed once sent, the test's once read.
+	open := func() int {
+		es, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range es {
+			if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); l == p {
+				n++
+			}
+		}
+		return n
+	}
+
+	// One mount is about 100 bytes: under firstBuf, over it (the buffer
+	// grows), under the grown buffer (it is kept), and at about 100 KiB.
+	for _, n := range []int{1, 60, 30, 1000} {
+		mounts = n
+		ms, files, err := c.PrepareBeforeCreate(&Container{ID: "c1", Service: "web"})
+		if err != nil {
+			t.Fatalf("%d mounts: %v", n, err)
+		}
+		if len(ms) != n || len(files) != 1 {
+			t.Fatalf("%d mounts: got %d mounts and %d files", n, len(ms), len(files))
+		}
+		b, err := io.ReadAll(files[0])
+		closeAll(files)
+		if err != nil || string(b) != "s3cret" {
+			t.Fatalf("%d mounts: the fd reads %q, %v", n, b, err)
+		}
+		if n == 60 && len(c.buf) <= firstBuf {
+			t.Errorf("a %d-mount answer left the buffer at %d bytes", n, len(c.buf))
+		}
+	}
+	if n := open(); n != 0 {
+		t.Errorf("%d fds on the secret's file still open: the peek installed some", n)
+	}
+	// Over a datagram: the server cannot send it, and says so; the
+	// connection is not left with half an answer.
+	mounts = 1400
+	if _, _, err := c.PrepareBeforeCreate(&Container{ID: "c1", Service: "web"}); err == nil {
+		t.Fatal("an answer over the largest datagram was read")
+	}
+}
