@@ -164,7 +164,7 @@ func BenchmarkShimPhases(b *testing.B) {
 	}
 	fmt.Fprintf(&sb, "%s: %s ms from the previous step the variant has (n=%d per variant)\n", b.Name(), aggName, b.N)
 	short := map[string]string{"runc-shim": "runc", "lockbox-shim-plain": "plain", "lockbox-shim-claim": "claim",
-		"real-agent-runc-shim": "real-runc", "real-agent-shim-claim": "real-claim",
+		"real-agent-runc-shim": "real-runc", "real-agent-shim-claim": "real-claim", "real-agent-shim-plain": "real-plain",
 		"compare-shim-claim": "cmp-claim", "compare-real-shim-claim": "cmp-real"}
 	cols := make([]string, len(variants))
 	for k, v := range variants {

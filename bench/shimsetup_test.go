@@ -42,10 +42,11 @@ type shimVariant struct {
 // shims talk to it (env is added to containerd's environment), and returns
 // the shim benchmarks' variants: runc-shim (the baseline),
 // lockbox-shim-plain and lockbox-shim-claim; with LOCKBOX_BENCH_REAL_AGENT
-// set, also real-agent-runc-shim and real-agent-shim-claim: the runc
-// shim and the same claim through a second containerd whose shims talk to
-// a real manager and "lockbox agent" (its own process, its records and
-// exit watch), as on a node; the test agent
+// set, also real-agent-runc-shim, real-agent-shim-claim and
+// real-agent-shim-plain: the runc shim, the same claim and a plain
+// container of the Lockbox shim through a second containerd whose shims
+// talk to a real manager and "lockbox agent" (its own process, its records
+// and exit watch), as on a node; the test agent
 // runs in the benchmark's process, beside the client, and keeps no
 // records. LOCKBOX_BENCH_COMPARE_BIN=DIR adds compare-shim-claim (and,
 // with the real agent, compare-real-shim-claim): the same claims through
@@ -87,7 +88,8 @@ func shimVariants(b *testing.B, env ...string) ([]*shimVariant, *harness.TestAge
 		// runc container costs on that one.
 		variants = append(variants, on(cr,
 			&shimVariant{name: "real-agent-runc-shim", runtime: runcShim},
-			&shimVariant{name: "real-agent-shim-claim", runtime: lockboxShim, claim: true, agentPid: agent})...)
+			&shimVariant{name: "real-agent-shim-claim", runtime: lockboxShim, claim: true, agentPid: agent},
+			&shimVariant{name: "real-agent-shim-plain", runtime: lockboxShim})...)
 	}
 	if os.Getenv("LOCKBOX_BENCH_CHILD_AGENT") != "" {
 		// The same test agent in a process of its own, on a containerd
@@ -205,13 +207,14 @@ func hostSecretBinds(b *testing.B) (files, dir []specs.Mount) {
 }
 
 // realRunc is the index of real-agent-runc-shim among shimVariants' variants
-// (real-agent-shim-claim follows it), when LOCKBOX_BENCH_REAL_AGENT is set.
+// (real-agent-shim-claim and real-agent-shim-plain follow it), when
+// LOCKBOX_BENCH_REAL_AGENT is set.
 const realRunc = 3
 
-// hasRealAgent reports whether variants hold the real agent's pair at
+// hasRealAgent reports whether variants hold the real agent's three at
 // realRunc.
 func hasRealAgent(variants []*shimVariant) bool {
-	return len(variants) > realRunc+1 && variants[realRunc].name == "real-agent-runc-shim"
+	return len(variants) > realRunc+2 && variants[realRunc].name == "real-agent-runc-shim"
 }
 
 // runcShimBinary is the file containerd runs for io.containerd.runc.v2.
