@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -393,10 +394,10 @@ func TestResponsesOfEverySize(t *testing.T) {
 	}
 	// mounts makes the answer n bytes long or a little more: each mount
 	// has a target of its own, and all but the last share one fd.
-	var mounts int
+	var mounts atomic.Int64
 	h := &handler{prepare: func(*agent.PrepareRequest) (*agent.PrepareResponse, []*os.File, error) {
 		resp := &agent.PrepareResponse{}
-		for i := 0; i < mounts; i++ {
+		for i := 0; i < int(mounts.Load()); i++ {
 			resp.Mounts = append(resp.Mounts, &agent.MountPoint{Target: "/run/secrets/" + strings.Repeat("t", 80) + string(rune('a'+i%26)), FdIndex: 0})
 		}
 		f, err := os.Open(p)
@@ -411,8 +412,9 @@ func TestResponsesOfEverySize(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	// open counts this process's fds on the secret's file: the handler's
-	// are closed once sent, the test's once read.
+	// open counts this process's fds on the secret's file: the test's are
+	// closed once read, the server's once sent (by its goroutine, maybe
+	// after the answer is read: open waits up to 5 s for them).
 	open := func() int {
 		es, err := os.ReadDir("/proc/self/fd")
 		if err != nil {
@@ -430,7 +432,7 @@ func TestResponsesOfEverySize(t *testing.T) {
 	// One mount is about 100 bytes: under firstBuf, over it (the buffer
 	// grows), under the grown buffer (it is kept), and at about 100 KiB.
 	for _, n := range []int{1, 60, 30, 1000} {
-		mounts = n
+		mounts.Store(int64(n))
 		ms, files, err := c.PrepareBeforeCreate(&Container{ID: "c1", Service: "web"})
 		if err != nil {
 			t.Fatalf("%d mounts: %v", n, err)
@@ -447,12 +449,16 @@ func TestResponsesOfEverySize(t *testing.T) {
 			t.Errorf("a %d-mount answer left the buffer at %d bytes", n, len(c.buf))
 		}
 	}
-	if n := open(); n != 0 {
+	n := open()
+	for wait := time.Now().Add(5 * time.Second); n != 0 && time.Now().Before(wait); n = open() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n != 0 {
 		t.Errorf("%d fds on the secret's file still open: the peek installed some", n)
 	}
 	// Over a datagram: the server cannot send it, and says so; the
 	// connection is not left with half an answer.
-	mounts = 1400
+	mounts.Store(1400)
 	if _, _, err := c.PrepareBeforeCreate(&Container{ID: "c1", Service: "web"}); err == nil {
 		t.Fatal("an answer over the largest datagram was read")
 	}
