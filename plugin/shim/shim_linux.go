@@ -144,9 +144,10 @@ func (m *lockboxManager) Stop(ctx context.Context, id string) (shim.StopStatus, 
 // what GOGC in its environment says. At 40 the heap's smallest goal is
 // 1.6 MB, and a container's whole lifecycle, which allocates about 1.5 MB
 // in this shim, went through two or three collections: 5.5 ms of the
-// machine's CPU a container and 1.3 to 2 ms of its lifecycle
-// (BenchmarkShimLifecycle, docs/performance.md), and a claim's few dozen
-// kilobytes more brought one into the container's exit. At 100 it goes
+// machine's CPU a container, 2.0 ms of a plain container's lifecycle and
+// 3.6 ms of a claiming one's (the same build at 40 and at 100 in one
+// alternation of BenchmarkShimLifecycle, docs/performance.md), and a
+// claim's few dozen kilobytes more brought one into the container's exit. At 100 it goes
 // through none or one, and the shim's resident memory at the container's
 // delete was lower, not higher (16.3 against 16.9 MB: the collector's own
 // pages); pkg/shim still forces a collection and returns freed memory to
